@@ -1,0 +1,4 @@
+# Warnings for our own targets: the build stays clean under -Wall -Wextra.
+add_library(sampleattn_warnings INTERFACE)
+target_compile_options(sampleattn_warnings INTERFACE
+  $<$<COMPILE_LANGUAGE:C,CXX>:-Wall -Wextra -Wshadow=local -Wno-unused-parameter>)

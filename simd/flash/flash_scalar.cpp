@@ -1,0 +1,123 @@
+// Portable kernels: plain loops, no intrinsics. They define the semantics every vector table must
+// match (see src/core/kernels.h) and run on any x86-64 CPU.
+#include <algorithm>
+#include <cmath>
+
+#include "core/dtype_convert.h"
+#include "core/kernels.h"
+
+namespace sampleattn {
+namespace scalar {
+namespace {
+
+
+size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+size_t packed_bytes(int rows, int d) { return round64(static_cast<size_t>(rows) * d * sizeof(float)); }
+size_t scratch_bytes(int m, int n) { return round64(static_cast<size_t>(m) * n * sizeof(float)); }
+
+void load_rows(const RowSource& src, int rows, int d, float scale, float* dst) {
+  for (int r = 0; r < rows; ++r) {
+    const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
+    for (int c = 0; c < d; ++c) dst[r * d + c] = load_scalar(src.base, src.dtype, base + c) * scale;
+  }
+}
+
+void pack_q(const RowSource& src, int m, int d, float scale, void* dst) {
+  load_rows(src, m, d, scale, static_cast<float*>(dst));
+}
+void pack_kv(const RowSource& src, int n, int d, void* dst) {
+  load_rows(src, n, d, 1.0f, static_cast<float*>(dst));
+}
+
+void scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds) {
+  const float* q = static_cast<const float*>(qv);
+  const float* k = static_cast<const float*>(kv);
+  for (int r = 0; r < m; ++r) {
+    for (int j = 0; j < n; ++j) {
+      float dot = 0.f;
+      for (int c = 0; c < d; ++c) dot += q[r * d + c] * k[j * d + c];
+      s[r * lds + j] = dot;
+    }
+  }
+}
+
+int span_lo(const int32_t* lo, int r) { return lo ? std::max(lo[r], 0) : 0; }
+int span_hi(const int32_t* hi, int r, int n) { return hi ? std::min(hi[r], n) : n; }
+
+void attend(const AttendTileArgs& a) {
+  float* s = static_cast<float*>(a.scratch);
+  scores(a.q, a.m, a.k, a.n, a.d, s, a.n);
+  const float* v = static_cast<const float*>(a.v);
+  for (int r = 0; r < a.m; ++r) {
+    const int lo = span_lo(a.lo, r), hi = span_hi(a.hi, r, a.n);
+    if (lo >= hi) continue;
+    float* sr = s + static_cast<int64_t>(r) * a.n;
+    float mx = a.row_max[r];
+    for (int j = lo; j < hi; ++j) mx = std::max(mx, sr[j]);
+    const float c = std::exp2(a.row_max[r] - mx);  // exp2(-inf) = 0 on the first tile
+    float sum = 0.f;
+    float* acc = a.acc + static_cast<int64_t>(r) * a.d;
+    for (int x = 0; x < a.d; ++x) acc[x] *= c;
+    for (int j = lo; j < hi; ++j) {
+      const float p = std::exp2(sr[j] - mx);
+      sum += p;
+      for (int x = 0; x < a.d; ++x) acc[x] += p * v[static_cast<int64_t>(j) * a.d + x];
+    }
+    a.row_sum[r] = a.row_sum[r] * c + sum;
+    a.row_max[r] = mx;
+  }
+}
+
+void row_stats(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
+               float* row_max, float* row_sum) {
+  for (int r = 0; r < m; ++r) {
+    const int l = span_lo(lo, r), h = span_hi(hi, r, n);
+    if (l >= h) continue;
+    const float* sr = s + r * lds;
+    float mx = row_max[r];
+    for (int j = l; j < h; ++j) mx = std::max(mx, sr[j]);
+    float sum = 0.f;
+    for (int j = l; j < h; ++j) sum += std::exp2(sr[j] - mx);
+    row_sum[r] = row_sum[r] * std::exp2(row_max[r] - mx) + sum;
+    row_max[r] = mx;
+  }
+}
+
+void accumulate_columns(const float* s, int64_t lds, int m, int n, const int32_t* lo,
+                        const int32_t* hi, const float* row_max, const float* row_scale,
+                        float* col_sum) {
+  for (int r = 0; r < m; ++r) {
+    const int l = span_lo(lo, r), h = span_hi(hi, r, n);
+    const float* sr = s + r * lds;
+    for (int j = l; j < h; ++j) col_sum[j] += std::exp2(sr[j] - row_max[r]) * row_scale[r];
+  }
+}
+
+void store_rows(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype,
+                int64_t row_stride) {
+  for (int r = 0; r < m; ++r) {
+    for (int x = 0; x < d; ++x) store_scalar(dst, dtype, r * row_stride + x, acc[r * d + x] * row_scale[r]);
+  }
+}
+
+}  // namespace
+
+const KernelTable kTable = {
+    Isa::kScalar,
+    "scalar",
+    /*block_rows=*/64,
+    /*key_tile=*/64,
+    FlashPath{4, packed_bytes, scratch_bytes, pack_q, pack_kv, pack_kv, attend, scores},
+    FlashPath{},
+    /*has_bf16=*/false,
+    row_stats,
+    accumulate_columns,
+    store_rows,
+};
+
+}  // namespace scalar
+
+const KernelTable* scalar_kernel_table() { return &scalar::kTable; }
+
+}  // namespace sampleattn

@@ -1,0 +1,41 @@
+// A backend runs validated problems. The context holds one, chosen by the backend table in
+// api/c_api.cpp: the CPU backend always exists; the CUDA backend only when compiled with CUDA
+// and a device is found.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/problem.h"
+#include "core/status.h"
+#include "sampleattn/sampleattn.h"
+
+namespace sampleattn {
+
+struct BackendOptions {
+  int num_threads = 0;
+  bool bind = true;
+  int cuda_device = 0;
+  uint64_t max_workspace_bytes = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual sampleattn_backend kind() const = 0;
+  // Workspace the call will hold (scratch of all workers, stripe buffers, score buffers).
+  virtual Status plan(const Problem& problem, sampleattn_plan_info* info) = 0;
+  virtual Status forward(const Problem& problem, sampleattn_stats* stats) = 0;
+  virtual void describe(sampleattn_context_info* info) const = 0;
+};
+
+namespace cpu {
+Status create_backend(const BackendOptions& options, std::unique_ptr<Backend>* backend);
+}
+namespace cuda {
+// Fails with SAMPLEATTN_UNSUPPORTED_BACKEND (and a reason) when CUDA was not compiled in or no
+// device is usable.
+Status create_backend(const BackendOptions& options, std::unique_ptr<Backend>* backend);
+}
+
+}  // namespace sampleattn

@@ -1,0 +1,74 @@
+#include "core/cpu_features.h"
+
+#include <cpuid.h>
+
+#include <cstring>
+
+namespace sampleattn {
+namespace {
+
+uint64_t read_xcr0() {
+  uint32_t eax = 0, edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
+  const bool osxsave = (ecx >> 27) & 1;
+  const bool fma = (ecx >> 12) & 1;
+  const bool avx = (ecx >> 28) & 1;
+  f.f16c = (ecx >> 29) & 1;
+  if (!osxsave || !avx) return f;
+  const uint64_t xcr0 = read_xcr0();
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;            // SSE + AVX state
+  const bool zmm_state = (xcr0 & 0xE6) == 0xE6;          // + opmask, ZMM_Hi256, Hi16_ZMM
+  if (__get_cpuid_max(0, nullptr) < 7) return f;
+  __cpuid_count(7, 0, eax, ebx, ecx, edx);
+  const bool avx2 = (ebx >> 5) & 1;
+  const bool avx512f = (ebx >> 16) & 1;
+  const bool avx512dq = (ebx >> 17) & 1;
+  const bool avx512bw = (ebx >> 30) & 1;
+  const bool avx512vl = (ebx >> 31) & 1;
+  f.avx2_fma = ymm_state && avx2 && fma;
+  f.avx512 = f.avx2_fma && zmm_state && avx512f && avx512dq && avx512bw && avx512vl;
+  __cpuid_count(7, 1, eax, ebx, ecx, edx);
+  f.avx512_bf16 = f.avx512 && ((eax >> 5) & 1);
+  if (!f.f16c) f.avx2_fma = f.avx512 = f.avx512_bf16 = false;  // our kernels convert f16 with F16C
+  return f;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kScalar: return "scalar";
+  }
+  return "unknown";
+}
+
+bool parse_isa(const char* text, Isa* isa) {
+  if (text == nullptr) return false;
+  if (std::strcmp(text, "avx512") == 0) { *isa = Isa::kAvx512; return true; }
+  if (std::strcmp(text, "avx2") == 0) { *isa = Isa::kAvx2; return true; }
+  if (std::strcmp(text, "scalar") == 0) { *isa = Isa::kScalar; return true; }
+  return false;
+}
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures features = detect();
+  return features;
+}
+
+Isa best_supported_isa() {
+  const CpuFeatures& f = cpu_features();
+  if (f.avx512) return Isa::kAvx512;
+  if (f.avx2_fma) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+}  // namespace sampleattn

@@ -1,0 +1,56 @@
+#include "core/dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+
+namespace sampleattn {
+namespace {
+
+constexpr int kNotForced = -1;
+std::atomic<int> g_forced_isa{kNotForced};
+
+const KernelTable* compiled_table(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return avx512_kernel_table();
+    case Isa::kAvx2: return avx2_kernel_table();
+    case Isa::kScalar: return scalar_kernel_table();
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+// Descending chain avx512 -> avx2 -> scalar, starting at min(best supported, cap).
+const KernelTable& automatic_kernel_table(const char* isa_cap) {
+  Isa start = best_supported_isa();
+  Isa cap;
+  if (parse_isa(isa_cap, &cap) && cap < start) start = cap;
+  for (int i = static_cast<int>(start); i >= 0; --i) {
+    if (const KernelTable* t = kernel_table_for(static_cast<Isa>(i))) return *t;
+  }
+  return *scalar_kernel_table();
+}
+
+const KernelTable* kernel_table_for(Isa isa) {
+  if (isa > best_supported_isa()) return nullptr;
+  return compiled_table(isa);
+}
+
+const KernelTable& active_kernel_table() {
+  static const KernelTable* const automatic = &automatic_kernel_table(std::getenv("SAMPLEATTN_ISA"));
+  const int forced = g_forced_isa.load(std::memory_order_acquire);
+  if (forced != kNotForced) {
+    if (const KernelTable* t = kernel_table_for(static_cast<Isa>(forced))) return *t;
+  }
+  return *automatic;
+}
+
+bool force_cpu_isa(Isa isa) {
+  if (kernel_table_for(isa) == nullptr) return false;
+  g_forced_isa.store(static_cast<int>(isa), std::memory_order_release);
+  return true;
+}
+
+void clear_forced_isa() { g_forced_isa.store(kNotForced, std::memory_order_release); }
+
+}  // namespace sampleattn

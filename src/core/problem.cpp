@@ -1,0 +1,217 @@
+#include "core/problem.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace sampleattn {
+namespace {
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+bool valid_dtype(sampleattn_dtype t) {
+  return t == SAMPLEATTN_DTYPE_F32 || t == SAMPLEATTN_DTYPE_F16 || t == SAMPLEATTN_DTYPE_BF16;
+}
+
+Status check_tensor(const char* name, sampleattn_dtype dtype, int64_t token_stride,
+                    int64_t head_stride, int heads, int64_t tokens, int head_dim) {
+  if (!valid_dtype(dtype)) {
+    return {SAMPLEATTN_UNSUPPORTED_DTYPE,
+            std::string(name) + ".dtype " + str(dtype) + " is not f32, f16 or bf16"};
+  }
+  if (token_stride < 1 || head_stride < 1) {
+    return invalid_shape(std::string(name) + " strides must be positive (token_stride " +
+                         str(token_stride) + ", head_stride " + str(head_stride) + ")");
+  }
+  // Each (token, head) row holds head_dim contiguous elements that must not overlap another row.
+  const bool token_outer = token_stride >= head_stride;
+  const int64_t inner = token_outer ? head_stride : token_stride;
+  const int64_t inner_count = token_outer ? heads : tokens;
+  const int64_t outer = token_outer ? token_stride : head_stride;
+  const int64_t outer_count = token_outer ? tokens : heads;
+  if ((inner_count > 1 && inner < head_dim) || (outer_count > 1 && outer < inner * inner_count) ||
+      (inner_count <= 1 && outer_count > 1 && outer < head_dim)) {
+    return invalid_shape(std::string(name) + " strides (token " + str(token_stride) + ", head " +
+                         str(head_stride) + ") make rows of " + str(head_dim) +
+                         " elements overlap for " + str(tokens) + " tokens x " + str(heads) +
+                         " heads");
+  }
+  // The largest offset must fit int64 comfortably.
+  const double last = static_cast<double>(std::max<int64_t>(tokens - 1, 0)) * token_stride +
+                      static_cast<double>(heads - 1) * head_stride + head_dim;
+  if (last > 9.0e18) return invalid_shape(std::string(name) + " extent overflows int64");
+  return Status::ok();
+}
+
+bool finite_in(float x, float lo, float hi, bool lo_open) {
+  if (!std::isfinite(x)) return false;
+  return (lo_open ? x > lo : x >= lo) && x <= hi;
+}
+
+Status check_sample(const sampleattn_sample_params& s) {
+  if (s.struct_size != sizeof(sampleattn_sample_params)) {
+    return invalid_argument("sample.struct_size is " + str(s.struct_size) + ", expected " +
+                            str(sizeof(sampleattn_sample_params)) +
+                            ": fill it with sampleattn_sample_params_init()");
+  }
+  if (!finite_in(s.alpha, 0.f, 1.f, true)) {
+    return invalid_argument("sample.alpha must be in (0, 1], got " + std::to_string(s.alpha));
+  }
+  if (!finite_in(s.r_row, 0.f, 1.f, true)) {
+    return invalid_argument("sample.r_row must be in (0, 1], got " + std::to_string(s.r_row));
+  }
+  if (!finite_in(s.r_w, 0.f, 1.f, false)) {
+    return invalid_argument("sample.r_w must be in [0, 1], got " + std::to_string(s.r_w));
+  }
+  if (s.min_window < 0) return invalid_argument("sample.min_window must be >= 0");
+  if (s.sample_block < 1) return invalid_argument("sample.sample_block must be >= 1");
+  if (s.min_stripes < 0) return invalid_argument("sample.min_stripes must be >= 0");
+  if (s.max_stripes < 0) return invalid_argument("sample.max_stripes must be >= 0 (0 = no limit)");
+  if (s.max_stripes > 0 && s.max_stripes < s.min_stripes) {
+    return invalid_argument("sample.max_stripes (" + str(s.max_stripes) +
+                            ") is below sample.min_stripes (" + str(s.min_stripes) + ")");
+  }
+  if (s.sink_tokens < 0) return invalid_argument("sample.sink_tokens must be >= 0");
+  if (s.dense_below < 0) return invalid_argument("sample.dense_below must be >= 0");
+  if (s.scope != SAMPLEATTN_STRIPES_PER_HEAD && s.scope != SAMPLEATTN_STRIPES_PER_KV_GROUP) {
+    return invalid_argument("sample.scope " + str(s.scope) + " is not a sampleattn_stripe_scope");
+  }
+  if (s.window_mass_counts != 0 && s.window_mass_counts != 1) {
+    return invalid_argument("sample.window_mass_counts must be 0 or 1");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+double Problem::dense_pairs() const {
+  double pairs = 0;
+  for (const Sequence& s : sequences) {
+    if (causal) {
+      // Query i sees q_offset + i + 1 keys.
+      const double q = static_cast<double>(s.q_len);
+      pairs += q * static_cast<double>(s.q_offset()) + q * (q + 1) / 2;
+    } else {
+      pairs += static_cast<double>(s.q_len) * static_cast<double>(s.k_len);
+    }
+  }
+  return pairs * num_q_heads;
+}
+
+Status build_problem(const sampleattn_params* params, bool check_data, Problem* problem) {
+  if (params == nullptr) return null_pointer("params is NULL");
+  if (problem == nullptr) return null_pointer("problem is NULL");
+  const sampleattn_params& p = *params;
+  if (p.struct_size != sizeof(sampleattn_params)) {
+    return invalid_argument("params.struct_size is " + str(p.struct_size) + ", expected " +
+                            str(sizeof(sampleattn_params)) +
+                            ": fill it with sampleattn_params_init()");
+  }
+  Problem out;
+  if (std::find(std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims), p.head_dim) ==
+      std::end(kSupportedHeadDims)) {
+    return {SAMPLEATTN_UNSUPPORTED_HEAD_DIM,
+            "head_dim " + str(p.head_dim) + " is not supported (64, 80, 96, 128 or 256)"};
+  }
+  if (p.num_q_heads < 1 || p.num_kv_heads < 1) {
+    return invalid_shape("num_q_heads (" + str(p.num_q_heads) + ") and num_kv_heads (" +
+                         str(p.num_kv_heads) + ") must be >= 1");
+  }
+  if (p.num_q_heads % p.num_kv_heads != 0) {
+    return invalid_shape("num_q_heads (" + str(p.num_q_heads) +
+                         ") must be a multiple of num_kv_heads (" + str(p.num_kv_heads) + ")");
+  }
+  out.head_dim = p.head_dim;
+  out.num_q_heads = p.num_q_heads;
+  out.num_kv_heads = p.num_kv_heads;
+  out.group = p.num_q_heads / p.num_kv_heads;
+
+  if (p.causal != 0 && p.causal != 1) return invalid_argument("causal must be 0 or 1");
+  out.causal = p.causal == 1;
+  if (std::isnan(p.softmax_scale) || std::isinf(p.softmax_scale) || p.softmax_scale < 0) {
+    return invalid_argument("softmax_scale must be finite and >= 0 (0 = 1/sqrt(head_dim)), got " +
+                            std::to_string(p.softmax_scale));
+  }
+  out.scale = p.softmax_scale == 0 ? 1.0f / std::sqrt(static_cast<float>(p.head_dim))
+                                   : p.softmax_scale;
+  if (p.method != SAMPLEATTN_METHOD_DENSE && p.method != SAMPLEATTN_METHOD_SAMPLE) {
+    return invalid_argument("method " + str(p.method) + " is not a sampleattn_method");
+  }
+  out.method = p.method;
+  if (p.method == SAMPLEATTN_METHOD_SAMPLE && p.causal != 1) {
+    return invalid_argument("method sample needs causal = 1 (the window and stripes are causal)");
+  }
+  if (p.precision != SAMPLEATTN_PRECISION_F32 && p.precision != SAMPLEATTN_PRECISION_BF16) {
+    return invalid_argument("precision " + str(p.precision) + " is not a sampleattn_precision");
+  }
+  out.precision = p.precision;
+  SAMPLEATTN_RETURN_IF_ERROR(check_sample(p.sample));
+  out.sample = p.sample;
+
+  // Sequences.
+  if (p.batch < 1) return invalid_shape("batch must be >= 1, got " + str(p.batch));
+  if ((p.cu_seqlens_q == nullptr) != (p.cu_seqlens_k == nullptr)) {
+    return null_pointer("cu_seqlens_q and cu_seqlens_k must both be set or both be NULL");
+  }
+  if (p.cu_seqlens_q == nullptr) {
+    if (p.batch != 1) {
+      return null_pointer("batch " + str(p.batch) + " needs cu_seqlens_q and cu_seqlens_k");
+    }
+    if (p.seqlen_q < 0 || p.seqlen_k < 0 || p.seqlen_q > INT32_MAX || p.seqlen_k > INT32_MAX) {
+      return invalid_shape("seqlen_q (" + str(p.seqlen_q) + ") and seqlen_k (" + str(p.seqlen_k) +
+                           ") must be in [0, 2^31)");
+    }
+    out.sequences.push_back({0, p.seqlen_q, 0, p.seqlen_k});
+  } else {
+    if (p.cu_seqlens_q[0] != 0 || p.cu_seqlens_k[0] != 0) {
+      return invalid_shape("cu_seqlens_q[0] and cu_seqlens_k[0] must be 0");
+    }
+    out.sequences.reserve(p.batch);
+    for (int b = 0; b < p.batch; ++b) {
+      const int64_t q0 = p.cu_seqlens_q[b], q1 = p.cu_seqlens_q[b + 1];
+      const int64_t k0 = p.cu_seqlens_k[b], k1 = p.cu_seqlens_k[b + 1];
+      if (q1 < q0 || k1 < k0) {
+        return invalid_shape("cu_seqlens must be non-decreasing (sequence " + str(b) + ")");
+      }
+      out.sequences.push_back({q0, q1 - q0, k0, k1 - k0});
+    }
+  }
+  for (size_t b = 0; b < out.sequences.size(); ++b) {
+    const Sequence& s = out.sequences[b];
+    if (out.causal && s.q_len > s.k_len) {
+      return invalid_shape("sequence " + str(static_cast<int64_t>(b)) + " has " + str(s.q_len) +
+                           " queries but only " + str(s.k_len) +
+                           " keys; causal chunked prefill needs q_len <= k_len");
+    }
+  }
+  out.total_q = out.sequences.back().q_begin + out.sequences.back().q_len;
+  out.total_k = out.sequences.back().k_begin + out.sequences.back().k_len;
+
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("q", p.q.dtype, p.q.token_stride, p.q.head_stride,
+                                          p.num_q_heads, out.total_q, p.head_dim));
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("k", p.k.dtype, p.k.token_stride, p.k.head_stride,
+                                          p.num_kv_heads, out.total_k, p.head_dim));
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("v", p.v.dtype, p.v.token_stride, p.v.head_stride,
+                                          p.num_kv_heads, out.total_k, p.head_dim));
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("o", p.o.dtype, p.o.token_stride, p.o.head_stride,
+                                          p.num_q_heads, out.total_q, p.head_dim));
+  out.q = {p.q.data, static_cast<DType>(p.q.dtype), p.q.token_stride, p.q.head_stride};
+  out.k = {p.k.data, static_cast<DType>(p.k.dtype), p.k.token_stride, p.k.head_stride};
+  out.v = {p.v.data, static_cast<DType>(p.v.dtype), p.v.token_stride, p.v.head_stride};
+  out.o = {p.o.data, static_cast<DType>(p.o.dtype), p.o.token_stride, p.o.head_stride};
+  out.lse = p.lse;
+  out.stream = p.stream;
+
+  if (check_data) {
+    if (out.total_q > 0 && (p.q.data == nullptr || p.o.data == nullptr)) {
+      return null_pointer(p.q.data == nullptr ? "q.data is NULL" : "o.data is NULL");
+    }
+    if (out.total_k > 0 && (p.k.data == nullptr || p.v.data == nullptr)) {
+      return null_pointer(p.k.data == nullptr ? "k.data is NULL" : "v.data is NULL");
+    }
+  }
+  *problem = std::move(out);
+  return Status::ok();
+}
+
+}  // namespace sampleattn

@@ -1,0 +1,70 @@
+// The validated, normalized form of one attention call (sampleattn_params), shared by every
+// backend. Building it is where all validation rules live, so plan() and forward() agree.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "sampleattn/sampleattn.h"
+
+namespace sampleattn {
+
+inline constexpr int kSupportedHeadDims[] = {64, 80, 96, 128, 256};
+
+struct TensorView {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t token_stride = 0;  // elements
+  int64_t head_stride = 0;   // elements
+};
+
+struct OutputView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t token_stride = 0;
+  int64_t head_stride = 0;
+};
+
+struct Sequence {
+  int64_t q_begin = 0;  // first query token in the concatenated batch
+  int64_t q_len = 0;
+  int64_t k_begin = 0;
+  int64_t k_len = 0;
+  // Queries are the last q_len of the k_len positions: query i sits at position q_offset + i.
+  int64_t q_offset() const { return k_len - q_len; }
+};
+
+struct Problem {
+  TensorView q, k, v;
+  OutputView o;
+  float* lse = nullptr;
+  int head_dim = 0;
+  int num_q_heads = 0;
+  int num_kv_heads = 0;
+  int group = 1;  // query heads per kv head
+  std::vector<Sequence> sequences;
+  int64_t total_q = 0;
+  int64_t total_k = 0;
+  float scale = 0.f;  // the softmax scale, resolved (never 0)
+  bool causal = true;
+  sampleattn_method method = SAMPLEATTN_METHOD_DENSE;
+  sampleattn_precision precision = SAMPLEATTN_PRECISION_F32;
+  sampleattn_sample_params sample{};
+  void* stream = nullptr;
+
+  // Query-key pairs a dense attention computes (causal or full), summed over heads.
+  double dense_pairs() const;
+};
+
+// Validates `params` and fills `problem`. With check_data, the Q/K/V/O pointers must be set
+// (sampleattn_forward); without, only shapes and parameters are checked (sampleattn_plan).
+Status build_problem(const sampleattn_params* params, bool check_data, Problem* problem);
+
+// Pairs (query, key) that query `i` of `seq` may see: keys [0, causal_end(i)).
+inline int64_t causal_end(const Problem& p, const Sequence& s, int64_t i) {
+  return p.causal ? s.q_offset() + i + 1 : s.k_len;
+}
+
+}  // namespace sampleattn

@@ -1,0 +1,93 @@
+#include "core/sparse_plan.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sampleattn {
+
+int64_t window_size(const sampleattn_sample_params& s, int64_t k_len) {
+  const auto by_ratio = static_cast<int64_t>(std::ceil(static_cast<double>(s.r_w) * k_len));
+  return std::min<int64_t>(k_len, std::max<int64_t>(s.min_window, by_ratio));
+}
+
+int64_t visible_stripes(const HeadPlan& plan, int64_t p) {
+  const int64_t last = p - plan.window;
+  return std::upper_bound(plan.stripes.begin(), plan.stripes.end(), last,
+                          [](int64_t v, int32_t s) { return v < s; }) -
+         plan.stripes.begin();
+}
+
+double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan) {
+  double pairs = 0;
+  const int64_t first = seq.q_offset();
+  if (plan.dense) {
+    for (int64_t i = 0; i < seq.q_len; ++i) pairs += static_cast<double>(causal_end(problem, seq, i));
+    return pairs;
+  }
+  for (int64_t i = 0; i < seq.q_len; ++i) {
+    const int64_t p = first + i;
+    pairs += static_cast<double>(std::min<int64_t>(plan.window, p + 1) + visible_stripes(plan, p));
+  }
+  return pairs;
+}
+
+void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats* stats) {
+  if (stats == nullptr) return;
+  const int hq = problem.num_q_heads;
+  const int nseq = static_cast<int>(problem.sequences.size());
+  double total_computed = 0, total_causal = 0, stripe_sum = 0;
+  int sampled_heads = 0, dense_heads = 0;
+  float cra_min = 1.f;
+  int64_t stripes_required = 0;
+  const HeadPlan dense_plan;
+  for (int s = 0; s < nseq; ++s) {
+    const Sequence& seq = problem.sequences[s];
+    for (int h = 0; h < hq; ++h) {
+      const HeadPlan& hp = plan ? plan->head(s, h, hq) : dense_plan;
+      const double causal = computed_pairs(problem, seq, dense_plan);
+      const double computed = computed_pairs(problem, seq, hp);
+      total_causal += causal;
+      total_computed += computed;
+      if (hp.dense) {
+        ++dense_heads;
+      } else {
+        ++sampled_heads;
+        stripe_sum += static_cast<double>(hp.stripes.size());
+        cra_min = std::min(cra_min, hp.cra_min);
+      }
+      stripes_required += static_cast<int64_t>(hp.stripes.size());
+      if (stats->head_stats) {
+        sampleattn_head_stats& out = stats->head_stats[static_cast<size_t>(s) * hq + h];
+        out.window = static_cast<int32_t>(hp.dense ? seq.k_len : hp.window);
+        out.num_stripes = static_cast<int32_t>(hp.stripes.size());
+        out.dense = hp.dense ? 1 : 0;
+        out.density = causal > 0 ? static_cast<float>(computed / causal) : 1.f;
+        out.cra_min = hp.cra_min;
+        out.cra_mean = hp.cra_mean;
+      }
+    }
+  }
+  stats->density = total_causal > 0 ? total_computed / total_causal : 1.0;
+  stats->stripes_mean = sampled_heads > 0 ? stripe_sum / sampled_heads : 0.0;
+  stats->cra_min = cra_min;
+  stats->num_dense_heads = dense_heads;
+  stats->num_heads_total = nseq * hq;
+  stats->stripes_required = stripes_required;
+  stats->time_sampling_s = plan ? plan->time_sampling_s : 0;
+  stats->time_selection_s = plan ? plan->time_selection_s : 0;
+  if (stats->stripe_offsets != nullptr && stats->stripes != nullptr &&
+      stats->stripe_capacity >= stripes_required) {
+    int64_t at = 0;
+    for (int s = 0; s < nseq; ++s) {
+      for (int h = 0; h < hq; ++h) {
+        stats->stripe_offsets[static_cast<size_t>(s) * hq + h] = static_cast<int32_t>(at);
+        if (plan) {
+          for (int32_t j : plan->head(s, h, hq).stripes) stats->stripes[at++] = j;
+        }
+      }
+    }
+    stats->stripe_offsets[static_cast<size_t>(nseq) * hq] = static_cast<int32_t>(at);
+  }
+}
+
+}  // namespace sampleattn

@@ -1,0 +1,44 @@
+// The mask SampleAttention chose for one call: per (sequence, query head), dense or a local
+// window plus stripe columns (docs/ALGORITHM.md). Produced by a backend's stages 1 and 2, read by
+// its sparse attention and by the statistics.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/problem.h"
+
+namespace sampleattn {
+
+struct HeadPlan {
+  bool dense = true;
+  int64_t window = 0;            // keys; k_len when dense
+  std::vector<int32_t> stripes;  // ascending key positions (relative to the sequence)
+  float cra_min = 1.f;           // kept mass of the sampled rows (1 for dense heads)
+  float cra_mean = 1.f;
+};
+
+struct SparsePlan {
+  std::vector<HeadPlan> heads;  // [sequence * num_q_heads + head]
+  double time_sampling_s = 0;
+  double time_selection_s = 0;
+
+  const HeadPlan& head(int sequence, int q_head, int num_q_heads) const {
+    return heads[static_cast<size_t>(sequence) * num_q_heads + q_head];
+  }
+};
+
+// The window of a sampled sequence: min(k_len, max(min_window, ceil(r_w * k_len))).
+int64_t window_size(const sampleattn_sample_params& s, int64_t k_len);
+
+// Number of stripes visible to the query at position p: stripes j <= p - window.
+int64_t visible_stripes(const HeadPlan& plan, int64_t p);
+
+// Query-key pairs the mask computes for sequence `seq` (all its queries, one head).
+double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan);
+
+// Fills the caller's stats (totals, per-head arrays, stripes) from a plan. plan may be null
+// (everything dense).
+void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats* stats);
+
+}  // namespace sampleattn

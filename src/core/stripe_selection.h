@@ -1,0 +1,21 @@
+// Stage 2 of SampleAttention: the fewest key columns whose score reaches a target
+// (docs/ALGORITHM.md). Columns are ranked by score, ties by lower index, so the answer is unique;
+// found by quickselect on that order in expected O(k_len) instead of a full sort.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace sampleattn {
+
+struct SelectionRule {
+  double target = 0;      // score the kept columns must reach
+  int64_t sink_tokens = 0;  // the first keys, always kept (their score counts)
+  int64_t min_stripes = 0;
+  int64_t max_stripes = 0;  // 0 = no limit
+};
+
+// Returns the kept columns in ascending order.
+std::vector<int32_t> select_stripes(const float* scores, int64_t k_len, const SelectionRule& rule);
+
+}  // namespace sampleattn

@@ -1,0 +1,384 @@
+#include "cpu/flash_driver.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <vector>
+
+namespace sampleattn::cpu {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr double kLn2 = 0.6931471805599453;
+
+size_t align64(size_t b) { return (b + 63) / 64 * 64; }
+
+// Bytes of element `offset` of a tensor.
+const char* element_ptr(const void* base, DType t, int64_t offset) {
+  return static_cast<const char*>(base) + offset * dtype_size(t);
+}
+
+// One task: query tokens [q0, q0 + rows) of sequence `seq`, all query heads of kv head `kv_head`.
+struct Task {
+  int seq;
+  int kv_head;
+  int64_t q0;
+  int rows;
+  double cost;
+};
+
+int rows_per_head(const KernelTable& k, const Problem& p) {
+  return std::max(1, k.block_rows / p.group);
+}
+
+// Stripe columns packed once per (sequence, stripe set) before the attention runs.
+struct PackedStripes {
+  int64_t count = 0;
+  size_t tile_bytes = 0;  // packed_bytes(key_tile, d)
+  char* k = nullptr;      // tiles of key_tile packed K rows
+  char* v = nullptr;
+};
+
+struct AlignedDelete {
+  void operator()(char* p) const { ::operator delete[](p, std::align_val_t(64)); }
+};
+using AlignedBuffer = std::unique_ptr<char[], AlignedDelete>;
+
+AlignedBuffer allocate_aligned(size_t bytes) {
+  return AlignedBuffer(static_cast<char*>(::operator new[](bytes, std::align_val_t(64), std::nothrow)));
+}
+
+// Per-worker scratch, carved from the pool's buffer.
+struct Scratch {
+  int64_t* q_offsets;
+  int64_t* positions;
+  int64_t* visible;
+  int32_t* lo;
+  int32_t* hi;
+  float* row_max;
+  float* row_sum;
+  float* row_scale;
+  float* acc;
+  void* q_packed;
+  void* k_packed;
+  void* v_packed;
+  void* attend_scratch;
+};
+
+struct ScratchLayout {
+  size_t q_offsets, positions, visible, lo, hi, row_max, row_sum, row_scale, acc, q_packed, k_packed,
+      v_packed, attend_scratch, total;
+};
+
+ScratchLayout scratch_layout(const FlashPath& path, int max_rows, int key_tile, int d) {
+  ScratchLayout l{};
+  size_t at = 0;
+  auto take = [&at](size_t bytes) { const size_t here = at; at += align64(bytes); return here; };
+  l.q_offsets = take(sizeof(int64_t) * max_rows);
+  l.positions = take(sizeof(int64_t) * max_rows);
+  l.visible = take(sizeof(int64_t) * max_rows);
+  l.lo = take(sizeof(int32_t) * max_rows);
+  l.hi = take(sizeof(int32_t) * max_rows);
+  l.row_max = take(sizeof(float) * max_rows);
+  l.row_sum = take(sizeof(float) * max_rows);
+  l.row_scale = take(sizeof(float) * max_rows);
+  l.acc = take(sizeof(float) * max_rows * d);
+  l.q_packed = take(path.packed_bytes(max_rows, d));
+  l.k_packed = take(path.packed_bytes(key_tile, d));
+  l.v_packed = take(path.packed_bytes(key_tile, d));
+  l.attend_scratch = take(path.scratch_bytes(max_rows, key_tile));
+  l.total = at;
+  return l;
+}
+
+Scratch carve(void* base, const ScratchLayout& l) {
+  char* b = static_cast<char*>(base);
+  return {reinterpret_cast<int64_t*>(b + l.q_offsets), reinterpret_cast<int64_t*>(b + l.positions),
+          reinterpret_cast<int64_t*>(b + l.visible),
+          reinterpret_cast<int32_t*>(b + l.lo),        reinterpret_cast<int32_t*>(b + l.hi),
+          reinterpret_cast<float*>(b + l.row_max),     reinterpret_cast<float*>(b + l.row_sum),
+          reinterpret_cast<float*>(b + l.row_scale),   reinterpret_cast<float*>(b + l.acc),
+          b + l.q_packed,                              b + l.k_packed,
+          b + l.v_packed,                              b + l.attend_scratch};
+}
+
+class FlashRunner {
+ public:
+  FlashRunner(const KernelTable& kernels, const Problem& problem, const SparsePlan* plan)
+      : k_(kernels), path_(select_path(kernels, problem)), p_(problem), plan_(plan),
+        bq_(rows_per_head(kernels, problem)),
+        layout_(scratch_layout(path_, bq_ * problem.group, kernels.key_tile, problem.head_dim)) {}
+
+  size_t scratch_bytes() const { return layout_.total; }
+
+  bool head_dense(int seq, int q_head) const {
+    return plan_ == nullptr || plan_->head(seq, q_head, p_.num_q_heads).dense;
+  }
+
+  // Stripe sets: one per (sequence, query head) or, when the heads of a group share stripes,
+  // one per (sequence, kv group). Index: seq * num_q_heads + first head of the set.
+  bool group_shares_stripes() const {
+    return p_.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP || p_.group == 1;
+  }
+
+  Status pack_stripes(ThreadPool& pool, uint64_t limit) {
+    if (plan_ == nullptr) return Status::ok();
+    const int hq = p_.num_q_heads;
+    const size_t tile_bytes = path_.packed_bytes(k_.key_tile, p_.head_dim);
+    stripes_.assign(plan_->heads.size(), PackedStripes{});
+    struct Job { size_t index; int seq; int kv_head; };
+    std::vector<Job> jobs;
+    size_t total = 0;
+    for (size_t s = 0; s < p_.sequences.size(); ++s) {
+      for (int h = 0; h < hq; ++h) {
+        const HeadPlan& hp = plan_->head(static_cast<int>(s), h, hq);
+        if (hp.dense || hp.stripes.empty()) continue;
+        if (group_shares_stripes() && h % p_.group != 0) continue;
+        const size_t idx = s * hq + h;
+        PackedStripes& ps = stripes_[idx];
+        ps.count = static_cast<int64_t>(hp.stripes.size());
+        ps.tile_bytes = tile_bytes;
+        const size_t tiles = static_cast<size_t>((ps.count + k_.key_tile - 1) / k_.key_tile);
+        total += 2 * tiles * tile_bytes;
+        jobs.push_back({idx, static_cast<int>(s), h / p_.group});
+      }
+    }
+    if (jobs.empty()) return Status::ok();
+    if (limit != 0 && total > limit) {
+      return out_of_memory("stripe buffers need " + std::to_string(total) +
+                           " bytes, over the context's workspace limit of " + std::to_string(limit));
+    }
+    stripe_memory_ = allocate_aligned(total);
+    if (!stripe_memory_) return out_of_memory("cannot allocate " + std::to_string(total) + " bytes of stripe buffers");
+    char* at = stripe_memory_.get();
+    for (const Job& j : jobs) {
+      PackedStripes& ps = stripes_[j.index];
+      const size_t tiles = static_cast<size_t>((ps.count + k_.key_tile - 1) / k_.key_tile);
+      ps.k = at;
+      ps.v = at + tiles * ps.tile_bytes;
+      at += 2 * tiles * ps.tile_bytes;
+    }
+    const int key_tile = k_.key_tile;
+    const size_t offsets_bytes = sizeof(int64_t) * 2 * key_tile;
+    return pool.run(static_cast<int64_t>(jobs.size()), offsets_bytes, 0,
+                    [&](int64_t t, int, void* scratch) {
+      const Job& j = jobs[static_cast<size_t>(t)];
+      const PackedStripes& ps = stripes_[j.index];
+      const Sequence& seq = p_.sequences[j.seq];
+      const std::vector<int32_t>& cols = plan_->heads[j.index].stripes;
+      int64_t* koff = static_cast<int64_t*>(scratch);
+      int64_t* voff = koff + key_tile;
+      for (int64_t t0 = 0, tile = 0; t0 < ps.count; t0 += key_tile, ++tile) {
+        const int n = static_cast<int>(std::min<int64_t>(key_tile, ps.count - t0));
+        for (int r = 0; r < n; ++r) {
+          const int64_t token = seq.k_begin + cols[t0 + r];
+          koff[r] = token * p_.k.token_stride + j.kv_head * p_.k.head_stride;
+          voff[r] = token * p_.v.token_stride + j.kv_head * p_.v.head_stride;
+        }
+        path_.pack_k({p_.k.data, p_.k.dtype, 0, koff}, n, p_.head_dim, ps.k + tile * ps.tile_bytes);
+        path_.pack_v({p_.v.data, p_.v.dtype, 0, voff}, n, p_.head_dim, ps.v + tile * ps.tile_bytes);
+      }
+    });
+  }
+
+  std::vector<Task> make_tasks() const {
+    std::vector<Task> tasks;
+    for (size_t s = 0; s < p_.sequences.size(); ++s) {
+      const Sequence& seq = p_.sequences[s];
+      for (int g = 0; g < p_.num_kv_heads; ++g) {
+        for (int64_t q0 = 0; q0 < seq.q_len; q0 += bq_) {
+          const int rows = static_cast<int>(std::min<int64_t>(bq_, seq.q_len - q0));
+          tasks.push_back({static_cast<int>(s), g, q0, rows, task_cost(seq, static_cast<int>(s), g, q0, rows)});
+        }
+      }
+    }
+    // Most expensive first: dynamic claiming then balances causal rows (longest-processing-time).
+    std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
+    return tasks;
+  }
+
+  void run_task(const Task& t, void* scratch_base) const {
+    Scratch s = carve(scratch_base, layout_);
+    const Sequence& seq = p_.sequences[t.seq];
+    const int g = p_.group, d = p_.head_dim;
+    const int m = g * t.rows;
+    for (int h = 0; h < g; ++h) {
+      const int head = t.kv_head * g + h;
+      for (int i = 0; i < t.rows; ++i) {
+        const int r = h * t.rows + i;
+        const int64_t token = seq.q_begin + t.q0 + i;
+        s.q_offsets[r] = token * p_.q.token_stride + head * p_.q.head_stride;
+        s.positions[r] = seq.q_offset() + t.q0 + i;
+      }
+    }
+    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, p_.scale * kLog2e, s.q_packed);
+    std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
+    std::fill(s.row_sum, s.row_sum + m, 0.f);
+    std::fill(s.acc, s.acc + static_cast<size_t>(m) * d, 0.f);
+
+    const int first_head = t.kv_head * g;
+    if (head_dense(t.seq, first_head)) {
+      // Dense: keys [0, causal_end) of each row.
+      attend_contiguous(s, seq, t.kv_head, 0, m, [&](int r, int64_t* lo, int64_t* hi) {
+        *lo = 0;
+        *hi = p_.causal ? s.positions[r] + 1 : seq.k_len;
+      });
+    } else {
+      const HeadPlan& hp = plan_->head(t.seq, first_head, p_.num_q_heads);
+      const int64_t w = hp.window;
+      attend_contiguous(s, seq, t.kv_head, 0, m, [&](int r, int64_t* lo, int64_t* hi) {
+        *lo = std::max<int64_t>(0, s.positions[r] - w + 1);
+        *hi = s.positions[r] + 1;
+      });
+      if (group_shares_stripes()) {
+        attend_stripes(s, t.seq * p_.num_q_heads + first_head, 0, m);
+      } else {
+        for (int h = 0; h < g; ++h) {
+          attend_stripes(s, t.seq * p_.num_q_heads + first_head + h, h * t.rows, t.rows);
+        }
+      }
+    }
+
+    // Normalize and store each head's rows; lse in natural log.
+    for (int r = 0; r < m; ++r) s.row_scale[r] = s.row_sum[r] > 0 ? 1.f / s.row_sum[r] : 0.f;
+    const int esize = dtype_size(p_.o.dtype);
+    for (int h = 0; h < g; ++h) {
+      const int head = first_head + h;
+      const int64_t token0 = seq.q_begin + t.q0;
+      char* dst = static_cast<char*>(p_.o.data) + (token0 * p_.o.token_stride + head * p_.o.head_stride) * esize;
+      k_.store_rows(s.acc + static_cast<size_t>(h) * t.rows * d, t.rows, d, s.row_scale + h * t.rows, dst,
+                    p_.o.dtype, p_.o.token_stride);
+      if (p_.lse != nullptr) {
+        for (int i = 0; i < t.rows; ++i) {
+          const int r = h * t.rows + i;
+          p_.lse[(token0 + i) * p_.num_q_heads + head] =
+              s.row_sum[r] > 0 ? static_cast<float>((s.row_max[r] + std::log2(static_cast<double>(s.row_sum[r]))) * kLn2)
+                               : -std::numeric_limits<float>::infinity();
+        }
+      }
+    }
+  }
+
+ private:
+  double task_cost(const Sequence& seq, int s, int kv_head, int64_t q0, int rows) const {
+    const double mid = static_cast<double>(seq.q_offset() + q0) + rows / 2.0;
+    const int head = kv_head * p_.group;
+    double keys;
+    if (head_dense(s, head)) {
+      keys = p_.causal ? mid + 1 : static_cast<double>(seq.k_len);
+    } else {
+      const HeadPlan& hp = plan_->head(s, head, p_.num_q_heads);
+      keys = std::min(static_cast<double>(hp.window), mid + 1) + static_cast<double>(hp.stripes.size());
+    }
+    return keys * rows * p_.group;
+  }
+
+  // Rows [r0, r0 + m) attend over the keys of the sequence itself; row r sees [lo, hi) given by
+  // span(r, &lo, &hi) in key positions.
+  template <typename Span>
+  void attend_contiguous(const Scratch& s, const Sequence& seq, int kv_head, int r0, int m, Span span) const {
+    int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
+    for (int r = r0; r < r0 + m; ++r) {
+      int64_t lo, hi;
+      span(r, &lo, &hi);
+      if (lo < hi) {
+        first = std::min(first, lo);
+        last = std::max(last, hi);
+      }
+    }
+    if (first >= last) return;
+    const int key_tile = k_.key_tile, d = p_.head_dim;
+    const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
+    // Tiles aligned to multiples of key_tile so that dense tiles below the diagonal are full.
+    for (int64_t t0 = first / key_tile * key_tile; t0 < last; t0 += key_tile) {
+      const int n = static_cast<int>(std::min<int64_t>(key_tile, seq.k_len - t0));
+      bool full = true, any = false;
+      for (int r = r0; r < r0 + m; ++r) {
+        int64_t lo, hi;
+        span(r, &lo, &hi);
+        const int32_t a = static_cast<int32_t>(std::clamp<int64_t>(lo - t0, 0, n));
+        const int32_t b = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, n));
+        s.lo[r - r0] = a;
+        s.hi[r - r0] = b;
+        full = full && a == 0 && b == n;
+        any = any || a < b;
+      }
+      if (!any) continue;
+      const int64_t token = seq.k_begin + t0;
+      path_.pack_k({element_ptr(p_.k.data, p_.k.dtype, token * p_.k.token_stride + kv_head * p_.k.head_stride),
+                    p_.k.dtype, p_.k.token_stride, nullptr},
+                   n, d, s.k_packed);
+      path_.pack_v({element_ptr(p_.v.data, p_.v.dtype, token * p_.v.token_stride + kv_head * p_.v.head_stride),
+                    p_.v.dtype, p_.v.token_stride, nullptr},
+                   n, d, s.v_packed);
+      path_.attend({q, m, s.k_packed, s.v_packed, n, d, full ? nullptr : s.lo, full ? nullptr : s.hi,
+                    s.row_max + r0, s.row_sum + r0, s.acc + static_cast<size_t>(r0) * d, s.attend_scratch});
+    }
+  }
+
+  // Rows [r0, r0 + m) attend over the pre-packed stripes of set `index`; row r sees the stripes
+  // j <= p - window, a prefix of the sorted stripe list.
+  void attend_stripes(const Scratch& s, size_t index, int r0, int m) const {
+    const PackedStripes& ps = stripes_[index];
+    if (ps.count == 0) return;
+    const HeadPlan& hp = plan_->heads[index];
+    const int key_tile = k_.key_tile, d = p_.head_dim;
+    int64_t most = 0;
+    int64_t* visible = s.visible;
+    for (int r = 0; r < m; ++r) {
+      visible[r] = visible_stripes(hp, s.positions[r0 + r]);
+      most = std::max(most, visible[r]);
+    }
+    const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
+    for (int64_t t0 = 0, tile = 0; t0 < most; t0 += key_tile, ++tile) {
+      const int n = static_cast<int>(std::min<int64_t>(key_tile, ps.count - t0));
+      bool full = true;
+      for (int r = 0; r < m; ++r) {
+        const int32_t b = static_cast<int32_t>(std::clamp<int64_t>(visible[r] - t0, 0, n));
+        s.lo[r] = 0;
+        s.hi[r] = b;
+        full = full && b == n;
+      }
+      path_.attend({q, m, ps.k + tile * ps.tile_bytes, ps.v + tile * ps.tile_bytes, n, d, nullptr,
+                    full ? nullptr : s.hi, s.row_max + r0, s.row_sum + r0,
+                    s.acc + static_cast<size_t>(r0) * d, s.attend_scratch});
+    }
+  }
+
+  const KernelTable& k_;
+  const FlashPath& path_;
+  const Problem& p_;
+  const SparsePlan* plan_;
+  int bq_;
+  ScratchLayout layout_;
+  std::vector<PackedStripes> stripes_;
+  AlignedBuffer stripe_memory_;
+};
+
+}  // namespace
+
+const FlashPath& select_path(const KernelTable& kernels, const Problem& problem) {
+  if (problem.precision == SAMPLEATTN_PRECISION_BF16 && kernels.has_bf16) return kernels.bf16;
+  return kernels.f32;
+}
+
+size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem) {
+  const FlashPath& path = select_path(kernels, problem);
+  return scratch_layout(path, rows_per_head(kernels, problem) * problem.group, kernels.key_tile,
+                        problem.head_dim)
+      .total;
+}
+
+Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
+                           const Problem& problem, const SparsePlan* plan) {
+  FlashRunner runner(kernels, problem, plan);
+  SAMPLEATTN_RETURN_IF_ERROR(runner.pack_stripes(pool, workspace_limit));
+  const std::vector<Task> tasks = runner.make_tasks();
+  return pool.run(static_cast<int64_t>(tasks.size()), runner.scratch_bytes(), workspace_limit,
+                  [&](int64_t t, int, void* scratch) { runner.run_task(tasks[static_cast<size_t>(t)], scratch); });
+}
+
+}  // namespace sampleattn::cpu

@@ -1,0 +1,32 @@
+// The tiled online-softmax attention driver shared by the dense and the sparse method: it walks
+// query blocks (the query heads of one kv group stacked, so every K/V tile is packed once per
+// group) over "key segments" and hands each tile to the kernel table. A segment is either a run
+// of the sequence's own keys (packed tile by tile: the dense causal range, or a sparse head's
+// window band) or pre-packed stripe columns; each row sees a span of a segment, so causal
+// diagonals, window edges and stripe visibility are all the same mechanism and no mask is
+// scanned.
+#pragma once
+
+#include <cstdint>
+
+#include "core/kernels.h"
+#include "core/problem.h"
+#include "core/sparse_plan.h"
+#include "core/status.h"
+#include "cpu/thread_pool.h"
+
+namespace sampleattn::cpu {
+
+// Computes O (and lse) for every (sequence, query head) of `problem`. Heads the plan marks dense
+// (or all, when plan is null) attend over their full causal range; the others over window +
+// stripes. Uses kernels.bf16 when problem.precision asks for it and kernels.has_bf16.
+Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
+                           const Problem& problem, const SparsePlan* plan);
+
+// Scratch bytes one worker needs for run_flash_attention with these kernels.
+size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem);
+
+// The flash path (f32 or bf16) a problem will run on.
+const FlashPath& select_path(const KernelTable& kernels, const Problem& problem);
+
+}  // namespace sampleattn::cpu

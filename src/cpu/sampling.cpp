@@ -1,0 +1,448 @@
+#include "cpu/sampling.h"
+
+#include <algorithm>
+#include <atomic>
+#include <new>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "core/stripe_selection.h"
+
+namespace sampleattn::cpu {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+size_t align64(size_t b) { return (b + 63) / 64 * 64; }
+
+const char* element_ptr(const void* base, DType t, int64_t offset) {
+  return static_cast<const char*>(base) + offset * dtype_size(t);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Stage-1 state of one sampled sequence.
+struct SampledSequence {
+  int seq = 0;
+  int64_t window = 0;
+  std::vector<int64_t> rows;        // sampled local query indices, ascending
+  std::vector<float> row_max;       // [q_head][row], log2 units
+  std::vector<float> row_sum;       // [q_head][row]
+  std::vector<float> col_score;     // [q_head][k_len]
+  std::vector<float> kept;          // [q_head][row], kept mass under the chosen mask
+};
+
+// Per-worker scratch for the sampling passes.
+struct Scratch {
+  int64_t* q_offsets;
+  int64_t* k_offsets;
+  int64_t* positions;
+  int32_t* lo;
+  int32_t* hi;
+  float* row_max;
+  float* row_sum;
+  float* row_scale;
+  float* scores;
+  void* q_packed;
+  void* k_packed;
+};
+
+struct Layout {
+  size_t q_offsets, k_offsets, positions, lo, hi, row_max, row_sum, row_scale, scores, q_packed, k_packed, total;
+};
+
+Layout make_layout(const FlashPath& path, int rows, int key_tile, int d) {
+  Layout l{};
+  size_t at = 0;
+  auto take = [&at](size_t bytes) { const size_t here = at; at += align64(bytes); return here; };
+  l.q_offsets = take(sizeof(int64_t) * rows);
+  l.k_offsets = take(sizeof(int64_t) * key_tile);
+  l.positions = take(sizeof(int64_t) * rows);
+  l.lo = take(sizeof(int32_t) * rows);
+  l.hi = take(sizeof(int32_t) * rows);
+  l.row_max = take(sizeof(float) * rows);
+  l.row_sum = take(sizeof(float) * rows);
+  l.row_scale = take(sizeof(float) * rows);
+  l.scores = take(sizeof(float) * rows * key_tile);
+  l.q_packed = take(path.packed_bytes(rows, d));
+  l.k_packed = take(path.packed_bytes(key_tile, d));
+  l.total = at;
+  return l;
+}
+
+Scratch carve(void* base, const Layout& l) {
+  char* b = static_cast<char*>(base);
+  return {reinterpret_cast<int64_t*>(b + l.q_offsets), reinterpret_cast<int64_t*>(b + l.k_offsets),
+          reinterpret_cast<int64_t*>(b + l.positions), reinterpret_cast<int32_t*>(b + l.lo),
+          reinterpret_cast<int32_t*>(b + l.hi),         reinterpret_cast<float*>(b + l.row_max),
+          reinterpret_cast<float*>(b + l.row_sum),      reinterpret_cast<float*>(b + l.row_scale),
+          reinterpret_cast<float*>(b + l.scores),       b + l.q_packed,
+          b + l.k_packed};
+}
+
+// Sampling always uses the f32 path: its scores choose the mask, so they get full precision.
+class Sampler {
+ public:
+  Sampler(const KernelTable& kernels, const Problem& problem)
+      : k_(kernels), path_(kernels.f32), p_(problem),
+        chunk_(std::max(1, kernels.block_rows / problem.group)),
+        layout_(make_layout(path_, chunk_ * problem.group, kernels.key_tile, problem.head_dim)) {}
+
+  size_t scratch_bytes() const { return layout_.total; }
+  int chunk() const { return chunk_; }
+
+  // Packs the sampled rows [c0, c0 + n) of kv group g (all its query heads, head-major) into
+  // s.q_packed and fills s.positions. Returns the number of stacked rows.
+  int pack_rows(const Scratch& s, const SampledSequence& ss, int g, int64_t c0, int n) const {
+    const Sequence& seq = p_.sequences[ss.seq];
+    for (int h = 0; h < p_.group; ++h) {
+      const int head = g * p_.group + h;
+      for (int i = 0; i < n; ++i) {
+        const int64_t local = ss.rows[c0 + i];
+        s.q_offsets[h * n + i] = (seq.q_begin + local) * p_.q.token_stride + head * p_.q.head_stride;
+        s.positions[h * n + i] = seq.q_offset() + local;
+      }
+    }
+    const int m = n * p_.group;
+    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, p_.head_dim, p_.scale * kLog2e, s.q_packed);
+    return m;
+  }
+
+  // Packs keys [t0, t0 + n) of kv head g (contiguous).
+  void pack_keys(const Scratch& s, const Sequence& seq, int g, int64_t t0, int n) const {
+    const int64_t token = seq.k_begin + t0;
+    path_.pack_k({element_ptr(p_.k.data, p_.k.dtype, token * p_.k.token_stride + g * p_.k.head_stride),
+                  p_.k.dtype, p_.k.token_stride, nullptr},
+                 n, p_.head_dim, s.k_packed);
+  }
+
+  // Row spans of stacked rows [0, m) for key tile [t0, t0 + n), given key-position bounds.
+  template <typename Bounds>
+  bool spans(const Scratch& s, int m, int64_t t0, int n, Bounds bounds) const {
+    bool any = false;
+    for (int r = 0; r < m; ++r) {
+      int64_t lo, hi;
+      bounds(s.positions[r], &lo, &hi);
+      s.lo[r] = static_cast<int32_t>(std::clamp<int64_t>(lo - t0, 0, n));
+      s.hi[r] = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, n));
+      any = any || s.lo[r] < s.hi[r];
+    }
+    return any;
+  }
+
+  // Pass 1: the exact row max and sum of exp2 over each sampled row's causal keys.
+  void row_statistics(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
+    const Scratch s = carve(scratch, layout_);
+    const Sequence& seq = p_.sequences[ss.seq];
+    const int m = pack_rows(s, ss, g, c0, n);
+    std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
+    std::fill(s.row_sum, s.row_sum + m, 0.f);
+    const int64_t end = seq.q_offset() + ss.rows[c0 + n - 1] + 1;
+    for (int64_t t0 = 0; t0 < end; t0 += k_.key_tile) {
+      const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
+      pack_keys(s, seq, g, t0, nk);
+      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+      spans(s, m, t0, nk, [](int64_t p, int64_t* lo, int64_t* hi) { *lo = 0; *hi = p + 1; });
+      k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
+    }
+    const int64_t nr = static_cast<int64_t>(ss.rows.size());
+    for (int h = 0; h < p_.group; ++h) {
+      const int head = g * p_.group + h;
+      for (int i = 0; i < n; ++i) {
+        ss.row_max[head * nr + c0 + i] = s.row_max[h * n + i];
+        ss.row_sum[head * nr + c0 + i] = s.row_sum[h * n + i];
+      }
+    }
+  }
+
+  // Pass 2: column scores of key tile [t0, t0 + key_tile) for every query head of group g.
+  // The task owns these columns, and rows are added in a fixed order: the result does not
+  // depend on the number of threads.
+  void column_scores(SampledSequence& ss, int g, int64_t t0, void* scratch) const {
+    const Scratch s = carve(scratch, layout_);
+    const Sequence& seq = p_.sequences[ss.seq];
+    const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
+    const int64_t nr = static_cast<int64_t>(ss.rows.size());
+    const int64_t w = ss.window;
+    const bool outside_window_only = p_.sample.window_mass_counts == 1;
+    // Rows whose position is below t0 see nothing of this tile: start at the first that does.
+    const int64_t first_row = std::lower_bound(ss.rows.begin(), ss.rows.end(), t0 - seq.q_offset()) - ss.rows.begin();
+    bool packed = false;
+    for (int64_t c0 = first_row; c0 < nr; c0 += chunk_) {
+      const int n = static_cast<int>(std::min<int64_t>(chunk_, nr - c0));
+      const int m = pack_rows(s, ss, g, c0, n);
+      const bool any = spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) {
+        *lo = 0;
+        *hi = outside_window_only ? p - w + 1 : p + 1;
+      });
+      if (!any) continue;
+      if (!packed) {
+        pack_keys(s, seq, g, t0, nk);
+        packed = true;
+      }
+      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+      for (int h = 0; h < p_.group; ++h) {
+        const int head = g * p_.group + h;
+        for (int i = 0; i < n; ++i) {
+          s.row_max[h * n + i] = ss.row_max[head * nr + c0 + i];
+          const float sum = ss.row_sum[head * nr + c0 + i];
+          s.row_scale[h * n + i] = sum > 0 ? 1.f / sum : 0.f;
+        }
+        k_.accumulate_columns(s.scores + static_cast<size_t>(h) * n * k_.key_tile, k_.key_tile, n, nk,
+                              s.lo + h * n, s.hi + h * n, s.row_max + h * n, s.row_scale + h * n,
+                              ss.col_score.data() + static_cast<size_t>(head) * seq.k_len + t0);
+      }
+    }
+  }
+
+  // The kept mass of sampled rows [c0, c0 + n) of group g under the chosen mask.
+  void kept_mass(SampledSequence& ss, const SparsePlan& plan, int g, int64_t c0, int n, void* scratch) const {
+    const Scratch s = carve(scratch, layout_);
+    const Sequence& seq = p_.sequences[ss.seq];
+    const int m = pack_rows(s, ss, g, c0, n);
+    const int64_t nr = static_cast<int64_t>(ss.rows.size());
+    const int64_t w = ss.window;
+    // Start from the global max with a zero sum: row_stats then adds exp2(s - max) of the span.
+    auto reset = [&]() {
+      for (int h = 0; h < p_.group; ++h) {
+        for (int i = 0; i < n; ++i) {
+          s.row_max[h * n + i] = ss.row_max[(g * p_.group + h) * nr + c0 + i];
+          s.row_sum[h * n + i] = 0.f;
+        }
+      }
+    };
+    auto harvest = [&]() {
+      for (int h = 0; h < p_.group; ++h) {
+        const int head = g * p_.group + h;
+        for (int i = 0; i < n; ++i) {
+          const int64_t at = head * nr + c0 + i;
+          const float total = ss.row_sum[at];
+          if (total > 0) {
+            ss.kept[at] += s.row_sum[h * n + i] * std::exp2(s.row_max[h * n + i] - ss.row_max[at]) / total;
+          }
+        }
+      }
+    };
+    // Window keys.
+    reset();
+    const int64_t first = std::max<int64_t>(0, s.positions[0] - w + 1);
+    const int64_t last = s.positions[n - 1] + 1;
+    for (int64_t t0 = first; t0 < last; t0 += k_.key_tile) {
+      const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
+      if (!spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) { *lo = p - w + 1; *hi = p + 1; })) continue;
+      pack_keys(s, seq, g, t0, nk);
+      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+      k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
+    }
+    harvest();
+    // Stripe keys, per query head (each head may have its own set).
+    reset();
+    for (int h = 0; h < p_.group; ++h) {
+      const int head = g * p_.group + h;
+      const HeadPlan& hp = plan.head(ss.seq, head, p_.num_q_heads);
+      const int64_t most = visible_stripes(hp, s.positions[h * n + n - 1]);
+      for (int64_t t0 = 0; t0 < most; t0 += k_.key_tile) {
+        const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, most - t0));
+        for (int j = 0; j < nk; ++j) {
+          s.k_offsets[j] = (seq.k_begin + hp.stripes[t0 + j]) * p_.k.token_stride + g * p_.k.head_stride;
+        }
+        path_.pack_k({p_.k.data, p_.k.dtype, 0, s.k_offsets}, nk, p_.head_dim, s.k_packed);
+        const size_t row0 = static_cast<size_t>(h) * n;
+        const char* q = static_cast<const char*>(s.q_packed) + row0 * p_.head_dim * path_.q_elem_bytes;
+        path_.scores(q, n, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+        for (int i = 0; i < n; ++i) {
+          s.lo[row0 + i] = 0;
+          s.hi[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(visible_stripes(hp, s.positions[row0 + i]) - t0, 0, nk));
+        }
+        k_.row_stats(s.scores, k_.key_tile, n, nk, s.lo + row0, s.hi + row0, s.row_max + row0, s.row_sum + row0);
+      }
+    }
+    harvest();
+  }
+
+ private:
+  const KernelTable& k_;
+  const FlashPath& path_;
+  const Problem& p_;
+  int chunk_;
+  Layout layout_;
+};
+
+}  // namespace
+
+bool sequence_is_sampled(const Problem& problem, const Sequence& seq) {
+  return problem.method == SAMPLEATTN_METHOD_SAMPLE && seq.q_len > 0 &&
+         seq.k_len >= problem.sample.dense_below;
+}
+
+std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len) {
+  std::vector<int64_t> rows;
+  if (q_len <= 0) return rows;
+  const int64_t b = params.sample_block;
+  const int64_t nb = (q_len + b - 1) / b;
+  const auto wanted = static_cast<int64_t>(std::ceil(static_cast<double>(params.r_row) * nb));
+  const int64_t ns = std::min<int64_t>(nb, std::max<int64_t>(1, wanted));
+  std::vector<int64_t> blocks;
+  for (int64_t t = 0; t < ns; ++t) blocks.push_back(nb - 1 - t * nb / ns);
+  std::sort(blocks.begin(), blocks.end());
+  for (int64_t blk : blocks) {
+    for (int64_t i = blk * b; i < std::min(q_len, (blk + 1) * b); ++i) rows.push_back(i);
+  }
+  return rows;
+}
+
+size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads) {
+  Sampler sampler(kernels, problem);
+  size_t bytes = sampler.scratch_bytes() * static_cast<size_t>(threads);
+  for (const Sequence& seq : problem.sequences) {
+    if (!sequence_is_sampled(problem, seq)) continue;
+    const size_t rows = sampled_rows(problem.sample, seq.q_len).size();
+    bytes += sizeof(float) * problem.num_q_heads * (3 * rows + static_cast<size_t>(seq.k_len));
+  }
+  return bytes;
+}
+
+Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
+                         const Problem& problem, SparsePlan* plan) {
+  const int hq = problem.num_q_heads;
+  const int groups = problem.num_kv_heads;
+  plan->heads.assign(problem.sequences.size() * hq, HeadPlan{});
+  std::vector<SampledSequence> sampled;
+  for (size_t s = 0; s < problem.sequences.size(); ++s) {
+    const Sequence& seq = problem.sequences[s];
+    for (int h = 0; h < hq; ++h) plan->heads[s * hq + h].window = seq.k_len;
+    if (!sequence_is_sampled(problem, seq)) continue;
+    SampledSequence ss;
+    ss.seq = static_cast<int>(s);
+    ss.window = window_size(problem.sample, seq.k_len);
+    ss.rows = sampled_rows(problem.sample, seq.q_len);
+    const size_t nr = ss.rows.size();
+    ss.row_max.assign(hq * nr, -std::numeric_limits<float>::infinity());
+    ss.row_sum.assign(hq * nr, 0.f);
+    ss.kept.assign(hq * nr, 0.f);
+    ss.col_score.assign(static_cast<size_t>(hq) * seq.k_len, 0.f);
+    sampled.push_back(std::move(ss));
+  }
+  if (sampled.empty()) return Status::ok();
+
+  Sampler sampler(kernels, problem);
+  const size_t scratch = sampler.scratch_bytes();
+  const int chunk = sampler.chunk();
+  const auto t_sampling = std::chrono::steady_clock::now();
+
+  // Pass 1 tasks: (sampled sequence, group, row chunk), longest rows first.
+  struct RowTask { size_t ss; int g; int64_t c0; int n; double cost; };
+  std::vector<RowTask> row_tasks;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    const SampledSequence& ss = sampled[i];
+    const int64_t nr = static_cast<int64_t>(ss.rows.size());
+    for (int g = 0; g < groups; ++g) {
+      for (int64_t c0 = 0; c0 < nr; c0 += chunk) {
+        const int n = static_cast<int>(std::min<int64_t>(chunk, nr - c0));
+        row_tasks.push_back({i, g, c0, n, static_cast<double>(ss.rows[c0 + n - 1]) * n});
+      }
+    }
+  }
+  std::stable_sort(row_tasks.begin(), row_tasks.end(), [](const RowTask& a, const RowTask& b) { return a.cost > b.cost; });
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, workspace_limit,
+                                      [&](int64_t t, int, void* buf) {
+    const RowTask& task = row_tasks[static_cast<size_t>(t)];
+    sampler.row_statistics(sampled[task.ss], task.g, task.c0, task.n, buf);
+  }));
+
+  // Pass 2 tasks: (sampled sequence, group, key tile), earliest tiles (seen by most rows) first.
+  struct ColumnTask { size_t ss; int g; int64_t t0; };
+  std::vector<ColumnTask> column_tasks;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    const Sequence& seq = problem.sequences[sampled[i].seq];
+    for (int64_t t0 = 0; t0 < seq.k_len; t0 += kernels.key_tile) {
+      for (int g = 0; g < groups; ++g) column_tasks.push_back({i, g, t0});
+    }
+  }
+  std::stable_sort(column_tasks.begin(), column_tasks.end(),
+                   [](const ColumnTask& a, const ColumnTask& b) { return a.t0 < b.t0; });
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(column_tasks.size()), scratch, workspace_limit,
+                                      [&](int64_t t, int, void* buf) {
+    const ColumnTask& task = column_tasks[static_cast<size_t>(t)];
+    sampler.column_scores(sampled[task.ss], task.g, task.t0, buf);
+  }));
+  plan->time_sampling_s = seconds_since(t_sampling);
+
+  // Stage 2: one selection per (sequence, query head) or per (sequence, kv group).
+  const auto t_selection = std::chrono::steady_clock::now();
+  const bool per_group = problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
+  const int sets_per_seq = per_group ? groups : hq;
+  const int heads_per_set = per_group ? problem.group : 1;
+  std::atomic<bool> out_of_memory_in_task{false};
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(sampled.size()) * sets_per_seq,
+                                      0, 0, [&](int64_t t, int, void*) {
+   try {
+    SampledSequence& ss = sampled[static_cast<size_t>(t / sets_per_seq)];
+    const int set = static_cast<int>(t % sets_per_seq);
+    const Sequence& seq = problem.sequences[ss.seq];
+    const int first_head = set * heads_per_set;
+    const float* scores = ss.col_score.data() + static_cast<size_t>(first_head) * seq.k_len;
+    std::vector<float> summed;
+    if (heads_per_set > 1) {
+      // Heads added in order: deterministic.
+      summed.assign(scores, scores + seq.k_len);
+      for (int h = 1; h < heads_per_set; ++h) {
+        const float* other = scores + static_cast<size_t>(h) * seq.k_len;
+        for (int64_t j = 0; j < seq.k_len; ++j) summed[j] += other[j];
+      }
+      scores = summed.data();
+    }
+    const double total = static_cast<double>(ss.rows.size()) * heads_per_set;
+    double target = problem.sample.alpha * total;
+    if (problem.sample.window_mass_counts == 1) {
+      const double outside = std::accumulate(scores, scores + seq.k_len, 0.0);
+      target -= total - outside;
+    }
+    SelectionRule rule;
+    rule.target = target;
+    rule.sink_tokens = problem.sample.sink_tokens;
+    rule.min_stripes = problem.sample.min_stripes;
+    rule.max_stripes = problem.sample.max_stripes;
+    std::vector<int32_t> stripes = select_stripes(scores, seq.k_len, rule);
+    for (int h = 0; h < heads_per_set; ++h) {
+      HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + first_head + h];
+      hp.dense = false;
+      hp.window = ss.window;
+      hp.stripes = stripes;
+    }
+   } catch (const std::bad_alloc&) {
+    out_of_memory_in_task = true;  // exceptions must not leave a pool task
+   }
+  }));
+  if (out_of_memory_in_task) return out_of_memory("out of memory while selecting stripes");
+  plan->time_selection_s = seconds_since(t_selection);
+
+  // Kept mass (CRA) of the sampled rows under the chosen mask, for the statistics.
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, workspace_limit,
+                                      [&](int64_t t, int, void* buf) {
+    const RowTask& task = row_tasks[static_cast<size_t>(t)];
+    sampler.kept_mass(sampled[task.ss], *plan, task.g, task.c0, task.n, buf);
+  }));
+  for (const SampledSequence& ss : sampled) {
+    const size_t nr = ss.rows.size();
+    for (int h = 0; h < hq; ++h) {
+      HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + h];
+      float lo = 1.f;
+      double sum = 0;
+      for (size_t i = 0; i < nr; ++i) {
+        const float kept = std::min(1.f, ss.kept[h * nr + i]);
+        lo = std::min(lo, kept);
+        sum += kept;
+      }
+      hp.cra_min = lo;
+      hp.cra_mean = nr > 0 ? static_cast<float>(sum / nr) : 1.f;
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace sampleattn::cpu

@@ -1,0 +1,28 @@
+// SampleAttention stages 1 and 2 on the CPU (docs/ALGORITHM.md): query-guided sampling of column
+// scores with the kernel table, stripe selection per head or kv group, and the kept mass (CRA)
+// of the sampled rows under the chosen mask.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/kernels.h"
+#include "core/problem.h"
+#include "core/sparse_plan.h"
+#include "core/status.h"
+#include "cpu/thread_pool.h"
+
+namespace sampleattn::cpu {
+
+// Whether a sequence of a sample-method problem runs sparse (else it falls back to dense).
+bool sequence_is_sampled(const Problem& problem, const Sequence& seq);
+
+// The sampled query rows of a sequence (local indices, ascending).
+std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len);
+
+size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads);
+
+Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
+                         const Problem& problem, SparsePlan* plan);
+
+}  // namespace sampleattn::cpu

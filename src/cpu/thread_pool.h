@@ -1,0 +1,77 @@
+// A NUMA-aware worker pool (hwloc): one worker per core the process may run on (taskset and
+// cgroup cpusets respected), each bound to its core at start unless binding is off, grouped by
+// NUMA node, with node-local scratch memory. The pool is created once per context and reused
+// across calls.
+//
+// Threading contract: run() may be called from several application threads at once; calls are
+// serialized (each one uses every worker). The calling thread only waits, so exactly
+// num_threads() threads compute and the pool never oversubscribes its cores. Do not call run()
+// from inside a task.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+#include "core/status.h"
+
+namespace sampleattn::cpu {
+
+// A non-owning reference to a callable (no allocation, unlike std::function).
+template <typename Signature>
+class FunctionRef;
+
+template <typename R, typename... Args>
+class FunctionRef<R(Args...)> {
+ public:
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  FunctionRef(F&& f)  // NOLINT(google-explicit-constructor)
+      : object_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* o, Args... args) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<Args>(args)...);
+        }) {}
+  R operator()(Args... args) const { return call_(object_, std::forward<Args>(args)...); }
+
+ private:
+  void* object_;
+  R (*call_)(void*, Args...);
+};
+
+struct ThreadPoolOptions {
+  // 0: SAMPLEATTN_NUM_THREADS if set to a positive number, else one per allowed core.
+  int num_threads = 0;
+  bool bind = true;  // bind each worker to one core
+};
+
+class ThreadPool {
+ public:
+  // Fails with a Status (never throws) when threads or topology cannot be set up.
+  static Status create(const ThreadPoolOptions& options, std::unique_ptr<ThreadPool>* pool);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const;
+  int num_numa_nodes() const;
+  // True when the workers are bound to cores.
+  bool bound() const;
+
+  // Runs body(task, worker, scratch) for each task in [0, num_tasks) across the workers and
+  // returns when all are done. Tasks are claimed dynamically in increasing index order, so callers
+  // put the most expensive tasks first. worker is in [0, num_threads()); scratch is that worker's
+  // buffer of at least scratch_bytes, 64-byte aligned, on the worker's NUMA node, kept and reused
+  // across calls. Fails with SAMPLEATTN_OUT_OF_MEMORY (running nothing) when the scratch cannot
+  // be had or num_threads() * scratch_bytes would pass limit_bytes (0 = no limit).
+  // body must not throw.
+  Status run(int64_t num_tasks, size_t scratch_bytes, uint64_t limit_bytes,
+             FunctionRef<void(int64_t task, int worker, void* scratch)> body);
+
+ private:
+  struct Impl;
+  explicit ThreadPool(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sampleattn::cpu

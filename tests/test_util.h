@@ -1,0 +1,190 @@
+// Shared test helpers: deterministic inputs, a params builder over owned buffers, and error
+// measures against the double-precision oracle.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/dtype_convert.h"
+#include "core/problem.h"
+#include "reference/attention_reference.h"
+#include "sampleattn/sampleattn.h"
+
+namespace sampleattn::testing {
+
+// splitmix64: the same stream on every platform.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+  double normal() {
+    const double u1 = std::max(uniform(), 1e-300), u2 = uniform();
+    return std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+// A tensor [tokens, heads, d] in one dtype, stored as bytes.
+struct Buffer {
+  DType dtype = DType::kF32;
+  int64_t tokens = 0;
+  int heads = 0;
+  int d = 0;
+  std::vector<uint8_t> bytes;
+
+  Buffer() = default;
+  Buffer(DType t, int64_t n, int h, int dim) : dtype(t), tokens(n), heads(h), d(dim),
+      bytes(static_cast<size_t>(std::max<int64_t>(n, 1)) * h * dim * dtype_size(t) + 64, 0) {}
+  void* data() { return bytes.data(); }
+  float get(int64_t i) const { return load_scalar(bytes.data(), dtype, i); }
+  void set(int64_t i, float v) { store_scalar(bytes.data(), dtype, i, v); }
+  int64_t size() const { return tokens * heads * d; }
+  void fill_normal(Rng& rng, float scale) {
+    for (int64_t i = 0; i < size(); ++i) set(i, static_cast<float>(rng.normal() * scale));
+  }
+  void poison() {
+    for (int64_t i = 0; i < size(); ++i) set(i, std::nanf(""));
+  }
+};
+
+// One attention problem with owned inputs, in [token, head, dim] layout.
+struct Case {
+  int d = 64;
+  int hq = 2;
+  int hkv = 2;
+  DType in = DType::kF32;
+  DType out = DType::kF32;
+  bool causal = true;
+  std::vector<int32_t> cu_q{0};  // sequences
+  std::vector<int32_t> cu_k{0};
+  Buffer q, k, v, o;
+  std::vector<float> lse;
+
+  void add_sequence(int32_t q_len, int32_t k_len) {
+    cu_q.push_back(cu_q.back() + q_len);
+    cu_k.push_back(cu_k.back() + k_len);
+  }
+
+  // Fills Q/K/V with Gaussian values (score spread set by qk_scale) and poisons O.
+  void materialize(uint64_t seed, float qk_scale = 1.0f) {
+    Rng rng(seed);
+    q = Buffer(in, cu_q.back(), hq, d);
+    k = Buffer(in, cu_k.back(), hkv, d);
+    v = Buffer(in, cu_k.back(), hkv, d);
+    o = Buffer(out, cu_q.back(), hq, d);
+    q.fill_normal(rng, qk_scale);
+    k.fill_normal(rng, 1.0f);
+    v.fill_normal(rng, 1.0f);
+    o.poison();
+    lse.assign(static_cast<size_t>(cu_q.back()) * hq, std::nanf(""));
+  }
+
+  sampleattn_params params() {
+    sampleattn_params p;
+    sampleattn_params_init(&p);
+    p.q = {q.data(), static_cast<sampleattn_dtype>(in), int64_t{hq} * d, d};
+    p.k = {k.data(), static_cast<sampleattn_dtype>(in), int64_t{hkv} * d, d};
+    p.v = {v.data(), static_cast<sampleattn_dtype>(in), int64_t{hkv} * d, d};
+    p.o = {o.data(), static_cast<sampleattn_dtype>(out), int64_t{hq} * d, d};
+    p.head_dim = d;
+    p.num_q_heads = hq;
+    p.num_kv_heads = hkv;
+    p.causal = causal ? 1 : 0;
+    p.batch = static_cast<int32_t>(cu_q.size()) - 1;
+    p.cu_seqlens_q = cu_q.data();
+    p.cu_seqlens_k = cu_k.data();
+    p.lse = lse.data();
+    return p;
+  }
+};
+
+struct Errors {
+  double rel_l2 = 0;   // ||out - ref|| / ||ref||
+  double max_abs = 0;
+};
+
+// Error of `rows` (as the output dtype stores them) against the oracle rows.
+inline Errors errors_of(const std::vector<reference::RowResult>& oracle,
+                        const std::vector<std::vector<double>>& rows) {
+  double num = 0, den = 0, worst = 0;
+  for (size_t r = 0; r < oracle.size(); ++r) {
+    for (size_t c = 0; c < oracle[r].o.size(); ++c) {
+      const double diff = rows[r][c] - oracle[r].o[c];
+      num += diff * diff;
+      den += oracle[r].o[c] * oracle[r].o[c];
+      worst = std::max(worst, std::abs(diff));
+    }
+  }
+  return {den > 0 ? std::sqrt(num / den) : std::sqrt(num), worst};
+}
+
+inline std::vector<std::vector<double>> output_rows(const Case& c,
+                                                    const std::vector<std::pair<int64_t, int>>& rows) {
+  std::vector<std::vector<double>> out;
+  for (const auto& [t, h] : rows) {
+    std::vector<double> row(c.d);
+    for (int x = 0; x < c.d; ++x) row[x] = c.o.get((t * c.hq + h) * c.d + x);
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+// The naive result as it would be stored in the output dtype.
+inline std::vector<std::vector<double>> stored(const std::vector<reference::RowResult>& rows, DType out) {
+  std::vector<std::vector<double>> r;
+  for (const auto& row : rows) {
+    std::vector<double> v(row.o.size());
+    for (size_t c = 0; c < v.size(); ++c) {
+      uint8_t tmp[4];
+      store_scalar(tmp, out, 0, static_cast<float>(row.o[c]));
+      v[c] = load_scalar(tmp, out, 0);
+    }
+    r.push_back(std::move(v));
+  }
+  return r;
+}
+
+inline std::vector<std::pair<int64_t, int>> all_rows(const Problem& p) {
+  std::vector<std::pair<int64_t, int>> rows;
+  for (int64_t t = 0; t < p.total_q; ++t) {
+    for (int h = 0; h < p.num_q_heads; ++h) rows.emplace_back(t, h);
+  }
+  return rows;
+}
+
+// Forces an ISA for the lifetime of the object; tests skip when the CPU lacks it.
+class ScopedIsa {
+ public:
+  explicit ScopedIsa(Isa isa) : ok_(force_cpu_isa(isa)) {}
+  ~ScopedIsa() { clear_forced_isa(); }
+  bool ok() const { return ok_; }
+
+ private:
+  bool ok_;
+};
+
+inline sampleattn_context* cpu_context(int threads) {
+  sampleattn_context_options o;
+  sampleattn_context_options_init(&o);
+  o.backend = SAMPLEATTN_BACKEND_CPU;
+  o.num_threads = threads;
+  sampleattn_context* ctx = nullptr;
+  EXPECT_EQ(sampleattn_context_create(&o, &ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  return ctx;
+}
+
+}  // namespace sampleattn::testing
