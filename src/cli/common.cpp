@@ -1,0 +1,124 @@
+#include "cli/common.h"
+
+#include <cstdlib>
+
+namespace sampleattn::cli {
+
+bool parse_dtype(const std::string& text, DType* out) {
+  if (text == "f32") { *out = DType::kF32; return true; }
+  if (text == "f16") { *out = DType::kF16; return true; }
+  if (text == "bf16") { *out = DType::kBF16; return true; }
+  return false;
+}
+
+void declare_method_options(Options& o) {
+  sampleattn_sample_params d;
+  sampleattn_sample_params_init(&d);
+  o.value("precision", "f32", "products: f32, or bf16 (vdpbf16ps; f32 accumulation)");
+  o.value("alpha", std::to_string(d.alpha), "SampleAttention: cumulative score threshold");
+  o.value("r-row", std::to_string(d.r_row), "SampleAttention: fraction of query rows sampled");
+  o.value("r-w", std::to_string(d.r_w), "SampleAttention: local window as a fraction of the keys");
+  o.value("min-window", std::to_string(d.min_window), "SampleAttention: smallest window, keys");
+  o.value("sample-block", std::to_string(d.sample_block), "SampleAttention: rows per sampled block");
+  o.value("sink-tokens", std::to_string(d.sink_tokens), "SampleAttention: first keys always kept");
+  o.value("min-stripes", std::to_string(d.min_stripes), "SampleAttention: fewest stripes");
+  o.value("max-stripes", std::to_string(d.max_stripes), "SampleAttention: most stripes (0: no limit)");
+  o.value("dense-below", std::to_string(d.dense_below), "SampleAttention: shorter sequences run dense");
+  o.value("scope", "head", "SampleAttention: stripes per 'head' or per kv 'group'");
+  o.flag("window-mass-counts", "SampleAttention: count the window's mass as covered");
+}
+
+bool read_method_options(const Options& o, sampleattn_params* p, std::string* error) {
+  const std::string precision = o.get("precision");
+  if (precision == "f32") {
+    p->precision = SAMPLEATTN_PRECISION_F32;
+  } else if (precision == "bf16") {
+    p->precision = SAMPLEATTN_PRECISION_BF16;
+  } else {
+    *error = "--precision must be f32 or bf16";
+    return false;
+  }
+  double v;
+  int64_t n;
+  sampleattn_sample_params& s = p->sample;
+  if (!o.get_double("alpha", 0, 1, &v, error)) return false;
+  s.alpha = static_cast<float>(v);
+  if (!o.get_double("r-row", 0, 1, &v, error)) return false;
+  s.r_row = static_cast<float>(v);
+  if (!o.get_double("r-w", 0, 1, &v, error)) return false;
+  s.r_w = static_cast<float>(v);
+  if (!o.get_int("min-window", 0, INT32_MAX, &n, error)) return false;
+  s.min_window = static_cast<int32_t>(n);
+  if (!o.get_int("sample-block", 1, INT32_MAX, &n, error)) return false;
+  s.sample_block = static_cast<int32_t>(n);
+  if (!o.get_int("sink-tokens", 0, INT32_MAX, &n, error)) return false;
+  s.sink_tokens = static_cast<int32_t>(n);
+  if (!o.get_int("min-stripes", 0, INT32_MAX, &n, error)) return false;
+  s.min_stripes = static_cast<int32_t>(n);
+  if (!o.get_int("max-stripes", 0, INT32_MAX, &n, error)) return false;
+  s.max_stripes = static_cast<int32_t>(n);
+  if (!o.get_int("dense-below", 0, INT32_MAX, &n, error)) return false;
+  s.dense_below = static_cast<int32_t>(n);
+  const std::string scope = o.get("scope");
+  if (scope == "head") {
+    s.scope = SAMPLEATTN_STRIPES_PER_HEAD;
+  } else if (scope == "group") {
+    s.scope = SAMPLEATTN_STRIPES_PER_KV_GROUP;
+  } else {
+    *error = "--scope must be head or group";
+    return false;
+  }
+  s.window_mass_counts = o.has("window-mass-counts") ? 1 : 0;
+  return true;
+}
+
+void declare_context_options(Options& o) {
+  o.value("backend", "cpu", "cpu, cuda or auto");
+  o.value("threads", "0", "CPU worker threads (0: SAMPLEATTN_NUM_THREADS or one per core)");
+  o.flag("no-bind", "do not bind CPU workers to cores");
+}
+
+bool make_context(const Options& o, sampleattn_context** ctx, std::string* error) {
+  sampleattn_context_options opts;
+  sampleattn_context_options_init(&opts);
+  const std::string backend = o.get("backend");
+  if (backend == "cpu") {
+    opts.backend = SAMPLEATTN_BACKEND_CPU;
+  } else if (backend == "cuda") {
+    opts.backend = SAMPLEATTN_BACKEND_CUDA;
+  } else if (backend == "auto") {
+    opts.backend = SAMPLEATTN_BACKEND_AUTO;
+  } else {
+    *error = "--backend must be cpu, cuda or auto";
+    return false;
+  }
+  int64_t threads;
+  if (!o.get_int("threads", 0, 4096, &threads, error)) return false;
+  opts.num_threads = static_cast<int32_t>(threads);
+  opts.binding = o.has("no-bind") ? SAMPLEATTN_BIND_NONE : SAMPLEATTN_BIND_CORES;
+  const sampleattn_status s = sampleattn_context_create(&opts, ctx);
+  if (s != SAMPLEATTN_SUCCESS) {
+    *error = std::string(sampleattn_status_string(s)) + ": " + sampleattn_last_error();
+    return false;
+  }
+  return true;
+}
+
+sampleattn_params tensor_params(const workload::Tensor3& q, const workload::Tensor3& k,
+                                const workload::Tensor3& v, const void* q_data, const void* k_data, const void* v_data,
+                                void* o_data, DType o_dtype) {
+  sampleattn_params p;
+  sampleattn_params_init(&p);
+  p.q = {q_data, static_cast<sampleattn_dtype>(q.dtype), q.token_stride(), q.head_stride()};
+  p.k = {k_data, static_cast<sampleattn_dtype>(k.dtype), k.token_stride(), k.head_stride()};
+  p.v = {v_data, static_cast<sampleattn_dtype>(v.dtype), v.token_stride(), v.head_stride()};
+  p.o = {o_data, static_cast<sampleattn_dtype>(o_dtype), q.token_stride(), q.head_stride()};
+  p.head_dim = static_cast<int32_t>(q.dim);
+  p.num_q_heads = static_cast<int32_t>(q.heads);
+  p.num_kv_heads = static_cast<int32_t>(k.heads);
+  p.seqlen_q = q.seq;
+  p.seqlen_k = k.seq;
+  return p;
+}
+
+}  // namespace sampleattn::cli

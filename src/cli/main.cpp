@@ -1,0 +1,308 @@
+// The sampleattn program: `bench` (the main job), `run` (a user's own .npy tensors), `mask` (a
+// picture of one head's chosen mask), `profile` (attention statistics of generated inputs and
+// real captures side by side) and `info` (what this machine and build offer).
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cli/bench.h"
+#include "cli/common.h"
+#include "cli/device_memory.h"
+#include "cli/options.h"
+#include "workload/attention_profile.h"
+#include "workload/generator.h"
+#include "workload/mask_image.h"
+#include "workload/metrics.h"
+#include "workload/npy.h"
+
+namespace sampleattn::cli {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: sampleattn <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  bench    time dense against SampleAttention; with no options: generated structured inputs at\n"
+    "           4K, 8K, 16K and 32K tokens, one table (see `sampleattn bench --help`)\n"
+    "  run      attention over your own tensors: --q q.npy --k k.npy --v v.npy --out o.npy\n"
+    "  mask     draw one head's chosen mask over its true attention: --head H --out mask.png\n"
+    "  profile  per-head attention statistics of generated inputs beside the real fixtures\n"
+    "  info     backend, ISA, threads and NUMA nodes of this machine\n";
+
+int fail(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "sampleattn %s: %s\n", command.c_str(), message.c_str());
+  return 1;
+}
+
+bool wants_help(int argc, char** argv, int first) {
+  for (int i = first; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return true;
+  }
+  return false;
+}
+
+// Inputs for run/mask/profile: --q/--k/--v files, or generated structured data.
+void declare_inputs(Options& o) {
+  o.value("q", "", "query .npy [seq, heads, dim] (f32, f16, or bf16 as <u2)");
+  o.value("k", "", "key .npy [seq, kv_heads, dim]");
+  o.value("v", "", "value .npy [seq, kv_heads, dim]");
+  o.value("seq", "8192", "generated inputs: tokens (when no --q/--k/--v)");
+  o.value("heads", "8", "generated inputs: query heads");
+  o.value("kv-heads", "8", "generated inputs: kv heads");
+  o.value("head-dim", "128", "generated inputs: head dimension");
+  o.value("seed", "1", "generated inputs: seed");
+}
+
+Status load_inputs(const Options& o, workload::Tensor3* q, workload::Tensor3* k, workload::Tensor3* v) {
+  if (o.has("q") || o.has("k") || o.has("v")) {
+    if (!o.has("q") || !o.has("k") || !o.has("v")) return invalid_argument("--q, --k and --v go together");
+    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(o.get("q"), q));
+    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(o.get("k"), k));
+    return workload::read_npy(o.get("v"), v);
+  }
+  std::string error;
+  int64_t seq, heads, kv, dim, seed;
+  if (!o.get_int("seq", 1, 1 << 20, &seq, &error) || !o.get_int("heads", 1, 1024, &heads, &error) ||
+      !o.get_int("kv-heads", 1, 1024, &kv, &error) || !o.get_int("head-dim", 1, 1024, &dim, &error) ||
+      !o.get_int("seed", 0, INT64_MAX, &seed, &error)) {
+    return invalid_argument(error);
+  }
+  workload::GeneratorConfig cfg;
+  cfg.seq = seq;
+  cfg.num_q_heads = static_cast<int>(heads);
+  cfg.num_kv_heads = static_cast<int>(kv);
+  cfg.head_dim = static_cast<int>(dim);
+  cfg.seed = static_cast<uint64_t>(seed);
+  workload::GeneratedData g;
+  SAMPLEATTN_RETURN_IF_ERROR(workload::generate(cfg, &g));
+  *q = std::move(g.q);
+  *k = std::move(g.k);
+  *v = std::move(g.v);
+  return Status::ok();
+}
+
+// Runs one call over host tensors on the context's backend; O in `o_dtype`.
+struct RunResult {
+  workload::Tensor3 o;
+  sampleattn_stats stats{};
+  std::vector<sampleattn_head_stats> heads;
+  std::vector<int32_t> offsets, stripes;
+};
+
+Status run_call(sampleattn_context* ctx, const sampleattn_params& method, const workload::Tensor3& q,
+                const workload::Tensor3& k, const workload::Tensor3& v, DType o_dtype, RunResult* r) {
+  sampleattn_context_info info;
+  sampleattn_context_info_init(&info);
+  sampleattn_context_get_info(ctx, &info);
+  BackendMemory mem(info.backend);
+  std::string error;
+  SAMPLEATTN_RETURN_IF_ERROR(workload::make_tensor(q.seq, q.heads, q.dim, o_dtype, &r->o));
+  void* dq = mem.upload(q.data(), q.bytes.size(), &error);
+  void* dk = dq ? mem.upload(k.data(), k.bytes.size(), &error) : nullptr;
+  void* dv = dk ? mem.upload(v.data(), v.bytes.size(), &error) : nullptr;
+  void* dout = dv ? mem.allocate(r->o.bytes.size(), &error) : nullptr;
+  if (dout == nullptr) return out_of_memory(error);
+  sampleattn_params p = tensor_params(q, k, v, dq, dk, dv, dout, o_dtype);
+  p.method = method.method;
+  p.precision = method.precision;
+  p.sample = method.sample;
+  r->heads.assign(static_cast<size_t>(q.heads), {});
+  r->offsets.assign(static_cast<size_t>(q.heads) + 1, 0);
+  r->stripes.assign(static_cast<size_t>(q.heads * k.seq), 0);
+  sampleattn_stats_init(&r->stats);
+  r->stats.head_stats = r->heads.data();
+  r->stats.stripe_offsets = r->offsets.data();
+  r->stats.stripes = r->stripes.data();
+  r->stats.stripe_capacity = static_cast<int64_t>(r->stripes.size());
+  const sampleattn_status s = sampleattn_forward(ctx, &p, &r->stats);
+  if (s != SAMPLEATTN_SUCCESS) return {s, sampleattn_last_error()};
+  if (!mem.download(dout, r->o.bytes.size(), r->o.data(), &error)) return {SAMPLEATTN_DEVICE_ERROR, error};
+  return Status::ok();
+}
+
+bool read_method(const Options& o, sampleattn_params* p, std::string* error) {
+  sampleattn_params_init(p);
+  const std::string m = o.get("method");
+  if (m == "dense") {
+    p->method = SAMPLEATTN_METHOD_DENSE;
+  } else if (m == "sample") {
+    p->method = SAMPLEATTN_METHOD_SAMPLE;
+  } else {
+    *error = "--method must be dense or sample";
+    return false;
+  }
+  return read_method_options(o, p, error);
+}
+
+int run_main(int argc, char** argv, int first) {
+  Options o;
+  o.value("q", "", "query .npy [seq, heads, dim]");
+  o.value("k", "", "key .npy [seq, kv_heads, dim]");
+  o.value("v", "", "value .npy [seq, kv_heads, dim]");
+  o.value("out", "", "output .npy [seq, heads, dim]");
+  o.value("out-dtype", "", "f32, f16 or bf16 (default: the dtype of q)");
+  o.value("method", "sample", "dense or sample");
+  o.flag("stats", "print per-head statistics");
+  declare_context_options(o);
+  declare_method_options(o);
+  std::string error;
+  if (wants_help(argc, argv, first)) {
+    std::printf("usage: sampleattn run --q q.npy --k k.npy --v v.npy --out o.npy [options]\n%s", o.usage().c_str());
+    return 0;
+  }
+  if (!o.parse(argc, argv, first, &error)) return fail("run", error + "\n" + o.usage());
+  if (!o.has("q") || !o.has("k") || !o.has("v") || !o.has("out")) return fail("run", "needs --q, --k, --v and --out");
+  workload::Tensor3 q, k, v;
+  Status st = load_inputs(o, &q, &k, &v);
+  if (!st.is_ok()) return fail("run", st.message());
+  DType out_dtype = q.dtype;
+  if (o.has("out-dtype") && !parse_dtype(o.get("out-dtype"), &out_dtype)) return fail("run", "bad --out-dtype");
+  sampleattn_params method;
+  if (!read_method(o, &method, &error)) return fail("run", error);
+  sampleattn_context* ctx = nullptr;
+  if (!make_context(o, &ctx, &error)) return fail("run", error);
+  RunResult r;
+  st = run_call(ctx, method, q, k, v, out_dtype, &r);
+  sampleattn_context_destroy(ctx);
+  if (!st.is_ok()) return fail("run", std::string(sampleattn_status_string(st.code())) + ": " + st.message());
+  st = workload::write_npy(o.get("out"), r.o);
+  if (!st.is_ok()) return fail("run", st.message());
+  std::printf("wrote %s: [%lld, %lld, %lld] %s in %.4f s (%s), density %.4f, %d of %d heads dense\n",
+              o.get("out").c_str(), static_cast<long long>(r.o.seq), static_cast<long long>(r.o.heads),
+              static_cast<long long>(r.o.dim), dtype_name(r.o.dtype), r.stats.time_total_s, r.stats.isa,
+              r.stats.density, r.stats.num_dense_heads, r.stats.num_heads_total);
+  if (o.has("stats")) {
+    std::printf("%5s %8s %8s %6s %9s %9s %9s\n", "head", "window", "stripes", "dense", "density", "cra_min", "cra_mean");
+    for (size_t h = 0; h < r.heads.size(); ++h) {
+      const sampleattn_head_stats& s = r.heads[h];
+      std::printf("%5zu %8d %8d %6d %9.4f %9.4f %9.4f\n", h, s.window, s.num_stripes, s.dense, s.density,
+                  s.cra_min, s.cra_mean);
+    }
+    std::printf("time: sampling %.4f s, selection %.4f s, attention %.4f s\n", r.stats.time_sampling_s,
+                r.stats.time_selection_s, r.stats.time_attention_s);
+  }
+  return 0;
+}
+
+int mask_main(int argc, char** argv, int first) {
+  Options o;
+  declare_inputs(o);
+  o.value("head", "0", "query head to draw");
+  o.value("out", "mask.png", "PNG file to write");
+  o.value("pixels", "1024", "largest side of the picture");
+  o.value("method", "sample", "sample (dense draws no mask)");
+  declare_context_options(o);
+  declare_method_options(o);
+  std::string error;
+  if (wants_help(argc, argv, first)) {
+    std::printf("usage: sampleattn mask [--q --k --v | generated-input options] --head H --out mask.png\n%s",
+                o.usage().c_str());
+    return 0;
+  }
+  if (!o.parse(argc, argv, first, &error)) return fail("mask", error + "\n" + o.usage());
+  workload::Tensor3 q, k, v;
+  Status st = load_inputs(o, &q, &k, &v);
+  if (!st.is_ok()) return fail("mask", st.message());
+  int64_t head, pixels;
+  if (!o.get_int("head", 0, q.heads - 1, &head, &error) || !o.get_int("pixels", 16, 8192, &pixels, &error)) {
+    return fail("mask", error);
+  }
+  sampleattn_params method;
+  if (!read_method(o, &method, &error)) return fail("mask", error);
+  sampleattn_context* ctx = nullptr;
+  if (!make_context(o, &ctx, &error)) return fail("mask", error);
+  RunResult r;
+  st = run_call(ctx, method, q, k, v, DType::kF32, &r);
+  sampleattn_context_destroy(ctx);
+  if (!st.is_ok()) return fail("mask", st.message());
+  const sampleattn_head_stats& hs = r.heads[static_cast<size_t>(head)];
+  std::vector<int32_t> stripes(r.stripes.begin() + r.offsets[head], r.stripes.begin() + r.offsets[head + 1]);
+  const int64_t kv_head = head / (q.heads / k.heads);
+  const std::vector<float> qh = workload::head_to_f32(q, head), kh = workload::head_to_f32(k, kv_head);
+  workload::MaskImageOptions mo;
+  mo.max_pixels = static_cast<int>(pixels);
+  mo.draw_mask = !hs.dense;
+  st = workload::render_mask_png(o.get("out"), qh.data(), q.seq, kh.data(), k.seq, static_cast<int>(q.dim),
+                                 hs.window, stripes, mo);
+  if (!st.is_ok()) return fail("mask", st.message());
+  std::printf("wrote %s: head %lld, window %d, %d stripes, density %.4f, sampled-row CRA min %.4f%s\n",
+              o.get("out").c_str(), static_cast<long long>(head), hs.window, hs.num_stripes, hs.density,
+              hs.cra_min, hs.dense ? " (dense head: no mask drawn)" : "");
+  return 0;
+}
+
+int profile_main(int argc, char** argv, int first) {
+  Options o;
+  declare_inputs(o);
+  o.value("fixtures", "", "directory of the real captures (llama3-8b-layer10-{q,k,v}.npy, ...)");
+  o.value("rows", "64", "sampled query rows per head");
+  std::string error;
+  if (wants_help(argc, argv, first)) {
+    std::printf("usage: sampleattn profile [generated-input options] [--fixtures DIR]\n%s", o.usage().c_str());
+    return 0;
+  }
+  if (!o.parse(argc, argv, first, &error)) return fail("profile", error + "\n" + o.usage());
+  int64_t rows;
+  if (!o.get_int("rows", 1, 1 << 20, &rows, &error)) return fail("profile", error);
+  workload::ProfileOptions po;
+  po.rows = rows;
+  workload::Tensor3 q, k, v;
+  Status st = load_inputs(o, &q, &k, &v);
+  if (!st.is_ok()) return fail("profile", st.message());
+  std::vector<workload::HeadProfile> profiles;
+  st = workload::profile_attention(q, k, po, &profiles);
+  if (!st.is_ok()) return fail("profile", st.message());
+  std::printf("%s\n", workload::format_profile_table(o.has("q") ? o.get("q") : "generated, N=" + o.get("seq"),
+                                                     profiles).c_str());
+  if (o.has("fixtures")) {
+    for (const char* model : {"llama3-8b-layer10", "llama2-7b-layer10"}) {
+      const std::string base = o.get("fixtures") + "/" + model;
+      workload::Tensor3 fq, fk;
+      if (!workload::read_npy(base + "-q.npy", &fq).is_ok() || !workload::read_npy(base + "-k.npy", &fk).is_ok()) {
+        std::printf("%s: not found under %s\n", model, o.get("fixtures").c_str());
+        continue;
+      }
+      std::vector<workload::HeadProfile> fp;
+      st = workload::profile_attention(fq, fk, po, &fp);
+      if (!st.is_ok()) return fail("profile", st.message());
+      std::printf("%s\n", workload::format_profile_table(std::string(model) + " (real capture)", fp).c_str());
+    }
+  }
+  return 0;
+}
+
+int info_main() {
+  sampleattn_context_options opts;
+  sampleattn_context_options_init(&opts);
+  sampleattn_context* ctx = nullptr;
+  if (sampleattn_context_create(&opts, &ctx) != SAMPLEATTN_SUCCESS) return fail("info", sampleattn_last_error());
+  sampleattn_context_info info;
+  sampleattn_context_info_init(&info);
+  sampleattn_context_get_info(ctx, &info);
+  std::printf("sampleattn %s\nbackend: %s%s%s\nisa: %s\nthreads: %d\nnuma nodes: %d\nnote: %s\n", sampleattn_version(),
+              info.backend == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu", info.device_name[0] ? " " : "",
+              info.device_name, info.isa, info.num_threads, info.num_numa_nodes, info.note);
+  sampleattn_context_destroy(ctx);
+  return 0;
+}
+
+}  // namespace
+}  // namespace sampleattn::cli
+
+int main(int argc, char** argv) {
+  using namespace sampleattn::cli;
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    std::printf("%s", kUsage);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  if (command == "bench") return bench_main(argc, argv, 2);
+  if (command == "run") return run_main(argc, argv, 2);
+  if (command == "mask") return mask_main(argc, argv, 2);
+  if (command == "profile") return profile_main(argc, argv, 2);
+  if (command == "info") return info_main();
+  std::fprintf(stderr, "sampleattn: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  return 2;
+}
