@@ -1,0 +1,183 @@
+// Flash kernel throughput per ISA table and path: attend on one tile (FLOP/s, 4*m*n*d per call)
+// and the pack costs (elements/s). Compare ratios taken in one run: the machine is noisy.
+//
+//   kernels_bench --benchmark_filter=attend --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+//
+// Arguments: attend/<isa>/<path>/m/n/d; pack/<isa>/<path>/<which>/rows/d.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/kernels.h"
+
+namespace sampleattn {
+namespace {
+
+struct Free {
+  void operator()(void* p) const { std::free(p); }
+};
+using Mem = std::unique_ptr<void, Free>;
+Mem alloc64(size_t bytes) { return Mem(std::aligned_alloc(64, bytes < 64 ? 64 : (bytes + 63) / 64 * 64)); }
+
+std::vector<float> random_rows(int rows, int d, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(rows) * d);
+  for (float& v : x) v = dist(rng);
+  return x;
+}
+
+const FlashPath* path_of(const KernelTable* t, bool bf16) {
+  if (t == nullptr) return nullptr;
+  if (bf16) return t->has_bf16 ? &t->bf16 : nullptr;
+  return &t->f32;
+}
+
+// A tile of m query rows against n keys, all rows seeing all keys (span arrays null), repeated.
+void attend(benchmark::State& state, Isa isa, bool bf16) {
+  const FlashPath* path = path_of(kernel_table_for(isa), bf16);
+  if (path == nullptr) {
+    state.SkipWithError("not supported on this CPU");
+    return;
+  }
+  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
+            d = static_cast<int>(state.range(2));
+  const std::vector<float> q = random_rows(m, d, 1), k = random_rows(n, d, 2), v = random_rows(n, d, 3);
+  Mem qp = alloc64(path->packed_bytes(m, d)), kp = alloc64(path->packed_bytes(n, d)),
+      vp = alloc64(path->packed_bytes(n, d)), scratch = alloc64(path->scratch_bytes(m, n));
+  const float scale = static_cast<float>(1.4426950408889634 / std::sqrt(d));
+  path->pack_q(RowSource{q.data(), DType::kF32, d, nullptr}, m, d, scale, qp.get());
+  path->pack_k(RowSource{k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
+  path->pack_v(RowSource{v.data(), DType::kF32, d, nullptr}, n, d, vp.get());
+  std::vector<float> row_max(m, -INFINITY), row_sum(m, 0.0f), acc(static_cast<size_t>(m) * d, 0.0f);
+  AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, nullptr, nullptr, row_max.data(), row_sum.data(),
+                      acc.data(), scratch.get()};
+  for (auto _ : state) {
+    path->attend(args);
+    benchmark::DoNotOptimize(acc.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["FLOPS"] = benchmark::Counter(4.0 * m * n * d * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
+}
+
+// Causal diagonal tile: row r sees keys [0, r * n / m], the case drivers hit on the diagonal.
+void attend_causal(benchmark::State& state, Isa isa, bool bf16) {
+  const FlashPath* path = path_of(kernel_table_for(isa), bf16);
+  if (path == nullptr) {
+    state.SkipWithError("not supported on this CPU");
+    return;
+  }
+  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
+            d = static_cast<int>(state.range(2));
+  const std::vector<float> q = random_rows(m, d, 1), k = random_rows(n, d, 2), v = random_rows(n, d, 3);
+  Mem qp = alloc64(path->packed_bytes(m, d)), kp = alloc64(path->packed_bytes(n, d)),
+      vp = alloc64(path->packed_bytes(n, d)), scratch = alloc64(path->scratch_bytes(m, n));
+  const float scale = static_cast<float>(1.4426950408889634 / std::sqrt(d));
+  path->pack_q(RowSource{q.data(), DType::kF32, d, nullptr}, m, d, scale, qp.get());
+  path->pack_k(RowSource{k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
+  path->pack_v(RowSource{v.data(), DType::kF32, d, nullptr}, n, d, vp.get());
+  std::vector<float> row_max(m, -INFINITY), row_sum(m, 0.0f), acc(static_cast<size_t>(m) * d, 0.0f);
+  std::vector<int32_t> hi(m);
+  double pairs = 0;
+  for (int r = 0; r < m; ++r) {
+    hi[r] = 1 + static_cast<int>(static_cast<int64_t>(r) * (n - 1) / (m > 1 ? m - 1 : 1));
+    pairs += hi[r];
+  }
+  AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, nullptr, hi.data(), row_max.data(), row_sum.data(),
+                      acc.data(), scratch.get()};
+  for (auto _ : state) {
+    path->attend(args);
+    benchmark::DoNotOptimize(acc.data());
+    benchmark::ClobberMemory();
+  }
+  // Useful FLOPs only: the pairs the mask lets through.
+  state.counters["FLOPS"] = benchmark::Counter(4.0 * pairs * d * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
+}
+
+enum Which { kQ = 0, kK = 1, kV = 2 };
+
+void pack(benchmark::State& state, Isa isa, bool bf16, DType dtype) {
+  const FlashPath* path = path_of(kernel_table_for(isa), bf16);
+  if (path == nullptr) {
+    state.SkipWithError("not supported on this CPU");
+    return;
+  }
+  const int which = static_cast<int>(state.range(0)), rows = static_cast<int>(state.range(1)),
+            d = static_cast<int>(state.range(2));
+  const std::vector<float> x = random_rows(rows, d, 4);
+  std::vector<uint16_t> half(x.size(), 0x3c00);  // f16 1.0 / bf16 ~1.0: speed does not depend on values
+  const void* base = dtype == DType::kF32 ? static_cast<const void*>(x.data()) : static_cast<const void*>(half.data());
+  Mem dst = alloc64(path->packed_bytes(rows, d));
+  const RowSource src{base, dtype, d, nullptr};
+  for (auto _ : state) {
+    switch (which) {
+      case kQ: path->pack_q(src, rows, d, 0.1f, dst.get()); break;
+      case kK: path->pack_k(src, rows, d, dst.get()); break;
+      default: path->pack_v(src, rows, d, dst.get()); break;
+    }
+    benchmark::DoNotOptimize(dst.get());
+    benchmark::ClobberMemory();
+  }
+  state.counters["elements"] = benchmark::Counter(static_cast<double>(rows) * d * static_cast<double>(state.iterations()),
+                                                  benchmark::Counter::kIsRate);
+}
+
+void register_all() {
+  struct Variant {
+    Isa isa;
+    bool bf16;
+    const char* name;
+  };
+  const Variant variants[] = {{Isa::kAvx512, true, "avx512/bf16"},
+                              {Isa::kAvx512, false, "avx512/f32"},
+                              {Isa::kAvx2, false, "avx2/f32"},
+                              {Isa::kScalar, false, "scalar/f32"}};
+  for (const Variant& v : variants) {
+    const KernelTable* t = kernel_table_for(v.isa);
+    if (path_of(t, v.bf16) == nullptr) continue;
+    const bool scalar = v.isa == Isa::kScalar;
+    auto* b = benchmark::RegisterBenchmark((std::string("attend/") + v.name).c_str(), attend, v.isa, v.bf16);
+    b->ArgNames({"m", "n", "d"})->Args({t->block_rows, t->key_tile, 128});
+    if (!scalar) {
+      for (int m : {14, 28, 64, 128}) {
+        for (int n : {64, 128, 256, 512}) {
+          if (m == t->block_rows && n == t->key_tile) continue;
+          b->Args({m, n, 128});
+        }
+      }
+      b->Args({t->block_rows, t->key_tile, 64})->Args({t->block_rows, t->key_tile, 80})->Args({t->block_rows, t->key_tile, 256});
+    }
+    benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_causal, v.isa, v.bf16)
+        ->ArgNames({"m", "n", "d"})
+        ->Args({t->block_rows, t->block_rows, 128});
+    for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+      if (scalar && dt != DType::kF32) continue;
+      benchmark::RegisterBenchmark((std::string("pack/") + v.name + "/" + dtype_name(dt)).c_str(), pack, v.isa,
+                                   v.bf16, dt)
+          ->ArgNames({"qkv", "rows", "d"})
+          ->Args({kQ, t->block_rows, 128})
+          ->Args({kK, t->key_tile, 128})
+          ->Args({kV, t->key_tile, 128});
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sampleattn
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  sampleattn::register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

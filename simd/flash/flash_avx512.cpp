@@ -1,0 +1,260 @@
+// AVX-512 instantiation of the flash kernels (flash_kernels.h): 16-float vectors, 14-row by
+// 32-key register blocks; plus the bf16 path, written here with intrinsics because xsimd 8.1 has
+// no vdpbf16ps.
+//
+// bf16 path layouts (bf16 = uint16_t, pairs of bf16 are the 32-bit units vdpbf16ps multiplies):
+//   Q: [m][d] bf16 of q * scale (a pair along d is one broadcast 32-bit element).
+//   K: [ceil(n/32)][d/2][32][2] panels: for each pair of dimensions, 32 keys, each key's pair
+//      adjacent, so one zmm holds 16 keys x 2 dimensions. Keys past n are zero.
+//   V: column blocks of width 32 (the last one 16 when d % 32 != 0): block at x0 holds
+//      [ceil(n/32)*32 / 2][width][2]: for each pair of keys, width columns, each column's pair
+//      adjacent. Keys past n are zero.
+//   P: bf16, round to nearest even from the f32 probabilities; the row sum adds the rounded values
+//      so numerator and denominator see the same weights.
+// GCC 12 reports _mm512_undefined_ps() inside its own intrinsic headers as maybe-uninitialized
+// (GCC bug 105593); the pragma must precede the first include of those headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstring>
+
+#include <xsimd/xsimd.hpp>
+
+#include "core/kernels.h"
+#include "flash_kernels.h"
+
+namespace sampleattn {
+namespace avx512 {
+namespace {
+
+using Kernels = flash::FlashKernels<xsimd::avx512bw>;
+using B = Kernels::B;
+constexpr int kMaxRows = Kernels::kMaxRows;
+constexpr int kPanel = 32;  // keys per K panel, columns per V block
+
+size_t bf16_packed_bytes(int rows, int d) {
+  return Kernels::round_up(Kernels::round_up(static_cast<size_t>(rows), kPanel) * d * sizeof(uint16_t), 64);
+}
+// f32 scores then bf16 probabilities of a row block.
+size_t bf16_scratch_bytes(int m, int n) {
+  const size_t rows = static_cast<size_t>(Kernels::imin(Kernels::imax(m, 1), kMaxRows));
+  const size_t n_pad = Kernels::round_up(static_cast<size_t>(n), kPanel);
+  return Kernels::round_up(rows * n_pad * sizeof(float), 64) +
+         Kernels::round_up(rows * n_pad * sizeof(uint16_t), 64);
+}
+
+__m256i to_bf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
+__m512 from_bf16(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+template <DType T>
+void bf16_row(const RowSource& src, int r, int d, float scale, uint16_t* dst) {
+  const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int c = 0; c < d; c += 16) {
+    const __m512 x = _mm512_mul_ps(Kernels::load_src<T>(src.base, base + c), s);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), to_bf16(x));
+  }
+}
+
+void bf16_pack_q(const RowSource& src, int m, int d, float scale, void* dst) {
+  uint16_t* q = static_cast<uint16_t*>(dst);
+  Kernels::with_dtype(src.dtype, [&](auto t) {
+    for (int r = 0; r < m; ++r) bf16_row<decltype(t)::value>(src, r, d, scale, q + static_cast<int64_t>(r) * d);
+  });
+}
+
+void bf16_pack_k(const RowSource& src, int n, int d, void* dst) {
+  Kernels::with_dtype(src.dtype, [&](auto t) {
+    Kernels::pack_panels(n, d / 2, kPanel, static_cast<uint32_t*>(dst), [&](int j, float* row) {
+      bf16_row<decltype(t)::value>(src, j, d, 1.0f, reinterpret_cast<uint16_t*>(row));
+    });
+  });
+}
+
+void bf16_pack_v(const RowSource& src, int n, int d, void* dst) {
+  uint16_t* v = static_cast<uint16_t*>(dst);
+  const int64_t n_pad = static_cast<int64_t>(Kernels::round_up(static_cast<size_t>(n), kPanel));
+  alignas(64) uint16_t even[256];
+  alignas(64) uint16_t odd[256];
+  // Interleaves 16 columns of two rows: lane 2i <- even[i], lane 2i+1 <- odd[i].
+  alignas(64) uint16_t order[32];
+  for (int i = 0; i < 16; ++i) {
+    order[2 * i] = static_cast<uint16_t>(i);
+    order[2 * i + 1] = static_cast<uint16_t>(16 + i);
+  }
+  const __m512i idx = _mm512_load_si512(order);
+  Kernels::with_dtype(src.dtype, [&](auto t) {
+    constexpr DType T = decltype(t)::value;
+    for (int u = 0; 2 * u < n; ++u) {
+      bf16_row<T>(src, 2 * u, d, 1.0f, even);
+      if (2 * u + 1 < n) {
+        bf16_row<T>(src, 2 * u + 1, d, 1.0f, odd);
+      } else {
+        std::memset(odd, 0, sizeof(uint16_t) * d);
+      }
+      for (int x0 = 0; x0 < d; x0 += kPanel) {
+        const int width = Kernels::imin(kPanel, d - x0);
+        uint16_t* out = v + x0 * n_pad + static_cast<int64_t>(u) * width * 2;
+        for (int c = 0; c < width; c += 16) {
+          const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(even + x0 + c));
+          const __m256i b = _mm256_load_si256(reinterpret_cast<const __m256i*>(odd + x0 + c));
+          const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+          _mm512_storeu_si512(out + 2 * c, _mm512_permutexvar_epi16(idx, ab));
+        }
+      }
+    }
+  });
+}
+
+__m512 dot(__m512 acc, __m512i a, __m512i b) {
+  return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
+}
+
+// s[r][0, 32) = q_r . panel for R rows of bf16 q (pairs at q + r * d / 2).
+template <int R>
+void bf16_qk_block(const uint32_t* q, int d, const uint32_t* kp, float* s, int64_t lds, int cols) {
+  __m512 acc[R][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const int half = d / 2;
+  for (int c = 0; c < half; ++c) {
+    const __m512i k0 = _mm512_loadu_si512(kp + c * kPanel);
+    const __m512i k1 = _mm512_loadu_si512(kp + c * kPanel + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512i a = _mm512_set1_epi32(static_cast<int>(q[r * half + c]));
+      acc[r][0] = dot(acc[r][0], a, k0);
+      acc[r][1] = dot(acc[r][1], a, k1);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    Kernels::store_n(s + r * lds, B(acc[r][0]), cols);
+    Kernels::store_n(s + r * lds + 16, B(acc[r][1]), cols - 16);
+  }
+}
+
+// acc rows = acc * corr + p . V for `pairs` key pairs; p rows are bf16 pairs at p + r * lds / 2.
+template <int R, int NC>
+void bf16_pv_block(const uint32_t* p, int64_t lds, int pairs, const uint16_t* vp, int width,
+                   float* acc, int d, const float* corr, const bool* active) {
+  __m512 o[R][NC];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int k = 0; k < NC; ++k) o[r][k] = _mm512_setzero_ps();
+  const int64_t ldp = lds / 2;
+  for (int u = 0; u < pairs; ++u) {
+    __m512i v[NC];
+#pragma GCC unroll 2
+    for (int k = 0; k < NC; ++k) v[k] = _mm512_loadu_si512(vp + (static_cast<int64_t>(u) * width + k * 16) * 2);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512i a = _mm512_set1_epi32(static_cast<int>(p[r * ldp + u]));
+#pragma GCC unroll 2
+      for (int k = 0; k < NC; ++k) o[r][k] = dot(o[r][k], a, v[k]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    if (!active[r]) continue;
+    float* out = acc + static_cast<int64_t>(r) * d;
+    const __m512 c = _mm512_set1_ps(corr[r]);
+#pragma GCC unroll 2
+    for (int k = 0; k < NC; ++k) _mm512_storeu_ps(out + k * 16, _mm512_fmadd_ps(_mm512_loadu_ps(out + k * 16), c, o[r][k]));
+  }
+}
+
+template <int R>
+void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, int64_t lds) {
+  const Kernels::BlockSpans b = Kernels::block_spans(a.lo, a.hi, r0, R, a.n);
+  if (b.jlo >= b.jhi) return;
+  const int d = a.d;
+  const uint32_t* q = static_cast<const uint32_t*>(a.q) + static_cast<int64_t>(r0) * (d / 2);
+  const uint32_t* k = static_cast<const uint32_t*>(a.k);
+  for (int p0 = b.jlo / kPanel * kPanel; p0 < b.jhi; p0 += kPanel) {
+    bf16_qk_block<R>(q, d, k + static_cast<int64_t>(p0) * (d / 2), s + p0, lds, kPanel);
+  }
+
+  float corr[kMaxRows];
+  const int ja = b.jlo / 16 * 16;
+  const int jb = static_cast<int>(Kernels::round_up(static_cast<size_t>(b.jhi), 16));
+  Kernels::softmax_rows(s, lds, R, b, ja, jb, a.row_max + r0, a.row_sum + r0, corr, [&](int r, int j, B p) {
+    const __m256i h = to_bf16(p);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + r * lds + j), h);
+    return B(from_bf16(h));
+  });
+
+  const int64_t n_pad = lds;
+  const uint16_t* v = static_cast<const uint16_t*>(a.v);
+  float* acc = a.acc + static_cast<int64_t>(r0) * d;
+  const int u0 = b.jlo / 2, u1 = (b.jhi + 1) / 2;
+  const uint32_t* p = reinterpret_cast<const uint32_t*>(pb) + u0;
+  for (int x0 = 0; x0 < d; x0 += kPanel) {
+    const int width = Kernels::imin(kPanel, d - x0);
+    const uint16_t* vp = v + x0 * n_pad + static_cast<int64_t>(u0) * width * 2;
+    if (width == kPanel) {
+      bf16_pv_block<R, 2>(p, lds, u1 - u0, vp, width, acc + x0, d, corr, b.active);
+    } else {
+      bf16_pv_block<R, 1>(p, lds, u1 - u0, vp, width, acc + x0, d, corr, b.active);
+    }
+  }
+}
+
+void bf16_attend(const AttendTileArgs& a) {
+  if (a.m <= 0 || a.n <= 0) return;
+  const int64_t lds = static_cast<int64_t>(Kernels::round_up(static_cast<size_t>(a.n), kPanel));
+  const int rows_max = Kernels::imin(a.m, kMaxRows);
+  float* s = static_cast<float*>(a.scratch);
+  uint16_t* pb = reinterpret_cast<uint16_t*>(
+      static_cast<char*>(a.scratch) + Kernels::round_up(static_cast<size_t>(rows_max) * lds * sizeof(float), 64));
+  Kernels::for_row_blocks(a.m, [&](int r0, int rows) {
+    Kernels::with_rows(rows, [&](auto R) { bf16_attend_block<decltype(R)::value>(a, r0, s, pb, lds); });
+  });
+}
+
+void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds) {
+  const uint32_t* q = static_cast<const uint32_t*>(qv);
+  const uint32_t* k = static_cast<const uint32_t*>(kv);
+  Kernels::for_row_blocks(m, [&](int r0, int rows) {
+    Kernels::with_rows(rows, [&](auto R) {
+      for (int p0 = 0; p0 < n; p0 += kPanel) {
+        bf16_qk_block<decltype(R)::value>(q + static_cast<int64_t>(r0) * (d / 2), d, k + static_cast<int64_t>(p0) * (d / 2),
+                                          s + r0 * lds + p0, lds, Kernels::imin(kPanel, n - p0));
+      }
+    });
+  });
+}
+
+KernelTable make_table() {
+  const bool bf16 = cpu_features().avx512_bf16;
+  return KernelTable{
+      Isa::kAvx512,
+      "avx512",
+      /*block_rows=*/128,
+      /*key_tile=*/256,
+      FlashPath{4, Kernels::packed_bytes, Kernels::scratch_bytes, Kernels::pack_q, Kernels::pack_k,
+                Kernels::pack_v, Kernels::attend, Kernels::scores},
+      bf16 ? FlashPath{2, bf16_packed_bytes, bf16_scratch_bytes, bf16_pack_q, bf16_pack_k, bf16_pack_v,
+                       bf16_attend, bf16_scores}
+           : FlashPath{},
+      bf16,
+      Kernels::row_stats,
+      Kernels::accumulate_columns,
+      Kernels::store_rows,
+  };
+}
+
+}  // namespace
+}  // namespace avx512
+
+// Only called when the CPU runs AVX-512 (core/dispatch.cpp checks first).
+const KernelTable* avx512_kernel_table() {
+  static const KernelTable table = avx512::make_table();
+  return &table;
+}
+
+}  // namespace sampleattn

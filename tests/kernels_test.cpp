@@ -1,0 +1,514 @@
+// Kernel table tests: every table of the dispatch chain (skipped when the CPU lacks its ISA), both
+// flash paths (f32; bf16 when the table has it), every entry, against double-precision oracles
+// and against the scalar table. Sizes are equal to, smaller than, larger than and not multiples
+// of each ISA's register block and tile.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/dispatch.h"
+#include "core/dtype_convert.h"
+#include "core/kernels.h"
+
+namespace sampleattn {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr DType kDTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
+constexpr int kHeadDims[] = {64, 80, 96, 128, 256};
+
+// 64-byte aligned, exactly `bytes` long (so the address sanitizer sees any overrun).
+struct Buffer {
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> mem;
+  size_t bytes = 0;
+  explicit Buffer(size_t n) : mem(std::aligned_alloc(64, std::max<size_t>(n, 64))), bytes(n) {
+    std::memset(mem.get(), 0xcd, std::max<size_t>(n, 64));
+  }
+  void* get() const { return mem.get(); }
+};
+
+// A row-major matrix stored in a dtype, with the exact values the kernels read.
+struct Source {
+  DType dtype;
+  int rows = 0;
+  int64_t stride = 0;
+  std::vector<float> f32;
+  std::vector<uint16_t> half;
+  std::vector<double> exact;
+  const void* base() const {
+    return dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : static_cast<const void*>(half.data());
+  }
+  const void* row_ptr(int64_t row) const {
+    return static_cast<const char*>(base()) + row * stride * dtype_size(dtype);
+  }
+  double at(int64_t row, int c) const { return exact[row * stride + c]; }
+};
+
+Source make_source(DType t, int rows, int d, std::mt19937& rng, double amplitude) {
+  Source s;
+  s.dtype = t;
+  s.rows = rows;
+  s.stride = d + 8;  // a row stride larger than d
+  std::normal_distribution<float> dist(0.0f, static_cast<float>(amplitude));
+  const size_t count = static_cast<size_t>(rows) * s.stride;
+  s.exact.resize(count);
+  if (t == DType::kF32) s.f32.resize(count); else s.half.resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    const float x = dist(rng);
+    switch (t) {
+      case DType::kF32: s.f32[i] = x; s.exact[i] = x; break;
+      case DType::kF16: s.half[i] = f32_to_f16(x); s.exact[i] = f16_to_f32(s.half[i]); break;
+      case DType::kBF16: s.half[i] = f32_to_bf16(x); s.exact[i] = bf16_to_f32(s.half[i]); break;
+    }
+  }
+  return s;
+}
+
+float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+struct Param {
+  Isa isa;
+  bool bf16;
+};
+
+std::string param_name(const testing::TestParamInfo<Param>& info) {
+  return std::string(isa_name(info.param.isa)) + (info.param.bf16 ? "_bf16" : "_f32");
+}
+
+class KernelsTest : public testing::TestWithParam<Param> {
+ protected:
+  void SetUp() override {
+    table_ = kernel_table_for(GetParam().isa);
+    if (table_ == nullptr) GTEST_SKIP() << isa_name(GetParam().isa) << " not supported by this CPU";
+    if (GetParam().bf16 && !table_->has_bf16) GTEST_SKIP() << "no bf16 path in " << table_->name;
+    path_ = GetParam().bf16 ? &table_->bf16 : &table_->f32;
+    scalar_ = kernel_table_for(Isa::kScalar);
+    ASSERT_NE(scalar_, nullptr);
+  }
+  bool bf16() const { return GetParam().bf16; }
+  // Tile sizes to try: around 1, vector and register block edges, and the table's own tiles.
+  std::vector<std::pair<int, int>> sizes() const {
+    const int br = table_->block_rows, kt = table_->key_tile;
+    return {{1, 1}, {7, 16}, {16, 17}, {17, 100}, {14, 32}, {15, 33}, {29, 7}, {br, kt}, {br + 3, kt - 5}, {br - 1, 64}};
+  }
+
+  const KernelTable* table_ = nullptr;
+  const KernelTable* scalar_ = nullptr;
+  const FlashPath* path_ = nullptr;
+};
+
+TEST_P(KernelsTest, TableIsConsistent) {
+  EXPECT_EQ(path_->q_elem_bytes, bf16() ? 2 : 4);
+  EXPECT_EQ(table_->isa, GetParam().isa);
+  EXPECT_STREQ(table_->name, isa_name(GetParam().isa));
+  EXPECT_GT(table_->block_rows, 0);
+  EXPECT_GT(table_->key_tile, 0);
+  for (auto* f : {(void*)path_->packed_bytes, (void*)path_->scratch_bytes, (void*)path_->pack_q,
+                  (void*)path_->pack_k, (void*)path_->pack_v, (void*)path_->attend, (void*)path_->scores,
+                  (void*)table_->row_stats, (void*)table_->accumulate_columns, (void*)table_->store_rows}) {
+    EXPECT_NE(f, nullptr);
+  }
+  for (int d : kHeadDims) {
+    for (int rows : {1, 7, 16, 17, 100, 256}) {
+      EXPECT_EQ(path_->packed_bytes(rows, d) % 64, 0u);
+      EXPECT_GE(path_->packed_bytes(rows, d), size_t(rows) * d * (bf16() ? 2 : 4));
+      EXPECT_EQ(path_->scratch_bytes(rows, rows) % 64, 0u);
+    }
+  }
+}
+
+TEST_P(KernelsTest, ScoresMatchOracle) {
+  std::mt19937 rng(1234);
+  int index = 0;
+  for (int d : kHeadDims) {
+    for (auto [m, n] : sizes()) {
+      const DType dt = kDTypes[index++ % 3];
+      const Source q = make_source(dt, m, d, rng, 1.0);
+      const Source k = make_source(dt, n, d, rng, 1.0);
+      const float scale = 0.3f;
+      Buffer qp(path_->packed_bytes(m, d)), kp(path_->packed_bytes(n, d));
+      path_->pack_q(RowSource{q.base(), dt, q.stride, nullptr}, m, d, scale, qp.get());
+      path_->pack_k(RowSource{k.base(), dt, k.stride, nullptr}, n, d, kp.get());
+      const int64_t lds = n + 3;
+      std::vector<float> s(static_cast<size_t>(m) * lds, 12345.0f);
+      path_->scores(qp.get(), m, kp.get(), n, d, s.data(), lds);
+      for (int r = 0; r < m; ++r) {
+        for (int j = 0; j < lds; ++j) {
+          const float got = s[r * lds + j];
+          if (j >= n) {
+            ASSERT_EQ(got, 12345.0f) << "wrote past n: r=" << r << " j=" << j;
+            continue;
+          }
+          double ref = 0, mag = 0;
+          for (int c = 0; c < d; ++c) {
+            double qc = static_cast<float>(q.at(r, c)) * scale, kc = k.at(j, c);
+            if (bf16()) {
+              qc = round_bf16(static_cast<float>(qc));
+              kc = round_bf16(static_cast<float>(kc));
+            }
+            ref += qc * kc;
+            mag += std::abs(qc * kc);
+          }
+          ASSERT_NEAR(got, ref, 1e-6 * mag + 1e-30) << "d=" << d << " m=" << m << " n=" << n << " r=" << r << " j=" << j
+                                                    << " " << dtype_name(dt);
+        }
+      }
+    }
+  }
+}
+
+// The mask of the multi-tile attend test: row r sees global keys [lo_r, hi_r).
+enum class Spans { kNone, kCausal, kWindows };
+
+struct AttendCase {
+  int d, m, n, tiles;
+  DType dtype;
+  Spans spans;
+  bool gather;
+  double q_amplitude;
+};
+
+struct AttendState {
+  std::vector<float> row_max, row_sum, acc;
+};
+
+struct AttendInputs {
+  Source q, k, v;
+  std::vector<int32_t> q_rows, kv_rows;  // gather indices (identity when not gathering)
+  std::vector<int64_t> q_offsets, k_offsets, v_offsets;  // the same as element offsets
+  std::vector<int32_t> lo, hi;           // global spans
+  int keys = 0;
+  float scale = 0;
+};
+
+AttendInputs make_inputs(const AttendCase& c, std::mt19937& rng) {
+  AttendInputs in;
+  in.keys = c.n * c.tiles - (c.tiles > 1 && c.n > 4 ? 3 : 0);  // a short last tile
+  const int q_source_rows = c.gather ? c.m + 5 : c.m;
+  const int kv_source_rows = c.gather ? in.keys + 9 : in.keys;
+  in.q = make_source(c.dtype, q_source_rows, c.d, rng, c.q_amplitude);
+  in.k = make_source(c.dtype, kv_source_rows, c.d, rng, 1.0);
+  in.v = make_source(c.dtype, kv_source_rows, c.d, rng, 1.0);
+  in.q_rows.resize(c.m);
+  in.kv_rows.resize(in.keys);
+  for (int r = 0; r < c.m; ++r) in.q_rows[r] = c.gather ? (r * 7 + 3) % q_source_rows : r;
+  std::vector<int32_t> perm(kv_source_rows);
+  for (int i = 0; i < kv_source_rows; ++i) perm[i] = i;
+  if (c.gather) std::shuffle(perm.begin(), perm.end(), rng);
+  for (int j = 0; j < in.keys; ++j) in.kv_rows[j] = perm[j];
+  for (int r = 0; r < c.m; ++r) in.q_offsets.push_back(in.q_rows[r] * in.q.stride);
+  for (int j = 0; j < in.keys; ++j) {
+    in.k_offsets.push_back(in.kv_rows[j] * in.k.stride);
+    in.v_offsets.push_back(in.kv_rows[j] * in.v.stride);
+  }
+  in.scale = static_cast<float>(1.0 / std::sqrt(c.d) * 1.4426950408889634);
+  in.lo.assign(c.m, 0);
+  in.hi.assign(c.m, in.keys);
+  std::uniform_int_distribution<int> key(0, in.keys);
+  for (int r = 0; r < c.m; ++r) {
+    if (c.spans == Spans::kCausal) {
+      in.hi[r] = std::min(in.keys, 1 + (r * in.keys) / std::max(1, c.m - 1) - (r % 3));
+      if (r == 0) in.hi[r] = 0;  // a row that sees nothing
+    } else if (c.spans == Spans::kWindows) {
+      int a = key(rng), b = key(rng);
+      if (a > b) std::swap(a, b);
+      if (r % 5 == 1) b = a;  // empty everywhere
+      if (r % 5 == 2) { a = 0; b = in.keys; }
+      in.lo[r] = a;
+      in.hi[r] = b;
+    }
+  }
+  return in;
+}
+
+// Runs the tile loop with `path`, checking that rows with empty spans stay untouched.
+AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendInputs& in) {
+  const int d = c.d, m = c.m;
+  AttendState st;
+  st.row_max.assign(m, kNegInf);
+  st.row_sum.assign(m, 0.0f);
+  st.acc.assign(static_cast<size_t>(m) * d, 0.0f);
+  Buffer qp(path.packed_bytes(m, d));
+  RowSource qs{in.q.base(), c.dtype, in.q.stride, c.gather ? in.q_offsets.data() : nullptr};
+  path.pack_q(qs, m, d, in.scale, qp.get());
+  for (int t0 = 0; t0 < in.keys; t0 += c.n) {
+    const int n = std::min(c.n, in.keys - t0);
+    Buffer kp(path.packed_bytes(n, d)), vp(path.packed_bytes(n, d)), scratch(path.scratch_bytes(m, n));
+    RowSource ks{c.gather ? in.k.base() : in.k.row_ptr(t0), c.dtype, in.k.stride,
+                 c.gather ? in.k_offsets.data() + t0 : nullptr};
+    RowSource vs{c.gather ? in.v.base() : in.v.row_ptr(t0), c.dtype, in.v.stride,
+                 c.gather ? in.v_offsets.data() + t0 : nullptr};
+    path.pack_k(ks, n, d, kp.get());
+    path.pack_v(vs, n, d, vp.get());
+    // Tile-local spans, deliberately not clipped to [0, n): the kernels clip.
+    std::vector<int32_t> lo(m), hi(m);
+    for (int r = 0; r < m; ++r) {
+      lo[r] = in.lo[r] - t0;
+      hi[r] = in.hi[r] - t0;
+    }
+    const bool use_lo = c.spans == Spans::kWindows, use_hi = c.spans != Spans::kNone;
+    const AttendState before = st;
+    AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, use_lo ? lo.data() : nullptr,
+                        use_hi ? hi.data() : nullptr, st.row_max.data(), st.row_sum.data(),
+                        st.acc.data(), scratch.get()};
+    path.attend(args);
+    for (int r = 0; r < m; ++r) {
+      const int l = use_lo ? std::max(lo[r], 0) : 0, h = use_hi ? std::min(hi[r], n) : n;
+      if (l < h) continue;
+      EXPECT_EQ(0, std::memcmp(&before.row_max[r], &st.row_max[r], 4)) << "row " << r;
+      EXPECT_EQ(0, std::memcmp(&before.row_sum[r], &st.row_sum[r], 4)) << "row " << r;
+      EXPECT_EQ(0, std::memcmp(&before.acc[static_cast<size_t>(r) * d], &st.acc[static_cast<size_t>(r) * d], 4 * d))
+          << "row " << r << " of tile at " << t0;
+    }
+  }
+  return st;
+}
+
+// Output row r of the double oracle; `bf16` rounds Q*scale, K, V and the probabilities to bf16
+// first (a plain bf16 implementation, the yardstick for the bf16 path's error).
+std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, int r, bool bf16) {
+  const int d = c.d;
+  const int lo = in.lo[r], hi = in.hi[r];
+  std::vector<double> out(d, 0.0);
+  if (lo >= hi) return out;
+  auto rd = [&](double x) { return bf16 ? static_cast<double>(round_bf16(static_cast<float>(x))) : x; };
+  std::vector<double> s(hi - lo);
+  double mx = -INFINITY;
+  for (int j = lo; j < hi; ++j) {
+    double dot = 0;
+    for (int x = 0; x < d; ++x) {
+      const double qx = bf16 ? rd(static_cast<float>(in.q.at(in.q_rows[r], x)) * in.scale)
+                             : in.q.at(in.q_rows[r], x) * in.scale;
+      dot += qx * rd(in.k.at(in.kv_rows[j], x));
+    }
+    s[j - lo] = dot;
+    mx = std::max(mx, dot);
+  }
+  double sum = 0;
+  for (int j = lo; j < hi; ++j) {
+    const double p = rd(std::exp2(s[j - lo] - mx));
+    sum += p;
+    for (int x = 0; x < d; ++x) out[x] += p * rd(in.v.at(in.kv_rows[j], x));
+  }
+  for (double& o : out) o /= sum;
+  return out;
+}
+
+struct ErrorStats {
+  double max_abs = 0, ref_max = 0, sq_err = 0, sq_ref = 0;
+  void add(double got, double ref) {
+    max_abs = std::max(max_abs, std::abs(got - ref));
+    ref_max = std::max(ref_max, std::abs(ref));
+    sq_err += (got - ref) * (got - ref);
+    sq_ref += ref * ref;
+  }
+  double rel() const { return max_abs / std::max(ref_max, 1e-30); }
+  double nmse() const { return sq_err / std::max(sq_ref, 1e-30); }
+};
+
+std::vector<AttendCase> attend_cases(const std::vector<std::pair<int, int>>& sizes) {
+  std::vector<AttendCase> cases;
+  int i = 0;
+  for (int d : kHeadDims) {
+    for (auto [m, n] : sizes) {
+      cases.push_back({d, m, n, 3, kDTypes[i % 3], static_cast<Spans>(i % 3), i % 2 == 1, i % 4 == 3 ? 4.0 : 1.0});
+      ++i;
+    }
+    // Every dtype with every span kind, gathered and not, at a small size.
+    for (DType dt : kDTypes) {
+      for (int sp = 0; sp < 3; ++sp) cases.push_back({d, 9, 21, 2, dt, static_cast<Spans>(sp), sp == 1, 1.0});
+    }
+  }
+  return cases;
+}
+
+TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
+  std::mt19937 rng(42);
+  double worst_ratio = 0, worst_rel = 0, worst_nmse = 0, worst_plain = 0, worst_vs_scalar = 0;
+  for (const AttendCase& c : attend_cases(sizes())) {
+    SCOPED_TRACE(testing::Message() << "d=" << c.d << " m=" << c.m << " n=" << c.n << " dtype=" << dtype_name(c.dtype)
+                                    << " spans=" << static_cast<int>(c.spans) << " gather=" << c.gather
+                                    << " amp=" << c.q_amplitude);
+    const AttendInputs in = make_inputs(c, rng);
+    const AttendState got = run_attend(*path_, c, in);
+    const AttendState ref_scalar = run_attend(scalar_->f32, c, in);
+    ErrorStats err, plain, vs_scalar;
+    for (int r = 0; r < c.m; ++r) {
+      if (in.lo[r] >= in.hi[r]) {  // sees nothing at all: state as it started
+        EXPECT_EQ(got.row_max[r], kNegInf);
+        EXPECT_EQ(got.row_sum[r], 0.0f);
+        for (int x = 0; x < c.d; ++x) ASSERT_EQ(got.acc[static_cast<size_t>(r) * c.d + x], 0.0f);
+        continue;
+      }
+      ASSERT_GT(got.row_sum[r], 0.0f) << "row " << r;
+      const std::vector<double> ref = oracle_row(c, in, r, false);
+      const std::vector<double> ref_plain = bf16() ? oracle_row(c, in, r, true) : ref;
+      for (int x = 0; x < c.d; ++x) {
+        const double o = got.acc[static_cast<size_t>(r) * c.d + x] / static_cast<double>(got.row_sum[r]);
+        const double os = ref_scalar.acc[static_cast<size_t>(r) * c.d + x] / static_cast<double>(ref_scalar.row_sum[r]);
+        ASSERT_TRUE(std::isfinite(o)) << "row " << r;
+        err.add(o, ref[x]);
+        plain.add(ref_plain[x], ref[x]);
+        vs_scalar.add(o, os);
+      }
+    }
+    if (!bf16()) {
+      EXPECT_LE(err.rel(), 1e-5);
+      EXPECT_LE(vs_scalar.rel(), 1e-5);
+    } else {
+      // The bf16 path: at most 2x the error of a plain bf16 implementation (Q*scale, K, V and P
+      // rounded to bf16, everything else exact), plus a floor for cases where both are ~0.
+      EXPECT_LE(err.max_abs, 2.0 * plain.max_abs + 1e-6 * err.ref_max);
+      EXPECT_LE(err.nmse(), 5e-4);
+      EXPECT_LE(vs_scalar.rel(), 2.0 * plain.rel() + 1e-6);
+      if (plain.max_abs > 0) worst_ratio = std::max(worst_ratio, err.max_abs / plain.max_abs);
+    }
+    worst_rel = std::max(worst_rel, err.rel());
+    worst_nmse = std::max(worst_nmse, err.nmse());
+    worst_plain = std::max(worst_plain, plain.rel());
+    worst_vs_scalar = std::max(worst_vs_scalar, vs_scalar.rel());
+  }
+  std::printf("[ %s ] worst max|err|/max|ref| %.3g, worst NMSE %.3g, vs scalar %.3g", table_->name, worst_rel,
+              worst_nmse, worst_vs_scalar);
+  if (bf16()) std::printf(", plain-bf16 %.3g, worst err / plain-bf16 err %.3g", worst_plain, worst_ratio);
+  std::printf("\n");
+}
+
+// Spans for the row operations: null, full, partial, empty and out-of-range ones.
+void make_spans(int m, int n, int kind, std::mt19937& rng, std::vector<int32_t>* lo, std::vector<int32_t>* hi) {
+  lo->assign(m, 0);
+  hi->assign(m, n);
+  std::uniform_int_distribution<int> key(-3, n + 3);
+  for (int r = 0; r < m; ++r) {
+    if (kind == 0) continue;
+    (*lo)[r] = key(rng);
+    (*hi)[r] = key(rng);
+    if (r % 4 == 0) (*hi)[r] = (*lo)[r];
+  }
+}
+
+TEST_P(KernelsTest, RowStatsMatchesOracle) {
+  if (bf16()) GTEST_SKIP() << "row operations are shared by both paths";
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  for (auto [m, n] : sizes()) {
+    for (int kind = 0; kind < 2; ++kind) {
+      const int64_t lds = n + 5;
+      std::vector<float> s(static_cast<size_t>(m) * lds);
+      for (float& x : s) x = dist(rng);
+      // Masked scores and scores that underflow, in rows whose running max is finite (a row
+      // whose every score is -inf has no defined softmax).
+      for (int r = 0; r < m; ++r) {
+        if (r % 3 == 0) continue;
+        for (int j = r % 4; j < n; j += 3) s[r * lds + j] = j % 2 ? kNegInf : -1e4f;
+      }
+      std::vector<int32_t> lo, hi;
+      make_spans(m, n, kind, rng, &lo, &hi);
+      std::vector<float> row_max(m), row_sum(m);
+      for (int r = 0; r < m; ++r) {
+        row_max[r] = r % 3 == 0 ? kNegInf : dist(rng);
+        row_sum[r] = r % 3 == 0 ? 0.0f : 2.5f;
+      }
+      std::vector<float> got_max = row_max, got_sum = row_sum;
+      table_->row_stats(s.data(), lds, m, n, kind ? lo.data() : nullptr, kind ? hi.data() : nullptr, got_max.data(),
+                        got_sum.data());
+      for (int r = 0; r < m; ++r) {
+        const int l = std::max(lo[r], 0), h = std::min(hi[r], n);
+        if (l >= h) {
+          EXPECT_EQ(got_max[r], row_max[r]);
+          EXPECT_EQ(got_sum[r], row_sum[r]);
+          continue;
+        }
+        double mx = row_max[r];
+        for (int j = l; j < h; ++j) mx = std::max(mx, static_cast<double>(s[r * lds + j]));
+        double sum = row_sum[r] * std::exp2(row_max[r] - mx);
+        for (int j = l; j < h; ++j) sum += std::exp2(s[r * lds + j] - mx);
+        EXPECT_EQ(got_max[r], static_cast<float>(mx)) << "m=" << m << " n=" << n << " r=" << r;
+        EXPECT_NEAR(got_sum[r], sum, 2e-6 * sum) << "m=" << m << " n=" << n << " r=" << r;
+      }
+    }
+  }
+}
+
+TEST_P(KernelsTest, AccumulateColumnsMatchesOracle) {
+  if (bf16()) GTEST_SKIP() << "row operations are shared by both paths";
+  std::mt19937 rng(8);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  for (auto [m, n] : sizes()) {
+    for (int kind = 0; kind < 2; ++kind) {
+      const int64_t lds = n + 5;
+      std::vector<float> s(static_cast<size_t>(m) * lds);
+      for (float& x : s) x = dist(rng);
+      for (size_t i = 0; i < s.size(); i += 11) s[i] = kNegInf;
+      std::vector<int32_t> lo, hi;
+      make_spans(m, n, kind, rng, &lo, &hi);
+      std::vector<float> row_max(m), row_scale(m);
+      for (int r = 0; r < m; ++r) {
+        row_max[r] = 4.0f + dist(rng);
+        row_scale[r] = 0.5f + static_cast<float>(r % 7) * 0.25f;
+      }
+      std::vector<float> col(n + 1, 0.0f);
+      for (int j = 0; j < n; ++j) col[j] = static_cast<float>(j % 5);
+      col[n] = 777.0f;  // guard
+      std::vector<float> got = col;
+      table_->accumulate_columns(s.data(), lds, m, n, kind ? lo.data() : nullptr, kind ? hi.data() : nullptr,
+                                 row_max.data(), row_scale.data(), got.data());
+      EXPECT_EQ(got[n], 777.0f);
+      for (int j = 0; j < n; ++j) {
+        double ref = col[j], mag = col[j];
+        for (int r = 0; r < m; ++r) {
+          const int l = std::max(lo[r], 0), h = std::min(hi[r], n);
+          if (j < l || j >= h) continue;
+          const double t = std::exp2(static_cast<double>(s[r * lds + j]) - row_max[r]) * row_scale[r];
+          ref += t;
+          mag += std::abs(t);
+        }
+        EXPECT_NEAR(got[j], ref, 2e-6 * mag + 1e-30) << "m=" << m << " n=" << n << " j=" << j;
+      }
+    }
+  }
+}
+
+TEST_P(KernelsTest, StoreRowsRoundsLikeScalar) {
+  if (bf16()) GTEST_SKIP() << "row operations are shared by both paths";
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 100.0f);
+  for (int d : kHeadDims) {
+    for (int m : {1, 3, 17}) {
+      std::vector<float> acc(static_cast<size_t>(m) * d), scale(m);
+      for (float& x : acc) x = dist(rng);
+      acc[0] = std::numeric_limits<float>::quiet_NaN();
+      acc[1] = 1e6f;  // f16 overflow
+      acc[2] = 1e-7f;  // f16 subnormal
+      for (int r = 0; r < m; ++r) scale[r] = 1.0f / (1.0f + r);
+      for (DType dt : kDTypes) {
+        const int64_t stride = d + 3;
+        std::vector<unsigned char> got(static_cast<size_t>(m) * stride * 4, 0xab), want = got;
+        table_->store_rows(acc.data(), m, d, scale.data(), got.data(), dt, stride);
+        scalar_->store_rows(acc.data(), m, d, scale.data(), want.data(), dt, stride);
+        EXPECT_EQ(got, want) << "d=" << d << " m=" << m << " " << dtype_name(dt);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTables, KernelsTest,
+                         testing::Values(Param{Isa::kScalar, false}, Param{Isa::kAvx2, false},
+                                         Param{Isa::kAvx512, false}, Param{Isa::kScalar, true},
+                                         Param{Isa::kAvx2, true}, Param{Isa::kAvx512, true}),
+                         param_name);
+
+}  // namespace
+}  // namespace sampleattn
