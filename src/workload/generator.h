@@ -1,0 +1,123 @@
+// Structured long-context Q/K/V: random Gaussian inputs have no sparse structure (sampling finds
+// no stripes), so speed and accuracy measured on them mean nothing. This generator builds inputs
+// whose attention looks like a real LLM's at long context, deterministically from a seed.
+//
+// Construction (RoPE convention of Llama / Hugging Face `rotate_half`: dims i and i + d/2 form
+// pair i, rotated by angle pos * base^(-2i/d); pair 0 is the fastest, pair d/2-1 the slowest).
+// Pre-RoPE content is built per token, then RoPE is applied for real to Q and K. The score of
+// query p and key j is then a sum over pairs of Re(q~ conj(k~) e^{i (p-j) theta}), so:
+//  - sink: the first 4 keys carry only a component in the slowest pair, which every query shares;
+//    the slowest pair barely rotates over the context, so the sink is seen from everywhere. Each
+//    query's sink component is calibrated (on exactly computed sample rows) so that the head's
+//    sink mass (first 4 tokens) is its target, 0.5-0.95.
+//  - local band: every key holds the same vector in the fastest pairs; a query's component there
+//    gives a score that is a sum of cosines of (p-j) theta_i, decaying with distance (power law in
+//    the distance) until the slowest pair used decoheres: the width is set by how many pairs.
+//  - recency tilt: a shared component in a pair with theta * seq < 1 gives -R sin((p-j) theta),
+//    a gentle linear penalty with distance (R nats over the whole context).
+//  - vertical stripes: 0.2-1% of positions (per kv head) are heavy keys with a Zipf-distributed
+//    elevation seen by every query, plus one of a few "topics"; each query engages each topic
+//    with probability 1/2, which boosts the topic's stripes by 2-5 nats for those queries. Both
+//    live in slow pairs so they act across the context (and fade slowly, as in real models).
+//  - slash lines and copied spans: each key holds a random identity vector (in "content" pairs,
+//    between the band pairs and the reserved slow pairs); a query holding the identity of the key
+//    at offset delta (pre-rotated by delta) scores it highly: bumps of 2-3 nats at offsets 1 and 2
+//    on top of the band, two far offsets, and copied spans (a later span repeats an earlier
+//    span's identities and its queries attend to the source, a diagonal segment).
+//  - background: a random query component against the identities, sigma nats per score; the
+//    band's far sidelobes and the slash terms add to it (about 2.5 nats in all for local heads).
+// Heads mix four types, assigned deterministically from the seed: local/slash-dominated,
+// stripe-dominated, very sparse (sink + local) and diffuse. V is Gaussian N(0, 1); planted needle
+// values are distinct unit directions scaled to the norm of a typical value row.
+// Cost: O(seq * heads * head_dim) plus the calibration rows, O(calibration_rows * seq * d) per
+// head (about 24 rows): 32K x 32 heads x 128 takes a few seconds on 2 cores.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "workload/npy.h"
+
+namespace sampleattn::workload {
+
+enum class HeadType : int { kLocal = 0, kStripe = 1, kSparse = 2, kDiffuse = 3 };
+const char* head_type_name(HeadType t);
+
+// A key/value pair planted in the context and the query that retrieves it.
+struct NeedleSpec {
+  double depth = 0.5;   // key position as a fraction of the context, [0, 1]
+  int64_t query = -1;   // query token; -1: one of the last 64 tokens, distinct per needle
+  int query_head = -1;  // -1: spread over the heads round-robin
+};
+
+struct PlantedNeedle {
+  int64_t query_token = 0;
+  int query_head = 0;
+  int64_t key_position = 0;
+  std::vector<float> value_direction;  // unit vector of head_dim: the value stored at the key
+};
+
+struct GeneratorConfig {
+  int64_t seq = 4096;  // 1 .. 131072
+  int head_dim = 128;  // even, 64 .. 256
+  int num_q_heads = 32;
+  int num_kv_heads = 8;  // divides num_q_heads
+  double rope_base = 500000.0;
+  uint64_t seed = 1;
+  // Fraction of positions that are stripes (per kv head), [0.002, 0.01].
+  double stripe_fraction = 0.005;
+  // Scales every head's local band width (1 = the per-type defaults, 16..256 tokens).
+  double band_width_scale = 1.0;
+  // Copied spans: count and length (tokens) of spans that repeat an earlier span.
+  int copied_spans = 4;
+  int64_t copied_span_length = 64;
+  std::vector<NeedleSpec> needles;
+  // Optional per-head type override (size num_q_heads); empty: the deterministic mix.
+  std::vector<HeadType> head_types;
+};
+
+struct HeadInfo {
+  HeadType type = HeadType::kLocal;
+  double sink_target = 0.7;      // target sink mass (first 4 tokens)
+  double band_width = 64;        // tokens where the band decoheres
+  double band_peak = 10;         // band score at distance 0, nats above the background
+  double stripe_elevation = 0;   // heaviest stripe's elevation for this head, nats
+  double background_sigma = 0.6; // std of the background scores, nats
+};
+
+struct GeneratedData {
+  Tensor3 q, k, v;  // f32, [seq, heads, head_dim], RoPE applied to q and k
+  float softmax_scale = 0.f;  // 1/sqrt(head_dim), the scale the calibration assumed
+  std::vector<HeadInfo> heads;                // per query head
+  std::vector<std::vector<int64_t>> stripes;  // per kv head: stripe key positions, ascending
+  std::vector<PlantedNeedle> needles;
+};
+
+// Validates the config and generates. Deterministic: the same config gives the same bytes.
+Status generate(const GeneratorConfig& config, GeneratedData* out);
+
+// Applies RoPE in place to rows [seq, heads, head_dim] (f32) whose token t sits at position
+// first_position + t; the convention above. Exposed for tests.
+void apply_rope(float* data, int64_t seq, int heads, int head_dim, double base,
+                int64_t first_position = 0);
+
+// Deterministic random numbers (independent of the standard library implementation).
+class Rng {
+ public:
+  explicit Rng(uint64_t seed);
+  uint64_t next_u64();    // xoshiro256**
+  double uniform();       // [0, 1)
+  double normal();        // Box-Muller
+  uint64_t below(uint64_t n);  // [0, n)
+ private:
+  uint64_t s_[4];
+  double spare_ = 0;
+  bool has_spare_ = false;
+};
+
+// Seed for an independent stream derived from a seed and a few indices (splitmix64 mixing).
+uint64_t derive_seed(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0);
+
+}  // namespace sampleattn::workload

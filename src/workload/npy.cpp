@@ -1,0 +1,308 @@
+#include "workload/npy.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include "core/dtype_convert.h"
+
+namespace sampleattn::workload {
+namespace {
+
+constexpr uint8_t kMagic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+
+struct FileCloser {
+  void operator()(std::FILE* f) const {
+    if (f) std::fclose(f);
+  }
+};
+using File = std::unique_ptr<std::FILE, FileCloser>;
+
+Status bad_file(const std::string& what) { return invalid_argument(".npy: " + what); }
+
+bool checked_elements(int64_t seq, int64_t heads, int64_t dim, int64_t* count) {
+  if (seq < 0 || heads < 0 || dim < 0) return false;
+  const int64_t limit = std::numeric_limits<int64_t>::max() / 8;
+  int64_t n = seq;
+  if (heads != 0 && n > limit / heads) return false;
+  n *= heads;
+  if (dim != 0 && n > limit / dim) return false;
+  n *= dim;
+  *count = n;
+  return true;
+}
+
+const char* descr_for(DType t) {
+  switch (t) {
+    case DType::kF32: return "<f4";
+    case DType::kF16: return "<f2";
+    case DType::kBF16: return "<u2";
+  }
+  return "?";
+}
+
+// Finds `'key':` in the dict text and returns the position just after the colon, or npos.
+size_t find_key(const std::string& dict, const char* key) {
+  const std::string k1 = std::string("'") + key + "'";
+  const std::string k2 = std::string("\"") + key + "\"";
+  size_t pos = dict.find(k1);
+  size_t len = k1.size();
+  if (pos == std::string::npos) {
+    pos = dict.find(k2);
+    len = k2.size();
+  }
+  if (pos == std::string::npos) return std::string::npos;
+  pos += len;
+  while (pos < dict.size() && dict[pos] == ' ') ++pos;
+  if (pos >= dict.size() || dict[pos] != ':') return std::string::npos;
+  ++pos;
+  while (pos < dict.size() && dict[pos] == ' ') ++pos;
+  return pos;
+}
+
+}  // namespace
+
+float Tensor3::at(int64_t t, int64_t h, int64_t i) const {
+  return load_scalar(bytes.data(), dtype, (t * heads + h) * dim + i);
+}
+
+Status make_tensor(int64_t seq, int64_t heads, int64_t dim, DType dtype, Tensor3* out) {
+  if (out == nullptr) return null_pointer("make_tensor: out is null");
+  int64_t n = 0;
+  if (!checked_elements(seq, heads, dim, &n)) {
+    return invalid_shape("tensor shape [" + std::to_string(seq) + ", " + std::to_string(heads) +
+                         ", " + std::to_string(dim) + "] is negative or too large");
+  }
+  out->seq = seq;
+  out->heads = heads;
+  out->dim = dim;
+  out->dtype = dtype;
+  out->bytes.assign(static_cast<size_t>(n) * dtype_size(dtype), 0);
+  return Status::ok();
+}
+
+Status tensor_from_f32(int64_t seq, int64_t heads, int64_t dim, DType dtype,
+                       const std::vector<float>& values, Tensor3* out) {
+  SAMPLEATTN_RETURN_IF_ERROR(make_tensor(seq, heads, dim, dtype, out));
+  const int64_t n = out->num_elements();
+  if (static_cast<int64_t>(values.size()) != n) {
+    return invalid_shape("tensor_from_f32: " + std::to_string(values.size()) +
+                         " values for a tensor of " + std::to_string(n) + " elements");
+  }
+  if (dtype == DType::kF32) {
+    if (n > 0) std::memcpy(out->bytes.data(), values.data(), static_cast<size_t>(n) * 4);
+    return Status::ok();
+  }
+  for (int64_t e = 0; e < n; ++e) store_scalar(out->bytes.data(), dtype, e, values[e]);
+  return Status::ok();
+}
+
+std::vector<float> tensor_to_f32(const Tensor3& t) {
+  const int64_t n = t.num_elements();
+  std::vector<float> v(static_cast<size_t>(n));
+  if (t.dtype == DType::kF32) {
+    if (n > 0) std::memcpy(v.data(), t.bytes.data(), static_cast<size_t>(n) * 4);
+  } else {
+    for (int64_t e = 0; e < n; ++e) v[e] = load_scalar(t.bytes.data(), t.dtype, e);
+  }
+  return v;
+}
+
+std::vector<float> head_to_f32(const Tensor3& t, int64_t head) {
+  std::vector<float> v;
+  if (head < 0 || head >= t.heads) return v;
+  v.resize(static_cast<size_t>(t.seq * t.dim));
+  for (int64_t s = 0; s < t.seq; ++s) {
+    const int64_t base = (s * t.heads + head) * t.dim;
+    for (int64_t i = 0; i < t.dim; ++i) v[s * t.dim + i] = load_scalar(t.bytes.data(), t.dtype, base + i);
+  }
+  return v;
+}
+
+Status convert_tensor(const Tensor3& in, DType dtype, Tensor3* out) {
+  if (out == nullptr) return null_pointer("convert_tensor: out is null");
+  if (in.dtype == dtype) {
+    *out = in;
+    return Status::ok();
+  }
+  return tensor_from_f32(in.seq, in.heads, in.dim, dtype, tensor_to_f32(in), out);
+}
+
+Status parse_npy_header(const uint8_t* bytes, int64_t size, NpyHeader* header) {
+  if (bytes == nullptr || header == nullptr) return null_pointer("parse_npy_header: null argument");
+  if (size < 10 || std::memcmp(bytes, kMagic, 6) != 0) {
+    return bad_file("wrong magic (not a NumPy .npy file)");
+  }
+  const int major = bytes[6];
+  const int minor = bytes[7];
+  int64_t header_len = 0;
+  int64_t prefix = 0;
+  if (major == 1) {
+    header_len = bytes[8] | (bytes[9] << 8);
+    prefix = 10;
+  } else if (major == 2 || major == 3) {
+    if (size < 12) return bad_file("truncated header");
+    header_len = static_cast<int64_t>(bytes[8]) | (static_cast<int64_t>(bytes[9]) << 8) |
+                 (static_cast<int64_t>(bytes[10]) << 16) | (static_cast<int64_t>(bytes[11]) << 24);
+    prefix = 12;
+  } else {
+    return bad_file("unsupported format version " + std::to_string(major) + "." +
+                    std::to_string(minor) + " (1.0, 2.0 and 3.0 are read)");
+  }
+  if (prefix + header_len > size) return bad_file("truncated header");
+  const std::string dict(reinterpret_cast<const char*>(bytes + prefix), static_cast<size_t>(header_len));
+  header->major_version = major;
+  header->data_offset = prefix + header_len;
+
+  // descr
+  size_t pos = find_key(dict, "descr");
+  if (pos == std::string::npos || (dict[pos] != '\'' && dict[pos] != '"')) {
+    return bad_file("header has no 'descr'");
+  }
+  const char quote = dict[pos];
+  const size_t end = dict.find(quote, pos + 1);
+  if (end == std::string::npos) return bad_file("malformed 'descr'");
+  header->descr = dict.substr(pos + 1, end - pos - 1);
+
+  // fortran_order
+  pos = find_key(dict, "fortran_order");
+  if (pos == std::string::npos) return bad_file("header has no 'fortran_order'");
+  if (dict.compare(pos, 4, "True") == 0) {
+    header->fortran_order = true;
+  } else if (dict.compare(pos, 5, "False") == 0) {
+    header->fortran_order = false;
+  } else {
+    return bad_file("malformed 'fortran_order'");
+  }
+
+  // shape: a tuple of non-negative integers, e.g. (45, 32, 128) or (7,)
+  pos = find_key(dict, "shape");
+  if (pos == std::string::npos || dict[pos] != '(') return bad_file("header has no 'shape' tuple");
+  const size_t close = dict.find(')', pos);
+  if (close == std::string::npos) return bad_file("malformed 'shape'");
+  header->shape.clear();
+  size_t i = pos + 1;
+  while (i < close) {
+    while (i < close && (dict[i] == ' ' || dict[i] == ',')) ++i;
+    if (i >= close) break;
+    if (dict[i] < '0' || dict[i] > '9') return bad_file("malformed 'shape'");
+    int64_t v = 0;
+    while (i < close && dict[i] >= '0' && dict[i] <= '9') {
+      if (v > (std::numeric_limits<int64_t>::max() - 9) / 10) return bad_file("shape too large");
+      v = v * 10 + (dict[i] - '0');
+      ++i;
+    }
+    if (i < close && dict[i] == 'L') ++i;  // Python 2 longs
+    header->shape.push_back(v);
+  }
+  return Status::ok();
+}
+
+Status read_npy(const std::string& path, Tensor3* out) {
+  if (out == nullptr) return null_pointer("read_npy: out is null");
+  File f(std::fopen(path.c_str(), "rb"));
+  if (!f) return invalid_argument("cannot open '" + path + "': " + std::strerror(errno));
+  // The header is at most 4 GiB in theory; real ones are < 64 KiB. Read a prefix, then the rest.
+  std::vector<uint8_t> head(12);
+  const size_t got = std::fread(head.data(), 1, head.size(), f.get());
+  NpyHeader h;
+  Status st = parse_npy_header(head.data(), static_cast<int64_t>(got), &h);
+  if (!st.is_ok() && got >= 10 && std::memcmp(head.data(), kMagic, 6) == 0 &&
+      (head[6] == 1 || head[6] == 2 || head[6] == 3)) {
+    // Only the dict is missing from the prefix: read it.
+    const int64_t prefix = head[6] == 1 ? 10 : 12;
+    const int64_t len = head[6] == 1 ? (head[8] | (head[9] << 8))
+                                     : (static_cast<int64_t>(head[8]) | (static_cast<int64_t>(head[9]) << 8) |
+                                        (static_cast<int64_t>(head[10]) << 16) |
+                                        (static_cast<int64_t>(head[11]) << 24));
+    if (len > (int64_t{1} << 26)) return bad_file("header of " + std::to_string(len) + " bytes is implausible");
+    head.resize(static_cast<size_t>(prefix + len));
+    const size_t more = std::fread(head.data() + got, 1, head.size() - got, f.get());
+    st = parse_npy_header(head.data(), static_cast<int64_t>(got + more), &h);
+  }
+  if (!st.is_ok()) return Status(st.code(), "'" + path + "': " + st.message());
+
+  DType dtype;
+  if (h.descr == "<f4") {
+    dtype = DType::kF32;
+  } else if (h.descr == "<f2") {
+    dtype = DType::kF16;
+  } else if (h.descr == "<u2") {
+    dtype = DType::kBF16;
+  } else {
+    return Status(SAMPLEATTN_UNSUPPORTED_DTYPE,
+                  "'" + path + "': .npy dtype '" + h.descr +
+                      "' is not supported (use little-endian '<f4', '<f2', or '<u2' for bf16 bits)");
+  }
+  if (h.fortran_order) {
+    return bad_file("'" + path + "' is in Fortran order; save it C-contiguous (np.ascontiguousarray)");
+  }
+  if (h.shape.size() != 3) {
+    return invalid_shape("'" + path + "': .npy shape has " + std::to_string(h.shape.size()) +
+                         " dimensions, expected 3: [seq, heads, head_dim]");
+  }
+  st = make_tensor(h.shape[0], h.shape[1], h.shape[2], dtype, out);
+  if (!st.is_ok()) return Status(st.code(), "'" + path + "': " + st.message());
+  if (std::fseek(f.get(), static_cast<long>(h.data_offset), SEEK_SET) != 0) {
+    return bad_file("'" + path + "': cannot seek to the data");
+  }
+  const size_t want = out->bytes.size();
+  const size_t read = want ? std::fread(out->bytes.data(), 1, want, f.get()) : 0;
+  if (read != want) {
+    const int64_t esize = dtype_size(dtype);
+    *out = Tensor3{};
+    return bad_file("'" + path + "' is truncated: the shape needs " + std::to_string(want) +
+                    " bytes of data, the file holds " + std::to_string(read) + " (" +
+                    std::to_string(static_cast<int64_t>(read) / esize) + " elements)");
+  }
+  return Status::ok();
+}
+
+Status write_npy(const std::string& path, const Tensor3& t) {
+  int64_t n = 0;
+  if (!checked_elements(t.seq, t.heads, t.dim, &n) ||
+      static_cast<int64_t>(t.bytes.size()) != n * dtype_size(t.dtype)) {
+    return invalid_shape("write_npy: tensor bytes do not match its shape and dtype");
+  }
+  std::string dict = std::string("{'descr': '") + descr_for(t.dtype) +
+                     "', 'fortran_order': False, 'shape': (" + std::to_string(t.seq) + ", " +
+                     std::to_string(t.heads) + ", " + std::to_string(t.dim) + "), }";
+  // Pad with spaces so that the data starts on a 64-byte boundary; the header ends with '\n'.
+  int64_t prefix = 10;
+  int64_t total = prefix + static_cast<int64_t>(dict.size()) + 1;
+  int major = 1;
+  if (((total + 63) / 64) * 64 - prefix > 65535) {
+    major = 2;
+    prefix = 12;
+    total = prefix + static_cast<int64_t>(dict.size()) + 1;
+  }
+  const int64_t padded = ((total + 63) / 64) * 64;
+  dict.append(static_cast<size_t>(padded - total), ' ');
+  dict.push_back('\n');
+  const int64_t len = static_cast<int64_t>(dict.size());
+
+  std::vector<uint8_t> header(kMagic, kMagic + 6);
+  header.push_back(static_cast<uint8_t>(major));
+  header.push_back(0);
+  header.push_back(static_cast<uint8_t>(len & 0xff));
+  header.push_back(static_cast<uint8_t>((len >> 8) & 0xff));
+  if (major == 2) {
+    header.push_back(static_cast<uint8_t>((len >> 16) & 0xff));
+    header.push_back(static_cast<uint8_t>((len >> 24) & 0xff));
+  }
+  header.insert(header.end(), dict.begin(), dict.end());
+
+  File f(std::fopen(path.c_str(), "wb"));
+  if (!f) return invalid_argument("cannot create '" + path + "': " + std::strerror(errno));
+  if (std::fwrite(header.data(), 1, header.size(), f.get()) != header.size() ||
+      (!t.bytes.empty() && std::fwrite(t.bytes.data(), 1, t.bytes.size(), f.get()) != t.bytes.size())) {
+    return invalid_argument("cannot write '" + path + "': " + std::strerror(errno));
+  }
+  std::FILE* raw = f.release();
+  if (std::fclose(raw) != 0) return invalid_argument("cannot write '" + path + "': " + std::strerror(errno));
+  return Status::ok();
+}
+
+}  // namespace sampleattn::workload

@@ -1,0 +1,372 @@
+// The structured long-context generator: determinism, shapes, RoPE, calibration at a size CI can
+// afford, needles, and the real fixtures' statistics.
+//
+// The full calibration table (generated at 16K-32K next to the Llama-3 fixture) is a disabled
+// test, run on demand:
+//   SAMPLEATTN_CALIBRATION_SEQ=32768 ./generator_test --gtest_also_run_disabled_tests
+//       --gtest_filter='*CalibrationTable*'
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <numbers>
+#include <numeric>
+#include <set>
+#include <string>
+
+#include "workload/attention_profile.h"
+#include "workload/generator.h"
+#include "workload/metrics.h"
+#include "workload/npy.h"
+
+namespace sampleattn::workload {
+namespace {
+
+GeneratorConfig small_config(int64_t seq = 1024) {
+  GeneratorConfig c;
+  c.seq = seq;
+  c.head_dim = 64;
+  c.num_q_heads = 4;
+  c.num_kv_heads = 2;
+  c.seed = 7;
+  return c;
+}
+
+TEST(Generator, DeterministicBySeed) {
+  GeneratorConfig c = small_config(700);
+  c.needles = {{0.3, -1, -1}};
+  GeneratedData a, b, other;
+  ASSERT_TRUE(generate(c, &a).is_ok());
+  ASSERT_TRUE(generate(c, &b).is_ok());
+  EXPECT_EQ(a.q.bytes, b.q.bytes);
+  EXPECT_EQ(a.k.bytes, b.k.bytes);
+  EXPECT_EQ(a.v.bytes, b.v.bytes);
+  EXPECT_EQ(a.stripes, b.stripes);
+  c.seed = 8;
+  ASSERT_TRUE(generate(c, &other).is_ok());
+  EXPECT_NE(a.q.bytes, other.q.bytes);
+  EXPECT_NE(a.k.bytes, other.k.bytes);
+  EXPECT_NE(a.v.bytes, other.v.bytes);
+}
+
+TEST(Generator, ShapesGroupedHeadsAndStripes) {
+  GeneratorConfig c = small_config(2000);
+  c.head_dim = 128;
+  c.num_q_heads = 8;
+  c.num_kv_heads = 2;
+  c.stripe_fraction = 0.01;
+  GeneratedData g;
+  ASSERT_TRUE(generate(c, &g).is_ok());
+  EXPECT_EQ(g.q.seq, 2000);
+  EXPECT_EQ(g.q.heads, 8);
+  EXPECT_EQ(g.q.dim, 128);
+  EXPECT_EQ(g.k.heads, 2);
+  EXPECT_EQ(g.v.heads, 2);
+  EXPECT_EQ(g.q.dtype, DType::kF32);
+  EXPECT_EQ(g.heads.size(), 8u);
+  ASSERT_EQ(g.stripes.size(), 2u);
+  for (const auto& s : g.stripes) {
+    EXPECT_EQ(s.size(), 20u);
+    EXPECT_TRUE(std::is_sorted(s.begin(), s.end()));
+    EXPECT_EQ(std::set<int64_t>(s.begin(), s.end()).size(), s.size());
+    EXPECT_GE(s.front(), 4);
+    EXPECT_LT(s.back(), 2000);
+  }
+  // All four head types appear in a mix of 8.
+  std::set<HeadType> types;
+  for (const auto& h : g.heads) types.insert(h.type);
+  EXPECT_EQ(types.size(), 4u);
+  for (const float f : tensor_to_f32(g.q)) ASSERT_TRUE(std::isfinite(f));
+  for (const float f : tensor_to_f32(g.k)) ASSERT_TRUE(std::isfinite(f));
+}
+
+TEST(Generator, RejectsBadConfigs) {
+  GeneratedData g;
+  GeneratorConfig c = small_config();
+  c.seq = 0;
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_INVALID_SHAPE);
+  c = small_config();
+  c.head_dim = 65;
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_UNSUPPORTED_HEAD_DIM);
+  c = small_config();
+  c.num_kv_heads = 3;
+  EXPECT_FALSE(generate(c, &g).is_ok());
+  c = small_config();
+  c.needles = {{1.5, -1, -1}};
+  EXPECT_FALSE(generate(c, &g).is_ok());
+  c = small_config();
+  c.needles = {{0.2, 1000, 1}, {0.4, 1000, 1}};
+  EXPECT_FALSE(generate(c, &g).is_ok());
+  // Tiny sequences work.
+  c = small_config(1);
+  EXPECT_TRUE(generate(c, &g).is_ok());
+  c = small_config(5);
+  EXPECT_TRUE(generate(c, &g).is_ok());
+}
+
+TEST(Rope, ScoresDependOnlyOnRelativePosition) {
+  const int d = 128;
+  Rng rng(3);
+  std::vector<float> a(d), b(d);
+  for (int i = 0; i < d; ++i) a[i] = static_cast<float>(rng.normal()), b[i] = static_cast<float>(rng.normal());
+  auto score = [&](int64_t p, int64_t j) {
+    std::vector<float> qa = a, kb = b;
+    apply_rope(qa.data(), 1, 1, d, 500000.0, p);
+    apply_rope(kb.data(), 1, 1, d, 500000.0, j);
+    double s = 0;
+    for (int i = 0; i < d; ++i) s += static_cast<double>(qa[i]) * kb[i];
+    return s;
+  };
+  EXPECT_NEAR(score(10, 3), score(1010, 1003), 1e-3);
+  EXPECT_NEAR(score(20000, 100), score(19950, 50), 1e-3);
+  EXPECT_GT(std::fabs(score(10, 3) - score(10, 9)), 1e-2);  // and it does depend on the distance
+  // Position 0 is the identity.
+  std::vector<float> c = a;
+  apply_rope(c.data(), 1, 1, d, 500000.0, 0);
+  EXPECT_EQ(c, a);
+}
+
+TEST(Generator, RopeReallyAppliedToKeys) {
+  // Every non-sink key carries the same pre-RoPE vector in the fastest pair (the band), so after
+  // RoPE pair 0 of key j is that vector turned by j radians (theta_0 = 1): the ratio of
+  // consecutive keys' pair-0 values is e^{i}. Pair 0 = dims (0, d/2), Hugging Face rotate_half.
+  GeneratedData g;
+  ASSERT_TRUE(generate(small_config(300), &g).is_ok());
+  const int64_t half = g.k.dim / 2;
+  for (int64_t j = 10; j < 300; j += 37) {
+    const double x1 = g.k.at(j, 0, 0), y1 = g.k.at(j, 0, half);
+    const double x0 = g.k.at(j - 1, 0, 0), y0 = g.k.at(j - 1, 0, half);
+    double turn = std::atan2(y1, x1) - std::atan2(y0, x0);
+    turn = std::remainder(turn, 2 * std::numbers::pi);
+    EXPECT_NEAR(turn, 1.0, 1e-4) << "key " << j;
+    EXPECT_NEAR(std::hypot(x1, y1), std::hypot(x0, y0), 1e-4);
+  }
+}
+
+// Exact probabilities of one (token, head) row.
+std::vector<double> row_probs(const GeneratedData& g, int64_t token, int head) {
+  const int group = static_cast<int>(g.q.heads / g.k.heads);
+  const std::vector<float> keys = head_to_f32(g.k, head / group);
+  std::vector<float> q(g.q.dim);
+  for (int64_t i = 0; i < g.q.dim; ++i) q[i] = g.q.at(token, head, i);
+  std::vector<double> P;
+  row_probabilities(q.data(), keys.data(), g.k.dim, static_cast<int>(g.k.dim), token + 1, g.softmax_scale, &P);
+  return P;
+}
+
+class Calibration : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    GeneratorConfig c;
+    c.seq = 4096;
+    c.head_dim = 128;
+    c.num_q_heads = 8;
+    c.num_kv_heads = 2;
+    c.seed = 11;
+    c.needles = {{0.1, -1, -1}, {0.5, -1, -1}, {0.9, -1, -1}};
+    data_ = new GeneratedData;
+    ASSERT_TRUE(generate(c, data_).is_ok());
+    ProfileOptions o;
+    o.rows = 48;
+    profiles_ = new std::vector<HeadProfile>;
+    ASSERT_TRUE(profile_attention(data_->q, data_->k, o, profiles_).is_ok());
+  }
+  static void TearDownTestSuite() {
+    delete data_;
+    delete profiles_;
+  }
+  static GeneratedData* data_;
+  static std::vector<HeadProfile>* profiles_;
+};
+GeneratedData* Calibration::data_ = nullptr;
+std::vector<HeadProfile>* Calibration::profiles_ = nullptr;
+
+TEST_F(Calibration, SinkMassInRangeAndNearTarget) {
+  for (size_t h = 0; h < profiles_->size(); ++h) {
+    const double sink = (*profiles_)[h].sink_mass;
+    EXPECT_GE(sink, 0.45) << "head " << h;
+    EXPECT_LE(sink, 0.97) << "head " << h;
+    EXPECT_NEAR(sink, data_->heads[h].sink_target, 0.15) << "head " << h;
+  }
+}
+
+TEST_F(Calibration, SparseHeadsAreCoverableDiffuseHeadsAreNot) {
+  int sparse_heads = 0;
+  for (size_t h = 0; h < profiles_->size(); ++h) {
+    const HeadProfile& p = (*profiles_)[h];
+    const HeadType t = data_->heads[h].type;
+    if (t == HeadType::kDiffuse) {
+      EXPECT_LT(p.covered_mass, 0.93) << "head " << h;
+      EXPECT_GT(p.entropy, 2.0) << "head " << h;
+    } else {
+      ++sparse_heads;
+      EXPECT_GT(p.covered_mass, 0.95) << "head " << h << " " << head_type_name(t);
+      EXPECT_LT(p.entropy, 2.0) << "head " << h;
+    }
+  }
+  EXPECT_GE(sparse_heads, 5);
+}
+
+TEST_F(Calibration, StripeHeadsAttendToTheGeneratedStripes) {
+  const GeneratedData& g = *data_;
+  const int group = static_cast<int>(g.q.heads / g.k.heads);
+  const int64_t n = g.q.seq;
+  const int64_t window = static_cast<int64_t>(std::ceil(0.08 * n));
+  int checked = 0;
+  for (int h = 0; h < g.q.heads; ++h) {
+    if (g.heads[h].type != HeadType::kStripe) continue;
+    const auto& stripes = g.stripes[h / group];
+    std::set<int64_t> is_stripe(stripes.begin(), stripes.end());
+    // Mass outside the window on the stripes vs on as many other columns (the first non-stripe
+    // columns after each stripe), over late rows.
+    double on_stripes = 0, on_others = 0;
+    for (int64_t p = n - 1; p > n - 200; p -= 20) {
+      const auto P = row_probs(g, p, h);
+      for (int64_t s : stripes) {
+        if (s > p - window) continue;
+        on_stripes += P[s];
+        int64_t o = s + 1;
+        while (is_stripe.count(o)) ++o;
+        on_others += P[o];
+      }
+    }
+    EXPECT_GT(on_stripes, 20 * on_others) << "head " << h;
+    EXPECT_GT(on_stripes / 10, 0.03) << "head " << h;  // a few % of each row's mass
+    ++checked;
+  }
+  EXPECT_GE(checked, 1);
+}
+
+TEST_F(Calibration, NeedleQueriesRetrieveTheirNeedles) {
+  const GeneratedData& g = *data_;
+  ASSERT_EQ(g.needles.size(), 3u);
+  std::set<int64_t> depths;
+  for (const PlantedNeedle& nd : g.needles) {
+    const auto P = row_probs(g, nd.query_token, nd.query_head);
+    EXPECT_GT(P[nd.key_position], 0.5) << "needle at " << nd.key_position;
+    depths.insert(nd.key_position);
+    // The dense output of that row points along the needle's value; masking the needle out
+    // (the row without its key) does not.
+    const int group = static_cast<int>(g.q.heads / g.k.heads);
+    std::vector<double> with(g.v.dim, 0.0), without(g.v.dim, 0.0);
+    const double rest = 1.0 - P[nd.key_position];
+    for (int64_t j = 0; j <= nd.query_token; ++j)
+      for (int64_t i = 0; i < g.v.dim; ++i) {
+        const double v = g.v.at(j, nd.query_head / group, i);
+        with[i] += P[j] * v;
+        if (j != nd.key_position) without[i] += P[j] / rest * v;
+      }
+    Tensor3 o;
+    ASSERT_TRUE(make_tensor(g.q.seq, g.q.heads, g.q.dim, DType::kF32, &o).is_ok());
+    float* od = reinterpret_cast<float*>(o.data());
+    for (int64_t i = 0; i < g.v.dim; ++i) od[(nd.query_token * g.q.heads + nd.query_head) * g.q.dim + i] = static_cast<float>(with[i]);
+    NeedleResult r;
+    ASSERT_TRUE(needle_recall(o, {nd}, 0.5, &r).is_ok());
+    EXPECT_EQ(r.recall, 1.0);
+    EXPECT_GT(r.cosine[0], 0.8);
+    for (int64_t i = 0; i < g.v.dim; ++i) od[(nd.query_token * g.q.heads + nd.query_head) * g.q.dim + i] = static_cast<float>(without[i]);
+    ASSERT_TRUE(needle_recall(o, {nd}, 0.5, &r).is_ok());
+    EXPECT_EQ(r.recall, 0.0);
+    EXPECT_LT(std::fabs(r.cosine[0]), 0.35);
+  }
+  EXPECT_EQ(depths.size(), 3u);
+  // Needle keys at the requested depths, queries among the last tokens.
+  EXPECT_NEAR(static_cast<double>(g.needles[1].key_position) / (g.q.seq - 1), 0.5, 1e-3);
+  for (const PlantedNeedle& nd : g.needles) EXPECT_GE(nd.query_token, g.q.seq - 64);
+}
+
+TEST(Generator, GeneratedTensorsRoundTripThroughNpyAsF16) {
+  GeneratedData g;
+  ASSERT_TRUE(generate(small_config(256), &g).is_ok());
+  Tensor3 h;
+  ASSERT_TRUE(convert_tensor(g.q, DType::kF16, &h).is_ok());
+  const std::string path = (std::filesystem::temp_directory_path() / "sampleattn_gen_q.npy").string();
+  ASSERT_TRUE(write_npy(path, h).is_ok());
+  Tensor3 back;
+  ASSERT_TRUE(read_npy(path, &back).is_ok());
+  EXPECT_EQ(back.bytes, h.bytes);
+  // f16 keeps the generated magnitudes (no overflow): relative error of rounding only.
+  const auto a = tensor_to_f32(g.q), b = tensor_to_f32(back);
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-3 * std::fabs(a[i]) + 1e-4);
+}
+
+// ---- The real fixtures.
+
+std::string fixture(const std::string& name) { return std::string(SAMPLEATTN_FIXTURES_DIR) + "/" + name; }
+
+bool have_fixtures() {
+  for (const char* f : {"llama3-8b-layer10-q.npy", "llama3-8b-layer10-k.npy", "llama3-8b-layer10-v.npy"})
+    if (!std::filesystem::exists(fixture(f))) return false;
+  return true;
+}
+
+TEST(Fixtures, Llama3StatisticsShowAStrongSink) {
+  if (!have_fixtures()) GTEST_SKIP() << "fixtures not found in " << SAMPLEATTN_FIXTURES_DIR;
+  Tensor3 q, k, v;
+  ASSERT_TRUE(read_npy(fixture("llama3-8b-layer10-q.npy"), &q).is_ok());
+  ASSERT_TRUE(read_npy(fixture("llama3-8b-layer10-k.npy"), &k).is_ok());
+  ASSERT_TRUE(read_npy(fixture("llama3-8b-layer10-v.npy"), &v).is_ok());
+  EXPECT_EQ(q.dtype, DType::kF16);
+  EXPECT_EQ(q.seq, 45);
+  EXPECT_EQ(q.heads, 32);
+  EXPECT_EQ(q.dim, 128);
+  EXPECT_EQ(k.heads, 8);
+  EXPECT_EQ(v.heads, 8);
+  ProfileOptions o;
+  o.rows = 45;
+  std::vector<HeadProfile> ps;
+  ASSERT_TRUE(profile_attention(q, k, o, &ps).is_ok());
+  ASSERT_EQ(ps.size(), 32u);
+  // The README: token 0 holds 0.55-0.99 of each head's mass (first 4 tokens here, all rows).
+  for (const HeadProfile& p : ps) {
+    EXPECT_GT(p.sink_mass, 0.5);
+    EXPECT_LE(p.sink_mass, 1.0);
+  }
+  EXPECT_GT(median_profile(ps).sink_mass, 0.8);
+  std::printf("%s", format_profile_table("llama3-8b layer 10 (45 tokens, all rows)", ps).c_str());
+}
+
+// Generated (at SAMPLEATTN_CALIBRATION_SEQ, default 16384, 32 q heads / 8 kv heads, d 128)
+// next to the Llama-3 fixture; prints both tables and the medians side by side.
+TEST(Fixtures, DISABLED_CalibrationTable) {
+  GeneratorConfig c;
+  c.seq = 16384;
+  if (const char* s = std::getenv("SAMPLEATTN_CALIBRATION_SEQ")) c.seq = std::atoll(s);
+  c.head_dim = 128;
+  c.num_q_heads = 32;
+  c.num_kv_heads = 8;
+  c.seed = 1;
+  GeneratedData g;
+  ASSERT_TRUE(generate(c, &g).is_ok());
+  ProfileOptions o;
+  o.rows = 64;
+  std::vector<HeadProfile> gen;
+  ASSERT_TRUE(profile_attention(g.q, g.k, o, &gen).is_ok());
+  std::vector<std::string> labels;
+  for (const HeadInfo& h : g.heads) labels.push_back(head_type_name(h.type));
+  std::printf("%s\n", format_profile_table("generated, seq " + std::to_string(c.seq) + " (64 strided rows)", gen, labels).c_str());
+  if (!have_fixtures()) GTEST_SKIP() << "fixtures not found";
+  Tensor3 q, k;
+  ASSERT_TRUE(read_npy(fixture("llama3-8b-layer10-q.npy"), &q).is_ok());
+  ASSERT_TRUE(read_npy(fixture("llama3-8b-layer10-k.npy"), &k).is_ok());
+  std::vector<HeadProfile> real;
+  o.rows = 45;
+  ASSERT_TRUE(profile_attention(q, k, o, &real).is_ok());
+  std::printf("%s\n", format_profile_table("llama3-8b layer 10 fixture (45 tokens, all rows)", real).c_str());
+  auto summary = [](const char* name, const std::vector<HeadProfile>& ps) {
+    std::vector<double> sink, cov, ent;
+    for (const auto& p : ps) sink.push_back(p.sink_mass), cov.push_back(p.covered_mass), ent.push_back(p.entropy);
+    std::printf("%-10s sink min/median/max %.2f/%.2f/%.2f  covered(8%% win + top 1%%) median %.3f, heads >= 0.95: %d/%zu  entropy median %.2f\n",
+                name, quantile(sink, 0), quantile(sink, 0.5), quantile(sink, 1), quantile(cov, 0.5),
+                static_cast<int>(std::count_if(cov.begin(), cov.end(), [](double x) { return x >= 0.95; })), ps.size(),
+                quantile(ent, 0.5));
+  };
+  summary("generated", gen);
+  summary("fixture", real);
+}
+
+}  // namespace
+}  // namespace sampleattn::workload
