@@ -153,8 +153,8 @@ typedef enum sampleattn_method {
 typedef enum sampleattn_precision {
   /* f32 products everywhere (inputs of any dtype are widened to f32). */
   SAMPLEATTN_PRECISION_F32 = 0,
-  /* bf16 products with f32 accumulation (vdpbf16ps): Q, K and the probabilities P are rounded to
-   * bf16 before their products. Used only on CPUs with avx512_bf16, else F32 runs. Opt-in: its
+  /* bf16 products with f32 accumulation (vdpbf16ps): Q (scaled), K, V and the probabilities P are
+   * rounded to bf16 before their products. Used only on CPUs with avx512_bf16, else F32 runs. Opt-in: its
    * error is that of a bf16 attention (docs/ACCURACY.md). */
   SAMPLEATTN_PRECISION_BF16 = 1
 } sampleattn_precision;

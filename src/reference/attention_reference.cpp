@@ -71,7 +71,7 @@ RowResult compute_row(const Problem& problem, int64_t token, int head, const Mas
     sum += w;
     const Real pw = maybe_round(w);
     const int64_t kt = seq.k_begin + keys[n];
-    for (int c = 0; c < d; ++c) acc[c] += pw * static_cast<Real>(element(problem.v, kt, kv_head, c));
+    for (int c = 0; c < d; ++c) acc[c] += pw * maybe_round(static_cast<Real>(element(problem.v, kt, kv_head, c)));
   }
   for (int c = 0; c < d; ++c) r.o[c] = static_cast<double>(acc[c] / sum);
   r.lse = static_cast<double>(max_score) + std::log(static_cast<double>(sum));

@@ -40,8 +40,8 @@ std::vector<RowResult> attention_rows(const Problem& problem,
 // Every row of the problem, in token-major then head order.
 std::vector<RowResult> attention_all(const Problem& problem, const MaskLookup& mask = {});
 
-// The same computation in float (f32 products, f32 sums, f32 exp), or with Q, K and the
-// probabilities rounded to bf16 before their products when bf16_products is set: the "naive
+// The same computation in float (f32 products, f32 sums, f32 exp), or with Q (scaled), K, V and
+// the probabilities rounded to bf16 before their products when bf16_products is set: the "naive
 // implementation in the same precision" whose error against the oracle bounds the kernels'.
 std::vector<RowResult> naive_attention_rows(const Problem& problem,
                                             const std::vector<std::pair<int64_t, int>>& rows,
