@@ -21,7 +21,7 @@ using Kernels = flash::FlashKernels<xsimd::fma3<xsimd::avx2>>;
 const KernelTable kTable = {
     Isa::kAvx2,
     "avx2",
-    /*block_rows=*/128,
+    /*block_rows=*/256,
     /*key_tile=*/256,
     FlashPath{4, Kernels::packed_bytes, Kernels::scratch_bytes, Kernels::pack_q, Kernels::pack_k,
               Kernels::pack_v, Kernels::attend, Kernels::scores},

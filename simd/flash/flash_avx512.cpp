@@ -63,7 +63,11 @@ void bf16_row(const RowSource& src, int r, int d, float scale, uint16_t* dst) {
 void bf16_pack_q(const RowSource& src, int m, int d, float scale, void* dst) {
   uint16_t* q = static_cast<uint16_t*>(dst);
   Kernels::with_dtype(src.dtype, [&](auto t) {
-    for (int r = 0; r < m; ++r) bf16_row<decltype(t)::value>(src, r, d, scale, q + static_cast<int64_t>(r) * d);
+    for (int r = 0; r < Kernels::imin(m, Kernels::kPrefetchRows); ++r) Kernels::prefetch_row(src, r, d);
+    for (int r = 0; r < m; ++r) {
+      if (r + Kernels::kPrefetchRows < m) Kernels::prefetch_row(src, r + Kernels::kPrefetchRows, d);
+      bf16_row<decltype(t)::value>(src, r, d, scale, q + static_cast<int64_t>(r) * d);
+    }
   });
 }
 
@@ -71,7 +75,7 @@ void bf16_pack_k(const RowSource& src, int n, int d, void* dst) {
   Kernels::with_dtype(src.dtype, [&](auto t) {
     Kernels::pack_panels(n, d / 2, kPanel, static_cast<uint32_t*>(dst), [&](int j, float* row) {
       bf16_row<decltype(t)::value>(src, j, d, 1.0f, reinterpret_cast<uint16_t*>(row));
-    });
+    }, [&](int j) { Kernels::prefetch_row(src, j, d); });
   });
 }
 
@@ -89,7 +93,11 @@ void bf16_pack_v(const RowSource& src, int n, int d, void* dst) {
   const __m512i idx = _mm512_load_si512(order);
   Kernels::with_dtype(src.dtype, [&](auto t) {
     constexpr DType T = decltype(t)::value;
+    for (int j = 0; j < Kernels::imin(n, Kernels::kPrefetchRows); ++j) Kernels::prefetch_row(src, j, d);
     for (int u = 0; 2 * u < n; ++u) {
+      for (int j = 2 * u + Kernels::kPrefetchRows; j < Kernels::imin(n, 2 * u + Kernels::kPrefetchRows + 2); ++j) {
+        Kernels::prefetch_row(src, j, d);
+      }
       bf16_row<T>(src, 2 * u, d, 1.0f, even);
       if (2 * u + 1 < n) {
         bf16_row<T>(src, 2 * u + 1, d, 1.0f, odd);
@@ -234,7 +242,7 @@ KernelTable make_table() {
   return KernelTable{
       Isa::kAvx512,
       "avx512",
-      /*block_rows=*/128,
+      /*block_rows=*/256,
       /*key_tile=*/256,
       FlashPath{4, Kernels::packed_bytes, Kernels::scratch_bytes, Kernels::pack_q, Kernels::pack_k,
                 Kernels::pack_v, Kernels::attend, Kernels::scores},

@@ -39,6 +39,8 @@ struct FlashKernels {
   // Rows of a register block: R x 2 accumulators plus 2 panel vectors and a broadcast fit the
   // register file (32 zmm on AVX-512, 16 ymm on AVX2).
   static constexpr int kMaxRows = W == 16 ? 14 : 6;
+  // Rows a pack requests ahead of the one it converts.
+  static constexpr int kPrefetchRows = 8;
   static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
   // ---- small helpers (members, so they are per-ISA symbols) ----
@@ -128,6 +130,16 @@ struct FlashKernels {
     }
   }
 
+  // Starts loading source row r of `src` into the cache. Rows are often a page apart ([token,
+  // head, dim] with 8 heads of 128 f32 is 4 KiB), where the hardware prefetcher does not follow,
+  // so packs request the rows a few iterations ahead themselves.
+  static void prefetch_row(const RowSource& src, int r, int d) {
+    const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
+    const int esize = src.dtype == DType::kF32 ? 4 : 2;
+    const char* p = static_cast<const char*>(src.base) + base * esize;
+    for (int b = 0; b < d * esize; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+  }
+
   // Source row r of `src` converted to f32 times scale into dst[0, d) (d a multiple of 16).
   template <DType T>
   static void convert_row(const RowSource& src, int r, int d, float scale, float* dst) {
@@ -196,7 +208,11 @@ struct FlashKernels {
   static void pack_q(const RowSource& src, int m, int d, float scale, void* dst) {
     float* q = static_cast<float*>(dst);
     with_dtype(src.dtype, [&](auto t) {
-      for (int r = 0; r < m; ++r) convert_row<decltype(t)::value>(src, r, d, scale, q + static_cast<int64_t>(r) * d);
+      for (int r = 0; r < imin(m, kPrefetchRows); ++r) prefetch_row(src, r, d);
+      for (int r = 0; r < m; ++r) {
+        if (r + kPrefetchRows < m) prefetch_row(src, r + kPrefetchRows, d);
+        convert_row<decltype(t)::value>(src, r, d, scale, q + static_cast<int64_t>(r) * d);
+      }
     });
   }
 
@@ -223,13 +239,16 @@ struct FlashKernels {
   // Packs n rows as panels [ceil(n/panel)][units][panel] of 32-bit units, where row(j, out)
   // writes key j's `units` units to out (keys past n are zero): 8 keys at a time into a row
   // buffer, then 8 x 8 transposes.
-  template <class RowFn>
-  static void pack_panels(int n, int units, int panel, uint32_t* dst, RowFn&& row) {
+  template <class RowFn, class PrefetchFn>
+  static void pack_panels(int n, int units, int panel, uint32_t* dst, RowFn&& row, PrefetchFn&& prefetch) {
     alignas(64) float rows[8 * 256];
+    for (int j = 0; j < imin(n, kPrefetchRows); ++j) prefetch(j);
     for (int p0 = 0; p0 < n; p0 += panel) {
       float* out = reinterpret_cast<float*>(dst) + static_cast<int64_t>(p0) * units;
       for (int j8 = 0; j8 < panel; j8 += 8) {
         for (int i = 0; i < 8; ++i) {
+          const int ahead = p0 + j8 + i + kPrefetchRows;
+          if (ahead < n) prefetch(ahead);
           const int j = p0 + j8 + i;
           if (j < n) {
             row(j, rows + i * units);
@@ -245,7 +264,8 @@ struct FlashKernels {
   static void pack_k(const RowSource& src, int n, int d, void* dst) {
     with_dtype(src.dtype, [&](auto t) {
       pack_panels(n, d, P, static_cast<uint32_t*>(dst),
-                  [&](int j, float* row) { convert_row<decltype(t)::value>(src, j, d, 1.0f, row); });
+                  [&](int j, float* row) { convert_row<decltype(t)::value>(src, j, d, 1.0f, row); },
+                  [&](int j) { prefetch_row(src, j, d); });
     });
   }
 
@@ -254,7 +274,9 @@ struct FlashKernels {
     const int64_t n_pad = static_cast<int64_t>(round_up(static_cast<size_t>(n), P));
     with_dtype(src.dtype, [&](auto t) {
       constexpr DType T = decltype(t)::value;
+      for (int j = 0; j < imin(n, kPrefetchRows); ++j) prefetch_row(src, j, d);
       for (int j = 0; j < n; ++j) {
+        if (j + kPrefetchRows < n) prefetch_row(src, j + kPrefetchRows, d);
         const int64_t base = src.offsets ? src.offsets[j] : j * src.row_stride;
         for (int x0 = 0; x0 < d; x0 += P) {
           const int width = imin(P, d - x0);

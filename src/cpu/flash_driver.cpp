@@ -195,8 +195,14 @@ class FlashRunner {
         }
       }
     }
-    // Most expensive first: dynamic claiming then balances causal rows (longest-processing-time).
-    std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
+    // Within each (sequence, kv head), most expensive first: dynamic claiming then balances the
+    // causal rows (longest-processing-time), and the workers stay on one kv head at a time so
+    // that its K/V rows are read from the shared cache rather than from memory by every worker.
+    std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) {
+      if (a.seq != b.seq) return a.seq < b.seq;
+      if (a.kv_head != b.kv_head) return a.kv_head < b.kv_head;
+      return a.cost > b.cost;
+    });
     return tasks;
   }
 
