@@ -283,6 +283,8 @@ class Bench {
     double dense_time_s = 0, speedup = 0, density = 0, stripes_mean = 0, overhead_s = 0;
     double min_cra = 0, cra_p1 = 0, cra_mean = 0, sampled_cra = 0, rel_l2 = -1, rel_l2_median = -1, rel_l2_p90 = -1, rel_l2_max = -1;
     double needle_recall = -1, needle_recall_dense = -1;
+    std::vector<double> head_rel_l2, head_cra_min;
+    std::vector<int> head_stripes;
     double check = -1;
     int dense_heads = 0;
   };
@@ -309,6 +311,14 @@ class Bench {
       if (r.needle_recall >= 0) {
         j << ",\"needle_recall\":" << r.needle_recall << ",\"needle_recall_dense\":" << r.needle_recall_dense;
       }
+      auto array = [&j](const char* name, const auto& values) {
+        j << ",\"" << name << "\":[";
+        for (size_t i = 0; i < values.size(); ++i) j << (i ? "," : "") << values[i];
+        j << "]";
+      };
+      array("head_stripes", r.head_stripes);
+      array("head_min_cra", r.head_cra_min);
+      if (!r.head_rel_l2.empty()) array("head_rel_l2_err", r.head_rel_l2);
     } else if (r.check >= 0) {
       j << ",\"rel_l2_err\":" << r.check;
     }
@@ -389,6 +399,8 @@ class Bench {
         return 1;
       }
       r.min_cra = kept.min;
+      r.head_cra_min = kept.head_min;
+      for (const sampleattn_head_stats& h : sparse.heads) r.head_stripes.push_back(h.num_stripes);
       r.cra_p1 = kept.p1;
       r.cra_mean = kept.mean;
       if (want_dense) {
@@ -404,6 +416,7 @@ class Bench {
         r.rel_l2_median = e.median;
         r.rel_l2_p90 = e.p90;
         r.rel_l2_max = e.max;
+        r.head_rel_l2 = e.per_head;
         if (!in.needles.empty()) {
           workload::NeedleResult ns, nd;
           if (workload::needle_recall(sparse.o, in.needles, 0.5, &ns).is_ok() &&

@@ -138,9 +138,7 @@ bool read_method(const Options& o, sampleattn_params* p, std::string* error) {
 
 int run_main(int argc, char** argv, int first) {
   Options o;
-  o.value("q", "", "query .npy [seq, heads, dim]");
-  o.value("k", "", "key .npy [seq, kv_heads, dim]");
-  o.value("v", "", "value .npy [seq, kv_heads, dim]");
+  declare_inputs(o);
   o.value("out", "", "output .npy [seq, heads, dim]");
   o.value("out-dtype", "", "f32, f16 or bf16 (default: the dtype of q)");
   o.value("method", "sample", "dense or sample");
@@ -149,11 +147,12 @@ int run_main(int argc, char** argv, int first) {
   declare_method_options(o);
   std::string error;
   if (wants_help(argc, argv, first)) {
-    std::printf("usage: sampleattn run --q q.npy --k k.npy --v v.npy --out o.npy [options]\n%s", o.usage().c_str());
+    std::printf("usage: sampleattn run [--q q.npy --k k.npy --v v.npy | --seq N ...] --out o.npy [options]\n%s",
+                o.usage().c_str());
     return 0;
   }
   if (!o.parse(argc, argv, first, &error)) return fail("run", error + "\n" + o.usage());
-  if (!o.has("q") || !o.has("k") || !o.has("v") || !o.has("out")) return fail("run", "needs --q, --k, --v and --out");
+  if (!o.has("out")) return fail("run", "needs --out (and --q, --k, --v, or generated-input options)");
   workload::Tensor3 q, k, v;
   Status st = load_inputs(o, &q, &k, &v);
   if (!st.is_ok()) return fail("run", st.message());
