@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The CUDA backend on a GPU machine in one call: its tests, then bench/gpu_compare.py.
+#
+#   bench/cuda_bench.sh prepare [build-dir]   on a machine with nvcc and the -dev packages: builds,
+#                                             then copies cuda_test, libsampleattn.so and the few
+#                                             shared libraries they need into .carry/ (git-ignored)
+#   bench/cuda_bench.sh run [bench args...]   on the GPU machine, from the repository root, with
+#                                             .carry/ beside it: logs and JSON go to $OUT (or /tmp)
+#
+# The GPU image has nvcc, PyTorch and CMake but not our Debian -dev packages, so the binaries are
+# built where those are and carried (they need glibc >= the build machine's).
+set -uo pipefail
+mode=${1:-run}
+shift || true
+root=$(cd "$(dirname "$0")/.." && pwd)
+carry=$root/.carry
+
+if [[ $mode == prepare ]]; then
+  build=${1:-$root/build-cuda}
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSAMPLEATTN_CUDA=ON || exit 1
+  cmake --build "$build" --target cuda_test sampleattn || exit 1
+  rm -rf "$carry/bin" "$carry/lib"
+  mkdir -p "$carry/bin" "$carry/lib"
+  cp "$build/tests/cuda_test" "$carry/bin/"
+  cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.0"
+  for lib in libhwloc.so.15 libudev.so.1 libgomp.so.1; do
+    path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
+    [[ -n $path ]] && cp -L "$path" "$carry/lib/"
+  done
+  du -sh "$carry"
+  exit 0
+fi
+
+out=${OUT:-/tmp/sampleattn-cuda}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$carry/lib:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+date -u +"%Y-%m-%dT%H:%M:%SZ"
+
+timeout 300 "$carry/bin/cuda_test" >"$out/test.log" 2>&1
+echo "cuda_test exit status $?"
+grep -E "^\[  (FAILED|PASSED) |^\[ info|Failure|Expected|Which is|GPU vs|naive" "$out/test.log" | head -80
+if grep -q "FAILED.*CudaDense\." "$out/test.log"; then
+  echo "dense attention fails its tests: no benchmark"
+  exit 1
+fi
+timeout 400 python3 "$root/bench/gpu_compare.py" --lib "$carry/lib/libsampleattn.so.0" --json "$out/bench.json" "$@" \
+  2>&1 | tee "$out/bench.log" | grep -v -i warning

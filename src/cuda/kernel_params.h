@@ -1,0 +1,98 @@
+// Plain descriptions of the work the CUDA kernels do, shared by the host code (cuda_backend.cpp,
+// compiled by the C++ compiler) and the kernels (*.cu). Nothing here needs CUDA headers.
+#pragma once
+
+#include <cstdint>
+
+namespace sampleattn::cuda {
+
+// One sequence of the batch, as the kernels see it.
+struct SeqDesc {
+  int64_t q_begin;  // first query token in the concatenated batch
+  int64_t q_len;
+  int64_t k_begin;
+  int64_t k_len;
+  int64_t window;    // sparse sequences: the local window w
+  int32_t sparse;    // 1: window band + stripes (docs/ALGORITHM.md); 0: dense
+  int32_t set_base;  // sparse: the first stripe set of this sequence
+  int64_t row_begin;  // sampled sequences: first of its rows in the concatenated sampled-row list
+  int64_t row_count;  // and how many
+};
+
+// A block of query rows: `count` rows starting at `first`. Forward: local query indices
+// first .. first + count - 1 of sequence `seq`; row-list modes: entries of the sampled-row list.
+struct RowBlock {
+  int32_t seq;
+  int32_t count;
+  int64_t first;
+};
+
+enum class AttentionMode : int32_t {
+  kForward = 0,   // O and lse over each row's mask (dense or window + stripes)
+  kRowStats = 1,  // sampled rows: max (log2 units) and sum of exp2 over all causal keys
+  kKeptMass = 2,  // sampled rows: the share of their mass inside window + stripes
+};
+
+enum class OutType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+struct AttentionArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  int64_t q_token_stride, q_head_stride;
+  int64_t k_token_stride, k_head_stride;
+  int64_t v_token_stride, v_head_stride;
+  void* o;
+  OutType o_type;
+  int64_t o_token_stride, o_head_stride;
+  float* lse;  // [total_q][num_q_heads] or null
+  int32_t num_q_heads;
+  int32_t group;  // query heads per kv head
+  float scale_log2;  // softmax scale * log2(e)
+  int32_t causal;
+  AttentionMode mode;
+  const SeqDesc* seqs;
+  const RowBlock* blocks;
+  int64_t num_blocks;
+  // Stripe sets (sparse sequences): set = seq.set_base + (per_group ? head / group : head);
+  // its ascending key positions are stripes[set_offset[set] .. + set_count[set]).
+  const int32_t* stripes;
+  const int64_t* set_offset;
+  const int32_t* set_count;
+  int32_t per_group;
+  // Row-list modes.
+  const int32_t* rows;     // sampled local query indices, concatenated over sampled sequences
+  int64_t total_rows;      // length of `rows`
+  float* row_max;          // [head][total_rows], log2 units
+  float* row_sum;          // [head][total_rows]
+  float* kept;             // [head][total_rows] (kKeptMass)
+};
+
+// Stage 1, column scores: block (seq, key tile) per query head.
+struct KeyTile {
+  int32_t seq;
+  int32_t pad;
+  int64_t t0;
+};
+
+struct ColumnArgs {
+  const void* q;
+  const void* k;
+  int64_t q_token_stride, q_head_stride;
+  int64_t k_token_stride, k_head_stride;
+  int32_t num_q_heads;
+  int32_t group;
+  float scale_log2;
+  int32_t outside_window_only;  // window_mass_counts
+  const SeqDesc* seqs;
+  const KeyTile* tiles;
+  int64_t num_tiles;
+  const int32_t* rows;
+  int64_t total_rows;
+  const float* row_max;
+  const float* row_sum;
+  float* scores;               // per (sampled sequence, head): scores + score_offset[seq] + head * k_len
+  const int64_t* score_offset;  // per sequence
+};
+
+}  // namespace sampleattn::cuda

@@ -1,0 +1,80 @@
+// Host-side entry points of the CUDA kernels (defined in the .cu files). Each returns the CUDA
+// error of its launch; the caller maps it to a Status.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/kernel_params.h"
+
+namespace sampleattn::cuda {
+
+// head_dim in {64, 80, 96, 128, 256}; bf16 selects the operand type (else f16).
+cudaError_t launch_attention(int head_dim, bool bf16, const AttentionArgs& args, cudaStream_t stream);
+cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cudaStream_t stream);
+
+#define SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(D)                                                          \
+  cudaError_t launch_attention_d##D(bool bf16, const AttentionArgs& args, cudaStream_t stream);     \
+  cudaError_t launch_columns_d##D(bool bf16, const ColumnArgs& args, cudaStream_t stream);
+SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(64)
+SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(80)
+SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(96)
+SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(128)
+SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(256)
+#undef SAMPLEATTN_CUDA_DECLARE_HEAD_DIM
+
+// Rows of the query block of the attention kernel for this head dim (the unit of RowBlock).
+int attention_block_rows(int head_dim);
+// Key columns per block of the column kernel.
+int column_tile(int head_dim);
+
+// Stage 2 on the device (selection.cu). One "set" is one stripe selection: a query head, or a kv
+// group whose heads' scores are added in head order.
+struct SelectionSet {
+  int64_t score_base;  // column scores of the set's first head (the others follow, k_len apart)
+  int64_t offset;      // into set_scores / flags / stripes: k_len entries
+  int64_t key_begin;   // into the sort arrays: k_len - sinks entries
+  int32_t heads;       // heads in the set
+  int32_t k_len;
+  int32_t sinks;       // min(sink_tokens, k_len)
+  int32_t pad;
+  double total;        // sampled rows x heads: the total mass
+};
+
+struct SelectionArgs {
+  const float* scores;
+  const SelectionSet* sets;  // device
+  int32_t num_sets;
+  int32_t max_k_len;
+  int64_t total_columns;  // sum of k_len over the sets
+  int64_t total_items;    // sum of k_len - sinks over the sets
+  float alpha;
+  int32_t window_mass_counts;
+  int64_t min_stripes;
+  int64_t max_stripes;
+  // Workspace.
+  float* set_scores;     // total_columns
+  uint64_t* keys_in;     // total_items
+  uint64_t* keys_out;
+  int32_t* values_in;
+  int32_t* values_out;
+  uint8_t* flags;        // total_columns
+  int32_t* keep;         // [num_sets][2]: sinks kept, ranked columns kept
+  void* sort_temp;
+  size_t sort_temp_bytes;
+  // Results.
+  int32_t* stripes;      // total_columns: set s at sets[s].offset, ascending
+  int32_t* counts;       // num_sets
+};
+
+// Scratch bytes of the radix sort for this many items and sets.
+size_t selection_sort_bytes(int64_t items, int num_sets);
+cudaError_t launch_selection(const SelectionArgs& args, cudaStream_t stream);
+
+// Copies a [tokens][heads][d] tensor of 2-byte elements with arbitrary strides into a packed one.
+cudaError_t launch_repack(const void* src, int64_t token_stride, int64_t head_stride, int64_t tokens, int heads,
+                          int d, void* dst, cudaStream_t stream);
+
+}  // namespace sampleattn::cuda

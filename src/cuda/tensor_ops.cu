@@ -1,0 +1,59 @@
+// Head-dim dispatch of the attention kernels and the repacking of tensors whose strides or
+// alignment do not allow 16-byte copies.
+#include "cuda/attention_kernel.cuh"
+#include "cuda/launch.h"
+
+namespace sampleattn::cuda {
+namespace {
+
+__global__ void repack_kernel(const uint16_t* src, int64_t token_stride, int64_t head_stride, int64_t total,
+                              int heads, int d, uint16_t* dst) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t x = i % d, h = (i / d) % heads, token = i / (static_cast<int64_t>(d) * heads);
+    dst[i] = src[token * token_stride + h * head_stride + x];
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_attention(int head_dim, bool bf16, const AttentionArgs& args, cudaStream_t stream) {
+  switch (head_dim) {
+    case 64: return launch_attention_d64(bf16, args, stream);
+    case 80: return launch_attention_d80(bf16, args, stream);
+    case 96: return launch_attention_d96(bf16, args, stream);
+    case 128: return launch_attention_d128(bf16, args, stream);
+    case 256: return launch_attention_d256(bf16, args, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cudaStream_t stream) {
+  switch (head_dim) {
+    case 64: return launch_columns_d64(bf16, args, stream);
+    case 80: return launch_columns_d80(bf16, args, stream);
+    case 96: return launch_columns_d96(bf16, args, stream);
+    case 128: return launch_columns_d128(bf16, args, stream);
+    case 256: return launch_columns_d256(bf16, args, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+int attention_block_rows(int head_dim) {
+  return head_dim <= 128 ? AttentionConfig<128>::kBM : AttentionConfig<256>::kBM;
+}
+
+int column_tile(int head_dim) { return ColumnConfig<128>::kColumns; }
+
+cudaError_t launch_repack(const void* src, int64_t token_stride, int64_t head_stride, int64_t tokens, int heads,
+                          int d, void* dst, cudaStream_t stream) {
+  const int64_t total = tokens * heads * d;
+  if (total == 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>((total + 255) / 256, 65536);
+  repack_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(static_cast<const uint16_t*>(src), token_stride,
+                                                                   head_stride, total, heads, d,
+                                                                   static_cast<uint16_t*>(dst));
+  return cudaGetLastError();
+}
+
+}  // namespace sampleattn::cuda

@@ -1,0 +1,504 @@
+// The CUDA backend against the CPU backend (the oracle for the GPU) and the double-precision
+// reference, on the same inputs: dtypes, head dims, grouped-query ratios, causal and not, varlen
+// batches with empty sequences, chunked prefill, lse, strided layouts, streams, SampleAttention
+// with both stripe scopes, and bad inputs. Skips when no CUDA device is present; in a build
+// without CUDA it checks that asking for the CUDA backend fails cleanly.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "test_util.h"
+
+#ifdef SAMPLEATTN_CUDA_RUNTIME
+#include <cuda_runtime_api.h>
+#endif
+
+namespace sampleattn::testing {
+namespace {
+
+sampleattn_status create_cuda(sampleattn_context** ctx) {
+  sampleattn_context_options o;
+  sampleattn_context_options_init(&o);
+  o.backend = SAMPLEATTN_BACKEND_CUDA;
+  return sampleattn_context_create(&o, ctx);
+}
+
+#ifndef SAMPLEATTN_CUDA_RUNTIME
+
+TEST(CudaBackend, NotCompiledInReportsUnsupportedBackend) {
+  sampleattn_context* ctx = nullptr;
+  EXPECT_EQ(create_cuda(&ctx), SAMPLEATTN_UNSUPPORTED_BACKEND);
+  EXPECT_EQ(ctx, nullptr);
+  EXPECT_NE(std::string(sampleattn_last_error()).find("CUDA"), std::string::npos) << sampleattn_last_error();
+}
+
+#else
+
+bool have_device() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define SKIP_WITHOUT_DEVICE()             \
+  do {                                    \
+    if (!have_device()) {                 \
+      GTEST_SKIP() << "no CUDA device";   \
+    }                                     \
+  } while (0)
+
+// Device memory owned by a test.
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(std::max<size_t>(bytes, 16)) {
+    EXPECT_EQ(cudaMalloc(&p_, bytes_), cudaSuccess);
+  }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  char* get() const { return static_cast<char*>(p_); }
+  void upload(const void* src, size_t n, size_t offset = 0) {
+    ASSERT_EQ(cudaMemcpy(get() + offset, src, n, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  void download(void* dst, size_t n, size_t offset = 0) const {
+    ASSERT_EQ(cudaMemcpy(dst, get() + offset, n, cudaMemcpyDeviceToHost), cudaSuccess);
+  }
+  void poison() { ASSERT_EQ(cudaMemset(p_, 0xff, bytes_), cudaSuccess); }  // NaN in f32, f16 and bf16
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_;
+};
+
+// What a call produced: output bytes (laid out like Case::o), lse, statistics and masks.
+struct Outcome {
+  sampleattn_status status = SAMPLEATTN_SUCCESS;
+  std::string error;
+  std::vector<uint8_t> o;
+  std::vector<float> lse;
+  sampleattn_stats stats{};
+  std::vector<sampleattn_head_stats> heads;
+  std::map<std::pair<int, int>, reference::HeadMask> masks;
+};
+
+void attach_stats(Outcome& out, size_t num_heads, std::vector<int32_t>& offsets, std::vector<int32_t>& stripes) {
+  sampleattn_stats_init(&out.stats);
+  out.heads.resize(num_heads);
+  offsets.assign(num_heads + 1, 0);
+  stripes.assign(1 << 20, -1);
+  out.stats.head_stats = out.heads.data();
+  out.stats.stripe_offsets = offsets.data();
+  out.stats.stripes = stripes.data();
+  out.stats.stripe_capacity = static_cast<int64_t>(stripes.size());
+}
+
+void read_masks(Outcome& out, int nseq, int hq, const std::vector<int32_t>& offsets,
+                const std::vector<int32_t>& stripes) {
+  for (int s = 0; s < nseq; ++s) {
+    for (int h = 0; h < hq; ++h) {
+      const size_t i = static_cast<size_t>(s) * hq + h;
+      if (out.heads[i].dense) continue;
+      reference::HeadMask m;
+      m.window = out.heads[i].window;
+      m.stripes.assign(stripes.begin() + offsets[i], stripes.begin() + offsets[i + 1]);
+      EXPECT_TRUE(std::is_sorted(m.stripes.begin(), m.stripes.end()));
+      EXPECT_EQ(static_cast<int32_t>(m.stripes.size()), out.heads[i].num_stripes);
+      out.masks[{s, h}] = std::move(m);
+    }
+  }
+}
+
+// Runs `p` (host pointers of `c`) on the CPU.
+Outcome run_cpu(Case& c, sampleattn_params p) {
+  Outcome out;
+  std::vector<int32_t> offsets, stripes;
+  attach_stats(out, (c.cu_q.size() - 1) * c.hq, offsets, stripes);
+  sampleattn_context* ctx = cpu_context(2);
+  out.status = sampleattn_forward(ctx, &p, &out.stats);
+  out.error = sampleattn_last_error();
+  sampleattn_context_destroy(ctx);
+  out.o = c.o.bytes;
+  out.lse = c.lse;
+  if (out.status == SAMPLEATTN_SUCCESS) read_masks(out, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
+  return out;
+}
+
+struct DeviceLayout {
+  int64_t q_pad = 0;        // extra elements per query token (a token stride not a multiple of 8)
+  size_t misalign_bytes = 0;  // offset of the Q base pointer from 16-byte alignment
+};
+
+// Runs `p` on the CUDA backend with device copies of c's tensors (same strides unless `layout`
+// pads Q's rows). stream: a cudaStream_t or null.
+Outcome run_cuda(Case& c, sampleattn_params p, const DeviceLayout& layout = {}, void* stream = nullptr) {
+  Outcome out;
+  sampleattn_context* ctx = nullptr;
+  EXPECT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  if (ctx == nullptr) {
+    out.status = SAMPLEATTN_UNSUPPORTED_BACKEND;
+    return out;
+  }
+  const int64_t tq = c.cu_q.back();
+  const size_t esize = dtype_size(c.in);
+  const int64_t q_row = int64_t{c.hq} * c.d;
+  const int64_t q_stride = q_row + layout.q_pad;
+  DeviceBuffer q(static_cast<size_t>(std::max<int64_t>(tq, 1) * q_stride) * esize + 64);
+  char* q_base = q.get() + layout.misalign_bytes;
+  for (int64_t t = 0; t < tq; ++t) {
+    q.upload(c.q.bytes.data() + t * q_row * esize, q_row * esize, layout.misalign_bytes + t * q_stride * esize);
+  }
+  DeviceBuffer k(c.k.bytes.size()), v(c.v.bytes.size()), o(c.o.bytes.size()), lse(c.lse.size() * sizeof(float) + 16);
+  k.upload(c.k.bytes.data(), c.k.bytes.size());
+  v.upload(c.v.bytes.data(), c.v.bytes.size());
+  o.poison();
+  lse.poison();
+  p.q.data = q_base;
+  p.q.token_stride = q_stride;
+  p.k.data = k.get();
+  p.v.data = v.get();
+  p.o.data = o.get();
+  p.lse = p.lse != nullptr ? reinterpret_cast<float*>(lse.get()) : nullptr;
+  p.stream = stream;
+  std::vector<int32_t> offsets, stripes;
+  attach_stats(out, (c.cu_q.size() - 1) * c.hq, offsets, stripes);
+  out.status = sampleattn_forward(ctx, &p, &out.stats);
+  out.error = sampleattn_last_error();
+  sampleattn_context_destroy(ctx);
+  out.o.resize(c.o.bytes.size());
+  out.lse.resize(c.lse.size());
+  o.download(out.o.data(), out.o.size());
+  lse.download(out.lse.data(), out.lse.size() * sizeof(float));
+  if (out.status == SAMPLEATTN_SUCCESS) read_masks(out, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
+  return out;
+}
+
+std::vector<std::vector<double>> rows_of(const Case& c, const std::vector<uint8_t>& o,
+                                         const std::vector<std::pair<int64_t, int>>& rows) {
+  std::vector<std::vector<double>> out;
+  for (const auto& [t, h] : rows) {
+    std::vector<double> row(c.d);
+    for (int x = 0; x < c.d; ++x) row[x] = load_scalar(o.data(), c.out, (t * c.hq + h) * c.d + x);
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+reference::MaskLookup lookup(const Outcome& o) {
+  return [&o](int s, int h) -> const reference::HeadMask* {
+    auto it = o.masks.find({s, h});
+    return it == o.masks.end() ? nullptr : &it->second;
+  };
+}
+
+// The GPU output against the oracle under the GPU's own mask: its error is at most twice that of
+// a naive attention with bf16 products (the GPU rounds Q, K and P to the operand type), and its
+// lse agrees. Also against the CPU output when both ran the same mask.
+void expect_matches_oracle(Case& c, const sampleattn_params& p, const Outcome& gpu, const Outcome* cpu) {
+  Problem problem;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  const auto rows = all_rows(problem);
+  if (rows.empty()) return;
+  const auto mask = lookup(gpu);
+  const auto oracle = reference::attention_rows(problem, rows, mask);
+  const auto naive = reference::naive_attention_rows(problem, rows, /*bf16_products=*/true, mask);
+  const auto ours_rows = rows_of(c, gpu.o, rows);
+  for (const auto& r : ours_rows) {
+    for (double x : r) ASSERT_FALSE(std::isnan(x)) << "an output element was not written";
+  }
+  const Errors ours = errors_of(oracle, ours_rows);
+  const Errors base = errors_of(oracle, stored(naive, c.out));
+  EXPECT_LE(ours.rel_l2, 2 * base.rel_l2 + 1e-6) << "naive bf16 " << base.rel_l2;
+  EXPECT_LE(ours.max_abs, 2 * base.max_abs + 1e-5) << "naive bf16 " << base.max_abs;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const float lse = gpu.lse[static_cast<size_t>(rows[r].first) * c.hq + rows[r].second];
+    if (std::isinf(oracle[r].lse)) {
+      EXPECT_TRUE(std::isinf(lse) && lse < 0) << "row " << r;
+      for (double x : ours_rows[r]) EXPECT_EQ(x, 0.0);
+    } else {
+      EXPECT_NEAR(lse, oracle[r].lse, 1e-3) << "row " << r;
+    }
+  }
+  if (cpu != nullptr) {
+    // Same inputs, same mask: the outputs differ only by the GPU's operand rounding.
+    const auto cpu_rows = rows_of(c, cpu->o, rows);
+    double num = 0, den = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      for (int x = 0; x < c.d; ++x) {
+        num += (ours_rows[r][x] - cpu_rows[r][x]) * (ours_rows[r][x] - cpu_rows[r][x]);
+        den += cpu_rows[r][x] * cpu_rows[r][x];
+      }
+    }
+    EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 2e-2) << "GPU vs CPU";
+  }
+}
+
+TEST(CudaBackend, ContextReportsTheDevice) {
+  SKIP_WITHOUT_DEVICE();
+  sampleattn_context* ctx = nullptr;
+  ASSERT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  sampleattn_context_info info;
+  sampleattn_context_info_init(&info);
+  ASSERT_EQ(sampleattn_context_get_info(ctx, &info), SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(info.backend, SAMPLEATTN_BACKEND_CUDA);
+  EXPECT_GT(std::strlen(info.device_name), 0u);
+  sampleattn_context_destroy(ctx);
+  // AUTO picks the device.
+  sampleattn_context_options o;
+  sampleattn_context_options_init(&o);
+  ASSERT_EQ(sampleattn_context_create(&o, &ctx), SAMPLEATTN_SUCCESS);
+  ASSERT_EQ(sampleattn_context_get_info(ctx, &info), SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(info.backend, SAMPLEATTN_BACKEND_CUDA);
+  sampleattn_context_destroy(ctx);
+  // A device index past the last one is refused.
+  o.backend = SAMPLEATTN_BACKEND_CUDA;
+  o.cuda_device = 1000;
+  EXPECT_EQ(sampleattn_context_create(&o, &ctx), SAMPLEATTN_UNSUPPORTED_BACKEND);
+}
+
+struct Shape {
+  int d;
+  std::vector<std::pair<int32_t, int32_t>> seqs;  // (q_len, k_len)
+  bool causal;
+};
+
+std::vector<Shape> dense_shapes() {
+  return {
+      {64, {{1, 1}, {200, 200}}, true},
+      {80, {{33, 130}, {0, 0}, {65, 65}}, true},  // chunked prefill, empty sequence
+      {96, {{129, 129}}, false},
+      {128, {{300, 300}, {0, 0}, {1, 1}, {0, 5}, {45, 200}}, true},  // varlen with empty sequences
+      {128, {{20, 9}, {3, 0}, {70, 140}}, false},  // non-causal: rows without keys
+      {256, {{100, 100}, {17, 90}}, true},
+  };
+}
+
+using DenseParam = std::tuple<DType, int /*group*/>;
+class CudaDense : public ::testing::TestWithParam<DenseParam> {};
+
+TEST_P(CudaDense, MatchesCpuAndOracle) {
+  SKIP_WITHOUT_DEVICE();
+  const auto [dtype, group] = GetParam();
+  for (const Shape& shape : dense_shapes()) {
+    SCOPED_TRACE("d=" + std::to_string(shape.d) + " causal=" + std::to_string(shape.causal));
+    Case c;
+    c.d = shape.d;
+    c.hkv = 2;
+    c.hq = 2 * group;
+    c.in = dtype;
+    c.out = dtype;
+    c.causal = shape.causal;
+    for (auto [ql, kl] : shape.seqs) c.add_sequence(ql, kl);
+    c.materialize(99 + shape.d + group, 1.5f);
+    const sampleattn_params p = c.params();
+    const Outcome gpu = run_cuda(c, p);
+    ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+    EXPECT_STREQ(gpu.stats.isa, "cuda");
+    EXPECT_EQ(gpu.stats.num_dense_heads, gpu.stats.num_heads_total);
+    const Outcome cpu = run_cpu(c, p);
+    ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
+    expect_matches_oracle(c, p, gpu, &cpu);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CudaDense,
+                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16), ::testing::Values(1, 4, 8)),
+                         [](const auto& test_info) {
+                           return std::string(dtype_name(std::get<0>(test_info.param))) + "_group" +
+                                  std::to_string(std::get<1>(test_info.param));
+                         });
+
+TEST(CudaDenseLayout, OutputDtypesStridesAndStream) {
+  SKIP_WITHOUT_DEVICE();
+  for (DType out : {DType::kF32, DType::kF16, DType::kBF16}) {
+    Case c;
+    c.d = 128;
+    c.hq = 4;
+    c.hkv = 1;
+    c.in = DType::kBF16;
+    c.out = out;
+    c.add_sequence(150, 150);
+    c.add_sequence(40, 260);
+    c.materialize(5 + static_cast<int>(out), 1.0f);
+    const sampleattn_params p = c.params();
+    const Outcome cpu = run_cpu(c, p);
+    ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS);
+    // Packed, then a Q token stride that is not a multiple of 8 from a misaligned base (repacked),
+    // then on a stream of our own.
+    const Outcome packed = run_cuda(c, p);
+    ASSERT_EQ(packed.status, SAMPLEATTN_SUCCESS) << packed.error;
+    expect_matches_oracle(c, p, packed, &cpu);
+    const Outcome strided = run_cuda(c, p, DeviceLayout{3, 2});
+    ASSERT_EQ(strided.status, SAMPLEATTN_SUCCESS) << strided.error;
+    EXPECT_EQ(strided.o, packed.o) << "repacking changed the result";
+    cudaStream_t stream = nullptr;
+    ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+    const Outcome streamed = run_cuda(c, p, {}, stream);
+    ASSERT_EQ(streamed.status, SAMPLEATTN_SUCCESS) << streamed.error;
+    EXPECT_EQ(streamed.o, packed.o);
+    cudaStreamDestroy(stream);
+  }
+}
+
+TEST(CudaBadInput, NullPointersAndUnsupportedDtypes) {
+  SKIP_WITHOUT_DEVICE();
+  Case c;
+  c.d = 64;
+  c.in = DType::kF32;
+  c.add_sequence(8, 8);
+  c.materialize(1);
+  sampleattn_params p = c.params();
+  const Outcome f32 = run_cuda(c, p);
+  EXPECT_EQ(f32.status, SAMPLEATTN_UNSUPPORTED_DTYPE);
+  EXPECT_NE(f32.error.find("f16 or bf16"), std::string::npos) << f32.error;
+
+  Case mixed;
+  mixed.d = 64;
+  mixed.in = DType::kBF16;
+  mixed.add_sequence(8, 8);
+  mixed.materialize(2);
+  sampleattn_params pm = mixed.params();
+  pm.v.dtype = SAMPLEATTN_DTYPE_F16;
+  EXPECT_EQ(run_cuda(mixed, pm).status, SAMPLEATTN_UNSUPPORTED_DTYPE);
+
+  sampleattn_context* ctx = nullptr;
+  ASSERT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS);
+  sampleattn_params pn = mixed.params();
+  pn.k.data = nullptr;
+  EXPECT_EQ(sampleattn_forward(ctx, &pn, nullptr), SAMPLEATTN_NULL_POINTER);
+  sampleattn_context_destroy(ctx);
+}
+
+// Structure for sampling to find: a sink at key 0 and a few heavy columns for every query.
+void plant(Case& c, const std::vector<int32_t>& columns, float strength) {
+  for (size_t s = 0; s + 1 < c.cu_k.size(); ++s) {
+    for (int32_t j : columns) {
+      const int64_t key = c.cu_k[s] + j;
+      if (key >= c.cu_k[s + 1]) continue;
+      for (int h = 0; h < c.hkv; ++h) c.k.set((key * c.hkv + h) * c.d + 0, strength);
+    }
+    for (int64_t t = c.cu_q[s]; t < c.cu_q[s + 1]; ++t) {
+      for (int h = 0; h < c.hq; ++h) c.q.set((t * c.hq + h) * c.d + 0, strength);
+    }
+  }
+}
+
+struct SampleVariant {
+  std::string name;
+  sampleattn_stripe_scope scope;
+  int window_mass_counts;
+  int min_stripes, max_stripes, sink_tokens;
+  float alpha;
+};
+
+class CudaSample : public ::testing::TestWithParam<std::tuple<DType, int, SampleVariant>> {};
+
+TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [dtype, d, variant] = GetParam();
+  Case c;
+  c.d = d;
+  c.hkv = 2;
+  c.hq = 8;
+  c.in = c.out = dtype;
+  c.add_sequence(700, 700);
+  c.add_sequence(0, 0);
+  c.add_sequence(100, 100);  // below dense_below: dense fallback
+  c.add_sequence(230, 900);  // chunked prefill
+  c.add_sequence(1, 1);
+  c.materialize(2024 + d, 0.7f);
+  plant(c, {3, 150, 151, 420, 600}, 2.0f);
+  sampleattn_params p = c.params();
+  p.method = SAMPLEATTN_METHOD_SAMPLE;
+  p.sample.dense_below = 256;
+  p.sample.min_window = 16;
+  p.sample.sample_block = 32;
+  p.sample.r_row = 0.15f;
+  p.sample.scope = variant.scope;
+  p.sample.window_mass_counts = variant.window_mass_counts;
+  p.sample.min_stripes = variant.min_stripes;
+  p.sample.max_stripes = variant.max_stripes;
+  p.sample.sink_tokens = variant.sink_tokens;
+  p.sample.alpha = variant.alpha;
+  const Outcome cpu = run_cpu(c, p);
+  ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
+  const Outcome gpu = run_cuda(c, p);
+  ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+  EXPECT_EQ(gpu.stats.num_dense_heads, cpu.stats.num_dense_heads);
+  EXPECT_EQ(gpu.stats.num_heads_total, cpu.stats.num_heads_total);
+  ASSERT_EQ(gpu.masks.size(), cpu.masks.size());
+  EXPECT_GT(gpu.masks.size(), 0u);
+
+  // Selected stripe sets: equal except where column scores tie within float rounding (the CPU
+  // sums in f32 with its own order, the GPU in another): allow 1% of the columns to differ.
+  size_t differ = 0, total = 0;
+  for (const auto& [key, cm] : cpu.masks) {
+    const reference::HeadMask& gm = gpu.masks.at(key);
+    EXPECT_EQ(gm.window, cm.window);
+    std::vector<int32_t> sym;
+    std::set_symmetric_difference(cm.stripes.begin(), cm.stripes.end(), gm.stripes.begin(), gm.stripes.end(),
+                                  std::back_inserter(sym));
+    differ += sym.size();
+    total += std::max(cm.stripes.size(), gm.stripes.size());
+    if (variant.max_stripes > 0) {
+      EXPECT_LE(gm.stripes.size(), static_cast<size_t>(variant.max_stripes));
+    }
+    if (variant.min_stripes > 0) {
+      EXPECT_GE(gm.stripes.size(), static_cast<size_t>(variant.min_stripes));
+    }
+    if (variant.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP) {
+      const int first = key.second / (c.hq / c.hkv) * (c.hq / c.hkv);
+      EXPECT_EQ(gm.stripes, gpu.masks.at({key.first, first}).stripes) << "a kv group shares one stripe set";
+    }
+    for (int j = 0; j < std::min<int>(variant.sink_tokens, variant.max_stripes > 0 ? variant.max_stripes : 1 << 30); ++j) {
+      EXPECT_TRUE(std::binary_search(gm.stripes.begin(), gm.stripes.end(), j)) << "sink " << j << " not kept";
+    }
+  }
+  EXPECT_LE(differ, total / 100 + 1) << differ << " of " << total << " stripe columns differ";
+  std::printf("[ info ] %s: %zu of %zu stripe columns differ between CPU and GPU\n", variant.name.c_str(), differ, total);
+
+  // Statistics in the CPU's format.
+  const int nseq = static_cast<int>(c.cu_q.size()) - 1;
+  for (int i = 0; i < nseq * c.hq; ++i) {
+    EXPECT_EQ(gpu.heads[i].dense, cpu.heads[i].dense);
+    EXPECT_EQ(gpu.heads[i].window, cpu.heads[i].window);
+    if (gpu.heads[i].num_stripes == cpu.heads[i].num_stripes && !gpu.heads[i].dense) {
+      EXPECT_NEAR(gpu.heads[i].cra_mean, cpu.heads[i].cra_mean, 2e-3) << "head " << i;
+      EXPECT_NEAR(gpu.heads[i].cra_min, cpu.heads[i].cra_min, 2e-3) << "head " << i;
+      EXPECT_NEAR(gpu.heads[i].density, cpu.heads[i].density, 1e-2) << "head " << i;
+    }
+  }
+  EXPECT_NEAR(gpu.stats.density, cpu.stats.density, 0.01);
+
+  // The sparse attention is exact attention under the GPU's mask.
+  expect_matches_oracle(c, p, gpu, differ == 0 ? &cpu : nullptr);
+
+  // Deterministic: a second run gives the same bits and the same mask.
+  const Outcome again = run_cuda(c, p);
+  ASSERT_EQ(again.status, SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(again.o, gpu.o);
+  for (const auto& [key, gm] : gpu.masks) EXPECT_EQ(again.masks.at(key).stripes, gm.stripes);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, CudaSample,
+    ::testing::Combine(
+        ::testing::Values(DType::kBF16, DType::kF16), ::testing::Values(64, 128),
+        ::testing::Values(SampleVariant{"per_head", SAMPLEATTN_STRIPES_PER_HEAD, 0, 0, 0, 4, 0.95f},
+                          SampleVariant{"per_kv_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 0, 4, 0.95f},
+                          SampleVariant{"window_mass", SAMPLEATTN_STRIPES_PER_HEAD, 1, 0, 0, 2, 0.9f},
+                          SampleVariant{"min_stripes", SAMPLEATTN_STRIPES_PER_HEAD, 0, 40, 0, 4, 0.5f},
+                          SampleVariant{"max_stripes", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 12, 4, 0.99f})),
+    [](const auto& test_info) {
+      return std::string(dtype_name(std::get<0>(test_info.param))) + "_d" + std::to_string(std::get<1>(test_info.param)) + "_" +
+             std::get<2>(test_info.param).name;
+    });
+
+#endif  // SAMPLEATTN_CUDA_RUNTIME
+
+}  // namespace
+}  // namespace sampleattn::testing
