@@ -21,6 +21,7 @@ The library is called through its C API with ctypes: device pointers from torch,
 Usage: python3 bench/gpu_compare.py --lib build/src/libsampleattn.so [--seqs 32768,65536,131072]
 """
 import argparse
+import os
 import ctypes as C
 import json
 import math
@@ -176,6 +177,20 @@ def structured_inputs(n, heads, d, seed):
 # --------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------
+def npy_inputs(directory):
+    """Q, K, V written by `sampleattn generate --dtype bf16` (bf16 stored as <u2), as bf16 on the GPU."""
+    import numpy as np
+    out = []
+    for name in ("q", "k", "v"):
+        a = np.load(os.path.join(directory, name + ".npy"))
+        if a.dtype == np.uint16:
+            t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(a).to(torch.bfloat16)
+        out.append(t.cuda())
+    return tuple(out)
+
+
 def time_ms(fn, reps):
     fn()
     torch.cuda.synchronize()
@@ -241,6 +256,9 @@ def main():
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--json", default="")
+    ap.add_argument("--data", default="",
+                    help="directory with one folder n<seq> per length holding q/k/v.npy from `sampleattn "
+                         "generate` (the accuracy issue's structured inputs); default: synthetic inputs")
     args = ap.parse_args()
     from torch.nn.attention import SDPBackend, sdpa_kernel
     import torch.nn.functional as F
@@ -255,7 +273,10 @@ def main():
     rows = []
     for n in [int(x) for x in args.seqs.split(",")]:
         reps = 5 if n <= 65536 else 3
-        q, k, v = structured_inputs(n, H, d, seed=n)
+        if args.data:
+            q, k, v = npy_inputs(os.path.join(args.data, f"n{n}"))
+        else:
+            q, k, v = structured_inputs(n, H, d, seed=n)
         qt, kt, vt = (x.transpose(0, 1).unsqueeze(0).contiguous() for x in (q, k, v))  # [1, H, n, d]
         r = {"seq": n}
 

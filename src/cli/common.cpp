@@ -4,6 +4,22 @@
 
 namespace sampleattn::cli {
 
+workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
+                                            uint64_t seed, int64_t needles) {
+  workload::GeneratorConfig cfg;
+  cfg.seq = seq;
+  cfg.head_dim = head_dim;
+  cfg.num_q_heads = heads;
+  cfg.num_kv_heads = kv_heads;
+  cfg.seed = seed;
+  for (int64_t i = 0; i < needles; ++i) {
+    workload::NeedleSpec n;
+    n.depth = (static_cast<double>(i) + 0.5) / static_cast<double>(needles);
+    cfg.needles.push_back(n);
+  }
+  return cfg;
+}
+
 bool parse_dtype(const std::string& text, DType* out) {
   if (text == "f32") { *out = DType::kF32; return true; }
   if (text == "f16") { *out = DType::kF16; return true; }

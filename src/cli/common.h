@@ -6,6 +6,7 @@
 
 #include "cli/options.h"
 #include "sampleattn/sampleattn.h"
+#include "workload/generator.h"
 #include "workload/npy.h"
 
 namespace sampleattn::cli {
@@ -18,6 +19,11 @@ bool read_method_options(const Options& o, sampleattn_params* params, std::strin
 // Declares --backend and --threads; creates the context.
 void declare_context_options(Options& o);
 bool make_context(const Options& o, sampleattn_context** ctx, std::string* error);
+
+// The structured inputs every subcommand generates: the generator's defaults plus `needles`
+// needles at evenly spaced depths, so bench, run, mask and generate see the same data.
+workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
+                                            uint64_t seed, int64_t needles);
 
 // Parses "f32" | "f16" | "bf16".
 bool parse_dtype(const std::string& text, DType* out);

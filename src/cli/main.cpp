@@ -29,6 +29,7 @@ constexpr const char* kUsage =
     "  run      attention over your own tensors: --q q.npy --k k.npy --v v.npy --out o.npy\n"
     "  mask     draw one head's chosen mask over its true attention: --head H --out mask.png\n"
     "  profile  per-head attention statistics of generated inputs beside the real fixtures\n"
+    "  generate write generated structured inputs as .npy: --seq N --out DIR\n"
     "  info     backend, ISA, threads and NUMA nodes of this machine\n";
 
 int fail(const std::string& command, const std::string& message) {
@@ -53,6 +54,7 @@ void declare_inputs(Options& o) {
   o.value("kv-heads", "8", "generated inputs: kv heads");
   o.value("head-dim", "128", "generated inputs: head dimension");
   o.value("seed", "1", "generated inputs: seed");
+  o.value("needles", "8", "generated inputs: planted needles");
 }
 
 Status load_inputs(const Options& o, workload::Tensor3* q, workload::Tensor3* k, workload::Tensor3* v) {
@@ -63,20 +65,17 @@ Status load_inputs(const Options& o, workload::Tensor3* q, workload::Tensor3* k,
     return workload::read_npy(o.get("v"), v);
   }
   std::string error;
-  int64_t seq, heads, kv, dim, seed;
+  int64_t seq, heads, kv, dim, seed, needles;
   if (!o.get_int("seq", 1, 1 << 20, &seq, &error) || !o.get_int("heads", 1, 1024, &heads, &error) ||
       !o.get_int("kv-heads", 1, 1024, &kv, &error) || !o.get_int("head-dim", 1, 1024, &dim, &error) ||
-      !o.get_int("seed", 0, INT64_MAX, &seed, &error)) {
+      !o.get_int("seed", 0, INT64_MAX, &seed, &error) || !o.get_int("needles", 0, 64, &needles, &error)) {
     return invalid_argument(error);
   }
-  workload::GeneratorConfig cfg;
-  cfg.seq = seq;
-  cfg.num_q_heads = static_cast<int>(heads);
-  cfg.num_kv_heads = static_cast<int>(kv);
-  cfg.head_dim = static_cast<int>(dim);
-  cfg.seed = static_cast<uint64_t>(seed);
   workload::GeneratedData g;
-  SAMPLEATTN_RETURN_IF_ERROR(workload::generate(cfg, &g));
+  SAMPLEATTN_RETURN_IF_ERROR(workload::generate(
+      structured_config(seq, static_cast<int>(heads), static_cast<int>(kv), static_cast<int>(dim),
+                        static_cast<uint64_t>(seed), needles),
+      &g));
   *q = std::move(g.q);
   *k = std::move(g.k);
   *v = std::move(g.v);
@@ -272,6 +271,34 @@ int profile_main(int argc, char** argv, int first) {
   return 0;
 }
 
+int generate_main(int argc, char** argv, int first) {
+  Options o;
+  declare_inputs(o);
+  o.value("dtype", "f32", "dtype of the files: f32, f16, bf16 (stored as <u2)");
+  o.value("out", "", "directory to write q.npy, k.npy and v.npy into (must exist)");
+  std::string error;
+  if (wants_help(argc, argv, first)) {
+    std::printf("usage: sampleattn generate --seq N [options] --out DIR\n%s", o.usage().c_str());
+    return 0;
+  }
+  if (!o.parse(argc, argv, first, &error)) return fail("generate", error + "\n" + o.usage());
+  if (!o.has("out")) return fail("generate", "needs --out DIR");
+  DType dtype;
+  if (!parse_dtype(o.get("dtype"), &dtype)) return fail("generate", "--dtype must be f32, f16 or bf16");
+  workload::Tensor3 q, k, v;
+  Status st = load_inputs(o, &q, &k, &v);
+  for (auto [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
+    workload::Tensor3 converted;
+    if (st.is_ok()) st = workload::convert_tensor(*t, dtype, &converted);
+    if (st.is_ok()) st = workload::write_npy(o.get("out") + "/" + name + ".npy", converted);
+  }
+  if (!st.is_ok()) return fail("generate", st.message());
+  std::printf("wrote %s/{q,k,v}.npy: [%lld, %lld/%lld, %lld] %s\n", o.get("out").c_str(),
+              static_cast<long long>(q.seq), static_cast<long long>(q.heads), static_cast<long long>(k.heads),
+              static_cast<long long>(q.dim), dtype_name(dtype));
+  return 0;
+}
+
 int info_main() {
   sampleattn_context_options opts;
   sampleattn_context_options_init(&opts);
@@ -301,6 +328,7 @@ int main(int argc, char** argv) {
   if (command == "run") return run_main(argc, argv, 2);
   if (command == "mask") return mask_main(argc, argv, 2);
   if (command == "profile") return profile_main(argc, argv, 2);
+  if (command == "generate") return generate_main(argc, argv, 2);
   if (command == "info") return info_main();
   std::fprintf(stderr, "sampleattn: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;

@@ -49,7 +49,7 @@ class CpuBackend final : public Backend {
     std::unique_ptr<SparsePlan> sparse;
     if (any_sampled(problem)) {
       sparse = std::make_unique<SparsePlan>();
-      SAMPLEATTN_RETURN_IF_ERROR(build_sparse_plan(*pool_, limit_, kernels, problem, sparse.get()));
+      SAMPLEATTN_RETURN_IF_ERROR(build_sparse_plan(*pool_, limit_, kernels, problem, stats != nullptr, sparse.get()));
     }
     const auto t_attention = std::chrono::steady_clock::now();
     SAMPLEATTN_RETURN_IF_ERROR(run_flash_attention(*pool_, limit_, kernels, problem, sparse.get()));

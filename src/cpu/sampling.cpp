@@ -307,7 +307,7 @@ size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& probl
 }
 
 Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
-                         const Problem& problem, SparsePlan* plan) {
+                         const Problem& problem, bool with_kept_mass, SparsePlan* plan) {
   const int hq = problem.num_q_heads;
   const int groups = problem.num_kv_heads;
   plan->heads.assign(problem.sequences.size() * hq, HeadPlan{});
@@ -422,6 +422,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
   plan->time_selection_s = seconds_since(t_selection);
 
   // Kept mass (CRA) of the sampled rows under the chosen mask, for the statistics.
+  if (!with_kept_mass) return Status::ok();
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, workspace_limit,
                                       [&](int64_t t, int, void* buf) {
     const RowTask& task = row_tasks[static_cast<size_t>(t)];

@@ -22,7 +22,9 @@ std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_
 
 size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads);
 
+// with_kept_mass: also measure the kept mass (CRA) of the sampled rows for the statistics (an
+// extra pass over their window and stripes; skipped when nobody asked for statistics).
 Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
-                         const Problem& problem, SparsePlan* plan);
+                         const Problem& problem, bool with_kept_mass, SparsePlan* plan);
 
 }  // namespace sampleattn::cpu
