@@ -137,6 +137,20 @@ class Bench {
     json_ = o_.has("json");
     csv_ = o_.has("csv");
     quiet_ = o_.has("quiet");
+    // --alpha may list several thresholds: dense runs once per length, sample once per alpha.
+    alphas_.clear();
+    for (const std::string& a : o_.get_list("alpha")) {
+      Options one = o_;
+      one.set("alpha", a);
+      double alpha;
+      if (!one.get_double("alpha", 0, 1, &alpha, error)) return false;
+      alphas_.push_back(static_cast<float>(alpha));
+    }
+    if (alphas_.empty()) {
+      *error = "--alpha needs a value";
+      return false;
+    }
+    o_.set("alpha", std::to_string(alphas_.front()));
     sampleattn_params_init(&method_params_);
     return read_method_options(o_, &method_params_, error);
   }
@@ -272,6 +286,7 @@ class Bench {
     double time_s = 0, gflops = 0;
     // sample only
     bool sample = false;
+    float alpha = 0;
     double dense_time_s = 0, speedup = 0, density = 0, stripes_mean = 0, overhead_s = 0;
     double min_cra = 0, cra_p1 = 0, cra_mean = 0, sampled_cra = 0, rel_l2 = -1, rel_l2_median = -1, rel_l2_p90 = -1, rel_l2_max = -1;
     double needle_recall = -1, needle_recall_dense = -1;
@@ -292,7 +307,7 @@ class Bench {
       << "\",\"time_s\":" << r.time_s << ",\"gflops\":" << r.gflops;
     if (backend_ == SAMPLEATTN_BACKEND_CUDA) j << ",\"device\":\"" << device_name_ << "\"";
     if (r.sample) {
-      j << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
+      j << ",\"alpha\":" << r.alpha << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
         << r.overhead_s << ",\"min_cra\":" << r.min_cra << ",\"cra_p1\":" << r.cra_p1 << ",\"cra_mean\":"
         << r.cra_mean << ",\"sampled_rows_min_cra\":" << r.sampled_cra << ",\"dense_heads\":" << r.dense_heads;
       if (r.dense_time_s > 0) j << ",\"dense_time_s\":" << r.dense_time_s << ",\"speedup\":" << r.speedup;
@@ -324,7 +339,7 @@ class Bench {
     if (peak > 0) progress("OpenBLAS SGEMM 4096^3: " + std::to_string(peak) + " GFLOP/s");
     std::vector<Row> rows;
     if (csv_) {
-      std::printf("method,seq,heads,kv_heads,head_dim,dtype,threads,isa,backend,time_s,gflops,dense_time_s,"
+      std::printf("method,seq,alpha,heads,kv_heads,head_dim,dtype,threads,isa,backend,time_s,gflops,dense_time_s,"
                   "speedup,density,stripes_mean,overhead_s,min_cra,rel_l2_err,rel_l2_err_median,"
                   "rel_l2_err_p90,rel_l2_err_max,needle_recall,needle_recall_dense\n");
     }
@@ -364,12 +379,15 @@ class Bench {
         rows.push_back(r);
       }
       if (method_ == "dense") continue;
+      for (float alpha : alphas_) {
+      method_params_.sample.alpha = alpha;
       if (!measure(in, SAMPLEATTN_METHOD_SAMPLE, &sparse, &error)) {
         std::fprintf(stderr, "sampleattn bench: sample N=%lld: %s\n", static_cast<long long>(seq), error.c_str());
         return 1;
       }
       isa_ = sparse.stats.isa ? sparse.stats.isa : "";
       Row r;
+      r.alpha = alpha;
       r.method = "sample";
       r.sample = true;
       r.seq = seq;
@@ -420,6 +438,7 @@ class Bench {
       }
       emit(r, peak);
       rows.push_back(r);
+      }
     }
     if (!json_ && !csv_) print_table(rows, peak);
     return 0;
@@ -430,8 +449,8 @@ class Bench {
       std::printf("%s\n", json(r, peak).c_str());
       std::fflush(stdout);
     } else if (csv_) {
-      std::printf("%s,%lld,%d,%d,%d,%s,%d,%s,%s,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n",
-                  r.method.c_str(), static_cast<long long>(r.seq), heads_, kv_heads_, head_dim_,
+      std::printf("%s,%lld,%.4g,%d,%d,%d,%s,%d,%s,%s,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n",
+                  r.method.c_str(), static_cast<long long>(r.seq), r.alpha, heads_, kv_heads_, head_dim_,
                   dtype_name(dtype_), threads_, isa_.c_str(), backend_name_.c_str(), r.time_s, r.gflops,
                   r.dense_time_s, r.speedup, r.density, r.stripes_mean, r.overhead_s, r.min_cra, r.rel_l2,
                   r.rel_l2_median, r.rel_l2_p90, r.rel_l2_max, r.needle_recall, r.needle_recall_dense);
@@ -452,7 +471,7 @@ class Bench {
       }
       return;
     }
-    std::printf("%8s %10s %10s %8s %8s %9s %9s %8s %8s %8s\n", "N", "dense s", "sample s", "speedup",
+    std::printf("%8s %6s %10s %10s %8s %8s %9s %9s %8s %8s %8s\n", "N", "alpha", "dense s", "sample s", "speedup",
                 "density", "rel err", "(median)", "min CRA", "needles", "(dense)");
     for (const Row& r : rows) {
       if (!r.sample) continue;
@@ -462,7 +481,7 @@ class Bench {
         std::snprintf(b, sizeof b, f, v);
         return std::string(b);
       };
-      std::printf("%8lld %10s %10.4f %8s %8.4f %9s %9s %8.4f %8s %8s\n", static_cast<long long>(r.seq),
+      std::printf("%8lld %6.3g %10s %10.4f %8s %8.4f %9s %9s %8.4f %8s %8s\n", static_cast<long long>(r.seq), r.alpha,
                   fmt(r.dense_time_s > 0 ? r.dense_time_s : -1, "%.4f").c_str(), r.time_s,
                   fmt(r.speedup > 0 ? r.speedup : -1, "%.2fx").c_str(), r.density, fmt(r.rel_l2, "%.4f").c_str(),
                   fmt(r.rel_l2_median, "%.4f").c_str(), r.min_cra, fmt(r.needle_recall, "%.2f").c_str(),
@@ -476,6 +495,7 @@ class Bench {
   std::string backend_name_, device_name_, isa_, method_, data_;
   int threads_ = 0, heads_ = 8, kv_heads_ = 8, head_dim_ = 128;
   std::vector<int64_t> seqs_;
+  std::vector<float> alphas_;
   int64_t repeat_ = 3, warmup_ = 1, needles_ = 8;
   uint64_t seed_ = 1;
   DType dtype_ = DType::kF32;

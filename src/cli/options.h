@@ -19,6 +19,8 @@ class Options {
   // Parses argv[first..]; false with `error` set on unknown options or missing values.
   bool parse(int argc, char** argv, int first, std::string* error);
 
+  // Replaces the value of an option as if given on the command line.
+  void set(const std::string& name, const std::string& value) { given_[name] = value; }
   bool has(const std::string& name) const;  // given on the command line (flags: set)
   std::string get(const std::string& name) const;
   // Typed getters; false with `error` set when the text does not parse or is out of range.
