@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/backend.h"
+#include "core/enum_value.h"
 #include "core/problem.h"
 #include "core/status.h"
 #include "sampleattn/sampleattn.h"
@@ -52,16 +53,18 @@ Status check_options(const sampleattn_context_options& o) {
                                         ", expected " + std::to_string(sizeof(sampleattn_context_options)) +
                                         ": fill it with sampleattn_context_options_init()");
   }
-  if (o.backend != SAMPLEATTN_BACKEND_AUTO && o.backend != SAMPLEATTN_BACKEND_CPU &&
-      o.backend != SAMPLEATTN_BACKEND_CUDA) {
-    return sampleattn::invalid_argument("options.backend " + std::to_string(o.backend) +
+  const int32_t backend = sampleattn::enum_value(o.backend);
+  if (backend != SAMPLEATTN_BACKEND_AUTO && backend != SAMPLEATTN_BACKEND_CPU &&
+      backend != SAMPLEATTN_BACKEND_CUDA) {
+    return sampleattn::invalid_argument("options.backend " + std::to_string(backend) +
                                         " is not a sampleattn_backend");
   }
   if (o.num_threads < 0) {
     return sampleattn::invalid_argument("options.num_threads must be >= 0 (0 = one per core)");
   }
-  if (o.binding != SAMPLEATTN_BIND_CORES && o.binding != SAMPLEATTN_BIND_NONE) {
-    return sampleattn::invalid_argument("options.binding " + std::to_string(o.binding) +
+  const int32_t binding = sampleattn::enum_value(o.binding);
+  if (binding != SAMPLEATTN_BIND_CORES && binding != SAMPLEATTN_BIND_NONE) {
+    return sampleattn::invalid_argument("options.binding " + std::to_string(binding) +
                                         " is not a sampleattn_binding");
   }
   if (o.cuda_device < 0) return sampleattn::invalid_argument("options.cuda_device must be >= 0");

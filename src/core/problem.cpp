@@ -4,16 +4,18 @@
 #include <cmath>
 #include <string>
 
+#include "core/enum_value.h"
+
 namespace sampleattn {
 namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-bool valid_dtype(sampleattn_dtype t) {
+bool valid_dtype(int32_t t) {
   return t == SAMPLEATTN_DTYPE_F32 || t == SAMPLEATTN_DTYPE_F16 || t == SAMPLEATTN_DTYPE_BF16;
 }
 
-Status check_tensor(const char* name, sampleattn_dtype dtype, int64_t token_stride,
+Status check_tensor(const char* name, int32_t dtype, int64_t token_stride,
                     int64_t head_stride, int heads, int64_t tokens, int head_dim) {
   if (!valid_dtype(dtype)) {
     return {SAMPLEATTN_UNSUPPORTED_DTYPE,
@@ -73,8 +75,9 @@ Status check_sample(const sampleattn_sample_params& s) {
   }
   if (s.sink_tokens < 0) return invalid_argument("sample.sink_tokens must be >= 0");
   if (s.dense_below < 0) return invalid_argument("sample.dense_below must be >= 0");
-  if (s.scope != SAMPLEATTN_STRIPES_PER_HEAD && s.scope != SAMPLEATTN_STRIPES_PER_KV_GROUP) {
-    return invalid_argument("sample.scope " + str(s.scope) + " is not a sampleattn_stripe_scope");
+  const int32_t scope = enum_value(s.scope);
+  if (scope != SAMPLEATTN_STRIPES_PER_HEAD && scope != SAMPLEATTN_STRIPES_PER_KV_GROUP) {
+    return invalid_argument("sample.scope " + str(scope) + " is not a sampleattn_stripe_scope");
   }
   if (s.window_mass_counts != 0 && s.window_mass_counts != 1) {
     return invalid_argument("sample.window_mass_counts must be 0 or 1");
@@ -134,15 +137,17 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
   }
   out.scale = p.softmax_scale == 0 ? 1.0f / std::sqrt(static_cast<float>(p.head_dim))
                                    : p.softmax_scale;
-  if (p.method != SAMPLEATTN_METHOD_DENSE && p.method != SAMPLEATTN_METHOD_SAMPLE) {
-    return invalid_argument("method " + str(p.method) + " is not a sampleattn_method");
+  const int32_t method = enum_value(p.method);
+  if (method != SAMPLEATTN_METHOD_DENSE && method != SAMPLEATTN_METHOD_SAMPLE) {
+    return invalid_argument("method " + str(method) + " is not a sampleattn_method");
   }
   out.method = p.method;
   if (p.method == SAMPLEATTN_METHOD_SAMPLE && p.causal != 1) {
     return invalid_argument("method sample needs causal = 1 (the window and stripes are causal)");
   }
-  if (p.precision != SAMPLEATTN_PRECISION_F32 && p.precision != SAMPLEATTN_PRECISION_BF16) {
-    return invalid_argument("precision " + str(p.precision) + " is not a sampleattn_precision");
+  const int32_t precision = enum_value(p.precision);
+  if (precision != SAMPLEATTN_PRECISION_F32 && precision != SAMPLEATTN_PRECISION_BF16) {
+    return invalid_argument("precision " + str(precision) + " is not a sampleattn_precision");
   }
   out.precision = p.precision;
   SAMPLEATTN_RETURN_IF_ERROR(check_sample(p.sample));
@@ -187,13 +192,13 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
   out.total_q = out.sequences.back().q_begin + out.sequences.back().q_len;
   out.total_k = out.sequences.back().k_begin + out.sequences.back().k_len;
 
-  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("q", p.q.dtype, p.q.token_stride, p.q.head_stride,
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("q", enum_value(p.q.dtype), p.q.token_stride, p.q.head_stride,
                                           p.num_q_heads, out.total_q, p.head_dim));
-  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("k", p.k.dtype, p.k.token_stride, p.k.head_stride,
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("k", enum_value(p.k.dtype), p.k.token_stride, p.k.head_stride,
                                           p.num_kv_heads, out.total_k, p.head_dim));
-  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("v", p.v.dtype, p.v.token_stride, p.v.head_stride,
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("v", enum_value(p.v.dtype), p.v.token_stride, p.v.head_stride,
                                           p.num_kv_heads, out.total_k, p.head_dim));
-  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("o", p.o.dtype, p.o.token_stride, p.o.head_stride,
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("o", enum_value(p.o.dtype), p.o.token_stride, p.o.head_stride,
                                           p.num_q_heads, out.total_q, p.head_dim));
   out.q = {p.q.data, static_cast<DType>(p.q.dtype), p.q.token_stride, p.q.head_stride};
   out.k = {p.k.data, static_cast<DType>(p.k.dtype), p.k.token_stride, p.k.head_stride};
