@@ -15,14 +15,20 @@ constexpr double kSinkKeyFactor[kSinkTokens] = {1.0, 0.8, 0.7, 0.6};
 constexpr int kTopics = 4;
 constexpr double kSinkKeyNorm = 4.0;  // sink keys' value in the slowest pair
 constexpr double kBandKeyNorm = 5.0;  // |w_i|: the shared band vector of every key, per pair
-constexpr double kRampKeyNorm = 4.0;
+constexpr double kOffsetKeyNorm = 4.0;  // stripe keys' value in the offset pair
 constexpr double kStripeTopElevation = 7.0;  // nats, the heaviest stripe at eta = 1
-// Band and slash strengths are specified at this position; at position p they are lowered by
-// ln(reference / (p + 1)), so that their share of a row's mass does not shrink as the number of
-// background keys grows with p.
-constexpr double kReferencePosition = 32768.0;
+// Distance decay: the shared component of the ordinary keys spans the pairs with
+// theta >= 1 / kDecayMaxDistance, so a key's score falls like -beta ln(distance) out to this
+// distance (a property of the "model": the same for every context length).
+constexpr double kDecayMaxDistance = 131072.0;
+// Stripe keys do not decay (heavy hitters are seen from everywhere): they stand their elevation
+// above the ordinary keys at this distance, and further above the ones farther away.
+constexpr double kStripeReferenceDistance = 512.0;
 constexpr int kCalibrationGrid = 12;
-constexpr int kCalibrationRowsPerPoint = 2;
+// The sink calibration sums the nearest keys of every row exactly (they hold most of a local
+// head's non-sink mass, and their scores vary from row to row); the rest comes from sample rows.
+constexpr int64_t kNearExact = 32;
+constexpr int kCalibrationRowsPerPoint = 4;
 // Needle rows: shares of the row's mass.
 constexpr double kNeedleMass = 0.75;
 constexpr double kNeedleSinkMass = 0.10;
@@ -59,7 +65,9 @@ struct SlashTerm {
 struct HeadPlan {
   HeadInfo info;
   int band_pairs = 2;         // pairs 0 .. band_pairs-1 carry the band
-  double ramp_nats = 0;       // recency penalty over the whole context
+  double beta = 0;            // distance decay exponent: scores fall like -beta ln(distance)
+  std::vector<double> shared_weight;  // per pair: nats of the shared (band + decay) component
+  double stripe_offset = 0;   // nats added to every stripe key (the decay at the reference)
   double eta = 0;             // stripe elevation multiplier
   double tau = 0;             // topic boost multiplier
   double copy_strength = -1;  // < 0: no copy attention
@@ -68,9 +76,10 @@ struct HeadPlan {
 
 struct Layout {
   int d = 0, half = 0;
-  int sink_pair = 0, heavy_pair = 0, ramp_pair = 0, band_limit = 0;
+  int sink_pair = 0, heavy_pair = 0, offset_pair = 0, last_free = 0, band_limit = 0;
   int topic_pair[kTopics] = {};
   std::vector<int> identity_pairs;
+  std::vector<int> decay_pairs;  // content pairs carrying the shared decay component
   std::vector<double> theta;
 };
 
@@ -181,19 +190,10 @@ Layout make_layout(const GeneratorConfig& c) {
   for (int i = 0; i < L.half; ++i) L.theta[i] = std::pow(c.rope_base, -2.0 * i / c.head_dim);
   L.sink_pair = L.half - 1;
   L.heavy_pair = L.half - 2;
-  for (int t = 0; t < kTopics; ++t) L.topic_pair[t] = L.half - 3 - t;
-  const int last_free = L.half - 3 - kTopics;  // the ramp goes at or below this pair
-  // The ramp pair: the fastest pair that stays within one radian over the context, so that
-  // sin((p - j) theta) grows monotonically with the distance.
-  int ramp = last_free;
-  for (int i = 2; i <= last_free; ++i) {
-    if (L.theta[i] * static_cast<double>(c.seq - 1) <= 1.0) {
-      ramp = i;
-      break;
-    }
-  }
-  L.ramp_pair = ramp;
-  L.band_limit = ramp;  // narrowed to the widest head's band once the heads are planned
+  L.offset_pair = L.half - 3;
+  for (int t = 0; t < kTopics; ++t) L.topic_pair[t] = L.half - 4 - t;
+  L.last_free = L.half - 4 - kTopics;
+  L.band_limit = L.last_free;  // narrowed to the widest head's band once the heads are planned
   return L;
 }
 
@@ -201,14 +201,54 @@ Layout make_layout(const GeneratorConfig& c) {
 // live only above the band pairs and away from the reserved pairs. Keeping them out of the band
 // pairs matters: every key holds the large shared band vector there, and a random query
 // component would project onto it and add a large score that changes from row to row.
+// Between the band pairs and the reserved slow pairs, the content pairs alternate: identity
+// pairs (the token identities, the queries' random, slash and needle components) and decay pairs
+// (the shared distance-decay component of every ordinary key). The two must not share a pair:
+// every key holds the large shared vector there, and a random query component would project onto
+// it and add a large score that changes from row to row. Pairs slower than 1/kDecayMaxDistance
+// would only add a constant, so they all go to the identities.
 void finish_layout(const std::vector<HeadPlan>& plans, Layout* L) {
   int widest = 2;
   for (const HeadPlan& p : plans) widest = std::max(widest, p.band_pairs);
-  L->band_limit = std::min(widest, L->ramp_pair);
-  const int last_free = L->half - 3 - kTopics;
+  L->band_limit = std::min(widest, L->last_free);
   L->identity_pairs.clear();
-  for (int i = L->band_limit; i <= last_free; ++i)
-    if (i != L->ramp_pair) L->identity_pairs.push_back(i);
+  L->decay_pairs.clear();
+  for (int i = L->band_limit; i <= L->last_free; ++i) {
+    const bool decay = (i - L->band_limit) % 2 == 1 && L->theta[i] * kDecayMaxDistance >= 1.0;
+    (decay ? L->decay_pairs : L->identity_pairs).push_back(i);
+  }
+}
+
+// The shared component of head h: pairs 0..m-1 carry the band (peak / m each: a score that
+// falls like peak (1 - ln distance / ln width) and decoheres at the width); the pairs beyond, up
+// to theta = 1 / kDecayMaxDistance, each carry beta times the stretch of ln(1/theta) it stands
+// for, so that sum_i w_i cos(distance theta_i) ~ beta ln(kDecayMaxDistance / distance): the pairs
+// still coherent at a distance add up, the others average out (RoPE's own long-term decay).
+void plan_shared(const Layout& L, HeadPlan* p) {
+  p->shared_weight.assign(L.half, 0.0);
+  const double peak = p->info.band_peak;
+  for (int i = 0; i < p->band_pairs; ++i) p->shared_weight[i] = peak / p->band_pairs;
+  std::vector<int> decay;
+  for (int i = p->band_pairs; i < L.band_limit; ++i) decay.push_back(i);
+  for (int i : L.decay_pairs) decay.push_back(i);
+  const double lo = std::log(std::max(2.0, p->info.band_width)), hi = std::log(kDecayMaxDistance);
+  for (size_t k = 0; k < decay.size(); ++k) {
+    // x = ln(1 / theta): the distance where the pair decoheres, in log scale.
+    auto x_of = [&](size_t kk) { return -std::log(L.theta[decay[kk]]); };
+    const double x = x_of(k);
+    const double left = k == 0 ? std::min(x, lo) : 0.5 * (x + x_of(k - 1));
+    const double right = k + 1 == decay.size() ? std::min(hi, x + (x - left)) : 0.5 * (x + x_of(k + 1));
+    p->shared_weight[decay[k]] = p->beta * std::max(0.0, right - left);
+  }
+  // Stripe keys hold none of the shared component: lift them by the shared score at the
+  // reference distance (averaged over a few distances around it, the sum oscillates).
+  double off = 0;
+  const int n = 16;
+  for (int t = 0; t < n; ++t) {
+    const double dist = kStripeReferenceDistance * std::pow(2.0, (t - n / 2.0) / n);
+    for (int i = 0; i < L.half; ++i) off += p->shared_weight[i] * std::cos(dist * L.theta[i]);
+  }
+  p->stripe_offset = off / n;
 }
 
 std::vector<HeadType> assign_types(const GeneratorConfig& c) {
@@ -233,10 +273,10 @@ HeadPlan plan_head(const GeneratorConfig& c, const Layout& L, int h, HeadType ty
     case HeadType::kLocal:
       p.info.sink_target = uni(0.60, 0.85);
       width_lo = 48, width_hi = 256;
-      p.info.band_peak = uni(10.5, 11.5);
+      p.info.band_peak = uni(6.5, 7.5);
+      p.beta = uni(1.3, 1.6);
       p.eta = 0.3, p.tau = 0.5;
       p.info.background_sigma = 1.0;
-      p.ramp_nats = 3.0;
       p.slashes = {{1, 3.0, true}, {2, 2.0, true}};
       for (int f = 0; f < 2; ++f) {
         const int64_t off = 32 + static_cast<int64_t>(rng.below(2016));
@@ -247,29 +287,29 @@ HeadPlan plan_head(const GeneratorConfig& c, const Layout& L, int h, HeadType ty
     case HeadType::kStripe:
       p.info.sink_target = uni(0.55, 0.80);
       width_lo = 32, width_hi = 128;
-      p.info.band_peak = uni(8.5, 9.5);
+      p.info.band_peak = uni(5.0, 6.0);
+      p.beta = uni(1.1, 1.3);
       p.eta = 1.0, p.tau = 1.0;
       p.info.background_sigma = 1.0;
-      p.ramp_nats = 1.0;
       p.slashes = {{1, 2.0, true}};
       p.copy_strength = p.info.band_peak - 3.0;
       break;
     case HeadType::kSparse:
       p.info.sink_target = uni(0.85, 0.95);
       width_lo = 16, width_hi = 64;
-      p.info.band_peak = uni(9.5, 10.5);
+      p.info.band_peak = uni(7.0, 8.0);
+      p.beta = uni(1.5, 1.8);
       p.eta = 0.3, p.tau = 0.3;
       p.info.background_sigma = 0.9;
-      p.ramp_nats = 3.0;
       p.slashes = {{1, 3.0, true}};
       break;
     case HeadType::kDiffuse:
       p.info.sink_target = uni(0.50, 0.65);
       width_lo = 128, width_hi = 256;
-      p.info.band_peak = uni(5.5, 6.5);
+      p.info.band_peak = uni(3.0, 4.0);
+      p.beta = uni(0.2, 0.4);
       p.eta = 0.2, p.tau = 0.3;
       p.info.background_sigma = 1.6;
-      p.ramp_nats = 0.0;
       break;
   }
   p.info.band_width = c.band_width_scale * width_lo * std::pow(width_hi / width_lo, rng.uniform());
@@ -391,6 +431,7 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
   std::vector<HeadPlan> plans(Hq);
   for (int h = 0; h < Hq; ++h) plans[h] = plan_head(c, L, h, types[h]);
   finish_layout(plans, &L);
+  for (HeadPlan& p : plans) plan_shared(L, &p);
   const int n_identity_dims = 2 * static_cast<int>(L.identity_pairs.size());
 
   // ---- Copied spans (shared by all kv heads, as repeated text is).
@@ -534,17 +575,22 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
         x[pi + L.half] = static_cast<float>(ir.normal());
       }
       for (int i = 0; i < d; ++i) k[i] = x[i];
-      for (int i = 0; i < L.band_limit; ++i) {
-        k[i] += static_cast<float>(kBandKeyNorm * std::cos(band_phase[kv][i]));
-        k[i + L.half] += static_cast<float>(kBandKeyNorm * std::sin(band_phase[kv][i]));
-      }
-      k[L.ramp_pair] = static_cast<float>(kRampKeyNorm);
       const int si = stripe_index[kv][j];
       if (si >= 0) {
+        // Stripe keys: no shared (band + decay) component, a heavy elevation, a constant in the
+        // offset pair (which each query head scales by its decay at the reference distance).
         const StripeKey& s = stripe_of[kv][si];
         k[L.heavy_pair] = static_cast<float>(s.elevation);
+        k[L.offset_pair] = static_cast<float>(kOffsetKeyNorm);
         k[L.topic_pair[s.topic]] = static_cast<float>(s.boost);
+        continue;
       }
+      auto shared = [&](int i) {
+        k[i] += static_cast<float>(kBandKeyNorm * std::cos(band_phase[kv][i]));
+        k[i + L.half] += static_cast<float>(kBandKeyNorm * std::sin(band_phase[kv][i]));
+      };
+      for (int i = 0; i < L.band_limit; ++i) shared(i);
+      for (int i : L.decay_pairs) shared(i);
     }
   }
   for (const NeedleWork& w : needles) {
@@ -563,11 +609,8 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
   // ---- Queries (pre-RoPE, without the calibrated sink and needle terms).
   // cos/sin of offset * theta for the fixed slash offsets of each head.
   const double noise_unit = 1.0 / (scale * std::sqrt(static_cast<double>(std::max(1, n_identity_dims))));
-  double ramp_sin = std::sin(std::min(static_cast<double>(std::max<int64_t>(N - 1, 1)) * L.theta[L.ramp_pair], kPi / 2));
-  if (ramp_sin < 1e-12) ramp_sin = 1e-12;
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < N; ++p) {
-    const double position_shift = std::log((static_cast<double>(p) + 1.0) / kReferencePosition);
     for (int h = 0; h < Hq; ++h) {
       const HeadPlan& hp = plans[h];
       const int kv = h / group;
@@ -579,17 +622,16 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
         q[pi] = static_cast<float>(sigma * rng.normal());
         q[pi + L.half] = static_cast<float>(sigma * rng.normal());
       }
-      // Local band: score(delta) = peak / m * sum_{i < m} cos(delta theta_i).
-      const double peak = std::max(0.5, hp.info.band_peak + position_shift);
-      const double beta = peak / (scale * kBandKeyNorm * hp.band_pairs);
-      for (int i = 0; i < hp.band_pairs; ++i) {
-        q[i] += static_cast<float>(beta * std::cos(band_phase[kv][i]));
-        q[i + L.half] += static_cast<float>(beta * std::sin(band_phase[kv][i]));
+      // Local band and distance decay: score(delta) = sum_i w_i cos(delta theta_i).
+      for (int i = 0; i < L.half; ++i) {
+        if (hp.shared_weight[i] == 0) continue;
+        const double amp = hp.shared_weight[i] / (scale * kBandKeyNorm);
+        q[i] += static_cast<float>(amp * std::cos(band_phase[kv][i]));
+        q[i + L.half] += static_cast<float>(amp * std::sin(band_phase[kv][i]));
       }
-      // Recency tilt: -R sin(delta theta_r) / sin((N-1) theta_r).
-      q[L.ramp_pair + L.half] = static_cast<float>(hp.ramp_nats / (scale * kRampKeyNorm * ramp_sin));
       // Stripes: elevation for every query, topic boosts for the engaged ones.
       q[L.heavy_pair] = static_cast<float>(hp.eta / scale);
+      q[L.offset_pair] = static_cast<float>(hp.stripe_offset / (scale * kOffsetKeyNorm));
       for (int t = 0; t < kTopics; ++t)
         if (rng.uniform() < 0.5) q[L.topic_pair[t]] = static_cast<float>(hp.tau / scale);
       // Slash lines and copied spans: the identity of the key at offset delta, pre-rotated by
@@ -611,10 +653,10 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
           q[pi + L.half] += static_cast<float>(gamma * (x[pi + L.half] * cs - x[pi] * sn));
         }
       };
-      for (const SlashTerm& s : hp.slashes) add_slash(s.offset, s.strength + (s.near ? 0.0 : position_shift));
+      for (const SlashTerm& s : hp.slashes) add_slash(s.offset, s.strength);
       if (hp.copy_strength > 0) {
         for (const CopySpan& s : spans)
-          if (p >= s.target && p < s.target + s.length) add_slash(s.target - s.source, hp.copy_strength + position_shift);
+          if (p >= s.target && p < s.target + s.length) add_slash(s.target - s.source, hp.copy_strength);
       }
     }
   }
@@ -665,30 +707,39 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
     for (size_t r = 0; r < grid_rows.size(); ++r) {
       const int64_t p = grid_rows[r];
       const int kv = h / group;
+      // The far part only: keys kSinkTokens .. p - kNearExact.
       grid_logz[h * grid_rows.size() + r] =
-          log_partition(Q + (p * Hq + h) * d, K + kv * d, static_cast<int64_t>(Hkv) * d, d, scale, kSinkTokens, p + 1);
+          log_partition(Q + (p * Hq + h) * d, K + kv * d, static_cast<int64_t>(Hkv) * d, d, scale, kSinkTokens,
+                        std::max<int64_t>(kSinkTokens, p + 1 - kNearExact));
     }
   }
-  // Per head: ln Z_rest as a piecewise-linear function of ln p through the grid points (the rows
-  // of one grid point averaged).
+  // Per head: ln Z_far as a piecewise-linear function of ln(far keys) through the grid points
+  // (the rows of one grid point averaged).
   std::vector<std::vector<std::pair<double, double>>> curve(Hq);
   for (int h = 0; h < Hq; ++h) {
     for (size_t r = 0; r < grid_rows.size();) {
+      if (!std::isfinite(grid_logz[h * grid_rows.size() + r])) {  // no far part
+        ++r;
+        continue;
+      }
       size_t e = r;
       double sx = 0, sy = 0;
       // Rows closer than 5% in position share a grid point.
       while (e < grid_rows.size() && grid_rows[e] <= grid_rows[r] * 1.05 + 1) {
-        sx += std::log(static_cast<double>(grid_rows[e]));
-        sy += grid_logz[h * grid_rows.size() + e];
+        sx += std::log(static_cast<double>(grid_rows[e] + 1 - kNearExact - kSinkTokens));
+        // The mean of Z (not of ln Z): rows whose far mass varies (stripe topics engaged or
+        // not) then keep the sink at its target on average.
+        sy += std::exp(grid_logz[h * grid_rows.size() + e] - grid_logz[h * grid_rows.size() + r]);
         ++e;
       }
-      curve[h].push_back({sx / (e - r), sy / (e - r)});
+      curve[h].push_back({sx / (e - r), grid_logz[h * grid_rows.size() + r] + std::log(sy / (e - r))});
       r = e;
     }
   }
-  auto log_z_rest = [&](int h, int64_t p) {
+  auto log_z_far = [&](int h, int64_t p) {
     const auto& cv = curve[h];
-    const double x = std::log(static_cast<double>(p));
+    if (cv.empty() || p + 1 - kNearExact <= kSinkTokens) return -std::numeric_limits<double>::infinity();
+    const double x = std::log(static_cast<double>(p + 1 - kNearExact - kSinkTokens));
     if (cv.size() == 1 || x <= cv.front().first) return cv.front().second + (x - cv.front().first);
     if (x >= cv.back().first) return cv.back().second + (x - cv.back().first);
     size_t i = 1;
@@ -702,7 +753,19 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
     for (int h = 0; h < Hq; ++h) {
       float* q = Q + (p * Hq + h) * d;
       if (p < kSinkTokens) continue;  // only sink keys and themselves: nothing to calibrate
-      double log_target = std::log(plans[h].info.sink_target / (1.0 - plans[h].info.sink_target)) + log_z_rest(h, p);
+      const int kv = h / group;
+      double near_max = -std::numeric_limits<double>::infinity();
+      double near_s[kNearExact];
+      const int64_t near_begin = std::max<int64_t>(kSinkTokens, p + 1 - kNearExact);
+      for (int64_t j = near_begin; j <= p; ++j) {
+        near_s[j - near_begin] = scale * dot(q, K + (j * Hkv + kv) * d, d);
+        near_max = std::max(near_max, near_s[j - near_begin]);
+      }
+      const double far = log_z_far(h, p);
+      const double mx = std::max(near_max, far);
+      double z = std::isfinite(far) ? std::exp(far - mx) : 0.0;
+      for (int64_t j = near_begin; j <= p; ++j) z += std::exp(near_s[j - near_begin] - mx);
+      double log_target = std::log(plans[h].info.sink_target / (1.0 - plans[h].info.sink_target)) + mx + std::log(z);
       for (size_t n = 0; n < needles.size(); ++n)
         if (needles[n].query == p && needles[n].head == h) log_target = needle_row_log_sink[n];
       // Scores of the sink keys: L * f_t * cos((p - t) theta) (the slowest pair barely rotates).
@@ -713,7 +776,8 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
         cf[t] = kSinkKeyFactor[t] * (prerotate ? std::cos(t * theta_sink) : std::cos((p - t) * theta_sink));
       const double Ls = solve_sink_logit(cf, kSinkTokens, log_target);
       const double amp = Ls / (scale * kSinkKeyNorm);
-      const double a = prerotate ? 0.0 : static_cast<double>(p) * theta_sink;
+      // Pre-RoPE e^{ia}: after RoPE the sink key t scores Ls f_t cos(a + (p - t) theta).
+      const double a = prerotate ? -static_cast<double>(p) * theta_sink : 0.0;
       q[L.sink_pair] += static_cast<float>(amp * std::cos(a));
       q[L.sink_pair + L.half] += static_cast<float>(amp * std::sin(a));
     }

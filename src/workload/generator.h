@@ -13,24 +13,35 @@
 //  - local band: every key holds the same vector in the fastest pairs; a query's component there
 //    gives a score that is a sum of cosines of (p-j) theta_i, decaying with distance (power law in
 //    the distance) until the slowest pair used decoheres: the width is set by how many pairs.
-//  - recency tilt: a shared component in a pair with theta * seq < 1 gives -R sin((p-j) theta),
-//    a gentle linear penalty with distance (R nats over the whole context).
+//  - distance decay: the same shared vector continues in "decay" pairs (alternating with the
+//    identity pairs below) up to theta = 1/131072, each weighted by beta times the stretch of
+//    ln(1/theta) it stands for; sum_i w_i cos((p-j) theta_i) ~ -beta ln(p-j) (RoPE's own
+//    long-term decay), so the mass of unrelated keys falls like a power law (p-j)^-beta beyond
+//    the band, as in real models, and the same at every context length: beta 1.1-1.8 for
+//    local / stripe / sparse heads (their far mass shrinks as the context grows), 0.2-0.4 for
+//    diffuse heads (which stay diffuse).
 //  - vertical stripes: 0.2-1% of positions (per kv head) are heavy keys with a Zipf-distributed
 //    elevation seen by every query, plus one of a few "topics"; each query engages each topic
 //    with probability 1/2, which boosts the topic's stripes by 2-5 nats for those queries. Both
 //    live in slow pairs so they act across the context (and fade slowly, as in real models).
+//    Stripe keys do not hold the shared band/decay vector (they do not decay with distance); a
+//    constant in another slow pair, scaled per query head, puts them their elevation above the
+//    ordinary keys at distance 512.
 //  - slash lines and copied spans: each key holds a random identity vector (in "content" pairs,
 //    between the band pairs and the reserved slow pairs); a query holding the identity of the key
 //    at offset delta (pre-rotated by delta) scores it highly: bumps of 2-3 nats at offsets 1 and 2
 //    on top of the band, two far offsets, and copied spans (a later span repeats an earlier
 //    span's identities and its queries attend to the source, a diagonal segment).
-//  - background: a random query component against the identities, sigma nats per score; the
-//    band's far sidelobes and the slash terms add to it (about 2.5 nats in all for local heads).
+//  - background: a random query component against the identities, sigma nats per score, on top
+//    of the decay; the band's far sidelobes and the slash terms add to it.
+//  - sink calibration: per row, the nearest 32 keys summed exactly plus the rest of the row's
+//    partition interpolated from sample rows.
 // Heads mix four types, assigned deterministically from the seed: local/slash-dominated,
 // stripe-dominated, very sparse (sink + local) and diffuse. V is Gaussian N(0, 1); planted needle
 // values are distinct unit directions scaled to the norm of a typical value row.
-// Cost: O(seq * heads * head_dim) plus the calibration rows, O(calibration_rows * seq * d) per
-// head (about 24 rows): 32K x 32 heads x 128 takes a few seconds on 2 cores.
+// Cost: O(seq * heads * head_dim * 32) for the exact near part of the sink calibration plus the
+// calibration rows, O(calibration_rows * seq * d) per head (about 48 rows): 32K x 32 heads x 128
+// takes a few seconds on 2 cores.
 #pragma once
 
 #include <cstdint>
@@ -82,7 +93,7 @@ struct HeadInfo {
   HeadType type = HeadType::kLocal;
   double sink_target = 0.7;      // target sink mass (first 4 tokens)
   double band_width = 64;        // tokens where the band decoheres
-  double band_peak = 10;         // band score at distance 0, nats above the background
+  double band_peak = 10;         // band score at distance 0, nats above the decay there
   double stripe_elevation = 0;   // heaviest stripe's elevation for this head, nats
   double background_sigma = 0.6; // std of the background scores, nats
 };
