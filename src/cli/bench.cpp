@@ -34,6 +34,7 @@ struct Inputs {
 
 struct Measured {
   double time_s = 0;                  // median over repeats
+  uint64_t workspace_bytes = 0;       // what sampleattn_plan reports
   workload::Tensor3 o;                // f32 output [seq, heads, dim]
   sampleattn_stats stats{};
   std::vector<sampleattn_head_stats> heads;
@@ -207,6 +208,9 @@ class Bench {
     p.method = method;
     p.precision = method_params_.precision;
     p.sample = method_params_.sample;
+    sampleattn_plan_info plan;
+    sampleattn_plan_info_init(&plan);
+    if (sampleattn_plan(ctx_, &p, &plan) == SAMPLEATTN_SUCCESS) out->workspace_bytes = plan.workspace_bytes;
     const int nheads = static_cast<int>(in.q.heads);
     out->heads.assign(static_cast<size_t>(nheads), {});
     out->stripe_offsets.assign(static_cast<size_t>(nheads) + 1, 0);
@@ -284,6 +288,7 @@ class Bench {
     std::string method;
     int64_t seq = 0;
     double time_s = 0, gflops = 0;
+    uint64_t workspace_bytes = 0;
     // sample only
     bool sample = false;
     float alpha = 0;
@@ -304,7 +309,7 @@ class Bench {
       << dtype_name(dtype_) << "\",\"precision\":\""
       << (method_params_.precision == SAMPLEATTN_PRECISION_BF16 ? "bf16" : "f32") << "\",\"threads\":" << threads_
       << ",\"isa\":\"" << isa_ << "\",\"backend\":\"" << backend_name_ << "\",\"data\":\"" << data_
-      << "\",\"time_s\":" << r.time_s << ",\"gflops\":" << r.gflops;
+      << "\",\"time_s\":" << r.time_s << ",\"gflops\":" << r.gflops << ",\"workspace_bytes\":" << r.workspace_bytes;
     if (backend_ == SAMPLEATTN_BACKEND_CUDA) j << ",\"device\":\"" << device_name_ << "\"";
     if (r.sample) {
       j << ",\"alpha\":" << r.alpha << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
@@ -373,6 +378,7 @@ class Bench {
         r.method = "dense";
         r.seq = seq;
         r.time_s = dense.time_s;
+        r.workspace_bytes = dense.workspace_bytes;
         r.gflops = flops / dense.time_s / 1e9;
         if (o_.has("check")) r.check = check_against_oracle(in, dense);
         emit(r, peak);
@@ -392,6 +398,7 @@ class Bench {
       r.sample = true;
       r.seq = seq;
       r.time_s = sparse.time_s;
+      r.workspace_bytes = sparse.workspace_bytes;
       r.gflops = flops / sparse.time_s / 1e9;
       r.density = sparse.stats.density;
       r.stripes_mean = sparse.stats.stripes_mean;
