@@ -8,13 +8,13 @@
 #include <new>
 #include <vector>
 
+#include "cpu/scratch_carver.h"
+
 namespace sampleattn::cpu {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr double kLn2 = 0.6931471805599453;
-
-size_t align64(size_t b) { return (b + 63) / 64 * 64; }
 
 // Bytes of element `offset` of a tensor.
 const char* element_ptr(const void* base, DType t, int64_t offset) {
@@ -68,51 +68,37 @@ struct Scratch {
   void* attend_scratch;
 };
 
-struct ScratchLayout {
-  size_t q_offsets, positions, visible, lo, hi, row_max, row_sum, row_scale, acc, q_packed, k_packed,
-      v_packed, attend_scratch, total;
-};
-
-ScratchLayout scratch_layout(const FlashPath& path, int max_rows, int key_tile, int d) {
-  ScratchLayout l{};
-  size_t at = 0;
-  auto take = [&at](size_t bytes) { const size_t here = at; at += align64(bytes); return here; };
-  l.q_offsets = take(sizeof(int64_t) * max_rows);
-  l.positions = take(sizeof(int64_t) * max_rows);
-  l.visible = take(sizeof(int64_t) * max_rows);
-  l.lo = take(sizeof(int32_t) * max_rows);
-  l.hi = take(sizeof(int32_t) * max_rows);
-  l.row_max = take(sizeof(float) * max_rows);
-  l.row_sum = take(sizeof(float) * max_rows);
-  l.row_scale = take(sizeof(float) * max_rows);
-  l.acc = take(sizeof(float) * max_rows * d);
-  l.q_packed = take(path.packed_bytes(max_rows, d));
-  l.k_packed = take(path.packed_bytes(key_tile, d));
-  l.v_packed = take(path.packed_bytes(key_tile, d));
-  l.attend_scratch = take(path.scratch_bytes(max_rows, key_tile));
-  l.total = at;
-  return l;
-}
-
-Scratch carve(void* base, const ScratchLayout& l) {
-  char* b = static_cast<char*>(base);
-  return {reinterpret_cast<int64_t*>(b + l.q_offsets), reinterpret_cast<int64_t*>(b + l.positions),
-          reinterpret_cast<int64_t*>(b + l.visible),
-          reinterpret_cast<int32_t*>(b + l.lo),        reinterpret_cast<int32_t*>(b + l.hi),
-          reinterpret_cast<float*>(b + l.row_max),     reinterpret_cast<float*>(b + l.row_sum),
-          reinterpret_cast<float*>(b + l.row_scale),   reinterpret_cast<float*>(b + l.acc),
-          b + l.q_packed,                              b + l.k_packed,
-          b + l.v_packed,                              b + l.attend_scratch};
+// The one definition of a flash worker's scratch: sizes with a null base.
+Scratch carve(ScratchCarver c, const FlashPath& path, int max_rows, int key_tile, int d, size_t* bytes = nullptr) {
+  Scratch s;
+  s.q_offsets = c.take<int64_t>(max_rows);
+  s.positions = c.take<int64_t>(max_rows);
+  s.visible = c.take<int64_t>(max_rows);
+  s.lo = c.take<int32_t>(max_rows);
+  s.hi = c.take<int32_t>(max_rows);
+  s.row_max = c.take<float>(max_rows);
+  s.row_sum = c.take<float>(max_rows);
+  s.row_scale = c.take<float>(max_rows);
+  s.acc = c.take<float>(static_cast<size_t>(max_rows) * d);
+  s.q_packed = c.take_bytes(path.packed_bytes(max_rows, d));
+  s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
+  s.v_packed = c.take_bytes(path.packed_bytes(key_tile, d));
+  s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
+  if (bytes != nullptr) *bytes = c.used();
+  return s;
 }
 
 class FlashRunner {
  public:
   FlashRunner(const KernelTable& kernels, const Problem& problem, const SparsePlan* plan)
       : k_(kernels), path_(select_path(kernels, problem)), p_(problem), plan_(plan),
-        bq_(rows_per_head(kernels, problem)),
-        layout_(scratch_layout(path_, bq_ * problem.group, kernels.key_tile, problem.head_dim)) {}
+        bq_(rows_per_head(kernels, problem)) {}
 
-  size_t scratch_bytes() const { return layout_.total; }
+  size_t scratch_bytes() const {
+    size_t bytes = 0;
+    carve(ScratchCarver(), path_, bq_ * p_.group, k_.key_tile, p_.head_dim, &bytes);
+    return bytes;
+  }
 
   bool head_dense(int seq, int q_head) const {
     return plan_ == nullptr || plan_->head(seq, q_head, p_.num_q_heads).dense;
@@ -207,7 +193,7 @@ class FlashRunner {
   }
 
   void run_task(const Task& t, void* scratch_base) const {
-    Scratch s = carve(scratch_base, layout_);
+    const Scratch s = carve(ScratchCarver(scratch_base), path_, bq_ * p_.group, k_.key_tile, p_.head_dim);
     const Sequence& seq = p_.sequences[t.seq];
     const int g = p_.group, d = p_.head_dim;
     const int m = g * t.rows;
@@ -359,7 +345,6 @@ class FlashRunner {
   const Problem& p_;
   const SparsePlan* plan_;
   int bq_;
-  ScratchLayout layout_;
   std::vector<PackedStripes> stripes_;
   AlignedBuffer stripe_memory_;
 };
@@ -372,10 +357,7 @@ const FlashPath& select_path(const KernelTable& kernels, const Problem& problem)
 }
 
 size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem) {
-  const FlashPath& path = select_path(kernels, problem);
-  return scratch_layout(path, rows_per_head(kernels, problem) * problem.group, kernels.key_tile,
-                        problem.head_dim)
-      .total;
+  return FlashRunner(kernels, problem, nullptr).scratch_bytes();
 }
 
 Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,

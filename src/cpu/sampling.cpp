@@ -9,13 +9,12 @@
 #include <numeric>
 
 #include "core/stripe_selection.h"
+#include "cpu/scratch_carver.h"
 
 namespace sampleattn::cpu {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-
-size_t align64(size_t b) { return (b + 63) / 64 * 64; }
 
 const char* element_ptr(const void* base, DType t, int64_t offset) {
   return static_cast<const char*>(base) + offset * dtype_size(t);
@@ -51,37 +50,22 @@ struct Scratch {
   void* k_packed;
 };
 
-struct Layout {
-  size_t q_offsets, k_offsets, positions, lo, hi, row_max, row_sum, row_scale, scores, q_packed, k_packed, total;
-};
-
-Layout make_layout(const FlashPath& path, int rows, int key_tile, int d) {
-  Layout l{};
-  size_t at = 0;
-  auto take = [&at](size_t bytes) { const size_t here = at; at += align64(bytes); return here; };
-  l.q_offsets = take(sizeof(int64_t) * rows);
-  l.k_offsets = take(sizeof(int64_t) * key_tile);
-  l.positions = take(sizeof(int64_t) * rows);
-  l.lo = take(sizeof(int32_t) * rows);
-  l.hi = take(sizeof(int32_t) * rows);
-  l.row_max = take(sizeof(float) * rows);
-  l.row_sum = take(sizeof(float) * rows);
-  l.row_scale = take(sizeof(float) * rows);
-  l.scores = take(sizeof(float) * rows * key_tile);
-  l.q_packed = take(path.packed_bytes(rows, d));
-  l.k_packed = take(path.packed_bytes(key_tile, d));
-  l.total = at;
-  return l;
-}
-
-Scratch carve(void* base, const Layout& l) {
-  char* b = static_cast<char*>(base);
-  return {reinterpret_cast<int64_t*>(b + l.q_offsets), reinterpret_cast<int64_t*>(b + l.k_offsets),
-          reinterpret_cast<int64_t*>(b + l.positions), reinterpret_cast<int32_t*>(b + l.lo),
-          reinterpret_cast<int32_t*>(b + l.hi),         reinterpret_cast<float*>(b + l.row_max),
-          reinterpret_cast<float*>(b + l.row_sum),      reinterpret_cast<float*>(b + l.row_scale),
-          reinterpret_cast<float*>(b + l.scores),       b + l.q_packed,
-          b + l.k_packed};
+// The one definition of a sampling worker's scratch: sizes with a null base.
+Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, int d, size_t* bytes = nullptr) {
+  Scratch s;
+  s.q_offsets = c.take<int64_t>(rows);
+  s.k_offsets = c.take<int64_t>(key_tile);
+  s.positions = c.take<int64_t>(rows);
+  s.lo = c.take<int32_t>(rows);
+  s.hi = c.take<int32_t>(rows);
+  s.row_max = c.take<float>(rows);
+  s.row_sum = c.take<float>(rows);
+  s.row_scale = c.take<float>(rows);
+  s.scores = c.take<float>(static_cast<size_t>(rows) * key_tile);
+  s.q_packed = c.take_bytes(path.packed_bytes(rows, d));
+  s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
+  if (bytes != nullptr) *bytes = c.used();
+  return s;
 }
 
 // Sampling always uses the f32 path: its scores choose the mask, so they get full precision.
@@ -89,10 +73,16 @@ class Sampler {
  public:
   Sampler(const KernelTable& kernels, const Problem& problem)
       : k_(kernels), path_(kernels.f32), p_(problem),
-        chunk_(std::max(1, kernels.block_rows / problem.group)),
-        layout_(make_layout(path_, chunk_ * problem.group, kernels.key_tile, problem.head_dim)) {}
+        chunk_(std::max(1, kernels.block_rows / problem.group)) {}
 
-  size_t scratch_bytes() const { return layout_.total; }
+  size_t scratch_bytes() const {
+    size_t bytes = 0;
+    carve(ScratchCarver(), path_, chunk_ * p_.group, k_.key_tile, p_.head_dim, &bytes);
+    return bytes;
+  }
+  Scratch scratch(void* base) const {
+    return carve(ScratchCarver(base), path_, chunk_ * p_.group, k_.key_tile, p_.head_dim);
+  }
   int chunk() const { return chunk_; }
 
   // Packs the sampled rows [c0, c0 + n) of kv group g (all its query heads, head-major) into
@@ -136,7 +126,7 @@ class Sampler {
 
   // Pass 1: the exact row max and sum of exp2 over each sampled row's causal keys.
   void row_statistics(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
-    const Scratch s = carve(scratch, layout_);
+    const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
     const int m = pack_rows(s, ss, g, c0, n);
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
@@ -163,7 +153,7 @@ class Sampler {
   // The task owns these columns, and rows are added in a fixed order: the result does not
   // depend on the number of threads.
   void column_scores(SampledSequence& ss, int g, int64_t t0, void* scratch) const {
-    const Scratch s = carve(scratch, layout_);
+    const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
     const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
@@ -201,7 +191,7 @@ class Sampler {
 
   // The kept mass of sampled rows [c0, c0 + n) of group g under the chosen mask.
   void kept_mass(SampledSequence& ss, const SparsePlan& plan, int g, int64_t c0, int n, void* scratch) const {
-    const Scratch s = carve(scratch, layout_);
+    const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
     const int m = pack_rows(s, ss, g, c0, n);
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
@@ -269,7 +259,6 @@ class Sampler {
   const FlashPath& path_;
   const Problem& p_;
   int chunk_;
-  Layout layout_;
 };
 
 }  // namespace
