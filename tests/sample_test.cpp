@@ -220,6 +220,35 @@ INSTANTIATE_TEST_SUITE_P(Rules, SampleSelection, ::testing::Values(false, true),
                            return tp.param ? std::string("WindowMassCounts") : std::string("PaperRule");
                          });
 
+TEST(SampleAttentionNeedle, KeyThatOnlyLateQueriesReadSurvives) {
+  // Key 50 matches a component only the last 16 queries carry: the last block is always
+  // sampled, so its column score is large and it must become a stripe those queries see.
+  Case c;
+  c.d = 64;
+  c.hq = c.hkv = 1;
+  const int n = 512;
+  c.add_sequence(n, n);
+  c.materialize(31, 0.5f);
+  for (int x = 0; x < c.d; ++x) c.k.set(50 * c.d + x, 0.f);
+  c.k.set(50 * c.d + 1, 20.f);  // scores ~10 nats above the rest for those queries
+  for (int t = n - 16; t < n; ++t) c.q.set(t * c.d + 1, 4.f);
+  sampleattn_params p = c.params();
+  small_sample_params(p);
+  p.sample.sink_tokens = 0;
+  Outcome o = run(c, p, 2);
+  ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  const reference::HeadMask& m = o.masks.at({0, 0});
+  EXPECT_TRUE(std::binary_search(m.stripes.begin(), m.stripes.end(), 50));
+  EXPECT_LE(50, n - 16 - m.window) << "the needle must lie outside those queries' window";
+  // And the output of those queries equals dense there.
+  Problem problem;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  std::vector<std::pair<int64_t, int>> rows;
+  for (int t = n - 16; t < n; ++t) rows.emplace_back(t, 0);
+  const auto dense = reference::attention_rows(problem, rows);
+  EXPECT_LT(errors_of(dense, output_rows(c, rows)).rel_l2, 1e-2);
+}
+
 TEST(StripeSelection, UnitRules) {
   const std::vector<float> s = {0.5f, 0.1f, 0.3f, 0.3f, 0.05f, 0.0f, 0.05f};
   SelectionRule rule;
