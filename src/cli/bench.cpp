@@ -84,7 +84,7 @@ class Bench {
     o_.value("method", "both", "dense, sample, or both (sample compared against dense)");
     o_.value("seq", "", "sequence lengths, comma-separated (default 4096,8192,16384,32768)");
     o_.value("heads", "8", "query heads");
-    o_.value("kv-heads", "8", "key/value heads");
+    o_.value("kv-heads", "", "key/value heads (default: as many as --heads)");
     o_.value("head-dim", "128", "head dimension");
     o_.value("dtype", "f32", "input dtype: f32, f16, bf16");
     o_.value("repeat", "3", "timed runs per configuration (the median is reported)");
@@ -116,6 +116,7 @@ class Bench {
     int64_t v;
     if (!o_.get_int("heads", 1, 1024, &v, error)) return false;
     heads_ = static_cast<int>(v);
+    if (!o_.has("kv-heads")) o_.set("kv-heads", o_.get("heads"));
     if (!o_.get_int("kv-heads", 1, 1024, &v, error)) return false;
     kv_heads_ = static_cast<int>(v);
     if (!o_.get_int("head-dim", 1, 1024, &v, error)) return false;

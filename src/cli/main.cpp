@@ -51,7 +51,7 @@ void declare_inputs(Options& o) {
   o.value("v", "", "value .npy [seq, kv_heads, dim]");
   o.value("seq", "8192", "generated inputs: tokens (when no --q/--k/--v)");
   o.value("heads", "8", "generated inputs: query heads");
-  o.value("kv-heads", "8", "generated inputs: kv heads");
+  o.value("kv-heads", "", "generated inputs: kv heads (default: as many as --heads)");
   o.value("head-dim", "128", "generated inputs: head dimension");
   o.value("seed", "1", "generated inputs: seed");
   o.value("needles", "8", "generated inputs: planted needles");
@@ -66,6 +66,11 @@ Status load_inputs(const Options& o, workload::Tensor3* q, workload::Tensor3* k,
   }
   std::string error;
   int64_t seq, heads, kv, dim, seed, needles;
+  if (!o.has("kv-heads")) {
+    Options with_kv = o;
+    with_kv.set("kv-heads", o.get("heads"));
+    return load_inputs(with_kv, q, k, v);
+  }
   if (!o.get_int("seq", 1, 1 << 20, &seq, &error) || !o.get_int("heads", 1, 1024, &heads, &error) ||
       !o.get_int("kv-heads", 1, 1024, &kv, &error) || !o.get_int("head-dim", 1, 1024, &dim, &error) ||
       !o.get_int("seed", 0, INT64_MAX, &seed, &error) || !o.get_int("needles", 0, 64, &needles, &error)) {
