@@ -373,20 +373,6 @@ TEST(CudaBadInput, NullPointersAndUnsupportedDtypes) {
   sampleattn_context_destroy(ctx);
 }
 
-// Structure for sampling to find: a sink at key 0 and a few heavy columns for every query.
-void plant(Case& c, const std::vector<int32_t>& columns, float strength) {
-  for (size_t s = 0; s + 1 < c.cu_k.size(); ++s) {
-    for (int32_t j : columns) {
-      const int64_t key = c.cu_k[s] + j;
-      if (key >= c.cu_k[s + 1]) continue;
-      for (int h = 0; h < c.hkv; ++h) c.k.set((key * c.hkv + h) * c.d + 0, strength);
-    }
-    for (int64_t t = c.cu_q[s]; t < c.cu_q[s + 1]; ++t) {
-      for (int h = 0; h < c.hq; ++h) c.q.set((t * c.hq + h) * c.d + 0, strength);
-    }
-  }
-}
-
 struct SampleVariant {
   std::string name;
   sampleattn_stripe_scope scope;

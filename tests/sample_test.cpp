@@ -27,21 +27,6 @@ void small_sample_params(sampleattn_params& p) {
   p.sample.sink_tokens = 1;
 }
 
-// Plants structure in Q/K so that sampling has something to find: a sink at key 0 and
-// `stripes` columns that every query leans on.
-void plant(Case& c, const std::vector<int32_t>& columns, float strength) {
-  for (size_t s = 0; s + 1 < c.cu_k.size(); ++s) {
-    for (int32_t j : columns) {
-      const int64_t key = c.cu_k[s] + j;
-      if (key >= c.cu_k[s + 1]) continue;
-      for (int h = 0; h < c.hkv; ++h) c.k.set((key * c.hkv + h) * c.d + 0, strength);
-    }
-    for (int64_t t = c.cu_q[s]; t < c.cu_q[s + 1]; ++t) {
-      for (int h = 0; h < c.hq; ++h) c.q.set((t * c.hq + h) * c.d + 0, strength);
-    }
-  }
-}
-
 // Runs the call and returns the chosen masks per (sequence, head) from the statistics.
 struct Outcome {
   sampleattn_status status;

@@ -112,6 +112,21 @@ struct Case {
   }
 };
 
+// Plants structure in Q/K for sampling to find: `columns` (key positions of every sequence) that
+// every query leans on through dimension 0.
+inline void plant(Case& c, const std::vector<int32_t>& columns, float strength) {
+  for (size_t s = 0; s + 1 < c.cu_k.size(); ++s) {
+    for (int32_t j : columns) {
+      const int64_t key = c.cu_k[s] + j;
+      if (key >= c.cu_k[s + 1]) continue;
+      for (int h = 0; h < c.hkv; ++h) c.k.set((key * c.hkv + h) * c.d + 0, strength);
+    }
+    for (int64_t t = c.cu_q[s]; t < c.cu_q[s + 1]; ++t) {
+      for (int h = 0; h < c.hq; ++h) c.q.set((t * c.hq + h) * c.d + 0, strength);
+    }
+  }
+}
+
 struct Errors {
   double rel_l2 = 0;   // ||out - ref|| / ||ref||
   double max_abs = 0;
