@@ -47,7 +47,8 @@ class SampleParams(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("alpha", C.c_float), ("r_row", C.c_float), ("r_w", C.c_float),
                 ("min_window", C.c_int32), ("sample_block", C.c_int32), ("min_stripes", C.c_int32),
                 ("max_stripes", C.c_int32), ("sink_tokens", C.c_int32), ("dense_below", C.c_int32),
-                ("scope", C.c_int), ("window_mass_counts", C.c_int32)]
+                ("scope", C.c_int), ("window_mass_counts", C.c_int32),
+                ("max_density", C.c_float)]
 
 
 class Params(C.Structure):

@@ -58,7 +58,11 @@ TEST(StructuredAccuracy, DefaultsAgainstDense) {
   MethodRun dense, sparse;
   run(g, SAMPLEATTN_METHOD_DENSE, &dense);
   run(g, SAMPLEATTN_METHOD_SAMPLE, &sparse);
-  ASSERT_EQ(sparse.stats.num_dense_heads, 0) << "4096 keys are above dense_below";
+  // 4096 keys are above dense_below; only the diffuse head's mask is dense enough (max_density)
+  // to run dense.
+  for (int h = 0; h < 8; ++h) {
+    EXPECT_EQ(sparse.heads[h].dense, g.heads[h].type == workload::HeadType::kDiffuse ? 1 : 0) << "head " << h;
+  }
 
   workload::RelErrorResult err;
   ASSERT_TRUE(workload::rel_l2_error(sparse.o, dense.o, {}, &err).is_ok());
@@ -76,11 +80,9 @@ TEST(StructuredAccuracy, DefaultsAgainstDense) {
   workload::KeptMassResult kept;
   ASSERT_TRUE(workload::kept_mass(g.q, g.k, g.softmax_scale, masks, workload::strided_rows(cfg.seq, 64),
                                   &kept).is_ok());
-  // Every non-diffuse head keeps >= 0.9 of every evaluated row; the mean is near alpha or above.
-  for (int h = 0; h < 8; ++h) {
-    if (g.heads[h].type == workload::HeadType::kDiffuse) continue;
-    EXPECT_GE(kept.head_min[h], 0.9) << "head " << h;
-  }
+  // Every head keeps >= 0.9 of every evaluated row (the min CRA); the mean is above alpha.
+  for (int h = 0; h < 8; ++h) EXPECT_GE(kept.head_min[h], 0.9) << "head " << h;
+  EXPECT_GE(kept.min, 0.9);
   EXPECT_GE(kept.mean, 0.95);
   EXPECT_LT(sparse.stats.density, 0.5);
   EXPECT_NEAR(workload::mask_density(masks, cfg.seq, cfg.seq), sparse.stats.density, 1e-6);

@@ -379,6 +379,7 @@ struct SampleVariant {
   int window_mass_counts;
   int min_stripes, max_stripes, sink_tokens;
   float alpha;
+  float max_density;  // 0: between the CPU's head densities, so that about half the heads run dense
 };
 
 class CudaSample : public ::testing::TestWithParam<std::tuple<DType, int, SampleVariant>> {};
@@ -410,6 +411,24 @@ TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
   p.sample.max_stripes = variant.max_stripes;
   p.sample.sink_tokens = variant.sink_tokens;
   p.sample.alpha = variant.alpha;
+  p.sample.max_density = variant.max_density;
+  if (variant.max_density == 0) {
+    p.sample.max_density = 1;
+    const Outcome all_sparse = run_cpu(c, p);
+    ASSERT_EQ(all_sparse.status, SAMPLEATTN_SUCCESS) << all_sparse.error;
+    std::vector<float> densities;
+    for (const sampleattn_head_stats& h : all_sparse.heads) {
+      if (!h.dense) densities.push_back(h.density);
+    }
+    std::sort(densities.begin(), densities.end());
+    // The widest gap in the middle half: no head sits near the threshold, so stripe columns that
+    // differ at exact ties cannot flip a decision.
+    size_t cut = densities.size() / 2;
+    for (size_t i = densities.size() / 4; i + 1 < densities.size() * 3 / 4; ++i) {
+      if (densities[i + 1] - densities[i] > densities[cut] - densities[cut - 1]) cut = i + 1;
+    }
+    p.sample.max_density = 0.5f * (densities[cut - 1] + densities[cut]);
+  }
   const Outcome cpu = run_cpu(c, p);
   ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
   const Outcome gpu = run_cuda(c, p);
@@ -418,6 +437,9 @@ TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
   EXPECT_EQ(gpu.stats.num_heads_total, cpu.stats.num_heads_total);
   ASSERT_EQ(gpu.masks.size(), cpu.masks.size());
   EXPECT_GT(gpu.masks.size(), 0u);
+  if (variant.max_density == 0) {
+    EXPECT_GT(cpu.stats.num_dense_heads, c.hq) << "some sampled heads run dense";
+  }
 
   // Selected stripe sets: equal except where column scores tie within float rounding (the CPU
   // sums in f32 with its own order, the GPU in another): allow 1% of the columns to differ.
@@ -474,11 +496,13 @@ INSTANTIATE_TEST_SUITE_P(
     All, CudaSample,
     ::testing::Combine(
         ::testing::Values(DType::kBF16, DType::kF16), ::testing::Values(64, 128),
-        ::testing::Values(SampleVariant{"per_head", SAMPLEATTN_STRIPES_PER_HEAD, 0, 0, 0, 4, 0.95f},
-                          SampleVariant{"per_kv_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 0, 4, 0.95f},
-                          SampleVariant{"window_mass", SAMPLEATTN_STRIPES_PER_HEAD, 1, 0, 0, 2, 0.9f},
-                          SampleVariant{"min_stripes", SAMPLEATTN_STRIPES_PER_HEAD, 0, 40, 0, 4, 0.5f},
-                          SampleVariant{"max_stripes", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 12, 4, 0.99f})),
+        ::testing::Values(SampleVariant{"per_head", SAMPLEATTN_STRIPES_PER_HEAD, 0, 0, 0, 4, 0.95f, 1.f},
+                          SampleVariant{"per_kv_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 0, 4, 0.95f, 1.f},
+                          SampleVariant{"window_mass", SAMPLEATTN_STRIPES_PER_HEAD, 1, 0, 0, 2, 0.9f, 1.f},
+                          SampleVariant{"min_stripes", SAMPLEATTN_STRIPES_PER_HEAD, 0, 40, 0, 4, 0.5f, 1.f},
+                          SampleVariant{"max_stripes", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 12, 4, 0.99f, 1.f},
+                          SampleVariant{"max_density", SAMPLEATTN_STRIPES_PER_HEAD, 0, 0, 0, 4, 0.95f, 0.f},
+                          SampleVariant{"max_density_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 0, 4, 0.95f, 0.f})),
     [](const auto& test_info) {
       return std::string(dtype_name(std::get<0>(test_info.param))) + "_d" + std::to_string(std::get<1>(test_info.param)) + "_" +
              std::get<2>(test_info.param).name;

@@ -80,8 +80,15 @@ TEST_P(RealCaptures, DenseWithinOracleTolerance) {
   EXPECT_DOUBLE_EQ(stats.density, 1.0);
   EXPECT_EQ(sampled, out);
   // Forced to sample (dense_below 0): the 64-key minimum window covers the whole prompt, so the
-  // mask is everything and the output is the dense one.
+  // mask would compute every pair, and the max_density rule runs every head dense instead.
   ps.sample.dense_below = 0;
+  sampleattn_stats_init(&stats);
+  ASSERT_EQ(sampleattn_forward(ctx, &ps, &stats), SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(stats.num_dense_heads, f.q.heads);
+  EXPECT_EQ(sampled, out);
+  // With the rule off (max_density 1) the mask runs as selected: everything, so the output is
+  // the dense one within rounding.
+  ps.sample.max_density = 1.f;
   sampleattn_stats_init(&stats);
   ASSERT_EQ(sampleattn_forward(ctx, &ps, &stats), SAMPLEATTN_SUCCESS);
   EXPECT_EQ(stats.num_dense_heads, 0);

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <tuple>
 
+#include "core/sparse_plan.h"
 #include "core/stripe_selection.h"
 #include "cpu/sampling.h"
 #include "test_util.h"
@@ -25,6 +26,7 @@ void small_sample_params(sampleattn_params& p) {
   p.sample.sample_block = 16;
   p.sample.r_row = 0.2f;
   p.sample.sink_tokens = 1;
+  p.sample.max_density = 1.f;  // these small masks are dense-ish: keep them sparse to test the mechanism
 }
 
 // Runs the call and returns the chosen masks per (sequence, head) from the statistics.
@@ -357,6 +359,124 @@ TEST(SampleAttentionFallback, ShortSequencesRunDenseAndSaySo) {
   for (int64_t t = 0; t < 100; ++t) rows.emplace_back(t, 1);
   const auto oracle = reference::attention_rows(problem, rows);
   EXPECT_LT(errors_of(oracle, output_rows(c, rows)).max_abs, 1e-5);
+}
+
+// max_density: a head whose mask would compute more than that share of its causal pairs runs
+// dense, beside sparse heads of the same kv group; the others keep their masks unchanged.
+TEST(SampleAttentionDensityRule, DenseMaskHeadsRunDenseBesideSparseOnes) {
+  Case c;
+  c.d = 64;
+  c.hq = 4;
+  c.hkv = 2;
+  c.add_sequence(400, 400);
+  c.add_sequence(150, 420);  // chunked prefill
+  c.materialize(31, 0.3f);
+  plant(c, {5, 60, 230}, 8.0f);  // even heads: the planted columns carry nearly all the mass
+  // Odd query heads: near-uniform attention, so reaching alpha takes most columns.
+  for (int64_t t = 0; t < c.cu_q.back(); ++t) {
+    for (int h = 1; h < c.hq; h += 2) {
+      for (int i = 0; i < c.d; ++i) {
+        const int64_t at = (t * c.hq + h) * c.d + i;
+        c.q.set(at, 0.02f * c.q.get(at));
+      }
+    }
+  }
+  sampleattn_params p = c.params();
+  small_sample_params(p);
+  Outcome all_sparse = run(c, p, 2);
+  ASSERT_EQ(all_sparse.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  ASSERT_EQ(all_sparse.stats.num_dense_heads, 0);
+  for (int s = 0; s < 2; ++s) {
+    for (int h = 0; h < c.hq; h += 2) {
+      EXPECT_LT(all_sparse.heads[s * c.hq + h].density + 0.1f, all_sparse.heads[s * c.hq + h + 1].density);
+    }
+  }
+  float highest_even = 0, lowest_odd = 1;
+  for (int i = 0; i < 2 * c.hq; ++i) {
+    float& bound = i % 2 == 0 ? highest_even : lowest_odd;
+    bound = i % 2 == 0 ? std::max(bound, all_sparse.heads[i].density) : std::min(bound, all_sparse.heads[i].density);
+  }
+  ASSERT_LT(highest_even, lowest_odd);
+
+  p.sample.max_density = 0.5f * (highest_even + lowest_odd);
+  c.o.poison();
+  Outcome mixed = run(c, p, 2);
+  ASSERT_EQ(mixed.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_EQ(mixed.stats.num_dense_heads, c.hq);  // the odd heads of both sequences
+  for (int s = 0; s < 2; ++s) {
+    for (int h = 0; h < c.hq; ++h) {
+      const sampleattn_head_stats& hs = mixed.heads[s * c.hq + h];
+      if (h % 2 == 1) {
+        EXPECT_EQ(hs.dense, 1);
+        EXPECT_EQ(hs.num_stripes, 0);
+        EXPECT_EQ(hs.window, c.cu_k[s + 1] - c.cu_k[s]);
+        EXPECT_FLOAT_EQ(hs.density, 1.f);
+        EXPECT_FLOAT_EQ(hs.cra_min, 1.f);
+      } else {
+        EXPECT_EQ(hs.dense, 0);
+        EXPECT_EQ(mixed.masks.at({s, h}).stripes, all_sparse.masks.at({s, h}).stripes);
+        EXPECT_FLOAT_EQ(hs.cra_min, all_sparse.heads[s * c.hq + h].cra_min);
+      }
+    }
+  }
+  // Dense heads (no mask in the lookup) against the full oracle, the others against theirs.
+  Problem problem;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  const auto rows = all_rows(problem);
+  const auto oracle = reference::attention_rows(problem, rows, lookup(mixed));
+  const auto naive = reference::naive_attention_rows(problem, rows, false, lookup(mixed));
+  const Errors ours = errors_of(oracle, output_rows(c, rows));
+  const Errors base = errors_of(oracle, stored(naive, DType::kF32));
+  EXPECT_LE(ours.rel_l2, 2 * base.rel_l2 + 1e-7);
+  EXPECT_LE(ours.max_abs, 2 * base.max_abs + 1e-6);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    ASSERT_NEAR(c.lse[static_cast<size_t>(rows[r].first) * c.hq + rows[r].second], oracle[r].lse, 1e-4) << r;
+  }
+
+  // With the kv group sharing one stripe set, the group runs dense or sparse as a whole.
+  p.sample.scope = SAMPLEATTN_STRIPES_PER_KV_GROUP;
+  p.sample.max_density = 1.f;
+  Outcome group = run(c, p, 2);
+  ASSERT_EQ(group.status, SAMPLEATTN_SUCCESS);
+  p.sample.max_density = 0.999f * group.heads[0].density;  // at least the first group runs dense
+  Outcome group_dense = run(c, p, 2);
+  ASSERT_EQ(group_dense.status, SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(group_dense.heads[0].dense, 1);
+  for (int i = 0; i < 2 * c.hq; i += 2) {
+    EXPECT_EQ(group_dense.heads[i].dense, group_dense.heads[i + 1].dense) << i;
+    EXPECT_EQ(group_dense.heads[i].dense, group.heads[i].density > p.sample.max_density ? 1 : 0) << i;
+  }
+}
+
+// The pair counts behind the density statistics and the max_density rule, against counting.
+TEST(SparsePlanPairs, ClosedFormsAgreeWithCounting) {
+  Rng rng(3);
+  for (int trial = 0; trial < 200; ++trial) {
+    Sequence seq;
+    seq.k_len = 1 + static_cast<int64_t>(rng.uniform() * 300);
+    seq.q_len = 1 + static_cast<int64_t>(rng.uniform() * seq.k_len);
+    const int64_t window = static_cast<int64_t>(rng.uniform() * (seq.k_len + 5));
+    std::vector<int32_t> stripes;
+    for (int32_t j = 0; j < seq.k_len; ++j) {
+      if (rng.uniform() < 0.2) stripes.push_back(j);
+    }
+    HeadPlan hp;
+    hp.dense = false;
+    hp.window = window;
+    hp.stripes = stripes;
+    int64_t win = 0, str = 0, causal = 0;
+    for (int64_t p = seq.q_offset(); p < seq.k_len; ++p) {
+      win += std::min<int64_t>(window, p + 1);
+      str += visible_stripes(hp, p);
+      causal += p + 1;
+    }
+    ASSERT_EQ(window_pairs(seq, window), win) << trial;
+    ASSERT_EQ(stripe_pairs(seq, window, stripes.data(), static_cast<int64_t>(stripes.size())), str) << trial;
+    ASSERT_EQ(causal_pairs(seq), causal) << trial;
+  }
+  EXPECT_TRUE(mask_runs_dense(51, 100, 0.5f));
+  EXPECT_FALSE(mask_runs_dense(50, 100, 0.5f));
+  EXPECT_FALSE(mask_runs_dense(100, 100, 1.f));
 }
 
 TEST(SampleAttentionStats, KeptMassMatchesTheOracle) {

@@ -154,6 +154,9 @@ TEST_F(Validation, BadSampleParameters) {
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.dense_below = -1; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.scope = static_cast<sampleattn_stripe_scope>(5); });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.window_mass_counts = 2; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [&](auto& p) { p.sample.max_density = nan; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.max_density = 0.f; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.max_density = 1.01f; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) {
     p.method = SAMPLEATTN_METHOD_SAMPLE;
     p.causal = 0;

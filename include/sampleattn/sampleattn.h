@@ -189,6 +189,11 @@ typedef struct sampleattn_sample_params {
    * stripes are chosen (fewer stripes for the same alpha). 0 (default): the paper's rule, the
    * cumulative score over all columns. */
   int32_t window_mass_counts;
+  /* A head (or kv group, with scope PER_KV_GROUP) whose window + stripes would compute more
+   * than this fraction of its causal query-key pairs runs dense instead: there the mask saves
+   * little time, and such heads are the diffuse ones, where a column mask keeps the least
+   * attention mass. The statistics report the head dense. (0, 1]; 1 = never; default 0.5. */
+  float max_density;
 } sampleattn_sample_params;
 
 SAMPLEATTN_API void sampleattn_sample_params_init(sampleattn_sample_params* params);
@@ -236,7 +241,8 @@ SAMPLEATTN_API void sampleattn_params_init(sampleattn_params* params);
 typedef struct sampleattn_head_stats {
   int32_t window;      /* keys in the local window (k_len for a dense head) */
   int32_t num_stripes; /* stripe columns selected (0 for a dense head) */
-  int32_t dense;       /* 1 when this head ran dense (method dense, or k_len < dense_below) */
+  int32_t dense;       /* 1 when this head ran dense: method dense, k_len < dense_below, or its
+                        * mask would have computed more than max_density of the pairs */
   float density;       /* fraction of the causal query-key pairs that were computed */
   float cra_min;       /* kept share of the sampled rows' attention mass: min and mean */
   float cra_mean;

@@ -181,6 +181,7 @@ void sampleattn_sample_params_init(sampleattn_sample_params* p) {
   p->dense_below = 2048;
   p->scope = SAMPLEATTN_STRIPES_PER_HEAD;
   p->window_mass_counts = 0;
+  p->max_density = 0.5f;
 }
 
 void sampleattn_params_init(sampleattn_params* p) {

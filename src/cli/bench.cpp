@@ -297,7 +297,8 @@ class Bench {
     double min_cra = 0, cra_p1 = 0, cra_mean = 0, sampled_cra = 0, rel_l2 = -1, rel_l2_median = -1, rel_l2_p90 = -1, rel_l2_max = -1;
     double needle_recall = -1, needle_recall_dense = -1;
     std::vector<double> head_rel_l2, head_cra_min;
-    std::vector<int> head_stripes;
+    std::vector<int> head_stripes, head_dense;
+    std::vector<double> head_density;
     double check = -1;
     int dense_heads = 0;
   };
@@ -330,6 +331,8 @@ class Bench {
         j << "]";
       };
       array("head_stripes", r.head_stripes);
+      array("head_dense", r.head_dense);
+      array("head_density", r.head_density);
       array("head_min_cra", r.head_cra_min);
       if (!r.head_rel_l2.empty()) array("head_rel_l2_err", r.head_rel_l2);
     } else if (r.check >= 0) {
@@ -418,7 +421,11 @@ class Bench {
       }
       r.min_cra = kept.min;
       r.head_cra_min = kept.head_min;
-      for (const sampleattn_head_stats& h : sparse.heads) r.head_stripes.push_back(h.num_stripes);
+      for (const sampleattn_head_stats& h : sparse.heads) {
+        r.head_stripes.push_back(h.num_stripes);
+        r.head_dense.push_back(h.dense);
+        r.head_density.push_back(h.density);
+      }
       r.cra_p1 = kept.p1;
       r.cra_mean = kept.mean;
       if (want_dense) {

@@ -42,6 +42,8 @@ void declare_method_options(Options& o) {
   o.value("dense-below", std::to_string(d.dense_below), "SampleAttention: shorter sequences run dense");
   o.value("scope", "head", "SampleAttention: stripes per 'head' or per kv 'group'");
   o.flag("window-mass-counts", "SampleAttention: count the window's mass as covered");
+  o.value("max-density", std::to_string(d.max_density),
+          "SampleAttention: a head whose mask computes more of its pairs runs dense (1: never)");
 }
 
 bool read_method_options(const Options& o, sampleattn_params* p, std::string* error) {
@@ -85,6 +87,8 @@ bool read_method_options(const Options& o, sampleattn_params* p, std::string* er
     return false;
   }
   s.window_mass_counts = o.has("window-mass-counts") ? 1 : 0;
+  if (!o.get_double("max-density", 0, 1, &v, error)) return false;
+  s.max_density = static_cast<float>(v);
   return true;
 }
 

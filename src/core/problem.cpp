@@ -82,6 +82,10 @@ Status check_sample(const sampleattn_sample_params& s) {
   if (s.window_mass_counts != 0 && s.window_mass_counts != 1) {
     return invalid_argument("sample.window_mass_counts must be 0 or 1");
   }
+  if (!finite_in(s.max_density, 0.f, 1.f, true)) {
+    return invalid_argument("sample.max_density must be in (0, 1] (1 = never run a sampled head dense), got " +
+                            std::to_string(s.max_density));
+  }
   return Status::ok();
 }
 

@@ -17,18 +17,34 @@ int64_t visible_stripes(const HeadPlan& plan, int64_t p) {
          plan.stripes.begin();
 }
 
-double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan) {
-  double pairs = 0;
+int64_t window_pairs(const Sequence& seq, int64_t window) {
+  // Positions p in [first, k_len): p + 1 while p + 1 < window, then window.
+  const int64_t first = seq.q_offset(), end = seq.k_len;
+  const int64_t ramp_end = std::clamp<int64_t>(window - 1, first, end);  // p < window - 1
+  const int64_t ramp = (ramp_end - first) * (first + 1 + ramp_end) / 2;
+  return ramp + (end - ramp_end) * window;
+}
+
+int64_t stripe_pairs(const Sequence& seq, int64_t window, const int32_t* stripes, int64_t count) {
   const int64_t first = seq.q_offset();
+  int64_t pairs = 0;
+  for (int64_t i = 0; i < count; ++i) pairs += stripe_pairs_of(seq.k_len, first, window, stripes[i]);
+  return pairs;
+}
+
+int64_t causal_pairs(const Sequence& seq) {
+  const int64_t first = seq.q_offset();
+  return seq.q_len * first + seq.q_len * (seq.q_len + 1) / 2;
+}
+
+double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan) {
   if (plan.dense) {
+    double pairs = 0;
     for (int64_t i = 0; i < seq.q_len; ++i) pairs += static_cast<double>(causal_end(problem, seq, i));
     return pairs;
   }
-  for (int64_t i = 0; i < seq.q_len; ++i) {
-    const int64_t p = first + i;
-    pairs += static_cast<double>(std::min<int64_t>(plan.window, p + 1) + visible_stripes(plan, p));
-  }
-  return pairs;
+  return static_cast<double>(window_pairs(seq, plan.window) +
+                             stripe_pairs(seq, plan.window, plan.stripes.data(), static_cast<int64_t>(plan.stripes.size())));
 }
 
 void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats* stats) {

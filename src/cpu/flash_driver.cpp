@@ -211,27 +211,33 @@ class FlashRunner {
     std::fill(s.row_sum, s.row_sum + m, 0.f);
     std::fill(s.acc, s.acc + static_cast<size_t>(m) * d, 0.f);
 
+    // The group's heads in runs of equal kind (a sampled head may run dense under max_density):
+    // each run's rows are stacked, so a K/V tile is packed once for all of them.
     const int first_head = t.kv_head * g;
-    if (head_dense(t.seq, first_head)) {
-      // Dense: keys [0, causal_end) of each row.
-      attend_contiguous(s, seq, t.kv_head, 0, m, [&](int r, int64_t* lo, int64_t* hi) {
-        *lo = 0;
-        *hi = p_.causal ? s.positions[r] + 1 : seq.k_len;
-      });
-    } else {
-      const HeadPlan& hp = plan_->head(t.seq, first_head, p_.num_q_heads);
-      const int64_t w = hp.window;
-      attend_contiguous(s, seq, t.kv_head, 0, m, [&](int r, int64_t* lo, int64_t* hi) {
-        *lo = std::max<int64_t>(0, s.positions[r] - w + 1);
-        *hi = s.positions[r] + 1;
-      });
-      if (group_shares_stripes()) {
-        attend_stripes(s, t.seq * p_.num_q_heads + first_head, 0, m);
+    for (int h0 = 0; h0 < g;) {
+      const bool dense = head_dense(t.seq, first_head + h0);
+      int h1 = h0 + 1;
+      while (h1 < g && head_dense(t.seq, first_head + h1) == dense) ++h1;
+      const int r0 = h0 * t.rows, rows = (h1 - h0) * t.rows;
+      if (dense) {
+        // Keys [0, causal_end) of each row.
+        attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
+          *lo = 0;
+          *hi = p_.causal ? s.positions[r] + 1 : seq.k_len;
+        });
       } else {
-        for (int h = 0; h < g; ++h) {
-          attend_stripes(s, t.seq * p_.num_q_heads + first_head + h, h * t.rows, t.rows);
+        const int64_t w = plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
+        attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
+          *lo = std::max<int64_t>(0, s.positions[r] - w + 1);
+          *hi = s.positions[r] + 1;
+        });
+        if (group_shares_stripes()) {
+          attend_stripes(s, t.seq * p_.num_q_heads + first_head, r0, rows);  // the set is all-or-none dense
+        } else {
+          for (int h = h0; h < h1; ++h) attend_stripes(s, t.seq * p_.num_q_heads + first_head + h, h * t.rows, t.rows);
         }
       }
+      h0 = h1;
     }
 
     // Normalize and store each head's rows; lse in natural log.
@@ -257,15 +263,16 @@ class FlashRunner {
  private:
   double task_cost(const Sequence& seq, int s, int kv_head, int64_t q0, int rows) const {
     const double mid = static_cast<double>(seq.q_offset() + q0) + rows / 2.0;
-    const int head = kv_head * p_.group;
-    double keys;
-    if (head_dense(s, head)) {
-      keys = p_.causal ? mid + 1 : static_cast<double>(seq.k_len);
-    } else {
-      const HeadPlan& hp = plan_->head(s, head, p_.num_q_heads);
-      keys = std::min(static_cast<double>(hp.window), mid + 1) + static_cast<double>(hp.stripes.size());
+    double keys = 0;
+    for (int head = kv_head * p_.group; head < (kv_head + 1) * p_.group; ++head) {
+      if (head_dense(s, head)) {
+        keys += p_.causal ? mid + 1 : static_cast<double>(seq.k_len);
+      } else {
+        const HeadPlan& hp = plan_->head(s, head, p_.num_q_heads);
+        keys += std::min(static_cast<double>(hp.window), mid + 1) + static_cast<double>(hp.stripes.size());
+      }
     }
-    return keys * rows * p_.group;
+    return keys * rows;
   }
 
   // Rows [r0, r0 + m) attend over the keys of the sequence itself; row r sees [lo, hi) given by

@@ -397,6 +397,9 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     rule.min_stripes = problem.sample.min_stripes;
     rule.max_stripes = problem.sample.max_stripes;
     std::vector<int32_t> stripes = select_stripes(scores, seq.k_len, rule);
+    const int64_t mask_pairs = window_pairs(seq, ss.window) +
+                               stripe_pairs(seq, ss.window, stripes.data(), static_cast<int64_t>(stripes.size()));
+    if (mask_runs_dense(mask_pairs, causal_pairs(seq), problem.sample.max_density)) return;  // heads stay dense
     for (int h = 0; h < heads_per_set; ++h) {
       HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + first_head + h];
       hp.dense = false;
@@ -421,6 +424,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     const size_t nr = ss.rows.size();
     for (int h = 0; h < hq; ++h) {
       HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + h];
+      if (hp.dense) continue;  // ran dense (max_density): everything kept
       float lo = 1.f;
       double sum = 0;
       for (size_t i = 0; i < nr; ++i) {

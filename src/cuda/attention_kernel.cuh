@@ -49,7 +49,9 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
   const int kvh = head / a.group;
   const bool list_mode = a.mode != AttentionMode::kForward;
   const bool with_pv = a.mode == AttentionMode::kForward;
-  const bool sparse = sd.sparse != 0 && a.mode != AttentionMode::kRowStats;
+  // Sparse: the sequence is sampled and this head's set did not fall back to dense.
+  const int set = sd.set_base + (a.per_group ? head / a.group : head);
+  const bool sparse = sd.sparse != 0 && a.mode != AttentionMode::kRowStats && a.set_dense[set] == 0;
   const int64_t q_offset = sd.k_len - sd.q_len;
   const int64_t w = sd.window;
 
@@ -66,7 +68,6 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
   const int32_t* stripes = nullptr;
   int64_t n_stripes = 0;
   if (sparse) {
-    const int set = sd.set_base + (a.per_group ? head / a.group : head);
     stripes = a.stripes + a.set_offset[set];
     n_stripes = a.set_count[set];
   }

@@ -105,7 +105,7 @@ struct CallPlan {
          o_set_offset = 0;
   size_t o_q = 0, o_k = 0, o_v = 0;
   size_t o_row_max = 0, o_row_sum = 0, o_kept = 0, o_scores = 0, o_set_scores = 0, o_keys_in = 0, o_keys_out = 0,
-         o_values_in = 0, o_values_out = 0, o_flags = 0, o_keep = 0, o_stripes = 0, o_counts = 0, o_sort = 0;
+         o_values_in = 0, o_values_out = 0, o_flags = 0, o_keep = 0, o_stripes = 0, o_counts = 0, o_dense = 0, o_sort = 0;
   size_t bytes = 0;
 };
 
@@ -158,6 +158,10 @@ Status make_call_plan(const Problem& p, CallPlan* cp) {
       ss.heads = cp->heads_per_set;
       ss.k_len = static_cast<int32_t>(seq.k_len);
       ss.sinks = sinks;
+      ss.window = static_cast<int32_t>(d.window);
+      ss.q_offset = seq.q_offset();
+      ss.window_pairs = window_pairs(seq, d.window);
+      ss.causal_pairs = causal_pairs(seq);
       ss.total = static_cast<double>(rows.size()) * cp->heads_per_set;
       cp->sets.push_back(ss);
       cp->set_offset.push_back(cp->total_columns);
@@ -209,6 +213,7 @@ Status make_call_plan(const Problem& p, CallPlan* cp) {
     cp->o_keep = take(sizeof(int32_t) * 2 * cp->sets.size());
     cp->o_stripes = take(sizeof(int32_t) * cp->total_columns);
     cp->o_counts = take(sizeof(int32_t) * cp->sets.size());
+    cp->o_dense = take(sizeof(int32_t) * cp->sets.size());
     cp->o_sort = take(cp->sort_bytes);
   }
   cp->bytes = at;
@@ -381,6 +386,7 @@ class CudaBackend final : public Backend {
       aa.stripes = at<int32_t>(cp.o_stripes);
       aa.set_offset = at<int64_t>(cp.o_set_offset);
       aa.set_count = at<int32_t>(cp.o_counts);
+      aa.set_dense = at<int32_t>(cp.o_dense);
       aa.rows = at<int32_t>(cp.o_rows);
       aa.total_rows = cp.total_rows;
       aa.row_max = at<float>(cp.o_row_max);
@@ -424,6 +430,7 @@ class CudaBackend final : public Backend {
       sa.window_mass_counts = p.sample.window_mass_counts == 1 ? 1 : 0;
       sa.min_stripes = p.sample.min_stripes;
       sa.max_stripes = p.sample.max_stripes;
+      sa.max_density = p.sample.max_density;
       sa.set_scores = at<float>(cp.o_set_scores);
       sa.keys_in = at<uint64_t>(cp.o_keys_in);
       sa.keys_out = at<uint64_t>(cp.o_keys_out);
@@ -435,6 +442,7 @@ class CudaBackend final : public Backend {
       sa.sort_temp_bytes = cp.sort_bytes;
       sa.stripes = at<int32_t>(cp.o_stripes);
       sa.counts = at<int32_t>(cp.o_counts);
+      sa.dense = at<int32_t>(cp.o_dense);
       SAMPLEATTN_CUDA_CHECK("stripe selection", launch_selection(sa, stream));
       SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[2], stream));
     } else {
@@ -473,6 +481,10 @@ class CudaBackend final : public Backend {
     SAMPLEATTN_CUDA_CHECK("cudaMemcpy (stripe counts)",
                           cudaMemcpy(counts.data(), at<int32_t>(cp.o_counts), sizeof(int32_t) * counts.size(),
                                      cudaMemcpyDeviceToHost));
+    std::vector<int32_t> dense(cp.sets.size());
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpy (dense sets)",
+                          cudaMemcpy(dense.data(), at<int32_t>(cp.o_dense), sizeof(int32_t) * dense.size(),
+                                     cudaMemcpyDeviceToHost));
     std::vector<float> kept(static_cast<size_t>(hq) * cp.total_rows);
     SAMPLEATTN_CUDA_CHECK("cudaMemcpy (kept mass)",
                           cudaMemcpy(kept.data(), at<float>(cp.o_kept), sizeof(float) * kept.size(), cudaMemcpyDeviceToHost));
@@ -481,6 +493,7 @@ class CudaBackend final : public Backend {
       for (int h = 0; h < hq; ++h) {
         const int set = sd.set_base + (cp.per_group ? h / p.group : h);
         HeadPlan& hp = plan->heads[static_cast<size_t>(s) * hq + h];
+        if (dense[set] != 0) continue;  // ran dense (max_density): the defaults describe it
         hp.dense = false;
         hp.window = sd.window;
         hp.stripes.resize(counts[set]);

@@ -59,6 +59,7 @@ struct AttentionArgs {
   const int32_t* stripes;
   const int64_t* set_offset;
   const int32_t* set_count;
+  const int32_t* set_dense;  // 1: the set runs dense (max_density)
   int32_t per_group;
   // Row-list modes.
   const int32_t* rows;     // sampled local query indices, concatenated over sampled sequences

@@ -39,7 +39,10 @@ struct SelectionSet {
   int32_t heads;       // heads in the set
   int32_t k_len;
   int32_t sinks;       // min(sink_tokens, k_len)
-  int32_t pad;
+  int32_t window;
+  int64_t q_offset;    // the sequence's queries sit at q_offset .. k_len - 1
+  int64_t window_pairs;  // query-key pairs of the window band (sparse_plan.h)
+  int64_t causal_pairs;
   double total;        // sampled rows x heads: the total mass
 };
 
@@ -54,6 +57,7 @@ struct SelectionArgs {
   int32_t window_mass_counts;
   int64_t min_stripes;
   int64_t max_stripes;
+  float max_density;
   // Workspace.
   float* set_scores;     // total_columns
   uint64_t* keys_in;     // total_items
@@ -66,7 +70,8 @@ struct SelectionArgs {
   size_t sort_temp_bytes;
   // Results.
   int32_t* stripes;      // total_columns: set s at sets[s].offset, ascending
-  int32_t* counts;       // num_sets
+  int32_t* counts;       // num_sets (0 for a set that runs dense)
+  int32_t* dense;        // num_sets: 1 when the mask computes more than max_density of the pairs
 };
 
 // Scratch bytes of the radix sort for this many items and sets.

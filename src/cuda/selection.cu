@@ -3,12 +3,14 @@
 // of (set, ~score bits) keys over all sets (the sort is stable and the input is in index order,
 // so ties keep the lower index first), a block-wide double-precision prefix sum finds the fewest
 // ranked columns whose score reaches the target, the count is clamped to [min, max] stripes, and
-// the kept columns are written in ascending order by a flag-and-compact pass. Every reduction
-// runs in a fixed order: the selection is deterministic.
+// the kept columns are written in ascending order by a flag-and-compact pass, and a set whose
+// mask would compute more than max_density of its pairs is marked dense. Every reduction runs in
+// a fixed order: the selection is deterministic.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
 
+#include "core/mask_rule.h"
 #include "cuda/launch.h"
 
 namespace sampleattn::cuda {
@@ -163,6 +165,25 @@ __global__ void __launch_bounds__(kThreads) compact_kernel(const SelectionArgs a
   }
 }
 
+// The max_density rule (core/mask_rule.h): the set's mask pairs are its window band's plus, for
+// each kept stripe, the queries that see it; integer sums, so the order does not matter.
+__global__ void __launch_bounds__(kThreads) density_kernel(const SelectionArgs a) {
+  using Reduce = cub::BlockReduce<int64_t, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const int s = blockIdx.x, tid = threadIdx.x;
+  const SelectionSet set = a.sets[s];
+  const int32_t* stripes = a.stripes + set.offset;
+  const int64_t count = a.counts[s];
+  int64_t part = 0;
+  for (int64_t i = tid; i < count; i += kThreads) part += stripe_pairs_of(set.k_len, set.q_offset, set.window, stripes[i]);
+  const int64_t pairs = Reduce(tmp).Sum(part);
+  if (tid == 0) {
+    const bool dense = mask_runs_dense(set.window_pairs + pairs, set.causal_pairs, a.max_density);
+    a.dense[s] = dense ? 1 : 0;
+    if (dense) a.counts[s] = 0;
+  }
+}
+
 }  // namespace
 
 size_t selection_sort_bytes(int64_t items, int num_sets) {
@@ -192,6 +213,8 @@ cudaError_t launch_selection(const SelectionArgs& a, cudaStream_t stream) {
   mark_kernel<<<column_grid, kThreads, 0, stream>>>(a);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   compact_kernel<<<a.num_sets, kThreads, 0, stream>>>(a);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  density_kernel<<<a.num_sets, kThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
