@@ -43,8 +43,13 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  const int head = static_cast<int>(blockIdx.x % a.num_q_heads);
-  const RowBlock blk = a.blocks[blockIdx.x / a.num_q_heads];
+  // Grid order: kv head, then row block (most expensive first), then the group's query heads.
+  // Blocks resident together then read one kv head's K/V (and one stripe set) from L2 instead
+  // of each streaming its own head's from memory.
+  const int64_t per_kv_head = a.num_blocks * a.group;
+  const int64_t in_kv_head = blockIdx.x % per_kv_head;
+  const int head = static_cast<int>(blockIdx.x / per_kv_head) * a.group + static_cast<int>(in_kv_head % a.group);
+  const RowBlock blk = a.blocks[in_kv_head / a.group];
   const SeqDesc sd = a.seqs[blk.seq];
   const int kvh = head / a.group;
   const bool list_mode = a.mode != AttentionMode::kForward;
