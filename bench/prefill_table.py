@@ -27,12 +27,12 @@ def main():
         cd, cs = pick(cpu, n, "dense"), pick(cpu, n, "sample")
         gd, gs = pick(cuda, n, "dense"), pick(cuda, n, "sample")
         t = next((r for r in torch_rows if r["seq"] == n), {})
-        f = lambda r, k="time_s", scale=1e3: f"{r[k] * scale:.1f}" if r and k in r else "-"
+        f = lambda r, k="time_s", scale=1e3, digits=1: f"{r[k] * scale:.{digits}f}" if r and k in r else "-"
         acc = gs or cs
         print(f"{n:>7} | {f(cd):>10} {f(cs):>11} | {f(gd):>10} {f(gs):>11} "
               f"{t.get('torch_flash_ms', float('nan')):>12.1f} {t.get('torch_cudnn_ms', float('nan')):>8.1f} | "
-              f"{f(acc, 'density', 1):>7} {f(acc, 'rel_l2_err_median', 1):>8} {f(acc, 'min_cra', 1):>7} "
-              f"{f(acc, 'needle_recall', 1):>7}")
+              f"{f(acc, 'density', 1, 3):>7} {f(acc, 'rel_l2_err_median', 1, 4):>8} {f(acc, 'min_cra', 1, 3):>7} "
+              f"{f(acc, 'needle_recall', 1, 2):>7}")
     print("times in ms (median of the runs; CPU: one run); rel err: median over heads of the sample output "
           "against dense; density, min CRA, needles from the GPU run when present")
 
