@@ -24,6 +24,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Column scores are summed in fixed point, 2^-kScoreBits units: each row chunk adds its own
+// (in-order f32) sums with an integer add, so the total does not depend on which thread ran which
+// chunk or when. A column's total is at most the number of sampled rows: far below 2^63 / 2^30.
+constexpr int kScoreBits = 30;
+
+// Score buffers of the fused stage-1 pass: a chunk's rows x all the keys they see, kept between
+// the row statistics and the column sums. The chunk shrinks with the key count to stay near this.
+constexpr int64_t kScoreBufferBytes = int64_t{16} << 20;
+
 // Stage-1 state of one sampled sequence.
 struct SampledSequence {
   int seq = 0;
@@ -31,7 +40,7 @@ struct SampledSequence {
   std::vector<int64_t> rows;        // sampled local query indices, ascending
   std::vector<float> row_max;       // [q_head][row], log2 units
   std::vector<float> row_sum;       // [q_head][row]
-  std::vector<float> col_score;     // [q_head][k_len]
+  std::vector<int64_t> col_score;   // [q_head][k_len], fixed point (kScoreBits)
   std::vector<float> kept;          // [q_head][row], kept mass under the chosen mask
 };
 
@@ -45,13 +54,16 @@ struct Scratch {
   float* row_max;
   float* row_sum;
   float* row_scale;
-  float* scores;
+  float* scores;      // [key tile][row][key_tile] for all the tiles a chunk sees
+  float* columns;     // one head's column sums of a chunk, f32
   void* q_packed;
   void* k_packed;
 };
 
-// The one definition of a sampling worker's scratch: sizes with a null base.
-Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, int d, size_t* bytes = nullptr) {
+// The one definition of a sampling worker's scratch: sizes with a null base. `keys` is the most
+// keys a sampled sequence has, rounded up to whole tiles.
+Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, int64_t keys, int d,
+              size_t* bytes = nullptr) {
   Scratch s;
   s.q_offsets = c.take<int64_t>(rows);
   s.k_offsets = c.take<int64_t>(key_tile);
@@ -61,27 +73,48 @@ Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, in
   s.row_max = c.take<float>(rows);
   s.row_sum = c.take<float>(rows);
   s.row_scale = c.take<float>(rows);
-  s.scores = c.take<float>(static_cast<size_t>(rows) * key_tile);
+  s.scores = c.take<float>(static_cast<size_t>(rows) * keys);
+  s.columns = c.take<float>(static_cast<size_t>(keys));
   s.q_packed = c.take_bytes(path.packed_bytes(rows, d));
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
   if (bytes != nullptr) *bytes = c.used();
   return s;
 }
 
+// The most keys of a sampled sequence, in whole key tiles.
+int64_t sampled_keys(const KernelTable& kernels, const Problem& problem) {
+  int64_t keys = 0;
+  for (const Sequence& seq : problem.sequences) {
+    if (sequence_is_sampled(problem, seq)) keys = std::max(keys, seq.k_len);
+  }
+  return (keys + kernels.key_tile - 1) / kernels.key_tile * kernels.key_tile;
+}
+
+// Sampled rows per chunk and query head: a full query block, fewer when the chunk's scores
+// would pass kScoreBufferBytes, but at least 32 stacked rows (K packing per chunk must stay
+// small beside the products).
+int sample_chunk(const KernelTable& kernels, const Problem& problem, int64_t keys) {
+  const int group = problem.group;
+  const int64_t most = std::max(1, kernels.block_rows / group);
+  const int64_t least = std::max(1, 32 / group);
+  const int64_t by_budget = keys > 0 ? kScoreBufferBytes / (int64_t{4} * keys * group) : most;
+  return static_cast<int>(std::clamp(by_budget, std::min(least, most), most));
+}
+
 // Sampling always uses the f32 path: its scores choose the mask, so they get full precision.
 class Sampler {
  public:
   Sampler(const KernelTable& kernels, const Problem& problem)
-      : k_(kernels), path_(kernels.f32), p_(problem),
-        chunk_(std::max(1, kernels.block_rows / problem.group)) {}
+      : k_(kernels), path_(kernels.f32), p_(problem), keys_(sampled_keys(kernels, problem)),
+        chunk_(sample_chunk(kernels, problem, keys_)) {}
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
-    carve(ScratchCarver(), path_, chunk_ * p_.group, k_.key_tile, p_.head_dim, &bytes);
+    carve(ScratchCarver(), path_, chunk_ * p_.group, k_.key_tile, keys_, p_.head_dim, &bytes);
     return bytes;
   }
   Scratch scratch(void* base) const {
-    return carve(ScratchCarver(base), path_, chunk_ * p_.group, k_.key_tile, p_.head_dim);
+    return carve(ScratchCarver(base), path_, chunk_ * p_.group, k_.key_tile, keys_, p_.head_dim);
   }
   int chunk() const { return chunk_; }
 
@@ -124,20 +157,26 @@ class Sampler {
     return any;
   }
 
-  // Pass 1: the exact row max and sum of exp2 over each sampled row's causal keys.
-  void row_statistics(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
+  // Stage 1 for sampled rows [c0, c0 + n) of kv group g (all its query heads): the scores of
+  // every key the rows see are computed once and kept; the exact row max and sum of exp2 come
+  // from them, then each row's probabilities are added per column (rows in order, in f32) and
+  // the chunk's column sums go into the sequence's fixed-point totals.
+  void sample_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
     const int m = pack_rows(s, ss, g, c0, n);
+    const int tile = k_.key_tile;
+    const size_t tile_floats = static_cast<size_t>(m) * tile;
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
     const int64_t end = seq.q_offset() + ss.rows[c0 + n - 1] + 1;
-    for (int64_t t0 = 0; t0 < end; t0 += k_.key_tile) {
-      const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
+    for (int64_t t0 = 0, t = 0; t0 < end; t0 += tile, ++t) {
+      const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
+      float* scores = s.scores + t * tile_floats;
       pack_keys(s, seq, g, t0, nk);
-      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile);
       spans(s, m, t0, nk, [](int64_t p, int64_t* lo, int64_t* hi) { *lo = 0; *hi = p + 1; });
-      k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
+      k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
     for (int h = 0; h < p_.group; ++h) {
@@ -147,44 +186,36 @@ class Sampler {
         ss.row_sum[head * nr + c0 + i] = s.row_sum[h * n + i];
       }
     }
-  }
+    for (int r = 0; r < m; ++r) s.row_scale[r] = s.row_sum[r] > 0 ? 1.f / s.row_sum[r] : 0.f;
 
-  // Pass 2: column scores of key tile [t0, t0 + key_tile) for every query head of group g.
-  // The task owns these columns, and rows are added in a fixed order: the result does not
-  // depend on the number of threads.
-  void column_scores(SampledSequence& ss, int g, int64_t t0, void* scratch) const {
-    const Scratch s = this->scratch(scratch);
-    const Sequence& seq = p_.sequences[ss.seq];
-    const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
-    const int64_t nr = static_cast<int64_t>(ss.rows.size());
+    // Column sums, one query head at a time.
     const int64_t w = ss.window;
     const bool outside_window_only = p_.sample.window_mass_counts == 1;
-    // Rows whose position is below t0 see nothing of this tile: start at the first that does.
-    const int64_t first_row = std::lower_bound(ss.rows.begin(), ss.rows.end(), t0 - seq.q_offset()) - ss.rows.begin();
-    bool packed = false;
-    for (int64_t c0 = first_row; c0 < nr; c0 += chunk_) {
-      const int n = static_cast<int>(std::min<int64_t>(chunk_, nr - c0));
-      const int m = pack_rows(s, ss, g, c0, n);
-      const bool any = spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) {
-        *lo = 0;
-        *hi = outside_window_only ? p - w + 1 : p + 1;
-      });
-      if (!any) continue;
-      if (!packed) {
-        pack_keys(s, seq, g, t0, nk);
-        packed = true;
-      }
-      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
-      for (int h = 0; h < p_.group; ++h) {
-        const int head = g * p_.group + h;
+    for (int h = 0; h < p_.group; ++h) {
+      const int head = g * p_.group + h;
+      const int r0 = h * n;
+      std::fill(s.columns, s.columns + std::min<int64_t>(seq.k_len, (end + tile - 1) / tile * tile), 0.f);
+      for (int64_t t0 = 0, t = 0; t0 < end; t0 += tile, ++t) {
+        const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
+        bool any = false;
         for (int i = 0; i < n; ++i) {
-          s.row_max[h * n + i] = ss.row_max[head * nr + c0 + i];
-          const float sum = ss.row_sum[head * nr + c0 + i];
-          s.row_scale[h * n + i] = sum > 0 ? 1.f / sum : 0.f;
+          const int64_t p = s.positions[r0 + i];
+          const int64_t hi = outside_window_only ? p - w + 1 : p + 1;
+          s.lo[r0 + i] = 0;
+          s.hi[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, nk));
+          any = any || s.hi[r0 + i] > 0;
         }
-        k_.accumulate_columns(s.scores + static_cast<size_t>(h) * n * k_.key_tile, k_.key_tile, n, nk,
-                              s.lo + h * n, s.hi + h * n, s.row_max + h * n, s.row_scale + h * n,
-                              ss.col_score.data() + static_cast<size_t>(head) * seq.k_len + t0);
+        if (!any) continue;
+        k_.accumulate_columns(s.scores + t * tile_floats + static_cast<size_t>(r0) * tile, tile, n, nk, s.lo + r0,
+                              s.hi + r0, s.row_max + r0, s.row_scale + r0, s.columns + t0);
+      }
+      int64_t* total = ss.col_score.data() + static_cast<size_t>(head) * seq.k_len;
+      for (int64_t j = 0; j < end; ++j) {
+        const float v = s.columns[j];
+        if (v != 0.f) {
+          std::atomic_ref<int64_t>(total[j]).fetch_add(std::llrint(std::ldexp(static_cast<double>(v), kScoreBits)),
+                                                       std::memory_order_relaxed);
+        }
       }
     }
   }
@@ -258,6 +289,7 @@ class Sampler {
   const KernelTable& k_;
   const FlashPath& path_;
   const Problem& p_;
+  int64_t keys_;
   int chunk_;
 };
 
@@ -290,7 +322,7 @@ size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& probl
   for (const Sequence& seq : problem.sequences) {
     if (!sequence_is_sampled(problem, seq)) continue;
     const size_t rows = sampled_rows(problem.sample, seq.q_len).size();
-    bytes += sizeof(float) * problem.num_q_heads * (3 * rows + static_cast<size_t>(seq.k_len));
+    bytes += problem.num_q_heads * (sizeof(float) * 3 * rows + sizeof(int64_t) * static_cast<size_t>(seq.k_len));
   }
   return bytes;
 }
@@ -313,7 +345,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     ss.row_max.assign(hq * nr, -std::numeric_limits<float>::infinity());
     ss.row_sum.assign(hq * nr, 0.f);
     ss.kept.assign(hq * nr, 0.f);
-    ss.col_score.assign(static_cast<size_t>(hq) * seq.k_len, 0.f);
+    ss.col_score.assign(static_cast<size_t>(hq) * seq.k_len, 0);
     sampled.push_back(std::move(ss));
   }
   if (sampled.empty()) return Status::ok();
@@ -323,7 +355,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
   const int chunk = sampler.chunk();
   const auto t_sampling = std::chrono::steady_clock::now();
 
-  // Pass 1 tasks: (sampled sequence, group, row chunk), longest rows first.
+  // Stage 1 tasks: (sampled sequence, group, row chunk), longest rows first.
   struct RowTask { size_t ss; int g; int64_t c0; int n; double cost; };
   std::vector<RowTask> row_tasks;
   for (size_t i = 0; i < sampled.size(); ++i) {
@@ -340,24 +372,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, workspace_limit,
                                       [&](int64_t t, int, void* buf) {
     const RowTask& task = row_tasks[static_cast<size_t>(t)];
-    sampler.row_statistics(sampled[task.ss], task.g, task.c0, task.n, buf);
-  }));
-
-  // Pass 2 tasks: (sampled sequence, group, key tile), earliest tiles (seen by most rows) first.
-  struct ColumnTask { size_t ss; int g; int64_t t0; };
-  std::vector<ColumnTask> column_tasks;
-  for (size_t i = 0; i < sampled.size(); ++i) {
-    const Sequence& seq = problem.sequences[sampled[i].seq];
-    for (int64_t t0 = 0; t0 < seq.k_len; t0 += kernels.key_tile) {
-      for (int g = 0; g < groups; ++g) column_tasks.push_back({i, g, t0});
-    }
-  }
-  std::stable_sort(column_tasks.begin(), column_tasks.end(),
-                   [](const ColumnTask& a, const ColumnTask& b) { return a.t0 < b.t0; });
-  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(column_tasks.size()), scratch, workspace_limit,
-                                      [&](int64_t t, int, void* buf) {
-    const ColumnTask& task = column_tasks[static_cast<size_t>(t)];
-    sampler.column_scores(sampled[task.ss], task.g, task.t0, buf);
+    sampler.sample_rows(sampled[task.ss], task.g, task.c0, task.n, buf);
   }));
   plan->time_sampling_s = seconds_since(t_sampling);
 
@@ -374,17 +389,15 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     const int set = static_cast<int>(t % sets_per_seq);
     const Sequence& seq = problem.sequences[ss.seq];
     const int first_head = set * heads_per_set;
-    const float* scores = ss.col_score.data() + static_cast<size_t>(first_head) * seq.k_len;
-    std::vector<float> summed;
-    if (heads_per_set > 1) {
-      // Heads added in order: deterministic.
-      summed.assign(scores, scores + seq.k_len);
-      for (int h = 1; h < heads_per_set; ++h) {
-        const float* other = scores + static_cast<size_t>(h) * seq.k_len;
-        for (int64_t j = 0; j < seq.k_len; ++j) summed[j] += other[j];
-      }
-      scores = summed.data();
+    // The set's column scores: its heads' fixed-point totals (added exactly), as f32.
+    const int64_t* fixed = ss.col_score.data() + static_cast<size_t>(first_head) * seq.k_len;
+    std::vector<float> summed(static_cast<size_t>(seq.k_len));
+    for (int64_t j = 0; j < seq.k_len; ++j) {
+      int64_t v = fixed[j];
+      for (int h = 1; h < heads_per_set; ++h) v += fixed[static_cast<size_t>(h) * seq.k_len + j];
+      summed[j] = static_cast<float>(std::ldexp(static_cast<double>(v), -kScoreBits));
     }
+    const float* scores = summed.data();
     const double total = static_cast<double>(ss.rows.size()) * heads_per_set;
     double target = problem.sample.alpha * total;
     if (problem.sample.window_mass_counts == 1) {
