@@ -213,38 +213,44 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
             hi = static_cast<int32_t>(seg0_hi(pos[mt][h]));
           }
         }
-        float mx = -INFINITY;
+        // Max over the raw scores (the scale is positive), in two chains (e) to halve the
+        // dependent-latency chain; the scale then folds into each exponent's FFMA.
+        float mx2[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            float v = s[mt][n][2 * h + e] * a.scale_log2;
+            float v = s[mt][n][2 * h + e];
             if (!full) {
               const int32_t col = static_cast<int32_t>(t0) + n * 8 + 2 * t + e;
               if (col < lo || col >= hi) v = -INFINITY;
             }
             s[mt][n][2 * h + e] = v;
-            mx = fmaxf(mx, v);
+            mx2[e] = fmaxf(mx2[e], v);
           }
         }
+        float mx = fmaxf(mx2[0], mx2[1]);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m[mt][h], mx);
+        const float m_new = fmaxf(m[mt][h], mx * a.scale_log2);
         const float m_use = m_new == -INFINITY ? 0.f : m_new;
         const float alpha = dev::fast_exp2(m[mt][h] - m_use);
         m[mt][h] = m_new;
-        float sum = 0.f;
+        float sum2[2] = {0.f, 0.f};
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float p = dev::fast_exp2(s[mt][n][2 * h + e] - m_use);
+            const float p = dev::fast_exp2(fmaf(s[mt][n][2 * h + e], a.scale_log2, -m_use));
             s[mt][n][2 * h + e] = p;
-            sum += p;
+            sum2[e] += p;
           }
         }
+        const float sum = sum2[0] + sum2[1];
         l[mt][h] = l[mt][h] * alpha + sum;
-        if (with_pv) {
+        // Rescale only when the running max moved (alpha == 1 leaves O as it is, bit for bit):
+        // past the first tiles of a long row it rarely does.
+        if (with_pv && alpha != 1.f) {
 #pragma unroll
           for (int dn = 0; dn < DT; ++dn) {
             o[mt][dn][2 * h] *= alpha;
