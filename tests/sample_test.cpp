@@ -448,6 +448,46 @@ TEST(SampleAttentionDensityRule, DenseMaskHeadsRunDenseBesideSparseOnes) {
   }
 }
 
+// Stage 1 keeps each row chunk's scores (16 MiB per worker at most); under a context's
+// workspace limit those buffers shrink (smaller chunks) instead of failing the call.
+TEST(SampleAttentionWorkspace, ScoreBuffersShrinkToTheContextLimit) {
+  Case c;
+  c.d = 64;
+  c.hq = c.hkv = 2;
+  c.add_sequence(4096, 4096);
+  c.materialize(17, 0.6f);
+  plant(c, {11, 2000}, 2.5f);
+  sampleattn_params p = c.params();
+  small_sample_params(p);
+  p.sample.r_row = 0.1f;
+  sampleattn_plan_info unlimited;
+  sampleattn_plan_info_init(&unlimited);
+  sampleattn_context* ctx = cpu_context(2);
+  ASSERT_EQ(sampleattn_plan(ctx, &p, &unlimited), SAMPLEATTN_SUCCESS);
+  sampleattn_context_destroy(ctx);
+  ASSERT_GT(unlimited.workspace_bytes, 8u << 20) << "256-row chunks x 4096 keys x 4 bytes x 2 workers";
+
+  const uint64_t limit = unlimited.workspace_bytes / 2;  // also above the stripe buffers (3 MB here)
+  ctx = cpu_context(2, limit);
+  sampleattn_plan_info limited;
+  sampleattn_plan_info_init(&limited);
+  ASSERT_EQ(sampleattn_plan(ctx, &p, &limited), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_LE(limited.workspace_bytes, limit);
+  sampleattn_stats stats;
+  sampleattn_stats_init(&stats);
+  ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_LT(stats.density, 1.0);
+  sampleattn_context_destroy(ctx);
+
+  // Far below what even 32-row chunks need: a clear out-of-memory status, no output.
+  c.o.poison();
+  ctx = cpu_context(2, 256 << 10);
+  EXPECT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_OUT_OF_MEMORY);
+  EXPECT_NE(std::string(sampleattn_last_error()).find("workspace"), std::string::npos);
+  EXPECT_TRUE(std::isnan(c.o.get(0)));
+  sampleattn_context_destroy(ctx);
+}
+
 // The pair counts behind the density statistics and the max_density rule, against counting.
 TEST(SparsePlanPairs, ClosedFormsAgreeWithCounting) {
   Rng rng(3);

@@ -192,11 +192,12 @@ class ScopedIsa {
   bool ok_;
 };
 
-inline sampleattn_context* cpu_context(int threads) {
+inline sampleattn_context* cpu_context(int threads, uint64_t max_workspace_bytes = 0) {
   sampleattn_context_options o;
   sampleattn_context_options_init(&o);
   o.backend = SAMPLEATTN_BACKEND_CPU;
   o.num_threads = threads;
+  o.max_workspace_bytes = max_workspace_bytes;
   sampleattn_context* ctx = nullptr;
   EXPECT_EQ(sampleattn_context_create(&o, &ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
   return ctx;

@@ -33,7 +33,7 @@ class CpuBackend final : public Backend {
   Status plan(const Problem& problem, sampleattn_plan_info* info) override {
     const KernelTable& kernels = active_kernel_table();
     uint64_t bytes = static_cast<uint64_t>(flash_scratch_bytes(kernels, problem)) * pool_->num_threads();
-    if (any_sampled(problem)) bytes += sampling_workspace_bytes(kernels, problem, pool_->num_threads());
+    if (any_sampled(problem)) bytes += sampling_workspace_bytes(kernels, problem, pool_->num_threads(), limit_);
     if (limit_ != 0 && bytes > limit_) {
       return out_of_memory("the call needs " + std::to_string(bytes) +
                            " bytes of workspace, over the context's limit of " + std::to_string(limit_));

@@ -30,8 +30,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 constexpr int kScoreBits = 30;
 
 // Score buffers of the fused stage-1 pass: a chunk's rows x all the keys they see, kept between
-// the row statistics and the column sums. The chunk shrinks with the key count to stay near this.
+// the row statistics and the column sums. The chunk shrinks with the key count to stay near this,
+// and under a context's workspace limit the buffers of all workers take at most a quarter of it.
 constexpr int64_t kScoreBufferBytes = int64_t{16} << 20;
+
+int64_t score_budget(uint64_t workspace_limit, int threads) {
+  if (workspace_limit == 0) return kScoreBufferBytes;
+  return std::min<int64_t>(kScoreBufferBytes, static_cast<int64_t>(workspace_limit / (4 * static_cast<uint64_t>(threads))));
+}
 
 // Stage-1 state of one sampled sequence.
 struct SampledSequence {
@@ -91,22 +97,22 @@ int64_t sampled_keys(const KernelTable& kernels, const Problem& problem) {
 }
 
 // Sampled rows per chunk and query head: a full query block, fewer when the chunk's scores
-// would pass kScoreBufferBytes, but at least 32 stacked rows (K packing per chunk must stay
-// small beside the products).
-int sample_chunk(const KernelTable& kernels, const Problem& problem, int64_t keys) {
+// would pass the budget, but at least 32 stacked rows (K packing per chunk must stay small
+// beside the products).
+int sample_chunk(const KernelTable& kernels, const Problem& problem, int64_t keys, int64_t budget) {
   const int group = problem.group;
   const int64_t most = std::max(1, kernels.block_rows / group);
   const int64_t least = std::max(1, 32 / group);
-  const int64_t by_budget = keys > 0 ? kScoreBufferBytes / (int64_t{4} * keys * group) : most;
+  const int64_t by_budget = keys > 0 ? budget / (int64_t{4} * keys * group) : most;
   return static_cast<int>(std::clamp(by_budget, std::min(least, most), most));
 }
 
 // Sampling always uses the f32 path: its scores choose the mask, so they get full precision.
 class Sampler {
  public:
-  Sampler(const KernelTable& kernels, const Problem& problem)
+  Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget)
       : k_(kernels), path_(kernels.f32), p_(problem), keys_(sampled_keys(kernels, problem)),
-        chunk_(sample_chunk(kernels, problem, keys_)) {}
+        chunk_(sample_chunk(kernels, problem, keys_, score_budget)) {}
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
@@ -316,8 +322,9 @@ std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_
   return rows;
 }
 
-size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads) {
-  Sampler sampler(kernels, problem);
+size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads,
+                                uint64_t workspace_limit) {
+  Sampler sampler(kernels, problem, score_budget(workspace_limit, threads));
   size_t bytes = sampler.scratch_bytes() * static_cast<size_t>(threads);
   for (const Sequence& seq : problem.sequences) {
     if (!sequence_is_sampled(problem, seq)) continue;
@@ -350,7 +357,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
   }
   if (sampled.empty()) return Status::ok();
 
-  Sampler sampler(kernels, problem);
+  Sampler sampler(kernels, problem, score_budget(workspace_limit, pool.num_threads()));
   const size_t scratch = sampler.scratch_bytes();
   const int chunk = sampler.chunk();
   const auto t_sampling = std::chrono::steady_clock::now();

@@ -20,7 +20,10 @@ bool sequence_is_sampled(const Problem& problem, const Sequence& seq);
 // The sampled query rows of a sequence (local indices, ascending).
 std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len);
 
-size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads);
+// Workspace of stages 1 and 2 for `threads` workers; the stage-1 score buffers shrink to fit a
+// quarter of workspace_limit (0 = no limit).
+size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads,
+                                uint64_t workspace_limit);
 
 // with_kept_mass: also measure the kept mass (CRA) of the sampled rows for the statistics (an
 // extra pass over their window and stripes; skipped when nobody asked for statistics).
