@@ -40,8 +40,10 @@ const FlashPath* path_of(const KernelTable* t, bool bf16) {
   return &t->f32;
 }
 
-// A tile of m query rows against n keys, all rows seeing all keys (span arrays null), repeated.
-void attend(benchmark::State& state, Isa isa, bool bf16) {
+// A tile of m query rows against n keys, repeated. Full: every row sees every key (span arrays
+// null). Causal: the diagonal tile drivers hit, row r sees keys [0, r * n / m]; FLOPs count
+// only the pairs the mask lets through.
+void attend_tile(benchmark::State& state, Isa isa, bool bf16, bool causal) {
   const FlashPath* path = path_of(kernel_table_for(isa), bf16);
   if (path == nullptr) {
     state.SkipWithError("not supported on this CPU");
@@ -57,48 +59,22 @@ void attend(benchmark::State& state, Isa isa, bool bf16) {
   path->pack_k(RowSource{k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
   path->pack_v(RowSource{v.data(), DType::kF32, d, nullptr}, n, d, vp.get());
   std::vector<float> row_max(m, -INFINITY), row_sum(m, 0.0f), acc(static_cast<size_t>(m) * d, 0.0f);
-  AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, nullptr, nullptr, row_max.data(), row_sum.data(),
-                      acc.data(), scratch.get()};
+  std::vector<int32_t> hi(m, n);
+  double pairs = static_cast<double>(m) * n;
+  if (causal) {
+    pairs = 0;
+    for (int r = 0; r < m; ++r) {
+      hi[r] = 1 + static_cast<int>(static_cast<int64_t>(r) * (n - 1) / (m > 1 ? m - 1 : 1));
+      pairs += hi[r];
+    }
+  }
+  AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, nullptr, causal ? hi.data() : nullptr,
+                      row_max.data(), row_sum.data(), acc.data(), scratch.get()};
   for (auto _ : state) {
     path->attend(args);
     benchmark::DoNotOptimize(acc.data());
     benchmark::ClobberMemory();
   }
-  state.counters["FLOPS"] = benchmark::Counter(4.0 * m * n * d * static_cast<double>(state.iterations()),
-                                               benchmark::Counter::kIsRate);
-}
-
-// Causal diagonal tile: row r sees keys [0, r * n / m], the case drivers hit on the diagonal.
-void attend_causal(benchmark::State& state, Isa isa, bool bf16) {
-  const FlashPath* path = path_of(kernel_table_for(isa), bf16);
-  if (path == nullptr) {
-    state.SkipWithError("not supported on this CPU");
-    return;
-  }
-  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
-            d = static_cast<int>(state.range(2));
-  const std::vector<float> q = random_rows(m, d, 1), k = random_rows(n, d, 2), v = random_rows(n, d, 3);
-  Mem qp = alloc64(path->packed_bytes(m, d)), kp = alloc64(path->packed_bytes(n, d)),
-      vp = alloc64(path->packed_bytes(n, d)), scratch = alloc64(path->scratch_bytes(m, n));
-  const float scale = static_cast<float>(1.4426950408889634 / std::sqrt(d));
-  path->pack_q(RowSource{q.data(), DType::kF32, d, nullptr}, m, d, scale, qp.get());
-  path->pack_k(RowSource{k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
-  path->pack_v(RowSource{v.data(), DType::kF32, d, nullptr}, n, d, vp.get());
-  std::vector<float> row_max(m, -INFINITY), row_sum(m, 0.0f), acc(static_cast<size_t>(m) * d, 0.0f);
-  std::vector<int32_t> hi(m);
-  double pairs = 0;
-  for (int r = 0; r < m; ++r) {
-    hi[r] = 1 + static_cast<int>(static_cast<int64_t>(r) * (n - 1) / (m > 1 ? m - 1 : 1));
-    pairs += hi[r];
-  }
-  AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, nullptr, hi.data(), row_max.data(), row_sum.data(),
-                      acc.data(), scratch.get()};
-  for (auto _ : state) {
-    path->attend(args);
-    benchmark::DoNotOptimize(acc.data());
-    benchmark::ClobberMemory();
-  }
-  // Useful FLOPs only: the pairs the mask lets through.
   state.counters["FLOPS"] = benchmark::Counter(4.0 * pairs * d * static_cast<double>(state.iterations()),
                                                benchmark::Counter::kIsRate);
 }
@@ -145,7 +121,7 @@ void register_all() {
     const KernelTable* t = kernel_table_for(v.isa);
     if (path_of(t, v.bf16) == nullptr) continue;
     const bool scalar = v.isa == Isa::kScalar;
-    auto* b = benchmark::RegisterBenchmark((std::string("attend/") + v.name).c_str(), attend, v.isa, v.bf16);
+    auto* b = benchmark::RegisterBenchmark((std::string("attend/") + v.name).c_str(), attend_tile, v.isa, v.bf16, false);
     b->ArgNames({"m", "n", "d"})->Args({t->block_rows, t->key_tile, 128});
     if (!scalar) {
       for (int m : {14, 28, 64, 128}) {
@@ -156,7 +132,7 @@ void register_all() {
       }
       b->Args({t->block_rows, t->key_tile, 64})->Args({t->block_rows, t->key_tile, 80})->Args({t->block_rows, t->key_tile, 256});
     }
-    benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_causal, v.isa, v.bf16)
+    benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.bf16, true)
         ->ArgNames({"m", "n", "d"})
         ->Args({t->block_rows, t->block_rows, 128});
     for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
