@@ -18,6 +18,11 @@ struct TensorView {
   DType dtype = DType::kF32;
   int64_t token_stride = 0;  // elements
   int64_t head_stride = 0;   // elements
+
+  // The first element of (token, head)'s row.
+  const char* row(int64_t token, int64_t head) const {
+    return static_cast<const char*>(data) + (token * token_stride + head * head_stride) * dtype_size(dtype);
+  }
 };
 
 struct OutputView {

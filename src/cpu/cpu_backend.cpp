@@ -5,16 +5,13 @@
 #include "core/backend.h"
 #include "core/dispatch.h"
 #include "core/sparse_plan.h"
+#include "core/timing.h"
 #include "cpu/flash_driver.h"
 #include "cpu/sampling.h"
 #include "cpu/thread_pool.h"
 
 namespace sampleattn::cpu {
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 bool any_sampled(const Problem& problem) {
   if (problem.method != SAMPLEATTN_METHOD_SAMPLE) return false;

@@ -16,11 +16,6 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr double kLn2 = 0.6931471805599453;
 
-// Bytes of element `offset` of a tensor.
-const char* element_ptr(const void* base, DType t, int64_t offset) {
-  return static_cast<const char*>(base) + offset * dtype_size(t);
-}
-
 // One task: query tokens [q0, q0 + rows) of sequence `seq`, all query heads of kv head `kv_head`.
 struct Task {
   int seq;
@@ -307,10 +302,10 @@ class FlashRunner {
       }
       if (!any) continue;
       const int64_t token = seq.k_begin + t0;
-      path_.pack_k({element_ptr(p_.k.data, p_.k.dtype, token * p_.k.token_stride + kv_head * p_.k.head_stride),
+      path_.pack_k({p_.k.row(token, kv_head),
                     p_.k.dtype, p_.k.token_stride, nullptr},
                    n, d, s.k_packed);
-      path_.pack_v({element_ptr(p_.v.data, p_.v.dtype, token * p_.v.token_stride + kv_head * p_.v.head_stride),
+      path_.pack_v({p_.v.row(token, kv_head),
                     p_.v.dtype, p_.v.token_stride, nullptr},
                    n, d, s.v_packed);
       path_.attend({q, m, s.k_packed, s.v_packed, n, d, full ? nullptr : s.lo, full ? nullptr : s.hi,

@@ -9,20 +9,13 @@
 #include <numeric>
 
 #include "core/stripe_selection.h"
+#include "core/timing.h"
 #include "cpu/scratch_carver.h"
 
 namespace sampleattn::cpu {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-
-const char* element_ptr(const void* base, DType t, int64_t offset) {
-  return static_cast<const char*>(base) + offset * dtype_size(t);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Column scores are summed in fixed point, 2^-kScoreBits units: each row chunk adds its own
 // (in-order f32) sums with an integer add, so the total does not depend on which thread ran which
@@ -144,7 +137,7 @@ class Sampler {
   // Packs keys [t0, t0 + n) of kv head g (contiguous).
   void pack_keys(const Scratch& s, const Sequence& seq, int g, int64_t t0, int n) const {
     const int64_t token = seq.k_begin + t0;
-    path_.pack_k({element_ptr(p_.k.data, p_.k.dtype, token * p_.k.token_stride + g * p_.k.head_stride),
+    path_.pack_k({p_.k.row(token, g),
                   p_.k.dtype, p_.k.token_stride, nullptr},
                  n, p_.head_dim, s.k_packed);
   }

@@ -16,6 +16,7 @@
 
 #include "core/backend.h"
 #include "core/sparse_plan.h"
+#include "core/timing.h"
 #include "cpu/sampling.h"
 #include "cuda/kernel_params.h"
 #include "cuda/launch.h"
@@ -33,10 +34,6 @@ Status device_error(const std::string& what, cudaError_t err) {
     const cudaError_t cuda_status_ = (expr);                     \
     if (cuda_status_ != cudaSuccess) return device_error((what), cuda_status_); \
   } while (0)
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Makes `device` current for the scope and restores the caller's device afterwards.
 class DeviceScope {
