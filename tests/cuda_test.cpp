@@ -83,7 +83,7 @@ struct Outcome {
   std::vector<float> lse;
   sampleattn_stats stats{};
   std::vector<sampleattn_head_stats> heads;
-  std::map<std::pair<int, int>, reference::HeadMask> masks;
+  MaskMap masks;
 };
 
 void attach_stats(Outcome& out, size_t num_heads, std::vector<int32_t>& offsets, std::vector<int32_t>& stripes) {
@@ -97,22 +97,6 @@ void attach_stats(Outcome& out, size_t num_heads, std::vector<int32_t>& offsets,
   out.stats.stripe_capacity = static_cast<int64_t>(stripes.size());
 }
 
-void read_masks(Outcome& out, int nseq, int hq, const std::vector<int32_t>& offsets,
-                const std::vector<int32_t>& stripes) {
-  for (int s = 0; s < nseq; ++s) {
-    for (int h = 0; h < hq; ++h) {
-      const size_t i = static_cast<size_t>(s) * hq + h;
-      if (out.heads[i].dense) continue;
-      reference::HeadMask m;
-      m.window = out.heads[i].window;
-      m.stripes.assign(stripes.begin() + offsets[i], stripes.begin() + offsets[i + 1]);
-      EXPECT_TRUE(std::is_sorted(m.stripes.begin(), m.stripes.end()));
-      EXPECT_EQ(static_cast<int32_t>(m.stripes.size()), out.heads[i].num_stripes);
-      out.masks[{s, h}] = std::move(m);
-    }
-  }
-}
-
 // Runs `p` (host pointers of `c`) on the CPU.
 Outcome run_cpu(Case& c, sampleattn_params p) {
   Outcome out;
@@ -124,7 +108,7 @@ Outcome run_cpu(Case& c, sampleattn_params p) {
   sampleattn_context_destroy(ctx);
   out.o = c.o.bytes;
   out.lse = c.lse;
-  if (out.status == SAMPLEATTN_SUCCESS) read_masks(out, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
+  if (out.status == SAMPLEATTN_SUCCESS) out.masks = masks_from_stats(out.heads, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
   return out;
 }
 
@@ -173,7 +157,7 @@ Outcome run_cuda(Case& c, sampleattn_params p, const DeviceLayout& layout = {}, 
   out.lse.resize(c.lse.size());
   o.download(out.o.data(), out.o.size());
   lse.download(out.lse.data(), out.lse.size() * sizeof(float));
-  if (out.status == SAMPLEATTN_SUCCESS) read_masks(out, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
+  if (out.status == SAMPLEATTN_SUCCESS) out.masks = masks_from_stats(out.heads, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
   return out;
 }
 
@@ -188,13 +172,6 @@ std::vector<std::vector<double>> rows_of(const Case& c, const std::vector<uint8_
   return out;
 }
 
-reference::MaskLookup lookup(const Outcome& o) {
-  return [&o](int s, int h) -> const reference::HeadMask* {
-    auto it = o.masks.find({s, h});
-    return it == o.masks.end() ? nullptr : &it->second;
-  };
-}
-
 // The GPU output against the oracle under the GPU's own mask: its error is at most twice that of
 // a naive attention with bf16 products (the GPU rounds Q, K and P to the operand type), and its
 // lse agrees. Also against the CPU output when both ran the same mask.
@@ -203,7 +180,7 @@ void expect_matches_oracle(Case& c, const sampleattn_params& p, const Outcome& g
   ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
   const auto rows = all_rows(problem);
   if (rows.empty()) return;
-  const auto mask = lookup(gpu);
+  const auto mask = lookup(gpu.masks);
   const auto oracle = reference::attention_rows(problem, rows, mask);
   const auto naive = reference::naive_attention_rows(problem, rows, /*bf16_products=*/true, mask);
   const auto ours_rows = rows_of(c, gpu.o, rows);

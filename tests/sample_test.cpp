@@ -33,7 +33,7 @@ void small_sample_params(sampleattn_params& p) {
 struct Outcome {
   sampleattn_status status;
   std::vector<sampleattn_head_stats> heads;
-  std::map<std::pair<int, int>, reference::HeadMask> masks;
+  MaskMap masks;
   sampleattn_stats stats;
 };
 
@@ -53,26 +53,8 @@ Outcome run(Case& c, sampleattn_params& p, int threads) {
   sampleattn_context_destroy(ctx);
   if (out.status != SAMPLEATTN_SUCCESS) return out;
   EXPECT_LE(out.stats.stripes_required, out.stats.stripe_capacity);
-  for (int s = 0; s < nseq; ++s) {
-    for (int h = 0; h < c.hq; ++h) {
-      const size_t i = static_cast<size_t>(s) * c.hq + h;
-      if (out.heads[i].dense) continue;
-      reference::HeadMask m;
-      m.window = out.heads[i].window;
-      m.stripes.assign(stripes.begin() + offsets[i], stripes.begin() + offsets[i + 1]);
-      EXPECT_TRUE(std::is_sorted(m.stripes.begin(), m.stripes.end()));
-      EXPECT_EQ(static_cast<int32_t>(m.stripes.size()), out.heads[i].num_stripes);
-      out.masks[{s, h}] = std::move(m);
-    }
-  }
+  out.masks = masks_from_stats(out.heads, nseq, c.hq, offsets, stripes);
   return out;
-}
-
-reference::MaskLookup lookup(const Outcome& o) {
-  return [&o](int s, int h) -> const reference::HeadMask* {
-    auto it = o.masks.find({s, h});
-    return it == o.masks.end() ? nullptr : &it->second;
-  };
 }
 
 using Param = std::tuple<Isa, DType, int>;
@@ -105,8 +87,8 @@ TEST_P(SampleAttention, EqualsOracleRestrictedToTheMask) {
     Problem problem;
     ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
     const auto rows = all_rows(problem);
-    const auto oracle = reference::attention_rows(problem, rows, lookup(o));
-    const auto naive = reference::naive_attention_rows(problem, rows, false, lookup(o));
+    const auto oracle = reference::attention_rows(problem, rows, lookup(o.masks));
+    const auto naive = reference::naive_attention_rows(problem, rows, false, lookup(o.masks));
     const Errors ours = errors_of(oracle, output_rows(c, rows));
     const Errors base = errors_of(oracle, stored(naive, dtype));
     EXPECT_LE(ours.rel_l2, 2 * base.rel_l2 + 1e-7) << "d=" << d;
@@ -423,8 +405,8 @@ TEST(SampleAttentionDensityRule, DenseMaskHeadsRunDenseBesideSparseOnes) {
   Problem problem;
   ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
   const auto rows = all_rows(problem);
-  const auto oracle = reference::attention_rows(problem, rows, lookup(mixed));
-  const auto naive = reference::naive_attention_rows(problem, rows, false, lookup(mixed));
+  const auto oracle = reference::attention_rows(problem, rows, lookup(mixed.masks));
+  const auto naive = reference::naive_attention_rows(problem, rows, false, lookup(mixed.masks));
   const Errors ours = errors_of(oracle, output_rows(c, rows));
   const Errors base = errors_of(oracle, stored(naive, DType::kF32));
   EXPECT_LE(ours.rel_l2, 2 * base.rel_l2 + 1e-7);
@@ -540,7 +522,7 @@ TEST(SampleAttentionStats, KeptMassMatchesTheOracle) {
     for (int64_t i : rows) {
       // Kept mass = exp(lse_masked - lse_full).
       const auto full = reference::attention_rows(problem, {{i, h}});
-      const auto masked = reference::attention_rows(problem, {{i, h}}, lookup(o));
+      const auto masked = reference::attention_rows(problem, {{i, h}}, lookup(o.masks));
       const double kept = std::exp(masked[0].lse - full[0].lse);
       lo = std::min(lo, kept);
       sum += kept;

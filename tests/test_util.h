@@ -6,8 +6,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dispatch.h"
@@ -191,6 +194,35 @@ class ScopedIsa {
  private:
   bool ok_;
 };
+
+// The masks of the heads that ran sparse, keyed (sequence, head), from a call's statistics
+// (head_stats and the stripe arrays); dense heads have none.
+using MaskMap = std::map<std::pair<int, int>, reference::HeadMask>;
+inline MaskMap masks_from_stats(const std::vector<sampleattn_head_stats>& heads, int nseq, int hq,
+                                const std::vector<int32_t>& offsets, const std::vector<int32_t>& stripes) {
+  MaskMap masks;
+  for (int s = 0; s < nseq; ++s) {
+    for (int h = 0; h < hq; ++h) {
+      const size_t i = static_cast<size_t>(s) * hq + h;
+      if (heads[i].dense) continue;
+      reference::HeadMask m;
+      m.window = heads[i].window;
+      m.stripes.assign(stripes.begin() + offsets[i], stripes.begin() + offsets[i + 1]);
+      EXPECT_TRUE(std::is_sorted(m.stripes.begin(), m.stripes.end()));
+      EXPECT_EQ(static_cast<int32_t>(m.stripes.size()), heads[i].num_stripes);
+      masks[{s, h}] = std::move(m);
+    }
+  }
+  return masks;
+}
+
+// The oracle's view of those masks (no entry: dense).
+inline reference::MaskLookup lookup(const MaskMap& masks) {
+  return [&masks](int s, int h) -> const reference::HeadMask* {
+    auto it = masks.find({s, h});
+    return it == masks.end() ? nullptr : &it->second;
+  };
+}
 
 inline sampleattn_context* cpu_context(int threads, uint64_t max_workspace_bytes = 0) {
   sampleattn_context_options o;
