@@ -93,15 +93,7 @@ Status check_sample(const sampleattn_sample_params& s) {
 
 double Problem::dense_pairs() const {
   double pairs = 0;
-  for (const Sequence& s : sequences) {
-    if (causal) {
-      // Query i sees q_offset + i + 1 keys.
-      const double q = static_cast<double>(s.q_len);
-      pairs += q * static_cast<double>(s.q_offset()) + q * (q + 1) / 2;
-    } else {
-      pairs += static_cast<double>(s.q_len) * static_cast<double>(s.k_len);
-    }
-  }
+  for (const Sequence& s : sequences) pairs += static_cast<double>(causal ? causal_pairs(s) : s.q_len * s.k_len);
   return pairs * num_q_heads;
 }
 

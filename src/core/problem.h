@@ -67,9 +67,7 @@ struct Problem {
 // (sampleattn_forward); without, only shapes and parameters are checked (sampleattn_plan).
 Status build_problem(const sampleattn_params* params, bool check_data, Problem* problem);
 
-// Pairs (query, key) that query `i` of `seq` may see: keys [0, causal_end(i)).
-inline int64_t causal_end(const Problem& p, const Sequence& s, int64_t i) {
-  return p.causal ? s.q_offset() + i + 1 : s.k_len;
-}
+// Query-key pairs of a causal sequence: query i sees q_offset + i + 1 keys.
+inline int64_t causal_pairs(const Sequence& s) { return s.q_len * s.q_offset() + s.q_len * (s.q_len + 1) / 2; }
 
 }  // namespace sampleattn

@@ -32,17 +32,8 @@ int64_t stripe_pairs(const Sequence& seq, int64_t window, const int32_t* stripes
   return pairs;
 }
 
-int64_t causal_pairs(const Sequence& seq) {
-  const int64_t first = seq.q_offset();
-  return seq.q_len * first + seq.q_len * (seq.q_len + 1) / 2;
-}
-
 double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan) {
-  if (plan.dense) {
-    double pairs = 0;
-    for (int64_t i = 0; i < seq.q_len; ++i) pairs += static_cast<double>(causal_end(problem, seq, i));
-    return pairs;
-  }
+  if (plan.dense) return static_cast<double>(problem.causal ? causal_pairs(seq) : seq.q_len * seq.k_len);
   return static_cast<double>(window_pairs(seq, plan.window) +
                              stripe_pairs(seq, plan.window, plan.stripes.data(), static_cast<int64_t>(plan.stripes.size())));
 }

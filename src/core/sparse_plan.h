@@ -40,10 +40,10 @@ double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPla
 
 // The parts of that count for a sampled (causal) sequence, exact integers: the window band,
 // sum over query positions p of min(w, p + 1); and the stripes, each j seen by the queries at
-// p >= j + w (stripe_pairs_of). Both backends decide max_density (mask_runs_dense) with these.
+// p >= j + w (stripe_pairs_of). Both backends decide max_density (mask_runs_dense) with these
+// against causal_pairs (core/problem.h).
 int64_t window_pairs(const Sequence& seq, int64_t window);
 int64_t stripe_pairs(const Sequence& seq, int64_t window, const int32_t* stripes, int64_t count);
-int64_t causal_pairs(const Sequence& seq);
 
 // Fills the caller's stats (totals, per-head arrays, stripes) from a plan. plan may be null
 // (everything dense).

@@ -215,7 +215,7 @@ class FlashRunner {
       while (h1 < g && head_dense(t.seq, first_head + h1) == dense) ++h1;
       const int r0 = h0 * t.rows, rows = (h1 - h0) * t.rows;
       if (dense) {
-        // Keys [0, causal_end) of each row.
+        // Keys [0, p] of each row (all keys when not causal).
         attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
           *lo = 0;
           *hi = p_.causal ? s.positions[r] + 1 : seq.k_len;
