@@ -3,17 +3,16 @@
 // so that the instantiations compile in parallel.
 //
 // Attention: a block of 4 warps takes kBM query rows of one query head; each warp owns 16 * kMT
-// rows. Keys come in tiles of kBN from "segments": segment 0 is the sequence's own keys (the
-// dense range, or a sparse head's window band), segment 1 the stripe columns of a sparse head,
-// gathered through their index list straight into shared memory. Every row sees one contiguous
-// span [lo, hi) of each segment (causal diagonal, window edges and stripe visibility j <= p - w
-// are all such spans), so a tile needs a mask only where it crosses a span edge. K/V tiles are
-// double-buffered with cp.async; S = Q K^T and O += P V run on mma.sync m16n8k16 with f32
-// accumulation; the online softmax runs in log2 units.
+// rows. Keys come in tiles of kBN from the block's segments (attention_block.cuh: window band or
+// dense range, then the stripe columns gathered through their index list straight into shared
+// memory). K/V tiles are double-buffered with cp.async; S = Q K^T and O += P V run on mma.sync
+// m16n8k16 with f32 accumulation; the online softmax runs in log2 units. On Hopper, head dim 128
+// runs the wgmma kernel of attention_sm90.cuh instead.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include "cuda/attention_block.cuh"
 #include "cuda/device_utils.cuh"
 #include "cuda/kernel_params.h"
 
@@ -43,60 +42,28 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  // Grid order: kv head, then row block (most expensive first), then the group's query heads.
-  // Blocks resident together then read one kv head's K/V (and one stripe set) from L2 instead
-  // of each streaming its own head's from memory.
-  const int64_t per_kv_head = a.num_blocks * a.group;
-  const int64_t in_kv_head = blockIdx.x % per_kv_head;
-  const int head = static_cast<int>(blockIdx.x / per_kv_head) * a.group + static_cast<int>(in_kv_head % a.group);
-  const RowBlock blk = a.blocks[in_kv_head / a.group];
-  const SeqDesc sd = a.seqs[blk.seq];
-  const int kvh = head / a.group;
-  const bool list_mode = a.mode != AttentionMode::kForward;
-  const bool with_pv = a.mode == AttentionMode::kForward;
-  // Sparse: the sequence is sampled and this head's set did not fall back to dense.
-  const int set = sd.set_base + (a.per_group ? head / a.group : head);
-  const bool sparse = sd.sparse != 0 && a.mode != AttentionMode::kRowStats && a.set_dense[set] == 0;
-  const int64_t q_offset = sd.k_len - sd.q_len;
-  const int64_t w = sd.window;
-
+  AttentionBlock b = AttentionBlock::make(a, blockIdx.x);
   const T* Q = static_cast<const T*>(a.q);
-  const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + kvh * a.k_head_stride;
-  const T* V = static_cast<const T*>(a.v) + sd.k_begin * a.v_token_stride + kvh * a.v_head_stride;
-
-  auto local_row = [&](int r) -> int64_t {
-    r = r < blk.count ? r : blk.count - 1;
-    return list_mode ? static_cast<int64_t>(a.rows[blk.first + r]) : blk.first + r;
-  };
-
-  // Stripe set of this head.
-  const int32_t* stripes = nullptr;
-  int64_t n_stripes = 0;
-  if (sparse) {
-    stripes = a.stripes + a.set_offset[set];
-    n_stripes = a.set_count[set];
-  }
+  const T* K = static_cast<const T*>(a.k) + b.sd.k_begin * a.k_token_stride + b.kvh * a.k_head_stride;
+  const T* V = static_cast<const T*>(a.v) + b.sd.k_begin * a.v_token_stride + b.kvh * a.v_head_stride;
 
   // Queries -> shared memory.
   for (int i = tid; i < C::kBM * CHUNKS; i += 128) {
     const int r = i / CHUNKS, c = i % CHUNKS;
-    const bool valid = r < blk.count;
-    const int64_t token = sd.q_begin + (valid ? local_row(r) : 0);
-    dev::cp_async16(sQ + r * S + c * 8, Q + token * a.q_token_stride + head * a.q_head_stride + c * 8, valid);
+    const bool valid = r < b.blk.count;
+    const int64_t token = b.sd.q_begin + (valid ? b.local_row(r) : 0);
+    dev::cp_async16(sQ + r * S + c * 8, Q + token * a.q_token_stride + b.head * a.q_head_stride + c * 8, valid);
   }
   dev::cp_async_commit();
 
-  // Stripes visible to each row (segment 1): one binary search per thread, while Q loads.
+  // Stripes visible to each row, while Q loads.
   __shared__ int32_t s_visible[C::kBM];
-  if (sparse) {
-    for (int r = tid; r < C::kBM; r += 128) {
-      s_visible[r] = static_cast<int32_t>(dev::count_at_most(stripes, n_stripes, q_offset + local_row(r) - w));
-    }
-  }
+  b.fill_visible(s_visible, C::kBM, tid, 128);
   __syncthreads();
+  b.plan_tiles<BN>(s_visible);
 
-  // Positions of this thread's rows (invalid rows repeat the last valid one) and their spans.
-  // Positions and key counts fit 32 bits (checked on the host).
+  // Positions of this thread's rows (invalid rows repeat the last valid one) and their visible
+  // stripes. Positions and key counts fit 32 bits (checked on the host).
   int32_t pos[MT][2];
   int32_t vis[MT][2];
 #pragma unroll
@@ -104,45 +71,21 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = warp * 16 * MT + mt * 16 + h * 8 + g;
-      pos[mt][h] = static_cast<int32_t>(q_offset + local_row(r));
-      vis[mt][h] = sparse ? s_visible[r] : 0;
+      pos[mt][h] = static_cast<int32_t>(b.position(r));
+      vis[mt][h] = b.sparse ? s_visible[r] : 0;
     }
   }
-  const int64_t p_first = q_offset + local_row(0), p_last = q_offset + local_row(blk.count - 1);
-
-  // Segment 0 spans: lo(p), hi(p), both non-decreasing in p.
-  auto seg0_lo = [&](int64_t p) -> int64_t { return sparse ? (p - w + 1 > 0 ? p - w + 1 : 0) : 0; };
-  auto seg0_hi = [&](int64_t p) -> int64_t { return (sparse || a.causal) ? p + 1 : sd.k_len; };
-  const int64_t s0_start = seg0_lo(p_first) / BN * BN;
-  const int64_t s0_end = seg0_hi(p_last);
-  const int64_t s0_tiles = s0_end > s0_start ? (s0_end - s0_start + BN - 1) / BN : 0;
-  const int64_t s0_lo_max = seg0_lo(p_last), s0_hi_min = seg0_hi(p_first);
-  int64_t s1_tiles = 0, s1_hi_min = 0;
-  if (sparse) {
-    s1_hi_min = s_visible[0];
-    s1_tiles = (s_visible[blk.count - 1] + BN - 1) / BN;
-  }
-  const int64_t n_tiles = s0_tiles + s1_tiles;
 
   auto load_tile = [&](int64_t tile, int stage) {
-    const bool seg1 = tile >= s0_tiles;
-    const int64_t t0 = seg1 ? (tile - s0_tiles) * BN : s0_start + tile * BN;
+    const TileSpan ts = b.tile<BN>(tile);
     T* dk = sK + stage * BN * S;
     T* dv = sV + stage * BN * S;
     for (int i = tid; i < BN * CHUNKS; i += 128) {
       const int r = i / CHUNKS, c = i % CHUNKS;
-      const int64_t ord = t0 + r;
-      bool valid;
       int64_t key;
-      if (seg1) {
-        valid = ord < n_stripes;
-        key = valid ? stripes[ord] : 0;
-      } else {
-        valid = ord < sd.k_len;
-        key = valid ? ord : 0;
-      }
+      const bool valid = b.key_at(ts.seg1, ts.t0 + r, &key);
       dev::cp_async16(dk + r * S + c * 8, K + key * a.k_token_stride + c * 8, valid);
-      if (with_pv) dev::cp_async16(dv + r * S + c * 8, V + key * a.v_token_stride + c * 8, valid);
+      if (b.with_pv) dev::cp_async16(dv + r * S + c * 8, V + key * a.v_token_stride + c * 8, valid);
     }
   };
 
@@ -156,12 +99,12 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
     for (int dn = 0; dn < DT; ++dn) o[mt][dn][0] = o[mt][dn][1] = o[mt][dn][2] = o[mt][dn][3] = 0.f;
   }
 
-  if (n_tiles > 0) load_tile(0, 0);
+  if (b.n_tiles > 0) load_tile(0, 0);
   dev::cp_async_commit();
 
-  for (int64_t tile = 0; tile < n_tiles; ++tile) {
+  for (int64_t tile = 0; tile < b.n_tiles; ++tile) {
     const int stage = static_cast<int>(tile & 1);
-    if (tile + 1 < n_tiles) {
+    if (tile + 1 < b.n_tiles) {
       load_tile(tile + 1, stage ^ 1);
       dev::cp_async_commit();
       dev::cp_async_wait<1>();
@@ -171,9 +114,7 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
     __syncthreads();
     const T* tk = sK + stage * BN * S;
     const T* tv = sV + stage * BN * S;
-    const bool seg1 = tile >= s0_tiles;
-    const int64_t t0 = seg1 ? (tile - s0_tiles) * BN : s0_start + tile * BN;
-    const bool full = seg1 ? (t0 + BN <= s1_hi_min) : (t0 >= s0_lo_max && t0 + BN <= s0_hi_min);
+    const TileSpan ts = b.tile<BN>(tile);
 
     // S = Q K^T.
     float s[MT][NT][4];
@@ -183,11 +124,11 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
       for (int n = 0; n < NT; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t b[NT][2];
+      uint32_t bf[NT][2];
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         const T* p = tk + (np * 16 + (lane % 8) + (lane / 16) * 8) * S + kk * 16 + ((lane / 8) % 2) * 8;
-        dev::ldsm_x4(b[2 * np][0], b[2 * np][1], b[2 * np + 1][0], b[2 * np + 1][1], p);
+        dev::ldsm_x4(bf[2 * np][0], bf[2 * np][1], bf[2 * np + 1][0], bf[2 * np + 1][1], p);
       }
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -195,83 +136,20 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
         const T* p = sQ + (warp * 16 * MT + mt * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * S + kk * 16 + (lane / 16) * 8;
         dev::ldsm_x4(af[0], af[1], af[2], af[3], p);
 #pragma unroll
-        for (int n = 0; n < NT; ++n) dev::mma16816<T>(s[mt][n], af, b[n][0], b[n][1]);
+        for (int n = 0; n < NT; ++n) dev::mma16816<T>(s[mt][n], af, bf[n][0], bf[n][1]);
       }
     }
 
-    // Mask, online softmax (log2 units).
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        int32_t lo = 0, hi = 0;
-        if (!full) {
-          if (seg1) {
-            hi = vis[mt][h];
-          } else {
-            lo = static_cast<int32_t>(seg0_lo(pos[mt][h]));
-            hi = static_cast<int32_t>(seg0_hi(pos[mt][h]));
-          }
-        }
-        // Max over the raw scores (the scale is positive), in two chains (e) to halve the
-        // dependent-latency chain; the scale then folds into each exponent's FFMA.
-        float mx2[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float v = s[mt][n][2 * h + e];
-            if (!full) {
-              const int32_t col = static_cast<int32_t>(t0) + n * 8 + 2 * t + e;
-              if (col < lo || col >= hi) v = -INFINITY;
-            }
-            s[mt][n][2 * h + e] = v;
-            mx2[e] = fmaxf(mx2[e], v);
-          }
-        }
-        float mx = fmaxf(mx2[0], mx2[1]);
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m[mt][h], mx * a.scale_log2);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = dev::fast_exp2(m[mt][h] - m_use);
-        m[mt][h] = m_new;
-        float sum2[2] = {0.f, 0.f};
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float p = dev::fast_exp2(fmaf(s[mt][n][2 * h + e], a.scale_log2, -m_use));
-            s[mt][n][2 * h + e] = p;
-            sum2[e] += p;
-          }
-        }
-        const float sum = sum2[0] + sum2[1];
-        l[mt][h] = l[mt][h] * alpha + sum;
-        // Rescale only when the running max moved (alpha == 1 leaves O as it is, bit for bit):
-        // past the first tiles of a long row it rarely does.
-        if (with_pv && alpha != 1.f) {
-#pragma unroll
-          for (int dn = 0; dn < DT; ++dn) {
-            o[mt][dn][2 * h] *= alpha;
-            o[mt][dn][2 * h + 1] *= alpha;
-          }
-        }
-      }
-    }
+    for (int mt = 0; mt < MT; ++mt) online_softmax<NT, DT>(s[mt], m[mt], l[mt], o[mt], b, ts, pos[mt], vis[mt], t, a.scale_log2);
 
     // O += P V.
-    if (with_pv) {
+    if (b.with_pv) {
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
         uint32_t pa[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          pa[mt][0] = dev::pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-          pa[mt][1] = dev::pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-          pa[mt][2] = dev::pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-          pa[mt][3] = dev::pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-        }
+        for (int mt = 0; mt < MT; ++mt) probabilities_a<T, NT>(s[mt], kk, pa[mt]);
 #pragma unroll
         for (int dp = 0; dp < D / 16; ++dp) {
           uint32_t b0, b1, b2, b3;
@@ -289,41 +167,8 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
   }
   dev::cp_async_wait<0>();
 
-  // Epilogue.
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float sum = l[mt][h];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const int r = warp * 16 * MT + mt * 16 + h * 8 + g;
-      if (r >= blk.count) continue;
-      const float mx = m[mt][h];
-      if (a.mode == AttentionMode::kForward) {
-        const int64_t token = sd.q_begin + blk.first + r;
-        const float inv = sum > 0.f ? 1.f / sum : 0.f;
-        const int64_t base = token * a.o_token_stride + head * a.o_head_stride;
-#pragma unroll
-        for (int dn = 0; dn < DT; ++dn) {
-          dev::store_out(a.o, a.o_type, base + dn * 8 + 2 * t, o[mt][dn][2 * h] * inv);
-          dev::store_out(a.o, a.o_type, base + dn * 8 + 2 * t + 1, o[mt][dn][2 * h + 1] * inv);
-        }
-        if (a.lse != nullptr && t == 0) {
-          a.lse[token * a.num_q_heads + head] = sum > 0.f ? (mx + log2f(sum)) * 0.69314718055994531f : -INFINITY;
-        }
-      } else if (t == 0) {
-        const int64_t at = static_cast<int64_t>(head) * a.total_rows + blk.first + r;
-        if (a.mode == AttentionMode::kRowStats) {
-          a.row_max[at] = mx;
-          a.row_sum[at] = sum;
-        } else {
-          const float full_sum = a.row_sum[at];
-          a.kept[at] = (sum > 0.f && full_sum > 0.f) ? sum * exp2f(mx - a.row_max[at]) / full_sum : 0.f;
-        }
-      }
-    }
-  }
+  for (int mt = 0; mt < MT; ++mt) finish_rows<DT>(a, b, o[mt], m[mt], l[mt], warp * 16 * MT + mt * 16 + g, t);
 }
 
 // Stage 1, pass 2: column scores. A block owns kColumns key columns of one query head and walks

@@ -25,6 +25,12 @@ SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(128)
 SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(256)
 #undef SAMPLEATTN_CUDA_DECLARE_HEAD_DIM
 
+// Hopper (sm_90a, attention_sm90.cu): the wgmma attention kernel for head dim 128.
+cudaError_t launch_attention_sm90_d128(bool bf16, const AttentionArgs& args, cudaStream_t stream);
+// Whether the current device runs the sm_90a kernels: compute capability 9.0, unless the
+// environment sets SAMPLEATTN_CUDA_MMA_SYNC=1 (the portable kernels, for comparisons).
+bool use_sm90_kernels();
+
 // Rows of the query block of the attention kernel for this head dim (the unit of RowBlock).
 int attention_block_rows(int head_dim);
 // Key columns per block of the column kernel.
