@@ -1,15 +1,27 @@
 // The Hopper (sm_90a) attention kernel for head dim 128: the same blocks, segments, masks and
-// softmax as the mma.sync kernel (attention_block.cuh), with both products on wgmma.
+// softmax as the mma.sync kernel (attention_block.cuh), with both products on wgmma, a producer
+// warpgroup and two consumer warpgroups (FlashAttention-3's warp specialization, with cp.async
+// instead of TMA).
 //
-// A block of 2 warpgroups (256 threads) takes 128 query rows of one query head, 64 per
-// warpgroup. Q and the double-buffered K/V tiles of 128 keys sit in shared memory in the 128-byte
-// swizzled layout that wgmma reads through descriptors: a [rows][128] tile is stored as two
-// [rows][64] halves, each row 128 bytes, 16-byte chunk c of row r at chunk c ^ (r % 8).
+// A block takes 128 query rows of one query head: consumer warpgroup wg (threads 128 wg ..
+// 128 wg + 127) owns rows 64 wg .. 64 wg + 63; warpgroup 2 is the producer. Q and a ring of kStages
+// K/V tiles of 128 keys sit in shared memory in the 128-byte swizzled layout that wgmma reads
+// through descriptors: a [rows][128] tile is stored as two [rows][64] halves, each row 128 bytes,
+// 16-byte chunk c of row r at chunk c ^ (r % 8).
 //   S = Q K^T: wgmma m64n128k16, A = Q and B = K both K-major in shared memory (8 k-steps).
 //   O += P V:  wgmma m64n128k16, A = P from registers (the score accumulator, rounded to T), B = V
 //              N-major ("transposed": its rows are keys, contiguous along d) in shared memory.
-// Tiles arrive by cp.async issued by all threads (stripe columns are gathered row by row through
-// their index list, so there is no TMA box to describe them).
+// Pipeline: the producer gathers tile j's keys (window band rows, or stripe rows through their
+// index list: no TMA box describes those) with cp.async into stage j % kStages once both
+// warpgroups released it (mbarrier "empty"), and signals "full" when its copies landed. Each
+// consumer warpgroup runs phases k = 0, 1, ...: wait for tile k, issue P_{k-1} V_{k-1} and
+// S_k = Q K_k, wait, release tile k - 1, softmax of S_k into P_k. One warpgroup's softmax overlaps the
+// other's products on the tensor cores.
+// (FlashAttention-3's ping-pong: named barriers making the warpgroups issue their phases in turn
+// measured the same as letting them run freely, 331.4 against 331.8 ms dense at 128K, and was
+// dropped; docs/CUDA.md.)
+#include <type_traits>
+
 #include "cuda/attention_kernel.cuh"
 #include "cuda/launch.h"
 #include "cuda/wgmma.cuh"
@@ -20,49 +32,97 @@ namespace {
 constexpr int kD = 128;
 constexpr int kBM = 128;  // = AttentionConfig<128>::kBM: the host plans row blocks of this size
 constexpr int kBN = 128;
-constexpr int kThreads = 256;
+constexpr int kStages = 3;
+constexpr int kConsumers = 256;
+constexpr int kProducers = 128;
+constexpr int kThreads = kConsumers + kProducers;
+
 constexpr uint32_t kHalfBytes(int rows) { return static_cast<uint32_t>(rows) * (kD / 2) * 2; }  // [rows][64]
 constexpr uint32_t kQBytes = 2 * kHalfBytes(kBM);
-constexpr uint32_t kTileBytes = 2 * kHalfBytes(kBN);  // one K or V stage
-constexpr size_t kSmemBytes = kQBytes + 4 * kTileBytes + 1024;  // + alignment of the first atom
+constexpr uint32_t kTileBytes = 2 * kHalfBytes(kBN);  // one K or V tile
+constexpr size_t kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024;  // + alignment of the first atom
 
+static_assert(kBN == kProducers, "one key row per producer thread");
 static_assert(kBM == AttentionConfig<128>::kBM, "row blocks are planned in units of the mma.sync kernel's");
 
-template <typename T>
+template <typename T, bool kForward>
 __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const AttentionArgs a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int NT = kBN / 8, DT = kD / 8, CHUNKS = kD / 8;
+  constexpr int kQReady = 1;  // named barriers 1, 2: each consumer warpgroup's Q load
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t base = (dev::smem_addr(smem_raw) + 1023) & ~1023u;
   unsigned char* const gbase = smem_raw + (base - dev::smem_addr(smem_raw));
-  const uint32_t sQ = base, sK = base + kQBytes, sV = sK + 2 * kTileBytes;
-
+  const uint32_t sQ = base, sK = base + kQBytes, sV = sK + kStages * kTileBytes;
   // Byte offset of 16-byte chunk c (0..15) of row r in a swizzled [rows][128] tile.
   auto swizzled = [](int rows, int r, int c) {
     return static_cast<uint32_t>((c / 8) * rows * 128 + r * 128 + (((c % 8) ^ (r % 8)) * 16));
   };
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, wg = warp / 4;
-  const int g = lane / 4, t = lane % 4;
-  AttentionBlock b = AttentionBlock::make(a, blockIdx.x);
-  const T* Q = static_cast<const T*>(a.q);
-  const T* K = static_cast<const T*>(a.k) + b.sd.k_begin * a.k_token_stride + b.kvh * a.k_head_stride;
-  const T* V = static_cast<const T*>(a.v) + b.sd.k_begin * a.v_token_stride + b.kvh * a.v_head_stride;
-
-  for (int i = tid; i < kBM * CHUNKS; i += kThreads) {
-    const int r = i / CHUNKS, c = i % CHUNKS;
-    const bool valid = r < b.blk.count;
-    const int64_t token = b.sd.q_begin + (valid ? b.local_row(r) : 0);
-    dev::cp_async16(gbase + (sQ - base) + swizzled(kBM, r, c),
-                    Q + token * a.q_token_stride + b.head * a.q_head_stride + c * 8, valid);
-  }
-  dev::cp_async_commit();
-
   __shared__ int32_t s_visible[kBM];
+  __shared__ uint64_t s_bars[2 * kStages];  // full[kStages], empty[kStages]
+  const uint32_t full_bar = dev::smem_addr(s_bars), empty_bar = full_bar + kStages * 8;
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  // Warpgroup index, broadcast so that the compiler knows it is warp-uniform.
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
+  AttentionBlock b = AttentionBlock::make(a, blockIdx.x);
+  if (tid == 0) {
+    for (int i = 0; i < kStages; ++i) {
+      dev::mbarrier_init(full_bar + 8 * i, kProducers);
+      dev::mbarrier_init(empty_bar + 8 * i, kConsumers);
+    }
+    dev::mbarrier_init_fence();
+  }
   b.fill_visible(s_visible, kBM, tid, kThreads);
   __syncthreads();
   b.plan_tiles<kBN>(s_visible);
+  const int64_t n = b.n_tiles;
 
-  // This thread's rows: warp * 16 + g and + 8 (warpgroup wg holds rows 64 wg .. 64 wg + 63).
+  if (wg == kConsumers / 128) {
+    // Producer warpgroup: tile j into stage j % kStages once both consumers released it. Thread
+    // i copies chunk i % 16 of rows i / 16 + 8 q, so that 16 threads read one key's 256
+    // contiguous bytes; each thread's arrival on "full" fires when its copies have landed.
+    const int c = (tid - kConsumers) % CHUNKS, r0 = (tid - kConsumers) / CHUNKS;
+    const uint32_t chunk_off = swizzled(kBN, r0, c);  // rows r0 + 8 q: + 8 q * 128 bytes
+    const T* K = static_cast<const T*>(a.k) + b.sd.k_begin * a.k_token_stride + b.kvh * a.k_head_stride + c * 8;
+    const T* V = static_cast<const T*>(a.v) + b.sd.k_begin * a.v_token_stride + b.kvh * a.v_head_stride + c * 8;
+    for (int64_t j = 0; j < n; ++j) {
+      const int stage = static_cast<int>(j % kStages);
+      dev::mbarrier_wait(empty_bar + 8 * stage, static_cast<uint32_t>(((j / kStages) & 1) ^ 1));
+      const TileSpan ts = b.tile<kBN>(j);
+      unsigned char* dk = gbase + (sK - base) + stage * kTileBytes + chunk_off;
+      unsigned char* dv = gbase + (sV - base) + stage * kTileBytes + chunk_off;
+#pragma unroll 4
+      for (int q = 0; q < kBN / 8; ++q) {
+        int64_t key;
+        const bool valid = b.key_at(ts.seg1, ts.t0 + r0 + 8 * q, &key);
+        dev::cp_async16(dk + q * 8 * 128, K + key * a.k_token_stride, valid);
+        if constexpr (kForward) dev::cp_async16(dv + q * 8 * 128, V + key * a.v_token_stride, valid);
+      }
+      dev::mbarrier_arrive_cp_async(full_bar + 8 * stage);
+    }
+    dev::cp_async_wait<0>();
+    return;
+  }
+
+  // Consumers. Warpgroup wg loads its own 64 query rows.
+  const int wtid = tid % 128, g = lane / 4, t = lane % 4;
+  {
+    const T* Q = static_cast<const T*>(a.q);
+    for (int i = wtid; i < 64 * CHUNKS; i += 128) {
+      const int r = wg * 64 + i / CHUNKS, c = i % CHUNKS;
+      const bool valid = r < b.blk.count;
+      const int64_t token = b.sd.q_begin + (valid ? b.local_row(r) : 0);
+      dev::cp_async16(gbase + swizzled(kBM, r, c), Q + token * a.q_token_stride + b.head * a.q_head_stride + c * 8,
+                      valid);
+    }
+    dev::cp_async_commit();
+    dev::cp_async_wait<0>();
+    dev::fence_proxy_async_smem();
+    dev::named_barrier_sync(kQReady + wg, 128);
+  }
+
+  // This thread's rows: warp * 16 + g and + 8.
   int32_t pos[2], vis[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -71,98 +131,91 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
     vis[h] = b.sparse ? s_visible[r] : 0;
   }
 
-  auto load_tile = [&](int64_t tile, int stage) {
-    const TileSpan ts = b.tile<kBN>(tile);
-    unsigned char* dk = gbase + (sK - base) + stage * kTileBytes;
-    unsigned char* dv = gbase + (sV - base) + stage * kTileBytes;
-    for (int i = tid; i < kBN * CHUNKS; i += kThreads) {
-      const int r = i / CHUNKS, c = i % CHUNKS;
-      int64_t key;
-      const bool valid = b.key_at(ts.seg1, ts.t0 + r, &key);
-      const uint32_t off = swizzled(kBN, r, c);
-      dev::cp_async16(dk + off, K + key * a.k_token_stride + c * 8, valid);
-      if (b.with_pv) dev::cp_async16(dv + off, V + key * a.v_token_stride + c * 8, valid);
-    }
-  };
-
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   float o[DT][4], s[NT][4];
+  uint32_t pa[kBN / 16][4];
 #pragma unroll
-  for (int n = 0; n < DT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
 #pragma unroll
-  for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-
-  if (b.n_tiles > 0) load_tile(0, 0);
-  dev::cp_async_commit();
+  for (int i = 0; i < NT; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+  for (int i = 0; i < kBN / 16; ++i) pa[i][0] = pa[i][1] = pa[i][2] = pa[i][3] = 0u;
 
   const uint32_t q_rows = sQ + wg * 64 * 128;
-  for (int64_t tile = 0; tile < b.n_tiles; ++tile) {
-    const int stage = static_cast<int>(tile & 1);
-    if (tile + 1 < b.n_tiles) {
-      load_tile(tile + 1, stage ^ 1);
-      dev::cp_async_commit();
-      dev::cp_async_wait<1>();
-    } else {
-      dev::cp_async_wait<0>();
+  // Phase k: P_{k-1} V_{k-1} (pv) and S_k = Q K_k (qk). The flags are compile-time so that no
+  // wgmma sits in a branch the compiler cannot prove warp-uniform (it would serialize them).
+  auto phase = [&](int64_t k, auto pv, auto qk) {
+    constexpr bool kPV = decltype(pv)::value, kQK = decltype(qk)::value;
+    if constexpr (kQK) {
+      dev::mbarrier_wait(full_bar + 8 * (k % kStages), static_cast<uint32_t>((k / kStages) & 1));
+      dev::fence_proxy_async_smem();  // the producer's cp.async writes, before wgmma reads them
     }
-    dev::fence_proxy_async_smem();
-    __syncthreads();
-    const TileSpan ts = b.tile<kBN>(tile);
-    const uint32_t k_tile = sK + stage * kTileBytes, v_tile = sV + stage * kTileBytes;
-
-    // S = Q K^T: k-steps of 16 walk 32 bytes along a 128-byte swizzled row, then the other half.
     dev::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      const uint32_t step = (kk / 4) * kHalfBytes(kBM) + (kk % 4) * 32;
-      const uint32_t kstep = (kk / 4) * kHalfBytes(kBN) + (kk % 4) * 32;
-      dev::wgmma_ss<T>(s, dev::smem_desc_sw128(q_rows + step, 16, 1024), dev::smem_desc_sw128(k_tile + kstep, 16, 1024),
-                       kk > 0 ? 1 : 0);
-    }
-    dev::wgmma_commit();
-    dev::wgmma_wait<0>();
-    dev::fence_registers(s);
-
-    online_softmax<NT, DT>(s, m, l, o, b, ts, pos, vis, t, a.scale_log2);
-
-    // O += P V: key steps of 16 rows (two 8-row groups, 1024 bytes apart); the d halves are
-    // kHalfBytes(kBN) apart.
-    if (b.with_pv) {
-      uint32_t pa[kBN / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) probabilities_a<T, NT>(s, kk, pa[kk]);
-      dev::wgmma_fence();
+    if constexpr (kPV) {
+      // O += P V: key steps of 16 rows (two 8-row groups, 1024 bytes apart); the d halves are
+      // kHalfBytes(kBN) apart.
+      const uint32_t v_tile = sV + static_cast<uint32_t>((k - 1) % kStages) * kTileBytes;
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk) {
         dev::wgmma_rs_tb<T>(o, pa[kk], dev::smem_desc_sw128(v_tile + kk * 16 * 128, kHalfBytes(kBN), 1024));
       }
-      dev::wgmma_commit();
-      dev::wgmma_wait<0>();
-      dev::fence_registers(o);
     }
-    __syncthreads();  // the stage is overwritten by the load issued next iteration
+    if constexpr (kQK) {
+      // S = Q K^T: k-steps of 16 walk 32 bytes along a 128-byte swizzled row, then the other half.
+      const uint32_t k_tile = sK + static_cast<uint32_t>(k % kStages) * kTileBytes;
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        const uint32_t qstep = (kk / 4) * kHalfBytes(kBM) + (kk % 4) * 32;
+        const uint32_t kstep = (kk / 4) * kHalfBytes(kBN) + (kk % 4) * 32;
+        dev::wgmma_ss<T>(s, dev::smem_desc_sw128(q_rows + qstep, 16, 1024),
+                         dev::smem_desc_sw128(k_tile + kstep, 16, 1024), kk > 0 ? 1 : 0);
+      }
+    }
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();
+    dev::fence_registers(s);
+    dev::fence_registers(o);
+    if (k > 0) dev::mbarrier_arrive(empty_bar + 8 * ((k - 1) % kStages));  // tile k - 1 is done
+    if constexpr (kQK) {
+      online_softmax<NT, DT>(s, m, l, o, b, b.tile<kBN>(k), pos, vis, t, a.scale_log2);
+      if constexpr (kForward) {
+#pragma unroll
+        for (int kk = 0; kk < kBN / 16; ++kk) probabilities_a<T, NT>(s, kk, pa[kk]);
+      }
+    }
+  };
+  using No = std::false_type;
+  using Yes = std::true_type;
+  if (n > 0) {
+    phase(0, No{}, Yes{});
+    for (int64_t k = 1; k < n; ++k) phase(k, std::integral_constant<bool, kForward>{}, Yes{});
+    if constexpr (kForward) phase(n, Yes{}, No{});
   }
-  dev::cp_async_wait<0>();
 
   finish_rows<DT>(a, b, o, m, l, warp * 16 + g, t);
 #endif
 }
 
-template <typename T>
+template <typename T, bool kForward>
 cudaError_t launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   const int64_t grid = a.num_blocks * a.num_q_heads;
   if (grid == 0) return cudaSuccess;
-  cudaError_t err = cudaFuncSetAttribute(attention_kernel_sm90<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kSmemBytes));
+  cudaError_t err = cudaFuncSetAttribute(attention_kernel_sm90<T, kForward>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
   if (err != cudaSuccess) return err;
-  attention_kernel_sm90<T><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
+  attention_kernel_sm90<T, kForward><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_mode(const AttentionArgs& a, cudaStream_t stream) {
+  return a.mode == AttentionMode::kForward ? launch_typed<T, true>(a, stream) : launch_typed<T, false>(a, stream);
 }
 
 }  // namespace
 
 cudaError_t launch_attention_sm90_d128(bool bf16, const AttentionArgs& args, cudaStream_t stream) {
-  return bf16 ? launch_typed<__nv_bfloat16>(args, stream) : launch_typed<__half>(args, stream);
+  return bf16 ? launch_mode<__nv_bfloat16>(args, stream) : launch_mode<__half>(args, stream);
 }
 
 }  // namespace sampleattn::cuda
