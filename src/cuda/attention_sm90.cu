@@ -50,6 +50,10 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int NT = kBN / 8, DT = kD / 8, CHUNKS = kD / 8;
   constexpr int kQReady = 1;  // named barriers 1, 2: each consumer warpgroup's Q load
+  // Registers per thread: 65536 / 384 = 170 at launch, then moved from the producer warpgroup to
+  // the consumers (128 * 40 + 256 * 232 <= 65536). ptxas allocates the code after each
+  // setmaxnreg within its budget: without them the consumers spill and their wgmma serialize.
+  constexpr int kProducerRegs = 40, kConsumerRegs = 232;
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t base = (dev::smem_addr(smem_raw) + 1023) & ~1023u;
   unsigned char* const gbase = smem_raw + (base - dev::smem_addr(smem_raw));
@@ -82,6 +86,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
     // Producer warpgroup: tile j into stage j % kStages once both consumers released it. Thread
     // i copies chunk i % 16 of rows i / 16 + 8 q, so that 16 threads read one key's 256
     // contiguous bytes; each thread's arrival on "full" fires when its copies have landed.
+    dev::setmaxnreg_dec<kProducerRegs>();
     const int c = (tid - kConsumers) % CHUNKS, r0 = (tid - kConsumers) / CHUNKS;
     const uint32_t chunk_off = swizzled(kBN, r0, c);  // rows r0 + 8 q: + 8 q * 128 bytes
     const T* K = static_cast<const T*>(a.k) + b.sd.k_begin * a.k_token_stride + b.kvh * a.k_head_stride + c * 8;
@@ -106,6 +111,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
   }
 
   // Consumers. Warpgroup wg loads its own 64 query rows.
+  dev::setmaxnreg_inc<kConsumerRegs>();
   const int wtid = tid % 128, g = lane / 4, t = lane % 4;
   {
     const T* Q = static_cast<const T*>(a.q);
