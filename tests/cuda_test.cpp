@@ -361,27 +361,15 @@ struct SampleVariant {
 
 class CudaSample : public ::testing::TestWithParam<std::tuple<DType, int, SampleVariant>> {};
 
-TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
-  SKIP_WITHOUT_DEVICE();
-  const auto& [dtype, d, variant] = GetParam();
-  Case c;
-  c.d = d;
-  c.hkv = 2;
-  c.hq = 8;
-  c.in = c.out = dtype;
-  c.add_sequence(700, 700);
-  c.add_sequence(0, 0);
-  c.add_sequence(100, 100);  // below dense_below: dense fallback
-  c.add_sequence(230, 900);  // chunked prefill
-  c.add_sequence(1, 1);
-  c.materialize(2024 + d, 0.7f);
-  plant(c, {3, 150, 151, 420, 600}, 2.0f);
+// SampleAttention parameters of a CUDA-against-CPU case: small windows and blocks, the variant's
+// options; max_density 0 picks a threshold between the heads' densities (about half run dense).
+sampleattn_params sample_params(Case& c, const SampleVariant& variant, float r_row) {
   sampleattn_params p = c.params();
   p.method = SAMPLEATTN_METHOD_SAMPLE;
   p.sample.dense_below = 256;
   p.sample.min_window = 16;
   p.sample.sample_block = 32;
-  p.sample.r_row = 0.15f;
+  p.sample.r_row = r_row;
   p.sample.scope = variant.scope;
   p.sample.window_mass_counts = variant.window_mass_counts;
   p.sample.min_stripes = variant.min_stripes;
@@ -392,7 +380,7 @@ TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
   if (variant.max_density == 0) {
     p.sample.max_density = 1;
     const Outcome all_sparse = run_cpu(c, p);
-    ASSERT_EQ(all_sparse.status, SAMPLEATTN_SUCCESS) << all_sparse.error;
+    EXPECT_EQ(all_sparse.status, SAMPLEATTN_SUCCESS) << all_sparse.error;
     std::vector<float> densities;
     for (const sampleattn_head_stats& h : all_sparse.heads) {
       if (!h.dense) densities.push_back(h.density);
@@ -406,6 +394,12 @@ TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
     }
     p.sample.max_density = 0.5f * (densities[cut - 1] + densities[cut]);
   }
+  return p;
+}
+
+// The GPU's selection, statistics and output against the CPU's on the same inputs, and the GPU
+// output against the oracle under the GPU's own mask.
+void expect_sample_matches_cpu(Case& c, const sampleattn_params& p, const SampleVariant& variant) {
   const Outcome cpu = run_cpu(c, p);
   ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
   const Outcome gpu = run_cuda(c, p);
@@ -467,6 +461,50 @@ TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
   ASSERT_EQ(again.status, SAMPLEATTN_SUCCESS);
   EXPECT_EQ(again.o, gpu.o);
   for (const auto& [key, gm] : gpu.masks) EXPECT_EQ(again.masks.at(key).stripes, gm.stripes);
+}
+
+TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [dtype, d, variant] = GetParam();
+  Case c;
+  c.d = d;
+  c.hkv = 2;
+  c.hq = 8;
+  c.in = c.out = dtype;
+  c.add_sequence(700, 700);
+  c.add_sequence(0, 0);
+  c.add_sequence(100, 100);  // below dense_below: dense fallback
+  c.add_sequence(230, 900);  // chunked prefill
+  c.add_sequence(1, 1);
+  c.materialize(2024 + d, 0.7f);
+  plant(c, {3, 150, 151, 420, 600}, 2.0f);
+  const sampleattn_params p = sample_params(c, variant, 0.15f);
+  expect_sample_matches_cpu(c, p, variant);
+}
+
+// Long enough that the sm_90a kernels' shared-memory rings wrap several times (attention: 3 stages
+// of 128 keys; column scores: 6 stages of 64 sampled rows), in both the dense and the sampled path.
+TEST(CudaSampleLong, PipelineRingsWrapAndMatchCpu) {
+  SKIP_WITHOUT_DEVICE();
+  Case c;
+  c.d = 128;
+  c.hkv = 1;
+  c.hq = 2;
+  c.in = c.out = DType::kBF16;
+  c.add_sequence(2560, 2560);
+  c.add_sequence(600, 2000);  // chunked prefill
+  c.materialize(77, 0.7f);
+  plant(c, {5, 700, 701, 1900, 2300}, 2.0f);
+  sampleattn_params dense = c.params();
+  const Outcome gpu_dense = run_cuda(c, dense);
+  ASSERT_EQ(gpu_dense.status, SAMPLEATTN_SUCCESS) << gpu_dense.error;
+  const Outcome cpu_dense = run_cpu(c, dense);
+  ASSERT_EQ(cpu_dense.status, SAMPLEATTN_SUCCESS) << cpu_dense.error;
+  expect_matches_oracle(c, dense, gpu_dense, &cpu_dense);
+  const SampleVariant variant{"long", SAMPLEATTN_STRIPES_PER_HEAD, 0, 0, 0, 4, 0.95f, 1.f};
+  sampleattn_params p = sample_params(c, variant, 0.3f);
+  p.sample.sample_block = 64;
+  expect_sample_matches_cpu(c, p, variant);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -58,10 +58,6 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
   const uint32_t base = (dev::smem_addr(smem_raw) + 1023) & ~1023u;
   unsigned char* const gbase = smem_raw + (base - dev::smem_addr(smem_raw));
   const uint32_t sQ = base, sK = base + kQBytes, sV = sK + kStages * kTileBytes;
-  // Byte offset of 16-byte chunk c (0..15) of row r in a swizzled [rows][128] tile.
-  auto swizzled = [](int rows, int r, int c) {
-    return static_cast<uint32_t>((c / 8) * rows * 128 + r * 128 + (((c % 8) ^ (r % 8)) * 16));
-  };
   __shared__ int32_t s_visible[kBM];
   __shared__ uint64_t s_bars[2 * kStages];  // full[kStages], empty[kStages]
   const uint32_t full_bar = dev::smem_addr(s_bars), empty_bar = full_bar + kStages * 8;
@@ -88,7 +84,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
     // contiguous bytes; each thread's arrival on "full" fires when its copies have landed.
     dev::setmaxnreg_dec<kProducerRegs>();
     const int c = (tid - kConsumers) % CHUNKS, r0 = (tid - kConsumers) / CHUNKS;
-    const uint32_t chunk_off = swizzled(kBN, r0, c);  // rows r0 + 8 q: + 8 q * 128 bytes
+    const uint32_t chunk_off = dev::sw128_offset(kBN, r0, c);  // rows r0 + 8 q: + 8 q * 128 bytes
     const T* K = static_cast<const T*>(a.k) + b.sd.k_begin * a.k_token_stride + b.kvh * a.k_head_stride + c * 8;
     const T* V = static_cast<const T*>(a.v) + b.sd.k_begin * a.v_token_stride + b.kvh * a.v_head_stride + c * 8;
     for (int64_t j = 0; j < n; ++j) {
@@ -119,7 +115,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
       const int r = wg * 64 + i / CHUNKS, c = i % CHUNKS;
       const bool valid = r < b.blk.count;
       const int64_t token = b.sd.q_begin + (valid ? b.local_row(r) : 0);
-      dev::cp_async16(gbase + swizzled(kBM, r, c), Q + token * a.q_token_stride + b.head * a.q_head_stride + c * 8,
+      dev::cp_async16(gbase + dev::sw128_offset(kBM, r, c), Q + token * a.q_token_stride + b.head * a.q_head_stride + c * 8,
                       valid);
     }
     dev::cp_async_commit();

@@ -25,8 +25,10 @@ SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(128)
 SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(256)
 #undef SAMPLEATTN_CUDA_DECLARE_HEAD_DIM
 
-// Hopper (sm_90a, attention_sm90.cu): the wgmma attention kernel for head dim 128.
+// Hopper (sm_90a): the wgmma attention (attention_sm90.cu) and column-score (columns_sm90.cu)
+// kernels for head dim 128.
 cudaError_t launch_attention_sm90_d128(bool bf16, const AttentionArgs& args, cudaStream_t stream);
+cudaError_t launch_columns_sm90_d128(bool bf16, const ColumnArgs& args, cudaStream_t stream);
 // Whether the current device runs the sm_90a kernels: compute capability 9.0, unless the
 // environment sets SAMPLEATTN_CUDA_MMA_SYNC=1 (the portable kernels, for comparisons).
 bool use_sm90_kernels();

@@ -51,7 +51,8 @@ cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cuda
     case 64: return launch_columns_d64(bf16, args, stream);
     case 80: return launch_columns_d80(bf16, args, stream);
     case 96: return launch_columns_d96(bf16, args, stream);
-    case 128: return launch_columns_d128(bf16, args, stream);
+    case 128: return use_sm90_kernels() ? launch_columns_sm90_d128(bf16, args, stream)
+                                        : launch_columns_d128(bf16, args, stream);
     case 256: return launch_columns_d256(bf16, args, stream);
     default: return cudaErrorInvalidValue;
   }

@@ -23,6 +23,12 @@ __device__ __forceinline__ uint64_t smem_desc_sw128(uint32_t smem_address, uint3
          (static_cast<uint64_t>(sbo >> 4) << 32) | (uint64_t{1} << 62);
 }
 
+// Byte offset of 16-byte chunk c (0..15) of row r in a [rows][128] tile of 2-byte elements stored
+// as two 128-byte-swizzled [rows][64] halves (the layout smem_desc_sw128 describes).
+__device__ __forceinline__ uint32_t sw128_offset(int rows, int r, int c) {
+  return static_cast<uint32_t>((c / 8) * rows * 128 + r * 128 + (((c % 8) ^ (r % 8)) * 16));
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>

@@ -1,0 +1,197 @@
+// The Hopper (sm_90a) stage-1 column-score kernel for head dim 128: what column_kernel
+// (attention_kernel.cuh) computes, with the products on wgmma and a producer warpgroup.
+//
+// A block owns kColumns = 128 key columns of one query head and walks the sampled rows that see
+// them in chunks of 64. The producer warpgroup loads the key tile once, then streams the query
+// chunks with cp.async into a ring of kStages shared-memory stages (mbarriers "full"/"empty", as
+// in attention_sm90.cu). Consumer warpgroup wg takes chunks wg, wg + 2, ...: S = Q K^T on wgmma
+// m64n128k16 (both K-major, 128-byte swizzled), then p = 2^(s scale - max - log2 sum) of each
+// visible (row, column) added into the thread's column sums. The result is deterministic: each
+// thread adds its rows in chunk order, then the sums are reduced over lanes and warps in a fixed
+// order.
+#include <type_traits>
+
+#include "cuda/attention_kernel.cuh"
+#include "cuda/launch.h"
+#include "cuda/wgmma.cuh"
+
+namespace sampleattn::cuda {
+namespace {
+
+constexpr int kD = 128;
+constexpr int kColumns = 128;  // = ColumnConfig<128>::kColumns: the host plans tiles of this size
+constexpr int kRows = 64;      // rows per chunk: one warpgroup's m64
+constexpr int kStages = 6;
+constexpr int kConsumers = 256, kProducers = 128, kThreads = kConsumers + kProducers;
+constexpr uint32_t kKBytes = kColumns * kD * 2;
+constexpr uint32_t kChunkBytes = kRows * kD * 2;
+constexpr size_t kSmemBytes = kKBytes + kStages * kChunkBytes + 1024;  // + alignment of the first atom
+
+static_assert(kColumns == ColumnConfig<128>::kColumns, "key tiles are planned in units of the mma.sync kernel's");
+static_assert(kProducers == kColumns, "the producer loads one key row per 16 threads, 8 rows apart");
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnArgs a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int CHUNKS = kD / 8;
+  constexpr int kProducerRegs = 40, kConsumerRegs = 232;  // as in attention_sm90.cu
+  constexpr int kReduced = 1;                             // named barrier: the consumers' reduction
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t base = (dev::smem_addr(smem_raw) + 1023) & ~1023u;
+  unsigned char* const gbase = smem_raw + (base - dev::smem_addr(smem_raw));
+  const uint32_t sK = base, sQ = base + kKBytes;
+  __shared__ uint64_t s_bars[2 * kStages + 1];  // full[kStages], empty[kStages], key tile
+  __shared__ float red[kConsumers / 32][kColumns];
+  const uint32_t full_bar = dev::smem_addr(s_bars), empty_bar = full_bar + kStages * 8,
+                 key_bar = full_bar + 2 * kStages * 8;
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform for the compiler
+  const int head = static_cast<int>(blockIdx.x / a.num_tiles);
+  const KeyTile kt = a.tiles[blockIdx.x % a.num_tiles];
+  const SeqDesc sd = a.seqs[kt.seq];
+  const int kvh = head / a.group;
+  const int64_t q_offset = sd.k_len - sd.q_len;
+  const int64_t shift = a.outside_window_only ? sd.window : 0;  // row at p sees columns j <= p - shift
+  const int32_t* rows = a.rows + sd.row_begin;
+  const int64_t nr = sd.row_count;
+  const int64_t t0 = kt.t0;
+  // The first sampled row that sees column t0: p - shift >= t0.
+  const int64_t first = dev::count_below(rows, nr, t0 + shift - q_offset);
+  const int64_t n_chunks = (nr - first + kRows - 1) / kRows;
+
+  if (tid == 0) {
+    for (int i = 0; i < kStages; ++i) {
+      dev::mbarrier_init(full_bar + 8 * i, kProducers);
+      dev::mbarrier_init(empty_bar + 8 * i, 128);
+    }
+    dev::mbarrier_init(key_bar, kProducers);
+    dev::mbarrier_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == kConsumers / 128) {
+    // Producer: the key tile, then chunk j into stage j % kStages. Thread i copies chunk i % 16
+    // of rows i / 16 + 8 q (16 threads read one row's 256 contiguous bytes).
+    dev::setmaxnreg_dec<kProducerRegs>();
+    const int c = (tid - kConsumers) % CHUNKS, r0 = (tid - kConsumers) / CHUNKS;
+    const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + kvh * a.k_head_stride + c * 8;
+    const T* Q = static_cast<const T*>(a.q) + head * a.q_head_stride + c * 8;
+#pragma unroll 4
+    for (int q = 0; q < kColumns / 8; ++q) {
+      const int r = r0 + 8 * q;
+      const bool valid = t0 + r < sd.k_len;
+      dev::cp_async16(gbase + dev::sw128_offset(kColumns, r, c), K + (valid ? t0 + r : 0) * a.k_token_stride, valid);
+    }
+    dev::mbarrier_arrive_cp_async(key_bar);
+    for (int64_t j = 0; j < n_chunks; ++j) {
+      const int stage = static_cast<int>(j % kStages);
+      dev::mbarrier_wait(empty_bar + 8 * stage, static_cast<uint32_t>(((j / kStages) & 1) ^ 1));
+      unsigned char* dq = gbase + (sQ - base) + stage * kChunkBytes;
+#pragma unroll
+      for (int q = 0; q < kRows / 8; ++q) {
+        const int r = r0 + 8 * q;
+        const int64_t row = first + j * kRows + r;
+        const bool valid = row < nr;
+        const int64_t token = sd.q_begin + (valid ? rows[row] : 0);
+        dev::cp_async16(dq + dev::sw128_offset(kRows, r, c), Q + token * a.q_token_stride, valid);
+      }
+      dev::mbarrier_arrive_cp_async(full_bar + 8 * stage);
+    }
+    dev::cp_async_wait<0>();
+    return;
+  }
+
+  dev::setmaxnreg_inc<kConsumerRegs>();
+  const int g = lane / 4, t = lane % 4;
+  const float* row_max = a.row_max + static_cast<int64_t>(head) * a.total_rows + sd.row_begin;
+  const float* row_sum = a.row_sum + static_cast<int64_t>(head) * a.total_rows + sd.row_begin;
+  float acc[kColumns / 8][2];
+  float s[kColumns / 8][4];
+#pragma unroll
+  for (int n = 0; n < kColumns / 8; ++n) {
+    acc[n][0] = acc[n][1] = 0.f;
+    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  }
+  dev::mbarrier_wait(key_bar, 0);
+  for (int64_t j = wg; j < n_chunks; j += 2) {
+    const int stage = static_cast<int>(j % kStages);
+    // This thread's rows of the chunk (warp % 4) * 16 + g and + 8: the exponent's offset
+    // max + log2(sum) (p = 0 for a row without mass or past the list) and the columns they see.
+    float bias[2];
+    int32_t hi[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = first + j * kRows + (warp % 4) * 16 + h * 8 + g;
+      const float sum = r < nr ? row_sum[r] : 0.f;
+      bias[h] = sum > 0.f ? row_max[r] + __log2f(sum) : INFINITY;
+      hi[h] = r < nr ? static_cast<int32_t>(q_offset + rows[r] - shift + 1 - t0) : 0;  // local columns < hi
+    }
+    dev::mbarrier_wait(full_bar + 8 * stage, static_cast<uint32_t>((j / kStages) & 1));
+    dev::fence_proxy_async_smem();
+    const uint32_t q_rows = sQ + stage * kChunkBytes;
+    dev::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      const uint32_t qstep = (kk / 4) * (kRows * 128) + (kk % 4) * 32;
+      const uint32_t kstep = (kk / 4) * (kColumns * 128) + (kk % 4) * 32;
+      dev::wgmma_ss<T>(s, dev::smem_desc_sw128(q_rows + qstep, 16, 1024), dev::smem_desc_sw128(sK + kstep, 16, 1024),
+                       kk > 0 ? 1 : 0);
+    }
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();
+    dev::fence_registers(s);
+    dev::mbarrier_arrive(empty_bar + 8 * stage);
+#pragma unroll
+    for (int n = 0; n < kColumns / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int32_t col = n * 8 + 2 * t + e;
+        const float p0 = col < hi[0] ? dev::fast_exp2(fmaf(s[n][e], a.scale_log2, -bias[0])) : 0.f;
+        const float p1 = col < hi[1] ? dev::fast_exp2(fmaf(s[n][2 + e], a.scale_log2, -bias[1])) : 0.f;
+        acc[n][e] += p0 + p1;
+      }
+    }
+  }
+
+  // Sum over the 8 row groups of the warp, then over the warps in order.
+#pragma unroll
+  for (int n = 0; n < kColumns / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float v = acc[n][e];
+      v += __shfl_xor_sync(0xffffffffu, v, 4);
+      v += __shfl_xor_sync(0xffffffffu, v, 8);
+      v += __shfl_xor_sync(0xffffffffu, v, 16);
+      if (g == 0) red[warp][n * 8 + 2 * t + e] = v;
+    }
+  }
+  dev::named_barrier_sync(kReduced, kConsumers);
+  float* out = a.scores + a.score_offset[kt.seq] + static_cast<int64_t>(head) * sd.k_len;
+  for (int c = tid; c < kColumns; c += kConsumers) {
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < kConsumers / 32; ++w) v += red[w][c];
+    if (t0 + c < sd.k_len) out[t0 + c] = v;
+  }
+#endif
+}
+
+template <typename T>
+cudaError_t launch_typed(const ColumnArgs& a, cudaStream_t stream) {
+  const int64_t grid = a.num_tiles * a.num_q_heads;
+  if (grid == 0) return cudaSuccess;
+  cudaError_t err = cudaFuncSetAttribute(column_kernel_sm90<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kSmemBytes));
+  if (err != cudaSuccess) return err;
+  column_kernel_sm90<T><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_columns_sm90_d128(bool bf16, const ColumnArgs& args, cudaStream_t stream) {
+  return bf16 ? launch_typed<__nv_bfloat16>(args, stream) : launch_typed<__half>(args, stream);
+}
+
+}  // namespace sampleattn::cuda
