@@ -134,6 +134,38 @@ struct AttentionBlock {
 
 };
 
+// What one block of a column-score kernel (stage 1, pass 2) works on: key columns t0 .. t0 + 127
+// of one query head, and the sampled rows of its sequence that see them (rows first .. nr - 1 of
+// the sequence's sampled-row list).
+struct ColumnBlock {
+  int head, kvh;
+  KeyTile kt;
+  SeqDesc sd;
+  int64_t q_offset, shift;  // a row at position p sees columns j <= p - shift
+  const int32_t* rows;      // the sequence's sampled rows (local query indices), ascending
+  int64_t nr, t0, first;
+  const float* row_max;     // the rows' statistics (log2 units), indexed like rows
+  const float* row_sum;
+
+  __device__ static ColumnBlock make(const ColumnArgs& a, int64_t block_index) {
+    ColumnBlock b;
+    b.head = static_cast<int>(block_index / a.num_tiles);
+    b.kt = a.tiles[block_index % a.num_tiles];
+    b.sd = a.seqs[b.kt.seq];
+    b.kvh = b.head / a.group;
+    b.q_offset = b.sd.k_len - b.sd.q_len;
+    b.shift = a.outside_window_only ? b.sd.window : 0;
+    b.rows = a.rows + b.sd.row_begin;
+    b.nr = b.sd.row_count;
+    b.t0 = b.kt.t0;
+    // The first sampled row that sees column t0: p - shift >= t0.
+    b.first = dev::count_below(b.rows, b.nr, b.t0 + b.shift - b.q_offset);
+    b.row_max = a.row_max + static_cast<int64_t>(b.head) * a.total_rows + b.sd.row_begin;
+    b.row_sum = a.row_sum + static_cast<int64_t>(b.head) * a.total_rows + b.sd.row_begin;
+    return b;
+  }
+};
+
 // Online softmax (log2 units) of one 16-row score fragment s[NT][4] against a tile: masks the
 // columns outside each row's span, updates the running max m and sum l of the thread's two rows
 // (g and g + 8), rescales their output fragment o[DT][4] and leaves the probabilities in s.

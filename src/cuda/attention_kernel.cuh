@@ -193,22 +193,15 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  const int head = static_cast<int>(blockIdx.x / a.num_tiles);
-  const KeyTile kt = a.tiles[blockIdx.x % a.num_tiles];
-  const SeqDesc sd = a.seqs[kt.seq];
-  const int kvh = head / a.group;
-  const int64_t q_offset = sd.k_len - sd.q_len;
-  const int64_t shift = a.outside_window_only ? sd.window : 0;  // row at p sees columns j <= p - shift
-  const int32_t* rows = a.rows + sd.row_begin;
-  const int64_t nr = sd.row_count;
-  const int64_t t0 = kt.t0;
+  const ColumnBlock cb = ColumnBlock::make(a, blockIdx.x);
+  const SeqDesc& sd = cb.sd;
+  const int64_t q_offset = cb.q_offset, shift = cb.shift, nr = cb.nr, t0 = cb.t0, first = cb.first;
+  const int32_t* rows = cb.rows;
+  const float* row_max = cb.row_max;
+  const float* row_sum = cb.row_sum;
+  const int head = cb.head;
   const T* Q = static_cast<const T*>(a.q) + head * a.q_head_stride;
-  const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + kvh * a.k_head_stride;
-  const float* row_max = a.row_max + static_cast<int64_t>(head) * a.total_rows + sd.row_begin;
-  const float* row_sum = a.row_sum + static_cast<int64_t>(head) * a.total_rows + sd.row_begin;
-
-  // The first sampled row that sees column t0: p - shift >= t0.
-  const int64_t first = dev::count_below(rows, nr, t0 + shift - q_offset);
+  const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + cb.kvh * a.k_head_stride;
 
   for (int i = tid; i < BC * CHUNKS; i += 128) {
     const int r = i / CHUNKS, c = i % CHUNKS;
@@ -305,7 +298,7 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
     }
   }
   __syncthreads();
-  float* out = a.scores + a.score_offset[kt.seq] + static_cast<int64_t>(head) * sd.k_len;
+  float* out = a.scores + a.score_offset[cb.kt.seq] + static_cast<int64_t>(head) * sd.k_len;
   for (int c = tid; c < BC; c += 128) {
     if (t0 + c < sd.k_len) out[t0 + c] = ((red[c] + red[BC + c]) + red[2 * BC + c]) + red[3 * BC + c];
   }

@@ -47,17 +47,10 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform for the compiler
-  const int head = static_cast<int>(blockIdx.x / a.num_tiles);
-  const KeyTile kt = a.tiles[blockIdx.x % a.num_tiles];
-  const SeqDesc sd = a.seqs[kt.seq];
-  const int kvh = head / a.group;
-  const int64_t q_offset = sd.k_len - sd.q_len;
-  const int64_t shift = a.outside_window_only ? sd.window : 0;  // row at p sees columns j <= p - shift
-  const int32_t* rows = a.rows + sd.row_begin;
-  const int64_t nr = sd.row_count;
-  const int64_t t0 = kt.t0;
-  // The first sampled row that sees column t0: p - shift >= t0.
-  const int64_t first = dev::count_below(rows, nr, t0 + shift - q_offset);
+  const ColumnBlock cb = ColumnBlock::make(a, blockIdx.x);
+  const SeqDesc& sd = cb.sd;
+  const int64_t nr = cb.nr, t0 = cb.t0, first = cb.first;
+  const int32_t* rows = cb.rows;
   const int64_t n_chunks = (nr - first + kRows - 1) / kRows;
 
   if (tid == 0) {
@@ -75,8 +68,8 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
     // of rows i / 16 + 8 q (16 threads read one row's 256 contiguous bytes).
     dev::setmaxnreg_dec<kProducerRegs>();
     const int c = (tid - kConsumers) % CHUNKS, r0 = (tid - kConsumers) / CHUNKS;
-    const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + kvh * a.k_head_stride + c * 8;
-    const T* Q = static_cast<const T*>(a.q) + head * a.q_head_stride + c * 8;
+    const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + cb.kvh * a.k_head_stride + c * 8;
+    const T* Q = static_cast<const T*>(a.q) + cb.head * a.q_head_stride + c * 8;
 #pragma unroll 4
     for (int q = 0; q < kColumns / 8; ++q) {
       const int r = r0 + 8 * q;
@@ -104,8 +97,6 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
 
   dev::setmaxnreg_inc<kConsumerRegs>();
   const int g = lane / 4, t = lane % 4;
-  const float* row_max = a.row_max + static_cast<int64_t>(head) * a.total_rows + sd.row_begin;
-  const float* row_sum = a.row_sum + static_cast<int64_t>(head) * a.total_rows + sd.row_begin;
   float acc[kColumns / 8][2];
   float s[kColumns / 8][4];
 #pragma unroll
@@ -123,9 +114,9 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t r = first + j * kRows + (warp % 4) * 16 + h * 8 + g;
-      const float sum = r < nr ? row_sum[r] : 0.f;
-      bias[h] = sum > 0.f ? row_max[r] + __log2f(sum) : INFINITY;
-      hi[h] = r < nr ? static_cast<int32_t>(q_offset + rows[r] - shift + 1 - t0) : 0;  // local columns < hi
+      const float sum = r < nr ? cb.row_sum[r] : 0.f;
+      bias[h] = sum > 0.f ? cb.row_max[r] + __log2f(sum) : INFINITY;
+      hi[h] = r < nr ? static_cast<int32_t>(cb.q_offset + rows[r] - cb.shift + 1 - t0) : 0;  // local columns < hi
     }
     dev::mbarrier_wait(full_bar + 8 * stage, static_cast<uint32_t>((j / kStages) & 1));
     dev::fence_proxy_async_smem();
@@ -167,7 +158,7 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
     }
   }
   dev::named_barrier_sync(kReduced, kConsumers);
-  float* out = a.scores + a.score_offset[kt.seq] + static_cast<int64_t>(head) * sd.k_len;
+  float* out = a.scores + a.score_offset[cb.kt.seq] + static_cast<int64_t>(cb.head) * sd.k_len;
   for (int c = tid; c < kColumns; c += kConsumers) {
     float v = 0.f;
 #pragma unroll
