@@ -166,6 +166,23 @@ struct ColumnBlock {
   }
 };
 
+// A warp's column sums: acc[n][e] holds this thread's sum for column 8 n + 2 t + e over its rows;
+// adds them over the warp's 8 row groups (g) and stores the warp's BC sums at red_warp.
+template <int BC>
+__device__ __forceinline__ void store_warp_column_sums(const float (&acc)[BC / 8][2], float* red_warp, int g, int t) {
+#pragma unroll
+  for (int n = 0; n < BC / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      float v = acc[n][e];
+      v += __shfl_xor_sync(0xffffffffu, v, 4);
+      v += __shfl_xor_sync(0xffffffffu, v, 8);
+      v += __shfl_xor_sync(0xffffffffu, v, 16);
+      if (g == 0) red_warp[n * 8 + 2 * t + e] = v;
+    }
+  }
+}
+
 // Online softmax (log2 units) of one 16-row score fragment s[NT][4] against a tile: masks the
 // columns outside each row's span, updates the running max m and sum l of the thread's two rows
 // (g and g + 8), rescales their output fragment o[DT][4] and leaves the probabilities in s.

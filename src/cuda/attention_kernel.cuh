@@ -286,17 +286,7 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
   dev::cp_async_wait<0>();
 
   // Sum over the 8 row groups of the warp, then over the warps in order.
-#pragma unroll
-  for (int n = 0; n < BC / 8; ++n) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      float v = acc[n][e];
-      v += __shfl_xor_sync(0xffffffffu, v, 4);
-      v += __shfl_xor_sync(0xffffffffu, v, 8);
-      v += __shfl_xor_sync(0xffffffffu, v, 16);
-      if (g == 0) red[warp * BC + n * 8 + 2 * t + e] = v;
-    }
-  }
+  store_warp_column_sums<BC>(acc, red + warp * BC, g, t);
   __syncthreads();
   float* out = a.scores + a.score_offset[cb.kt.seq] + static_cast<int64_t>(head) * sd.k_len;
   for (int c = tid; c < BC; c += 128) {

@@ -146,17 +146,7 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
   }
 
   // Sum over the 8 row groups of the warp, then over the warps in order.
-#pragma unroll
-  for (int n = 0; n < kColumns / 8; ++n) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      float v = acc[n][e];
-      v += __shfl_xor_sync(0xffffffffu, v, 4);
-      v += __shfl_xor_sync(0xffffffffu, v, 8);
-      v += __shfl_xor_sync(0xffffffffu, v, 16);
-      if (g == 0) red[warp][n * 8 + 2 * t + e] = v;
-    }
-  }
+  store_warp_column_sums<kColumns>(acc, red[warp], g, t);
   dev::named_barrier_sync(kReduced, kConsumers);
   float* out = a.scores + a.score_offset[cb.kt.seq] + static_cast<int64_t>(cb.head) * sd.k_len;
   for (int c = tid; c < kColumns; c += kConsumers) {
