@@ -41,6 +41,10 @@ date -u +"%Y-%m-%dT%H:%M:%SZ"
 timeout 300 "$carry/bin/cuda_test" >"$out/test.log" 2>&1
 echo "cuda_test exit status $?"
 grep -E "^\[  (FAILED|PASSED) |^\[ info|Failure|Expected|Which is|GPU vs|naive" "$out/test.log" | head -80
+# On Hopper the run above used the sm_90a kernels for head dim 128; the portable ones too:
+SAMPLEATTN_CUDA_MMA_SYNC=1 timeout 300 "$carry/bin/cuda_test" >"$out/test_mma_sync.log" 2>&1
+echo "cuda_test (SAMPLEATTN_CUDA_MMA_SYNC=1) exit status $?"
+grep -E "^\[  (FAILED|PASSED) |Failure" "$out/test_mma_sync.log" | head -20
 if grep -q "FAILED.*CudaDense\." "$out/test.log"; then
   echo "dense attention fails its tests: no benchmark"
   exit 1
