@@ -42,7 +42,7 @@ constexpr uint32_t kQBytes = 2 * kHalfBytes(kBM);
 constexpr uint32_t kTileBytes = 2 * kHalfBytes(kBN);  // one K or V tile
 constexpr size_t kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024;  // + alignment of the first atom
 
-static_assert(kBN == kProducers, "one key row per producer thread");
+static_assert(kProducers == 8 * 16, "the producer copies 8 rows at a time, 16 threads (16-byte chunks) per row");
 static_assert(kBM == AttentionConfig<128>::kBM, "row blocks are planned in units of the mma.sync kernel's");
 
 template <typename T, bool kForward>

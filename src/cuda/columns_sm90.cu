@@ -28,7 +28,7 @@ constexpr uint32_t kChunkBytes = kRows * kD * 2;
 constexpr size_t kSmemBytes = kKBytes + kStages * kChunkBytes + 1024;  // + alignment of the first atom
 
 static_assert(kColumns == ColumnConfig<128>::kColumns, "key tiles are planned in units of the mma.sync kernel's");
-static_assert(kProducers == kColumns, "the producer loads one key row per 16 threads, 8 rows apart");
+static_assert(kProducers == 8 * 16, "the producer copies 8 rows at a time, 16 threads (16-byte chunks) per row");
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnArgs a) {
