@@ -23,10 +23,8 @@ if [[ $mode == prepare ]]; then
   mkdir -p "$carry/bin" "$carry/lib"
   cp "$build/tests/cuda_test" "$carry/bin/"
   cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.0"
-  for lib in libhwloc.so.15 libudev.so.1 libgomp.so.1; do
-    path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
-    [[ -n $path ]] && cp -L "$path" "$carry/lib/"
-  done
+  source "$root/bench/carry_libs.sh"
+  copy_system_libs "$carry/lib" libhwloc.so.15 libudev.so.1 libgomp.so.1
   du -sh "$carry"
   exit 0
 fi

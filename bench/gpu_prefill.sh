@@ -17,11 +17,9 @@ if [[ $mode == prepare ]]; then
   rm -rf "$carry" && mkdir -p "$carry/lib"
   cp "$build/src/cli/sampleattn" "$carry/"
   cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.0"
-  for lib in libhwloc.so.15 libgomp.so.1 libpng16.so.16 libudev.so.1 libz.so.1 libgfortran.so.5 \
-             libquadmath.so.0 libopenblas.so.0; do
-    path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
-    [[ -n $path ]] && cp -L "$path" "$carry/lib/"
-  done
+  source "$root/bench/carry_libs.sh"
+  copy_system_libs "$carry/lib" libhwloc.so.15 libgomp.so.1 libpng16.so.16 libudev.so.1 libz.so.1 \
+    libgfortran.so.5 libquadmath.so.0 libopenblas.so.0
   du -sh "$carry"
   exit 0
 fi

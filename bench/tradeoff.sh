@@ -12,6 +12,17 @@ echo "| N | alpha | speedup | density | rel L2 err (median over heads) | p90 | m
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 awk -F, 'NR > 1 && $1 == "sample" { printf "| %s | %s | %.2fx | %.3f | %.4f | %.4f | %.4f | %.3f | %.2f (%.2f) |\n",
   $2, $3, $14, $15, $20, $21, $22, $18, $23, $24 }' "$csv"
+# One gnuplot "plot" line with a series per length: columns $1, then $2 appended to each series.
+plot_lengths() {
+  local first=1 n
+  printf "plot "
+  for n in ${seqs//,/ }; do
+    [ $first = 1 ] || printf ", "
+    first=0
+    printf "'%s' using %s with linespoints title 'N=%s'%s" "$csv.$n" "$1" "$n" "$2"
+  done
+  echo
+}
 if command -v gnuplot >/dev/null; then
   for n in ${seqs//,/ }; do awk -F, -v n="$n" 'NR > 1 && $1 == "sample" && $2 == n { print $3, $14, $15, $20 }' "$csv" > "$csv.$n"; done
   {
@@ -19,17 +30,9 @@ if command -v gnuplot >/dev/null; then
     echo "set output '$png'"
     echo "set multiplot layout 1,2 title 'SampleAttention trade-off (structured inputs, 8 heads, d=128, 2 threads)'"
     echo "set xlabel 'density (computed / causal pairs)'; set ylabel 'rel. L2 error, median over heads'; set grid"
-    printf "plot "; first=1
-    for n in ${seqs//,/ }; do
-      [ $first = 1 ] || printf ", "; first=0
-      printf "'%s' using 3:4 with linespoints title 'N=%s', '' using 3:4:(sprintf('%%.2f',\$1)) with labels offset 1,1 notitle" "$csv.$n" "$n"
-    done; echo
+    plot_lengths 3:4 ", '' using 3:4:(sprintf('%.2f',\$1)) with labels offset 1,1 notitle"
     echo "set xlabel 'alpha'; set ylabel 'speedup over dense (same run)'"
-    printf "plot "; first=1
-    for n in ${seqs//,/ }; do
-      [ $first = 1 ] || printf ", "; first=0
-      printf "'%s' using 1:2 with linespoints title 'N=%s'" "$csv.$n" "$n"
-    done; echo
+    plot_lengths 1:2 ""
     echo "unset multiplot"
   } | gnuplot 2>/dev/null && echo "plot: $png"
 fi

@@ -13,13 +13,7 @@
 namespace sampleattn::testing {
 namespace {
 
-struct Shape {
-  int d;
-  std::vector<std::pair<int32_t, int32_t>> seqs;  // (q_len, k_len)
-  bool causal;
-};
-
-std::vector<Shape> shapes() {
+std::vector<DenseShape> shapes() {
   return {
       {64, {{1, 1}}, true},
       {64, {{67, 67}}, true},
@@ -35,17 +29,9 @@ using Param = std::tuple<Isa, DType, int /*group*/>;
 
 class DenseAttention : public ::testing::TestWithParam<Param> {};
 
-void run_and_compare(const Param& param, const Shape& shape, sampleattn_precision precision, int threads) {
+void run_and_compare(const Param& param, const DenseShape& shape, sampleattn_precision precision, int threads) {
   const auto [isa, dtype, group] = param;
-  Case c;
-  c.d = shape.d;
-  c.hkv = 2;
-  c.hq = 2 * group;
-  c.in = dtype;
-  c.out = dtype;
-  c.causal = shape.causal;
-  for (auto [ql, kl] : shape.seqs) c.add_sequence(ql, kl);
-  c.materialize(1234 + shape.d + group, 1.5f);
+  Case c = dense_case(shape, dtype, group, 1234 + shape.d + group);
   sampleattn_params p = c.params();
   p.precision = precision;
 
@@ -83,7 +69,7 @@ void run_and_compare(const Param& param, const Shape& shape, sampleattn_precisio
 TEST_P(DenseAttention, MatchesOracle) {
   ScopedIsa forced(std::get<0>(GetParam()));
   if (!forced.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(std::get<0>(GetParam()));
-  for (const Shape& s : shapes()) {
+  for (const DenseShape& s : shapes()) {
     SCOPED_TRACE("d=" + std::to_string(s.d) + " causal=" + std::to_string(s.causal) +
                  " seqs=" + std::to_string(s.seqs.size()));
     run_and_compare(GetParam(), s, SAMPLEATTN_PRECISION_F32, 2);
@@ -95,7 +81,7 @@ TEST_P(DenseAttention, Bf16ProductsMatchOracle) {
   ScopedIsa forced(isa);
   if (!forced.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(isa);
   // On tables without bf16 products the request runs the f32 path; both are checked.
-  for (const Shape& s : shapes()) {
+  for (const DenseShape& s : shapes()) {
     SCOPED_TRACE("d=" + std::to_string(s.d));
     run_and_compare(GetParam(), s, SAMPLEATTN_PRECISION_BF16, 2);
   }

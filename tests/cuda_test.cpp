@@ -237,13 +237,7 @@ TEST(CudaBackend, ContextReportsTheDevice) {
   EXPECT_EQ(sampleattn_context_create(&o, &ctx), SAMPLEATTN_UNSUPPORTED_BACKEND);
 }
 
-struct Shape {
-  int d;
-  std::vector<std::pair<int32_t, int32_t>> seqs;  // (q_len, k_len)
-  bool causal;
-};
-
-std::vector<Shape> dense_shapes() {
+std::vector<DenseShape> dense_shapes() {
   return {
       {64, {{1, 1}, {200, 200}}, true},
       {80, {{33, 130}, {0, 0}, {65, 65}}, true},  // chunked prefill, empty sequence
@@ -260,17 +254,9 @@ class CudaDense : public ::testing::TestWithParam<DenseParam> {};
 TEST_P(CudaDense, MatchesCpuAndOracle) {
   SKIP_WITHOUT_DEVICE();
   const auto [dtype, group] = GetParam();
-  for (const Shape& shape : dense_shapes()) {
+  for (const DenseShape& shape : dense_shapes()) {
     SCOPED_TRACE("d=" + std::to_string(shape.d) + " causal=" + std::to_string(shape.causal));
-    Case c;
-    c.d = shape.d;
-    c.hkv = 2;
-    c.hq = 2 * group;
-    c.in = dtype;
-    c.out = dtype;
-    c.causal = shape.causal;
-    for (auto [ql, kl] : shape.seqs) c.add_sequence(ql, kl);
-    c.materialize(99 + shape.d + group, 1.5f);
+    Case c = dense_case(shape, dtype, group, 99 + shape.d + group);
     const sampleattn_params p = c.params();
     const Outcome gpu = run_cuda(c, p);
     ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;

@@ -115,6 +115,27 @@ struct Case {
   }
 };
 
+// A dense-attention shape: head dim, sequences (q_len, k_len), causal.
+struct DenseShape {
+  int d;
+  std::vector<std::pair<int32_t, int32_t>> seqs;
+  bool causal;
+};
+
+// The dense suites' case: 2 kv heads with `group` query heads each, inputs and output in dtype.
+inline Case dense_case(const DenseShape& shape, DType dtype, int group, uint64_t seed) {
+  Case c;
+  c.d = shape.d;
+  c.hkv = 2;
+  c.hq = 2 * group;
+  c.in = dtype;
+  c.out = dtype;
+  c.causal = shape.causal;
+  for (auto [ql, kl] : shape.seqs) c.add_sequence(ql, kl);
+  c.materialize(seed, 1.5f);
+  return c;
+}
+
 // Plants structure in Q/K for sampling to find: `columns` (key positions of every sequence) that
 // every query leans on through dimension 0.
 inline void plant(Case& c, const std::vector<int32_t>& columns, float strength) {
