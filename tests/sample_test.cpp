@@ -10,8 +10,8 @@
 #include <tuple>
 
 #include "core/sparse_plan.h"
-#include "core/stripe_selection.h"
 #include "cpu/sampling.h"
+#include "cpu/stripe_selection.h"
 #include "test_util.h"
 
 namespace sampleattn::testing {
@@ -116,7 +116,7 @@ std::vector<double> column_scores(const Case& c, const Problem& problem, int seq
   const Sequence& s = problem.sequences[seq];
   std::vector<double> scores(static_cast<size_t>(s.k_len), 0.0);
   const int kvh = head / problem.group;
-  for (int64_t i : cpu::sampled_rows(problem.sample, s.q_len)) {
+  for (int64_t i : sampled_rows(problem.sample, s.q_len)) {
     const int64_t p = s.q_offset() + i;
     std::vector<double> logits(static_cast<size_t>(p + 1));
     double mx = -1e300;
@@ -159,7 +159,7 @@ TEST_P(SampleSelection, FewestColumnsReachingAlpha) {
   for (int h = 0; h < c.hq; ++h) {
     const reference::HeadMask& m = o.masks.at({0, h});
     const auto scores = column_scores(c, problem, 0, h, m.window, window_counts);
-    const double rows = static_cast<double>(cpu::sampled_rows(problem.sample, 400).size());
+    const double rows = static_cast<double>(sampled_rows(problem.sample, 400).size());
     const double outside = std::accumulate(scores.begin(), scores.end(), 0.0);
     const double target = 0.9 * rows - (window_counts ? rows - outside : 0.0);
     double kept = 0, weakest = 1e300;
@@ -220,34 +220,34 @@ TEST(SampleAttentionNeedle, KeyThatOnlyLateQueriesReadSurvives) {
 
 TEST(StripeSelection, UnitRules) {
   const std::vector<float> s = {0.5f, 0.1f, 0.3f, 0.3f, 0.05f, 0.0f, 0.05f};
-  SelectionRule rule;
+  cpu::SelectionRule rule;
   rule.target = 0.75;
   // 0.5 + 0.3 (index 2 wins the tie with 3) reaches 0.8 >= 0.75.
-  EXPECT_EQ(select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(cpu::select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 2}));
   rule.target = 0.81;
-  EXPECT_EQ(select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 2, 3}));
+  EXPECT_EQ(cpu::select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 2, 3}));
   rule.sink_tokens = 2;  // keys 0 and 1 always kept, their 0.6 counts
   rule.target = 0.85;
-  EXPECT_EQ(select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(cpu::select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 1, 2}));
   rule.min_stripes = 5;  // padded with the next best (3, then 4 before 6 on the tie)
-  EXPECT_EQ(select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(cpu::select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 1, 2, 3, 4}));
   rule.min_stripes = 0;
   rule.max_stripes = 2;
-  EXPECT_EQ(select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(cpu::select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 1}));
   rule = {};
   rule.target = 10;  // unreachable: every column with score
-  EXPECT_EQ(select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 1, 2, 3, 4, 6}));
+  EXPECT_EQ(cpu::select_stripes(s.data(), 7, rule), (std::vector<int32_t>{0, 1, 2, 3, 4, 6}));
   rule.target = 0;
-  EXPECT_TRUE(select_stripes(s.data(), 7, rule).empty());
+  EXPECT_TRUE(cpu::select_stripes(s.data(), 7, rule).empty());
 }
 
 TEST(StripeSelection, LargeRandomAgreesWithSorting) {
   Rng rng(3);
   std::vector<float> s(20000);
   for (float& v : s) v = static_cast<float>(std::floor(rng.uniform() * 50) / 50);  // many ties
-  SelectionRule rule;
+  cpu::SelectionRule rule;
   rule.target = 0.95 * std::accumulate(s.begin(), s.end(), 0.0);
-  const auto chosen = select_stripes(s.data(), static_cast<int64_t>(s.size()), rule);
+  const auto chosen = cpu::select_stripes(s.data(), static_cast<int64_t>(s.size()), rule);
   std::vector<int32_t> order(s.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return s[a] > s[b]; });
@@ -264,16 +264,16 @@ TEST(SampleRows, StridedBlocksWithTheLastAlwaysIncluded) {
   sampleattn_sample_params_init(&p);
   p.sample_block = 10;
   p.r_row = 0.25f;
-  const auto rows = cpu::sampled_rows(p, 95);  // 10 blocks, 3 sampled: 9, 6, 3 (nb - 1 - t*nb/ns)
+  const auto rows = sampled_rows(p, 95);  // 10 blocks, 3 sampled: 9, 6, 3 (nb - 1 - t*nb/ns)
   std::vector<int64_t> expected;
   for (int64_t b : {3, 6}) {
     for (int64_t i = b * 10; i < b * 10 + 10; ++i) expected.push_back(i);
   }
   for (int64_t i = 90; i < 95; ++i) expected.push_back(i);
   EXPECT_EQ(rows, expected);
-  EXPECT_EQ(cpu::sampled_rows(p, 1), (std::vector<int64_t>{0}));
+  EXPECT_EQ(sampled_rows(p, 1), (std::vector<int64_t>{0}));
   p.r_row = 1.f;
-  EXPECT_EQ(cpu::sampled_rows(p, 25).size(), 25u);
+  EXPECT_EQ(sampled_rows(p, 25).size(), 25u);
 }
 
 TEST(SampleAttentionThreads, SameMaskAndBitsForOneAndTwoThreads) {
@@ -518,7 +518,7 @@ TEST(SampleAttentionStats, KeptMassMatchesTheOracle) {
   for (int h = 0; h < c.hq; ++h) {
     const reference::HeadMask& m = o.masks.at({0, h});
     double lo = 1, sum = 0;
-    const auto rows = cpu::sampled_rows(problem.sample, 320);
+    const auto rows = sampled_rows(problem.sample, 320);
     for (int64_t i : rows) {
       // Kept mass = exp(lse_masked - lse_full).
       const auto full = reference::attention_rows(problem, {{i, h}});

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/mask.h"
 #include "core/status.h"
 #include "sampleattn/sampleattn.h"
 
@@ -67,7 +68,7 @@ struct Problem {
 // (sampleattn_forward); without, only shapes and parameters are checked (sampleattn_plan).
 Status build_problem(const sampleattn_params* params, bool check_data, Problem* problem);
 
-// Query-key pairs of a causal sequence: query i sees q_offset + i + 1 keys.
-inline int64_t causal_pairs(const Sequence& s) { return s.q_len * s.q_offset() + s.q_len * (s.q_len + 1) / 2; }
+// Query-key pairs of a causal sequence (core/mask.h).
+inline int64_t causal_pairs(const Sequence& s) { return causal_pairs(s.q_len, s.k_len); }
 
 }  // namespace sampleattn

@@ -1,29 +1,61 @@
 #include "core/sparse_plan.h"
 
 #include <algorithm>
-#include <cmath>
 
 namespace sampleattn {
 
+void init_dense_plan(const Problem& problem, SparsePlan* plan) {
+  const int hq = problem.num_q_heads;
+  plan->heads.assign(problem.sequences.size() * hq, HeadPlan{});
+  for (size_t s = 0; s < problem.sequences.size(); ++s) {
+    for (int h = 0; h < hq; ++h) plan->heads[s * hq + h].window = problem.sequences[s].k_len;
+  }
+}
+
+void set_kept_mass(HeadPlan* head, const float* kept, int64_t n) {
+  float lo = 1.f;
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float k = std::min(1.f, kept[i]);
+    lo = std::min(lo, k);
+    sum += k;
+  }
+  head->cra_min = lo;
+  head->cra_mean = n > 0 ? static_cast<float>(sum / static_cast<double>(n)) : 1.f;
+}
+
+bool sequence_is_sampled(const Problem& problem, const Sequence& seq) {
+  return sequence_runs_sampled(problem.method == SAMPLEATTN_METHOD_SAMPLE, seq.q_len, seq.k_len,
+                               problem.sample.dense_below);
+}
+
+std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len) {
+  std::vector<int64_t> rows;
+  if (q_len <= 0) return rows;
+  const int64_t b = params.sample_block;
+  const int64_t nb = sample_block_count(q_len, b);
+  const int64_t ns = sampled_block_count(params.r_row, nb);
+  std::vector<int64_t> blocks;
+  for (int64_t t = 0; t < ns; ++t) blocks.push_back(sampled_block(t, nb, ns));
+  std::sort(blocks.begin(), blocks.end());
+  for (int64_t blk : blocks) {
+    for (int64_t i = blk * b; i < std::min(q_len, (blk + 1) * b); ++i) rows.push_back(i);
+  }
+  return rows;
+}
+
 int64_t window_size(const sampleattn_sample_params& s, int64_t k_len) {
-  const auto by_ratio = static_cast<int64_t>(std::ceil(static_cast<double>(s.r_w) * k_len));
-  return std::min<int64_t>(k_len, std::max<int64_t>(s.min_window, by_ratio));
+  return window_size(static_cast<double>(s.r_w), s.min_window, k_len);
 }
 
 int64_t visible_stripes(const HeadPlan& plan, int64_t p) {
-  const int64_t last = p - plan.window;
+  const int64_t last = stripe_limit(p, plan.window);
   return std::upper_bound(plan.stripes.begin(), plan.stripes.end(), last,
                           [](int64_t v, int32_t s) { return v < s; }) -
          plan.stripes.begin();
 }
 
-int64_t window_pairs(const Sequence& seq, int64_t window) {
-  // Positions p in [first, k_len): p + 1 while p + 1 < window, then window.
-  const int64_t first = seq.q_offset(), end = seq.k_len;
-  const int64_t ramp_end = std::clamp<int64_t>(window - 1, first, end);  // p < window - 1
-  const int64_t ramp = (ramp_end - first) * (first + 1 + ramp_end) / 2;
-  return ramp + (end - ramp_end) * window;
-}
+int64_t window_pairs(const Sequence& seq, int64_t window) { return window_band_pairs(seq.q_len, seq.k_len, window); }
 
 int64_t stripe_pairs(const Sequence& seq, int64_t window, const int32_t* stripes, int64_t count) {
   const int64_t first = seq.q_offset();

@@ -1,12 +1,13 @@
 // The mask SampleAttention chose for one call: per (sequence, query head), dense or a local
 // window plus stripe columns (docs/ALGORITHM.md). Produced by a backend's stages 1 and 2, read by
-// its sparse attention and by the statistics.
+// its sparse attention and by the statistics. The rules themselves live in core/mask.h; this is
+// their form over a Problem and its sequences, shared by every backend.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "core/mask_rule.h"
+#include "core/mask.h"
 #include "core/problem.h"
 
 namespace sampleattn {
@@ -29,7 +30,21 @@ struct SparsePlan {
   }
 };
 
-// The window of a sampled sequence: min(k_len, max(min_window, ceil(r_w * k_len))).
+// Every head dense (window = k_len): the plan of a call before, or without, stages 1 and 2.
+void init_dense_plan(const Problem& problem, SparsePlan* plan);
+
+// Sets a sparse head's cra_min and cra_mean from the kept mass of its n sampled rows (each
+// capped at 1).
+void set_kept_mass(HeadPlan* head, const float* kept, int64_t n);
+
+// Whether a sequence of a sample-method problem runs sparse (else it falls back to dense).
+bool sequence_is_sampled(const Problem& problem, const Sequence& seq);
+
+// The sampled query rows of a sequence (local indices, ascending): the rows of the blocks
+// sampled_block(t, nb, ns) of core/mask.h.
+std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len);
+
+// The window of a sampled sequence (window_size of core/mask.h).
 int64_t window_size(const sampleattn_sample_params& s, int64_t k_len);
 
 // Number of stripes visible to the query at position p: stripes j <= p - window.
@@ -38,10 +53,9 @@ int64_t visible_stripes(const HeadPlan& plan, int64_t p);
 // Query-key pairs the mask computes for sequence `seq` (all its queries, one head).
 double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan);
 
-// The parts of that count for a sampled (causal) sequence, exact integers: the window band,
-// sum over query positions p of min(w, p + 1); and the stripes, each j seen by the queries at
-// p >= j + w (stripe_pairs_of). Both backends decide max_density (mask_runs_dense) with these
-// against causal_pairs (core/problem.h).
+// The parts of that count for a sampled (causal) sequence, exact integers (core/mask.h): the
+// window band (window_band_pairs) and the stripes (stripe_pairs_of). Both backends decide
+// max_density (mask_runs_dense) with these against causal_pairs.
 int64_t window_pairs(const Sequence& seq, int64_t window);
 int64_t stripe_pairs(const Sequence& seq, int64_t window, const int32_t* stripes, int64_t count);
 

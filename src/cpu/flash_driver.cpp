@@ -8,13 +8,11 @@
 #include <new>
 #include <vector>
 
+#include "core/mask.h"
 #include "cpu/scratch_carver.h"
 
 namespace sampleattn::cpu {
 namespace {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr double kLn2 = 0.6931471805599453;
 
 // One task: query tokens [q0, q0 + rows) of sequence `seq`, all query heads of kv head `kv_head`.
 struct Task {
@@ -201,7 +199,7 @@ class FlashRunner {
         s.positions[r] = seq.q_offset() + t.q0 + i;
       }
     }
-    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, p_.scale * kLog2e, s.q_packed);
+    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, scale_log2(p_.scale), s.q_packed);
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
     std::fill(s.acc, s.acc + static_cast<size_t>(m) * d, 0.f);
@@ -214,18 +212,15 @@ class FlashRunner {
       int h1 = h0 + 1;
       while (h1 < g && head_dense(t.seq, first_head + h1) == dense) ++h1;
       const int r0 = h0 * t.rows, rows = (h1 - h0) * t.rows;
-      if (dense) {
-        // Keys [0, p] of each row (all keys when not causal).
-        attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
-          *lo = 0;
-          *hi = p_.causal ? s.positions[r] + 1 : seq.k_len;
-        });
-      } else {
-        const int64_t w = plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
-        attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
-          *lo = std::max<int64_t>(0, s.positions[r] - w + 1);
-          *hi = s.positions[r] + 1;
-        });
+      // Segment 0, the sequence's own keys (core/mask.h): keys [0, p] of each dense row (all keys
+      // when not causal), the window band of each sparse one.
+      const int64_t w = dense ? seq.k_len : plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
+      attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
+        *lo = own_keys_lo(!dense, s.positions[r], w);
+        *hi = own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len);
+      });
+      if (!dense) {
+        // Segment 1, the stripes.
         if (group_shares_stripes()) {
           attend_stripes(s, t.seq * p_.num_q_heads + first_head, r0, rows);  // the set is all-or-none dense
         } else {
@@ -248,8 +243,9 @@ class FlashRunner {
         for (int i = 0; i < t.rows; ++i) {
           const int r = h * t.rows + i;
           p_.lse[(token0 + i) * p_.num_q_heads + head] =
-              s.row_sum[r] > 0 ? static_cast<float>((s.row_max[r] + std::log2(static_cast<double>(s.row_sum[r]))) * kLn2)
-                               : -std::numeric_limits<float>::infinity();
+              s.row_sum[r] > 0
+                  ? static_cast<float>(lse_from_log2<double>(s.row_max[r], std::log2(static_cast<double>(s.row_sum[r]))))
+                  : -std::numeric_limits<float>::infinity();
         }
       }
     }
@@ -314,7 +310,7 @@ class FlashRunner {
   }
 
   // Rows [r0, r0 + m) attend over the pre-packed stripes of set `index`; row r sees the stripes
-  // j <= p - window, a prefix of the sorted stripe list.
+  // j <= p - window (stripe_limit), a prefix of the sorted stripe list.
   void attend_stripes(const Scratch& s, size_t index, int r0, int m) const {
     const PackedStripes& ps = stripes_[index];
     if (ps.count == 0) return;

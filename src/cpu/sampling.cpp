@@ -8,14 +8,13 @@
 #include <limits>
 #include <numeric>
 
-#include "core/stripe_selection.h"
+#include "core/mask.h"
 #include "core/timing.h"
 #include "cpu/scratch_carver.h"
+#include "cpu/stripe_selection.h"
 
 namespace sampleattn::cpu {
 namespace {
-
-constexpr float kLog2e = 1.4426950408889634f;
 
 // Column scores are summed in fixed point, 2^-kScoreBits units: each row chunk adds its own
 // (in-order f32) sums with an integer add, so the total does not depend on which thread ran which
@@ -130,7 +129,7 @@ class Sampler {
       }
     }
     const int m = n * p_.group;
-    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, p_.head_dim, p_.scale * kLog2e, s.q_packed);
+    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, p_.head_dim, scale_log2(p_.scale), s.q_packed);
     return m;
   }
 
@@ -174,7 +173,7 @@ class Sampler {
       float* scores = s.scores + t * tile_floats;
       pack_keys(s, seq, g, t0, nk);
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile);
-      spans(s, m, t0, nk, [](int64_t p, int64_t* lo, int64_t* hi) { *lo = 0; *hi = p + 1; });
+      spans(s, m, t0, nk, [](int64_t p, int64_t* lo, int64_t* hi) { *lo = 0; *hi = window_hi(p); });  // all causal keys
       k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
@@ -188,8 +187,7 @@ class Sampler {
     for (int r = 0; r < m; ++r) s.row_scale[r] = s.row_sum[r] > 0 ? 1.f / s.row_sum[r] : 0.f;
 
     // Column sums, one query head at a time.
-    const int64_t w = ss.window;
-    const bool outside_window_only = p_.sample.window_mass_counts == 1;
+    const int64_t shift = sample_column_shift(ss.window, p_.sample.window_mass_counts == 1);
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
       const int r0 = h * n;
@@ -199,7 +197,7 @@ class Sampler {
         bool any = false;
         for (int i = 0; i < n; ++i) {
           const int64_t p = s.positions[r0 + i];
-          const int64_t hi = outside_window_only ? p - w + 1 : p + 1;
+          const int64_t hi = sample_column_end(p, shift);
           s.lo[r0 + i] = 0;
           s.hi[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, nk));
           any = any || s.hi[r0 + i] > 0;
@@ -249,11 +247,11 @@ class Sampler {
     };
     // Window keys.
     reset();
-    const int64_t first = std::max<int64_t>(0, s.positions[0] - w + 1);
-    const int64_t last = s.positions[n - 1] + 1;
+    const int64_t first = window_lo(s.positions[0], w);
+    const int64_t last = window_hi(s.positions[n - 1]);
     for (int64_t t0 = first; t0 < last; t0 += k_.key_tile) {
       const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
-      if (!spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) { *lo = p - w + 1; *hi = p + 1; })) continue;
+      if (!spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) { *lo = window_lo(p, w); *hi = window_hi(p); })) continue;
       pack_keys(s, seq, g, t0, nk);
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
       k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
@@ -294,27 +292,6 @@ class Sampler {
 
 }  // namespace
 
-bool sequence_is_sampled(const Problem& problem, const Sequence& seq) {
-  return problem.method == SAMPLEATTN_METHOD_SAMPLE && seq.q_len > 0 &&
-         seq.k_len >= problem.sample.dense_below;
-}
-
-std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len) {
-  std::vector<int64_t> rows;
-  if (q_len <= 0) return rows;
-  const int64_t b = params.sample_block;
-  const int64_t nb = (q_len + b - 1) / b;
-  const auto wanted = static_cast<int64_t>(std::ceil(static_cast<double>(params.r_row) * nb));
-  const int64_t ns = std::min<int64_t>(nb, std::max<int64_t>(1, wanted));
-  std::vector<int64_t> blocks;
-  for (int64_t t = 0; t < ns; ++t) blocks.push_back(nb - 1 - t * nb / ns);
-  std::sort(blocks.begin(), blocks.end());
-  for (int64_t blk : blocks) {
-    for (int64_t i = blk * b; i < std::min(q_len, (blk + 1) * b); ++i) rows.push_back(i);
-  }
-  return rows;
-}
-
 size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads,
                                 uint64_t workspace_limit) {
   Sampler sampler(kernels, problem, score_budget(workspace_limit, threads));
@@ -331,11 +308,10 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
                          const Problem& problem, bool with_kept_mass, SparsePlan* plan) {
   const int hq = problem.num_q_heads;
   const int groups = problem.num_kv_heads;
-  plan->heads.assign(problem.sequences.size() * hq, HeadPlan{});
+  init_dense_plan(problem, plan);
   std::vector<SampledSequence> sampled;
   for (size_t s = 0; s < problem.sequences.size(); ++s) {
     const Sequence& seq = problem.sequences[s];
-    for (int h = 0; h < hq; ++h) plan->heads[s * hq + h].window = seq.k_len;
     if (!sequence_is_sampled(problem, seq)) continue;
     SampledSequence ss;
     ss.seq = static_cast<int>(s);
@@ -399,13 +375,10 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     }
     const float* scores = summed.data();
     const double total = static_cast<double>(ss.rows.size()) * heads_per_set;
-    double target = problem.sample.alpha * total;
-    if (problem.sample.window_mass_counts == 1) {
-      const double outside = std::accumulate(scores, scores + seq.k_len, 0.0);
-      target -= total - outside;
-    }
+    const bool window_mass_counts = problem.sample.window_mass_counts == 1;
+    const double outside = window_mass_counts ? std::accumulate(scores, scores + seq.k_len, 0.0) : 0.0;
     SelectionRule rule;
-    rule.target = target;
+    rule.target = selection_target(problem.sample.alpha, total, window_mass_counts, outside);
     rule.sink_tokens = problem.sample.sink_tokens;
     rule.min_stripes = problem.sample.min_stripes;
     rule.max_stripes = problem.sample.max_stripes;
@@ -438,15 +411,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     for (int h = 0; h < hq; ++h) {
       HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + h];
       if (hp.dense) continue;  // ran dense (max_density): everything kept
-      float lo = 1.f;
-      double sum = 0;
-      for (size_t i = 0; i < nr; ++i) {
-        const float kept = std::min(1.f, ss.kept[h * nr + i]);
-        lo = std::min(lo, kept);
-        sum += kept;
-      }
-      hp.cra_min = lo;
-      hp.cra_mean = nr > 0 ? static_cast<float>(sum / nr) : 1.f;
+      set_kept_mass(&hp, ss.kept.data() + h * nr, static_cast<int64_t>(nr));
     }
   }
   return Status::ok();

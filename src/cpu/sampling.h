@@ -1,6 +1,7 @@
 // SampleAttention stages 1 and 2 on the CPU (docs/ALGORITHM.md): query-guided sampling of column
 // scores with the kernel table, stripe selection per head or kv group, and the kept mass (CRA)
-// of the sampled rows under the chosen mask.
+// of the sampled rows under the chosen mask. The rules (which rows, which columns count, the
+// target, the dense-head rule) are core/mask.h's and core/sparse_plan.h's, shared with CUDA.
 #pragma once
 
 #include <cstdint>
@@ -13,12 +14,6 @@
 #include "cpu/thread_pool.h"
 
 namespace sampleattn::cpu {
-
-// Whether a sequence of a sample-method problem runs sparse (else it falls back to dense).
-bool sequence_is_sampled(const Problem& problem, const Sequence& seq);
-
-// The sampled query rows of a sequence (local indices, ascending).
-std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len);
 
 // Workspace of stages 1 and 2 for `threads` workers; the stage-1 score buffers shrink to fit a
 // quarter of workspace_limit (0 = no limit).

@@ -17,7 +17,6 @@
 #include "core/backend.h"
 #include "core/sparse_plan.h"
 #include "core/timing.h"
-#include "cpu/sampling.h"
 #include "cuda/kernel_params.h"
 #include "cuda/launch.h"
 
@@ -128,13 +127,13 @@ Status make_call_plan(const Problem& p, CallPlan* cp) {
       const int64_t cost = p.causal ? seq.q_offset() + q0 + count : seq.k_len;
       costed.push_back({RowBlock{s, count, q0}, cost});
     }
-    if (!cpu::sequence_is_sampled(p, seq)) continue;
+    if (!sequence_is_sampled(p, seq)) continue;
     cp->sampled = true;
     cp->sampled_seqs.push_back(s);
     d.sparse = 1;
     d.window = window_size(p.sample, seq.k_len);
     d.set_base = static_cast<int32_t>(cp->sets.size());
-    const std::vector<int64_t> rows = cpu::sampled_rows(p.sample, seq.q_len);
+    const std::vector<int64_t> rows = sampled_rows(p.sample, seq.q_len);
     d.row_begin = cp->total_rows;
     d.row_count = static_cast<int64_t>(rows.size());
     for (int64_t c0 = 0; c0 < d.row_count; c0 += cp->block_rows) {

@@ -10,7 +10,7 @@
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
 
-#include "core/mask_rule.h"
+#include "core/mask.h"
 #include "cuda/launch.h"
 
 namespace sampleattn::cuda {
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(kThreads) compact_kernel(const SelectionArgs a
   }
 }
 
-// The max_density rule (core/mask_rule.h): the set's mask pairs are its window band's plus, for
+// The max_density rule (core/mask.h): the set's mask pairs are its window band's plus, for
 // each kept stripe, the queries that see it; integer sums, so the order does not matter.
 __global__ void __launch_bounds__(kThreads) density_kernel(const SelectionArgs a) {
   using Reduce = cub::BlockReduce<int64_t, kThreads>;

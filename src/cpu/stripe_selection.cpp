@@ -1,8 +1,10 @@
-#include "core/stripe_selection.h"
+#include "cpu/stripe_selection.h"
 
 #include <algorithm>
 
-namespace sampleattn {
+#include "core/mask.h"
+
+namespace sampleattn::cpu {
 namespace {
 
 struct Ranked {
@@ -58,39 +60,33 @@ int64_t fewest_reaching(std::vector<Ranked>& v, double need) {
 }  // namespace
 
 std::vector<int32_t> select_stripes(const float* scores, int64_t k_len, const SelectionRule& rule) {
-  const int64_t sinks = std::min(rule.sink_tokens, k_len);
+  const int64_t sinks = sink_count(rule.sink_tokens, k_len);
   double covered = 0;
   for (int64_t j = 0; j < sinks; ++j) covered += scores[j];
   std::vector<Ranked> rest;
   rest.reserve(static_cast<size_t>(k_len - sinks));
   for (int64_t j = sinks; j < k_len; ++j) rest.push_back({scores[j], static_cast<int32_t>(j)});
 
-  int64_t take = fewest_reaching(rest, rule.target - covered);
-  // Clamp the total count (sinks included) to [min_stripes, max_stripes].
-  int64_t total = sinks + take;
-  if (total < rule.min_stripes) {
-    const int64_t want = std::min<int64_t>(rule.min_stripes - sinks, static_cast<int64_t>(rest.size()));
-    // The `take` chosen are the best; extend with the next best of the rest.
+  const int64_t take = fewest_reaching(rest, rule.target - covered);
+  // Clamp the total count (sinks included) to [min_stripes, max_stripes]. The `take` chosen are
+  // the best of the rest: a larger count extends them with the next best, a smaller one keeps
+  // the best of them.
+  const StripeCount count =
+      clamp_stripe_count(sinks, take, static_cast<int64_t>(rest.size()), rule.min_stripes, rule.max_stripes);
+  if (count.ranked > take) {
     std::vector<Ranked> tail(rest.begin() + take, rest.end());
-    partial_select(tail, want - take);
-    std::copy(tail.begin(), tail.begin() + (want - take), rest.begin() + take);
-    take = want;
-  }
-  total = sinks + take;
-  std::vector<int32_t> kept;
-  if (rule.max_stripes > 0 && total > rule.max_stripes) {
-    const int64_t keep_sinks = std::min(sinks, rule.max_stripes);
-    const int64_t keep_rest = rule.max_stripes - keep_sinks;
+    partial_select(tail, count.ranked - take);
+    std::copy(tail.begin(), tail.begin() + (count.ranked - take), rest.begin() + take);
+  } else if (count.ranked < take) {
     std::vector<Ranked> chosen(rest.begin(), rest.begin() + take);
-    partial_select(chosen, keep_rest);
-    for (int64_t j = 0; j < keep_sinks; ++j) kept.push_back(static_cast<int32_t>(j));
-    for (int64_t i = 0; i < keep_rest; ++i) kept.push_back(chosen[i].index);
-  } else {
-    for (int64_t j = 0; j < sinks; ++j) kept.push_back(static_cast<int32_t>(j));
-    for (int64_t i = 0; i < take; ++i) kept.push_back(rest[i].index);
+    partial_select(chosen, count.ranked);
+    std::copy(chosen.begin(), chosen.begin() + count.ranked, rest.begin());
   }
+  std::vector<int32_t> kept;
+  for (int64_t j = 0; j < count.sinks; ++j) kept.push_back(static_cast<int32_t>(j));
+  for (int64_t i = 0; i < count.ranked; ++i) kept.push_back(rest[i].index);
   std::sort(kept.begin(), kept.end());
   return kept;
 }
 
-}  // namespace sampleattn
+}  // namespace sampleattn::cpu

@@ -1,12 +1,13 @@
 // Stage 2 of SampleAttention: the fewest key columns whose score reaches a target
 // (docs/ALGORITHM.md). Columns are ranked by score, ties by lower index, so the answer is unique;
-// found by quickselect on that order in expected O(k_len) instead of a full sort.
+// found by quickselect on that order in expected O(k_len) instead of a full sort. The target and
+// the count's clamp are core/mask.h's (selection_target, clamp_stripe_count), as on the device.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-namespace sampleattn {
+namespace sampleattn::cpu {
 
 struct SelectionRule {
   double target = 0;      // score the kept columns must reach
@@ -18,4 +19,4 @@ struct SelectionRule {
 // Returns the kept columns in ascending order.
 std::vector<int32_t> select_stripes(const float* scores, int64_t k_len, const SelectionRule& rule);
 
-}  // namespace sampleattn
+}  // namespace sampleattn::cpu

@@ -1,0 +1,171 @@
+// The mask of SampleAttention, once (docs/ALGORITHM.md): every rule about which query sees which
+// key, stage 1's row choice and limits, stage 2's target and stripe count, the pair counts and the
+// max_density rule, and the constants of the log2-unit softmax. Included by the CPU backend, the
+// CUDA kernels (nvcc runs with --expt-relaxed-constexpr, C++17), the statistics and the workload
+// tools, so they all decide alike. Only the test oracle (src/reference/) keeps an independent
+// restatement, so that the tests still compare two implementations.
+//
+// Plain constexpr functions on integers and floating-point values: no std::vector, no standard
+// headers beyond <cstdint>. Positions: the query at position p (0-based, over the sequence's k_len
+// keys) of a causal sequence whose queries are the last q_len positions, p = k_len - q_len + i.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define SAMPLEATTN_HOST_DEVICE __host__ __device__
+#else
+#define SAMPLEATTN_HOST_DEVICE
+#endif
+
+namespace sampleattn {
+
+// ---- Constants of the log2-unit softmax -------------------------------------------------------
+
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr double kLn2 = 0.6931471805599453;
+
+// Scores are computed in log2 units: q is scaled by softmax_scale * log2(e).
+SAMPLEATTN_HOST_DEVICE constexpr float scale_log2(float softmax_scale) { return softmax_scale * kLog2e; }
+
+// A row's lse (natural log) from its running max (log2 units) and log2 of its sum of
+// exp2(s - max); F is the precision the backend computes it in. A row without mass has -inf.
+template <typename F>
+SAMPLEATTN_HOST_DEVICE constexpr F lse_from_log2(F row_max, F log2_sum) {
+  return (row_max + log2_sum) * static_cast<F>(kLn2);
+}
+
+// ceil(x) as an integer, for x within int64 (std::ceil is not constexpr before C++23).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t ceil_to_int64(double x) {
+  const auto t = static_cast<int64_t>(x);
+  return static_cast<double>(t) < x ? t + 1 : t;
+}
+
+// ---- Window and stripe visibility -------------------------------------------------------------
+
+// w = min(k_len, max(min_window, ceil(r_w * k_len))), r_w as the double of the caller's value.
+SAMPLEATTN_HOST_DEVICE constexpr int64_t window_size(double r_w, int64_t min_window, int64_t k_len) {
+  const int64_t by_ratio = ceil_to_int64(r_w * static_cast<double>(k_len));
+  const int64_t at_least = min_window < by_ratio ? by_ratio : min_window;
+  return at_least < k_len ? at_least : k_len;
+}
+
+// The window band of the query at p: keys window_lo .. p (window_hi = p + 1, exclusive).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t window_lo(int64_t p, int64_t w) { return p - w + 1 > 0 ? p - w + 1 : 0; }
+SAMPLEATTN_HOST_DEVICE constexpr int64_t window_hi(int64_t p) { return p + 1; }
+SAMPLEATTN_HOST_DEVICE constexpr bool in_window(int64_t j, int64_t p, int64_t w) { return j > p - w && j <= p; }
+
+// The query at p sees the stripes j <= stripe_limit(p, w), a prefix of the ascending stripe list
+// (a stripe inside the window is counted once, through the window).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t stripe_limit(int64_t p, int64_t w) { return p - w; }
+SAMPLEATTN_HOST_DEVICE constexpr bool stripe_visible(int64_t j, int64_t p, int64_t w) { return j <= stripe_limit(p, w); }
+
+// ---- Key segments -----------------------------------------------------------------------------
+// The CPU driver and the CUDA kernels walk each query row over two segments, each seen as one
+// contiguous span [lo, hi): segment 0, the sequence's own keys (a dense row's causal range 0 .. p,
+// every key when not causal, or a sparse row's window band), and segment 1, the stripe columns
+// (the first stripes_seen of the ascending list: lo = 0, hi = that count).
+
+SAMPLEATTN_HOST_DEVICE constexpr int64_t own_keys_lo(bool sparse, int64_t p, int64_t w) {
+  return sparse ? window_lo(p, w) : 0;
+}
+SAMPLEATTN_HOST_DEVICE constexpr int64_t own_keys_hi(bool sparse, bool causal, int64_t p, int64_t k_len) {
+  return (sparse || causal) ? window_hi(p) : k_len;
+}
+
+// ---- Stage 1: which rows are sampled, and which of their columns count ------------------------
+
+// A sequence of a sample-method call runs sparse unless it is empty or shorter than dense_below.
+SAMPLEATTN_HOST_DEVICE constexpr bool sequence_runs_sampled(bool sample_method, int64_t q_len, int64_t k_len,
+                                                            int64_t dense_below) {
+  return sample_method && q_len > 0 && k_len >= dense_below;
+}
+
+// Rows are cut into nb = ceil(q_len / B) blocks of B = sample_block (the last may be short) ...
+SAMPLEATTN_HOST_DEVICE constexpr int64_t sample_block_count(int64_t q_len, int64_t block) {
+  return (q_len + block - 1) / block;
+}
+// ... of which ns = min(nb, max(1, ceil(r_row * nb))) are sampled ...
+SAMPLEATTN_HOST_DEVICE constexpr int64_t sampled_block_count(double r_row, int64_t nb) {
+  const int64_t wanted = ceil_to_int64(r_row * static_cast<double>(nb));
+  const int64_t at_least = wanted < 1 ? 1 : wanted;
+  return at_least < nb ? at_least : nb;
+}
+// ... block t = 0 .. ns - 1 being nb - 1 - floor(t * nb / ns) (t = 0: the last block).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t sampled_block(int64_t t, int64_t nb, int64_t ns) { return nb - 1 - t * nb / ns; }
+
+// A sampled row at p adds its probabilities to the column scores of the keys j < column_end(p,
+// shift): all its keys (shift 0) or, with window_mass_counts, only those outside its window
+// (shift w: j <= p - w, the stripe limit).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t sample_column_shift(int64_t w, bool window_mass_counts) {
+  return window_mass_counts ? w : 0;
+}
+SAMPLEATTN_HOST_DEVICE constexpr int64_t sample_column_end(int64_t p, int64_t shift) { return p - shift + 1; }
+
+// ---- Stage 2: the target and the stripe count -------------------------------------------------
+
+// The score the kept columns must reach: alpha * T, T = sampled rows x heads of the set; with
+// window_mass_counts the window mass T - outside (outside = the sum of all column scores, which
+// then count only outside the windows) is already covered.
+SAMPLEATTN_HOST_DEVICE constexpr double selection_target(float alpha, double total, bool window_mass_counts,
+                                                         double outside) {
+  double target = static_cast<double>(alpha) * total;
+  if (window_mass_counts) target -= total - outside;
+  return target;
+}
+
+// The first min(sink_tokens, k_len) keys are always kept.
+SAMPLEATTN_HOST_DEVICE constexpr int64_t sink_count(int64_t sink_tokens, int64_t k_len) {
+  const int64_t s = sink_tokens > 0 ? sink_tokens : 0;
+  return s < k_len ? s : k_len;
+}
+
+// Kept columns: `sinks` sink keys and the best `ranked` of the others, in score order.
+struct StripeCount {
+  int64_t sinks;
+  int64_t ranked;
+};
+
+// Clamps the count (sinks included) to [min_stripes, max_stripes] (max_stripes = 0: no upper
+// bound): below the minimum, more ranked columns are taken (at most all `rankable` of them); above
+// the maximum, the sinks come first and then the best ranked ones. Never more than k_len.
+SAMPLEATTN_HOST_DEVICE constexpr StripeCount clamp_stripe_count(int64_t sinks, int64_t ranked, int64_t rankable,
+                                                                int64_t min_stripes, int64_t max_stripes) {
+  StripeCount c{sinks, ranked};
+  if (c.sinks + c.ranked < min_stripes) c.ranked = min_stripes - c.sinks < rankable ? min_stripes - c.sinks : rankable;
+  if (max_stripes > 0 && c.sinks + c.ranked > max_stripes) {
+    c.sinks = c.sinks < max_stripes ? c.sinks : max_stripes;
+    c.ranked = max_stripes - c.sinks;
+  }
+  return c;
+}
+
+// ---- Pair counts and the dense-head rule ------------------------------------------------------
+// Exact integers, so every backend decides max_density alike.
+
+// Query-key pairs of a causal sequence: query i sees q_offset + i + 1 keys.
+SAMPLEATTN_HOST_DEVICE constexpr int64_t causal_pairs(int64_t q_len, int64_t k_len) {
+  return q_len * (k_len - q_len) + q_len * (q_len + 1) / 2;
+}
+
+// Pairs of the window band: the sum over the query positions p of min(w, p + 1).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t window_band_pairs(int64_t q_len, int64_t k_len, int64_t w) {
+  // Positions p in [first, k_len): p + 1 while p + 1 < w, then w.
+  const int64_t first = k_len - q_len, end = k_len;
+  const int64_t ramp_end = w - 1 < first ? first : (end < w - 1 ? end : w - 1);  // p < w - 1
+  const int64_t ramp = (ramp_end - first) * (first + 1 + ramp_end) / 2;
+  return ramp + (end - ramp_end) * w;
+}
+
+// Pairs of stripe column j: the queries at p >= j + w (queries sit at q_offset .. k_len - 1).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t stripe_pairs_of(int64_t k_len, int64_t q_offset, int64_t w, int64_t j) {
+  const int64_t from = j + w > q_offset ? j + w : q_offset;
+  return k_len > from ? k_len - from : 0;
+}
+
+// The max_density rule: a mask computing more than max_density of the causal pairs runs dense.
+SAMPLEATTN_HOST_DEVICE constexpr bool mask_runs_dense(int64_t mask_pairs, int64_t causal_pairs, float max_density) {
+  return static_cast<double>(mask_pairs) > static_cast<double>(max_density) * static_cast<double>(causal_pairs);
+}
+
+}  // namespace sampleattn
