@@ -6,6 +6,8 @@
 #include <limits>
 #include <numeric>
 
+#include "core/mask.h"
+
 namespace sampleattn::workload {
 
 void row_probabilities(const float* q, const float* keys, int64_t key_stride, int head_dim,
@@ -62,7 +64,7 @@ Status profile_attention(const Tensor3& q, const Tensor3& k, const ProfileOption
   const int d = static_cast<int>(q.dim);
   const int group = static_cast<int>(q.heads / k.heads);
   const double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(d));
-  const int64_t window = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o.window_fraction * k_len)));
+  const int64_t window = window_size(o.window_fraction, 1, k_len);  // SampleAttention's rule, min_window 1
   const int64_t top = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o.top_column_fraction * k_len)));
   const std::vector<int64_t> rows = strided_rows(q_len, o.rows);
   profiles->assign(static_cast<size_t>(q.heads), HeadProfile{});
@@ -97,11 +99,11 @@ Status profile_attention(const Tensor3& q, const Tensor3& k, const ProfileOption
       double sink = 0, win = 0, topm = 0, cov = 0, ent = 0;
       for (int64_t j = 0; j <= p; ++j) {
         const double v = pr[j];
-        const bool in_window = j > p - window;
+        const bool windowed = in_window(j, p, window);
         if (j < o.sink_tokens) sink += v;
-        if (in_window) win += v;
+        if (windowed) win += v;
         if (is_top[j]) topm += v;
-        if (in_window || is_top[j]) cov += v;
+        if (windowed || is_top[j]) cov += v;
         if (v > 0) ent -= v * std::log(v);
       }
       hp.sink_mass += sink;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/mask.h"
 #include "workload/attention_profile.h"
 
 namespace sampleattn::workload {
@@ -71,7 +72,7 @@ Status render_mask_rgb(const float* q, int64_t q_len, const float* k, int64_t k_
   image->pixels.assign(static_cast<size_t>(width) * height * 3, 0);
   for (int y = 0; y < height; ++y) {
     const int64_t p = row_pos[y];
-    const int64_t win_lo = std::max<int64_t>(0, p - window + 1);
+    const int64_t win_lo = window_lo(p, window);
     size_t s = 0;
     for (int x = 0; x < width; ++x) {
       const int64_t c0 = x * cols_per_px;
@@ -88,7 +89,7 @@ Status render_mask_rgb(const float* q, int64_t q_len, const float* k, int64_t k_
       if (o.draw_mask) {
         const bool in_window = window > 0 && c1 >= win_lo && c0 <= p;
         while (s < stripes.size() && stripes[s] < c0) ++s;
-        const bool in_stripe = s < stripes.size() && stripes[s] <= c1 && stripes[s] <= p - window;
+        const bool in_stripe = s < stripes.size() && stripes[s] <= c1 && stripe_visible(stripes[s], p, window);
         const double* tint = nullptr;
         static constexpr double kCyan[3] = {0, 230, 255};
         static constexpr double kMagenta[3] = {255, 40, 220};

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/dtype_convert.h"
+#include "core/mask.h"
 #include "workload/attention_profile.h"
 
 namespace sampleattn::workload {
@@ -78,9 +79,9 @@ Status kept_mass_views(const StridedView& qv, const StridedView& kv, int64_t q_l
       std::vector<double> P;
       row_probabilities(qrow.data(), keys.data(), d, d, p + 1, scale, &P);
       double s = 0;
-      for (int64_t j = std::max<int64_t>(0, p - m.window + 1); j <= p; ++j) s += P[j];
+      for (int64_t j = window_lo(p, m.window); j < window_hi(p); ++j) s += P[j];
       for (int32_t j : m.stripes) {
-        if (j > p - m.window) break;
+        if (!stripe_visible(j, p, m.window)) break;
         s += P[j];
       }
       kept[i] = std::min(1.0, s);
@@ -175,22 +176,16 @@ Status kept_mass(const Problem& problem, int sequence, const std::vector<HeadMas
                          problem.scale, masks, rows, result);
 }
 
+// The pair counts of core/mask.h (exact integers: the same doubles as summing row by row).
 double mask_density(const HeadMask& m, int64_t q_len, int64_t k_len) {
-  const int64_t offset = k_len - q_len;
-  double computed = 0, causal = 0;
-  size_t s = 0;  // stripes[0..s) are <= p - w
-  for (int64_t i = 0; i < q_len; ++i) {
-    const int64_t p = offset + i;
-    while (s < m.stripes.size() && m.stripes[s] <= p - m.window) ++s;
-    computed += static_cast<double>(std::min<int64_t>(m.window, p + 1)) + static_cast<double>(s);
-    causal += static_cast<double>(p + 1);
-  }
-  return causal > 0 ? computed / causal : 0.0;
+  int64_t computed = window_band_pairs(q_len, k_len, m.window);
+  for (int32_t j : m.stripes) computed += stripe_pairs_of(k_len, k_len - q_len, m.window, j);
+  const auto causal = static_cast<double>(causal_pairs(q_len, k_len));
+  return causal > 0 ? static_cast<double>(computed) / causal : 0.0;
 }
 
 double mask_density(const std::vector<HeadMask>& masks, int64_t q_len, int64_t k_len) {
-  double causal = 0;
-  for (int64_t i = 0; i < q_len; ++i) causal += static_cast<double>(k_len - q_len + i + 1);
+  const auto causal = static_cast<double>(causal_pairs(q_len, k_len));
   if (causal <= 0 || masks.empty()) return 0.0;
   double computed = 0;
   for (const HeadMask& m : masks) computed += mask_density(m, q_len, k_len) * causal;
