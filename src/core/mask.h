@@ -50,9 +50,12 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t window_size(double r_w, int64_t min_win
   return at_least < k_len ? at_least : k_len;
 }
 
-// The window band of the query at p: keys window_lo .. p (window_hi = p + 1, exclusive).
+// Causal: the query at p sees the keys 0 .. p, [0, causal_end(p)).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t causal_end(int64_t p) { return p + 1; }
+
+// The window band of the query at p: keys window_lo .. p, [window_lo, window_hi).
 SAMPLEATTN_HOST_DEVICE constexpr int64_t window_lo(int64_t p, int64_t w) { return p - w + 1 > 0 ? p - w + 1 : 0; }
-SAMPLEATTN_HOST_DEVICE constexpr int64_t window_hi(int64_t p) { return p + 1; }
+SAMPLEATTN_HOST_DEVICE constexpr int64_t window_hi(int64_t p) { return causal_end(p); }
 SAMPLEATTN_HOST_DEVICE constexpr bool in_window(int64_t j, int64_t p, int64_t w) { return j > p - w && j <= p; }
 
 // The query at p sees the stripes j <= stripe_limit(p, w), a prefix of the ascending stripe list
@@ -70,7 +73,7 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t own_keys_lo(bool sparse, int64_t p, int
   return sparse ? window_lo(p, w) : 0;
 }
 SAMPLEATTN_HOST_DEVICE constexpr int64_t own_keys_hi(bool sparse, bool causal, int64_t p, int64_t k_len) {
-  return (sparse || causal) ? window_hi(p) : k_len;
+  return (sparse || causal) ? causal_end(p) : k_len;
 }
 
 // ---- Stage 1: which rows are sampled, and which of their columns count ------------------------

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/enum_value.h"
+#include "core/mask.h"
 
 namespace sampleattn {
 namespace {
@@ -93,7 +94,9 @@ Status check_sample(const sampleattn_sample_params& s) {
 
 double Problem::dense_pairs() const {
   double pairs = 0;
-  for (const Sequence& s : sequences) pairs += static_cast<double>(causal ? causal_pairs(s) : s.q_len * s.k_len);
+  for (const Sequence& s : sequences) {
+    pairs += static_cast<double>(causal ? causal_pairs(s.q_len, s.k_len) : s.q_len * s.k_len);
+  }
   return pairs * num_q_heads;
 }
 

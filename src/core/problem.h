@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "core/mask.h"
 #include "core/status.h"
 #include "sampleattn/sampleattn.h"
 
@@ -67,8 +66,5 @@ struct Problem {
 // Validates `params` and fills `problem`. With check_data, the Q/K/V/O pointers must be set
 // (sampleattn_forward); without, only shapes and parameters are checked (sampleattn_plan).
 Status build_problem(const sampleattn_params* params, bool check_data, Problem* problem);
-
-// Query-key pairs of a causal sequence (core/mask.h).
-inline int64_t causal_pairs(const Sequence& s) { return causal_pairs(s.q_len, s.k_len); }
 
 }  // namespace sampleattn

@@ -30,6 +30,9 @@ struct SparsePlan {
   }
 };
 
+// Query-key pairs of a causal sequence (causal_pairs of core/mask.h).
+inline int64_t causal_pairs(const Sequence& s) { return causal_pairs(s.q_len, s.k_len); }
+
 // Every head dense (window = k_len): the plan of a call before, or without, stages 1 and 2.
 void init_dense_plan(const Problem& problem, SparsePlan* plan);
 

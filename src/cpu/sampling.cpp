@@ -167,13 +167,13 @@ class Sampler {
     const size_t tile_floats = static_cast<size_t>(m) * tile;
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
-    const int64_t end = seq.q_offset() + ss.rows[c0 + n - 1] + 1;
+    const int64_t end = causal_end(seq.q_offset() + ss.rows[c0 + n - 1]);  // keys the last row sees
     for (int64_t t0 = 0, t = 0; t0 < end; t0 += tile, ++t) {
       const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
       float* scores = s.scores + t * tile_floats;
       pack_keys(s, seq, g, t0, nk);
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile);
-      spans(s, m, t0, nk, [](int64_t p, int64_t* lo, int64_t* hi) { *lo = 0; *hi = window_hi(p); });  // all causal keys
+      spans(s, m, t0, nk, [](int64_t p, int64_t* lo, int64_t* hi) { *lo = 0; *hi = causal_end(p); });
       k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
     const int64_t nr = static_cast<int64_t>(ss.rows.size());

@@ -77,7 +77,7 @@ Status profile_attention(const Tensor3& q, const Tensor3& k, const ProfileOption
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t r = 0; r < nr; ++r) {
       const int64_t p = offset + rows[r];
-      row_probabilities(queries.data() + rows[r] * d, keys.data(), d, d, p + 1, scale, &P[r]);
+      row_probabilities(queries.data() + rows[r] * d, keys.data(), d, d, causal_end(p), scale, &P[r]);
     }
     std::vector<double> colsum(static_cast<size_t>(k_len), 0.0);
     for (size_t r = 0; r < nr; ++r)

@@ -57,7 +57,7 @@ Status render_mask_rgb(const float* q, int64_t q_len, const float* k, int64_t k_
     const int64_t p = offset + i;
     row_pos[y] = p;
     std::vector<double> P;
-    row_probabilities(q + i * head_dim, k, head_dim, head_dim, p + 1, scale, &P);
+    row_probabilities(q + i * head_dim, k, head_dim, head_dim, causal_end(p), scale, &P);
     for (int64_t j = 0; j <= p; ++j) {
       double& c = cell[static_cast<size_t>(y) * width + j / cols_per_px];
       c = o.cell_max ? std::max(c, P[j]) : c + P[j] / static_cast<double>(cols_per_px);

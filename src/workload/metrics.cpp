@@ -77,7 +77,7 @@ Status kept_mass_views(const StridedView& qv, const StridedView& kv, int64_t q_l
       const int64_t base = (qv.first_token + rows[i]) * qv.token_stride + h * qv.head_stride;
       for (int e = 0; e < d; ++e) qrow[e] = load_scalar(qv.data, qv.dtype, base + e);
       std::vector<double> P;
-      row_probabilities(qrow.data(), keys.data(), d, d, p + 1, scale, &P);
+      row_probabilities(qrow.data(), keys.data(), d, d, causal_end(p), scale, &P);
       double s = 0;
       for (int64_t j = window_lo(p, m.window); j < window_hi(p); ++j) s += P[j];
       for (int32_t j : m.stripes) {
