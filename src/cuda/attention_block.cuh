@@ -1,7 +1,9 @@
 // What one block of an attention kernel works on, and the per-row math every attention kernel
 // shares: the mapping of a block to its query head, rows and key segments, the online softmax of
 // one 16-row score fragment, and the epilogue. Used by the mma.sync kernel (attention_kernel.cuh)
-// and the Hopper wgmma kernel (attention_sm90.cuh), so both compute the same masks the same way.
+// and the Hopper wgmma kernel (attention_sm90.cu), so both compute the same masks the same way;
+// the mask rules themselves (window band, stripe visibility, segment spans, the lse) are
+// core/mask.h's, shared with the CPU backend.
 //
 // Keys come in tiles of BN from "segments": segment 0 is the sequence's own keys (the dense
 // range, or a sparse head's window band), segment 1 the stripe columns of a sparse head, gathered
@@ -16,6 +18,7 @@
 
 #include <cuda_runtime.h>
 
+#include "core/mask.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/kernel_params.h"
 
@@ -75,16 +78,16 @@ struct AttentionBlock {
   }
   __device__ int64_t position(int r) const { return q_offset + local_row(r); }
 
-  // Segment 0 spans: lo(p), hi(p), both non-decreasing in p.
-  __device__ int64_t seg0_lo(int64_t p) const { return sparse ? (p - w + 1 > 0 ? p - w + 1 : 0) : 0; }
-  __device__ int64_t seg0_hi(int64_t p) const { return (sparse || causal) ? p + 1 : sd.k_len; }
+  // Segment 0 spans (core/mask.h): lo(p), hi(p), both non-decreasing in p.
+  __device__ int64_t seg0_lo(int64_t p) const { return own_keys_lo(sparse, p, w); }
+  __device__ int64_t seg0_hi(int64_t p) const { return own_keys_hi(sparse, causal, p, sd.k_len); }
 
   // Stripes visible to each row (segment 1): one binary search per row. BM entries; the caller
   // synchronizes before plan_tiles reads them.
   __device__ void fill_visible(int32_t* visible, int bm, int tid, int threads) const {
     if (!sparse) return;
     for (int r = tid; r < bm; r += threads) {
-      visible[r] = static_cast<int32_t>(dev::count_at_most(stripes, n_stripes, position(r) - w));
+      visible[r] = static_cast<int32_t>(dev::count_at_most(stripes, n_stripes, stripe_limit(position(r), w)));
     }
   }
 
@@ -133,55 +136,6 @@ struct AttentionBlock {
   }
 
 };
-
-// What one block of a column-score kernel (stage 1, pass 2) works on: key columns t0 .. t0 + 127
-// of one query head, and the sampled rows of its sequence that see them (rows first .. nr - 1 of
-// the sequence's sampled-row list).
-struct ColumnBlock {
-  int head, kvh;
-  KeyTile kt;
-  SeqDesc sd;
-  int64_t q_offset, shift;  // a row at position p sees columns j <= p - shift
-  const int32_t* rows;      // the sequence's sampled rows (local query indices), ascending
-  int64_t nr, t0, first;
-  const float* row_max;     // the rows' statistics (log2 units), indexed like rows
-  const float* row_sum;
-
-  __device__ static ColumnBlock make(const ColumnArgs& a, int64_t block_index) {
-    ColumnBlock b;
-    b.head = static_cast<int>(block_index / a.num_tiles);
-    b.kt = a.tiles[block_index % a.num_tiles];
-    b.sd = a.seqs[b.kt.seq];
-    b.kvh = b.head / a.group;
-    b.q_offset = b.sd.k_len - b.sd.q_len;
-    b.shift = a.outside_window_only ? b.sd.window : 0;
-    b.rows = a.rows + b.sd.row_begin;
-    b.nr = b.sd.row_count;
-    b.t0 = b.kt.t0;
-    // The first sampled row that sees column t0: p - shift >= t0.
-    b.first = dev::count_below(b.rows, b.nr, b.t0 + b.shift - b.q_offset);
-    b.row_max = a.row_max + static_cast<int64_t>(b.head) * a.total_rows + b.sd.row_begin;
-    b.row_sum = a.row_sum + static_cast<int64_t>(b.head) * a.total_rows + b.sd.row_begin;
-    return b;
-  }
-};
-
-// A warp's column sums: acc[n][e] holds this thread's sum for column 8 n + 2 t + e over its rows;
-// adds them over the warp's 8 row groups (g) and stores the warp's BC sums at red_warp.
-template <int BC>
-__device__ __forceinline__ void store_warp_column_sums(const float (&acc)[BC / 8][2], float* red_warp, int g, int t) {
-#pragma unroll
-  for (int n = 0; n < BC / 8; ++n) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      float v = acc[n][e];
-      v += __shfl_xor_sync(0xffffffffu, v, 4);
-      v += __shfl_xor_sync(0xffffffffu, v, 8);
-      v += __shfl_xor_sync(0xffffffffu, v, 16);
-      if (g == 0) red_warp[n * 8 + 2 * t + e] = v;
-    }
-  }
-}
 
 // Online softmax (log2 units) of one 16-row score fragment s[NT][4] against a tile: masks the
 // columns outside each row's span, updates the running max m and sum l of the thread's two rows
@@ -275,7 +229,7 @@ __device__ __forceinline__ void finish_rows(const AttentionArgs& a, const Attent
         dev::store_out(a.o, a.o_type, base + dn * 8 + 2 * t + 1, o[dn][2 * h + 1] * inv);
       }
       if (a.lse != nullptr && t == 0) {
-        a.lse[token * a.num_q_heads + b.head] = sum > 0.f ? (mx + log2f(sum)) * 0.69314718055994531f : -INFINITY;
+        a.lse[token * a.num_q_heads + b.head] = sum > 0.f ? lse_from_log2<float>(mx, log2f(sum)) : -INFINITY;
       }
     } else if (t == 0) {
       const int64_t at = static_cast<int64_t>(b.head) * a.total_rows + b.blk.first + r;

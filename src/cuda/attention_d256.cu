@@ -1,5 +1,6 @@
 // Instantiations for head dim 256 (one file per head dim: they compile in parallel).
 #include "cuda/attention_kernel.cuh"
+#include "cuda/columns_kernel.cuh"
 #include "cuda/launch.h"
 
 namespace sampleattn::cuda {

@@ -1,5 +1,5 @@
 // The Hopper (sm_90a) stage-1 column-score kernel for head dim 128: what column_kernel
-// (attention_kernel.cuh) computes, with the products on wgmma and a producer warpgroup.
+// (columns_kernel.cuh) computes, with the products on wgmma and a producer warpgroup.
 //
 // A block owns kColumns = 128 key columns of one query head and walks the sampled rows that see
 // them in chunks of 64. The producer warpgroup loads the key tile once, then streams the query
@@ -11,7 +11,7 @@
 // order.
 #include <type_traits>
 
-#include "cuda/attention_kernel.cuh"
+#include "cuda/columns_kernel.cuh"
 #include "cuda/launch.h"
 #include "cuda/wgmma.cuh"
 
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
       const int64_t r = first + j * kRows + (warp % 4) * 16 + h * 8 + g;
       const float sum = r < nr ? cb.row_sum[r] : 0.f;
       bias[h] = sum > 0.f ? cb.row_max[r] + __log2f(sum) : INFINITY;
-      hi[h] = r < nr ? static_cast<int32_t>(cb.q_offset + rows[r] - cb.shift + 1 - t0) : 0;  // local columns < hi
+      hi[h] = r < nr ? static_cast<int32_t>(sample_column_end(cb.q_offset + rows[r], cb.shift) - t0) : 0;  // local columns < hi
     }
     dev::mbarrier_wait(full_bar + 8 * stage, static_cast<uint32_t>((j / kStages) & 1));
     dev::fence_proxy_async_smem();

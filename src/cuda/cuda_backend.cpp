@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/mask.h"
 #include "core/sparse_plan.h"
 #include "core/timing.h"
 #include "cuda/kernel_params.h"
@@ -145,7 +146,7 @@ Status make_call_plan(const Problem& p, CallPlan* cp) {
     for (int64_t t0 = 0; t0 < seq.k_len; t0 += column_tile(p.head_dim)) cp->tiles.push_back(KeyTile{s, 0, t0});
     cp->score_offset[s] = cp->total_scores;
     cp->total_scores += static_cast<int64_t>(hq) * seq.k_len;
-    const int32_t sinks = static_cast<int32_t>(std::min<int64_t>(std::max(p.sample.sink_tokens, 0), seq.k_len));
+    const int32_t sinks = static_cast<int32_t>(sink_count(p.sample.sink_tokens, seq.k_len));
     for (int set = 0; set < cp->sets_per_seq; ++set) {
       SelectionSet ss{};
       ss.score_base = cp->score_offset[s] + static_cast<int64_t>(set) * cp->heads_per_set * seq.k_len;
@@ -373,7 +374,7 @@ class CudaBackend final : public Backend {
     aa.lse = p.lse;
     aa.num_q_heads = p.num_q_heads;
     aa.group = p.group;
-    aa.scale_log2 = p.scale * 1.4426950408889634f;
+    aa.scale_log2 = scale_log2(p.scale);
     aa.causal = p.causal ? 1 : 0;
     aa.seqs = at<SeqDesc>(cp.o_seqs);
     aa.per_group = cp.per_group ? 1 : 0;
@@ -468,10 +469,7 @@ class CudaBackend final : public Backend {
   // After the stream is idle: the chosen stripes and the kept mass, back to the host.
   Status collect(const Problem& p, const CallPlan& cp, cudaStream_t stream, SparsePlan* plan) {
     const int hq = p.num_q_heads;
-    plan->heads.assign(p.sequences.size() * hq, HeadPlan{});
-    for (size_t s = 0; s < p.sequences.size(); ++s) {
-      for (int h = 0; h < hq; ++h) plan->heads[s * hq + h].window = p.sequences[s].k_len;
-    }
+    init_dense_plan(p, plan);
     if (!cp.sampled || p.total_q == 0) return Status::ok();
     std::vector<int32_t> counts(cp.sets.size());
     SAMPLEATTN_CUDA_CHECK("cudaMemcpy (stripe counts)",
@@ -498,15 +496,7 @@ class CudaBackend final : public Backend {
                                 cudaMemcpy(hp.stripes.data(), at<int32_t>(cp.o_stripes) + cp.set_offset[set],
                                            sizeof(int32_t) * counts[set], cudaMemcpyDeviceToHost));
         }
-        float lo = 1.f;
-        double sum = 0;
-        for (int64_t i = 0; i < sd.row_count; ++i) {
-          const float k = std::min(1.f, kept[static_cast<size_t>(h) * cp.total_rows + sd.row_begin + i]);
-          lo = std::min(lo, k);
-          sum += k;
-        }
-        hp.cra_min = lo;
-        hp.cra_mean = sd.row_count > 0 ? static_cast<float>(sum / sd.row_count) : 1.f;
+        set_kept_mass(&hp, kept.data() + static_cast<size_t>(h) * cp.total_rows + sd.row_begin, sd.row_count);
       }
     }
     (void)stream;

@@ -2,10 +2,11 @@
 // columns are kept, the other columns are ranked by (score desc, index asc) with one radix sort
 // of (set, ~score bits) keys over all sets (the sort is stable and the input is in index order,
 // so ties keep the lower index first), a block-wide double-precision prefix sum finds the fewest
-// ranked columns whose score reaches the target, the count is clamped to [min, max] stripes, and
-// the kept columns are written in ascending order by a flag-and-compact pass, and a set whose
-// mask would compute more than max_density of its pairs is marked dense. Every reduction runs in
-// a fixed order: the selection is deterministic.
+// ranked columns whose score reaches the target (core/mask.h's selection_target), the count is
+// clamped to [min, max] stripes (clamp_stripe_count), the kept columns are written in ascending
+// order by a flag-and-compact pass, and a set whose mask would compute more than max_density of
+// its pairs is marked dense (mask_runs_dense). Every reduction runs in a fixed order: the
+// selection is deterministic.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
@@ -65,11 +66,7 @@ __global__ void __launch_bounds__(kThreads) find_cut_kernel(const SelectionArgs 
   const double all = ReduceD(tmp.rd).Sum(part_all);
   __syncthreads();
   const double sinks_sum = ReduceD(tmp.rd).Sum(part_sinks);
-  if (tid == 0) {
-    double target = static_cast<double>(a.alpha) * set.total;
-    if (a.window_mass_counts) target -= set.total - all;  // the window mass is already covered
-    s_need = target - sinks_sum;
-  }
+  if (tid == 0) s_need = selection_target(a.alpha, set.total, a.window_mass_counts != 0, all) - sinks_sum;
   __syncthreads();
   const double need = s_need;
   const int64_t rest = set.k_len - set.sinks;
@@ -117,17 +114,10 @@ __global__ void __launch_bounds__(kThreads) find_cut_kernel(const SelectionArgs 
     take = found >= 0 ? found + 1 : positive;
   }
   if (tid == 0) {
-    int64_t keep_sinks = set.sinks, keep_rest = take;
-    if (keep_sinks + keep_rest < a.min_stripes) {
-      keep_rest = a.min_stripes - keep_sinks < rest ? a.min_stripes - keep_sinks : rest;
-    }
-    if (a.max_stripes > 0 && keep_sinks + keep_rest > a.max_stripes) {
-      keep_sinks = keep_sinks < a.max_stripes ? keep_sinks : a.max_stripes;
-      keep_rest = a.max_stripes - keep_sinks;
-    }
-    a.keep[2 * s] = static_cast<int32_t>(keep_sinks);
-    a.keep[2 * s + 1] = static_cast<int32_t>(keep_rest);
-    a.counts[s] = static_cast<int32_t>(keep_sinks + keep_rest);
+    const StripeCount c = clamp_stripe_count(set.sinks, take, rest, a.min_stripes, a.max_stripes);
+    a.keep[2 * s] = static_cast<int32_t>(c.sinks);
+    a.keep[2 * s + 1] = static_cast<int32_t>(c.ranked);
+    a.counts[s] = static_cast<int32_t>(c.sinks + c.ranked);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "cuda/attention_kernel.cuh"
+#include "cuda/columns_kernel.cuh"
 #include "cuda/launch.h"
 
 namespace sampleattn::cuda {
