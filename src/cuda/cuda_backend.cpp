@@ -241,8 +241,6 @@ class CudaBackend final : public Backend {
     return Status::ok();
   }
 
-  sampleattn_backend kind() const override { return SAMPLEATTN_BACKEND_CUDA; }
-
   Status plan(const Problem& problem, sampleattn_plan_info* info) override {
     SAMPLEATTN_RETURN_IF_ERROR(check_dtypes(problem));
     CallPlan cp;
