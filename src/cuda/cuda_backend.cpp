@@ -143,7 +143,7 @@ Status make_call_plan(const Problem& p, CallPlan* cp) {
     }
     for (int64_t r : rows) cp->rows.push_back(static_cast<int32_t>(r));
     cp->total_rows += d.row_count;
-    for (int64_t t0 = 0; t0 < seq.k_len; t0 += column_tile(p.head_dim)) cp->tiles.push_back(KeyTile{s, 0, t0});
+    for (int64_t t0 = 0; t0 < seq.k_len; t0 += column_tile()) cp->tiles.push_back(KeyTile{s, 0, t0});
     cp->score_offset[s] = cp->total_scores;
     cp->total_scores += static_cast<int64_t>(hq) * seq.k_len;
     const int32_t sinks = static_cast<int32_t>(std::min<int64_t>(std::max(p.sample.sink_tokens, 0), seq.k_len));
