@@ -3,7 +3,8 @@
 #
 #   bench/cuda_bench.sh prepare [build-dir]   on a machine with nvcc and the -dev packages: builds,
 #                                             then copies cuda_test, libsampleattn.so and the few
-#                                             shared libraries they need into .carry/ (git-ignored)
+#                                             shared libraries they need into .carry/ (git-ignored;
+#                                             shared with bench/gpu_prefill.sh)
 #   bench/cuda_bench.sh run [bench args...]   on the GPU machine, from the repository root, with
 #                                             .carry/ beside it: logs and JSON go to $OUT (or /tmp)
 #
@@ -19,7 +20,6 @@ if [[ $mode == prepare ]]; then
   build=${1:-$root/build-cuda}
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSAMPLEATTN_CUDA=ON || exit 1
   cmake --build "$build" --target cuda_test sampleattn || exit 1
-  rm -rf "$carry/bin" "$carry/lib"
   mkdir -p "$carry/bin" "$carry/lib"
   cp "$build/tests/cuda_test" "$carry/bin/"
   cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.0"

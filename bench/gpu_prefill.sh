@@ -3,19 +3,20 @@
 # machine (bf16, 32 heads, d=128, causal).
 #
 #   bench/gpu_prefill.sh prepare [build-dir]   here: copies the CUDA-enabled `sampleattn`, the shared
-#                                              library and the libraries they need into .carry-gpu/
-#   bench/gpu_prefill.sh run                   on the GPU machine (carry .carry-gpu): generates the
+#                                              library and the libraries they need into .carry/
+#                                              (git-ignored; shared with bench/cuda_bench.sh)
+#   bench/gpu_prefill.sh run                   on the GPU machine (carry .carry): generates the
 #                                              inputs, runs bench/gpu_compare.py (PyTorch flash,
 #                                              cuDNN, FlexAttention) and `sampleattn bench` on the
 #                                              GPU and the CPU, prints one table; logs in $OUT
 set -uo pipefail
 mode=${1:-run}
 root=$(cd "$(dirname "$0")/.." && pwd)
-carry=$root/.carry-gpu
+carry=$root/.carry
 if [[ $mode == prepare ]]; then
   build=${2:-$root/build}
-  rm -rf "$carry" && mkdir -p "$carry/lib"
-  cp "$build/src/cli/sampleattn" "$carry/"
+  mkdir -p "$carry/bin" "$carry/lib"
+  cp "$build/src/cli/sampleattn" "$carry/bin/"
   cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.0"
   source "$root/bench/carry_libs.sh"
   copy_system_libs "$carry/lib" libhwloc.so.15 libgomp.so.1 libpng16.so.16 libudev.so.1 libz.so.1 \
@@ -26,7 +27,7 @@ fi
 out=${OUT:-/tmp/sampleattn-prefill}
 mkdir -p "$out"
 export LD_LIBRARY_PATH=$carry/lib:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
-B=$carry/sampleattn
+B=$carry/bin/sampleattn
 seqs=${SEQS:-32768,65536,131072}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc; date -u +%FT%TZ
 for n in ${seqs//,/ }; do

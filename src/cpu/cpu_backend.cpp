@@ -25,8 +25,6 @@ class CpuBackend final : public Backend {
  public:
   CpuBackend(std::unique_ptr<ThreadPool> pool, uint64_t limit) : pool_(std::move(pool)), limit_(limit) {}
 
-  sampleattn_backend kind() const override { return SAMPLEATTN_BACKEND_CPU; }
-
   Status plan(const Problem& problem, sampleattn_plan_info* info) override {
     const KernelTable& kernels = active_kernel_table();
     uint64_t bytes = static_cast<uint64_t>(flash_scratch_bytes(kernels, problem)) * pool_->num_threads();

@@ -84,12 +84,12 @@ Scratch carve(ScratchCarver c, const FlashPath& path, int max_rows, int key_tile
 class FlashRunner {
  public:
   FlashRunner(const KernelTable& kernels, const Problem& problem, const SparsePlan* plan)
-      : k_(kernels), path_(select_path(kernels, problem)), p_(problem), plan_(plan),
+      : kernels_(kernels), path_(select_path(kernels, problem)), p_(problem), plan_(plan),
         bq_(rows_per_head(kernels, problem)) {}
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
-    carve(ScratchCarver(), path_, bq_ * p_.group, k_.key_tile, p_.head_dim, &bytes);
+    carve(ScratchCarver(), path_, bq_ * p_.group, kernels_.key_tile, p_.head_dim, &bytes);
     return bytes;
   }
 
@@ -106,7 +106,7 @@ class FlashRunner {
   Status pack_stripes(ThreadPool& pool, uint64_t limit) {
     if (plan_ == nullptr) return Status::ok();
     const int hq = p_.num_q_heads;
-    const size_t tile_bytes = path_.packed_bytes(k_.key_tile, p_.head_dim);
+    const size_t tile_bytes = path_.packed_bytes(kernels_.key_tile, p_.head_dim);
     stripes_.assign(plan_->heads.size(), PackedStripes{});
     struct Job { size_t index; int seq; int kv_head; };
     std::vector<Job> jobs;
@@ -120,7 +120,7 @@ class FlashRunner {
         PackedStripes& ps = stripes_[idx];
         ps.count = static_cast<int64_t>(hp.stripes.size());
         ps.tile_bytes = tile_bytes;
-        const size_t tiles = static_cast<size_t>((ps.count + k_.key_tile - 1) / k_.key_tile);
+        const size_t tiles = static_cast<size_t>((ps.count + kernels_.key_tile - 1) / kernels_.key_tile);
         total += 2 * tiles * tile_bytes;
         jobs.push_back({idx, static_cast<int>(s), h / p_.group});
       }
@@ -135,12 +135,12 @@ class FlashRunner {
     char* at = stripe_memory_.get();
     for (const Job& j : jobs) {
       PackedStripes& ps = stripes_[j.index];
-      const size_t tiles = static_cast<size_t>((ps.count + k_.key_tile - 1) / k_.key_tile);
+      const size_t tiles = static_cast<size_t>((ps.count + kernels_.key_tile - 1) / kernels_.key_tile);
       ps.k = at;
       ps.v = at + tiles * ps.tile_bytes;
       at += 2 * tiles * ps.tile_bytes;
     }
-    const int key_tile = k_.key_tile;
+    const int key_tile = kernels_.key_tile;
     const size_t offsets_bytes = sizeof(int64_t) * 2 * key_tile;
     return pool.run(static_cast<int64_t>(jobs.size()), offsets_bytes, 0,
                     [&](int64_t t, int, void* scratch) {
@@ -186,7 +186,7 @@ class FlashRunner {
   }
 
   void run_task(const Task& t, void* scratch_base) const {
-    const Scratch s = carve(ScratchCarver(scratch_base), path_, bq_ * p_.group, k_.key_tile, p_.head_dim);
+    const Scratch s = carve(ScratchCarver(scratch_base), path_, bq_ * p_.group, kernels_.key_tile, p_.head_dim);
     const Sequence& seq = p_.sequences[t.seq];
     const int g = p_.group, d = p_.head_dim;
     const int m = g * t.rows;
@@ -237,7 +237,7 @@ class FlashRunner {
       const int head = first_head + h;
       const int64_t token0 = seq.q_begin + t.q0;
       char* dst = static_cast<char*>(p_.o.data) + (token0 * p_.o.token_stride + head * p_.o.head_stride) * esize;
-      k_.store_rows(s.acc + static_cast<size_t>(h) * t.rows * d, t.rows, d, s.row_scale + h * t.rows, dst,
+      kernels_.store_rows(s.acc + static_cast<size_t>(h) * t.rows * d, t.rows, d, s.row_scale + h * t.rows, dst,
                     p_.o.dtype, p_.o.token_stride);
       if (p_.lse != nullptr) {
         for (int i = 0; i < t.rows; ++i) {
@@ -280,7 +280,7 @@ class FlashRunner {
       }
     }
     if (first >= last) return;
-    const int key_tile = k_.key_tile, d = p_.head_dim;
+    const int key_tile = kernels_.key_tile, d = p_.head_dim;
     const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
     // Tiles aligned to multiples of key_tile so that dense tiles below the diagonal are full.
     for (int64_t t0 = first / key_tile * key_tile; t0 < last; t0 += key_tile) {
@@ -315,7 +315,7 @@ class FlashRunner {
     const PackedStripes& ps = stripes_[index];
     if (ps.count == 0) return;
     const HeadPlan& hp = plan_->heads[index];
-    const int key_tile = k_.key_tile, d = p_.head_dim;
+    const int key_tile = kernels_.key_tile, d = p_.head_dim;
     int64_t most = 0;
     int64_t* visible = s.visible;
     for (int r = 0; r < m; ++r) {
@@ -338,7 +338,7 @@ class FlashRunner {
     }
   }
 
-  const KernelTable& k_;
+  const KernelTable& kernels_;
   const FlashPath& path_;
   const Problem& p_;
   const SparsePlan* plan_;

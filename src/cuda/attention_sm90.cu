@@ -17,9 +17,8 @@
 // consumer warpgroup runs phases k = 0, 1, ...: wait for tile k, issue P_{k-1} V_{k-1} and
 // S_k = Q K_k, wait, release tile k - 1, softmax of S_k into P_k. One warpgroup's softmax overlaps the
 // other's products on the tensor cores.
-// (FlashAttention-3's ping-pong: named barriers making the warpgroups issue their phases in turn
-// measured the same as letting them run freely, 331.4 against 331.8 ms dense at 128K, and was
-// dropped; docs/CUDA.md.)
+// FlashAttention-3's ping-pong scheduling (named barriers making the warpgroups take turns) is
+// not used: it gained nothing here (docs/CUDA.md, "How the Hopper kernels got here").
 #include <type_traits>
 
 #include "cuda/attention_kernel.cuh"

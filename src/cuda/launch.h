@@ -35,8 +35,8 @@ bool use_sm90_kernels();
 
 // Rows of the query block of the attention kernel for this head dim (the unit of RowBlock).
 int attention_block_rows(int head_dim);
-// Key columns per block of the column kernel.
-int column_tile(int head_dim);
+// Key columns per block of the column kernel (the same for every head dim).
+int column_tile();
 
 // Stage 2 on the device (selection.cu). One "set" is one stripe selection: a query head, or a kv
 // group whose heads' scores are added in head order.

@@ -1,10 +1,7 @@
-// Head-dim dispatch of the attention kernels and the repacking of tensors whose strides or
-// alignment do not allow 16-byte copies.
-#include <cstdlib>
-#include <cstring>
+// The repacking of tensors whose strides or alignment do not allow 16-byte copies.
+#include <algorithm>
+#include <cstdint>
 
-#include "cuda/attention_kernel.cuh"
-#include "cuda/columns_kernel.cuh"
 #include "cuda/launch.h"
 
 namespace sampleattn::cuda {
@@ -20,50 +17,6 @@ __global__ void repack_kernel(const uint16_t* src, int64_t token_stride, int64_t
 }
 
 }  // namespace
-
-cudaError_t launch_attention(int head_dim, bool bf16, const AttentionArgs& args, cudaStream_t stream) {
-  switch (head_dim) {
-    case 64: return launch_attention_d64(bf16, args, stream);
-    case 80: return launch_attention_d80(bf16, args, stream);
-    case 96: return launch_attention_d96(bf16, args, stream);
-    case 128: return use_sm90_kernels() ? launch_attention_sm90_d128(bf16, args, stream)
-                                        : launch_attention_d128(bf16, args, stream);
-    case 256: return launch_attention_d256(bf16, args, stream);
-    default: return cudaErrorInvalidValue;
-  }
-}
-
-bool use_sm90_kernels() {
-  static const bool portable = [] {
-    const char* v = std::getenv("SAMPLEATTN_CUDA_MMA_SYNC");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
-  int device = 0, major = 0, minor = 0;
-  if (portable || cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    return false;
-  }
-  return major == 9 && minor == 0;
-}
-
-cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cudaStream_t stream) {
-  switch (head_dim) {
-    case 64: return launch_columns_d64(bf16, args, stream);
-    case 80: return launch_columns_d80(bf16, args, stream);
-    case 96: return launch_columns_d96(bf16, args, stream);
-    case 128: return use_sm90_kernels() ? launch_columns_sm90_d128(bf16, args, stream)
-                                        : launch_columns_d128(bf16, args, stream);
-    case 256: return launch_columns_d256(bf16, args, stream);
-    default: return cudaErrorInvalidValue;
-  }
-}
-
-int attention_block_rows(int head_dim) {
-  return head_dim <= 128 ? AttentionConfig<128>::kBM : AttentionConfig<256>::kBM;
-}
-
-int column_tile(int head_dim) { return ColumnConfig<128>::kColumns; }
 
 cudaError_t launch_repack(const void* src, int64_t token_stride, int64_t head_stride, int64_t tokens, int heads,
                           int d, void* dst, cudaStream_t stream) {

@@ -162,21 +162,6 @@ Status kept_mass(const Tensor3& q, const Tensor3& k, double scale, const std::ve
                          static_cast<int>(q.dim), scale, masks, rows, result);
 }
 
-Status kept_mass(const Problem& problem, int sequence, const std::vector<HeadMask>& masks,
-                 const std::vector<int64_t>& rows, KeptMassResult* result) {
-  if (sequence < 0 || sequence >= static_cast<int>(problem.sequences.size())) {
-    return invalid_argument("kept_mass: sequence out of range");
-  }
-  if (!problem.causal) return invalid_argument("kept_mass: the mask is defined for causal attention");
-  if (problem.q.data == nullptr || problem.k.data == nullptr) return null_pointer("kept_mass: Q or K is null");
-  const Sequence& s = problem.sequences[sequence];
-  const StridedView qv{problem.q.data, problem.q.dtype, problem.q.token_stride, problem.q.head_stride, s.q_begin};
-  const StridedView kv{problem.k.data, problem.k.dtype, problem.k.token_stride, problem.k.head_stride, s.k_begin};
-  return kept_mass_views(qv, kv, s.q_len, s.k_len, problem.num_q_heads, problem.num_kv_heads, problem.head_dim,
-                         problem.scale, masks, rows, result);
-}
-
-// The pair counts of core/mask.h (exact integers: the same doubles as summing row by row).
 double mask_density(const HeadMask& m, int64_t q_len, int64_t k_len) {
   int64_t computed = window_band_pairs(q_len, k_len, m.window);
   for (int32_t j : m.stripes) computed += stripe_pairs_of(k_len, k_len - q_len, m.window, j);

@@ -6,9 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/problem.h"
 #include "core/status.h"
-#include "reference/attention_reference.h"
+#include "reference/oracle.h"
 #include "workload/generator.h"
 #include "workload/npy.h"
 
@@ -39,10 +38,6 @@ struct KeptMassResult {
 // j <= p - w. `rows` are query indices 0..q_len-1 (use strided_rows). masks: one per query head.
 // Q/K of any dtype: [q_len, Hq, d] and [k_len, Hkv, d].
 Status kept_mass(const Tensor3& q, const Tensor3& k, double scale, const std::vector<HeadMask>& masks,
-                 const std::vector<int64_t>& rows, KeptMassResult* result);
-
-// The same over sequence `sequence` of a validated Problem (strides, dtypes and scale from it).
-Status kept_mass(const Problem& problem, int sequence, const std::vector<HeadMask>& masks,
                  const std::vector<int64_t>& rows, KeptMassResult* result);
 
 // Computed query-key pairs over causal pairs for one head (q_len queries, the last of k_len).

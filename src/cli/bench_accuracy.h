@@ -1,0 +1,23 @@
+// `sampleattn bench`: accuracy: the dense output against the fp64 oracle (--check), and the
+// sparse output's kept mass, error against dense and needle recall.
+#pragma once
+
+#include "cli/bench_inputs.h"
+#include "cli/bench_report.h"
+#include "cli/bench_timing.h"
+#include "core/status.h"
+
+namespace sampleattn::cli {
+
+// rel_l2 of `o` (f32 [seq, heads, dim]) against the fp64 oracle on 24 rows per head of the
+// causal attention over `in` (softmax scale 1/sqrt(dim)).
+double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o);
+
+// The true kept mass (CRA) of the masks the sample run chose, on 1 row in 128 of every head:
+// row.min_cra, cra_p1, cra_mean, head_cra_min.
+Status add_kept_mass(const BenchInputs& in, const Measured& sparse, BenchRow* row);
+
+// The sparse output against the dense one: row.rel_l2*, head_rel_l2, and needle recall of both.
+Status add_error_against_dense(const BenchInputs& in, const Measured& sparse, const Measured& dense, BenchRow* row);
+
+}  // namespace sampleattn::cli

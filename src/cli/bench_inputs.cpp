@@ -1,0 +1,45 @@
+#include "cli/bench_inputs.h"
+
+#include <utility>
+
+#include "cli/common.h"
+
+namespace sampleattn::cli {
+
+Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* in) {
+  const std::string& data = options.data;
+  workload::Tensor3 q, k, v;
+  if (data == "structured") {
+    workload::GeneratedData g;
+    SAMPLEATTN_RETURN_IF_ERROR(workload::generate(
+        structured_config(seq, options.heads, options.kv_heads, options.head_dim, options.seed, options.needles), &g));
+    q = std::move(g.q);
+    k = std::move(g.k);
+    v = std::move(g.v);
+    in->needles = std::move(g.needles);
+    in->source = "structured";
+  } else if (data == "random") {
+    workload::Rng rng(options.seed);
+    auto gaussian = [&](int64_t heads, workload::Tensor3* t) -> Status {
+      std::vector<float> values(static_cast<size_t>(seq * heads * options.head_dim));
+      for (float& x : values) x = static_cast<float>(rng.normal());
+      return workload::tensor_from_f32(seq, heads, options.head_dim, DType::kF32, values, t);
+    };
+    SAMPLEATTN_RETURN_IF_ERROR(gaussian(options.heads, &q));
+    SAMPLEATTN_RETURN_IF_ERROR(gaussian(options.kv_heads, &k));
+    SAMPLEATTN_RETURN_IF_ERROR(gaussian(options.kv_heads, &v));
+    in->source = "random";
+  } else {
+    const std::string dir = data.substr(4);
+    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(dir + "/q.npy", &q));
+    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(dir + "/k.npy", &k));
+    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(dir + "/v.npy", &v));
+    in->source = data;
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(workload::convert_tensor(q, options.dtype, &in->q));
+  SAMPLEATTN_RETURN_IF_ERROR(workload::convert_tensor(k, options.dtype, &in->k));
+  SAMPLEATTN_RETURN_IF_ERROR(workload::convert_tensor(v, options.dtype, &in->v));
+  return Status::ok();
+}
+
+}  // namespace sampleattn::cli

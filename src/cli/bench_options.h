@@ -1,0 +1,32 @@
+// `sampleattn bench`: its options, declared and read into one plain record.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cli/options.h"
+#include "core/dtype.h"
+#include "sampleattn/sampleattn.h"
+
+namespace sampleattn::cli {
+
+struct BenchOptions {
+  std::string method;          // dense, sample or both
+  std::vector<int64_t> seqs;   // {0} with npy:DIR inputs: the files decide
+  int heads = 8, kv_heads = 8, head_dim = 128;
+  int64_t repeat = 3, warmup = 1, needles = 8;
+  uint64_t seed = 1;
+  DType dtype = DType::kF32;
+  std::string data;            // structured, random or npy:DIR
+  bool json = false, csv = false, quiet = false, check = false, peak = false;
+  std::vector<float> alphas;   // dense runs once per length, sample once per alpha
+  sampleattn_params method_params{};  // precision and sample parameters (alpha: the first)
+};
+
+void declare_bench_options(Options& o);
+// Reads the parsed options; false with error set on bad values. Sets defaults it derives
+// (kv-heads, alpha) in `o`.
+bool read_bench_options(Options& o, BenchOptions* b, std::string* error);
+
+}  // namespace sampleattn::cli

@@ -1,0 +1,103 @@
+#include "cli/bench_report.h"
+
+#include <cstdio>
+#include <sstream>
+
+namespace sampleattn::cli {
+
+void progress(bool quiet, const std::string& line) {
+  if (!quiet) std::fprintf(stderr, "[bench] %s\n", line.c_str());
+}
+
+std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
+  std::ostringstream j;
+  j.precision(6);
+  j << "{\"method\":\"" << r.method << "\",\"seq\":" << r.seq << ",\"heads\":" << s.heads
+    << ",\"kv_heads\":" << s.kv_heads << ",\"head_dim\":" << s.head_dim << ",\"dtype\":\""
+    << dtype_name(s.dtype) << "\",\"precision\":\""
+    << (s.bf16_products ? "bf16" : "f32") << "\",\"threads\":" << s.threads
+    << ",\"isa\":\"" << s.isa << "\",\"backend\":\"" << s.backend_name << "\",\"data\":\"" << s.data
+    << "\",\"time_s\":" << r.time_s << ",\"gflops\":" << r.gflops << ",\"workspace_bytes\":" << r.workspace_bytes;
+  if (s.cuda) j << ",\"device\":\"" << s.device_name << "\"";
+  if (r.sample) {
+    j << ",\"alpha\":" << r.alpha << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
+      << r.overhead_s << ",\"min_cra\":" << r.min_cra << ",\"cra_p1\":" << r.cra_p1 << ",\"cra_mean\":"
+      << r.cra_mean << ",\"sampled_rows_min_cra\":" << r.sampled_cra << ",\"dense_heads\":" << r.dense_heads;
+    if (r.dense_time_s > 0) j << ",\"dense_time_s\":" << r.dense_time_s << ",\"speedup\":" << r.speedup;
+    if (r.rel_l2 >= 0) {
+      j << ",\"rel_l2_err\":" << r.rel_l2 << ",\"rel_l2_err_median\":" << r.rel_l2_median
+        << ",\"rel_l2_err_p90\":" << r.rel_l2_p90 << ",\"rel_l2_err_max\":" << r.rel_l2_max;
+    }
+    if (r.needle_recall >= 0) {
+      j << ",\"needle_recall\":" << r.needle_recall << ",\"needle_recall_dense\":" << r.needle_recall_dense;
+    }
+    auto array = [&j](const char* name, const auto& values) {
+      j << ",\"" << name << "\":[";
+      for (size_t i = 0; i < values.size(); ++i) j << (i ? "," : "") << values[i];
+      j << "]";
+    };
+    array("head_stripes", r.head_stripes);
+    array("head_dense", r.head_dense);
+    array("head_density", r.head_density);
+    array("head_min_cra", r.head_cra_min);
+    if (!r.head_rel_l2.empty()) array("head_rel_l2_err", r.head_rel_l2);
+  } else if (r.check >= 0) {
+    j << ",\"rel_l2_err\":" << r.check;
+  }
+  if (peak > 0) j << ",\"sgemm_gflops\":" << peak;
+  j << "}";
+  return j.str();
+}
+
+void print_csv_header() {
+  std::printf("method,seq,alpha,heads,kv_heads,head_dim,dtype,threads,isa,backend,time_s,gflops,dense_time_s,"
+              "speedup,density,stripes_mean,overhead_s,min_cra,rel_l2_err,rel_l2_err_median,"
+              "rel_l2_err_p90,rel_l2_err_max,needle_recall,needle_recall_dense\n");
+}
+
+void emit_row(const BenchSetting& s, const BenchRow& r, double peak, bool json, bool csv) {
+  if (json) {
+    std::printf("%s\n", json_line(s, r, peak).c_str());
+    std::fflush(stdout);
+  } else if (csv) {
+    std::printf("%s,%lld,%.4g,%d,%d,%d,%s,%d,%s,%s,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n",
+                r.method.c_str(), static_cast<long long>(r.seq), r.alpha, s.heads, s.kv_heads, s.head_dim,
+                dtype_name(s.dtype), s.threads, s.isa.c_str(), s.backend_name.c_str(), r.time_s, r.gflops,
+                r.dense_time_s, r.speedup, r.density, r.stripes_mean, r.overhead_s, r.min_cra, r.rel_l2,
+                r.rel_l2_median, r.rel_l2_p90, r.rel_l2_max, r.needle_recall, r.needle_recall_dense);
+    std::fflush(stdout);
+  }
+}
+
+void print_table(const BenchSetting& s, const std::string& method, const std::vector<BenchRow>& rows, double peak) {
+  std::printf("sampleattn bench: %s inputs, %d heads (%d kv), d=%d, %s, %d threads, %s on %s\n",
+              s.data.c_str(), s.heads, s.kv_heads, s.head_dim, dtype_name(s.dtype), s.threads, s.isa.c_str(),
+              s.backend_name.c_str());
+  if (peak > 0) std::printf("OpenBLAS SGEMM 4096^3 in this run: %.1f GFLOP/s\n", peak);
+  if (method == "dense") {
+    std::printf("%8s %12s %10s %10s\n", "N", "dense s", "GFLOP/s", "rel err");
+    for (const BenchRow& r : rows) {
+      std::printf("%8lld %12.4f %10.1f %10s\n", static_cast<long long>(r.seq), r.time_s, r.gflops,
+                  r.check >= 0 ? std::to_string(r.check).c_str() : "-");
+    }
+    return;
+  }
+  std::printf("%8s %6s %10s %10s %8s %8s %9s %9s %8s %8s %8s\n", "N", "alpha", "dense s", "sample s", "speedup",
+              "density", "rel err", "(median)", "min CRA", "needles", "(dense)");
+  for (const BenchRow& r : rows) {
+    if (!r.sample) continue;
+    auto fmt = [](double v, const char* f) {
+      if (v < 0) return std::string("-");
+      char b[32];
+      std::snprintf(b, sizeof b, f, v);
+      return std::string(b);
+    };
+    std::printf("%8lld %6.3g %10s %10.4f %8s %8.4f %9s %9s %8.4f %8s %8s\n", static_cast<long long>(r.seq), r.alpha,
+                fmt(r.dense_time_s > 0 ? r.dense_time_s : -1, "%.4f").c_str(), r.time_s,
+                fmt(r.speedup > 0 ? r.speedup : -1, "%.2fx").c_str(), r.density, fmt(r.rel_l2, "%.4f").c_str(),
+                fmt(r.rel_l2_median, "%.4f").c_str(), r.min_cra, fmt(r.needle_recall, "%.2f").c_str(),
+                fmt(r.needle_recall_dense, "%.2f").c_str());
+  }
+}
+
+}  // namespace sampleattn::cli

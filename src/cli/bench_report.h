@@ -1,0 +1,53 @@
+// `sampleattn bench`: what it prints: a JSON object or a CSV row per configuration as it is
+// measured, or one table at the end; progress lines on stderr.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "sampleattn/sampleattn.h"
+
+namespace sampleattn::cli {
+
+// One configuration's results: a dense run, or a sample run at one alpha.
+struct BenchRow {
+  std::string method;
+  int64_t seq = 0;
+  double time_s = 0, gflops = 0;
+  uint64_t workspace_bytes = 0;
+  // sample only
+  bool sample = false;
+  float alpha = 0;
+  double dense_time_s = 0, speedup = 0, density = 0, stripes_mean = 0, overhead_s = 0;
+  double min_cra = 0, cra_p1 = 0, cra_mean = 0, sampled_cra = 0, rel_l2 = -1, rel_l2_median = -1, rel_l2_p90 = -1, rel_l2_max = -1;
+  double needle_recall = -1, needle_recall_dense = -1;
+  std::vector<double> head_rel_l2, head_cra_min;
+  std::vector<int> head_stripes, head_dense;
+  std::vector<double> head_density;
+  double check = -1;  // dense with --check: rel_l2 against the fp64 oracle
+  int dense_heads = 0;
+};
+
+// What every row repeats: the shape, the run's settings and where it ran.
+struct BenchSetting {
+  int heads = 0, kv_heads = 0, head_dim = 0;
+  DType dtype = DType::kF32;
+  bool bf16_products = false;
+  int threads = 0;
+  std::string isa, backend_name, device_name, data;
+  bool cuda = false;  // the device name is reported
+};
+
+// "[bench] line" on stderr unless quiet.
+void progress(bool quiet, const std::string& line);
+
+std::string json_line(const BenchSetting& s, const BenchRow& r, double peak);
+void print_csv_header();
+// Prints the row now as JSON or CSV; nothing for the table, which comes at the end.
+void emit_row(const BenchSetting& s, const BenchRow& r, double peak, bool json, bool csv);
+// The table: `method` dense shows the dense rows, else the sample rows against dense.
+void print_table(const BenchSetting& s, const std::string& method, const std::vector<BenchRow>& rows, double peak);
+
+}  // namespace sampleattn::cli

@@ -1,0 +1,37 @@
+// `sampleattn bench`: one method run on the context: an untimed statistics run, warmup runs,
+// then timed runs (the median reported); the inputs live where the backend reads them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cli/bench_inputs.h"
+#include "sampleattn/sampleattn.h"
+#include "workload/npy.h"
+
+namespace sampleattn::cli {
+
+struct Measured {
+  double time_s = 0;                  // median over repeats
+  uint64_t workspace_bytes = 0;       // what sampleattn_plan reports
+  workload::Tensor3 o;                // f32 output [seq, heads, dim]
+  sampleattn_stats stats{};
+  std::vector<sampleattn_head_stats> heads;
+  std::vector<int32_t> stripe_offsets;
+  std::vector<int32_t> stripes;
+};
+
+struct TimedRuns {
+  int64_t warmup = 0, repeat = 1;
+  bool quiet = false;  // no progress lines on stderr
+};
+
+double median(std::vector<double> v);
+
+// Runs `method` with method_params' precision and sample parameters warmup + repeat times; the
+// output is kept from the last run (as f32). false with error set when a call fails.
+bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInputs& in, sampleattn_method method,
+             const sampleattn_params& method_params, const TimedRuns& runs, Measured* out, std::string* error);
+
+}  // namespace sampleattn::cli

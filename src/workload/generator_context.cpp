@@ -1,0 +1,133 @@
+// Phases 2-4 of the generator: what the context holds before any vector is written: copied
+// spans, each kv head's band phases and stripe keys, and the planted needles.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "workload/generator_model.h"
+
+namespace sampleattn::workload::detail {
+
+std::vector<CopySpan> place_copied_spans(const GeneratorConfig& c) {
+  const int64_t N = c.seq;
+  std::vector<CopySpan> spans;
+  Rng rng(derive_seed(c.seed, kTagSpans));
+  const int64_t len = c.copied_span_length;
+  for (int s = 0; s < c.copied_spans; ++s) {
+    // The target lies in the second half; the source lies before it.
+    if (N < 4 * len + 2 * kSinkTokens) break;
+    const int64_t target = N / 2 + static_cast<int64_t>(rng.below(static_cast<uint64_t>(N / 2 - len)));
+    const int64_t source = kSinkTokens + static_cast<int64_t>(rng.below(static_cast<uint64_t>(target - len - kSinkTokens)));
+    bool overlaps = false;
+    for (const CopySpan& o : spans)
+      if (target < o.target + o.length && o.target < target + len) overlaps = true;
+    if (!overlaps) spans.push_back({source, target, len});
+  }
+  return spans;
+}
+
+int64_t identity_source(const std::vector<CopySpan>& spans, int64_t j) {
+  for (const CopySpan& s : spans)
+    if (j >= s.target && j < s.target + s.length) return s.source + (j - s.target);
+  return j;
+}
+
+KeyLayout lay_out_keys(const GeneratorConfig& c, const Layout& L, std::vector<std::vector<int64_t>>* stripes) {
+  const int64_t N = c.seq;
+  const int Hkv = c.num_kv_heads;
+  KeyLayout keys;
+  keys.band_phase.assign(Hkv, std::vector<double>(L.half, 0.0));
+  keys.stripe_of.assign(Hkv, {});
+  keys.stripe_index.assign(Hkv, {});
+  stripes->assign(Hkv, {});
+  for (int kv = 0; kv < Hkv; ++kv) {
+    Rng rng(derive_seed(c.seed, kTagKeyLayout, static_cast<uint64_t>(kv)));
+    for (int i = 0; i < L.half; ++i) keys.band_phase[kv][i] = 2.0 * kPi * rng.uniform();
+    keys.stripe_index[kv].assign(static_cast<size_t>(N), -1);
+    const int64_t candidates = N - kSinkTokens;
+    int64_t count = candidates > 0 ? static_cast<int64_t>(std::llround(c.stripe_fraction * N)) : 0;
+    if (c.stripe_fraction > 0 && candidates > 0) count = std::max<int64_t>(count, 1);
+    count = std::min(count, std::max<int64_t>(candidates, 0));
+    // Floyd's algorithm: `count` distinct positions in [4, N) in O(count log count).
+    std::vector<int64_t> chosen;
+    chosen.reserve(static_cast<size_t>(count));
+    {
+      std::vector<int64_t> sorted;
+      for (int64_t jj = candidates - count; jj < candidates; ++jj) {
+        const int64_t t = static_cast<int64_t>(rng.below(static_cast<uint64_t>(jj + 1)));
+        const auto it = std::lower_bound(sorted.begin(), sorted.end(), t);
+        const int64_t pick = (it != sorted.end() && *it == t) ? jj : t;
+        sorted.insert(std::lower_bound(sorted.begin(), sorted.end(), pick), pick);
+        chosen.push_back(pick + kSinkTokens);
+      }
+    }
+    // Zipf ranks in the order drawn (the draw order is random): mass of rank r ~ 1/r.
+    for (size_t r = 0; r < chosen.size(); ++r) {
+      StripeKey s;
+      s.elevation = std::max(0.5, kStripeTopElevation - std::log(static_cast<double>(r + 1)));
+      s.boost = 2.0 + 3.0 * rng.uniform();
+      s.topic = static_cast<int>(rng.below(kTopics));
+      keys.stripe_index[kv][chosen[r]] = static_cast<int>(keys.stripe_of[kv].size());
+      keys.stripe_of[kv].push_back(s);
+    }
+    (*stripes)[kv] = chosen;
+    std::sort((*stripes)[kv].begin(), (*stripes)[kv].end());
+  }
+  return keys;
+}
+
+Status place_needles(const GeneratorConfig& c, const Layout& L, std::vector<NeedleWork>* needles) {
+  const int64_t N = c.seq;
+  const int d = c.head_dim;
+  const int Hq = c.num_q_heads, group = c.num_q_heads / c.num_kv_heads;
+  needles->clear();
+  Rng rng(derive_seed(c.seed, kTagNeedles));
+  std::vector<std::vector<float>> basis;
+  for (size_t n = 0; n < c.needles.size(); ++n) {
+    const NeedleSpec& spec = c.needles[n];
+    NeedleWork w;
+    w.query = spec.query >= 0 ? spec.query : N - 1 - static_cast<int64_t>(n % 64);
+    w.head = spec.query_head >= 0 ? spec.query_head : static_cast<int>((n * 7 + 3) % Hq);
+    w.key = static_cast<int64_t>(std::llround(spec.depth * static_cast<double>(N - 1)));
+    w.key = std::clamp<int64_t>(w.key, kSinkTokens, w.query - 1);
+    for (const NeedleWork& o : *needles) {
+      if (o.query == w.query && o.head == w.head) {
+        return invalid_argument("generator: two needles share query token " + std::to_string(w.query) +
+                                " and head " + std::to_string(w.head));
+      }
+      if (o.key == w.key && o.head / group == w.head / group) {
+        return invalid_argument("generator: two needles share key position " + std::to_string(w.key));
+      }
+    }
+    w.nu.assign(d, 0.f);
+    for (int pi : L.identity_pairs) {
+      w.nu[pi] = static_cast<float>(2.0 * rng.normal());
+      w.nu[pi + L.half] = static_cast<float>(2.0 * rng.normal());
+    }
+    // Value direction: orthonormal to the earlier needles' while there is room.
+    std::vector<double> u(d);
+    for (;;) {
+      for (int i = 0; i < d; ++i) u[i] = rng.normal();
+      if (basis.size() < static_cast<size_t>(d)) {
+        for (const auto& b : basis) {
+          double p = 0;
+          for (int i = 0; i < d; ++i) p += u[i] * b[i];
+          for (int i = 0; i < d; ++i) u[i] -= p * b[i];
+        }
+      }
+      double nrm = 0;
+      for (double x : u) nrm += x * x;
+      nrm = std::sqrt(nrm);
+      if (nrm > 1e-3) {
+        for (double& x : u) x /= nrm;
+        break;
+      }
+    }
+    w.direction.assign(u.begin(), u.end());
+    basis.push_back(w.direction);
+    needles->push_back(std::move(w));
+  }
+  return Status::ok();
+}
+
+}  // namespace sampleattn::workload::detail
