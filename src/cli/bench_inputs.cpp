@@ -34,6 +34,7 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
     SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(dir + "/q.npy", &q));
     SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(dir + "/k.npy", &k));
     SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(dir + "/v.npy", &v));
+    SAMPLEATTN_RETURN_IF_ERROR(check_inputs_agree(q, k, v));
     in->source = data;
   }
   SAMPLEATTN_RETURN_IF_ERROR(workload::convert_tensor(q, options.dtype, &in->q));

@@ -33,7 +33,7 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   }
   b->method = m;
   if (o.has("seq")) {
-    if (!o.get_int_list("seq", 1, 1 << 20, &b->seqs, error)) return false;
+    if (!o.get_int_list("seq", 1, workload::kMaxGeneratedSeq, &b->seqs, error)) return false;
   } else {
     b->seqs = {4096, 8192, 16384, 32768};
   }

@@ -1,8 +1,41 @@
 #include "cli/common.h"
 
 #include <cstdlib>
+#include <string>
 
 namespace sampleattn::cli {
+namespace {
+
+// "123", "64K", "256M", "2G" (powers of 1024).
+bool parse_bytes(const std::string& text, uint64_t* out) {
+  if (text.empty() || text[0] < '0' || text[0] > '9') return false;
+  size_t used = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(text, &used);
+  } catch (...) {
+    return false;
+  }
+  int shift = 0;
+  const std::string suffix = text.substr(used);
+  if (suffix == "K") shift = 10;
+  else if (suffix == "M") shift = 20;
+  else if (suffix == "G") shift = 30;
+  else if (!suffix.empty()) return false;
+  if (shift > 0 && v > (~0ull >> shift)) return false;
+  *out = static_cast<uint64_t>(v) << shift;
+  return true;
+}
+
+std::string g_memory_need = "its inputs";
+
+}  // namespace
+
+void note_memory_need(const std::string& what, uint64_t bytes) {
+  g_memory_need = what + " (about " + std::to_string((bytes + (1u << 20) - 1) >> 20) + " MiB)";
+}
+
+std::string memory_need() { return g_memory_need; }
 
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
                                             uint64_t seed, int64_t needles) {
@@ -18,6 +51,27 @@ workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads
     cfg.needles.push_back(n);
   }
   return cfg;
+}
+
+Status check_inputs_agree(const workload::Tensor3& q, const workload::Tensor3& k, const workload::Tensor3& v) {
+  std::string shapes = " (";
+  const struct {
+    const char* name;
+    const workload::Tensor3& t;
+  } all[] = {{"q", q}, {"k", k}, {"v", v}};
+  for (const auto& [name, t] : all) {
+    shapes.append(name).append(" [").append(std::to_string(t.seq)).append(", ").append(std::to_string(t.heads));
+    shapes.append(", ").append(std::to_string(t.dim)).append(name[0] == 'v' ? "])" : "], ");
+  }
+  if (q.seq < 1 || k.seq < 1) return invalid_shape("q and k need at least one token" + shapes);
+  if (k.seq != v.seq) return invalid_shape("k and v must have the same number of tokens" + shapes);
+  if (k.heads != v.heads) return invalid_shape("k and v must have the same number of heads" + shapes);
+  if (q.dim != k.dim || k.dim != v.dim) return invalid_shape("q, k and v must have the same head dim" + shapes);
+  if (k.heads < 1 || q.heads % k.heads != 0) {
+    return invalid_shape("the query heads must be a multiple of the kv heads" + shapes);
+  }
+  if (q.seq > k.seq) return invalid_shape("q has more tokens than k (causal chunked prefill needs q <= k)" + shapes);
+  return Status::ok();
 }
 
 bool parse_dtype(const std::string& text, DType* out) {
@@ -96,6 +150,7 @@ void declare_context_options(Options& o) {
   o.value("backend", "cpu", "cpu, cuda or auto");
   o.value("threads", "0", "CPU worker threads (0: SAMPLEATTN_NUM_THREADS or one per core)");
   o.flag("no-bind", "do not bind CPU workers to cores");
+  o.value("max-workspace", "0", "bytes of workspace a call may use (suffix K, M or G; 0: no limit)");
 }
 
 bool make_context(const Options& o, sampleattn_context** ctx, std::string* error) {
@@ -116,6 +171,10 @@ bool make_context(const Options& o, sampleattn_context** ctx, std::string* error
   if (!o.get_int("threads", 0, 4096, &threads, error)) return false;
   opts.num_threads = static_cast<int32_t>(threads);
   opts.binding = o.has("no-bind") ? SAMPLEATTN_BIND_NONE : SAMPLEATTN_BIND_CORES;
+  if (!parse_bytes(o.get("max-workspace"), &opts.max_workspace_bytes)) {
+    *error = "--max-workspace must be a byte count, e.g. 268435456, 256M or 2G (got '" + o.get("max-workspace") + "')";
+    return false;
+  }
   const sampleattn_status s = sampleattn_context_create(&opts, ctx);
   if (s != SAMPLEATTN_SUCCESS) {
     *error = std::string(sampleattn_status_string(s)) + ": " + sampleattn_last_error();

@@ -25,6 +25,16 @@ bool make_context(const Options& o, sampleattn_context** ctx, std::string* error
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
                                             uint64_t seed, int64_t needles);
 
+// Q, K and V read from files must describe one call: K and V the same tokens and heads, one head
+// dim, query heads a multiple of kv heads, and at least one token. Checked before any call, so a
+// mismatched file never makes the library read past a buffer.
+Status check_inputs_agree(const workload::Tensor3& q, const workload::Tensor3& k, const workload::Tensor3& v);
+
+// What the program is about to allocate, for the message when an allocation fails (main catches
+// std::bad_alloc and prints it): e.g. note_memory_need("the generated inputs", 3 << 30).
+void note_memory_need(const std::string& what, uint64_t bytes);
+std::string memory_need();
+
 // Parses "f32" | "f16" | "bf16".
 bool parse_dtype(const std::string& text, DType* out);
 

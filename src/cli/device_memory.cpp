@@ -18,7 +18,7 @@ void* BackendMemory::allocate(size_t bytes, std::string* error) {
 #ifdef SAMPLEATTN_WITH_CUDA
     const cudaError_t e = cudaMalloc(&p, n);
     if (e != cudaSuccess) {
-      *error = std::string("cudaMalloc: ") + cudaGetErrorString(e);
+      *error = "cudaMalloc of " + std::to_string(n) + " bytes: " + cudaGetErrorString(e);
       return nullptr;
     }
 #else
@@ -28,7 +28,7 @@ void* BackendMemory::allocate(size_t bytes, std::string* error) {
   } else {
     p = std::aligned_alloc(64, (n + 63) / 64 * 64);
     if (p == nullptr) {
-      *error = "out of host memory";
+      *error = "out of host memory: cannot allocate " + std::to_string(n) + " bytes";
       return nullptr;
     }
   }
@@ -47,7 +47,7 @@ void* BackendMemory::upload(const void* host, size_t bytes, std::string* error) 
       return nullptr;
     }
 #endif
-  } else {
+  } else if (bytes > 0) {
     std::memcpy(p, host, bytes);
   }
   return p;

@@ -2,8 +2,10 @@
 // picture of one head's chosen mask), `profile` (attention statistics of generated inputs and
 // real captures side by side) and `info` (what this machine and build offer).
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -62,7 +64,8 @@ Status load_inputs(const Options& o, workload::Tensor3* q, workload::Tensor3* k,
     if (!o.has("q") || !o.has("k") || !o.has("v")) return invalid_argument("--q, --k and --v go together");
     SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(o.get("q"), q));
     SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(o.get("k"), k));
-    return workload::read_npy(o.get("v"), v);
+    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(o.get("v"), v));
+    return check_inputs_agree(*q, *k, *v);
   }
   std::string error;
   int64_t seq, heads, kv, dim, seed, needles;
@@ -71,11 +74,15 @@ Status load_inputs(const Options& o, workload::Tensor3* q, workload::Tensor3* k,
     with_kv.set("kv-heads", o.get("heads"));
     return load_inputs(with_kv, q, k, v);
   }
-  if (!o.get_int("seq", 1, 1 << 20, &seq, &error) || !o.get_int("heads", 1, 1024, &heads, &error) ||
+  if (!o.get_int("seq", 1, workload::kMaxGeneratedSeq, &seq, &error) || !o.get_int("heads", 1, 1024, &heads, &error) ||
       !o.get_int("kv-heads", 1, 1024, &kv, &error) || !o.get_int("head-dim", 1, 1024, &dim, &error) ||
       !o.get_int("seed", 0, INT64_MAX, &seed, &error) || !o.get_int("needles", 0, 64, &needles, &error)) {
     return invalid_argument(error);
   }
+  // The generator builds f32 tensors and working copies of the same size.
+  note_memory_need("the generated inputs of " + std::to_string(seq) + " tokens",
+                   2ull * static_cast<uint64_t>(seq) * static_cast<uint64_t>(heads + 2 * kv) *
+                       static_cast<uint64_t>(dim) * 4u);
   workload::GeneratedData g;
   SAMPLEATTN_RETURN_IF_ERROR(workload::generate(
       structured_config(seq, static_cast<int>(heads), static_cast<int>(kv), static_cast<int>(dim),
@@ -319,11 +326,7 @@ int info_main() {
   return 0;
 }
 
-}  // namespace
-}  // namespace sampleattn::cli
-
-int main(int argc, char** argv) {
-  using namespace sampleattn::cli;
+int dispatch(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     std::printf("%s", kUsage);
     return argc < 2 ? 2 : 0;
@@ -337,4 +340,22 @@ int main(int argc, char** argv) {
   if (command == "info") return info_main();
   std::fprintf(stderr, "sampleattn: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
+}
+
+}  // namespace
+}  // namespace sampleattn::cli
+
+// Exit codes: 0 success, 1 a failure (bad input, a failed call, out of memory, a failed write),
+// 2 a usage error (no or unknown command).
+int main(int argc, char** argv) {
+  // A write over the file size limit fails with EFBIG and is reported (the output stays intact)
+  // instead of killing the program.
+  std::signal(SIGXFSZ, SIG_IGN);
+  try {
+    return sampleattn::cli::dispatch(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "sampleattn %s: out of memory: could not allocate %s\n", argc > 1 ? argv[1] : "",
+                 sampleattn::cli::memory_need().c_str());
+    return 1;
+  }
 }

@@ -12,7 +12,9 @@ namespace sampleattn::workload {
 namespace {
 
 Status validate(const GeneratorConfig& c) {
-  if (c.seq < 1 || c.seq > 131072) return invalid_shape("generator: seq must be in [1, 131072]");
+  if (c.seq < 1 || c.seq > kMaxGeneratedSeq) {
+    return invalid_shape("generator: seq must be in [1, " + std::to_string(kMaxGeneratedSeq) + "]");
+  }
   if (c.head_dim < 64 || c.head_dim > 256 || c.head_dim % 2 != 0) {
     return Status(SAMPLEATTN_UNSUPPORTED_HEAD_DIM, "generator: head_dim must be even, 64..256");
   }

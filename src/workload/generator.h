@@ -70,8 +70,11 @@ struct PlantedNeedle {
   std::vector<float> value_direction;  // unit vector of head_dim: the value stored at the key
 };
 
+// The longest sequence the generator makes (its decay and RoPE tables are laid out for it).
+inline constexpr int64_t kMaxGeneratedSeq = 131072;
+
 struct GeneratorConfig {
-  int64_t seq = 4096;  // 1 .. 131072
+  int64_t seq = 4096;  // 1 .. kMaxGeneratedSeq
   int head_dim = 128;  // even, 64 .. 256
   int num_q_heads = 32;
   int num_kv_heads = 8;  // divides num_q_heads
