@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "core/dispatch.h"
-#include "core/kernels.h"
+#include "simd/dispatch.h"
+#include "simd/kernels.h"
 
 namespace sampleattn {
 namespace {

@@ -2,8 +2,8 @@
 // (and that the forced table really runs), and the CUDA slot's behaviour without a device.
 #include <gtest/gtest.h>
 
-#include "core/cpu_features.h"
-#include "core/dispatch.h"
+#include "simd/cpu_features.h"
+#include "simd/dispatch.h"
 #include "test_util.h"
 
 namespace sampleattn::testing {

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "core/dispatch.h"
+#include "simd/dispatch.h"
 #include "core/dtype_convert.h"
-#include "core/kernels.h"
+#include "simd/kernels.h"
 
 namespace sampleattn {
 namespace {

@@ -9,7 +9,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include "core/kernels.h"
+#include "simd/kernels.h"
 #include "flash_kernels.h"
 
 namespace sampleattn {

@@ -23,7 +23,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include "core/kernels.h"
+#include "simd/kernels.h"
 #include "flash_kernels.h"
 
 namespace sampleattn {
@@ -260,7 +260,7 @@ KernelTable make_table() {
 }  // namespace
 }  // namespace avx512
 
-// Only called when the CPU runs AVX-512 (core/dispatch.cpp checks first).
+// Only called when the CPU runs AVX-512 (simd/dispatch.cpp checks first).
 const KernelTable* avx512_kernel_table() {
   static const KernelTable table = avx512::make_table();
   return &table;

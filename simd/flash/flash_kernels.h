@@ -1,5 +1,5 @@
 // The flash kernels, written once over the xsimd architecture and instantiated per ISA in
-// flash_<isa>.cpp (see src/core/kernels.h for the contract and docs/KERNELS.md for the design).
+// flash_<isa>.cpp (see simd/kernels.h for the contract and docs/KERNELS.md for the design).
 //
 // Every function here is a member of a class template over Arch, so each ISA's translation unit
 // gets its own symbols: no inline function is shared between TUs compiled with different -m flags.
@@ -25,7 +25,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include "core/kernels.h"
+#include "simd/kernels.h"
 
 namespace sampleattn::flash {
 

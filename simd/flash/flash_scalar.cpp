@@ -1,10 +1,10 @@
 // Portable kernels: plain loops, no intrinsics. They define the semantics every vector table must
-// match (see src/core/kernels.h) and run on any x86-64 CPU.
+// match (see simd/kernels.h) and run on any x86-64 CPU.
 #include <algorithm>
 #include <cmath>
 
 #include "core/dtype_convert.h"
-#include "core/kernels.h"
+#include "simd/kernels.h"
 
 namespace sampleattn {
 namespace scalar {

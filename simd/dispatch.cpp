@@ -1,4 +1,4 @@
-#include "core/dispatch.h"
+#include "simd/dispatch.h"
 
 #include <atomic>
 #include <cstdlib>

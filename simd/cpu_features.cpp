@@ -1,4 +1,4 @@
-#include "core/cpu_features.h"
+#include "simd/cpu_features.h"
 
 #include <cpuid.h>
 

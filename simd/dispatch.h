@@ -5,8 +5,8 @@
 // hook). It is looked up at each call, so a forced ISA takes effect on existing contexts.
 #pragma once
 
-#include "core/cpu_features.h"
-#include "core/kernels.h"
+#include "simd/cpu_features.h"
+#include "simd/kernels.h"
 
 namespace sampleattn {
 
