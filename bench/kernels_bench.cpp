@@ -35,9 +35,7 @@ std::vector<float> random_rows(int rows, int d, unsigned seed) {
 }
 
 const FlashPath* path_of(const KernelTable* t, bool bf16) {
-  if (t == nullptr) return nullptr;
-  if (bf16) return t->has_bf16 ? &t->bf16 : nullptr;
-  return &t->f32;
+  return t == nullptr ? nullptr : t->path(bf16 ? Precision::kBF16 : Precision::kF32);
 }
 
 // A tile of m query rows against n keys, repeated. Full: every row sees every key (span arrays

@@ -53,51 +53,82 @@ struct AttendTileArgs {
   void* scratch;         // at least scratch_bytes(m, n) bytes, 64-byte aligned
 };
 
-// One precision of the flash path (f32 products, or bf16 products with f32 accumulation).
+// Entry point types; the per-ISA translation units declare their entry points with them
+// (simd/flash/entry_points.h) and simd/kernel_config.cpp puts them in the tables.
+// Bytes of a packed buffer of `rows` rows (Q, K or V alike); a multiple of 64.
+using PackedBytesFn = size_t(int rows, int d);
+// Bytes of scratch attend() needs for an m x n block; a multiple of 64.
+using ScratchBytesFn = size_t(int m, int n);
+using PackQFn = void(const RowSource& src, int m, int d, float scale, void* dst);
+using PackKVFn = void(const RowSource& src, int n, int d, void* dst);
+using AttendFn = void(const AttendTileArgs& args);
+// s[r * lds + j] = q_r . k_j for an m x n block (no masking), in the same units as attend.
+using ScoresFn = void(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds);
+// Online row statistics of an m x n block of scores (log2 units): for each row with a
+// non-empty span, new_max = max(row_max, max s over the span);
+// row_sum = row_sum * exp2(row_max - new_max) + sum over the span of exp2(s - new_max).
+using RowStatsFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
+                        float* row_max, float* row_sum);
+// col_sum[j] += sum over rows r whose span holds j of exp2(s[r][j] - row_max[r]) * row_scale[r],
+// rows taken in increasing r (a fixed order, so results do not depend on threading).
+using AccumulateColumnsFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo,
+                                 const int32_t* hi, const float* row_max, const float* row_scale,
+                                 float* col_sum);
+// dst row r = acc row r * row_scale[r], converted to dtype; dst rows at dst + r * row_stride.
+using StoreRowsFn = void(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype,
+                         int64_t row_stride);
+
+// The precisions of the flash path: X(name, Enumerator), the index of KernelTable::paths.
+#define SAMPLEATTN_FOR_EACH_PRECISION(X) \
+  X(f32, kF32)   /* f32 products */      \
+  X(bf16, kBF16) /* bf16 products with f32 accumulation */
+
+enum class Precision : int {
+#define SAMPLEATTN_PRECISION_ENUMERATOR(name, Enum) Enum,
+  SAMPLEATTN_FOR_EACH_PRECISION(SAMPLEATTN_PRECISION_ENUMERATOR)
+#undef SAMPLEATTN_PRECISION_ENUMERATOR
+};
+inline constexpr Precision kAllPrecisions[] = {
+#define SAMPLEATTN_PRECISION_ELEMENT(name, Enum) Precision::Enum,
+    SAMPLEATTN_FOR_EACH_PRECISION(SAMPLEATTN_PRECISION_ELEMENT)
+#undef SAMPLEATTN_PRECISION_ELEMENT
+};
+inline constexpr int kNumPrecisions = static_cast<int>(sizeof(kAllPrecisions) / sizeof(kAllPrecisions[0]));
+const char* precision_name(Precision precision);  // "f32", "bf16"
+
+// One precision of the flash path.
 struct FlashPath {
   int q_elem_bytes;  // 4 for the f32 path, 2 for bf16
-  // Bytes of a packed buffer of `rows` rows (Q, K or V alike); a multiple of 64.
-  size_t (*packed_bytes)(int rows, int d);
-  // Bytes of scratch attend() needs for an m x n block; a multiple of 64.
-  size_t (*scratch_bytes)(int m, int n);
-  void (*pack_q)(const RowSource& src, int m, int d, float scale, void* dst);
-  void (*pack_k)(const RowSource& src, int n, int d, void* dst);
-  void (*pack_v)(const RowSource& src, int n, int d, void* dst);
-  void (*attend)(const AttendTileArgs& args);
-  // s[r * lds + j] = q_r . k_j for an m x n block (no masking), in the same units as attend.
-  void (*scores)(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds);
+  PackedBytesFn* packed_bytes;
+  ScratchBytesFn* scratch_bytes;
+  PackQFn* pack_q;
+  PackKVFn* pack_k;
+  PackKVFn* pack_v;
+  AttendFn* attend;
+  ScoresFn* scores;
 };
 
 struct KernelTable {
   Isa isa;
-  const char* name;  // "avx512", "avx2", "scalar"
+  const char* name;  // isa_name(isa)
   // Preferred tile sizes for this ISA: query rows per block (all heads of a kv group together)
   // and keys per tile. Drivers may use smaller blocks at the edges.
   int block_rows;
   int key_tile;
 
-  FlashPath f32;
-  FlashPath bf16;   // entries null when the CPU has no bf16 dot product
-  bool has_bf16;
+  // Indexed by Precision; a path the table lacks (e.g. bf16 without a bf16 dot product) has null
+  // entries. Read them through path().
+  FlashPath paths[kNumPrecisions];
+  // The path of this precision, or nullptr when the table has none.
+  const FlashPath* path(Precision precision) const;
 
-  // Online row statistics of an m x n block of scores (log2 units): for each row with a
-  // non-empty span, new_max = max(row_max, max s over the span);
-  // row_sum = row_sum * exp2(row_max - new_max) + sum over the span of exp2(s - new_max).
-  void (*row_stats)(const float* s, int64_t lds, int m, int n, const int32_t* lo,
-                    const int32_t* hi, float* row_max, float* row_sum);
-  // col_sum[j] += sum over rows r whose span holds j of exp2(s[r][j] - row_max[r]) * row_scale[r],
-  // rows taken in increasing r (a fixed order, so results do not depend on threading).
-  void (*accumulate_columns)(const float* s, int64_t lds, int m, int n, const int32_t* lo,
-                             const int32_t* hi, const float* row_max, const float* row_scale,
-                             float* col_sum);
-  // dst row r = acc row r * row_scale[r], converted to dtype; dst rows at dst + r * row_stride.
-  void (*store_rows)(const float* acc, int m, int d, const float* row_scale, void* dst,
-                     DType dtype, int64_t row_stride);
+  RowStatsFn* row_stats;
+  AccumulateColumnsFn* accumulate_columns;
+  StoreRowsFn* store_rows;
 };
 
-// Per-ISA tables, defined in simd/. Each returns nullptr when that ISA was not compiled in.
-const KernelTable* scalar_kernel_table();
-const KernelTable* avx2_kernel_table();
-const KernelTable* avx512_kernel_table();
+// The table of `isa`, assembled in simd/kernel_config.cpp from the per-ISA entry points. Use
+// kernel_table_for() (simd/dispatch.h), which first checks that this CPU runs the ISA.
+const KernelTable* compiled_kernel_table(Isa isa);
 
 }  // namespace sampleattn

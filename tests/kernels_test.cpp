@@ -80,11 +80,11 @@ float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
 struct Param {
   Isa isa;
-  bool bf16;
+  Precision precision;
 };
 
 std::string param_name(const testing::TestParamInfo<Param>& info) {
-  return std::string(isa_name(info.param.isa)) + (info.param.bf16 ? "_bf16" : "_f32");
+  return std::string(isa_name(info.param.isa)) + "_" + precision_name(info.param.precision);
 }
 
 class KernelsTest : public testing::TestWithParam<Param> {
@@ -92,12 +92,12 @@ class KernelsTest : public testing::TestWithParam<Param> {
   void SetUp() override {
     table_ = kernel_table_for(GetParam().isa);
     if (table_ == nullptr) GTEST_SKIP() << isa_name(GetParam().isa) << " not supported by this CPU";
-    if (GetParam().bf16 && !table_->has_bf16) GTEST_SKIP() << "no bf16 path in " << table_->name;
-    path_ = GetParam().bf16 ? &table_->bf16 : &table_->f32;
+    path_ = table_->path(GetParam().precision);
+    if (path_ == nullptr) GTEST_SKIP() << "no " << precision_name(GetParam().precision) << " path in " << table_->name;
     scalar_ = kernel_table_for(Isa::kScalar);
     ASSERT_NE(scalar_, nullptr);
   }
-  bool bf16() const { return GetParam().bf16; }
+  bool bf16() const { return GetParam().precision == Precision::kBF16; }
   // Tile sizes to try: around 1, vector and register block edges, and the table's own tiles.
   std::vector<std::pair<int, int>> sizes() const {
     const int br = table_->block_rows, kt = table_->key_tile;
@@ -343,7 +343,7 @@ TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
                                     << " amp=" << c.q_amplitude);
     const AttendInputs in = make_inputs(c, rng);
     const AttendState got = run_attend(*path_, c, in);
-    const AttendState ref_scalar = run_attend(scalar_->f32, c, in);
+    const AttendState ref_scalar = run_attend(*scalar_->path(Precision::kF32), c, in);
     ErrorStats err, plain, vs_scalar;
     for (int r = 0; r < c.m; ++r) {
       if (in.lo[r] >= in.hi[r]) {  // sees nothing at all: state as it started
@@ -505,9 +505,9 @@ TEST_P(KernelsTest, StoreRowsRoundsLikeScalar) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTables, KernelsTest,
-                         testing::Values(Param{Isa::kScalar, false}, Param{Isa::kAvx2, false},
-                                         Param{Isa::kAvx512, false}, Param{Isa::kScalar, true},
-                                         Param{Isa::kAvx2, true}, Param{Isa::kAvx512, true}),
+                         testing::Values(Param{Isa::kScalar, Precision::kF32}, Param{Isa::kAvx2, Precision::kF32},
+                                         Param{Isa::kAvx512, Precision::kF32}, Param{Isa::kScalar, Precision::kBF16},
+                                         Param{Isa::kAvx2, Precision::kBF16}, Param{Isa::kAvx512, Precision::kBF16}),
                          param_name);
 
 }  // namespace

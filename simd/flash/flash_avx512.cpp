@@ -23,28 +23,16 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include "simd/kernels.h"
-#include "flash_kernels.h"
+#include "simd/flash/entry_points.h"
+#include "simd/flash/flash_kernels.h"
 
-namespace sampleattn {
-namespace avx512 {
+namespace sampleattn::avx512 {
 namespace {
 
 using Kernels = flash::FlashKernels<xsimd::avx512bw>;
 using B = Kernels::B;
 constexpr int kMaxRows = Kernels::kMaxRows;
 constexpr int kPanel = 32;  // keys per K panel, columns per V block
-
-size_t bf16_packed_bytes(int rows, int d) {
-  return Kernels::round_up(Kernels::round_up(static_cast<size_t>(rows), kPanel) * d * sizeof(uint16_t), 64);
-}
-// f32 scores then bf16 probabilities of a row block.
-size_t bf16_scratch_bytes(int m, int n) {
-  const size_t rows = static_cast<size_t>(Kernels::imin(Kernels::imax(m, 1), kMaxRows));
-  const size_t n_pad = Kernels::round_up(static_cast<size_t>(n), kPanel);
-  return Kernels::round_up(rows * n_pad * sizeof(float), 64) +
-         Kernels::round_up(rows * n_pad * sizeof(uint16_t), 64);
-}
 
 __m256i to_bf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
 __m512 from_bf16(__m256i h) {
@@ -59,6 +47,19 @@ void bf16_row(const RowSource& src, int r, int d, float scale, uint16_t* dst) {
     const __m512 x = _mm512_mul_ps(Kernels::load_src<T>(src.base, base + c), s);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), to_bf16(x));
   }
+}
+
+}  // namespace
+
+size_t bf16_packed_bytes(int rows, int d) {
+  return Kernels::round_up(Kernels::round_up(static_cast<size_t>(rows), kPanel) * d * sizeof(uint16_t), 64);
+}
+// f32 scores then bf16 probabilities of a row block.
+size_t bf16_scratch_bytes(int m, int n) {
+  const size_t rows = static_cast<size_t>(Kernels::imin(Kernels::imax(m, 1), kMaxRows));
+  const size_t n_pad = Kernels::round_up(static_cast<size_t>(n), kPanel);
+  return Kernels::round_up(rows * n_pad * sizeof(float), 64) +
+         Kernels::round_up(rows * n_pad * sizeof(uint16_t), 64);
 }
 
 void bf16_pack_q(const RowSource& src, int m, int d, float scale, void* dst) {
@@ -118,6 +119,8 @@ void bf16_pack_v(const RowSource& src, int n, int d, void* dst) {
     }
   });
 }
+
+namespace {
 
 __m512 dot(__m512 acc, __m512i a, __m512i b) {
   return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
@@ -213,6 +216,8 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
   }
 }
 
+}  // namespace
+
 void bf16_attend(const AttendTileArgs& a) {
   if (a.m <= 0 || a.n <= 0) return;
   const int64_t lds = static_cast<int64_t>(Kernels::round_up(static_cast<size_t>(a.n), kPanel));
@@ -238,32 +243,26 @@ void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, 
   });
 }
 
-KernelTable make_table() {
-  const bool bf16 = cpu_features().avx512_bf16;
-  return KernelTable{
-      Isa::kAvx512,
-      "avx512",
-      /*block_rows=*/256,
-      /*key_tile=*/256,
-      FlashPath{4, Kernels::packed_bytes, Kernels::scratch_bytes, Kernels::pack_q, Kernels::pack_k,
-                Kernels::pack_v, Kernels::attend, Kernels::scores},
-      bf16 ? FlashPath{2, bf16_packed_bytes, bf16_scratch_bytes, bf16_pack_q, bf16_pack_k, bf16_pack_v,
-                       bf16_attend, bf16_scores}
-           : FlashPath{},
-      bf16,
-      Kernels::row_stats,
-      Kernels::accumulate_columns,
-      Kernels::store_rows,
-  };
+size_t f32_packed_bytes(int rows, int d) { return Kernels::packed_bytes(rows, d); }
+size_t f32_scratch_bytes(int m, int n) { return Kernels::scratch_bytes(m, n); }
+void f32_pack_q(const RowSource& src, int m, int d, float scale, void* dst) { Kernels::pack_q(src, m, d, scale, dst); }
+void f32_pack_k(const RowSource& src, int n, int d, void* dst) { Kernels::pack_k(src, n, d, dst); }
+void f32_pack_v(const RowSource& src, int n, int d, void* dst) { Kernels::pack_v(src, n, d, dst); }
+void f32_attend(const AttendTileArgs& args) { Kernels::attend(args); }
+void f32_scores(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds) {
+  Kernels::scores(q, m, k, n, d, s, lds);
 }
 
-}  // namespace
-}  // namespace avx512
-
-// Only called when the CPU runs AVX-512 (simd/dispatch.cpp checks first).
-const KernelTable* avx512_kernel_table() {
-  static const KernelTable table = avx512::make_table();
-  return &table;
+void row_stats(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi, float* row_max,
+               float* row_sum) {
+  Kernels::row_stats(s, lds, m, n, lo, hi, row_max, row_sum);
+}
+void accumulate_columns(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
+                        const float* row_max, const float* row_scale, float* col_sum) {
+  Kernels::accumulate_columns(s, lds, m, n, lo, hi, row_max, row_scale, col_sum);
+}
+void store_rows(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype, int64_t row_stride) {
+  Kernels::store_rows(acc, m, d, row_scale, dst, dtype, row_stride);
 }
 
-}  // namespace sampleattn
+}  // namespace sampleattn::avx512
