@@ -11,7 +11,7 @@ std::atomic<int> g_forced_isa{kNotForced};
 
 }  // namespace
 
-// Descending chain avx512 -> avx2 -> scalar, starting at min(best supported, cap).
+// Descending chain down the ISA list (best first, scalar last), starting at min(best supported, cap).
 const KernelTable& automatic_kernel_table(const char* isa_cap) {
   Isa start = best_supported_isa();
   Isa cap;
@@ -23,7 +23,7 @@ const KernelTable& automatic_kernel_table(const char* isa_cap) {
 }
 
 const KernelTable* kernel_table_for(Isa isa) {
-  if (isa > best_supported_isa()) return nullptr;
+  if (!cpu_supports(isa)) return nullptr;
   return compiled_kernel_table(isa);
 }
 

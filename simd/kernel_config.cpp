@@ -10,7 +10,16 @@ namespace {
 
 FlashPath& slot(KernelTable& table, Precision precision) { return table.paths[static_cast<int>(precision)]; }
 
-KernelTable scalar_table() {
+// One specialization per ISA of the list. The primary template stops the build when the list
+// names an ISA that has no table here yet.
+template <Isa I>
+KernelTable build_table() {
+  static_assert(static_cast<int>(I) < 0, "an ISA of SAMPLEATTN_ISAS has no build_table<>() specialization");
+  return {};
+}
+
+template <>
+KernelTable build_table<Isa::kScalar>() {
   KernelTable t{};
   t.isa = Isa::kScalar;
   t.name = isa_name(t.isa);
@@ -24,7 +33,8 @@ KernelTable scalar_table() {
   return t;
 }
 
-KernelTable avx2_table() {
+template <>
+KernelTable build_table<Isa::kAvx2>() {
   KernelTable t{};
   t.isa = Isa::kAvx2;
   t.name = isa_name(t.isa);
@@ -38,7 +48,8 @@ KernelTable avx2_table() {
   return t;
 }
 
-KernelTable avx512_table() {
+template <>
+KernelTable build_table<Isa::kAvx512>() {
   KernelTable t{};
   t.isa = Isa::kAvx512;
   t.name = isa_name(t.isa);
@@ -77,9 +88,13 @@ const char* precision_name(Precision precision) {
 // Each table is built on first use and lives for the process.
 const KernelTable* compiled_kernel_table(Isa isa) {
   switch (isa) {
-    case Isa::kScalar: { static const KernelTable table = scalar_table(); return &table; }
-    case Isa::kAvx2: { static const KernelTable table = avx2_table(); return &table; }
-    case Isa::kAvx512: { static const KernelTable table = avx512_table(); return &table; }
+#define SAMPLEATTN_TABLE_CASE(name, Enum)                        \
+  case Isa::Enum: {                                              \
+    static const KernelTable table = build_table<Isa::Enum>();   \
+    return &table;                                               \
+  }
+    SAMPLEATTN_FOR_EACH_ISA(SAMPLEATTN_TABLE_CASE)
+#undef SAMPLEATTN_TABLE_CASE
   }
   return nullptr;
 }

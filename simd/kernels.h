@@ -1,7 +1,7 @@
 // The CPU kernel table: every loop that touches O(N^2) data goes through one of these entries, so
 // the drivers in src/cpu/ (dense, sampling, sparse) are ISA-free and each ISA is written once in
-// simd/. Tables are filled once per process by a descending chain avx512 -> avx2 -> scalar
-// (simd/dispatch.h).
+// simd/. Tables are chosen once per process by a chain that walks the ISA list
+// (cmake/KernelLists.cmake) down from the best ISA the CPU runs to scalar (simd/dispatch.h).
 //
 // Conventions shared by all entries:
 // - d is the head dimension (64, 80, 96, 128 or 256); rows are tokens.

@@ -504,11 +504,16 @@ TEST_P(KernelsTest, StoreRowsRoundsLikeScalar) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTables, KernelsTest,
-                         testing::Values(Param{Isa::kScalar, Precision::kF32}, Param{Isa::kAvx2, Precision::kF32},
-                                         Param{Isa::kAvx512, Precision::kF32}, Param{Isa::kScalar, Precision::kBF16},
-                                         Param{Isa::kAvx2, Precision::kBF16}, Param{Isa::kAvx512, Precision::kBF16}),
-                         param_name);
+// Every ISA of the list with every precision; SetUp skips what this CPU or table lacks.
+std::vector<Param> all_tables() {
+  std::vector<Param> params;
+  for (Precision precision : kAllPrecisions) {
+    for (Isa isa : kAllIsas) params.push_back({isa, precision});
+  }
+  return params;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTables, KernelsTest, testing::ValuesIn(all_tables()), param_name);
 
 }  // namespace
 }  // namespace sampleattn

@@ -106,7 +106,7 @@ typedef struct sampleattn_context_info {
   sampleattn_backend backend; /* the backend actually in use (never AUTO) */
   int32_t num_threads;        /* CPU workers */
   int32_t num_numa_nodes;     /* NUMA nodes the workers span */
-  const char* isa;            /* CPU kernel table in use: "avx512", "avx2" or "scalar" */
+  const char* isa;            /* CPU kernel table in use, e.g. "avx2" (the ISA list: docs/KERNELS.md) */
   const char* device_name;    /* CUDA device name, or "" */
   const char* note;           /* why AUTO chose what it chose, e.g. "no CUDA device found" */
 } sampleattn_context_info;
