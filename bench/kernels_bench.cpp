@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/problem.h"
 #include "simd/dispatch.h"
 #include "simd/kernels.h"
 
@@ -132,7 +133,9 @@ void register_all() {
           b->Args({m, n, 128});
         }
       }
-      b->Args({t->block_rows, t->key_tile, 64})->Args({t->block_rows, t->key_tile, 80})->Args({t->block_rows, t->key_tile, 256});
+      for (int d : kSupportedHeadDims) {
+        if (d != 128) b->Args({t->block_rows, t->key_tile, d});
+      }
     }
     benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.precision, true)
         ->ArgNames({"m", "n", "d"})

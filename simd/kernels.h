@@ -4,7 +4,7 @@
 // (cmake/KernelLists.cmake) down from the best ISA the CPU runs to scalar (simd/dispatch.h).
 //
 // Conventions shared by all entries:
-// - d is the head dimension (64, 80, 96, 128 or 256); rows are tokens.
+// - d is the head dimension, one of the head-dim list (kSupportedHeadDims); rows are tokens.
 // - Scores are in log2 units: pack_q multiplies Q by `scale` and the caller passes
 //   scale = softmax_scale * log2(e), so that probabilities are exp2(s - row_max).
 // - A "row span" (lo[r], hi[r]) says which key columns [lo, hi) of a tile row r may see; columns

@@ -17,6 +17,7 @@
 
 #include "simd/dispatch.h"
 #include "core/dtype_convert.h"
+#include "core/problem.h"
 #include "simd/kernels.h"
 
 namespace sampleattn {
@@ -24,7 +25,6 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr DType kDTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
-constexpr int kHeadDims[] = {64, 80, 96, 128, 256};
 
 // 64-byte aligned, exactly `bytes` long (so the address sanitizer sees any overrun).
 struct Buffer {
@@ -120,7 +120,7 @@ TEST_P(KernelsTest, TableIsConsistent) {
                   (void*)table_->row_stats, (void*)table_->accumulate_columns, (void*)table_->store_rows}) {
     EXPECT_NE(f, nullptr);
   }
-  for (int d : kHeadDims) {
+  for (int d : kSupportedHeadDims) {
     for (int rows : {1, 7, 16, 17, 100, 256}) {
       EXPECT_EQ(path_->packed_bytes(rows, d) % 64, 0u);
       EXPECT_GE(path_->packed_bytes(rows, d), size_t(rows) * d * (bf16() ? 2 : 4));
@@ -132,7 +132,7 @@ TEST_P(KernelsTest, TableIsConsistent) {
 TEST_P(KernelsTest, ScoresMatchOracle) {
   std::mt19937 rng(1234);
   int index = 0;
-  for (int d : kHeadDims) {
+  for (int d : kSupportedHeadDims) {
     for (auto [m, n] : sizes()) {
       const DType dt = kDTypes[index++ % 3];
       const Source q = make_source(dt, m, d, rng, 1.0);
@@ -321,7 +321,7 @@ struct ErrorStats {
 std::vector<AttendCase> attend_cases(const std::vector<std::pair<int, int>>& sizes) {
   std::vector<AttendCase> cases;
   int i = 0;
-  for (int d : kHeadDims) {
+  for (int d : kSupportedHeadDims) {
     for (auto [m, n] : sizes) {
       cases.push_back({d, m, n, 3, kDTypes[i % 3], static_cast<Spans>(i % 3), i % 2 == 1, i % 4 == 3 ? 4.0 : 1.0});
       ++i;
@@ -485,7 +485,7 @@ TEST_P(KernelsTest, StoreRowsRoundsLikeScalar) {
   if (bf16()) GTEST_SKIP() << "row operations are shared by both paths";
   std::mt19937 rng(9);
   std::normal_distribution<float> dist(0.0f, 100.0f);
-  for (int d : kHeadDims) {
+  for (int d : kSupportedHeadDims) {
     for (int m : {1, 3, 17}) {
       std::vector<float> acc(static_cast<size_t>(m) * d), scale(m);
       for (float& x : acc) x = dist(rng);
