@@ -14,8 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "core/dispatch.h"
-#include "core/kernels.h"
+#include "core/problem.h"
+#include "simd/dispatch.h"
+#include "simd/kernels.h"
 
 namespace sampleattn {
 namespace {
@@ -34,17 +35,15 @@ std::vector<float> random_rows(int rows, int d, unsigned seed) {
   return x;
 }
 
-const FlashPath* path_of(const KernelTable* t, bool bf16) {
-  if (t == nullptr) return nullptr;
-  if (bf16) return t->has_bf16 ? &t->bf16 : nullptr;
-  return &t->f32;
+const FlashPath* path_of(const KernelTable* t, Precision precision) {
+  return t == nullptr ? nullptr : t->path(precision);
 }
 
 // A tile of m query rows against n keys, repeated. Full: every row sees every key (span arrays
 // null). Causal: the diagonal tile drivers hit, row r sees keys [0, r * n / m]; FLOPs count
 // only the pairs the mask lets through.
-void attend_tile(benchmark::State& state, Isa isa, bool bf16, bool causal) {
-  const FlashPath* path = path_of(kernel_table_for(isa), bf16);
+void attend_tile(benchmark::State& state, Isa isa, Precision precision, bool causal) {
+  const FlashPath* path = path_of(kernel_table_for(isa), precision);
   if (path == nullptr) {
     state.SkipWithError("not supported on this CPU");
     return;
@@ -81,8 +80,8 @@ void attend_tile(benchmark::State& state, Isa isa, bool bf16, bool causal) {
 
 enum Which { kQ = 0, kK = 1, kV = 2 };
 
-void pack(benchmark::State& state, Isa isa, bool bf16, DType dtype) {
-  const FlashPath* path = path_of(kernel_table_for(isa), bf16);
+void pack(benchmark::State& state, Isa isa, Precision precision, DType dtype) {
+  const FlashPath* path = path_of(kernel_table_for(isa), precision);
   if (path == nullptr) {
     state.SkipWithError("not supported on this CPU");
     return;
@@ -110,18 +109,22 @@ void pack(benchmark::State& state, Isa isa, bool bf16, DType dtype) {
 void register_all() {
   struct Variant {
     Isa isa;
-    bool bf16;
-    const char* name;
+    Precision precision;
+    std::string name;  // "<isa>/<precision>"
   };
-  const Variant variants[] = {{Isa::kAvx512, true, "avx512/bf16"},
-                              {Isa::kAvx512, false, "avx512/f32"},
-                              {Isa::kAvx2, false, "avx2/f32"},
-                              {Isa::kScalar, false, "scalar/f32"}};
+  // Every table of the ISA list and every precision it has on this CPU, best first.
+  std::vector<Variant> variants;
+  for (int i = kNumIsas - 1; i >= 0; --i) {
+    for (int p = kNumPrecisions - 1; p >= 0; --p) {
+      variants.push_back({kAllIsas[i], kAllPrecisions[p],
+                          std::string(isa_name(kAllIsas[i])) + "/" + precision_name(kAllPrecisions[p])});
+    }
+  }
   for (const Variant& v : variants) {
     const KernelTable* t = kernel_table_for(v.isa);
-    if (path_of(t, v.bf16) == nullptr) continue;
+    if (path_of(t, v.precision) == nullptr) continue;
     const bool scalar = v.isa == Isa::kScalar;
-    auto* b = benchmark::RegisterBenchmark((std::string("attend/") + v.name).c_str(), attend_tile, v.isa, v.bf16, false);
+    auto* b = benchmark::RegisterBenchmark((std::string("attend/") + v.name).c_str(), attend_tile, v.isa, v.precision, false);
     b->ArgNames({"m", "n", "d"})->Args({t->block_rows, t->key_tile, 128});
     if (!scalar) {
       for (int m : {14, 28, 64, 128}) {
@@ -130,15 +133,17 @@ void register_all() {
           b->Args({m, n, 128});
         }
       }
-      b->Args({t->block_rows, t->key_tile, 64})->Args({t->block_rows, t->key_tile, 80})->Args({t->block_rows, t->key_tile, 256});
+      for (int d : kSupportedHeadDims) {
+        if (d != 128) b->Args({t->block_rows, t->key_tile, d});
+      }
     }
-    benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.bf16, true)
+    benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.precision, true)
         ->ArgNames({"m", "n", "d"})
         ->Args({t->block_rows, t->block_rows, 128});
     for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
       if (scalar && dt != DType::kF32) continue;
       benchmark::RegisterBenchmark((std::string("pack/") + v.name + "/" + dtype_name(dt)).c_str(), pack, v.isa,
-                                   v.bf16, dt)
+                                   v.precision, dt)
           ->ArgNames({"qkv", "rows", "d"})
           ->Args({kQ, t->block_rows, 128})
           ->Args({kK, t->key_tile, 128})

@@ -1,16 +1,27 @@
-# Per-ISA compile flags. Each kernel family is written once as a template over the ISA and
-# instantiated per ISA in its own translation unit, compiled with exactly these flags.
-set(SAMPLEATTN_AVX2_FLAGS -mavx2 -mfma -mf16c)
-set(SAMPLEATTN_AVX512_FLAGS -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16)
+# Per-ISA translation units. Each kernel family is written once as a template over the ISA and
+# instantiated per ISA in its own translation unit, compiled with exactly that ISA's flags
+# (SAMPLEATTN_ISA_FLAGS_<isa>, cmake/KernelLists.cmake).
 
 # sampleattn_add_isa_sources(<target> <isa> <files...>): adds files compiled for one ISA.
 function(sampleattn_add_isa_sources target isa)
-  target_sources(${target} PRIVATE ${ARGN})
-  if(isa STREQUAL "avx2")
-    set_source_files_properties(${ARGN} DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTIES COMPILE_OPTIONS "${SAMPLEATTN_AVX2_FLAGS}")
-  elseif(isa STREQUAL "avx512")
-    set_source_files_properties(${ARGN} DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTIES COMPILE_OPTIONS "${SAMPLEATTN_AVX512_FLAGS}")
-  elseif(NOT isa STREQUAL "scalar")
-    message(FATAL_ERROR "unknown ISA ${isa}")
+  if(NOT isa IN_LIST SAMPLEATTN_ISAS)
+    message(FATAL_ERROR "unknown ISA ${isa} (not in SAMPLEATTN_ISAS)")
   endif()
+  target_sources(${target} PRIVATE ${ARGN})
+  if(SAMPLEATTN_ISA_FLAGS_${isa})
+    set_source_files_properties(${ARGN} DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTIES
+                                COMPILE_OPTIONS "${SAMPLEATTN_ISA_FLAGS_${isa}}")
+  endif()
+endfunction()
+
+# sampleattn_add_kernel_family(<target> <dir>): adds <dir>/<family>_<isa>.cpp for every ISA in
+# SAMPLEATTN_ISAS that has one (<family> is the folder's name). An ISA may skip a family; the
+# tables in simd/kernel_config.cpp say which entry points each ISA provides.
+function(sampleattn_add_kernel_family target dir)
+  get_filename_component(family ${dir} NAME)
+  foreach(isa ${SAMPLEATTN_ISAS})
+    if(EXISTS ${dir}/${family}_${isa}.cpp)
+      sampleattn_add_isa_sources(${target} ${isa} ${dir}/${family}_${isa}.cpp)
+    endif()
+  endforeach()
 endfunction()

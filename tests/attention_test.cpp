@@ -48,7 +48,7 @@ void run_and_compare(const Param& param, const DenseShape& shape, sampleattn_pre
   if (rows.empty()) return;
   const auto oracle = reference::attention_rows(problem, rows);
   const bool bf16_products =
-      precision == SAMPLEATTN_PRECISION_BF16 && kernel_table_for(isa)->has_bf16;
+      precision == SAMPLEATTN_PRECISION_BF16 && kernel_table_for(isa)->path(Precision::kBF16) != nullptr;
   const auto naive = reference::naive_attention_rows(problem, rows, bf16_products);
   const Errors ours = errors_of(oracle, output_rows(c, rows));
   const Errors base = errors_of(oracle, stored(naive, dtype));
@@ -89,7 +89,7 @@ TEST_P(DenseAttention, Bf16ProductsMatchOracle) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllIsas, DenseAttention,
-    ::testing::Combine(::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+    ::testing::Combine(::testing::ValuesIn(kAllIsas),
                        ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
                        ::testing::Values(1, 4, 8)),
     [](const ::testing::TestParamInfo<Param>& tp) {

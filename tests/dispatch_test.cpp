@@ -2,37 +2,55 @@
 // (and that the forced table really runs), and the CUDA slot's behaviour without a device.
 #include <gtest/gtest.h>
 
-#include "core/cpu_features.h"
-#include "core/dispatch.h"
+#include "simd/cpu_features.h"
+#include "simd/dispatch.h"
 #include "test_util.h"
 
 namespace sampleattn::testing {
 namespace {
 
+TEST(Dispatch, NamesRoundTrip) {
+  for (Isa isa : kAllIsas) {
+    Isa parsed = Isa::kScalar;
+    EXPECT_TRUE(parse_isa(isa_name(isa), &parsed)) << isa_name(isa);
+    EXPECT_EQ(parsed, isa);
+  }
+  Isa unchanged = Isa::kScalar;
+  EXPECT_FALSE(parse_isa("bogus", &unchanged));
+  EXPECT_FALSE(parse_isa(nullptr, &unchanged));
+}
+
 TEST(Dispatch, ScalarAlwaysPresentAndChainDescends) {
   ASSERT_NE(kernel_table_for(Isa::kScalar), nullptr);
   EXPECT_STREQ(automatic_kernel_table(nullptr).name, isa_name(best_supported_isa()));
-  if (cpu_features().avx512) {
-    EXPECT_NE(kernel_table_for(Isa::kAvx512), nullptr);
-  } else {
-    EXPECT_EQ(kernel_table_for(Isa::kAvx512), nullptr);
-  }
-  if (cpu_features().avx2_fma) {
-    EXPECT_NE(kernel_table_for(Isa::kAvx2), nullptr);
+  EXPECT_TRUE(cpu_supports(best_supported_isa()));
+  for (Isa isa : kAllIsas) {
+    // A table exists exactly for the ISAs this CPU runs, and every ISA is compiled in.
+    EXPECT_EQ(kernel_table_for(isa) != nullptr, cpu_supports(isa)) << isa_name(isa);
+    ASSERT_NE(compiled_kernel_table(isa), nullptr) << isa_name(isa);
+    EXPECT_EQ(compiled_kernel_table(isa)->isa, isa);
+    if (isa > best_supported_isa()) {
+      EXPECT_FALSE(cpu_supports(isa)) << isa_name(isa);
+    }
   }
 }
 
 TEST(Dispatch, EnvironmentCapLowersButNeverRaises) {
-  EXPECT_STREQ(automatic_kernel_table("scalar").name, "scalar");
-  if (cpu_features().avx2_fma) {
-    EXPECT_STREQ(automatic_kernel_table("avx2").name, "avx2");
+  for (Isa cap : kAllIsas) {
+    // The cap itself when the CPU runs it, else the best below it: never above the cap or the CPU.
+    const Isa got = automatic_kernel_table(isa_name(cap)).isa;
+    EXPECT_LE(got, cap) << isa_name(cap);
+    EXPECT_LE(got, best_supported_isa()) << isa_name(cap);
+    if (cpu_supports(cap)) {
+      EXPECT_EQ(got, cap) << isa_name(cap);
+    }
   }
-  EXPECT_STREQ(automatic_kernel_table("avx512").name, isa_name(best_supported_isa()));
+  EXPECT_STREQ(automatic_kernel_table("scalar").name, "scalar");
   EXPECT_STREQ(automatic_kernel_table("bogus").name, isa_name(best_supported_isa()));
 }
 
 TEST(Dispatch, ForcedIsaRunsAndIsReported) {
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : kAllIsas) {
     ScopedIsa forced(isa);
     if (!forced.ok()) {
       EXPECT_EQ(kernel_table_for(isa), nullptr);

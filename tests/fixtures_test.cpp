@@ -101,7 +101,7 @@ TEST_P(RealCaptures, DenseWithinOracleTolerance) {
 INSTANTIATE_TEST_SUITE_P(
     Llama, RealCaptures,
     ::testing::Combine(::testing::Values("llama3-8b-layer10", "llama2-7b-layer10"),
-                       ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512)),
+                       ::testing::ValuesIn(kAllIsas)),
     [](const ::testing::TestParamInfo<std::tuple<std::string, Isa>>& tp) {
       std::string name = std::get<0>(tp.param).substr(0, 6) + "_" + isa_name(std::get<1>(tp.param));
       return name;

@@ -15,16 +15,16 @@
 #include <string>
 #include <vector>
 
-#include "core/dispatch.h"
+#include "simd/dispatch.h"
 #include "core/dtype_convert.h"
-#include "core/kernels.h"
+#include "core/problem.h"
+#include "simd/kernels.h"
 
 namespace sampleattn {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr DType kDTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
-constexpr int kHeadDims[] = {64, 80, 96, 128, 256};
 
 // 64-byte aligned, exactly `bytes` long (so the address sanitizer sees any overrun).
 struct Buffer {
@@ -80,11 +80,11 @@ float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
 struct Param {
   Isa isa;
-  bool bf16;
+  Precision precision;
 };
 
 std::string param_name(const testing::TestParamInfo<Param>& info) {
-  return std::string(isa_name(info.param.isa)) + (info.param.bf16 ? "_bf16" : "_f32");
+  return std::string(isa_name(info.param.isa)) + "_" + precision_name(info.param.precision);
 }
 
 class KernelsTest : public testing::TestWithParam<Param> {
@@ -92,12 +92,12 @@ class KernelsTest : public testing::TestWithParam<Param> {
   void SetUp() override {
     table_ = kernel_table_for(GetParam().isa);
     if (table_ == nullptr) GTEST_SKIP() << isa_name(GetParam().isa) << " not supported by this CPU";
-    if (GetParam().bf16 && !table_->has_bf16) GTEST_SKIP() << "no bf16 path in " << table_->name;
-    path_ = GetParam().bf16 ? &table_->bf16 : &table_->f32;
+    path_ = table_->path(GetParam().precision);
+    if (path_ == nullptr) GTEST_SKIP() << "no " << precision_name(GetParam().precision) << " path in " << table_->name;
     scalar_ = kernel_table_for(Isa::kScalar);
     ASSERT_NE(scalar_, nullptr);
   }
-  bool bf16() const { return GetParam().bf16; }
+  bool bf16() const { return GetParam().precision == Precision::kBF16; }
   // Tile sizes to try: around 1, vector and register block edges, and the table's own tiles.
   std::vector<std::pair<int, int>> sizes() const {
     const int br = table_->block_rows, kt = table_->key_tile;
@@ -120,7 +120,7 @@ TEST_P(KernelsTest, TableIsConsistent) {
                   (void*)table_->row_stats, (void*)table_->accumulate_columns, (void*)table_->store_rows}) {
     EXPECT_NE(f, nullptr);
   }
-  for (int d : kHeadDims) {
+  for (int d : kSupportedHeadDims) {
     for (int rows : {1, 7, 16, 17, 100, 256}) {
       EXPECT_EQ(path_->packed_bytes(rows, d) % 64, 0u);
       EXPECT_GE(path_->packed_bytes(rows, d), size_t(rows) * d * (bf16() ? 2 : 4));
@@ -132,7 +132,7 @@ TEST_P(KernelsTest, TableIsConsistent) {
 TEST_P(KernelsTest, ScoresMatchOracle) {
   std::mt19937 rng(1234);
   int index = 0;
-  for (int d : kHeadDims) {
+  for (int d : kSupportedHeadDims) {
     for (auto [m, n] : sizes()) {
       const DType dt = kDTypes[index++ % 3];
       const Source q = make_source(dt, m, d, rng, 1.0);
@@ -321,7 +321,7 @@ struct ErrorStats {
 std::vector<AttendCase> attend_cases(const std::vector<std::pair<int, int>>& sizes) {
   std::vector<AttendCase> cases;
   int i = 0;
-  for (int d : kHeadDims) {
+  for (int d : kSupportedHeadDims) {
     for (auto [m, n] : sizes) {
       cases.push_back({d, m, n, 3, kDTypes[i % 3], static_cast<Spans>(i % 3), i % 2 == 1, i % 4 == 3 ? 4.0 : 1.0});
       ++i;
@@ -343,7 +343,7 @@ TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
                                     << " amp=" << c.q_amplitude);
     const AttendInputs in = make_inputs(c, rng);
     const AttendState got = run_attend(*path_, c, in);
-    const AttendState ref_scalar = run_attend(scalar_->f32, c, in);
+    const AttendState ref_scalar = run_attend(*scalar_->path(Precision::kF32), c, in);
     ErrorStats err, plain, vs_scalar;
     for (int r = 0; r < c.m; ++r) {
       if (in.lo[r] >= in.hi[r]) {  // sees nothing at all: state as it started
@@ -485,7 +485,7 @@ TEST_P(KernelsTest, StoreRowsRoundsLikeScalar) {
   if (bf16()) GTEST_SKIP() << "row operations are shared by both paths";
   std::mt19937 rng(9);
   std::normal_distribution<float> dist(0.0f, 100.0f);
-  for (int d : kHeadDims) {
+  for (int d : kSupportedHeadDims) {
     for (int m : {1, 3, 17}) {
       std::vector<float> acc(static_cast<size_t>(m) * d), scale(m);
       for (float& x : acc) x = dist(rng);
@@ -504,11 +504,16 @@ TEST_P(KernelsTest, StoreRowsRoundsLikeScalar) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTables, KernelsTest,
-                         testing::Values(Param{Isa::kScalar, false}, Param{Isa::kAvx2, false},
-                                         Param{Isa::kAvx512, false}, Param{Isa::kScalar, true},
-                                         Param{Isa::kAvx2, true}, Param{Isa::kAvx512, true}),
-                         param_name);
+// Every ISA of the list with every precision; SetUp skips what this CPU or table lacks.
+std::vector<Param> all_tables() {
+  std::vector<Param> params;
+  for (Precision precision : kAllPrecisions) {
+    for (Isa isa : kAllIsas) params.push_back({isa, precision});
+  }
+  return params;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTables, KernelsTest, testing::ValuesIn(all_tables()), param_name);
 
 }  // namespace
 }  // namespace sampleattn

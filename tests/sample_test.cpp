@@ -102,7 +102,7 @@ TEST_P(SampleAttention, EqualsOracleRestrictedToTheMask) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllIsas, SampleAttention,
-    ::testing::Combine(::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+    ::testing::Combine(::testing::ValuesIn(kAllIsas),
                        ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
                        ::testing::Values(1, 4, 8)),
     [](const ::testing::TestParamInfo<Param>& tp) {

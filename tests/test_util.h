@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/dispatch.h"
+#include "simd/dispatch.h"
 #include "core/dtype_convert.h"
 #include "core/problem.h"
 #include "reference/attention_reference.h"

@@ -46,7 +46,7 @@ typedef enum sampleattn_status {
   SAMPLEATTN_INVALID_ARGUMENT = 1,     /* a value out of range or NaN (scale, alpha, counts...) */
   SAMPLEATTN_NULL_POINTER = 2,         /* a required pointer is NULL */
   SAMPLEATTN_INVALID_SHAPE = 3,        /* sequence lengths, heads or strides that do not fit */
-  SAMPLEATTN_UNSUPPORTED_HEAD_DIM = 4, /* head_dim not in {64, 80, 96, 128, 256} */
+  SAMPLEATTN_UNSUPPORTED_HEAD_DIM = 4, /* head_dim not one the library supports (the message lists them) */
   SAMPLEATTN_UNSUPPORTED_DTYPE = 5,    /* a dtype this backend cannot read or write */
   SAMPLEATTN_UNSUPPORTED_BACKEND = 6,  /* backend not compiled in, or no device present */
   SAMPLEATTN_OUT_OF_MEMORY = 7,        /* allocation failed or workspace over the context limit */
@@ -106,7 +106,7 @@ typedef struct sampleattn_context_info {
   sampleattn_backend backend; /* the backend actually in use (never AUTO) */
   int32_t num_threads;        /* CPU workers */
   int32_t num_numa_nodes;     /* NUMA nodes the workers span */
-  const char* isa;            /* CPU kernel table in use: "avx512", "avx2" or "scalar" */
+  const char* isa;            /* CPU kernel table in use, e.g. "avx2" (the ISA list: docs/KERNELS.md) */
   const char* device_name;    /* CUDA device name, or "" */
   const char* note;           /* why AUTO chose what it chose, e.g. "no CUDA device found" */
 } sampleattn_context_info;
@@ -205,7 +205,7 @@ typedef struct sampleattn_params {
   uint32_t struct_size;
   sampleattn_tensor q, k, v;
   sampleattn_output o;
-  int32_t head_dim;     /* 64, 80, 96, 128 or 256 */
+  int32_t head_dim;     /* one of the head-dim list (docs/KERNELS.md), e.g. 128 */
   int32_t num_q_heads;  /* query heads */
   int32_t num_kv_heads; /* key/value heads; num_q_heads must be a multiple (grouped-query) */
   /* Sequences. batch = 1 with cu_seqlens_q == cu_seqlens_k == NULL: one sequence of seqlen_q

@@ -1,4 +1,4 @@
-// AVX-512 instantiation of the flash kernels (flash_kernels.h): 16-float vectors, 14-row by
+// AVX-512 instantiation of the flash kernels (simd/flash/*.h): 16-float vectors, 14-row by
 // 32-key register blocks; plus the bf16 path, written here with intrinsics because xsimd 8.1 has
 // no vdpbf16ps.
 //
@@ -23,28 +23,25 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include "core/kernels.h"
-#include "flash_kernels.h"
+#include "simd/flash/attend.h"
+#include "simd/flash/entry_points.h"
+#include "simd/flash/pack.h"
+#include "simd/flash/row_ops.h"
+#include "simd/flash/softmax.h"
+#include "simd/flash/vec.h"
 
-namespace sampleattn {
-namespace avx512 {
+namespace sampleattn::avx512 {
 namespace {
 
-using Kernels = flash::FlashKernels<xsimd::avx512bw>;
-using B = Kernels::B;
-constexpr int kMaxRows = Kernels::kMaxRows;
+using Arch = xsimd::avx512bw;
+using V = flash::Vec<Arch>;
+using Pack = flash::Pack<Arch>;
+using Attend = flash::Attend<Arch>;
+using RowOps = flash::RowOps<Arch>;
+using Softmax = flash::Softmax<Arch>;
+using B = V::B;
+constexpr int kMaxRows = V::kMaxRows;
 constexpr int kPanel = 32;  // keys per K panel, columns per V block
-
-size_t bf16_packed_bytes(int rows, int d) {
-  return Kernels::round_up(Kernels::round_up(static_cast<size_t>(rows), kPanel) * d * sizeof(uint16_t), 64);
-}
-// f32 scores then bf16 probabilities of a row block.
-size_t bf16_scratch_bytes(int m, int n) {
-  const size_t rows = static_cast<size_t>(Kernels::imin(Kernels::imax(m, 1), kMaxRows));
-  const size_t n_pad = Kernels::round_up(static_cast<size_t>(n), kPanel);
-  return Kernels::round_up(rows * n_pad * sizeof(float), 64) +
-         Kernels::round_up(rows * n_pad * sizeof(uint16_t), 64);
-}
 
 __m256i to_bf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
 __m512 from_bf16(__m256i h) {
@@ -56,33 +53,46 @@ void bf16_row(const RowSource& src, int r, int d, float scale, uint16_t* dst) {
   const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
   const __m512 s = _mm512_set1_ps(scale);
   for (int c = 0; c < d; c += 16) {
-    const __m512 x = _mm512_mul_ps(Kernels::load_src<T>(src.base, base + c), s);
+    const __m512 x = _mm512_mul_ps(Pack::load_src<T>(src.base, base + c), s);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), to_bf16(x));
   }
 }
 
+}  // namespace
+
+size_t bf16_packed_bytes(int rows, int d) {
+  return V::round_up(V::round_up(static_cast<size_t>(rows), kPanel) * d * sizeof(uint16_t), 64);
+}
+// f32 scores then bf16 probabilities of a row block.
+size_t bf16_scratch_bytes(int m, int n) {
+  const size_t rows = static_cast<size_t>(V::imin(V::imax(m, 1), kMaxRows));
+  const size_t n_pad = V::round_up(static_cast<size_t>(n), kPanel);
+  return V::round_up(rows * n_pad * sizeof(float), 64) +
+         V::round_up(rows * n_pad * sizeof(uint16_t), 64);
+}
+
 void bf16_pack_q(const RowSource& src, int m, int d, float scale, void* dst) {
   uint16_t* q = static_cast<uint16_t*>(dst);
-  Kernels::with_dtype(src.dtype, [&](auto t) {
-    for (int r = 0; r < Kernels::imin(m, Kernels::kPrefetchRows); ++r) Kernels::prefetch_row(src, r, d);
+  V::with_dtype(src.dtype, [&](auto t) {
+    for (int r = 0; r < V::imin(m, Pack::kPrefetchRows); ++r) Pack::prefetch_row(src, r, d);
     for (int r = 0; r < m; ++r) {
-      if (r + Kernels::kPrefetchRows < m) Kernels::prefetch_row(src, r + Kernels::kPrefetchRows, d);
+      if (r + Pack::kPrefetchRows < m) Pack::prefetch_row(src, r + Pack::kPrefetchRows, d);
       bf16_row<decltype(t)::value>(src, r, d, scale, q + static_cast<int64_t>(r) * d);
     }
   });
 }
 
 void bf16_pack_k(const RowSource& src, int n, int d, void* dst) {
-  Kernels::with_dtype(src.dtype, [&](auto t) {
-    Kernels::pack_panels(n, d / 2, kPanel, static_cast<uint32_t*>(dst), [&](int j, float* row) {
+  V::with_dtype(src.dtype, [&](auto t) {
+    Pack::pack_panels(n, d / 2, kPanel, static_cast<uint32_t*>(dst), [&](int j, float* row) {
       bf16_row<decltype(t)::value>(src, j, d, 1.0f, reinterpret_cast<uint16_t*>(row));
-    }, [&](int j) { Kernels::prefetch_row(src, j, d); });
+    }, [&](int j) { Pack::prefetch_row(src, j, d); });
   });
 }
 
 void bf16_pack_v(const RowSource& src, int n, int d, void* dst) {
   uint16_t* v = static_cast<uint16_t*>(dst);
-  const int64_t n_pad = static_cast<int64_t>(Kernels::round_up(static_cast<size_t>(n), kPanel));
+  const int64_t n_pad = static_cast<int64_t>(V::round_up(static_cast<size_t>(n), kPanel));
   alignas(64) uint16_t even[256];
   alignas(64) uint16_t odd[256];
   // Interleaves 16 columns of two rows: lane 2i <- even[i], lane 2i+1 <- odd[i].
@@ -92,12 +102,12 @@ void bf16_pack_v(const RowSource& src, int n, int d, void* dst) {
     order[2 * i + 1] = static_cast<uint16_t>(16 + i);
   }
   const __m512i idx = _mm512_load_si512(order);
-  Kernels::with_dtype(src.dtype, [&](auto t) {
+  V::with_dtype(src.dtype, [&](auto t) {
     constexpr DType T = decltype(t)::value;
-    for (int j = 0; j < Kernels::imin(n, Kernels::kPrefetchRows); ++j) Kernels::prefetch_row(src, j, d);
+    for (int j = 0; j < V::imin(n, Pack::kPrefetchRows); ++j) Pack::prefetch_row(src, j, d);
     for (int u = 0; 2 * u < n; ++u) {
-      for (int j = 2 * u + Kernels::kPrefetchRows; j < Kernels::imin(n, 2 * u + Kernels::kPrefetchRows + 2); ++j) {
-        Kernels::prefetch_row(src, j, d);
+      for (int j = 2 * u + Pack::kPrefetchRows; j < V::imin(n, 2 * u + Pack::kPrefetchRows + 2); ++j) {
+        Pack::prefetch_row(src, j, d);
       }
       bf16_row<T>(src, 2 * u, d, 1.0f, even);
       if (2 * u + 1 < n) {
@@ -106,7 +116,7 @@ void bf16_pack_v(const RowSource& src, int n, int d, void* dst) {
         std::memset(odd, 0, sizeof(uint16_t) * d);
       }
       for (int x0 = 0; x0 < d; x0 += kPanel) {
-        const int width = Kernels::imin(kPanel, d - x0);
+        const int width = V::imin(kPanel, d - x0);
         uint16_t* out = v + x0 * n_pad + static_cast<int64_t>(u) * width * 2;
         for (int c = 0; c < width; c += 16) {
           const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(even + x0 + c));
@@ -118,6 +128,8 @@ void bf16_pack_v(const RowSource& src, int n, int d, void* dst) {
     }
   });
 }
+
+namespace {
 
 __m512 dot(__m512 acc, __m512i a, __m512i b) {
   return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
@@ -141,8 +153,8 @@ void bf16_qk_block(const uint32_t* q, int d, const uint32_t* kp, float* s, int64
     }
   }
   for (int r = 0; r < R; ++r) {
-    Kernels::store_n(s + r * lds, B(acc[r][0]), cols);
-    Kernels::store_n(s + r * lds + 16, B(acc[r][1]), cols - 16);
+    V::store_n(s + r * lds, B(acc[r][0]), cols);
+    V::store_n(s + r * lds + 16, B(acc[r][1]), cols - 16);
   }
 }
 
@@ -179,7 +191,7 @@ void bf16_pv_block(const uint32_t* p, int64_t lds, int pairs, const uint16_t* vp
 
 template <int R>
 void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, int64_t lds) {
-  const Kernels::BlockSpans b = Kernels::block_spans(a.lo, a.hi, r0, R, a.n);
+  const V::BlockSpans b = V::block_spans(a.lo, a.hi, r0, R, a.n);
   if (b.jlo >= b.jhi) return;
   const int d = a.d;
   const uint32_t* q = static_cast<const uint32_t*>(a.q) + static_cast<int64_t>(r0) * (d / 2);
@@ -190,8 +202,8 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
 
   float corr[kMaxRows];
   const int ja = b.jlo / 16 * 16;
-  const int jb = static_cast<int>(Kernels::round_up(static_cast<size_t>(b.jhi), 16));
-  Kernels::softmax_rows(s, lds, R, b, ja, jb, a.row_max + r0, a.row_sum + r0, corr, [&](int r, int j, B p) {
+  const int jb = static_cast<int>(V::round_up(static_cast<size_t>(b.jhi), 16));
+  Softmax::softmax_rows(s, lds, R, b, ja, jb, a.row_max + r0, a.row_sum + r0, corr, [&](int r, int j, B p) {
     const __m256i h = to_bf16(p);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + r * lds + j), h);
     return B(from_bf16(h));
@@ -203,7 +215,7 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
   const int u0 = b.jlo / 2, u1 = (b.jhi + 1) / 2;
   const uint32_t* p = reinterpret_cast<const uint32_t*>(pb) + u0;
   for (int x0 = 0; x0 < d; x0 += kPanel) {
-    const int width = Kernels::imin(kPanel, d - x0);
+    const int width = V::imin(kPanel, d - x0);
     const uint16_t* vp = v + x0 * n_pad + static_cast<int64_t>(u0) * width * 2;
     if (width == kPanel) {
       bf16_pv_block<R, 2>(p, lds, u1 - u0, vp, width, acc + x0, d, corr, b.active);
@@ -213,57 +225,53 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
   }
 }
 
+}  // namespace
+
 void bf16_attend(const AttendTileArgs& a) {
   if (a.m <= 0 || a.n <= 0) return;
-  const int64_t lds = static_cast<int64_t>(Kernels::round_up(static_cast<size_t>(a.n), kPanel));
-  const int rows_max = Kernels::imin(a.m, kMaxRows);
+  const int64_t lds = static_cast<int64_t>(V::round_up(static_cast<size_t>(a.n), kPanel));
+  const int rows_max = V::imin(a.m, kMaxRows);
   float* s = static_cast<float*>(a.scratch);
   uint16_t* pb = reinterpret_cast<uint16_t*>(
-      static_cast<char*>(a.scratch) + Kernels::round_up(static_cast<size_t>(rows_max) * lds * sizeof(float), 64));
-  Kernels::for_row_blocks(a.m, [&](int r0, int rows) {
-    Kernels::with_rows(rows, [&](auto R) { bf16_attend_block<decltype(R)::value>(a, r0, s, pb, lds); });
+      static_cast<char*>(a.scratch) + V::round_up(static_cast<size_t>(rows_max) * lds * sizeof(float), 64));
+  V::for_row_blocks(a.m, [&](int r0, int rows) {
+    V::with_rows(rows, [&](auto R) { bf16_attend_block<decltype(R)::value>(a, r0, s, pb, lds); });
   });
 }
 
 void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds) {
   const uint32_t* q = static_cast<const uint32_t*>(qv);
   const uint32_t* k = static_cast<const uint32_t*>(kv);
-  Kernels::for_row_blocks(m, [&](int r0, int rows) {
-    Kernels::with_rows(rows, [&](auto R) {
+  V::for_row_blocks(m, [&](int r0, int rows) {
+    V::with_rows(rows, [&](auto R) {
       for (int p0 = 0; p0 < n; p0 += kPanel) {
         bf16_qk_block<decltype(R)::value>(q + static_cast<int64_t>(r0) * (d / 2), d, k + static_cast<int64_t>(p0) * (d / 2),
-                                          s + r0 * lds + p0, lds, Kernels::imin(kPanel, n - p0));
+                                          s + r0 * lds + p0, lds, V::imin(kPanel, n - p0));
       }
     });
   });
 }
 
-KernelTable make_table() {
-  const bool bf16 = cpu_features().avx512_bf16;
-  return KernelTable{
-      Isa::kAvx512,
-      "avx512",
-      /*block_rows=*/256,
-      /*key_tile=*/256,
-      FlashPath{4, Kernels::packed_bytes, Kernels::scratch_bytes, Kernels::pack_q, Kernels::pack_k,
-                Kernels::pack_v, Kernels::attend, Kernels::scores},
-      bf16 ? FlashPath{2, bf16_packed_bytes, bf16_scratch_bytes, bf16_pack_q, bf16_pack_k, bf16_pack_v,
-                       bf16_attend, bf16_scores}
-           : FlashPath{},
-      bf16,
-      Kernels::row_stats,
-      Kernels::accumulate_columns,
-      Kernels::store_rows,
-  };
+size_t f32_packed_bytes(int rows, int d) { return Pack::packed_bytes(rows, d); }
+size_t f32_scratch_bytes(int m, int n) { return Attend::scratch_bytes(m, n); }
+void f32_pack_q(const RowSource& src, int m, int d, float scale, void* dst) { Pack::pack_q(src, m, d, scale, dst); }
+void f32_pack_k(const RowSource& src, int n, int d, void* dst) { Pack::pack_k(src, n, d, dst); }
+void f32_pack_v(const RowSource& src, int n, int d, void* dst) { Pack::pack_v(src, n, d, dst); }
+void f32_attend(const AttendTileArgs& args) { Attend::attend(args); }
+void f32_scores(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds) {
+  Attend::scores(q, m, k, n, d, s, lds);
 }
 
-}  // namespace
-}  // namespace avx512
-
-// Only called when the CPU runs AVX-512 (core/dispatch.cpp checks first).
-const KernelTable* avx512_kernel_table() {
-  static const KernelTable table = avx512::make_table();
-  return &table;
+void row_stats(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi, float* row_max,
+               float* row_sum) {
+  RowOps::row_stats(s, lds, m, n, lo, hi, row_max, row_sum);
+}
+void accumulate_columns(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
+                        const float* row_max, const float* row_scale, float* col_sum) {
+  RowOps::accumulate_columns(s, lds, m, n, lo, hi, row_max, row_scale, col_sum);
+}
+void store_rows(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype, int64_t row_stride) {
+  RowOps::store_rows(acc, m, d, row_scale, dst, dtype, row_stride);
 }
 
-}  // namespace sampleattn
+}  // namespace sampleattn::avx512

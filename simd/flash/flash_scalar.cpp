@@ -1,20 +1,15 @@
 // Portable kernels: plain loops, no intrinsics. They define the semantics every vector table must
-// match (see src/core/kernels.h) and run on any x86-64 CPU.
+// match (see simd/kernels.h) and run on any x86-64 CPU.
 #include <algorithm>
 #include <cmath>
 
 #include "core/dtype_convert.h"
-#include "core/kernels.h"
+#include "simd/flash/entry_points.h"
 
-namespace sampleattn {
-namespace scalar {
+namespace sampleattn::scalar {
 namespace {
 
-
 size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
-
-size_t packed_bytes(int rows, int d) { return round64(static_cast<size_t>(rows) * d * sizeof(float)); }
-size_t scratch_bytes(int m, int n) { return round64(static_cast<size_t>(m) * n * sizeof(float)); }
 
 void load_rows(const RowSource& src, int rows, int d, float scale, float* dst) {
   for (int r = 0; r < rows; ++r) {
@@ -23,14 +18,25 @@ void load_rows(const RowSource& src, int rows, int d, float scale, float* dst) {
   }
 }
 
-void pack_q(const RowSource& src, int m, int d, float scale, void* dst) {
+int span_lo(const int32_t* lo, int r) { return lo ? std::max(lo[r], 0) : 0; }
+int span_hi(const int32_t* hi, int r, int n) { return hi ? std::min(hi[r], n) : n; }
+
+}  // namespace
+
+size_t f32_packed_bytes(int rows, int d) { return round64(static_cast<size_t>(rows) * d * sizeof(float)); }
+size_t f32_scratch_bytes(int m, int n) { return round64(static_cast<size_t>(m) * n * sizeof(float)); }
+
+void f32_pack_q(const RowSource& src, int m, int d, float scale, void* dst) {
   load_rows(src, m, d, scale, static_cast<float*>(dst));
 }
-void pack_kv(const RowSource& src, int n, int d, void* dst) {
+void f32_pack_k(const RowSource& src, int n, int d, void* dst) {
+  load_rows(src, n, d, 1.0f, static_cast<float*>(dst));
+}
+void f32_pack_v(const RowSource& src, int n, int d, void* dst) {
   load_rows(src, n, d, 1.0f, static_cast<float*>(dst));
 }
 
-void scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds) {
+void f32_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds) {
   const float* q = static_cast<const float*>(qv);
   const float* k = static_cast<const float*>(kv);
   for (int r = 0; r < m; ++r) {
@@ -42,12 +48,9 @@ void scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64
   }
 }
 
-int span_lo(const int32_t* lo, int r) { return lo ? std::max(lo[r], 0) : 0; }
-int span_hi(const int32_t* hi, int r, int n) { return hi ? std::min(hi[r], n) : n; }
-
-void attend(const AttendTileArgs& a) {
+void f32_attend(const AttendTileArgs& a) {
   float* s = static_cast<float*>(a.scratch);
-  scores(a.q, a.m, a.k, a.n, a.d, s, a.n);
+  f32_scores(a.q, a.m, a.k, a.n, a.d, s, a.n);
   const float* v = static_cast<const float*>(a.v);
   for (int r = 0; r < a.m; ++r) {
     const int lo = span_lo(a.lo, r), hi = span_hi(a.hi, r, a.n);
@@ -101,23 +104,4 @@ void store_rows(const float* acc, int m, int d, const float* row_scale, void* ds
   }
 }
 
-}  // namespace
-
-const KernelTable kTable = {
-    Isa::kScalar,
-    "scalar",
-    /*block_rows=*/64,
-    /*key_tile=*/64,
-    FlashPath{4, packed_bytes, scratch_bytes, pack_q, pack_kv, pack_kv, attend, scores},
-    FlashPath{},
-    /*has_bf16=*/false,
-    row_stats,
-    accumulate_columns,
-    store_rows,
-};
-
-}  // namespace scalar
-
-const KernelTable* scalar_kernel_table() { return &scalar::kTable; }
-
-}  // namespace sampleattn
+}  // namespace sampleattn::scalar

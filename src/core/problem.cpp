@@ -12,6 +12,17 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
+// "64, 80, 96, 128 or 256", from the head-dim list.
+std::string supported_head_dims_text() {
+  const size_t n = std::size(kSupportedHeadDims);
+  std::string text;
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) text += i + 1 == n ? " or " : ", ";
+    text += str(kSupportedHeadDims[i]);
+  }
+  return text;
+}
+
 bool valid_dtype(int32_t t) {
   return t == SAMPLEATTN_DTYPE_F32 || t == SAMPLEATTN_DTYPE_F16 || t == SAMPLEATTN_DTYPE_BF16;
 }
@@ -113,7 +124,7 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
   if (std::find(std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims), p.head_dim) ==
       std::end(kSupportedHeadDims)) {
     return {SAMPLEATTN_UNSUPPORTED_HEAD_DIM,
-            "head_dim " + str(p.head_dim) + " is not supported (64, 80, 96, 128 or 256)"};
+            "head_dim " + str(p.head_dim) + " is not supported (" + supported_head_dims_text() + ")"};
   }
   if (p.num_q_heads < 1 || p.num_kv_heads < 1) {
     return invalid_shape("num_q_heads (" + str(p.num_q_heads) + ") and num_kv_heads (" +

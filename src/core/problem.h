@@ -7,11 +7,17 @@
 
 #include "core/dtype.h"
 #include "core/status.h"
+#include "kernel_lists.h"
 #include "sampleattn/sampleattn.h"
 
 namespace sampleattn {
 
-inline constexpr int kSupportedHeadDims[] = {64, 80, 96, 128, 256};
+// The head-dim list (SAMPLEATTN_HEAD_DIMS in cmake/KernelLists.cmake), ascending.
+inline constexpr int kSupportedHeadDims[] = {
+#define SAMPLEATTN_HEAD_DIM_ELEMENT(D) D,
+    SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_HEAD_DIM_ELEMENT)
+#undef SAMPLEATTN_HEAD_DIM_ELEMENT
+};
 
 struct TensorView {
   const void* data = nullptr;

@@ -3,7 +3,7 @@
 #include <memory>
 
 #include "core/backend.h"
-#include "core/dispatch.h"
+#include "simd/dispatch.h"
 #include "core/sparse_plan.h"
 #include "core/timing.h"
 #include "cpu/flash_driver.h"

@@ -350,8 +350,9 @@ class FlashRunner {
 }  // namespace
 
 const FlashPath& select_path(const KernelTable& kernels, const Problem& problem) {
-  if (problem.precision == SAMPLEATTN_PRECISION_BF16 && kernels.has_bf16) return kernels.bf16;
-  return kernels.f32;
+  const FlashPath* bf16 = kernels.path(Precision::kBF16);
+  if (problem.precision == SAMPLEATTN_PRECISION_BF16 && bf16 != nullptr) return *bf16;
+  return *kernels.path(Precision::kF32);
 }
 
 size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem) {

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "core/kernels.h"
+#include "simd/kernels.h"
 #include "core/problem.h"
 #include "core/sparse_plan.h"
 #include "core/status.h"
@@ -19,7 +19,7 @@ namespace sampleattn::cpu {
 
 // Computes O (and lse) for every (sequence, query head) of `problem`. Heads the plan marks dense
 // (or all, when plan is null) attend over their full causal range; the others over window +
-// stripes. Uses kernels.bf16 when problem.precision asks for it and kernels.has_bf16.
+// stripes. Uses the bf16 path when problem.precision asks for it and the table has one.
 Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
                            const Problem& problem, const SparsePlan* plan);
 

@@ -103,7 +103,7 @@ int sample_chunk(const KernelTable& kernels, const Problem& problem, int64_t key
 class Sampler {
  public:
   Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget)
-      : k_(kernels), path_(kernels.f32), p_(problem), keys_(sampled_keys(kernels, problem)),
+      : k_(kernels), path_(*kernels.path(Precision::kF32)), p_(problem), keys_(sampled_keys(kernels, problem)),
         chunk_(sample_chunk(kernels, problem, keys_, score_budget)) {}
 
   size_t scratch_bytes() const {

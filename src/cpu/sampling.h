@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/kernels.h"
+#include "simd/kernels.h"
 #include "core/problem.h"
 #include "core/sparse_plan.h"
 #include "core/status.h"

@@ -10,13 +10,12 @@
 namespace sampleattn::cuda {
 
 cudaError_t launch_attention(int head_dim, bool bf16, const AttentionArgs& args, cudaStream_t stream) {
+  if (head_dim == 128 && use_sm90_kernels()) return launch_attention_sm90_d128(bf16, args, stream);
   switch (head_dim) {
-    case 64: return launch_attention_d64(bf16, args, stream);
-    case 80: return launch_attention_d80(bf16, args, stream);
-    case 96: return launch_attention_d96(bf16, args, stream);
-    case 128: return use_sm90_kernels() ? launch_attention_sm90_d128(bf16, args, stream)
-                                        : launch_attention_d128(bf16, args, stream);
-    case 256: return launch_attention_d256(bf16, args, stream);
+#define SAMPLEATTN_CUDA_ATTENTION_CASE(D) \
+  case D: return launch_attention_d##D(bf16, args, stream);
+    SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_ATTENTION_CASE)
+#undef SAMPLEATTN_CUDA_ATTENTION_CASE
     default: return cudaErrorInvalidValue;
   }
 }
@@ -36,13 +35,12 @@ bool use_sm90_kernels() {
 }
 
 cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cudaStream_t stream) {
+  if (head_dim == 128 && use_sm90_kernels()) return launch_columns_sm90_d128(bf16, args, stream);
   switch (head_dim) {
-    case 64: return launch_columns_d64(bf16, args, stream);
-    case 80: return launch_columns_d80(bf16, args, stream);
-    case 96: return launch_columns_d96(bf16, args, stream);
-    case 128: return use_sm90_kernels() ? launch_columns_sm90_d128(bf16, args, stream)
-                                        : launch_columns_d128(bf16, args, stream);
-    case 256: return launch_columns_d256(bf16, args, stream);
+#define SAMPLEATTN_CUDA_COLUMNS_CASE(D) \
+  case D: return launch_columns_d##D(bf16, args, stream);
+    SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_COLUMNS_CASE)
+#undef SAMPLEATTN_CUDA_COLUMNS_CASE
     default: return cudaErrorInvalidValue;
   }
 }

@@ -8,21 +8,20 @@
 #include <cstdint>
 
 #include "cuda/kernel_params.h"
+#include "kernel_lists.h"
 
 namespace sampleattn::cuda {
 
-// head_dim in {64, 80, 96, 128, 256}; bf16 selects the operand type (else f16).
+// head_dim: one of the head-dim list (SAMPLEATTN_FOR_EACH_HEAD_DIM); bf16 selects the operand
+// type (else f16). Anything else returns cudaErrorInvalidValue.
 cudaError_t launch_attention(int head_dim, bool bf16, const AttentionArgs& args, cudaStream_t stream);
 cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cudaStream_t stream);
 
+// One pair per head dim, defined in the generated attention_d<D>.cu (attention_head_dim.cu.in).
 #define SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(D)                                                          \
   cudaError_t launch_attention_d##D(bool bf16, const AttentionArgs& args, cudaStream_t stream);     \
   cudaError_t launch_columns_d##D(bool bf16, const ColumnArgs& args, cudaStream_t stream);
-SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(64)
-SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(80)
-SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(96)
-SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(128)
-SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(256)
+SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_DECLARE_HEAD_DIM)
 #undef SAMPLEATTN_CUDA_DECLARE_HEAD_DIM
 
 // Hopper (sm_90a): the wgmma attention (attention_sm90.cu) and column-score (columns_sm90.cu)

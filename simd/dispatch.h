@@ -1,12 +1,13 @@
 // Run-time selection of the CPU kernel table.
 //
 // The table in use is the best one the CPU supports, capped by the environment variable
-// SAMPLEATTN_ISA (avx512 | avx2 | scalar; read once), and overridden by force_cpu_isa() (the test
-// hook). It is looked up at each call, so a forced ISA takes effect on existing contexts.
+// SAMPLEATTN_ISA (a name of the ISA list, e.g. avx2; read once), and overridden by
+// force_cpu_isa() (the test hook). It is looked up at each call, so a forced ISA takes effect on
+// existing contexts.
 #pragma once
 
-#include "core/cpu_features.h"
-#include "core/kernels.h"
+#include "simd/cpu_features.h"
+#include "simd/kernels.h"
 
 namespace sampleattn {
 

@@ -1,8 +1,6 @@
-#include "core/cpu_features.h"
+#include "simd/cpu_features.h"
 
 #include <cpuid.h>
-
-#include <cstring>
 
 namespace sampleattn {
 namespace {
@@ -42,32 +40,25 @@ CpuFeatures detect() {
 
 }  // namespace
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kScalar: return "scalar";
-  }
-  return "unknown";
-}
-
-bool parse_isa(const char* text, Isa* isa) {
-  if (text == nullptr) return false;
-  if (std::strcmp(text, "avx512") == 0) { *isa = Isa::kAvx512; return true; }
-  if (std::strcmp(text, "avx2") == 0) { *isa = Isa::kAvx2; return true; }
-  if (std::strcmp(text, "scalar") == 0) { *isa = Isa::kScalar; return true; }
-  return false;
-}
-
 const CpuFeatures& cpu_features() {
   static const CpuFeatures features = detect();
   return features;
 }
 
-Isa best_supported_isa() {
+bool cpu_supports(Isa isa) {
   const CpuFeatures& f = cpu_features();
-  if (f.avx512) return Isa::kAvx512;
-  if (f.avx2_fma) return Isa::kAvx2;
+  switch (isa) {  // no default: a new ISA of the list must say here how it is detected
+    case Isa::kScalar: return true;
+    case Isa::kAvx2: return f.avx2_fma;
+    case Isa::kAvx512: return f.avx512;
+  }
+  return false;
+}
+
+Isa best_supported_isa() {
+  for (int i = kNumIsas - 1; i > 0; --i) {
+    if (cpu_supports(kAllIsas[i])) return kAllIsas[i];
+  }
   return Isa::kScalar;
 }
 

@@ -1,4 +1,4 @@
-#include "core/dispatch.h"
+#include "simd/dispatch.h"
 
 #include <atomic>
 #include <cstdlib>
@@ -9,18 +9,9 @@ namespace {
 constexpr int kNotForced = -1;
 std::atomic<int> g_forced_isa{kNotForced};
 
-const KernelTable* compiled_table(Isa isa) {
-  switch (isa) {
-    case Isa::kAvx512: return avx512_kernel_table();
-    case Isa::kAvx2: return avx2_kernel_table();
-    case Isa::kScalar: return scalar_kernel_table();
-  }
-  return nullptr;
-}
-
 }  // namespace
 
-// Descending chain avx512 -> avx2 -> scalar, starting at min(best supported, cap).
+// Descending chain down the ISA list (best first, scalar last), starting at min(best supported, cap).
 const KernelTable& automatic_kernel_table(const char* isa_cap) {
   Isa start = best_supported_isa();
   Isa cap;
@@ -28,12 +19,12 @@ const KernelTable& automatic_kernel_table(const char* isa_cap) {
   for (int i = static_cast<int>(start); i >= 0; --i) {
     if (const KernelTable* t = kernel_table_for(static_cast<Isa>(i))) return *t;
   }
-  return *scalar_kernel_table();
+  return *compiled_kernel_table(Isa::kScalar);
 }
 
 const KernelTable* kernel_table_for(Isa isa) {
-  if (isa > best_supported_isa()) return nullptr;
-  return compiled_table(isa);
+  if (!cpu_supports(isa)) return nullptr;
+  return compiled_kernel_table(isa);
 }
 
 const KernelTable& active_kernel_table() {

@@ -3,14 +3,9 @@
 
 #include <cstdint>
 
+#include "simd/isa.h"
+
 namespace sampleattn {
-
-// Kernel tables in ascending order of capability. The dispatch chain is avx512 -> avx2 -> scalar.
-enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
-
-const char* isa_name(Isa isa);
-// Parses "scalar", "avx2", "avx512"; returns false for anything else.
-bool parse_isa(const char* text, Isa* isa);
 
 struct CpuFeatures {
   bool avx2_fma = false;     // AVX2 + FMA3, with the OS saving YMM state
@@ -22,7 +17,10 @@ struct CpuFeatures {
 // Detected once; thread-safe.
 const CpuFeatures& cpu_features();
 
-// Best ISA this CPU (and OS) supports.
+// Whether this CPU (and OS) runs the kernels of `isa`.
+bool cpu_supports(Isa isa);
+
+// Best ISA this CPU (and OS) supports: the last of the list it runs.
 Isa best_supported_isa();
 
 }  // namespace sampleattn

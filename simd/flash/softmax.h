@@ -1,0 +1,77 @@
+// The online softmax of one register block of rows of scores, in L1 scratch.
+//
+// Every function is a static member of a class template over the xsimd architecture, so each
+// ISA's translation unit gets its own symbols: no inline function is shared between units
+// compiled with different -m flags. Include only from a per-ISA translation unit (flash_<isa>.cpp),
+// at namespace scope, after <immintrin.h> and <xsimd/xsimd.hpp>.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include <xsimd/xsimd.hpp>
+
+#include "simd/flash/vec.h"
+
+namespace sampleattn::flash {
+
+template <class Arch>
+struct Softmax : Vec<Arch> {
+  using V = Vec<Arch>;
+  using typename V::B;
+  using typename V::BlockSpans;
+  using V::W;
+  using V::kNegInf;
+  using V::hmax;
+  using V::span_mask;
+  using V::exp2;
+
+  // Online softmax of R rows of scores s (leading dimension lds) over the vector-aligned range
+  // [ja, jb). For active rows: updates row_max/row_sum, sets corr[r] = exp2(old - new max), and
+  // hands each vector of probabilities (0 outside the row's span) to emit(r, j, p), which stores
+  // it and returns the values the row sum should add (the stored ones, after any rounding).
+  // Inactive rows get zeros over [ja, jb) and corr 1.
+  template <class Emit>
+  static void softmax_rows(const float* s, int64_t lds, int R, const BlockSpans& b, int ja, int jb,
+                           float* row_max, float* row_sum, float* corr, Emit&& emit) {
+    for (int r = 0; r < R; ++r) {
+      const float* sr = s + static_cast<int64_t>(r) * lds;
+      if (!b.active[r]) {
+        for (int j = ja; j < jb; j += W) emit(r, j, B(0.0f));
+        corr[r] = 1.0f;
+        continue;
+      }
+      const int lo = b.lo[r], hi = b.hi[r];
+      const int first = lo / W * W;
+      B vmax(kNegInf);
+      for (int j = first; j < hi; j += W) {
+        const B x = B::load_unaligned(sr + j);
+        if (j >= lo && j + W <= hi) {
+          vmax = xsimd::max(vmax, x);
+        } else {
+          vmax = xsimd::max(vmax, xsimd::select(span_mask(j, lo, hi), x, B(kNegInf)));
+        }
+      }
+      const float old_max = row_max[r];
+      const float tile_max = hmax(vmax);
+      const float new_max = tile_max > old_max ? tile_max : old_max;
+      const B mx(new_max);
+      B sum(0.0f);
+      for (int j = ja; j < jb; j += W) {
+        if (j + W <= lo || j >= hi) {
+          emit(r, j, B(0.0f));
+          continue;
+        }
+        B p = exp2(B::load_unaligned(sr + j) - mx);
+        if (!(j >= lo && j + W <= hi)) p = xsimd::select(span_mask(j, lo, hi), p, B(0.0f));
+        sum += emit(r, j, p);
+      }
+      const float c = std::exp2(old_max - new_max);  // 0 on the first tile (old_max = -inf)
+      corr[r] = c;
+      row_sum[r] = row_sum[r] * c + xsimd::hadd(sum);
+      row_max[r] = new_max;
+    }
+  }
+};
+
+}  // namespace sampleattn::flash

@@ -1,0 +1,102 @@
+// The CPU kernel tables, assembled in one place from the entry points that the per-ISA
+// translation units export (model: XNNPACK src/configs/*-config.c). This file is compiled with
+// the baseline flags: it only takes addresses, so building a table never runs an ISA's code.
+#include "simd/cpu_features.h"
+#include "simd/flash/entry_points.h"
+#include "simd/kernels.h"
+
+namespace sampleattn {
+namespace {
+
+FlashPath& slot(KernelTable& table, Precision precision) { return table.paths[static_cast<int>(precision)]; }
+
+// One specialization per ISA of the list. The primary template stops the build when the list
+// names an ISA that has no table here yet.
+template <Isa I>
+KernelTable build_table() {
+  static_assert(static_cast<int>(I) < 0, "an ISA of SAMPLEATTN_ISAS has no build_table<>() specialization");
+  return {};
+}
+
+template <>
+KernelTable build_table<Isa::kScalar>() {
+  KernelTable t{};
+  t.isa = Isa::kScalar;
+  t.name = isa_name(t.isa);
+  t.block_rows = 64;
+  t.key_tile = 64;
+  slot(t, Precision::kF32) = {4, scalar::f32_packed_bytes, scalar::f32_scratch_bytes, scalar::f32_pack_q,
+                              scalar::f32_pack_k, scalar::f32_pack_v, scalar::f32_attend, scalar::f32_scores};
+  t.row_stats = scalar::row_stats;
+  t.accumulate_columns = scalar::accumulate_columns;
+  t.store_rows = scalar::store_rows;
+  return t;
+}
+
+template <>
+KernelTable build_table<Isa::kAvx2>() {
+  KernelTable t{};
+  t.isa = Isa::kAvx2;
+  t.name = isa_name(t.isa);
+  t.block_rows = 256;
+  t.key_tile = 256;
+  slot(t, Precision::kF32) = {4, avx2::f32_packed_bytes, avx2::f32_scratch_bytes, avx2::f32_pack_q,
+                              avx2::f32_pack_k, avx2::f32_pack_v, avx2::f32_attend, avx2::f32_scores};
+  t.row_stats = avx2::row_stats;
+  t.accumulate_columns = avx2::accumulate_columns;
+  t.store_rows = avx2::store_rows;
+  return t;
+}
+
+template <>
+KernelTable build_table<Isa::kAvx512>() {
+  KernelTable t{};
+  t.isa = Isa::kAvx512;
+  t.name = isa_name(t.isa);
+  t.block_rows = 256;
+  t.key_tile = 256;
+  slot(t, Precision::kF32) = {4, avx512::f32_packed_bytes, avx512::f32_scratch_bytes, avx512::f32_pack_q,
+                              avx512::f32_pack_k, avx512::f32_pack_v, avx512::f32_attend, avx512::f32_scores};
+  if (cpu_features().avx512_bf16) {
+    slot(t, Precision::kBF16) = {2, avx512::bf16_packed_bytes, avx512::bf16_scratch_bytes, avx512::bf16_pack_q,
+                                 avx512::bf16_pack_k, avx512::bf16_pack_v, avx512::bf16_attend,
+                                 avx512::bf16_scores};
+  }
+  t.row_stats = avx512::row_stats;
+  t.accumulate_columns = avx512::accumulate_columns;
+  t.store_rows = avx512::store_rows;
+  return t;
+}
+
+}  // namespace
+
+const FlashPath* KernelTable::path(Precision precision) const {
+  const FlashPath& p = paths[static_cast<int>(precision)];
+  return p.attend != nullptr ? &p : nullptr;
+}
+
+const char* precision_name(Precision precision) {
+  switch (precision) {
+#define SAMPLEATTN_PRECISION_NAME(name, Enum) \
+  case Precision::Enum: return #name;
+    SAMPLEATTN_FOR_EACH_PRECISION(SAMPLEATTN_PRECISION_NAME)
+#undef SAMPLEATTN_PRECISION_NAME
+  }
+  return "unknown";
+}
+
+// Each table is built on first use and lives for the process.
+const KernelTable* compiled_kernel_table(Isa isa) {
+  switch (isa) {
+#define SAMPLEATTN_TABLE_CASE(name, Enum)                        \
+  case Isa::Enum: {                                              \
+    static const KernelTable table = build_table<Isa::Enum>();   \
+    return &table;                                               \
+  }
+    SAMPLEATTN_FOR_EACH_ISA(SAMPLEATTN_TABLE_CASE)
+#undef SAMPLEATTN_TABLE_CASE
+  }
+  return nullptr;
+}
+
+}  // namespace sampleattn

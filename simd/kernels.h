@@ -1,0 +1,134 @@
+// The CPU kernel table: every loop that touches O(N^2) data goes through one of these entries, so
+// the drivers in src/cpu/ (dense, sampling, sparse) are ISA-free and each ISA is written once in
+// simd/. Tables are chosen once per process by a chain that walks the ISA list
+// (cmake/KernelLists.cmake) down from the best ISA the CPU runs to scalar (simd/dispatch.h).
+//
+// Conventions shared by all entries:
+// - d is the head dimension, one of the head-dim list (kSupportedHeadDims); rows are tokens.
+// - Scores are in log2 units: pack_q multiplies Q by `scale` and the caller passes
+//   scale = softmax_scale * log2(e), so that probabilities are exp2(s - row_max).
+// - A "row span" (lo[r], hi[r]) says which key columns [lo, hi) of a tile row r may see; columns
+//   outside it are masked (probability 0). lo == nullptr means lo = 0 for every row, and
+//   hi == nullptr means hi = n. A row with lo >= hi sees nothing in this tile and must be left
+//   unchanged (its row_max, row_sum and accumulator untouched).
+// - Packed K and V buffers are opaque to the drivers; their byte size comes from packed_bytes().
+//   Packed Q is row-major without padding: row r starts at byte r * d * q_elem_bytes, so the
+//   driver can hand attend() any run of rows of a packed block.
+// - No entry allocates, throws, prints or reads out of bounds of what its arguments describe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "simd/cpu_features.h"
+#include "core/dtype.h"
+
+namespace sampleattn {
+
+// Source rows for a pack: row r starts at base + offset(r) elements, where
+// offset(r) = offsets ? offsets[r] : r * row_stride. The gather through `offsets` is how the
+// query heads of a kv group are stacked into one block and how stripe columns are packed.
+struct RowSource {
+  const void* base;
+  DType dtype;
+  int64_t row_stride;       // elements, used when offsets == nullptr
+  const int64_t* offsets;   // optional per-row element offsets
+};
+
+// One online-softmax step of flash attention on a block of m query rows against n keys:
+//   s = Q K^T (log2 units); new_max = max(row_max, max_j s); c = exp2(row_max - new_max);
+//   row_sum = row_sum * c + sum_j exp2(s - new_max); acc = acc * c + exp2(s - new_max) V.
+struct AttendTileArgs {
+  const void* q;         // packed by pack_q: m rows
+  int m;
+  const void* k;         // packed by pack_k: n rows
+  const void* v;         // packed by pack_v: n rows
+  int n;
+  int d;
+  const int32_t* lo;     // row spans, see above
+  const int32_t* hi;
+  float* row_max;        // [m], starts at -inf
+  float* row_sum;        // [m], starts at 0
+  float* acc;            // [m x d] f32, row-major, leading dimension d
+  void* scratch;         // at least scratch_bytes(m, n) bytes, 64-byte aligned
+};
+
+// Entry point types; the per-ISA translation units declare their entry points with them
+// (simd/flash/entry_points.h) and simd/kernel_config.cpp puts them in the tables.
+// Bytes of a packed buffer of `rows` rows (Q, K or V alike); a multiple of 64.
+using PackedBytesFn = size_t(int rows, int d);
+// Bytes of scratch attend() needs for an m x n block; a multiple of 64.
+using ScratchBytesFn = size_t(int m, int n);
+using PackQFn = void(const RowSource& src, int m, int d, float scale, void* dst);
+using PackKVFn = void(const RowSource& src, int n, int d, void* dst);
+using AttendFn = void(const AttendTileArgs& args);
+// s[r * lds + j] = q_r . k_j for an m x n block (no masking), in the same units as attend.
+using ScoresFn = void(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds);
+// Online row statistics of an m x n block of scores (log2 units): for each row with a
+// non-empty span, new_max = max(row_max, max s over the span);
+// row_sum = row_sum * exp2(row_max - new_max) + sum over the span of exp2(s - new_max).
+using RowStatsFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
+                        float* row_max, float* row_sum);
+// col_sum[j] += sum over rows r whose span holds j of exp2(s[r][j] - row_max[r]) * row_scale[r],
+// rows taken in increasing r (a fixed order, so results do not depend on threading).
+using AccumulateColumnsFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo,
+                                 const int32_t* hi, const float* row_max, const float* row_scale,
+                                 float* col_sum);
+// dst row r = acc row r * row_scale[r], converted to dtype; dst rows at dst + r * row_stride.
+using StoreRowsFn = void(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype,
+                         int64_t row_stride);
+
+// The precisions of the flash path: X(name, Enumerator), the index of KernelTable::paths.
+#define SAMPLEATTN_FOR_EACH_PRECISION(X) \
+  X(f32, kF32)   /* f32 products */      \
+  X(bf16, kBF16) /* bf16 products with f32 accumulation */
+
+enum class Precision : int {
+#define SAMPLEATTN_PRECISION_ENUMERATOR(name, Enum) Enum,
+  SAMPLEATTN_FOR_EACH_PRECISION(SAMPLEATTN_PRECISION_ENUMERATOR)
+#undef SAMPLEATTN_PRECISION_ENUMERATOR
+};
+inline constexpr Precision kAllPrecisions[] = {
+#define SAMPLEATTN_PRECISION_ELEMENT(name, Enum) Precision::Enum,
+    SAMPLEATTN_FOR_EACH_PRECISION(SAMPLEATTN_PRECISION_ELEMENT)
+#undef SAMPLEATTN_PRECISION_ELEMENT
+};
+inline constexpr int kNumPrecisions = static_cast<int>(sizeof(kAllPrecisions) / sizeof(kAllPrecisions[0]));
+const char* precision_name(Precision precision);  // "f32", "bf16"
+
+// One precision of the flash path.
+struct FlashPath {
+  int q_elem_bytes;  // 4 for the f32 path, 2 for bf16
+  PackedBytesFn* packed_bytes;
+  ScratchBytesFn* scratch_bytes;
+  PackQFn* pack_q;
+  PackKVFn* pack_k;
+  PackKVFn* pack_v;
+  AttendFn* attend;
+  ScoresFn* scores;
+};
+
+struct KernelTable {
+  Isa isa;
+  const char* name;  // isa_name(isa)
+  // Preferred tile sizes for this ISA: query rows per block (all heads of a kv group together)
+  // and keys per tile. Drivers may use smaller blocks at the edges.
+  int block_rows;
+  int key_tile;
+
+  // Indexed by Precision; a path the table lacks (e.g. bf16 without a bf16 dot product) has null
+  // entries. Read them through path().
+  FlashPath paths[kNumPrecisions];
+  // The path of this precision, or nullptr when the table has none.
+  const FlashPath* path(Precision precision) const;
+
+  RowStatsFn* row_stats;
+  AccumulateColumnsFn* accumulate_columns;
+  StoreRowsFn* store_rows;
+};
+
+// The table of `isa`, assembled in simd/kernel_config.cpp from the per-ISA entry points. Use
+// kernel_table_for() (simd/dispatch.h), which first checks that this CPU runs the ISA.
+const KernelTable* compiled_kernel_table(Isa isa);
+
+}  // namespace sampleattn
