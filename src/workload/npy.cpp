@@ -1,10 +1,16 @@
 #include "workload/npy.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <algorithm>
 #include <memory>
+#include <new>
+#include <utility>
 
 #include "core/dtype_convert.h"
 
@@ -12,6 +18,7 @@ namespace sampleattn::workload {
 namespace {
 
 constexpr uint8_t kMagic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+constexpr int64_t kMaxHeaderBytes = int64_t{1} << 20;
 
 struct FileCloser {
   void operator()(std::FILE* f) const {
@@ -79,7 +86,14 @@ Status make_tensor(int64_t seq, int64_t heads, int64_t dim, DType dtype, Tensor3
   out->heads = heads;
   out->dim = dim;
   out->dtype = dtype;
-  out->bytes.assign(static_cast<size_t>(n) * dtype_size(dtype), 0);
+  try {
+    out->bytes.assign(static_cast<size_t>(n) * dtype_size(dtype), 0);
+  } catch (const std::bad_alloc&) {
+    out->bytes = {};
+    return Status(SAMPLEATTN_OUT_OF_MEMORY, "cannot allocate " + std::to_string(n * dtype_size(dtype)) +
+                                                " bytes for a tensor of shape [" + std::to_string(seq) + ", " +
+                                                std::to_string(heads) + ", " + std::to_string(dim) + "]");
+  }
   return Status::ok();
 }
 
@@ -204,24 +218,38 @@ Status read_npy(const std::string& path, Tensor3* out) {
   if (out == nullptr) return null_pointer("read_npy: out is null");
   File f(std::fopen(path.c_str(), "rb"));
   if (!f) return invalid_argument("cannot open '" + path + "': " + std::strerror(errno));
-  // The header is at most 4 GiB in theory; real ones are < 64 KiB. Read a prefix, then the rest.
-  std::vector<uint8_t> head(12);
-  const size_t got = std::fread(head.data(), 1, head.size(), f.get());
-  NpyHeader h;
-  Status st = parse_npy_header(head.data(), static_cast<int64_t>(got), &h);
-  if (!st.is_ok() && got >= 10 && std::memcmp(head.data(), kMagic, 6) == 0 &&
-      (head[6] == 1 || head[6] == 2 || head[6] == 3)) {
-    // Only the dict is missing from the prefix: read it.
-    const int64_t prefix = head[6] == 1 ? 10 : 12;
-    const int64_t len = head[6] == 1 ? (head[8] | (head[9] << 8))
-                                     : (static_cast<int64_t>(head[8]) | (static_cast<int64_t>(head[9]) << 8) |
-                                        (static_cast<int64_t>(head[10]) << 16) |
-                                        (static_cast<int64_t>(head[11]) << 24));
-    if (len > (int64_t{1} << 26)) return bad_file("header of " + std::to_string(len) + " bytes is implausible");
-    head.resize(static_cast<size_t>(prefix + len));
-    const size_t more = std::fread(head.data() + got, 1, head.size() - got, f.get());
-    st = parse_npy_header(head.data(), static_cast<int64_t>(got + more), &h);
+  // The file's size bounds everything read from it: no allocation is sized from the header alone.
+  if (std::fseek(f.get(), 0, SEEK_END) != 0) return bad_file("'" + path + "': cannot seek");
+  const long end = std::ftell(f.get());
+  if (end < 0 || std::fseek(f.get(), 0, SEEK_SET) != 0) return bad_file("'" + path + "': cannot seek");
+  const int64_t file_size = end;
+
+  // The fixed prefix (magic, version, header length) is 10 bytes in version 1, 12 in 2 and 3;
+  // the header dict follows. Real headers are < 64 KiB; a longer one is refused.
+  std::vector<uint8_t> head(static_cast<size_t>(std::min<int64_t>(file_size, 12)));
+  if (!head.empty() && std::fread(head.data(), 1, head.size(), f.get()) != head.size()) {
+    return bad_file("'" + path + "': cannot read the header");
   }
+  if (head.size() >= 10 && std::memcmp(head.data(), kMagic, 6) == 0) {
+    const int64_t prefix = head[6] == 1 ? 10 : 12;
+    int64_t len = head[8] | (head[9] << 8);
+    if (head[6] != 1 && head.size() >= 12) {
+      len |= (static_cast<int64_t>(head[10]) << 16) | (static_cast<int64_t>(head[11]) << 24);
+    }
+    if (len > kMaxHeaderBytes) {
+      return bad_file("'" + path + "': header of " + std::to_string(len) + " bytes is implausible");
+    }
+    const int64_t want = std::min(prefix + len, file_size);  // short files fail in the parser
+    if (want > static_cast<int64_t>(head.size())) {
+      const size_t have = head.size();
+      head.resize(static_cast<size_t>(want));
+      if (std::fread(head.data() + have, 1, head.size() - have, f.get()) != head.size() - have) {
+        return bad_file("'" + path + "': cannot read the header");
+      }
+    }
+  }
+  NpyHeader h;
+  Status st = parse_npy_header(head.data(), static_cast<int64_t>(head.size()), &h);
   if (!st.is_ok()) return Status(st.code(), "'" + path + "': " + st.message());
 
   DType dtype;
@@ -243,20 +271,30 @@ Status read_npy(const std::string& path, Tensor3* out) {
     return invalid_shape("'" + path + "': .npy shape has " + std::to_string(h.shape.size()) +
                          " dimensions, expected 3: [seq, heads, head_dim]");
   }
-  st = make_tensor(h.shape[0], h.shape[1], h.shape[2], dtype, out);
+  int64_t elements = 0;
+  if (!checked_elements(h.shape[0], h.shape[1], h.shape[2], &elements)) {
+    return invalid_shape("'" + path + "': shape [" + std::to_string(h.shape[0]) + ", " +
+                         std::to_string(h.shape[1]) + ", " + std::to_string(h.shape[2]) +
+                         "] is too large");
+  }
+  const int64_t esize = dtype_size(dtype);
+  const int64_t need = elements * esize;
+  const int64_t held = std::max<int64_t>(0, file_size - h.data_offset);
+  if (need > held) {
+    return bad_file("'" + path + "' is truncated: the shape needs " + std::to_string(need) +
+                    " bytes of data, the file holds " + std::to_string(held) + " (" +
+                    std::to_string(held / esize) + " elements)");
+  }
+  Tensor3 t;
+  st = make_tensor(h.shape[0], h.shape[1], h.shape[2], dtype, &t);
   if (!st.is_ok()) return Status(st.code(), "'" + path + "': " + st.message());
   if (std::fseek(f.get(), static_cast<long>(h.data_offset), SEEK_SET) != 0) {
     return bad_file("'" + path + "': cannot seek to the data");
   }
-  const size_t want = out->bytes.size();
-  const size_t read = want ? std::fread(out->bytes.data(), 1, want, f.get()) : 0;
-  if (read != want) {
-    const int64_t esize = dtype_size(dtype);
-    *out = Tensor3{};
-    return bad_file("'" + path + "' is truncated: the shape needs " + std::to_string(want) +
-                    " bytes of data, the file holds " + std::to_string(read) + " (" +
-                    std::to_string(static_cast<int64_t>(read) / esize) + " elements)");
+  if (need > 0 && std::fread(t.bytes.data(), 1, static_cast<size_t>(need), f.get()) != static_cast<size_t>(need)) {
+    return bad_file("'" + path + "': read error: " + std::strerror(errno));
   }
+  *out = std::move(t);
   return Status::ok();
 }
 
@@ -294,14 +332,35 @@ Status write_npy(const std::string& path, const Tensor3& t) {
   }
   header.insert(header.end(), dict.begin(), dict.end());
 
-  File f(std::fopen(path.c_str(), "wb"));
-  if (!f) return invalid_argument("cannot create '" + path + "': " + std::strerror(errno));
+  // Write a temporary file beside the target, then rename it into place: a write that fails part
+  // way (disk full, quota) leaves any previous file at `path` intact.
+  std::string tmp = path + ".XXXXXX";
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) return invalid_argument("cannot create '" + path + "': " + std::strerror(errno));
+  File f(::fdopen(fd, "wb"));
+  if (!f) {
+    const int err = errno;
+    ::close(fd);
+    std::remove(tmp.c_str());
+    return invalid_argument("cannot create '" + path + "': " + std::strerror(err));
+  }
+  auto fail = [&](int err) {
+    std::remove(tmp.c_str());
+    return invalid_argument("cannot write '" + path + "': " + std::strerror(err));
+  };
   if (std::fwrite(header.data(), 1, header.size(), f.get()) != header.size() ||
-      (!t.bytes.empty() && std::fwrite(t.bytes.data(), 1, t.bytes.size(), f.get()) != t.bytes.size())) {
-    return invalid_argument("cannot write '" + path + "': " + std::strerror(errno));
+      (!t.bytes.empty() && std::fwrite(t.bytes.data(), 1, t.bytes.size(), f.get()) != t.bytes.size()) ||
+      std::fflush(f.get()) != 0) {
+    const int err = errno;
+    f.reset();
+    return fail(err);
   }
   std::FILE* raw = f.release();
-  if (std::fclose(raw) != 0) return invalid_argument("cannot write '" + path + "': " + std::strerror(errno));
+  if (std::fclose(raw) != 0) return fail(errno);
+  // mkstemp creates the file 0600: keep the mode of the file it replaces, else rw-r--r--.
+  struct stat previous {};
+  ::chmod(tmp.c_str(), ::stat(path.c_str(), &previous) == 0 ? (previous.st_mode & 07777) : 0644);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return fail(errno);
   return Status::ok();
 }
 
