@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "core/enum_value.h"
@@ -11,6 +12,12 @@ namespace sampleattn {
 namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
+// A float as the user wrote it (1e-50 -> "0", 1e-30 -> "1e-30", NaN -> "nan"), not "0.000000".
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
 
 // "64, 80, 96, 128 or 256", from the head-dim list.
 std::string supported_head_dims_text() {
@@ -50,10 +57,12 @@ Status check_tensor(const char* name, int32_t dtype, int64_t token_stride,
                          " elements overlap for " + str(tokens) + " tokens x " + str(heads) +
                          " heads");
   }
-  // The largest offset must fit int64 comfortably.
+  // The largest byte offset must fit int64 comfortably (kernels compute byte addresses).
   const double last = static_cast<double>(std::max<int64_t>(tokens - 1, 0)) * token_stride +
                       static_cast<double>(heads - 1) * head_stride + head_dim;
-  if (last > 9.0e18) return invalid_shape(std::string(name) + " extent overflows int64");
+  if (last * dtype_size(static_cast<DType>(dtype)) > 4.0e18) {
+    return invalid_shape(std::string(name) + " extent (" + num(last) + " elements) overflows int64 byte offsets");
+  }
   return Status::ok();
 }
 
@@ -69,13 +78,13 @@ Status check_sample(const sampleattn_sample_params& s) {
                             ": fill it with sampleattn_sample_params_init()");
   }
   if (!finite_in(s.alpha, 0.f, 1.f, true)) {
-    return invalid_argument("sample.alpha must be in (0, 1], got " + std::to_string(s.alpha));
+    return invalid_argument("sample.alpha must be in (0, 1], got " + num(s.alpha));
   }
   if (!finite_in(s.r_row, 0.f, 1.f, true)) {
-    return invalid_argument("sample.r_row must be in (0, 1], got " + std::to_string(s.r_row));
+    return invalid_argument("sample.r_row must be in (0, 1], got " + num(s.r_row));
   }
   if (!finite_in(s.r_w, 0.f, 1.f, false)) {
-    return invalid_argument("sample.r_w must be in [0, 1], got " + std::to_string(s.r_w));
+    return invalid_argument("sample.r_w must be in [0, 1], got " + num(s.r_w));
   }
   if (s.min_window < 0) return invalid_argument("sample.min_window must be >= 0");
   if (s.sample_block < 1) return invalid_argument("sample.sample_block must be >= 1");
@@ -96,8 +105,52 @@ Status check_sample(const sampleattn_sample_params& s) {
   }
   if (!finite_in(s.max_density, 0.f, 1.f, true)) {
     return invalid_argument("sample.max_density must be in (0, 1] (1 = never run a sampled head dense), got " +
-                            std::to_string(s.max_density));
+                            num(s.max_density));
   }
+  return Status::ok();
+}
+
+// The bytes a strided tensor spans: [begin, end), empty when it has no rows.
+struct ByteRange {
+  uintptr_t begin = 0, end = 0;
+  bool overlaps(const ByteRange& o) const { return begin < o.end && o.begin < end; }
+};
+
+ByteRange byte_range(const void* data, DType dtype, int64_t token_stride, int64_t head_stride,
+                     int64_t tokens, int heads, int head_dim) {
+  if (data == nullptr || tokens <= 0 || heads <= 0) return {};
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const int64_t last = (tokens - 1) * token_stride + (heads - 1) * head_stride + head_dim;
+  return {begin, begin + static_cast<uintptr_t>(last * dtype_size(dtype))};
+}
+
+// The output (O and lse) may not overlap any input, nor each other: workers write O while others
+// still read Q, K and V. Exact aliasing of O and Q (in-place attention) is rejected too, since
+// sampled rows of Q are read again after the attention writes O (docs/SECURITY.md).
+Status check_no_aliasing(const Problem& p) {
+  const ByteRange q = byte_range(p.q.data, p.q.dtype, p.q.token_stride, p.q.head_stride, p.total_q, p.num_q_heads, p.head_dim);
+  const ByteRange k = byte_range(p.k.data, p.k.dtype, p.k.token_stride, p.k.head_stride, p.total_k, p.num_kv_heads, p.head_dim);
+  const ByteRange v = byte_range(p.v.data, p.v.dtype, p.v.token_stride, p.v.head_stride, p.total_k, p.num_kv_heads, p.head_dim);
+  const ByteRange o = byte_range(p.o.data, p.o.dtype, p.o.token_stride, p.o.head_stride, p.total_q, p.num_q_heads, p.head_dim);
+  ByteRange lse;
+  if (p.lse != nullptr && p.total_q > 0) {
+    lse.begin = reinterpret_cast<uintptr_t>(p.lse);
+    lse.end = lse.begin + static_cast<uintptr_t>(p.total_q * p.num_q_heads) * sizeof(float);
+  }
+  const struct {
+    const char* name;
+    const ByteRange& range;
+  } inputs[] = {{"q", q}, {"k", k}, {"v", v}};
+  for (const auto& in : inputs) {
+    if (o.overlaps(in.range)) {
+      return invalid_argument(std::string("o overlaps ") + in.name +
+                              " in memory; the output must not alias an input (docs/SECURITY.md)");
+    }
+    if (lse.overlaps(in.range)) {
+      return invalid_argument(std::string("lse overlaps ") + in.name + " in memory; the output must not alias an input");
+    }
+  }
+  if (lse.overlaps(o)) return invalid_argument("lse overlaps o in memory");
   return Status::ok();
 }
 
@@ -143,7 +196,7 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
   out.causal = p.causal == 1;
   if (std::isnan(p.softmax_scale) || std::isinf(p.softmax_scale) || p.softmax_scale < 0) {
     return invalid_argument("softmax_scale must be finite and >= 0 (0 = 1/sqrt(head_dim)), got " +
-                            std::to_string(p.softmax_scale));
+                            num(p.softmax_scale));
   }
   out.scale = p.softmax_scale == 0 ? 1.0f / std::sqrt(static_cast<float>(p.head_dim))
                                    : p.softmax_scale;
@@ -224,6 +277,7 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
     if (out.total_k > 0 && (p.k.data == nullptr || p.v.data == nullptr)) {
       return null_pointer(p.k.data == nullptr ? "k.data is NULL" : "v.data is NULL");
     }
+    SAMPLEATTN_RETURN_IF_ERROR(check_no_aliasing(out));
   }
   *problem = std::move(out);
   return Status::ok();
