@@ -1,14 +1,17 @@
 // The CPU backend: a worker pool plus the kernel table chosen at each call.
+#include <algorithm>
 #include <chrono>
 #include <memory>
+#include <vector>
 
 #include "core/backend.h"
-#include "simd/dispatch.h"
+#include "core/input_scan.h"
 #include "core/sparse_plan.h"
 #include "core/timing.h"
 #include "cpu/flash_driver.h"
 #include "cpu/sampling.h"
 #include "cpu/thread_pool.h"
+#include "simd/dispatch.h"
 
 namespace sampleattn::cpu {
 namespace {
@@ -19,6 +22,33 @@ bool any_sampled(const Problem& problem) {
     if (sequence_is_sampled(problem, s)) return true;
   }
   return false;
+}
+
+// The input policy (core/input_scan.h), Q, K and V scanned in chunks of tokens on the workers.
+Status check_inputs(ThreadPool& pool, const Problem& problem) {
+  constexpr int64_t kChunk = 512;
+  const struct {
+    const TensorView& view;
+    int heads;
+    int64_t tokens;
+  } tensors[] = {{problem.q, problem.num_q_heads, problem.total_q},
+                 {problem.k, problem.num_kv_heads, problem.total_k},
+                 {problem.v, problem.num_kv_heads, problem.total_k}};
+  int64_t first_task[4] = {0};
+  for (int t = 0; t < 3; ++t) first_task[t + 1] = first_task[t] + (tensors[t].tokens + kChunk - 1) / kChunk;
+  std::vector<InputScan> scans(static_cast<size_t>(first_task[3]));
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(first_task[3], 0, 0, [&](int64_t task, int, void*) {
+    int t = 0;
+    while (task >= first_task[t + 1]) ++t;
+    const int64_t begin = (task - first_task[t]) * kChunk;
+    const int64_t end = std::min(begin + kChunk, tensors[t].tokens);
+    scans[task] = scan_rows(tensors[t].view, tensors[t].heads, problem.head_dim, begin, end);
+  }));
+  InputScan merged[3];
+  for (int t = 0; t < 3; ++t) {
+    for (int64_t i = first_task[t]; i < first_task[t + 1]; ++i) merged[t].merge(scans[i]);
+  }
+  return input_scan_status(problem, merged[0], merged[1], merged[2]);
 }
 
 class CpuBackend final : public Backend {
@@ -41,6 +71,7 @@ class CpuBackend final : public Backend {
     const auto t0 = std::chrono::steady_clock::now();
     const KernelTable& kernels = active_kernel_table();
     SAMPLEATTN_RETURN_IF_ERROR(plan(problem, nullptr));
+    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, problem));
     std::unique_ptr<SparsePlan> sparse;
     if (any_sampled(problem)) {
       sparse = std::make_unique<SparsePlan>();

@@ -1,0 +1,33 @@
+// The non-finite and range policy (docs/SECURITY.md): before any kernel runs, a backend scans Q,
+// K and V once and fails the call with SAMPLEATTN_INVALID_ARGUMENT when a value is NaN or
+// infinite, or when the inputs are so large that a score or an output sum could overflow f32.
+// The check reads the inputs through their dtype, the same way on every kernel table and backend,
+// so the outcome never depends on the ISA; and since every score is then finite, no row can
+// masquerade as "saw no key" and stages 1 and 2 only ever see finite column scores.
+#pragma once
+
+#include <cstdint>
+
+#include "core/problem.h"
+#include "core/status.h"
+
+namespace sampleattn {
+
+// What a scan of some rows of one tensor found. Scans of disjoint row ranges merge.
+struct InputScan {
+  int64_t bad_token = -1;  // the first (token, head, dim) holding NaN/Inf, or -1
+  int bad_head = 0;
+  int bad_dim = 0;
+  float max_row_norm = 0;  // max over rows of the L2 norm (inf when it overflows f32)
+  float max_abs = 0;       // max |x|
+
+  void merge(const InputScan& other);
+};
+
+// Scans tokens [token_begin, token_end) of all `heads` heads, `dim` values per row.
+InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end);
+
+// The call's verdict from the scans of the whole of Q, K and V.
+Status input_scan_status(const Problem& problem, const InputScan& q, const InputScan& k, const InputScan& v);
+
+}  // namespace sampleattn
