@@ -230,7 +230,7 @@ Status read_npy(const std::string& path, Tensor3* out) {
   if (!head.empty() && std::fread(head.data(), 1, head.size(), f.get()) != head.size()) {
     return bad_file("'" + path + "': cannot read the header");
   }
-  if (head.size() >= 10 && std::memcmp(head.data(), kMagic, 6) == 0) {
+  if (head.size() >= 10 && std::memcmp(head.data(), kMagic, 6) == 0 && head[6] >= 1 && head[6] <= 3) {
     const int64_t prefix = head[6] == 1 ? 10 : 12;
     int64_t len = head[8] | (head[9] << 8);
     if (head[6] != 1 && head.size() >= 12) {
