@@ -8,15 +8,19 @@
 #include <cuda_runtime_api.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "core/backend.h"
+#include "core/input_scan.h"
 #include "core/sparse_plan.h"
 #include "core/timing.h"
 #include "cuda/cuda_errors.h"
 #include "cuda/device_workspace.h"
+#include "cuda/input_scan.h"
 #include "cuda/launch.h"
 #include "cuda/marshalling.h"
 #include "cuda/results.h"
@@ -34,12 +38,14 @@ class CudaBackend final : public Backend {
       if (e != nullptr) (void)cudaEventDestroy(e);
     }
     workspace_.release();
+    if (scans_ != nullptr) (void)cudaFree(scans_);
   }
 
   Status init() {
     DeviceScope scope(device_);
     SAMPLEATTN_CUDA_CHECK("cudaSetDevice", scope.status());
     for (cudaEvent_t& e : events_) SAMPLEATTN_CUDA_CHECK("cudaEventCreate", cudaEventCreate(&e));
+    SAMPLEATTN_CUDA_CHECK("cudaMalloc (input scan)", cudaMalloc(&scans_, 3 * sizeof(DeviceInputScan)));
     return Status::ok();
   }
 
@@ -63,6 +69,7 @@ class CudaBackend final : public Backend {
     SAMPLEATTN_RETURN_IF_ERROR(check_limit(cl.bytes));
     SAMPLEATTN_RETURN_IF_ERROR(workspace_.reserve(cl.bytes));
     cudaStream_t stream = static_cast<cudaStream_t>(problem.stream);
+    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(problem, stream));
     Status status = run(problem, cl, stream, stats != nullptr);
     // Whatever happened, the stream must be idle before the workspace or the host arrays go.
     const cudaError_t sync = cudaStreamSynchronize(stream);
@@ -100,6 +107,44 @@ class CudaBackend final : public Backend {
                            " bytes of device workspace, over the context's limit of " + std::to_string(limit_));
     }
     return Status::ok();
+  }
+
+  // The input policy (core/input_scan.h): one scan of Q, K and V on the device, the verdict on
+  // the host, before anything is written.
+  Status check_inputs(const Problem& p, cudaStream_t stream) {
+    const DeviceInputScan empty[3] = {kEmptyInputScan, kEmptyInputScan, kEmptyInputScan};
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (input scan)",
+                          cudaMemcpyAsync(scans_, empty, sizeof empty, cudaMemcpyHostToDevice, stream));
+    const struct {
+      const TensorView& view;
+      int heads;
+      int64_t tokens;
+    } tensors[] = {{p.q, p.num_q_heads, p.total_q}, {p.k, p.num_kv_heads, p.total_k}, {p.v, p.num_kv_heads, p.total_k}};
+    for (int t = 0; t < 3; ++t) {
+      SAMPLEATTN_CUDA_CHECK("input scan kernel",
+                            launch_input_scan(tensors[t].view.data, static_cast<int>(tensors[t].view.dtype),
+                                              tensors[t].view.token_stride, tensors[t].view.head_stride,
+                                              tensors[t].tokens, tensors[t].heads, p.head_dim, scans_ + t, stream));
+    }
+    DeviceInputScan found[3];
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (input scan)",
+                          cudaMemcpyAsync(found, scans_, sizeof found, cudaMemcpyDeviceToHost, stream));
+    SAMPLEATTN_CUDA_CHECK("cudaStreamSynchronize (input scan)", cudaStreamSynchronize(stream));
+    InputScan host[3];
+    for (int t = 0; t < 3; ++t) {
+      if (found[t].first_bad != kEmptyInputScan.first_bad) {
+        const uint64_t row = found[t].first_bad >> 16;
+        host[t].bad_token = static_cast<int64_t>(row / static_cast<uint64_t>(tensors[t].heads));
+        host[t].bad_head = static_cast<int>(row % static_cast<uint64_t>(tensors[t].heads));
+        host[t].bad_dim = static_cast<int>(found[t].first_bad & 0xffffu);
+      }
+      float sumsq, max_abs;
+      std::memcpy(&sumsq, &found[t].max_sumsq_bits, sizeof sumsq);
+      std::memcpy(&max_abs, &found[t].max_abs_bits, sizeof max_abs);
+      host[t].max_row_norm = std::sqrt(sumsq);
+      host[t].max_abs = max_abs;
+    }
+    return input_scan_status(p, host[0], host[1], host[2]);
   }
 
   // Queues the call's kernels on `stream`, with events 0..3 around stage 1, stage 2 and the
@@ -159,6 +204,7 @@ class CudaBackend final : public Backend {
   std::mutex mutex_;
   DeviceWorkspace workspace_;
   cudaEvent_t events_[4] = {nullptr, nullptr, nullptr, nullptr};
+  DeviceInputScan* scans_ = nullptr;  // [3]: Q, K, V
 };
 
 }  // namespace

@@ -1,0 +1,81 @@
+#include "cuda/input_scan.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace sampleattn::cuda {
+namespace {
+
+template <int DType>
+__device__ __forceinline__ float load(const void* base, int64_t index, bool* finite) {
+  if constexpr (DType == 0) {
+    const uint32_t bits = static_cast<const uint32_t*>(base)[index];
+    *finite = (bits & 0x7f800000u) != 0x7f800000u;
+    return __uint_as_float(bits);
+  } else {
+    const uint16_t bits = static_cast<const uint16_t*>(base)[index];
+    if constexpr (DType == 1) {
+      *finite = (bits & 0x7c00u) != 0x7c00u;
+      return __half2float(__ushort_as_half(bits));
+    } else {
+      *finite = (bits & 0x7f80u) != 0x7f80u;
+      return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+    }
+  }
+}
+
+// One warp per (token, head) row, grid-stride over the rows.
+template <int DType>
+__global__ void input_scan_kernel(const void* data, int64_t token_stride, int64_t head_stride, int64_t rows,
+                                  int heads, int dim, DeviceInputScan* out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; row < rows;
+       row += warps) {
+    const int64_t token = row / heads;
+    const int head = static_cast<int>(row % heads);
+    const int64_t base = token * token_stride + head * head_stride;
+    float sumsq = 0.f, max_abs = 0.f;
+    int bad_dim = dim;
+    for (int c = lane; c < dim; c += 32) {
+      bool finite;
+      const float x = load<DType>(data, base + c, &finite);
+      if (!finite && c < bad_dim) bad_dim = c;
+      if (finite) {
+        sumsq = fmaf(x, x, sumsq);
+        max_abs = fmaxf(max_abs, fabsf(x));
+      }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      sumsq += __shfl_xor_sync(0xffffffffu, sumsq, offset);
+      max_abs = fmaxf(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, offset));
+      bad_dim = min(bad_dim, __shfl_xor_sync(0xffffffffu, bad_dim, offset));
+    }
+    if (lane == 0) {
+      if (bad_dim < dim) {
+        atomicMin(&out->first_bad, static_cast<unsigned long long>(row) * 65536ull + static_cast<unsigned>(bad_dim));
+      }
+      atomicMax(&out->max_sumsq_bits, __float_as_uint(sumsq));
+      atomicMax(&out->max_abs_bits, __float_as_uint(max_abs));
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_input_scan(const void* data, int dtype, int64_t token_stride, int64_t head_stride,
+                              int64_t tokens, int heads, int dim, DeviceInputScan* out, cudaStream_t stream) {
+  const int64_t rows = tokens * heads;
+  if (rows <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const int64_t wanted = (rows + kThreads / 32 - 1) / (kThreads / 32);
+  const int blocks = static_cast<int>(wanted < 4096 ? wanted : 4096);
+  switch (dtype) {
+    case 0: input_scan_kernel<0><<<blocks, kThreads, 0, stream>>>(data, token_stride, head_stride, rows, heads, dim, out); break;
+    case 1: input_scan_kernel<1><<<blocks, kThreads, 0, stream>>>(data, token_stride, head_stride, rows, heads, dim, out); break;
+    default: input_scan_kernel<2><<<blocks, kThreads, 0, stream>>>(data, token_stride, head_stride, rows, heads, dim, out); break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace sampleattn::cuda
