@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <map>
 #include <set>
@@ -334,6 +335,45 @@ TEST(CudaBadInput, NullPointersAndUnsupportedDtypes) {
   pn.k.data = nullptr;
   EXPECT_EQ(sampleattn_forward(ctx, &pn, nullptr), SAMPLEATTN_NULL_POINTER);
   sampleattn_context_destroy(ctx);
+}
+
+// The input policy (docs/SECURITY.md) on the device: NaN/Inf in Q, K or V and inputs whose
+// scores could overflow fail with the CPU's status and message, and O stays as it was.
+TEST(CudaBadInput, NonFiniteAndOverflowingInputsAsOnTheCpu) {
+  SKIP_WITHOUT_DEVICE();
+  const float bad_values[] = {std::nanf(""), std::numeric_limits<float>::infinity(), 3e38f};
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    for (int which = 0; which < 3; ++which) {
+      for (float bad : bad_values) {
+        if (dtype == DType::kF16 && bad == 3e38f) continue;  // not representable: it is Inf
+        Case c;
+        c.d = 128;
+        c.hq = 4;
+        c.hkv = 2;
+        c.in = dtype;
+        c.out = DType::kF32;
+        c.add_sequence(300, 300);
+        c.materialize(3);
+        Buffer& t = which == 0 ? c.q : (which == 1 ? c.k : c.v);
+        const int heads = which == 0 ? c.hq : c.hkv;
+        t.set((int64_t{211} * heads + heads - 1) * c.d + 9, bad);
+        sampleattn_params p = c.params();
+        p.method = SAMPLEATTN_METHOD_SAMPLE;
+        p.sample.dense_below = 64;
+        const Outcome cpu = run_cpu(c, p);
+        const Outcome gpu = run_cuda(c, p);
+        SCOPED_TRACE(std::string(dtype_name(dtype)) + " " + "qkv"[which] + " " + std::to_string(bad));
+        EXPECT_EQ(cpu.status, SAMPLEATTN_INVALID_ARGUMENT) << cpu.error;
+        EXPECT_EQ(gpu.status, cpu.status) << gpu.error;
+        if (std::isfinite(bad)) {  // the message quotes norms summed in another order: compare its kind
+          EXPECT_NE(gpu.error.find("could overflow"), std::string::npos) << gpu.error;
+        } else {
+          EXPECT_EQ(gpu.error, cpu.error);
+        }
+        for (size_t i = 0; i < gpu.o.size(); ++i) ASSERT_EQ(gpu.o[i], 0xff) << "O was written at byte " << i;
+      }
+    }
+  }
 }
 
 struct SampleVariant {
