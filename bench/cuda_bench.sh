@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The CUDA backend on a GPU machine in one call: its tests, then bench/gpu_compare.py.
+# The CUDA backend on a GPU machine in one call: its tests, the CPU suites on the machine's host
+# CPU (there an AVX-512 / AVX512_BF16 Xeon: the tables this project's 2-core machine may lack),
+# then bench/gpu_compare.py (skipped with SAMPLEATTN_NO_COMPARE=1).
 #
 #   bench/cuda_bench.sh prepare [build-dir]   on a machine with nvcc and the -dev packages: builds,
 #                                             then copies cuda_test, libsampleattn.so and the few
@@ -19,9 +21,11 @@ carry=$root/.carry
 if [[ $mode == prepare ]]; then
   build=${1:-$root/build-cuda}
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSAMPLEATTN_CUDA=ON || exit 1
-  cmake --build "$build" --target cuda_test sampleattn || exit 1
+  cpu_suites=(kernels_test attention_test sample_test hardening_test dispatch_test)
+  cmake --build "$build" --target cuda_test sampleattn "${cpu_suites[@]}" || exit 1
   mkdir -p "$carry/bin" "$carry/lib"
   cp "$build/tests/cuda_test" "$carry/bin/"
+  for t in "${cpu_suites[@]}"; do cp "$build/tests/$t" "$carry/bin/"; done
   cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.0"
   source "$root/bench/carry_libs.sh"
   copy_system_libs "$carry/lib" libhwloc.so.15 libudev.so.1 libgomp.so.1
@@ -43,6 +47,13 @@ grep -E "^\[  (FAILED|PASSED) |^\[ info|Failure|Expected|Which is|GPU vs|naive" 
 SAMPLEATTN_CUDA_MMA_SYNC=1 timeout 300 "$carry/bin/cuda_test" >"$out/test_mma_sync.log" 2>&1
 echo "cuda_test (SAMPLEATTN_CUDA_MMA_SYNC=1) exit status $?"
 grep -E "^\[  (FAILED|PASSED) |Failure" "$out/test_mma_sync.log" | head -20
+for t in kernels_test attention_test sample_test hardening_test dispatch_test; do
+  [[ -x $carry/bin/$t ]] || continue
+  timeout 240 "$carry/bin/$t" >"$out/$t.log" 2>&1
+  echo "$t (host CPU) exit status $?: $(grep -cE '^\[       OK \]' "$out/$t.log") ok, $(grep -cE '^\[  SKIPPED \] [A-Z]' "$out/$t.log") skipped"
+  grep -E "^\[  FAILED  \] [A-Z]|Failure" "$out/$t.log" | head -10
+done
+if [[ ${SAMPLEATTN_NO_COMPARE:-0} == 1 ]]; then exit 0; fi
 if grep -q "FAILED.*CudaDense\." "$out/test.log"; then
   echo "dense attention fails its tests: no benchmark"
   exit 1

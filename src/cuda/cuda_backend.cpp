@@ -45,7 +45,7 @@ class CudaBackend final : public Backend {
     DeviceScope scope(device_);
     SAMPLEATTN_CUDA_CHECK("cudaSetDevice", scope.status());
     for (cudaEvent_t& e : events_) SAMPLEATTN_CUDA_CHECK("cudaEventCreate", cudaEventCreate(&e));
-    SAMPLEATTN_CUDA_CHECK("cudaMalloc (input scan)", cudaMalloc(&scans_, 3 * sizeof(DeviceInputScan)));
+    SAMPLEATTN_CUDA_CHECK("cudaMalloc (input scan)", cudaMalloc(reinterpret_cast<void**>(&scans_), 3 * sizeof(DeviceInputScan)));
     return Status::ok();
   }
 
