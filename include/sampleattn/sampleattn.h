@@ -106,7 +106,7 @@ typedef struct sampleattn_context_info {
   sampleattn_backend backend; /* the backend actually in use (never AUTO) */
   int32_t num_threads;        /* CPU workers */
   int32_t num_numa_nodes;     /* NUMA nodes the workers span */
-  const char* isa;            /* CPU kernel table in use, e.g. "avx2" (the ISA list: docs/KERNELS.md) */
+  const char* isa;            /* kernel table in use: a CPU table, e.g. "avx2" (the ISA list: docs/KERNELS.md), or "cuda" */
   const char* device_name;    /* CUDA device name, or "" */
   const char* note;           /* why AUTO chose what it chose, e.g. "no CUDA device found" */
 } sampleattn_context_info;
@@ -260,7 +260,7 @@ typedef struct sampleattn_stats {
   float cra_min;           /* min over heads of cra_min (1 when all dense) */
   int32_t num_dense_heads; /* heads that ran dense */
   int32_t num_heads_total; /* batch * num_q_heads */
-  const char* isa;         /* kernel table that ran */
+  const char* isa;         /* kernel table that ran: a CPU table name, or "cuda" */
   /* Optional caller arrays. head_stats: batch * num_q_heads entries, or NULL. */
   sampleattn_head_stats* head_stats;
   /* The chosen mask for inspection: stripe key positions (relative to the sequence start),
