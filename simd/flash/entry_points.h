@@ -7,45 +7,34 @@
 #include "simd/kernels.h"
 
 // The f32 path and the row operations, which every ISA has.
+#define SAMPLEATTN_FLASH_ENTRY_POINTS   \
+  PackedBytesFn f32_packed_bytes;       \
+  ScratchBytesFn f32_scratch_bytes;     \
+  PackQFn f32_pack_q;                   \
+  PackKVFn f32_pack_k, f32_pack_v;      \
+  AttendFn f32_attend;                  \
+  ScoresFn f32_scores;                  \
+  RowStatsFn row_stats;                 \
+  AccumulateColumnsFn accumulate_columns; \
+  StoreRowsFn store_rows;
+
 namespace sampleattn::scalar {
-PackedBytesFn f32_packed_bytes;
-ScratchBytesFn f32_scratch_bytes;
-PackQFn f32_pack_q;
-PackKVFn f32_pack_k, f32_pack_v;
-AttendFn f32_attend;
-ScoresFn f32_scores;
-RowStatsFn row_stats;
-AccumulateColumnsFn accumulate_columns;
-StoreRowsFn store_rows;
+SAMPLEATTN_FLASH_ENTRY_POINTS
 }  // namespace sampleattn::scalar
 
 namespace sampleattn::avx2 {
-PackedBytesFn f32_packed_bytes;
-ScratchBytesFn f32_scratch_bytes;
-PackQFn f32_pack_q;
-PackKVFn f32_pack_k, f32_pack_v;
-AttendFn f32_attend;
-ScoresFn f32_scores;
-RowStatsFn row_stats;
-AccumulateColumnsFn accumulate_columns;
-StoreRowsFn store_rows;
+SAMPLEATTN_FLASH_ENTRY_POINTS
 }  // namespace sampleattn::avx2
 
 // Plus the bf16 path (vdpbf16ps; only put in the table when the CPU has AVX512_BF16).
 namespace sampleattn::avx512 {
-PackedBytesFn f32_packed_bytes;
-ScratchBytesFn f32_scratch_bytes;
-PackQFn f32_pack_q;
-PackKVFn f32_pack_k, f32_pack_v;
-AttendFn f32_attend;
-ScoresFn f32_scores;
+SAMPLEATTN_FLASH_ENTRY_POINTS
 PackedBytesFn bf16_packed_bytes;
 ScratchBytesFn bf16_scratch_bytes;
 PackQFn bf16_pack_q;
 PackKVFn bf16_pack_k, bf16_pack_v;
 AttendFn bf16_attend;
 ScoresFn bf16_scores;
-RowStatsFn row_stats;
-AccumulateColumnsFn accumulate_columns;
-StoreRowsFn store_rows;
 }  // namespace sampleattn::avx512
+
+#undef SAMPLEATTN_FLASH_ENTRY_POINTS

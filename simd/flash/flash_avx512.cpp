@@ -252,26 +252,6 @@ void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, 
   });
 }
 
-size_t f32_packed_bytes(int rows, int d) { return Pack::packed_bytes(rows, d); }
-size_t f32_scratch_bytes(int m, int n) { return Attend::scratch_bytes(m, n); }
-void f32_pack_q(const RowSource& src, int m, int d, float scale, void* dst) { Pack::pack_q(src, m, d, scale, dst); }
-void f32_pack_k(const RowSource& src, int n, int d, void* dst) { Pack::pack_k(src, n, d, dst); }
-void f32_pack_v(const RowSource& src, int n, int d, void* dst) { Pack::pack_v(src, n, d, dst); }
-void f32_attend(const AttendTileArgs& args) { Attend::attend(args); }
-void f32_scores(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds) {
-  Attend::scores(q, m, k, n, d, s, lds);
-}
-
-void row_stats(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi, float* row_max,
-               float* row_sum) {
-  RowOps::row_stats(s, lds, m, n, lo, hi, row_max, row_sum);
-}
-void accumulate_columns(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
-                        const float* row_max, const float* row_scale, float* col_sum) {
-  RowOps::accumulate_columns(s, lds, m, n, lo, hi, row_max, row_scale, col_sum);
-}
-void store_rows(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype, int64_t row_stride) {
-  RowOps::store_rows(acc, m, d, row_scale, dst, dtype, row_stride);
-}
+#include "simd/flash/vector_entry_points.inc"
 
 }  // namespace sampleattn::avx512
