@@ -1,12 +1,17 @@
 // .npy I/O, metrics on hand-computed cases, and the mask picture.
 #include <gtest/gtest.h>
 #include <png.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -341,6 +346,74 @@ TEST(MaskImage, WritesAPngOfTheRightSizeWithTheMaskDrawn) {
 
   EXPECT_FALSE(write_png("/nonexistent_dir_sampleattn/m.png", img).is_ok());
   EXPECT_FALSE(render_mask_rgb(q.data(), n, k.data(), n, d, 30, {100, 5}, o, &img).is_ok());
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// Noise does not compress: a 256x256 picture is about 192 KiB of PNG.
+RgbImage noise_image(int side) {
+  RgbImage img;
+  img.width = img.height = side;
+  img.pixels.resize(static_cast<size_t>(side) * side * 3);
+  uint32_t x = 12345;
+  for (uint8_t& p : img.pixels) {
+    x = x * 1664525u + 1013904223u;
+    p = static_cast<uint8_t>(x >> 24);
+  }
+  return img;
+}
+
+// As for .npy files (npy_hostile_test): a PNG write that fails part way (here: the file size
+// limit, as a full disk or quota would) leaves the previous picture intact and no temporary file.
+TEST(MaskImage, FailedWriteKeepsThePreviousPicture) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("sampleattn_png_write_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "mask.png").string();
+  ASSERT_TRUE(write_png(path, noise_image(16)).is_ok());
+  const std::string before = file_bytes(path);
+  ASSERT_FALSE(before.empty());
+
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  const Status s = write_png(path, noise_image(256));
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find(path), std::string::npos) << s.message();
+
+  EXPECT_EQ(file_bytes(path), before);
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) files += entry.is_regular_file() ? 1 : 0;
+  EXPECT_EQ(files, 1) << "a temporary file was left behind";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(MaskImage, ReplacesAnExistingPictureAndKeepsItsMode) {
+  const std::string path = temp_path("replace.png");
+  ASSERT_TRUE(write_png(path, noise_image(16)).is_ok());
+  EXPECT_EQ(std::filesystem::status(path).permissions(),
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                std::filesystem::perms::group_read | std::filesystem::perms::others_read)
+      << "a new picture is rw-r--r--, not mkstemp's rw-------";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  ASSERT_TRUE(write_png(path, noise_image(32)).is_ok());
+  EXPECT_EQ(std::filesystem::status(path).permissions(),
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  png_image back;
+  std::memset(&back, 0, sizeof back);
+  back.version = PNG_IMAGE_VERSION;
+  ASSERT_TRUE(png_image_begin_read_from_file(&back, path.c_str()));
+  EXPECT_EQ(back.width, 32u);
+  png_image_free(&back);
+  std::filesystem::remove(path);
 }
 
 }  // namespace

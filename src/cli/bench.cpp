@@ -35,8 +35,9 @@ class Bench {
       }
     }
     if (!o_.parse(argc, argv, first, &error) || !read_bench_options(o_, &b_, &error)) {
+      // A bad option is a failure (1), as in the other commands; 2 is for no or unknown command.
       std::fprintf(stderr, "sampleattn bench: %s\n\nOptions:\n%s", error.c_str(), o_.usage().c_str());
-      return 2;
+      return 1;
     }
     if (!make_context(o_, &ctx_, &error)) {
       std::fprintf(stderr, "sampleattn bench: %s\n", error.c_str());
@@ -91,7 +92,7 @@ class Bench {
       BenchInputs in;
       const auto t_gen = Clock::now();
       Status st = load_bench_inputs(b_, seq, &in);
-      if (!st.is_ok()) return fail(st.message());
+      if (!st.is_ok()) return fail(describe(st));
       progress(b_.quiet, "inputs " + in.source + " N=" + std::to_string(in.q.seq) + " ready in " +
                              std::to_string(std::chrono::duration<double>(Clock::now() - t_gen).count()) + " s");
       seq = in.q.seq;
@@ -141,7 +142,7 @@ class Bench {
         r.sampled_cra = sparse.stats.cra_min;
         // The true kept mass of the chosen masks on a large sample of rows (not only the sampled ones).
         st = add_kept_mass(in, sparse, &r);
-        if (!st.is_ok()) return fail(st.message());
+        if (!st.is_ok()) return fail(describe(st));
         for (const sampleattn_head_stats& h : sparse.heads) {
           r.head_stripes.push_back(h.num_stripes);
           r.head_dense.push_back(h.dense);
@@ -151,7 +152,7 @@ class Bench {
           r.dense_time_s = dense.time_s;
           r.speedup = dense.time_s / sparse.time_s;
           st = add_error_against_dense(in, sparse, dense, &r);
-          if (!st.is_ok()) return fail(st.message());
+          if (!st.is_ok()) return fail(describe(st));
         }
         emit(r, peak);
         rows.push_back(r);

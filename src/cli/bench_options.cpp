@@ -43,6 +43,11 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   if (!o.has("kv-heads")) o.set("kv-heads", o.get("heads"));
   if (!o.get_int("kv-heads", 1, 1024, &v, error)) return false;
   b->kv_heads = static_cast<int>(v);
+  if (b->heads % b->kv_heads != 0) {
+    *error = "--heads (" + std::to_string(b->heads) + ") must be a multiple of --kv-heads (" +
+             std::to_string(b->kv_heads) + ")";
+    return false;
+  }
   if (!o.get_int("head-dim", 1, 1024, &v, error)) return false;
   b->head_dim = static_cast<int>(v);
   if (!o.get_int("repeat", 1, 1000, &b->repeat, error)) return false;
@@ -72,6 +77,10 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
     one.set("alpha", a);
     double alpha;
     if (!one.get_double("alpha", 0, 1, &alpha, error)) return false;
+    if (!(alpha > 0)) {
+      *error = "--alpha must be in (0, 1] (got '" + a + "')";
+      return false;
+    }
     b->alphas.push_back(static_cast<float>(alpha));
   }
   if (b->alphas.empty()) {

@@ -37,6 +37,10 @@ void note_memory_need(const std::string& what, uint64_t bytes) {
 
 std::string memory_need() { return g_memory_need; }
 
+std::string describe(const Status& status) {
+  return status.code() == SAMPLEATTN_OUT_OF_MEMORY ? "out of memory: " + status.message() : status.message();
+}
+
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
                                             uint64_t seed, int64_t needles) {
   workload::GeneratorConfig cfg;
@@ -114,6 +118,10 @@ bool read_method_options(const Options& o, sampleattn_params* p, std::string* er
   int64_t n;
   sampleattn_sample_params& s = p->sample;
   if (!o.get_double("alpha", 0, 1, &v, error)) return false;
+  if (!(v > 0)) {  // the library's range is (0, 1]: say so here rather than after the inputs are built
+    *error = "--alpha must be in (0, 1] (got '" + o.get("alpha") + "')";
+    return false;
+  }
   s.alpha = static_cast<float>(v);
   if (!o.get_double("r-row", 0, 1, &v, error)) return false;
   s.r_row = static_cast<float>(v);

@@ -35,6 +35,10 @@ Status check_inputs_agree(const workload::Tensor3& q, const workload::Tensor3& k
 void note_memory_need(const std::string& what, uint64_t bytes);
 std::string memory_need();
 
+// The words for a failed status on stderr: its message, led by "out of memory: " when it is one
+// (the message says what did not fit), so every kind of allocation failure reads the same.
+std::string describe(const Status& status);
+
 // Parses "f32" | "f16" | "bf16".
 bool parse_dtype(const std::string& text, DType* out);
 

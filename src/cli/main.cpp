@@ -79,6 +79,10 @@ Status load_inputs(const Options& o, workload::Tensor3* q, workload::Tensor3* k,
       !o.get_int("seed", 0, INT64_MAX, &seed, &error) || !o.get_int("needles", 0, 64, &needles, &error)) {
     return invalid_argument(error);
   }
+  if (heads % kv != 0) {
+    return invalid_argument("--heads (" + std::to_string(heads) + ") must be a multiple of --kv-heads (" +
+                            std::to_string(kv) + ")");
+  }
   // The generator builds f32 tensors and working copies of the same size.
   note_memory_need("the generated inputs of " + std::to_string(seq) + " tokens",
                    2ull * static_cast<uint64_t>(seq) * static_cast<uint64_t>(heads + 2 * kv) *
@@ -128,7 +132,11 @@ Status run_call(sampleattn_context* ctx, const sampleattn_params& method, const 
   r->stats.stripes = r->stripes.data();
   r->stats.stripe_capacity = static_cast<int64_t>(r->stripes.size());
   const sampleattn_status s = sampleattn_forward(ctx, &p, &r->stats);
-  if (s != SAMPLEATTN_SUCCESS) return {s, sampleattn_last_error()};
+  if (s != SAMPLEATTN_SUCCESS) {
+    // The status name tells a user which rule failed; describe() names an allocation failure itself.
+    return {s, s == SAMPLEATTN_OUT_OF_MEMORY ? std::string(sampleattn_last_error())
+                                             : std::string(sampleattn_status_string(s)) + ": " + sampleattn_last_error()};
+  }
   if (!mem.download(dout, r->o.bytes.size(), r->o.data(), &error)) return {SAMPLEATTN_DEVICE_ERROR, error};
   return Status::ok();
 }
@@ -166,7 +174,7 @@ int run_main(int argc, char** argv, int first) {
   if (!o.has("out")) return fail("run", "needs --out (and --q, --k, --v, or generated-input options)");
   workload::Tensor3 q, k, v;
   Status st = load_inputs(o, &q, &k, &v);
-  if (!st.is_ok()) return fail("run", st.message());
+  if (!st.is_ok()) return fail("run", describe(st));
   DType out_dtype = q.dtype;
   if (o.has("out-dtype") && !parse_dtype(o.get("out-dtype"), &out_dtype)) return fail("run", "bad --out-dtype");
   sampleattn_params method;
@@ -176,9 +184,9 @@ int run_main(int argc, char** argv, int first) {
   RunResult r;
   st = run_call(ctx, method, q, k, v, out_dtype, &r);
   sampleattn_context_destroy(ctx);
-  if (!st.is_ok()) return fail("run", std::string(sampleattn_status_string(st.code())) + ": " + st.message());
+  if (!st.is_ok()) return fail("run", describe(st));
   st = workload::write_npy(o.get("out"), r.o);
-  if (!st.is_ok()) return fail("run", st.message());
+  if (!st.is_ok()) return fail("run", describe(st));
   std::printf("wrote %s: [%lld, %lld, %lld] %s in %.4f s (%s), density %.4f, %d of %d heads dense\n",
               o.get("out").c_str(), static_cast<long long>(r.o.seq), static_cast<long long>(r.o.heads),
               static_cast<long long>(r.o.dim), dtype_name(r.o.dtype), r.stats.time_total_s, r.stats.isa,
@@ -214,7 +222,7 @@ int mask_main(int argc, char** argv, int first) {
   if (!o.parse(argc, argv, first, &error)) return fail("mask", error + "\n" + o.usage());
   workload::Tensor3 q, k, v;
   Status st = load_inputs(o, &q, &k, &v);
-  if (!st.is_ok()) return fail("mask", st.message());
+  if (!st.is_ok()) return fail("mask", describe(st));
   int64_t head, pixels;
   if (!o.get_int("head", 0, q.heads - 1, &head, &error) || !o.get_int("pixels", 16, 8192, &pixels, &error)) {
     return fail("mask", error);
@@ -226,7 +234,7 @@ int mask_main(int argc, char** argv, int first) {
   RunResult r;
   st = run_call(ctx, method, q, k, v, DType::kF32, &r);
   sampleattn_context_destroy(ctx);
-  if (!st.is_ok()) return fail("mask", st.message());
+  if (!st.is_ok()) return fail("mask", describe(st));
   const sampleattn_head_stats& hs = r.heads[static_cast<size_t>(head)];
   std::vector<int32_t> stripes(r.stripes.begin() + r.offsets[head], r.stripes.begin() + r.offsets[head + 1]);
   const int64_t kv_head = head / (q.heads / k.heads);
@@ -236,7 +244,7 @@ int mask_main(int argc, char** argv, int first) {
   mo.draw_mask = !hs.dense;
   st = workload::render_mask_png(o.get("out"), qh.data(), q.seq, kh.data(), k.seq, static_cast<int>(q.dim),
                                  hs.window, stripes, mo);
-  if (!st.is_ok()) return fail("mask", st.message());
+  if (!st.is_ok()) return fail("mask", describe(st));
   std::printf("wrote %s: head %lld, window %d, %d stripes, density %.4f, sampled-row CRA min %.4f%s\n",
               o.get("out").c_str(), static_cast<long long>(head), hs.window, hs.num_stripes, hs.density,
               hs.cra_min, hs.dense ? " (dense head: no mask drawn)" : "");
@@ -260,10 +268,10 @@ int profile_main(int argc, char** argv, int first) {
   po.rows = rows;
   workload::Tensor3 q, k, v;
   Status st = load_inputs(o, &q, &k, &v);
-  if (!st.is_ok()) return fail("profile", st.message());
+  if (!st.is_ok()) return fail("profile", describe(st));
   std::vector<workload::HeadProfile> profiles;
   st = workload::profile_attention(q, k, po, &profiles);
-  if (!st.is_ok()) return fail("profile", st.message());
+  if (!st.is_ok()) return fail("profile", describe(st));
   std::printf("%s\n", workload::format_profile_table(o.has("q") ? o.get("q") : "generated, N=" + o.get("seq"),
                                                      profiles).c_str());
   if (o.has("fixtures")) {
@@ -276,7 +284,7 @@ int profile_main(int argc, char** argv, int first) {
       }
       std::vector<workload::HeadProfile> fp;
       st = workload::profile_attention(fq, fk, po, &fp);
-      if (!st.is_ok()) return fail("profile", st.message());
+      if (!st.is_ok()) return fail("profile", describe(st));
       std::printf("%s\n", workload::format_profile_table(std::string(model) + " (real capture)", fp).c_str());
     }
   }
@@ -304,14 +312,21 @@ int generate_main(int argc, char** argv, int first) {
     if (st.is_ok()) st = workload::convert_tensor(*t, dtype, &converted);
     if (st.is_ok()) st = workload::write_npy(o.get("out") + "/" + name + ".npy", converted);
   }
-  if (!st.is_ok()) return fail("generate", st.message());
+  if (!st.is_ok()) return fail("generate", describe(st));
   std::printf("wrote %s/{q,k,v}.npy: [%lld, %lld/%lld, %lld] %s\n", o.get("out").c_str(),
               static_cast<long long>(q.seq), static_cast<long long>(q.heads), static_cast<long long>(k.heads),
               static_cast<long long>(q.dim), dtype_name(dtype));
   return 0;
 }
 
-int info_main() {
+int info_main(int argc, char** argv, int first) {
+  if (wants_help(argc, argv, first)) {
+    std::printf("usage: sampleattn info\n  (no options)\n");
+    return 0;
+  }
+  Options o;
+  std::string error;
+  if (!o.parse(argc, argv, first, &error)) return fail("info", error);
   sampleattn_context_options opts;
   sampleattn_context_options_init(&opts);
   sampleattn_context* ctx = nullptr;
@@ -327,9 +342,13 @@ int info_main() {
 }
 
 int dispatch(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+  if (argc < 2) {  // a usage error: the usage goes to stderr, as for an unknown command
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     std::printf("%s", kUsage);
-    return argc < 2 ? 2 : 0;
+    return 0;
   }
   const std::string command = argv[1];
   if (command == "bench") return bench_main(argc, argv, 2);
@@ -337,7 +356,7 @@ int dispatch(int argc, char** argv) {
   if (command == "mask") return mask_main(argc, argv, 2);
   if (command == "profile") return profile_main(argc, argv, 2);
   if (command == "generate") return generate_main(argc, argv, 2);
-  if (command == "info") return info_main();
+  if (command == "info") return info_main(argc, argv, 2);
   std::fprintf(stderr, "sampleattn: unknown command '%s'\n\n%s", command.c_str(), kUsage);
   return 2;
 }

@@ -3,11 +3,13 @@
 #include <png.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "core/mask.h"
+#include "workload/atomic_file.h"
 #include "workload/attention_profile.h"
 
 namespace sampleattn::workload {
@@ -116,13 +118,20 @@ Status write_png(const std::string& path, const RgbImage& img) {
   image.width = static_cast<png_uint_32>(img.width);
   image.height = static_cast<png_uint_32>(img.height);
   image.format = PNG_FORMAT_RGB;
-  const int ok = png_image_write_to_file(&image, path.c_str(), 0, img.pixels.data(), img.width * 3, nullptr);
+  // Through a temporary file: a failed write leaves any previous picture at `path` intact.
+  AtomicFile out;
+  SAMPLEATTN_RETURN_IF_ERROR(out.create(path));
+  errno = 0;
+  const int ok = png_image_write_to_stdio(&image, out.file(), 0, img.pixels.data(), img.width * 3, nullptr);
   if (!ok) {
+    const int err = errno;
     const std::string msg = image.message[0] ? image.message : "unknown libpng error";
     png_image_free(&image);
-    return invalid_argument("cannot write PNG '" + path + "': " + msg);
+    out.discard();
+    const std::string why = err != 0 ? std::string(" (") + std::strerror(err) + ")" : "";
+    return invalid_argument("cannot write PNG '" + path + "': " + msg + why);
   }
-  return Status::ok();
+  return out.commit();
 }
 
 Status render_mask_png(const std::string& path, const float* q, int64_t q_len, const float* k, int64_t k_len,

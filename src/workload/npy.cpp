@@ -1,8 +1,5 @@
 #include "workload/npy.h"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +10,7 @@
 #include <utility>
 
 #include "core/dtype_convert.h"
+#include "workload/atomic_file.h"
 
 namespace sampleattn::workload {
 namespace {
@@ -332,36 +330,14 @@ Status write_npy(const std::string& path, const Tensor3& t) {
   }
   header.insert(header.end(), dict.begin(), dict.end());
 
-  // Write a temporary file beside the target, then rename it into place: a write that fails part
-  // way (disk full, quota) leaves any previous file at `path` intact.
-  std::string tmp = path + ".XXXXXX";
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) return invalid_argument("cannot create '" + path + "': " + std::strerror(errno));
-  File f(::fdopen(fd, "wb"));
-  if (!f) {
-    const int err = errno;
-    ::close(fd);
-    std::remove(tmp.c_str());
-    return invalid_argument("cannot create '" + path + "': " + std::strerror(err));
+  // A write that fails part way (disk full, quota) leaves any previous file at `path` intact.
+  AtomicFile out;
+  SAMPLEATTN_RETURN_IF_ERROR(out.create(path));
+  if (std::fwrite(header.data(), 1, header.size(), out.file()) != header.size() ||
+      (!t.bytes.empty() && std::fwrite(t.bytes.data(), 1, t.bytes.size(), out.file()) != t.bytes.size())) {
+    return out.fail(errno);
   }
-  auto fail = [&](int err) {
-    std::remove(tmp.c_str());
-    return invalid_argument("cannot write '" + path + "': " + std::strerror(err));
-  };
-  if (std::fwrite(header.data(), 1, header.size(), f.get()) != header.size() ||
-      (!t.bytes.empty() && std::fwrite(t.bytes.data(), 1, t.bytes.size(), f.get()) != t.bytes.size()) ||
-      std::fflush(f.get()) != 0) {
-    const int err = errno;
-    f.reset();
-    return fail(err);
-  }
-  std::FILE* raw = f.release();
-  if (std::fclose(raw) != 0) return fail(errno);
-  // mkstemp creates the file 0600: keep the mode of the file it replaces, else rw-r--r--.
-  struct stat previous {};
-  ::chmod(tmp.c_str(), ::stat(path.c_str(), &previous) == 0 ? (previous.st_mode & 07777) : 0644);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return fail(errno);
-  return Status::ok();
+  return out.commit();
 }
 
 }  // namespace sampleattn::workload
