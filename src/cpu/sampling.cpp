@@ -10,16 +10,12 @@
 
 #include "core/mask.h"
 #include "core/timing.h"
+#include "cpu/score_fixed_point.h"
 #include "cpu/scratch_carver.h"
 #include "cpu/stripe_selection.h"
 
 namespace sampleattn::cpu {
 namespace {
-
-// Column scores are summed in fixed point, 2^-kScoreBits units: each row chunk adds its own
-// (in-order f32) sums with an integer add, so the total does not depend on which thread ran which
-// chunk or when. A column's total is at most the number of sampled rows: far below 2^63 / 2^30.
-constexpr int kScoreBits = 30;
 
 // Score buffers of the fused stage-1 pass: a chunk's rows x all the keys they see, kept between
 // the row statistics and the column sums. The chunk shrinks with the key count to stay near this,
@@ -208,11 +204,8 @@ class Sampler {
       }
       int64_t* total = ss.col_score.data() + static_cast<size_t>(head) * seq.k_len;
       for (int64_t j = 0; j < end; ++j) {
-        const float v = s.columns[j];
-        if (v != 0.f) {
-          std::atomic_ref<int64_t>(total[j]).fetch_add(std::llrint(std::ldexp(static_cast<double>(v), kScoreBits)),
-                                                       std::memory_order_relaxed);
-        }
+        const int64_t v = column_sum_to_fixed(s.columns[j], n);
+        if (v != 0) std::atomic_ref<int64_t>(total[j]).fetch_add(v, std::memory_order_relaxed);
       }
     }
   }
@@ -370,8 +363,8 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     std::vector<float> summed(static_cast<size_t>(seq.k_len));
     for (int64_t j = 0; j < seq.k_len; ++j) {
       int64_t v = fixed[j];
-      for (int h = 1; h < heads_per_set; ++h) v += fixed[static_cast<size_t>(h) * seq.k_len + j];
-      summed[j] = static_cast<float>(std::ldexp(static_cast<double>(v), -kScoreBits));
+      for (int h = 1; h < heads_per_set; ++h) v = add_fixed(v, fixed[static_cast<size_t>(h) * seq.k_len + j]);
+      summed[j] = fixed_to_score(v);
     }
     const float* scores = summed.data();
     const double total = static_cast<double>(ss.rows.size()) * heads_per_set;
