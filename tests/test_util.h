@@ -50,8 +50,10 @@ struct Buffer {
   std::vector<uint8_t> bytes;
 
   Buffer() = default;
+  // Exactly the tensor's bytes, no padding, so AddressSanitizer sees any read past its end. An
+  // empty tensor has no storage (data() may be null: the library accepts null for zero tokens).
   Buffer(DType t, int64_t n, int h, int dim) : dtype(t), tokens(n), heads(h), d(dim),
-      bytes(static_cast<size_t>(std::max<int64_t>(n, 1)) * h * dim * dtype_size(t) + 64, 0) {}
+      bytes(static_cast<size_t>(n) * h * dim * dtype_size(t), 0) {}
   void* data() { return bytes.data(); }
   float get(int64_t i) const { return load_scalar(bytes.data(), dtype, i); }
   void set(int64_t i, float v) { store_scalar(bytes.data(), dtype, i, v); }

@@ -278,6 +278,35 @@ TEST_F(ThreadPoolTest, LimitBytesFailsWithOutOfMemoryAndRunsNothing) {
   EXPECT_EQ(count.load(), 100);
 }
 
+// Scratch kept from a larger run is reallocated at the current run's size when keeping it would
+// break that run's limit, and kept otherwise.
+TEST_F(ThreadPoolTest, KeptScratchShrinksUnderTheLimit) {
+  auto pool = make_pool(ThreadPoolOptions{.num_threads = 2, .bind = true});
+  ASSERT_NE(pool, nullptr);
+  auto touch = [](size_t bytes) {
+    return [bytes](int64_t, int, void* scratch) { static_cast<volatile char*>(scratch)[bytes - 1] = 1; };
+  };
+  EXPECT_EQ(pool->held_scratch_bytes(), 0u);
+  ASSERT_TRUE(pool->run(10, size_t{1} << 20, 0, touch(size_t{1} << 20)).is_ok());
+  EXPECT_EQ(pool->held_scratch_bytes(), uint64_t{2} << 20);
+  // No pressure: the larger buffers stay.
+  ASSERT_TRUE(pool->run(10, 4096, 0, touch(4096)).is_ok());
+  EXPECT_EQ(pool->held_scratch_bytes(), uint64_t{2} << 20);
+  // Keeping them would pass the limit: reallocated at 4096 instead of failing.
+  Status status = pool->run(10, 4096, 2 * 4096, touch(4096));
+  EXPECT_TRUE(status.is_ok()) << status.message();
+  EXPECT_EQ(pool->held_scratch_bytes(), 2u * 4096);
+  // A run without scratch under a limit below what is held frees it.
+  ASSERT_TRUE(pool->run(10, 0, 1, [](int64_t, int, void*) {}).is_ok());
+  EXPECT_EQ(pool->held_scratch_bytes(), 0u);
+  ASSERT_TRUE(pool->run(10, 1000, 0, touch(1000)).is_ok());
+  EXPECT_EQ(pool->held_scratch_bytes(), 2 * ThreadPool::scratch_footprint(1000));
+  pool->release_scratch(1000);
+  EXPECT_EQ(pool->held_scratch_bytes(), 2 * ThreadPool::scratch_footprint(1000));
+  pool->release_scratch();
+  EXPECT_EQ(pool->held_scratch_bytes(), 0u);
+}
+
 TEST_F(ThreadPoolTest, ImpossibleScratchFailsWithOutOfMemory) {
   auto pool = make_pool(ThreadPoolOptions{.num_threads = 2, .bind = true});
   ASSERT_NE(pool, nullptr);

@@ -86,8 +86,10 @@ typedef struct sampleattn_context_options {
   int32_t num_threads;
   sampleattn_binding binding; /* default BIND_CORES */
   int32_t cuda_device;        /* default 0 */
-  /* Upper bound on scratch memory the context may hold, in bytes; 0 = no limit. A call whose
-   * workspace exceeds it fails with SAMPLEATTN_OUT_OF_MEMORY before touching any data. */
+  /* Upper bound on scratch memory the context may hold, in bytes; 0 = no limit. CPU: everything
+   * a call allocates, added up at its peak (docs/SECURITY.md, Memory). A call whose workspace
+   * would exceed it fails with SAMPLEATTN_OUT_OF_MEMORY before allocating the part that would
+   * pass it and before writing any output. */
   uint64_t max_workspace_bytes;
 } sampleattn_context_options;
 
@@ -280,7 +282,8 @@ SAMPLEATTN_API void sampleattn_stats_init(sampleattn_stats* stats);
  * ------------------------------------------------------------------------------------------- */
 typedef struct sampleattn_plan_info {
   uint32_t struct_size;
-  uint64_t workspace_bytes; /* scratch the call will hold, all workers together */
+  uint64_t workspace_bytes; /* the most the call holds at once, all workers together; CPU:
+                             * without the packed stripe K/V, known only after stage 2 */
   int64_t total_q_tokens;
   int64_t total_k_tokens;
   double dense_flops; /* 4 * d * (query-key pairs a dense causal/full attention computes) */

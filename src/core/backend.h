@@ -22,10 +22,11 @@ struct BackendOptions {
 class Backend {
  public:
   virtual ~Backend() = default;
-  // Validates the call and reports its workspace: the bytes known before it runs. CPU: every
-  // worker's scratch plus stage 1's buffers (sampled rows' statistics, column scores); the packed
-  // stripe K/V buffers depend on the stripes chosen, so forward() checks those against the limit
-  // when it knows them. CUDA: the whole device workspace (it gathers stripes without a copy).
+  // Validates the call and reports its workspace: the bytes known before it runs. CPU: the most
+  // the call holds at once (cpu/workspace.h: the pool's scratch, stages 1 and 2's buffers, the
+  // plan, task lists); the packed stripe K/V buffers depend on the stripes chosen, so forward()
+  // adds them to what it holds then and checks that total. CUDA: the whole device workspace (it
+  // gathers stripes without a copy).
   virtual Status plan(const Problem& problem, sampleattn_plan_info* info) = 0;
   virtual Status forward(const Problem& problem, sampleattn_stats* stats) = 0;
   virtual void describe(sampleattn_context_info* info) const = 0;

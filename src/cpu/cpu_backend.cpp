@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/backend.h"
@@ -11,6 +12,7 @@
 #include "cpu/flash_driver.h"
 #include "cpu/sampling.h"
 #include "cpu/thread_pool.h"
+#include "cpu/workspace.h"
 #include "simd/dispatch.h"
 
 namespace sampleattn::cpu {
@@ -24,9 +26,13 @@ bool any_sampled(const Problem& problem) {
   return false;
 }
 
+// Tokens per input-scan task.
+constexpr int64_t kScanChunk = 512;
+
+int64_t scan_tasks(int64_t tokens) { return (tokens + kScanChunk - 1) / kScanChunk; }
+
 // The input policy (core/input_scan.h), Q, K and V scanned in chunks of tokens on the workers.
-Status check_inputs(ThreadPool& pool, const Problem& problem) {
-  constexpr int64_t kChunk = 512;
+Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& problem) {
   const struct {
     const TensorView& view;
     int heads;
@@ -35,13 +41,13 @@ Status check_inputs(ThreadPool& pool, const Problem& problem) {
                  {problem.k, problem.num_kv_heads, problem.total_k},
                  {problem.v, problem.num_kv_heads, problem.total_k}};
   int64_t first_task[4] = {0};
-  for (int t = 0; t < 3; ++t) first_task[t + 1] = first_task[t] + (tensors[t].tokens + kChunk - 1) / kChunk;
+  for (int t = 0; t < 3; ++t) first_task[t + 1] = first_task[t] + scan_tasks(tensors[t].tokens);
   std::vector<InputScan> scans(static_cast<size_t>(first_task[3]));
-  SAMPLEATTN_RETURN_IF_ERROR(pool.run(first_task[3], 0, 0, [&](int64_t task, int, void*) {
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(first_task[3], 0, pool_limit, [&](int64_t task, int, void*) {
     int t = 0;
     while (task >= first_task[t + 1]) ++t;
-    const int64_t begin = (task - first_task[t]) * kChunk;
-    const int64_t end = std::min(begin + kChunk, tensors[t].tokens);
+    const int64_t begin = (task - first_task[t]) * kScanChunk;
+    const int64_t end = std::min(begin + kScanChunk, tensors[t].tokens);
     scans[task] = scan_rows(tensors[t].view, tensors[t].heads, problem.head_dim, begin, end);
   }));
   InputScan merged[3];
@@ -51,34 +57,90 @@ Status check_inputs(ThreadPool& pool, const Problem& problem) {
   return input_scan_status(problem, merged[0], merged[1], merged[2]);
 }
 
+// What a call holds (cpu/workspace.h) at each moment that can be known before stage 2: while
+// the inputs are scanned, during stages 1 and 2, and during the attention without its stripe
+// buffers (known after stage 2; run_flash_attention adds them). The pool keeps each worker's
+// buffer between runs and grows it to the largest size asked, so in every phase its part is the
+// call's largest per-worker scratch on every worker.
+struct CallWorkspace {
+  size_t per_worker_scratch = 0;
+  bool sampled = false;
+  WorkspaceParts inputs, sampling, attention;
+
+  const WorkspaceParts& largest() const {
+    const WorkspaceParts* most = &inputs;
+    if (sampled && sampling.total() > most->total()) most = &sampling;
+    if (attention.total() > most->total()) most = &attention;
+    return *most;
+  }
+  void set_pool_scratch(uint64_t bytes) {
+    inputs.pool_scratch = sampling.pool_scratch = attention.pool_scratch = bytes;
+  }
+};
+
+CallWorkspace call_workspace(const KernelTable& kernels, const Problem& problem, int threads, uint64_t limit) {
+  CallWorkspace w;
+  w.sampled = any_sampled(problem);
+  w.per_worker_scratch = flash_scratch_bytes(kernels, problem);
+  SamplingFootprint sampling;
+  uint64_t plan_records = 0;
+  if (w.sampled) {
+    sampling = sampling_footprint(kernels, problem, threads, limit);
+    w.per_worker_scratch = std::max(w.per_worker_scratch, sampling.scratch_per_worker);
+    plan_records = problem.sequences.size() * static_cast<uint64_t>(problem.num_q_heads) * sizeof(HeadPlan);
+  }
+  w.set_pool_scratch(ThreadPool::scratch_footprint(w.per_worker_scratch) * static_cast<uint64_t>(threads));
+  w.inputs.input_scan =
+      (scan_tasks(problem.total_q) + 2 * scan_tasks(problem.total_k)) * sizeof(InputScan);
+  w.sampling.sampling = sampling.stage1;
+  w.sampling.selection = sampling.stage2;
+  w.sampling.sparse_plan = plan_records + sampling.stripe_lists;
+  w.attention.sparse_plan = plan_records + sampling.stripe_lists;  // forward() puts in the real size
+  w.attention.attention = flash_bookkeeping_bytes(kernels, problem);
+  return w;
+}
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend(std::unique_ptr<ThreadPool> pool, uint64_t limit) : pool_(std::move(pool)), limit_(limit) {}
 
   Status plan(const Problem& problem, sampleattn_plan_info* info) override {
-    const KernelTable& kernels = active_kernel_table();
-    uint64_t bytes = static_cast<uint64_t>(flash_scratch_bytes(kernels, problem)) * pool_->num_threads();
-    if (any_sampled(problem)) bytes += sampling_workspace_bytes(kernels, problem, pool_->num_threads(), limit_);
-    if (limit_ != 0 && bytes > limit_) {
-      return out_of_memory("the call needs " + std::to_string(bytes) +
-                           " bytes of workspace, over the context's limit of " + std::to_string(limit_));
-    }
-    if (info != nullptr) info->workspace_bytes = bytes;
+    const CallWorkspace w = call_workspace(active_kernel_table(), problem, pool_->num_threads(), limit_);
+    SAMPLEATTN_RETURN_IF_ERROR(check_workspace(w.largest(), limit_, "before the stripe buffers"));
+    if (info != nullptr) info->workspace_bytes = w.largest().total();
     return Status::ok();
   }
 
   Status forward(const Problem& problem, sampleattn_stats* stats) override {
+    // Whole calls run one after another, so what the context holds is one call's workspace.
+    std::lock_guard<std::mutex> call_lock(call_mutex_);
     const auto t0 = std::chrono::steady_clock::now();
     const KernelTable& kernels = active_kernel_table();
-    SAMPLEATTN_RETURN_IF_ERROR(plan(problem, nullptr));
-    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, problem));
+    CallWorkspace w = call_workspace(kernels, problem, pool_->num_threads(), limit_);
+    SAMPLEATTN_RETURN_IF_ERROR(check_workspace(w.largest(), limit_, "before the stripe buffers"));
+    if (limit_ != 0) {
+      // Scratch kept from an earlier, larger call: keep it while it fits beside this call's
+      // other parts, else give back what this call does not need.
+      const uint64_t held = pool_->held_scratch_bytes();
+      if (held > w.inputs.pool_scratch) {
+        const uint64_t others = w.largest().besides_pool();
+        if (WorkspaceParts::add(held, others) > limit_) {
+          pool_->release_scratch(w.per_worker_scratch);
+        } else {
+          w.set_pool_scratch(held);
+        }
+      }
+    }
+    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), problem));
     std::unique_ptr<SparsePlan> sparse;
-    if (any_sampled(problem)) {
+    if (w.sampled) {
       sparse = std::make_unique<SparsePlan>();
-      SAMPLEATTN_RETURN_IF_ERROR(build_sparse_plan(*pool_, limit_, kernels, problem, stats != nullptr, sparse.get()));
+      SAMPLEATTN_RETURN_IF_ERROR(
+          build_sparse_plan(*pool_, limit_, w.sampling, kernels, problem, stats != nullptr, sparse.get()));
+      w.attention.sparse_plan = sparse_plan_bytes(*sparse);
     }
     const auto t_attention = std::chrono::steady_clock::now();
-    SAMPLEATTN_RETURN_IF_ERROR(run_flash_attention(*pool_, limit_, kernels, problem, sparse.get()));
+    SAMPLEATTN_RETURN_IF_ERROR(run_flash_attention(*pool_, limit_, w.attention, kernels, problem, sparse.get()));
     if (stats != nullptr) {
       fill_stats(problem, sparse.get(), stats);
       stats->time_attention_s = seconds_since(t_attention);
@@ -99,6 +161,7 @@ class CpuBackend final : public Backend {
  private:
   std::unique_ptr<ThreadPool> pool_;
   uint64_t limit_;
+  std::mutex call_mutex_;
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "core/mask.h"
 #include "cpu/scratch_carver.h"
+#include "cpu/workspace.h"
 
 namespace sampleattn::cpu {
 namespace {
@@ -33,6 +34,13 @@ struct PackedStripes {
   size_t tile_bytes = 0;  // packed_bytes(key_tile, d)
   char* k = nullptr;      // tiles of key_tile packed K rows
   char* v = nullptr;
+};
+
+// Packing one stripe set: its index in the plan, its sequence and kv head.
+struct StripeJob {
+  size_t index;
+  int seq;
+  int kv_head;
 };
 
 struct AlignedDelete {
@@ -93,6 +101,18 @@ class FlashRunner {
     return bytes;
   }
 
+  // The stripe packing's scratch: one tile's K and V row offsets.
+  size_t pack_scratch_bytes() const { return sizeof(int64_t) * 2 * kernels_.key_tile; }
+
+  // The task list and the per-head stripe records (with their packing jobs) of a call.
+  uint64_t bookkeeping_bytes() const {
+    uint64_t tasks = 0;
+    for (const Sequence& seq : p_.sequences) tasks += static_cast<uint64_t>((seq.q_len + bq_ - 1) / bq_);
+    tasks *= static_cast<uint64_t>(p_.num_kv_heads);
+    const uint64_t heads = static_cast<uint64_t>(p_.sequences.size()) * static_cast<uint64_t>(p_.num_q_heads);
+    return tasks * sizeof(Task) + heads * (sizeof(PackedStripes) + sizeof(StripeJob));
+  }
+
   bool head_dense(int seq, int q_head) const {
     return plan_ == nullptr || plan_->head(seq, q_head, p_.num_q_heads).dense;
   }
@@ -103,13 +123,17 @@ class FlashRunner {
     return p_.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP || p_.group == 1;
   }
 
-  Status pack_stripes(ThreadPool& pool, uint64_t limit) {
+  // `held` is what the call holds beside the stripe buffers (pool_scratch: the most the pool may
+  // hold now, this call's largest per-worker scratch on every worker); checked with the buffers
+  // before they are allocated. When only the pool's scratch kept from stage 1 breaks the limit,
+  // it is given back and the attention's smaller scratch allocated instead.
+  Status pack_stripes(ThreadPool& pool, uint64_t limit, WorkspaceParts* held) {
     if (plan_ == nullptr) return Status::ok();
     const int hq = p_.num_q_heads;
     const size_t tile_bytes = path_.packed_bytes(kernels_.key_tile, p_.head_dim);
     stripes_.assign(plan_->heads.size(), PackedStripes{});
-    struct Job { size_t index; int seq; int kv_head; };
-    std::vector<Job> jobs;
+    std::vector<StripeJob> jobs;
+    jobs.reserve(plan_->heads.size());  // counted by flash_bookkeeping_bytes
     size_t total = 0;
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       for (int h = 0; h < hq; ++h) {
@@ -126,14 +150,19 @@ class FlashRunner {
       }
     }
     if (jobs.empty()) return Status::ok();
-    if (limit != 0 && total > limit) {
-      return out_of_memory("stripe buffers need " + std::to_string(total) +
-                           " bytes, over the context's workspace limit of " + std::to_string(limit));
+    held->stripe_buffers = total;
+    const size_t attention_scratch = std::max(scratch_bytes(), pack_scratch_bytes());
+    if (limit != 0 && held->total() > limit) {
+      WorkspaceParts least = *held;
+      least.pool_scratch = ThreadPool::scratch_footprint(attention_scratch) * static_cast<uint64_t>(pool.num_threads());
+      SAMPLEATTN_RETURN_IF_ERROR(check_workspace(least, limit, "with the stripe buffers"));
+      pool.release_scratch(attention_scratch);
+      *held = least;
     }
     stripe_memory_ = allocate_aligned(total);
     if (!stripe_memory_) return out_of_memory("cannot allocate " + std::to_string(total) + " bytes of stripe buffers");
     char* at = stripe_memory_.get();
-    for (const Job& j : jobs) {
+    for (const StripeJob& j : jobs) {
       PackedStripes& ps = stripes_[j.index];
       const size_t tiles = static_cast<size_t>((ps.count + kernels_.key_tile - 1) / kernels_.key_tile);
       ps.k = at;
@@ -141,10 +170,9 @@ class FlashRunner {
       at += 2 * tiles * ps.tile_bytes;
     }
     const int key_tile = kernels_.key_tile;
-    const size_t offsets_bytes = sizeof(int64_t) * 2 * key_tile;
-    return pool.run(static_cast<int64_t>(jobs.size()), offsets_bytes, 0,
+    return pool.run(static_cast<int64_t>(jobs.size()), pack_scratch_bytes(), held->pool_limit(limit),
                     [&](int64_t t, int, void* scratch) {
-      const Job& j = jobs[static_cast<size_t>(t)];
+      const StripeJob& j = jobs[static_cast<size_t>(t)];
       const PackedStripes& ps = stripes_[j.index];
       const Sequence& seq = p_.sequences[j.seq];
       const std::vector<int32_t>& cols = plan_->heads[j.index].stripes;
@@ -165,6 +193,9 @@ class FlashRunner {
 
   std::vector<Task> make_tasks() const {
     std::vector<Task> tasks;
+    size_t count = 0;
+    for (const Sequence& seq : p_.sequences) count += static_cast<size_t>((seq.q_len + bq_ - 1) / bq_);
+    tasks.reserve(count * static_cast<size_t>(p_.num_kv_heads));  // counted by bookkeeping_bytes
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       const Sequence& seq = p_.sequences[s];
       for (int g = 0; g < p_.num_kv_heads; ++g) {
@@ -356,15 +387,22 @@ const FlashPath& select_path(const KernelTable& kernels, const Problem& problem)
 }
 
 size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem) {
-  return FlashRunner(kernels, problem, nullptr).scratch_bytes();
+  const FlashRunner runner(kernels, problem, nullptr);
+  return std::max(runner.scratch_bytes(), runner.pack_scratch_bytes());
 }
 
-Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
-                           const Problem& problem, const SparsePlan* plan) {
+uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& problem) {
+  return FlashRunner(kernels, problem, nullptr).bookkeeping_bytes();
+}
+
+Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
+                           const KernelTable& kernels, const Problem& problem, const SparsePlan* plan) {
+  WorkspaceParts held = during;
+  SAMPLEATTN_RETURN_IF_ERROR(check_workspace(held, workspace_limit, "for the attention"));
   FlashRunner runner(kernels, problem, plan);
-  SAMPLEATTN_RETURN_IF_ERROR(runner.pack_stripes(pool, workspace_limit));
+  SAMPLEATTN_RETURN_IF_ERROR(runner.pack_stripes(pool, workspace_limit, &held));
   const std::vector<Task> tasks = runner.make_tasks();
-  return pool.run(static_cast<int64_t>(tasks.size()), runner.scratch_bytes(), workspace_limit,
+  return pool.run(static_cast<int64_t>(tasks.size()), runner.scratch_bytes(), held.pool_limit(workspace_limit),
                   [&](int64_t t, int, void* scratch) { runner.run_task(tasks[static_cast<size_t>(t)], scratch); });
 }
 

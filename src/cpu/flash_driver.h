@@ -14,17 +14,25 @@
 #include "core/sparse_plan.h"
 #include "core/status.h"
 #include "cpu/thread_pool.h"
+#include "cpu/workspace.h"
 
 namespace sampleattn::cpu {
 
 // Computes O (and lse) for every (sequence, query head) of `problem`. Heads the plan marks dense
 // (or all, when plan is null) attend over their full causal range; the others over window +
 // stripes. Uses the bf16 path when problem.precision asks for it and the table has one.
-Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
-                           const Problem& problem, const SparsePlan* plan);
+// `during` is what the call holds beside the stripe buffers (cpu/workspace.h); the stripe
+// buffers are added to it and the total checked against workspace_limit before they are
+// allocated.
+Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
+                           const KernelTable& kernels, const Problem& problem, const SparsePlan* plan);
 
-// Scratch bytes one worker needs for run_flash_attention with these kernels.
+// Scratch bytes one worker needs for run_flash_attention with these kernels (the attention's or
+// the stripe packing's, whichever is larger).
 size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem);
+
+// The attention's task list and per-head stripe records, bytes.
+uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& problem);
 
 // The flash path (f32 or bf16) a problem will run on.
 const FlashPath& select_path(const KernelTable& kernels, const Problem& problem);

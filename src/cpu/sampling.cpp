@@ -10,16 +10,13 @@
 
 #include "core/mask.h"
 #include "core/timing.h"
+#include "cpu/score_fixed_point.h"
 #include "cpu/scratch_carver.h"
 #include "cpu/stripe_selection.h"
+#include "cpu/workspace.h"
 
 namespace sampleattn::cpu {
 namespace {
-
-// Column scores are summed in fixed point, 2^-kScoreBits units: each row chunk adds its own
-// (in-order f32) sums with an integer add, so the total does not depend on which thread ran which
-// chunk or when. A column's total is at most the number of sampled rows: far below 2^63 / 2^30.
-constexpr int kScoreBits = 30;
 
 // Score buffers of the fused stage-1 pass: a chunk's rows x all the keys they see, kept between
 // the row statistics and the column sums. The chunk shrinks with the key count to stay near this,
@@ -30,6 +27,9 @@ int64_t score_budget(uint64_t workspace_limit, int threads) {
   if (workspace_limit == 0) return kScoreBufferBytes;
   return std::min<int64_t>(kScoreBufferBytes, static_cast<int64_t>(workspace_limit / (4 * static_cast<uint64_t>(threads))));
 }
+
+// One stage-1 task: rows [c0, c0 + n) of sampled sequence ss, kv group g.
+struct RowTask { size_t ss; int g; int64_t c0; int n; double cost; };
 
 // Stage-1 state of one sampled sequence.
 struct SampledSequence {
@@ -208,11 +208,8 @@ class Sampler {
       }
       int64_t* total = ss.col_score.data() + static_cast<size_t>(head) * seq.k_len;
       for (int64_t j = 0; j < end; ++j) {
-        const float v = s.columns[j];
-        if (v != 0.f) {
-          std::atomic_ref<int64_t>(total[j]).fetch_add(std::llrint(std::ldexp(static_cast<double>(v), kScoreBits)),
-                                                       std::memory_order_relaxed);
-        }
+        const int64_t v = column_sum_to_fixed(s.columns[j], n);
+        if (v != 0) std::atomic_ref<int64_t>(total[j]).fetch_add(v, std::memory_order_relaxed);
       }
     }
   }
@@ -292,24 +289,52 @@ class Sampler {
 
 }  // namespace
 
-size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads,
-                                uint64_t workspace_limit) {
-  Sampler sampler(kernels, problem, score_budget(workspace_limit, threads));
-  size_t bytes = sampler.scratch_bytes() * static_cast<size_t>(threads);
+SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& problem, int threads,
+                                     uint64_t workspace_limit) {
+  const Sampler sampler(kernels, problem, score_budget(workspace_limit, threads));
+  const uint64_t hq = static_cast<uint64_t>(problem.num_q_heads);
+  SamplingFootprint f;
+  f.scratch_per_worker = sampler.scratch_bytes();
+  uint64_t sequences = 0, row_tasks = 0, most_keys = 0;
   for (const Sequence& seq : problem.sequences) {
     if (!sequence_is_sampled(problem, seq)) continue;
-    const size_t rows = sampled_rows(problem.sample, seq.q_len).size();
-    bytes += problem.num_q_heads * (sizeof(float) * 3 * rows + sizeof(int64_t) * static_cast<size_t>(seq.k_len));
+    const uint64_t rows = sampled_rows(problem.sample, seq.q_len).size();
+    const uint64_t keys = static_cast<uint64_t>(seq.k_len);
+    ++sequences;
+    row_tasks += static_cast<uint64_t>(problem.num_kv_heads) * ((rows + sampler.chunk() - 1) / sampler.chunk());
+    most_keys = std::max(most_keys, keys);
+    // rows; row_max, row_sum, kept; col_score (build_sparse_plan's SampledSequence)
+    f.stage1 += sizeof(int64_t) * rows + hq * (3 * sizeof(float) * rows + sizeof(int64_t) * keys);
+    f.stripe_lists += hq * sizeof(int32_t) * keys;
   }
+  f.stage1 += sequences * sizeof(SampledSequence) + row_tasks * sizeof(RowTask);
+  // Stage 2, one task per stripe set, as many at once as workers: the set's summed scores (f32),
+  // select_stripes' ranked (score, index) copy and its tail or chosen part (8 bytes a key each)
+  // and its result (int32).
+  const uint64_t sets = sequences * static_cast<uint64_t>(
+      problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? problem.num_kv_heads : problem.num_q_heads);
+  f.stage2 = std::min<uint64_t>(sets, static_cast<uint64_t>(threads)) *
+             (sizeof(float) + 2 * (sizeof(float) + sizeof(int32_t)) + sizeof(int32_t)) * most_keys;
+  return f;
+}
+
+uint64_t sparse_plan_bytes(const SparsePlan& plan) {
+  uint64_t bytes = plan.heads.capacity() * sizeof(HeadPlan);
+  for (const HeadPlan& hp : plan.heads) bytes += hp.stripes.capacity() * sizeof(int32_t);
   return bytes;
 }
 
-Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
-                         const Problem& problem, bool with_kept_mass, SparsePlan* plan) {
+Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
+                         const KernelTable& kernels, const Problem& problem, bool with_kept_mass,
+                         SparsePlan* plan) {
+  SAMPLEATTN_RETURN_IF_ERROR(check_workspace(during, workspace_limit, "during stages 1 and 2"));
+  const uint64_t pool_limit = during.pool_limit(workspace_limit);
   const int hq = problem.num_q_heads;
   const int groups = problem.num_kv_heads;
   init_dense_plan(problem, plan);
   std::vector<SampledSequence> sampled;
+  sampled.reserve(static_cast<size_t>(std::count_if(problem.sequences.begin(), problem.sequences.end(),
+      [&](const Sequence& seq) { return sequence_is_sampled(problem, seq); })));
   for (size_t s = 0; s < problem.sequences.size(); ++s) {
     const Sequence& seq = problem.sequences[s];
     if (!sequence_is_sampled(problem, seq)) continue;
@@ -317,6 +342,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     ss.seq = static_cast<int>(s);
     ss.window = window_size(problem.sample, seq.k_len);
     ss.rows = sampled_rows(problem.sample, seq.q_len);
+    ss.rows.shrink_to_fit();  // sampling_footprint counts it at its size
     const size_t nr = ss.rows.size();
     ss.row_max.assign(hq * nr, -std::numeric_limits<float>::infinity());
     ss.row_sum.assign(hq * nr, 0.f);
@@ -332,8 +358,10 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
   const auto t_sampling = std::chrono::steady_clock::now();
 
   // Stage 1 tasks: (sampled sequence, group, row chunk), longest rows first.
-  struct RowTask { size_t ss; int g; int64_t c0; int n; double cost; };
   std::vector<RowTask> row_tasks;
+  size_t num_row_tasks = 0;
+  for (const SampledSequence& ss : sampled) num_row_tasks += groups * ((ss.rows.size() + chunk - 1) / chunk);
+  row_tasks.reserve(num_row_tasks);
   for (size_t i = 0; i < sampled.size(); ++i) {
     const SampledSequence& ss = sampled[i];
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
@@ -345,7 +373,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     }
   }
   std::stable_sort(row_tasks.begin(), row_tasks.end(), [](const RowTask& a, const RowTask& b) { return a.cost > b.cost; });
-  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, workspace_limit,
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, pool_limit,
                                       [&](int64_t t, int, void* buf) {
     const RowTask& task = row_tasks[static_cast<size_t>(t)];
     sampler.sample_rows(sampled[task.ss], task.g, task.c0, task.n, buf);
@@ -359,7 +387,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
   const int heads_per_set = per_group ? problem.group : 1;
   std::atomic<bool> out_of_memory_in_task{false};
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(sampled.size()) * sets_per_seq,
-                                      0, 0, [&](int64_t t, int, void*) {
+                                      0, pool_limit, [&](int64_t t, int, void*) {
    try {
     SampledSequence& ss = sampled[static_cast<size_t>(t / sets_per_seq)];
     const int set = static_cast<int>(t % sets_per_seq);
@@ -370,8 +398,8 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
     std::vector<float> summed(static_cast<size_t>(seq.k_len));
     for (int64_t j = 0; j < seq.k_len; ++j) {
       int64_t v = fixed[j];
-      for (int h = 1; h < heads_per_set; ++h) v += fixed[static_cast<size_t>(h) * seq.k_len + j];
-      summed[j] = static_cast<float>(std::ldexp(static_cast<double>(v), -kScoreBits));
+      for (int h = 1; h < heads_per_set; ++h) v = add_fixed(v, fixed[static_cast<size_t>(h) * seq.k_len + j]);
+      summed[j] = fixed_to_score(v);
     }
     const float* scores = summed.data();
     const double total = static_cast<double>(ss.rows.size()) * heads_per_set;
@@ -401,7 +429,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Kerne
 
   // Kept mass (CRA) of the sampled rows under the chosen mask, for the statistics.
   if (!with_kept_mass) return Status::ok();
-  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, workspace_limit,
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, pool_limit,
                                       [&](int64_t t, int, void* buf) {
     const RowTask& task = row_tasks[static_cast<size_t>(t)];
     sampler.kept_mass(sampled[task.ss], *plan, task.g, task.c0, task.n, buf);

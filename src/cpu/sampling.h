@@ -12,17 +12,31 @@
 #include "core/sparse_plan.h"
 #include "core/status.h"
 #include "cpu/thread_pool.h"
+#include "cpu/workspace.h"
 
 namespace sampleattn::cpu {
 
-// Workspace of stages 1 and 2 for `threads` workers; the stage-1 score buffers shrink to fit a
-// quarter of workspace_limit (0 = no limit).
-size_t sampling_workspace_bytes(const KernelTable& kernels, const Problem& problem, int threads,
-                                uint64_t workspace_limit);
+// The memory of stages 1 and 2 for `threads` workers (the parts of cpu/workspace.h). The
+// stage-1 score buffers shrink to fit a quarter of workspace_limit (0 = no limit).
+struct SamplingFootprint {
+  size_t scratch_per_worker = 0;  // pool scratch of stage 1 and of the kept-mass pass, one worker
+  uint64_t stage1 = 0;            // sampled rows, their statistics, column scores, task list
+  uint64_t stage2 = 0;            // stage 2's temporaries, all workers at once
+  uint64_t stripe_lists = 0;      // the most the chosen stripe lists can take (every key a stripe)
+};
+SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& problem, int threads,
+                                     uint64_t workspace_limit);
+
+// The bytes a plan holds: its per-head records and stripe lists.
+uint64_t sparse_plan_bytes(const SparsePlan& plan);
 
 // with_kept_mass: also measure the kept mass (CRA) of the sampled rows for the statistics (an
 // extra pass over their window and stripes; skipped when nobody asked for statistics).
-Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
-                         const Problem& problem, bool with_kept_mass, SparsePlan* plan);
+// `during` is what the call holds meanwhile (the pool's scratch, sampling_footprint's parts, the
+// plan at its largest): checked against workspace_limit before anything is allocated, and the
+// pool's scratch is bounded by what the limit leaves beside the other parts.
+Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
+                         const KernelTable& kernels, const Problem& problem, bool with_kept_mass,
+                         SparsePlan* plan);
 
 }  // namespace sampleattn::cpu

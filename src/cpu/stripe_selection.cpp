@@ -83,6 +83,7 @@ std::vector<int32_t> select_stripes(const float* scores, int64_t k_len, const Se
     std::copy(chosen.begin(), chosen.begin() + count.ranked, rest.begin());
   }
   std::vector<int32_t> kept;
+  kept.reserve(static_cast<size_t>(count.sinks + count.ranked));  // exact: stage 2's memory bound counts it
   for (int64_t j = 0; j < count.sinks; ++j) kept.push_back(static_cast<int32_t>(j));
   for (int64_t i = 0; i < count.ranked; ++i) kept.push_back(rest[i].index);
   std::sort(kept.begin(), kept.end());

@@ -395,26 +395,41 @@ struct ThreadPool::Impl {
     return !stopping.load(std::memory_order_relaxed);
   }
 
+  uint64_t held_scratch_bytes() const {
+    uint64_t held = 0;
+    for (const Worker& worker : workers) held += worker.scratch.bytes;
+    return held;
+  }
+
+  void release_scratch(uint64_t keep_bytes) {
+    for (Worker& worker : workers) {
+      if (worker.scratch.bytes > keep_bytes) free_scratch(worker.scratch);
+    }
+  }
+
   Status prepare_scratch(size_t scratch_bytes, uint64_t limit_bytes) {
     const size_t num_threads = workers.size();
-    if (limit_bytes != 0) {
-      uint64_t total = 0;
-      if (__builtin_mul_overflow(static_cast<uint64_t>(scratch_bytes),
-                                 static_cast<uint64_t>(num_threads), &total) ||
-          total > limit_bytes) {
-        return out_of_memory("thread pool scratch of " + std::to_string(scratch_bytes) +
-                             " bytes for each of " + std::to_string(num_threads) +
-                             " workers exceeds the memory limit of " +
-                             std::to_string(limit_bytes) + " bytes");
-      }
-    }
-    if (scratch_bytes == 0) return Status::ok();
     if (scratch_bytes > std::numeric_limits<size_t>::max() - kPageBytes) {
       return out_of_memory("thread pool scratch of " + std::to_string(scratch_bytes) +
                            " bytes per worker cannot be allocated");
     }
-    const size_t rounded = (scratch_bytes + kScratchAlignment - 1) / kScratchAlignment *
-                           kScratchAlignment;
+    const size_t rounded = static_cast<size_t>(scratch_footprint(scratch_bytes));
+    if (limit_bytes != 0) {
+      uint64_t total = 0;
+      if (__builtin_mul_overflow(static_cast<uint64_t>(rounded), static_cast<uint64_t>(num_threads),
+                                 &total) ||
+          total > limit_bytes) {
+        return out_of_memory("thread pool scratch of " + std::to_string(rounded) +
+                             " bytes for each of " + std::to_string(num_threads) +
+                             " workers exceeds the memory limit of " +
+                             std::to_string(limit_bytes) + " bytes");
+      }
+      // What the workers would hold after growing; buffers kept from a larger run go first.
+      uint64_t after = 0;
+      for (const Worker& worker : workers) after += std::max<uint64_t>(worker.scratch.bytes, rounded);
+      if (after > limit_bytes) release_scratch(rounded);
+    }
+    if (scratch_bytes == 0) return Status::ok();
     for (Worker& worker : workers) {
       if (worker.scratch.bytes >= scratch_bytes) continue;
       free_scratch(worker.scratch);  // contents are not kept, so free first: lower peak
@@ -493,9 +508,24 @@ int ThreadPool::num_threads() const { return static_cast<int>(impl_->workers.siz
 int ThreadPool::num_numa_nodes() const { return impl_->num_numa_nodes; }
 bool ThreadPool::bound() const { return impl_->workers_bound; }
 
-Status ThreadPool::run(int64_t num_tasks, size_t scratch_bytes, uint64_t limit_bytes,
+Status ThreadPool::run(int64_t num_tasks, size_t scratch_bytes, uint64_t scratch_limit_bytes,
                        FunctionRef<void(int64_t task, int worker, void* scratch)> body) {
-  return impl_->run(num_tasks, scratch_bytes, limit_bytes, body);
+  return impl_->run(num_tasks, scratch_bytes, scratch_limit_bytes, body);
+}
+
+uint64_t ThreadPool::scratch_footprint(size_t scratch_bytes) {
+  return (static_cast<uint64_t>(scratch_bytes) + kScratchAlignment - 1) / kScratchAlignment *
+         kScratchAlignment;
+}
+
+uint64_t ThreadPool::held_scratch_bytes() {
+  std::lock_guard<std::mutex> run_lock(impl_->run_mutex);
+  return impl_->held_scratch_bytes();
+}
+
+void ThreadPool::release_scratch(size_t keep_bytes) {
+  std::lock_guard<std::mutex> run_lock(impl_->run_mutex);
+  impl_->release_scratch(scratch_footprint(keep_bytes));
 }
 
 }  // namespace sampleattn::cpu

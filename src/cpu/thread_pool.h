@@ -62,11 +62,22 @@ class ThreadPool {
   // returns when all are done. Tasks are claimed dynamically in increasing index order, so callers
   // put the most expensive tasks first. worker is in [0, num_threads()); scratch is that worker's
   // buffer of at least scratch_bytes, 64-byte aligned, on the worker's NUMA node, kept and reused
-  // across calls. Fails with SAMPLEATTN_OUT_OF_MEMORY (running nothing) when the scratch cannot
-  // be had or num_threads() * scratch_bytes would pass limit_bytes (0 = no limit).
-  // body must not throw.
-  Status run(int64_t num_tasks, size_t scratch_bytes, uint64_t limit_bytes,
+  // across calls (a worker keeps the largest buffer it was given).
+  // scratch_limit_bytes (0 = no limit) bounds the scratch the pool holds during this run, all
+  // workers together (scratch_footprint() each): buffers kept from an earlier, larger run are
+  // freed and reallocated at this run's size when keeping them would pass it. Fails with
+  // SAMPLEATTN_OUT_OF_MEMORY (running nothing) when num_threads() * scratch_footprint(scratch_bytes)
+  // alone passes it, or when the scratch cannot be had. body must not throw.
+  Status run(int64_t num_tasks, size_t scratch_bytes, uint64_t scratch_limit_bytes,
              FunctionRef<void(int64_t task, int worker, void* scratch)> body);
+
+  // The bytes one worker's buffer takes for a run asking scratch_bytes (rounded up to 64).
+  static uint64_t scratch_footprint(size_t scratch_bytes);
+  // The scratch the pool holds now, all workers together.
+  uint64_t held_scratch_bytes();
+  // Frees every worker buffer larger than scratch_footprint(keep_bytes) (all of them for 0); the
+  // next run that needs scratch allocates it again. Waits for a run in flight.
+  void release_scratch(size_t keep_bytes = 0);
 
  private:
   struct Impl;
