@@ -2,6 +2,9 @@
 
 #include <cpuid.h>
 
+#include <cstring>
+#include <string>
+
 namespace sampleattn {
 namespace {
 
@@ -32,8 +35,13 @@ CpuFeatures detect() {
   const bool avx512vl = (ebx >> 31) & 1;
   f.avx2_fma = ymm_state && avx2 && fma;
   f.avx512 = f.avx2_fma && zmm_state && avx512f && avx512dq && avx512bw && avx512vl;
+  const bool amx_bf16 = (edx >> 22) & 1;
+  const bool amx_tile = (edx >> 24) & 1;
+  const bool tile_state = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
+  f.amx_bf16 = amx_tile && amx_bf16 && tile_state;
   __cpuid_count(7, 1, eax, ebx, ecx, edx);
   f.avx512_bf16 = f.avx512 && ((eax >> 5) & 1);
+  f.amx_fp16 = f.amx_bf16 && ((eax >> 21) & 1);
   if (!f.f16c) f.avx2_fma = f.avx512 = f.avx512_bf16 = false;  // our kernels convert f16 with F16C
   return f;
 }
@@ -53,6 +61,23 @@ bool cpu_supports(Isa isa) {
     case Isa::kAvx512: return f.avx512;
   }
   return false;
+}
+
+const char* cpu_model_name() {
+  static const std::string name = [] {
+    unsigned regs[12] = {};
+    if (__get_cpuid_max(0x80000000u, nullptr) < 0x80000004u) return std::string();
+    for (unsigned i = 0; i < 3; ++i) {
+      __get_cpuid(0x80000002u + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
+    }
+    char text[sizeof(regs) + 1] = {};
+    std::memcpy(text, regs, sizeof(regs));
+    std::string s(text);
+    const size_t first = s.find_first_not_of(' ');
+    const size_t last = s.find_last_not_of(' ');
+    return first == std::string::npos ? std::string() : s.substr(first, last - first + 1);
+  }();
+  return name.c_str();
 }
 
 Isa best_supported_isa() {

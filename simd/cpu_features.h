@@ -12,6 +12,10 @@ struct CpuFeatures {
   bool avx512 = false;       // AVX-512 F/BW/DQ/VL, with the OS saving ZMM and opmask state
   bool avx512_bf16 = false;  // vdpbf16ps
   bool f16c = false;
+  // AMX tiles (amx_tile + amx_bf16, amx_fp16), with the OS enabling the tile state in XCR0. No
+  // kernel table uses them yet; reported by sampleattn info.
+  bool amx_bf16 = false;
+  bool amx_fp16 = false;
 };
 
 // Detected once; thread-safe.
@@ -22,5 +26,8 @@ bool cpu_supports(Isa isa);
 
 // Best ISA this CPU (and OS) supports: the last of the list it runs.
 Isa best_supported_isa();
+
+// The processor's brand string (cpuid 0x80000002-4), trimmed, e.g. "AMD EPYC 7B13"; "" if none.
+const char* cpu_model_name();
 
 }  // namespace sampleattn

@@ -22,8 +22,7 @@ struct MethodRun {
 
 void run(const workload::GeneratedData& g, sampleattn_method method, MethodRun* r) {
   ASSERT_TRUE(workload::make_tensor(g.q.seq, g.q.heads, g.q.dim, DType::kF32, &r->o).is_ok());
-  sampleattn_params p;
-  sampleattn_params_init(&p);
+  sampleattn::Params p;
   p.q = {g.q.data(), SAMPLEATTN_DTYPE_F32, g.q.token_stride(), g.q.head_stride()};
   p.k = {g.k.data(), SAMPLEATTN_DTYPE_F32, g.k.token_stride(), g.k.head_stride()};
   p.v = {g.v.data(), SAMPLEATTN_DTYPE_F32, g.v.token_stride(), g.v.head_stride()};

@@ -32,7 +32,7 @@ class DenseAttention : public ::testing::TestWithParam<Param> {};
 void run_and_compare(const Param& param, const DenseShape& shape, sampleattn_precision precision, int threads) {
   const auto [isa, dtype, group] = param;
   Case c = dense_case(shape, dtype, group, 1234 + shape.d + group);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   p.precision = precision;
 
   sampleattn_context* ctx = cpu_context(threads);
@@ -106,8 +106,7 @@ TEST(DenseAttentionLayout, HeadMajorStridesAndMixedDtypes) {
   k.fill_normal(rng, 1.f);
   v.fill_normal(rng, 1.f);
   o.poison();
-  sampleattn_params p;
-  sampleattn_params_init(&p);
+  sampleattn::Params p;
   p.q = {q.data(), SAMPLEATTN_DTYPE_F16, d, int64_t{n} * d};
   p.k = {k.data(), SAMPLEATTN_DTYPE_BF16, d, int64_t{n} * d};
   p.v = {v.data(), SAMPLEATTN_DTYPE_BF16, d, int64_t{n} * d};
@@ -139,7 +138,7 @@ TEST(DenseAttentionRows, NoKeysGivesZeroRowsAndMinusInfLse) {
   c.add_sequence(3, 0);
   c.add_sequence(2, 4);
   c.materialize(3);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   sampleattn_context* ctx = cpu_context(1);
   ASSERT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
   sampleattn_context_destroy(ctx);
@@ -156,7 +155,7 @@ TEST(DenseAttentionThreads, SameBitsForAnyThreadCount) {
   c.add_sequence(300, 300);
   c.add_sequence(77, 150);
   c.materialize(11);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   std::vector<std::vector<uint8_t>> results;
   for (int threads : {1, 2, 3}) {
     c.o.poison();
@@ -177,7 +176,7 @@ TEST(DenseAttentionThreads, ConcurrentCallsOnOneContext) {
     cases[i].d = 64;
     cases[i].add_sequence(90 + static_cast<int>(i), 120);
     cases[i].materialize(100 + i);
-    sampleattn_params p = cases[i].params();
+    sampleattn::Params p = cases[i].params();
     ASSERT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_SUCCESS);
     expected.push_back(cases[i].o.bytes);
     cases[i].o.poison();
@@ -187,7 +186,7 @@ TEST(DenseAttentionThreads, ConcurrentCallsOnOneContext) {
   for (size_t i = 0; i < cases.size(); ++i) {
     threads.emplace_back([&, i] {
       for (int rep = 0; rep < 5; ++rep) {
-        sampleattn_params p = cases[i].params();
+        sampleattn::Params p = cases[i].params();
         status[i] = sampleattn_forward(ctx, &p, nullptr);
       }
     });
@@ -204,7 +203,7 @@ TEST(DenseAttentionMemory, WorkspaceLimitFailsCleanly) {
   Case c;
   c.add_sequence(64, 64);
   c.materialize(5);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   sampleattn_context_options o;
   sampleattn_context_options_init(&o);
   o.backend = SAMPLEATTN_BACKEND_CPU;
@@ -225,7 +224,7 @@ TEST(DenseAttentionPlan, ReportsWorkspaceAndFlops) {
   c.d = 128;
   c.add_sequence(1000, 1000);
   c.materialize(5);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   sampleattn_context* ctx = cpu_context(2);
   sampleattn_plan_info info;
   sampleattn_plan_info_init(&info);

@@ -99,7 +99,7 @@ void attach_stats(Outcome& out, size_t num_heads, std::vector<int32_t>& offsets,
 }
 
 // Runs `p` (host pointers of `c`) on the CPU.
-Outcome run_cpu(Case& c, sampleattn_params p) {
+Outcome run_cpu(Case& c, sampleattn::Params p) {
   Outcome out;
   std::vector<int32_t> offsets, stripes;
   attach_stats(out, (c.cu_q.size() - 1) * c.hq, offsets, stripes);
@@ -120,7 +120,7 @@ struct DeviceLayout {
 
 // Runs `p` on the CUDA backend with device copies of c's tensors (same strides unless `layout`
 // pads Q's rows). stream: a cudaStream_t or null.
-Outcome run_cuda(Case& c, sampleattn_params p, const DeviceLayout& layout = {}, void* stream = nullptr) {
+Outcome run_cuda(Case& c, sampleattn::Params p, const DeviceLayout& layout = {}, void* stream = nullptr) {
   Outcome out;
   sampleattn_context* ctx = nullptr;
   EXPECT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
@@ -258,7 +258,7 @@ TEST_P(CudaDense, MatchesCpuAndOracle) {
   for (const DenseShape& shape : dense_shapes()) {
     SCOPED_TRACE("d=" + std::to_string(shape.d) + " causal=" + std::to_string(shape.causal));
     Case c = dense_case(shape, dtype, group, 99 + shape.d + group);
-    const sampleattn_params p = c.params();
+    const sampleattn::Params p = c.params();
     const Outcome gpu = run_cuda(c, p);
     ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
     EXPECT_STREQ(gpu.stats.isa, "cuda");
@@ -288,7 +288,7 @@ TEST(CudaDenseLayout, OutputDtypesStridesAndStream) {
     c.add_sequence(150, 150);
     c.add_sequence(40, 260);
     c.materialize(5 + static_cast<int>(out), 1.0f);
-    const sampleattn_params p = c.params();
+    const sampleattn::Params p = c.params();
     const Outcome cpu = run_cpu(c, p);
     ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS);
     // Packed, then a Q token stride that is not a multiple of 8 from a misaligned base (repacked),
@@ -315,7 +315,7 @@ TEST(CudaBadInput, NullPointersAndUnsupportedDtypes) {
   c.in = DType::kF32;
   c.add_sequence(8, 8);
   c.materialize(1);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   const Outcome f32 = run_cuda(c, p);
   EXPECT_EQ(f32.status, SAMPLEATTN_UNSUPPORTED_DTYPE);
   EXPECT_NE(f32.error.find("f16 or bf16"), std::string::npos) << f32.error;
@@ -325,13 +325,13 @@ TEST(CudaBadInput, NullPointersAndUnsupportedDtypes) {
   mixed.in = DType::kBF16;
   mixed.add_sequence(8, 8);
   mixed.materialize(2);
-  sampleattn_params pm = mixed.params();
+  sampleattn::Params pm = mixed.params();
   pm.v.dtype = SAMPLEATTN_DTYPE_F16;
   EXPECT_EQ(run_cuda(mixed, pm).status, SAMPLEATTN_UNSUPPORTED_DTYPE);
 
   sampleattn_context* ctx = nullptr;
   ASSERT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS);
-  sampleattn_params pn = mixed.params();
+  sampleattn::Params pn = mixed.params();
   pn.k.data = nullptr;
   EXPECT_EQ(sampleattn_forward(ctx, &pn, nullptr), SAMPLEATTN_NULL_POINTER);
   sampleattn_context_destroy(ctx);
@@ -357,7 +357,7 @@ TEST(CudaBadInput, NonFiniteAndOverflowingInputsAsOnTheCpu) {
         Buffer& t = which == 0 ? c.q : (which == 1 ? c.k : c.v);
         const int heads = which == 0 ? c.hq : c.hkv;
         t.set((int64_t{211} * heads + heads - 1) * c.d + 9, bad);
-        sampleattn_params p = c.params();
+        sampleattn::Params p = c.params();
         p.method = SAMPLEATTN_METHOD_SAMPLE;
         p.sample.dense_below = 64;
         const Outcome cpu = run_cpu(c, p);
@@ -389,8 +389,8 @@ class CudaSample : public ::testing::TestWithParam<std::tuple<DType, int, Sample
 
 // SampleAttention parameters of a CUDA-against-CPU case: small windows and blocks, the variant's
 // options; max_density 0 picks a threshold between the heads' densities (about half run dense).
-sampleattn_params sample_params(Case& c, const SampleVariant& variant, float r_row) {
-  sampleattn_params p = c.params();
+sampleattn::Params sample_params(Case& c, const SampleVariant& variant, float r_row) {
+  sampleattn::Params p = c.params();
   p.method = SAMPLEATTN_METHOD_SAMPLE;
   p.sample.dense_below = 256;
   p.sample.min_window = 16;
@@ -504,7 +504,7 @@ TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
   c.add_sequence(1, 1);
   c.materialize(2024 + d, 0.7f);
   plant(c, {3, 150, 151, 420, 600}, 2.0f);
-  const sampleattn_params p = sample_params(c, variant, 0.15f);
+  const sampleattn::Params p = sample_params(c, variant, 0.15f);
   expect_sample_matches_cpu(c, p, variant);
 }
 
@@ -521,14 +521,14 @@ TEST(CudaSampleLong, PipelineRingsWrapAndMatchCpu) {
   c.add_sequence(600, 2000);  // chunked prefill
   c.materialize(77, 0.7f);
   plant(c, {5, 700, 701, 1900, 2300}, 2.0f);
-  sampleattn_params dense = c.params();
+  sampleattn::Params dense = c.params();
   const Outcome gpu_dense = run_cuda(c, dense);
   ASSERT_EQ(gpu_dense.status, SAMPLEATTN_SUCCESS) << gpu_dense.error;
   const Outcome cpu_dense = run_cpu(c, dense);
   ASSERT_EQ(cpu_dense.status, SAMPLEATTN_SUCCESS) << cpu_dense.error;
   expect_matches_oracle(c, dense, gpu_dense, &cpu_dense);
   const SampleVariant variant{"long", SAMPLEATTN_STRIPES_PER_HEAD, 0, 0, 0, 4, 0.95f, 1.f};
-  sampleattn_params p = sample_params(c, variant, 0.3f);
+  sampleattn::Params p = sample_params(c, variant, 0.3f);
   p.sample.sample_block = 64;
   expect_sample_matches_cpu(c, p, variant);
 }

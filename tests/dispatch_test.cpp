@@ -60,7 +60,7 @@ TEST(Dispatch, ForcedIsaRunsAndIsReported) {
     Case c;
     c.add_sequence(20, 20);
     c.materialize(9);
-    sampleattn_params p = c.params();
+    sampleattn::Params p = c.params();
     sampleattn_context* ctx = cpu_context(1);
     sampleattn_stats stats;
     sampleattn_stats_init(&stats);

@@ -26,10 +26,9 @@ bool load(const std::string& model, Fixture* f) {
   return true;
 }
 
-sampleattn_params params_for(Fixture& f, std::vector<float>& out) {
+sampleattn::Params params_for(Fixture& f, std::vector<float>& out) {
   out.assign(static_cast<size_t>(f.q.num_elements()), std::nanf(""));
-  sampleattn_params p;
-  sampleattn_params_init(&p);
+  sampleattn::Params p;
   p.q = {f.q.data(), static_cast<sampleattn_dtype>(f.q.dtype), f.q.token_stride(), f.q.head_stride()};
   p.k = {f.k.data(), static_cast<sampleattn_dtype>(f.k.dtype), f.k.token_stride(), f.k.head_stride()};
   p.v = {f.v.data(), static_cast<sampleattn_dtype>(f.v.dtype), f.v.token_stride(), f.v.head_stride()};
@@ -51,7 +50,7 @@ TEST_P(RealCaptures, DenseWithinOracleTolerance) {
   ScopedIsa forced(isa);
   if (!forced.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(isa);
   std::vector<float> out;
-  sampleattn_params p = params_for(f, out);
+  sampleattn::Params p = params_for(f, out);
   sampleattn_context* ctx = cpu_context(2);
   ASSERT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
   Problem problem;
@@ -71,7 +70,7 @@ TEST_P(RealCaptures, DenseWithinOracleTolerance) {
   // SampleAttention with defaults: these prompts are far below dense_below, so the plan runs
   // dense and says so.
   std::vector<float> sampled;
-  sampleattn_params ps = params_for(f, sampled);
+  sampleattn::Params ps = params_for(f, sampled);
   ps.method = SAMPLEATTN_METHOD_SAMPLE;
   sampleattn_stats stats;
   sampleattn_stats_init(&stats);

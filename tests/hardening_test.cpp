@@ -37,8 +37,8 @@ Case sampled_case(DType dtype) {
   return c;
 }
 
-sampleattn_params sampled_params(Case& c, sampleattn_stripe_scope scope) {
-  sampleattn_params p = c.params();
+sampleattn::Params sampled_params(Case& c, sampleattn_stripe_scope scope) {
+  sampleattn::Params p = c.params();
   p.method = SAMPLEATTN_METHOD_SAMPLE;
   p.sample.dense_below = 128;
   p.sample.min_window = 16;
@@ -70,7 +70,7 @@ TEST_P(NonFinite, RejectedWithTheirPlace) {
           t.set((token * heads + head) * c.d + dim, bad);
           const std::vector<uint8_t> o_before = c.o.bytes;
           const std::vector<float> lse_before = c.lse;
-          sampleattn_params p = sampled_params(c, scope);
+          sampleattn::Params p = sampled_params(c, scope);
           const Forward f = forward(ctx, p);
           SCOPED_TRACE(std::string(dtype_name(dtype)) + " tensor " + "qkv"[which] + " value " + std::to_string(bad));
           EXPECT_EQ(f.status, SAMPLEATTN_INVALID_ARGUMENT);
@@ -124,7 +124,7 @@ TEST_P(NonFinite, LargeFiniteInputsRun) {
   c.materialize(5, 12.f);
   for (int64_t i = 0; i < c.k.size(); ++i) c.k.set(i, c.k.get(i) * 12.f);
   for (int64_t i = 0; i < c.v.size(); ++i) c.v.set(i, c.v.get(i) * 1e30f);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   ASSERT_EQ(forward(ctx, p).status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
   Problem problem;
   ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
@@ -159,7 +159,7 @@ TEST(Aliasing, OutputOverlappingAnInputRejected) {
   };
   for (const Alias& a : cases) {
     SCOPED_TRACE(a.name);
-    sampleattn_params p = sampled_params(c, SAMPLEATTN_STRIPES_PER_HEAD);
+    sampleattn::Params p = sampled_params(c, SAMPLEATTN_STRIPES_PER_HEAD);
     p.o.data = a.o;
     p.o.dtype = SAMPLEATTN_DTYPE_F32;
     p.o.token_stride = int64_t{c.hkv} * c.d;  // the size of K/V, so O fits in their buffers
@@ -170,7 +170,7 @@ TEST(Aliasing, OutputOverlappingAnInputRejected) {
     EXPECT_NE(f.message.find(a.expect), std::string::npos) << f.message;
   }
   {
-    sampleattn_params p = c.params();
+    sampleattn::Params p = c.params();
     p.lse = reinterpret_cast<float*>(c.o.data());
     const Forward f = forward(ctx, p);
     EXPECT_EQ(f.status, SAMPLEATTN_INVALID_ARGUMENT);
@@ -179,7 +179,7 @@ TEST(Aliasing, OutputOverlappingAnInputRejected) {
   EXPECT_EQ(c.k.bytes, k_before);
   EXPECT_EQ(c.v.bytes, v_before);
   // plan() sees no data and does not judge aliasing.
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   p.o.data = c.k.data();
   sampleattn_plan_info info;
   sampleattn_plan_info_init(&info);
@@ -194,7 +194,7 @@ TEST(Validation, ByteOffsetOverflowRejected) {
   c.d = 64;
   c.add_sequence(4, 4);
   c.materialize(1);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   p.k.token_stride = int64_t{1} << 61;  // 2^63 elements' worth of bytes at 4 bytes each
   sampleattn_plan_info info;
   sampleattn_plan_info_init(&info);
@@ -210,7 +210,7 @@ TEST(Validation, TinyValuesPrintedAsGiven) {
   Case c;
   c.add_sequence(4, 4);
   c.materialize(1);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   p.method = SAMPLEATTN_METHOD_SAMPLE;
   p.sample.alpha = -1e-30f;
   sampleattn_plan_info info;

@@ -18,7 +18,7 @@ namespace sampleattn::testing {
 namespace {
 
 // Small-problem parameters: sampling applies from k_len 0, with a short window.
-void small_sample_params(sampleattn_params& p) {
+void small_sample_params(sampleattn::Params& p) {
   p.method = SAMPLEATTN_METHOD_SAMPLE;
   p.sample.dense_below = 0;
   p.sample.min_window = 8;
@@ -37,7 +37,7 @@ struct Outcome {
   sampleattn_stats stats;
 };
 
-Outcome run(Case& c, sampleattn_params& p, int threads) {
+Outcome run(Case& c, sampleattn::Params& p, int threads) {
   Outcome out;
   const int nseq = static_cast<int>(c.cu_q.size()) - 1;
   out.heads.resize(static_cast<size_t>(nseq) * c.hq);
@@ -76,7 +76,7 @@ TEST_P(SampleAttention, EqualsOracleRestrictedToTheMask) {
     c.add_sequence(70, 300);  // chunked prefill
     c.materialize(77 + d + group, 0.6f);
     plant(c, {5, 90, 150}, 2.5f);
-    sampleattn_params p = c.params();
+    sampleattn::Params p = c.params();
     small_sample_params(p);
     Outcome o = run(c, p, 2);
     ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
@@ -147,7 +147,7 @@ TEST_P(SampleSelection, FewestColumnsReachingAlpha) {
   c.add_sequence(400, 400);
   c.materialize(5, 0.8f);
   plant(c, {3, 100, 101, 250}, 2.0f);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   small_sample_params(p);
   p.sample.alpha = 0.9f;
   p.sample.sink_tokens = 0;
@@ -201,7 +201,7 @@ TEST(SampleAttentionNeedle, KeyThatOnlyLateQueriesReadSurvives) {
   for (int x = 0; x < c.d; ++x) c.k.set(50 * c.d + x, 0.f);
   c.k.set(50 * c.d + 1, 20.f);  // scores ~10 nats above the rest for those queries
   for (int t = n - 16; t < n; ++t) c.q.set(t * c.d + 1, 4.f);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   small_sample_params(p);
   p.sample.sink_tokens = 0;
   Outcome o = run(c, p, 2);
@@ -285,7 +285,7 @@ TEST(SampleAttentionThreads, SameMaskAndBitsForOneAndTwoThreads) {
   c.add_sequence(100, 260);
   c.materialize(21, 0.7f);
   plant(c, {7, 300}, 2.0f);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   small_sample_params(p);
   Outcome one = run(c, p, 1);
   const auto bits_one = c.o.bytes;
@@ -309,7 +309,7 @@ TEST(SampleAttentionScope, KvGroupSharesOneStripeSet) {
   c.add_sequence(300, 300);
   c.materialize(8, 0.7f);
   plant(c, {40, 41}, 2.0f);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   small_sample_params(p);
   p.sample.scope = SAMPLEATTN_STRIPES_PER_KV_GROUP;
   Outcome o = run(c, p, 2);
@@ -324,7 +324,7 @@ TEST(SampleAttentionFallback, ShortSequencesRunDenseAndSaySo) {
   c.add_sequence(100, 100);
   c.add_sequence(50, 300);
   c.materialize(4);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   small_sample_params(p);
   p.sample.dense_below = 200;
   Outcome o = run(c, p, 2);
@@ -363,7 +363,7 @@ TEST(SampleAttentionDensityRule, DenseMaskHeadsRunDenseBesideSparseOnes) {
       }
     }
   }
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   small_sample_params(p);
   Outcome all_sparse = run(c, p, 2);
   ASSERT_EQ(all_sparse.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
@@ -439,7 +439,7 @@ TEST(SampleAttentionWorkspace, ScoreBuffersShrinkToTheContextLimit) {
   c.add_sequence(4096, 4096);
   c.materialize(17, 0.6f);
   plant(c, {11, 2000}, 2.5f);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   small_sample_params(p);
   p.sample.r_row = 0.1f;
   sampleattn_plan_info unlimited;
@@ -508,7 +508,7 @@ TEST(SampleAttentionStats, KeptMassMatchesTheOracle) {
   c.add_sequence(320, 320);
   c.materialize(12, 0.8f);
   plant(c, {9, 200}, 1.5f);
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   small_sample_params(p);
   p.sample.alpha = 0.8f;
   Outcome o = run(c, p, 2);

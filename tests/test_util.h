@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "sampleattn/sampleattn.hpp"
 #include "simd/dispatch.h"
 #include "core/dtype_convert.h"
 #include "core/problem.h"
@@ -98,9 +99,8 @@ struct Case {
     lse.assign(static_cast<size_t>(cu_q.back()) * hq, std::nanf(""));
   }
 
-  sampleattn_params params() {
-    sampleattn_params p;
-    sampleattn_params_init(&p);
+  sampleattn::Params params() {
+    sampleattn::Params p;
     p.q = {q.data(), static_cast<sampleattn_dtype>(in), int64_t{hq} * d, d};
     p.k = {k.data(), static_cast<sampleattn_dtype>(in), int64_t{hkv} * d, d};
     p.v = {v.data(), static_cast<sampleattn_dtype>(in), int64_t{hkv} * d, d};

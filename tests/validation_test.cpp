@@ -25,9 +25,9 @@ class Validation : public ::testing::Test {
 
   // Applies `edit` to valid params and expects `status` with a non-empty message, from both
   // plan (when the rule is not about data pointers) and forward, and O untouched.
-  void expect(sampleattn_status status, const std::function<void(sampleattn_params&)>& edit,
+  void expect(sampleattn_status status, const std::function<void(sampleattn::Params&)>& edit,
               bool plan_too = true) {
-    sampleattn_params p = c_.params();
+    sampleattn::Params p = c_.params();
     edit(p);
     EXPECT_EQ(sampleattn_forward(ctx_, &p, nullptr), status) << sampleattn_last_error();
     EXPECT_GT(std::strlen(sampleattn_last_error()), 0u);
@@ -44,13 +44,13 @@ class Validation : public ::testing::Test {
 };
 
 TEST_F(Validation, ValidCallSucceedsAndClearsTheMessage) {
-  sampleattn_params p = c_.params();
+  sampleattn::Params p = c_.params();
   ASSERT_EQ(sampleattn_forward(ctx_, &p, nullptr), SAMPLEATTN_SUCCESS);
   EXPECT_STREQ(sampleattn_last_error(), "");
 }
 
 TEST_F(Validation, NullContextParamsAndStats) {
-  sampleattn_params p = c_.params();
+  sampleattn::Params p = c_.params();
   EXPECT_EQ(sampleattn_forward(nullptr, &p, nullptr), SAMPLEATTN_NULL_POINTER);
   EXPECT_EQ(sampleattn_forward(ctx_, nullptr, nullptr), SAMPLEATTN_NULL_POINTER);
   EXPECT_EQ(sampleattn_plan(nullptr, &p, nullptr), SAMPLEATTN_NULL_POINTER);

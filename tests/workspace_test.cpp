@@ -76,7 +76,7 @@ class WorkspacePeak : public ::testing::Test {
     c.materialize(23, 0.6f);
     return c;
   }
-  static void sample_params(sampleattn_params& p) {
+  static void sample_params(sampleattn::Params& p) {
     p.method = SAMPLEATTN_METHOD_SAMPLE;
     p.sample.dense_below = 0;
     p.sample.min_stripes = kStripes;
@@ -89,7 +89,7 @@ class WorkspacePeak : public ::testing::Test {
     const uint64_t tile_bytes = kernels.path(Precision::kF32)->packed_bytes(kernels.key_tile, c.d);
     return static_cast<uint64_t>(c.hq) * 2 * tiles * tile_bytes;
   }
-  static uint64_t planned(sampleattn_params& p, uint64_t limit) {
+  static uint64_t planned(sampleattn::Params& p, uint64_t limit) {
     sampleattn_context* ctx = cpu_context(kThreads, limit);
     sampleattn_plan_info info;
     sampleattn_plan_info_init(&info);
@@ -103,7 +103,7 @@ class WorkspacePeak : public ::testing::Test {
     int64_t growth;  // peak RSS during the call minus RSS before it
   };
   // One call on a fresh context under `limit`, the peak RSS measured around the call alone.
-  static Measured measure(sampleattn_params& p, uint64_t limit) {
+  static Measured measure(sampleattn::Params& p, uint64_t limit) {
     sampleattn_context* ctx = cpu_context(kThreads, limit);
     EXPECT_TRUE(reset_peak_rss());
     const int64_t before = status_bytes("VmRSS");
@@ -116,7 +116,7 @@ class WorkspacePeak : public ::testing::Test {
 
 TEST_F(WorkspacePeak, SampledCallStaysWithinTheLimit) {
   Case c = make_case();
-  sampleattn_params p = c.params();
+  sampleattn::Params p = c.params();
   sample_params(p);
 
   // The chosen masks: every head sparse with exactly kStripes stripes.

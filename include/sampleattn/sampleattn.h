@@ -12,9 +12,15 @@
  * one CPU context share its worker pool and run one after another (each call uses every worker);
  * calls on different contexts run concurrently. sampleattn_last_error() is per thread.
  *
- * Structs that cross the ABI begin with struct_size: fill them with the matching *_init()
- * function, which sets struct_size and the documented defaults, so that fields added later keep
- * old callers working.
+ * ABI (docs/ABI.md): the shared library is libsampleattn.so.1 and its symbols carry the version
+ * node SAMPLEATTN_1. Structs that cross the ABI begin with struct_size and only ever grow at the
+ * end. Fill them with the matching *_init() macro: it passes the caller's sizeof, so the library
+ * writes only that many bytes and records them in struct_size. A struct_size smaller than this
+ * header's (a caller built against an older header) is accepted down to the first ABI 1 layout:
+ * the fields it lacks take their defaults and are not written back. A struct_size larger than the
+ * library knows (a caller built against a newer header than the library it runs with) fails with
+ * SAMPLEATTN_UNSUPPORTED_VERSION. Nested parameter structs are reached through pointers, so a
+ * struct that grows never moves the fields of another.
  */
 #ifndef SAMPLEATTN_SAMPLEATTN_H_
 #define SAMPLEATTN_SAMPLEATTN_H_
@@ -35,8 +41,12 @@ extern "C" {
 #endif
 
 #define SAMPLEATTN_VERSION_MAJOR 0
-#define SAMPLEATTN_VERSION_MINOR 1
+#define SAMPLEATTN_VERSION_MINOR 2
 #define SAMPLEATTN_VERSION_PATCH 0
+/* The ABI: the shared library's SONAME number, and the layout revision of this header's structs
+ * (docs/ABI.md lists what each revision appended). */
+#define SAMPLEATTN_ABI_VERSION 1
+#define SAMPLEATTN_ABI_REVISION 1
 
 /* ---------------------------------------------------------------------------------------------
  * Status
@@ -51,7 +61,8 @@ typedef enum sampleattn_status {
   SAMPLEATTN_UNSUPPORTED_BACKEND = 6,  /* backend not compiled in, or no device present */
   SAMPLEATTN_OUT_OF_MEMORY = 7,        /* allocation failed or workspace over the context limit */
   SAMPLEATTN_DEVICE_ERROR = 8,         /* the CUDA runtime reported an error */
-  SAMPLEATTN_INTERNAL_ERROR = 9        /* a bug: please report it with sampleattn_last_error() */
+  SAMPLEATTN_INTERNAL_ERROR = 9,       /* a bug: please report it with sampleattn_last_error() */
+  SAMPLEATTN_UNSUPPORTED_VERSION = 10  /* a struct_size from a newer header than this library */
 } sampleattn_status;
 
 /* A static string naming the status, e.g. "SAMPLEATTN_INVALID_SHAPE". Never NULL. */
@@ -61,7 +72,7 @@ SAMPLEATTN_API const char* sampleattn_status_string(sampleattn_status status);
  * call into the library from this thread. */
 SAMPLEATTN_API const char* sampleattn_last_error(void);
 
-/* "0.1.0" */
+/* The library's version, e.g. "0.2.0" (SAMPLEATTN_VERSION_* are the header's). */
 SAMPLEATTN_API const char* sampleattn_version(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -95,7 +106,12 @@ typedef struct sampleattn_context_options {
 
 typedef struct sampleattn_context sampleattn_context;
 
-SAMPLEATTN_API void sampleattn_context_options_init(sampleattn_context_options* options);
+/* The *_init functions take the caller's struct size; call them through the macros, which pass
+ * sizeof(*ptr). They write exactly `size` bytes (nothing when size is smaller than the first
+ * layout or larger than the library's struct, or ptr is NULL). */
+SAMPLEATTN_API void sampleattn_context_options_init_sized(sampleattn_context_options* options, size_t size);
+#define sampleattn_context_options_init(options) \
+  sampleattn_context_options_init_sized((options), sizeof(*(options)))
 
 /* options may be NULL for the defaults. With backend CUDA and no usable device this fails with
  * SAMPLEATTN_UNSUPPORTED_BACKEND; with AUTO it falls back to the CPU (see sampleattn_context_info). */
@@ -111,9 +127,22 @@ typedef struct sampleattn_context_info {
   const char* isa;            /* kernel table in use: a CPU table, e.g. "avx2" (the ISA list: docs/KERNELS.md), or "cuda" */
   const char* device_name;    /* CUDA device name, or "" */
   const char* note;           /* why AUTO chose what it chose, e.g. "no CUDA device found" */
+  /* ABI revision 1.1. The strings live as long as the context. */
+  sampleattn_binding binding; /* how the CPU workers are bound */
+  const char* cpu_model;      /* e.g. "Intel(R) Xeon(R) Platinum 8480+" */
+  /* The CPU kernel tables this CPU can run, best first, with their products, e.g.
+   * "avx512 (f32 fma, bf16 dot), avx2 (f32 fma), scalar". */
+  const char* cpu_tables;
+  /* Each backend: compiled or not, found or not and why, e.g. "cpu: in use; cuda: module
+   * /usr/lib/x86_64-linux-gnu/libsampleattn_cuda.so.1 loaded, no CUDA device". */
+  const char* backends;
+  /* The SAMPLEATTN_* environment variables the library read, and any it rejected with the reason,
+   * e.g. "SAMPLEATTN_ISA=bogus rejected (not one of: scalar, avx2, avx512)"; "" when none. */
+  const char* environment;
 } sampleattn_context_info;
 
-SAMPLEATTN_API void sampleattn_context_info_init(sampleattn_context_info* info);
+SAMPLEATTN_API void sampleattn_context_info_init_sized(sampleattn_context_info* info, size_t size);
+#define sampleattn_context_info_init(info) sampleattn_context_info_init_sized((info), sizeof(*(info)))
 SAMPLEATTN_API sampleattn_status sampleattn_context_get_info(const sampleattn_context* context,
                                                              sampleattn_context_info* info);
 
@@ -198,7 +227,9 @@ typedef struct sampleattn_sample_params {
   float max_density;
 } sampleattn_sample_params;
 
-SAMPLEATTN_API void sampleattn_sample_params_init(sampleattn_sample_params* params);
+SAMPLEATTN_API void sampleattn_sample_params_init_sized(sampleattn_sample_params* params, size_t size);
+#define sampleattn_sample_params_init(params) \
+  sampleattn_sample_params_init_sized((params), sizeof(*(params)))
 
 /* ---------------------------------------------------------------------------------------------
  * One attention call
@@ -225,7 +256,9 @@ typedef struct sampleattn_params {
   int32_t causal;      /* default 1 */
   sampleattn_method method;       /* default DENSE */
   sampleattn_precision precision; /* default F32 */
-  sampleattn_sample_params sample;
+  /* SampleAttention's parameters (method SAMPLE): NULL = the defaults of
+   * sampleattn_sample_params_init. Read during the call only. */
+  const sampleattn_sample_params* sample;
   /* Optional: the natural-log sum of exp(scale * q.k) over the keys each row attended to,
    * f32 [total_q_tokens, num_q_heads], so that an engine can merge partial results. -inf for a
    * row that saw no key (its output row is then 0). NULL to skip. Device memory for CUDA. */
@@ -234,7 +267,8 @@ typedef struct sampleattn_params {
   void* stream;
 } sampleattn_params;
 
-SAMPLEATTN_API void sampleattn_params_init(sampleattn_params* params);
+SAMPLEATTN_API void sampleattn_params_init_sized(sampleattn_params* params, size_t size);
+#define sampleattn_params_init(params) sampleattn_params_init_sized((params), sizeof(*(params)))
 
 /* ---------------------------------------------------------------------------------------------
  * Statistics and the chosen mask
@@ -275,7 +309,8 @@ typedef struct sampleattn_stats {
   int64_t stripes_required;
 } sampleattn_stats;
 
-SAMPLEATTN_API void sampleattn_stats_init(sampleattn_stats* stats);
+SAMPLEATTN_API void sampleattn_stats_init_sized(sampleattn_stats* stats, size_t size);
+#define sampleattn_stats_init(stats) sampleattn_stats_init_sized((stats), sizeof(*(stats)))
 
 /* ---------------------------------------------------------------------------------------------
  * Plan and run
@@ -289,7 +324,8 @@ typedef struct sampleattn_plan_info {
   double dense_flops; /* 4 * d * (query-key pairs a dense causal/full attention computes) */
 } sampleattn_plan_info;
 
-SAMPLEATTN_API void sampleattn_plan_info_init(sampleattn_plan_info* info);
+SAMPLEATTN_API void sampleattn_plan_info_init_sized(sampleattn_plan_info* info, size_t size);
+#define sampleattn_plan_info_init(info) sampleattn_plan_info_init_sized((info), sizeof(*(info)))
 
 /* Validates every field of params except the data pointers and reports the workspace. */
 SAMPLEATTN_API sampleattn_status sampleattn_plan(sampleattn_context* context,

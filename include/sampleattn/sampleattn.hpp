@@ -1,11 +1,11 @@
-// Header-only C++ wrapper over the C API: a move-only RAII context and an exception type that
-// carries the status. The C API stays the ABI; this header only adds convenience.
+// Header-only C++ wrapper over the C API (C++11 or later): a move-only RAII context, a value type
+// for a call's parameters, and an exception type that carries the status. The C API stays the
+// ABI; this header only adds convenience.
 #ifndef SAMPLEATTN_SAMPLEATTN_HPP_
 #define SAMPLEATTN_SAMPLEATTN_HPP_
 
 #include <stdexcept>
 #include <string>
-#include <utility>
 
 #include "sampleattn/sampleattn.h"
 
@@ -37,6 +37,31 @@ inline sampleattn_params default_params() {
   return p;
 }
 
+// The parameters of one call with their SampleAttention parameters inside, as one value: copies
+// stay self-contained. It is a sampleattn_params whose `sample` pointer always points at the
+// member `sample` below (which hides it), so `p.sample.alpha = 0.9f` works and a Params can be
+// passed wherever a const sampleattn_params& or pointer is taken.
+struct Params : sampleattn_params {
+  sampleattn_sample_params sample;
+
+  Params() {
+    sampleattn_params& base = *this;
+    sampleattn_params_init(&base);
+    sampleattn_sample_params_init(&sample);
+    link();
+  }
+  Params(const Params& other) : sampleattn_params(other), sample(other.sample) { link(); }
+  Params& operator=(const Params& other) {
+    static_cast<sampleattn_params&>(*this) = other;
+    sample = other.sample;
+    link();
+    return *this;
+  }
+
+ private:
+  void link() { sampleattn_params::sample = &sample; }
+};
+
 inline sampleattn_stats default_stats() {
   sampleattn_stats s;
   sampleattn_stats_init(&s);
@@ -49,11 +74,12 @@ class Context {
     check(sampleattn_context_create(&options, &handle_));
   }
   ~Context() { sampleattn_context_destroy(handle_); }
-  Context(Context&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  Context(Context&& other) noexcept : handle_(other.handle_) { other.handle_ = nullptr; }
   Context& operator=(Context&& other) noexcept {
     if (this != &other) {
       sampleattn_context_destroy(handle_);
-      handle_ = std::exchange(other.handle_, nullptr);
+      handle_ = other.handle_;
+      other.handle_ = nullptr;
     }
     return *this;
   }

@@ -6,17 +6,26 @@
 #include <new>
 #include <string>
 
+#include "core/abi.h"
 #include "core/backend.h"
 #include "core/enum_value.h"
 #include "core/problem.h"
 #include "core/status.h"
+#include "api/host_report.h"
 #include "sampleattn/sampleattn.h"
 
 struct sampleattn_context {
   std::unique_ptr<sampleattn::Backend> backend;
-  std::string note;          // why AUTO chose what it chose
-  std::string device_name;   // kept alive for sampleattn_context_info
+  std::string note;      // why AUTO chose what it chose
+  std::string backends;  // each backend: in use, available, or why not
+  sampleattn_binding binding = SAMPLEATTN_BIND_CORES;
 };
+
+#define SAMPLEATTN_STRINGIFY_(x) #x
+#define SAMPLEATTN_STRINGIFY(x) SAMPLEATTN_STRINGIFY_(x)
+#define SAMPLEATTN_VERSION_STRING                                                  \
+  SAMPLEATTN_STRINGIFY(SAMPLEATTN_VERSION_MAJOR) "." SAMPLEATTN_STRINGIFY(         \
+      SAMPLEATTN_VERSION_MINOR) "." SAMPLEATTN_STRINGIFY(SAMPLEATTN_VERSION_PATCH)
 
 namespace {
 
@@ -48,11 +57,6 @@ sampleattn_status guarded(F&& fn) {
 }
 
 Status check_options(const sampleattn_context_options& o) {
-  if (o.struct_size != sizeof(sampleattn_context_options)) {
-    return sampleattn::invalid_argument("options.struct_size is " + std::to_string(o.struct_size) +
-                                        ", expected " + std::to_string(sizeof(sampleattn_context_options)) +
-                                        ": fill it with sampleattn_context_options_init()");
-  }
   const int32_t backend = sampleattn::enum_value(o.backend);
   if (backend != SAMPLEATTN_BACKEND_AUTO && backend != SAMPLEATTN_BACKEND_CPU &&
       backend != SAMPLEATTN_BACKEND_CUDA) {
@@ -71,6 +75,39 @@ Status check_options(const sampleattn_context_options& o) {
   return Status::ok();
 }
 
+// The documented defaults of each struct, at the library's full size.
+sampleattn_context_options default_options() {
+  sampleattn_context_options o{};
+  o.struct_size = sizeof(o);
+  o.backend = SAMPLEATTN_BACKEND_AUTO;
+  o.num_threads = 0;
+  o.binding = SAMPLEATTN_BIND_CORES;
+  o.cuda_device = 0;
+  o.max_workspace_bytes = 0;
+  return o;
+}
+
+sampleattn_context_info default_info() {
+  sampleattn_context_info i{};
+  i.struct_size = sizeof(i);
+  i.isa = i.device_name = i.note = i.cpu_model = i.cpu_tables = i.backends = i.environment = "";
+  return i;
+}
+
+sampleattn_stats default_stats() {
+  sampleattn_stats s{};
+  s.struct_size = sizeof(s);
+  s.isa = "";
+  s.cra_min = 1.f;
+  return s;
+}
+
+sampleattn_plan_info default_plan_info() {
+  sampleattn_plan_info i{};
+  i.struct_size = sizeof(i);
+  return i;
+}
+
 }  // namespace
 
 extern "C" {
@@ -87,23 +124,17 @@ const char* sampleattn_status_string(sampleattn_status status) {
     case SAMPLEATTN_OUT_OF_MEMORY: return "SAMPLEATTN_OUT_OF_MEMORY";
     case SAMPLEATTN_DEVICE_ERROR: return "SAMPLEATTN_DEVICE_ERROR";
     case SAMPLEATTN_INTERNAL_ERROR: return "SAMPLEATTN_INTERNAL_ERROR";
+    case SAMPLEATTN_UNSUPPORTED_VERSION: return "SAMPLEATTN_UNSUPPORTED_VERSION";
   }
   return "SAMPLEATTN_UNKNOWN_STATUS";
 }
 
 const char* sampleattn_last_error(void) { return g_last_error.c_str(); }
 
-const char* sampleattn_version(void) { return "0.1.0"; }
+const char* sampleattn_version(void) { return SAMPLEATTN_VERSION_STRING; }
 
-void sampleattn_context_options_init(sampleattn_context_options* options) {
-  if (options == nullptr) return;
-  *options = {};
-  options->struct_size = sizeof(sampleattn_context_options);
-  options->backend = SAMPLEATTN_BACKEND_AUTO;
-  options->num_threads = 0;
-  options->binding = SAMPLEATTN_BIND_CORES;
-  options->cuda_device = 0;
-  options->max_workspace_bytes = 0;
+void sampleattn_context_options_init_sized(sampleattn_context_options* options, size_t size) {
+  sampleattn::abi::init(options, size, default_options());
 }
 
 sampleattn_status sampleattn_context_create(const sampleattn_context_options* options,
@@ -111,9 +142,11 @@ sampleattn_status sampleattn_context_create(const sampleattn_context_options* op
   return guarded([&]() -> Status {
     if (context == nullptr) return sampleattn::null_pointer("context is NULL");
     *context = nullptr;
-    sampleattn_context_options o;
-    sampleattn_context_options_init(&o);
-    if (options != nullptr) o = *options;
+    sampleattn_context_options o = default_options();
+    if (options != nullptr) {
+      SAMPLEATTN_RETURN_IF_ERROR(sampleattn::abi::read(*options, "options", "sampleattn_context_options_init",
+                                                       default_options(), &o));
+    }
     SAMPLEATTN_RETURN_IF_ERROR(check_options(o));
     sampleattn::BackendOptions bo;
     bo.num_threads = o.num_threads;
@@ -122,18 +155,25 @@ sampleattn_status sampleattn_context_create(const sampleattn_context_options* op
     bo.max_workspace_bytes = o.max_workspace_bytes;
 
     auto ctx = std::make_unique<sampleattn_context>();
+    ctx->binding = o.binding;
+    std::string cuda_line = "cuda: not tried (backend CPU requested)";
     if (o.backend == SAMPLEATTN_BACKEND_CUDA || o.backend == SAMPLEATTN_BACKEND_AUTO) {
       Status cuda = sampleattn::cuda::create_backend(bo, &ctx->backend);
       if (!cuda.is_ok()) {
         if (o.backend == SAMPLEATTN_BACKEND_CUDA) return cuda;
         ctx->note = "CPU chosen: " + cuda.message();
+        cuda_line = "cuda: unavailable (" + cuda.message() + ")";
       } else {
         ctx->note = "CUDA device found";
+        cuda_line = "cuda: in use";
       }
     }
     if (!ctx->backend) {
       SAMPLEATTN_RETURN_IF_ERROR(sampleattn::cpu::create_backend(bo, &ctx->backend));
       if (o.backend == SAMPLEATTN_BACKEND_CPU) ctx->note = "CPU requested";
+      ctx->backends = "cpu: in use; " + cuda_line;
+    } else {
+      ctx->backends = "cpu: available; " + cuda_line;
     }
     *context = ctx.release();
     return Status::ok();
@@ -142,13 +182,8 @@ sampleattn_status sampleattn_context_create(const sampleattn_context_options* op
 
 void sampleattn_context_destroy(sampleattn_context* context) { delete context; }
 
-void sampleattn_context_info_init(sampleattn_context_info* info) {
-  if (info == nullptr) return;
-  *info = {};
-  info->struct_size = sizeof(sampleattn_context_info);
-  info->isa = "";
-  info->device_name = "";
-  info->note = "";
+void sampleattn_context_info_init_sized(sampleattn_context_info* info, size_t size) {
+  sampleattn::abi::init(info, size, default_info());
 }
 
 sampleattn_status sampleattn_context_get_info(const sampleattn_context* context,
@@ -157,77 +192,53 @@ sampleattn_status sampleattn_context_get_info(const sampleattn_context* context,
     if (context == nullptr || info == nullptr) {
       return sampleattn::null_pointer(context == nullptr ? "context is NULL" : "info is NULL");
     }
-    if (info->struct_size != sizeof(sampleattn_context_info)) {
-      return sampleattn::invalid_argument("info.struct_size mismatch: fill it with sampleattn_context_info_init()");
-    }
-    context->backend->describe(info);
-    info->note = context->note.c_str();
+    SAMPLEATTN_RETURN_IF_ERROR(
+        sampleattn::abi::check_output_size(*info, "info", "sampleattn_context_info_init"));
+    sampleattn_context_info full = default_info();
+    context->backend->describe(&full);
+    full.note = context->note.c_str();
+    full.binding = context->binding;
+    const sampleattn::HostReport& host = sampleattn::host_report();
+    full.cpu_model = host.cpu_model.c_str();
+    full.cpu_tables = host.cpu_tables.c_str();
+    full.backends = context->backends.c_str();
+    full.environment = host.environment.c_str();
+    sampleattn::abi::write_back(full, info);
     return Status::ok();
   });
 }
 
-void sampleattn_sample_params_init(sampleattn_sample_params* p) {
-  if (p == nullptr) return;
-  *p = {};
-  p->struct_size = sizeof(sampleattn_sample_params);
-  p->alpha = 0.95f;
-  p->r_row = 0.05f;
-  p->r_w = 0.08f;
-  p->min_window = 64;
-  p->sample_block = 64;
-  p->min_stripes = 0;
-  p->max_stripes = 0;
-  p->sink_tokens = 4;
-  p->dense_below = 2048;
-  p->scope = SAMPLEATTN_STRIPES_PER_HEAD;
-  p->window_mass_counts = 0;
-  p->max_density = 0.5f;
+void sampleattn_sample_params_init_sized(sampleattn_sample_params* p, size_t size) {
+  sampleattn::abi::init(p, size, sampleattn::default_sample_params());
 }
 
-void sampleattn_params_init(sampleattn_params* p) {
-  if (p == nullptr) return;
-  *p = {};
-  p->struct_size = sizeof(sampleattn_params);
-  p->q.dtype = p->k.dtype = p->v.dtype = SAMPLEATTN_DTYPE_F32;
-  p->o.dtype = SAMPLEATTN_DTYPE_F32;
-  p->batch = 1;
-  p->softmax_scale = 0.f;
-  p->causal = 1;
-  p->method = SAMPLEATTN_METHOD_DENSE;
-  p->precision = SAMPLEATTN_PRECISION_F32;
-  sampleattn_sample_params_init(&p->sample);
+void sampleattn_params_init_sized(sampleattn_params* p, size_t size) {
+  sampleattn::abi::init(p, size, sampleattn::default_params());
 }
 
-void sampleattn_stats_init(sampleattn_stats* s) {
-  if (s == nullptr) return;
-  *s = {};
-  s->struct_size = sizeof(sampleattn_stats);
-  s->isa = "";
-  s->cra_min = 1.f;
+void sampleattn_stats_init_sized(sampleattn_stats* s, size_t size) {
+  sampleattn::abi::init(s, size, default_stats());
 }
 
-void sampleattn_plan_info_init(sampleattn_plan_info* info) {
-  if (info == nullptr) return;
-  *info = {};
-  info->struct_size = sizeof(sampleattn_plan_info);
+void sampleattn_plan_info_init_sized(sampleattn_plan_info* info, size_t size) {
+  sampleattn::abi::init(info, size, default_plan_info());
 }
 
 sampleattn_status sampleattn_plan(sampleattn_context* context, const sampleattn_params* params,
                                   sampleattn_plan_info* info) {
   return guarded([&]() -> Status {
     if (context == nullptr) return sampleattn::null_pointer("context is NULL");
-    if (info != nullptr && info->struct_size != sizeof(sampleattn_plan_info)) {
-      return sampleattn::invalid_argument("info.struct_size mismatch: fill it with sampleattn_plan_info_init()");
+    if (info != nullptr) {
+      SAMPLEATTN_RETURN_IF_ERROR(sampleattn::abi::check_output_size(*info, "info", "sampleattn_plan_info_init"));
     }
     sampleattn::Problem problem;
     SAMPLEATTN_RETURN_IF_ERROR(sampleattn::build_problem(params, /*check_data=*/false, &problem));
-    sampleattn_plan_info local;
-    sampleattn_plan_info_init(&local);
+    sampleattn_plan_info local = default_plan_info();
     SAMPLEATTN_RETURN_IF_ERROR(context->backend->plan(problem, &local));
     local.total_q_tokens = problem.total_q;
     local.total_k_tokens = problem.total_k;
     local.dense_flops = 4.0 * problem.head_dim * problem.dense_pairs();
-    if (info != nullptr) *info = local;
+    if (info != nullptr) sampleattn::abi::write_back(local, info);
     return Status::ok();
   });
 }
@@ -236,15 +247,20 @@ sampleattn_status sampleattn_forward(sampleattn_context* context, const sampleat
                                      sampleattn_stats* stats) {
   return guarded([&]() -> Status {
     if (context == nullptr) return sampleattn::null_pointer("context is NULL");
-    if (stats != nullptr && stats->struct_size != sizeof(sampleattn_stats)) {
-      return sampleattn::invalid_argument("stats.struct_size mismatch: fill it with sampleattn_stats_init()");
+    // stats is read (its caller arrays) and written: through a full-size copy.
+    sampleattn_stats full = default_stats();
+    if (stats != nullptr) {
+      SAMPLEATTN_RETURN_IF_ERROR(
+          sampleattn::abi::read(*stats, "stats", "sampleattn_stats_init", default_stats(), &full));
     }
     sampleattn::Problem problem;
     SAMPLEATTN_RETURN_IF_ERROR(sampleattn::build_problem(params, /*check_data=*/true, &problem));
-    if (stats != nullptr && stats->stripes != nullptr && stats->stripe_offsets == nullptr) {
+    if (full.stripes != nullptr && full.stripe_offsets == nullptr) {
       return sampleattn::null_pointer("stats.stripes is set but stats.stripe_offsets is NULL");
     }
-    return context->backend->forward(problem, stats);
+    SAMPLEATTN_RETURN_IF_ERROR(context->backend->forward(problem, stats != nullptr ? &full : nullptr));
+    if (stats != nullptr) sampleattn::abi::write_back(full, stats);
+    return Status::ok();
   });
 }
 

@@ -88,7 +88,6 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
     return false;
   }
   o.set("alpha", std::to_string(b->alphas.front()));
-  sampleattn_params_init(&b->method_params);
   return read_method_options(o, &b->method_params, error);
 }
 

@@ -7,7 +7,7 @@
 
 #include "cli/options.h"
 #include "core/dtype.h"
-#include "sampleattn/sampleattn.h"
+#include "sampleattn/sampleattn.hpp"
 
 namespace sampleattn::cli {
 
@@ -21,7 +21,7 @@ struct BenchOptions {
   std::string data;            // structured, random or npy:DIR
   bool json = false, csv = false, quiet = false, check = false, peak = false;
   std::vector<float> alphas;   // dense runs once per length, sample once per alpha
-  sampleattn_params method_params{};  // precision and sample parameters (alpha: the first)
+  sampleattn::Params method_params;  // precision and sample parameters (alpha: the first)
 };
 
 void declare_bench_options(Options& o);

@@ -16,7 +16,7 @@ double median(std::vector<double> v) {
 }
 
 bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInputs& in, sampleattn_method method,
-             const sampleattn_params& method_params, const TimedRuns& runs, Measured* out, std::string* error) {
+             const sampleattn::Params& method_params, const TimedRuns& runs, Measured* out, std::string* error) {
   using Clock = std::chrono::steady_clock;
   BackendMemory mem(backend);
   void* q = mem.upload(in.q.data(), in.q.bytes.size(), error);
@@ -28,7 +28,7 @@ bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInp
   sampleattn_params p = tensor_params(in.q, in.k, in.v, q, k, v, o, DType::kF32);
   p.method = method;
   p.precision = method_params.precision;
-  p.sample = method_params.sample;
+  p.sample = &method_params.sample;
   sampleattn_plan_info plan;
   sampleattn_plan_info_init(&plan);
   if (sampleattn_plan(ctx, &p, &plan) == SAMPLEATTN_SUCCESS) out->workspace_bytes = plan.workspace_bytes;

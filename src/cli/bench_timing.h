@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "cli/bench_inputs.h"
-#include "sampleattn/sampleattn.h"
+#include "sampleattn/sampleattn.hpp"
 #include "workload/npy.h"
 
 namespace sampleattn::cli {
@@ -32,6 +32,6 @@ double median(std::vector<double> v);
 // Runs `method` with method_params' precision and sample parameters warmup + repeat times; the
 // output is kept from the last run (as f32). false with error set when a call fails.
 bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInputs& in, sampleattn_method method,
-             const sampleattn_params& method_params, const TimedRuns& runs, Measured* out, std::string* error);
+             const sampleattn::Params& method_params, const TimedRuns& runs, Measured* out, std::string* error);
 
 }  // namespace sampleattn::cli

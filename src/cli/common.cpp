@@ -104,7 +104,7 @@ void declare_method_options(Options& o) {
           "SampleAttention: a head whose mask computes more of its pairs runs dense (1: never)");
 }
 
-bool read_method_options(const Options& o, sampleattn_params* p, std::string* error) {
+bool read_method_options(const Options& o, sampleattn::Params* p, std::string* error) {
   const std::string precision = o.get("precision");
   if (precision == "f32") {
     p->precision = SAMPLEATTN_PRECISION_F32;

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "cli/options.h"
-#include "sampleattn/sampleattn.h"
+#include "sampleattn/sampleattn.hpp"
 #include "workload/generator.h"
 #include "workload/npy.h"
 
@@ -14,7 +14,7 @@ namespace sampleattn::cli {
 // Declares the options that set the method and its SampleAttention parameters.
 void declare_method_options(Options& o);
 // Reads them into params (method, precision, sample.*). false with error set on bad values.
-bool read_method_options(const Options& o, sampleattn_params* params, std::string* error);
+bool read_method_options(const Options& o, sampleattn::Params* params, std::string* error);
 
 // Declares --backend and --threads; creates the context.
 void declare_context_options(Options& o);

@@ -141,8 +141,8 @@ Status run_call(sampleattn_context* ctx, const sampleattn_params& method, const 
   return Status::ok();
 }
 
-bool read_method(const Options& o, sampleattn_params* p, std::string* error) {
-  sampleattn_params_init(p);
+bool read_method(const Options& o, sampleattn::Params* p, std::string* error) {
+  *p = sampleattn::Params();
   const std::string m = o.get("method");
   if (m == "dense") {
     p->method = SAMPLEATTN_METHOD_DENSE;
@@ -177,7 +177,7 @@ int run_main(int argc, char** argv, int first) {
   if (!st.is_ok()) return fail("run", describe(st));
   DType out_dtype = q.dtype;
   if (o.has("out-dtype") && !parse_dtype(o.get("out-dtype"), &out_dtype)) return fail("run", "bad --out-dtype");
-  sampleattn_params method;
+  sampleattn::Params method;
   if (!read_method(o, &method, &error)) return fail("run", error);
   sampleattn_context* ctx = nullptr;
   if (!make_context(o, &ctx, &error)) return fail("run", error);
@@ -227,7 +227,7 @@ int mask_main(int argc, char** argv, int first) {
   if (!o.get_int("head", 0, q.heads - 1, &head, &error) || !o.get_int("pixels", 16, 8192, &pixels, &error)) {
     return fail("mask", error);
   }
-  sampleattn_params method;
+  sampleattn::Params method;
   if (!read_method(o, &method, &error)) return fail("mask", error);
   sampleattn_context* ctx = nullptr;
   if (!make_context(o, &ctx, &error)) return fail("mask", error);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 
+#include "core/abi.h"
 #include "core/enum_value.h"
 #include "core/mask.h"
 
@@ -72,11 +73,6 @@ bool finite_in(float x, float lo, float hi, bool lo_open) {
 }
 
 Status check_sample(const sampleattn_sample_params& s) {
-  if (s.struct_size != sizeof(sampleattn_sample_params)) {
-    return invalid_argument("sample.struct_size is " + str(s.struct_size) + ", expected " +
-                            str(sizeof(sampleattn_sample_params)) +
-                            ": fill it with sampleattn_sample_params_init()");
-  }
   if (!finite_in(s.alpha, 0.f, 1.f, true)) {
     return invalid_argument("sample.alpha must be in (0, 1], got " + num(s.alpha));
   }
@@ -164,15 +160,43 @@ double Problem::dense_pairs() const {
   return pairs * num_q_heads;
 }
 
+sampleattn_sample_params default_sample_params() {
+  sampleattn_sample_params p{};
+  p.struct_size = sizeof(p);
+  p.alpha = 0.95f;
+  p.r_row = 0.05f;
+  p.r_w = 0.08f;
+  p.min_window = 64;
+  p.sample_block = 64;
+  p.min_stripes = 0;
+  p.max_stripes = 0;
+  p.sink_tokens = 4;
+  p.dense_below = 2048;
+  p.scope = SAMPLEATTN_STRIPES_PER_HEAD;
+  p.window_mass_counts = 0;
+  p.max_density = 0.5f;
+  return p;
+}
+
+sampleattn_params default_params() {
+  sampleattn_params p{};
+  p.struct_size = sizeof(p);
+  p.q.dtype = p.k.dtype = p.v.dtype = SAMPLEATTN_DTYPE_F32;
+  p.o.dtype = SAMPLEATTN_DTYPE_F32;
+  p.batch = 1;
+  p.softmax_scale = 0.f;
+  p.causal = 1;
+  p.method = SAMPLEATTN_METHOD_DENSE;
+  p.precision = SAMPLEATTN_PRECISION_F32;
+  p.sample = nullptr;
+  return p;
+}
+
 Status build_problem(const sampleattn_params* params, bool check_data, Problem* problem) {
   if (params == nullptr) return null_pointer("params is NULL");
   if (problem == nullptr) return null_pointer("problem is NULL");
-  const sampleattn_params& p = *params;
-  if (p.struct_size != sizeof(sampleattn_params)) {
-    return invalid_argument("params.struct_size is " + str(p.struct_size) + ", expected " +
-                            str(sizeof(sampleattn_params)) +
-                            ": fill it with sampleattn_params_init()");
-  }
+  sampleattn_params p;
+  SAMPLEATTN_RETURN_IF_ERROR(abi::read(*params, "params", "sampleattn_params_init", default_params(), &p));
   Problem out;
   if (std::find(std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims), p.head_dim) ==
       std::end(kSupportedHeadDims)) {
@@ -213,8 +237,12 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
     return invalid_argument("precision " + str(precision) + " is not a sampleattn_precision");
   }
   out.precision = p.precision;
-  SAMPLEATTN_RETURN_IF_ERROR(check_sample(p.sample));
-  out.sample = p.sample;
+  out.sample = default_sample_params();
+  if (p.sample != nullptr) {
+    SAMPLEATTN_RETURN_IF_ERROR(
+        abi::read(*p.sample, "sample", "sampleattn_sample_params_init", default_sample_params(), &out.sample));
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(check_sample(out.sample));
 
   // Sequences.
   if (p.batch < 1) return invalid_shape("batch must be >= 1, got " + str(p.batch));

@@ -69,6 +69,10 @@ struct Problem {
   double dense_pairs() const;
 };
 
+// The documented defaults (sampleattn_*_init), at the library's full struct size.
+sampleattn_sample_params default_sample_params();
+sampleattn_params default_params();
+
 // Validates `params` and fills `problem`. With check_data, the Q/K/V/O pointers must be set
 // (sampleattn_forward); without, only shapes and parameters are checked (sampleattn_plan).
 Status build_problem(const sampleattn_params* params, bool check_data, Problem* problem);

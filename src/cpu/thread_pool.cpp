@@ -41,10 +41,22 @@
 #endif
 
 namespace sampleattn::cpu {
+
+int threads_from_environment(std::string* rejected) {
+  const char* text = std::getenv("SAMPLEATTN_NUM_THREADS");
+  if (text == nullptr || *text == '\0') return 0;
+  errno = 0;
+  char* end = nullptr;
+  long value = std::strtol(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || value <= 0 || value > kMaxThreads) {
+    if (rejected != nullptr) *rejected = "not an integer in [1, " + std::to_string(kMaxThreads) + "]";
+    return 0;
+  }
+  return static_cast<int>(value);
+}
+
 namespace {
 
-// More workers than this is a configuration mistake, not a machine.
-constexpr int kMaxThreads = 4096;
 // Scratch buffers start on a page boundary (so two workers never share a page, and first touch
 // places whole pages) and their size is a multiple of the cache line.
 constexpr size_t kScratchAlignment = 64;
@@ -74,17 +86,6 @@ bool spin_until(std::chrono::microseconds limit, Done&& done) {
     }
     if (std::chrono::steady_clock::now() >= deadline) return done();
   }
-}
-
-// SAMPLEATTN_NUM_THREADS when it is a positive integer no larger than kMaxThreads, else 0.
-int threads_from_environment() {
-  const char* text = std::getenv("SAMPLEATTN_NUM_THREADS");
-  if (text == nullptr || *text == '\0') return 0;
-  errno = 0;
-  char* end = nullptr;
-  long value = std::strtol(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || value <= 0 || value > kMaxThreads) return 0;
-  return static_cast<int>(value);
 }
 
 // Number of CPUs the calling thread may run on, without hwloc.

@@ -12,12 +12,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <utility>
 
 #include "core/status.h"
 
 namespace sampleattn::cpu {
+
+// The most workers a pool has: more is a configuration mistake, not a machine.
+inline constexpr int kMaxThreads = 4096;
+
+// SAMPLEATTN_NUM_THREADS when it is a positive integer no larger than kMaxThreads, else 0; a set
+// but rejected value leaves the reason in *rejected.
+int threads_from_environment(std::string* rejected = nullptr);
 
 // A non-owning reference to a callable (no allocation, unlike std::function).
 template <typename Signature>

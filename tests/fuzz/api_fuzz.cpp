@@ -21,7 +21,7 @@
 #include "core/dtype_convert.h"
 #include "core/problem.h"
 #include "reference/attention_reference.h"
-#include "sampleattn/sampleattn.h"
+#include "sampleattn/sampleattn.hpp"
 
 // A failed check prints what failed (libFuzzer then saves the input) and stops.
 #define FUZZ_CHECK(cond, ...)                         \
@@ -97,8 +97,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const int64_t total_q = cu_q.back(), total_k = std::max(0, cu_k.back());
 
-  sampleattn_params p;
-  sampleattn_params_init(&p);
+  sampleattn::Params p;
   p.head_dim = d;
   p.num_q_heads = hq;
   p.num_kv_heads = hkv;
