@@ -1,0 +1,335 @@
+/*
+ * FROZEN: the first ABI 1 layout (revision 1.0), kept as an old caller's header for
+ * tests/abi_old_caller.c. Never edit; docs/ABI.md lists what later revisions appended.
+ *
+ * sampleattn: sparse (SampleAttention) and dense prefill attention for CPUs and NVIDIA GPUs.
+ *
+ * This is the stable C ABI. Every call returns a sampleattn_status; the library never prints,
+ * never aborts and never lets an exception cross this boundary. On failure,
+ * sampleattn_last_error() returns a message for the calling thread describing what was wrong.
+ *
+ * Life cycle: sampleattn_context_create (backend, threads) -> sampleattn_plan (validate a call,
+ * report its workspace) -> sampleattn_forward (run it) -> sampleattn_context_destroy.
+ *
+ * Threading contract: a context may be used from several application threads at once. Calls on
+ * one CPU context share its worker pool and run one after another (each call uses every worker);
+ * calls on different contexts run concurrently. sampleattn_last_error() is per thread.
+ *
+ * ABI (docs/ABI.md): the shared library is libsampleattn.so.1 and its symbols carry the version
+ * node SAMPLEATTN_1. Structs that cross the ABI begin with struct_size and only ever grow at the
+ * end. Fill them with the matching *_init() macro: it passes the caller's sizeof, so the library
+ * writes only that many bytes and records them in struct_size. A struct_size smaller than this
+ * header's (a caller built against an older header) is accepted down to the first ABI 1 layout:
+ * the fields it lacks take their defaults and are not written back. A struct_size larger than the
+ * library knows (a caller built against a newer header than the library it runs with) fails with
+ * SAMPLEATTN_UNSUPPORTED_VERSION. Nested parameter structs are reached through pointers, so a
+ * struct that grows never moves the fields of another.
+ */
+#ifndef SAMPLEATTN_SAMPLEATTN_H_
+#define SAMPLEATTN_SAMPLEATTN_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define SAMPLEATTN_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define SAMPLEATTN_API __attribute__((visibility("default")))
+#else
+#define SAMPLEATTN_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SAMPLEATTN_VERSION_MAJOR 0
+#define SAMPLEATTN_VERSION_MINOR 2
+#define SAMPLEATTN_VERSION_PATCH 0
+/* The ABI: the shared library's SONAME number, and the layout revision of this header's structs
+ * (docs/ABI.md lists what each revision appended). */
+#define SAMPLEATTN_ABI_VERSION 1
+#define SAMPLEATTN_ABI_REVISION 0
+
+/* ---------------------------------------------------------------------------------------------
+ * Status
+ * ------------------------------------------------------------------------------------------- */
+typedef enum sampleattn_status {
+  SAMPLEATTN_SUCCESS = 0,
+  SAMPLEATTN_INVALID_ARGUMENT = 1,     /* a value out of range or NaN (scale, alpha, counts...) */
+  SAMPLEATTN_NULL_POINTER = 2,         /* a required pointer is NULL */
+  SAMPLEATTN_INVALID_SHAPE = 3,        /* sequence lengths, heads or strides that do not fit */
+  SAMPLEATTN_UNSUPPORTED_HEAD_DIM = 4, /* head_dim not one the library supports (the message lists them) */
+  SAMPLEATTN_UNSUPPORTED_DTYPE = 5,    /* a dtype this backend cannot read or write */
+  SAMPLEATTN_UNSUPPORTED_BACKEND = 6,  /* backend not compiled in, or no device present */
+  SAMPLEATTN_OUT_OF_MEMORY = 7,        /* allocation failed or workspace over the context limit */
+  SAMPLEATTN_DEVICE_ERROR = 8,         /* the CUDA runtime reported an error */
+  SAMPLEATTN_INTERNAL_ERROR = 9,       /* a bug: please report it with sampleattn_last_error() */
+  SAMPLEATTN_UNSUPPORTED_VERSION = 10  /* a struct_size from a newer header than this library */
+} sampleattn_status;
+
+/* A static string naming the status, e.g. "SAMPLEATTN_INVALID_SHAPE". Never NULL. */
+SAMPLEATTN_API const char* sampleattn_status_string(sampleattn_status status);
+
+/* The message of the last failed call made by this thread ("" if none). Valid until the next
+ * call into the library from this thread. */
+SAMPLEATTN_API const char* sampleattn_last_error(void);
+
+/* The library's version, e.g. "0.2.0" (SAMPLEATTN_VERSION_* are the header's). */
+SAMPLEATTN_API const char* sampleattn_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context
+ * ------------------------------------------------------------------------------------------- */
+typedef enum sampleattn_backend {
+  SAMPLEATTN_BACKEND_AUTO = 0, /* CUDA when compiled in and a device exists, else CPU */
+  SAMPLEATTN_BACKEND_CPU = 1,
+  SAMPLEATTN_BACKEND_CUDA = 2
+} sampleattn_backend;
+
+typedef enum sampleattn_binding {
+  SAMPLEATTN_BIND_CORES = 0, /* one worker per core, each bound to its core (default) */
+  SAMPLEATTN_BIND_NONE = 1   /* workers float; the OS schedules them */
+} sampleattn_binding;
+
+typedef struct sampleattn_context_options {
+  uint32_t struct_size;
+  sampleattn_backend backend; /* default AUTO */
+  /* CPU worker threads. 0 (default): SAMPLEATTN_NUM_THREADS if set, else one per core that the
+   * process may run on (taskset and cgroup cpusets are respected). */
+  int32_t num_threads;
+  sampleattn_binding binding; /* default BIND_CORES */
+  int32_t cuda_device;        /* default 0 */
+  /* Upper bound on scratch memory the context may hold, in bytes; 0 = no limit. CPU: everything
+   * a call allocates, added up at its peak (docs/SECURITY.md, Memory). A call whose workspace
+   * would exceed it fails with SAMPLEATTN_OUT_OF_MEMORY before allocating the part that would
+   * pass it and before writing any output. */
+  uint64_t max_workspace_bytes;
+} sampleattn_context_options;
+
+typedef struct sampleattn_context sampleattn_context;
+
+/* The *_init functions take the caller's struct size; call them through the macros, which pass
+ * sizeof(*ptr). They write exactly `size` bytes (nothing when size is smaller than the first
+ * layout or larger than the library's struct, or ptr is NULL). */
+SAMPLEATTN_API void sampleattn_context_options_init_sized(sampleattn_context_options* options, size_t size);
+#define sampleattn_context_options_init(options) \
+  sampleattn_context_options_init_sized((options), sizeof(*(options)))
+
+/* options may be NULL for the defaults. With backend CUDA and no usable device this fails with
+ * SAMPLEATTN_UNSUPPORTED_BACKEND; with AUTO it falls back to the CPU (see sampleattn_context_info). */
+SAMPLEATTN_API sampleattn_status sampleattn_context_create(const sampleattn_context_options* options,
+                                                           sampleattn_context** context);
+SAMPLEATTN_API void sampleattn_context_destroy(sampleattn_context* context);
+
+typedef struct sampleattn_context_info {
+  uint32_t struct_size;
+  sampleattn_backend backend; /* the backend actually in use (never AUTO) */
+  int32_t num_threads;        /* CPU workers */
+  int32_t num_numa_nodes;     /* NUMA nodes the workers span */
+  const char* isa;            /* kernel table in use: a CPU table, e.g. "avx2" (the ISA list: docs/KERNELS.md), or "cuda" */
+  const char* device_name;    /* CUDA device name, or "" */
+  const char* note;           /* why AUTO chose what it chose, e.g. "no CUDA device found" */
+} sampleattn_context_info;
+
+SAMPLEATTN_API void sampleattn_context_info_init_sized(sampleattn_context_info* info, size_t size);
+#define sampleattn_context_info_init(info) sampleattn_context_info_init_sized((info), sizeof(*(info)))
+SAMPLEATTN_API sampleattn_status sampleattn_context_get_info(const sampleattn_context* context,
+                                                             sampleattn_context_info* info);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors
+ * ------------------------------------------------------------------------------------------- */
+typedef enum sampleattn_dtype {
+  SAMPLEATTN_DTYPE_F32 = 0,
+  SAMPLEATTN_DTYPE_F16 = 1, /* IEEE binary16 */
+  SAMPLEATTN_DTYPE_BF16 = 2 /* bfloat16, the upper half of an f32 */
+} sampleattn_dtype;
+
+/* One of Q, K, V: [token, head, dim] with the dim contiguous. Strides are in elements; the token
+ * stride runs over the concatenated tokens of all sequences of a batch. For the CUDA backend,
+ * data is a device pointer. */
+typedef struct sampleattn_tensor {
+  const void* data;
+  sampleattn_dtype dtype;
+  int64_t token_stride;
+  int64_t head_stride;
+} sampleattn_tensor;
+
+/* The output O: [token, q_head, dim], laid out like the queries. */
+typedef struct sampleattn_output {
+  void* data;
+  sampleattn_dtype dtype;
+  int64_t token_stride;
+  int64_t head_stride;
+} sampleattn_output;
+
+/* ---------------------------------------------------------------------------------------------
+ * Method parameters
+ * ------------------------------------------------------------------------------------------- */
+typedef enum sampleattn_method {
+  SAMPLEATTN_METHOD_DENSE = 0, /* exact attention */
+  SAMPLEATTN_METHOD_SAMPLE = 1 /* SampleAttention: local window + sampled column stripes */
+} sampleattn_method;
+
+typedef enum sampleattn_precision {
+  /* f32 products everywhere (inputs of any dtype are widened to f32). */
+  SAMPLEATTN_PRECISION_F32 = 0,
+  /* bf16 products with f32 accumulation (vdpbf16ps): Q (scaled), K, V and the probabilities P are
+   * rounded to bf16 before their products. Used only on CPUs with avx512_bf16, else F32 runs. Opt-in: its
+   * error is that of a bf16 attention (docs/ACCURACY.md). */
+  SAMPLEATTN_PRECISION_BF16 = 1
+} sampleattn_precision;
+
+typedef enum sampleattn_stripe_scope {
+  /* Each query head selects its own stripe columns (the paper's rule). */
+  SAMPLEATTN_STRIPES_PER_HEAD = 0,
+  /* The query heads of one kv head sum their column scores and share one stripe set, so the
+   * stripe K/V columns are gathered once per group. */
+  SAMPLEATTN_STRIPES_PER_KV_GROUP = 1
+} sampleattn_stripe_scope;
+
+typedef struct sampleattn_sample_params {
+  uint32_t struct_size;
+  /* Stage 2: keep the fewest key columns whose summed sampled score reaches alpha of the total.
+   * (0, 1]; default 0.95. */
+  float alpha;
+  /* Stage 1: fraction of the query rows that are sampled, in strided blocks with the last block
+   * always included. (0, 1]; default 0.05. */
+  float r_row;
+  /* Local window: each query sees its ceil(r_w * k_len) nearest preceding keys. [0, 1];
+   * default 0.08. */
+  float r_w;
+  int32_t min_window;         /* lower bound on the window, in keys; default 64 */
+  int32_t sample_block;       /* rows per sampled block; default 64 */
+  int32_t min_stripes;        /* default 0 */
+  int32_t max_stripes;        /* 0 = no limit; default 0 */
+  int32_t sink_tokens;        /* always keep the first k keys as stripes; default 4 */
+  int32_t dense_below;        /* sequences with k_len below this run dense; default 2048 */
+  sampleattn_stripe_scope scope; /* default PER_HEAD */
+  /* 1: the mass each sampled row puts inside its own window counts as already covered when
+   * stripes are chosen (fewer stripes for the same alpha). 0 (default): the paper's rule, the
+   * cumulative score over all columns. */
+  int32_t window_mass_counts;
+  /* A head (or kv group, with scope PER_KV_GROUP) whose window + stripes would compute more
+   * than this fraction of its causal query-key pairs runs dense instead: there the mask saves
+   * little time, and such heads are the diffuse ones, where a column mask keeps the least
+   * attention mass. The statistics report the head dense. (0, 1]; 1 = never; default 0.5. */
+  float max_density;
+} sampleattn_sample_params;
+
+SAMPLEATTN_API void sampleattn_sample_params_init_sized(sampleattn_sample_params* params, size_t size);
+#define sampleattn_sample_params_init(params) \
+  sampleattn_sample_params_init_sized((params), sizeof(*(params)))
+
+/* ---------------------------------------------------------------------------------------------
+ * One attention call
+ * ------------------------------------------------------------------------------------------- */
+typedef struct sampleattn_params {
+  uint32_t struct_size;
+  sampleattn_tensor q, k, v;
+  sampleattn_output o;
+  int32_t head_dim;     /* one of the head-dim list (docs/KERNELS.md), e.g. 128 */
+  int32_t num_q_heads;  /* query heads */
+  int32_t num_kv_heads; /* key/value heads; num_q_heads must be a multiple (grouped-query) */
+  /* Sequences. batch = 1 with cu_seqlens_q == cu_seqlens_k == NULL: one sequence of seqlen_q
+   * queries and seqlen_k keys. Otherwise cu_seqlens_q/k are host arrays of batch + 1
+   * non-decreasing offsets starting at 0 (as in flash-attention's varlen API); sequence b has
+   * queries cu_seqlens_q[b] .. cu_seqlens_q[b+1] and keys cu_seqlens_k[b] .. cu_seqlens_k[b+1].
+   * Chunked prefill: when a sequence has fewer queries than keys, its queries are the last ones,
+   * so query i sees keys 0 .. k_len - q_len + i (causal). q_len > k_len is invalid when causal. */
+  int32_t batch;
+  const int32_t* cu_seqlens_q;
+  const int32_t* cu_seqlens_k;
+  int64_t seqlen_q;
+  int64_t seqlen_k;
+  float softmax_scale; /* 0 (default) = 1 / sqrt(head_dim); must be finite and > 0 otherwise */
+  int32_t causal;      /* default 1 */
+  sampleattn_method method;       /* default DENSE */
+  sampleattn_precision precision; /* default F32 */
+  /* SampleAttention's parameters (method SAMPLE): NULL = the defaults of
+   * sampleattn_sample_params_init. Read during the call only. */
+  const sampleattn_sample_params* sample;
+  /* Optional: the natural-log sum of exp(scale * q.k) over the keys each row attended to,
+   * f32 [total_q_tokens, num_q_heads], so that an engine can merge partial results. -inf for a
+   * row that saw no key (its output row is then 0). NULL to skip. Device memory for CUDA. */
+  float* lse;
+  /* CUDA backend: a cudaStream_t to run on (NULL = the default stream). Ignored on the CPU. */
+  void* stream;
+} sampleattn_params;
+
+SAMPLEATTN_API void sampleattn_params_init_sized(sampleattn_params* params, size_t size);
+#define sampleattn_params_init(params) sampleattn_params_init_sized((params), sizeof(*(params)))
+
+/* ---------------------------------------------------------------------------------------------
+ * Statistics and the chosen mask
+ * ------------------------------------------------------------------------------------------- */
+/* Per (sequence, query head), in the order b * num_q_heads + h. */
+typedef struct sampleattn_head_stats {
+  int32_t window;      /* keys in the local window (k_len for a dense head) */
+  int32_t num_stripes; /* stripe columns selected (0 for a dense head) */
+  int32_t dense;       /* 1 when this head ran dense: method dense, k_len < dense_below, or its
+                        * mask would have computed more than max_density of the pairs */
+  float density;       /* fraction of the causal query-key pairs that were computed */
+  float cra_min;       /* kept share of the sampled rows' attention mass: min and mean */
+  float cra_mean;
+} sampleattn_head_stats;
+
+typedef struct sampleattn_stats {
+  uint32_t struct_size;
+  /* Filled by the library. */
+  double time_total_s;
+  double time_sampling_s;  /* stage 1 */
+  double time_selection_s; /* stage 2 */
+  double time_attention_s; /* the (sparse or dense) attention */
+  double density;          /* computed pairs over causal pairs, all heads */
+  double stripes_mean;     /* mean stripe count over sampled heads */
+  float cra_min;           /* min over heads of cra_min (1 when all dense) */
+  int32_t num_dense_heads; /* heads that ran dense */
+  int32_t num_heads_total; /* batch * num_q_heads */
+  const char* isa;         /* kernel table that ran: a CPU table name, or "cuda" */
+  /* Optional caller arrays. head_stats: batch * num_q_heads entries, or NULL. */
+  sampleattn_head_stats* head_stats;
+  /* The chosen mask for inspection: stripe key positions (relative to the sequence start),
+   * ascending per head, concatenated in head order; stripe_offsets has batch * num_q_heads + 1
+   * entries. If stripe_capacity is too small, stripes_required says how many are needed and
+   * the stripes are not written (the call still succeeds). */
+  int32_t* stripe_offsets;
+  int32_t* stripes;
+  int64_t stripe_capacity;
+  int64_t stripes_required;
+} sampleattn_stats;
+
+SAMPLEATTN_API void sampleattn_stats_init_sized(sampleattn_stats* stats, size_t size);
+#define sampleattn_stats_init(stats) sampleattn_stats_init_sized((stats), sizeof(*(stats)))
+
+/* ---------------------------------------------------------------------------------------------
+ * Plan and run
+ * ------------------------------------------------------------------------------------------- */
+typedef struct sampleattn_plan_info {
+  uint32_t struct_size;
+  uint64_t workspace_bytes; /* the most the call holds at once, all workers together; CPU:
+                             * without the packed stripe K/V, known only after stage 2 */
+  int64_t total_q_tokens;
+  int64_t total_k_tokens;
+  double dense_flops; /* 4 * d * (query-key pairs a dense causal/full attention computes) */
+} sampleattn_plan_info;
+
+SAMPLEATTN_API void sampleattn_plan_info_init_sized(sampleattn_plan_info* info, size_t size);
+#define sampleattn_plan_info_init(info) sampleattn_plan_info_init_sized((info), sizeof(*(info)))
+
+/* Validates every field of params except the data pointers and reports the workspace. */
+SAMPLEATTN_API sampleattn_status sampleattn_plan(sampleattn_context* context,
+                                                 const sampleattn_params* params,
+                                                 sampleattn_plan_info* info);
+
+/* Validates params and computes O (and lse when asked). stats may be NULL. */
+SAMPLEATTN_API sampleattn_status sampleattn_forward(sampleattn_context* context,
+                                                    const sampleattn_params* params,
+                                                    sampleattn_stats* stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SAMPLEATTN_SAMPLEATTN_H_ */

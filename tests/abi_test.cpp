@@ -1,0 +1,163 @@
+// The struct_size rules of the C ABI (src/core/abi.h, docs/ABI.md), for every struct and every
+// size the rules distinguish: *_init writes exactly the caller's size and nothing for sizes it
+// does not accept; calls read a struct of any accepted size (the missing tail takes defaults),
+// refuse a larger one with SAMPLEATTN_UNSUPPORTED_VERSION and a smaller one than the first layout
+// with SAMPLEATTN_INVALID_ARGUMENT, and write back only the caller's size.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "core/abi.h"
+#include "test_util.h"
+
+namespace sampleattn {
+namespace {
+
+using testing::Case;
+using testing::cpu_context;
+
+constexpr unsigned char kPoison = 0xA5;
+
+// A struct's storage followed by guard bytes, poisoned.
+template <typename T>
+struct Guarded {
+  alignas(T) unsigned char bytes[sizeof(T) + 64];
+  Guarded() { std::memset(bytes, kPoison, sizeof(bytes)); }
+  T* get() { return reinterpret_cast<T*>(bytes); }
+  // Bytes from `from` on that are still poisoned.
+  bool untouched_from(size_t from) const {
+    for (size_t i = from; i < sizeof(bytes); ++i) {
+      if (bytes[i] != kPoison) return false;
+    }
+    return true;
+  }
+};
+
+template <typename T, typename Init>
+void expect_init_writes_exactly(Init init) {
+  for (size_t size : {size_t{0}, size_t{4}, abi::min_size<T>() - 1, abi::min_size<T>(), sizeof(T) - 1,
+                      sizeof(T), sizeof(T) + 8}) {
+    Guarded<T> g;
+    init(g.get(), size);
+    if (abi::size_accepted<T>(size)) {
+      EXPECT_EQ(g.get()->struct_size, size);
+      EXPECT_TRUE(g.untouched_from(size)) << "size " << size;
+    } else {
+      EXPECT_TRUE(g.untouched_from(0)) << "wrote for a refused size " << size;
+    }
+  }
+  init(nullptr, sizeof(T));  // no crash
+}
+
+TEST(Abi, InitWritesExactlyTheCallersSize) {
+  expect_init_writes_exactly<sampleattn_context_options>(sampleattn_context_options_init_sized);
+  expect_init_writes_exactly<sampleattn_context_info>(sampleattn_context_info_init_sized);
+  expect_init_writes_exactly<sampleattn_sample_params>(sampleattn_sample_params_init_sized);
+  expect_init_writes_exactly<sampleattn_params>(sampleattn_params_init_sized);
+  expect_init_writes_exactly<sampleattn_stats>(sampleattn_stats_init_sized);
+  expect_init_writes_exactly<sampleattn_plan_info>(sampleattn_plan_info_init_sized);
+}
+
+TEST(Abi, FirstLayoutSizesAreFrozen) {
+  // The first ABI 1 layout on LP64 (tests/abi/v1.0): changing these breaks old callers.
+  EXPECT_EQ(abi::min_size<sampleattn_context_options>(), 32u);
+  EXPECT_EQ(abi::min_size<sampleattn_context_info>(), 40u);
+  EXPECT_EQ(abi::min_size<sampleattn_sample_params>(), 52u);
+  EXPECT_EQ(abi::min_size<sampleattn_params>(), 224u);
+  EXPECT_EQ(abi::min_size<sampleattn_stats>(), 120u);
+  EXPECT_EQ(abi::min_size<sampleattn_plan_info>(), 40u);
+}
+
+class AbiCalls : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    c_.add_sequence(96, 96);
+    c_.materialize(1);
+    ctx_ = cpu_context(1);
+  }
+  void TearDown() override { sampleattn_context_destroy(ctx_); }
+  Case c_;
+  sampleattn_context* ctx_ = nullptr;
+};
+
+TEST_F(AbiCalls, ContextInfoOfEveryAcceptedSizeIsWrittenOnlyThatFar) {
+  const size_t sizes[] = {abi::min_size<sampleattn_context_info>(),
+                          offsetof(sampleattn_context_info, cpu_model), sizeof(sampleattn_context_info)};
+  for (size_t size : sizes) {
+    Guarded<sampleattn_context_info> g;
+    sampleattn_context_info_init_sized(g.get(), size);
+    ASSERT_EQ(sampleattn_context_get_info(ctx_, g.get()), SAMPLEATTN_SUCCESS) << size;
+    EXPECT_TRUE(g.untouched_from(size)) << size;
+    EXPECT_EQ(g.get()->struct_size, size);
+    EXPECT_EQ(g.get()->backend, SAMPLEATTN_BACKEND_CPU);
+  }
+  sampleattn_context_info full;
+  sampleattn_context_info_init(&full);
+  ASSERT_EQ(sampleattn_context_get_info(ctx_, &full), SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(full.binding, SAMPLEATTN_BIND_CORES);
+  EXPECT_NE(std::strstr(full.backends, "cpu: in use"), nullptr) << full.backends;
+  EXPECT_NE(std::strstr(full.cpu_tables, "scalar"), nullptr) << full.cpu_tables;
+}
+
+TEST_F(AbiCalls, LargerThanTheLibraryIsUnsupportedVersionAndSmallerThanTheFirstLayoutInvalid) {
+  auto forward_status = [&](auto edit) {
+    sampleattn::Params p = c_.params();
+    p.method = SAMPLEATTN_METHOD_SAMPLE;
+    edit(p);
+    return sampleattn_forward(ctx_, &p, nullptr);
+  };
+  EXPECT_EQ(forward_status([](auto& p) { p.struct_size = sizeof(sampleattn_params) + 8; }),
+            SAMPLEATTN_UNSUPPORTED_VERSION);
+  EXPECT_EQ(forward_status([](auto& p) { p.sample.struct_size = sizeof(sampleattn_sample_params) + 4; }),
+            SAMPLEATTN_UNSUPPORTED_VERSION);
+  EXPECT_NE(std::string(sampleattn_last_error()).find("newer sampleattn.h"), std::string::npos);
+  EXPECT_EQ(forward_status([](auto& p) { p.struct_size = 16; }), SAMPLEATTN_INVALID_ARGUMENT);
+  EXPECT_EQ(forward_status([](auto& p) { p.sample.struct_size = 0; }), SAMPLEATTN_INVALID_ARGUMENT);
+  EXPECT_EQ(forward_status([](auto& p) { static_cast<sampleattn_params&>(p).sample = nullptr; }), SAMPLEATTN_SUCCESS);  // NULL: defaults
+
+  sampleattn_context_options o;
+  sampleattn_context_options_init(&o);
+  o.struct_size = sizeof(o) + 8;
+  sampleattn_context* ctx = nullptr;
+  EXPECT_EQ(sampleattn_context_create(&o, &ctx), SAMPLEATTN_UNSUPPORTED_VERSION);
+  EXPECT_EQ(ctx, nullptr);
+
+  sampleattn::Params p = c_.params();
+  sampleattn_stats stats;
+  sampleattn_stats_init(&stats);
+  stats.struct_size = sizeof(stats) + 8;
+  EXPECT_EQ(sampleattn_forward(ctx_, &p, &stats), SAMPLEATTN_UNSUPPORTED_VERSION);
+  sampleattn_plan_info plan;
+  sampleattn_plan_info_init(&plan);
+  plan.struct_size = sizeof(plan) + 8;
+  EXPECT_EQ(sampleattn_plan(ctx_, &p, &plan), SAMPLEATTN_UNSUPPORTED_VERSION);
+}
+
+TEST_F(AbiCalls, StatsAreWrittenBackOnlyAsFarAsTheCallersSize) {
+  sampleattn::Params p = c_.params();
+  Guarded<sampleattn_stats> g;
+  const size_t size = abi::min_size<sampleattn_stats>();
+  sampleattn_stats_init_sized(g.get(), size);
+  ASSERT_EQ(sampleattn_forward(ctx_, &p, g.get()), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_TRUE(g.untouched_from(size));
+  EXPECT_EQ(g.get()->struct_size, size);
+  EXPECT_EQ(g.get()->num_heads_total, c_.hq);
+}
+
+TEST(Abi, ParamsValueTypeCopiesStaySelfContained) {
+  sampleattn::Params a;
+  a.sample.alpha = 0.5f;
+  sampleattn::Params b = a;
+  b.sample.alpha = 0.7f;
+  const sampleattn_params& ca = a;
+  const sampleattn_params& cb = b;
+  EXPECT_EQ(ca.sample->alpha, 0.5f);
+  EXPECT_EQ(cb.sample->alpha, 0.7f);
+  a = b;
+  EXPECT_EQ(ca.sample, &a.sample);
+  EXPECT_EQ(ca.sample->alpha, 0.7f);
+}
+
+}  // namespace
+}  // namespace sampleattn
