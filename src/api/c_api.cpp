@@ -165,7 +165,7 @@ sampleattn_status sampleattn_context_create(const sampleattn_context_options* op
         cuda_line = "cuda: unavailable (" + cuda.message() + ")";
       } else {
         ctx->note = "CUDA device found";
-        cuda_line = "cuda: in use";
+        cuda_line = std::string("cuda: in use (module ") + sampleattn::cuda::module_path() + ")";
       }
     }
     if (!ctx->backend) {

@@ -1,6 +1,7 @@
 // A backend runs validated problems. The context holds one, chosen by the backend table in
-// api/c_api.cpp: the CPU backend always exists; the CUDA backend only when compiled with CUDA
-// and a device is found.
+// api/c_api.cpp: the CPU backend always exists; the CUDA backend lives in a module
+// (core/backend_module.h) that api/backend_modules.cpp loads when it is installed, and it exists
+// when a device is found.
 #pragma once
 
 #include <memory>
@@ -36,9 +37,12 @@ namespace cpu {
 Status create_backend(const BackendOptions& options, std::unique_ptr<Backend>* backend);
 }
 namespace cuda {
-// Fails with SAMPLEATTN_UNSUPPORTED_BACKEND (and a reason) when CUDA was not compiled in or no
-// device is usable.
+// Fails with SAMPLEATTN_UNSUPPORTED_BACKEND (and a reason) when the CUDA module is not installed
+// or no device is usable. In libsampleattn this loads the module (api/backend_modules.cpp); in
+// the module it is the backend itself (cuda/cuda_backend.cpp).
 Status create_backend(const BackendOptions& options, std::unique_ptr<Backend>* backend);
+// libsampleattn only: the file the CUDA module was loaded from, or "" when none was.
+const char* module_path();
 }
 
 }  // namespace sampleattn
