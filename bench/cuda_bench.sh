@@ -22,11 +22,12 @@ if [[ $mode == prepare ]]; then
   build=${1:-$root/build-cuda}
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSAMPLEATTN_CUDA=ON || exit 1
   cpu_suites=(kernels_test attention_test sample_test hardening_test dispatch_test)
-  cmake --build "$build" --target cuda_test sampleattn "${cpu_suites[@]}" || exit 1
+  cmake --build "$build" --target cuda_test sampleattn sampleattn_cuda "${cpu_suites[@]}" || exit 1
   mkdir -p "$carry/bin" "$carry/lib"
   cp "$build/tests/cuda_test" "$carry/bin/"
   for t in "${cpu_suites[@]}"; do cp "$build/tests/$t" "$carry/bin/"; done
-  cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.0"
+  cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.1"
+  cp "$build/src/libsampleattn_cuda.so" "$carry/lib/"  # the CUDA backend module (docs/ABI.md)
   source "$root/bench/carry_libs.sh"
   copy_system_libs "$carry/lib" libhwloc.so.15 libudev.so.1 libgomp.so.1
   du -sh "$carry"
@@ -58,5 +59,5 @@ if grep -q "FAILED.*CudaDense\." "$out/test.log"; then
   echo "dense attention fails its tests: no benchmark"
   exit 1
 fi
-timeout 400 python3 "$root/bench/gpu_compare.py" --lib "$carry/lib/libsampleattn.so.0" --json "$out/bench.json" "$@" \
+timeout 400 python3 "$root/bench/gpu_compare.py" --lib "$carry/lib/libsampleattn.so.1" --json "$out/bench.json" "$@" \
   2>&1 | tee "$out/bench.log" | grep -v -i warning

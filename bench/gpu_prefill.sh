@@ -17,7 +17,8 @@ if [[ $mode == prepare ]]; then
   build=${2:-$root/build}
   mkdir -p "$carry/bin" "$carry/lib"
   cp "$build/src/cli/sampleattn" "$carry/bin/"
-  cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.0"
+  cp -L "$build/src/libsampleattn.so" "$carry/lib/libsampleattn.so.1"
+  cp "$build/src/libsampleattn_cuda.so" "$carry/lib/"  # the CUDA backend module (docs/ABI.md)
   source "$root/bench/carry_libs.sh"
   copy_system_libs "$carry/lib" libhwloc.so.15 libgomp.so.1 libpng16.so.16 libudev.so.1 libz.so.1 \
     libgfortran.so.5 libquadmath.so.0 libopenblas.so.0
@@ -34,7 +35,7 @@ for n in ${seqs//,/ }; do
   mkdir -p /tmp/inputs/n$n
   $B generate --seq $n --heads 32 --kv-heads 32 --dtype bf16 --out /tmp/inputs/n$n || exit 1
 done
-timeout 300 python3 "$root/bench/gpu_compare.py" --lib "$carry/lib/libsampleattn.so.0" --seqs "$seqs" \
+timeout 300 python3 "$root/bench/gpu_compare.py" --lib "$carry/lib/libsampleattn.so.1" --seqs "$seqs" \
   --data /tmp/inputs --json "$out/torch.json" 2>&1 | grep -v -i warning | tee "$out/torch.log"
 $B bench --backend cuda --seq "$seqs" --heads 32 --kv-heads 32 --dtype bf16 --repeat 3 --json --quiet \
   | tee "$out/cuda.jsonl" | cut -c1-400

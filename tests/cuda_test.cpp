@@ -425,7 +425,7 @@ sampleattn::Params sample_params(Case& c, const SampleVariant& variant, float r_
 
 // The GPU's selection, statistics and output against the CPU's on the same inputs, and the GPU
 // output against the oracle under the GPU's own mask.
-void expect_sample_matches_cpu(Case& c, const sampleattn_params& p, const SampleVariant& variant) {
+void expect_sample_matches_cpu(Case& c, const sampleattn::Params& p, const SampleVariant& variant) {
   const Outcome cpu = run_cpu(c, p);
   ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
   const Outcome gpu = run_cuda(c, p);

@@ -21,12 +21,6 @@ struct sampleattn_context {
   sampleattn_binding binding = SAMPLEATTN_BIND_CORES;
 };
 
-#define SAMPLEATTN_STRINGIFY_(x) #x
-#define SAMPLEATTN_STRINGIFY(x) SAMPLEATTN_STRINGIFY_(x)
-#define SAMPLEATTN_VERSION_STRING                                                  \
-  SAMPLEATTN_STRINGIFY(SAMPLEATTN_VERSION_MAJOR) "." SAMPLEATTN_STRINGIFY(         \
-      SAMPLEATTN_VERSION_MINOR) "." SAMPLEATTN_STRINGIFY(SAMPLEATTN_VERSION_PATCH)
-
 namespace {
 
 using sampleattn::Status;

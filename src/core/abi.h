@@ -16,6 +16,13 @@
 #include "core/status.h"
 #include "sampleattn/sampleattn.h"
 
+#define SAMPLEATTN_STRINGIFY_(x) #x
+#define SAMPLEATTN_STRINGIFY(x) SAMPLEATTN_STRINGIFY_(x)
+// "major.minor.patch" of this header (what sampleattn_version() returns).
+#define SAMPLEATTN_VERSION_STRING                                                  \
+  SAMPLEATTN_STRINGIFY(SAMPLEATTN_VERSION_MAJOR) "." SAMPLEATTN_STRINGIFY(         \
+      SAMPLEATTN_VERSION_MINOR) "." SAMPLEATTN_STRINGIFY(SAMPLEATTN_VERSION_PATCH)
+
 namespace sampleattn::abi {
 
 // The smallest accepted struct_size: the end of the last field of the first ABI 1 layout
@@ -58,8 +65,7 @@ Status read(const T& in, const char* name, const char* init_name, T defaults, T*
   if (size > sizeof(T)) {
     return {SAMPLEATTN_UNSUPPORTED_VERSION,
             std::string(name) + ".struct_size is " + std::to_string(size) + ", larger than this library's " +
-                std::to_string(sizeof(T)) + ": the caller was built against a newer sampleattn.h than library " +
-                sampleattn_version() + " knows"};
+                std::to_string(sizeof(T)) + ": the caller was built against a newer sampleattn.h than library " SAMPLEATTN_VERSION_STRING " knows"};
   }
   if (size < min_size<T>()) {
     return invalid_argument(std::string(name) + ".struct_size is " + std::to_string(size) +
