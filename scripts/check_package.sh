@@ -8,16 +8,14 @@
 #                      instead of the shared library
 #   add_subdirectory   a parent project that builds this source tree (again, with CUDA off: the
 #                      longest step) and links both libraries by their package names
-#   fetchcontent       the same through FetchContent (SOURCE_DIR), configured only: underneath,
-#                      FetchContent_MakeAvailable is add_subdirectory (SAMPLEATTN_PACKAGE_FETCHCONTENT_BUILD=1
-#                      builds and runs it too)
+#   fetchcontent       the same through FetchContent_Declare(SOURCE_DIR) + FetchContent_MakeAvailable
 # Each consumer checks one attention call against its own double-precision attention, and that it
 # links the library the way it asked for (static: no libsampleattn.so needed).
 #
 # Usage: scripts/check_package.sh <build-dir>     (CTest runs it as the test `package`)
 # Prints one PASS/FAIL/SKIP line per consumer (and the end of the log of a failure); exits 1 when
 # any fails. Environment: CC for the pkg-config consumers; SAMPLEATTN_PACKAGE_JOBS (default nproc)
-# for the embedded build; SAMPLEATTN_PACKAGE_KEEP=1 keeps the temporary directory.
+# for the embedded builds; SAMPLEATTN_PACKAGE_KEEP=1 keeps the temporary directory.
 set -uo pipefail
 if [[ $# -ne 1 ]]; then
   echo "usage: $0 <build-dir>" >&2
@@ -117,16 +115,6 @@ pkgconfig_program() {
     -DSAMPLEATTN_EXPECTED_VERSION="\"$version\"" "${args[@]}" -lm
 }
 
-# fetchcontent_project LOG BINARY-DIR: configured only unless SAMPLEATTN_PACKAGE_FETCHCONTENT_BUILD=1.
-fetchcontent_project() {
-  local log=$1 bin=$2 args=(-DSAMPLEATTN_SOURCE_DIR="$root" -DSAMPLEATTN_CUDA=OFF)
-  if [[ ${SAMPLEATTN_PACKAGE_FETCHCONTENT_BUILD:-0} == 1 ]]; then
-    cmake_project "$log" "$consumers/fetchcontent" "$bin" "${args[@]}"
-  else
-    step "$log" cmake -S "$consumers/fetchcontent" -B "$bin" "${generator[@]}" "${args[@]}"
-  fi
-}
-
 # --- install --------------------------------------------------------------------------------------
 start=$SECONDS
 log=$work/install.log
@@ -155,14 +143,14 @@ check cmake-cxx-shared "shared:$work/cmake-cxx-shared/consumer_cxx_shared" \
   -DSAMPLEATTN_REQUEST_VERSION="${version%.*}"
 check pkgconfig-shared "shared:$work/pkgconfig_shared" pkgconfig_program shared "$work/pkgconfig_shared"
 check pkgconfig-static "static:$work/pkgconfig_static" pkgconfig_program static "$work/pkgconfig_static"
+# The embedded builds: the parent's defaults, except CUDA (not needed to be right, but nvcc takes
+# minutes). Between them, C and C++ each link both libraries.
 embedded=$work/add_subdirectory
 check add_subdirectory "static:$embedded/consumer_c_static shared:$embedded/consumer_cxx_shared" \
   cmake_project "$consumers/add_subdirectory" "$embedded" -DSAMPLEATTN_SOURCE_DIR="$root" -DSAMPLEATTN_CUDA=OFF
 fetched=$work/fetchcontent
-fetched_programs=""
-[[ ${SAMPLEATTN_PACKAGE_FETCHCONTENT_BUILD:-0} == 1 ]] &&
-  fetched_programs="shared:$fetched/consumer_c_shared static:$fetched/consumer_cxx_static"
-check fetchcontent "$fetched_programs" fetchcontent_project "$fetched"
+check fetchcontent "shared:$fetched/consumer_c_shared static:$fetched/consumer_cxx_static" \
+  cmake_project "$consumers/fetchcontent" "$fetched" -DSAMPLEATTN_SOURCE_DIR="$root" -DSAMPLEATTN_CUDA=OFF
 
 if [[ $failures -gt 0 ]]; then
   echo "check_package: $failures consumer(s) failed"
