@@ -1,6 +1,9 @@
 # Third-party dependencies, all from Debian 12 packages (see README.md):
-#   libxsimd-dev (CMake config), libhwloc-dev (pkg-config only), libopenblas-dev, libomp-dev,
-#   libgtest-dev, libbenchmark-dev, libpng-dev (mask pictures).
+#   the library: libxsimd-dev (CMake config, headers only), libhwloc-dev (pkg-config only);
+#   the tools (tests, benchmarks, the program): libomp-dev, libpng-dev (mask pictures);
+#   the program and benchmarks: libopenblas-dev; tests: libgtest-dev; benchmarks: libbenchmark-dev.
+# Each is looked for only when something that is built uses it, so that a project embedding the
+# library needs only the library's two.
 find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
 find_package(xsimd 8.1 REQUIRED CONFIG)
@@ -9,13 +12,21 @@ find_package(xsimd 8.1 REQUIRED CONFIG)
 get_target_property(SAMPLEATTN_XSIMD_INCLUDE xsimd INTERFACE_INCLUDE_DIRECTORIES)
 add_library(sampleattn_xsimd INTERFACE)
 target_include_directories(sampleattn_xsimd SYSTEM INTERFACE ${SAMPLEATTN_XSIMD_INCLUDE})
-pkg_check_modules(HWLOC REQUIRED IMPORTED_TARGET hwloc>=2.0)
+# PkgConfig::SAMPLEATTN_HWLOC; the installed package config (cmake/sampleattnConfig.cmake.in)
+# recreates the same name for the static library's consumers.
+set(SAMPLEATTN_HWLOC_MIN_VERSION 2.0)
+pkg_check_modules(SAMPLEATTN_HWLOC REQUIRED IMPORTED_TARGET hwloc>=${SAMPLEATTN_HWLOC_MIN_VERSION})
 
-# OpenBLAS: Debian ships a CMake config and a pkg-config file; pkg-config finds the pthread flavour.
-pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+# OpenBLAS (SGEMM as the speed reference): Debian ships a CMake config and a pkg-config file;
+# pkg-config finds the pthread flavour.
+if(SAMPLEATTN_BUILD_CLI OR SAMPLEATTN_BUILD_BENCH)
+  pkg_check_modules(SAMPLEATTN_OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+endif()
 
-find_package(OpenMP REQUIRED COMPONENTS CXX)
-find_package(PNG REQUIRED)
+if(SAMPLEATTN_BUILD_TOOLS)
+  find_package(OpenMP REQUIRED COMPONENTS CXX)
+  find_package(PNG REQUIRED)
+endif()
 
 if(SAMPLEATTN_BUILD_TESTS)
   find_package(GTest REQUIRED CONFIG)

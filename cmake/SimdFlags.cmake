@@ -9,7 +9,9 @@ function(sampleattn_add_isa_sources target isa)
   endif()
   target_sources(${target} PRIVATE ${ARGN})
   if(SAMPLEATTN_ISA_FLAGS_${isa})
-    set_source_files_properties(${ARGN} DIRECTORY ${CMAKE_SOURCE_DIR} PROPERTIES
+    # Source properties belong to a directory: set them where the target is defined, which is
+    # not CMAKE_SOURCE_DIR when this project is embedded (add_subdirectory, FetchContent).
+    set_source_files_properties(${ARGN} TARGET_DIRECTORY ${target} PROPERTIES
                                 COMPILE_OPTIONS "${SAMPLEATTN_ISA_FLAGS_${isa}}")
   endif()
 endfunction()
