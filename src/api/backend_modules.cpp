@@ -60,6 +60,10 @@ bool try_open(const std::string& path, Module* m, std::vector<std::string>* fail
   m->create = create;
   Dl_info info{};
   m->path = dladdr(reinterpret_cast<void*>(create), &info) != 0 && info.dli_fname ? info.dli_fname : path;
+  if (char* resolved = realpath(m->path.c_str(), nullptr); resolved != nullptr) {  // no "bin/../lib"
+    m->path = resolved;
+    std::free(resolved);
+  }
   return true;
 }
 
