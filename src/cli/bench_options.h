@@ -25,8 +25,9 @@ struct BenchOptions {
 };
 
 void declare_bench_options(Options& o);
-// Reads the parsed options; false with error set on bad values. Sets defaults it derives
-// (kv-heads, alpha) in `o`.
+// Reads the parsed options; false with error set on bad values (a usage error): every range is
+// checked here, before any input is generated or read. Sets defaults it derives (kv-heads,
+// alpha) in `o`.
 bool read_bench_options(Options& o, BenchOptions* b, std::string* error);
 
 }  // namespace sampleattn::cli
