@@ -304,6 +304,23 @@ expect "bench --head-dim 100: usage error" 2 "head.dim" "$bin" bench "${bench[@]
 expect "bench --kv-heads 3 --heads 8: usage error" 2 "heads" "$bin" bench "${bench[@]}" --seq 256 --heads 8 --kv-heads 3
 expect "bench --max-workspace 1K fails naming the workspace" 1 "workspace" \
   "$bin" bench "${bench[@]}" "${small[@]}" --max-workspace 1K
+# --data npy:DIR keeps the files' dtype unless --dtype is given; generated inputs are f32 by default.
+mkdir -p "$tmp/bf16" "$tmp/dtypes"
+expect "generate bf16 inputs" 0 "" "$bin" generate "${small[@]}" --dtype bf16 --quiet --out "$tmp/bf16"
+expect "bench --data npy:DIR of bf16 files" 0 "" "$bin" bench "${bench[@]}" --method dense --json --data "npy:$tmp/bf16"
+expect_match "bench --data npy:DIR keeps the files' bf16" stdout '"dtype":"bf16"'
+expect "bench --data npy:DIR --dtype f32" 0 "" \
+  "$bin" bench "${bench[@]}" --method dense --json --dtype f32 --data "npy:$tmp/bf16"
+expect_match "bench --data npy:DIR --dtype f32 converts to f32" stdout '"dtype":"f32"'
+expect "bench on generated inputs" 0 "" "$bin" bench "${bench[@]}" "${small[@]}" --method dense --json
+expect_match "bench on generated inputs is f32 by default" stdout '"dtype":"f32"'
+cp "$tmp/bf16/q.npy" "$tmp/dtypes/q.npy"
+cp "$tmp/k.npy" "$tmp/dtypes/k.npy"
+cp "$tmp/v.npy" "$tmp/dtypes/v.npy"
+expect "bench --data npy:DIR with files of two dtypes fails" 1 "dtypes differ.*--dtype" \
+  "$bin" bench "${bench[@]}" --method dense --data "npy:$tmp/dtypes"
+expect "bench --data npy:DIR with files of two dtypes and --dtype" 0 "" \
+  "$bin" bench "${bench[@]}" --method dense --json --dtype bf16 --data "npy:$tmp/dtypes"
 
 # ---- generate
 mkdir -p "$tmp/gen"

@@ -92,6 +92,7 @@ class Bench {
       b_.heads = static_cast<int>(in.q.heads);
       b_.kv_heads = static_cast<int>(in.k.heads);
       b_.head_dim = static_cast<int>(in.q.dim);
+      b_.dtype = in.dtype;
       const double flops = 2.0 * static_cast<double>(seq) * seq * b_.head_dim * b_.heads;
       std::string error;
       Measured dense, sparse;

@@ -10,7 +10,7 @@ void declare_bench_options(Options& o) {
   o.value("heads", "8", "query heads, a multiple of --kv-heads");
   o.value("kv-heads", "", "key/value heads (default: as many as --heads)");
   o.value("head-dim", "128", "head dimension: " + supported_head_dims());
-  o.value("dtype", "f32", "input dtype: f32, f16, bf16");
+  o.value("dtype", "", "input dtype: f32, f16, bf16 (default f32; with --data npy:DIR the files' dtype)");
   o.value("repeat", "3", "timed runs per configuration (the median is reported)");
   o.value("warmup", "0", "untimed runs after the (untimed) statistics run");
   o.value("data", "structured",
@@ -75,7 +75,8 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   if (!o.get_int("seed", 0, INT64_MAX, &v, error)) return false;
   b->seed = static_cast<uint64_t>(v);
   if (!o.get_int("needles", 0, 64, &b->needles, error)) return false;
-  if (!parse_dtype(o.get("dtype"), &b->dtype)) {
+  b->dtype_given = o.has("dtype");
+  if (b->dtype_given && !parse_dtype(o.get("dtype"), &b->dtype)) {
     *error = "--dtype must be f32, f16 or bf16, got '" + o.get("dtype") + "'";
     return false;
   }

@@ -18,6 +18,7 @@ struct BenchOptions {
   int64_t repeat = 3, warmup = 1, needles = 8;
   uint64_t seed = 1;
   DType dtype = DType::kF32;
+  bool dtype_given = false;    // without --dtype, npy:DIR inputs keep the files' dtype
   std::string data;            // structured, random or npy:DIR
   bool json = false, csv = false, quiet = false, check = false, peak = false;
   std::vector<float> alphas;   // dense runs once per length, sample once per alpha
