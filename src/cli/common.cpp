@@ -263,6 +263,24 @@ std::string mebibytes(uint64_t bytes) {
   return text;
 }
 
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", u);
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
 sampleattn_params tensor_params(const workload::Tensor3& q, const workload::Tensor3& k,
                                 const workload::Tensor3& v, const void* q_data, const void* k_data, const void* v_data,
                                 void* o_data, DType o_dtype) {

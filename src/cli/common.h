@@ -61,6 +61,9 @@ class Progress {
 // "12.3 MiB".
 std::string mebibytes(uint64_t bytes);
 
+// A JSON string literal: quoted, with quotes, backslashes and control characters escaped.
+std::string json_string(const std::string& text);
+
 // The structured inputs every subcommand generates: the generator's defaults plus `needles`
 // needles at evenly spaced depths, so bench, run, mask and generate see the same data.
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
