@@ -341,6 +341,26 @@ fi
 
 # ---- info
 expect "info" 0 "" "$bin" info
+expect_match "info prints the version" stdout "^sampleattn [0-9]+\\."
+for field in "cpu: +[^ ]" "cpu tables: .*scalar" "backends: .*cpu" "threads: +[0-9]+" "binding: +(cores|none)" \
+  "environment: .*SAMPLEATTN_NUM_THREADS=$SAMPLEATTN_NUM_THREADS read"; do
+  expect_match "info prints '${field%%:*}'" stdout "^$field"
+done
+expect "info with SAMPLEATTN_ISA=bogus" 0 "" env SAMPLEATTN_ISA=bogus "$bin" info
+expect_match "info reports SAMPLEATTN_ISA=bogus rejected" stdout "^environment: .*SAMPLEATTN_ISA=bogus rejected"
+expect "info with SAMPLEATTN_NUM_THREADS=abc" 0 "" env SAMPLEATTN_NUM_THREADS=abc "$bin" info
+expect_match "info reports SAMPLEATTN_NUM_THREADS=abc rejected" stdout \
+  "^environment: .*SAMPLEATTN_NUM_THREADS=abc rejected"
+expect "info --json" 0 "" env 'SAMPLEATTN_ISA=bo"gus' "$bin" info --json
+expect_match "info --json is one object with every field" stdout \
+  '^\{"version":.*"binding":.*"cpu_model":.*"cpu_tables":.*"backends":.*"environment":".*rejected'
+if command -v python3 >/dev/null; then
+  if python3 -c 'import json, sys; json.loads(sys.stdin.read())' <"$tmp/stdout" 2>"$tmp/stderr"; then
+    report "info --json parses, with a quote in a variable" ""
+  else
+    report "info --json parses, with a quote in a variable" "not JSON"
+  fi
+fi
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

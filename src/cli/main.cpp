@@ -442,9 +442,19 @@ int generate_main(int argc, char** argv, int first) {
   return kExitOk;
 }
 
+const char* binding_name(sampleattn_binding binding) {
+  return binding == SAMPLEATTN_BIND_NONE ? "none (workers float)" : "cores (one worker per core, bound)";
+}
+
 int info_main(int argc, char** argv, int first) {
   Options o;
-  if (wants_help(argc, argv, first)) return print_help("sampleattn info", o);
+  o.flag("json", "one JSON object on one line instead of the text");
+  if (wants_help(argc, argv, first)) {
+    return print_help("sampleattn info [--json]\n"
+                      "The default context's backend and threads, this CPU and its kernel tables, the\n"
+                      "backends compiled in and found, and the SAMPLEATTN_* variables read or rejected.",
+                      o);
+  }
   std::string error;
   if (!o.parse(argc, argv, first, &error)) return usage_error("info", error);
   sampleattn_context_options opts;
@@ -452,9 +462,32 @@ int info_main(int argc, char** argv, int first) {
   ContextHandle ctx;
   if (!create_context(opts, &ctx, &error)) return fail("info", error);
   const sampleattn_context_info info = context_info(ctx.get());
-  std::printf("sampleattn %s\nbackend: %s%s%s\nisa: %s\nthreads: %d\nnuma nodes: %d\nnote: %s\n", sampleattn_version(),
-              info.backend == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu", info.device_name[0] ? " " : "",
-              info.device_name, info.isa, info.num_threads, info.num_numa_nodes, info.note);
+  auto text = [](const char* s) { return std::string(s ? s : ""); };
+  const std::string backend = info.backend == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu";
+  if (o.has("json")) {
+    std::printf("{\"version\":%s,\"backend\":%s,\"device\":%s,\"isa\":%s,\"threads\":%d,\"numa_nodes\":%d,"
+                "\"binding\":%s,\"cpu_model\":%s,\"cpu_tables\":%s,\"backends\":%s,\"environment\":%s,\"note\":%s}\n",
+                json_string(sampleattn_version()).c_str(), json_string(backend).c_str(),
+                json_string(text(info.device_name)).c_str(), json_string(text(info.isa)).c_str(), info.num_threads,
+                info.num_numa_nodes, json_string(info.binding == SAMPLEATTN_BIND_NONE ? "none" : "cores").c_str(),
+                json_string(text(info.cpu_model)).c_str(), json_string(text(info.cpu_tables)).c_str(),
+                json_string(text(info.backends)).c_str(), json_string(text(info.environment)).c_str(),
+                json_string(text(info.note)).c_str());
+    return kExitOk;
+  }
+  const std::string device = text(info.device_name);
+  const std::string environment = text(info.environment);
+  std::printf("sampleattn %s\n", sampleattn_version());
+  std::printf("backend:     %s%s%s\n", backend.c_str(), device.empty() ? "" : " ", device.c_str());
+  std::printf("isa:         %s\n", text(info.isa).c_str());
+  std::printf("cpu:         %s\n", text(info.cpu_model).c_str());
+  std::printf("cpu tables:  %s\n", text(info.cpu_tables).c_str());
+  std::printf("backends:    %s\n", text(info.backends).c_str());
+  std::printf("threads:     %d\n", info.num_threads);
+  std::printf("binding:     %s\n", binding_name(info.binding));
+  std::printf("numa nodes:  %d\n", info.num_numa_nodes);
+  std::printf("environment: %s\n", environment.empty() ? "no SAMPLEATTN_* variable set" : environment.c_str());
+  if (info.note != nullptr && info.note[0] != '\0') std::printf("note:        %s\n", info.note);
   return kExitOk;
 }
 
