@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The sampleattn program's errors and exit codes (0 success, 1 failure, 2 no or unknown command):
-# bad and hostile inputs, mismatched shapes, unwritable outputs, failing writes and allocations.
-# A failing command must say why on stderr, never crash or report an internal error, and never
-# write or damage its output file.
+# The sampleattn program as a user meets it: help, version, info, progress, and its errors and
+# exit codes (0 success, 1 the work failed, 2 a usage error): bad options (checked before any
+# input is read), bad and hostile inputs, mismatched shapes, unwritable outputs, failing writes
+# and allocations. A failing command must say why on stderr, never crash or report an internal
+# error, and never write or damage its output file.
 #
 # usage: tests/cli_test.sh path/to/sampleattn path/to/tests/data
 # Prints one line per case and a last line "N passed, M failed"; exits 1 if any case failed.
@@ -50,6 +51,15 @@ expect() {
   report "$name" "$why"
 }
 
+# expect_match NAME stdout|stderr REGEX: what the last command wrote there matches the
+# (case-insensitive, extended) regex; expect_no_match: it does not.
+expect_match() {
+  if grep -qiE -- "$3" "$tmp/$2"; then report "$1" ""; else report "$1" "$2 does not match /$3/"; fi
+}
+expect_no_match() {
+  if grep -qiE -- "$3" "$tmp/$2"; then report "$1" "$2 matches /$3/"; else report "$1" ""; fi
+}
+
 # expect_absent NAME PATH: the failing command before it wrote nothing at PATH.
 expect_absent() {
   if [[ -e $2 ]]; then report "$1" "'$2' was written"; else report "$1" ""; fi
@@ -76,17 +86,56 @@ with_small_address_space() { (ulimit -v 400000 && exec "$@"); }
 small=(--seq 256 --heads 4 --kv-heads 2 --head-dim 64)
 
 # ---- The command line.
+commands=(bench run mask profile generate info)
 expect "no arguments: usage error" 2 "usage" "$bin"
 expect "unknown command: usage error" 2 "unknown command" "$bin" frobnicate
-expect "--help: success" 0 "" "$bin" --help
-for command in bench run mask profile generate info; do
+expect "--version: success" 0 "" "$bin" --version
+expect_match "--version prints 'sampleattn <version>'" stdout "^sampleattn [0-9]+\.[0-9]+\.[0-9]+"
+for help in --help help; do
+  expect "$help: success" 0 "" "$bin" $help
+  for command in "${commands[@]}" help; do
+    if [[ $(grep -cE "^  $command " "$tmp/stdout") -ne 1 ]]; then
+      report "$help lists $command on one line" "no single line '  $command ...' on stdout"
+    fi
+  done
+  expect_match "$help documents exit status 0" stdout "^  0 +success"
+  expect_match "$help documents exit status 1" stdout "^  1 +the work failed"
+  expect_match "$help documents exit status 2" stdout "^  2 +a usage error"
+done
+expect "help with an unknown command: usage error" 2 "unknown command" "$bin" help frobnicate
+expect "help run: success" 0 "" "$bin" help run
+expect_match "help run prints run's usage" stdout "usage: sampleattn run"
+# Each command's --help lists its own options, each of which it accepts (an option that parses
+# leaves the error at the bad one after it), and none of the other commands' options.
+declare -A not_its_own=(
+  [bench]="--q --out --head --pixels --fixtures --stats"
+  [run]="--data --repeat --csv --json --head --pixels --fixtures --dtype"
+  [mask]="--data --repeat --csv --json --stats --fixtures --dtype"
+  [profile]="--out --alpha --backend --threads --method --data --json"
+  [generate]="--q --k --v --alpha --backend --threads --method --data --json"
+  [info]="--seq --out --alpha --backend --threads --method --data --quiet"
+)
+for command in "${commands[@]}"; do
   expect "$command --help: success" 0 "" "$bin" "$command" --help
   if ! grep -q "usage: sampleattn $command" "$tmp/stdout"; then
     report "$command --help prints its usage" "stdout has no 'usage: sampleattn $command'"
   fi
-  expect "$command with an unknown option fails" 1 "unknown option" "$bin" "$command" --no-such-option
+  listed=$(grep -oE '^  --[a-z0-9-]+' "$tmp/stdout" | tr -d ' ')
+  foreign=""
+  for option in ${not_its_own[$command]}; do
+    if grep -qx -- "$option" <<<"$listed"; then foreign+=" $option"; fi
+  done
+  report "$command --help lists no other command's options" "${foreign:+lists$foreign}"
+  refused=""
+  for option in $listed; do
+    "$bin" "$command" "$option=x" --no-such-option >/dev/null 2>"$tmp/stderr"
+    if grep -q -- "unknown option $option\$" "$tmp/stderr"; then refused+=" $option"; fi
+  done
+  report "$command accepts every option its --help lists" "${refused:+refuses$refused}"
+  expect "$command with an unknown option: usage error" 2 "unknown option" "$bin" "$command" --no-such-option
+  expect "$command with a stray argument: usage error" 2 "unexpected argument" "$bin" "$command" stray
 done
-expect "run with a bad number fails" 1 "threads" "$bin" run "${small[@]}" --threads many --out "$tmp/x.npy"
+expect "run with a bad number: usage error" 2 "threads" "$bin" run "${small[@]}" --threads many --out "$tmp/x.npy"
 
 # ---- Inputs: one good set, and sets whose shapes disagree with it.
 expect "generate small inputs" 0 "" "$bin" generate "${small[@]}" --out "$tmp"
@@ -104,14 +153,67 @@ mismatched=(
   "q heads not a multiple of kv heads|$tmp/h3/q.npy $tmp/k.npy $tmp/v.npy|multiple of the kv heads"
 )
 
-# ---- run
 out=$tmp/out/o.npy
 mkdir -p "$tmp/out"
-expect "run without --out fails" 1 "--out" "$bin" run "${good[@]}"
+
+# ---- Every option is checked before any input is read or generated: a bad one is a usage error
+# (2) naming it, even when the input files do not exist (reading them would fail with 1).
+missing=(--q "$tmp/missing.npy" --k "$tmp/missing.npy" --v "$tmp/missing.npy")
+# name | arguments ($missing for the missing files) | what stderr names
+bad_options=(
+  "run --alpha 0|run \$missing --out $out --alpha 0|--alpha.*\\(0, 1]"
+  "run --alpha 1.5|run \$missing --out $out --alpha 1.5|--alpha"
+  "run --r-row 0|run \$missing --out $out --r-row 0|--r-row"
+  "run --r-w 2|run \$missing --out $out --r-w 2|--r-w"
+  "run --max-density 0|run \$missing --out $out --max-density 0|--max-density"
+  "run --max-stripes below --min-stripes|run \$missing --out $out --min-stripes 4 --max-stripes 2|--max-stripes"
+  "run --sample-block 0|run \$missing --out $out --sample-block 0|--sample-block"
+  "run --scope team|run \$missing --out $out --scope team|--scope"
+  "run --precision f16|run \$missing --out $out --precision f16|--precision"
+  "run --method sparse|run \$missing --out $out --method sparse|--method"
+  "run --backend tpu|run \$missing --out $out --backend tpu|--backend"
+  "run --threads -1|run \$missing --out $out --threads -1|--threads"
+  "run --out-dtype f64|run \$missing --out $out --out-dtype f64|--out-dtype"
+  "run --seq with --q/--k/--v|run \$missing --out $out --seq 256|--seq"
+  "run --seq 0|run --seq 0 --out $out|--seq"
+  "run --head-dim 100|run --seq 256 --heads 4 --head-dim 100 --out $out|--head-dim.*64"
+  "run --heads 8 --kv-heads 3|run --seq 256 --heads 8 --kv-heads 3 --out $out|--kv-heads"
+  "run --kv-heads 3 (8 heads by default)|run --seq 256 --kv-heads 3 --out $out|--kv-heads"
+  "mask --pixels 8|mask \$missing --pixels 8 --out $tmp/out/m.png|--pixels"
+  "mask --head -1|mask \$missing --head -1 --out $tmp/out/m.png|--head"
+  "mask --head past generated heads|mask --seq 256 --heads 4 --head-dim 64 --head 4 --out $tmp/out/m.png|--head"
+  "mask --alpha 0|mask \$missing --alpha 0 --out $tmp/out/m.png|--alpha"
+  "profile --rows 0|profile \$missing --rows 0|--rows"
+  "profile --head-dim 100|profile --seq 256 --heads 4 --head-dim 100|--head-dim"
+  "generate --head-dim 100|generate --seq 256 --heads 4 --head-dim 100 --out $tmp/out|--head-dim"
+  "generate --kv-heads 3|generate --seq 256 --heads 4 --kv-heads 3 --out $tmp/out|--kv-heads"
+  "generate --needles 65|generate --seq 256 --heads 4 --needles 65 --out $tmp/out|--needles"
+  "generate --q (not its option)|generate --q $tmp/q.npy --out $tmp/out|unknown option --q"
+  "bench --json --csv|bench --repeat 1 --seq 256 --json --csv|--json and --csv"
+  "bench --repeat 0|bench --repeat 0 --seq 256|--repeat"
+  "bench --seq 256,0|bench --repeat 1 --seq 256,0|--seq"
+  "bench --alpha 0.9,0|bench --repeat 1 --seq 256 --alpha 0.9,0|--alpha"
+  "bench --method sparse|bench --repeat 1 --method sparse|--method"
+  "bench --dtype f64|bench --repeat 1 --dtype f64|--dtype"
+  "bench --head-dim 100|bench --repeat 1 --seq 256 --heads 4 --head-dim 100|--head-dim.*64"
+  "bench --heads 8 --kv-heads 3|bench --repeat 1 --seq 256 --heads 8 --kv-heads 3|--kv-heads"
+  "bench --data npy:DIR with --heads|bench --repeat 1 --data npy:$tmp/none --heads 4|--heads.*files decide"
+)
+for b in "${bad_options[@]}"; do
+  IFS='|' read -r name arguments message <<<"$b"
+  read -ra arguments <<<"${arguments//\$missing/${missing[*]}}"
+  expect "$name: usage error" 2 "$message" "$bin" "${arguments[@]}"
+  expect_no_match "$name: nothing read or generated first" stderr "cannot open|^\\["
+  expect_no_match "$name: nothing on stdout" stdout "."
+done
+expect_absent "usage errors write nothing" "$out"
+
+# ---- run
+expect "run without --out: usage error" 2 "--out" "$bin" run "${good[@]}"
 expect "run with a missing input file fails" 1 "cannot open.*missing\.npy" \
   "$bin" run --q "$tmp/missing.npy" --k "$tmp/k.npy" --v "$tmp/v.npy" --out "$out"
 expect_absent "run with a missing input file writes nothing" "$out"
-expect "run with only --q fails" 1 "go together" "$bin" run --q "$tmp/q.npy" --out "$out"
+expect "run with only --q: usage error" 2 "go together" "$bin" run --q "$tmp/q.npy" --out "$out"
 for hostile in "$data"/npy/*.npy; do
   name=$(basename "$hostile")
   expect "run with hostile --q $name fails" 1 "$name" "$bin" run --q "$hostile" --k "$tmp/k.npy" --v "$tmp/v.npy" --out "$out"
@@ -130,13 +232,24 @@ expect "run onto a folder fails" 1 "cannot write.*out" "$bin" run "${good[@]}" -
 expect "run into a missing folder fails" 1 "cannot create" "$bin" run "${good[@]}" --out "$tmp/no/such/o.npy"
 expect "run --max-workspace 1K fails naming the workspace" 1 "workspace" \
   "$bin" run "${good[@]}" --max-workspace 1K --out "$out"
-expect "run --max-workspace 12X is a clear error" 1 "--max-workspace.*12X" \
+expect "run --max-workspace 12X: usage error" 2 "--max-workspace.*12X" \
   "$bin" run "${good[@]}" --max-workspace 12X --out "$out"
 expect_absent "run with a workspace error writes nothing" "$out"
-expect "run --out-dtype f64 fails" 1 "out-dtype" "$bin" run "${good[@]}" --out-dtype f64 --out "$out"
+expect "run --out-dtype f64: usage error" 2 "out-dtype" "$bin" run "${good[@]}" --out-dtype f64 --out "$out"
+
+# Progress: on stderr unless --quiet, never on stdout (which carries the result).
+expect "run writes o.npy" 0 "" "$bin" run "${good[@]}" --out "$out"
+expect_match "run shows reading on stderr" stderr "^\\[run\\] reading .*/q\\.npy \\([0-9.]+ MiB\\)"
+expect_match "run shows running on stderr" stderr "^\\[run\\] running sample on 256 tokens"
+expect_match "run shows writing on stderr" stderr "^\\[run\\] writing .*/o\\.npy"
+expect_no_match "run shows no progress on stdout" stdout "^\\["
+expect_match "run prints its result on stdout" stdout "^wrote .*o\\.npy"
+expect "run --quiet" 0 "" "$bin" run "${good[@]}" --method dense --quiet --out "$tmp/out/quiet.npy"
+expect_no_match "run --quiet shows no progress" stderr "."
+expect "run on generated inputs" 0 "" "$bin" run "${small[@]}" --out "$tmp/out/generated.npy"
+expect_match "run on generated inputs shows generating" stderr "^\\[run\\] generating .*256 tokens"
 
 # A failing run leaves an existing output as it was.
-expect "run writes o.npy" 0 "" "$bin" run "${good[@]}" --out "$out"
 cp "$out" "$tmp/o.npy.before"
 m=${mismatched[0]}
 IFS='|' read -r name files message <<<"$m"
@@ -149,7 +262,7 @@ expect_same "run with a failing write keeps o.npy" "$out" "$tmp/o.npy.before"
 
 # ---- mask
 png=$tmp/out/mask.png
-expect "mask without --q/--k/--v of the same call fails" 1 "go together" "$bin" mask --k "$tmp/k.npy" --out "$png"
+expect "mask without --q/--k/--v of the same call: usage error" 2 "go together" "$bin" mask --k "$tmp/k.npy" --out "$png"
 expect "mask with a missing input file fails" 1 "cannot open" \
   "$bin" mask --q "$tmp/missing.npy" --k "$tmp/k.npy" --v "$tmp/v.npy" --out "$png"
 expect "mask with hostile --q fails" 1 "short_1gib" \
@@ -160,7 +273,7 @@ for m in "${mismatched[@]}"; do
   expect "mask, $name, fails" 1 "$message" "$bin" mask --q "$q" --k "$k" --v "$v" --out "$png"
 done
 expect_absent "mask with bad inputs writes nothing" "$png"
-expect "mask --head out of range fails" 1 "head" "$bin" mask "${good[@]}" --head 4 --out "$png"
+expect "mask --head out of range: usage error" 2 "head" "$bin" mask "${good[@]}" --head 4 --out "$png"
 expect "mask into a path inside a regular file fails" 1 "cannot create.*file/mask\.png" \
   "$bin" mask "${good[@]}" --pixels 64 --out "$tmp/file/mask.png"
 expect "mask writes a picture" 0 "" "$bin" mask "${good[@]}" --head 1 --pixels 64 --out "$png"
@@ -174,7 +287,7 @@ expect "profile with hostile --q fails" 1 "magic_only" \
   "$bin" profile --q "$data/npy/magic_only.npy" --k "$tmp/k.npy" --v "$tmp/v.npy"
 expect "profile, k with a smaller head dim than q, fails" 1 "same head dim" \
   "$bin" profile --q "$tmp/dim128/q.npy" --k "$tmp/k.npy" --v "$tmp/v.npy"
-expect "profile --rows 0 fails" 1 "rows" "$bin" profile "${good[@]}" --rows 0
+expect "profile --rows 0: usage error" 2 "rows" "$bin" profile "${good[@]}" --rows 0
 
 # ---- bench
 bench=(--repeat 1 --quiet)
@@ -185,19 +298,36 @@ cp "$tmp/v.npy" "$tmp/mixed/v.npy"
 expect "bench --data npy:DIR with mismatched files fails" 1 "same head dim" \
   "$bin" bench "${bench[@]}" --data "npy:$tmp/mixed"
 expect "bench --data npy:DIR without files fails" 1 "cannot open" "$bin" bench "${bench[@]}" --data "npy:$tmp/none"
-expect "bench --data bogus fails" 1 "--data" "$bin" bench "${bench[@]}" --data bogus
-expect "bench --alpha 0 fails" 1 "alpha" "$bin" bench "${bench[@]}" "${small[@]}" --alpha 0
-expect "bench --head-dim 100 fails" 1 "head.dim" "$bin" bench "${bench[@]}" --seq 256 --heads 4 --head-dim 100
-expect "bench --kv-heads 3 --heads 8 fails" 1 "heads" "$bin" bench "${bench[@]}" --seq 256 --heads 8 --kv-heads 3
+expect "bench --data bogus: usage error" 2 "--data" "$bin" bench "${bench[@]}" --data bogus
+expect "bench --alpha 0: usage error" 2 "alpha" "$bin" bench "${bench[@]}" "${small[@]}" --alpha 0
+expect "bench --head-dim 100: usage error" 2 "head.dim" "$bin" bench "${bench[@]}" --seq 256 --heads 4 --head-dim 100
+expect "bench --kv-heads 3 --heads 8: usage error" 2 "heads" "$bin" bench "${bench[@]}" --seq 256 --heads 8 --kv-heads 3
 expect "bench --max-workspace 1K fails naming the workspace" 1 "workspace" \
   "$bin" bench "${bench[@]}" "${small[@]}" --max-workspace 1K
+# --data npy:DIR keeps the files' dtype unless --dtype is given; generated inputs are f32 by default.
+mkdir -p "$tmp/bf16" "$tmp/dtypes"
+expect "generate bf16 inputs" 0 "" "$bin" generate "${small[@]}" --dtype bf16 --quiet --out "$tmp/bf16"
+expect "bench --data npy:DIR of bf16 files" 0 "" "$bin" bench "${bench[@]}" --method dense --json --data "npy:$tmp/bf16"
+expect_match "bench --data npy:DIR keeps the files' bf16" stdout '"dtype":"bf16"'
+expect "bench --data npy:DIR --dtype f32" 0 "" \
+  "$bin" bench "${bench[@]}" --method dense --json --dtype f32 --data "npy:$tmp/bf16"
+expect_match "bench --data npy:DIR --dtype f32 converts to f32" stdout '"dtype":"f32"'
+expect "bench on generated inputs" 0 "" "$bin" bench "${bench[@]}" "${small[@]}" --method dense --json
+expect_match "bench on generated inputs is f32 by default" stdout '"dtype":"f32"'
+cp "$tmp/bf16/q.npy" "$tmp/dtypes/q.npy"
+cp "$tmp/k.npy" "$tmp/dtypes/k.npy"
+cp "$tmp/v.npy" "$tmp/dtypes/v.npy"
+expect "bench --data npy:DIR with files of two dtypes fails" 1 "dtypes differ.*--dtype" \
+  "$bin" bench "${bench[@]}" --method dense --data "npy:$tmp/dtypes"
+expect "bench --data npy:DIR with files of two dtypes and --dtype" 0 "" \
+  "$bin" bench "${bench[@]}" --method dense --json --dtype bf16 --data "npy:$tmp/dtypes"
 
 # ---- generate
 mkdir -p "$tmp/gen"
-expect "generate without --out fails" 1 "--out" "$bin" generate --seq 256
-expect "generate --seq 0 fails" 1 "seq" "$bin" generate --seq 0 --out "$tmp/gen"
-expect "generate --seq above the maximum fails" 1 "seq" "$bin" generate --seq 99999999999 --out "$tmp/gen"
-expect "generate --dtype f64 fails" 1 "dtype" "$bin" generate "${small[@]}" --dtype f64 --out "$tmp/gen"
+expect "generate without --out: usage error" 2 "--out" "$bin" generate --seq 256
+expect "generate --seq 0: usage error" 2 "seq" "$bin" generate --seq 0 --out "$tmp/gen"
+expect "generate --seq above the maximum: usage error" 2 "seq" "$bin" generate --seq 99999999999 --out "$tmp/gen"
+expect "generate --dtype f64: usage error" 2 "dtype" "$bin" generate "${small[@]}" --dtype f64 --out "$tmp/gen"
 expect "generate into a missing folder fails" 1 "cannot create" "$bin" generate "${small[@]}" --out "$tmp/no/such"
 expect_absent "failed generate calls write nothing" "$tmp/gen/q.npy"
 # AddressSanitizer reserves terabytes of address space: under ulimit -v it cannot start.
@@ -211,6 +341,26 @@ fi
 
 # ---- info
 expect "info" 0 "" "$bin" info
+expect_match "info prints the version" stdout "^sampleattn [0-9]+\\."
+for field in "cpu: +[^ ]" "cpu tables: .*scalar" "backends: .*cpu" "threads: +[0-9]+" "binding: +(cores|none)" \
+  "environment: .*SAMPLEATTN_NUM_THREADS=$SAMPLEATTN_NUM_THREADS read"; do
+  expect_match "info prints '${field%%:*}'" stdout "^$field"
+done
+expect "info with SAMPLEATTN_ISA=bogus" 0 "" env SAMPLEATTN_ISA=bogus "$bin" info
+expect_match "info reports SAMPLEATTN_ISA=bogus rejected" stdout "^environment: .*SAMPLEATTN_ISA=bogus rejected"
+expect "info with SAMPLEATTN_NUM_THREADS=abc" 0 "" env SAMPLEATTN_NUM_THREADS=abc "$bin" info
+expect_match "info reports SAMPLEATTN_NUM_THREADS=abc rejected" stdout \
+  "^environment: .*SAMPLEATTN_NUM_THREADS=abc rejected"
+expect "info --json" 0 "" env 'SAMPLEATTN_ISA=bo"gus' "$bin" info --json
+expect_match "info --json is one object with every field" stdout \
+  '^\{"version":.*"binding":.*"cpu_model":.*"cpu_tables":.*"backends":.*"environment":".*rejected'
+if command -v python3 >/dev/null; then
+  if python3 -c 'import json, sys; json.loads(sys.stdin.read())' <"$tmp/stdout" 2>"$tmp/stderr"; then
+    report "info --json parses, with a quote in a variable" ""
+  else
+    report "info --json parses, with a quote in a variable" "not JSON"
+  fi
+fi
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -30,29 +30,25 @@ class Bench {
     std::string error;
     for (int i = first; i < argc; ++i) {
       if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-        std::printf("usage: sampleattn bench [options]\n%s", o_.usage().c_str());
-        return 0;
+        std::printf("usage: sampleattn bench [options]\n"
+                    "Results on stdout (a table, or --json or --csv); progress on stderr (--quiet: none).\n%s",
+                    o_.usage().c_str());
+        return kExitOk;
       }
     }
+    // Every option is checked before any input is generated or read.
     if (!o_.parse(argc, argv, first, &error) || !read_bench_options(o_, &b_, &error)) {
-      // A bad option is a failure (1), as in the other commands; 2 is for no or unknown command.
-      std::fprintf(stderr, "sampleattn bench: %s\n\nOptions:\n%s", error.c_str(), o_.usage().c_str());
-      return 1;
+      return usage_error("bench", error);
     }
-    if (!make_context(o_, &ctx_, &error)) {
-      std::fprintf(stderr, "sampleattn bench: %s\n", error.c_str());
-      return 1;
-    }
-    sampleattn_context_info info;
-    sampleattn_context_info_init(&info);
-    sampleattn_context_get_info(ctx_, &info);
+    sampleattn_context_options context_options;
+    if (!read_context_options(o_, &context_options, &error)) return usage_error("bench", error);
+    if (!create_context(context_options, &ctx_, &error)) return fail(error);
+    const sampleattn_context_info info = context_info(ctx_.get());
     backend_ = info.backend;
     threads_ = info.num_threads;
     backend_name_ = backend_ == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu";
     device_name_ = info.device_name;
-    const int rc = run_all();
-    sampleattn_context_destroy(ctx_);
-    return rc;
+    return run_all();
   }
 
  private:
@@ -75,13 +71,10 @@ class Bench {
   void emit(const BenchRow& r, double peak) const { emit_row(setting(), r, peak, b_.json, b_.csv); }
 
   bool measure_method(const BenchInputs& in, sampleattn_method method, Measured* out, std::string* error) const {
-    return measure(ctx_, backend_, in, method, b_.method_params, TimedRuns{b_.warmup, b_.repeat, b_.quiet}, out, error);
+    return measure(ctx_.get(), backend_, in, method, b_.method_params, TimedRuns{b_.warmup, b_.repeat, b_.quiet}, out, error);
   }
 
-  int fail(const std::string& message) const {
-    std::fprintf(stderr, "sampleattn bench: %s\n", message.c_str());
-    return 1;
-  }
+  int fail(const std::string& message) const { return cli::fail("bench", message); }
 
   int run_all() {
     const double peak = b_.peak ? sgemm_gflops(threads_) : 0;
@@ -99,6 +92,7 @@ class Bench {
       b_.heads = static_cast<int>(in.q.heads);
       b_.kv_heads = static_cast<int>(in.k.heads);
       b_.head_dim = static_cast<int>(in.q.dim);
+      b_.dtype = in.dtype;
       const double flops = 2.0 * static_cast<double>(seq) * seq * b_.head_dim * b_.heads;
       std::string error;
       Measured dense, sparse;
@@ -159,12 +153,12 @@ class Bench {
       }
     }
     if (!b_.json && !b_.csv) print_table(setting(), b_.method, rows, peak);
-    return 0;
+    return kExitOk;
   }
 
   Options o_;
   BenchOptions b_;
-  sampleattn_context* ctx_ = nullptr;
+  ContextHandle ctx_;
   sampleattn_backend backend_ = SAMPLEATTN_BACKEND_CPU;
   std::string backend_name_, device_name_, isa_;
   int threads_ = 0;

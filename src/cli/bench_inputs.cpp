@@ -5,6 +5,16 @@
 #include "cli/common.h"
 
 namespace sampleattn::cli {
+namespace {
+
+// Moves a tensor already in `dtype` (no second copy of large files), converts otherwise.
+Status into_dtype(workload::Tensor3&& t, DType dtype, workload::Tensor3* out) {
+  if (t.dtype != dtype) return workload::convert_tensor(t, dtype, out);
+  *out = std::move(t);
+  return Status::ok();
+}
+
+}  // namespace
 
 Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* in) {
   const std::string& data = options.data;
@@ -37,9 +47,21 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
     SAMPLEATTN_RETURN_IF_ERROR(check_inputs_agree(q, k, v));
     in->source = data;
   }
-  SAMPLEATTN_RETURN_IF_ERROR(workload::convert_tensor(q, options.dtype, &in->q));
-  SAMPLEATTN_RETURN_IF_ERROR(workload::convert_tensor(k, options.dtype, &in->k));
-  SAMPLEATTN_RETURN_IF_ERROR(workload::convert_tensor(v, options.dtype, &in->v));
+  DType dtype = options.dtype;
+  if (in->source == data && !options.dtype_given) {
+    // The files' dtype, unless --dtype asks for another. One dtype for the three, as every row
+    // reports one.
+    if (k.dtype != q.dtype || v.dtype != q.dtype) {
+      return invalid_argument(std::string("the files' dtypes differ (q ") + dtype_name(q.dtype) + ", k " +
+                              dtype_name(k.dtype) + ", v " + dtype_name(v.dtype) +
+                              "): pass --dtype to convert them to one");
+    }
+    dtype = q.dtype;
+  }
+  in->dtype = dtype;
+  SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(q), dtype, &in->q));
+  SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(k), dtype, &in->k));
+  SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(v), dtype, &in->v));
   return Status::ok();
 }
 

@@ -1,5 +1,5 @@
 // `sampleattn bench`: the inputs of one sequence length: generated structured inputs, random
-// Gaussian ones, or the user's .npy files, converted to the benchmark dtype.
+// Gaussian ones, or the user's .npy files, in the benchmark dtype (--dtype, or the files' own).
 #pragma once
 
 #include <cstdint>
@@ -17,9 +17,11 @@ struct BenchInputs {
   workload::Tensor3 q, k, v;  // in the benchmark dtype
   std::vector<workload::PlantedNeedle> needles;
   std::string source;
+  DType dtype = DType::kF32;  // of q, k and v
 };
 
-// Uses options.data, heads, kv_heads, head_dim, seed, needles and dtype.
+// Uses options.data, heads, kv_heads, head_dim, seed, needles and dtype; npy:DIR files keep
+// their dtype unless options.dtype_given.
 Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* in);
 
 }  // namespace sampleattn::cli

@@ -7,17 +7,18 @@ namespace sampleattn::cli {
 void declare_bench_options(Options& o) {
   o.value("method", "both", "dense, sample, or both (sample compared against dense)");
   o.value("seq", "", "sequence lengths, comma-separated (default 4096,8192,16384,32768)");
-  o.value("heads", "8", "query heads");
+  o.value("heads", "8", "query heads, a multiple of --kv-heads");
   o.value("kv-heads", "", "key/value heads (default: as many as --heads)");
-  o.value("head-dim", "128", "head dimension");
-  o.value("dtype", "f32", "input dtype: f32, f16, bf16");
+  o.value("head-dim", "128", "head dimension: " + supported_head_dims());
+  o.value("dtype", "", "input dtype: f32, f16, bf16 (default f32; with --data npy:DIR the files' dtype)");
   o.value("repeat", "3", "timed runs per configuration (the median is reported)");
   o.value("warmup", "0", "untimed runs after the (untimed) statistics run");
-  o.value("data", "structured", "structured | random | npy:DIR (DIR/q.npy, k.npy, v.npy)");
+  o.value("data", "structured",
+          "structured | random | npy:DIR (DIR/q.npy, k.npy, v.npy: their shape; no --seq, --heads, ...)");
   o.value("seed", "1", "input seed");
   o.value("needles", "8", "needles planted in structured inputs");
-  o.flag("json", "one JSON object per line per configuration");
-  o.flag("csv", "CSV rows (for plots)");
+  o.flag("json", "one JSON object per line per configuration (not with --csv)");
+  o.flag("csv", "CSV rows (for plots; not with --json)");
   o.flag("check", "add rel_l2_err against a double-precision result on sampled rows");
   o.flag("peak", "time an OpenBLAS SGEMM of 4096^3 in the same run (sgemm_gflops)");
   o.flag("quiet", "no progress on stderr");
@@ -28,15 +29,35 @@ void declare_bench_options(Options& o) {
 bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   const std::string m = o.get("method");
   if (m != "dense" && m != "sample" && m != "both") {
-    *error = "--method must be dense, sample or both";
+    *error = "--method must be dense, sample or both, got '" + m + "'";
     return false;
   }
   b->method = m;
+  b->data = o.get("data");
+  const bool files = b->data.rfind("npy:", 0) == 0;
+  if (b->data != "structured" && b->data != "random" && !files) {
+    *error = "--data must be structured, random or npy:DIR, got '" + b->data + "'";
+    return false;
+  }
+  if (files) {
+    // The files decide the shape: an option that would describe another one is a mistake.
+    for (const char* name : {"seq", "heads", "kv-heads", "head-dim", "seed", "needles"}) {
+      if (o.has(name)) {
+        *error = std::string("--") + name + " describes generated inputs; with --data npy:DIR the files decide";
+        return false;
+      }
+    }
+    if (b->data.size() == 4) {
+      *error = "--data npy:DIR needs a directory";
+      return false;
+    }
+  }
   if (o.has("seq")) {
     if (!o.get_int_list("seq", 1, workload::kMaxGeneratedSeq, &b->seqs, error)) return false;
   } else {
     b->seqs = {4096, 8192, 16384, 32768};
   }
+  if (files) b->seqs = {0};  // the files decide
   int64_t v;
   if (!o.get_int("heads", 1, 1024, &v, error)) return false;
   b->heads = static_cast<int>(v);
@@ -48,25 +69,23 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
              std::to_string(b->kv_heads) + ")";
     return false;
   }
-  if (!o.get_int("head-dim", 1, 1024, &v, error)) return false;
-  b->head_dim = static_cast<int>(v);
+  if (!read_head_dim(o, &b->head_dim, error)) return false;
   if (!o.get_int("repeat", 1, 1000, &b->repeat, error)) return false;
   if (!o.get_int("warmup", 0, 1000, &b->warmup, error)) return false;
   if (!o.get_int("seed", 0, INT64_MAX, &v, error)) return false;
   b->seed = static_cast<uint64_t>(v);
   if (!o.get_int("needles", 0, 64, &b->needles, error)) return false;
-  if (!parse_dtype(o.get("dtype"), &b->dtype)) {
-    *error = "--dtype must be f32, f16 or bf16";
+  b->dtype_given = o.has("dtype");
+  if (b->dtype_given && !parse_dtype(o.get("dtype"), &b->dtype)) {
+    *error = "--dtype must be f32, f16 or bf16, got '" + o.get("dtype") + "'";
     return false;
   }
-  b->data = o.get("data");
-  if (b->data != "structured" && b->data != "random" && b->data.rfind("npy:", 0) != 0) {
-    *error = "--data must be structured, random or npy:DIR";
-    return false;
-  }
-  if (b->data.rfind("npy:", 0) == 0) b->seqs = {0};  // the files decide
   b->json = o.has("json");
   b->csv = o.has("csv");
+  if (b->json && b->csv) {
+    *error = "--json and --csv do not go together: choose one format";
+    return false;
+  }
   b->quiet = o.has("quiet");
   b->check = o.has("check");
   b->peak = o.has("peak");
@@ -75,13 +94,9 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   for (const std::string& a : o.get_list("alpha")) {
     Options one = o;
     one.set("alpha", a);
-    double alpha;
-    if (!one.get_double("alpha", 0, 1, &alpha, error)) return false;
-    if (!(alpha > 0)) {
-      *error = "--alpha must be in (0, 1] (got '" + a + "')";
-      return false;
-    }
-    b->alphas.push_back(static_cast<float>(alpha));
+    float alpha;
+    if (!read_fraction(one, "alpha", false, &alpha, error)) return false;
+    b->alphas.push_back(alpha);
   }
   if (b->alphas.empty()) {
     *error = "--alpha needs a value";

@@ -18,6 +18,7 @@ struct BenchOptions {
   int64_t repeat = 3, warmup = 1, needles = 8;
   uint64_t seed = 1;
   DType dtype = DType::kF32;
+  bool dtype_given = false;    // without --dtype, npy:DIR inputs keep the files' dtype
   std::string data;            // structured, random or npy:DIR
   bool json = false, csv = false, quiet = false, check = false, peak = false;
   std::vector<float> alphas;   // dense runs once per length, sample once per alpha
@@ -25,8 +26,9 @@ struct BenchOptions {
 };
 
 void declare_bench_options(Options& o);
-// Reads the parsed options; false with error set on bad values. Sets defaults it derives
-// (kv-heads, alpha) in `o`.
+// Reads the parsed options; false with error set on bad values (a usage error): every range is
+// checked here, before any input is generated or read. Sets defaults it derives (kv-heads,
+// alpha) in `o`.
 bool read_bench_options(Options& o, BenchOptions* b, std::string* error);
 
 }  // namespace sampleattn::cli

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "cli/common.h"
+
 namespace sampleattn::cli {
 
 void progress(bool quiet, const std::string& line) {
@@ -16,9 +18,9 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
     << ",\"kv_heads\":" << s.kv_heads << ",\"head_dim\":" << s.head_dim << ",\"dtype\":\""
     << dtype_name(s.dtype) << "\",\"precision\":\""
     << (s.bf16_products ? "bf16" : "f32") << "\",\"threads\":" << s.threads
-    << ",\"isa\":\"" << s.isa << "\",\"backend\":\"" << s.backend_name << "\",\"data\":\"" << s.data
-    << "\",\"time_s\":" << r.time_s << ",\"gflops\":" << r.gflops << ",\"workspace_bytes\":" << r.workspace_bytes;
-  if (s.cuda) j << ",\"device\":\"" << s.device_name << "\"";
+    << ",\"isa\":" << json_string(s.isa) << ",\"backend\":" << json_string(s.backend_name)
+    << ",\"data\":" << json_string(s.data) << ",\"time_s\":" << r.time_s << ",\"gflops\":" << r.gflops << ",\"workspace_bytes\":" << r.workspace_bytes;
+  if (s.cuda) j << ",\"device\":" << json_string(s.device_name);
   if (r.sample) {
     j << ",\"alpha\":" << r.alpha << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
       << r.overhead_s << ",\"min_cra\":" << r.min_cra << ",\"cra_p1\":" << r.cra_p1 << ",\"cra_mean\":"

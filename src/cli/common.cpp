@@ -1,7 +1,11 @@
 #include "cli/common.h"
 
+#include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <string>
+
+#include "core/problem.h"
 
 namespace sampleattn::cli {
 namespace {
@@ -30,6 +34,17 @@ bool parse_bytes(const std::string& text, uint64_t* out) {
 std::string g_memory_need = "its inputs";
 
 }  // namespace
+
+int fail(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "sampleattn %s: %s\n", command.c_str(), message.c_str());
+  return kExitFailure;
+}
+
+int usage_error(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "sampleattn %s: %s\n(the options: sampleattn %s --help)\n", command.c_str(), message.c_str(),
+               command.c_str());
+  return kExitUsage;
+}
 
 void note_memory_need(const std::string& what, uint64_t bytes) {
   g_memory_need = what + " (about " + std::to_string((bytes + (1u << 20) - 1) >> 20) + " MiB)";
@@ -89,19 +104,19 @@ void declare_method_options(Options& o) {
   sampleattn_sample_params d;
   sampleattn_sample_params_init(&d);
   o.value("precision", "f32", "products: f32, or bf16 (vdpbf16ps; f32 accumulation)");
-  o.value("alpha", std::to_string(d.alpha), "SampleAttention: cumulative score threshold");
-  o.value("r-row", std::to_string(d.r_row), "SampleAttention: fraction of query rows sampled");
-  o.value("r-w", std::to_string(d.r_w), "SampleAttention: local window as a fraction of the keys");
+  o.value("alpha", std::to_string(d.alpha), "SampleAttention: cumulative score threshold, in (0, 1]");
+  o.value("r-row", std::to_string(d.r_row), "SampleAttention: fraction of query rows sampled, in (0, 1]");
+  o.value("r-w", std::to_string(d.r_w), "SampleAttention: local window as a fraction of the keys, in [0, 1]");
   o.value("min-window", std::to_string(d.min_window), "SampleAttention: smallest window, keys");
-  o.value("sample-block", std::to_string(d.sample_block), "SampleAttention: rows per sampled block");
+  o.value("sample-block", std::to_string(d.sample_block), "SampleAttention: rows per sampled block, >= 1");
   o.value("sink-tokens", std::to_string(d.sink_tokens), "SampleAttention: first keys always kept");
   o.value("min-stripes", std::to_string(d.min_stripes), "SampleAttention: fewest stripes");
-  o.value("max-stripes", std::to_string(d.max_stripes), "SampleAttention: most stripes (0: no limit)");
+  o.value("max-stripes", std::to_string(d.max_stripes), "SampleAttention: most stripes (0: no limit; else >= --min-stripes)");
   o.value("dense-below", std::to_string(d.dense_below), "SampleAttention: shorter sequences run dense");
   o.value("scope", "head", "SampleAttention: stripes per 'head' or per kv 'group'");
   o.flag("window-mass-counts", "SampleAttention: count the window's mass as covered");
   o.value("max-density", std::to_string(d.max_density),
-          "SampleAttention: a head whose mask computes more of its pairs runs dense (1: never)");
+          "SampleAttention: a head whose mask computes more of its pairs runs dense, in (0, 1] (1: never)");
 }
 
 bool read_method_options(const Options& o, sampleattn::Params* p, std::string* error) {
@@ -111,22 +126,17 @@ bool read_method_options(const Options& o, sampleattn::Params* p, std::string* e
   } else if (precision == "bf16") {
     p->precision = SAMPLEATTN_PRECISION_BF16;
   } else {
-    *error = "--precision must be f32 or bf16";
+    *error = "--precision must be f32 or bf16, got '" + precision + "'";
     return false;
   }
-  double v;
+  // The library's ranges (sampleattn.h), checked here so that a bad value is a usage error
+  // before any input is read or generated, not a failed call afterwards.
   int64_t n;
   sampleattn_sample_params& s = p->sample;
-  if (!o.get_double("alpha", 0, 1, &v, error)) return false;
-  if (!(v > 0)) {  // the library's range is (0, 1]: say so here rather than after the inputs are built
-    *error = "--alpha must be in (0, 1] (got '" + o.get("alpha") + "')";
+  if (!read_fraction(o, "alpha", false, &s.alpha, error) || !read_fraction(o, "r-row", false, &s.r_row, error) ||
+      !read_fraction(o, "r-w", true, &s.r_w, error)) {
     return false;
   }
-  s.alpha = static_cast<float>(v);
-  if (!o.get_double("r-row", 0, 1, &v, error)) return false;
-  s.r_row = static_cast<float>(v);
-  if (!o.get_double("r-w", 0, 1, &v, error)) return false;
-  s.r_w = static_cast<float>(v);
   if (!o.get_int("min-window", 0, INT32_MAX, &n, error)) return false;
   s.min_window = static_cast<int32_t>(n);
   if (!o.get_int("sample-block", 1, INT32_MAX, &n, error)) return false;
@@ -137,6 +147,11 @@ bool read_method_options(const Options& o, sampleattn::Params* p, std::string* e
   s.min_stripes = static_cast<int32_t>(n);
   if (!o.get_int("max-stripes", 0, INT32_MAX, &n, error)) return false;
   s.max_stripes = static_cast<int32_t>(n);
+  if (s.max_stripes > 0 && s.max_stripes < s.min_stripes) {
+    *error = "--max-stripes (" + o.get("max-stripes") + ") is below --min-stripes (" + o.get("min-stripes") +
+             "); 0 means no limit";
+    return false;
+  }
   if (!o.get_int("dense-below", 0, INT32_MAX, &n, error)) return false;
   s.dense_below = static_cast<int32_t>(n);
   const std::string scope = o.get("scope");
@@ -145,13 +160,48 @@ bool read_method_options(const Options& o, sampleattn::Params* p, std::string* e
   } else if (scope == "group") {
     s.scope = SAMPLEATTN_STRIPES_PER_KV_GROUP;
   } else {
-    *error = "--scope must be head or group";
+    *error = "--scope must be head or group, got '" + scope + "'";
     return false;
   }
   s.window_mass_counts = o.has("window-mass-counts") ? 1 : 0;
-  if (!o.get_double("max-density", 0, 1, &v, error)) return false;
-  s.max_density = static_cast<float>(v);
+  return read_fraction(o, "max-density", false, &s.max_density, error);
+}
+
+bool read_fraction(const Options& o, const std::string& name, bool zero_allowed, float* out, std::string* error) {
+  const std::string text = o.get(name);
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(v <= 1) || !(zero_allowed ? v >= 0 : v > 0)) {
+    *error = "--" + name + " must be a number in " + (zero_allowed ? "[0, 1]" : "(0, 1]") + ", got '" + text + "'";
+    return false;
+  }
+  *out = static_cast<float>(v);
   return true;
+}
+
+std::string supported_head_dims() {
+  std::string list;
+  const size_t n = std::size(kSupportedHeadDims);
+  for (size_t i = 0; i < n; ++i) {
+    list += (i == 0 ? "" : i + 1 == n ? " or " : ", ") + std::to_string(kSupportedHeadDims[i]);
+  }
+  return list;
+}
+
+bool read_head_dim(const Options& o, int* out, std::string* error) {
+  int64_t dim = 0;
+  std::string unused;
+  if (o.get_int("head-dim", 1, INT32_MAX, &dim, &unused)) {
+    for (int d : kSupportedHeadDims) {
+      if (d == dim) {
+        *out = d;
+        return true;
+      }
+    }
+  }
+  *error = "--head-dim must be one of the library's head dims, " + supported_head_dims() + ", got '" +
+           o.get("head-dim") + "'";
+  return false;
 }
 
 void declare_context_options(Options& o) {
@@ -161,34 +211,74 @@ void declare_context_options(Options& o) {
   o.value("max-workspace", "0", "bytes of workspace a call may use (suffix K, M or G; 0: no limit)");
 }
 
-bool make_context(const Options& o, sampleattn_context** ctx, std::string* error) {
-  sampleattn_context_options opts;
-  sampleattn_context_options_init(&opts);
+bool read_context_options(const Options& o, sampleattn_context_options* opts, std::string* error) {
+  sampleattn_context_options_init(opts);
   const std::string backend = o.get("backend");
   if (backend == "cpu") {
-    opts.backend = SAMPLEATTN_BACKEND_CPU;
+    opts->backend = SAMPLEATTN_BACKEND_CPU;
   } else if (backend == "cuda") {
-    opts.backend = SAMPLEATTN_BACKEND_CUDA;
+    opts->backend = SAMPLEATTN_BACKEND_CUDA;
   } else if (backend == "auto") {
-    opts.backend = SAMPLEATTN_BACKEND_AUTO;
+    opts->backend = SAMPLEATTN_BACKEND_AUTO;
   } else {
-    *error = "--backend must be cpu, cuda or auto";
+    *error = "--backend must be cpu, cuda or auto, got '" + backend + "'";
     return false;
   }
   int64_t threads;
   if (!o.get_int("threads", 0, 4096, &threads, error)) return false;
-  opts.num_threads = static_cast<int32_t>(threads);
-  opts.binding = o.has("no-bind") ? SAMPLEATTN_BIND_NONE : SAMPLEATTN_BIND_CORES;
-  if (!parse_bytes(o.get("max-workspace"), &opts.max_workspace_bytes)) {
+  opts->num_threads = static_cast<int32_t>(threads);
+  opts->binding = o.has("no-bind") ? SAMPLEATTN_BIND_NONE : SAMPLEATTN_BIND_CORES;
+  if (!parse_bytes(o.get("max-workspace"), &opts->max_workspace_bytes)) {
     *error = "--max-workspace must be a byte count, e.g. 268435456, 256M or 2G (got '" + o.get("max-workspace") + "')";
     return false;
   }
-  const sampleattn_status s = sampleattn_context_create(&opts, ctx);
+  return true;
+}
+
+bool create_context(const sampleattn_context_options& opts, ContextHandle* ctx, std::string* error) {
+  sampleattn_context* raw = nullptr;
+  const sampleattn_status s = sampleattn_context_create(&opts, &raw);
   if (s != SAMPLEATTN_SUCCESS) {
     *error = std::string(sampleattn_status_string(s)) + ": " + sampleattn_last_error();
     return false;
   }
+  ctx->reset(raw);
   return true;
+}
+
+sampleattn_context_info context_info(const sampleattn_context* ctx) {
+  sampleattn_context_info info;
+  sampleattn_context_info_init(&info);
+  sampleattn_context_get_info(ctx, &info);
+  return info;
+}
+
+void Progress::operator()(const std::string& line) const {
+  if (!quiet_) std::fprintf(stderr, "[%s] %s\n", command_.c_str(), line.c_str());
+}
+
+std::string mebibytes(uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return text;
+}
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", u);
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
 }
 
 sampleattn_params tensor_params(const workload::Tensor3& q, const workload::Tensor3& k,

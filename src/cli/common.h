@@ -2,7 +2,9 @@
 // over tensors, and creating a context.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "cli/options.h"
 #include "sampleattn/sampleattn.hpp"
@@ -11,14 +13,56 @@
 
 namespace sampleattn::cli {
 
+// The exit status of every subcommand.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;  // the work failed: a library call, reading or writing a file, a check
+inline constexpr int kExitUsage = 2;    // the command line is wrong: no or unknown command, a bad option or value
+
+// "sampleattn COMMAND: MESSAGE" on stderr; returns kExitFailure.
+int fail(const std::string& command, const std::string& message);
+// The same for a usage error, with a pointer to the command's --help; returns kExitUsage.
+int usage_error(const std::string& command, const std::string& message);
+
 // Declares the options that set the method and its SampleAttention parameters.
 void declare_method_options(Options& o);
 // Reads them into params (method, precision, sample.*). false with error set on bad values.
+// Every value in the library's range, so that a bad one is a usage error before any input is read.
 bool read_method_options(const Options& o, sampleattn::Params* params, std::string* error);
+// Reads a fraction in (0, 1], or [0, 1] when zero is allowed.
+bool read_fraction(const Options& o, const std::string& name, bool zero_allowed, float* out, std::string* error);
 
-// Declares --backend and --threads; creates the context.
+// Reads --head-dim: one of the library's head dims (core/problem.h kSupportedHeadDims).
+bool read_head_dim(const Options& o, int* out, std::string* error);
+// "64, 80, 96, 128 or 256".
+std::string supported_head_dims();
+
+// Declares --backend, --threads, --no-bind and --max-workspace. Reading them is checking the
+// command line (a usage error); creating the context is work that can fail (e.g. no CUDA device).
 void declare_context_options(Options& o);
-bool make_context(const Options& o, sampleattn_context** ctx, std::string* error);
+bool read_context_options(const Options& o, sampleattn_context_options* options, std::string* error);
+struct ContextDeleter {
+  void operator()(sampleattn_context* ctx) const { sampleattn_context_destroy(ctx); }
+};
+using ContextHandle = std::unique_ptr<sampleattn_context, ContextDeleter>;
+bool create_context(const sampleattn_context_options& options, ContextHandle* ctx, std::string* error);
+sampleattn_context_info context_info(const sampleattn_context* ctx);
+
+// Progress lines on stderr, e.g. "[run] reading q.npy (64.0 MiB)", none when quiet. Never on
+// stdout, which carries a command's results (a table, JSON, CSV).
+class Progress {
+ public:
+  Progress(std::string command, bool quiet) : command_(std::move(command)), quiet_(quiet) {}
+  void operator()(const std::string& line) const;
+
+ private:
+  std::string command_;
+  bool quiet_;
+};
+// "12.3 MiB".
+std::string mebibytes(uint64_t bytes);
+
+// A JSON string literal: quoted, with quotes, backslashes and control characters escaped.
+std::string json_string(const std::string& text);
 
 // The structured inputs every subcommand generates: the generator's defaults plus `needles`
 // needles at evenly spaced depths, so bench, run, mask and generate see the same data.

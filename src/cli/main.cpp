@@ -1,10 +1,12 @@
 // The sampleattn program: `bench` (the main job), `run` (a user's own .npy tensors), `mask` (a
 // picture of one head's chosen mask), `profile` (attention statistics of generated inputs and
-// real captures side by side) and `info` (what this machine and build offer).
+// real captures side by side), `generate` (inputs as .npy) and `info` (what this machine and
+// build offer).
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <new>
 #include <string>
 #include <vector>
@@ -22,22 +24,25 @@
 namespace sampleattn::cli {
 namespace {
 
+// One line a command: `sampleattn help`, `sampleattn --help`, and (on stderr) a usage error.
 constexpr const char* kUsage =
-    "usage: sampleattn <command> [options]\n"
+    "usage: sampleattn <command> [options]     (sampleattn <command> --help: its options)\n"
     "\n"
     "commands:\n"
-    "  bench    time dense against SampleAttention; with no options: generated structured inputs at\n"
-    "           4K, 8K, 16K and 32K tokens, one table (see `sampleattn bench --help`)\n"
-    "  run      attention over your own tensors: --q q.npy --k k.npy --v v.npy --out o.npy\n"
-    "  mask     draw one head's chosen mask over its true attention: --head H --out mask.png\n"
-    "  profile  per-head attention statistics of generated inputs beside the real fixtures\n"
-    "  generate write generated structured inputs as .npy: --seq N --out DIR\n"
-    "  info     backend, ISA, threads and NUMA nodes of this machine\n";
-
-int fail(const std::string& command, const std::string& message) {
-  std::fprintf(stderr, "sampleattn %s: %s\n", command.c_str(), message.c_str());
-  return 1;
-}
+    "  bench     time dense against SampleAttention (default: generated inputs, 4K-32K tokens)\n"
+    "  run       attention over your .npy tensors (or generated ones) into o.npy\n"
+    "  mask      draw one head's chosen mask over its true attention as a PNG\n"
+    "  profile   per-head attention statistics of generated inputs beside real captures\n"
+    "  generate  write generated structured inputs as q.npy, k.npy, v.npy\n"
+    "  info      version, CPU, kernel tables, backends, threads and environment overrides\n"
+    "  help      this list (sampleattn help <command>: that command's options)\n"
+    "\n"
+    "  --version prints the version\n"
+    "\n"
+    "exit status (every command):\n"
+    "  0  success\n"
+    "  1  the work failed: a library call, reading or writing a file, bad input data, a check\n"
+    "  2  a usage error: no or unknown command, an unknown option, a bad value\n";
 
 bool wants_help(int argc, char** argv, int first) {
   for (int i = first; i < argc; ++i) {
@@ -46,55 +51,120 @@ bool wants_help(int argc, char** argv, int first) {
   return false;
 }
 
-// Inputs for run/mask/profile: --q/--k/--v files, or generated structured data.
-void declare_inputs(Options& o) {
+// The usage line and options of a command, on stdout for --help.
+int print_help(const char* usage, const Options& o) {
+  std::printf("usage: %s\n%s", usage, o.usage().c_str());
+  return kExitOk;
+}
+
+// Inputs: --q/--k/--v files (run, mask, profile), or generated structured data.
+void declare_file_inputs(Options& o) {
   o.value("q", "", "query .npy [seq, heads, dim] (f32, f16, or bf16 as <u2)");
   o.value("k", "", "key .npy [seq, kv_heads, dim]");
   o.value("v", "", "value .npy [seq, kv_heads, dim]");
-  o.value("seq", "8192", "generated inputs: tokens (when no --q/--k/--v)");
-  o.value("heads", "8", "generated inputs: query heads");
-  o.value("kv-heads", "", "generated inputs: kv heads (default: as many as --heads)");
-  o.value("head-dim", "128", "generated inputs: head dimension");
-  o.value("seed", "1", "generated inputs: seed");
-  o.value("needles", "8", "generated inputs: planted needles");
 }
 
-Status load_inputs(const Options& o, workload::Tensor3* q, workload::Tensor3* k, workload::Tensor3* v) {
-  if (o.has("q") || o.has("k") || o.has("v")) {
-    if (!o.has("q") || !o.has("k") || !o.has("v")) return invalid_argument("--q, --k and --v go together");
-    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(o.get("q"), q));
-    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(o.get("k"), k));
-    SAMPLEATTN_RETURN_IF_ERROR(workload::read_npy(o.get("v"), v));
+constexpr const char* kGeneratedInputOptions[] = {"seq", "heads", "kv-heads", "head-dim", "seed", "needles"};
+
+void declare_generated_inputs(Options& o, const char* prefix) {
+  const std::string p = prefix;
+  o.value("seq", "8192", p + "tokens");
+  o.value("heads", "8", p + "query heads, a multiple of --kv-heads");
+  o.value("kv-heads", "", p + "kv heads (default: as many as --heads)");
+  o.value("head-dim", "128", p + "head dimension: " + supported_head_dims());
+  o.value("seed", "1", p + "seed");
+  o.value("needles", "8", p + "planted needles");
+}
+
+// What the input options ask for, checked before anything is read or generated.
+struct InputSpec {
+  bool files = false;
+  std::string q, k, v;
+  int64_t seq = 0, heads = 0, kv_heads = 0, seed = 0, needles = 0;
+  int head_dim = 0;
+};
+
+// false with error set: a usage error.
+bool read_input_spec(const Options& o, bool files_allowed, InputSpec* in, std::string* error) {
+  if (files_allowed && (o.has("q") || o.has("k") || o.has("v"))) {
+    if (!o.has("q") || !o.has("k") || !o.has("v")) {
+      *error = "--q, --k and --v go together";
+      return false;
+    }
+    for (const char* name : kGeneratedInputOptions) {
+      if (o.has(name)) {
+        *error = std::string("--") + name + " describes generated inputs; it does not go with --q, --k and --v";
+        return false;
+      }
+    }
+    in->files = true;
+    in->q = o.get("q");
+    in->k = o.get("k");
+    in->v = o.get("v");
+    return true;
+  }
+  if (!o.get_int("seq", 1, workload::kMaxGeneratedSeq, &in->seq, error) ||
+      !o.get_int("heads", 1, 1024, &in->heads, error) ||
+      !o.get_int(o.has("kv-heads") ? "kv-heads" : "heads", 1, 1024, &in->kv_heads, error) ||
+      !read_head_dim(o, &in->head_dim, error) || !o.get_int("seed", 0, INT64_MAX, &in->seed, error) ||
+      !o.get_int("needles", 0, 64, &in->needles, error)) {
+    return false;
+  }
+  if (in->heads % in->kv_heads != 0) {
+    *error = "--heads (" + std::to_string(in->heads) + ") must be a multiple of --kv-heads (" +
+             std::to_string(in->kv_heads) + ")";
+    return false;
+  }
+  return true;
+}
+
+uint64_t file_bytes(const std::string& path) {
+  std::error_code ec;
+  const uintmax_t n = std::filesystem::file_size(path, ec);
+  return ec ? 0 : static_cast<uint64_t>(n);
+}
+
+Status read_input(const std::string& path, const Progress& progress, workload::Tensor3* t) {
+  progress("reading " + path + " (" + mebibytes(file_bytes(path)) + ")");
+  return workload::read_npy(path, t);
+}
+
+Status load_inputs(const InputSpec& in, const Progress& progress, workload::Tensor3* q, workload::Tensor3* k,
+                   workload::Tensor3* v) {
+  if (in.files) {
+    SAMPLEATTN_RETURN_IF_ERROR(read_input(in.q, progress, q));
+    SAMPLEATTN_RETURN_IF_ERROR(read_input(in.k, progress, k));
+    SAMPLEATTN_RETURN_IF_ERROR(read_input(in.v, progress, v));
     return check_inputs_agree(*q, *k, *v);
   }
-  std::string error;
-  int64_t seq, heads, kv, dim, seed, needles;
-  if (!o.has("kv-heads")) {
-    Options with_kv = o;
-    with_kv.set("kv-heads", o.get("heads"));
-    return load_inputs(with_kv, q, k, v);
-  }
-  if (!o.get_int("seq", 1, workload::kMaxGeneratedSeq, &seq, &error) || !o.get_int("heads", 1, 1024, &heads, &error) ||
-      !o.get_int("kv-heads", 1, 1024, &kv, &error) || !o.get_int("head-dim", 1, 1024, &dim, &error) ||
-      !o.get_int("seed", 0, INT64_MAX, &seed, &error) || !o.get_int("needles", 0, 64, &needles, &error)) {
-    return invalid_argument(error);
-  }
-  if (heads % kv != 0) {
-    return invalid_argument("--heads (" + std::to_string(heads) + ") must be a multiple of --kv-heads (" +
-                            std::to_string(kv) + ")");
-  }
   // The generator builds f32 tensors and working copies of the same size.
-  note_memory_need("the generated inputs of " + std::to_string(seq) + " tokens",
-                   2ull * static_cast<uint64_t>(seq) * static_cast<uint64_t>(heads + 2 * kv) *
-                       static_cast<uint64_t>(dim) * 4u);
+  const uint64_t bytes = 2ull * static_cast<uint64_t>(in.seq) * static_cast<uint64_t>(in.heads + 2 * in.kv_heads) *
+                         static_cast<uint64_t>(in.head_dim) * 4u;
+  note_memory_need("the generated inputs of " + std::to_string(in.seq) + " tokens", bytes);
+  progress("generating structured inputs: " + std::to_string(in.seq) + " tokens, " + std::to_string(in.heads) + "/" +
+           std::to_string(in.kv_heads) + " heads, head dim " + std::to_string(in.head_dim));
   workload::GeneratedData g;
   SAMPLEATTN_RETURN_IF_ERROR(workload::generate(
-      structured_config(seq, static_cast<int>(heads), static_cast<int>(kv), static_cast<int>(dim),
-                        static_cast<uint64_t>(seed), needles),
+      structured_config(in.seq, static_cast<int>(in.heads), static_cast<int>(in.kv_heads), in.head_dim,
+                        static_cast<uint64_t>(in.seed), in.needles),
       &g));
   *q = std::move(g.q);
   *k = std::move(g.k);
   *v = std::move(g.v);
+  return Status::ok();
+}
+
+// The folder an output goes into must exist: checked before the inputs are read, so a typo does
+// not cost a long run. (Writing can still fail; write_npy and the PNG writer say why.)
+Status check_output_folder(const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::filesystem::path folder = p.has_parent_path() ? p.parent_path() : ".";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(folder, ec)) {
+    const bool exists = std::filesystem::exists(folder, ec);
+    return {SAMPLEATTN_INVALID_ARGUMENT, "cannot create " + path + ": " + folder.string() +
+                                             (exists ? " is not a folder" : " does not exist")};
+  }
   return Status::ok();
 }
 
@@ -107,13 +177,17 @@ struct RunResult {
 };
 
 Status run_call(sampleattn_context* ctx, const sampleattn_params& method, const workload::Tensor3& q,
-                const workload::Tensor3& k, const workload::Tensor3& v, DType o_dtype, RunResult* r) {
-  sampleattn_context_info info;
-  sampleattn_context_info_init(&info);
-  sampleattn_context_get_info(ctx, &info);
+                const workload::Tensor3& k, const workload::Tensor3& v, DType o_dtype, const Progress& progress,
+                RunResult* r) {
+  const sampleattn_context_info info = context_info(ctx);
   BackendMemory mem(info.backend);
   std::string error;
   SAMPLEATTN_RETURN_IF_ERROR(workload::make_tensor(q.seq, q.heads, q.dim, o_dtype, &r->o));
+  progress(std::string("running ") + (method.method == SAMPLEATTN_METHOD_DENSE ? "dense" : "sample") + " on " +
+           std::to_string(q.seq) + " tokens (" + std::to_string(q.heads) + "/" + std::to_string(k.heads) +
+           " heads, head dim " + std::to_string(q.dim) + ", " + dtype_name(q.dtype) + ") on " +
+           (info.backend == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu") + ", " + std::to_string(info.num_threads) +
+           " threads");
   void* dq = mem.upload(q.data(), q.bytes.size(), &error);
   void* dk = dq ? mem.upload(k.data(), k.bytes.size(), &error) : nullptr;
   void* dv = dk ? mem.upload(v.data(), v.bytes.size(), &error) : nullptr;
@@ -138,6 +212,9 @@ Status run_call(sampleattn_context* ctx, const sampleattn_params& method, const 
                                              : std::string(sampleattn_status_string(s)) + ": " + sampleattn_last_error()};
   }
   if (!mem.download(dout, r->o.bytes.size(), r->o.data(), &error)) return {SAMPLEATTN_DEVICE_ERROR, error};
+  char done[96];
+  std::snprintf(done, sizeof done, "done in %.3f s (%s)", r->stats.time_total_s, r->stats.isa ? r->stats.isa : "");
+  progress(done);
   return Status::ok();
 }
 
@@ -149,42 +226,60 @@ bool read_method(const Options& o, sampleattn::Params* p, std::string* error) {
   } else if (m == "sample") {
     p->method = SAMPLEATTN_METHOD_SAMPLE;
   } else {
-    *error = "--method must be dense or sample";
+    *error = "--method must be dense or sample, got '" + m + "'";
     return false;
   }
   return read_method_options(o, p, error);
 }
 
+constexpr const char* kQuietHelp = "no progress lines on stderr";
+
 int run_main(int argc, char** argv, int first) {
   Options o;
-  declare_inputs(o);
-  o.value("out", "", "output .npy [seq, heads, dim]");
+  declare_file_inputs(o);
+  declare_generated_inputs(o, "generated inputs: ");
+  o.value("out", "", "output .npy [seq, heads, dim] (required)");
   o.value("out-dtype", "", "f32, f16 or bf16 (default: the dtype of q)");
   o.value("method", "sample", "dense or sample");
   o.flag("stats", "print per-head statistics");
+  o.flag("quiet", kQuietHelp);
   declare_context_options(o);
   declare_method_options(o);
-  std::string error;
   if (wants_help(argc, argv, first)) {
-    std::printf("usage: sampleattn run [--q q.npy --k k.npy --v v.npy | --seq N ...] --out o.npy [options]\n%s",
-                o.usage().c_str());
-    return 0;
+    return print_help("sampleattn run [--q q.npy --k k.npy --v v.npy | --seq N ...] --out o.npy [options]\n"
+                      "Prints one line on stdout when done (with --stats, a table per head); progress goes to\n"
+                      "stderr (--quiet: none).",
+                      o);
   }
-  if (!o.parse(argc, argv, first, &error)) return fail("run", error + "\n" + o.usage());
-  if (!o.has("out")) return fail("run", "needs --out (and --q, --k, --v, or generated-input options)");
-  workload::Tensor3 q, k, v;
-  Status st = load_inputs(o, &q, &k, &v);
-  if (!st.is_ok()) return fail("run", describe(st));
-  DType out_dtype = q.dtype;
-  if (o.has("out-dtype") && !parse_dtype(o.get("out-dtype"), &out_dtype)) return fail("run", "bad --out-dtype");
+  // Every option is checked before any input is read or generated.
+  std::string error;
+  if (!o.parse(argc, argv, first, &error)) return usage_error("run", error);
+  if (!o.has("out")) return usage_error("run", "needs --out o.npy");
+  InputSpec in;
+  if (!read_input_spec(o, true, &in, &error)) return usage_error("run", error);
+  DType out_dtype = DType::kF32;
+  if (o.has("out-dtype") && !parse_dtype(o.get("out-dtype"), &out_dtype)) {
+    return usage_error("run", "--out-dtype must be f32, f16 or bf16, got '" + o.get("out-dtype") + "'");
+  }
   sampleattn::Params method;
-  if (!read_method(o, &method, &error)) return fail("run", error);
-  sampleattn_context* ctx = nullptr;
-  if (!make_context(o, &ctx, &error)) return fail("run", error);
-  RunResult r;
-  st = run_call(ctx, method, q, k, v, out_dtype, &r);
-  sampleattn_context_destroy(ctx);
+  if (!read_method(o, &method, &error)) return usage_error("run", error);
+  sampleattn_context_options context_options;
+  if (!read_context_options(o, &context_options, &error)) return usage_error("run", error);
+
+  Status st = check_output_folder(o.get("out"));
+  if (!st.is_ok()) return fail("run", st.message());
+  ContextHandle ctx;
+  if (!create_context(context_options, &ctx, &error)) return fail("run", error);
+  const Progress progress("run", o.has("quiet"));
+  workload::Tensor3 q, k, v;
+  st = load_inputs(in, progress, &q, &k, &v);
   if (!st.is_ok()) return fail("run", describe(st));
+  if (!o.has("out-dtype")) out_dtype = q.dtype;
+  RunResult r;
+  st = run_call(ctx.get(), method, q, k, v, out_dtype, progress, &r);
+  ctx.reset();
+  if (!st.is_ok()) return fail("run", describe(st));
+  progress("writing " + o.get("out") + " (" + mebibytes(r.o.bytes.size()) + ")");
   st = workload::write_npy(o.get("out"), r.o);
   if (!st.is_ok()) return fail("run", describe(st));
   std::printf("wrote %s: [%lld, %lld, %lld] %s in %.4f s (%s), density %.4f, %d of %d heads dense\n",
@@ -201,39 +296,53 @@ int run_main(int argc, char** argv, int first) {
     std::printf("time: sampling %.4f s, selection %.4f s, attention %.4f s\n", r.stats.time_sampling_s,
                 r.stats.time_selection_s, r.stats.time_attention_s);
   }
-  return 0;
+  return kExitOk;
 }
 
 int mask_main(int argc, char** argv, int first) {
   Options o;
-  declare_inputs(o);
-  o.value("head", "0", "query head to draw");
+  declare_file_inputs(o);
+  declare_generated_inputs(o, "generated inputs: ");
+  o.value("head", "0", "query head to draw, 0 .. heads - 1");
   o.value("out", "mask.png", "PNG file to write");
-  o.value("pixels", "1024", "largest side of the picture");
+  o.value("pixels", "1024", "largest side of the picture, 16 .. 8192");
   o.value("method", "sample", "sample (dense draws no mask)");
+  o.flag("quiet", kQuietHelp);
   declare_context_options(o);
   declare_method_options(o);
-  std::string error;
   if (wants_help(argc, argv, first)) {
-    std::printf("usage: sampleattn mask [--q --k --v | generated-input options] --head H --out mask.png\n%s",
-                o.usage().c_str());
-    return 0;
+    return print_help("sampleattn mask [--q --k --v | generated-input options] --head H --out mask.png", o);
   }
-  if (!o.parse(argc, argv, first, &error)) return fail("mask", error + "\n" + o.usage());
-  workload::Tensor3 q, k, v;
-  Status st = load_inputs(o, &q, &k, &v);
-  if (!st.is_ok()) return fail("mask", describe(st));
+  std::string error;
+  if (!o.parse(argc, argv, first, &error)) return usage_error("mask", error);
+  InputSpec in;
+  if (!read_input_spec(o, true, &in, &error)) return usage_error("mask", error);
   int64_t head, pixels;
-  if (!o.get_int("head", 0, q.heads - 1, &head, &error) || !o.get_int("pixels", 16, 8192, &pixels, &error)) {
-    return fail("mask", error);
+  // The head is checked against generated inputs now, against files once they are read.
+  if (!o.get_int("head", 0, in.files ? INT32_MAX : in.heads - 1, &head, &error)) {
+    return usage_error("mask", in.files ? "--head must be a query head index >= 0, got '" + o.get("head") + "'" : error);
   }
+  if (!o.get_int("pixels", 16, 8192, &pixels, &error)) return usage_error("mask", error);
   sampleattn::Params method;
-  if (!read_method(o, &method, &error)) return fail("mask", error);
-  sampleattn_context* ctx = nullptr;
-  if (!make_context(o, &ctx, &error)) return fail("mask", error);
+  if (!read_method(o, &method, &error)) return usage_error("mask", error);
+  sampleattn_context_options context_options;
+  if (!read_context_options(o, &context_options, &error)) return usage_error("mask", error);
+
+  Status st = check_output_folder(o.get("out"));
+  if (!st.is_ok()) return fail("mask", st.message());
+  ContextHandle ctx;
+  if (!create_context(context_options, &ctx, &error)) return fail("mask", error);
+  const Progress progress("mask", o.has("quiet"));
+  workload::Tensor3 q, k, v;
+  st = load_inputs(in, progress, &q, &k, &v);
+  if (!st.is_ok()) return fail("mask", describe(st));
+  if (head >= q.heads) {
+    return usage_error("mask", "--head must be in [0, " + std::to_string(q.heads - 1) + "] (q has " +
+                                   std::to_string(q.heads) + " heads), got '" + o.get("head") + "'");
+  }
   RunResult r;
-  st = run_call(ctx, method, q, k, v, DType::kF32, &r);
-  sampleattn_context_destroy(ctx);
+  st = run_call(ctx.get(), method, q, k, v, DType::kF32, progress, &r);
+  ctx.reset();
   if (!st.is_ok()) return fail("mask", describe(st));
   const sampleattn_head_stats& hs = r.heads[static_cast<size_t>(head)];
   std::vector<int32_t> stripes(r.stripes.begin() + r.offsets[head], r.stripes.begin() + r.offsets[head + 1]);
@@ -242,37 +351,43 @@ int mask_main(int argc, char** argv, int first) {
   workload::MaskImageOptions mo;
   mo.max_pixels = static_cast<int>(pixels);
   mo.draw_mask = !hs.dense;
+  progress("drawing head " + std::to_string(head) + " into " + o.get("out"));
   st = workload::render_mask_png(o.get("out"), qh.data(), q.seq, kh.data(), k.seq, static_cast<int>(q.dim),
                                  hs.window, stripes, mo);
   if (!st.is_ok()) return fail("mask", describe(st));
   std::printf("wrote %s: head %lld, window %d, %d stripes, density %.4f, sampled-row CRA min %.4f%s\n",
               o.get("out").c_str(), static_cast<long long>(head), hs.window, hs.num_stripes, hs.density,
               hs.cra_min, hs.dense ? " (dense head: no mask drawn)" : "");
-  return 0;
+  return kExitOk;
 }
 
 int profile_main(int argc, char** argv, int first) {
   Options o;
-  declare_inputs(o);
+  declare_file_inputs(o);
+  declare_generated_inputs(o, "generated inputs: ");
   o.value("fixtures", "", "directory of the real captures (llama3-8b-layer10-{q,k,v}.npy, ...)");
-  o.value("rows", "64", "sampled query rows per head");
-  std::string error;
+  o.value("rows", "64", "sampled query rows per head, 1 .. 1048576");
+  o.flag("quiet", kQuietHelp);
   if (wants_help(argc, argv, first)) {
-    std::printf("usage: sampleattn profile [generated-input options] [--fixtures DIR]\n%s", o.usage().c_str());
-    return 0;
+    return print_help("sampleattn profile [--q --k --v | generated-input options] [--fixtures DIR]", o);
   }
-  if (!o.parse(argc, argv, first, &error)) return fail("profile", error + "\n" + o.usage());
+  std::string error;
+  if (!o.parse(argc, argv, first, &error)) return usage_error("profile", error);
+  InputSpec in;
+  if (!read_input_spec(o, true, &in, &error)) return usage_error("profile", error);
   int64_t rows;
-  if (!o.get_int("rows", 1, 1 << 20, &rows, &error)) return fail("profile", error);
+  if (!o.get_int("rows", 1, 1 << 20, &rows, &error)) return usage_error("profile", error);
   workload::ProfileOptions po;
   po.rows = rows;
+  const Progress progress("profile", o.has("quiet"));
   workload::Tensor3 q, k, v;
-  Status st = load_inputs(o, &q, &k, &v);
+  Status st = load_inputs(in, progress, &q, &k, &v);
   if (!st.is_ok()) return fail("profile", describe(st));
   std::vector<workload::HeadProfile> profiles;
+  progress("profiling " + std::to_string(q.heads) + " heads");
   st = workload::profile_attention(q, k, po, &profiles);
   if (!st.is_ok()) return fail("profile", describe(st));
-  std::printf("%s\n", workload::format_profile_table(o.has("q") ? o.get("q") : "generated, N=" + o.get("seq"),
+  std::printf("%s\n", workload::format_profile_table(in.files ? in.q : "generated, N=" + std::to_string(in.seq),
                                                      profiles).c_str());
   if (o.has("fixtures")) {
     for (const char* model : {"llama3-8b-layer10", "llama2-7b-layer10"}) {
@@ -283,89 +398,150 @@ int profile_main(int argc, char** argv, int first) {
         continue;
       }
       std::vector<workload::HeadProfile> fp;
+      progress(std::string("profiling ") + model);
       st = workload::profile_attention(fq, fk, po, &fp);
       if (!st.is_ok()) return fail("profile", describe(st));
       std::printf("%s\n", workload::format_profile_table(std::string(model) + " (real capture)", fp).c_str());
     }
   }
-  return 0;
+  return kExitOk;
 }
 
 int generate_main(int argc, char** argv, int first) {
   Options o;
-  declare_inputs(o);
+  declare_generated_inputs(o, "");
   o.value("dtype", "f32", "dtype of the files: f32, f16, bf16 (stored as <u2)");
-  o.value("out", "", "directory to write q.npy, k.npy and v.npy into (must exist)");
+  o.value("out", "", "existing directory to write q.npy, k.npy and v.npy into (required)");
+  o.flag("quiet", kQuietHelp);
+  if (wants_help(argc, argv, first)) return print_help("sampleattn generate --seq N [options] --out DIR", o);
   std::string error;
-  if (wants_help(argc, argv, first)) {
-    std::printf("usage: sampleattn generate --seq N [options] --out DIR\n%s", o.usage().c_str());
-    return 0;
-  }
-  if (!o.parse(argc, argv, first, &error)) return fail("generate", error + "\n" + o.usage());
-  if (!o.has("out")) return fail("generate", "needs --out DIR");
+  if (!o.parse(argc, argv, first, &error)) return usage_error("generate", error);
+  if (!o.has("out")) return usage_error("generate", "needs --out DIR");
+  InputSpec in;
+  if (!read_input_spec(o, false, &in, &error)) return usage_error("generate", error);
   DType dtype;
-  if (!parse_dtype(o.get("dtype"), &dtype)) return fail("generate", "--dtype must be f32, f16 or bf16");
+  if (!parse_dtype(o.get("dtype"), &dtype)) {
+    return usage_error("generate", "--dtype must be f32, f16 or bf16, got '" + o.get("dtype") + "'");
+  }
+  Status st = check_output_folder(o.get("out") + "/q.npy");
+  if (!st.is_ok()) return fail("generate", st.message());
+  const Progress progress("generate", o.has("quiet"));
   workload::Tensor3 q, k, v;
-  Status st = load_inputs(o, &q, &k, &v);
+  st = load_inputs(in, progress, &q, &k, &v);
   for (auto [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
     workload::Tensor3 converted;
     if (st.is_ok()) st = workload::convert_tensor(*t, dtype, &converted);
-    if (st.is_ok()) st = workload::write_npy(o.get("out") + "/" + name + ".npy", converted);
+    const std::string path = o.get("out") + "/" + name + ".npy";
+    if (st.is_ok()) progress("writing " + path + " (" + mebibytes(converted.bytes.size()) + ")");
+    if (st.is_ok()) st = workload::write_npy(path, converted);
   }
   if (!st.is_ok()) return fail("generate", describe(st));
   std::printf("wrote %s/{q,k,v}.npy: [%lld, %lld/%lld, %lld] %s\n", o.get("out").c_str(),
               static_cast<long long>(q.seq), static_cast<long long>(q.heads), static_cast<long long>(k.heads),
               static_cast<long long>(q.dim), dtype_name(dtype));
-  return 0;
+  return kExitOk;
+}
+
+const char* binding_name(sampleattn_binding binding) {
+  return binding == SAMPLEATTN_BIND_NONE ? "none (workers float)" : "cores (one worker per core, bound)";
 }
 
 int info_main(int argc, char** argv, int first) {
-  if (wants_help(argc, argv, first)) {
-    std::printf("usage: sampleattn info\n  (no options)\n");
-    return 0;
-  }
   Options o;
+  o.flag("json", "one JSON object on one line instead of the text");
+  if (wants_help(argc, argv, first)) {
+    return print_help("sampleattn info [--json]\n"
+                      "The default context's backend and threads, this CPU and its kernel tables, the\n"
+                      "backends compiled in and found, and the SAMPLEATTN_* variables read or rejected.",
+                      o);
+  }
   std::string error;
-  if (!o.parse(argc, argv, first, &error)) return fail("info", error);
+  if (!o.parse(argc, argv, first, &error)) return usage_error("info", error);
   sampleattn_context_options opts;
   sampleattn_context_options_init(&opts);
-  sampleattn_context* ctx = nullptr;
-  if (sampleattn_context_create(&opts, &ctx) != SAMPLEATTN_SUCCESS) return fail("info", sampleattn_last_error());
-  sampleattn_context_info info;
-  sampleattn_context_info_init(&info);
-  sampleattn_context_get_info(ctx, &info);
-  std::printf("sampleattn %s\nbackend: %s%s%s\nisa: %s\nthreads: %d\nnuma nodes: %d\nnote: %s\n", sampleattn_version(),
-              info.backend == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu", info.device_name[0] ? " " : "",
-              info.device_name, info.isa, info.num_threads, info.num_numa_nodes, info.note);
-  sampleattn_context_destroy(ctx);
-  return 0;
+  ContextHandle ctx;
+  if (!create_context(opts, &ctx, &error)) return fail("info", error);
+  const sampleattn_context_info info = context_info(ctx.get());
+  auto text = [](const char* s) { return std::string(s ? s : ""); };
+  const std::string backend = info.backend == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu";
+  if (o.has("json")) {
+    std::printf("{\"version\":%s,\"backend\":%s,\"device\":%s,\"isa\":%s,\"threads\":%d,\"numa_nodes\":%d,"
+                "\"binding\":%s,\"cpu_model\":%s,\"cpu_tables\":%s,\"backends\":%s,\"environment\":%s,\"note\":%s}\n",
+                json_string(sampleattn_version()).c_str(), json_string(backend).c_str(),
+                json_string(text(info.device_name)).c_str(), json_string(text(info.isa)).c_str(), info.num_threads,
+                info.num_numa_nodes, json_string(info.binding == SAMPLEATTN_BIND_NONE ? "none" : "cores").c_str(),
+                json_string(text(info.cpu_model)).c_str(), json_string(text(info.cpu_tables)).c_str(),
+                json_string(text(info.backends)).c_str(), json_string(text(info.environment)).c_str(),
+                json_string(text(info.note)).c_str());
+    return kExitOk;
+  }
+  const std::string device = text(info.device_name);
+  const std::string environment = text(info.environment);
+  std::printf("sampleattn %s\n", sampleattn_version());
+  std::printf("backend:     %s%s%s\n", backend.c_str(), device.empty() ? "" : " ", device.c_str());
+  std::printf("isa:         %s\n", text(info.isa).c_str());
+  std::printf("cpu:         %s\n", text(info.cpu_model).c_str());
+  std::printf("cpu tables:  %s\n", text(info.cpu_tables).c_str());
+  std::printf("backends:    %s\n", text(info.backends).c_str());
+  std::printf("threads:     %d\n", info.num_threads);
+  std::printf("binding:     %s\n", binding_name(info.binding));
+  std::printf("numa nodes:  %d\n", info.num_numa_nodes);
+  std::printf("environment: %s\n", environment.empty() ? "no SAMPLEATTN_* variable set" : environment.c_str());
+  if (info.note != nullptr && info.note[0] != '\0') std::printf("note:        %s\n", info.note);
+  return kExitOk;
+}
+
+// `sampleattn help [command]`: the command list, or one command's options (as `command --help`).
+int help_main(int argc, char** argv);
+
+int dispatch_command(const std::string& command, int argc, char** argv, int first) {
+  if (command == "bench") return bench_main(argc, argv, first);
+  if (command == "run") return run_main(argc, argv, first);
+  if (command == "mask") return mask_main(argc, argv, first);
+  if (command == "profile") return profile_main(argc, argv, first);
+  if (command == "generate") return generate_main(argc, argv, first);
+  if (command == "info") return info_main(argc, argv, first);
+  if (command == "help") return help_main(argc, argv);
+  std::fprintf(stderr, "sampleattn: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  return kExitUsage;
+}
+
+int help_main(int argc, char** argv) {
+  if (argc == 2) {
+    std::printf("%s", kUsage);
+    return kExitOk;
+  }
+  if (argc > 3 || std::strcmp(argv[2], "help") == 0) {
+    std::fprintf(stderr, "usage: sampleattn help [command]\n");
+    return kExitUsage;
+  }
+  char help_flag[] = "--help";
+  char* help_argv[] = {argv[0], argv[2], help_flag, nullptr};
+  return dispatch_command(argv[2], 3, help_argv, 2);
 }
 
 int dispatch(int argc, char** argv) {
   if (argc < 2) {  // a usage error: the usage goes to stderr, as for an unknown command
     std::fprintf(stderr, "%s", kUsage);
-    return 2;
+    return kExitUsage;
   }
   if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     std::printf("%s", kUsage);
-    return 0;
+    return kExitOk;
   }
-  const std::string command = argv[1];
-  if (command == "bench") return bench_main(argc, argv, 2);
-  if (command == "run") return run_main(argc, argv, 2);
-  if (command == "mask") return mask_main(argc, argv, 2);
-  if (command == "profile") return profile_main(argc, argv, 2);
-  if (command == "generate") return generate_main(argc, argv, 2);
-  if (command == "info") return info_main(argc, argv, 2);
-  std::fprintf(stderr, "sampleattn: unknown command '%s'\n\n%s", command.c_str(), kUsage);
-  return 2;
+  if (std::strcmp(argv[1], "--version") == 0) {
+    std::printf("sampleattn %s\n", sampleattn_version());
+    return kExitOk;
+  }
+  return dispatch_command(argv[1], argc, argv, 2);
 }
 
 }  // namespace
 }  // namespace sampleattn::cli
 
-// Exit codes: 0 success, 1 a failure (bad input, a failed call, out of memory, a failed write),
-// 2 a usage error (no or unknown command).
+// Exit codes (kExit* in cli/common.h): 0 success, 1 the work failed (bad input data, a failed call,
+// out of memory, a failed read or write), 2 a usage error (no or unknown command, an unknown
+// option, a bad value). Every option is checked before any input is read or generated.
 int main(int argc, char** argv) {
   // A write over the file size limit fails with EFBIG and is reported (the output stays intact)
   // instead of killing the program.
@@ -375,6 +551,6 @@ int main(int argc, char** argv) {
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "sampleattn %s: out of memory: could not allocate %s\n", argc > 1 ? argv[1] : "",
                  sampleattn::cli::memory_need().c_str());
-    return 1;
+    return sampleattn::cli::kExitFailure;
   }
 }
