@@ -278,6 +278,8 @@ class _View:
         1 (or 0) is never used, and numpy may report anything there (0 after a broadcast): give
         the library one that passes its layout checks."""
         (tokens, heads, dim), (ts, hs, _) = self.shape, self.strides
+        if tokens == 0 or heads == 0 or dim == 0:  # nothing is read; numpy may say strides 0
+            return max(heads * dim, 1), max(dim, 1)
         if heads <= 1:
             hs = max(dim, 1)
         if tokens <= 1:
@@ -287,6 +289,8 @@ class _View:
 
 def _layout_ok(shape, strides):
     """The library reads rows of the last dim contiguously, with positive outer strides."""
+    if 0 in shape:
+        return True
     if shape and shape[-1] > 1 and strides[-1] != 1:
         return False
     return all(s >= 1 for n, s in zip(shape[:-1], strides[:-1]) if n > 1)
