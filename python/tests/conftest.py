@@ -1,3 +1,4 @@
+import os
 import pathlib
 
 import numpy as np
@@ -26,3 +27,12 @@ def rng():
 def cpu_context():
     with sampleattn.Context(backend="cpu") as context:
         yield context
+
+
+def pytest_configure(config):
+    # python/run_tests.sh installs the package and says where: the tests must use that copy, not
+    # a source tree that happens to be on sys.path.
+    expected = os.environ.get("SAMPLEATTN_EXPECT_PACKAGE_DIR")
+    actual = pathlib.Path(sampleattn.__file__).resolve().parent
+    if expected and actual != pathlib.Path(expected).resolve():
+        raise pytest.UsageError(f"sampleattn was imported from {actual}, not the installed {expected}")
