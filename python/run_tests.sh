@@ -4,8 +4,10 @@
 #
 #   python/run_tests.sh BUILD_DIR|LIBRARY [pytest args...]
 #
+# pytest args: options (-k EXPR, -x, -rs...) and, to run part of the suite, test paths relative to
+# the repository root (python/tests/test_sample.py).
 # BUILD_DIR: a CMake build directory (its src/libsampleattn.so is used), or LIBRARY: the path of
-# libsampleattn.so itself. SAMPLEATTN_PYTHON picks the interpreter (default /usr/bin/python3,
+# libsampleattn.so itself (a CUDA backend module, libsampleattn_cuda.so, is found beside it). SAMPLEATTN_PYTHON picks the interpreter (default /usr/bin/python3,
 # Debian's, which has python3-numpy and python3-pytest). SAMPLEATTN_PYTHON_TESTS=0 skips (exit 0);
 # otherwise a missing numpy, pytest or pip is a failure that names the packages to install.
 set -euo pipefail
@@ -60,4 +62,9 @@ export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 export SAMPLEATTN_LIBRARY=$library
 export SAMPLEATTN_EXPECT_PACKAGE_DIR="$work/site/sampleattn"
-"$python" -m pytest -q -p no:cacheprovider "$here/tests" "$@"
+# The whole suite, unless the arguments name test files or directories (relative to the root).
+suite=("$here/tests")
+for argument in "$@"; do
+  [[ $argument != -* && -e $argument ]] && suite=()
+done
+"$python" -m pytest -q -p no:cacheprovider "${suite[@]}" "$@"

@@ -495,8 +495,9 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
                              f"counts of q ({tq}) and k ({tk})")
 
     if out is not None:
-        out = _prepare(out)
-        ov = _view("out", out, 3, writable=True, stream=dlpack_stream)
+        if not isinstance(out, np.ndarray) and not hasattr(out, "__dlpack__"):
+            raise TypeError(f"sampleattn: out must be a numpy array or a DLPack tensor, got {type(out).__name__}")
+        ov = _view("out", _prepare(out), 3, writable=True, stream=dlpack_stream)
         if ov.shape != (tq, hq, d):
             raise ValueError(f"sampleattn: out must have shape {(tq, hq, d)}, got {ov.shape}")
         result = out

@@ -125,6 +125,8 @@ def test_binding_checks(rng):
         sampleattn.attention(q, k, v, out=read_only)
     with pytest.raises(TypeError, match="dtype"):
         sampleattn.attention(q.astype(np.complex64), k, v)
+    with pytest.raises(TypeError, match="out must be"):
+        sampleattn.attention(q, k, v, out=q.tolist())
     with pytest.raises(ValueError, match="out_dtype"):
         sampleattn.attention(q, k, v, out_dtype="int8")
 
