@@ -1,0 +1,212 @@
+"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.1).
+
+Written by hand from the header. tests/test_abi.py compiles a C program against the header and
+checks every struct's size and every field's offset, and every enum value, against these.
+Enums are C `int`s (4 bytes with GCC and Clang on the platforms the library supports).
+"""
+import ctypes as C
+
+ABI_VERSION = 1
+ABI_REVISION = 1
+
+STATUSES = {
+    "SAMPLEATTN_SUCCESS": 0,
+    "SAMPLEATTN_INVALID_ARGUMENT": 1,
+    "SAMPLEATTN_NULL_POINTER": 2,
+    "SAMPLEATTN_INVALID_SHAPE": 3,
+    "SAMPLEATTN_UNSUPPORTED_HEAD_DIM": 4,
+    "SAMPLEATTN_UNSUPPORTED_DTYPE": 5,
+    "SAMPLEATTN_UNSUPPORTED_BACKEND": 6,
+    "SAMPLEATTN_OUT_OF_MEMORY": 7,
+    "SAMPLEATTN_DEVICE_ERROR": 8,
+    "SAMPLEATTN_INTERNAL_ERROR": 9,
+    "SAMPLEATTN_UNSUPPORTED_VERSION": 10,
+}
+
+# Every constant of the header, by its C name (the layout test compares them with C).
+CONSTANTS = dict(STATUSES, **{
+    "SAMPLEATTN_BACKEND_AUTO": 0,
+    "SAMPLEATTN_BACKEND_CPU": 1,
+    "SAMPLEATTN_BACKEND_CUDA": 2,
+    "SAMPLEATTN_BIND_CORES": 0,
+    "SAMPLEATTN_BIND_NONE": 1,
+    "SAMPLEATTN_DTYPE_F32": 0,
+    "SAMPLEATTN_DTYPE_F16": 1,
+    "SAMPLEATTN_DTYPE_BF16": 2,
+    "SAMPLEATTN_METHOD_DENSE": 0,
+    "SAMPLEATTN_METHOD_SAMPLE": 1,
+    "SAMPLEATTN_PRECISION_F32": 0,
+    "SAMPLEATTN_PRECISION_BF16": 1,
+    "SAMPLEATTN_STRIPES_PER_HEAD": 0,
+    "SAMPLEATTN_STRIPES_PER_KV_GROUP": 1,
+    "SAMPLEATTN_ABI_VERSION": ABI_VERSION,
+    "SAMPLEATTN_ABI_REVISION": ABI_REVISION,
+})
+
+# Python names of the enums' values.
+BACKENDS = {"auto": 0, "cpu": 1, "cuda": 2}
+BINDINGS = {"cores": 0, "none": 1}
+DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+METHODS = {"dense": 0, "sample": 1}
+PRECISIONS = {"f32": 0, "bf16": 1}
+SCOPES = {"per_head": 0, "per_kv_group": 1}
+
+_enum = C.c_int
+
+
+class ContextOptions(C.Structure):
+    c_name = "sampleattn_context_options"
+    _fields_ = [
+        ("struct_size", C.c_uint32),
+        ("backend", _enum),
+        ("num_threads", C.c_int32),
+        ("binding", _enum),
+        ("cuda_device", C.c_int32),
+        ("max_workspace_bytes", C.c_uint64),
+    ]
+
+
+class ContextInfo(C.Structure):
+    c_name = "sampleattn_context_info"
+    _fields_ = [
+        ("struct_size", C.c_uint32),
+        ("backend", _enum),
+        ("num_threads", C.c_int32),
+        ("num_numa_nodes", C.c_int32),
+        ("isa", C.c_char_p),
+        ("device_name", C.c_char_p),
+        ("note", C.c_char_p),
+        # ABI revision 1.1
+        ("binding", _enum),
+        ("cpu_model", C.c_char_p),
+        ("cpu_tables", C.c_char_p),
+        ("backends", C.c_char_p),
+        ("environment", C.c_char_p),
+    ]
+
+
+# The first ABI 1 layout of sampleattn_context_info ends after `note`: a revision 1.0 library
+# accepts that size only (the fields after it are then absent).
+CONTEXT_INFO_1_0_SIZE = ContextInfo.note.offset + C.sizeof(C.c_char_p)
+
+
+class Tensor(C.Structure):
+    c_name = "sampleattn_tensor"
+    _fields_ = [
+        ("data", C.c_void_p),
+        ("dtype", _enum),
+        ("token_stride", C.c_int64),
+        ("head_stride", C.c_int64),
+    ]
+
+
+class Output(C.Structure):
+    c_name = "sampleattn_output"
+    _fields_ = [
+        ("data", C.c_void_p),
+        ("dtype", _enum),
+        ("token_stride", C.c_int64),
+        ("head_stride", C.c_int64),
+    ]
+
+
+class SampleParams(C.Structure):
+    c_name = "sampleattn_sample_params"
+    _fields_ = [
+        ("struct_size", C.c_uint32),
+        ("alpha", C.c_float),
+        ("r_row", C.c_float),
+        ("r_w", C.c_float),
+        ("min_window", C.c_int32),
+        ("sample_block", C.c_int32),
+        ("min_stripes", C.c_int32),
+        ("max_stripes", C.c_int32),
+        ("sink_tokens", C.c_int32),
+        ("dense_below", C.c_int32),
+        ("scope", _enum),
+        ("window_mass_counts", C.c_int32),
+        ("max_density", C.c_float),
+    ]
+
+
+class Params(C.Structure):
+    c_name = "sampleattn_params"
+    _fields_ = [
+        ("struct_size", C.c_uint32),
+        ("q", Tensor),
+        ("k", Tensor),
+        ("v", Tensor),
+        ("o", Output),
+        ("head_dim", C.c_int32),
+        ("num_q_heads", C.c_int32),
+        ("num_kv_heads", C.c_int32),
+        ("batch", C.c_int32),
+        ("cu_seqlens_q", C.POINTER(C.c_int32)),
+        ("cu_seqlens_k", C.POINTER(C.c_int32)),
+        ("seqlen_q", C.c_int64),
+        ("seqlen_k", C.c_int64),
+        ("softmax_scale", C.c_float),
+        ("causal", C.c_int32),
+        ("method", _enum),
+        ("precision", _enum),
+        ("sample", C.POINTER(SampleParams)),
+        ("lse", C.POINTER(C.c_float)),
+        ("stream", C.c_void_p),
+    ]
+
+
+class HeadStats(C.Structure):
+    c_name = "sampleattn_head_stats"
+    _fields_ = [
+        ("window", C.c_int32),
+        ("num_stripes", C.c_int32),
+        ("dense", C.c_int32),
+        ("density", C.c_float),
+        ("cra_min", C.c_float),
+        ("cra_mean", C.c_float),
+    ]
+
+
+class Stats(C.Structure):
+    c_name = "sampleattn_stats"
+    _fields_ = [
+        ("struct_size", C.c_uint32),
+        ("time_total_s", C.c_double),
+        ("time_sampling_s", C.c_double),
+        ("time_selection_s", C.c_double),
+        ("time_attention_s", C.c_double),
+        ("density", C.c_double),
+        ("stripes_mean", C.c_double),
+        ("cra_min", C.c_float),
+        ("num_dense_heads", C.c_int32),
+        ("num_heads_total", C.c_int32),
+        ("isa", C.c_char_p),
+        ("head_stats", C.POINTER(HeadStats)),
+        ("stripe_offsets", C.POINTER(C.c_int32)),
+        ("stripes", C.POINTER(C.c_int32)),
+        ("stripe_capacity", C.c_int64),
+        ("stripes_required", C.c_int64),
+    ]
+
+
+class PlanInfo(C.Structure):
+    c_name = "sampleattn_plan_info"
+    _fields_ = [
+        ("struct_size", C.c_uint32),
+        ("workspace_bytes", C.c_uint64),
+        ("total_q_tokens", C.c_int64),
+        ("total_k_tokens", C.c_int64),
+        ("dense_flops", C.c_double),
+    ]
+
+
+# Every struct of the header; those with an *_init_sized function carry its name.
+STRUCTS = [ContextOptions, ContextInfo, Tensor, Output, SampleParams, Params, HeadStats, Stats, PlanInfo]
+INIT_FUNCTIONS = {
+    ContextOptions: "sampleattn_context_options_init_sized",
+    ContextInfo: "sampleattn_context_info_init_sized",
+    SampleParams: "sampleattn_sample_params_init_sized",
+    Params: "sampleattn_params_init_sized",
+    Stats: "sampleattn_stats_init_sized",
+    PlanInfo: "sampleattn_plan_info_init_sized",
+}

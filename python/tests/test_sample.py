@@ -1,0 +1,103 @@
+"""method="sample" on structured 4K-token inputs: the statistics' contract, and an output close to
+dense attention where the planted structure says it should be."""
+import numpy as np
+import pytest
+
+import sampleattn
+
+import reference as R
+
+TOKENS, Q_HEADS, KV_HEADS, D, HEAVY = 4096, 4, 2, 64, 40
+
+STATS_KEYS = {"time_total_s", "time_sampling_s", "time_selection_s", "time_attention_s", "density", "stripes_mean",
+              "cra_min", "num_dense_heads", "num_heads_total", "isa", "stripes_required", "stripe_offsets",
+              "stripes", "heads"}
+HEAD_KEYS = {"sequence", "head", "window", "num_stripes", "dense", "density", "cra_min", "cra_mean", "stripes"}
+
+
+@pytest.fixture(scope="module")
+def structured():
+    return R.structured_inputs(np.random.default_rng(20241202), TOKENS, Q_HEADS, KV_HEADS, D, HEAVY)
+
+
+def _check_stats_contract(stats, batch, q_heads, k_lens):
+    assert set(stats) == STATS_KEYS
+    assert stats["num_heads_total"] == batch * q_heads == len(stats["heads"])
+    assert 0 < stats["density"] <= 1
+    assert 0 <= stats["cra_min"] <= 1
+    assert stats["time_total_s"] >= stats["time_attention_s"] >= 0
+    assert stats["isa"]
+    assert stats["num_dense_heads"] == sum(h["dense"] for h in stats["heads"])
+    offsets = stats["stripe_offsets"]
+    assert offsets[0] == 0 and offsets[-1] == stats["stripes_required"] == len(stats["stripes"])
+    for i, head in enumerate(stats["heads"]):
+        assert set(head) == HEAD_KEYS
+        assert (head["sequence"], head["head"]) == divmod(i, q_heads)
+        stripes = head["stripes"]
+        assert len(stripes) == head["num_stripes"] == offsets[i + 1] - offsets[i]
+        assert np.all(np.diff(stripes) > 0), "stripes ascending, no repeats"
+        k_len = k_lens[head["sequence"]]
+        assert np.all((stripes >= 0) & (stripes < k_len))
+        assert 0 < head["density"] <= 1
+        if head["dense"]:
+            assert head["num_stripes"] == 0 and head["window"] == k_len
+
+
+def test_sample_statistics_and_accuracy(structured):
+    q, k, v, heavy = structured
+    dense = sampleattn.attention(q, k, v)
+    out, stats = sampleattn.attention(q, k, v, method="sample", return_stats=True)
+    _check_stats_contract(stats, 1, Q_HEADS, [TOKENS])
+    assert stats["density"] < 0.5, "the planted structure is sparse"
+    assert stats["num_dense_heads"] == 0
+    defaults = sampleattn.sample_defaults()
+    for head in stats["heads"]:
+        stripes = head["stripes"]
+        assert np.all(np.isin(np.arange(defaults["sink_tokens"]), stripes)), "sink tokens are kept"
+        planted = heavy[head["head"] // (Q_HEADS // KV_HEADS)]
+        early = planted[planted < TOKENS // 2]  # seen by many sampled rows, outside their windows
+        assert np.all(np.isin(early, stripes)), "the planted heavy columns are selected"
+        assert head["window"] == max(defaults["min_window"], int(np.ceil(defaults["r_w"] * TOKENS)))
+    # The mask keeps most of the attention mass: the output is close to dense attention.
+    assert R.relative_error(out, dense) < 0.1
+
+
+def test_sample_is_dense_below_the_threshold(structured):
+    q, k, v, _ = structured
+    short = slice(0, 1024)  # below dense_below = 2048: runs dense, reported as such
+    out, stats = sampleattn.attention(q[short], k[short], v[short], method="sample", return_stats=True)
+    _check_stats_contract(stats, 1, Q_HEADS, [1024])
+    assert stats["num_dense_heads"] == Q_HEADS and stats["density"] == 1.0
+    np.testing.assert_array_equal(out, sampleattn.attention(q[short], k[short], v[short]))
+
+
+def test_sample_parameters_reach_the_library(structured):
+    q, k, v, _ = structured
+    _, stats = sampleattn.attention(q, k, v, method="sample", max_stripes=8, return_stats=True)
+    assert all(h["num_stripes"] <= 8 for h in stats["heads"])
+    _, stats = sampleattn.attention(q, k, v, method="sample", scope="per_kv_group", return_stats=True)
+    group = Q_HEADS // KV_HEADS
+    for h in range(0, Q_HEADS, group):  # the query heads of one kv head share one stripe set
+        for g in range(1, group):
+            np.testing.assert_array_equal(stats["heads"][h]["stripes"], stats["heads"][h + g]["stripes"])
+    _, stats = sampleattn.attention(q, k, v, method="sample", r_w=0.25, return_stats=True)
+    assert all(h["window"] == TOKENS // 4 for h in stats["heads"])
+
+
+def test_sample_varlen_batch(structured):
+    q, k, v, _ = structured
+    cu = np.array([0, 3000, 3100, 4096])  # a sampled sequence and two dense ones (below 2048 keys)
+    out, stats = sampleattn.attention(q, k, v, method="sample", cu_seqlens_q=cu, return_stats=True)
+    _check_stats_contract(stats, 3, Q_HEADS, np.diff(cu))
+    assert not any(h["dense"] for h in stats["heads"][:Q_HEADS])
+    assert all(h["dense"] for h in stats["heads"][Q_HEADS:])
+    dense = sampleattn.attention(q, k, v, cu_seqlens_q=cu)
+    np.testing.assert_array_equal(out[3000:], dense[3000:])
+
+
+def test_dense_statistics(structured):
+    q, k, v, _ = structured
+    _, stats = sampleattn.attention(q[:512], k[:512], v[:512], return_stats=True)
+    _check_stats_contract(stats, 1, Q_HEADS, [512])
+    assert stats["density"] == 1.0 and stats["stripes_required"] == 0
+    assert stats["time_sampling_s"] == 0 and stats["time_selection_s"] == 0
