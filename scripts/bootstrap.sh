@@ -7,7 +7,8 @@ build="${1:-$root/build}"
 shift || true
 
 packages=(build-essential cmake ninja-build pkg-config libomp-dev libopenblas-dev libxsimd-dev
-          libhwloc-dev libbenchmark-dev libgtest-dev libpng-dev)
+          libhwloc-dev libbenchmark-dev libgtest-dev libpng-dev
+          python3-numpy python3-pytest python3-pip python3-setuptools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
