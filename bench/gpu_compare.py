@@ -17,12 +17,12 @@ on the GPU itself (see structured_inputs): a 4-token sink, 0.2-1% heavy stripe c
 a low-variance background, so that the attention is sparse the way long-context LLM attention is.
 Random Gaussian inputs would make SampleAttention keep most columns and mean nothing.
 
-The library is called through its C API with ctypes: device pointers from torch, torch's stream.
+The library is called through its Python package (python/, ctypes over the C ABI): device pointers
+from torch, torch's current stream.
 Usage: python3 bench/gpu_compare.py --lib build/src/libsampleattn.so [--seqs 32768,65536,131072]
 """
 import argparse
 import os
-import ctypes as C
 import json
 import math
 import statistics
@@ -32,118 +32,22 @@ import time
 import torch
 
 # --------------------------------------------------------------------------------------------
-# The C ABI (include/sampleattn/sampleattn.h); struct sizes are checked against *_init().
+# The library, through its Python package (python/): device pointers read in place, torch's stream.
 # --------------------------------------------------------------------------------------------
-DTYPE_BF16 = 2
-BACKEND_CUDA = 2
-METHOD_DENSE, METHOD_SAMPLE = 0, 1
-
-
-class Tensor(C.Structure):
-    _fields_ = [("data", C.c_void_p), ("dtype", C.c_int), ("token_stride", C.c_int64), ("head_stride", C.c_int64)]
-
-
-class SampleParams(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("alpha", C.c_float), ("r_row", C.c_float), ("r_w", C.c_float),
-                ("min_window", C.c_int32), ("sample_block", C.c_int32), ("min_stripes", C.c_int32),
-                ("max_stripes", C.c_int32), ("sink_tokens", C.c_int32), ("dense_below", C.c_int32),
-                ("scope", C.c_int), ("window_mass_counts", C.c_int32),
-                ("max_density", C.c_float)]
-
-
-class Params(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("q", Tensor), ("k", Tensor), ("v", Tensor), ("o", Tensor),
-                ("head_dim", C.c_int32), ("num_q_heads", C.c_int32), ("num_kv_heads", C.c_int32),
-                ("batch", C.c_int32), ("cu_seqlens_q", C.c_void_p), ("cu_seqlens_k", C.c_void_p),
-                ("seqlen_q", C.c_int64), ("seqlen_k", C.c_int64), ("softmax_scale", C.c_float),
-                ("causal", C.c_int32), ("method", C.c_int), ("precision", C.c_int), ("sample", SampleParams),
-                ("lse", C.c_void_p), ("stream", C.c_void_p)]
-
-
-class HeadStats(C.Structure):
-    _fields_ = [("window", C.c_int32), ("num_stripes", C.c_int32), ("dense", C.c_int32), ("density", C.c_float),
-                ("cra_min", C.c_float), ("cra_mean", C.c_float)]
-
-
-class Stats(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("time_total_s", C.c_double), ("time_sampling_s", C.c_double),
-                ("time_selection_s", C.c_double), ("time_attention_s", C.c_double), ("density", C.c_double),
-                ("stripes_mean", C.c_double), ("cra_min", C.c_float), ("num_dense_heads", C.c_int32),
-                ("num_heads_total", C.c_int32), ("isa", C.c_char_p), ("head_stats", C.POINTER(HeadStats)),
-                ("stripe_offsets", C.POINTER(C.c_int32)), ("stripes", C.POINTER(C.c_int32)),
-                ("stripe_capacity", C.c_int64), ("stripes_required", C.c_int64)]
-
-
-class ContextOptions(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("backend", C.c_int), ("num_threads", C.c_int32),
-                ("binding", C.c_int), ("cuda_device", C.c_int32), ("max_workspace_bytes", C.c_uint64)]
-
-
-class ContextInfo(C.Structure):
-    _fields_ = [("struct_size", C.c_uint32), ("backend", C.c_int), ("num_threads", C.c_int32),
-                ("num_numa_nodes", C.c_int32), ("isa", C.c_char_p), ("device_name", C.c_char_p),
-                ("note", C.c_char_p)]
-
-
 class Library:
     def __init__(self, path):
-        self.lib = C.CDLL(path)
-        L = self.lib
-        L.sampleattn_last_error.restype = C.c_char_p
-        L.sampleattn_status_string.restype = C.c_char_p
-        for name, struct in [("sampleattn_params_init", Params), ("sampleattn_stats_init", Stats),
-                             ("sampleattn_context_options_init", ContextOptions),
-                             ("sampleattn_context_info_init", ContextInfo)]:
-            probe = struct()
-            getattr(L, name)(C.byref(probe))
-            if probe.struct_size != C.sizeof(struct):
-                sys.exit(f"ABI mismatch: {name} says {probe.struct_size} bytes, ctypes {C.sizeof(struct)}")
-        opts = ContextOptions()
-        L.sampleattn_context_options_init(C.byref(opts))
-        opts.backend = BACKEND_CUDA
-        self.ctx = C.c_void_p()
-        self.check(L.sampleattn_context_create(C.byref(opts), C.byref(self.ctx)))
-        info = ContextInfo()
-        L.sampleattn_context_info_init(C.byref(info))
-        self.check(L.sampleattn_context_get_info(self.ctx, C.byref(info)))
-        self.device = info.device_name.decode()
+        os.environ["SAMPLEATTN_LIBRARY"] = path
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+        import sampleattn
+        self.sa = sampleattn
+        self.ctx = sampleattn.Context(backend="cuda")
+        self.device = self.ctx.info()["device_name"]
 
-    def check(self, status):
-        if status != 0:
-            raise RuntimeError(f"{self.lib.sampleattn_status_string(status).decode()}: "
-                               f"{self.lib.sampleattn_last_error().decode()}")
-
-    def params(self, q, k, v, o, method):
-        n, hq, d = q.shape
-        hkv = k.shape[1]
-        p = Params()
-        self.lib.sampleattn_params_init(C.byref(p))
-        for field, t in (("q", q), ("k", k), ("v", v), ("o", o)):
-            setattr(p, field, Tensor(t.data_ptr(), DTYPE_BF16, t.stride(0), t.stride(1)))
-        p.head_dim, p.num_q_heads, p.num_kv_heads = d, hq, hkv
-        p.batch, p.seqlen_q, p.seqlen_k = 1, n, n
-        p.causal = 1
-        p.method = method
-        p.stream = torch.cuda.current_stream().cuda_stream
-        return p
-
-    def forward(self, p, with_stats=False, num_heads=0):
-        if not with_stats:
-            self.check(self.lib.sampleattn_forward(self.ctx, C.byref(p), None))
-            return None
-        st = Stats()
-        self.lib.sampleattn_stats_init(C.byref(st))
-        heads = (HeadStats * num_heads)()
-        offsets = (C.c_int32 * (num_heads + 1))()
-        cap = p.seqlen_k * num_heads
-        stripes = (C.c_int32 * cap)()
-        st.head_stats = C.cast(heads, C.POINTER(HeadStats))
-        st.stripe_offsets = C.cast(offsets, C.POINTER(C.c_int32))
-        st.stripes = C.cast(stripes, C.POINTER(C.c_int32))
-        st.stripe_capacity = cap
-        self.check(self.lib.sampleattn_forward(self.ctx, C.byref(p), C.byref(st)))
-        per_head = [stripes[offsets[h]:offsets[h + 1]] for h in range(num_heads)]
-        return st, list(heads), per_head
+    def forward(self, q, k, v, o, method, with_stats=False):
+        """Writes o; with_stats: returns the statistics dict (per-head list with stripes)."""
+        out = self.sa.attention(q, k, v, causal=True, method=method, out=o, context=self.ctx,
+                                return_stats=with_stats)
+        return out[1] if with_stats else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,25 +197,25 @@ def main():
             print(f"cuDNN backend unavailable: {e}", flush=True)
 
         o = torch.empty_like(q)
-        pd = lib.params(q, k, v, o, METHOD_DENSE)
-        r["sa_dense_ms"] = time_ms(lambda: lib.forward(pd), reps)
+        r["sa_dense_ms"] = time_ms(lambda: lib.forward(q, k, v, o, "dense"), reps)
         r["sa_dense_err"] = rel_l2(o, ref)
 
-        ps = lib.params(q, k, v, o, METHOD_SAMPLE)
-        r["sa_sample_ms"] = time_ms(lambda: lib.forward(ps), reps)
-        st, heads, stripes = lib.forward(ps, with_stats=True, num_heads=H)
+        r["sa_sample_ms"] = time_ms(lambda: lib.forward(q, k, v, o, "sample"), reps)
+        st = lib.forward(q, k, v, o, "sample", with_stats=True)
+        heads = st["heads"]
+        stripes = [list(h["stripes"]) for h in heads]
         r["sa_sample_err"] = rel_l2(o, ref)
-        r["density"] = st.density
-        r["stripes_mean"] = st.stripes_mean
-        r["cra_min"] = st.cra_min
-        r["t_sampling_ms"] = st.time_sampling_s * 1e3
-        r["t_selection_ms"] = st.time_selection_s * 1e3
-        r["t_sparse_ms"] = st.time_attention_s * 1e3
+        r["density"] = st["density"]
+        r["stripes_mean"] = st["stripes_mean"]
+        r["cra_min"] = st["cra_min"]
+        r["t_sampling_ms"] = st["time_sampling_s"] * 1e3
+        r["t_selection_ms"] = st["time_selection_s"] * 1e3
+        r["t_sparse_ms"] = st["time_attention_s"] * 1e3
         sparse_out = o.clone()
 
         if flex is not None:
             try:
-                window = heads[0].window
+                window = heads[0]["window"]
                 bm, block_density = flex_block_mask(stripes, window, n, H)
                 r["flex_block_density"] = block_density
                 fo = flex(qt, kt, vt, block_mask=bm)
