@@ -145,6 +145,35 @@ TEST_F(AbiCalls, StatsAreWrittenBackOnlyAsFarAsTheCallersSize) {
   EXPECT_EQ(g.get()->num_heads_total, c_.hq);
 }
 
+TEST_F(AbiCalls, HeadStatsAreWrittenAtTheCallersStride) {
+  sampleattn::Params p = c_.params();
+  // A 1.0 caller: no head_stats_size in its stats, 24-byte elements.
+  std::vector<unsigned char> old_heads(abi::kFirstHeadStatsSize * c_.hq + 64, kPoison);
+  Guarded<sampleattn_stats> g;
+  sampleattn_stats_init_sized(g.get(), abi::min_size<sampleattn_stats>());
+  g.get()->head_stats = reinterpret_cast<sampleattn_head_stats*>(old_heads.data());
+  ASSERT_EQ(sampleattn_forward(ctx_, &p, g.get()), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  for (size_t i = abi::kFirstHeadStatsSize * c_.hq; i < old_heads.size(); ++i) ASSERT_EQ(old_heads[i], kPoison);
+  for (int h = 0; h < c_.hq; ++h) {
+    sampleattn_head_stats one;
+    std::memcpy(&one, old_heads.data() + h * abi::kFirstHeadStatsSize, abi::kFirstHeadStatsSize);
+    EXPECT_EQ(one.dense, 1);
+    EXPECT_EQ(one.window, 96);
+  }
+  // Today's caller: the macro records the element size.
+  sampleattn_stats stats;
+  sampleattn_stats_init(&stats);
+  EXPECT_EQ(stats.head_stats_size, sizeof(sampleattn_head_stats));
+  std::vector<sampleattn_head_stats> heads(static_cast<size_t>(c_.hq));
+  stats.head_stats = heads.data();
+  stats.head_stats_size = sizeof(sampleattn_head_stats) + 4;  // a newer header's element
+  EXPECT_EQ(sampleattn_forward(ctx_, &p, &stats), SAMPLEATTN_UNSUPPORTED_VERSION);
+  stats.head_stats_size = 8;
+  EXPECT_EQ(sampleattn_forward(ctx_, &p, &stats), SAMPLEATTN_INVALID_ARGUMENT);
+  sampleattn_stats* none = nullptr;
+  sampleattn_stats_init(none);  // no crash
+}
+
 TEST(Abi, ParamsValueTypeCopiesStaySelfContained) {
   sampleattn::Params a;
   a.sample.alpha = 0.5f;

@@ -273,7 +273,9 @@ SAMPLEATTN_API void sampleattn_params_init_sized(sampleattn_params* params, size
 /* ---------------------------------------------------------------------------------------------
  * Statistics and the chosen mask
  * ------------------------------------------------------------------------------------------- */
-/* Per (sequence, query head), in the order b * num_q_heads + h. */
+/* Per (sequence, query head), in the order b * num_q_heads + h. An array element without
+ * struct_size: it grows only at the end, and the caller passes its size in
+ * sampleattn_stats.head_stats_size (sampleattn_stats_init sets it). */
 typedef struct sampleattn_head_stats {
   int32_t window;      /* keys in the local window (k_len for a dense head) */
   int32_t num_stripes; /* stripe columns selected (0 for a dense head) */
@@ -307,10 +309,22 @@ typedef struct sampleattn_stats {
   int32_t* stripes;
   int64_t stripe_capacity;
   int64_t stripes_required;
+  /* ABI revision 1.1. The size of one element of the caller's head_stats array (its stride), so
+   * that sampleattn_head_stats can grow like the other structs: the library writes that many
+   * bytes of each. sampleattn_stats_init() sets it to this header's sizeof(sampleattn_head_stats);
+   * a caller whose stats lack this field gets the first layout's 24 bytes. */
+  uint32_t head_stats_size;
 } sampleattn_stats;
 
 SAMPLEATTN_API void sampleattn_stats_init_sized(sampleattn_stats* stats, size_t size);
-#define sampleattn_stats_init(stats) sampleattn_stats_init_sized((stats), sizeof(*(stats)))
+#define sampleattn_stats_init(stats)                                                       \
+  do {                                                                                     \
+    sampleattn_stats* const sampleattn_stats_init_ptr_ = (stats);                          \
+    sampleattn_stats_init_sized(sampleattn_stats_init_ptr_, sizeof(sampleattn_stats));      \
+    if (sampleattn_stats_init_ptr_ != NULL) {                                              \
+      sampleattn_stats_init_ptr_->head_stats_size = (uint32_t)sizeof(sampleattn_head_stats); \
+    }                                                                                      \
+  } while (0)
 
 /* ---------------------------------------------------------------------------------------------
  * Plan and run

@@ -186,6 +186,7 @@ class Stats(C.Structure):
         ("stripes", C.POINTER(C.c_int32)),
         ("stripe_capacity", C.c_int64),
         ("stripes_required", C.c_int64),
+        ("head_stats_size", C.c_uint32),  # ABI 1.1: the stride of the head_stats array
     ]
 
 

@@ -605,6 +605,7 @@ def _stats_buffers(lib, batch, hq, tk, sampled):
     capacity = min(hq * tk, _INT32_MAX) if sampled else 0
     stripes = np.zeros(max(capacity, 1), dtype=np.int32)
     stats.head_stats = C.cast(head_stats, C.POINTER(_abi.HeadStats))
+    stats.head_stats_size = C.sizeof(_abi.HeadStats)
     stats.stripe_offsets = offsets.ctypes.data_as(C.POINTER(C.c_int32))
     stats.stripes = stripes.ctypes.data_as(C.POINTER(C.c_int32))
     stats.stripe_capacity = capacity

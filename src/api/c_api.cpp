@@ -93,6 +93,7 @@ sampleattn_stats default_stats() {
   s.struct_size = sizeof(s);
   s.isa = "";
   s.cra_min = 1.f;
+  s.head_stats_size = sampleattn::abi::kFirstHeadStatsSize;
   return s;
 }
 
@@ -251,6 +252,19 @@ sampleattn_status sampleattn_forward(sampleattn_context* context, const sampleat
     SAMPLEATTN_RETURN_IF_ERROR(sampleattn::build_problem(params, /*check_data=*/true, &problem));
     if (full.stripes != nullptr && full.stripe_offsets == nullptr) {
       return sampleattn::null_pointer("stats.stripes is set but stats.stripe_offsets is NULL");
+    }
+    if (full.head_stats != nullptr) {
+      if (full.head_stats_size > sizeof(sampleattn_head_stats)) {
+        return {SAMPLEATTN_UNSUPPORTED_VERSION,
+                "stats.head_stats_size " + std::to_string(full.head_stats_size) + " is larger than this library's " +
+                    std::to_string(sizeof(sampleattn_head_stats)) + ": a newer sampleattn.h than the library"};
+      }
+      if (full.head_stats_size < sampleattn::abi::kFirstHeadStatsSize) {
+        return sampleattn::invalid_argument("stats.head_stats_size " + std::to_string(full.head_stats_size) +
+                                            " is below the first layout's " +
+                                            std::to_string(sampleattn::abi::kFirstHeadStatsSize) +
+                                            ": fill stats with sampleattn_stats_init()");
+      }
     }
     SAMPLEATTN_RETURN_IF_ERROR(context->backend->forward(problem, stats != nullptr ? &full : nullptr));
     if (stats != nullptr) sampleattn::abi::write_back(full, stats);

@@ -41,6 +41,9 @@ SAMPLEATTN_ABI_FIRST_LAYOUT(sampleattn_params, stream)
 SAMPLEATTN_ABI_FIRST_LAYOUT(sampleattn_stats, stripes_required)
 SAMPLEATTN_ABI_FIRST_LAYOUT(sampleattn_plan_info, dense_flops)
 #undef SAMPLEATTN_ABI_FIRST_LAYOUT
+// sampleattn_head_stats has no struct_size (it is an array element): its first layout's size is
+// the default stride of the caller's array (sampleattn_stats.head_stats_size).
+inline constexpr uint32_t kFirstHeadStatsSize = offsetof(sampleattn_head_stats, cra_mean) + sizeof(float);
 
 template <typename T>
 bool size_accepted(size_t size) {

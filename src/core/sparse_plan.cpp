@@ -1,6 +1,7 @@
 #include "core/sparse_plan.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace sampleattn {
 
@@ -96,13 +97,17 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
       }
       stripes_required += static_cast<int64_t>(hp.stripes.size());
       if (stats->head_stats) {
-        sampleattn_head_stats& out = stats->head_stats[static_cast<size_t>(s) * hq + h];
+        sampleattn_head_stats out{};
         out.window = static_cast<int32_t>(hp.dense ? seq.k_len : hp.window);
         out.num_stripes = static_cast<int32_t>(hp.stripes.size());
         out.dense = hp.dense ? 1 : 0;
         out.density = causal > 0 ? static_cast<float>(computed / causal) : 1.f;
         out.cra_min = hp.cra_min;
         out.cra_mean = hp.cra_mean;
+        // The caller's array has its own element size (stats.head_stats_size, checked by the API).
+        const size_t stride = stats->head_stats_size;
+        std::memcpy(reinterpret_cast<char*>(stats->head_stats) + (static_cast<size_t>(s) * hq + h) * stride, &out,
+                    std::min(stride, sizeof(out)));
       }
     }
   }
