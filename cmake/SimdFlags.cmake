@@ -8,11 +8,16 @@ function(sampleattn_add_isa_sources target isa)
     message(FATAL_ERROR "unknown ISA ${isa} (not in SAMPLEATTN_ISAS)")
   endif()
   target_sources(${target} PRIVATE ${ARGN})
-  if(SAMPLEATTN_ISA_FLAGS_${isa})
+  set(options ${SAMPLEATTN_ISA_FLAGS_${isa}})
+  if(SAMPLEATTN_SANITIZE)
+    # GCC's AddressSanitizer at -O2 takes 6-7 minutes on the AVX-512 kernel unit alone (30 s at
+    # -O1), most of a sanitizer build on two cores; -O1 is what ASan's own docs suggest.
+    list(APPEND options -O1)
+  endif()
+  if(options)
     # Source properties belong to a directory: set them where the target is defined, which is
     # not CMAKE_SOURCE_DIR when this project is embedded (add_subdirectory, FetchContent).
-    set_source_files_properties(${ARGN} TARGET_DIRECTORY ${target} PROPERTIES
-                                COMPILE_OPTIONS "${SAMPLEATTN_ISA_FLAGS_${isa}}")
+    set_source_files_properties(${ARGN} TARGET_DIRECTORY ${target} PROPERTIES COMPILE_OPTIONS "${options}")
   endif()
 endfunction()
 
