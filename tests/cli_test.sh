@@ -145,6 +145,12 @@ expect "generate a larger head dim" 0 "" "$bin" generate --seq 256 --heads 4 --k
 expect "generate more kv heads" 0 "" "$bin" generate --seq 256 --heads 4 --kv-heads 4 --head-dim 64 --out "$tmp/kv4"
 expect "generate three query heads" 0 "" "$bin" generate --seq 256 --heads 3 --kv-heads 3 --head-dim 64 --out "$tmp/h3"
 good=(--q "$tmp/q.npy" --k "$tmp/k.npy" --v "$tmp/v.npy")
+# --mix: the default mix is what no --mix gives; the real one (copy and retrieval heads) differs.
+mkdir -p "$tmp/mix-default" "$tmp/mix-real"
+expect "generate --mix default" 0 "" "$bin" generate "${small[@]}" --mix default --out "$tmp/mix-default"
+expect "generate --mix real" 0 "" "$bin" generate --seq 512 --heads 8 --kv-heads 2 --head-dim 64 --mix real \
+  --out "$tmp/mix-real"
+report "--mix default gives the inputs of no --mix" "$(cmp -s "$tmp/q.npy" "$tmp/mix-default/q.npy" || echo differ)"
 # name | --q --k --v | what stderr says
 mismatched=(
   "v with fewer tokens than k|$tmp/q.npy $tmp/k.npy $tmp/short/v.npy|same number of tokens"
@@ -188,6 +194,7 @@ bad_options=(
   "generate --head-dim 100|generate --seq 256 --heads 4 --head-dim 100 --out $tmp/out|--head-dim"
   "generate --kv-heads 3|generate --seq 256 --heads 4 --kv-heads 3 --out $tmp/out|--kv-heads"
   "generate --needles 65|generate --seq 256 --heads 4 --needles 65 --out $tmp/out|--needles"
+  "generate --mix odd|generate --seq 256 --heads 4 --mix odd --out $tmp/out|--mix must be default or real"
   "generate --q (not its option)|generate --q $tmp/q.npy --out $tmp/out|unknown option --q"
   "bench --json --csv|bench --repeat 1 --seq 256 --json --csv|--json and --csv"
   "bench --repeat 0|bench --repeat 0 --seq 256|--repeat"
@@ -197,6 +204,8 @@ bad_options=(
   "bench --dtype f64|bench --repeat 1 --dtype f64|--dtype"
   "bench --head-dim 100|bench --repeat 1 --seq 256 --heads 4 --head-dim 100|--head-dim.*64"
   "bench --heads 8 --kv-heads 3|bench --repeat 1 --seq 256 --heads 8 --kv-heads 3|--kv-heads"
+  "bench --mix odd|bench --repeat 1 --seq 256 --mix odd|--mix must be default or real"
+  "bench --data npy:DIR with --mix|bench --repeat 1 --data npy:$tmp/none --mix real|--mix.*files decide"
   "bench --data npy:DIR with --heads|bench --repeat 1 --data npy:$tmp/none --heads 4|--heads.*files decide"
 )
 for b in "${bad_options[@]}"; do

@@ -354,6 +354,143 @@ bool have_fixtures() {
   return true;
 }
 
+// FNV-1a over the bytes of q, k and v.
+uint64_t tensor_hash(const GeneratedData& g) {
+  uint64_t h = 1469598103934665603ull;
+  for (const Tensor3* t : {&g.q, &g.k, &g.v})
+    for (uint8_t b : t->bytes) h = (h ^ b) * 1099511628211ull;
+  return h;
+}
+
+TEST(Generator, DefaultMixBytesAreUnchanged) {
+  // The default mix must give the tensors every published figure was measured on: this hash was
+  // taken from the generator before the copy and retrieval heads existed (commit 32a2ec2, GCC 12,
+  // glibc's libm, x86-64); another libm may round a cosine differently and change it.
+  GeneratorConfig c = small_config(1500);
+  c.num_q_heads = 8;
+  c.needles = {{0.3, -1, -1}, {0.7, -1, -1}};
+  GeneratedData g;
+  ASSERT_TRUE(generate(c, &g).is_ok());
+  EXPECT_EQ(tensor_hash(g), 16952431840383523939ull);
+  EXPECT_TRUE(g.repeats.empty());
+  for (const HeadInfo& h : g.heads) EXPECT_LE(static_cast<int>(h.type), static_cast<int>(HeadType::kDiffuse));
+}
+
+TEST(Generator, RealMixHasCopyAndRetrievalHeads) {
+  GeneratorConfig c = small_config(1500);
+  c.num_q_heads = 16;
+  c.mix = HeadMix::kReal;
+  GeneratedData g;
+  ASSERT_TRUE(generate(c, &g).is_ok());
+  int copy = 0, retrieval = 0;
+  for (const HeadInfo& h : g.heads) {
+    copy += h.type == HeadType::kCopy;
+    retrieval += h.type == HeadType::kRetrieval;
+  }
+  EXPECT_EQ(copy, 2);
+  EXPECT_EQ(retrieval, 2);
+  EXPECT_FALSE(g.repeats.empty());
+  GeneratedData again;
+  ASSERT_TRUE(generate(c, &again).is_ok());
+  EXPECT_EQ(tensor_hash(g), tensor_hash(again));
+  c.mix = static_cast<HeadMix>(2);
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_INVALID_ARGUMENT);
+}
+
+// A copy head and a retrieval head at 8K, on 128 exactly computed rows each.
+class FarHeads : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    GeneratorConfig c;
+    c.seq = 8192;
+    c.head_dim = 128;
+    c.num_q_heads = 2;
+    c.num_kv_heads = 1;
+    c.seed = 5;
+    c.head_types = {HeadType::kCopy, HeadType::kRetrieval};
+    data_ = new GeneratedData;
+    ASSERT_TRUE(generate(c, data_).is_ok());
+  }
+  static void TearDownTestSuite() { delete data_; }
+  static int64_t window() { return static_cast<int64_t>(std::ceil(0.08 * data_->q.seq)); }
+  static GeneratedData* data_;
+};
+GeneratedData* FarHeads::data_ = nullptr;
+
+TEST_F(FarHeads, CopyHeadAttendsToTheTokenAfterThePreviousOccurrence) {
+  const GeneratedData& g = *data_;
+  const int64_t n = g.q.seq, w = window();
+  ASSERT_FALSE(g.repeats.empty());
+  // The repeats cover about 2/3 of the context.
+  int64_t covered = 0;
+  for (const RepeatSpan& r : g.repeats) {
+    EXPECT_GE(r.source, 4);
+    EXPECT_LT(r.source, r.target);
+    covered += r.length;
+  }
+  EXPECT_NEAR(static_cast<double>(covered) / n, 2.0 / 3.0, 0.1);
+  const std::vector<int64_t> rows = strided_rows(n, 128);
+  int on_target = 0;
+  std::vector<int64_t> distance;
+  std::set<int64_t> argmax_keys;
+  double window_mass = 0;
+  for (int64_t p : rows) {
+    const std::vector<double> P = row_probs(g, p, 0);
+    const int64_t top = std::max_element(P.begin(), P.end()) - P.begin();
+    argmax_keys.insert(top);
+    for (int64_t j = std::max<int64_t>(0, p - w + 1); j <= p; ++j) window_mass += P[j];
+    for (const RepeatSpan& r : g.repeats) {
+      if (p < r.target || p >= r.target + r.length) continue;
+      const int64_t target = r.source + (p - r.target) + 1;
+      distance.push_back(p - target);
+      on_target += top == target;
+    }
+  }
+  const double share = static_cast<double>(on_target) / static_cast<double>(rows.size());
+  std::nth_element(distance.begin(), distance.begin() + distance.size() / 2, distance.end());
+  const int64_t median = distance[distance.size() / 2];
+  window_mass /= static_cast<double>(rows.size());
+  std::printf("copy head: argmax on the copy target in %.2f of the rows (%zu with a target), median distance %lld "
+              "(window %lld), window mass %.3f, %zu distinct argmax keys\n",
+              share, distance.size(), static_cast<long long>(median), static_cast<long long>(w), window_mass,
+              argmax_keys.size());
+  EXPECT_GE(share, 0.5);
+  EXPECT_GT(median, w);
+  EXPECT_LT(window_mass, 0.6);
+  EXPECT_GT(argmax_keys.size(), rows.size() / 2);  // no small set of columns covers them
+}
+
+TEST_F(FarHeads, RetrievalHeadFetchesFarKeysOfItsOwn) {
+  const GeneratedData& g = *data_;
+  const int64_t n = g.q.seq, w = window();
+  const std::vector<int64_t> rows = strided_rows(n, 128);
+  int far_top = 0, counted = 0;
+  std::set<int64_t> argmax_keys;
+  double top3_far_mass = 0;
+  for (int64_t p : rows) {
+    if (p < 2 * w) continue;
+    const std::vector<double> P = row_probs(g, p, 1);
+    ++counted;
+    // The heaviest key past the sink (the sink is a column any mask keeps).
+    const int64_t top = std::max_element(P.begin() + 4, P.end()) - P.begin();
+    argmax_keys.insert(top);
+    far_top += top <= p - w;
+    // The three heaviest keys outside the window and the sink.
+    std::vector<double> far(P.begin() + 4, P.begin() + (p - w + 1));
+    std::partial_sort(far.begin(), far.begin() + 3, far.end(), std::greater<>());
+    top3_far_mass += far[0] + far[1] + far[2];
+  }
+  ASSERT_GT(counted, 64);
+  top3_far_mass /= counted;
+  std::printf("retrieval head: heaviest non-sink key outside the window in %d of %d rows, top-3 far keys' mass %.3f, "
+              "%zu distinct heaviest keys\n",
+              far_top, counted, top3_far_mass, argmax_keys.size());
+  // The keys are uniform over [4, p - 64], so some rows' keys fall inside the window.
+  EXPECT_GE(far_top, counted / 2);
+  EXPECT_GT(top3_far_mass, 0.3);
+  EXPECT_GT(argmax_keys.size(), static_cast<size_t>(counted) * 3 / 4);
+}
+
 TEST(Fixtures, Llama3StatisticsShowAStrongSink) {
   if (!have_fixtures()) GTEST_SKIP() << "fixtures not found in " << SAMPLEATTN_FIXTURES_DIR;
   Tensor3 q, k, v;

@@ -22,7 +22,9 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
   if (data == "structured") {
     workload::GeneratedData g;
     SAMPLEATTN_RETURN_IF_ERROR(workload::generate(
-        structured_config(seq, options.heads, options.kv_heads, options.head_dim, options.seed, options.needles), &g));
+        structured_config(seq, options.heads, options.kv_heads, options.head_dim, options.seed, options.needles,
+                                                  options.mix),
+        &g));
     q = std::move(g.q);
     k = std::move(g.k);
     v = std::move(g.v);

@@ -20,7 +20,7 @@ struct BenchInputs {
   DType dtype = DType::kF32;  // of q, k and v
 };
 
-// Uses options.data, heads, kv_heads, head_dim, seed, needles and dtype; npy:DIR files keep
+// Uses options.data, heads, kv_heads, head_dim, seed, needles, mix and dtype; npy:DIR files keep
 // their dtype unless options.dtype_given.
 Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* in);
 

@@ -17,6 +17,7 @@ void declare_bench_options(Options& o) {
           "structured | random | npy:DIR (DIR/q.npy, k.npy, v.npy: their shape; no --seq, --heads, ...)");
   o.value("seed", "1", "input seed");
   o.value("needles", "8", "needles planted in structured inputs");
+  o.value("mix", "default", std::string("structured inputs' ") + kMixHelp);
   o.flag("json", "one JSON object per line per configuration (not with --csv)");
   o.flag("csv", "CSV rows (for plots; not with --json)");
   o.flag("check", "add rel_l2_err against a double-precision result on sampled rows");
@@ -41,7 +42,7 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   }
   if (files) {
     // The files decide the shape: an option that would describe another one is a mistake.
-    for (const char* name : {"seq", "heads", "kv-heads", "head-dim", "seed", "needles"}) {
+    for (const char* name : {"seq", "heads", "kv-heads", "head-dim", "seed", "needles", "mix"}) {
       if (o.has(name)) {
         *error = std::string("--") + name + " describes generated inputs; with --data npy:DIR the files decide";
         return false;
@@ -75,6 +76,10 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   if (!o.get_int("seed", 0, INT64_MAX, &v, error)) return false;
   b->seed = static_cast<uint64_t>(v);
   if (!o.get_int("needles", 0, 64, &b->needles, error)) return false;
+  if (!parse_head_mix(o.get("mix"), &b->mix)) {
+    *error = "--mix must be default or real, got '" + o.get("mix") + "'";
+    return false;
+  }
   b->dtype_given = o.has("dtype");
   if (b->dtype_given && !parse_dtype(o.get("dtype"), &b->dtype)) {
     *error = "--dtype must be f32, f16 or bf16, got '" + o.get("dtype") + "'";

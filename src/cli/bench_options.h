@@ -8,6 +8,7 @@
 #include "cli/options.h"
 #include "core/dtype.h"
 #include "sampleattn/sampleattn.hpp"
+#include "workload/generator.h"
 
 namespace sampleattn::cli {
 
@@ -16,6 +17,7 @@ struct BenchOptions {
   std::vector<int64_t> seqs;   // {0} with npy:DIR inputs: the files decide
   int heads = 8, kv_heads = 8, head_dim = 128;
   int64_t repeat = 3, warmup = 1, needles = 8;
+  workload::HeadMix mix = workload::HeadMix::kDefault;
   uint64_t seed = 1;
   DType dtype = DType::kF32;
   bool dtype_given = false;    // without --dtype, npy:DIR inputs keep the files' dtype

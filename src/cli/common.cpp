@@ -57,8 +57,9 @@ std::string describe(const Status& status) {
 }
 
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
-                                            uint64_t seed, int64_t needles) {
+                                            uint64_t seed, int64_t needles, workload::HeadMix mix) {
   workload::GeneratorConfig cfg;
+  cfg.mix = mix;
   cfg.seq = seq;
   cfg.head_dim = head_dim;
   cfg.num_q_heads = heads;
@@ -70,6 +71,16 @@ workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads
     cfg.needles.push_back(n);
   }
   return cfg;
+}
+
+bool parse_head_mix(const std::string& text, workload::HeadMix* mix) {
+  for (workload::HeadMix m : {workload::HeadMix::kDefault, workload::HeadMix::kReal}) {
+    if (text == workload::head_mix_name(m)) {
+      *mix = m;
+      return true;
+    }
+  }
+  return false;
 }
 
 Status check_inputs_agree(const workload::Tensor3& q, const workload::Tensor3& k, const workload::Tensor3& v) {

@@ -65,9 +65,15 @@ std::string mebibytes(uint64_t bytes);
 std::string json_string(const std::string& text);
 
 // The structured inputs every subcommand generates: the generator's defaults plus `needles`
-// needles at evenly spaced depths, so bench, run, mask and generate see the same data.
+// needles at evenly spaced depths and the head mix, so bench, run, mask and generate see the same
+// data.
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
-                                            uint64_t seed, int64_t needles);
+                                            uint64_t seed, int64_t needles, workload::HeadMix mix);
+// --mix: "default" or "real" (generator.h: HeadMix); false on anything else.
+bool parse_head_mix(const std::string& text, workload::HeadMix* mix);
+inline constexpr const char* kMixHelp =
+    "generated head mix: default (local, stripe, sparse, diffuse) or real (1 head in 8 a copy head, 1 a retrieval "
+    "head)";
 
 // Q, K and V read from files must describe one call: K and V the same tokens and heads, one head
 // dim, query heads a multiple of kv heads, and at least one token. Checked before any call, so a

@@ -64,7 +64,7 @@ void declare_file_inputs(Options& o) {
   o.value("v", "", "value .npy [seq, kv_heads, dim]");
 }
 
-constexpr const char* kGeneratedInputOptions[] = {"seq", "heads", "kv-heads", "head-dim", "seed", "needles"};
+constexpr const char* kGeneratedInputOptions[] = {"seq", "heads", "kv-heads", "head-dim", "seed", "needles", "mix"};
 
 void declare_generated_inputs(Options& o, const char* prefix) {
   const std::string p = prefix;
@@ -74,6 +74,7 @@ void declare_generated_inputs(Options& o, const char* prefix) {
   o.value("head-dim", "128", p + "head dimension: " + supported_head_dims());
   o.value("seed", "1", p + "seed");
   o.value("needles", "8", p + "planted needles");
+  o.value("mix", "default", p + kMixHelp);
 }
 
 // What the input options ask for, checked before anything is read or generated.
@@ -82,6 +83,7 @@ struct InputSpec {
   std::string q, k, v;
   int64_t seq = 0, heads = 0, kv_heads = 0, seed = 0, needles = 0;
   int head_dim = 0;
+  workload::HeadMix mix = workload::HeadMix::kDefault;
 };
 
 // false with error set: a usage error.
@@ -108,6 +110,10 @@ bool read_input_spec(const Options& o, bool files_allowed, InputSpec* in, std::s
       !o.get_int(o.has("kv-heads") ? "kv-heads" : "heads", 1, 1024, &in->kv_heads, error) ||
       !read_head_dim(o, &in->head_dim, error) || !o.get_int("seed", 0, INT64_MAX, &in->seed, error) ||
       !o.get_int("needles", 0, 64, &in->needles, error)) {
+    return false;
+  }
+  if (!parse_head_mix(o.get("mix"), &in->mix)) {
+    *error = "--mix must be default or real, got '" + o.get("mix") + "'";
     return false;
   }
   if (in->heads % in->kv_heads != 0) {
@@ -146,7 +152,7 @@ Status load_inputs(const InputSpec& in, const Progress& progress, workload::Tens
   workload::GeneratedData g;
   SAMPLEATTN_RETURN_IF_ERROR(workload::generate(
       structured_config(in.seq, static_cast<int>(in.heads), static_cast<int>(in.kv_heads), in.head_dim,
-                        static_cast<uint64_t>(in.seed), in.needles),
+                        static_cast<uint64_t>(in.seed), in.needles, in.mix),
       &g));
   *q = std::move(g.q);
   *k = std::move(g.k);

@@ -37,8 +37,9 @@ Status validate(const GeneratorConfig& c) {
     return invalid_argument("generator: head_types must be empty or have num_q_heads entries");
   }
   for (HeadType t : c.head_types) {
-    if (static_cast<int>(t) < 0 || static_cast<int>(t) > 3) return invalid_argument("generator: bad head type");
+    if (static_cast<int>(t) < 0 || static_cast<int>(t) > 5) return invalid_argument("generator: bad head type");
   }
+  if (c.mix != HeadMix::kDefault && c.mix != HeadMix::kReal) return invalid_argument("generator: bad head mix");
   if (!c.needles.empty() && c.seq < 16) {
     return invalid_shape("generator: needles need seq >= 16");
   }
@@ -62,6 +63,16 @@ const char* head_type_name(HeadType t) {
     case HeadType::kStripe: return "stripe";
     case HeadType::kSparse: return "sparse";
     case HeadType::kDiffuse: return "diffuse";
+    case HeadType::kCopy: return "copy";
+    case HeadType::kRetrieval: return "retrieval";
+  }
+  return "?";
+}
+
+const char* head_mix_name(HeadMix m) {
+  switch (m) {
+    case HeadMix::kDefault: return "default";
+    case HeadMix::kReal: return "real";
   }
   return "?";
 }
@@ -83,12 +94,13 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
   Layout layout = make_layout(c);
   const std::vector<HeadDesign> heads = design_heads(c, &layout);
   const std::vector<CopySpan> spans = place_copied_spans(c);
+  g.repeats = place_repeats(c, heads);
   const KeyLayout keys = lay_out_keys(c, layout, &g.stripes);
   std::vector<NeedleWork> needles;
   SAMPLEATTN_RETURN_IF_ERROR(place_needles(c, layout, &needles));
   {
     const std::vector<float> identity = write_keys_and_values(c, layout, spans, keys, needles, K, V);
-    write_queries(c, layout, heads, spans, keys, identity, Q);
+    write_queries(c, layout, heads, spans, g.repeats, keys, identity, Q);
   }
   const std::vector<double> needle_row_log_sink = calibrate_needle_rows(c, needles, Q, K);
   calibrate_sinks(c, layout, heads, needles, needle_row_log_sink, Q, K);

@@ -36,9 +36,23 @@
 //    of the decay; the band's far sidelobes and the slash terms add to it.
 //  - sink calibration: per row, the nearest 32 keys summed exactly plus the rest of the row's
 //    partition interpolated from sample rows.
+//  - copy (induction) heads, only in the "real" mix or by override: "repeats" cover about 2/3 of
+//    the context, each a run of 16-256 tokens that repeats the text at an earlier offset
+//    (log-normal, median 15% of the context, clamped to 96 .. the position); the copy head's query
+//    at token T+i of a repeat holds the identity of key S+i+1, the token after its context's
+//    previous occurrence, strong enough to put that key 3-5 nats above the query's own key
+//    (distance 0). Each query has a different far key (a diagonal segment per repeat, not a
+//    column). The keys are not changed (the repeat is implicit in the query), so the other heads
+//    see the same keys as without copy heads.
+//  - retrieval heads, the same way: each query past the first 256 tokens fetches 1-3 keys of its
+//    own, uniform over [4, p - 64], each 4-6 nats above the query's own key. Both have a low sink
+//    (0.15-0.3), calibrated per row on the row's exact partition (their rows differ too much for
+//    the sample-row curve), which costs O(seq^2 d) per such head. The far keys' identity terms
+//    project onto every other key's identity too (a few nats of extra background per row).
 // Heads mix four types, assigned deterministically from the seed: local/slash-dominated,
-// stripe-dominated, very sparse (sink + local) and diffuse. V is Gaussian N(0, 1); planted needle
-// values are distinct unit directions scaled to the norm of a typical value row.
+// stripe-dominated, very sparse (sink + local) and diffuse; the "real" mix (HeadMix::kReal) turns
+// one head in 8 into a copy head and one in 8 into a retrieval head. V is Gaussian N(0, 1); planted
+// needle values are distinct unit directions scaled to the norm of a typical value row.
 // Cost: O(seq * heads * head_dim * 32) for the exact near part of the sink calibration plus the
 // calibration rows, O(calibration_rows * seq * d) per head (about 48 rows): 32K x 32 heads x 128
 // takes a few seconds on 2 cores.
@@ -53,8 +67,21 @@
 
 namespace sampleattn::workload {
 
-enum class HeadType : int { kLocal = 0, kStripe = 1, kSparse = 2, kDiffuse = 3 };
+enum class HeadType : int { kLocal = 0, kStripe = 1, kSparse = 2, kDiffuse = 3, kCopy = 4, kRetrieval = 5 };
 const char* head_type_name(HeadType t);
+
+// Which head types the deterministic mix draws from. kDefault: local, stripe, sparse, diffuse
+// (the tensors every published figure was measured on); kReal: one head in 8 a copy head and one
+// in 8 a retrieval head instead of a local and a stripe head, as in a small real model.
+enum class HeadMix : int { kDefault = 0, kReal = 1 };
+const char* head_mix_name(HeadMix m);
+
+// A repeat of earlier text that copy heads follow: tokens target .. target+length-1 repeat tokens
+// source .. source+length-1, and the copy head's query at target+i attends to key source+i+1.
+struct RepeatSpan {
+  int64_t source = 0, target = 0, length = 0;
+  double margin = 0;  // nats key source+i+1 stands above the query's own key (distance 0)
+};
 
 // A key/value pair planted in the context and the query that retrieves it.
 struct NeedleSpec {
@@ -90,6 +117,7 @@ struct GeneratorConfig {
   std::vector<NeedleSpec> needles;
   // Optional per-head type override (size num_q_heads); empty: the deterministic mix.
   std::vector<HeadType> head_types;
+  HeadMix mix = HeadMix::kDefault;
 };
 
 struct HeadInfo {
@@ -107,6 +135,7 @@ struct GeneratedData {
   std::vector<HeadInfo> heads;                // per query head
   std::vector<std::vector<int64_t>> stripes;  // per kv head: stripe key positions, ascending
   std::vector<PlantedNeedle> needles;
+  std::vector<RepeatSpan> repeats;  // what the copy heads follow (empty without copy heads)
 };
 
 // Validates the config and generates. Deterministic: the same config gives the same bytes.

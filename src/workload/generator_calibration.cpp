@@ -171,7 +171,8 @@ void calibrate_sinks(const GeneratorConfig& c, const Layout& L, const std::vecto
   const float scale = dims.scale;
   const std::vector<FarCurve> curve = far_partition_curves(dims, calibration_rows(N), Q, K);
   const double theta_sink = L.theta[L.sink_pair];
-#pragma omp parallel for schedule(static)
+  // Rows cost O(p) for copy and retrieval heads: dynamic chunks balance the threads.
+#pragma omp parallel for schedule(dynamic, 64)
   for (int64_t p = 0; p < N; ++p) {
     for (int h = 0; h < Hq; ++h) {
       float* q = Q + (p * Hq + h) * d;
@@ -184,7 +185,13 @@ void calibrate_sinks(const GeneratorConfig& c, const Layout& L, const std::vecto
         near_s[j - near_begin] = scale * dot(q, K + (j * Hkv + kv) * d, d);
         near_max = std::max(near_max, near_s[j - near_begin]);
       }
-      const double far = log_z_far(curve[h], p);
+      // Copy and retrieval rows differ too much for a curve (each has far keys of its own, or
+      // none): their far part is summed exactly, O(p d) a row.
+      const HeadType type = heads[h].info.type;
+      const double far = type == HeadType::kCopy || type == HeadType::kRetrieval
+                             ? log_partition(q, K + kv * d, static_cast<int64_t>(Hkv) * d, d, scale, kSinkTokens,
+                                             near_begin)
+                             : log_z_far(curve[h], p);
       const double mx = std::max(near_max, far);
       double z = std::isfinite(far) ? std::exp(far - mx) : 0.0;
       for (int64_t j = near_begin; j <= p; ++j) z += std::exp(near_s[j - near_begin] - mx);

@@ -26,6 +26,49 @@ std::vector<CopySpan> place_copied_spans(const GeneratorConfig& c) {
   return spans;
 }
 
+std::vector<RepeatSpan> place_repeats(const GeneratorConfig& c, const std::vector<HeadDesign>& heads) {
+  std::vector<RepeatSpan> repeats;
+  bool copy_head = false;
+  for (const HeadDesign& h : heads) copy_head = copy_head || h.info.type == HeadType::kCopy;
+  if (!copy_head) return repeats;
+  const int64_t N = c.seq;
+  Rng rng(derive_seed(c.seed, kTagRepeats));
+  // Lengths log-uniform in [kRepeatMinLength, kRepeatMaxLength]; the gaps between repeats uniform,
+  // with the mean that makes the repeats cover kRepeatCoverage of the context.
+  const double lmin = std::log(static_cast<double>(kRepeatMinLength));
+  const double lmax = std::log(static_cast<double>(kRepeatMaxLength));
+  const double mean_length = static_cast<double>(kRepeatMaxLength - kRepeatMinLength) / (lmax - lmin);
+  const double mean_gap = mean_length * (1.0 - kRepeatCoverage) / kRepeatCoverage;
+  const double median_offset = kRepeatMedianOffset * static_cast<double>(N);
+  // The first repeat needs a source kRepeatMinOffset tokens back, past the sink.
+  int64_t t = kSinkTokens + kRepeatMinOffset + 1;
+  for (;;) {
+    t += static_cast<int64_t>(2.0 * mean_gap * rng.uniform());
+    const int64_t length = std::llround(std::exp(lmin + (lmax - lmin) * rng.uniform()));
+    if (t + length > N) break;
+    // The offset: log-normal, redrawn a few times while it reaches past the start, then clamped.
+    const double hi = static_cast<double>(t - kSinkTokens - 1);
+    double offset = hi;
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      offset = median_offset * std::exp(kRepeatOffsetSigma * rng.normal());
+      if (offset >= kRepeatMinOffset && offset <= hi) break;
+    }
+    const int64_t off = std::llround(std::clamp(offset, static_cast<double>(kRepeatMinOffset), hi));
+    const double margin = 3.0 + 2.0 * rng.uniform();
+    repeats.push_back({t - off, t, length, margin});
+    t += length;
+  }
+  return repeats;
+}
+
+const RepeatSpan* repeat_at(const std::vector<RepeatSpan>& repeats, int64_t p) {
+  auto it = std::upper_bound(repeats.begin(), repeats.end(), p,
+                             [](int64_t x, const RepeatSpan& r) { return x < r.target; });
+  if (it == repeats.begin()) return nullptr;
+  --it;
+  return p < it->target + it->length ? &*it : nullptr;
+}
+
 int64_t identity_source(const std::vector<CopySpan>& spans, int64_t j) {
   for (const CopySpan& s : spans)
     if (j >= s.target && j < s.target + s.length) return s.source + (j - s.target);

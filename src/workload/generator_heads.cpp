@@ -66,8 +66,13 @@ std::vector<HeadType> assign_types(const GeneratorConfig& c) {
   static constexpr HeadType kPattern[8] = {HeadType::kLocal,  HeadType::kStripe, HeadType::kSparse,
                                            HeadType::kLocal,  HeadType::kStripe, HeadType::kDiffuse,
                                            HeadType::kSparse, HeadType::kStripe};
+  // The real mix: the second local head a copy head, the third stripe head a retrieval head.
+  static constexpr HeadType kRealPattern[8] = {HeadType::kLocal,  HeadType::kStripe, HeadType::kSparse,
+                                               HeadType::kCopy,   HeadType::kStripe, HeadType::kDiffuse,
+                                               HeadType::kSparse, HeadType::kRetrieval};
+  const HeadType* pattern = c.mix == HeadMix::kReal ? kRealPattern : kPattern;
   std::vector<HeadType> types(c.num_q_heads);
-  for (int h = 0; h < c.num_q_heads; ++h) types[h] = kPattern[h % 8];
+  for (int h = 0; h < c.num_q_heads; ++h) types[h] = pattern[h % 8];
   Rng rng(derive_seed(c.seed, kTagHeadTypes));
   for (int h = c.num_q_heads - 1; h > 0; --h) std::swap(types[h], types[rng.below(h + 1)]);
   return types;
@@ -121,6 +126,23 @@ HeadDesign design_head(const GeneratorConfig& c, const Layout& L, int h, HeadTyp
       p.eta = 0.2, p.tau = 0.3;
       p.info.background_sigma = 1.6;
       break;
+    case HeadType::kCopy:
+      // A low sink and a weak band: most of a row with a repeat goes to its far key.
+      p.info.sink_target = uni(0.15, 0.30);
+      width_lo = 32, width_hi = 96;
+      p.info.band_peak = uni(3.5, 4.5);
+      p.beta = uni(1.3, 1.6);
+      p.eta = 0.3, p.tau = 0.3;
+      p.info.background_sigma = 0.6;
+      break;
+    case HeadType::kRetrieval:
+      p.info.sink_target = uni(0.15, 0.30);
+      width_lo = 16, width_hi = 64;
+      p.info.band_peak = uni(4.0, 5.0);
+      p.beta = uni(1.0, 1.3);
+      p.eta = 0.3, p.tau = 0.3;
+      p.info.background_sigma = 0.8;
+      break;
   }
   p.info.band_width = c.band_width_scale * width_lo * std::pow(width_hi / width_lo, rng.uniform());
   // Pairs 0..m-1 with theta_i >= 1 / width stay coherent up to `width` tokens.
@@ -146,6 +168,14 @@ Layout make_layout(const GeneratorConfig& c) {
   L.last_free = L.half - 4 - kTopics;
   L.band_limit = L.last_free;  // narrowed to the widest head's band once the heads are designed
   return L;
+}
+
+double shared_score(const Layout& L, const HeadDesign& h, int64_t distance) {
+  double s = 0;
+  for (int i = 0; i < L.half; ++i) {
+    if (h.shared_weight[i] != 0) s += h.shared_weight[i] * std::cos(static_cast<double>(distance) * L.theta[i]);
+  }
+  return s;
 }
 
 std::vector<HeadDesign> design_heads(const GeneratorConfig& c, Layout* layout) {

@@ -47,7 +47,16 @@ enum : uint64_t {
   kTagHeadTypes,
   kTagSpans,
   kTagNeedles,
+  kTagRepeats,  // after the others: their values (and so the default mix's bytes) stay
 };
+// Copy heads: the repeats cover about this share of the context; their lengths and offsets.
+inline constexpr double kRepeatCoverage = 2.0 / 3.0;
+inline constexpr int64_t kRepeatMinLength = 16, kRepeatMaxLength = 256;
+inline constexpr double kRepeatMedianOffset = 0.15;  // of the context (before clamping)
+inline constexpr double kRepeatOffsetSigma = 1.0;    // of ln(offset)
+inline constexpr int64_t kRepeatMinOffset = 96;
+// Retrieval heads: rows from this token on fetch 1-3 keys at distance >= kRetrievalMinDistance.
+inline constexpr int64_t kRetrievalFirstRow = 256, kRetrievalMinDistance = 64;
 
 // Sizes every phase uses, derived once from the config.
 struct Dims {
@@ -140,6 +149,12 @@ Layout make_layout(const GeneratorConfig& c);
 std::vector<HeadDesign> design_heads(const GeneratorConfig& c, Layout* layout);
 // 2. Copied spans, shared by all kv heads as repeated text is (generator_context.cpp).
 std::vector<CopySpan> place_copied_spans(const GeneratorConfig& c);
+// 2b. Repeats the copy heads follow (empty when no head is a copy head; generator_context.cpp).
+std::vector<RepeatSpan> place_repeats(const GeneratorConfig& c, const std::vector<HeadDesign>& heads);
+// The repeat holding query token p, or null (spans ascending by target, disjoint).
+const RepeatSpan* repeat_at(const std::vector<RepeatSpan>& repeats, int64_t p);
+// Head h's shared (band + decay) score of an ordinary key at `distance`, nats.
+double shared_score(const Layout& L, const HeadDesign& h, int64_t distance);
 // The token whose identity token j carries (itself, or its source inside a copied span).
 int64_t identity_source(const std::vector<CopySpan>& spans, int64_t j);
 // 3. Per kv head: band phases and stripe keys; `stripes` gets each kv head's stripe positions,
@@ -155,8 +170,8 @@ std::vector<float> write_keys_and_values(const GeneratorConfig& c, const Layout&
                                          const std::vector<NeedleWork>& needles, float* K, float* V);
 // 6. Queries without the calibrated sink and needle terms, RoPE applied (generator_tensors.cpp).
 void write_queries(const GeneratorConfig& c, const Layout& layout, const std::vector<HeadDesign>& heads,
-                   const std::vector<CopySpan>& spans, const KeyLayout& keys, const std::vector<float>& identity,
-                   float* Q);
+                   const std::vector<CopySpan>& spans, const std::vector<RepeatSpan>& repeats, const KeyLayout& keys,
+                   const std::vector<float>& identity, float* Q);
 // 7. Needle rows: the needle key takes kNeedleMass of its row. Returns, per needle, the log of
 //    the score its row's sink must reach (generator_calibration.cpp).
 std::vector<double> calibrate_needle_rows(const GeneratorConfig& c, const std::vector<NeedleWork>& needles,

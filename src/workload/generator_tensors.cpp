@@ -69,8 +69,8 @@ std::vector<float> write_keys_and_values(const GeneratorConfig& c, const Layout&
 }
 
 void write_queries(const GeneratorConfig& c, const Layout& L, const std::vector<HeadDesign>& heads,
-                   const std::vector<CopySpan>& spans, const KeyLayout& keys, const std::vector<float>& identity,
-                   float* Q) {
+                   const std::vector<CopySpan>& spans, const std::vector<RepeatSpan>& repeats, const KeyLayout& keys,
+                   const std::vector<float>& identity, float* Q) {
   const Dims dims = Dims::of(c);
   const int64_t N = dims.seq;
   const int d = dims.d;
@@ -127,6 +127,22 @@ void write_queries(const GeneratorConfig& c, const Layout& L, const std::vector<
       if (hp.copy_strength > 0) {
         for (const CopySpan& s : spans)
           if (p >= s.target && p < s.target + s.length) add_slash(s.target - s.source, hp.copy_strength);
+      }
+      // Copy and retrieval heads: a far key of the row's own, `margin` nats above the row's own
+      // key (distance 0) once the shared score at the far key's distance is made up.
+      auto add_far = [&](int64_t delta, double margin) {
+        add_slash(delta, shared_score(L, hp, 0) - shared_score(L, hp, delta) + margin);
+      };
+      if (hp.info.type == HeadType::kCopy) {
+        if (const RepeatSpan* r = repeat_at(repeats, p)) add_far(r->target - r->source - 1, r->margin);
+      } else if (hp.info.type == HeadType::kRetrieval && p >= kRetrievalFirstRow) {
+        // From the row's own stream, after its topic draws (the other types draw nothing more).
+        const int count = 1 + static_cast<int>(rng.below(3));
+        for (int t = 0; t < count; ++t) {
+          const uint64_t span = static_cast<uint64_t>(p - kRetrievalMinDistance - kSinkTokens + 1);
+          const int64_t j = kSinkTokens + static_cast<int64_t>(rng.below(span));
+          add_far(p - j, 4.0 + 2.0 * rng.uniform());
+        }
       }
     }
   }
