@@ -46,7 +46,7 @@ extern "C" {
 /* The ABI: the shared library's SONAME number, and the layout revision of this header's structs
  * (docs/ABI.md lists what each revision appended). */
 #define SAMPLEATTN_ABI_VERSION 1
-#define SAMPLEATTN_ABI_REVISION 1
+#define SAMPLEATTN_ABI_REVISION 2
 
 /* ---------------------------------------------------------------------------------------------
  * Status
@@ -223,8 +223,26 @@ typedef struct sampleattn_sample_params {
   /* A head (or kv group, with scope PER_KV_GROUP) whose window + stripes would compute more
    * than this fraction of its causal query-key pairs runs dense instead: there the mask saves
    * little time, and such heads are the diffuse ones, where a column mask keeps the least
-   * attention mass. The statistics report the head dense. (0, 1]; 1 = never; default 0.5. */
+   * attention mass. The statistics report the head dense. (0, 1]; 1 = never; default 0.5.
+   * ABI 1.2: with validation on (r_val > 0) this is the cost budget of a mask: a head runs sparse
+   * only while window + stripes compute at most this fraction of the causal pairs (the sparse
+   * path costs about what dense does per computed pair, docs/PERF.md); default 0.8. */
   float max_density;
+  /* ABI revision 1.2: validation (docs/ALGORITHM.md, "Validation"). A fraction r_val of the query
+   * rows, single rows spread over the sequence and disjoint from the sampled blocks, is kept
+   * aside: the stripes are chosen without them, then their exact attention says how much of
+   * their mass the mask keeps. A head whose validation rows fall short (min_kept, max_lost) gets
+   * more stripes (the next ones of the same ranking), up to the cost budget; when even that falls
+   * short it runs dense. [0, 1); 0 = no validation (stripes as alpha chose them, dense only by
+   * max_density); default 0.02. */
+  float r_val;
+  /* The kept mass the validation rows' 5th percentile must reach. [0, 1]; default 0.9. */
+  float min_kept;
+  /* The most the validation rows' root-mean-square lost mass, sqrt(mean (1 - kept)^2), may be:
+   * a row that loses m of its mass is off by about m times the distance between the kept and the
+   * lost values, so this bounds the head's relative error in practice. [0, 1]; 1 = no bound;
+   * default 0.03. */
+  float max_lost;
 } sampleattn_sample_params;
 
 SAMPLEATTN_API void sampleattn_sample_params_init_sized(sampleattn_sample_params* params, size_t size);
@@ -284,7 +302,27 @@ typedef struct sampleattn_head_stats {
   float density;       /* fraction of the causal query-key pairs that were computed */
   float cra_min;       /* kept share of the sampled rows' attention mass: min and mean */
   float cra_mean;
+  /* ABI revision 1.2. The kept share of the validation rows' mass (rows that did not choose the
+   * stripes: the honest figure): min, 1st and 5th percentile, mean. 1 for a dense head; -1 for a
+   * sparse head without validation rows (r_val = 0, or every row sampled). */
+  float val_cra_min;
+  float val_cra_p1;
+  float val_cra_p5;
+  float val_cra_mean;
+  float val_lost_rms;    /* sqrt(mean (1 - kept)^2) over the validation rows (0 dense, -1 none) */
+  int32_t decision;      /* why the head ran as it did: a sampleattn_head_decision */
+  int32_t alpha_stripes; /* stripes alpha alone chose (before validation widened them) */
 } sampleattn_head_stats;
+
+/* sampleattn_head_stats.decision. */
+typedef enum sampleattn_head_decision {
+  SAMPLEATTN_DECISION_SPARSE = 0,          /* window + the stripes alpha chose */
+  SAMPLEATTN_DECISION_SPARSE_WIDENED = 1,  /* more stripes than alpha chose, for the validation rows */
+  SAMPLEATTN_DECISION_DENSE_METHOD = 2,    /* method dense */
+  SAMPLEATTN_DECISION_DENSE_SHORT = 3,     /* k_len below dense_below (or no queries) */
+  SAMPLEATTN_DECISION_DENSE_COST = 4,      /* the mask alpha chose costs more than max_density */
+  SAMPLEATTN_DECISION_DENSE_VALIDATION = 5 /* no mask within max_density keeps min_kept of the validation rows */
+} sampleattn_head_decision;
 
 typedef struct sampleattn_stats {
   uint32_t struct_size;
@@ -314,6 +352,13 @@ typedef struct sampleattn_stats {
    * bytes of each. sampleattn_stats_init() sets it to this header's sizeof(sampleattn_head_stats);
    * a caller whose stats lack this field gets the first layout's 24 bytes. */
   uint32_t head_stats_size;
+  /* ABI revision 1.2. The validation rows' kept mass over the heads (dense heads count 1): the
+   * smallest head min, the smallest head 5th percentile, the mean of the head means; -1 when no
+   * sparse head had validation rows. */
+  float val_cra_min;
+  float val_cra_p5;
+  float val_cra_mean;
+  int32_t num_widened_heads; /* sparse heads that got more stripes than alpha chose */
 } sampleattn_stats;
 
 SAMPLEATTN_API void sampleattn_stats_init_sized(sampleattn_stats* stats, size_t size);

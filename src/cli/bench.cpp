@@ -134,6 +134,10 @@ class Bench {
         r.overhead_s = sparse.stats.time_sampling_s + sparse.stats.time_selection_s;
         r.dense_heads = sparse.stats.num_dense_heads;
         r.sampled_cra = sparse.stats.cra_min;
+        r.val_cra_min = sparse.stats.val_cra_min;
+        r.val_cra_p5 = sparse.stats.val_cra_p5;
+        r.val_cra_mean = sparse.stats.val_cra_mean;
+        r.widened_heads = sparse.stats.num_widened_heads;
         // The true kept mass of the chosen masks on a large sample of rows (not only the sampled ones).
         st = add_kept_mass(in, sparse, &r);
         if (!st.is_ok()) return fail(describe(st));
@@ -141,6 +145,9 @@ class Bench {
           r.head_stripes.push_back(h.num_stripes);
           r.head_dense.push_back(h.dense);
           r.head_density.push_back(h.density);
+          r.head_val_cra_p5.push_back(h.val_cra_p5);
+          r.head_alpha_stripes.push_back(h.alpha_stripes);
+          r.head_decision.push_back(decision_name(h.decision));
         }
         if (want_dense) {
           r.dense_time_s = dense.time_s;

@@ -24,7 +24,9 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
   if (r.sample) {
     j << ",\"alpha\":" << r.alpha << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
       << r.overhead_s << ",\"min_cra\":" << r.min_cra << ",\"cra_p1\":" << r.cra_p1 << ",\"cra_mean\":"
-      << r.cra_mean << ",\"sampled_rows_min_cra\":" << r.sampled_cra << ",\"dense_heads\":" << r.dense_heads;
+      << r.cra_mean << ",\"sampled_rows_min_cra\":" << r.sampled_cra << ",\"val_cra_min\":" << r.val_cra_min
+      << ",\"val_cra_p5\":" << r.val_cra_p5 << ",\"val_cra_mean\":" << r.val_cra_mean << ",\"dense_heads\":"
+      << r.dense_heads << ",\"widened_heads\":" << r.widened_heads;
     if (r.dense_time_s > 0) j << ",\"dense_time_s\":" << r.dense_time_s << ",\"speedup\":" << r.speedup;
     if (r.rel_l2 >= 0) {
       j << ",\"rel_l2_err\":" << r.rel_l2 << ",\"rel_l2_err_median\":" << r.rel_l2_median
@@ -42,6 +44,11 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
     array("head_dense", r.head_dense);
     array("head_density", r.head_density);
     array("head_min_cra", r.head_cra_min);
+    array("head_val_cra_p5", r.head_val_cra_p5);
+    array("head_alpha_stripes", r.head_alpha_stripes);
+    j << ",\"head_decision\":[";
+    for (size_t i = 0; i < r.head_decision.size(); ++i) j << (i ? "," : "") << json_string(r.head_decision[i]);
+    j << "]";
     if (!r.head_rel_l2.empty()) array("head_rel_l2_err", r.head_rel_l2);
   } else if (r.check >= 0) {
     j << ",\"rel_l2_err\":" << r.check;

@@ -24,7 +24,12 @@ struct BenchRow {
   double min_cra = 0, cra_p1 = 0, cra_mean = 0, sampled_cra = 0, rel_l2 = -1, rel_l2_median = -1, rel_l2_p90 = -1, rel_l2_max = -1;
   double needle_recall = -1, needle_recall_dense = -1;
   std::vector<double> head_rel_l2, head_cra_min;
-  std::vector<int> head_stripes, head_dense;
+  std::vector<int> head_stripes, head_dense, head_alpha_stripes;
+  std::vector<std::string> head_decision;
+  // The library's validation rows (stats.val_cra_*; per head the 5th percentile); -1: none.
+  double val_cra_min = -1, val_cra_p5 = -1, val_cra_mean = -1;
+  std::vector<double> head_val_cra_p5;
+  int widened_heads = 0;
   std::vector<double> head_density;
   double check = -1;  // dense with --check: rel_l2 against the fp64 oracle
   int dense_heads = 0;

@@ -104,6 +104,18 @@ Status check_inputs_agree(const workload::Tensor3& q, const workload::Tensor3& k
   return Status::ok();
 }
 
+const char* decision_name(int32_t decision) {
+  switch (decision) {
+    case SAMPLEATTN_DECISION_SPARSE: return "sparse";
+    case SAMPLEATTN_DECISION_SPARSE_WIDENED: return "widened";
+    case SAMPLEATTN_DECISION_DENSE_METHOD: return "dense:method";
+    case SAMPLEATTN_DECISION_DENSE_SHORT: return "dense:short";
+    case SAMPLEATTN_DECISION_DENSE_COST: return "dense:cost";
+    case SAMPLEATTN_DECISION_DENSE_VALIDATION: return "dense:validation";
+    default: return "unknown";
+  }
+}
+
 bool parse_dtype(const std::string& text, DType* out) {
   if (text == "f32") { *out = DType::kF32; return true; }
   if (text == "f16") { *out = DType::kF16; return true; }
@@ -127,7 +139,13 @@ void declare_method_options(Options& o) {
   o.value("scope", "head", "SampleAttention: stripes per 'head' or per kv 'group'");
   o.flag("window-mass-counts", "SampleAttention: count the window's mass as covered");
   o.value("max-density", std::to_string(d.max_density),
-          "SampleAttention: a head whose mask computes more of its pairs runs dense, in (0, 1] (1: never)");
+          "SampleAttention: a head whose mask would compute more of its pairs runs dense, in (0, 1] (1: never)");
+  o.value("r-val", std::to_string(d.r_val),
+          "SampleAttention: fraction of query rows kept aside to validate the mask, in [0, 1) (0: no validation)");
+  o.value("min-kept", std::to_string(d.min_kept),
+          "SampleAttention: kept mass the validation rows' 5th percentile must reach (else more stripes, or dense), in [0, 1]");
+  o.value("max-lost", std::to_string(d.max_lost),
+          "SampleAttention: most root-mean-square lost mass of the validation rows (else more stripes, or dense), in [0, 1]");
 }
 
 bool read_method_options(const Options& o, sampleattn::Params* p, std::string* error) {
@@ -175,7 +193,16 @@ bool read_method_options(const Options& o, sampleattn::Params* p, std::string* e
     return false;
   }
   s.window_mass_counts = o.has("window-mass-counts") ? 1 : 0;
-  return read_fraction(o, "max-density", false, &s.max_density, error);
+  if (!read_fraction(o, "max-density", false, &s.max_density, error) ||
+      !read_fraction(o, "r-val", true, &s.r_val, error) || !read_fraction(o, "min-kept", true, &s.min_kept, error) ||
+      !read_fraction(o, "max-lost", true, &s.max_lost, error)) {
+    return false;
+  }
+  if (s.r_val >= 1.f) {
+    *error = "--r-val must be below 1 (rows are needed to choose the stripes), got " + o.get("r-val");
+    return false;
+  }
+  return true;
 }
 
 bool read_fraction(const Options& o, const std::string& name, bool zero_allowed, float* out, std::string* error) {

@@ -64,6 +64,9 @@ std::string mebibytes(uint64_t bytes);
 // A JSON string literal: quoted, with quotes, backslashes and control characters escaped.
 std::string json_string(const std::string& text);
 
+// A sampleattn_head_decision's short name, e.g. "sparse", "widened", "dense:validation".
+const char* decision_name(int32_t decision);
+
 // The structured inputs every subcommand generates: the generator's defaults plus `needles`
 // needles at evenly spaced depths and the head mix, so bench, run, mask and generate see the same
 // data.

@@ -293,12 +293,17 @@ int run_main(int argc, char** argv, int first) {
               static_cast<long long>(r.o.dim), dtype_name(r.o.dtype), r.stats.time_total_s, r.stats.isa,
               r.stats.density, r.stats.num_dense_heads, r.stats.num_heads_total);
   if (o.has("stats")) {
-    std::printf("%5s %8s %8s %6s %9s %9s %9s\n", "head", "window", "stripes", "dense", "density", "cra_min", "cra_mean");
+    // cra_*: the rows that chose the stripes (in-sample); val_*: the validation rows (docs/ALGORITHM.md).
+    std::printf("%5s %8s %8s %8s %6s %9s %9s %9s %9s %9s %9s %9s  %s\n", "head", "window", "stripes", "alpha_st",
+                "dense", "density", "cra_min", "cra_mean", "val_min", "val_p5", "val_mean", "val_lost", "decision");
     for (size_t h = 0; h < r.heads.size(); ++h) {
       const sampleattn_head_stats& s = r.heads[h];
-      std::printf("%5zu %8d %8d %6d %9.4f %9.4f %9.4f\n", h, s.window, s.num_stripes, s.dense, s.density,
-                  s.cra_min, s.cra_mean);
+      std::printf("%5zu %8d %8d %8d %6d %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f  %s\n", h, s.window,
+                  s.num_stripes, s.alpha_stripes, s.dense, s.density, s.cra_min, s.cra_mean, s.val_cra_min,
+                  s.val_cra_p5, s.val_cra_mean, s.val_lost_rms, decision_name(s.decision));
     }
+    std::printf("validation rows: min %.4f, worst head p5 %.4f, mean %.4f; %d heads widened\n", r.stats.val_cra_min,
+                r.stats.val_cra_p5, r.stats.val_cra_mean, r.stats.num_widened_heads);
     std::printf("time: sampling %.4f s, selection %.4f s, attention %.4f s\n", r.stats.time_sampling_s,
                 r.stats.time_selection_s, r.stats.time_attention_s);
   }

@@ -171,4 +171,41 @@ SAMPLEATTN_HOST_DEVICE constexpr bool mask_runs_dense(int64_t mask_pairs, int64_
   return static_cast<double>(mask_pairs) > static_cast<double>(max_density) * static_cast<double>(causal_pairs);
 }
 
+// ---- Validation (docs/ALGORITHM.md, "Validation") ---------------------------------------------
+// A share r_val of the query rows, single rows disjoint from the sampled blocks, checks the mask:
+// their kept mass is measured at candidate stripe counts, the ranked prefix lengths of a grid
+// from 0 to the cost cap, and the head takes the smallest grid count whose 5th percentile reaches
+// min_kept (or alpha's count, when larger); none within the cap: dense.
+
+// Candidate stripe counts: grid point g (0 .. kValidationGrid - 1) of a cap of `cap` ranked
+// stripes is ceil(g * cap / (kValidationGrid - 1)).
+inline constexpr int kValidationGrid = 64;
+SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_grid_point(int64_t g, int64_t cap) {
+  return (g * cap + (kValidationGrid - 2)) / (kValidationGrid - 1);
+}
+
+// The quantile the validation rows must pass (the 5th percentile), and the index of the q
+// quantile among n ascending values: floor(q * (n - 1)).
+inline constexpr double kValidationQuantile = 0.05;
+SAMPLEATTN_HOST_DEVICE constexpr int64_t quantile_index(double q, int64_t n) {
+  return n > 0 ? static_cast<int64_t>(q * static_cast<double>(n - 1)) : 0;
+}
+
+// Validation rows of a sequence: n = min(unsampled, ceil(r_val * q_len)) of its `unsampled`
+// rows outside the sampled blocks ...
+SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_row_count(double r_val, int64_t q_len, int64_t unsampled) {
+  const int64_t wanted = r_val > 0 ? ceil_to_int64(r_val * static_cast<double>(q_len)) : 0;
+  return wanted < unsampled ? wanted : unsampled;
+}
+// ... row k (0 .. n - 1) being the unsampled row of rank floor((2k + 1) * unsampled / (2n)),
+// evenly spread.
+SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_rank(int64_t k, int64_t n, int64_t unsampled) {
+  return (2 * k + 1) * unsampled / (2 * n);
+}
+
+// Bucket ids of a column in a validation layout: always kept (a sink), a ranked bucket 1 .. nb,
+// or beyond the cost cap (never a stripe).
+inline constexpr uint8_t kBucketKept = 0;
+inline constexpr uint8_t kBucketUnused = 255;
+
 }  // namespace sampleattn

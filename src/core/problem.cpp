@@ -103,6 +103,15 @@ Status check_sample(const sampleattn_sample_params& s) {
     return invalid_argument("sample.max_density must be in (0, 1] (1 = never run a sampled head dense), got " +
                             num(s.max_density));
   }
+  if (!finite_in(s.r_val, 0.f, 1.f, false) || s.r_val >= 1.f) {
+    return invalid_argument("sample.r_val must be in [0, 1) (0 = no validation rows), got " + num(s.r_val));
+  }
+  if (!finite_in(s.min_kept, 0.f, 1.f, false)) {
+    return invalid_argument("sample.min_kept must be in [0, 1], got " + num(s.min_kept));
+  }
+  if (!finite_in(s.max_lost, 0.f, 1.f, false)) {
+    return invalid_argument("sample.max_lost must be in [0, 1] (1 = no bound), got " + num(s.max_lost));
+  }
   return Status::ok();
 }
 
@@ -174,7 +183,10 @@ sampleattn_sample_params default_sample_params() {
   p.dense_below = 2048;
   p.scope = SAMPLEATTN_STRIPES_PER_HEAD;
   p.window_mass_counts = 0;
-  p.max_density = 0.5f;
+  p.max_density = 0.8f;
+  p.r_val = 0.02f;
+  p.min_kept = 0.9f;
+  p.max_lost = 0.03f;
   return p;
 }
 

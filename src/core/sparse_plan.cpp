@@ -9,7 +9,12 @@ void init_dense_plan(const Problem& problem, SparsePlan* plan) {
   const int hq = problem.num_q_heads;
   plan->heads.assign(problem.sequences.size() * hq, HeadPlan{});
   for (size_t s = 0; s < problem.sequences.size(); ++s) {
-    for (int h = 0; h < hq; ++h) plan->heads[s * hq + h].window = problem.sequences[s].k_len;
+    const sampleattn_head_decision why = problem.method == SAMPLEATTN_METHOD_SAMPLE ? SAMPLEATTN_DECISION_DENSE_SHORT
+                                                                                    : SAMPLEATTN_DECISION_DENSE_METHOD;
+    for (int h = 0; h < hq; ++h) {
+      plan->heads[s * hq + h].window = problem.sequences[s].k_len;
+      plan->heads[s * hq + h].decision = why;
+    }
   }
 }
 
@@ -78,6 +83,10 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
   double total_computed = 0, total_causal = 0, stripe_sum = 0;
   int sampled_heads = 0, dense_heads = 0;
   float cra_min = 1.f;
+  float val_min = 1.f, val_p5 = 1.f;
+  double val_mean_sum = 0;
+  int validated = 0, widened = 0;
+  bool any_validated_sparse = false;
   int64_t stripes_required = 0;
   const HeadPlan dense_plan;
   for (int s = 0; s < nseq; ++s) {
@@ -94,6 +103,14 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
         ++sampled_heads;
         stripe_sum += static_cast<double>(hp.stripes.size());
         cra_min = std::min(cra_min, hp.cra_min);
+        if (hp.decision == SAMPLEATTN_DECISION_SPARSE_WIDENED) ++widened;
+      }
+      if (hp.dense || hp.val_mean >= 0) {  // dense heads count 1; sparse ones without validation rows are left out
+        val_min = std::min(val_min, hp.val_min);
+        val_p5 = std::min(val_p5, hp.val_p5);
+        val_mean_sum += hp.val_mean;
+        ++validated;
+        if (!hp.dense) any_validated_sparse = true;
       }
       stripes_required += static_cast<int64_t>(hp.stripes.size());
       if (stats->head_stats) {
@@ -104,6 +121,13 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
         out.density = causal > 0 ? static_cast<float>(computed / causal) : 1.f;
         out.cra_min = hp.cra_min;
         out.cra_mean = hp.cra_mean;
+        out.val_cra_min = hp.val_min;
+        out.val_cra_p1 = hp.val_p1;
+        out.val_cra_p5 = hp.val_p5;
+        out.val_cra_mean = hp.val_mean;
+        out.val_lost_rms = hp.val_lost_rms;
+        out.decision = hp.decision;
+        out.alpha_stripes = static_cast<int32_t>(hp.alpha_stripes);
         // The caller's array has its own element size (stats.head_stats_size, checked by the API).
         const size_t stride = stats->head_stats_size;
         std::memcpy(reinterpret_cast<char*>(stats->head_stats) + (static_cast<size_t>(s) * hq + h) * stride, &out,
@@ -117,6 +141,13 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
   stats->num_dense_heads = dense_heads;
   stats->num_heads_total = nseq * hq;
   stats->stripes_required = stripes_required;
+  // Validation totals: over the heads that have the figure, when a sparse head had it (else -1:
+  // nothing was validated, and an all-dense call needs none).
+  const bool have = any_validated_sparse || (sampled_heads == 0 && validated > 0);
+  stats->val_cra_min = have ? val_min : -1.f;
+  stats->val_cra_p5 = have ? val_p5 : -1.f;
+  stats->val_cra_mean = have ? static_cast<float>(val_mean_sum / validated) : -1.f;
+  stats->num_widened_heads = widened;
   stats->time_sampling_s = plan ? plan->time_sampling_s : 0;
   stats->time_selection_s = plan ? plan->time_selection_s : 0;
   if (stats->stripe_offsets != nullptr && stats->stripes != nullptr &&

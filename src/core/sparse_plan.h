@@ -18,6 +18,11 @@ struct HeadPlan {
   std::vector<int32_t> stripes;  // ascending key positions (relative to the sequence)
   float cra_min = 1.f;           // kept mass of the sampled rows (1 for dense heads)
   float cra_mean = 1.f;
+  // Why the head runs as it does, the stripes alpha alone chose, and the validation rows' kept
+  // mass (core/validation.h; 1 for dense heads, -1 for a sparse head without validation rows).
+  sampleattn_head_decision decision = SAMPLEATTN_DECISION_DENSE_METHOD;
+  int64_t alpha_stripes = 0;
+  float val_min = 1.f, val_p1 = 1.f, val_p5 = 1.f, val_mean = 1.f, val_lost_rms = 0.f;
 };
 
 struct SparsePlan {

@@ -10,6 +10,7 @@
 
 #include "core/mask.h"
 #include "core/timing.h"
+#include "core/validation.h"
 #include "cpu/score_fixed_point.h"
 #include "cpu/scratch_carver.h"
 #include "cpu/stripe_selection.h"
@@ -31,6 +32,16 @@ int64_t score_budget(uint64_t workspace_limit, int threads) {
 // One stage-1 task: rows [c0, c0 + n) of sampled sequence ss, kv group g.
 struct RowTask { size_t ss; int g; int64_t c0; int n; double cost; };
 
+// Floats per validation row and head: the most ValidationLayout::row_masses() can be (bounds:
+// 0, the grid points and alpha's count).
+constexpr int kMassStride = kValidationGrid + 2;
+
+// Stage 2's state of one selection set, kept until validation has decided.
+struct SelectionSet {
+  std::vector<int32_t> ranked;  // the non-sink columns in rank order
+  ValidationLayout layout;
+};
+
 // Stage-1 state of one sampled sequence.
 struct SampledSequence {
   int seq = 0;
@@ -40,6 +51,9 @@ struct SampledSequence {
   std::vector<float> row_sum;       // [q_head][row]
   std::vector<int64_t> col_score;   // [q_head][k_len], fixed point (kScoreBits)
   std::vector<float> kept;          // [q_head][row], kept mass under the chosen mask
+  std::vector<int64_t> val_rows;    // validation rows (local indices, ascending, none sampled)
+  std::vector<float> val_masses;    // [q_head][val row][kMassStride] (core/validation.h)
+  std::vector<SelectionSet> sets;   // per selection set
 };
 
 // Per-worker scratch for the sampling passes.
@@ -118,12 +132,13 @@ class Sampler {
 
   // Packs the sampled rows [c0, c0 + n) of kv group g (all its query heads, head-major) into
   // s.q_packed and fills s.positions. Returns the number of stacked rows.
-  int pack_rows(const Scratch& s, const SampledSequence& ss, int g, int64_t c0, int n) const {
+  int pack_rows(const Scratch& s, const SampledSequence& ss, const std::vector<int64_t>& rows, int g, int64_t c0,
+                int n) const {
     const Sequence& seq = p_.sequences[ss.seq];
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
       for (int i = 0; i < n; ++i) {
-        const int64_t local = ss.rows[c0 + i];
+        const int64_t local = rows[c0 + i];
         s.q_offsets[h * n + i] = (seq.q_begin + local) * p_.q.token_stride + head * p_.q.head_stride;
         s.positions[h * n + i] = seq.q_offset() + local;
       }
@@ -159,15 +174,14 @@ class Sampler {
   // every key the rows see are computed once and kept; the exact row max and sum of exp2 come
   // from them, then each row's probabilities are added per column (rows in order, in f32) and
   // the chunk's column sums go into the sequence's fixed-point totals.
-  void sample_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
-    const Scratch s = this->scratch(scratch);
-    const Sequence& seq = p_.sequences[ss.seq];
-    const int m = pack_rows(s, ss, g, c0, n);
+  // The scores of the m packed rows against every key they see (key tiles of s.scores, kept),
+  // and their exact row max and sum of exp2. Returns the keys the last row sees.
+  int64_t full_rows(const Scratch& s, const Sequence& seq, int g, int m, int64_t last_local) const {
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
-    const int64_t end = causal_end(seq.q_offset() + ss.rows[c0 + n - 1]);  // keys the last row sees
+    const int64_t end = causal_end(seq.q_offset() + last_local);
     for (int64_t t0 = 0, t = 0; t0 < end; t0 += tile, ++t) {
       const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
       float* scores = s.scores + t * tile_floats;
@@ -176,6 +190,16 @@ class Sampler {
       spans(s, m, t0, nk, [](int64_t p, int64_t* lo, int64_t* hi) { *lo = 0; *hi = causal_end(p); });
       k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
+    return end;
+  }
+
+  void sample_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
+    const Scratch s = this->scratch(scratch);
+    const Sequence& seq = p_.sequences[ss.seq];
+    const int m = pack_rows(s, ss, ss.rows, g, c0, n);
+    const int tile = k_.key_tile;
+    const size_t tile_floats = static_cast<size_t>(m) * tile;
+    const int64_t end = full_rows(s, seq, g, m, ss.rows[c0 + n - 1]);  // keys the last row sees
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
@@ -214,11 +238,54 @@ class Sampler {
     }
   }
 
+  // Validation rows [c0, c0 + n) of group g: each row's exact probabilities, added up per bucket
+  // of its head's set layout (core/validation.h): [0] the window band and the kept sinks, [b] the
+  // bucket-b columns the row sees as stripes (j <= p - w). A set over the cost budget has no
+  // buckets and is skipped.
+  void validate_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
+    const Scratch s = this->scratch(scratch);
+    const Sequence& seq = p_.sequences[ss.seq];
+    const int m = pack_rows(s, ss, ss.val_rows, g, c0, n);
+    const int tile = k_.key_tile;
+    const size_t tile_floats = static_cast<size_t>(m) * tile;
+    full_rows(s, seq, g, m, ss.val_rows[c0 + n - 1]);
+    const int64_t nv = static_cast<int64_t>(ss.val_rows.size());
+    const bool per_group = p_.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
+    for (int h = 0; h < p_.group; ++h) {
+      const int head = g * p_.group + h;
+      const ValidationLayout& layout = ss.sets[per_group ? g : head].layout;
+      if (layout.bucket.empty()) continue;
+      const uint8_t* bucket = layout.bucket.data();
+      for (int i = 0; i < n; ++i) {
+        const int r = h * n + i;
+        const int64_t p = s.positions[r];
+        const int64_t stripe_end = stripe_limit(p, ss.window) + 1;  // columns [0, stripe_end) are stripe candidates
+        float* out = ss.val_masses.data() + (static_cast<size_t>(head) * nv + c0 + i) * kMassStride;
+        std::fill(out, out + kMassStride, 0.f);
+        if (!(s.row_sum[r] > 0)) continue;
+        const float scale = 1.f / s.row_sum[r];
+        for (int64_t t0 = 0, t = 0; t0 < causal_end(p); t0 += tile, ++t) {
+          const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
+          const int32_t lo = 0, hi = static_cast<int32_t>(std::min<int64_t>(nk, causal_end(p) - t0));
+          std::fill(s.columns, s.columns + nk, 0.f);
+          k_.accumulate_columns(s.scores + t * tile_floats + static_cast<size_t>(r) * tile, tile, 1, nk, &lo, &hi,
+                                s.row_max + r, &scale, s.columns);
+          const int split = static_cast<int>(std::clamp<int64_t>(stripe_end - t0, 0, hi));
+          for (int j = 0; j < split; ++j) {
+            const uint8_t b = bucket[t0 + j];
+            if (b != kBucketUnused) out[b] += s.columns[j];
+          }
+          for (int j = split; j < hi; ++j) out[0] += s.columns[j];  // the window band
+        }
+      }
+    }
+  }
+
   // The kept mass of sampled rows [c0, c0 + n) of group g under the chosen mask.
   void kept_mass(SampledSequence& ss, const SparsePlan& plan, int g, int64_t c0, int n, void* scratch) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
-    const int m = pack_rows(s, ss, g, c0, n);
+    const int m = pack_rows(s, ss, ss.rows, g, c0, n);
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
     const int64_t w = ss.window;
     // Start from the global max with a zero sum: row_stats then adds exp2(s - max) of the span.
@@ -295,26 +362,34 @@ SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& 
   const uint64_t hq = static_cast<uint64_t>(problem.num_q_heads);
   SamplingFootprint f;
   f.scratch_per_worker = sampler.scratch_bytes();
-  uint64_t sequences = 0, row_tasks = 0, most_keys = 0;
+  const uint64_t sets_per_seq = static_cast<uint64_t>(
+      problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? problem.num_kv_heads : problem.num_q_heads);
+  uint64_t sequences = 0, row_tasks = 0, most_keys = 0, set_bytes = 0;
   for (const Sequence& seq : problem.sequences) {
     if (!sequence_is_sampled(problem, seq)) continue;
-    const uint64_t rows = sampled_rows(problem.sample, seq.q_len).size();
+    const std::vector<int64_t> sampled = sampled_rows(problem.sample, seq.q_len);
+    const uint64_t rows = sampled.size();
+    const uint64_t val_rows = validation_rows(problem.sample, seq.q_len, sampled).size();
     const uint64_t keys = static_cast<uint64_t>(seq.k_len);
+    const uint64_t chunk = static_cast<uint64_t>(sampler.chunk());
     ++sequences;
-    row_tasks += static_cast<uint64_t>(problem.num_kv_heads) * ((rows + sampler.chunk() - 1) / sampler.chunk());
+    row_tasks += static_cast<uint64_t>(problem.num_kv_heads) * ((rows + chunk - 1) / chunk + (val_rows + chunk - 1) / chunk);
     most_keys = std::max(most_keys, keys);
-    // rows; row_max, row_sum, kept; col_score (build_sparse_plan's SampledSequence)
-    f.stage1 += sizeof(int64_t) * rows + hq * (3 * sizeof(float) * rows + sizeof(int64_t) * keys);
+    // rows; row_max, row_sum, kept; col_score; validation rows and masses (build_sparse_plan's
+    // SampledSequence)
+    f.stage1 += sizeof(int64_t) * (rows + val_rows) + hq * (3 * sizeof(float) * rows + sizeof(int64_t) * keys) +
+                hq * val_rows * kMassStride * sizeof(float);
+    // Each set's ranking (int32 a key) and bucket ids (a byte a key), held from stage 2 to the
+    // decision.
+    set_bytes += sets_per_seq * (sizeof(SelectionSet) + (sizeof(int32_t) + sizeof(uint8_t)) * keys);
     f.stripe_lists += hq * sizeof(int32_t) * keys;
   }
   f.stage1 += sequences * sizeof(SampledSequence) + row_tasks * sizeof(RowTask);
-  // Stage 2, one task per stripe set, as many at once as workers: the set's summed scores (f32),
-  // select_stripes' ranked (score, index) copy and its tail or chosen part (8 bytes a key each)
-  // and its result (int32).
-  const uint64_t sets = sequences * static_cast<uint64_t>(
-      problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? problem.num_kv_heads : problem.num_q_heads);
-  f.stage2 = std::min<uint64_t>(sets, static_cast<uint64_t>(threads)) *
-             (sizeof(float) + 2 * (sizeof(float) + sizeof(int32_t)) + sizeof(int32_t)) * most_keys;
+  // Stage 2: the sets' rankings and layouts, and one task's temporaries per worker (the set's
+  // summed scores, f32 a key) and a decision's stripe list (int32 a key).
+  const uint64_t sets = sequences * sets_per_seq;
+  f.stage2 = set_bytes + (std::min<uint64_t>(sets, static_cast<uint64_t>(threads)) * sizeof(float) +
+                          sizeof(int32_t)) * most_keys;
   return f;
 }
 
@@ -348,6 +423,9 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
     ss.row_sum.assign(hq * nr, 0.f);
     ss.kept.assign(hq * nr, 0.f);
     ss.col_score.assign(static_cast<size_t>(hq) * seq.k_len, 0);
+    ss.val_rows = validation_rows(problem.sample, seq.q_len, ss.rows);
+    ss.val_masses.assign(static_cast<size_t>(hq) * ss.val_rows.size() * kMassStride, 0.f);
+    ss.sets.resize(static_cast<size_t>(problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? groups : hq));
     sampled.push_back(std::move(ss));
   }
   if (sampled.empty()) return Status::ok();
@@ -380,7 +458,8 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   }));
   plan->time_sampling_s = seconds_since(t_sampling);
 
-  // Stage 2: one selection per (sequence, query head) or per (sequence, kv group).
+  // Stage 2: one selection per (sequence, query head) or per (sequence, kv group): the ranking,
+  // alpha's count and the validation layout.
   const auto t_selection = std::chrono::steady_clock::now();
   const bool per_group = problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
   const int sets_per_seq = per_group ? groups : hq;
@@ -410,21 +489,67 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
     rule.sink_tokens = problem.sample.sink_tokens;
     rule.min_stripes = problem.sample.min_stripes;
     rule.max_stripes = problem.sample.max_stripes;
-    std::vector<int32_t> stripes = select_stripes(scores, seq.k_len, rule);
-    const int64_t mask_pairs = window_pairs(seq, ss.window) +
-                               stripe_pairs(seq, ss.window, stripes.data(), static_cast<int64_t>(stripes.size()));
-    if (mask_runs_dense(mask_pairs, causal_pairs(seq), problem.sample.max_density)) return;  // heads stay dense
-    for (int h = 0; h < heads_per_set; ++h) {
-      HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + first_head + h];
-      hp.dense = false;
-      hp.window = ss.window;
-      hp.stripes = stripes;
-    }
+    Selection selection = rank_and_select(scores, seq.k_len, rule);
+    SelectionSet& out = ss.sets[static_cast<size_t>(set)];
+    out.layout = plan_validation(problem, seq, ss.window, selection.ranked.data(),
+                                 static_cast<int64_t>(selection.ranked.size()), selection.count, !ss.val_rows.empty());
+    out.ranked = std::move(selection.ranked);
    } catch (const std::bad_alloc&) {
     out_of_memory_in_task = true;  // exceptions must not leave a pool task
    }
   }));
   if (out_of_memory_in_task) return out_of_memory("out of memory while selecting stripes");
+
+  // Validation rows: their exact attention, added up per bucket of their set's ranking.
+  std::vector<RowTask> val_tasks;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    const int64_t nv = static_cast<int64_t>(sampled[i].val_rows.size());
+    for (int g = 0; g < groups; ++g) {
+      for (int64_t c0 = 0; c0 < nv; c0 += chunk) {
+        const int n = static_cast<int>(std::min<int64_t>(chunk, nv - c0));
+        val_tasks.push_back({i, g, c0, n, static_cast<double>(sampled[i].val_rows[c0 + n - 1]) * n});
+      }
+    }
+  }
+  std::stable_sort(val_tasks.begin(), val_tasks.end(), [](const RowTask& a, const RowTask& b) { return a.cost > b.cost; });
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(val_tasks.size()), scratch, pool_limit,
+                                      [&](int64_t t, int, void* buf) {
+    const RowTask& task = val_tasks[static_cast<size_t>(t)];
+    sampler.validate_rows(sampled[task.ss], task.g, task.c0, task.n, buf);
+  }));
+
+  // The decision per set (core/validation.h): alpha's stripes, more of the ranking, or dense.
+  std::vector<HeadValidation> per_head(static_cast<size_t>(heads_per_set));
+  for (SampledSequence& ss : sampled) {
+    const int64_t nv = static_cast<int64_t>(ss.val_rows.size());
+    for (int set = 0; set < sets_per_seq; ++set) {
+      const SelectionSet& ssel = ss.sets[static_cast<size_t>(set)];
+      const int first_head = set * heads_per_set;
+      const ValidationDecision d =
+          decide_validation(ssel.layout, ss.val_masses.data() + static_cast<size_t>(first_head) * nv * kMassStride,
+                            kMassStride, heads_per_set, nv,
+                            ValidationBar{problem.sample.min_kept, problem.sample.max_lost}, per_head.data());
+      std::vector<int32_t> stripes;
+      if (!d.dense()) stripes = decided_stripes(ssel.layout, ssel.ranked.data(), d.ranked);
+      for (int h = 0; h < heads_per_set; ++h) {
+        HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + first_head + h];
+        hp.decision = d.decision;
+        hp.alpha_stripes = ssel.layout.sinks + ssel.layout.alpha_ranked;
+        if (d.dense()) continue;  // stays dense, kept mass 1
+        hp.dense = false;
+        hp.window = ss.window;
+        hp.stripes = stripes;
+        hp.val_min = per_head[h].min;
+        hp.val_p1 = per_head[h].p1;
+        hp.val_p5 = per_head[h].p5;
+        hp.val_mean = per_head[h].mean;
+        hp.val_lost_rms = per_head[h].rms_lost;
+      }
+    }
+    // Stage 2's state is done with: give it back before the attention.
+    std::vector<SelectionSet>().swap(ss.sets);
+    std::vector<float>().swap(ss.val_masses);
+  }
   plan->time_selection_s = seconds_since(t_selection);
 
   // Kept mass (CRA) of the sampled rows under the chosen mask, for the statistics.

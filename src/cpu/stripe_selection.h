@@ -1,11 +1,14 @@
 // Stage 2 of SampleAttention: the fewest key columns whose score reaches a target
 // (docs/ALGORITHM.md). Columns are ranked by score, ties by lower index, so the answer is unique;
-// found by quickselect on that order in expected O(k_len) instead of a full sort. The target and
-// the count's clamp are core/mask.h's (selection_target, clamp_stripe_count), as on the device.
+// the whole ranking is kept, since validation (core/validation.h) may widen the mask with the
+// next columns of it. The target and the count's clamp are core/mask.h's (selection_target,
+// clamp_stripe_count), as on the device.
 #pragma once
 
 #include <cstdint>
 #include <vector>
+
+#include "core/mask.h"
 
 namespace sampleattn::cpu {
 
@@ -16,7 +19,14 @@ struct SelectionRule {
   int64_t max_stripes = 0;  // 0 = no limit
 };
 
-// Returns the kept columns in ascending order.
+struct Selection {
+  std::vector<int32_t> ranked;  // the columns after the sinks, best first (score desc, index asc)
+  StripeCount count;            // the sinks kept and the ranked columns kept (a prefix of `ranked`)
+};
+
+Selection rank_and_select(const float* scores, int64_t k_len, const SelectionRule& rule);
+
+// The kept columns of rank_and_select, in ascending order.
 std::vector<int32_t> select_stripes(const float* scores, int64_t k_len, const SelectionRule& rule);
 
 }  // namespace sampleattn::cpu

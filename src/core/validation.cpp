@@ -1,0 +1,170 @@
+#include "core/validation.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/sparse_plan.h"
+
+namespace sampleattn {
+
+std::vector<int64_t> validation_rows(const sampleattn_sample_params& params, int64_t q_len,
+                                     const std::vector<int64_t>& sampled) {
+  std::vector<int64_t> rows;
+  const int64_t unsampled = q_len - static_cast<int64_t>(sampled.size());
+  const int64_t n = validation_row_count(static_cast<double>(params.r_val), q_len, unsampled);
+  rows.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  // Walk the rows and the ascending sampled list together: the rank-r unsampled row is r plus
+  // the sampled rows below it.
+  size_t below = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t rank = validation_rank(k, n, unsampled);
+    int64_t row = rank + static_cast<int64_t>(below);
+    while (below < sampled.size() && sampled[below] <= row) {
+      ++below;
+      ++row;
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, int64_t window, const int32_t* ranked,
+                                 int64_t num_ranked, StripeCount kept, bool with_rows) {
+  const sampleattn_sample_params& s = problem.sample;
+  ValidationLayout v;
+  v.sinks = kept.sinks;
+  v.alpha_ranked = kept.ranked;
+  // The cost cap: the longest ranked prefix whose mask stays within max_density (and
+  // max_stripes). Pairs grow with the prefix, so the first count past the budget ends it.
+  const int64_t q_offset = seq.q_offset();
+  int64_t pairs = window_pairs(seq, window);
+  for (int64_t j = 0; j < v.sinks; ++j) pairs += stripe_pairs_of(seq.k_len, q_offset, window, j);
+  const int64_t causal = causal_pairs(seq);
+  int64_t most = num_ranked;
+  if (s.max_stripes > 0) most = std::min<int64_t>(most, std::max<int64_t>(0, s.max_stripes - v.sinks));
+  int64_t cap = -1;
+  if (!mask_runs_dense(pairs, causal, s.max_density)) {
+    cap = 0;
+    while (cap < most) {
+      const int64_t next = pairs + stripe_pairs_of(seq.k_len, q_offset, window, ranked[cap]);
+      if (mask_runs_dense(next, causal, s.max_density)) break;
+      pairs = next;
+      ++cap;
+    }
+  }
+  v.over_budget = cap < v.alpha_ranked;
+  v.cap = std::max<int64_t>(cap, 0);
+  if (v.over_budget || !with_rows) return v;
+
+  v.bounds.push_back(0);
+  for (int64_t g = 1; g < kValidationGrid; ++g) v.bounds.push_back(validation_grid_point(g, v.cap));
+  v.bounds.push_back(v.alpha_ranked);
+  std::sort(v.bounds.begin(), v.bounds.end());
+  v.bounds.erase(std::unique(v.bounds.begin(), v.bounds.end()), v.bounds.end());
+
+  v.bucket.assign(static_cast<size_t>(seq.k_len), kBucketUnused);
+  for (int64_t j = 0; j < v.sinks; ++j) v.bucket[j] = kBucketKept;
+  for (int b = 1; b <= v.buckets(); ++b) {
+    for (int64_t r = v.bounds[b - 1]; r < v.bounds[b]; ++r) v.bucket[ranked[r]] = static_cast<uint8_t>(b);
+  }
+  return v;
+}
+
+namespace {
+
+// The validation figures of one head's rows from their kept masses (sorted in place).
+HeadValidation summarize(std::vector<double>& kept) {
+  HeadValidation h;
+  if (kept.empty()) return h;
+  std::sort(kept.begin(), kept.end());
+  const int64_t n = static_cast<int64_t>(kept.size());
+  double sum = 0, lost2 = 0;
+  for (double k : kept) {
+    sum += k;
+    lost2 += (1 - k) * (1 - k);
+  }
+  h.min = static_cast<float>(kept.front());
+  h.p1 = static_cast<float>(kept[quantile_index(0.01, n)]);
+  h.p5 = static_cast<float>(kept[quantile_index(kValidationQuantile, n)]);
+  h.mean = static_cast<float>(sum / static_cast<double>(n));
+  h.rms_lost = static_cast<float>(std::sqrt(lost2 / static_cast<double>(n)));
+  return h;
+}
+
+bool passes(const HeadValidation& h, ValidationBar bar) {
+  return h.p5 >= bar.min_kept && h.rms_lost <= bar.max_lost;
+}
+
+}  // namespace
+
+ValidationDecision decide_validation(const ValidationLayout& layout, const float* masses, int64_t row_stride,
+                                     int heads, int64_t rows, ValidationBar bar, HeadValidation* per_head) {
+  ValidationDecision d;
+  for (int h = 0; h < heads; ++h) per_head[h] = HeadValidation{};
+  if (layout.over_budget) {
+    d.decision = SAMPLEATTN_DECISION_DENSE_COST;
+    return d;
+  }
+  d.ranked = layout.alpha_ranked;
+  if (rows <= 0) return d;
+
+  // kept[h][r][b]: the mass row r of head h keeps with the first bounds[b] ranked stripes (in
+  // double, summed in bucket order: the same on every backend for the same masses).
+  const int nb = layout.buckets();
+  std::vector<double> kept(static_cast<size_t>(heads) * rows * (nb + 1));
+  for (int64_t hr = 0; hr < heads * rows; ++hr) {
+    const float* m = masses + hr * row_stride;
+    double* k = kept.data() + hr * (nb + 1);
+    double running = m[0];
+    k[0] = std::min(1.0, running);
+    for (int b = 1; b <= nb; ++b) {
+      running += m[b];
+      k[b] = std::min(1.0, running);
+    }
+  }
+  auto bound_index = [&](int64_t count) {
+    return static_cast<int>(std::lower_bound(layout.bounds.begin(), layout.bounds.end(), count) - layout.bounds.begin());
+  };
+  std::vector<double> column(static_cast<size_t>(rows));
+  auto head_values = [&](int h, int b) {
+    for (int64_t r = 0; r < rows; ++r) column[r] = kept[(static_cast<size_t>(h) * rows + r) * (nb + 1) + b];
+  };
+  // The smallest grid count (independent of alpha, so that the decision is monotone in alpha)
+  // at which every head passes the bar.
+  int64_t passing = -1;
+  for (int64_t g = 0; g < kValidationGrid && passing < 0; ++g) {
+    const int64_t count = validation_grid_point(g, layout.cap);
+    const int b = bound_index(count);
+    bool all = true;
+    for (int h = 0; h < heads && all; ++h) {
+      head_values(h, b);
+      all = passes(summarize(column), bar);
+    }
+    if (all) passing = count;
+  }
+  if (passing < 0) {
+    d.decision = SAMPLEATTN_DECISION_DENSE_VALIDATION;
+    return d;
+  }
+  if (passing > layout.alpha_ranked) {
+    d.decision = SAMPLEATTN_DECISION_SPARSE_WIDENED;
+    d.ranked = passing;
+  }
+  const int b = bound_index(d.ranked);
+  for (int h = 0; h < heads; ++h) {
+    head_values(h, b);
+    per_head[h] = summarize(column);
+  }
+  return d;
+}
+
+std::vector<int32_t> decided_stripes(const ValidationLayout& layout, const int32_t* ranked_columns, int64_t ranked) {
+  std::vector<int32_t> stripes;
+  stripes.reserve(static_cast<size_t>(layout.sinks + ranked));
+  for (int64_t j = 0; j < layout.sinks; ++j) stripes.push_back(static_cast<int32_t>(j));
+  stripes.insert(stripes.end(), ranked_columns, ranked_columns + ranked);
+  std::sort(stripes.begin(), stripes.end());
+  return stripes;
+}
+
+}  // namespace sampleattn
