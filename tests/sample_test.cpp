@@ -27,6 +27,7 @@ void small_sample_params(sampleattn::Params& p) {
   p.sample.r_row = 0.2f;
   p.sample.sink_tokens = 1;
   p.sample.max_density = 1.f;  // these small masks are dense-ish: keep them sparse to test the mechanism
+  p.sample.r_val = 0.f;        // alpha's rule as it stands; validation has its own tests (mask_validation_test)
 }
 
 // Runs the call and returns the chosen masks per (sequence, head) from the statistics.

@@ -7,7 +7,7 @@ Enums are C `int`s (4 bytes with GCC and Clang on the platforms the library supp
 import ctypes as C
 
 ABI_VERSION = 1
-ABI_REVISION = 1
+ABI_REVISION = 2
 
 STATUSES = {
     "SAMPLEATTN_SUCCESS": 0,
@@ -126,6 +126,9 @@ class SampleParams(C.Structure):
         ("scope", _enum),
         ("window_mass_counts", C.c_int32),
         ("max_density", C.c_float),
+        ("r_val", C.c_float),  # ABI 1.2: validation
+        ("min_kept", C.c_float),
+        ("max_lost", C.c_float),
     ]
 
 
@@ -164,7 +167,17 @@ class HeadStats(C.Structure):
         ("density", C.c_float),
         ("cra_min", C.c_float),
         ("cra_mean", C.c_float),
+        ("val_cra_min", C.c_float),  # ABI 1.2: validation rows, the decision
+        ("val_cra_p1", C.c_float),
+        ("val_cra_p5", C.c_float),
+        ("val_cra_mean", C.c_float),
+        ("val_lost_rms", C.c_float),
+        ("decision", C.c_int32),
+        ("alpha_stripes", C.c_int32),
     ]
+
+# sampleattn_head_decision
+DECISIONS = {0: "sparse", 1: "widened", 2: "dense:method", 3: "dense:short", 4: "dense:cost", 5: "dense:validation"}
 
 
 class Stats(C.Structure):
@@ -187,6 +200,10 @@ class Stats(C.Structure):
         ("stripe_capacity", C.c_int64),
         ("stripes_required", C.c_int64),
         ("head_stats_size", C.c_uint32),  # ABI 1.1: the stride of the head_stats array
+        ("val_cra_min", C.c_float),  # ABI 1.2
+        ("val_cra_p5", C.c_float),
+        ("val_cra_mean", C.c_float),
+        ("num_widened_heads", C.c_int32),
     ]
 
 

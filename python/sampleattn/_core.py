@@ -10,7 +10,10 @@ from . import _dlpack
 from ._library import Error, library
 
 SAMPLE_PARAMETERS = ("alpha", "r_row", "r_w", "min_window", "sample_block", "min_stripes", "max_stripes",
-                     "sink_tokens", "dense_below", "scope", "window_mass_counts", "max_density")
+                     "sink_tokens", "dense_below", "scope", "window_mass_counts", "max_density", "r_val",
+                     "min_kept", "max_lost")
+
+_FLOAT_SAMPLE_PARAMETERS = ("alpha", "r_row", "r_w", "max_density", "r_val", "min_kept", "max_lost")
 
 # How many inputs were copied (not passed zero-copy) since import: lets tests check zero-copy.
 copies_made = 0
@@ -185,7 +188,7 @@ def sample_defaults():
     out = {name: getattr(params, name) for name in SAMPLE_PARAMETERS}
     out["scope"] = {v: k for k, v in _abi.SCOPES.items()}.get(params.scope, params.scope)
     out["window_mass_counts"] = bool(params.window_mass_counts)
-    for name in ("alpha", "r_row", "r_w", "max_density"):
+    for name in _FLOAT_SAMPLE_PARAMETERS:
         out[name] = float(str(np.float32(out[name])))  # the f32 the library holds, shortest repr
     return out
 
@@ -418,7 +421,7 @@ def _current_stream(framework, device):
 def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f32",
               alpha=None, r_row=None, r_w=None, min_window=None, sample_block=None, min_stripes=None,
               max_stripes=None, sink_tokens=None, dense_below=None, scope=None, window_mass_counts=None,
-              max_density=None, cu_seqlens_q=None, cu_seqlens_k=None, out=None, out_dtype=None,
+              max_density=None, r_val=None, min_kept=None, max_lost=None, cu_seqlens_q=None, cu_seqlens_k=None, out=None, out_dtype=None,
               return_lse=False, return_stats=False, context=None, stream=None):
     """Prefill attention, dense or SampleAttention.
 
@@ -433,7 +436,8 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
     scale: softmax scale, None = 1/sqrt(head_dim). method: "dense" or "sample".
     precision: "f32" or "bf16" (bf16 products on CPUs with avx512_bf16; opt-in).
     alpha, r_row, r_w, min_window, sample_block, min_stripes, max_stripes, sink_tokens,
-    dense_below, scope ("per_head" | "per_kv_group"), window_mass_counts, max_density:
+    dense_below, scope ("per_head" | "per_kv_group"), window_mass_counts, max_density, r_val,
+    min_kept, max_lost:
     SampleAttention's parameters; None = the library's default (sample_defaults()).
     cu_seqlens_q, cu_seqlens_k: host int offsets of a varlen batch (batch + 1 entries, from 0);
     one alone is used for both.
@@ -459,7 +463,8 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
         ("alpha", alpha), ("r_row", r_row), ("r_w", r_w), ("min_window", min_window),
         ("sample_block", sample_block), ("min_stripes", min_stripes), ("max_stripes", max_stripes),
         ("sink_tokens", sink_tokens), ("dense_below", dense_below), ("scope", scope),
-        ("window_mass_counts", window_mass_counts), ("max_density", max_density)) if value is not None}
+        ("window_mass_counts", window_mass_counts), ("max_density", max_density), ("r_val", r_val),
+        ("min_kept", min_kept), ("max_lost", max_lost)) if value is not None}
     call = Call(context, causal=causal, scale=scale, method=method, precision=precision, sample=given)
 
     framework = "torch" if _is_torch(q) else ("numpy" if isinstance(q, np.ndarray) else "dlpack")
@@ -589,7 +594,7 @@ def _sample_params(lib, given):
             params.scope = _choice("scope", value, _abi.SCOPES)
         elif name == "window_mass_counts":
             params.window_mass_counts = 1 if value else 0
-        elif name in ("alpha", "r_row", "r_w", "max_density"):
+        elif name in _FLOAT_SAMPLE_PARAMETERS:
             params.__setattr__(name, _float(name, value))
         else:
             params.__setattr__(name, _int32(name, value))
@@ -628,6 +633,14 @@ def _stats_dict(stats, buffers, batch, hq):
             "density": float(h.density),
             "cra_min": float(h.cra_min),
             "cra_mean": float(h.cra_mean),
+            # The validation rows (rows that did not choose the stripes): the honest kept mass.
+            "val_cra_min": float(h.val_cra_min),
+            "val_cra_p1": float(h.val_cra_p1),
+            "val_cra_p5": float(h.val_cra_p5),
+            "val_cra_mean": float(h.val_cra_mean),
+            "val_lost_rms": float(h.val_lost_rms),
+            "decision": _abi.DECISIONS.get(h.decision, str(h.decision)),
+            "alpha_stripes": h.alpha_stripes,
             "stripes": stripes[offsets[i]:offsets[i + 1]] if written else None,
         })
     return {
@@ -640,6 +653,10 @@ def _stats_dict(stats, buffers, batch, hq):
         "cra_min": float(stats.cra_min),
         "num_dense_heads": stats.num_dense_heads,
         "num_heads_total": stats.num_heads_total,
+        "val_cra_min": float(stats.val_cra_min),
+        "val_cra_p5": float(stats.val_cra_p5),
+        "val_cra_mean": float(stats.val_cra_mean),
+        "num_widened_heads": stats.num_widened_heads,
         "isa": stats.isa.decode() if stats.isa else "",
         "stripes_required": stats.stripes_required,
         "stripe_offsets": offsets if written else None,

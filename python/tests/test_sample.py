@@ -11,8 +11,10 @@ TOKENS, Q_HEADS, KV_HEADS, D, HEAVY = 4096, 4, 2, 64, 40
 
 STATS_KEYS = {"time_total_s", "time_sampling_s", "time_selection_s", "time_attention_s", "density", "stripes_mean",
               "cra_min", "num_dense_heads", "num_heads_total", "isa", "stripes_required", "stripe_offsets",
-              "stripes", "heads"}
-HEAD_KEYS = {"sequence", "head", "window", "num_stripes", "dense", "density", "cra_min", "cra_mean", "stripes"}
+              "stripes", "heads", "val_cra_min", "val_cra_p5", "val_cra_mean", "num_widened_heads"}
+HEAD_KEYS = {"sequence", "head", "window", "num_stripes", "dense", "density", "cra_min", "cra_mean", "stripes",
+             "val_cra_min", "val_cra_p1", "val_cra_p5", "val_cra_mean", "val_lost_rms", "decision", "alpha_stripes"}
+DECISIONS = {"sparse", "widened", "dense:method", "dense:short", "dense:cost", "dense:validation"}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,17 @@ def _check_stats_contract(stats, batch, q_heads, k_lens):
         k_len = k_lens[head["sequence"]]
         assert np.all((stripes >= 0) & (stripes < k_len))
         assert 0 < head["density"] <= 1
+        assert head["decision"] in DECISIONS
+        assert head["dense"] == head["decision"].startswith("dense")
         if head["dense"]:
             assert head["num_stripes"] == 0 and head["window"] == k_len
+            assert head["val_cra_min"] == head["val_cra_p5"] == head["val_cra_mean"] == 1
+        else:
+            assert head["num_stripes"] >= head["alpha_stripes"]
+            assert (head["decision"] == "widened") == (head["num_stripes"] > head["alpha_stripes"])
+            if head["val_cra_mean"] >= 0:  # validation rows existed
+                assert 0 <= head["val_cra_min"] <= head["val_cra_p1"] <= head["val_cra_p5"] <= 1
+                assert head["val_cra_min"] <= head["val_cra_mean"] <= 1
 
 
 def test_sample_statistics_and_accuracy(structured):

@@ -174,14 +174,16 @@ SAMPLEATTN_HOST_DEVICE constexpr bool mask_runs_dense(int64_t mask_pairs, int64_
 // ---- Validation (docs/ALGORITHM.md, "Validation") ---------------------------------------------
 // A share r_val of the query rows, single rows disjoint from the sampled blocks, checks the mask:
 // their kept mass is measured at candidate stripe counts, the ranked prefix lengths of a grid
-// from 0 to the cost cap, and the head takes the smallest grid count whose 5th percentile reaches
-// min_kept (or alpha's count, when larger); none within the cap: dense.
+// over all `ranked` columns, and the head takes the smallest grid count within the cost cap at
+// which they pass the bar (or alpha's count, when larger); none within the cap: dense. The grid
+// depends on neither alpha nor the cap, so a head's mask never shrinks as alpha grows and does
+// not depend on max_density while it stays sparse.
 
-// Candidate stripe counts: grid point g (0 .. kValidationGrid - 1) of a cap of `cap` ranked
-// stripes is ceil(g * cap / (kValidationGrid - 1)).
-inline constexpr int kValidationGrid = 64;
-SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_grid_point(int64_t g, int64_t cap) {
-  return (g * cap + (kValidationGrid - 2)) / (kValidationGrid - 1);
+// Candidate stripe counts: grid point g (0 .. kValidationGrid - 1) of `ranked` columns is
+// ceil(g * ranked / (kValidationGrid - 1)).
+inline constexpr int kValidationGrid = 128;
+SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_grid_point(int64_t g, int64_t ranked) {
+  return (g * ranked + (kValidationGrid - 2)) / (kValidationGrid - 1);
 }
 
 // The quantile the validation rows must pass (the 5th percentile), and the index of the q
@@ -207,5 +209,6 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_rank(int64_t k, int64_t n, i
 // or beyond the cost cap (never a stripe).
 inline constexpr uint8_t kBucketKept = 0;
 inline constexpr uint8_t kBucketUnused = 255;
+static_assert(kValidationGrid + 1 < kBucketUnused, "bucket ids 1 .. kValidationGrid + 1 must fit below kBucketUnused");
 
 }  // namespace sampleattn

@@ -34,6 +34,7 @@ ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, in
   ValidationLayout v;
   v.sinks = kept.sinks;
   v.alpha_ranked = kept.ranked;
+  v.num_ranked = num_ranked;
   // The cost cap: the longest ranked prefix whose mask stays within max_density (and
   // max_stripes). Pairs grow with the prefix, so the first count past the budget ends it.
   const int64_t q_offset = seq.q_offset();
@@ -57,7 +58,11 @@ ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, in
   if (v.over_budget || !with_rows) return v;
 
   v.bounds.push_back(0);
-  for (int64_t g = 1; g < kValidationGrid; ++g) v.bounds.push_back(validation_grid_point(g, v.cap));
+  for (int64_t g = 1; g < kValidationGrid; ++g) {
+    const int64_t count = validation_grid_point(g, num_ranked);
+    if (count > v.cap) break;
+    v.bounds.push_back(count);
+  }
   v.bounds.push_back(v.alpha_ranked);
   std::sort(v.bounds.begin(), v.bounds.end());
   v.bounds.erase(std::unique(v.bounds.begin(), v.bounds.end()), v.bounds.end());
@@ -133,7 +138,8 @@ ValidationDecision decide_validation(const ValidationLayout& layout, const float
   // at which every head passes the bar.
   int64_t passing = -1;
   for (int64_t g = 0; g < kValidationGrid && passing < 0; ++g) {
-    const int64_t count = validation_grid_point(g, layout.cap);
+    const int64_t count = validation_grid_point(g, layout.num_ranked);
+    if (count > layout.cap) break;
     const int b = bound_index(count);
     bool all = true;
     for (int h = 0; h < heads && all; ++h) {

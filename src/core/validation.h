@@ -25,11 +25,12 @@ std::vector<int64_t> validation_rows(const sampleattn_sample_params& params, int
 struct ValidationLayout {
   int64_t sinks = 0;          // sink columns kept (0 .. sinks - 1), after the stripe-count clamp
   int64_t alpha_ranked = 0;   // ranked stripes alpha chose, after the clamp
+  int64_t num_ranked = 0;     // the set's ranked columns (k_len minus the sinks)
   int64_t cap = 0;            // the most ranked stripes within max_density and max_stripes
   bool over_budget = false;   // alpha's own mask already passes max_density: the set runs dense
   // Ranked-stripe counts that bound the buckets, ascending and distinct: bounds[0] = 0, the grid
-  // points validation_grid_point(g, cap) and alpha_ranked; bucket b (1-based) holds the ranked
-  // columns of rank [bounds[b - 1], bounds[b]).
+  // points validation_grid_point(g, num_ranked) up to the cap, and alpha_ranked; bucket b
+  // (1-based) holds the ranked columns of rank [bounds[b - 1], bounds[b]).
   std::vector<int64_t> bounds;
   // Per column of the sequence: kBucketKept (a kept sink), its bucket 1 .. buckets(), or
   // kBucketUnused (ranked at or beyond the cap).
