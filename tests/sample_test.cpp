@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "core/sparse_plan.h"
+#include "core/validation.h"
 #include "cpu/sampling.h"
 #include "cpu/stripe_selection.h"
 #include "test_util.h"
@@ -79,6 +80,7 @@ TEST_P(SampleAttention, EqualsOracleRestrictedToTheMask) {
     plant(c, {5, 90, 150}, 2.5f);
     sampleattn::Params p = c.params();
     small_sample_params(p);
+    p.sample.r_val = 0.1f;  // validation on: whatever it decides, the output is the mask's exact attention
     Outcome o = run(c, p, 2);
     ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
     EXPECT_STREQ(o.stats.isa, isa_name(isa));
@@ -534,6 +536,268 @@ TEST(SampleAttentionStats, KeptMassMatchesTheOracle) {
   }
   EXPECT_GT(o.stats.stripes_mean, 0);
   EXPECT_GE(o.stats.time_sampling_s, 0);
+}
+
+// ---- Validation (core/validation.h) ------------------------------------------------------------
+
+TEST(ValidationRows, DisjointFromTheSampledRowsAndSpread) {
+  sampleattn_sample_params params = default_sample_params();
+  for (int64_t q_len : {int64_t{1}, int64_t{63}, int64_t{64}, int64_t{65}, int64_t{1000}, int64_t{4096}, int64_t{16384}}) {
+    for (float r_row : {0.05f, 0.5f, 1.f}) {
+      for (float r_val : {0.f, 0.02f, 0.3f, 0.99f}) {
+        params.r_row = r_row;
+        params.r_val = r_val;
+        params.sample_block = 64;
+        const std::vector<int64_t> sampled = sampled_rows(params, q_len);
+        const std::vector<int64_t> rows = validation_rows(params, q_len, sampled);
+        const int64_t unsampled = q_len - static_cast<int64_t>(sampled.size());
+        const int64_t want = std::min<int64_t>(unsampled, static_cast<int64_t>(std::ceil(double{r_val} * q_len)));
+        ASSERT_EQ(static_cast<int64_t>(rows.size()), want) << q_len << " " << r_row << " " << r_val;
+        for (size_t i = 0; i < rows.size(); ++i) {
+          ASSERT_GE(rows[i], 0);
+          ASSERT_LT(rows[i], q_len);
+          if (i > 0) {
+            ASSERT_GT(rows[i], rows[i - 1]);
+          }
+          ASSERT_FALSE(std::binary_search(sampled.begin(), sampled.end(), rows[i])) << "row " << rows[i] << " is sampled";
+        }
+        if (rows.size() >= 4) {  // spread: no half of the unsampled rows holds more than ~half of them
+          const int64_t mid = rows[rows.size() / 2];
+          EXPECT_GT(mid, q_len / 8);
+          EXPECT_LT(mid, q_len - q_len / 8);
+        }
+      }
+    }
+  }
+}
+
+// A layout over 10 ranked columns (no sinks) with the grid as buckets, and masses made so each
+// row keeps `base` plus `step` per ranked column.
+ValidationLayout toy_layout(int64_t alpha_ranked, int64_t cap) {
+  ValidationLayout v;
+  v.num_ranked = 1000;
+  v.alpha_ranked = alpha_ranked;
+  v.cap = cap;
+  v.over_budget = cap < alpha_ranked;
+  v.bounds.push_back(0);
+  for (int64_t g = 1; g < kValidationGrid && validation_grid_point(g, v.num_ranked) <= cap; ++g) {
+    v.bounds.push_back(validation_grid_point(g, v.num_ranked));
+  }
+  v.bounds.push_back(alpha_ranked);
+  std::sort(v.bounds.begin(), v.bounds.end());
+  v.bounds.erase(std::unique(v.bounds.begin(), v.bounds.end()), v.bounds.end());
+  return v;
+}
+
+// Masses of `rows` rows whose kept mass grows linearly with the ranked count: each row keeps
+// base[r] + (1 - base[r]) * min(1, count / need).
+std::vector<float> toy_masses(const ValidationLayout& v, const std::vector<double>& base, int64_t need) {
+  const int stride = v.row_masses();
+  std::vector<float> m(base.size() * stride, 0.f);
+  for (size_t r = 0; r < base.size(); ++r) {
+    auto kept = [&](int64_t count) { return base[r] + (1 - base[r]) * std::min(1.0, double(count) / need); };
+    m[r * stride] = static_cast<float>(base[r]);
+    for (int b = 1; b <= v.buckets(); ++b) {
+      m[r * stride + b] = static_cast<float>(kept(v.bounds[b]) - kept(v.bounds[b - 1]));
+    }
+  }
+  return m;
+}
+
+TEST(ValidationDecision, AlphaWideningDenseAndCost) {
+  const std::vector<double> base(40, 0.5);
+  HeadValidation h;
+  const ValidationBar bar{0.9f, 0.05f};
+  {  // needs 960 of the ranked columns to keep 0.98: alpha's 100 fall short, widened to the grid point
+    const ValidationLayout v = toy_layout(100, 1000);
+    const auto m = toy_masses(v, base, 1000);
+    const ValidationDecision d = decide_validation(v, m.data(), v.row_masses(), 1, 40, bar, &h);
+    EXPECT_EQ(d.decision, SAMPLEATTN_DECISION_SPARSE_WIDENED);
+    // rms lost 0.5 * (1 - c/1000) <= 0.05  <=>  c >= 900; the first grid point at or past it.
+    int64_t want = 0;
+    for (int64_t g = 0; g < kValidationGrid; ++g) {
+      if (validation_grid_point(g, 1000) >= 900) { want = validation_grid_point(g, 1000); break; }
+    }
+    EXPECT_EQ(d.ranked, want);
+    EXPECT_NEAR(h.mean, 0.5 + 0.5 * want / 1000.0, 1e-6);
+    EXPECT_LE(h.rms_lost, 0.05f);
+  }
+  {  // alpha's count beyond the passing one: alpha's stands
+    const ValidationLayout v = toy_layout(950, 1000);
+    const auto m = toy_masses(v, base, 1000);
+    const ValidationDecision d = decide_validation(v, m.data(), v.row_masses(), 1, 40, bar, &h);
+    EXPECT_EQ(d.decision, SAMPLEATTN_DECISION_SPARSE);
+    EXPECT_EQ(d.ranked, 950);
+  }
+  {  // the cap stops short of passing: dense
+    const ValidationLayout v = toy_layout(100, 800);
+    const auto m = toy_masses(v, base, 1000);
+    EXPECT_EQ(decide_validation(v, m.data(), v.row_masses(), 1, 40, bar, &h).decision,
+              SAMPLEATTN_DECISION_DENSE_VALIDATION);
+  }
+  {  // alpha's own mask over the budget: dense by cost, whatever the rows say
+    const ValidationLayout v = toy_layout(900, 800);
+    EXPECT_EQ(decide_validation(v, nullptr, 1, 1, 0, bar, &h).decision, SAMPLEATTN_DECISION_DENSE_COST);
+  }
+  {  // no validation rows: alpha's count, figures -1
+    const ValidationLayout v = toy_layout(100, 1000);
+    const ValidationDecision d = decide_validation(v, nullptr, v.row_masses(), 1, 0, bar, &h);
+    EXPECT_EQ(d.decision, SAMPLEATTN_DECISION_SPARSE);
+    EXPECT_EQ(d.ranked, 100);
+    EXPECT_EQ(h.p5, -1.f);
+  }
+  {  // the 5th percentile: 1 row in 40 that never keeps enough does not block; 3 do
+    std::vector<double> bad = std::vector<double>(40, 0.99);
+    bad[7] = 0.0;
+    ValidationLayout v = toy_layout(0, 1000);
+    auto m = toy_masses(v, bad, 1000000000);  // the stripes add (almost) nothing
+    const ValidationBar p5_only{0.9f, 1.f};
+    EXPECT_EQ(decide_validation(v, m.data(), v.row_masses(), 1, 40, p5_only, &h).decision, SAMPLEATTN_DECISION_SPARSE);
+    EXPECT_FLOAT_EQ(h.min, 0.f);
+    bad[8] = bad[9] = 0.0;
+    m = toy_masses(v, bad, 1000000000);
+    EXPECT_EQ(decide_validation(v, m.data(), v.row_masses(), 1, 40, p5_only, &h).decision,
+              SAMPLEATTN_DECISION_DENSE_VALIDATION);
+  }
+}
+
+// A copy head, planted: from row 1400 on, each query is a scaled copy of its own far key (400 to
+// 1399 positions back, outside the window), different for every row, so it puts most of its mass
+// there; earlier rows copy the previous key (inside the window). Head 1 is a local head (each
+// query copies the previous key). The columns the sampled rows choose cover only their own
+// targets.
+Case copy_head_case() {
+  Case c;
+  c.d = 64;
+  c.hq = c.hkv = 2;
+  c.add_sequence(4096, 4096);
+  c.materialize(2024, 0.5f);
+  for (int64_t i = 1; i < 4096; ++i) {
+    const int64_t target = i >= 1400 ? i - 400 - (i * 7) % 1000 : i - 1;
+    for (int e = 0; e < c.d; ++e) {
+      c.q.set((i * c.hq + 0) * c.d + e, 1.5f * c.k.get((target * c.hkv + 0) * c.d + e));
+      c.q.set((i * c.hq + 1) * c.d + e, 2.5f * c.k.get(((i - 1) * c.hkv + 1) * c.d + e));
+    }
+  }
+  return c;
+}
+
+sampleattn::Params copy_head_params(Case& c) {
+  sampleattn::Params p = c.params();
+  p.method = SAMPLEATTN_METHOD_SAMPLE;
+  p.sample.dense_below = 0;
+  p.sample.r_val = 0.05f;
+  return p;
+}
+
+// The kept mass of `rows` of head h under the masks, from the oracle (exp(lse_mask - lse)).
+std::vector<double> oracle_kept(const Problem& problem, const MaskMap& masks, int h, const std::vector<int64_t>& rows) {
+  std::vector<double> kept;
+  for (int64_t i : rows) {
+    const auto full = reference::attention_rows(problem, {{i, h}});
+    const auto masked = reference::attention_rows(problem, {{i, h}}, lookup(masks));
+    kept.push_back(std::exp(masked[0].lse - full[0].lse));
+  }
+  return kept;
+}
+
+TEST(Validation, PlantedCopyHeadInSampleHighValidatedLow) {
+  Case c = copy_head_case();
+  sampleattn::Params p = copy_head_params(c);
+  p.sample.min_kept = 0.f;  // measure only: alpha's stripes stand
+  p.sample.max_lost = 1.f;
+  Outcome o = run(c, p, 2);
+  ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  const sampleattn_head_stats& copy = o.heads[0];
+  ASSERT_EQ(copy.decision, SAMPLEATTN_DECISION_SPARSE);
+  EXPECT_GT(copy.cra_mean, 0.85f) << "the sampled rows chose their own targets";
+  EXPECT_GT(copy.cra_min, 0.5f);
+  EXPECT_LT(copy.val_cra_p5, 0.5f) << "the validation rows' targets are not stripes";
+  EXPECT_LT(copy.val_cra_mean, copy.cra_mean - 0.3f);
+
+  // The reported figures are the validation rows' kept mass under the chosen mask (oracle).
+  Problem problem;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  const auto rows = validation_rows(problem.sample, 4096, sampled_rows(problem.sample, 4096));
+  ASSERT_EQ(rows.size(), 205u);
+  for (int h = 0; h < c.hq; ++h) {
+    std::vector<double> kept = oracle_kept(problem, o.masks, h, rows);
+    std::sort(kept.begin(), kept.end());
+    const double mean = std::accumulate(kept.begin(), kept.end(), 0.0) / kept.size();
+    EXPECT_NEAR(o.heads[h].val_cra_min, kept.front(), 2e-4) << "head " << h;
+    EXPECT_NEAR(o.heads[h].val_cra_p5, kept[quantile_index(0.05, kept.size())], 2e-4) << "head " << h;
+    EXPECT_NEAR(o.heads[h].val_cra_mean, mean, 2e-4) << "head " << h;
+  }
+  EXPECT_NEAR(o.stats.val_cra_p5, std::min(o.heads[0].val_cra_p5, o.heads[1].val_cra_p5), 1e-7);
+}
+
+TEST(Validation, PlantedCopyHeadIsCaughtAndTheOutputStaysNearDense) {
+  Case c = copy_head_case();
+  sampleattn::Params p = copy_head_params(c);
+  Outcome o = run(c, p, 2);
+  ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  const sampleattn_head_stats& copy = o.heads[0];
+  EXPECT_NE(copy.decision, SAMPLEATTN_DECISION_SPARSE) << "alpha's stripes alone fail the validation rows";
+  if (!copy.dense) {
+    EXPECT_GE(copy.val_cra_p5, 0.9f);
+  }
+  const sampleattn_head_stats& plain = o.heads[1];
+  EXPECT_EQ(plain.dense, 0) << "the plain head keeps its sparse mask; decision " << plain.decision << " alpha stripes " << plain.alpha_stripes << " val p5 " << plain.val_cra_p5;
+  EXPECT_GE(plain.val_cra_p5, 0.9f);
+
+  // Output against dense: both heads near it.
+  Problem problem;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  std::vector<std::pair<int64_t, int>> rows;
+  for (int64_t i = 0; i < 4096; i += 37) rows.push_back({i, 0}), rows.push_back({i, 1});
+  const auto dense = reference::attention_rows(problem, rows);
+  EXPECT_LT(errors_of(dense, output_rows(c, rows)).rel_l2, 0.05);
+}
+
+// The error never rises when alpha rises: the mask of each head only grows (the grid and the cap
+// do not depend on alpha), dense stays dense, and the output's error against dense falls.
+TEST(Validation, ErrorNeverRisesWithAlpha) {
+  Case c = copy_head_case();
+  Problem problem;
+  std::vector<std::pair<int64_t, int>> rows;
+  for (int64_t i = 0; i < 4096; i += 29) rows.push_back({i, 0}), rows.push_back({i, 1});
+  std::vector<reference::RowResult> dense;
+  std::vector<double> last_err(c.hq, 1e300);
+  MaskMap last;
+  std::vector<int> was_dense(c.hq, 0);
+  for (float alpha : {0.3f, 0.5f, 0.7f, 0.8f, 0.9f, 0.95f, 0.98f, 0.995f, 1.f}) {
+    sampleattn::Params p = copy_head_params(c);
+    p.sample.alpha = alpha;
+    p.sample.max_density = 0.9f;
+    Outcome o = run(c, p, 2);
+    ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+    if (dense.empty()) {
+      ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+      dense = reference::attention_rows(problem, rows);
+    }
+    const auto out = output_rows(c, rows);
+    for (int h = 0; h < c.hq; ++h) {
+      std::vector<reference::RowResult> ref;
+      std::vector<std::vector<double>> got;
+      for (size_t r = 0; r < rows.size(); ++r) {
+        if (rows[r].second == h) ref.push_back(dense[r]), got.push_back(out[r]);
+      }
+      const double err = errors_of(ref, got).rel_l2;
+      EXPECT_LE(err, last_err[h] + 1e-6) << "head " << h << " alpha " << alpha;
+      last_err[h] = err;
+      if (was_dense[h]) {
+        EXPECT_EQ(o.heads[h].dense, 1) << "head " << h << " alpha " << alpha;
+      }
+      was_dense[h] = o.heads[h].dense;
+      if (!o.heads[h].dense && last.count({0, h}) != 0) {
+        const auto& before = last.at({0, h}).stripes;
+        const auto& now = o.masks.at({0, h}).stripes;
+        EXPECT_TRUE(std::includes(now.begin(), now.end(), before.begin(), before.end()))
+            << "head " << h << " alpha " << alpha << ": the mask lost stripes";
+      }
+    }
+    last = o.masks;
+  }
 }
 
 }  // namespace
