@@ -57,8 +57,8 @@ TEST(StructuredAccuracy, DefaultsAgainstDense) {
   MethodRun dense, sparse;
   run(g, SAMPLEATTN_METHOD_DENSE, &dense);
   run(g, SAMPLEATTN_METHOD_SAMPLE, &sparse);
-  // 4096 keys are above dense_below; only the diffuse head's mask is dense enough (max_density)
-  // to run dense.
+  // 4096 keys are above dense_below; only the diffuse head runs dense (its mask is over the cost
+  // budget, or its validation rows lose too much).
   for (int h = 0; h < 8; ++h) {
     EXPECT_EQ(sparse.heads[h].dense, g.heads[h].type == workload::HeadType::kDiffuse ? 1 : 0) << "head " << h;
   }
@@ -85,6 +85,57 @@ TEST(StructuredAccuracy, DefaultsAgainstDense) {
   EXPECT_GE(kept.mean, 0.95);
   EXPECT_LT(sparse.stats.density, 0.5);
   EXPECT_NEAR(workload::mask_density(masks, cfg.seq, cfg.seq), sparse.stats.density, 1e-6);
+}
+
+// The real mix (one head in 8 a copy head, one a retrieval head: each query needs far keys of its
+// own, which no column set chosen from sampled rows covers): validation (docs/ALGORITHM.md) must
+// catch them, so that every head stays near dense and needles are recalled as dense.
+TEST(StructuredAccuracy, RealMixCopyAndRetrievalHeadsAgainstDense) {
+  workload::GeneratorConfig cfg;
+  cfg.seq = 4096;
+  cfg.num_q_heads = cfg.num_kv_heads = 8;
+  cfg.head_dim = 128;
+  cfg.seed = 1;
+  cfg.mix = workload::HeadMix::kReal;
+  for (double depth : {0.1, 0.3, 0.5, 0.7, 0.9}) cfg.needles.push_back({depth, -1, -1});
+  workload::GeneratedData g;
+  ASSERT_TRUE(workload::generate(cfg, &g).is_ok());
+  MethodRun dense, sparse;
+  run(g, SAMPLEATTN_METHOD_DENSE, &dense);
+  run(g, SAMPLEATTN_METHOD_SAMPLE, &sparse);
+  int far_heads = 0;
+  for (int h = 0; h < 8; ++h) {
+    const sampleattn_head_stats& hs = sparse.heads[h];
+    const bool far = g.heads[h].type == workload::HeadType::kCopy || g.heads[h].type == workload::HeadType::kRetrieval;
+    far_heads += far ? 1 : 0;
+    if (far) {
+      EXPECT_NE(hs.decision, SAMPLEATTN_DECISION_SPARSE) << "head " << h << ": alpha's stripes cannot hold it";
+    }
+    if (!hs.dense) {
+      EXPECT_GE(hs.val_cra_p5, 0.9f) << "head " << h;
+      EXPECT_LE(hs.val_lost_rms, 0.01f) << "head " << h;
+    }
+  }
+  EXPECT_EQ(far_heads, 2);
+
+  workload::RelErrorResult err;
+  ASSERT_TRUE(workload::rel_l2_error(sparse.o, dense.o, {}, &err).is_ok());
+  EXPECT_LE(err.median, 0.01) << "median head";
+  EXPECT_LE(err.max, 0.05) << "worst head";
+  EXPECT_GE(sparse.stats.val_cra_p5, 0.9f);
+
+  workload::NeedleResult ns, nd;
+  ASSERT_TRUE(workload::needle_recall(sparse.o, g.needles, 0.5, &ns).is_ok());
+  ASSERT_TRUE(workload::needle_recall(dense.o, g.needles, 0.5, &nd).is_ok());
+  EXPECT_EQ(ns.recall, nd.recall);
+
+  // The kept mass on rows the library never saw (every 64th row) agrees: >= 0.9 for every head.
+  const auto masks = workload::masks_from_stats(sparse.heads.data(), sparse.offsets.data(),
+                                                sparse.stripes.data(), 8, cfg.seq);
+  workload::KeptMassResult kept;
+  ASSERT_TRUE(workload::kept_mass(g.q, g.k, g.softmax_scale, masks, workload::strided_rows(cfg.seq, 64),
+                                  &kept).is_ok());
+  for (int h = 0; h < 8; ++h) EXPECT_GE(kept.head_min[h], 0.85) << "head " << h;
 }
 
 }  // namespace

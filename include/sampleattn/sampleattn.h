@@ -241,7 +241,7 @@ typedef struct sampleattn_sample_params {
   /* The most the validation rows' root-mean-square lost mass, sqrt(mean (1 - kept)^2), may be:
    * a row that loses m of its mass is off by about m times the distance between the kept and the
    * lost values, so this bounds the head's relative error in practice. [0, 1]; 1 = no bound;
-   * default 0.02. */
+   * default 0.01. */
   float max_lost;
 } sampleattn_sample_params;
 

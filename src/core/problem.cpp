@@ -186,7 +186,7 @@ sampleattn_sample_params default_sample_params() {
   p.max_density = 0.8f;
   p.r_val = 0.02f;
   p.min_kept = 0.9f;
-  p.max_lost = 0.02f;
+  p.max_lost = 0.01f;
   return p;
 }
 
