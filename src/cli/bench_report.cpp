@@ -91,8 +91,8 @@ void print_table(const BenchSetting& s, const std::string& method, const std::ve
     }
     return;
   }
-  std::printf("%8s %6s %10s %10s %8s %8s %9s %9s %8s %8s %8s\n", "N", "alpha", "dense s", "sample s", "speedup",
-              "density", "rel err", "(median)", "min CRA", "needles", "(dense)");
+  std::printf("%8s %6s %10s %10s %8s %8s %9s %9s %8s %8s %8s %8s %8s\n", "N", "alpha", "dense s", "sample s",
+              "speedup", "density", "rel err", "(median)", "min CRA", "val p5", "dense h", "needles", "(dense)");
   for (const BenchRow& r : rows) {
     if (!r.sample) continue;
     auto fmt = [](double v, const char* f) {
@@ -101,11 +101,12 @@ void print_table(const BenchSetting& s, const std::string& method, const std::ve
       std::snprintf(b, sizeof b, f, v);
       return std::string(b);
     };
-    std::printf("%8lld %6.3g %10s %10.4f %8s %8.4f %9s %9s %8.4f %8s %8s\n", static_cast<long long>(r.seq), r.alpha,
-                fmt(r.dense_time_s > 0 ? r.dense_time_s : -1, "%.4f").c_str(), r.time_s,
+    std::printf("%8lld %6.3g %10s %10.4f %8s %8.4f %9s %9s %8.4f %8s %8s %8s %8s\n", static_cast<long long>(r.seq),
+                r.alpha, fmt(r.dense_time_s > 0 ? r.dense_time_s : -1, "%.4f").c_str(), r.time_s,
                 fmt(r.speedup > 0 ? r.speedup : -1, "%.2fx").c_str(), r.density, fmt(r.rel_l2, "%.4f").c_str(),
-                fmt(r.rel_l2_median, "%.4f").c_str(), r.min_cra, fmt(r.needle_recall, "%.2f").c_str(),
-                fmt(r.needle_recall_dense, "%.2f").c_str());
+                fmt(r.rel_l2_median, "%.4f").c_str(), r.min_cra, fmt(r.val_cra_p5, "%.4f").c_str(),
+                (std::to_string(r.dense_heads) + "/" + std::to_string(r.head_dense.size())).c_str(),
+                fmt(r.needle_recall, "%.2f").c_str(), fmt(r.needle_recall_dense, "%.2f").c_str());
   }
 }
 
