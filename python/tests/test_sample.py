@@ -59,8 +59,15 @@ def test_sample_statistics_and_accuracy(structured):
     dense = sampleattn.attention(q, k, v)
     out, stats = sampleattn.attention(q, k, v, method="sample", return_stats=True)
     _check_stats_contract(stats, 1, Q_HEADS, [TOKENS])
-    assert stats["density"] < 0.5, "the planted structure is sparse"
+    assert stats["density"] < 1
     assert stats["num_dense_heads"] == 0
+    # These inputs keep a few percent of every row's mass on a flat background: alpha's 38 stripes
+    # lose ~3% of it, so validation widens them (max_lost 0.01) and the output gets closer to dense.
+    assert all(head["decision"] in ("sparse", "widened") for head in stats["heads"])
+    assert all(head["val_lost_rms"] <= 0.01 + 1e-6 and head["val_cra_p5"] >= 0.9 for head in stats["heads"])
+    alpha_only, alpha_stats = sampleattn.attention(q, k, v, method="sample", r_val=0, return_stats=True)
+    assert alpha_stats["density"] < 0.5, "the planted structure is sparse under alpha's rule"
+    assert R.relative_error(out, dense) < R.relative_error(alpha_only, dense)
     defaults = sampleattn.sample_defaults()
     for head in stats["heads"]:
         stripes = head["stripes"]
@@ -70,7 +77,7 @@ def test_sample_statistics_and_accuracy(structured):
         assert np.all(np.isin(early, stripes)), "the planted heavy columns are selected"
         assert head["window"] == max(defaults["min_window"], int(np.ceil(defaults["r_w"] * TOKENS)))
     # The mask keeps most of the attention mass: the output is close to dense attention.
-    assert R.relative_error(out, dense) < 0.1
+    assert R.relative_error(out, dense) < 0.02
 
 
 def test_sample_is_dense_below_the_threshold(structured):
