@@ -157,6 +157,14 @@ TEST_F(Validation, BadSampleParameters) {
   expect(SAMPLEATTN_INVALID_ARGUMENT, [&](auto& p) { p.sample.max_density = nan; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.max_density = 0.f; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.max_density = 1.01f; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [&](auto& p) { p.sample.r_val = nan; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.r_val = -0.01f; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.r_val = 1.f; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [&](auto& p) { p.sample.min_kept = nan; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.min_kept = 1.5f; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [&](auto& p) { p.sample.max_lost = nan; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.max_lost = -1.f; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.max_lost = std::numeric_limits<float>::infinity(); });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) {
     p.method = SAMPLEATTN_METHOD_SAMPLE;
     p.causal = 0;

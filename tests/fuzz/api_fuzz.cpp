@@ -121,6 +121,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   s.scope = in.ConsumeBool() ? SAMPLEATTN_STRIPES_PER_KV_GROUP : SAMPLEATTN_STRIPES_PER_HEAD;
   s.window_mass_counts = in.ConsumeIntegralInRange<int32_t>(0, 1);
   s.max_density = pick_float(in, {nan, 1.f, 0.5f, 0.f}, 0.f, 1.f);
+  s.r_val = pick_float(in, {nan, 0.f, 0.5f, 1.f}, 0.f, 1.f);
+  s.min_kept = pick_float(in, {nan, 0.f, 0.9f, 1.f}, 0.f, 1.f);
+  s.max_lost = pick_float(in, {nan, 0.f, 0.01f, 1.f}, 0.f, 1.f);
 
   // Tensors, each with its own dtype and padded strides, sized exactly.
   const int max_d = std::max(d, 1);
