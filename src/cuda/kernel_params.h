@@ -43,7 +43,7 @@ enum class AttentionMode : int32_t {
 // exactly: the masses are accumulated in fixed point, kValidationMassOne = 1.0).
 inline constexpr int kValidationMassStride = 66;
 inline constexpr int kValidationRows = 64;
-inline constexpr int64_t kValidationKeys = 2048;
+inline constexpr int64_t kValidationKeys = 4096;
 inline constexpr double kValidationMassOne = 2147483648.0;  // 2^31
 
 // One block of the validation mass kernel: validation rows first .. first + count - 1 (entries
