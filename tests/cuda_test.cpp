@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <cstring>
 #include <map>
@@ -15,6 +16,7 @@
 #include <tuple>
 
 #include "test_util.h"
+#include "workload/generator.h"
 
 #ifdef SAMPLEATTN_CUDA_RUNTIME
 #include <cuda_runtime_api.h>
@@ -383,6 +385,7 @@ struct SampleVariant {
   int min_stripes, max_stripes, sink_tokens;
   float alpha;
   float max_density;  // 0: between the CPU's head densities, so that about half the heads run dense
+  float r_val = 0.02f;  // validation rows (the default); 0: stripes as alpha chose them
 };
 
 class CudaSample : public ::testing::TestWithParam<std::tuple<DType, int, SampleVariant>> {};
@@ -403,6 +406,7 @@ sampleattn::Params sample_params(Case& c, const SampleVariant& variant, float r_
   p.sample.sink_tokens = variant.sink_tokens;
   p.sample.alpha = variant.alpha;
   p.sample.max_density = variant.max_density;
+  p.sample.r_val = variant.r_val;
   if (variant.max_density == 0) {
     p.sample.max_density = 1;
     const Outcome all_sparse = run_cpu(c, p);
@@ -423,17 +427,24 @@ sampleattn::Params sample_params(Case& c, const SampleVariant& variant, float r_
   return p;
 }
 
-// The GPU's selection, statistics and output against the CPU's on the same inputs, and the GPU
-// output against the oracle under the GPU's own mask.
-void expect_sample_matches_cpu(Case& c, const sampleattn::Params& p, const SampleVariant& variant) {
+// The GPU's selection, validation decisions, statistics and output against the CPU's on the same
+// inputs, and (with `oracle`) the GPU output against the oracle under the GPU's own mask. Returns
+// the CPU's outcome.
+Outcome expect_sample_matches_cpu(Case& c, const sampleattn::Params& p, const SampleVariant& variant,
+                                  bool oracle = true) {
   const Outcome cpu = run_cpu(c, p);
-  ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
+  EXPECT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
   const Outcome gpu = run_cuda(c, p);
-  ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+  EXPECT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+  if (cpu.status != SAMPLEATTN_SUCCESS || gpu.status != SAMPLEATTN_SUCCESS) return cpu;
   EXPECT_EQ(gpu.stats.num_dense_heads, cpu.stats.num_dense_heads);
   EXPECT_EQ(gpu.stats.num_heads_total, cpu.stats.num_heads_total);
-  ASSERT_EQ(gpu.masks.size(), cpu.masks.size());
-  EXPECT_GT(gpu.masks.size(), 0u);
+  EXPECT_EQ(gpu.masks.size(), cpu.masks.size());
+  if (gpu.masks.size() != cpu.masks.size()) return cpu;
+  // Every sampled head dense: only validation may do that (no mask within the cost cap kept enough).
+  if (gpu.masks.empty()) {
+    EXPECT_GT(variant.r_val, 0.f) << "no sparse head to compare";
+  }
   if (variant.max_density == 0) {
     EXPECT_GT(cpu.stats.num_dense_heads, c.hq) << "some sampled heads run dense";
   }
@@ -466,11 +477,23 @@ void expect_sample_matches_cpu(Case& c, const sampleattn::Params& p, const Sampl
   EXPECT_LE(differ, total / 100 + 1) << differ << " of " << total << " stripe columns differ";
   std::printf("[ info ] %s: %zu of %zu stripe columns differ between CPU and GPU\n", variant.name.c_str(), differ, total);
 
-  // Statistics in the CPU's format.
+  // Statistics in the CPU's format, validation's decisions and figures among them: the same
+  // shared decision (core/validation.h) on masses measured by each backend's own kernels.
   const int nseq = static_cast<int>(c.cu_q.size()) - 1;
   for (int i = 0; i < nseq * c.hq; ++i) {
     EXPECT_EQ(gpu.heads[i].dense, cpu.heads[i].dense);
     EXPECT_EQ(gpu.heads[i].window, cpu.heads[i].window);
+    EXPECT_EQ(gpu.heads[i].decision, cpu.heads[i].decision) << "head " << i;
+    EXPECT_EQ(gpu.heads[i].alpha_stripes, cpu.heads[i].alpha_stripes) << "head " << i;
+    EXPECT_EQ(gpu.heads[i].num_stripes, cpu.heads[i].num_stripes) << "head " << i;
+    EXPECT_NEAR(gpu.heads[i].val_cra_p5, cpu.heads[i].val_cra_p5, 1e-4) << "head " << i;
+    EXPECT_NEAR(gpu.heads[i].val_cra_min, cpu.heads[i].val_cra_min, 1e-4) << "head " << i;
+    EXPECT_NEAR(gpu.heads[i].val_cra_mean, cpu.heads[i].val_cra_mean, 1e-4) << "head " << i;
+    EXPECT_NEAR(gpu.heads[i].val_lost_rms, cpu.heads[i].val_lost_rms, 1e-4) << "head " << i;
+    if (variant.r_val == 0 && !cpu.heads[i].dense) {
+      EXPECT_EQ(cpu.heads[i].decision, SAMPLEATTN_DECISION_SPARSE) << "head " << i;
+      EXPECT_EQ(gpu.heads[i].val_cra_p5, -1.f) << "head " << i << ": no validation rows";
+    }
     if (gpu.heads[i].num_stripes == cpu.heads[i].num_stripes && !gpu.heads[i].dense) {
       EXPECT_NEAR(gpu.heads[i].cra_mean, cpu.heads[i].cra_mean, 2e-3) << "head " << i;
       EXPECT_NEAR(gpu.heads[i].cra_min, cpu.heads[i].cra_min, 2e-3) << "head " << i;
@@ -478,15 +501,23 @@ void expect_sample_matches_cpu(Case& c, const sampleattn::Params& p, const Sampl
     }
   }
   EXPECT_NEAR(gpu.stats.density, cpu.stats.density, 0.01);
+  EXPECT_EQ(gpu.stats.num_widened_heads, cpu.stats.num_widened_heads);
+  EXPECT_NEAR(gpu.stats.val_cra_p5, cpu.stats.val_cra_p5, 1e-4);
 
   // The sparse attention is exact attention under the GPU's mask.
-  expect_matches_oracle(c, p, gpu, differ == 0 ? &cpu : nullptr);
+  if (oracle) expect_matches_oracle(c, p, gpu, differ == 0 ? &cpu : nullptr);
 
-  // Deterministic: a second run gives the same bits and the same mask.
+  // Deterministic: a second run gives the same bits, the same mask and the same figures.
   const Outcome again = run_cuda(c, p);
-  ASSERT_EQ(again.status, SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(again.status, SAMPLEATTN_SUCCESS);
+  if (again.status != SAMPLEATTN_SUCCESS) return cpu;
   EXPECT_EQ(again.o, gpu.o);
   for (const auto& [key, gm] : gpu.masks) EXPECT_EQ(again.masks.at(key).stripes, gm.stripes);
+  for (int i = 0; i < nseq * c.hq; ++i) {
+    EXPECT_EQ(again.heads[i].val_cra_p5, gpu.heads[i].val_cra_p5) << "head " << i;
+    EXPECT_EQ(again.heads[i].val_cra_mean, gpu.heads[i].val_cra_mean) << "head " << i;
+  }
+  return cpu;
 }
 
 TEST_P(CudaSample, SelectionAndOutputMatchCpu) {
@@ -533,6 +564,130 @@ TEST(CudaSampleLong, PipelineRingsWrapAndMatchCpu) {
   expect_sample_matches_cpu(c, p, variant);
 }
 
+// Validation where it matters: the structured generator's "real" mix (copy and retrieval heads,
+// whose far keys no column mask holds) at 4096 tokens, with the default parameters. The GPU must
+// decide as the CPU does per head: alpha's stripes, more of the ranking (a stricter min_kept widens
+// the stripe heads) or dense (cost, validation), and without validation rows keep alpha's
+// stripes.
+TEST(CudaSampleReal, ValidationDecisionsMatchCpu) {
+  SKIP_WITHOUT_DEVICE();
+  workload::GeneratorConfig cfg;
+  cfg.seq = 4096;
+  cfg.num_q_heads = 8;
+  cfg.num_kv_heads = 2;
+  cfg.head_dim = 128;
+  cfg.seed = 1;
+  cfg.mix = workload::HeadMix::kReal;
+  workload::GeneratedData g;
+  ASSERT_TRUE(workload::generate(cfg, &g).is_ok());
+  Case c;
+  c.d = cfg.head_dim;
+  c.hq = cfg.num_q_heads;
+  c.hkv = cfg.num_kv_heads;
+  c.in = c.out = DType::kBF16;
+  c.add_sequence(static_cast<int32_t>(cfg.seq), static_cast<int32_t>(cfg.seq));
+  c.materialize(1);
+  const auto* q = reinterpret_cast<const float*>(g.q.bytes.data());
+  const auto* k = reinterpret_cast<const float*>(g.k.bytes.data());
+  const auto* v = reinterpret_cast<const float*>(g.v.bytes.data());
+  for (int64_t i = 0; i < c.q.size(); ++i) c.q.set(i, q[i]);
+  for (int64_t i = 0; i < c.k.size(); ++i) {
+    c.k.set(i, k[i]);
+    c.v.set(i, v[i]);
+  }
+  struct Run {
+    std::string name;
+    sampleattn_stripe_scope scope;
+    float r_val, min_kept;
+    int widened, validation_dense;  // at least this many heads, on the CPU
+  };
+  const Run runs[] = {
+      {"defaults", SAMPLEATTN_STRIPES_PER_HEAD, 0.02f, 0.9f, 0, 1},
+      {"strict", SAMPLEATTN_STRIPES_PER_HEAD, 0.02f, 0.995f, 1, 1},
+      {"per_kv_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0.02f, 0.9f, 0, 1},
+      {"no_validation", SAMPLEATTN_STRIPES_PER_HEAD, 0.f, 0.9f, 0, 0},
+  };
+  for (const Run& run : runs) {
+    SCOPED_TRACE(run.name);
+    sampleattn::Params p = c.params();
+    p.method = SAMPLEATTN_METHOD_SAMPLE;
+    p.softmax_scale = g.softmax_scale;
+    p.sample.scope = run.scope;
+    p.sample.r_val = run.r_val;
+    p.sample.min_kept = run.min_kept;
+    const SampleVariant variant{run.name, run.scope, 0, 0, 0, p.sample.sink_tokens, p.sample.alpha, p.sample.max_density,
+                                run.r_val};
+    const Outcome cpu = expect_sample_matches_cpu(c, p, variant, /*oracle=*/false);
+    int widened = 0, validation_dense = 0;
+    for (const sampleattn_head_stats& h : cpu.heads) {
+      widened += h.decision == SAMPLEATTN_DECISION_SPARSE_WIDENED;
+      validation_dense += h.decision == SAMPLEATTN_DECISION_DENSE_VALIDATION;
+    }
+    EXPECT_GE(widened, run.widened);
+    EXPECT_GE(validation_dense, run.validation_dense);
+    std::printf("[ info ] real mix, %s: %d widened, %d dense by validation of %d heads\n", run.name.c_str(), widened,
+                validation_dense, c.hq);
+  }
+}
+
+// What validation costs at 32K tokens, 32 query heads (8 kv heads), d = 128, on the generated
+// inputs: the call with the default r_val against r_val = 0, stage by stage. Runs only when
+// SAMPLEATTN_CUDA_TIMING is set (a measurement, not a check).
+TEST(CudaSampleTiming, ValidationCostAt32K) {
+  SKIP_WITHOUT_DEVICE();
+  if (std::getenv("SAMPLEATTN_CUDA_TIMING") == nullptr) GTEST_SKIP() << "set SAMPLEATTN_CUDA_TIMING to measure";
+  workload::GeneratorConfig cfg;
+  cfg.seq = 32768;
+  cfg.num_q_heads = 32;
+  cfg.num_kv_heads = 8;
+  cfg.head_dim = 128;
+  workload::GeneratedData g;
+  ASSERT_TRUE(workload::generate(cfg, &g).is_ok());
+  auto to_bf16 = [](const workload::Tensor3& t) {
+    Buffer b(DType::kBF16, t.seq, static_cast<int>(t.heads), static_cast<int>(t.dim));
+    const auto* f = reinterpret_cast<const float*>(t.bytes.data());
+    for (int64_t i = 0; i < b.size(); ++i) b.set(i, f[i]);
+    return b;
+  };
+  const Buffer hq = to_bf16(g.q), hk = to_bf16(g.k), hv = to_bf16(g.v);
+  DeviceBuffer q(hq.bytes.size()), k(hk.bytes.size()), v(hv.bytes.size()), o(hq.bytes.size());
+  q.upload(hq.bytes.data(), hq.bytes.size());
+  k.upload(hk.bytes.data(), hk.bytes.size());
+  v.upload(hv.bytes.data(), hv.bytes.size());
+  sampleattn::Params p;
+  const int64_t d = cfg.head_dim;
+  p.q = {q.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_q_heads * d, d};
+  p.k = {k.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_kv_heads * d, d};
+  p.v = {v.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_kv_heads * d, d};
+  p.o = {o.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_q_heads * d, d};
+  p.head_dim = cfg.head_dim;
+  p.num_q_heads = cfg.num_q_heads;
+  p.num_kv_heads = cfg.num_kv_heads;
+  p.seqlen_q = p.seqlen_k = static_cast<int32_t>(cfg.seq);
+  p.softmax_scale = g.softmax_scale;
+  p.method = SAMPLEATTN_METHOD_SAMPLE;
+  sampleattn_context* ctx = nullptr;
+  ASSERT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  for (float r_val : {0.02f, 0.f, 0.02f, 0.f}) {
+    p.sample.r_val = r_val;
+    double best[4] = {1e9, 1e9, 1e9, 1e9};
+    sampleattn_stats stats;
+    for (int rep = 0; rep < 5; ++rep) {
+      sampleattn_stats_init(&stats);
+      ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+      best[0] = std::min(best[0], stats.time_sampling_s);
+      best[1] = std::min(best[1], stats.time_selection_s);
+      best[2] = std::min(best[2], stats.time_attention_s);
+      best[3] = std::min(best[3], stats.time_total_s);
+    }
+    std::printf("[ info ] 32K x 32 heads, r_val %.2f: sampling %.3f ms, selection %.3f ms, attention %.3f ms, "
+                "total %.3f ms (best of 5); density %.3f, %d dense, %d widened heads\n",
+                r_val, best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[3] * 1e3, stats.density, stats.num_dense_heads,
+                stats.num_widened_heads);
+  }
+  sampleattn_context_destroy(ctx);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     All, CudaSample,
     ::testing::Combine(
@@ -541,9 +696,13 @@ INSTANTIATE_TEST_SUITE_P(
                           SampleVariant{"per_kv_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 0, 4, 0.95f, 1.f},
                           SampleVariant{"window_mass", SAMPLEATTN_STRIPES_PER_HEAD, 1, 0, 0, 2, 0.9f, 1.f},
                           SampleVariant{"min_stripes", SAMPLEATTN_STRIPES_PER_HEAD, 0, 40, 0, 4, 0.5f, 1.f},
-                          SampleVariant{"max_stripes", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 12, 4, 0.99f, 1.f},
+                          // 12 stripes keep too little of these diffuse rows: validation makes every
+                          // head dense, so the clamp itself is checked without validation rows.
+                          SampleVariant{"max_stripes", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 12, 4, 0.99f, 1.f, 0.f},
+                          SampleVariant{"max_stripes_validated", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 12, 4, 0.99f, 1.f},
                           SampleVariant{"max_density", SAMPLEATTN_STRIPES_PER_HEAD, 0, 0, 0, 4, 0.95f, 0.f},
-                          SampleVariant{"max_density_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 0, 4, 0.95f, 0.f})),
+                          SampleVariant{"max_density_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 0, 0, 0, 4, 0.95f, 0.f},
+                          SampleVariant{"no_validation", SAMPLEATTN_STRIPES_PER_HEAD, 0, 0, 0, 4, 0.95f, 1.f, 0.f})),
     [](const auto& test_info) {
       return std::string(dtype_name(std::get<0>(test_info.param))) + "_d" + std::to_string(std::get<1>(test_info.param)) + "_" +
              std::get<2>(test_info.param).name;

@@ -1,8 +1,10 @@
 // The CUDA backend: validated problems run on one device, on the caller's stream. Stage 1
-// (sampled rows' statistics and column scores), stage 2 (selection) and the attention are kernels
-// (launch.h); this file runs one call: lay out the workspace (device_workspace.h), upload the
-// metadata and build the kernels' arguments (marshalling.h), launch, and turn the result into the
-// same SparsePlan and statistics as the CPU backend (results.h).
+// (sampled and validation rows' statistics, column scores), stage 2 (ranking, the validation
+// masses, stripe lists) and the attention are kernels (launch.h), with stage 2's decision on the
+// host between them (validation.h); this file runs one call: lay out the workspace
+// (device_workspace.h), upload the metadata and build the kernels' arguments (marshalling.h),
+// launch, and turn the result into the same SparsePlan and statistics as the CPU backend
+// (results.h).
 // Every CUDA call is checked; errors become SAMPLEATTN_DEVICE_ERROR with the runtime's message
 // (cuda_errors.h).
 #include <cuda_runtime_api.h>
@@ -24,6 +26,7 @@
 #include "cuda/launch.h"
 #include "cuda/marshalling.h"
 #include "cuda/results.h"
+#include "cuda/validation.h"
 
 namespace sampleattn::cuda {
 namespace {
@@ -38,6 +41,7 @@ class CudaBackend final : public Backend {
       if (e != nullptr) (void)cudaEventDestroy(e);
     }
     workspace_.release();
+    staging_.release();
     if (scans_ != nullptr) (void)cudaFree(scans_);
   }
 
@@ -68,6 +72,7 @@ class CudaBackend final : public Backend {
     SAMPLEATTN_RETURN_IF_ERROR(lay_out_call(problem, &cl));
     SAMPLEATTN_RETURN_IF_ERROR(check_limit(cl.bytes));
     SAMPLEATTN_RETURN_IF_ERROR(workspace_.reserve(cl.bytes));
+    SAMPLEATTN_RETURN_IF_ERROR(staging_.reserve(cl.host_bytes));
     cudaStream_t stream = static_cast<cudaStream_t>(problem.stream);
     SAMPLEATTN_RETURN_IF_ERROR(check_inputs(problem, stream));
     Status status = run(problem, cl, stream, stats != nullptr);
@@ -77,7 +82,7 @@ class CudaBackend final : public Backend {
     SAMPLEATTN_CUDA_CHECK("cudaStreamSynchronize (a kernel failed)", sync);
     if (stats != nullptr) {
       SparsePlan plan;
-      SAMPLEATTN_RETURN_IF_ERROR(collect_results(problem, cl, workspace_, &plan));
+      SAMPLEATTN_RETURN_IF_ERROR(collect_results(problem, cl, workspace_, decided_, &plan));
       float ms[3] = {0, 0, 0};
       for (int i = 0; i < 3; ++i) {
         SAMPLEATTN_CUDA_CHECK("cudaEventElapsedTime", cudaEventElapsedTime(&ms[i], events_[i], events_[i + 1]));
@@ -148,7 +153,7 @@ class CudaBackend final : public Backend {
   }
 
   // Queues the call's kernels on `stream`, with events 0..3 around stage 1, stage 2 and the
-  // attention.
+  // attention. Stage 2 waits for the host's decision (decide_stripes) in the middle.
   Status run(const Problem& p, const CallLayout& cl, cudaStream_t stream, bool want_stats) {
     SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[0], stream));
     if (p.total_q == 0) {
@@ -162,7 +167,8 @@ class CudaBackend final : public Backend {
     const int d = p.head_dim;
 
     if (cl.sampled) {
-      // Stage 1: exact row statistics of the sampled rows, then their column scores.
+      // Stage 1: exact row statistics of the sampled and the validation rows, then the sampled
+      // rows' column scores.
       AttentionArgs stats_args = aa;
       stats_args.mode = AttentionMode::kRowStats;
       stats_args.blocks = workspace_.at<RowBlock>(cl.o_sample_blocks);
@@ -172,8 +178,11 @@ class CudaBackend final : public Backend {
                             launch_columns(d, cl.bf16, column_args(p, cl, workspace_, in), stream));
       SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[1], stream));
 
-      // Stage 2.
-      SAMPLEATTN_CUDA_CHECK("stripe selection", launch_selection(selection_args(p, cl, workspace_), stream));
+      // Stage 2: the rankings, the host's decision (validation), the stripe lists.
+      const SelectionArgs sa = selection_args(p, cl, workspace_);
+      SAMPLEATTN_CUDA_CHECK("stripe ranking", launch_ranking(sa, stream));
+      SAMPLEATTN_RETURN_IF_ERROR(decide_stripes(p, cl, workspace_, staging_, in, stream, &decided_));
+      SAMPLEATTN_CUDA_CHECK("stripe lists", launch_stripes(sa, stream));
       SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[2], stream));
     } else {
       SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[1], stream));
@@ -192,7 +201,7 @@ class CudaBackend final : public Backend {
       AttentionArgs ka = aa;
       ka.mode = AttentionMode::kKeptMass;
       ka.blocks = workspace_.at<RowBlock>(cl.o_sample_blocks);
-      ka.num_blocks = static_cast<int64_t>(cl.sample_blocks.size());
+      ka.num_blocks = static_cast<int64_t>(cl.kept_blocks);
       SAMPLEATTN_CUDA_CHECK("kept mass kernel", launch_attention(d, cl.bf16, ka, stream));
     }
     return Status::ok();
@@ -203,6 +212,8 @@ class CudaBackend final : public Backend {
   uint64_t limit_;
   std::mutex mutex_;
   DeviceWorkspace workspace_;
+  HostStaging staging_;
+  CallDecisions decided_;  // the last call's validation decisions, for its statistics
   cudaEvent_t events_[4] = {nullptr, nullptr, nullptr, nullptr};
   DeviceInputScan* scans_ = nullptr;  // [3]: Q, K, V
 };

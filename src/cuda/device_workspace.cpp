@@ -8,6 +8,7 @@
 
 #include "core/mask.h"
 #include "core/sparse_plan.h"
+#include "core/validation.h"
 #include "cuda/cuda_errors.h"
 
 namespace sampleattn::cuda {
@@ -45,11 +46,12 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
   cl->score_offset.assign(nseq, 0);
   struct Costed { RowBlock block; int64_t cost; };
   std::vector<Costed> costed;
+  std::vector<std::vector<int64_t>> val_rows(nseq);
   for (int s = 0; s < nseq; ++s) {
     const Sequence& seq = p.sequences[s];
     if (seq.k_len > std::numeric_limits<int32_t>::max()) return invalid_shape("the CUDA backend takes at most 2^31-1 keys per sequence");
     SeqDesc& d = cl->seqs[s];
-    d = SeqDesc{seq.q_begin, seq.q_len, seq.k_begin, seq.k_len, 0, 0, 0, 0, 0};
+    d = SeqDesc{seq.q_begin, seq.q_len, seq.k_begin, seq.k_len, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int64_t q0 = 0; q0 < seq.q_len; q0 += cl->block_rows) {
       const int count = static_cast<int>(std::min<int64_t>(cl->block_rows, seq.q_len - q0));
       const int64_t cost = p.causal ? seq.q_offset() + q0 + count : seq.k_len;
@@ -70,6 +72,7 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     }
     for (int64_t r : rows) cl->rows.push_back(static_cast<int32_t>(r));
     cl->total_rows += d.row_count;
+    val_rows[s] = validation_rows(p.sample, seq.q_len, rows);
     for (int64_t t0 = 0; t0 < seq.k_len; t0 += column_tile()) cl->tiles.push_back(KeyTile{s, 0, t0});
     cl->score_offset[s] = cl->total_scores;
     cl->total_scores += static_cast<int64_t>(hq) * seq.k_len;
@@ -82,10 +85,6 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
       ss.heads = cl->heads_per_set;
       ss.k_len = static_cast<int32_t>(seq.k_len);
       ss.sinks = sinks;
-      ss.window = static_cast<int32_t>(d.window);
-      ss.q_offset = seq.q_offset();
-      ss.window_pairs = window_pairs(seq, d.window);
-      ss.causal_pairs = causal_pairs(seq);
       ss.total = static_cast<double>(rows.size()) * cl->heads_per_set;
       cl->sets.push_back(ss);
       cl->set_offset.push_back(cl->total_columns);
@@ -94,13 +93,43 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     }
     cl->max_k_len = std::max<int32_t>(cl->max_k_len, static_cast<int32_t>(seq.k_len));
   }
+  // Validation rows after all the sampled rows: row-statistics blocks of block_rows, and the mass
+  // kernel's tiles of kValidationRows rows x kValidationKeys keys (up to the keys the tile's last
+  // row sees).
+  cl->kept_blocks = cl->sample_blocks.size();
+  for (int s : cl->sampled_seqs) {
+    SeqDesc& d = cl->seqs[s];
+    const std::vector<int64_t>& vr = val_rows[s];
+    d.val_begin = cl->total_rows;
+    d.val_count = static_cast<int64_t>(vr.size());
+    d.mass_offset = cl->total_masses;
+    for (int64_t c0 = 0; c0 < d.val_count; c0 += cl->block_rows) {
+      const int count = static_cast<int>(std::min<int64_t>(cl->block_rows, d.val_count - c0));
+      cl->sample_blocks.push_back(RowBlock{s, count, d.val_begin + c0});
+    }
+    for (int64_t c0 = 0; c0 < d.val_count; c0 += kValidationRows) {
+      const int count = static_cast<int>(std::min<int64_t>(kValidationRows, d.val_count - c0));
+      const int64_t keys = causal_end(d.k_len - d.q_len + vr[c0 + count - 1]);
+      for (int64_t k0 = 0; k0 < keys; k0 += kValidationKeys) {
+        cl->val_tiles.push_back(ValTile{s, count, d.val_begin + c0, k0, std::min(keys, k0 + kValidationKeys)});
+      }
+    }
+    for (int64_t r : vr) cl->rows.push_back(static_cast<int32_t>(r));
+    cl->total_rows += d.val_count;
+    cl->total_val_rows += d.val_count;
+    cl->total_masses += static_cast<int64_t>(hq) * d.val_count * kValidationMassStride;
+  }
+  // Longest key ranges first (the tiles of a sequence's last rows).
+  std::stable_sort(cl->val_tiles.begin(), cl->val_tiles.end(),
+                   [](const ValTile& a, const ValTile& b) { return a.k1 - a.k0 > b.k1 - b.k0; });
   // Most expensive query blocks first: the causal tail then holds the cheap ones.
   std::stable_sort(costed.begin(), costed.end(), [](const Costed& a, const Costed& b) { return a.cost > b.cost; });
   for (const Costed& c : costed) cl->blocks.push_back(c.block);
   std::stable_sort(cl->tiles.begin(), cl->tiles.end(), [](const KeyTile& a, const KeyTile& b) { return a.t0 < b.t0; });
   const int64_t max_grid = std::numeric_limits<int32_t>::max();
   if (static_cast<int64_t>(cl->blocks.size()) * hq > max_grid ||
-      static_cast<int64_t>(cl->tiles.size()) * hq > max_grid || static_cast<int64_t>(cl->sets.size()) > 65535) {
+      static_cast<int64_t>(cl->tiles.size()) * hq > max_grid || static_cast<int64_t>(cl->val_tiles.size()) * hq > max_grid ||
+      static_cast<int64_t>(cl->sets.size()) > 65535) {
     return invalid_shape("the call is too large for one CUDA launch");
   }
   if (cl->sampled) cl->sort_bytes = selection_sort_bytes(cl->total_items, static_cast<int>(cl->sets.size()));
@@ -113,6 +142,7 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
   cl->o_blocks = take(sizeof(RowBlock) * cl->blocks.size());
   cl->o_rows = take(sizeof(int32_t) * cl->rows.size());
   cl->o_sample_blocks = take(sizeof(RowBlock) * cl->sample_blocks.size());
+  cl->o_val_tiles = take(sizeof(ValTile) * cl->val_tiles.size());
   cl->o_tiles = take(sizeof(KeyTile) * cl->tiles.size());
   cl->o_score_offset = take(sizeof(int64_t) * cl->score_offset.size());
   cl->o_sets = take(sizeof(SelectionSet) * cl->sets.size());
@@ -139,8 +169,24 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     cl->o_counts = take(sizeof(int32_t) * cl->sets.size());
     cl->o_dense = take(sizeof(int32_t) * cl->sets.size());
     cl->o_sort = take(cl->sort_bytes);
+    cl->o_buckets = take(cl->total_columns);
+    cl->o_set_active = take(sizeof(int32_t) * cl->sets.size());
+    cl->o_masses = take(sizeof(uint32_t) * cl->total_masses);
   }
   cl->bytes = at;
+
+  size_t host = 0;
+  auto stage = [&host](size_t b) { const size_t here = host; host += round_up(b); return here; };
+  if (cl->sampled) {
+    cl->h_keep = stage(sizeof(int32_t) * 2 * cl->sets.size());
+    cl->h_ranked = stage(sizeof(int32_t) * cl->total_items);
+    cl->h_buckets = stage(cl->total_columns);
+    cl->h_set_active = stage(sizeof(int32_t) * cl->sets.size());
+    cl->h_masses = stage(sizeof(uint32_t) * cl->total_masses);
+    cl->h_counts = stage(sizeof(int32_t) * cl->sets.size());
+    cl->h_dense = stage(sizeof(int32_t) * cl->sets.size());
+  }
+  cl->host_bytes = host;
   return Status::ok();
 }
 
@@ -165,6 +211,28 @@ Status DeviceWorkspace::reserve(size_t bytes) {
       return out_of_memory("cannot allocate " + std::to_string(bytes) + " bytes of device workspace");
     }
     return device_error("cudaMalloc", err);
+  }
+  capacity_ = bytes;
+  return Status::ok();
+}
+
+void HostStaging::release() {
+  if (base_ != nullptr) (void)cudaFreeHost(base_);
+  base_ = nullptr;
+  capacity_ = 0;
+}
+
+Status HostStaging::reserve(size_t bytes) {
+  if (bytes <= capacity_) return Status::ok();
+  release();
+  const cudaError_t err = cudaMallocHost(&base_, bytes);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    base_ = nullptr;
+    if (err == cudaErrorMemoryAllocation) {
+      return out_of_memory("cannot allocate " + std::to_string(bytes) + " bytes of pinned host staging");
+    }
+    return device_error("cudaMallocHost", err);
   }
   capacity_ = bytes;
   return Status::ok();

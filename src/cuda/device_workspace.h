@@ -1,6 +1,7 @@
 // One call's host-side description for the CUDA kernels and the layout of its device
-// workspace (metadata first, uploaded in one copy; then repacked inputs and the sample buffers),
-// and the workspace itself: one device allocation per backend, grown as needed.
+// workspace (metadata first, uploaded in one copy; then repacked inputs and the sample buffers)
+// and of its pinned host staging (what stage 2 exchanges with the host), and both buffers: one
+// allocation each per backend, grown as needed.
 #pragma once
 
 #include <cstddef>
@@ -32,25 +33,37 @@ struct CallLayout {
 
   std::vector<SeqDesc> seqs;
   std::vector<RowBlock> blocks;         // forward
-  std::vector<int32_t> rows;            // sampled rows, concatenated
-  std::vector<RowBlock> sample_blocks;  // over `rows`
+  // Sampled rows, concatenated over the sampled sequences, then their validation rows (core/
+  // validation.h), likewise: row statistics are [head][total_rows] over both.
+  std::vector<int32_t> rows;
+  std::vector<RowBlock> sample_blocks;  // over `rows`: the first kept_blocks sampled rows, then validation rows
+  size_t kept_blocks = 0;
+  std::vector<ValTile> val_tiles;       // the validation mass kernel's blocks
   std::vector<KeyTile> tiles;           // column tiles
   std::vector<int64_t> score_offset;    // per sequence
   std::vector<SelectionSet> sets;
   std::vector<int64_t> set_offset;      // per set, into stripes
   std::vector<int> sampled_seqs;
   int64_t total_rows = 0, total_scores = 0, total_columns = 0, total_items = 0;
+  int64_t total_val_rows = 0;
+  int64_t total_masses = 0;  // uint32 fixed-point sums: hq x total_val_rows x kValidationMassStride
   int32_t max_k_len = 0;
   size_t sort_bytes = 0;
 
   // Workspace offsets (bytes).
   size_t o_meta = 0, meta_bytes = 0;
-  size_t o_seqs = 0, o_blocks = 0, o_rows = 0, o_sample_blocks = 0, o_tiles = 0, o_score_offset = 0, o_sets = 0,
-         o_set_offset = 0;
+  size_t o_seqs = 0, o_blocks = 0, o_rows = 0, o_sample_blocks = 0, o_val_tiles = 0, o_tiles = 0, o_score_offset = 0,
+         o_sets = 0, o_set_offset = 0;
   size_t o_q = 0, o_k = 0, o_v = 0;
   size_t o_row_max = 0, o_row_sum = 0, o_kept = 0, o_scores = 0, o_set_scores = 0, o_keys_in = 0, o_keys_out = 0,
-         o_values_in = 0, o_values_out = 0, o_flags = 0, o_keep = 0, o_stripes = 0, o_counts = 0, o_dense = 0, o_sort = 0;
+         o_values_in = 0, o_values_out = 0, o_flags = 0, o_keep = 0, o_stripes = 0, o_counts = 0, o_dense = 0, o_sort = 0,
+         o_buckets = 0, o_set_active = 0, o_masses = 0;
   size_t bytes = 0;
+
+  // Pinned host staging offsets (bytes), disjoint: alpha's counts and the rankings (down), the
+  // bucket ids and active flags (up), the masses (down), the decided counts and dense flags (up).
+  size_t h_keep = 0, h_ranked = 0, h_buckets = 0, h_set_active = 0, h_masses = 0, h_counts = 0, h_dense = 0;
+  size_t host_bytes = 0;
 };
 
 Status lay_out_call(const Problem& p, CallLayout* cl);
@@ -66,6 +79,24 @@ class DeviceWorkspace {
   // Both need the workspace's device current.
   Status reserve(size_t bytes);
   void release();  // frees it now, ignoring errors
+  template <typename T>
+  T* at(size_t offset) const { return reinterpret_cast<T*>(static_cast<char*>(base_) + offset); }
+
+ private:
+  void* base_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// The pinned host staging of stage 2's round trips, likewise.
+class HostStaging {
+ public:
+  HostStaging() = default;
+  HostStaging(const HostStaging&) = delete;
+  HostStaging& operator=(const HostStaging&) = delete;
+  ~HostStaging() { release(); }
+
+  Status reserve(size_t bytes);
+  void release();
   template <typename T>
   T* at(size_t offset) const { return reinterpret_cast<T*>(static_cast<char*>(base_) + offset); }
 

@@ -1,5 +1,5 @@
-// Which kernel runs: the head-dim dispatch of the attention and column-score kernels, and the
-// choice between the Hopper (sm_90a) and the portable mma.sync kernels for head dim 128.
+// Which kernel runs: the head-dim dispatch of the attention, column-score and validation kernels,
+// and the choice between the Hopper (sm_90a) and the portable mma.sync kernels for head dim 128.
 #include <cuda_runtime_api.h>
 
 #include <cstdlib>
@@ -41,6 +41,16 @@ cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cuda
   case D: return launch_columns_d##D(bf16, args, stream);
     SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_COLUMNS_CASE)
 #undef SAMPLEATTN_CUDA_COLUMNS_CASE
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t launch_validation(int head_dim, bool bf16, const ValidationArgs& args, cudaStream_t stream) {
+  switch (head_dim) {
+#define SAMPLEATTN_CUDA_VALIDATION_CASE(D) \
+  case D: return launch_validation_d##D(bf16, args, stream);
+    SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_VALIDATION_CASE)
+#undef SAMPLEATTN_CUDA_VALIDATION_CASE
     default: return cudaErrorInvalidValue;
   }
 }

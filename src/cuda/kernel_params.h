@@ -17,6 +17,9 @@ struct SeqDesc {
   int32_t set_base;  // sparse: the first stripe set of this sequence
   int64_t row_begin;  // sampled sequences: first of its rows in the concatenated sampled-row list
   int64_t row_count;  // and how many
+  int64_t val_begin;  // sampled sequences: first of its validation rows in that list (after every
+  int64_t val_count;  // sequence's sampled rows), and how many
+  int64_t mass_offset;  // its validation masses: [q_head][val_count][kValidationMassStride] from here
 };
 
 // A block of query rows: `count` rows starting at `first`. Forward: local query indices
@@ -31,6 +34,25 @@ enum class AttentionMode : int32_t {
   kForward = 0,   // O and lse over each row's mask (dense or window + stripes)
   kRowStats = 1,  // sampled rows: max (log2 units) and sum of exp2 over all causal keys
   kKeptMass = 2,  // sampled rows: the share of their mass inside window + stripes
+};
+
+// Validation (core/validation.h): floats per validation row and query head (the most
+// ValidationLayout::row_masses() can be, kValidationGrid + 2 as on the CPU), and the work unit of
+// the mass kernel: up to kValidationRows validation rows of one sequence against up to
+// kValidationKeys of their keys (a row's keys are split over several blocks, whose sums add up
+// exactly: the masses are accumulated in fixed point, kValidationMassOne = 1.0).
+inline constexpr int kValidationMassStride = 66;
+inline constexpr int kValidationRows = 64;
+inline constexpr int64_t kValidationKeys = 4096;
+inline constexpr double kValidationMassOne = 2147483648.0;  // 2^31
+
+// One block of the validation mass kernel: validation rows first .. first + count - 1 (entries
+// of the row list) of sequence seq, keys [k0, k1).
+struct ValTile {
+  int32_t seq;
+  int32_t count;
+  int64_t first;
+  int64_t k0, k1;
 };
 
 enum class OutType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
@@ -94,6 +116,31 @@ struct ColumnArgs {
   const float* row_sum;
   float* scores;               // per (sampled sequence, head): scores + score_offset[seq] + head * k_len
   const int64_t* score_offset;  // per sequence
+};
+
+// The validation mass kernel: per (validation row, query head), the row's probabilities (its
+// exact row max and sum from the row-statistics pass) added up per bucket of its set's ranking
+// (core/validation.h): [0] the window band and the kept sinks, [b] the bucket-b columns j <= p - w.
+struct ValidationArgs {
+  const void* q;
+  const void* k;
+  int64_t q_token_stride, q_head_stride;
+  int64_t k_token_stride, k_head_stride;
+  int32_t num_q_heads;
+  int32_t group;
+  float scale_log2;
+  int32_t per_group;
+  const SeqDesc* seqs;
+  const ValTile* tiles;
+  int64_t num_tiles;
+  const int32_t* rows;
+  int64_t total_rows;
+  const float* row_max;     // [head][total_rows], log2 units
+  const float* row_sum;
+  const uint8_t* buckets;   // per set: k_len bucket ids at set_offset[set]
+  const int64_t* set_offset;
+  const int32_t* set_active;  // per set: 1 when it has a bucket layout (else its heads are skipped)
+  uint32_t* masses;         // fixed point (kValidationMassOne), at seq.mass_offset (zeroed first)
 };
 
 }  // namespace sampleattn::cuda

@@ -16,11 +16,14 @@ namespace sampleattn::cuda {
 // type (else f16). Anything else returns cudaErrorInvalidValue.
 cudaError_t launch_attention(int head_dim, bool bf16, const AttentionArgs& args, cudaStream_t stream);
 cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cudaStream_t stream);
+// The validation mass kernel (validation_kernel.cuh; mma.sync on every device).
+cudaError_t launch_validation(int head_dim, bool bf16, const ValidationArgs& args, cudaStream_t stream);
 
-// One pair per head dim, defined in the generated attention_d<D>.cu (attention_head_dim.cu.in).
+// One of each per head dim, defined in the generated attention_d<D>.cu (attention_head_dim.cu.in).
 #define SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(D)                                                          \
   cudaError_t launch_attention_d##D(bool bf16, const AttentionArgs& args, cudaStream_t stream);     \
-  cudaError_t launch_columns_d##D(bool bf16, const ColumnArgs& args, cudaStream_t stream);
+  cudaError_t launch_columns_d##D(bool bf16, const ColumnArgs& args, cudaStream_t stream);         \
+  cudaError_t launch_validation_d##D(bool bf16, const ValidationArgs& args, cudaStream_t stream);
 SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_DECLARE_HEAD_DIM)
 #undef SAMPLEATTN_CUDA_DECLARE_HEAD_DIM
 
@@ -46,10 +49,6 @@ struct SelectionSet {
   int32_t heads;       // heads in the set
   int32_t k_len;
   int32_t sinks;       // min(sink_tokens, k_len)
-  int32_t window;
-  int64_t q_offset;    // the sequence's queries sit at q_offset .. k_len - 1
-  int64_t window_pairs;  // query-key pairs of the window band (sparse_plan.h)
-  int64_t causal_pairs;
   double total;        // sampled rows x heads: the total mass
 };
 
@@ -64,26 +63,26 @@ struct SelectionArgs {
   int32_t window_mass_counts;
   int64_t min_stripes;
   int64_t max_stripes;
-  float max_density;
   // Workspace.
   float* set_scores;     // total_columns
   uint64_t* keys_in;     // total_items
   uint64_t* keys_out;
   int32_t* values_in;
-  int32_t* values_out;
   uint8_t* flags;        // total_columns
-  int32_t* keep;         // [num_sets][2]: sinks kept, ranked columns kept
   void* sort_temp;
   size_t sort_temp_bytes;
   // Results.
+  int32_t* values_out;   // total_items: set s's ranking (its non-sink columns, best first) at key_begin
+  int32_t* keep;         // [num_sets][2]: sinks kept, ranked columns kept (alpha's; then the decided)
   int32_t* stripes;      // total_columns: set s at sets[s].offset, ascending
-  int32_t* counts;       // num_sets (0 for a set that runs dense)
-  int32_t* dense;        // num_sets: 1 when the mask computes more than max_density of the pairs
 };
 
 // Scratch bytes of the radix sort for this many items and sets.
 size_t selection_sort_bytes(int64_t items, int num_sets);
-cudaError_t launch_selection(const SelectionArgs& args, cudaStream_t stream);
+// The ranking and alpha's count of every set (values_out, keep).
+cudaError_t launch_ranking(const SelectionArgs& args, cudaStream_t stream);
+// The stripe lists of the counts in `keep` (the sinks and a prefix of the ranking), ascending.
+cudaError_t launch_stripes(const SelectionArgs& args, cudaStream_t stream);
 
 // Copies a [tokens][heads][d] tensor of 2-byte elements with arbitrary strides into a packed one.
 cudaError_t launch_repack(const void* src, int64_t token_stride, int64_t head_stride, int64_t tokens, int heads,

@@ -22,6 +22,7 @@ Status upload_metadata(const CallLayout& cl, const DeviceWorkspace& ws, cudaStre
   put(host, cl.o_blocks - cl.o_meta, cl.blocks);
   put(host, cl.o_rows - cl.o_meta, cl.rows);
   put(host, cl.o_sample_blocks - cl.o_meta, cl.sample_blocks);
+  put(host, cl.o_val_tiles - cl.o_meta, cl.val_tiles);
   put(host, cl.o_tiles - cl.o_meta, cl.tiles);
   put(host, cl.o_score_offset - cl.o_meta, cl.score_offset);
   put(host, cl.o_sets - cl.o_meta, cl.sets);
@@ -121,20 +122,40 @@ SelectionArgs selection_args(const Problem& p, const CallLayout& cl, const Devic
   sa.window_mass_counts = p.sample.window_mass_counts == 1 ? 1 : 0;
   sa.min_stripes = p.sample.min_stripes;
   sa.max_stripes = p.sample.max_stripes;
-  sa.max_density = p.sample.max_density;
   sa.set_scores = ws.at<float>(cl.o_set_scores);
   sa.keys_in = ws.at<uint64_t>(cl.o_keys_in);
   sa.keys_out = ws.at<uint64_t>(cl.o_keys_out);
   sa.values_in = ws.at<int32_t>(cl.o_values_in);
-  sa.values_out = ws.at<int32_t>(cl.o_values_out);
   sa.flags = ws.at<uint8_t>(cl.o_flags);
-  sa.keep = ws.at<int32_t>(cl.o_keep);
   sa.sort_temp = ws.at<char>(cl.o_sort);
   sa.sort_temp_bytes = cl.sort_bytes;
+  sa.values_out = ws.at<int32_t>(cl.o_values_out);
+  sa.keep = ws.at<int32_t>(cl.o_keep);
   sa.stripes = ws.at<int32_t>(cl.o_stripes);
-  sa.counts = ws.at<int32_t>(cl.o_counts);
-  sa.dense = ws.at<int32_t>(cl.o_dense);
   return sa;
+}
+
+ValidationArgs validation_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in) {
+  ValidationArgs va{};
+  va.q = in.q, va.k = in.k;
+  va.q_token_stride = in.q_token_stride, va.q_head_stride = in.q_head_stride;
+  va.k_token_stride = in.k_token_stride, va.k_head_stride = in.k_head_stride;
+  va.num_q_heads = p.num_q_heads;
+  va.group = p.group;
+  va.scale_log2 = scale_log2(p.scale);
+  va.per_group = cl.per_group ? 1 : 0;
+  va.seqs = ws.at<SeqDesc>(cl.o_seqs);
+  va.tiles = ws.at<ValTile>(cl.o_val_tiles);
+  va.num_tiles = static_cast<int64_t>(cl.val_tiles.size());
+  va.rows = ws.at<int32_t>(cl.o_rows);
+  va.total_rows = cl.total_rows;
+  va.row_max = ws.at<float>(cl.o_row_max);
+  va.row_sum = ws.at<float>(cl.o_row_sum);
+  va.buckets = ws.at<uint8_t>(cl.o_buckets);
+  va.set_offset = ws.at<int64_t>(cl.o_set_offset);
+  va.set_active = ws.at<int32_t>(cl.o_set_active);
+  va.masses = ws.at<uint32_t>(cl.o_masses);
+  return va;
 }
 
 }  // namespace sampleattn::cuda

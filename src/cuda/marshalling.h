@@ -25,8 +25,8 @@ struct DeviceInputs {
   int64_t v_token_stride = 0, v_head_stride = 0;
 };
 
-// All per-call metadata (sequence descriptors, query blocks, sampled rows, key tiles, selection
-// sets) in one copy on `stream`.
+// All per-call metadata (sequence descriptors, query blocks, sampled and validation rows, key
+// tiles, validation tiles, selection sets) in one copy on `stream`.
 Status upload_metadata(const CallLayout& cl, const DeviceWorkspace& ws, cudaStream_t stream);
 
 // Repacks the inputs whose rows are not 16-byte aligned into the workspace (on `stream`).
@@ -40,5 +40,7 @@ AttentionArgs attention_args(const Problem& p, const CallLayout& cl, const Devic
 ColumnArgs column_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in);
 // Stage 2, the stripe selection.
 SelectionArgs selection_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws);
+// Stage 2, the validation rows' masses.
+ValidationArgs validation_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in);
 
 }  // namespace sampleattn::cuda

@@ -11,7 +11,8 @@
 
 namespace sampleattn::cuda {
 
-Status collect_results(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, SparsePlan* plan) {
+Status collect_results(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const CallDecisions& decided,
+                       SparsePlan* plan) {
   const int hq = p.num_q_heads;
   init_dense_plan(p, plan);
   if (!cl.sampled || p.total_q == 0) return Status::ok();
@@ -31,9 +32,17 @@ Status collect_results(const Problem& p, const CallLayout& cl, const DeviceWorks
     for (int h = 0; h < hq; ++h) {
       const int set = sd.set_base + (cl.per_group ? h / p.group : h);
       HeadPlan& hp = plan->heads[static_cast<size_t>(s) * hq + h];
-      if (dense[set] != 0) continue;  // ran dense (max_density): the defaults describe it
+      hp.decision = decided.decision[set];
+      hp.alpha_stripes = decided.alpha_stripes[set];
+      if (dense[set] != 0) continue;  // ran dense (cost or validation): the defaults describe it
       hp.dense = false;
       hp.window = sd.window;
+      const HeadValidation& v = decided.heads[static_cast<size_t>(set) * cl.heads_per_set + (cl.per_group ? h % p.group : 0)];
+      hp.val_min = v.min;
+      hp.val_p1 = v.p1;
+      hp.val_p5 = v.p5;
+      hp.val_mean = v.mean;
+      hp.val_lost_rms = v.rms_lost;
       hp.stripes.resize(counts[set]);
       if (counts[set] > 0) {
         SAMPLEATTN_CUDA_CHECK("cudaMemcpy (stripes)",

@@ -1,12 +1,15 @@
-// Stage 2 of SampleAttention on the device (docs/ALGORITHM.md): per selection set, the sink
-// columns are kept, the other columns are ranked by (score desc, index asc) with one radix sort
-// of (set, ~score bits) keys over all sets (the sort is stable and the input is in index order,
-// so ties keep the lower index first), a block-wide double-precision prefix sum finds the fewest
-// ranked columns whose score reaches the target (core/mask.h's selection_target), the count is
-// clamped to [min, max] stripes (clamp_stripe_count), the kept columns are written in ascending
-// order by a flag-and-compact pass, and a set whose mask would compute more than max_density of
-// its pairs is marked dense (mask_runs_dense). Every reduction runs in a fixed order: the
-// selection is deterministic.
+// Stage 2 of SampleAttention on the device (docs/ALGORITHM.md), in two launches around the host's
+// validation decision (cuda_backend.cpp). launch_ranking: per selection set, the sink columns are
+// kept, the other columns are ranked by (score desc, index asc) with one radix sort of (set,
+// ~score bits) keys over all sets (the sort is stable and the input is in index order, so ties
+// keep the lower index first), and a block-wide double-precision prefix sum finds the fewest
+// ranked columns whose score reaches the target (core/mask.h's selection_target), clamped to
+// [min, max] stripes (clamp_stripe_count): alpha's count, in `keep`. The host then reads the
+// ranking and `keep`, decides the stripe count per set (core/validation.h: the cost cap of
+// max_density, the validation rows) and writes the decided counts back into `keep`;
+// launch_stripes writes the kept columns (the sinks and that prefix of the ranking) in ascending
+// order by a flag-and-compact pass. Every reduction runs in a fixed order: the selection is
+// deterministic.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
@@ -117,7 +120,6 @@ __global__ void __launch_bounds__(kThreads) find_cut_kernel(const SelectionArgs 
     const StripeCount c = clamp_stripe_count(set.sinks, take, rest, a.min_stripes, a.max_stripes);
     a.keep[2 * s] = static_cast<int32_t>(c.sinks);
     a.keep[2 * s + 1] = static_cast<int32_t>(c.ranked);
-    a.counts[s] = static_cast<int32_t>(c.sinks + c.ranked);
   }
 }
 
@@ -155,25 +157,6 @@ __global__ void __launch_bounds__(kThreads) compact_kernel(const SelectionArgs a
   }
 }
 
-// The max_density rule (core/mask.h): the set's mask pairs are its window band's plus, for
-// each kept stripe, the queries that see it; integer sums, so the order does not matter.
-__global__ void __launch_bounds__(kThreads) density_kernel(const SelectionArgs a) {
-  using Reduce = cub::BlockReduce<int64_t, kThreads>;
-  __shared__ typename Reduce::TempStorage tmp;
-  const int s = blockIdx.x, tid = threadIdx.x;
-  const SelectionSet set = a.sets[s];
-  const int32_t* stripes = a.stripes + set.offset;
-  const int64_t count = a.counts[s];
-  int64_t part = 0;
-  for (int64_t i = tid; i < count; i += kThreads) part += stripe_pairs_of(set.k_len, set.q_offset, set.window, stripes[i]);
-  const int64_t pairs = Reduce(tmp).Sum(part);
-  if (tid == 0) {
-    const bool dense = mask_runs_dense(set.window_pairs + pairs, set.causal_pairs, a.max_density);
-    a.dense[s] = dense ? 1 : 0;
-    if (dense) a.counts[s] = 0;
-  }
-}
-
 }  // namespace
 
 size_t selection_sort_bytes(int64_t items, int num_sets) {
@@ -184,7 +167,7 @@ size_t selection_sort_bytes(int64_t items, int num_sets) {
   return bytes;
 }
 
-cudaError_t launch_selection(const SelectionArgs& a, cudaStream_t stream) {
+cudaError_t launch_ranking(const SelectionArgs& a, cudaStream_t stream) {
   if (a.num_sets == 0) return cudaSuccess;
   const dim3 column_grid(static_cast<unsigned>((a.max_k_len + kThreads - 1) / kThreads), static_cast<unsigned>(a.num_sets));
   if (column_grid.x == 0) return cudaSuccess;
@@ -198,13 +181,18 @@ cudaError_t launch_selection(const SelectionArgs& a, cudaStream_t stream) {
     if (err != cudaSuccess) return err;
   }
   find_cut_kernel<<<a.num_sets, kThreads, 0, stream>>>(a);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  if ((err = cudaMemsetAsync(a.flags, 0, static_cast<size_t>(a.total_columns), stream)) != cudaSuccess) return err;
+  return cudaGetLastError();
+}
+
+cudaError_t launch_stripes(const SelectionArgs& a, cudaStream_t stream) {
+  if (a.num_sets == 0) return cudaSuccess;
+  const dim3 column_grid(static_cast<unsigned>((a.max_k_len + kThreads - 1) / kThreads), static_cast<unsigned>(a.num_sets));
+  if (column_grid.x == 0) return cudaSuccess;
+  cudaError_t err = cudaMemsetAsync(a.flags, 0, static_cast<size_t>(a.total_columns), stream);
+  if (err != cudaSuccess) return err;
   mark_kernel<<<column_grid, kThreads, 0, stream>>>(a);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   compact_kernel<<<a.num_sets, kThreads, 0, stream>>>(a);
-  if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  density_kernel<<<a.num_sets, kThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
