@@ -551,7 +551,8 @@ TEST(ValidationRows, DisjointFromTheSampledRowsAndSpread) {
         const std::vector<int64_t> sampled = sampled_rows(params, q_len);
         const std::vector<int64_t> rows = validation_rows(params, q_len, sampled);
         const int64_t unsampled = q_len - static_cast<int64_t>(sampled.size());
-        const int64_t want = std::min<int64_t>(unsampled, static_cast<int64_t>(std::ceil(double{r_val} * q_len)));
+        const int64_t by_ratio = static_cast<int64_t>(std::ceil(double{r_val} * q_len));
+        const int64_t want = r_val > 0 ? std::min<int64_t>(unsampled, std::max<int64_t>(128, by_ratio)) : 0;
         ASSERT_EQ(static_cast<int64_t>(rows.size()), want) << q_len << " " << r_row << " " << r_val;
         for (size_t i = 0; i < rows.size(); ++i) {
           ASSERT_GE(rows[i], 0);

@@ -228,13 +228,13 @@ typedef struct sampleattn_sample_params {
    * only while window + stripes compute at most this fraction of the causal pairs (the sparse
    * path costs about what dense does per computed pair, docs/PERF.md); default 0.8. */
   float max_density;
-  /* ABI revision 1.2: validation (docs/ALGORITHM.md, "Validation"). A fraction r_val of the query
-   * rows, single rows spread over the sequence and disjoint from the sampled blocks, is kept
-   * aside: the stripes are chosen without them, then their exact attention says how much of
-   * their mass the mask keeps. A head whose validation rows fall short (min_kept, max_lost) gets
-   * more stripes (the next ones of the same ranking), up to the cost budget; when even that falls
-   * short it runs dense. [0, 1); 0 = no validation (stripes as alpha chose them, dense only by
-   * max_density); default 0.02. */
+  /* ABI revision 1.2: validation (docs/ALGORITHM.md, step 4). A fraction r_val of the query rows
+   * (at least 128 rows), single rows spread over the sequence and disjoint from the sampled
+   * blocks, is kept aside: the stripes are chosen without them, then their exact attention says
+   * how much of their mass the mask keeps. A head whose validation rows fall short (min_kept,
+   * max_lost) gets more stripes (the next ones of the same ranking), up to the cost budget; when
+   * even that falls short it runs dense. [0, 1); 0 = no validation (stripes as alpha chose them,
+   * dense only by max_density); default 0.01. */
   float r_val;
   /* The kept mass the validation rows' 5th percentile must reach. [0, 1]; default 0.9. */
   float min_kept;

@@ -193,10 +193,13 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t quantile_index(double q, int64_t n) {
   return n > 0 ? static_cast<int64_t>(q * static_cast<double>(n - 1)) : 0;
 }
 
-// Validation rows of a sequence: n = min(unsampled, ceil(r_val * q_len)) of its `unsampled`
-// rows outside the sampled blocks ...
+// Validation rows of a sequence: n = min(unsampled, max(kMinValidationRows, ceil(r_val * q_len)))
+// of its `unsampled` rows outside the sampled blocks (none when r_val = 0): at least 128 rows, so
+// that the 5th percentile is the 7th smallest of them or beyond ...
+inline constexpr int64_t kMinValidationRows = 128;
 SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_row_count(double r_val, int64_t q_len, int64_t unsampled) {
-  const int64_t wanted = r_val > 0 ? ceil_to_int64(r_val * static_cast<double>(q_len)) : 0;
+  const int64_t by_ratio = r_val > 0 ? ceil_to_int64(r_val * static_cast<double>(q_len)) : 0;
+  const int64_t wanted = r_val > 0 && by_ratio < kMinValidationRows ? kMinValidationRows : by_ratio;
   return wanted < unsampled ? wanted : unsampled;
 }
 // ... row k (0 .. n - 1) being the unsampled row of rank floor((2k + 1) * unsampled / (2n)),
