@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "core/mask.h"
+
 namespace sampleattn::cuda {
 
 // One sequence of the batch, as the kernels see it.
@@ -41,7 +43,7 @@ enum class AttentionMode : int32_t {
 // the mass kernel: up to kValidationRows validation rows of one sequence against up to
 // kValidationKeys of their keys (a row's keys are split over several blocks, whose sums add up
 // exactly: the masses are accumulated in fixed point, kValidationMassOne = 1.0).
-inline constexpr int kValidationMassStride = 66;
+inline constexpr int kValidationMassStride = kValidationGrid + 2;
 inline constexpr int kValidationRows = 64;
 inline constexpr int64_t kValidationKeys = 4096;
 inline constexpr double kValidationMassOne = 2147483648.0;  // 2^31
