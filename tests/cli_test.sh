@@ -173,6 +173,7 @@ bad_options=(
   "run --r-w 2|run \$missing --out $out --r-w 2|--r-w"
   "run --max-density 0|run \$missing --out $out --max-density 0|--max-density"
   "run --r-val 1|run \$missing --out $out --r-val 1|--r-val"
+  "run --val-rows -1|run \$missing --out $out --val-rows -1|--val-rows"
   "run --r-val nan|run \$missing --out $out --r-val nan|--r-val"
   "run --min-kept 2|run \$missing --out $out --min-kept 2|--min-kept"
   "run --max-lost -1|run \$missing --out $out --max-lost -1|--max-lost"

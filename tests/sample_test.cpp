@@ -28,7 +28,7 @@ void small_sample_params(sampleattn::Params& p) {
   p.sample.r_row = 0.2f;
   p.sample.sink_tokens = 1;
   p.sample.max_density = 1.f;  // these small masks are dense-ish: keep them sparse to test the mechanism
-  p.sample.r_val = 0.f;        // alpha's rule as it stands; validation has its own tests (mask_validation_test)
+  p.sample.r_val = 0.f;        // alpha's rule as it stands; validation has its own tests (Validation*, below)
 }
 
 // Runs the call and returns the chosen masks per (sequence, head) from the statistics.
@@ -548,11 +548,12 @@ TEST(ValidationRows, DisjointFromTheSampledRowsAndSpread) {
         params.r_row = r_row;
         params.r_val = r_val;
         params.sample_block = 64;
+        params.val_rows = q_len == 16384 ? 300 : 100000;  // the count binds, or the share
         const std::vector<int64_t> sampled = sampled_rows(params, q_len);
         const std::vector<int64_t> rows = validation_rows(params, q_len, sampled);
         const int64_t unsampled = q_len - static_cast<int64_t>(sampled.size());
         const int64_t by_ratio = static_cast<int64_t>(std::ceil(double{r_val} * q_len));
-        const int64_t want = r_val > 0 ? std::min<int64_t>(unsampled, std::max<int64_t>(128, by_ratio)) : 0;
+        const int64_t want = std::min<int64_t>({unsampled, by_ratio, params.val_rows});
         ASSERT_EQ(static_cast<int64_t>(rows.size()), want) << q_len << " " << r_row << " " << r_val;
         for (size_t i = 0; i < rows.size(); ++i) {
           ASSERT_GE(rows[i], 0);

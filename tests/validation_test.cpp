@@ -160,6 +160,7 @@ TEST_F(Validation, BadSampleParameters) {
   expect(SAMPLEATTN_INVALID_ARGUMENT, [&](auto& p) { p.sample.r_val = nan; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.r_val = -0.01f; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.r_val = 1.f; });
+  expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.val_rows = -1; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [&](auto& p) { p.sample.min_kept = nan; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [](auto& p) { p.sample.min_kept = 1.5f; });
   expect(SAMPLEATTN_INVALID_ARGUMENT, [&](auto& p) { p.sample.max_lost = nan; });

@@ -228,13 +228,13 @@ typedef struct sampleattn_sample_params {
    * only while window + stripes compute at most this fraction of the causal pairs (the sparse
    * path costs about what dense does per computed pair, docs/PERF.md); default 0.8. */
   float max_density;
-  /* ABI revision 1.2: validation (docs/ALGORITHM.md, step 4). A fraction r_val of the query rows
-   * (at least 128 rows), single rows spread over the sequence and disjoint from the sampled
-   * blocks, is kept aside: the stripes are chosen without them, then their exact attention says
+  /* ABI revision 1.2: validation (docs/ALGORITHM.md, step 4). val_rows query rows (at most a
+   * fraction r_val of them), single rows spread over the sequence and disjoint from the sampled
+   * blocks, are kept aside: the stripes are chosen without them, then their exact attention says
    * how much of their mass the mask keeps. A head whose validation rows fall short (min_kept,
    * max_lost) gets more stripes (the next ones of the same ranking), up to the cost budget; when
-   * even that falls short it runs dense. [0, 1); 0 = no validation (stripes as alpha chose them,
-   * dense only by max_density); default 0.01. */
+   * even that falls short it runs dense. r_val in [0, 1), default 0.03 (what short sequences pay
+   * at most); 0 = no validation (stripes as alpha chose them, dense only by max_density). */
   float r_val;
   /* The kept mass the validation rows' 5th percentile must reach. [0, 1]; default 0.9. */
   float min_kept;
@@ -243,6 +243,9 @@ typedef struct sampleattn_sample_params {
    * lost values, so this bounds the head's relative error in practice. [0, 1]; 1 = no bound;
    * default 0.01. */
   float max_lost;
+  /* The validation rows wanted: the statistics need a number of rows, not a share (>= 0; 0 = no
+   * validation); default 384. */
+  int32_t val_rows;
 } sampleattn_sample_params;
 
 SAMPLEATTN_API void sampleattn_sample_params_init_sized(sampleattn_sample_params* params, size_t size);

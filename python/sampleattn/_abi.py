@@ -129,6 +129,7 @@ class SampleParams(C.Structure):
         ("r_val", C.c_float),  # ABI 1.2: validation
         ("min_kept", C.c_float),
         ("max_lost", C.c_float),
+        ("val_rows", C.c_int32),
     ]
 
 

@@ -11,7 +11,7 @@ from ._library import Error, library
 
 SAMPLE_PARAMETERS = ("alpha", "r_row", "r_w", "min_window", "sample_block", "min_stripes", "max_stripes",
                      "sink_tokens", "dense_below", "scope", "window_mass_counts", "max_density", "r_val",
-                     "min_kept", "max_lost")
+                     "min_kept", "max_lost", "val_rows")
 
 _FLOAT_SAMPLE_PARAMETERS = ("alpha", "r_row", "r_w", "max_density", "r_val", "min_kept", "max_lost")
 
@@ -421,7 +421,7 @@ def _current_stream(framework, device):
 def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f32",
               alpha=None, r_row=None, r_w=None, min_window=None, sample_block=None, min_stripes=None,
               max_stripes=None, sink_tokens=None, dense_below=None, scope=None, window_mass_counts=None,
-              max_density=None, r_val=None, min_kept=None, max_lost=None, cu_seqlens_q=None, cu_seqlens_k=None, out=None, out_dtype=None,
+              max_density=None, r_val=None, min_kept=None, max_lost=None, val_rows=None, cu_seqlens_q=None, cu_seqlens_k=None, out=None, out_dtype=None,
               return_lse=False, return_stats=False, context=None, stream=None):
     """Prefill attention, dense or SampleAttention.
 
@@ -437,7 +437,7 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
     precision: "f32" or "bf16" (bf16 products on CPUs with avx512_bf16; opt-in).
     alpha, r_row, r_w, min_window, sample_block, min_stripes, max_stripes, sink_tokens,
     dense_below, scope ("per_head" | "per_kv_group"), window_mass_counts, max_density, r_val,
-    min_kept, max_lost:
+    min_kept, max_lost, val_rows:
     SampleAttention's parameters; None = the library's default (sample_defaults()).
     cu_seqlens_q, cu_seqlens_k: host int offsets of a varlen batch (batch + 1 entries, from 0);
     one alone is used for both.
@@ -464,7 +464,7 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
         ("sample_block", sample_block), ("min_stripes", min_stripes), ("max_stripes", max_stripes),
         ("sink_tokens", sink_tokens), ("dense_below", dense_below), ("scope", scope),
         ("window_mass_counts", window_mass_counts), ("max_density", max_density), ("r_val", r_val),
-        ("min_kept", min_kept), ("max_lost", max_lost)) if value is not None}
+        ("min_kept", min_kept), ("max_lost", max_lost), ("val_rows", val_rows)) if value is not None}
     call = Call(context, causal=causal, scale=scale, method=method, precision=precision, sample=given)
 
     framework = "torch" if _is_torch(q) else ("numpy" if isinstance(q, np.ndarray) else "dlpack")

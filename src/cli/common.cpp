@@ -140,8 +140,10 @@ void declare_method_options(Options& o) {
   o.flag("window-mass-counts", "SampleAttention: count the window's mass as covered");
   o.value("max-density", std::to_string(d.max_density),
           "SampleAttention: a head whose mask would compute more of its pairs runs dense, in (0, 1] (1: never)");
+  o.value("val-rows", std::to_string(d.val_rows),
+          "SampleAttention: query rows kept aside to validate the mask, >= 0 (0: no validation)");
   o.value("r-val", std::to_string(d.r_val),
-          "SampleAttention: fraction of query rows kept aside to validate the mask, in [0, 1) (0: no validation)");
+          "SampleAttention: the most validation rows as a fraction of the query rows, in [0, 1) (0: no validation)");
   o.value("min-kept", std::to_string(d.min_kept),
           "SampleAttention: kept mass the validation rows' 5th percentile must reach (else more stripes, or dense), in [0, 1]");
   o.value("max-lost", std::to_string(d.max_lost),
@@ -198,6 +200,8 @@ bool read_method_options(const Options& o, sampleattn::Params* p, std::string* e
       !read_fraction(o, "max-lost", true, &s.max_lost, error)) {
     return false;
   }
+  if (!o.get_int("val-rows", 0, INT32_MAX, &n, error)) return false;
+  s.val_rows = static_cast<int32_t>(n);
   if (s.r_val >= 1.f) {
     *error = "--r-val must be below 1 (rows are needed to choose the stripes), got " + o.get("r-val");
     return false;

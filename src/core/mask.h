@@ -193,14 +193,15 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t quantile_index(double q, int64_t n) {
   return n > 0 ? static_cast<int64_t>(q * static_cast<double>(n - 1)) : 0;
 }
 
-// Validation rows of a sequence: n = min(unsampled, max(kMinValidationRows, ceil(r_val * q_len)))
-// of its `unsampled` rows outside the sampled blocks (none when r_val = 0): at least 128 rows, so
-// that the 5th percentile is the 7th smallest of them or beyond ...
-inline constexpr int64_t kMinValidationRows = 128;
-SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_row_count(double r_val, int64_t q_len, int64_t unsampled) {
+// Validation rows of a sequence: n = min(val_rows, ceil(r_val * q_len), unsampled) of its
+// `unsampled` rows outside the sampled blocks (none when either bound is 0). The statistic needs a
+// number of rows (val_rows), not a share of them; r_val caps what short sequences pay ...
+SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_row_count(double r_val, int64_t val_rows, int64_t q_len,
+                                                              int64_t unsampled) {
   const int64_t by_ratio = r_val > 0 ? ceil_to_int64(r_val * static_cast<double>(q_len)) : 0;
-  const int64_t wanted = r_val > 0 && by_ratio < kMinValidationRows ? kMinValidationRows : by_ratio;
-  return wanted < unsampled ? wanted : unsampled;
+  int64_t n = val_rows > 0 ? val_rows : 0;
+  n = by_ratio < n ? by_ratio : n;
+  return unsampled < n ? unsampled : n;
 }
 // ... row k (0 .. n - 1) being the unsampled row of rank floor((2k + 1) * unsampled / (2n)),
 // evenly spread.

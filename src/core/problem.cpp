@@ -106,6 +106,7 @@ Status check_sample(const sampleattn_sample_params& s) {
   if (!finite_in(s.r_val, 0.f, 1.f, false) || s.r_val >= 1.f) {
     return invalid_argument("sample.r_val must be in [0, 1) (0 = no validation rows), got " + num(s.r_val));
   }
+  if (s.val_rows < 0) return invalid_argument("sample.val_rows must be >= 0 (0 = no validation rows)");
   if (!finite_in(s.min_kept, 0.f, 1.f, false)) {
     return invalid_argument("sample.min_kept must be in [0, 1], got " + num(s.min_kept));
   }
@@ -184,7 +185,8 @@ sampleattn_sample_params default_sample_params() {
   p.scope = SAMPLEATTN_STRIPES_PER_HEAD;
   p.window_mass_counts = 0;
   p.max_density = 0.8f;
-  p.r_val = 0.01f;
+  p.r_val = 0.03f;
+  p.val_rows = 384;
   p.min_kept = 0.9f;
   p.max_lost = 0.01f;
   return p;

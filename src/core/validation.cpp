@@ -11,7 +11,7 @@ std::vector<int64_t> validation_rows(const sampleattn_sample_params& params, int
                                      const std::vector<int64_t>& sampled) {
   std::vector<int64_t> rows;
   const int64_t unsampled = q_len - static_cast<int64_t>(sampled.size());
-  const int64_t n = validation_row_count(static_cast<double>(params.r_val), q_len, unsampled);
+  const int64_t n = validation_row_count(static_cast<double>(params.r_val), params.val_rows, q_len, unsampled);
   rows.reserve(static_cast<size_t>(std::max<int64_t>(n, 0)));
   // Walk the rows and the ascending sampled list together: the rank-r unsampled row is r plus
   // the sampled rows below it.

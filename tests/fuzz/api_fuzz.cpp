@@ -124,6 +124,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   s.r_val = pick_float(in, {nan, 0.f, 0.5f, 1.f}, 0.f, 1.f);
   s.min_kept = pick_float(in, {nan, 0.f, 0.9f, 1.f}, 0.f, 1.f);
   s.max_lost = pick_float(in, {nan, 0.f, 0.01f, 1.f}, 0.f, 1.f);
+  s.val_rows = in.ConsumeIntegralInRange<int32_t>(-1, 64);
 
   // Tensors, each with its own dtype and padded strides, sized exactly.
   const int max_d = std::max(d, 1);
