@@ -233,7 +233,7 @@ typedef struct sampleattn_sample_params {
    * blocks, are kept aside: the stripes are chosen without them, then their exact attention says
    * how much of their mass the mask keeps. A head whose validation rows fall short (min_kept,
    * max_lost) gets more stripes (the next ones of the same ranking), up to the cost budget; when
-   * even that falls short it runs dense. r_val in [0, 1), default 0.03 (what short sequences pay
+   * even that falls short it runs dense. r_val in [0, 1), default 0.02 (what short sequences pay
    * at most); 0 = no validation (stripes as alpha chose them, dense only by max_density). */
   float r_val;
   /* The kept mass the validation rows' 5th percentile must reach. [0, 1]; default 0.9. */

@@ -185,7 +185,7 @@ sampleattn_sample_params default_sample_params() {
   p.scope = SAMPLEATTN_STRIPES_PER_HEAD;
   p.window_mass_counts = 0;
   p.max_density = 0.8f;
-  p.r_val = 0.03f;
+  p.r_val = 0.02f;
   p.val_rows = 384;
   p.min_kept = 0.9f;
   p.max_lost = 0.01f;
