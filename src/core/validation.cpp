@@ -77,22 +77,27 @@ ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, in
 
 namespace {
 
+// The root-mean-square lost mass of one head's rows, sqrt(mean (1 - kept)^2), summed in the rows'
+// order (the same for the decision and the figures reported).
+float rms_lost(const std::vector<double>& kept) {
+  double lost2 = 0;
+  for (double k : kept) lost2 += (1 - k) * (1 - k);
+  return static_cast<float>(std::sqrt(lost2 / static_cast<double>(kept.size())));
+}
+
 // The validation figures of one head's rows from their kept masses (sorted in place).
 HeadValidation summarize(std::vector<double>& kept) {
   HeadValidation h;
   if (kept.empty()) return h;
+  h.rms_lost = rms_lost(kept);
   std::sort(kept.begin(), kept.end());
   const int64_t n = static_cast<int64_t>(kept.size());
-  double sum = 0, lost2 = 0;
-  for (double k : kept) {
-    sum += k;
-    lost2 += (1 - k) * (1 - k);
-  }
+  double sum = 0;
+  for (double k : kept) sum += k;
   h.min = static_cast<float>(kept.front());
   h.p1 = static_cast<float>(kept[quantile_index(0.01, n)]);
   h.p5 = static_cast<float>(kept[quantile_index(kValidationQuantile, n)]);
   h.mean = static_cast<float>(sum / static_cast<double>(n));
-  h.rms_lost = static_cast<float>(std::sqrt(lost2 / static_cast<double>(n)));
   return h;
 }
 
@@ -100,9 +105,7 @@ HeadValidation summarize(std::vector<double>& kept) {
 // 5th percentile by a selection (reorders `kept`). The same figures as summarize's.
 bool passes(std::vector<double>& kept, ValidationBar bar) {
   const int64_t n = static_cast<int64_t>(kept.size());
-  double lost2 = 0;
-  for (double k : kept) lost2 += (1 - k) * (1 - k);
-  if (static_cast<float>(std::sqrt(lost2 / static_cast<double>(n))) > bar.max_lost) return false;
+  if (rms_lost(kept) > bar.max_lost) return false;
   const auto at = kept.begin() + quantile_index(kValidationQuantile, n);
   std::nth_element(kept.begin(), at, kept.end());
   return static_cast<float>(*at) >= bar.min_kept;

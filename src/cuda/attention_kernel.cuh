@@ -173,14 +173,8 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
 
 template <int D, typename T>
 cudaError_t launch_attention_typed(const AttentionArgs& a, cudaStream_t stream) {
-  using C = AttentionConfig<D>;
-  const int64_t grid = a.num_blocks * a.num_q_heads;
-  if (grid == 0) return cudaSuccess;
-  cudaError_t err = cudaFuncSetAttribute(attention_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(C::kSmemBytes));
-  if (err != cudaSuccess) return err;
-  attention_kernel<D, T><<<static_cast<unsigned>(grid), 128, C::kSmemBytes, stream>>>(a);
-  return cudaGetLastError();
+  return dev::launch_with_smem(attention_kernel<D, T>, a.num_blocks * a.num_q_heads, 128,
+                               AttentionConfig<D>::kSmemBytes, a, stream);
 }
 
 }  // namespace sampleattn::cuda

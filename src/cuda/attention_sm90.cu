@@ -199,13 +199,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
 
 template <typename T, bool kForward>
 cudaError_t launch_typed(const AttentionArgs& a, cudaStream_t stream) {
-  const int64_t grid = a.num_blocks * a.num_q_heads;
-  if (grid == 0) return cudaSuccess;
-  cudaError_t err = cudaFuncSetAttribute(attention_kernel_sm90<T, kForward>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
-  if (err != cudaSuccess) return err;
-  attention_kernel_sm90<T, kForward><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
-  return cudaGetLastError();
+  return dev::launch_with_smem(attention_kernel_sm90<T, kForward>, a.num_blocks * a.num_q_heads, kThreads, kSmemBytes,
+                               a, stream);
 }
 
 template <typename T>

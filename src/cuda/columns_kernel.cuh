@@ -189,14 +189,8 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
 
 template <int D, typename T>
 cudaError_t launch_columns_typed(const ColumnArgs& a, cudaStream_t stream) {
-  using C = ColumnConfig<D>;
-  const int64_t grid = a.num_tiles * a.num_q_heads;
-  if (grid == 0) return cudaSuccess;
-  cudaError_t err = cudaFuncSetAttribute(column_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(C::kSmemBytes));
-  if (err != cudaSuccess) return err;
-  column_kernel<D, T><<<static_cast<unsigned>(grid), 128, C::kSmemBytes, stream>>>(a);
-  return cudaGetLastError();
+  return dev::launch_with_smem(column_kernel<D, T>, a.num_tiles * a.num_q_heads, 128, ColumnConfig<D>::kSmemBytes,
+                               a, stream);
 }
 
 }  // namespace sampleattn::cuda

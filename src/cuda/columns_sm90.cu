@@ -160,13 +160,7 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
 
 template <typename T>
 cudaError_t launch_typed(const ColumnArgs& a, cudaStream_t stream) {
-  const int64_t grid = a.num_tiles * a.num_q_heads;
-  if (grid == 0) return cudaSuccess;
-  cudaError_t err = cudaFuncSetAttribute(column_kernel_sm90<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kSmemBytes));
-  if (err != cudaSuccess) return err;
-  column_kernel_sm90<T><<<static_cast<unsigned>(grid), kThreads, kSmemBytes, stream>>>(a);
-  return cudaGetLastError();
+  return dev::launch_with_smem(column_kernel_sm90<T>, a.num_tiles * a.num_q_heads, kThreads, kSmemBytes, a, stream);
 }
 
 }  // namespace

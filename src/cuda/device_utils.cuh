@@ -97,4 +97,17 @@ __device__ __forceinline__ int64_t count_below(const int32_t* a, int64_t n, int6
   return lo;
 }
 
+// Launches `kernel` on `grid` blocks of `threads` threads with `smem` bytes of dynamic shared
+// memory (opted in: the kernels take more than the default 48 KB); an empty grid launches nothing.
+template <typename Args>
+inline cudaError_t launch_with_smem(void (*kernel)(Args), int64_t grid, int threads, size_t smem, const Args& a,
+                                    cudaStream_t stream) {
+  if (grid == 0) return cudaSuccess;
+  const cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  kernel<<<static_cast<unsigned>(grid), threads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
 }  // namespace sampleattn::cuda::dev

@@ -172,14 +172,8 @@ __global__ void __launch_bounds__(128) validation_kernel(const ValidationArgs a)
 
 template <int D, typename T>
 cudaError_t launch_validation_typed(const ValidationArgs& a, cudaStream_t stream) {
-  using C = ValidationConfig<D>;
-  const int64_t grid = a.num_tiles * a.num_q_heads;
-  if (grid == 0) return cudaSuccess;
-  cudaError_t err = cudaFuncSetAttribute(validation_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(C::kSmemBytes));
-  if (err != cudaSuccess) return err;
-  validation_kernel<D, T><<<static_cast<unsigned>(grid), 128, C::kSmemBytes, stream>>>(a);
-  return cudaGetLastError();
+  return dev::launch_with_smem(validation_kernel<D, T>, a.num_tiles * a.num_q_heads, 128,
+                               ValidationConfig<D>::kSmemBytes, a, stream);
 }
 
 }  // namespace sampleattn::cuda
