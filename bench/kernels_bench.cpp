@@ -69,8 +69,8 @@ void attend_tile(benchmark::State& state, Isa isa, Precision precision, bool cau
       pairs += hi[r];
     }
   }
-  AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, nullptr, causal ? hi.data() : nullptr,
-                      row_max.data(), row_sum.data(), acc.data(), scratch.get()};
+  AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, d, nullptr, causal ? hi.data() : nullptr,
+                      row_max.data(), row_sum.data(), acc.data(), scratch.get(), {}};
   for (auto _ : state) {
     path->attend(args);
     benchmark::DoNotOptimize(acc.data());

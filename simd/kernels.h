@@ -4,7 +4,8 @@
 // (cmake/KernelLists.cmake) down from the best ISA the CPU runs to scalar (simd/dispatch.h).
 //
 // Conventions shared by all entries:
-// - d is the head dimension, one of the head-dim list (kSupportedHeadDims); rows are tokens.
+// - d is the head dimension of Q and K, dv that of V and the output (head_dim_v; often d), each
+//   one of the head-dim list (kSupportedHeadDims: multiples of 16); rows are tokens.
 // - Scores are in log2 units: pack_q multiplies Q by `scale` and the caller passes
 //   scale = softmax_scale * log2(e), so that probabilities are exp2(s - row_max).
 // - A "row span" (lo[r], hi[r]) says which key columns [lo, hi) of a tile row r may see; columns
@@ -35,22 +36,36 @@ struct RowSource {
   const int64_t* offsets;   // optional per-row element offsets
 };
 
+// The model's score variants on a block (core/score_mod.h), in log2 units, applied to each score
+// of the block before the softmax: s = softcap * tanh(s / softcap) when softcap > 0, then
+// s -= alibi[r] * |row_pos[r] - key_pos[c]| when alibi is set. Default: none (plain attention).
+struct ScoreModArgs {
+  float softcap = 0.f;             // softcap * log2(e); 0 = none
+  const float* alibi = nullptr;    // [m] per-row slope * log2(e) (rows of a kv group may differ), or nullptr
+  const int32_t* row_pos = nullptr;  // [m] query positions within the sequence (read only with alibi)
+  const int32_t* key_pos = nullptr;  // [n] key positions within the sequence (read only with alibi)
+
+  bool any() const { return softcap > 0.f || alibi != nullptr; }
+};
+
 // One online-softmax step of flash attention on a block of m query rows against n keys:
-//   s = Q K^T (log2 units); new_max = max(row_max, max_j s); c = exp2(row_max - new_max);
+//   s = mod(Q K^T) (log2 units); new_max = max(row_max, max_j s); c = exp2(row_max - new_max);
 //   row_sum = row_sum * c + sum_j exp2(s - new_max); acc = acc * c + exp2(s - new_max) V.
 struct AttendTileArgs {
-  const void* q;         // packed by pack_q: m rows
+  const void* q;         // packed by pack_q: m rows of d
   int m;
-  const void* k;         // packed by pack_k: n rows
-  const void* v;         // packed by pack_v: n rows
+  const void* k;         // packed by pack_k: n rows of d
+  const void* v;         // packed by pack_v: n rows of dv
   int n;
   int d;
+  int dv;                // columns of V and of acc
   const int32_t* lo;     // row spans, see above
   const int32_t* hi;
   float* row_max;        // [m], starts at -inf
   float* row_sum;        // [m], starts at 0
-  float* acc;            // [m x d] f32, row-major, leading dimension d
+  float* acc;            // [m x dv] f32, row-major, leading dimension dv
   void* scratch;         // at least scratch_bytes(m, n) bytes, 64-byte aligned
+  ScoreModArgs mod;      // the score variants (none by default)
 };
 
 // Entry point types; the per-ISA translation units declare their entry points with them
@@ -64,6 +79,10 @@ using PackKVFn = void(const RowSource& src, int n, int d, void* dst);
 using AttendFn = void(const AttendTileArgs& args);
 // s[r * lds + j] = q_r . k_j for an m x n block (no masking), in the same units as attend.
 using ScoresFn = void(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds);
+// Applies the score variants of `mod` (m rows, n keys) to an m x n block of such scores in place,
+// exactly as attend does before its softmax (the same function of each score, so that stage 1's
+// sampled scores are the ones the attention uses).
+using ModifyScoresFn = void(float* s, int64_t lds, int m, int n, const ScoreModArgs& mod);
 // Online row statistics of an m x n block of scores (log2 units): for each row with a
 // non-empty span, new_max = max(row_max, max s over the span);
 // row_sum = row_sum * exp2(row_max - new_max) + sum over the span of exp2(s - new_max).
@@ -74,7 +93,8 @@ using RowStatsFn = void(const float* s, int64_t lds, int m, int n, const int32_t
 using AccumulateColumnsFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo,
                                  const int32_t* hi, const float* row_max, const float* row_scale,
                                  float* col_sum);
-// dst row r = acc row r * row_scale[r], converted to dtype; dst rows at dst + r * row_stride.
+// dst row r = acc row r * row_scale[r] (d columns: dv for an attention output), converted to
+// dtype; dst rows at dst + r * row_stride.
 using StoreRowsFn = void(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype,
                          int64_t row_stride);
 
@@ -125,6 +145,7 @@ struct KernelTable {
   RowStatsFn* row_stats;
   AccumulateColumnsFn* accumulate_columns;
   StoreRowsFn* store_rows;
+  ModifyScoresFn* modify_scores;
 };
 
 // The table of `isa`, assembled in simd/kernel_config.cpp from the per-ISA entry points. Use

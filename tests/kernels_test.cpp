@@ -260,9 +260,9 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
     }
     const bool use_lo = c.spans == Spans::kWindows, use_hi = c.spans != Spans::kNone;
     const AttendState before = st;
-    AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, use_lo ? lo.data() : nullptr,
+    AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, d, use_lo ? lo.data() : nullptr,
                         use_hi ? hi.data() : nullptr, st.row_max.data(), st.row_sum.data(),
-                        st.acc.data(), scratch.get()};
+                        st.acc.data(), scratch.get(), {}};
     path.attend(args);
     for (int r = 0; r < m; ++r) {
       const int l = use_lo ? std::max(lo[r], 0) : 0, h = use_hi ? std::min(hi[r], n) : n;

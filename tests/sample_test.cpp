@@ -480,7 +480,11 @@ TEST(SparsePlanPairs, ClosedFormsAgreeWithCounting) {
     Sequence seq;
     seq.k_len = 1 + static_cast<int64_t>(rng.uniform() * 300);
     seq.q_len = 1 + static_cast<int64_t>(rng.uniform() * seq.k_len);
-    const int64_t window = static_cast<int64_t>(rng.uniform() * (seq.k_len + 5));
+    // Half the trials with a model window (window_left); the local window never exceeds it.
+    Problem problem;
+    problem.window_left = rng.uniform() < 0.5 ? kNoModelWindow : static_cast<int64_t>(rng.uniform() * seq.k_len);
+    const int64_t span = problem.span(seq);
+    const int64_t window = std::min<int64_t>(static_cast<int64_t>(rng.uniform() * (seq.k_len + 5)), span);
     std::vector<int32_t> stripes;
     for (int32_t j = 0; j < seq.k_len; ++j) {
       if (rng.uniform() < 0.2) stripes.push_back(j);
@@ -489,15 +493,21 @@ TEST(SparsePlanPairs, ClosedFormsAgreeWithCounting) {
     hp.dense = false;
     hp.window = window;
     hp.stripes = stripes;
-    int64_t win = 0, str = 0, causal = 0;
+    int64_t win = 0, str = 0, model = 0;
     for (int64_t p = seq.q_offset(); p < seq.k_len; ++p) {
+      const int64_t lo = problem.window_left < 0 ? 0 : std::max<int64_t>(0, p - problem.window_left);
       win += std::min<int64_t>(window, p + 1);
-      str += visible_stripes(hp, p);
-      causal += p + 1;
+      const StripeRun run = visible_stripes(hp, p, problem.window_left);
+      int64_t seen = 0;  // brute force: stripes lo <= j <= p - window
+      for (int32_t j : stripes) seen += j >= lo && j <= p - window;
+      ASSERT_EQ(run.end - run.begin, seen) << trial << " p " << p;
+      for (int64_t i = run.begin; i < run.end; ++i) ASSERT_TRUE(stripes[i] >= lo && stripes[i] <= p - window);
+      str += seen;
+      model += p + 1 - lo;
     }
     ASSERT_EQ(window_pairs(seq, window), win) << trial;
-    ASSERT_EQ(stripe_pairs(seq, window, stripes.data(), static_cast<int64_t>(stripes.size())), str) << trial;
-    ASSERT_EQ(causal_pairs(seq), causal) << trial;
+    ASSERT_EQ(stripe_pairs(problem, seq, window, stripes.data(), static_cast<int64_t>(stripes.size())), str) << trial;
+    ASSERT_EQ(model_pairs(problem, seq), model) << trial;
   }
   EXPECT_TRUE(mask_runs_dense(51, 100, 0.5f));
   EXPECT_FALSE(mask_runs_dense(50, 100, 0.5f));

@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define SAMPLEATTN_VERSION_MAJOR 0
-#define SAMPLEATTN_VERSION_MINOR 2
+#define SAMPLEATTN_VERSION_MINOR 3
 #define SAMPLEATTN_VERSION_PATCH 0
 /* The ABI: the shared library's SONAME number, and the layout revision of this header's structs
  * (docs/ABI.md lists what each revision appended). */
@@ -259,7 +259,8 @@ typedef struct sampleattn_params {
   uint32_t struct_size;
   sampleattn_tensor q, k, v;
   sampleattn_output o;
-  int32_t head_dim;     /* one of the head-dim list (docs/KERNELS.md), e.g. 128 */
+  int32_t head_dim;     /* of q and k (and v unless head_dim_v is set): the head-dim list
+                         * (docs/KERNELS.md), every multiple of 16 from 32 to 256 */
   int32_t num_q_heads;  /* query heads */
   int32_t num_kv_heads; /* key/value heads; num_q_heads must be a multiple (grouped-query) */
   /* Sequences. batch = 1 with cu_seqlens_q == cu_seqlens_k == NULL: one sequence of seqlen_q
@@ -286,6 +287,26 @@ typedef struct sampleattn_params {
   float* lse;
   /* CUDA backend: a cudaStream_t to run on (NULL = the default stream). Ignored on the CPU. */
   void* stream;
+  /* ABI revision 1.3: the attention variants of current models (docs/ALGORITHM.md, "Model
+   * variants"). They are the model's semantics, whatever the method: SampleAttention samples,
+   * selects and validates on the scores they give, inside what the model sees. */
+  /* Value (and output) head size: 0 (default) = head_dim; else one of the head-dim list, e.g.
+   * 128 with head_dim 192 (DeepSeek's MLA prefill). v and o rows hold head_dim_v elements. */
+  int32_t head_dim_v;
+  /* The model's sliding window, as flash-attention's window_size left: the query at position p
+   * sees the keys p - window_left .. p (window_left + 1 keys at most). -1 (default) = none;
+   * needs causal = 1 otherwise. */
+  int64_t window_left;
+  /* Logit softcap (Gemma 2): a score s = scale * q.k becomes softcap * tanh(s / softcap) before
+   * the softmax. 0 (default) = none; finite and > 0 otherwise. */
+  float softcap;
+  /* ALiBi: NULL (default) or a host array of num_q_heads finite slopes; query head h adds
+   * -slope[h] * |p - j| (natural-log units) to the score of key j, after the softcap. */
+  const float* alibi_slopes;
+  /* Learned sinks (gpt-oss): NULL (default) or a host array of num_q_heads logits (natural-log
+   * units, not scaled by softmax_scale; -inf = no sink for that head): each adds exp(sink[h]) to
+   * the softmax denominator of every row of head h, with no value. lse includes it. */
+  const float* sinks;
 } sampleattn_params;
 
 SAMPLEATTN_API void sampleattn_params_init_sized(sampleattn_params* params, size_t size);
@@ -324,7 +345,8 @@ typedef enum sampleattn_head_decision {
   SAMPLEATTN_DECISION_DENSE_METHOD = 2,    /* method dense */
   SAMPLEATTN_DECISION_DENSE_SHORT = 3,     /* k_len below dense_below (or no queries) */
   SAMPLEATTN_DECISION_DENSE_COST = 4,      /* the mask alpha chose costs more than max_density */
-  SAMPLEATTN_DECISION_DENSE_VALIDATION = 5 /* no mask within max_density keeps min_kept of the validation rows */
+  SAMPLEATTN_DECISION_DENSE_VALIDATION = 5, /* no mask within max_density keeps min_kept of the validation rows */
+  SAMPLEATTN_DECISION_DENSE_WINDOW = 6      /* ABI 1.3: the model's window_left is no wider than the local window */
 } sampleattn_head_decision;
 
 typedef struct sampleattn_stats {

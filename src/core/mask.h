@@ -41,13 +41,30 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t ceil_to_int64(double x) {
   return static_cast<double>(t) < x ? t + 1 : t;
 }
 
+// ---- The model's sliding window (sampleattn_params.window_left) -------------------------------
+// The model itself lets the query at p see only the keys model_lo(p, left) .. p, left + 1 at most
+// (left < 0: no model window, keys 0 .. p). Every rule below works inside it: SampleAttention's
+// window, stripes, sampled scores, validation and pair counts never reach a key the model hides.
+
+inline constexpr int64_t kNoModelWindow = -1;
+SAMPLEATTN_HOST_DEVICE constexpr int64_t model_lo(int64_t p, int64_t left) {
+  return left < 0 || p <= left ? 0 : p - left;
+}
+// The keys a causal query sees at most, k_len or left + 1: SampleAttention's ratio r_w applies to
+// it, so the local window is r_w of what the model sees.
+SAMPLEATTN_HOST_DEVICE constexpr int64_t model_span(int64_t k_len, int64_t left) {
+  return left < 0 || left >= k_len ? k_len : left + 1;
+}
+
 // ---- Window and stripe visibility -------------------------------------------------------------
 
-// w = min(k_len, max(min_window, ceil(r_w * k_len))), r_w as the double of the caller's value.
-SAMPLEATTN_HOST_DEVICE constexpr int64_t window_size(double r_w, int64_t min_window, int64_t k_len) {
-  const int64_t by_ratio = ceil_to_int64(r_w * static_cast<double>(k_len));
+// w = min(span, max(min_window, ceil(r_w * span))), r_w as the double of the caller's value and
+// span = model_span(k_len, left): k_len without a model window. w <= left + 1, so the window band
+// lies inside the model's window.
+SAMPLEATTN_HOST_DEVICE constexpr int64_t window_size(double r_w, int64_t min_window, int64_t span) {
+  const int64_t by_ratio = ceil_to_int64(r_w * static_cast<double>(span));
   const int64_t at_least = min_window < by_ratio ? by_ratio : min_window;
-  return at_least < k_len ? at_least : k_len;
+  return at_least < span ? at_least : span;
 }
 
 // Causal: the query at p sees the keys 0 .. p, [0, causal_end(p)).
@@ -58,19 +75,23 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t window_lo(int64_t p, int64_t w) { retur
 SAMPLEATTN_HOST_DEVICE constexpr int64_t window_hi(int64_t p) { return causal_end(p); }
 SAMPLEATTN_HOST_DEVICE constexpr bool in_window(int64_t j, int64_t p, int64_t w) { return j > p - w && j <= p; }
 
-// The query at p sees the stripes j <= stripe_limit(p, w), a prefix of the ascending stripe list
-// (a stripe inside the window is counted once, through the window).
+// The query at p sees the stripes stripe_first(p, left) <= j <= stripe_limit(p, w), a run of the
+// ascending stripe list (a stripe inside the window is counted once, through the window; one
+// older than the model's window is hidden from the model).
 SAMPLEATTN_HOST_DEVICE constexpr int64_t stripe_limit(int64_t p, int64_t w) { return p - w; }
-SAMPLEATTN_HOST_DEVICE constexpr bool stripe_visible(int64_t j, int64_t p, int64_t w) { return j <= stripe_limit(p, w); }
+SAMPLEATTN_HOST_DEVICE constexpr int64_t stripe_first(int64_t p, int64_t left) { return model_lo(p, left); }
+SAMPLEATTN_HOST_DEVICE constexpr bool stripe_visible(int64_t j, int64_t p, int64_t w, int64_t left) {
+  return j >= stripe_first(p, left) && j <= stripe_limit(p, w);
+}
 
 // ---- Key segments -----------------------------------------------------------------------------
 // The CPU driver and the CUDA kernels walk each query row over two segments, each seen as one
-// contiguous span [lo, hi): segment 0, the sequence's own keys (a dense row's causal range 0 .. p,
-// every key when not causal, or a sparse row's window band), and segment 1, the stripe columns
-// (the first stripes_seen of the ascending list: lo = 0, hi = that count).
+// contiguous span [lo, hi): segment 0, the sequence's own keys (a dense row's causal range
+// model_lo .. p, every key when not causal, or a sparse row's window band), and segment 1, the
+// stripe columns (the run of the ascending list between stripe_first and stripe_limit).
 
-SAMPLEATTN_HOST_DEVICE constexpr int64_t own_keys_lo(bool sparse, int64_t p, int64_t w) {
-  return sparse ? window_lo(p, w) : 0;
+SAMPLEATTN_HOST_DEVICE constexpr int64_t own_keys_lo(bool sparse, int64_t p, int64_t w, int64_t left) {
+  return sparse ? window_lo(p, w) : model_lo(p, left);
 }
 SAMPLEATTN_HOST_DEVICE constexpr int64_t own_keys_hi(bool sparse, bool causal, int64_t p, int64_t k_len) {
   return (sparse || causal) ? causal_end(p) : k_len;
@@ -83,6 +104,9 @@ SAMPLEATTN_HOST_DEVICE constexpr bool sequence_runs_sampled(bool sample_method, 
                                                             int64_t dense_below) {
   return sample_method && q_len > 0 && k_len >= dense_below;
 }
+// ... and unless the model's window is no wider than the local window w (window_size over
+// model_span): the band is then all the model sees, and the sequence runs dense (its band).
+SAMPLEATTN_HOST_DEVICE constexpr bool model_window_covered(int64_t left, int64_t w) { return left >= 0 && left + 1 <= w; }
 
 // Rows are cut into nb = ceil(q_len / B) blocks of B = sample_block (the last may be short) ...
 SAMPLEATTN_HOST_DEVICE constexpr int64_t sample_block_count(int64_t q_len, int64_t block) {
@@ -97,12 +121,14 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t sampled_block_count(double r_row, int64
 // ... block t = 0 .. ns - 1 being nb - 1 - floor(t * nb / ns) (t = 0: the last block).
 SAMPLEATTN_HOST_DEVICE constexpr int64_t sampled_block(int64_t t, int64_t nb, int64_t ns) { return nb - 1 - t * nb / ns; }
 
-// A sampled row at p adds its probabilities to the column scores of the keys j < column_end(p,
-// shift): all its keys (shift 0) or, with window_mass_counts, only those outside its window
-// (shift w: j <= p - w, the stripe limit).
+// A sampled row at p adds its probabilities (over the keys the model shows it, model_lo .. p) to
+// the column scores of the keys sample_column_begin(p, left) <= j < sample_column_end(p, shift):
+// all its keys (shift 0) or, with window_mass_counts, only those outside its window (shift w:
+// j <= p - w, the stripe limit).
 SAMPLEATTN_HOST_DEVICE constexpr int64_t sample_column_shift(int64_t w, bool window_mass_counts) {
   return window_mass_counts ? w : 0;
 }
+SAMPLEATTN_HOST_DEVICE constexpr int64_t sample_column_begin(int64_t p, int64_t left) { return model_lo(p, left); }
 SAMPLEATTN_HOST_DEVICE constexpr int64_t sample_column_end(int64_t p, int64_t shift) { return p - shift + 1; }
 
 // ---- Stage 2: the target and the stripe count -------------------------------------------------
@@ -160,15 +186,24 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t window_band_pairs(int64_t q_len, int64_
   return ramp + (end - ramp_end) * w;
 }
 
-// Pairs of stripe column j: the queries at p >= j + w (queries sit at q_offset .. k_len - 1).
-SAMPLEATTN_HOST_DEVICE constexpr int64_t stripe_pairs_of(int64_t k_len, int64_t q_offset, int64_t w, int64_t j) {
-  const int64_t from = j + w > q_offset ? j + w : q_offset;
-  return k_len > from ? k_len - from : 0;
+// Pairs the model computes for a causal sequence: the sum over its query positions p of
+// min(p, left) + 1 (causal_pairs without a model window). Densities are shares of it.
+SAMPLEATTN_HOST_DEVICE constexpr int64_t model_pairs(int64_t q_len, int64_t k_len, int64_t left) {
+  return left < 0 ? causal_pairs(q_len, k_len) : window_band_pairs(q_len, k_len, left + 1);
 }
 
-// The max_density rule: a mask computing more than max_density of the causal pairs runs dense.
-SAMPLEATTN_HOST_DEVICE constexpr bool mask_runs_dense(int64_t mask_pairs, int64_t causal_pairs, float max_density) {
-  return static_cast<double>(mask_pairs) > static_cast<double>(max_density) * static_cast<double>(causal_pairs);
+// Pairs of stripe column j: the queries at j + w <= p <= j + left (no upper bound without a model
+// window; queries sit at q_offset .. k_len - 1).
+SAMPLEATTN_HOST_DEVICE constexpr int64_t stripe_pairs_of(int64_t k_len, int64_t q_offset, int64_t w, int64_t left,
+                                                         int64_t j) {
+  const int64_t from = j + w > q_offset ? j + w : q_offset;
+  const int64_t to = left >= 0 && j + left + 1 < k_len ? j + left + 1 : k_len;  // exclusive
+  return to > from ? to - from : 0;
+}
+
+// The max_density rule: a mask computing more than max_density of the model's pairs runs dense.
+SAMPLEATTN_HOST_DEVICE constexpr bool mask_runs_dense(int64_t mask_pairs, int64_t model_pairs, float max_density) {
+  return static_cast<double>(mask_pairs) > static_cast<double>(max_density) * static_cast<double>(model_pairs);
 }
 
 // ---- Validation (docs/ALGORITHM.md, "Validation") ---------------------------------------------

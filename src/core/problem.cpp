@@ -136,8 +136,8 @@ ByteRange byte_range(const void* data, DType dtype, int64_t token_stride, int64_
 Status check_no_aliasing(const Problem& p) {
   const ByteRange q = byte_range(p.q.data, p.q.dtype, p.q.token_stride, p.q.head_stride, p.total_q, p.num_q_heads, p.head_dim);
   const ByteRange k = byte_range(p.k.data, p.k.dtype, p.k.token_stride, p.k.head_stride, p.total_k, p.num_kv_heads, p.head_dim);
-  const ByteRange v = byte_range(p.v.data, p.v.dtype, p.v.token_stride, p.v.head_stride, p.total_k, p.num_kv_heads, p.head_dim);
-  const ByteRange o = byte_range(p.o.data, p.o.dtype, p.o.token_stride, p.o.head_stride, p.total_q, p.num_q_heads, p.head_dim);
+  const ByteRange v = byte_range(p.v.data, p.v.dtype, p.v.token_stride, p.v.head_stride, p.total_k, p.num_kv_heads, p.head_dim_v);
+  const ByteRange o = byte_range(p.o.data, p.o.dtype, p.o.token_stride, p.o.head_stride, p.total_q, p.num_q_heads, p.head_dim_v);
   ByteRange lse;
   if (p.lse != nullptr && p.total_q > 0) {
     lse.begin = reinterpret_cast<uintptr_t>(p.lse);
@@ -165,9 +165,17 @@ Status check_no_aliasing(const Problem& p) {
 double Problem::dense_pairs() const {
   double pairs = 0;
   for (const Sequence& s : sequences) {
-    pairs += static_cast<double>(causal ? causal_pairs(s.q_len, s.k_len) : s.q_len * s.k_len);
+    pairs += static_cast<double>(causal ? model_pairs(s.q_len, s.k_len, window_left) : s.q_len * s.k_len);
   }
   return pairs * num_q_heads;
+}
+
+ScoreMod Problem::score_mod(int q_head) const {
+  ScoreMod m;
+  m.softcap_log2 = softcap * kLog2e;
+  if (!alibi_slopes.empty()) m.alibi_log2 = alibi_slopes[static_cast<size_t>(q_head)] * kLog2e;
+  if (!sinks.empty()) m.sink_log2 = sinks[static_cast<size_t>(q_head)] * kLog2e;
+  return m;
 }
 
 sampleattn_sample_params default_sample_params() {
@@ -203,6 +211,11 @@ sampleattn_params default_params() {
   p.method = SAMPLEATTN_METHOD_DENSE;
   p.precision = SAMPLEATTN_PRECISION_F32;
   p.sample = nullptr;
+  p.head_dim_v = 0;
+  p.window_left = kNoModelWindow;
+  p.softcap = 0.f;
+  p.alibi_slopes = nullptr;
+  p.sinks = nullptr;
   return p;
 }
 
@@ -212,10 +225,16 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
   sampleattn_params p;
   SAMPLEATTN_RETURN_IF_ERROR(abi::read(*params, "params", "sampleattn_params_init", default_params(), &p));
   Problem out;
-  if (std::find(std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims), p.head_dim) ==
-      std::end(kSupportedHeadDims)) {
+  const auto supported = [](int32_t d) {
+    return std::find(std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims), d) != std::end(kSupportedHeadDims);
+  };
+  if (!supported(p.head_dim)) {
     return {SAMPLEATTN_UNSUPPORTED_HEAD_DIM,
             "head_dim " + str(p.head_dim) + " is not supported (" + supported_head_dims_text() + ")"};
+  }
+  if (p.head_dim_v != 0 && !supported(p.head_dim_v)) {
+    return {SAMPLEATTN_UNSUPPORTED_HEAD_DIM, "head_dim_v " + str(p.head_dim_v) + " is not supported (0 = head_dim, or " +
+                                                 supported_head_dims_text() + ")"};
   }
   if (p.num_q_heads < 1 || p.num_kv_heads < 1) {
     return invalid_shape("num_q_heads (" + str(p.num_q_heads) + ") and num_kv_heads (" +
@@ -226,6 +245,7 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
                          ") must be a multiple of num_kv_heads (" + str(p.num_kv_heads) + ")");
   }
   out.head_dim = p.head_dim;
+  out.head_dim_v = p.head_dim_v == 0 ? p.head_dim : p.head_dim_v;
   out.num_q_heads = p.num_q_heads;
   out.num_kv_heads = p.num_kv_heads;
   out.group = p.num_q_heads / p.num_kv_heads;
@@ -257,6 +277,34 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
         abi::read(*p.sample, "sample", "sampleattn_sample_params_init", default_sample_params(), &out.sample));
   }
   SAMPLEATTN_RETURN_IF_ERROR(check_sample(out.sample));
+
+  // The model's variants (ABI 1.3).
+  if (p.window_left < kNoModelWindow || p.window_left > INT32_MAX) {
+    return invalid_argument("window_left must be -1 (none) or in [0, 2^31), got " + str(p.window_left));
+  }
+  if (p.window_left >= 0 && !out.causal) return invalid_argument("window_left needs causal = 1");
+  out.window_left = p.window_left;
+  if (!std::isfinite(p.softcap) || p.softcap < 0) {
+    return invalid_argument("softcap must be finite and >= 0 (0 = none), got " + num(p.softcap));
+  }
+  out.softcap = p.softcap;
+  if (p.alibi_slopes != nullptr) {
+    out.alibi_slopes.assign(p.alibi_slopes, p.alibi_slopes + p.num_q_heads);
+    for (int h = 0; h < p.num_q_heads; ++h) {
+      if (!std::isfinite(out.alibi_slopes[h])) {
+        return invalid_argument("alibi_slopes[" + str(h) + "] must be finite, got " + num(out.alibi_slopes[h]));
+      }
+    }
+  }
+  if (p.sinks != nullptr) {
+    out.sinks.assign(p.sinks, p.sinks + p.num_q_heads);
+    for (int h = 0; h < p.num_q_heads; ++h) {
+      const float v = out.sinks[h];
+      if (std::isnan(v) || v == INFINITY) {
+        return invalid_argument("sinks[" + str(h) + "] must be finite or -inf (no sink), got " + num(v));
+      }
+    }
+  }
 
   // Sequences.
   if (p.batch < 1) return invalid_shape("batch must be >= 1, got " + str(p.batch));
@@ -302,9 +350,9 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
   SAMPLEATTN_RETURN_IF_ERROR(check_tensor("k", enum_value(p.k.dtype), p.k.token_stride, p.k.head_stride,
                                           p.num_kv_heads, out.total_k, p.head_dim));
   SAMPLEATTN_RETURN_IF_ERROR(check_tensor("v", enum_value(p.v.dtype), p.v.token_stride, p.v.head_stride,
-                                          p.num_kv_heads, out.total_k, p.head_dim));
+                                          p.num_kv_heads, out.total_k, out.head_dim_v));
   SAMPLEATTN_RETURN_IF_ERROR(check_tensor("o", enum_value(p.o.dtype), p.o.token_stride, p.o.head_stride,
-                                          p.num_q_heads, out.total_q, p.head_dim));
+                                          p.num_q_heads, out.total_q, out.head_dim_v));
   out.q = {p.q.data, static_cast<DType>(p.q.dtype), p.q.token_stride, p.q.head_stride};
   out.k = {p.k.data, static_cast<DType>(p.k.dtype), p.k.token_stride, p.k.head_stride};
   out.v = {p.v.data, static_cast<DType>(p.v.dtype), p.v.token_stride, p.v.head_stride};

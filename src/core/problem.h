@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/mask.h"
+#include "core/score_mod.h"
 #include "core/status.h"
 #include "kernel_lists.h"
 #include "sampleattn/sampleattn.h"
@@ -51,7 +53,8 @@ struct Problem {
   TensorView q, k, v;
   OutputView o;
   float* lse = nullptr;
-  int head_dim = 0;
+  int head_dim = 0;    // of q and k
+  int head_dim_v = 0;  // of v and o, resolved (never 0)
   int num_q_heads = 0;
   int num_kv_heads = 0;
   int group = 1;  // query heads per kv head
@@ -64,8 +67,21 @@ struct Problem {
   sampleattn_precision precision = SAMPLEATTN_PRECISION_F32;
   sampleattn_sample_params sample{};
   void* stream = nullptr;
+  // The model's variants (sampleattn_params, ABI 1.3). window_left < 0: no model window.
+  int64_t window_left = kNoModelWindow;
+  float softcap = 0.f;               // 0 = none
+  std::vector<float> alibi_slopes;   // [num_q_heads] natural-log units, or empty
+  std::vector<float> sinks;          // [num_q_heads] natural-log units (-inf = none), or empty
 
-  // Query-key pairs a dense attention computes (causal or full), summed over heads.
+  // Query head h's softcap, ALiBi slope and sink in log2 units (core/score_mod.h).
+  ScoreMod score_mod(int q_head) const;
+  // Whether any variant changes a score or a denominator (plain attention otherwise).
+  bool has_score_mod() const { return softcap > 0.f || !alibi_slopes.empty() || !sinks.empty(); }
+  // The keys a causal query of `seq` sees at most (model_span of core/mask.h).
+  int64_t span(const Sequence& seq) const { return model_span(seq.k_len, window_left); }
+
+  // Query-key pairs a dense attention computes (causal within the model window, or full),
+  // summed over heads.
   double dense_pairs() const;
 };
 

@@ -9,8 +9,7 @@ void init_dense_plan(const Problem& problem, SparsePlan* plan) {
   const int hq = problem.num_q_heads;
   plan->heads.assign(problem.sequences.size() * hq, HeadPlan{});
   for (size_t s = 0; s < problem.sequences.size(); ++s) {
-    const sampleattn_head_decision why = problem.method == SAMPLEATTN_METHOD_SAMPLE ? SAMPLEATTN_DECISION_DENSE_SHORT
-                                                                                    : SAMPLEATTN_DECISION_DENSE_METHOD;
+    const sampleattn_head_decision why = dense_reason(problem, problem.sequences[s]);
     for (int h = 0; h < hq; ++h) {
       plan->heads[s * hq + h].window = problem.sequences[s].k_len;
       plan->heads[s * hq + h].decision = why;
@@ -32,7 +31,16 @@ void set_kept_mass(HeadPlan* head, const float* kept, int64_t n) {
 
 bool sequence_is_sampled(const Problem& problem, const Sequence& seq) {
   return sequence_runs_sampled(problem.method == SAMPLEATTN_METHOD_SAMPLE, seq.q_len, seq.k_len,
-                               problem.sample.dense_below);
+                               problem.sample.dense_below) &&
+         !model_window_covered(problem.window_left, window_size(problem, seq));
+}
+
+sampleattn_head_decision dense_reason(const Problem& problem, const Sequence& seq) {
+  if (problem.method != SAMPLEATTN_METHOD_SAMPLE) return SAMPLEATTN_DECISION_DENSE_METHOD;
+  if (!sequence_runs_sampled(true, seq.q_len, seq.k_len, problem.sample.dense_below)) {
+    return SAMPLEATTN_DECISION_DENSE_SHORT;
+  }
+  return SAMPLEATTN_DECISION_DENSE_WINDOW;
 }
 
 std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len) {
@@ -50,30 +58,37 @@ std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_
   return rows;
 }
 
-int64_t window_size(const sampleattn_sample_params& s, int64_t k_len) {
-  return window_size(static_cast<double>(s.r_w), s.min_window, k_len);
+int64_t window_size(const Problem& problem, const Sequence& seq) {
+  return window_size(static_cast<double>(problem.sample.r_w), problem.sample.min_window, problem.span(seq));
 }
 
-int64_t visible_stripes(const HeadPlan& plan, int64_t p) {
-  const int64_t last = stripe_limit(p, plan.window);
-  return std::upper_bound(plan.stripes.begin(), plan.stripes.end(), last,
-                          [](int64_t v, int32_t s) { return v < s; }) -
-         plan.stripes.begin();
+StripeRun visible_stripes(const HeadPlan& plan, int64_t p, int64_t window_left) {
+  const int64_t first = stripe_first(p, window_left), last = stripe_limit(p, plan.window);
+  const auto b = plan.stripes.begin(), e = plan.stripes.end();
+  StripeRun run;
+  run.end = std::upper_bound(b, e, last, [](int64_t v, int32_t s) { return v < s; }) - b;
+  run.begin = first > 0 ? std::lower_bound(b, e, first, [](int32_t s, int64_t v) { return s < v; }) - b : 0;
+  if (run.begin > run.end) run.begin = run.end;
+  return run;
 }
 
 int64_t window_pairs(const Sequence& seq, int64_t window) { return window_band_pairs(seq.q_len, seq.k_len, window); }
 
-int64_t stripe_pairs(const Sequence& seq, int64_t window, const int32_t* stripes, int64_t count) {
+int64_t stripe_pairs(const Problem& problem, const Sequence& seq, int64_t window, const int32_t* stripes,
+                     int64_t count) {
   const int64_t first = seq.q_offset();
   int64_t pairs = 0;
-  for (int64_t i = 0; i < count; ++i) pairs += stripe_pairs_of(seq.k_len, first, window, stripes[i]);
+  for (int64_t i = 0; i < count; ++i) {
+    pairs += stripe_pairs_of(seq.k_len, first, window, problem.window_left, stripes[i]);
+  }
   return pairs;
 }
 
 double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan) {
-  if (plan.dense) return static_cast<double>(problem.causal ? causal_pairs(seq) : seq.q_len * seq.k_len);
+  if (plan.dense) return static_cast<double>(problem.causal ? model_pairs(problem, seq) : seq.q_len * seq.k_len);
   return static_cast<double>(window_pairs(seq, plan.window) +
-                             stripe_pairs(seq, plan.window, plan.stripes.data(), static_cast<int64_t>(plan.stripes.size())));
+                             stripe_pairs(problem, seq, plan.window, plan.stripes.data(),
+                                          static_cast<int64_t>(plan.stripes.size())));
 }
 
 void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats* stats) {

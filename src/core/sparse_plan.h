@@ -35,8 +35,11 @@ struct SparsePlan {
   }
 };
 
-// Query-key pairs of a causal sequence (causal_pairs of core/mask.h).
-inline int64_t causal_pairs(const Sequence& s) { return causal_pairs(s.q_len, s.k_len); }
+// Query-key pairs the model computes for a causal sequence (model_pairs of core/mask.h: causal,
+// within the model's window).
+inline int64_t model_pairs(const Problem& problem, const Sequence& s) {
+  return model_pairs(s.q_len, s.k_len, problem.window_left);
+}
 
 // Every head dense (window = k_len): the plan of a call before, or without, stages 1 and 2.
 void init_dense_plan(const Problem& problem, SparsePlan* plan);
@@ -45,27 +48,35 @@ void init_dense_plan(const Problem& problem, SparsePlan* plan);
 // capped at 1).
 void set_kept_mass(HeadPlan* head, const float* kept, int64_t n);
 
-// Whether a sequence of a sample-method problem runs sparse (else it falls back to dense).
+// Whether a sequence of a sample-method problem runs sparse (else it falls back to dense): not
+// empty, not shorter than dense_below, and its model window (if any) wider than the local window.
 bool sequence_is_sampled(const Problem& problem, const Sequence& seq);
+// Why a sequence that is not sampled runs dense (DENSE_METHOD, DENSE_SHORT or DENSE_WINDOW).
+sampleattn_head_decision dense_reason(const Problem& problem, const Sequence& seq);
 
 // The sampled query rows of a sequence (local indices, ascending): the rows of the blocks
 // sampled_block(t, nb, ns) of core/mask.h.
 std::vector<int64_t> sampled_rows(const sampleattn_sample_params& params, int64_t q_len);
 
-// The window of a sampled sequence (window_size of core/mask.h).
-int64_t window_size(const sampleattn_sample_params& s, int64_t k_len);
+// The local window of a sampled sequence (window_size of core/mask.h over the model's span).
+int64_t window_size(const Problem& problem, const Sequence& seq);
 
-// Number of stripes visible to the query at position p: stripes j <= p - window.
-int64_t visible_stripes(const HeadPlan& plan, int64_t p);
+// The stripes visible to the query at position p: list indices [begin, end) of the stripes
+// stripe_first(p, window_left) <= j <= p - window (core/mask.h).
+struct StripeRun {
+  int64_t begin = 0, end = 0;
+};
+StripeRun visible_stripes(const HeadPlan& plan, int64_t p, int64_t window_left);
 
 // Query-key pairs the mask computes for sequence `seq` (all its queries, one head).
 double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan);
 
 // The parts of that count for a sampled (causal) sequence, exact integers (core/mask.h): the
-// window band (window_band_pairs) and the stripes (stripe_pairs_of). Both backends decide
-// max_density (mask_runs_dense) with these against causal_pairs.
+// window band (window_band_pairs) and the stripes (stripe_pairs_of, within the model's window).
+// Both backends decide max_density (mask_runs_dense) with these against model_pairs.
 int64_t window_pairs(const Sequence& seq, int64_t window);
-int64_t stripe_pairs(const Sequence& seq, int64_t window, const int32_t* stripes, int64_t count);
+int64_t stripe_pairs(const Problem& problem, const Sequence& seq, int64_t window, const int32_t* stripes,
+                     int64_t count);
 
 // Fills the caller's stats (totals, per-head arrays, stripes) from a plan. plan may be null
 // (everything dense).

@@ -39,15 +39,16 @@ ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, in
   // max_stripes). Pairs grow with the prefix, so the first count past the budget ends it.
   const int64_t q_offset = seq.q_offset();
   int64_t pairs = window_pairs(seq, window);
-  for (int64_t j = 0; j < v.sinks; ++j) pairs += stripe_pairs_of(seq.k_len, q_offset, window, j);
-  const int64_t causal = causal_pairs(seq);
+  const int64_t left = problem.window_left;
+  for (int64_t j = 0; j < v.sinks; ++j) pairs += stripe_pairs_of(seq.k_len, q_offset, window, left, j);
+  const int64_t causal = model_pairs(problem, seq);
   int64_t most = num_ranked;
   if (s.max_stripes > 0) most = std::min<int64_t>(most, std::max<int64_t>(0, s.max_stripes - v.sinks));
   int64_t cap = -1;
   if (!mask_runs_dense(pairs, causal, s.max_density)) {
     cap = 0;
     while (cap < most) {
-      const int64_t next = pairs + stripe_pairs_of(seq.k_len, q_offset, window, ranked[cap]);
+      const int64_t next = pairs + stripe_pairs_of(seq.k_len, q_offset, window, left, ranked[cap]);
       if (mask_runs_dense(next, causal, s.max_density)) break;
       pairs = next;
       ++cap;

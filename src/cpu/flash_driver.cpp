@@ -247,7 +247,7 @@ class FlashRunner {
       // when not causal), the window band of each sparse one.
       const int64_t w = dense ? seq.k_len : plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
       attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
-        *lo = own_keys_lo(!dense, s.positions[r], w);
+        *lo = own_keys_lo(!dense, s.positions[r], w, p_.window_left);
         *hi = own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len);
       });
       if (!dense) {
@@ -335,8 +335,8 @@ class FlashRunner {
       path_.pack_v({p_.v.row(token, kv_head),
                     p_.v.dtype, p_.v.token_stride, nullptr},
                    n, d, s.v_packed);
-      path_.attend({q, m, s.k_packed, s.v_packed, n, d, full ? nullptr : s.lo, full ? nullptr : s.hi,
-                    s.row_max + r0, s.row_sum + r0, s.acc + static_cast<size_t>(r0) * d, s.attend_scratch});
+      path_.attend({q, m, s.k_packed, s.v_packed, n, d, d, full ? nullptr : s.lo, full ? nullptr : s.hi,
+                    s.row_max + r0, s.row_sum + r0, s.acc + static_cast<size_t>(r0) * d, s.attend_scratch, {}});
     }
   }
 
@@ -350,7 +350,7 @@ class FlashRunner {
     int64_t most = 0;
     int64_t* visible = s.visible;
     for (int r = 0; r < m; ++r) {
-      visible[r] = visible_stripes(hp, s.positions[r0 + r]);
+      visible[r] = visible_stripes(hp, s.positions[r0 + r], p_.window_left).end;
       most = std::max(most, visible[r]);
     }
     const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
@@ -363,9 +363,9 @@ class FlashRunner {
         s.hi[r] = b;
         full = full && b == n;
       }
-      path_.attend({q, m, ps.k + tile * ps.tile_bytes, ps.v + tile * ps.tile_bytes, n, d, nullptr,
+      path_.attend({q, m, ps.k + tile * ps.tile_bytes, ps.v + tile * ps.tile_bytes, n, d, d, nullptr,
                     full ? nullptr : s.hi, s.row_max + r0, s.row_sum + r0,
-                    s.acc + static_cast<size_t>(r0) * d, s.attend_scratch});
+                    s.acc + static_cast<size_t>(r0) * d, s.attend_scratch, {}});
     }
   }
 

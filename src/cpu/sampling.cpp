@@ -326,7 +326,7 @@ class Sampler {
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
       const HeadPlan& hp = plan.head(ss.seq, head, p_.num_q_heads);
-      const int64_t most = visible_stripes(hp, s.positions[h * n + n - 1]);
+      const int64_t most = visible_stripes(hp, s.positions[h * n + n - 1], p_.window_left).end;
       for (int64_t t0 = 0; t0 < most; t0 += k_.key_tile) {
         const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, most - t0));
         for (int j = 0; j < nk; ++j) {
@@ -338,7 +338,7 @@ class Sampler {
         path_.scores(q, n, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
         for (int i = 0; i < n; ++i) {
           s.lo[row0 + i] = 0;
-          s.hi[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(visible_stripes(hp, s.positions[row0 + i]) - t0, 0, nk));
+          s.hi[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(visible_stripes(hp, s.positions[row0 + i], p_.window_left).end - t0, 0, nk));
         }
         k_.row_stats(s.scores, k_.key_tile, n, nk, s.lo + row0, s.hi + row0, s.row_max + row0, s.row_sum + row0);
       }
@@ -415,7 +415,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
     if (!sequence_is_sampled(problem, seq)) continue;
     SampledSequence ss;
     ss.seq = static_cast<int>(s);
-    ss.window = window_size(problem.sample, seq.k_len);
+    ss.window = window_size(problem, seq);
     ss.rows = sampled_rows(problem.sample, seq.q_len);
     ss.rows.shrink_to_fit();  // sampling_footprint counts it at its size
     const size_t nr = ss.rows.size();

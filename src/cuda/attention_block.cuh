@@ -79,7 +79,7 @@ struct AttentionBlock {
   __device__ int64_t position(int r) const { return q_offset + local_row(r); }
 
   // Segment 0 spans (core/mask.h): lo(p), hi(p), both non-decreasing in p.
-  __device__ int64_t seg0_lo(int64_t p) const { return own_keys_lo(sparse, p, w); }
+  __device__ int64_t seg0_lo(int64_t p) const { return own_keys_lo(sparse, p, w, kNoModelWindow); }
   __device__ int64_t seg0_hi(int64_t p) const { return own_keys_hi(sparse, causal, p, sd.k_len); }
 
   // Stripes visible to each row (segment 1): one binary search per row. BM entries; the caller

@@ -27,6 +27,10 @@ Status check_dtypes(const Problem& p) {
                         "operands); got q=") + dtype_name(p.q.dtype) + ", k=" + dtype_name(p.k.dtype) +
                 ", v=" + dtype_name(p.v.dtype) + ": convert the inputs or use the CPU backend"};
   }
+  if (p.has_score_mod() || p.window_left >= 0 || p.head_dim_v != p.head_dim) {
+    return invalid_argument("the CUDA backend does not run the model variants (window_left, softcap, alibi_slopes, "
+                            "sinks, head_dim_v) yet: use the CPU backend");
+  }
   return Status::ok();
 }
 
@@ -61,7 +65,7 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     cl->sampled = true;
     cl->sampled_seqs.push_back(s);
     d.sparse = 1;
-    d.window = window_size(p.sample, seq.k_len);
+    d.window = window_size(p, seq);
     d.set_base = static_cast<int32_t>(cl->sets.size());
     const std::vector<int64_t> rows = sampled_rows(p.sample, seq.q_len);
     d.row_begin = cl->total_rows;

@@ -19,6 +19,11 @@ Call call_of(const Problem& problem) {
   for (const Sequence& s : problem.sequences) call.sequences.push_back({s.q_begin, s.q_len, s.k_begin, s.k_len});
   call.scale = problem.scale;
   call.causal = problem.causal;
+  call.head_dim_v = problem.head_dim_v;
+  call.window_left = problem.window_left;
+  call.softcap = problem.softcap;
+  call.alibi_slopes = problem.alibi_slopes;
+  call.sinks = problem.sinks;
   return call;
 }
 

@@ -24,6 +24,11 @@ RowResult compute_row(const Call& call, int64_t token, int head, const MaskLooku
   const int64_t p = (seq.k_len - seq.q_len) + i;
   const int kv_head = head / (call.num_q_heads / call.num_kv_heads);
   const int d = call.head_dim;
+  const int dv = call.value_dim();
+  const Real slope = call.alibi_slopes.empty() ? Real(0) : static_cast<Real>(call.alibi_slopes[head]);
+  const bool has_sink = !call.sinks.empty() && call.sinks[head] > -std::numeric_limits<float>::infinity();
+  const Real sink = has_sink ? static_cast<Real>(call.sinks[head]) : Real(0);
+  const Real cap = static_cast<Real>(call.softcap);
   const HeadMask* mask = mask_of ? mask_of(seq_index, head) : nullptr;
 
   auto maybe_round = [](Real x) -> Real {
@@ -42,13 +47,15 @@ RowResult compute_row(const Call& call, int64_t token, int head, const MaskLooku
   std::vector<Real> scores;
   Real max_score = -std::numeric_limits<Real>::infinity();
   for (int64_t j = 0; j < seq.k_len; ++j) {
-    if (!visible(call.causal, mask, p, j)) continue;
+    if (!visible(call.causal, mask, p, j, call.window_left)) continue;
     Real dot = 0;
     const int64_t kt = seq.k_begin + j;
     for (int c = 0; c < d; ++c) {
       dot += q[c] * maybe_round(static_cast<Real>(element(call.k, kt, kv_head, c)));
     }
-    const Real s = kRoundBf16 ? dot : dot * static_cast<Real>(call.scale);
+    Real s = kRoundBf16 ? dot : dot * static_cast<Real>(call.scale);
+    if (cap > 0) s = cap * std::tanh(s / cap);
+    s -= slope * static_cast<Real>(p >= j ? p - j : j - p);
     keys.push_back(j);
     scores.push_back(s);
     max_score = std::max(max_score, s);
@@ -57,21 +64,23 @@ RowResult compute_row(const Call& call, int64_t token, int head, const MaskLooku
   RowResult r;
   r.token = token;
   r.head = head;
-  r.o.assign(d, 0.0);
-  if (keys.empty()) {
+  r.o.assign(dv, 0.0);
+  if (keys.empty()) {  // no key: output 0 and lse -inf, sink or not
     r.lse = -std::numeric_limits<double>::infinity();
     return r;
   }
-  Real sum = 0;
-  std::vector<Real> acc(d, 0);
+  // The sink joins the denominator only, at its own logit.
+  if (has_sink) max_score = std::max(max_score, sink);
+  Real sum = has_sink ? std::exp(sink - max_score) : Real(0);
+  std::vector<Real> acc(dv, 0);
   for (size_t n = 0; n < keys.size(); ++n) {
     const Real w = std::exp(scores[n] - max_score);
     sum += w;
     const Real pw = maybe_round(w);
     const int64_t kt = seq.k_begin + keys[n];
-    for (int c = 0; c < d; ++c) acc[c] += pw * maybe_round(static_cast<Real>(element(call.v, kt, kv_head, c)));
+    for (int c = 0; c < dv; ++c) acc[c] += pw * maybe_round(static_cast<Real>(element(call.v, kt, kv_head, c)));
   }
-  for (int c = 0; c < d; ++c) r.o[c] = static_cast<double>(acc[c] / sum);
+  for (int c = 0; c < dv; ++c) r.o[c] = static_cast<double>(acc[c] / sum);
   r.lse = static_cast<double>(max_score) + std::log(static_cast<double>(sum));
   return r;
 }
@@ -106,8 +115,9 @@ int sequence_of_token(const Call& call, int64_t token) {
   return found;
 }
 
-bool visible(bool causal, const HeadMask* mask, int64_t p, int64_t j) {
+bool visible(bool causal, const HeadMask* mask, int64_t p, int64_t j, int64_t window_left) {
   if (causal && j > p) return false;
+  if (window_left >= 0 && j < p - window_left) return false;  // older than the model's window
   if (mask == nullptr) return true;
   if (j > p - mask->window) return true;  // inside the window (j <= p already)
   return std::binary_search(mask->stripes.begin(), mask->stripes.end(), static_cast<int32_t>(j));

@@ -15,7 +15,8 @@
 namespace sampleattn::reference {
 
 // A sparse mask for one (sequence, query head): the query at position p sees keys
-// max(0, p - window + 1) .. p plus each stripe j <= p - window (docs/ALGORITHM.md).
+// max(0, p - window + 1) .. p plus each stripe j <= p - window (docs/ALGORITHM.md), all within
+// the model's window when the call has one.
 struct HeadMask {
   int64_t window = 0;
   std::vector<int32_t> stripes;  // ascending
@@ -49,19 +50,27 @@ struct Call {
   std::vector<SequenceSpan> sequences;
   float scale = 0.f;  // the softmax scale, resolved (the library's 0 = 1/sqrt(head_dim) already applied)
   bool causal = true;
+  // The model's variants (sampleattn_params, ABI 1.3), restated here in natural-log units:
+  int head_dim_v = 0;        // of v and the output; 0 = head_dim
+  int64_t window_left = -1;  // the query at p sees keys p - window_left .. p; -1 = none
+  double softcap = 0;        // s -> softcap * tanh(s / softcap) on s = scale * q.k; 0 = none
+  std::vector<float> alibi_slopes;  // per query head: s -= slope * |p - j| (after the cap); empty = none
+  std::vector<float> sinks;         // per query head: exp(sink) joins the denominator; empty = none
+
+  int value_dim() const { return head_dim_v > 0 ? head_dim_v : head_dim; }
 };
 
 // One output row: query token `token` (index into the concatenated batch) and query head `head`.
 struct RowResult {
   int64_t token = 0;
   int head = 0;
-  std::vector<double> o;  // head_dim values
-  double lse = 0;         // natural log; -inf when the row sees no key
+  std::vector<double> o;  // value_dim() values
+  double lse = 0;         // natural log, the sink included; -inf when the row sees no key
 };
 
 // Whether key j is visible to the query at position p under `mask` (nullptr = dense: causal or
-// full).
-bool visible(bool causal, const HeadMask* mask, int64_t p, int64_t j);
+// full) and the model's window (window_left < 0: none).
+bool visible(bool causal, const HeadMask* mask, int64_t p, int64_t j, int64_t window_left = -1);
 
 // Exact attention for the listed (token, head) rows.
 std::vector<RowResult> attention_rows(const Call& call, const std::vector<std::pair<int64_t, int>>& rows,

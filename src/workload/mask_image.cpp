@@ -91,7 +91,7 @@ Status render_mask_rgb(const float* q, int64_t q_len, const float* k, int64_t k_
       if (o.draw_mask) {
         const bool in_window = window > 0 && c1 >= win_lo && c0 <= p;
         while (s < stripes.size() && stripes[s] < c0) ++s;
-        const bool in_stripe = s < stripes.size() && stripes[s] <= c1 && stripe_visible(stripes[s], p, window);
+        const bool in_stripe = s < stripes.size() && stripes[s] <= c1 && stripe_visible(stripes[s], p, window, kNoModelWindow);
         const double* tint = nullptr;
         static constexpr double kCyan[3] = {0, 230, 255};
         static constexpr double kMagenta[3] = {255, 40, 220};

@@ -81,7 +81,7 @@ Status kept_mass_views(const StridedView& qv, const StridedView& kv, int64_t q_l
       double s = 0;
       for (int64_t j = window_lo(p, m.window); j < window_hi(p); ++j) s += P[j];
       for (int32_t j : m.stripes) {
-        if (!stripe_visible(j, p, m.window)) break;
+        if (!stripe_visible(j, p, m.window, kNoModelWindow)) break;
         s += P[j];
       }
       kept[i] = std::min(1.0, s);
@@ -164,7 +164,7 @@ Status kept_mass(const Tensor3& q, const Tensor3& k, double scale, const std::ve
 
 double mask_density(const HeadMask& m, int64_t q_len, int64_t k_len) {
   int64_t computed = window_band_pairs(q_len, k_len, m.window);
-  for (int32_t j : m.stripes) computed += stripe_pairs_of(k_len, k_len - q_len, m.window, j);
+  for (int32_t j : m.stripes) computed += stripe_pairs_of(k_len, k_len - q_len, m.window, kNoModelWindow, j);
   const auto causal = static_cast<double>(causal_pairs(q_len, k_len));
   return causal > 0 ? static_cast<double>(computed) / causal : 0.0;
 }
