@@ -37,9 +37,10 @@ Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& proble
     const TensorView& view;
     int heads;
     int64_t tokens;
-  } tensors[] = {{problem.q, problem.num_q_heads, problem.total_q},
-                 {problem.k, problem.num_kv_heads, problem.total_k},
-                 {problem.v, problem.num_kv_heads, problem.total_k}};
+    int dim;
+  } tensors[] = {{problem.q, problem.num_q_heads, problem.total_q, problem.head_dim},
+                 {problem.k, problem.num_kv_heads, problem.total_k, problem.head_dim},
+                 {problem.v, problem.num_kv_heads, problem.total_k, problem.head_dim_v}};
   int64_t first_task[4] = {0};
   for (int t = 0; t < 3; ++t) first_task[t + 1] = first_task[t] + scan_tasks(tensors[t].tokens);
   std::vector<InputScan> scans(static_cast<size_t>(first_task[3]));
@@ -48,7 +49,7 @@ Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& proble
     while (task >= first_task[t + 1]) ++t;
     const int64_t begin = (task - first_task[t]) * kScanChunk;
     const int64_t end = std::min(begin + kScanChunk, tensors[t].tokens);
-    scans[task] = scan_rows(tensors[t].view, tensors[t].heads, problem.head_dim, begin, end);
+    scans[task] = scan_rows(tensors[t].view, tensors[t].heads, tensors[t].dim, begin, end);
   }));
   InputScan merged[3];
   for (int t = 0; t < 3; ++t) {
