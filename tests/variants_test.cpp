@@ -180,7 +180,11 @@ void expect_matches_oracle(const VariantCase& c, const sampleattn::Params& p, bo
   const Errors ours = errors_of(oracle, c.output(rows));
   const Errors base = errors_of(oracle, stored(naive, c.out));
   EXPECT_LE(ours.rel_l2, 2 * base.rel_l2 + 1e-7) << "naive " << base.rel_l2;
-  EXPECT_LE(ours.max_abs, 2 * base.max_abs + 1e-6) << "naive " << base.max_abs;
+  // With bf16 products the worst element of either side is one bf16 rounding, and the naive
+  // side's worst varies by 2x between seeds (0.0052 .. 0.0111 over 11 seeds of the dense case,
+  // window or not, while the relative L2 ratio stays at 1.33 .. 1.45): 3x of it for the max.
+  const double max_factor = bf16_products ? 3 : 2;
+  EXPECT_LE(ours.max_abs, max_factor * base.max_abs + 1e-6) << "naive " << base.max_abs;
   const double lse_tol = bf16_products ? 3e-2 : 1e-4;
   for (size_t r = 0; r < rows.size(); ++r) {
     const float lse = c.lse_of(rows[r].first, rows[r].second);
