@@ -87,6 +87,8 @@ std::string param_name(const testing::TestParamInfo<Param>& info) {
   return std::string(isa_name(info.param.isa)) + "_" + precision_name(info.param.precision);
 }
 
+struct AttendCase;
+
 class KernelsTest : public testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
@@ -98,6 +100,7 @@ class KernelsTest : public testing::TestWithParam<Param> {
     ASSERT_NE(scalar_, nullptr);
   }
   bool bf16() const { return GetParam().precision == Precision::kBF16; }
+  void expect_attend_matches(const std::vector<AttendCase>& cases, const char* label);
   // Tile sizes to try: around 1, vector and register block edges, and the table's own tiles.
   std::vector<std::pair<int, int>> sizes() const {
     const int br = table_->block_rows, kt = table_->key_tile;
@@ -178,6 +181,8 @@ struct AttendCase {
   Spans spans;
   bool gather;
   double q_amplitude;
+  int dv = 0;  // the value head size; 0 = d
+  int value_dim() const { return dv > 0 ? dv : d; }
 };
 
 struct AttendState {
@@ -200,7 +205,7 @@ AttendInputs make_inputs(const AttendCase& c, std::mt19937& rng) {
   const int kv_source_rows = c.gather ? in.keys + 9 : in.keys;
   in.q = make_source(c.dtype, q_source_rows, c.d, rng, c.q_amplitude);
   in.k = make_source(c.dtype, kv_source_rows, c.d, rng, 1.0);
-  in.v = make_source(c.dtype, kv_source_rows, c.d, rng, 1.0);
+  in.v = make_source(c.dtype, kv_source_rows, c.value_dim(), rng, 1.0);
   in.q_rows.resize(c.m);
   in.kv_rows.resize(in.keys);
   for (int r = 0; r < c.m; ++r) in.q_rows[r] = c.gather ? (r * 7 + 3) % q_source_rows : r;
@@ -235,23 +240,23 @@ AttendInputs make_inputs(const AttendCase& c, std::mt19937& rng) {
 
 // Runs the tile loop with `path`, checking that rows with empty spans stay untouched.
 AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendInputs& in) {
-  const int d = c.d, m = c.m;
+  const int d = c.d, dv = c.value_dim(), m = c.m;
   AttendState st;
   st.row_max.assign(m, kNegInf);
   st.row_sum.assign(m, 0.0f);
-  st.acc.assign(static_cast<size_t>(m) * d, 0.0f);
+  st.acc.assign(static_cast<size_t>(m) * dv, 0.0f);
   Buffer qp(path.packed_bytes(m, d));
   RowSource qs{in.q.base(), c.dtype, in.q.stride, c.gather ? in.q_offsets.data() : nullptr};
   path.pack_q(qs, m, d, in.scale, qp.get());
   for (int t0 = 0; t0 < in.keys; t0 += c.n) {
     const int n = std::min(c.n, in.keys - t0);
-    Buffer kp(path.packed_bytes(n, d)), vp(path.packed_bytes(n, d)), scratch(path.scratch_bytes(m, n));
+    Buffer kp(path.packed_bytes(n, d)), vp(path.packed_bytes(n, dv)), scratch(path.scratch_bytes(m, n));
     RowSource ks{c.gather ? in.k.base() : in.k.row_ptr(t0), c.dtype, in.k.stride,
                  c.gather ? in.k_offsets.data() + t0 : nullptr};
     RowSource vs{c.gather ? in.v.base() : in.v.row_ptr(t0), c.dtype, in.v.stride,
                  c.gather ? in.v_offsets.data() + t0 : nullptr};
     path.pack_k(ks, n, d, kp.get());
-    path.pack_v(vs, n, d, vp.get());
+    path.pack_v(vs, n, dv, vp.get());
     // Tile-local spans, deliberately not clipped to [0, n): the kernels clip.
     std::vector<int32_t> lo(m), hi(m);
     for (int r = 0; r < m; ++r) {
@@ -260,7 +265,7 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
     }
     const bool use_lo = c.spans == Spans::kWindows, use_hi = c.spans != Spans::kNone;
     const AttendState before = st;
-    AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, d, use_lo ? lo.data() : nullptr,
+    AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, dv, use_lo ? lo.data() : nullptr,
                         use_hi ? hi.data() : nullptr, st.row_max.data(), st.row_sum.data(),
                         st.acc.data(), scratch.get(), {}};
     path.attend(args);
@@ -269,7 +274,7 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
       if (l < h) continue;
       EXPECT_EQ(0, std::memcmp(&before.row_max[r], &st.row_max[r], 4)) << "row " << r;
       EXPECT_EQ(0, std::memcmp(&before.row_sum[r], &st.row_sum[r], 4)) << "row " << r;
-      EXPECT_EQ(0, std::memcmp(&before.acc[static_cast<size_t>(r) * d], &st.acc[static_cast<size_t>(r) * d], 4 * d))
+      EXPECT_EQ(0, std::memcmp(&before.acc[static_cast<size_t>(r) * dv], &st.acc[static_cast<size_t>(r) * dv], 4 * dv))
           << "row " << r << " of tile at " << t0;
     }
   }
@@ -279,9 +284,9 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
 // Output row r of the double oracle; `bf16` rounds Q*scale, K, V and the probabilities to bf16
 // first (a plain bf16 implementation, the yardstick for the bf16 path's error).
 std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, int r, bool bf16) {
-  const int d = c.d;
+  const int d = c.d, dv = c.value_dim();
   const int lo = in.lo[r], hi = in.hi[r];
-  std::vector<double> out(d, 0.0);
+  std::vector<double> out(dv, 0.0);
   if (lo >= hi) return out;
   auto rd = [&](double x) { return bf16 ? static_cast<double>(round_bf16(static_cast<float>(x))) : x; };
   std::vector<double> s(hi - lo);
@@ -300,7 +305,7 @@ std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, int 
   for (int j = lo; j < hi; ++j) {
     const double p = rd(std::exp2(s[j - lo] - mx));
     sum += p;
-    for (int x = 0; x < d; ++x) out[x] += p * rd(in.v.at(in.kv_rows[j], x));
+    for (int x = 0; x < dv; ++x) out[x] += p * rd(in.v.at(in.kv_rows[j], x));
   }
   for (double& o : out) o /= sum;
   return out;
@@ -334,13 +339,16 @@ std::vector<AttendCase> attend_cases(const std::vector<std::pair<int, int>>& siz
   return cases;
 }
 
-TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
+// Runs every case with this path and with the scalar f32 path and checks both against the
+// double oracle; prints the worst errors under `label`.
+void KernelsTest::expect_attend_matches(const std::vector<AttendCase>& cases, const char* label) {
   std::mt19937 rng(42);
   double worst_ratio = 0, worst_rel = 0, worst_nmse = 0, worst_plain = 0, worst_vs_scalar = 0;
-  for (const AttendCase& c : attend_cases(sizes())) {
-    SCOPED_TRACE(testing::Message() << "d=" << c.d << " m=" << c.m << " n=" << c.n << " dtype=" << dtype_name(c.dtype)
-                                    << " spans=" << static_cast<int>(c.spans) << " gather=" << c.gather
-                                    << " amp=" << c.q_amplitude);
+  for (const AttendCase& c : cases) {
+    const int dv = c.value_dim();
+    SCOPED_TRACE(testing::Message() << "d=" << c.d << " dv=" << dv << " m=" << c.m << " n=" << c.n
+                                    << " dtype=" << dtype_name(c.dtype) << " spans=" << static_cast<int>(c.spans)
+                                    << " gather=" << c.gather << " amp=" << c.q_amplitude);
     const AttendInputs in = make_inputs(c, rng);
     const AttendState got = run_attend(*path_, c, in);
     const AttendState ref_scalar = run_attend(*scalar_->path(Precision::kF32), c, in);
@@ -349,15 +357,15 @@ TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
       if (in.lo[r] >= in.hi[r]) {  // sees nothing at all: state as it started
         EXPECT_EQ(got.row_max[r], kNegInf);
         EXPECT_EQ(got.row_sum[r], 0.0f);
-        for (int x = 0; x < c.d; ++x) ASSERT_EQ(got.acc[static_cast<size_t>(r) * c.d + x], 0.0f);
+        for (int x = 0; x < dv; ++x) ASSERT_EQ(got.acc[static_cast<size_t>(r) * dv + x], 0.0f);
         continue;
       }
       ASSERT_GT(got.row_sum[r], 0.0f) << "row " << r;
       const std::vector<double> ref = oracle_row(c, in, r, false);
       const std::vector<double> ref_plain = bf16() ? oracle_row(c, in, r, true) : ref;
-      for (int x = 0; x < c.d; ++x) {
-        const double o = got.acc[static_cast<size_t>(r) * c.d + x] / static_cast<double>(got.row_sum[r]);
-        const double os = ref_scalar.acc[static_cast<size_t>(r) * c.d + x] / static_cast<double>(ref_scalar.row_sum[r]);
+      for (int x = 0; x < dv; ++x) {
+        const double o = got.acc[static_cast<size_t>(r) * dv + x] / static_cast<double>(got.row_sum[r]);
+        const double os = ref_scalar.acc[static_cast<size_t>(r) * dv + x] / static_cast<double>(ref_scalar.row_sum[r]);
         ASSERT_TRUE(std::isfinite(o)) << "row " << r;
         err.add(o, ref[x]);
         plain.add(ref_plain[x], ref[x]);
@@ -380,10 +388,34 @@ TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
     worst_plain = std::max(worst_plain, plain.rel());
     worst_vs_scalar = std::max(worst_vs_scalar, vs_scalar.rel());
   }
-  std::printf("[ %s ] worst max|err|/max|ref| %.3g, worst NMSE %.3g, vs scalar %.3g", table_->name, worst_rel,
-              worst_nmse, worst_vs_scalar);
+  std::printf("[ %s %s ] %zu cases: worst max|err|/max|ref| %.3g, worst NMSE %.3g, vs scalar %.3g", table_->name,
+              label, cases.size(), worst_rel, worst_nmse, worst_vs_scalar);
   if (bf16()) std::printf(", plain-bf16 %.3g, worst err / plain-bf16 err %.3g", worst_plain, worst_ratio);
   std::printf("\n");
+}
+
+TEST_P(KernelsTest, AttendMatchesOracleAndScalar) { expect_attend_matches(attend_cases(sizes()), "attend"); }
+
+// V and the output with another head size than Q and K: the pairs of the issue, both orders of
+// the extremes, and every dim of the list as d and as dv (each with a partner that differs).
+TEST_P(KernelsTest, AttendValueHeadSizeMatchesOracleAndScalar) {
+  const std::vector<std::pair<int, int>> size_list = sizes();
+  std::vector<std::pair<int, int>> dims = {{192, 128}, {128, 192}, {32, 256}, {256, 32}, {48, 80}, {80, 48}, {112, 144}};
+  for (int dim : kSupportedHeadDims) {
+    dims.push_back({dim, dim == 176 ? 48 : 176});
+    dims.push_back({dim == 80 ? 240 : 80, dim});
+  }
+  std::vector<AttendCase> cases;
+  int i = 0;
+  for (auto [d, dv] : dims) {
+    for (int k = 0; k < 3; ++k, ++i) {
+      const auto [m, n] = size_list[i % size_list.size()];
+      AttendCase c{d, m, n, 2, kDTypes[i % 3], static_cast<Spans>(i % 3), i % 2 == 1, i % 4 == 3 ? 4.0 : 1.0};
+      c.dv = dv;
+      cases.push_back(c);
+    }
+  }
+  expect_attend_matches(cases, "dv != d");
 }
 
 // Spans for the row operations: null, full, partial, empty and out-of-range ones.

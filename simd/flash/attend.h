@@ -1,7 +1,8 @@
 // attend and scores of the f32 path: the m rows of a tile are cut into register blocks of
-// R <= kMaxRows rows; each block computes S = Q_R K^T (R x 2 vectors of accumulators, K panel rows
-// loaded, Q broadcast), the online softmax of its R rows in L1 scratch, then
-// acc_R = acc_R * c + P V (R x 2 vectors of accumulators, P broadcast).
+// R <= kMaxRows rows; each block computes S = Q_R K^T over d (R x 2 vectors of accumulators, K
+// panel rows loaded, Q broadcast), applies the score variants if any, the online softmax of its
+// R rows in L1 scratch, then acc_R = acc_R * c + P V over dv columns (R x 2 vectors of
+// accumulators, P broadcast).
 //
 // Every function is a static member of a class template over the xsimd architecture, so each
 // ISA's translation unit gets its own symbols: no inline function is shared between units
@@ -64,15 +65,16 @@ struct Attend : Vec<Arch> {
 
     const int64_t n_pad = static_cast<int64_t>(round_up(static_cast<size_t>(a.n), P));
     const float* v = static_cast<const float*>(a.v);
-    float* acc = a.acc + static_cast<int64_t>(r0) * d;
+    const int dv = a.dv;
+    float* acc = a.acc + static_cast<int64_t>(r0) * dv;
     const int jcount = b.jhi - b.jlo;
-    for (int x0 = 0; x0 < d; x0 += P) {
-      const int width = imin(P, d - x0);
+    for (int x0 = 0; x0 < dv; x0 += P) {
+      const int width = imin(P, dv - x0);
       const float* vp = v + x0 * n_pad + static_cast<int64_t>(b.jlo) * width;
       if (width == P) {
-        Mk::template pv_block<R, 2>(s + b.jlo, lds, jcount, vp, width, acc + x0, d, corr, b.active);
+        Mk::template pv_block<R, 2>(s + b.jlo, lds, jcount, vp, width, acc + x0, dv, corr, b.active);
       } else {
-        Mk::template pv_block<R, 1>(s + b.jlo, lds, jcount, vp, width, acc + x0, d, corr, b.active);
+        Mk::template pv_block<R, 1>(s + b.jlo, lds, jcount, vp, width, acc + x0, dv, corr, b.active);
       }
     }
   }

@@ -60,12 +60,12 @@ void f32_attend(const AttendTileArgs& a) {
     for (int j = lo; j < hi; ++j) mx = std::max(mx, sr[j]);
     const float c = std::exp2(a.row_max[r] - mx);  // exp2(-inf) = 0 on the first tile
     float sum = 0.f;
-    float* acc = a.acc + static_cast<int64_t>(r) * a.d;
-    for (int x = 0; x < a.d; ++x) acc[x] *= c;
+    float* acc = a.acc + static_cast<int64_t>(r) * a.dv;
+    for (int x = 0; x < a.dv; ++x) acc[x] *= c;
     for (int j = lo; j < hi; ++j) {
       const float p = std::exp2(sr[j] - mx);
       sum += p;
-      for (int x = 0; x < a.d; ++x) acc[x] += p * v[static_cast<int64_t>(j) * a.d + x];
+      for (int x = 0; x < a.dv; ++x) acc[x] += p * v[static_cast<int64_t>(j) * a.dv + x];
     }
     a.row_sum[r] = a.row_sum[r] * c + sum;
     a.row_max[r] = mx;
