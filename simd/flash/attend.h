@@ -16,6 +16,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "simd/flash/microkernels.h"
+#include "simd/flash/score_mods.h"
 #include "simd/flash/softmax.h"
 #include "simd/flash/vec.h"
 #include "simd/kernels.h"
@@ -38,6 +39,7 @@ struct Attend : Vec<Arch> {
   using V::for_row_blocks;
   using Mk = Microkernels<Arch>;
   using Sm = Softmax<Arch>;
+  using Mods = ScoreMods<Arch>;
 
   static size_t scratch_bytes(int m, int n) {
     const size_t rows = static_cast<size_t>(imin(imax(m, 1), kMaxRows));
@@ -53,6 +55,9 @@ struct Attend : Vec<Arch> {
     const float* k = static_cast<const float*>(a.k);
     const int pa = b.jlo / P * P;
     for (int p0 = pa; p0 < b.jhi; p0 += P) Mk::template qk_block<R>(q, d, k + static_cast<int64_t>(p0) * d, s + p0, lds, P);
+    // Each row's span only: the columns outside it are masked by the softmax (and key_pos has
+    // only n entries).
+    if (Mods::any(a.mod)) Mods::modify_rows(s, lds, a.mod, r0, R, b.lo, b.hi, a.n);
 
     float corr[kMaxRows];
     const int ja = b.jlo / W * W;

@@ -27,6 +27,7 @@
 #include "simd/flash/entry_points.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
+#include "simd/flash/score_mods.h"
 #include "simd/flash/softmax.h"
 #include "simd/flash/vec.h"
 
@@ -39,6 +40,7 @@ using Pack = flash::Pack<Arch>;
 using Attend = flash::Attend<Arch>;
 using RowOps = flash::RowOps<Arch>;
 using Softmax = flash::Softmax<Arch>;
+using ScoreMods = flash::ScoreMods<Arch>;
 using B = V::B;
 constexpr int kMaxRows = V::kMaxRows;
 constexpr int kPanel = 32;  // keys per K panel, columns per V block
@@ -199,6 +201,7 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
   for (int p0 = b.jlo / kPanel * kPanel; p0 < b.jhi; p0 += kPanel) {
     bf16_qk_block<R>(q, d, k + static_cast<int64_t>(p0) * (d / 2), s + p0, lds, kPanel);
   }
+  if (ScoreMods::any(a.mod)) ScoreMods::modify_rows(s, lds, a.mod, r0, R, b.lo, b.hi, a.n);
 
   float corr[kMaxRows];
   const int ja = b.jlo / 16 * 16;
