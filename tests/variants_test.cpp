@@ -224,28 +224,30 @@ TEST_P(VariantsDense, EachAndCombinedMatchTheOracle) {
   if (!forced.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(isa);
   sampleattn_context* ctx = cpu_context(2);
   uint64_t seed = 100;
-  for (const Variants& var : variant_list()) {
-    for (int hkv : {2, 1}) {  // 4 query heads on 2 kv heads, then on 1
-      for (sampleattn_precision precision : precisions(isa)) {
-        SCOPED_TRACE(var.name() + " hkv=" + std::to_string(hkv) + " precision=" + std::to_string(precision));
-        VariantCase c;
-        c.hkv = hkv;
-        c.in = c.out = dtype;
-        c.var = var;
-        c.add_sequence(70, 70);
-        c.add_sequence(0, 0);
-        c.add_sequence(1, 1);
-        c.add_sequence(33, 130);  // chunked prefill
-        c.add_sequence(45, 200);
-        c.materialize(++seed);
-        sampleattn::Params p = c.params();
-        p.precision = precision;
-        sampleattn_stats stats;
-        sampleattn_stats_init(&stats);
-        ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
-        EXPECT_STREQ(stats.isa, isa_name(isa)) << "the forced ISA did not run";
-        expect_matches_oracle(c, p, precision == SAMPLEATTN_PRECISION_BF16);
-      }
+  const std::vector<Variants> list = variant_list();
+  for (size_t i = 0; i < list.size(); ++i) {
+    const Variants& var = list[i];
+    const int hkv = i % 2 == 0 ? 2 : 1;  // 4 query heads on 2 kv heads or on 1, by turns
+    for (sampleattn_precision precision : precisions(isa)) {
+      SCOPED_TRACE(var.name() + " hkv=" + std::to_string(hkv) + " precision=" + std::to_string(precision));
+      VariantCase c;
+      c.hkv = hkv;
+      c.in = c.out = dtype;
+      c.var = var;
+      c.add_sequence(70, 70);
+      c.add_sequence(0, 0);
+      c.add_sequence(1, 1);
+      c.add_sequence(33, 130);  // chunked prefill
+      c.add_sequence(45, 200);
+      c.materialize(++seed);
+      sampleattn::Params p = c.params();
+      p.precision = precision;
+      sampleattn_stats stats;
+      sampleattn_stats_init(&stats);
+      ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+      EXPECT_STREQ(stats.isa, isa_name(isa)) << "the forced ISA did not run";
+      // Whether the variants matter does not depend on the dtype: checked once, with f32.
+      expect_matches_oracle(c, p, precision == SAMPLEATTN_PRECISION_BF16, {}, dtype == DType::kF32);
     }
   }
   sampleattn_context_destroy(ctx);
@@ -415,31 +417,32 @@ TEST_P(VariantsSample, EqualsOracleRestrictedToTheMask) {
   if (!forced.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(isa);
   uint64_t seed = 500;
   sampleattn_context* ctx = cpu_context(2);
-  for (Variants var : variant_list()) {
+  const std::vector<Variants> list = variant_list();
+  for (size_t i = 0; i < list.size(); ++i) {
+    Variants var = list[i];
     if (var.window_left == 0) continue;  // runs dense (DENSE_WINDOW): VariantsDecision
     if (var.window_left == 20 || var.window_left == 33) var.window_left *= 4;  // wider than the local window
-    for (int hkv : {2, 1}) {
-      SCOPED_TRACE(var.name() + " hkv=" + std::to_string(hkv));
-      VariantCase c;
-      c.hkv = hkv;
-      c.in = c.out = dtype;
-      c.var = var;
-      c.add_sequence(240, 240);
-      c.add_sequence(0, 0);
-      c.add_sequence(1, 1);
-      c.add_sequence(70, 300);  // chunked prefill
-      c.materialize(++seed, 0.6f);
-      plant(c, {5, 90, 150}, 2.5f);
-      sampleattn::Params p = c.params();
-      small_sample_params(p);
-      p.sample.r_val = 0.1f;  // validation on: whatever it decides, the output is the mask's attention
-      Outcome o = run(c, p, ctx);
-      ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
-      EXPECT_STREQ(o.stats.isa, isa_name(isa));
-      EXPECT_GT(o.masks.size(), 0u);
-      EXPECT_LT(o.stats.density, 1.0);
-      expect_matches_oracle(c, p, false, lookup(o.masks));
-    }
+    const int hkv = i % 2 == 0 ? 2 : 1;  // 4 query heads on 2 kv heads or on 1, by turns
+    SCOPED_TRACE(var.name() + " hkv=" + std::to_string(hkv));
+    VariantCase c;
+    c.hkv = hkv;
+    c.in = c.out = dtype;
+    c.var = var;
+    c.add_sequence(240, 240);
+    c.add_sequence(0, 0);
+    c.add_sequence(1, 1);
+    c.add_sequence(70, 300);  // chunked prefill
+    c.materialize(++seed, 0.6f);
+    plant(c, {5, 90, 150}, 2.5f);
+    sampleattn::Params p = c.params();
+    small_sample_params(p);
+    p.sample.r_val = 0.1f;  // validation on: whatever it decides, the output is the mask's attention
+    Outcome o = run(c, p, ctx);
+    ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+    EXPECT_STREQ(o.stats.isa, isa_name(isa));
+    EXPECT_GT(o.masks.size(), 0u);
+    EXPECT_LT(o.stats.density, 1.0);
+    expect_matches_oracle(c, p, false, lookup(o.masks), dtype == DType::kF32);
   }
   sampleattn_context_destroy(ctx);
 }
