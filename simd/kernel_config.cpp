@@ -30,6 +30,7 @@ KernelTable build_table<Isa::kScalar>() {
   t.row_stats = scalar::row_stats;
   t.accumulate_columns = scalar::accumulate_columns;
   t.store_rows = scalar::store_rows;
+  t.modify_scores = scalar::modify_scores;
   return t;
 }
 
@@ -45,6 +46,7 @@ KernelTable build_table<Isa::kAvx2>() {
   t.row_stats = avx2::row_stats;
   t.accumulate_columns = avx2::accumulate_columns;
   t.store_rows = avx2::store_rows;
+  t.modify_scores = avx2::modify_scores;
   return t;
 }
 
@@ -65,6 +67,7 @@ KernelTable build_table<Isa::kAvx512>() {
   t.row_stats = avx512::row_stats;
   t.accumulate_columns = avx512::accumulate_columns;
   t.store_rows = avx512::store_rows;
+  t.modify_scores = avx512::modify_scores;
   return t;
 }
 

@@ -87,6 +87,8 @@ std::string param_name(const testing::TestParamInfo<Param>& info) {
   return std::string(isa_name(info.param.isa)) + "_" + precision_name(info.param.precision);
 }
 
+struct AttendCase;
+
 class KernelsTest : public testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
@@ -98,6 +100,7 @@ class KernelsTest : public testing::TestWithParam<Param> {
     ASSERT_NE(scalar_, nullptr);
   }
   bool bf16() const { return GetParam().precision == Precision::kBF16; }
+  void expect_attend_matches(const std::vector<AttendCase>& cases, const char* label);
   // Tile sizes to try: around 1, vector and register block edges, and the table's own tiles.
   std::vector<std::pair<int, int>> sizes() const {
     const int br = table_->block_rows, kt = table_->key_tile;
@@ -117,7 +120,8 @@ TEST_P(KernelsTest, TableIsConsistent) {
   EXPECT_GT(table_->key_tile, 0);
   for (auto* f : {(void*)path_->packed_bytes, (void*)path_->scratch_bytes, (void*)path_->pack_q,
                   (void*)path_->pack_k, (void*)path_->pack_v, (void*)path_->attend, (void*)path_->scores,
-                  (void*)table_->row_stats, (void*)table_->accumulate_columns, (void*)table_->store_rows}) {
+                  (void*)table_->row_stats, (void*)table_->accumulate_columns, (void*)table_->store_rows,
+                  (void*)table_->modify_scores}) {
     EXPECT_NE(f, nullptr);
   }
   for (int d : kSupportedHeadDims) {
@@ -172,12 +176,21 @@ TEST_P(KernelsTest, ScoresMatchOracle) {
 // The mask of the multi-tile attend test: row r sees global keys [lo_r, hi_r).
 enum class Spans { kNone, kCausal, kWindows };
 
+// The score variants of an attend case (ScoreModArgs): none, a softcap, ALiBi, or both.
+enum class Mods { kNone, kSoftcap, kAlibi, kBoth };
+bool has_softcap(Mods m) { return m == Mods::kSoftcap || m == Mods::kBoth; }
+bool has_alibi(Mods m) { return m == Mods::kAlibi || m == Mods::kBoth; }
+
 struct AttendCase {
   int d, m, n, tiles;
   DType dtype;
   Spans spans;
   bool gather;
   double q_amplitude;
+  int dv = 0;  // the value head size; 0 = d
+  Mods mods = Mods::kNone;
+  double softcap = 0;  // natural-log units, with Mods::kSoftcap / kBoth
+  int value_dim() const { return dv > 0 ? dv : d; }
 };
 
 struct AttendState {
@@ -191,7 +204,23 @@ struct AttendInputs {
   std::vector<int32_t> lo, hi;           // global spans
   int keys = 0;
   float scale = 0;
+  // The score variants in log2 units, as the kernels get them: the cap, a slope per row (rows
+  // differ, as the heads of a kv group do), query positions and key positions (increasing with
+  // gaps, like stripe columns; rows sit before, among and after them).
+  float softcap_log2 = 0;
+  std::vector<float> slopes_log2;
+  std::vector<int32_t> row_pos, key_pos;
 };
+
+constexpr double kLog2e = 1.4426950408889634;
+
+// The modified score of row r and global key j in double, from the definition (core/score_mod.h
+// in log2 units: cap * tanh(s / cap), then minus slope * |p - j|).
+double oracle_modified(const AttendInputs& in, int r, int j, double s) {
+  if (in.softcap_log2 > 0) s = in.softcap_log2 * std::tanh(s / in.softcap_log2);
+  if (!in.slopes_log2.empty()) s -= in.slopes_log2[r] * std::abs(static_cast<double>(in.row_pos[r]) - in.key_pos[j]);
+  return s;
+}
 
 AttendInputs make_inputs(const AttendCase& c, std::mt19937& rng) {
   AttendInputs in;
@@ -200,7 +229,7 @@ AttendInputs make_inputs(const AttendCase& c, std::mt19937& rng) {
   const int kv_source_rows = c.gather ? in.keys + 9 : in.keys;
   in.q = make_source(c.dtype, q_source_rows, c.d, rng, c.q_amplitude);
   in.k = make_source(c.dtype, kv_source_rows, c.d, rng, 1.0);
-  in.v = make_source(c.dtype, kv_source_rows, c.d, rng, 1.0);
+  in.v = make_source(c.dtype, kv_source_rows, c.value_dim(), rng, 1.0);
   in.q_rows.resize(c.m);
   in.kv_rows.resize(in.keys);
   for (int r = 0; r < c.m; ++r) in.q_rows[r] = c.gather ? (r * 7 + 3) % q_source_rows : r;
@@ -213,7 +242,7 @@ AttendInputs make_inputs(const AttendCase& c, std::mt19937& rng) {
     in.k_offsets.push_back(in.kv_rows[j] * in.k.stride);
     in.v_offsets.push_back(in.kv_rows[j] * in.v.stride);
   }
-  in.scale = static_cast<float>(1.0 / std::sqrt(c.d) * 1.4426950408889634);
+  in.scale = static_cast<float>(1.0 / std::sqrt(c.d) * kLog2e);
   in.lo.assign(c.m, 0);
   in.hi.assign(c.m, in.keys);
   std::uniform_int_distribution<int> key(0, in.keys);
@@ -230,28 +259,47 @@ AttendInputs make_inputs(const AttendCase& c, std::mt19937& rng) {
       in.hi[r] = b;
     }
   }
+  if (has_softcap(c.mods)) in.softcap_log2 = static_cast<float>(c.softcap * kLog2e);
+  if (has_alibi(c.mods)) {
+    std::uniform_int_distribution<int> gap(1, 6);
+    int32_t pos = gap(rng);
+    for (int j = 0; j < in.keys; ++j) {
+      in.key_pos.push_back(pos);
+      pos += gap(rng) + (j % 32 == 31 ? 40 : 0);  // runs of stripes, then a jump
+    }
+    // Each row a few positions from a key it sees (after its last one, like a causal row, or
+    // among and before its keys), as in a model: a row whose every key is thousands of positions
+    // away has scores of magnitude ~1e3 whose f32 rounding alone exceeds the tolerance.
+    std::uniform_int_distribution<int32_t> offset(-8, 8);
+    for (int r = 0; r < c.m; ++r) {
+      const int hi = std::max(1, std::min(in.hi[r], in.keys)), lo = std::min(std::max(in.lo[r], 0), hi - 1);
+      const int near = r % 3 == 0 ? hi - 1 : lo + (r * 7919) % (hi - lo);
+      in.row_pos.push_back(std::max(0, in.key_pos[near] + (r % 3 == 0 ? std::abs(offset(rng)) : offset(rng))));
+      in.slopes_log2.push_back(static_cast<float>(std::exp2(-1.0 - r % 8) * kLog2e));  // ALiBi's geometric slopes
+    }
+  }
   return in;
 }
 
 // Runs the tile loop with `path`, checking that rows with empty spans stay untouched.
 AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendInputs& in) {
-  const int d = c.d, m = c.m;
+  const int d = c.d, dv = c.value_dim(), m = c.m;
   AttendState st;
   st.row_max.assign(m, kNegInf);
   st.row_sum.assign(m, 0.0f);
-  st.acc.assign(static_cast<size_t>(m) * d, 0.0f);
+  st.acc.assign(static_cast<size_t>(m) * dv, 0.0f);
   Buffer qp(path.packed_bytes(m, d));
   RowSource qs{in.q.base(), c.dtype, in.q.stride, c.gather ? in.q_offsets.data() : nullptr};
   path.pack_q(qs, m, d, in.scale, qp.get());
   for (int t0 = 0; t0 < in.keys; t0 += c.n) {
     const int n = std::min(c.n, in.keys - t0);
-    Buffer kp(path.packed_bytes(n, d)), vp(path.packed_bytes(n, d)), scratch(path.scratch_bytes(m, n));
+    Buffer kp(path.packed_bytes(n, d)), vp(path.packed_bytes(n, dv)), scratch(path.scratch_bytes(m, n));
     RowSource ks{c.gather ? in.k.base() : in.k.row_ptr(t0), c.dtype, in.k.stride,
                  c.gather ? in.k_offsets.data() + t0 : nullptr};
     RowSource vs{c.gather ? in.v.base() : in.v.row_ptr(t0), c.dtype, in.v.stride,
                  c.gather ? in.v_offsets.data() + t0 : nullptr};
     path.pack_k(ks, n, d, kp.get());
-    path.pack_v(vs, n, d, vp.get());
+    path.pack_v(vs, n, dv, vp.get());
     // Tile-local spans, deliberately not clipped to [0, n): the kernels clip.
     std::vector<int32_t> lo(m), hi(m);
     for (int r = 0; r < m; ++r) {
@@ -260,16 +308,23 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
     }
     const bool use_lo = c.spans == Spans::kWindows, use_hi = c.spans != Spans::kNone;
     const AttendState before = st;
-    AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, d, use_lo ? lo.data() : nullptr,
+    ScoreModArgs mod;
+    mod.softcap = in.softcap_log2;
+    if (!in.slopes_log2.empty()) {
+      mod.alibi = in.slopes_log2.data();
+      mod.row_pos = in.row_pos.data();
+      mod.key_pos = in.key_pos.data() + t0;
+    }
+    AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, dv, use_lo ? lo.data() : nullptr,
                         use_hi ? hi.data() : nullptr, st.row_max.data(), st.row_sum.data(),
-                        st.acc.data(), scratch.get(), {}};
+                        st.acc.data(), scratch.get(), mod};
     path.attend(args);
     for (int r = 0; r < m; ++r) {
       const int l = use_lo ? std::max(lo[r], 0) : 0, h = use_hi ? std::min(hi[r], n) : n;
       if (l < h) continue;
       EXPECT_EQ(0, std::memcmp(&before.row_max[r], &st.row_max[r], 4)) << "row " << r;
       EXPECT_EQ(0, std::memcmp(&before.row_sum[r], &st.row_sum[r], 4)) << "row " << r;
-      EXPECT_EQ(0, std::memcmp(&before.acc[static_cast<size_t>(r) * d], &st.acc[static_cast<size_t>(r) * d], 4 * d))
+      EXPECT_EQ(0, std::memcmp(&before.acc[static_cast<size_t>(r) * dv], &st.acc[static_cast<size_t>(r) * dv], 4 * dv))
           << "row " << r << " of tile at " << t0;
     }
   }
@@ -279,9 +334,9 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
 // Output row r of the double oracle; `bf16` rounds Q*scale, K, V and the probabilities to bf16
 // first (a plain bf16 implementation, the yardstick for the bf16 path's error).
 std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, int r, bool bf16) {
-  const int d = c.d;
+  const int d = c.d, dv = c.value_dim();
   const int lo = in.lo[r], hi = in.hi[r];
-  std::vector<double> out(d, 0.0);
+  std::vector<double> out(dv, 0.0);
   if (lo >= hi) return out;
   auto rd = [&](double x) { return bf16 ? static_cast<double>(round_bf16(static_cast<float>(x))) : x; };
   std::vector<double> s(hi - lo);
@@ -293,14 +348,14 @@ std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, int 
                              : in.q.at(in.q_rows[r], x) * in.scale;
       dot += qx * rd(in.k.at(in.kv_rows[j], x));
     }
-    s[j - lo] = dot;
-    mx = std::max(mx, dot);
+    s[j - lo] = oracle_modified(in, r, j, dot);
+    mx = std::max(mx, s[j - lo]);
   }
   double sum = 0;
   for (int j = lo; j < hi; ++j) {
     const double p = rd(std::exp2(s[j - lo] - mx));
     sum += p;
-    for (int x = 0; x < d; ++x) out[x] += p * rd(in.v.at(in.kv_rows[j], x));
+    for (int x = 0; x < dv; ++x) out[x] += p * rd(in.v.at(in.kv_rows[j], x));
   }
   for (double& o : out) o /= sum;
   return out;
@@ -334,13 +389,17 @@ std::vector<AttendCase> attend_cases(const std::vector<std::pair<int, int>>& siz
   return cases;
 }
 
-TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
+// Runs every case with this path and with the scalar f32 path and checks both against the
+// double oracle; prints the worst errors under `label`.
+void KernelsTest::expect_attend_matches(const std::vector<AttendCase>& cases, const char* label) {
   std::mt19937 rng(42);
   double worst_ratio = 0, worst_rel = 0, worst_nmse = 0, worst_plain = 0, worst_vs_scalar = 0;
-  for (const AttendCase& c : attend_cases(sizes())) {
-    SCOPED_TRACE(testing::Message() << "d=" << c.d << " m=" << c.m << " n=" << c.n << " dtype=" << dtype_name(c.dtype)
-                                    << " spans=" << static_cast<int>(c.spans) << " gather=" << c.gather
-                                    << " amp=" << c.q_amplitude);
+  for (const AttendCase& c : cases) {
+    const int dv = c.value_dim();
+    SCOPED_TRACE(testing::Message() << "d=" << c.d << " dv=" << dv << " m=" << c.m << " n=" << c.n
+                                    << " dtype=" << dtype_name(c.dtype) << " spans=" << static_cast<int>(c.spans)
+                                    << " gather=" << c.gather << " amp=" << c.q_amplitude
+                                    << " mods=" << static_cast<int>(c.mods) << " softcap=" << c.softcap);
     const AttendInputs in = make_inputs(c, rng);
     const AttendState got = run_attend(*path_, c, in);
     const AttendState ref_scalar = run_attend(*scalar_->path(Precision::kF32), c, in);
@@ -349,15 +408,15 @@ TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
       if (in.lo[r] >= in.hi[r]) {  // sees nothing at all: state as it started
         EXPECT_EQ(got.row_max[r], kNegInf);
         EXPECT_EQ(got.row_sum[r], 0.0f);
-        for (int x = 0; x < c.d; ++x) ASSERT_EQ(got.acc[static_cast<size_t>(r) * c.d + x], 0.0f);
+        for (int x = 0; x < dv; ++x) ASSERT_EQ(got.acc[static_cast<size_t>(r) * dv + x], 0.0f);
         continue;
       }
       ASSERT_GT(got.row_sum[r], 0.0f) << "row " << r;
       const std::vector<double> ref = oracle_row(c, in, r, false);
       const std::vector<double> ref_plain = bf16() ? oracle_row(c, in, r, true) : ref;
-      for (int x = 0; x < c.d; ++x) {
-        const double o = got.acc[static_cast<size_t>(r) * c.d + x] / static_cast<double>(got.row_sum[r]);
-        const double os = ref_scalar.acc[static_cast<size_t>(r) * c.d + x] / static_cast<double>(ref_scalar.row_sum[r]);
+      for (int x = 0; x < dv; ++x) {
+        const double o = got.acc[static_cast<size_t>(r) * dv + x] / static_cast<double>(got.row_sum[r]);
+        const double os = ref_scalar.acc[static_cast<size_t>(r) * dv + x] / static_cast<double>(ref_scalar.row_sum[r]);
         ASSERT_TRUE(std::isfinite(o)) << "row " << r;
         err.add(o, ref[x]);
         plain.add(ref_plain[x], ref[x]);
@@ -380,10 +439,208 @@ TEST_P(KernelsTest, AttendMatchesOracleAndScalar) {
     worst_plain = std::max(worst_plain, plain.rel());
     worst_vs_scalar = std::max(worst_vs_scalar, vs_scalar.rel());
   }
-  std::printf("[ %s ] worst max|err|/max|ref| %.3g, worst NMSE %.3g, vs scalar %.3g", table_->name, worst_rel,
-              worst_nmse, worst_vs_scalar);
+  std::printf("[ %s %s ] %zu cases: worst max|err|/max|ref| %.3g, worst NMSE %.3g, vs scalar %.3g", table_->name,
+              label, cases.size(), worst_rel, worst_nmse, worst_vs_scalar);
   if (bf16()) std::printf(", plain-bf16 %.3g, worst err / plain-bf16 err %.3g", worst_plain, worst_ratio);
   std::printf("\n");
+}
+
+TEST_P(KernelsTest, AttendMatchesOracleAndScalar) { expect_attend_matches(attend_cases(sizes()), "attend"); }
+
+// V and the output with another head size than Q and K: the pairs of the issue, both orders of
+// the extremes, and every dim of the list as d and as dv (each with a partner that differs).
+TEST_P(KernelsTest, AttendValueHeadSizeMatchesOracleAndScalar) {
+  const std::vector<std::pair<int, int>> size_list = sizes();
+  std::vector<std::pair<int, int>> dims = {{192, 128}, {128, 192}, {32, 256}, {256, 32}, {48, 80}, {80, 48}, {112, 144}};
+  for (int dim : kSupportedHeadDims) {
+    dims.push_back({dim, dim == 176 ? 48 : 176});
+    dims.push_back({dim == 80 ? 240 : 80, dim});
+  }
+  std::vector<AttendCase> cases;
+  int i = 0;
+  for (auto [d, dv] : dims) {
+    for (int k = 0; k < 3; ++k, ++i) {
+      const auto [m, n] = size_list[i % size_list.size()];
+      AttendCase c{d, m, n, 2, kDTypes[i % 3], static_cast<Spans>(i % 3), i % 2 == 1, i % 4 == 3 ? 4.0 : 1.0};
+      c.dv = dv;
+      cases.push_back(c);
+    }
+  }
+  expect_attend_matches(cases, "dv != d");
+}
+
+// The score variants inside attend: softcaps that bite (1.5, saturating at amplitude 4), a mild
+// one (30, Gemma 2's 50 order), ALiBi with a slope per row and stripe-like key positions, both
+// together; every span kind, dv = d and dv != d, several head dims.
+TEST_P(KernelsTest, AttendScoreModsMatchOracleAndScalar) {
+  const std::vector<std::pair<int, int>> size_list = sizes();
+  const Mods kinds[] = {Mods::kSoftcap, Mods::kAlibi, Mods::kBoth};
+  const double caps[] = {1.5, 30.0, 5.0};
+  const std::pair<int, int> dims[] = {{32, 32}, {48, 48}, {80, 80}, {128, 128}, {192, 128}, {256, 256}, {112, 240}};
+  std::vector<AttendCase> cases;
+  int i = 0;
+  for (auto [d, dv] : dims) {
+    for (Mods mods : kinds) {
+      for (int k = 0; k < 3; ++k, ++i) {
+        const auto [m, n] = size_list[i % size_list.size()];
+        AttendCase c{d, m, n, 3, kDTypes[i % 3], static_cast<Spans>(k), i % 2 == 1, i % 4 == 3 ? 4.0 : 1.0};
+        c.dv = dv;
+        c.mods = mods;
+        c.softcap = caps[i % 3];
+        cases.push_back(c);
+      }
+    }
+  }
+  expect_attend_matches(cases, "score mods");
+}
+
+// Score blocks for modify_scores: normal scores of several sizes, large ones that saturate any
+// cap, tiny ones and zeros.
+std::vector<float> mod_test_scores(int m, int64_t lds, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, 6.0f);
+  std::vector<float> s(static_cast<size_t>(m) * lds);
+  for (size_t i = 0; i < s.size(); ++i) {
+    const float x = dist(rng);
+    switch (i % 7) {
+      case 0: s[i] = x * 100.0f; break;
+      case 1: s[i] = x * 1e-4f; break;
+      case 2: s[i] = i % 3 ? 0.0f : -0.0f; break;
+      default: s[i] = x;
+    }
+  }
+  return s;
+}
+
+// modify_scores against its definition in double (core/score_mod.h): each table's result is the
+// capped score minus the bias within a few ulp of their magnitudes, and columns past n are left
+// alone; the scalar table is the definition itself (tanhf), the vector ones use a rational tanh.
+TEST_P(KernelsTest, ModifyScoresMatchesDefinition) {
+  if (bf16()) GTEST_SKIP() << "modify_scores is shared by both paths";
+  std::mt19937 rng(11);
+  for (auto [m, n] : sizes()) {
+    for (Mods mods : {Mods::kSoftcap, Mods::kAlibi, Mods::kBoth}) {
+      for (double cap : {0.7, 4.0, 50.0}) {
+        if (!has_softcap(mods) && cap != 4.0) continue;
+        const int64_t lds = n + 5;
+        const std::vector<float> s = mod_test_scores(m, lds, rng);
+        std::vector<float> slopes(m);
+        std::vector<int32_t> row_pos(m), key_pos(n);
+        std::uniform_int_distribution<int32_t> pos(0, 1 << 20);
+        for (int r = 0; r < m; ++r) {
+          slopes[r] = static_cast<float>(std::exp2(-0.5 * (r % 16)) * kLog2e);
+          row_pos[r] = pos(rng);
+        }
+        for (int j = 0; j < n; ++j) key_pos[j] = j % 3 == 0 ? pos(rng) : j * 5;
+        ScoreModArgs mod;
+        if (has_softcap(mods)) mod.softcap = static_cast<float>(cap * kLog2e);
+        if (has_alibi(mods)) {
+          mod.alibi = slopes.data();
+          mod.row_pos = row_pos.data();
+          mod.key_pos = key_pos.data();
+        }
+        std::vector<float> got = s;
+        table_->modify_scores(got.data(), lds, m, n, mod);
+        for (int r = 0; r < m; ++r) {
+          for (int j = 0; j < lds; ++j) {
+            const size_t i = static_cast<size_t>(r) * lds + j;
+            if (j >= n) {
+              ASSERT_EQ(0, std::memcmp(&got[i], &s[i], 4)) << "wrote past n: r=" << r << " j=" << j;
+              continue;
+            }
+            double capped = s[i], bias = 0;
+            if (has_softcap(mods)) capped = mod.softcap * std::tanh(static_cast<double>(s[i]) / mod.softcap);
+            if (has_alibi(mods)) bias = static_cast<double>(slopes[r]) * std::abs(static_cast<double>(row_pos[r]) - key_pos[j]);
+            // 1e-6: the rational's 3e-7 plus the roundings of s / cap, the product and the sums.
+            const double tol = 1e-6 * std::abs(capped) + 2e-7 * bias + 1e-37;
+            ASSERT_NEAR(got[i], capped - bias, tol) << "m=" << m << " n=" << n << " r=" << r << " j=" << j
+                                                    << " s=" << s[i] << " mods=" << static_cast<int>(mods)
+                                                    << " cap=" << cap;
+          }
+        }
+      }
+    }
+  }
+}
+
+// modify_scores gives exactly the scores attend's softmax uses. (1) A row whose span is one key
+// ends with row_max = that key's modified score, so attend with one-key spans reads back every
+// score attend computed: they must equal scores() + modify_scores() bit for bit. (2) Over several
+// tiles with arbitrary spans, scores() + modify_scores() + row_stats() reproduce attend's
+// row_max exactly and its row_sum to rounding.
+TEST_P(KernelsTest, ModifyScoresIsWhatAttendUses) {
+  std::mt19937 rng(12);
+  int index = 0;
+  for (int d : {32, 80, 128}) {
+    for (auto [m, n] : {std::pair{1, 1}, {7, 16}, {16, 17}, {17, 100}, {14, 32}, {15, 33}, {29, 7}, {33, 70}}) {
+      for (Mods mods : {Mods::kSoftcap, Mods::kAlibi, Mods::kBoth}) {
+        SCOPED_TRACE(testing::Message() << "d=" << d << " m=" << m << " n=" << n << " mods=" << static_cast<int>(mods));
+        const DType dt = kDTypes[index++ % 3];
+        const int tiles = 2, keys = n * tiles;
+        const Source q = make_source(dt, m, d, rng, 3.0), k = make_source(dt, keys, d, rng, 1.0),
+                     v = make_source(dt, keys, d, rng, 1.0);
+        std::vector<float> slopes(m);
+        std::vector<int32_t> row_pos(m), key_pos(keys);
+        for (int r = 0; r < m; ++r) {
+          slopes[r] = static_cast<float>(std::exp2(-1.0 - r % 8) * kLog2e);
+          row_pos[r] = 3 * r + 5;
+        }
+        for (int j = 0; j < keys; ++j) key_pos[j] = 2 * j + (j / 16) * 7;
+        ScoreModArgs mod;
+        if (has_softcap(mods)) mod.softcap = static_cast<float>(2.0 * kLog2e);
+        if (has_alibi(mods)) {
+          mod.alibi = slopes.data();
+          mod.row_pos = row_pos.data();
+        }
+        const float scale = static_cast<float>(kLog2e / std::sqrt(d));
+        Buffer qp(path_->packed_bytes(m, d));
+        path_->pack_q(RowSource{q.base(), dt, q.stride, nullptr}, m, d, scale, qp.get());
+        std::vector<float> row_max(m, kNegInf), row_sum(m, 0.0f), stats_max(m, kNegInf), stats_sum(m, 0.0f);
+        std::vector<float> acc(static_cast<size_t>(m) * d, 0.0f);
+        for (int t0 = 0; t0 < keys; t0 += n) {
+          Buffer kp(path_->packed_bytes(n, d)), vp(path_->packed_bytes(n, d)), scratch(path_->scratch_bytes(m, n));
+          path_->pack_k(RowSource{k.row_ptr(t0), dt, k.stride, nullptr}, n, d, kp.get());
+          path_->pack_v(RowSource{v.row_ptr(t0), dt, v.stride, nullptr}, n, d, vp.get());
+          if (has_alibi(mods)) mod.key_pos = key_pos.data() + t0;
+          const int64_t lds = n + 3;
+          std::vector<float> s(static_cast<size_t>(m) * lds);
+          path_->scores(qp.get(), m, kp.get(), n, d, s.data(), lds);
+          table_->modify_scores(s.data(), lds, m, n, mod);
+
+          // (1) One key per row; row r reads column (r + c) % n in round c.
+          std::vector<int32_t> lo(m), hi(m);
+          for (int c = 0; c < n; ++c) {
+            for (int r = 0; r < m; ++r) {
+              lo[r] = (r + c) % n;
+              hi[r] = lo[r] + 1;
+            }
+            std::vector<float> one_max(m, kNegInf), one_sum(m, 0.0f), one_acc(static_cast<size_t>(m) * d, 0.0f);
+            path_->attend({qp.get(), m, kp.get(), vp.get(), n, d, d, lo.data(), hi.data(), one_max.data(),
+                           one_sum.data(), one_acc.data(), scratch.get(), mod});
+            for (int r = 0; r < m; ++r) {
+              const float want = s[static_cast<size_t>(r) * lds + lo[r]];
+              ASSERT_EQ(0, std::memcmp(&one_max[r], &want, 4))
+                  << "r=" << r << " j=" << lo[r] << " attend " << one_max[r] << " modify_scores " << want;
+            }
+          }
+
+          // (2) Arbitrary spans, running state over the tiles.
+          std::uniform_int_distribution<int> key(-2, n + 2);
+          for (int r = 0; r < m; ++r) {
+            lo[r] = key(rng);
+            hi[r] = r % 4 == 1 ? n : key(rng);
+          }
+          path_->attend({qp.get(), m, kp.get(), vp.get(), n, d, d, lo.data(), hi.data(), row_max.data(),
+                         row_sum.data(), acc.data(), scratch.get(), mod});
+          table_->row_stats(s.data(), lds, m, n, lo.data(), hi.data(), stats_max.data(), stats_sum.data());
+          for (int r = 0; r < m; ++r) {
+            ASSERT_EQ(0, std::memcmp(&row_max[r], &stats_max[r], 4)) << "r=" << r << " tile " << t0;
+            // The bf16 path's row sum adds the probabilities rounded to bf16 (8 bits).
+            EXPECT_NEAR(row_sum[r], stats_sum[r], (bf16() ? 4e-3 : 2e-6) * stats_sum[r]) << "r=" << r << " tile " << t0;
+          }
+        }
+      }
+    }
+  }
 }
 
 // Spans for the row operations: null, full, partial, empty and out-of-range ones.

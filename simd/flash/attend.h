@@ -1,7 +1,8 @@
 // attend and scores of the f32 path: the m rows of a tile are cut into register blocks of
-// R <= kMaxRows rows; each block computes S = Q_R K^T (R x 2 vectors of accumulators, K panel rows
-// loaded, Q broadcast), the online softmax of its R rows in L1 scratch, then
-// acc_R = acc_R * c + P V (R x 2 vectors of accumulators, P broadcast).
+// R <= kMaxRows rows; each block computes S = Q_R K^T over d (R x 2 vectors of accumulators, K
+// panel rows loaded, Q broadcast), applies the score variants if any, the online softmax of its
+// R rows in L1 scratch, then acc_R = acc_R * c + P V over dv columns (R x 2 vectors of
+// accumulators, P broadcast).
 //
 // Every function is a static member of a class template over the xsimd architecture, so each
 // ISA's translation unit gets its own symbols: no inline function is shared between units
@@ -15,6 +16,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "simd/flash/microkernels.h"
+#include "simd/flash/score_mods.h"
 #include "simd/flash/softmax.h"
 #include "simd/flash/vec.h"
 #include "simd/kernels.h"
@@ -37,6 +39,7 @@ struct Attend : Vec<Arch> {
   using V::for_row_blocks;
   using Mk = Microkernels<Arch>;
   using Sm = Softmax<Arch>;
+  using Mods = ScoreMods<Arch>;
 
   static size_t scratch_bytes(int m, int n) {
     const size_t rows = static_cast<size_t>(imin(imax(m, 1), kMaxRows));
@@ -52,6 +55,9 @@ struct Attend : Vec<Arch> {
     const float* k = static_cast<const float*>(a.k);
     const int pa = b.jlo / P * P;
     for (int p0 = pa; p0 < b.jhi; p0 += P) Mk::template qk_block<R>(q, d, k + static_cast<int64_t>(p0) * d, s + p0, lds, P);
+    // Each row's span only: the columns outside it are masked by the softmax (and key_pos has
+    // only n entries).
+    if (Mods::any(a.mod)) Mods::modify_rows(s, lds, a.mod, r0, R, b.lo, b.hi, a.n);
 
     float corr[kMaxRows];
     const int ja = b.jlo / W * W;
@@ -64,15 +70,16 @@ struct Attend : Vec<Arch> {
 
     const int64_t n_pad = static_cast<int64_t>(round_up(static_cast<size_t>(a.n), P));
     const float* v = static_cast<const float*>(a.v);
-    float* acc = a.acc + static_cast<int64_t>(r0) * d;
+    const int dv = a.dv;
+    float* acc = a.acc + static_cast<int64_t>(r0) * dv;
     const int jcount = b.jhi - b.jlo;
-    for (int x0 = 0; x0 < d; x0 += P) {
-      const int width = imin(P, d - x0);
+    for (int x0 = 0; x0 < dv; x0 += P) {
+      const int width = imin(P, dv - x0);
       const float* vp = v + x0 * n_pad + static_cast<int64_t>(b.jlo) * width;
       if (width == P) {
-        Mk::template pv_block<R, 2>(s + b.jlo, lds, jcount, vp, width, acc + x0, d, corr, b.active);
+        Mk::template pv_block<R, 2>(s + b.jlo, lds, jcount, vp, width, acc + x0, dv, corr, b.active);
       } else {
-        Mk::template pv_block<R, 1>(s + b.jlo, lds, jcount, vp, width, acc + x0, d, corr, b.active);
+        Mk::template pv_block<R, 1>(s + b.jlo, lds, jcount, vp, width, acc + x0, dv, corr, b.active);
       }
     }
   }

@@ -6,17 +6,18 @@
 
 #include "simd/kernels.h"
 
-// The f32 path and the row operations, which every ISA has.
-#define SAMPLEATTN_FLASH_ENTRY_POINTS   \
-  PackedBytesFn f32_packed_bytes;       \
-  ScratchBytesFn f32_scratch_bytes;     \
-  PackQFn f32_pack_q;                   \
-  PackKVFn f32_pack_k, f32_pack_v;      \
-  AttendFn f32_attend;                  \
-  ScoresFn f32_scores;                  \
-  RowStatsFn row_stats;                 \
+// The f32 path, the row operations and the score variants, which every ISA has.
+#define SAMPLEATTN_FLASH_ENTRY_POINTS     \
+  PackedBytesFn f32_packed_bytes;         \
+  ScratchBytesFn f32_scratch_bytes;       \
+  PackQFn f32_pack_q;                     \
+  PackKVFn f32_pack_k, f32_pack_v;        \
+  AttendFn f32_attend;                    \
+  ScoresFn f32_scores;                    \
+  RowStatsFn row_stats;                   \
   AccumulateColumnsFn accumulate_columns; \
-  StoreRowsFn store_rows;
+  StoreRowsFn store_rows;                 \
+  ModifyScoresFn modify_scores;
 
 namespace sampleattn::scalar {
 SAMPLEATTN_FLASH_ENTRY_POINTS

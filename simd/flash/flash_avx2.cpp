@@ -13,6 +13,7 @@
 #include "simd/flash/entry_points.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
+#include "simd/flash/score_mods.h"
 
 namespace sampleattn::avx2 {
 
@@ -21,6 +22,7 @@ using V = flash::Vec<Arch>;
 using Pack = flash::Pack<Arch>;
 using Attend = flash::Attend<Arch>;
 using RowOps = flash::RowOps<Arch>;
+using ScoreMods = flash::ScoreMods<Arch>;
 
 #include "simd/flash/vector_entry_points.inc"
 

@@ -6,7 +6,7 @@
 //   Q: [m][d] bf16 of q * scale (a pair along d is one broadcast 32-bit element).
 //   K: [ceil(n/32)][d/2][32][2] panels: for each pair of dimensions, 32 keys, each key's pair
 //      adjacent, so one zmm holds 16 keys x 2 dimensions. Keys past n are zero.
-//   V: column blocks of width 32 (the last one 16 when d % 32 != 0): block at x0 holds
+//   V: column blocks of width 32 (the last one 16 when dv % 32 != 0): block at x0 holds
 //      [ceil(n/32)*32 / 2][width][2]: for each pair of keys, width columns, each column's pair
 //      adjacent. Keys past n are zero.
 //   P: bf16, round to nearest even from the f32 probabilities; the row sum adds the rounded values
@@ -27,6 +27,7 @@
 #include "simd/flash/entry_points.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
+#include "simd/flash/score_mods.h"
 #include "simd/flash/softmax.h"
 #include "simd/flash/vec.h"
 
@@ -39,6 +40,7 @@ using Pack = flash::Pack<Arch>;
 using Attend = flash::Attend<Arch>;
 using RowOps = flash::RowOps<Arch>;
 using Softmax = flash::Softmax<Arch>;
+using ScoreMods = flash::ScoreMods<Arch>;
 using B = V::B;
 constexpr int kMaxRows = V::kMaxRows;
 constexpr int kPanel = 32;  // keys per K panel, columns per V block
@@ -161,7 +163,7 @@ void bf16_qk_block(const uint32_t* q, int d, const uint32_t* kp, float* s, int64
 // acc rows = acc * corr + p . V for `pairs` key pairs; p rows are bf16 pairs at p + r * lds / 2.
 template <int R, int NC>
 void bf16_pv_block(const uint32_t* p, int64_t lds, int pairs, const uint16_t* vp, int width,
-                   float* acc, int d, const float* corr, const bool* active) {
+                   float* acc, int ldacc, const float* corr, const bool* active) {
   __m512 o[R][NC];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -182,7 +184,7 @@ void bf16_pv_block(const uint32_t* p, int64_t lds, int pairs, const uint16_t* vp
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     if (!active[r]) continue;
-    float* out = acc + static_cast<int64_t>(r) * d;
+    float* out = acc + static_cast<int64_t>(r) * ldacc;
     const __m512 c = _mm512_set1_ps(corr[r]);
 #pragma GCC unroll 2
     for (int k = 0; k < NC; ++k) _mm512_storeu_ps(out + k * 16, _mm512_fmadd_ps(_mm512_loadu_ps(out + k * 16), c, o[r][k]));
@@ -199,6 +201,7 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
   for (int p0 = b.jlo / kPanel * kPanel; p0 < b.jhi; p0 += kPanel) {
     bf16_qk_block<R>(q, d, k + static_cast<int64_t>(p0) * (d / 2), s + p0, lds, kPanel);
   }
+  if (ScoreMods::any(a.mod)) ScoreMods::modify_rows(s, lds, a.mod, r0, R, b.lo, b.hi, a.n);
 
   float corr[kMaxRows];
   const int ja = b.jlo / 16 * 16;
@@ -211,16 +214,17 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
 
   const int64_t n_pad = lds;
   const uint16_t* v = static_cast<const uint16_t*>(a.v);
-  float* acc = a.acc + static_cast<int64_t>(r0) * d;
+  const int dv = a.dv;
+  float* acc = a.acc + static_cast<int64_t>(r0) * dv;
   const int u0 = b.jlo / 2, u1 = (b.jhi + 1) / 2;
   const uint32_t* p = reinterpret_cast<const uint32_t*>(pb) + u0;
-  for (int x0 = 0; x0 < d; x0 += kPanel) {
-    const int width = V::imin(kPanel, d - x0);
+  for (int x0 = 0; x0 < dv; x0 += kPanel) {
+    const int width = V::imin(kPanel, dv - x0);
     const uint16_t* vp = v + x0 * n_pad + static_cast<int64_t>(u0) * width * 2;
     if (width == kPanel) {
-      bf16_pv_block<R, 2>(p, lds, u1 - u0, vp, width, acc + x0, d, corr, b.active);
+      bf16_pv_block<R, 2>(p, lds, u1 - u0, vp, width, acc + x0, dv, corr, b.active);
     } else {
-      bf16_pv_block<R, 1>(p, lds, u1 - u0, vp, width, acc + x0, d, corr, b.active);
+      bf16_pv_block<R, 1>(p, lds, u1 - u0, vp, width, acc + x0, dv, corr, b.active);
     }
   }
 }

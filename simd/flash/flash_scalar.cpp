@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/dtype_convert.h"
+#include "core/score_mod.h"
 #include "simd/flash/entry_points.h"
 
 namespace sampleattn::scalar {
@@ -48,9 +49,24 @@ void f32_scores(const void* qv, int m, const void* kv, int n, int d, float* s, i
   }
 }
 
+// score_mod.h's modified_score, with the slope and query position of row r: the capped score,
+// then the ALiBi bias added.
+void modify_scores(float* s, int64_t lds, int m, int n, const ScoreModArgs& mod) {
+  for (int r = 0; r < m; ++r) {
+    float* sr = s + r * lds;
+    for (int j = 0; j < n; ++j) {
+      float x = softcapped(sr[j], mod.softcap);
+      if (mod.alibi != nullptr) x += alibi_bias(mod.alibi[r], mod.row_pos[r], mod.key_pos[j]);
+      sr[j] = x;
+    }
+  }
+}
+
 void f32_attend(const AttendTileArgs& a) {
   float* s = static_cast<float*>(a.scratch);
   f32_scores(a.q, a.m, a.k, a.n, a.d, s, a.n);
+  // Every score of the tile, masked ones too: the softmax below reads only the spans.
+  if (a.mod.any()) modify_scores(s, a.n, a.m, a.n, a.mod);
   const float* v = static_cast<const float*>(a.v);
   for (int r = 0; r < a.m; ++r) {
     const int lo = span_lo(a.lo, r), hi = span_hi(a.hi, r, a.n);
@@ -60,12 +76,12 @@ void f32_attend(const AttendTileArgs& a) {
     for (int j = lo; j < hi; ++j) mx = std::max(mx, sr[j]);
     const float c = std::exp2(a.row_max[r] - mx);  // exp2(-inf) = 0 on the first tile
     float sum = 0.f;
-    float* acc = a.acc + static_cast<int64_t>(r) * a.d;
-    for (int x = 0; x < a.d; ++x) acc[x] *= c;
+    float* acc = a.acc + static_cast<int64_t>(r) * a.dv;
+    for (int x = 0; x < a.dv; ++x) acc[x] *= c;
     for (int j = lo; j < hi; ++j) {
       const float p = std::exp2(sr[j] - mx);
       sum += p;
-      for (int x = 0; x < a.d; ++x) acc[x] += p * v[static_cast<int64_t>(j) * a.d + x];
+      for (int x = 0; x < a.dv; ++x) acc[x] += p * v[static_cast<int64_t>(j) * a.dv + x];
     }
     a.row_sum[r] = a.row_sum[r] * c + sum;
     a.row_max[r] = mx;

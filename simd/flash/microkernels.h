@@ -53,12 +53,12 @@ struct Microkernels : Vec<Arch> {
     }
   }
 
-  // acc rows (leading dimension d) = acc * corr[r] + p_r . V over jcount keys, for the NC (1 or
-  // 2) vectors of columns at vp (rows of `width` floats). Rows with active[r] false are left
-  // as they are.
+  // acc rows (leading dimension ldacc, the value head size) = acc * corr[r] + p_r . V over
+  // jcount keys, for the NC (1 or 2) vectors of columns at vp (rows of `width` floats). Rows with
+  // active[r] false are left as they are.
   template <int R, int NC>
   static void pv_block(const float* p, int64_t lds, int jcount, const float* vp, int width,
-                       float* acc, int d, const float* corr, const bool* active) {
+                       float* acc, int ldacc, const float* corr, const bool* active) {
     B o[R][NC];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
@@ -78,7 +78,7 @@ struct Microkernels : Vec<Arch> {
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       if (!active[r]) continue;
-      float* out = acc + static_cast<int64_t>(r) * d;
+      float* out = acc + static_cast<int64_t>(r) * ldacc;
       const B c(corr[r]);
 #pragma GCC unroll 2
       for (int k = 0; k < NC; ++k) xsimd::fma(B::load_unaligned(out + k * W), c, o[r][k]).store_unaligned(out + k * W);

@@ -3,7 +3,8 @@
 // f32 path layouts (W = floats per vector, P = 2W keys per panel):
 //   Q: [m][d] f32, multiplied by scale.
 //   K: [ceil(n/P)][d][P] f32 panels; keys past n are zero.
-//   V: column blocks of width P (the last one W when d % P != 0): block at x0 holds [n][width].
+//   V: column blocks of width P (the last one W when dv % P != 0): block at x0 holds [n][width].
+//      pack_v is called with the value head size dv as its d, and packed_bytes(n, dv) sizes it.
 //
 // Every function is a static member of a class template over the xsimd architecture, so each
 // ISA's translation unit gets its own symbols: no inline function is shared between units

@@ -37,9 +37,10 @@ Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& proble
     const TensorView& view;
     int heads;
     int64_t tokens;
-  } tensors[] = {{problem.q, problem.num_q_heads, problem.total_q},
-                 {problem.k, problem.num_kv_heads, problem.total_k},
-                 {problem.v, problem.num_kv_heads, problem.total_k}};
+    int dim;
+  } tensors[] = {{problem.q, problem.num_q_heads, problem.total_q, problem.head_dim},
+                 {problem.k, problem.num_kv_heads, problem.total_k, problem.head_dim},
+                 {problem.v, problem.num_kv_heads, problem.total_k, problem.head_dim_v}};
   int64_t first_task[4] = {0};
   for (int t = 0; t < 3; ++t) first_task[t + 1] = first_task[t] + scan_tasks(tensors[t].tokens);
   std::vector<InputScan> scans(static_cast<size_t>(first_task[3]));
@@ -48,7 +49,7 @@ Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& proble
     while (task >= first_task[t + 1]) ++t;
     const int64_t begin = (task - first_task[t]) * kScanChunk;
     const int64_t end = std::min(begin + kScanChunk, tensors[t].tokens);
-    scans[task] = scan_rows(tensors[t].view, tensors[t].heads, problem.head_dim, begin, end);
+    scans[task] = scan_rows(tensors[t].view, tensors[t].heads, tensors[t].dim, begin, end);
   }));
   InputScan merged[3];
   for (int t = 0; t < 3; ++t) {
@@ -83,11 +84,13 @@ CallWorkspace call_workspace(const KernelTable& kernels, const Problem& problem,
   w.sampled = any_sampled(problem);
   w.per_worker_scratch = flash_scratch_bytes(kernels, problem);
   SamplingFootprint sampling;
-  uint64_t plan_records = 0;
+  // A sample-method call has a plan even when no sequence is sampled: its heads' decisions.
+  const uint64_t plan_records = problem.method == SAMPLEATTN_METHOD_SAMPLE
+                                    ? problem.sequences.size() * static_cast<uint64_t>(problem.num_q_heads) * sizeof(HeadPlan)
+                                    : 0;
   if (w.sampled) {
     sampling = sampling_footprint(kernels, problem, threads, limit);
     w.per_worker_scratch = std::max(w.per_worker_scratch, sampling.scratch_per_worker);
-    plan_records = problem.sequences.size() * static_cast<uint64_t>(problem.num_q_heads) * sizeof(HeadPlan);
   }
   w.set_pool_scratch(ThreadPool::scratch_footprint(w.per_worker_scratch) * static_cast<uint64_t>(threads));
   w.inputs.input_scan =
@@ -137,6 +140,12 @@ class CpuBackend final : public Backend {
       sparse = std::make_unique<SparsePlan>();
       SAMPLEATTN_RETURN_IF_ERROR(
           build_sparse_plan(*pool_, limit_, w.sampling, kernels, problem, stats != nullptr, sparse.get()));
+      w.attention.sparse_plan = sparse_plan_bytes(*sparse);
+    } else if (problem.method == SAMPLEATTN_METHOD_SAMPLE) {
+      // Every sequence short or within its model window: all dense, each head saying why
+      // (DENSE_SHORT, DENSE_WINDOW) rather than DENSE_METHOD.
+      sparse = std::make_unique<SparsePlan>();
+      init_dense_plan(problem, sparse.get());
       w.attention.sparse_plan = sparse_plan_bytes(*sparse);
     }
     const auto t_attention = std::chrono::steady_clock::now();

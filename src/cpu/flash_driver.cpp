@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/mask.h"
+#include "core/score_mod.h"
 #include "cpu/scratch_carver.h"
 #include "cpu/workspace.h"
 
@@ -31,9 +32,10 @@ int rows_per_head(const KernelTable& k, const Problem& p) {
 // Stripe columns packed once per (sequence, stripe set) before the attention runs.
 struct PackedStripes {
   int64_t count = 0;
-  size_t tile_bytes = 0;  // packed_bytes(key_tile, d)
-  char* k = nullptr;      // tiles of key_tile packed K rows
-  char* v = nullptr;
+  size_t k_tile_bytes = 0;  // packed_bytes(key_tile, d)
+  size_t v_tile_bytes = 0;  // packed_bytes(key_tile, dv)
+  char* k = nullptr;        // tiles of key_tile packed K rows
+  char* v = nullptr;        // tiles of key_tile packed V rows
 };
 
 // Packing one stripe set: its index in the plan, its sequence and kv head.
@@ -56,7 +58,11 @@ AlignedBuffer allocate_aligned(size_t bytes) {
 struct Scratch {
   int64_t* q_offsets;
   int64_t* positions;
-  int64_t* visible;
+  int32_t* row_pos;       // positions as the kernels read them (ScoreModArgs)
+  float* slopes;          // each row's ALiBi slope, log2 units
+  int32_t* key_pos;       // a contiguous tile's key positions
+  int64_t* stripe_begin;  // each row's visible run of the stripe list
+  int64_t* stripe_end;
   int32_t* lo;
   int32_t* hi;
   float* row_max;
@@ -69,24 +75,53 @@ struct Scratch {
   void* attend_scratch;
 };
 
-// The one definition of a flash worker's scratch: sizes with a null base.
-Scratch carve(ScratchCarver c, const FlashPath& path, int max_rows, int key_tile, int d, size_t* bytes = nullptr) {
+// The one definition of a flash worker's scratch: sizes with a null base. d is the head dim of Q
+// and K, dv that of V and the output.
+Scratch carve(ScratchCarver c, const FlashPath& path, int max_rows, int key_tile, int d, int dv,
+              size_t* bytes = nullptr) {
   Scratch s;
   s.q_offsets = c.take<int64_t>(max_rows);
   s.positions = c.take<int64_t>(max_rows);
-  s.visible = c.take<int64_t>(max_rows);
+  s.row_pos = c.take<int32_t>(max_rows);
+  s.slopes = c.take<float>(max_rows);
+  s.key_pos = c.take<int32_t>(key_tile);
+  s.stripe_begin = c.take<int64_t>(max_rows);
+  s.stripe_end = c.take<int64_t>(max_rows);
   s.lo = c.take<int32_t>(max_rows);
   s.hi = c.take<int32_t>(max_rows);
   s.row_max = c.take<float>(max_rows);
   s.row_sum = c.take<float>(max_rows);
   s.row_scale = c.take<float>(max_rows);
-  s.acc = c.take<float>(static_cast<size_t>(max_rows) * d);
+  s.acc = c.take<float>(static_cast<size_t>(max_rows) * dv);
   s.q_packed = c.take_bytes(path.packed_bytes(max_rows, d));
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
-  s.v_packed = c.take_bytes(path.packed_bytes(key_tile, d));
+  s.v_packed = c.take_bytes(path.packed_bytes(key_tile, dv));
   s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
   if (bytes != nullptr) *bytes = c.used();
   return s;
+}
+
+// A finished row's output scale and lse (natural log) from its running max and sum (log2 units)
+// and its head's sink: o = acc / denominator, the denominator being the row's sum plus the sink's
+// exp2(sink - row_max) (sum_with_sink of core/score_mod.h). A row that saw no key has o = 0 and
+// lse = -inf, sink or not.
+struct RowNormalization {
+  float scale;
+  float lse;
+};
+
+RowNormalization normalize_row(const ScoreMod& mod, float row_max, float row_sum) {
+  if (!(row_sum > 0)) return {0.f, -std::numeric_limits<float>::infinity()};
+  const float denominator = sum_with_sink(mod, row_max, row_sum);
+  if (std::isfinite(denominator)) {
+    return {1.f / denominator,
+            static_cast<float>(lse_from_log2<double>(row_max, std::log2(static_cast<double>(denominator))))};
+  }
+  // The sink outweighs every key by more than f32 spans (sink - row_max > 128): the keys' share,
+  // below 2^-128 of the denominator, rounds to an output of 0, and the lse is the sink's plus
+  // log2(1 + the keys' share), taken from the sink.
+  const double keys_share = static_cast<double>(row_sum) * std::exp2(static_cast<double>(row_max) - mod.sink_log2);
+  return {0.f, static_cast<float>(lse_from_log2<double>(mod.sink_log2, std::log1p(keys_share) / kLn2))};
 }
 
 class FlashRunner {
@@ -97,7 +132,7 @@ class FlashRunner {
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
-    carve(ScratchCarver(), path_, bq_ * p_.group, kernels_.key_tile, p_.head_dim, &bytes);
+    carve(ScratchCarver(), path_, bq_ * p_.group, kernels_.key_tile, p_.head_dim, p_.head_dim_v, &bytes);
     return bytes;
   }
 
@@ -130,7 +165,8 @@ class FlashRunner {
   Status pack_stripes(ThreadPool& pool, uint64_t limit, WorkspaceParts* held) {
     if (plan_ == nullptr) return Status::ok();
     const int hq = p_.num_q_heads;
-    const size_t tile_bytes = path_.packed_bytes(kernels_.key_tile, p_.head_dim);
+    const size_t k_tile_bytes = path_.packed_bytes(kernels_.key_tile, p_.head_dim);
+    const size_t v_tile_bytes = path_.packed_bytes(kernels_.key_tile, p_.head_dim_v);
     stripes_.assign(plan_->heads.size(), PackedStripes{});
     std::vector<StripeJob> jobs;
     jobs.reserve(plan_->heads.size());  // counted by flash_bookkeeping_bytes
@@ -143,9 +179,10 @@ class FlashRunner {
         const size_t idx = s * hq + h;
         PackedStripes& ps = stripes_[idx];
         ps.count = static_cast<int64_t>(hp.stripes.size());
-        ps.tile_bytes = tile_bytes;
+        ps.k_tile_bytes = k_tile_bytes;
+        ps.v_tile_bytes = v_tile_bytes;
         const size_t tiles = static_cast<size_t>((ps.count + kernels_.key_tile - 1) / kernels_.key_tile);
-        total += 2 * tiles * tile_bytes;
+        total += tiles * (k_tile_bytes + v_tile_bytes);
         jobs.push_back({idx, static_cast<int>(s), h / p_.group});
       }
     }
@@ -166,8 +203,8 @@ class FlashRunner {
       PackedStripes& ps = stripes_[j.index];
       const size_t tiles = static_cast<size_t>((ps.count + kernels_.key_tile - 1) / kernels_.key_tile);
       ps.k = at;
-      ps.v = at + tiles * ps.tile_bytes;
-      at += 2 * tiles * ps.tile_bytes;
+      ps.v = at + tiles * ps.k_tile_bytes;
+      at += tiles * (ps.k_tile_bytes + ps.v_tile_bytes);
     }
     const int key_tile = kernels_.key_tile;
     return pool.run(static_cast<int64_t>(jobs.size()), pack_scratch_bytes(), held->pool_limit(limit),
@@ -185,8 +222,8 @@ class FlashRunner {
           koff[r] = token * p_.k.token_stride + j.kv_head * p_.k.head_stride;
           voff[r] = token * p_.v.token_stride + j.kv_head * p_.v.head_stride;
         }
-        path_.pack_k({p_.k.data, p_.k.dtype, 0, koff}, n, p_.head_dim, ps.k + tile * ps.tile_bytes);
-        path_.pack_v({p_.v.data, p_.v.dtype, 0, voff}, n, p_.head_dim, ps.v + tile * ps.tile_bytes);
+        path_.pack_k({p_.k.data, p_.k.dtype, 0, koff}, n, p_.head_dim, ps.k + tile * ps.k_tile_bytes);
+        path_.pack_v({p_.v.data, p_.v.dtype, 0, voff}, n, p_.head_dim_v, ps.v + tile * ps.v_tile_bytes);
       }
     });
   }
@@ -217,34 +254,37 @@ class FlashRunner {
   }
 
   void run_task(const Task& t, void* scratch_base) const {
-    const Scratch s = carve(ScratchCarver(scratch_base), path_, bq_ * p_.group, kernels_.key_tile, p_.head_dim);
+    const int g = p_.group, d = p_.head_dim, dv = p_.head_dim_v;
+    const Scratch s = carve(ScratchCarver(scratch_base), path_, bq_ * g, kernels_.key_tile, d, dv);
     const Sequence& seq = p_.sequences[t.seq];
-    const int g = p_.group, d = p_.head_dim;
     const int m = g * t.rows;
+    const int first_head = t.kv_head * g;
     for (int h = 0; h < g; ++h) {
-      const int head = t.kv_head * g + h;
+      const int head = first_head + h;
+      const float slope = p_.score_mod(head).alibi_log2;
       for (int i = 0; i < t.rows; ++i) {
         const int r = h * t.rows + i;
         const int64_t token = seq.q_begin + t.q0 + i;
         s.q_offsets[r] = token * p_.q.token_stride + head * p_.q.head_stride;
         s.positions[r] = seq.q_offset() + t.q0 + i;
+        s.row_pos[r] = static_cast<int32_t>(s.positions[r]);
+        s.slopes[r] = slope;
       }
     }
     path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, scale_log2(p_.scale), s.q_packed);
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
-    std::fill(s.acc, s.acc + static_cast<size_t>(m) * d, 0.f);
+    std::fill(s.acc, s.acc + static_cast<size_t>(m) * dv, 0.f);
 
     // The group's heads in runs of equal kind (a sampled head may run dense under max_density):
     // each run's rows are stacked, so a K/V tile is packed once for all of them.
-    const int first_head = t.kv_head * g;
     for (int h0 = 0; h0 < g;) {
       const bool dense = head_dense(t.seq, first_head + h0);
       int h1 = h0 + 1;
       while (h1 < g && head_dense(t.seq, first_head + h1) == dense) ++h1;
       const int r0 = h0 * t.rows, rows = (h1 - h0) * t.rows;
-      // Segment 0, the sequence's own keys (core/mask.h): keys [0, p] of each dense row (all keys
-      // when not causal), the window band of each sparse one.
+      // Segment 0, the sequence's own keys (core/mask.h): keys model_lo .. p of each dense row
+      // (all keys when not causal), the window band of each sparse one.
       const int64_t w = dense ? seq.k_len : plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
       attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
         *lo = own_keys_lo(!dense, s.positions[r], w, p_.window_left);
@@ -261,44 +301,58 @@ class FlashRunner {
       h0 = h1;
     }
 
-    // Normalize and store each head's rows; lse in natural log.
-    for (int r = 0; r < m; ++r) s.row_scale[r] = s.row_sum[r] > 0 ? 1.f / s.row_sum[r] : 0.f;
+    // Normalize and store each head's rows (the sink joins the denominator); lse in natural log.
     const int esize = dtype_size(p_.o.dtype);
+    const int64_t token0 = seq.q_begin + t.q0;
     for (int h = 0; h < g; ++h) {
       const int head = first_head + h;
-      const int64_t token0 = seq.q_begin + t.q0;
-      char* dst = static_cast<char*>(p_.o.data) + (token0 * p_.o.token_stride + head * p_.o.head_stride) * esize;
-      kernels_.store_rows(s.acc + static_cast<size_t>(h) * t.rows * d, t.rows, d, s.row_scale + h * t.rows, dst,
-                    p_.o.dtype, p_.o.token_stride);
-      if (p_.lse != nullptr) {
-        for (int i = 0; i < t.rows; ++i) {
-          const int r = h * t.rows + i;
-          p_.lse[(token0 + i) * p_.num_q_heads + head] =
-              s.row_sum[r] > 0
-                  ? static_cast<float>(lse_from_log2<double>(s.row_max[r], std::log2(static_cast<double>(s.row_sum[r]))))
-                  : -std::numeric_limits<float>::infinity();
-        }
+      const ScoreMod mod = p_.score_mod(head);
+      for (int i = 0; i < t.rows; ++i) {
+        const int r = h * t.rows + i;
+        const RowNormalization norm = normalize_row(mod, s.row_max[r], s.row_sum[r]);
+        s.row_scale[r] = norm.scale;
+        if (p_.lse != nullptr) p_.lse[(token0 + i) * p_.num_q_heads + head] = norm.lse;
       }
+      char* dst = static_cast<char*>(p_.o.data) + (token0 * p_.o.token_stride + head * p_.o.head_stride) * esize;
+      kernels_.store_rows(s.acc + static_cast<size_t>(h) * t.rows * dv, t.rows, dv, s.row_scale + h * t.rows, dst,
+                          p_.o.dtype, p_.o.token_stride);
     }
   }
 
  private:
+  // The keys a task's rows attend to, times its rows: the longest tasks are claimed first.
   double task_cost(const Sequence& seq, int s, int kv_head, int64_t q0, int rows) const {
+    const int64_t mid_pos = seq.q_offset() + q0 + rows / 2;
     const double mid = static_cast<double>(seq.q_offset() + q0) + rows / 2.0;
     double keys = 0;
     for (int head = kv_head * p_.group; head < (kv_head + 1) * p_.group; ++head) {
       if (head_dense(s, head)) {
-        keys += p_.causal ? mid + 1 : static_cast<double>(seq.k_len);
+        const double model_keys = p_.window_left >= 0 ? static_cast<double>(p_.window_left + 1) : mid + 1;
+        keys += p_.causal ? std::min(mid + 1, model_keys) : static_cast<double>(seq.k_len);
       } else {
         const HeadPlan& hp = plan_->head(s, head, p_.num_q_heads);
-        keys += std::min(static_cast<double>(hp.window), mid + 1) + static_cast<double>(hp.stripes.size());
+        const StripeRun run = visible_stripes(hp, mid_pos, p_.window_left);
+        keys += std::min(static_cast<double>(hp.window), mid + 1) + static_cast<double>(run.end - run.begin);
       }
     }
     return keys * rows;
   }
 
+  // The score variants of rows [r0, r0 + m) against keys at key_pos (core/score_mod.h).
+  ScoreModArgs score_mod_args(const Scratch& s, int r0, const int32_t* key_pos) const {
+    ScoreModArgs mod;
+    mod.softcap = p_.score_mod(0).softcap_log2;  // one cap for every head
+    if (!p_.alibi_slopes.empty()) {
+      mod.alibi = s.slopes + r0;
+      mod.row_pos = s.row_pos + r0;
+      mod.key_pos = key_pos;
+    }
+    return mod;
+  }
+
   // Rows [r0, r0 + m) attend over the keys of the sequence itself; row r sees [lo, hi) given by
-  // span(r, &lo, &hi) in key positions.
+  // span(r, &lo, &hi) in key positions. Key tiles outside every row's span are neither packed
+  // nor attended, so a model window costs its band, not the causal triangle.
   template <typename Span>
   void attend_contiguous(const Scratch& s, const Sequence& seq, int kv_head, int r0, int m, Span span) const {
     int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
@@ -311,8 +365,9 @@ class FlashRunner {
       }
     }
     if (first >= last) return;
-    const int key_tile = kernels_.key_tile, d = p_.head_dim;
+    const int key_tile = kernels_.key_tile, d = p_.head_dim, dv = p_.head_dim_v;
     const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
+    const ScoreModArgs mod = score_mod_args(s, r0, s.key_pos);
     // Tiles aligned to multiples of key_tile so that dense tiles below the diagonal are full.
     for (int64_t t0 = first / key_tile * key_tile; t0 < last; t0 += key_tile) {
       const int n = static_cast<int>(std::min<int64_t>(key_tile, seq.k_len - t0));
@@ -329,43 +384,55 @@ class FlashRunner {
       }
       if (!any) continue;
       const int64_t token = seq.k_begin + t0;
-      path_.pack_k({p_.k.row(token, kv_head),
-                    p_.k.dtype, p_.k.token_stride, nullptr},
-                   n, d, s.k_packed);
-      path_.pack_v({p_.v.row(token, kv_head),
-                    p_.v.dtype, p_.v.token_stride, nullptr},
-                   n, d, s.v_packed);
-      path_.attend({q, m, s.k_packed, s.v_packed, n, d, d, full ? nullptr : s.lo, full ? nullptr : s.hi,
-                    s.row_max + r0, s.row_sum + r0, s.acc + static_cast<size_t>(r0) * d, s.attend_scratch, {}});
+      path_.pack_k({p_.k.row(token, kv_head), p_.k.dtype, p_.k.token_stride, nullptr}, n, d, s.k_packed);
+      path_.pack_v({p_.v.row(token, kv_head), p_.v.dtype, p_.v.token_stride, nullptr}, n, dv, s.v_packed);
+      if (mod.alibi != nullptr) {
+        for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
+      }
+      path_.attend({.q = q, .m = m, .k = s.k_packed, .v = s.v_packed, .n = n, .d = d, .dv = dv,
+                    .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi, .row_max = s.row_max + r0,
+                    .row_sum = s.row_sum + r0, .acc = s.acc + static_cast<size_t>(r0) * dv,
+                    .scratch = s.attend_scratch, .mod = mod});
     }
   }
 
-  // Rows [r0, r0 + m) attend over the pre-packed stripes of set `index`; row r sees the stripes
-  // j <= p - window (stripe_limit), a prefix of the sorted stripe list.
+  // Rows [r0, r0 + m) attend over the pre-packed stripes of set `index`; row r sees the run
+  // [begin, end) of the ascending stripe list (visible_stripes: within the model's window and
+  // up to its stripe limit), and only the tiles that hold some row's run are attended.
   void attend_stripes(const Scratch& s, size_t index, int r0, int m) const {
     const PackedStripes& ps = stripes_[index];
     if (ps.count == 0) return;
     const HeadPlan& hp = plan_->heads[index];
-    const int key_tile = kernels_.key_tile, d = p_.head_dim;
-    int64_t most = 0;
-    int64_t* visible = s.visible;
+    const int key_tile = kernels_.key_tile, d = p_.head_dim, dv = p_.head_dim_v;
+    int64_t first = ps.count, last = 0;
     for (int r = 0; r < m; ++r) {
-      visible[r] = visible_stripes(hp, s.positions[r0 + r], p_.window_left).end;
-      most = std::max(most, visible[r]);
-    }
-    const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
-    for (int64_t t0 = 0, tile = 0; t0 < most; t0 += key_tile, ++tile) {
-      const int n = static_cast<int>(std::min<int64_t>(key_tile, ps.count - t0));
-      bool full = true;
-      for (int r = 0; r < m; ++r) {
-        const int32_t b = static_cast<int32_t>(std::clamp<int64_t>(visible[r] - t0, 0, n));
-        s.lo[r] = 0;
-        s.hi[r] = b;
-        full = full && b == n;
+      const StripeRun run = visible_stripes(hp, s.positions[r0 + r], p_.window_left);
+      s.stripe_begin[r] = run.begin;
+      s.stripe_end[r] = run.end;
+      if (run.begin < run.end) {
+        first = std::min(first, run.begin);
+        last = std::max(last, run.end);
       }
-      path_.attend({q, m, ps.k + tile * ps.tile_bytes, ps.v + tile * ps.tile_bytes, n, d, d, nullptr,
-                    full ? nullptr : s.hi, s.row_max + r0, s.row_sum + r0,
-                    s.acc + static_cast<size_t>(r0) * d, s.attend_scratch, {}});
+    }
+    if (first >= last) return;
+    const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
+    for (int64_t tile = first / key_tile, t0 = tile * key_tile; t0 < last; ++tile, t0 += key_tile) {
+      const int n = static_cast<int>(std::min<int64_t>(key_tile, ps.count - t0));
+      bool full = true, any = false;
+      for (int r = 0; r < m; ++r) {
+        const int32_t a = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_begin[r] - t0, 0, n));
+        const int32_t b = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_end[r] - t0, 0, n));
+        s.lo[r] = a;
+        s.hi[r] = b;
+        full = full && a == 0 && b == n;
+        any = any || a < b;
+      }
+      if (!any) continue;
+      path_.attend({.q = q, .m = m, .k = ps.k + tile * ps.k_tile_bytes, .v = ps.v + tile * ps.v_tile_bytes, .n = n,
+                    .d = d, .dv = dv, .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
+                    .row_max = s.row_max + r0, .row_sum = s.row_sum + r0,
+                    .acc = s.acc + static_cast<size_t>(r0) * dv, .scratch = s.attend_scratch,
+                    .mod = score_mod_args(s, r0, hp.stripes.data() + t0)});
     }
   }
 

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "core/mask.h"
+#include "core/score_mod.h"
 #include "core/timing.h"
 #include "core/validation.h"
 #include "cpu/score_fixed_point.h"
@@ -61,6 +62,11 @@ struct Scratch {
   int64_t* q_offsets;
   int64_t* k_offsets;
   int64_t* positions;
+  int32_t* row_pos;       // positions as the kernels read them (ScoreModArgs)
+  float* slopes;          // each row's ALiBi slope, log2 units
+  int32_t* key_pos;       // a contiguous tile's key positions
+  int64_t* stripe_begin;  // each row's visible run of its stripe list
+  int64_t* stripe_end;
   int32_t* lo;
   int32_t* hi;
   float* row_max;
@@ -80,6 +86,11 @@ Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, in
   s.q_offsets = c.take<int64_t>(rows);
   s.k_offsets = c.take<int64_t>(key_tile);
   s.positions = c.take<int64_t>(rows);
+  s.row_pos = c.take<int32_t>(rows);
+  s.slopes = c.take<float>(rows);
+  s.key_pos = c.take<int32_t>(key_tile);
+  s.stripe_begin = c.take<int64_t>(rows);
+  s.stripe_end = c.take<int64_t>(rows);
   s.lo = c.take<int32_t>(rows);
   s.hi = c.take<int32_t>(rows);
   s.row_max = c.take<float>(rows);
@@ -118,7 +129,9 @@ class Sampler {
  public:
   Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget)
       : k_(kernels), path_(*kernels.path(Precision::kF32)), p_(problem), keys_(sampled_keys(kernels, problem)),
-        chunk_(sample_chunk(kernels, problem, keys_, score_budget)) {}
+        chunk_(sample_chunk(kernels, problem, keys_, score_budget)),
+        softcap_log2_(problem.score_mod(0).softcap_log2),
+        modifies_scores_(softcap_log2_ > 0.f || !problem.alibi_slopes.empty()) {}
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
@@ -137,10 +150,13 @@ class Sampler {
     const Sequence& seq = p_.sequences[ss.seq];
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
+      const float slope = p_.score_mod(head).alibi_log2;
       for (int i = 0; i < n; ++i) {
         const int64_t local = rows[c0 + i];
         s.q_offsets[h * n + i] = (seq.q_begin + local) * p_.q.token_stride + head * p_.q.head_stride;
         s.positions[h * n + i] = seq.q_offset() + local;
+        s.row_pos[h * n + i] = static_cast<int32_t>(seq.q_offset() + local);
+        s.slopes[h * n + i] = slope;
       }
     }
     const int m = n * p_.group;
@@ -170,27 +186,64 @@ class Sampler {
     return any;
   }
 
+  // The model's score variants (softcap, ALiBi) on an m x nk block of scores of stacked rows
+  // [r0, r0 + m) against keys at key_pos, exactly as the attention applies them (core/score_mod.h).
+  void modify(const Scratch& s, float* scores, int r0, int m, int nk, const int32_t* key_pos) const {
+    if (!modifies_scores_) return;
+    ScoreModArgs mod;
+    mod.softcap = softcap_log2_;
+    if (!p_.alibi_slopes.empty()) {
+      mod.alibi = s.slopes + r0;
+      mod.row_pos = s.row_pos + r0;
+      mod.key_pos = key_pos;
+    }
+    k_.modify_scores(scores, k_.key_tile, m, nk, mod);
+  }
+  // The same for a contiguous key tile [t0, t0 + nk).
+  void modify_tile(const Scratch& s, float* scores, int m, int64_t t0, int nk) const {
+    if (!modifies_scores_) return;
+    for (int c = 0; c < nk; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
+    modify(s, scores, 0, m, nk, s.key_pos);
+  }
+
+  // The keys [begin, end) that stage 1 reads for the m packed rows of n rows per head (positions
+  // ascending within a head), begin rounded down to a whole key tile.
+  struct KeyRange {
+    int64_t begin, end;
+  };
+  KeyRange row_keys(const Scratch& s, int n) const {
+    const int tile = k_.key_tile;
+    return {model_lo(s.positions[0], p_.window_left) / tile * tile, causal_end(s.positions[n - 1])};
+  }
+
   // Stage 1 for sampled rows [c0, c0 + n) of kv group g (all its query heads): the scores of
   // every key the rows see are computed once and kept; the exact row max and sum of exp2 come
   // from them, then each row's probabilities are added per column (rows in order, in f32) and
   // the chunk's column sums go into the sequence's fixed-point totals.
-  // The scores of the m packed rows against every key they see (key tiles of s.scores, kept),
-  // and their exact row max and sum of exp2. Returns the keys the last row sees.
-  int64_t full_rows(const Scratch& s, const Sequence& seq, int g, int m, int64_t last_local) const {
+  // The (modified) scores of the m packed rows against every key the model shows them, keys
+  // model_lo .. p (key tiles of s.scores at their index from key 0, kept; a tile no row sees is
+  // skipped), and their exact row max and sum of exp2.
+  void full_rows(const Scratch& s, const Sequence& seq, int g, int m, int n) const {
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
-    const int64_t end = causal_end(seq.q_offset() + last_local);
-    for (int64_t t0 = 0, t = 0; t0 < end; t0 += tile, ++t) {
+    const KeyRange keys = row_keys(s, n);
+    const int64_t left = p_.window_left;
+    for (int64_t t0 = keys.begin; t0 < keys.end; t0 += tile) {
       const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
-      float* scores = s.scores + t * tile_floats;
+      if (!spans(s, m, t0, nk, [left](int64_t p, int64_t* lo, int64_t* hi) {
+            *lo = model_lo(p, left);
+            *hi = causal_end(p);
+          })) {
+        continue;
+      }
+      float* scores = s.scores + (t0 / tile) * tile_floats;
       pack_keys(s, seq, g, t0, nk);
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile);
-      spans(s, m, t0, nk, [](int64_t p, int64_t* lo, int64_t* hi) { *lo = 0; *hi = causal_end(p); });
+      modify_tile(s, scores, m, t0, nk);
       k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
-    return end;
   }
 
   void sample_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
@@ -199,7 +252,8 @@ class Sampler {
     const int m = pack_rows(s, ss, ss.rows, g, c0, n);
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
-    const int64_t end = full_rows(s, seq, g, m, ss.rows[c0 + n - 1]);  // keys the last row sees
+    full_rows(s, seq, g, m, n);
+    const KeyRange keys = row_keys(s, n);
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
@@ -210,28 +264,31 @@ class Sampler {
     }
     for (int r = 0; r < m; ++r) s.row_scale[r] = s.row_sum[r] > 0 ? 1.f / s.row_sum[r] : 0.f;
 
-    // Column sums, one query head at a time.
+    // Column sums, one query head at a time: row p adds its probabilities to the columns
+    // sample_column_begin(p, left) <= j < sample_column_end(p, shift), a part of the keys
+    // full_rows read for it (so a tile it skipped holds no column of any row).
     const int64_t shift = sample_column_shift(ss.window, p_.sample.window_mass_counts == 1);
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
       const int r0 = h * n;
-      std::fill(s.columns, s.columns + std::min<int64_t>(seq.k_len, (end + tile - 1) / tile * tile), 0.f);
-      for (int64_t t0 = 0, t = 0; t0 < end; t0 += tile, ++t) {
+      std::fill(s.columns + keys.begin, s.columns + std::min<int64_t>(seq.k_len, (keys.end + tile - 1) / tile * tile),
+                0.f);
+      for (int64_t t0 = keys.begin; t0 < keys.end; t0 += tile) {
         const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
         bool any = false;
         for (int i = 0; i < n; ++i) {
           const int64_t p = s.positions[r0 + i];
-          const int64_t hi = sample_column_end(p, shift);
-          s.lo[r0 + i] = 0;
+          const int64_t lo = sample_column_begin(p, p_.window_left), hi = sample_column_end(p, shift);
+          s.lo[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(lo - t0, 0, nk));
           s.hi[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, nk));
-          any = any || s.hi[r0 + i] > 0;
+          any = any || s.lo[r0 + i] < s.hi[r0 + i];
         }
         if (!any) continue;
-        k_.accumulate_columns(s.scores + t * tile_floats + static_cast<size_t>(r0) * tile, tile, n, nk, s.lo + r0,
-                              s.hi + r0, s.row_max + r0, s.row_scale + r0, s.columns + t0);
+        k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r0) * tile, tile, n, nk,
+                              s.lo + r0, s.hi + r0, s.row_max + r0, s.row_scale + r0, s.columns + t0);
       }
       int64_t* total = ss.col_score.data() + static_cast<size_t>(head) * seq.k_len;
-      for (int64_t j = 0; j < end; ++j) {
+      for (int64_t j = keys.begin; j < keys.end; ++j) {
         const int64_t v = column_sum_to_fixed(s.columns[j], n);
         if (v != 0) std::atomic_ref<int64_t>(total[j]).fetch_add(v, std::memory_order_relaxed);
       }
@@ -240,15 +297,16 @@ class Sampler {
 
   // Validation rows [c0, c0 + n) of group g: each row's exact probabilities, added up per bucket
   // of its head's set layout (core/validation.h): [0] the window band and the kept sinks, [b] the
-  // bucket-b columns the row sees as stripes (j <= p - w). A set over the cost budget has no
-  // buckets and is skipped.
+  // bucket-b columns the row sees as stripes (stripe_first(p, left) <= j <= p - w). Over the keys
+  // the model shows the row, without its sink: a share of the row's key mass. A set over the
+  // cost budget has no buckets and is skipped.
   void validate_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
     const int m = pack_rows(s, ss, ss.val_rows, g, c0, n);
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
-    full_rows(s, seq, g, m, ss.val_rows[c0 + n - 1]);
+    full_rows(s, seq, g, m, n);
     const int64_t nv = static_cast<int64_t>(ss.val_rows.size());
     const bool per_group = p_.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
     for (int h = 0; h < p_.group; ++h) {
@@ -264,14 +322,16 @@ class Sampler {
         std::fill(out, out + kMassStride, 0.f);
         if (!(s.row_sum[r] > 0)) continue;
         const float scale = 1.f / s.row_sum[r];
-        for (int64_t t0 = 0, t = 0; t0 < causal_end(p); t0 += tile, ++t) {
+        const int64_t first = model_lo(p, p_.window_left);  // the row's keys: first .. p
+        for (int64_t t0 = first / tile * tile; t0 < causal_end(p); t0 += tile) {
           const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
-          const int32_t lo = 0, hi = static_cast<int32_t>(std::min<int64_t>(nk, causal_end(p) - t0));
+          const int32_t lo = static_cast<int32_t>(std::max<int64_t>(first - t0, 0));
+          const int32_t hi = static_cast<int32_t>(std::min<int64_t>(nk, causal_end(p) - t0));
           std::fill(s.columns, s.columns + nk, 0.f);
-          k_.accumulate_columns(s.scores + t * tile_floats + static_cast<size_t>(r) * tile, tile, 1, nk, &lo, &hi,
-                                s.row_max + r, &scale, s.columns);
-          const int split = static_cast<int>(std::clamp<int64_t>(stripe_end - t0, 0, hi));
-          for (int j = 0; j < split; ++j) {
+          k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r) * tile, tile, 1, nk, &lo,
+                                &hi, s.row_max + r, &scale, s.columns);
+          const int split = static_cast<int>(std::clamp<int64_t>(stripe_end - t0, lo, hi));
+          for (int j = lo; j < split; ++j) {
             const uint8_t b = bucket[t0 + j];
             if (b != kBucketUnused) out[b] += s.columns[j];
           }
@@ -318,27 +378,39 @@ class Sampler {
       if (!spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) { *lo = window_lo(p, w); *hi = window_hi(p); })) continue;
       pack_keys(s, seq, g, t0, nk);
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+      modify_tile(s, s.scores, m, t0, nk);
       k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
     harvest();
-    // Stripe keys, per query head (each head may have its own set).
+    // Stripe keys, per query head (each head may have its own set): row p sees the run
+    // [begin, end) of its head's stripe list (visible_stripes), packed here tile by tile.
     reset();
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
       const HeadPlan& hp = plan.head(ss.seq, head, p_.num_q_heads);
-      const int64_t most = visible_stripes(hp, s.positions[h * n + n - 1], p_.window_left).end;
-      for (int64_t t0 = 0; t0 < most; t0 += k_.key_tile) {
-        const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, most - t0));
+      const int row0 = h * n;
+      int64_t run_first = static_cast<int64_t>(hp.stripes.size()), run_last = 0;
+      for (int i = 0; i < n; ++i) {
+        const StripeRun run = visible_stripes(hp, s.positions[row0 + i], p_.window_left);
+        s.stripe_begin[i] = run.begin;
+        s.stripe_end[i] = run.end;
+        if (run.begin < run.end) {
+          run_first = std::min(run_first, run.begin);
+          run_last = std::max(run_last, run.end);
+        }
+      }
+      for (int64_t t0 = run_first; t0 < run_last; t0 += k_.key_tile) {
+        const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, run_last - t0));
         for (int j = 0; j < nk; ++j) {
           s.k_offsets[j] = (seq.k_begin + hp.stripes[t0 + j]) * p_.k.token_stride + g * p_.k.head_stride;
         }
         path_.pack_k({p_.k.data, p_.k.dtype, 0, s.k_offsets}, nk, p_.head_dim, s.k_packed);
-        const size_t row0 = static_cast<size_t>(h) * n;
-        const char* q = static_cast<const char*>(s.q_packed) + row0 * p_.head_dim * path_.q_elem_bytes;
+        const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(row0) * p_.head_dim * path_.q_elem_bytes;
         path_.scores(q, n, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+        modify(s, s.scores, row0, n, nk, hp.stripes.data() + t0);
         for (int i = 0; i < n; ++i) {
-          s.lo[row0 + i] = 0;
-          s.hi[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(visible_stripes(hp, s.positions[row0 + i], p_.window_left).end - t0, 0, nk));
+          s.lo[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_begin[i] - t0, 0, nk));
+          s.hi[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_end[i] - t0, 0, nk));
         }
         k_.row_stats(s.scores, k_.key_tile, n, nk, s.lo + row0, s.hi + row0, s.row_max + row0, s.row_sum + row0);
       }
@@ -352,6 +424,8 @@ class Sampler {
   const Problem& p_;
   int64_t keys_;
   int chunk_;
+  float softcap_log2_;     // the model's softcap in log2 units, 0 = none
+  bool modifies_scores_;   // softcap or ALiBi: stage 1 modifies its scores as the attention does
 };
 
 }  // namespace
