@@ -3,8 +3,17 @@
 //
 //   kernels_bench --benchmark_filter=attend --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //
-// Arguments: attend/<isa>/<path>/m/n/d; pack/<isa>/<path>/<which>/rows/d.
+// The score variants' cost (issue 15): attend_mods times plain attend and attend with a softcap,
+// ALiBi or both, call by call alternately on the same tile, and reports the ratio of their CPU
+// times (the `ratio` counter), which the machine's noise barely moves:
+//
+//   kernels_bench --benchmark_filter=attend_mods/avx512/f32 --benchmark_min_time=2
+//
+// Arguments: attend/<isa>/<path>/m/n/d; attend_mods/<isa>/<path>/m/n/d/causal/mods (mods: 1
+// softcap, 2 ALiBi, 3 both); pack/<isa>/<path>/<which>/rows/d.
 #include <benchmark/benchmark.h>
+
+#include <time.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -41,43 +50,119 @@ const FlashPath* path_of(const KernelTable* t, Precision precision) {
   return t == nullptr ? nullptr : t->path(precision);
 }
 
-// A tile of m query rows against n keys, repeated. Full: every row sees every key (span arrays
-// null). Causal: the diagonal tile drivers hit, row r sees keys [0, r * n / m]; FLOPs count
+// A tile of m query rows against n keys, packed once. Full: every row sees every key (span arrays
+// null). Causal: the diagonal tile drivers hit, row r sees keys [0, r * n / m]; `pairs` counts
 // only the pairs the mask lets through.
+struct Tile {
+  int m, n, d;
+  Mem qp, kp, vp, scratch;
+  std::vector<int32_t> hi;
+  double pairs = 0;
+  bool causal;
+
+  Tile(const FlashPath& path, int m_, int n_, int d_, bool causal_) : m(m_), n(n_), d(d_), hi(m_, n_), causal(causal_) {
+    const std::vector<float> q = random_rows(m, d, 1), k = random_rows(n, d, 2), v = random_rows(n, d, 3);
+    qp = alloc64(path.packed_bytes(m, d));
+    kp = alloc64(path.packed_bytes(n, d));
+    vp = alloc64(path.packed_bytes(n, d));
+    scratch = alloc64(path.scratch_bytes(m, n));
+    const float scale = static_cast<float>(1.4426950408889634 / std::sqrt(d));
+    path.pack_q(RowSource{q.data(), DType::kF32, d, nullptr}, m, d, scale, qp.get());
+    path.pack_k(RowSource{k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
+    path.pack_v(RowSource{v.data(), DType::kF32, d, nullptr}, n, d, vp.get());
+    pairs = static_cast<double>(m) * n;
+    if (causal) {
+      pairs = 0;
+      for (int r = 0; r < m; ++r) {
+        hi[r] = 1 + static_cast<int>(static_cast<int64_t>(r) * (n - 1) / (m > 1 ? m - 1 : 1));
+        pairs += hi[r];
+      }
+    }
+  }
+};
+
+// One running online-softmax state over a tile, and the args that update it.
+struct TileState {
+  std::vector<float> row_max, row_sum, acc;
+  AttendTileArgs args;
+  TileState(Tile& t, const ScoreModArgs& mod)
+      : row_max(t.m, -INFINITY), row_sum(t.m, 0.0f), acc(static_cast<size_t>(t.m) * t.d, 0.0f),
+        args{t.qp.get(), t.m, t.kp.get(), t.vp.get(), t.n, t.d, t.d, nullptr, t.causal ? t.hi.data() : nullptr,
+             row_max.data(), row_sum.data(), acc.data(), t.scratch.get(), mod} {}
+};
+
 void attend_tile(benchmark::State& state, Isa isa, Precision precision, bool causal) {
   const FlashPath* path = path_of(kernel_table_for(isa), precision);
   if (path == nullptr) {
     state.SkipWithError("not supported on this CPU");
     return;
   }
-  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)),
-            d = static_cast<int>(state.range(2));
-  const std::vector<float> q = random_rows(m, d, 1), k = random_rows(n, d, 2), v = random_rows(n, d, 3);
-  Mem qp = alloc64(path->packed_bytes(m, d)), kp = alloc64(path->packed_bytes(n, d)),
-      vp = alloc64(path->packed_bytes(n, d)), scratch = alloc64(path->scratch_bytes(m, n));
-  const float scale = static_cast<float>(1.4426950408889634 / std::sqrt(d));
-  path->pack_q(RowSource{q.data(), DType::kF32, d, nullptr}, m, d, scale, qp.get());
-  path->pack_k(RowSource{k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
-  path->pack_v(RowSource{v.data(), DType::kF32, d, nullptr}, n, d, vp.get());
-  std::vector<float> row_max(m, -INFINITY), row_sum(m, 0.0f), acc(static_cast<size_t>(m) * d, 0.0f);
-  std::vector<int32_t> hi(m, n);
-  double pairs = static_cast<double>(m) * n;
-  if (causal) {
-    pairs = 0;
-    for (int r = 0; r < m; ++r) {
-      hi[r] = 1 + static_cast<int>(static_cast<int64_t>(r) * (n - 1) / (m > 1 ? m - 1 : 1));
-      pairs += hi[r];
-    }
-  }
-  AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, d, nullptr, causal ? hi.data() : nullptr,
-                      row_max.data(), row_sum.data(), acc.data(), scratch.get(), {}};
+  Tile tile(*path, static_cast<int>(state.range(0)), static_cast<int>(state.range(1)),
+            static_cast<int>(state.range(2)), causal);
+  TileState st(tile, {});
   for (auto _ : state) {
-    path->attend(args);
-    benchmark::DoNotOptimize(acc.data());
+    path->attend(st.args);
+    benchmark::DoNotOptimize(st.acc.data());
     benchmark::ClobberMemory();
   }
-  state.counters["FLOPS"] = benchmark::Counter(4.0 * pairs * d * static_cast<double>(state.iterations()),
+  state.counters["FLOPS"] = benchmark::Counter(4.0 * tile.pairs * tile.d * static_cast<double>(state.iterations()),
                                                benchmark::Counter::kIsRate);
+}
+
+double thread_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+constexpr int kSoftcap = 1, kAlibi = 2;  // the bits of attend_mods' mods argument
+
+// Plain attend and attend with the variants of range(4) (kSoftcap, kAlibi) on the same tile, one call of
+// each per iteration, each timed on the thread's CPU clock: `ratio` is the variants' total time
+// over plain's. The variants: Gemma 2's softcap of 50; ALiBi with a slope per row (8 heads of a
+// kv group), the rows after the keys.
+void attend_mods(benchmark::State& state, Isa isa, Precision precision) {
+  const FlashPath* path = path_of(kernel_table_for(isa), precision);
+  if (path == nullptr) {
+    state.SkipWithError("not supported on this CPU");
+    return;
+  }
+  Tile tile(*path, static_cast<int>(state.range(0)), static_cast<int>(state.range(1)),
+            static_cast<int>(state.range(2)), state.range(3) != 0);
+  const int bits = static_cast<int>(state.range(4));
+  std::vector<float> slopes(tile.m);
+  std::vector<int32_t> row_pos(tile.m), key_pos(tile.n);
+  for (int r = 0; r < tile.m; ++r) {
+    slopes[r] = static_cast<float>(std::exp2(-1.0 - r % 8) * 1.4426950408889634);
+    row_pos[r] = 4096 + tile.n + r;
+  }
+  for (int j = 0; j < tile.n; ++j) key_pos[j] = 4096 + j;
+  ScoreModArgs mod;
+  if (bits & kSoftcap) mod.softcap = static_cast<float>(50.0 * 1.4426950408889634);
+  if (bits & kAlibi) {
+    mod.alibi = slopes.data();
+    mod.row_pos = row_pos.data();
+    mod.key_pos = key_pos.data();
+  }
+  TileState plain(tile, {}), modified(tile, mod);
+  double plain_s = 0, mods_s = 0;
+  for (auto _ : state) {
+    const double t0 = thread_seconds();
+    path->attend(plain.args);
+    benchmark::ClobberMemory();
+    const double t1 = thread_seconds();
+    path->attend(modified.args);
+    benchmark::ClobberMemory();
+    plain_s += t1 - t0;
+    mods_s += thread_seconds() - t1;
+  }
+  benchmark::DoNotOptimize(plain.acc.data());
+  benchmark::DoNotOptimize(modified.acc.data());
+  const double calls = static_cast<double>(state.iterations());
+  state.counters["plain_us"] = 1e6 * plain_s / calls;
+  state.counters["mods_us"] = 1e6 * mods_s / calls;
+  state.counters["ratio"] = mods_s / plain_s;
+  state.counters["FLOPS"] = benchmark::Counter(4.0 * tile.pairs * tile.d * calls / mods_s);
 }
 
 enum Which { kQ = 0, kK = 1, kV = 2 };
@@ -142,6 +227,13 @@ void register_all() {
     benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.precision, true)
         ->ArgNames({"m", "n", "d"})
         ->Args({t->block_rows, t->block_rows, 128});
+    // The table's full tile and a diagonal one, with each variant and both.
+    auto* mods = benchmark::RegisterBenchmark((std::string("attend_mods/") + v.name).c_str(), attend_mods, v.isa,
+                                              v.precision);
+    mods->ArgNames({"m", "n", "d", "causal", "mods"});
+    for (int causal : {0, 1}) {
+      for (int bits : {kSoftcap, kAlibi, kSoftcap | kAlibi}) mods->Args({t->block_rows, t->key_tile, 128, causal, bits});
+    }
     for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
       if (scalar && dt != DType::kF32) continue;
       benchmark::RegisterBenchmark((std::string("pack/") + v.name + "/" + dtype_name(dt)).c_str(), pack, v.isa,
