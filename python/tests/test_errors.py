@@ -97,7 +97,7 @@ def test_binding_checks(rng):
     q, k, v = _qkv(rng)
     with pytest.raises(ValueError, match="3 dims"):
         sampleattn.attention(q[0], k, v)
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="same tokens and heads"):
         sampleattn.attention(q, k, v[:10])
     with pytest.raises(ValueError, match="head_dim"):
         sampleattn.attention(q, k[:, :, :32].copy(), v[:, :, :32].copy())
