@@ -57,8 +57,9 @@
 //    keys only in the first window), i.e. attention local within the window.
 //  - softcap (a Gemma 2 style logit cap): the sink and needle calibrations solve for their targets
 //    on the capped scores, so the capped attention keeps the designed sink mass and needle share,
-//    while the raw logits the kernels see reach past what the cap leaves alone (a cap of 30 turns a
-//    sink logit of about 36 into 25); without the cap those inputs put far more mass on the sink.
+//    while the raw logits the kernels see reach where the cap bends them (sink logits of about 30
+//    at 8K). Attention that ignored the cap would differ: measured at 8K, 128 dims, 8 heads, the
+//    output rows move by 14-38% (relative L2, per head) for a cap of 30, 6-13% for 50.
 // Heads mix four types, assigned deterministically from the seed: local/slash-dominated,
 // stripe-dominated, very sparse (sink + local) and diffuse; the "real" mix (HeadMix::kReal) turns
 // one head in 8 into a copy head and one in 8 into a retrieval head. V is Gaussian N(0, 1); planted
