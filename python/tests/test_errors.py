@@ -17,13 +17,13 @@ def _qkv(rng, tokens=64, heads=2, d=64, kv_heads=None, k_tokens=None):
 
 
 def test_unsupported_head_dim(rng):
-    q, k, v = _qkv(rng, d=32)
+    q, k, v = _qkv(rng, d=72)  # not a multiple of 16: in no head-dim list
     with pytest.raises(sampleattn.Error) as info:
         sampleattn.attention(q, k, v)
     e = info.value
     assert e.status == "SAMPLEATTN_UNSUPPORTED_HEAD_DIM"
     assert e.code == 4
-    assert "32" in e.message and "128" in e.message  # the message lists the supported ones
+    assert "72" in e.message and "128" in e.message  # the message lists the supported ones
     assert str(e).startswith("SAMPLEATTN_UNSUPPORTED_HEAD_DIM: ")
 
 
