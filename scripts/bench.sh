@@ -3,7 +3,10 @@
 # go to `sampleattn bench` as they are. Without, two tables: dense against SampleAttention on the
 # generated structured inputs at 4K-32K tokens (the default head mix), then at 8K and 16K with the
 # "real" mix, where one head in 8 is a copy (induction) head and one a retrieval head, whose
-# queries each need far keys of their own (docs/ACCURACY.md; slower to generate).
+# queries each need far keys of their own (docs/ACCURACY.md; slower to generate); then two model
+# variants (ABI 1.3) on inputs generated for them: a 4K sliding window at 32K tokens (Mistral-style
+# local attention; needle recall counts the needles the window shows), and Gemma 2's logit softcap
+# of 50 at 16K (the generator calibrates under the cap, so it bends the logits the kernels see).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/bootstrap.sh" "$root/build"
@@ -14,4 +17,10 @@ fi
 "$bench" bench
 echo
 echo "With copy and retrieval heads (--mix real):"
-exec "$bench" bench --mix real --seq 8192,16384
+"$bench" bench --mix real --seq 8192,16384
+echo
+echo "A model with a 4K sliding window (--window-left 4096):"
+"$bench" bench --window-left 4096 --seq 32768
+echo
+echo "A model with a logit softcap (--softcap 50, Gemma 2):"
+exec "$bench" bench --softcap 50 --seq 16384

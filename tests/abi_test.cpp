@@ -5,7 +5,9 @@
 // with SAMPLEATTN_INVALID_ARGUMENT, and write back only the caller's size.
 #include <gtest/gtest.h>
 
+#include <cstddef>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/abi.h"
@@ -67,6 +69,29 @@ TEST(Abi, FirstLayoutSizesAreFrozen) {
   EXPECT_EQ(abi::min_size<sampleattn_params>(), 224u);
   EXPECT_EQ(abi::min_size<sampleattn_stats>(), 120u);
   EXPECT_EQ(abi::min_size<sampleattn_plan_info>(), 40u);
+}
+
+TEST(Abi, Revision13AppendsTheModelVariantsToParams) {
+  // ABI 1.3 appended five fields after `stream`, where the layout of 1.0 to 1.2 ends (LP64):
+  // moving one breaks callers built against the 1.3 header.
+  EXPECT_EQ(offsetof(sampleattn_params, head_dim_v), abi::min_size<sampleattn_params>());
+  EXPECT_EQ(offsetof(sampleattn_params, head_dim_v), 224u);
+  EXPECT_EQ(offsetof(sampleattn_params, window_left), 232u);
+  EXPECT_EQ(offsetof(sampleattn_params, softcap), 240u);
+  EXPECT_EQ(offsetof(sampleattn_params, alibi_slopes), 248u);
+  EXPECT_EQ(offsetof(sampleattn_params, sinks), 256u);
+  EXPECT_EQ(sizeof(sampleattn_params), 264u);
+  EXPECT_EQ(SAMPLEATTN_DECISION_DENSE_WINDOW, 6);  // after DENSE_VALIDATION (5), the 1.2 values unchanged
+  EXPECT_EQ(SAMPLEATTN_DECISION_DENSE_VALIDATION, 5);
+  // Their defaults: no variant.
+  sampleattn_params p;
+  std::memset(&p, 0x5A, sizeof p);
+  sampleattn_params_init(&p);
+  EXPECT_EQ(p.head_dim_v, 0);
+  EXPECT_EQ(p.window_left, -1);
+  EXPECT_EQ(p.softcap, 0.f);
+  EXPECT_EQ(p.alibi_slopes, nullptr);
+  EXPECT_EQ(p.sinks, nullptr);
 }
 
 class AbiCalls : public ::testing::Test {
@@ -172,6 +197,38 @@ TEST_F(AbiCalls, HeadStatsAreWrittenAtTheCallersStride) {
   EXPECT_EQ(sampleattn_forward(ctx_, &p, &stats), SAMPLEATTN_INVALID_ARGUMENT);
   sampleattn_stats* none = nullptr;
   sampleattn_stats_init(none);  // no crash
+}
+
+TEST_F(AbiCalls, ParamsOfARevision12CallerRunWithoutTheVariants) {
+  // A caller built against the 1.2 header passes the 224 bytes it knows; what follows them in its
+  // memory is not a 1.3 field. Here it is poison (read as head_dim_v, 0xA5A5A5A5 would be
+  // refused; as window_left, a negative window): the call must take the variants' defaults.
+  sampleattn::Params full = c_.params();
+  const sampleattn_params& base = full;
+  const size_t old_size = offsetof(sampleattn_params, head_dim_v);
+  Guarded<sampleattn_params> g;
+  std::memcpy(g.bytes, &base, old_size);
+  g.get()->struct_size = static_cast<uint32_t>(old_size);
+  sampleattn_plan_info old_plan, full_plan;
+  sampleattn_plan_info_init(&old_plan);
+  sampleattn_plan_info_init(&full_plan);
+  ASSERT_EQ(sampleattn_plan(ctx_, g.get(), &old_plan), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  ASSERT_EQ(sampleattn_plan(ctx_, &base, &full_plan), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_EQ(old_plan.dense_flops, full_plan.dense_flops);
+  ASSERT_EQ(sampleattn_forward(ctx_, g.get(), nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  const std::vector<uint8_t> old_o = c_.o.bytes;
+  c_.o.poison();
+  ASSERT_EQ(sampleattn_forward(ctx_, &base, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_EQ(c_.o.bytes, old_o);
+  EXPECT_TRUE(g.untouched_from(old_size));
+  // A 1.3 caller's fields are read: with a model window of 10 keys, fewer pairs.
+  full.window_left = 10;
+  ASSERT_EQ(sampleattn_plan(ctx_, &base, &full_plan), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  // 96 queries over 96 keys: 4656 causal pairs; min(p, 10) + 1 keys a row: 66 + 85 * 11 = 1001.
+  EXPECT_DOUBLE_EQ(full_plan.dense_flops / old_plan.dense_flops, 1001.0 / 4656.0);
+  full.window_left = -2;
+  EXPECT_EQ(sampleattn_plan(ctx_, &base, &full_plan), SAMPLEATTN_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sampleattn_last_error()).find("window_left"), std::string::npos);
 }
 
 TEST(Abi, ParamsValueTypeCopiesStaySelfContained) {

@@ -18,11 +18,40 @@
 
 enum { kSeq = 37, kHeads = 2, kDim = 64 };
 
+/* The largest difference between o and causal attention computed directly, each query seeing its
+ * last window_left + 1 keys (window_left < 0: all before it). */
+static double max_error(const float* q, const float* k, const float* v, const float* o, int window_left) {
+  double worst = 0;
+  int i, h, j, c;
+  for (i = 0; i < kSeq; ++i) {
+    for (h = 0; h < kHeads; ++h) {
+      const int first = window_left >= 0 && i > window_left ? i - window_left : 0;
+      double s[kSeq], m = -1e300, sum = 0;
+      for (j = first; j <= i; ++j) {
+        double dot = 0;
+        for (c = 0; c < kDim; ++c) dot += (double)q[(i * kHeads + h) * kDim + c] * k[(j * kHeads + h) * kDim + c];
+        s[j] = dot / sqrt((double)kDim);
+        if (s[j] > m) m = s[j];
+      }
+      for (j = first; j <= i; ++j) { s[j] = exp(s[j] - m); sum += s[j]; }
+      for (c = 0; c < kDim; ++c) {
+        double ref = 0, err;
+        for (j = first; j <= i; ++j) ref += s[j] * v[(j * kHeads + h) * kDim + c];
+        ref /= sum;
+        err = fabs(ref - o[(i * kHeads + h) * kDim + c]);
+        if (err > worst) worst = err;
+      }
+    }
+  }
+  return worst;
+}
+
 int main(void) {
   static float q[kSeq * kHeads * kDim], k[kSeq * kHeads * kDim], v[kSeq * kHeads * kDim];
   static float o[kSeq * kHeads * kDim];
+  static const float slopes[kHeads] = {0.5f, INFINITY}, sinks[kHeads] = {-INFINITY, INFINITY};
   unsigned state = 12345u;
-  int i, h, j, c;
+  int i;
   double worst = 0;
   sampleattn_context* ctx = NULL;
   sampleattn_context_options options;
@@ -57,25 +86,7 @@ int main(void) {
   CHECK(sampleattn_forward(ctx, &p, &stats) == SAMPLEATTN_SUCCESS);
   CHECK(stats.isa != NULL && strlen(stats.isa) > 0);
 
-  for (i = 0; i < kSeq; ++i) {
-    for (h = 0; h < kHeads; ++h) {
-      double s[kSeq], m = -1e300, sum = 0;
-      for (j = 0; j <= i; ++j) {
-        double dot = 0;
-        for (c = 0; c < kDim; ++c) dot += (double)q[(i * kHeads + h) * kDim + c] * k[(j * kHeads + h) * kDim + c];
-        s[j] = dot / sqrt((double)kDim);
-        if (s[j] > m) m = s[j];
-      }
-      for (j = 0; j <= i; ++j) { s[j] = exp(s[j] - m); sum += s[j]; }
-      for (c = 0; c < kDim; ++c) {
-        double ref = 0, err;
-        for (j = 0; j <= i; ++j) ref += s[j] * v[(j * kHeads + h) * kDim + c];
-        ref /= sum;
-        err = fabs(ref - o[(i * kHeads + h) * kDim + c]);
-        if (err > worst) worst = err;
-      }
-    }
-  }
+  worst = max_error(q, k, v, o, -1);
   CHECK(worst < 1e-5);
 
   p.head_dim = 72;
@@ -83,6 +94,40 @@ int main(void) {
   p.head_dim = kDim;
   p.softmax_scale = NAN;
   CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT);
+  p.softmax_scale = 0.f;
+
+  /* ABI 1.3: the model's variants, from C. Their defaults are "none". */
+  CHECK(p.head_dim_v == 0 && p.window_left == -1 && p.softcap == 0.f);
+  CHECK(p.alibi_slopes == NULL && p.sinks == NULL);
+  /* The sliding window: each query sees its last 5 keys and itself. */
+  p.window_left = 5;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_SUCCESS);
+  worst = max_error(q, k, v, o, 5);
+  CHECK(worst < 1e-5);
+  CHECK(max_error(q, k, v, o, -1) > 1e-3); /* the window changed the result */
+  /* Each field's checks reach C callers as statuses. */
+  p.window_left = -3;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT);
+  p.window_left = 5;
+  p.causal = 0;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT); /* a window needs causal */
+  p.causal = 1;
+  p.head_dim_v = 72;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_UNSUPPORTED_HEAD_DIM);
+  p.head_dim_v = 0;
+  p.softcap = NAN;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT);
+  p.softcap = -1.f;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT);
+  p.softcap = 0.f;
+  p.alibi_slopes = slopes; /* slope 1 is not finite */
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT);
+  CHECK(strstr(sampleattn_last_error(), "alibi_slopes[1]") != NULL);
+  p.alibi_slopes = NULL;
+  p.sinks = sinks; /* -inf: no sink; +inf is refused */
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT);
+  CHECK(strstr(sampleattn_last_error(), "sinks[1]") != NULL);
+  p.sinks = NULL;
 
   sampleattn_context_destroy(ctx);
   printf("c_api_test_c: max abs error %.3g\n", worst);

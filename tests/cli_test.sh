@@ -212,6 +212,28 @@ bad_options=(
   "bench --mix odd|bench --repeat 1 --seq 256 --mix odd|--mix must be default or real"
   "bench --data npy:DIR with --mix|bench --repeat 1 --data npy:$tmp/none --mix real|--mix.*files decide"
   "bench --data npy:DIR with --heads|bench --repeat 1 --data npy:$tmp/none --heads 4|--heads.*files decide"
+  # The model's variants (ABI 1.3).
+  "run --softcap nan|run \$missing --out $out --softcap nan|--softcap must be a finite number >= 0"
+  "run --softcap -1|run \$missing --out $out --softcap -1|--softcap"
+  "run --softcap inf|run \$missing --out $out --softcap inf|--softcap"
+  "run --window-left -5|run \$missing --out $out --window-left -5|--window-left must be -1 .no window. or"
+  "run --window-left 1.5|run \$missing --out $out --window-left 1.5|--window-left"
+  "run --sinks nan|run \$missing --out $out --sinks 0,nan|--sinks takes sink logits.*'nan'"
+  "run --sinks inf|run \$missing --out $out --sinks inf|--sinks takes sink logits.*'inf'"
+  "run --sinks 1e50 (past float)|run \$missing --out $out --sinks 1e50|--sinks"
+  "run --sinks of the wrong count|run --seq 256 --heads 4 --head-dim 64 --sinks 1,2 --out $out|--sinks has 2 logits for 4 query heads"
+  "run --head-dim-v 100|run --seq 256 --heads 4 --head-dim 64 --head-dim-v 100 --out $out|--head-dim-v must be one of.*64"
+  "run --head-dim-v with --q/--k/--v|run \$missing --out $out --head-dim-v 128|--head-dim-v.*v.npy's shape decides"
+  "run --alibi=1|run \$missing --out $out --alibi=1|--alibi takes no value"
+  "bench --softcap nan|bench --repeat 1 --seq 256 --softcap nan|--softcap must be a finite number"
+  "bench --window-left -5|bench --repeat 1 --seq 256 --window-left -5|--window-left must be -1"
+  "bench --head-dim-v 100|bench --repeat 1 --seq 256 --heads 4 --head-dim 64 --head-dim-v 100|--head-dim-v must be one of"
+  "bench --sinks=1 (a flag)|bench --repeat 1 --seq 256 --sinks=1|--sinks takes no value"
+  "bench --data npy:DIR with --head-dim-v|bench --repeat 1 --data npy:$tmp/none --head-dim-v 128|--head-dim-v.*files decide"
+  "bench --data npy:DIR with --seed (no --sinks)|bench --repeat 1 --data npy:$tmp/none --seed 3|--seed.*files decide"
+  "generate --softcap -1|generate --seq 256 --heads 4 --softcap -1 --out $tmp/out|--softcap"
+  "generate --window-left -5|generate --seq 256 --heads 4 --window-left -5 --out $tmp/out|--window-left"
+  "generate --head-dim-v 100|generate --seq 256 --heads 4 --head-dim-v 100 --out $tmp/out|--head-dim-v"
 )
 for b in "${bad_options[@]}"; do
   IFS='|' read -r name arguments message <<<"$b"
@@ -336,6 +358,71 @@ expect "bench --data npy:DIR with files of two dtypes fails" 1 "dtypes differ.*-
 expect "bench --data npy:DIR with files of two dtypes and --dtype" 0 "" \
   "$bin" bench "${bench[@]}" --method dense --json --dtype bf16 --data "npy:$tmp/dtypes"
 
+# ---- The model's variants (ABI 1.3): window, softcap, ALiBi, sinks, a value head size of its own.
+variants=(--window-left 64 --softcap 30 --alibi)
+# json_check NAME PYTHON-EXPRESSION: every JSON line of the last stdout makes the expression (over
+# `row`) true.
+json_check() {
+  if ! command -v python3 >/dev/null; then
+    echo "SKIP  $1: no python3"
+    return
+  fi
+  if python3 -c '
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+sys.exit(0 if rows and all(eval(sys.argv[2], {"math": __import__("math")}, {"row": row}) for row in rows) else 1)
+' "$tmp/stdout" "$2" 2>"$tmp/json_error"; then
+    report "$1" ""
+  else
+    report "$1" "not every JSON row has $2 ($(head -c 200 "$tmp/json_error"))"
+  fi
+}
+expect "bench without variants" 0 "" "$bin" bench "${bench[@]}" "${small[@]}" --json
+json_check "bench JSON says no variant" \
+  'row["head_dim_v"] == 64 and row["window_left"] == -1 and row["softcap"] == 0 and row["alibi"] is False and row["sinks"] is False and "sink_logits" not in row'
+expect "bench with every variant" 0 "" \
+  "$bin" bench "${bench[@]}" --seq 512 --heads 4 --kv-heads 2 --head-dim 64 --head-dim-v 128 "${variants[@]}" --sinks --json
+json_check "bench JSON echoes the variants" \
+  'row["head_dim"] == 64 and row["head_dim_v"] == 128 and row["window_left"] == 64 and row["softcap"] == 30 and row["alibi"] is True and row["sinks"] is True'
+json_check "bench JSON has one finite sink logit per query head" \
+  'len(row["sink_logits"]) == 4 and all(math.isfinite(x) for x in row["sink_logits"])'
+json_check "bench with a window counts its visible needles" \
+  'row["method"] == "dense" or row["needles_visible"] == 8'
+sinks_a=$(grep -o '"sink_logits":\[[^]]*\]' "$tmp/stdout" | head -n 1)
+expect "bench --sinks again" 0 "" \
+  "$bin" bench "${bench[@]}" --seq 512 --heads 4 --kv-heads 2 --head-dim 64 "${variants[@]}" --sinks --json --method dense
+report "bench --sinks are the same for the same seed" \
+  "$([[ $(grep -o '"sink_logits":\[[^]]*\]' "$tmp/stdout" | head -n 1) == "$sinks_a" ]] || echo differ)"
+expect "bench --sinks with another seed" 0 "" \
+  "$bin" bench "${bench[@]}" --seq 512 --heads 4 --kv-heads 2 --head-dim 64 "${variants[@]}" --sinks --json --method dense --seed 2
+report "bench --sinks differ with the seed" \
+  "$([[ $(grep -o '"sink_logits":\[[^]]*\]' "$tmp/stdout" | head -n 1) != "$sinks_a" ]] || echo same)"
+expect "bench table with variants" 0 "" "$bin" bench "${bench[@]}" "${small[@]}" "${variants[@]}" --method dense
+expect_match "bench table names the model" stdout "^model: window 64, softcap 30, ALiBi"
+expect "bench --data npy:DIR --sinks --seed" 0 "" "$bin" bench "${bench[@]}" --data "npy:$tmp/bf16" --sinks --seed 4 \
+  --method dense --json
+json_check "bench on files with --sinks" 'row["sinks"] is True and len(row["sink_logits"]) == 4'
+# The oracle (--check) computes the variants: the dense result must match it (this holds once the
+# backend applies every variant).
+expect "bench --check with every variant" 0 "" \
+  "$bin" bench "${bench[@]}" --seq 512 --heads 4 --kv-heads 2 --head-dim 64 --head-dim-v 128 "${variants[@]}" --sinks \
+  --method dense --check --json
+json_check "bench --check with every variant matches the oracle" 'row["rel_l2_err"] < 1e-4'
+mkdir -p "$tmp/dv"
+expect "generate --head-dim-v 128 --softcap 30 --window-left 64" 0 "" \
+  "$bin" generate "${small[@]}" --head-dim-v 128 --softcap 30 --window-left 64 --quiet --out "$tmp/dv"
+expect_match "generate --head-dim-v names v's head dim" stdout "v head dim 128"
+expect "run over a v of its own head size" 0 "" "$bin" run --q "$tmp/dv/q.npy" --k "$tmp/dv/k.npy" --v "$tmp/dv/v.npy" \
+  "${variants[@]}" --sinks 0.5,-inf,1,2 --method dense --out "$tmp/out/dv.npy"
+expect_match "run's output has v's head dim" stdout "^wrote .*dv\.npy: \[256, 4, 128\]"
+expect_match "run shows the model on stderr" stderr "^\[run\] running dense .*window 64, softcap 30, ALiBi, sinks, head_dim_v 128"
+expect "run --sinks of the wrong count for the files: usage error" 2 "--sinks has 3 logits for 4 query heads" \
+  "$bin" run --q "$tmp/dv/q.npy" --k "$tmp/dv/k.npy" --v "$tmp/dv/v.npy" --sinks 1,2,3 --out "$tmp/out/dv3.npy"
+expect_absent "run --sinks of the wrong count writes nothing" "$tmp/out/dv3.npy"
+expect "run on generated inputs with --head-dim-v and one sink for all heads" 0 "" \
+  "$bin" run "${small[@]}" --head-dim-v 80 --sinks -1.5 --quiet --out "$tmp/out/dv80.npy"
+expect_match "run's generated output has --head-dim-v" stdout "\[256, 4, 80\]"
+
 # ---- generate
 mkdir -p "$tmp/gen"
 expect "generate without --out: usage error" 2 "--out" "$bin" generate --seq 256
@@ -360,6 +447,7 @@ for field in "cpu: +[^ ]" "cpu tables: .*scalar" "backends: .*cpu" "threads: +[0
   "environment: .*SAMPLEATTN_NUM_THREADS=$SAMPLEATTN_NUM_THREADS read"; do
   expect_match "info prints '${field%%:*}'" stdout "^$field"
 done
+expect_match "info lists the head dims" stdout "^head dims: +([0-9]+ )*64 "
 expect "info with SAMPLEATTN_ISA=bogus" 0 "" env SAMPLEATTN_ISA=bogus "$bin" info
 expect_match "info reports SAMPLEATTN_ISA=bogus rejected" stdout "^environment: .*SAMPLEATTN_ISA=bogus rejected"
 expect "info with SAMPLEATTN_NUM_THREADS=abc" 0 "" env SAMPLEATTN_NUM_THREADS=abc "$bin" info
@@ -367,7 +455,7 @@ expect_match "info reports SAMPLEATTN_NUM_THREADS=abc rejected" stdout \
   "^environment: .*SAMPLEATTN_NUM_THREADS=abc rejected"
 expect "info --json" 0 "" env 'SAMPLEATTN_ISA=bo"gus' "$bin" info --json
 expect_match "info --json is one object with every field" stdout \
-  '^\{"version":.*"binding":.*"cpu_model":.*"cpu_tables":.*"backends":.*"environment":".*rejected'
+  '^\{"version":.*"binding":.*"cpu_model":.*"cpu_tables":.*"backends":.*"environment":".*rejected.*"head_dims":\[([0-9]+,)*64[],]'
 if command -v python3 >/dev/null; then
   if python3 -c 'import json, sys; json.loads(sys.stdin.read())' <"$tmp/stdout" 2>"$tmp/stderr"; then
     report "info --json parses, with a quote in a variable" ""

@@ -21,6 +21,7 @@
 #include "workload/attention_profile.h"
 #include "workload/generator.h"
 #include "workload/metrics.h"
+#include "workload/model_variants.h"
 #include "workload/npy.h"
 
 namespace sampleattn::workload {
@@ -101,6 +102,24 @@ TEST(Generator, RejectsBadConfigs) {
   c = small_config();
   c.needles = {{0.2, 1000, 1}, {0.4, 1000, 1}};
   EXPECT_FALSE(generate(c, &g).is_ok());
+  c = small_config();
+  c.head_dim = 32;  // too few RoPE pairs for the structure
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_UNSUPPORTED_HEAD_DIM);
+  c = small_config();
+  c.head_dim_v = -1;
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_UNSUPPORTED_HEAD_DIM);
+  c.head_dim_v = 1025;
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_UNSUPPORTED_HEAD_DIM);
+  c = small_config();
+  c.window_left = -2;
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_INVALID_ARGUMENT);
+  c = small_config();
+  c.softcap = std::nan("");
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_INVALID_ARGUMENT);
+  c.softcap = -1;
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_INVALID_ARGUMENT);
+  c.softcap = INFINITY;
+  EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_INVALID_ARGUMENT);
   // Tiny sequences work.
   c = small_config(1);
   EXPECT_TRUE(generate(c, &g).is_ok());
@@ -395,6 +414,159 @@ TEST(Generator, RealMixHasCopyAndRetrievalHeads) {
   EXPECT_EQ(tensor_hash(g), tensor_hash(again));
   c.mix = static_cast<HeadMix>(2);
   EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_INVALID_ARGUMENT);
+}
+
+// ---- The model the inputs are made for (head_dim_v, window_left, softcap).
+
+TEST(Generator, ValueHeadSizeOfItsOwn) {
+  GeneratorConfig c = small_config(600);
+  c.needles = {{0.3, -1, -1}, {0.6, -1, -1}};
+  GeneratedData plain, same, wide;
+  ASSERT_TRUE(generate(c, &plain).is_ok());
+  c.head_dim_v = c.head_dim;  // the default, spelled out
+  ASSERT_TRUE(generate(c, &same).is_ok());
+  EXPECT_EQ(tensor_hash(same), tensor_hash(plain));
+  c.head_dim_v = 96;
+  ASSERT_TRUE(generate(c, &wide).is_ok());
+  EXPECT_EQ(wide.v.dim, 96);
+  EXPECT_EQ(wide.v.seq, 600);
+  EXPECT_EQ(wide.v.heads, 2);
+  EXPECT_EQ(wide.q.bytes, plain.q.bytes);  // Q and K do not depend on V's size
+  EXPECT_EQ(wide.k.bytes, plain.k.bytes);
+  std::set<std::pair<int64_t, int64_t>> needle_keys;
+  for (const PlantedNeedle& n : wide.needles) {
+    ASSERT_EQ(n.value_direction.size(), 96u);
+    double norm = 0;
+    for (float x : n.value_direction) norm += static_cast<double>(x) * x;
+    EXPECT_NEAR(norm, 1.0, 1e-5);
+    needle_keys.insert({n.key_position, n.query_head / 2});
+  }
+  // Ordinary value rows begin as the plain ones do (the same stream, drawn further).
+  for (int64_t j = 0; j < 600; j += 41) {
+    for (int64_t kv = 0; kv < 2; ++kv) {
+      if (needle_keys.count({j, kv})) continue;
+      for (int64_t i = 0; i < 64; ++i) ASSERT_EQ(wide.v.at(j, kv, i), plain.v.at(j, kv, i)) << j;
+    }
+  }
+}
+
+// The model's probabilities of one row (window, cap) of generated data.
+std::vector<double> model_probs(const GeneratedData& g, const ModelVariants& m, int64_t token, int head) {
+  const int group = static_cast<int>(g.q.heads / g.k.heads);
+  const std::vector<float> keys = head_to_f32(g.k, head / group);
+  std::vector<float> q(g.q.dim);
+  for (int64_t i = 0; i < g.q.dim; ++i) q[i] = g.q.at(token, head, i);
+  std::vector<double> P;
+  model_row_probabilities(q.data(), keys.data(), g.k.dim, static_cast<int>(g.k.dim), token, g.softmax_scale, m, 0.0,
+                          &P);
+  return P;
+}
+
+TEST(Generator, ModelWindowPutsTheNeedlesWhereTheModelSeesThem) {
+  GeneratorConfig c;
+  c.seq = 4096;
+  c.head_dim = 128;
+  c.num_q_heads = 8;
+  c.num_kv_heads = 2;
+  c.seed = 11;
+  c.window_left = 1024;
+  c.needles = {{0.1, -1, -1}, {0.5, -1, -1}, {0.9, -1, -1}};
+  GeneratedData g;
+  ASSERT_TRUE(generate(c, &g).is_ok());
+  ModelVariants model;
+  model.window_left = c.window_left;
+  int64_t previous = 0;
+  for (const PlantedNeedle& n : g.needles) {
+    EXPECT_GE(n.key_position, n.query_token - c.window_left);
+    EXPECT_LT(n.key_position, n.query_token);
+    EXPECT_GT(n.key_position, previous);  // deeper needles further along the window
+    previous = n.key_position;
+    const auto P = model_probs(g, model, n.query_token, n.query_head);
+    EXPECT_GT(P[n.key_position], 0.5) << "needle at " << n.key_position;
+  }
+  // The window's depth 0.5 is the middle of what the query sees.
+  EXPECT_NEAR(static_cast<double>(g.needles[1].query_token - g.needles[1].key_position), 512, 2);
+  NeedleResult counted;
+  Tensor3 o;
+  ASSERT_TRUE(make_tensor(g.q.seq, g.q.heads, g.v.dim, DType::kF32, &o).is_ok());
+  ASSERT_TRUE(needle_recall(o, g.needles, 0.5, &counted, c.window_left).is_ok());
+  EXPECT_EQ(counted.counted, 3);
+  // Without the window, depth is over the context: the needle at 0.1 lies far beyond a window of
+  // 1024 and would not count.
+  c.window_left = -1;
+  GeneratedData whole;
+  ASSERT_TRUE(generate(c, &whole).is_ok());
+  ASSERT_TRUE(needle_recall(o, whole.needles, 0.5, &counted, 1024).is_ok());
+  EXPECT_EQ(counted.counted, 1);
+  // Attention within the window is local: the local and sparse heads keep nearly all of a late
+  // row's mass on its nearest 256 keys (the sink keys lie outside the window).
+  for (int h = 0; h < 8; ++h) {
+    const HeadType t = g.heads[h].type;
+    if (t != HeadType::kLocal && t != HeadType::kSparse) continue;
+    double near = 0;
+    int rows = 0;
+    for (int64_t p = 4095; p > 2048; p -= 211, ++rows) {
+      const auto P = model_probs(g, model, p, h);
+      for (int64_t j = p - 255; j <= p; ++j) near += P[j];
+    }
+    EXPECT_GT(near / rows, 0.9) << "head " << h << " " << head_type_name(t);
+  }
+}
+
+TEST(Generator, SoftcapCalibratesTheCappedAttention) {
+  GeneratorConfig c;
+  c.seq = 4096;
+  c.head_dim = 128;
+  c.num_q_heads = 8;
+  c.num_kv_heads = 2;
+  c.seed = 11;
+  c.softcap = 30;
+  c.needles = {{0.3, -1, -1}, {0.8, -1, -1}};
+  GeneratedData g;
+  ASSERT_TRUE(generate(c, &g).is_ok());
+  ModelVariants capped, raw;
+  capped.softcap = c.softcap;
+  const int group = 4;
+  for (int h = 0; h < 8; ++h) {
+    SCOPED_TRACE(std::string("head ") + std::to_string(h) + " " + head_type_name(g.heads[h].type));
+    double sink_capped = 0, sink_raw = 0, num = 0, den = 0, sink_logit = 0;
+    int rows = 0;
+    for (int64_t p = 4095; p > 512; p -= 257, ++rows) {
+      const auto Pc = model_probs(g, capped, p, h), Pr = model_probs(g, raw, p, h);
+      for (int j = 0; j < 4; ++j) sink_capped += Pc[j], sink_raw += Pr[j];
+      for (int64_t i = 0; i < g.v.dim; ++i) {
+        double oc = 0, orw = 0;
+        for (int64_t j = 0; j <= p; ++j) {
+          oc += Pc[j] * g.v.at(j, h / group, i);
+          orw += Pr[j] * g.v.at(j, h / group, i);
+        }
+        num += (oc - orw) * (oc - orw);
+        den += oc * oc;
+      }
+      double s = 0;
+      for (int64_t i = 0; i < g.q.dim; ++i) s += static_cast<double>(g.q.at(p, h, i)) * g.k.at(0, h / group, i);
+      sink_logit = std::max(sink_logit, s * g.softmax_scale);  // the raw score of key 0
+    }
+    // The capped attention has the designed sink mass ...
+    EXPECT_NEAR(sink_capped / rows, g.heads[h].sink_target, 0.15);
+    // ... while the raw logits reach where the cap bends them, and ignoring it moves the output.
+    if (g.heads[h].type != HeadType::kDiffuse) {
+      EXPECT_GT(sink_logit, 0.6 * c.softcap);
+    }
+    EXPECT_GT(sink_raw / rows, sink_capped / rows + 0.02);
+    EXPECT_GT(std::sqrt(num / den), 0.1);
+  }
+  for (const PlantedNeedle& n : g.needles) {
+    EXPECT_GT(model_probs(g, capped, n.query_token, n.query_head)[n.key_position], 0.5);
+  }
+  // Without a cap, the same seed gives the plain inputs' keys: only the calibrated query terms
+  // (sink, needles) change.
+  c.softcap = 0;
+  GeneratedData plain;
+  ASSERT_TRUE(generate(c, &plain).is_ok());
+  EXPECT_EQ(plain.k.bytes, g.k.bytes);
+  EXPECT_EQ(plain.v.bytes, g.v.bytes);
+  EXPECT_NE(plain.q.bytes, g.q.bytes);
 }
 
 // A copy head and a retrieval head at 8K, on 128 exactly computed rows each.

@@ -1,4 +1,5 @@
-// .npy I/O, metrics on hand-computed cases, and the mask picture.
+// .npy I/O, metrics on hand-computed cases (plain, and under a model's variants), the model
+// variants the tools make themselves (ALiBi slopes, generated sinks), and the mask picture.
 #include <gtest/gtest.h>
 #include <png.h>
 #include <sys/resource.h>
@@ -19,6 +20,7 @@
 #include "workload/attention_profile.h"
 #include "workload/mask_image.h"
 #include "workload/metrics.h"
+#include "workload/model_variants.h"
 #include "workload/npy.h"
 
 namespace sampleattn::workload {
@@ -272,6 +274,203 @@ TEST(Metrics, NeedleRecall) {
   EXPECT_DOUBLE_EQ(r.recall, 0.5);
   needles[0].query_head = 7;
   EXPECT_FALSE(needle_recall(o, needles, 0.5, &r).is_ok());
+}
+
+// ---- Under a model's variants (ABI 1.3).
+
+// dim 1, one head, scale 1, q = 1, k_j = ln(j + 1): plain row weights j + 1, as above.
+struct LogRampHead {
+  int64_t n;
+  Tensor3 q, k;
+  explicit LogRampHead(int64_t n_) : n(n_) {
+    std::vector<float> qv(n, 1.f), kv(n);
+    for (int64_t j = 0; j < n; ++j) kv[j] = static_cast<float>(std::log(j + 1.0));
+    q = tensor_of(n, 1, 1, qv);
+    k = tensor_of(n, 1, 1, kv);
+  }
+  const float* keys() const { return static_cast<const float*>(k.data()); }
+};
+
+TEST(ModelMetrics, RowProbabilitiesOfEachVariantByHand) {
+  // Keys are ln(j + 1) rounded to float: probabilities within 1e-6 of the exact fractions.
+  const LogRampHead r(8);
+  const float one = 1.f;
+  std::vector<double> P;
+  // A window of 2: the row at p = 5 sees keys 3, 4, 5 (weights 4, 5, 6), nothing before.
+  ModelVariants window;
+  window.window_left = 2;
+  model_row_probabilities(&one, r.keys(), 1, 1, 5, 1.0, window, 0.0, &P);
+  ASSERT_EQ(P.size(), 6u);
+  for (int j = 0; j < 3; ++j) EXPECT_EQ(P[j], 0.0);
+  EXPECT_NEAR(P[3], 4.0 / 15, 1e-6);
+  EXPECT_NEAR(P[5], 6.0 / 15, 1e-6);
+  EXPECT_NEAR(model_row_log_partition(&one, r.keys(), 1, 1, 5, 1.0, window, 0.0), std::log(15.0), 1e-6);
+  // A cap of 1: weights exp(tanh(ln(j + 1))).
+  ModelVariants cap;
+  cap.softcap = 1.0;
+  model_row_probabilities(&one, r.keys(), 1, 1, 3, 1.0, cap, 0.0, &P);
+  double z = 0;
+  for (int j = 0; j <= 3; ++j) z += std::exp(std::tanh(std::log(j + 1.0)));
+  for (int j = 0; j <= 3; ++j) EXPECT_NEAR(P[j], std::exp(std::tanh(std::log(j + 1.0))) / z, 1e-6) << j;
+  // ALiBi slope ln 2: weights (j + 1) / 2^(p - j).
+  ModelVariants alibi;
+  alibi.alibi_slopes = {static_cast<float>(std::log(2.0))};
+  model_row_probabilities(&one, r.keys(), 1, 1, 2, 1.0, alibi, alibi.alibi_slopes[0], &P);
+  z = 1.0 / 4 + 2.0 / 2 + 3.0;
+  EXPECT_NEAR(P[0], 0.25 / z, 1e-6);
+  EXPECT_NEAR(P[2], 3.0 / z, 1e-6);
+}
+
+TEST(ModelMetrics, KeptMassCountsOnlyWhatTheModelShows) {
+  const LogRampHead r(8);
+  HeadMask m;
+  m.window = 2;
+  m.stripes = {0, 3};
+  ModelVariants model;
+  model.window_left = 3;
+  KeptMassResult kept;
+  // p = 7 sees keys 4..7 (weights 5..8, sum 26): window {6, 7} -> 7 + 8; stripe 0 is older than
+  // the model's window (not counted), stripe 3 too (3 < 7 - 3). 15/26.
+  ASSERT_TRUE(kept_mass(r.q, r.k, 1.0, {m}, {7}, &kept, model).is_ok());
+  EXPECT_NEAR(kept.min, 15.0 / 26, 1e-6);
+  // p = 5 sees keys 2..5 (weights 3..6, sum 18): window {4, 5} -> 5 + 6, stripe 3 -> 4. 15/18.
+  ASSERT_TRUE(kept_mass(r.q, r.k, 1.0, {m}, {5}, &kept, model).is_ok());
+  EXPECT_NEAR(kept.min, 15.0 / 18, 1e-6);
+  // Without the model window the same mask keeps a smaller share of a wider row: p = 5 sees
+  // weights 1..6 (sum 21): window 5 + 6, stripes 1 + 4. 16/21.
+  ASSERT_TRUE(kept_mass(r.q, r.k, 1.0, {m}, {5}, &kept).is_ok());
+  EXPECT_NEAR(kept.min, 16.0 / 21, 1e-6);
+  // A mask covering the model's window keeps everything, whatever the cap and slopes.
+  model.softcap = 0.5;
+  model.alibi_slopes = {0.3f};
+  m.window = 4;
+  ASSERT_TRUE(kept_mass(r.q, r.k, 1.0, {m}, strided_rows(8, 8), &kept, model).is_ok());
+  EXPECT_NEAR(kept.min, 1.0, 1e-12);
+  model.alibi_slopes = {0.3f, 0.3f};
+  EXPECT_FALSE(kept_mass(r.q, r.k, 1.0, {m}, {5}, &kept, model).is_ok());
+}
+
+TEST(ModelMetrics, DensityAndDenseMasksWithinTheModelWindow) {
+  // 6 queries over 6 keys, model window 2 (3 keys a row): 1 + 2 + 3 + 3 + 3 + 3 = 15 pairs.
+  // Window 2 (1 + 2 + 2 + 2 + 2 + 2 = 11 pairs) and stripe 1, visible to p = 3 only (p - 2 >= 1
+  // and p - 2 <= 1): 12 of 15.
+  HeadMask m;
+  m.window = 2;
+  m.stripes = {1};
+  EXPECT_DOUBLE_EQ(mask_density(m, 6, 6, 2), 12.0 / 15.0);
+  sampleattn_head_stats hs[1] = {};
+  hs[0].dense = 1;
+  hs[0].window = 6;
+  const int32_t offsets[2] = {0, 0};
+  const auto masks = masks_from_stats(hs, offsets, nullptr, 1, 6, 2);
+  EXPECT_EQ(masks[0].window, 3);  // all the model shows
+  EXPECT_DOUBLE_EQ(mask_density(masks, 6, 6, 2), 1.0);
+  EXPECT_EQ(masks_from_stats(hs, offsets, nullptr, 1, 6)[0].window, 6);
+}
+
+TEST(ModelMetrics, NeedleRecallCountsOnlyNeedlesTheWindowShows) {
+  // Token 9, head 0 points along e0. Needles at keys 2 (older than the window of 4: hidden) and 6.
+  std::vector<float> ov(10 * 1 * 2, 0.f);
+  ov[9 * 2] = 1.f;
+  const Tensor3 o = tensor_of(10, 1, 2, ov);
+  const std::vector<PlantedNeedle> needles = {{9, 0, 2, {0, 1}}, {9, 0, 6, {1, 0}}};
+  NeedleResult r;
+  ASSERT_TRUE(needle_recall(o, needles, 0.5, &r, 4).is_ok());
+  EXPECT_EQ(r.visible, (std::vector<char>{0, 1}));
+  EXPECT_EQ(r.counted, 1);
+  EXPECT_DOUBLE_EQ(r.recall, 1.0);  // the hidden one, missed, does not count
+  ASSERT_TRUE(needle_recall(o, needles, 0.5, &r).is_ok());
+  EXPECT_EQ(r.counted, 2);
+  EXPECT_DOUBLE_EQ(r.recall, 0.5);
+  ASSERT_TRUE(needle_recall(o, {needles[0]}, 0.5, &r, 4).is_ok());
+  EXPECT_EQ(r.counted, 0);
+  EXPECT_DOUBLE_EQ(r.recall, 1.0);
+}
+
+// BLOOM's build_alibi_tensor, restated in its own terms.
+std::vector<double> bloom_slopes(int n) {
+  const int closest = 1 << static_cast<int>(std::floor(std::log2(n)));
+  const double base = std::pow(2.0, -std::pow(2.0, -(std::log2(closest) - 3)));
+  std::vector<double> s;
+  for (int p = 1; p <= closest; ++p) s.push_back(std::pow(base, p));
+  if (closest != n) {
+    const double extra = std::pow(2.0, -std::pow(2.0, -(std::log2(2.0 * closest) - 3)));
+    for (int p = 1; p < 1 + 2 * std::min(closest, n - closest); p += 2) s.push_back(std::pow(extra, p));
+  }
+  return s;
+}
+
+TEST(ModelVariants, StandardAlibiSlopes) {
+  const std::vector<float> eight = standard_alibi_slopes(8);
+  ASSERT_EQ(eight.size(), 8u);
+  for (int h = 0; h < 8; ++h) EXPECT_EQ(eight[h], std::ldexp(1.f, -(h + 1)));
+  for (int n = 1; n <= 96; ++n) {
+    const std::vector<float> got = standard_alibi_slopes(n);
+    const std::vector<double> want = bloom_slopes(n);
+    ASSERT_EQ(got.size(), want.size()) << n;
+    for (int h = 0; h < n; ++h) EXPECT_NEAR(got[h], want[h], 1e-6 * want[h]) << n << " heads, head " << h;
+  }
+  EXPECT_NEAR(standard_alibi_slopes(12)[8], std::pow(2.0, -0.5), 1e-7);  // 8 + every other of 16
+  EXPECT_TRUE(standard_alibi_slopes(0).empty());
+}
+
+TEST(ModelVariants, ApplyToParamsAndTheOracle) {
+  ModelVariants m;
+  m.window_left = 100;
+  m.softcap = 30;
+  m.alibi_slopes = {0.5f, 0.25f};
+  m.sinks = {1.f, -INFINITY};
+  sampleattn_params p;
+  sampleattn_params_init(&p);
+  m.apply_to(&p);
+  EXPECT_EQ(p.window_left, 100);
+  EXPECT_EQ(p.softcap, 30.f);
+  EXPECT_EQ(p.alibi_slopes, m.alibi_slopes.data());
+  EXPECT_EQ(p.sinks, m.sinks.data());
+  reference::Call call;
+  m.apply_to(&call);
+  EXPECT_EQ(call.window_left, 100);
+  EXPECT_EQ(call.softcap, 30.0);
+  EXPECT_EQ(call.alibi_slopes, m.alibi_slopes);
+  EXPECT_EQ(call.sinks, m.sinks);
+  const ModelVariants none;
+  EXPECT_FALSE(none.any());
+  none.apply_to(&p);
+  EXPECT_EQ(p.window_left, -1);
+  EXPECT_EQ(p.softcap, 0.f);
+  EXPECT_EQ(p.alibi_slopes, nullptr);
+  EXPECT_EQ(p.sinks, nullptr);
+}
+
+TEST(ModelVariants, GeneratedSinksTakeTheirShareOfTheRows) {
+  // 2 query heads over 1 kv head, 64 tokens of smooth values: each head's sink, against the
+  // median of its rows' partitions, takes a share in [0.05, 0.5).
+  const int64_t n = 64, d = 4;
+  std::vector<float> qv(n * 2 * d), kv(n * d);
+  for (size_t i = 0; i < qv.size(); ++i) qv[i] = static_cast<float>(std::sin(0.7 * i));
+  for (size_t i = 0; i < kv.size(); ++i) kv[i] = static_cast<float>(std::cos(0.3 * i));
+  const Tensor3 q = tensor_of(n, 2, d, qv), k = tensor_of(n, 1, d, kv);
+  ModelVariants model;
+  model.window_left = 20;
+  model.softcap = 2.0;
+  std::vector<float> sinks, again, other;
+  ASSERT_TRUE(generated_sinks(q, k, 0.5, model, 7, &sinks).is_ok());
+  ASSERT_TRUE(generated_sinks(q, k, 0.5, model, 7, &again).is_ok());
+  ASSERT_TRUE(generated_sinks(q, k, 0.5, model, 8, &other).is_ok());
+  ASSERT_EQ(sinks.size(), 2u);
+  EXPECT_EQ(sinks, again);
+  EXPECT_NE(sinks, other);
+  for (int h = 0; h < 2; ++h) {
+    std::vector<double> log_z;
+    const std::vector<float> qh = head_to_f32(q, h), kh = head_to_f32(k, 0);
+    for (int64_t row : strided_rows(n, kGeneratedSinkRows)) {
+      log_z.push_back(model_row_log_partition(qh.data() + row * d, kh.data(), d, d, row, 0.5, model, 0.0));
+    }
+    const double share = 1.0 / (1.0 + std::exp(quantile(log_z, 0.5) - sinks[h]));
+    EXPECT_GE(share, kGeneratedSinkShareMin - 1e-6) << h;
+    EXPECT_LT(share, kGeneratedSinkShareMax + 1e-6) << h;
+  }
+  EXPECT_FALSE(generated_sinks(q, tensor_of(n, 3, d, std::vector<float>(n * 3 * d)), 0.5, model, 7, &sinks).is_ok());
 }
 
 TEST(Metrics, Quantile) {

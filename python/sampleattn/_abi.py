@@ -1,4 +1,4 @@
-"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.1).
+"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.3).
 
 Written by hand from the header. tests/test_abi.py compiles a C program against the header and
 checks every struct's size and every field's offset, and every enum value, against these.
@@ -39,6 +39,13 @@ CONSTANTS = dict(STATUSES, **{
     "SAMPLEATTN_PRECISION_BF16": 1,
     "SAMPLEATTN_STRIPES_PER_HEAD": 0,
     "SAMPLEATTN_STRIPES_PER_KV_GROUP": 1,
+    "SAMPLEATTN_DECISION_SPARSE": 0,
+    "SAMPLEATTN_DECISION_SPARSE_WIDENED": 1,
+    "SAMPLEATTN_DECISION_DENSE_METHOD": 2,
+    "SAMPLEATTN_DECISION_DENSE_SHORT": 3,
+    "SAMPLEATTN_DECISION_DENSE_COST": 4,
+    "SAMPLEATTN_DECISION_DENSE_VALIDATION": 5,
+    "SAMPLEATTN_DECISION_DENSE_WINDOW": 6,
     "SAMPLEATTN_ABI_VERSION": ABI_VERSION,
     "SAMPLEATTN_ABI_REVISION": ABI_REVISION,
 })
@@ -156,6 +163,11 @@ class Params(C.Structure):
         ("sample", C.POINTER(SampleParams)),
         ("lse", C.POINTER(C.c_float)),
         ("stream", C.c_void_p),
+        ("head_dim_v", C.c_int32),  # ABI 1.3: the model's variants
+        ("window_left", C.c_int64),
+        ("softcap", C.c_float),
+        ("alibi_slopes", C.POINTER(C.c_float)),
+        ("sinks", C.POINTER(C.c_float)),
     ]
 
 
@@ -177,8 +189,9 @@ class HeadStats(C.Structure):
         ("alpha_stripes", C.c_int32),
     ]
 
-# sampleattn_head_decision
-DECISIONS = {0: "sparse", 1: "widened", 2: "dense:method", 3: "dense:short", 4: "dense:cost", 5: "dense:validation"}
+# sampleattn_head_decision (the SAMPLEATTN_DECISION_* constants above)
+DECISIONS = {0: "sparse", 1: "widened", 2: "dense:method", 3: "dense:short", 4: "dense:cost", 5: "dense:validation",
+             6: "dense:window"}
 
 
 class Stats(C.Structure):

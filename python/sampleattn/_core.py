@@ -210,6 +210,40 @@ def _int32(name, value, low=-(2**31)):
     return int(value)
 
 
+def _int64(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not -(2**63) <= int(value) < 2**63:
+        raise ValueError(f"{name} must be within int64, got {value}")
+    return int(value)
+
+
+def _per_head_floats(name, values):
+    """None, or the values as a contiguous float32 1-D host array (the library reads one per query
+    head; attention checks the count)."""
+    if values is None:
+        return None
+    if _is_torch(values):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"sampleattn: {name} must hold numbers, got {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"sampleattn: {name} must be 1-D (one value per query head), got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def alibi_slopes(num_heads):
+    """The standard ALiBi slopes of `num_heads` heads (Press et al.; BLOOM's build_alibi_tensor):
+    2^(-8 (h + 1) / n) for n a power of two; otherwise those of the closest power of two below, m,
+    followed by every other slope of 2m (2^(-4 (2i + 1) / m), i = 0 .. n - m - 1). float32."""
+    n = _int32("num_heads", num_heads, low=1)
+    m = 1 << (n.bit_length() - 1)
+    slopes = [2.0 ** (-8.0 * (h + 1) / m) for h in range(m)]
+    slopes += [2.0 ** (-4.0 * (2 * i + 1) / m) for i in range(n - m)]
+    return np.array(slopes, dtype=np.float32)
+
+
 def _float(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -421,12 +455,16 @@ def _current_stream(framework, device):
 def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f32",
               alpha=None, r_row=None, r_w=None, min_window=None, sample_block=None, min_stripes=None,
               max_stripes=None, sink_tokens=None, dense_below=None, scope=None, window_mass_counts=None,
-              max_density=None, r_val=None, min_kept=None, max_lost=None, val_rows=None, cu_seqlens_q=None, cu_seqlens_k=None, out=None, out_dtype=None,
+              max_density=None, r_val=None, min_kept=None, max_lost=None, val_rows=None,
+              window_left=None, softcap=None, alibi_slopes=None, sinks=None,
+              cu_seqlens_q=None, cu_seqlens_k=None, out=None, out_dtype=None,
               return_lse=False, return_stats=False, context=None, stream=None):
     """Prefill attention, dense or SampleAttention.
 
-    q: [tokens_q, q_heads, head_dim]; k, v: [tokens_k, kv_heads, head_dim] (q_heads a multiple of
-    kv_heads: grouped-query). numpy arrays, or any DLPack tensor (torch, CPU or CUDA) read in place.
+    q: [tokens_q, q_heads, head_dim]; k: [tokens_k, kv_heads, head_dim]; v: [tokens_k, kv_heads,
+    head_dim_v] (q_heads a multiple of kv_heads: grouped-query; head_dim_v, v's own head size, may
+    differ from head_dim, e.g. 128 with head_dim 192). numpy arrays, or any DLPack tensor (torch,
+    CPU or CUDA) read in place.
     float32, float16 or bfloat16 (numpy bfloat16 through ml_dtypes) with the last dim contiguous
     are read zero-copy with any token and head strides; host arrays of other dtypes or layouts are
     copied to float32 or made contiguous first. The CUDA backend reads float16 or bfloat16.
@@ -439,9 +477,18 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
     dense_below, scope ("per_head" | "per_kv_group"), window_mass_counts, max_density, r_val,
     min_kept, max_lost, val_rows:
     SampleAttention's parameters; None = the library's default (sample_defaults()).
+    The model's attention variants (ABI 1.3; the model's semantics, whatever the method; natural-log
+    units, with p the query's and j the key's position in the sequence):
+    window_left: the model's sliding window: the query at p sees keys p - window_left .. p (causal
+    only); None = no window. softcap: logit softcap (Gemma 2): a score s = scale * q.k becomes
+    softcap * tanh(s / softcap); None = none. alibi_slopes: q_heads slopes (host array-like), head h
+    adding -slope[h] * |p - j| to each score after the cap (alibi_slopes(q_heads) gives the standard
+    ones); None = none. sinks: q_heads learned sink logits (gpt-oss; -inf = none for that head), each
+    adding exp(sink[h]) to the softmax denominator of every row of head h, the lse included; None =
+    none.
     cu_seqlens_q, cu_seqlens_k: host int offsets of a varlen batch (batch + 1 entries, from 0);
     one alone is used for both.
-    out: where to write O, [tokens_q, q_heads, head_dim], any strides with a contiguous last dim.
+    out: where to write O, [tokens_q, q_heads, head_dim_v], any strides with a contiguous last dim.
     out_dtype: O's dtype when out is None (default: q's).
     return_lse / return_stats: also return the log-sum-exp, float32 [tokens_q, q_heads], and/or the
     statistics dict; the result is then a tuple (out, lse, stats) with the asked ones.
@@ -465,7 +512,8 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
         ("sink_tokens", sink_tokens), ("dense_below", dense_below), ("scope", scope),
         ("window_mass_counts", window_mass_counts), ("max_density", max_density), ("r_val", r_val),
         ("min_kept", min_kept), ("max_lost", max_lost), ("val_rows", val_rows)) if value is not None}
-    call = Call(context, causal=causal, scale=scale, method=method, precision=precision, sample=given)
+    call = Call(context, causal=causal, scale=scale, method=method, precision=precision, sample=given,
+                window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks)
 
     framework = "torch" if _is_torch(q) else ("numpy" if isinstance(q, np.ndarray) else "dlpack")
     if stream is None:
@@ -477,11 +525,13 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
 
     tq, hq, d = qv.shape
     tk, hkv, dk = kv.shape
-    if vv.shape != kv.shape:
-        raise ValueError(f"sampleattn: k {kv.shape} and v {vv.shape} must have the same shape")
+    dv = vv.shape[2]
+    if vv.shape[:2] != kv.shape[:2]:
+        raise ValueError(f"sampleattn: k {kv.shape} and v {vv.shape} must have the same tokens and heads")
     if dk != d:
-        raise ValueError(f"sampleattn: q has head_dim {d} but k and v have {dk}")
-    for name, value in (("q tokens", tq), ("k tokens", tk), ("q heads", hq), ("kv heads", hkv), ("head_dim", d)):
+        raise ValueError(f"sampleattn: q has head_dim {d} but k has {dk}")
+    for name, value in (("q tokens", tq), ("k tokens", tk), ("q heads", hq), ("kv heads", hkv), ("head_dim", d),
+                        ("head_dim_v", dv)):
         if value > _INT32_MAX:
             raise ValueError(f"sampleattn: {name} ({value}) must be below 2^31")
 
@@ -503,14 +553,14 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
         if not isinstance(out, np.ndarray) and not hasattr(out, "__dlpack__"):
             raise TypeError(f"sampleattn: out must be a numpy array or a DLPack tensor, got {type(out).__name__}")
         ov = _view("out", _prepare(out), 3, writable=True, stream=dlpack_stream)
-        if ov.shape != (tq, hq, d):
-            raise ValueError(f"sampleattn: out must have shape {(tq, hq, d)}, got {ov.shape}")
+        if ov.shape != (tq, hq, dv):
+            raise ValueError(f"sampleattn: out must have shape {(tq, hq, dv)}, got {ov.shape}")
         result = out
     else:
         name = dtype_name(out_dtype) if out_dtype is not None else qv.dtype
         if name is None:
             raise ValueError(f"sampleattn: out_dtype must be float32, float16 or bfloat16, got {out_dtype!r}")
-        result = _allocate(qv.framework, q, (tq, hq, d), name, device)
+        result = _allocate(qv.framework, q, (tq, hq, dv), name, device)
         ov = _view("out", result, 3, writable=True, stream=dlpack_stream)
     lse = None
     if return_lse:
@@ -534,7 +584,8 @@ class Call:
     """The parameters of attention calls that differ only in their tensors: built and checked
     once, run on one tensor set after another (the torch binding runs a batch this way)."""
 
-    def __init__(self, context, *, causal=True, scale=None, method="dense", precision="f32", sample=None):
+    def __init__(self, context, *, causal=True, scale=None, method="dense", precision="f32", sample=None,
+                 window_left=None, softcap=None, alibi_slopes=None, sinks=None):
         self.context = context
         lib = self.lib = context._lib
         p = self.params = lib.init(_abi.Params())
@@ -554,6 +605,19 @@ class Call:
         self.sample = _sample_params(lib, sample) if sample else None
         if self.sample is not None:
             p.sample = C.pointer(self.sample)
+        # The model's variants (ABI 1.3): the library checks their values; the per-head arrays'
+        # lengths are checked here, against each run's query heads (the library reads q_heads
+        # floats from each pointer).
+        if window_left is not None:
+            p.window_left = _int64("window_left", window_left)
+        if softcap is not None:
+            p.softcap = _float("softcap", softcap)
+        self.alibi_slopes = _per_head_floats("alibi_slopes", alibi_slopes)
+        self.sinks = _per_head_floats("sinks", sinks)
+        if self.alibi_slopes is not None:
+            p.alibi_slopes = self.alibi_slopes.ctypes.data_as(C.POINTER(C.c_float))
+        if self.sinks is not None:
+            p.sinks = self.sinks.ctypes.data_as(C.POINTER(C.c_float))
 
     def run(self, qv, kv, vv, ov, *, cu_seqlens=None, lse=None, stream=None, want_stats=False):
         """One sampleattn_forward on [token, head, dim] views; the statistics dict or None.
@@ -566,7 +630,12 @@ class Call:
         p.o = _abi.Output(ov.ptr, _abi.DTYPES[ov.dtype], ts, hs)
         tq, hq, d = qv.shape
         tk, hkv, _ = kv.shape
+        dv = vv.shape[2]
+        for name, values in (("alibi_slopes", self.alibi_slopes), ("sinks", self.sinks)):
+            if values is not None and values.shape[0] != hq:
+                raise ValueError(f"sampleattn: {name} must have one value per query head ({hq}), got {values.shape[0]}")
         p.head_dim, p.num_q_heads, p.num_kv_heads = d, hq, hkv
+        p.head_dim_v = dv if dv != d else 0  # 0: head_dim
         if cu_seqlens is not None:
             cu_q, cu_k = cu_seqlens
             p.batch = cu_q.shape[0] - 1

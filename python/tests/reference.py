@@ -1,20 +1,31 @@
 """A float64 attention oracle in numpy, written from the header's contract, independently of the
-library: [token, head, dim] layout, grouped-query heads, varlen batches, and causal masks whose
-queries are the last ones of their sequence when q_len < k_len (bottom-right aligned)."""
+library: [token, head, dim] layout, grouped-query heads, varlen batches, causal masks whose
+queries are the last ones of their sequence when q_len < k_len (bottom-right aligned), and the
+model variants of ABI 1.3 (sliding window, softcap, ALiBi, learned sinks, a value head size of
+its own)."""
 import numpy as np
 
 
-def attention(q, k, v, *, causal=True, scale=None, cu_seqlens_q=None, cu_seqlens_k=None, dtype=np.float64):
+def attention(q, k, v, *, causal=True, scale=None, cu_seqlens_q=None, cu_seqlens_k=None, window_left=None,
+              softcap=None, alibi_slopes=None, sinks=None, dtype=np.float64):
     """(out, lse) computed in `dtype`: float64 is the oracle, float32 the plain same-precision
-    implementation that the tolerance is measured against. Rows that see no key: out 0, lse -inf."""
+    implementation that the tolerance is measured against. Rows that see no key: out 0, lse -inf.
+
+    The variants, in natural-log units, for the query at position p = k_len - q_len + i and key j:
+    s = scale * q.k; s = softcap * tanh(s / softcap); s -= slope[h] * |p - j|; keys older than
+    p - window_left are hidden; exp(sink[h]) joins each row's denominator (and its lse) with no
+    value, unless the row sees no key. v may have its own head size: out has v's."""
     q, k, v = (np.asarray(x, dtype=np.float32).astype(dtype) for x in (q, k, v))
     tq, hq, d = q.shape
     tk, hkv, _ = k.shape
+    dv = v.shape[2]
     group = hq // hkv
     scale = dtype(1.0 / np.sqrt(d) if scale is None else scale)
     cu_q = [0, tq] if cu_seqlens_q is None else list(cu_seqlens_q)
     cu_k = [0, tk] if cu_seqlens_k is None else list(cu_seqlens_k)
-    out = np.zeros((tq, hq, d), dtype)
+    slopes = None if alibi_slopes is None else np.asarray(alibi_slopes, dtype=np.float32).astype(dtype)
+    sink = None if sinks is None else np.asarray(sinks, dtype=np.float32).astype(dtype)
+    out = np.zeros((tq, hq, dv), dtype)
     lse = np.full((tq, hq), -np.inf, dtype)
     for b in range(len(cu_q) - 1):
         q0, q1, k0, k1 = cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]
@@ -24,14 +35,27 @@ def attention(q, k, v, *, causal=True, scale=None, cu_seqlens_q=None, cu_seqlens
         kk = np.repeat(k[k0:k1], group, axis=1)  # [lk, hq, d]
         vv = np.repeat(v[k0:k1], group, axis=1)
         s = np.einsum("qhd,khd->hqk", q[q0:q1], kk) * scale
+        if softcap:
+            s = dtype(softcap) * np.tanh(s / dtype(softcap))
+        positions = (lk - lq + np.arange(lq))[:, None]  # p of each query row
+        keys = np.arange(lk)[None, :]
+        if slopes is not None:
+            s = s - slopes[:, None, None] * np.abs(positions - keys)[None].astype(dtype)
+        visible = np.ones((lq, lk), bool)
         if causal:
-            visible = np.arange(lk)[None, :] <= (lk - lq + np.arange(lq))[:, None]
-            s = np.where(visible[None], s, -np.inf)
+            visible &= keys <= positions
+        if window_left is not None and window_left >= 0:
+            visible &= keys >= positions - window_left
+        s = np.where(visible[None], s, -np.inf)
         m = s.max(axis=2, keepdims=True)
         seen = np.isfinite(m)
+        if sink is not None:  # the sink joins rows that see a key, at its own logit
+            m = np.where(seen, np.maximum(m, sink[:, None, None]), m)
         m = np.where(seen, m, dtype(0))
         p = np.exp(s - m)
         l = p.sum(axis=2, keepdims=True)
+        if sink is not None:
+            l = l + np.where(seen, np.exp(sink[:, None, None] - m), dtype(0))
         o = np.einsum("hqk,khd->qhd", p / np.where(l > 0, l, dtype(1)), vv)
         out[q0:q1] = np.where(seen.transpose(1, 0, 2), o, dtype(0))
         with np.errstate(divide="ignore"):

@@ -14,7 +14,7 @@ STATS_KEYS = {"time_total_s", "time_sampling_s", "time_selection_s", "time_atten
               "stripes", "heads", "val_cra_min", "val_cra_p5", "val_cra_mean", "num_widened_heads"}
 HEAD_KEYS = {"sequence", "head", "window", "num_stripes", "dense", "density", "cra_min", "cra_mean", "stripes",
              "val_cra_min", "val_cra_p1", "val_cra_p5", "val_cra_mean", "val_lost_rms", "decision", "alpha_stripes"}
-DECISIONS = {"sparse", "widened", "dense:method", "dense:short", "dense:cost", "dense:validation"}
+DECISIONS = {"sparse", "widened", "dense:method", "dense:short", "dense:cost", "dense:validation", "dense:window"}
 
 
 @pytest.fixture(scope="module")

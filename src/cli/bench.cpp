@@ -17,6 +17,7 @@
 #include "cli/bench_timing.h"
 #include "cli/common.h"
 #include "cli/options.h"
+#include "core/mask.h"
 
 namespace sampleattn::cli {
 namespace {
@@ -57,6 +58,11 @@ class Bench {
     s.heads = b_.heads;
     s.kv_heads = b_.kv_heads;
     s.head_dim = b_.head_dim;
+    s.head_dim_v = head_dim_v_;
+    s.window_left = model_.window_left;
+    s.softcap = model_.softcap;
+    s.alibi = !model_.alibi_slopes.empty();
+    s.sinks = model_.sinks;
     s.dtype = b_.dtype;
     s.bf16_products = b_.method_params.precision == SAMPLEATTN_PRECISION_BF16;
     s.threads = threads_;
@@ -92,8 +98,15 @@ class Bench {
       b_.heads = static_cast<int>(in.q.heads);
       b_.kv_heads = static_cast<int>(in.k.heads);
       b_.head_dim = static_cast<int>(in.q.dim);
+      head_dim_v_ = static_cast<int>(in.v.dim);
+      model_ = in.model;
       b_.dtype = in.dtype;
-      const double flops = 2.0 * static_cast<double>(seq) * seq * b_.head_dim * b_.heads;
+      // 2 N^2 d H for the causal attention (Q K^T and P V at d each); a model window computes only
+      // its pairs, and V of its own size makes P V cost head_dim_v.
+      const double work = static_cast<double>(model_pairs(seq, seq, model_.window_left)) /
+                          static_cast<double>(causal_pairs(seq, seq)) *
+                          (static_cast<double>(b_.head_dim + head_dim_v_) / (2.0 * b_.head_dim));
+      const double flops = 2.0 * static_cast<double>(seq) * seq * b_.head_dim * b_.heads * work;
       std::string error;
       Measured dense, sparse;
       const bool want_dense = b_.method != "sample" || b_.check;
@@ -165,6 +178,8 @@ class Bench {
 
   Options o_;
   BenchOptions b_;
+  int head_dim_v_ = 0;            // of the current inputs
+  workload::ModelVariants model_;  // of the current inputs (sinks generated for them)
   ContextHandle ctx_;
   sampleattn_backend backend_ = SAMPLEATTN_BACKEND_CPU;
   std::string backend_name_, device_name_, isa_;

@@ -29,6 +29,8 @@ double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o) 
   call.sequences = {{0, in.q.seq, 0, in.k.seq}};
   call.scale = 1.0f / std::sqrt(static_cast<float>(call.head_dim));  // the library's default
   call.causal = true;
+  call.head_dim_v = static_cast<int>(in.v.dim);
+  in.model.apply_to(&call);
   std::vector<std::pair<int64_t, int>> rows;
   const int64_t n = in.q.seq;
   const int per_head = 24;
@@ -37,9 +39,10 @@ double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o) 
   }
   const auto oracle = reference::attention_rows(call, rows);
   double num = 0, den = 0;
+  const int64_t dv = in.v.dim;
   for (size_t r = 0; r < rows.size(); ++r) {
-    const float* got = static_cast<const float*>(o.data()) + (rows[r].first * in.q.heads + rows[r].second) * in.q.dim;
-    for (int64_t c = 0; c < in.q.dim; ++c) {
+    const float* got = static_cast<const float*>(o.data()) + (rows[r].first * in.q.heads + rows[r].second) * dv;
+    for (int64_t c = 0; c < dv; ++c) {
       const double d = got[c] - oracle[r].o[c];
       num += d * d;
       den += oracle[r].o[c] * oracle[r].o[c];
@@ -51,11 +54,12 @@ double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o) 
 Status add_kept_mass(const BenchInputs& in, const Measured& sparse, BenchRow* row) {
   const int heads = static_cast<int>(in.q.heads);
   const int64_t seq = in.q.seq;
-  const std::vector<workload::HeadMask> masks = workload::masks_from_stats(
-      sparse.heads.data(), sparse.stripe_offsets.data(), sparse.stripes.data(), heads, seq);
+  const std::vector<workload::HeadMask> masks =
+      workload::masks_from_stats(sparse.heads.data(), sparse.stripe_offsets.data(), sparse.stripes.data(), heads, seq,
+                                 in.model.window_left);
   workload::KeptMassResult kept;
   SAMPLEATTN_RETURN_IF_ERROR(workload::kept_mass(in.q, in.k, 1.0 / std::sqrt(static_cast<double>(in.q.dim)), masks,
-                                                 workload::strided_rows(seq, 128), &kept));
+                                                 workload::strided_rows(seq, 128), &kept, in.model));
   row->min_cra = kept.min;
   row->head_cra_min = kept.head_min;
   row->cra_p1 = kept.p1;
@@ -73,10 +77,13 @@ Status add_error_against_dense(const BenchInputs& in, const Measured& sparse, co
   row->head_rel_l2 = e.per_head;
   if (!in.needles.empty()) {
     workload::NeedleResult ns, nd;
-    if (workload::needle_recall(sparse.o, in.needles, 0.5, &ns).is_ok() &&
-        workload::needle_recall(dense.o, in.needles, 0.5, &nd).is_ok()) {
+    // Only the needles the model's window shows its queries count (all, without a window).
+    const int64_t left = in.model.window_left;
+    if (workload::needle_recall(sparse.o, in.needles, 0.5, &ns, left).is_ok() &&
+        workload::needle_recall(dense.o, in.needles, 0.5, &nd, left).is_ok() && ns.counted > 0) {
       row->needle_recall = ns.recall;
       row->needle_recall_dense = nd.recall;
+      row->needles_visible = ns.counted;
     }
   }
   return Status::ok();

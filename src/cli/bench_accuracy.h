@@ -9,15 +9,17 @@
 
 namespace sampleattn::cli {
 
-// rel_l2 of `o` (f32 [seq, heads, dim]) against the fp64 oracle on 24 rows per head of the
-// causal attention over `in` (softmax scale 1/sqrt(dim)).
+// rel_l2 of `o` (f32 [seq, heads, head_dim_v]) against the fp64 oracle on 24 rows per head of the
+// causal attention over `in` (softmax scale 1/sqrt(dim)) with the inputs' model variants.
 double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o);
 
-// The true kept mass (CRA) of the masks the sample run chose, on 1 row in 128 of every head:
-// row.min_cra, cra_p1, cra_mean, head_cra_min.
+// The true kept mass (CRA) of the masks the sample run chose, on 1 row in 128 of every head, of
+// each row's distribution over the keys the model shows it (its variants' scores, the sink left
+// out): row.min_cra, cra_p1, cra_mean, head_cra_min.
 Status add_kept_mass(const BenchInputs& in, const Measured& sparse, BenchRow* row);
 
-// The sparse output against the dense one: row.rel_l2*, head_rel_l2, and needle recall of both.
+// The sparse output against the dense one: row.rel_l2*, head_rel_l2, and needle recall of both
+// over the needles the model's window shows (none: no recall reported).
 Status add_error_against_dense(const BenchInputs& in, const Measured& sparse, const Measured& dense, BenchRow* row);
 
 }  // namespace sampleattn::cli

@@ -1,5 +1,6 @@
 #include "cli/bench_inputs.h"
 
+#include <cmath>
 #include <utility>
 
 #include "cli/common.h"
@@ -23,7 +24,7 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
     workload::GeneratedData g;
     SAMPLEATTN_RETURN_IF_ERROR(workload::generate(
         structured_config(seq, options.heads, options.kv_heads, options.head_dim, options.seed, options.needles,
-                                                  options.mix),
+                          options.mix, options.head_dim_v, options.variants.window_left, options.variants.softcap),
         &g));
     q = std::move(g.q);
     k = std::move(g.k);
@@ -32,14 +33,15 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
     in->source = "structured";
   } else if (data == "random") {
     workload::Rng rng(options.seed);
-    auto gaussian = [&](int64_t heads, workload::Tensor3* t) -> Status {
-      std::vector<float> values(static_cast<size_t>(seq * heads * options.head_dim));
+    auto gaussian = [&](int64_t heads, int64_t dim, workload::Tensor3* t) -> Status {
+      std::vector<float> values(static_cast<size_t>(seq * heads * dim));
       for (float& x : values) x = static_cast<float>(rng.normal());
-      return workload::tensor_from_f32(seq, heads, options.head_dim, DType::kF32, values, t);
+      return workload::tensor_from_f32(seq, heads, dim, DType::kF32, values, t);
     };
-    SAMPLEATTN_RETURN_IF_ERROR(gaussian(options.heads, &q));
-    SAMPLEATTN_RETURN_IF_ERROR(gaussian(options.kv_heads, &k));
-    SAMPLEATTN_RETURN_IF_ERROR(gaussian(options.kv_heads, &v));
+    SAMPLEATTN_RETURN_IF_ERROR(gaussian(options.heads, options.head_dim, &q));
+    SAMPLEATTN_RETURN_IF_ERROR(gaussian(options.kv_heads, options.head_dim, &k));
+    SAMPLEATTN_RETURN_IF_ERROR(
+        gaussian(options.kv_heads, options.head_dim_v > 0 ? options.head_dim_v : options.head_dim, &v));
     in->source = "random";
   } else {
     const std::string dir = data.substr(4);
@@ -64,6 +66,13 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
   SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(q), dtype, &in->q));
   SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(k), dtype, &in->k));
   SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(v), dtype, &in->v));
+  std::string error;
+  if (!model_variants_for(options.variants, in->q.heads, &in->model, &error)) return invalid_argument(error);
+  if (options.variants.generated_sinks) {
+    // Against the scores the model uses (window, cap, ALiBi), in the benchmark dtype.
+    SAMPLEATTN_RETURN_IF_ERROR(workload::generated_sinks(in->q, in->k, 1.0 / std::sqrt(static_cast<double>(in->q.dim)),
+                                                         in->model, options.seed, &in->model.sinks));
+  }
   return Status::ok();
 }
 

@@ -10,12 +10,13 @@ void declare_bench_options(Options& o) {
   o.value("heads", "8", "query heads, a multiple of --kv-heads");
   o.value("kv-heads", "", "key/value heads (default: as many as --heads)");
   o.value("head-dim", "128", "head dimension: " + supported_head_dims());
+  o.value("head-dim-v", "", "value (and output) head dimension, one of the same list (default: --head-dim)");
   o.value("dtype", "", "input dtype: f32, f16, bf16 (default f32; with --data npy:DIR the files' dtype)");
   o.value("repeat", "3", "timed runs per configuration (the median is reported)");
   o.value("warmup", "0", "untimed runs after the (untimed) statistics run");
   o.value("data", "structured",
           "structured | random | npy:DIR (DIR/q.npy, k.npy, v.npy: their shape; no --seq, --heads, ...)");
-  o.value("seed", "1", "input seed");
+  o.value("seed", "1", "input seed (also draws the shares of --sinks)");
   o.value("needles", "8", "needles planted in structured inputs");
   o.value("mix", "default", std::string("structured inputs' ") + kMixHelp);
   o.flag("json", "one JSON object per line per configuration (not with --csv)");
@@ -23,6 +24,7 @@ void declare_bench_options(Options& o) {
   o.flag("check", "add rel_l2_err against a double-precision result on sampled rows");
   o.flag("peak", "time an OpenBLAS SGEMM of 4096^3 in the same run (sgemm_gflops)");
   o.flag("quiet", "no progress on stderr");
+  declare_variant_options(o, SinksOption::kGenerated);
   declare_context_options(o);
   declare_method_options(o);
 }
@@ -42,9 +44,10 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   }
   if (files) {
     // The files decide the shape: an option that would describe another one is a mistake.
-    for (const char* name : {"seq", "heads", "kv-heads", "head-dim", "seed", "needles", "mix"}) {
+    for (const std::string name : {"seq", "heads", "kv-heads", "head-dim", "head-dim-v", "seed", "needles", "mix"}) {
+      if (name == "seed" && o.has("sinks")) continue;  // it draws the generated sinks' shares
       if (o.has(name)) {
-        *error = std::string("--") + name + " describes generated inputs; with --data npy:DIR the files decide";
+        *error = "--" + name + " describes generated inputs; with --data npy:DIR the files decide";
         return false;
       }
     }
@@ -70,7 +73,9 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
              std::to_string(b->kv_heads) + ")";
     return false;
   }
-  if (!read_head_dim(o, &b->head_dim, error)) return false;
+  if (!read_head_dim(o, &b->head_dim, error) || !read_head_dim_v(o, &b->head_dim_v, error)) return false;
+  if (b->data == "structured" && !check_generated_head_dim(b->head_dim, error)) return false;
+  if (!read_variant_options(o, SinksOption::kGenerated, &b->variants, error)) return false;
   if (!o.get_int("repeat", 1, 1000, &b->repeat, error)) return false;
   if (!o.get_int("warmup", 0, 1000, &b->warmup, error)) return false;
   if (!o.get_int("seed", 0, INT64_MAX, &v, error)) return false;

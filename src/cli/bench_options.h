@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/common.h"
 #include "cli/options.h"
 #include "core/dtype.h"
 #include "sampleattn/sampleattn.hpp"
@@ -16,6 +17,8 @@ struct BenchOptions {
   std::string method;          // dense, sample or both
   std::vector<int64_t> seqs;   // {0} with npy:DIR inputs: the files decide
   int heads = 8, kv_heads = 8, head_dim = 128;
+  int head_dim_v = 0;          // 0: head_dim (npy:DIR inputs: v.npy decides)
+  VariantOptions variants;     // the model's window, softcap, ALiBi, sinks (generated per input)
   int64_t repeat = 3, warmup = 1, needles = 8;
   workload::HeadMix mix = workload::HeadMix::kDefault;
   uint64_t seed = 1;

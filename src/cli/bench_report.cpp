@@ -1,5 +1,6 @@
 #include "cli/bench_report.h"
 
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 
@@ -20,6 +21,21 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
     << (s.bf16_products ? "bf16" : "f32") << "\",\"threads\":" << s.threads
     << ",\"isa\":" << json_string(s.isa) << ",\"backend\":" << json_string(s.backend_name)
     << ",\"data\":" << json_string(s.data) << ",\"time_s\":" << r.time_s << ",\"gflops\":" << r.gflops << ",\"workspace_bytes\":" << r.workspace_bytes;
+  // The model's variants: always present, so that every row says which attention it measured.
+  j << ",\"head_dim_v\":" << s.head_dim_v << ",\"window_left\":" << s.window_left << ",\"softcap\":" << s.softcap
+    << ",\"alibi\":" << (s.alibi ? "true" : "false") << ",\"sinks\":" << (s.sinks.empty() ? "false" : "true");
+  if (!s.sinks.empty()) {
+    j << ",\"sink_logits\":[";
+    for (size_t h = 0; h < s.sinks.size(); ++h) {
+      j << (h ? "," : "");
+      if (std::isinf(s.sinks[h])) {
+        j << "null";  // -inf: no sink for that head (JSON has no infinity)
+      } else {
+        j << s.sinks[h];
+      }
+    }
+    j << "]";
+  }
   if (s.cuda) j << ",\"device\":" << json_string(s.device_name);
   if (r.sample) {
     j << ",\"alpha\":" << r.alpha << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
@@ -33,7 +49,8 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
         << ",\"rel_l2_err_p90\":" << r.rel_l2_p90 << ",\"rel_l2_err_max\":" << r.rel_l2_max;
     }
     if (r.needle_recall >= 0) {
-      j << ",\"needle_recall\":" << r.needle_recall << ",\"needle_recall_dense\":" << r.needle_recall_dense;
+      j << ",\"needle_recall\":" << r.needle_recall << ",\"needle_recall_dense\":" << r.needle_recall_dense
+        << ",\"needles_visible\":" << r.needles_visible;
     }
     auto array = [&j](const char* name, const auto& values) {
       j << ",\"" << name << "\":[";
@@ -82,6 +99,17 @@ void print_table(const BenchSetting& s, const std::string& method, const std::ve
   std::printf("sampleattn bench: %s inputs, %d heads (%d kv), d=%d, %s, %d threads, %s on %s\n",
               s.data.c_str(), s.heads, s.kv_heads, s.head_dim, dtype_name(s.dtype), s.threads, s.isa.c_str(),
               s.backend_name.c_str());
+  std::string model;
+  if (s.head_dim_v != s.head_dim) model += ", head_dim_v " + std::to_string(s.head_dim_v);
+  if (s.window_left >= 0) model += ", window " + std::to_string(s.window_left);
+  if (s.softcap > 0) {
+    char cap[40];
+    std::snprintf(cap, sizeof cap, ", softcap %g", s.softcap);
+    model += cap;
+  }
+  if (s.alibi) model += ", ALiBi";
+  if (!s.sinks.empty()) model += ", learned sinks";
+  if (!model.empty()) std::printf("model:%s\n", model.c_str() + 1);
   if (peak > 0) std::printf("OpenBLAS SGEMM 4096^3 in this run: %.1f GFLOP/s\n", peak);
   if (method == "dense") {
     std::printf("%8s %12s %10s %10s\n", "N", "dense s", "GFLOP/s", "rel err");

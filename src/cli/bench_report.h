@@ -23,6 +23,7 @@ struct BenchRow {
   double dense_time_s = 0, speedup = 0, density = 0, stripes_mean = 0, overhead_s = 0;
   double min_cra = 0, cra_p1 = 0, cra_mean = 0, sampled_cra = 0, rel_l2 = -1, rel_l2_median = -1, rel_l2_p90 = -1, rel_l2_max = -1;
   double needle_recall = -1, needle_recall_dense = -1;
+  int64_t needles_visible = 0;  // the needles recall counts (those the model's window shows)
   std::vector<double> head_rel_l2, head_cra_min;
   std::vector<int> head_stripes, head_dense, head_alpha_stripes;
   std::vector<std::string> head_decision;
@@ -38,6 +39,13 @@ struct BenchRow {
 // What every row repeats: the shape, the run's settings and where it ran.
 struct BenchSetting {
   int heads = 0, kv_heads = 0, head_dim = 0;
+  int head_dim_v = 0;  // resolved (head_dim when V has the same size)
+  // The model's variants (ABI 1.3): window (-1: none), softcap (0: none), ALiBi (standard slopes),
+  // the sink logits (empty: none).
+  int64_t window_left = -1;
+  double softcap = 0;
+  bool alibi = false;
+  std::vector<float> sinks;
   DType dtype = DType::kF32;
   bool bf16_products = false;
   int threads = 0;

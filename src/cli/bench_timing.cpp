@@ -22,13 +22,14 @@ bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInp
   void* q = mem.upload(in.q.data(), in.q.bytes.size(), error);
   void* k = q ? mem.upload(in.k.data(), in.k.bytes.size(), error) : nullptr;
   void* v = k ? mem.upload(in.v.data(), in.v.bytes.size(), error) : nullptr;
-  const size_t o_bytes = static_cast<size_t>(in.q.num_elements()) * sizeof(float);
+  const size_t o_bytes = static_cast<size_t>(in.q.seq * in.q.heads * in.v.dim) * sizeof(float);
   void* o = v ? mem.allocate(o_bytes, error) : nullptr;
   if (o == nullptr) return false;
   sampleattn_params p = tensor_params(in.q, in.k, in.v, q, k, v, o, DType::kF32);
   p.method = method;
   p.precision = method_params.precision;
   p.sample = &method_params.sample;
+  in.model.apply_to(&p);
   sampleattn_plan_info plan;
   sampleattn_plan_info_init(&plan);
   if (sampleattn_plan(ctx, &p, &plan) == SAMPLEATTN_SUCCESS) out->workspace_bytes = plan.workspace_bytes;
@@ -59,7 +60,7 @@ bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInp
                              (r < 0 ? std::string() : std::to_string(r + 1)) + ": " + std::to_string(dt) + " s");
   }
   out->time_s = median(times);
-  const Status made = workload::make_tensor(in.q.seq, in.q.heads, in.q.dim, DType::kF32, &out->o);
+  const Status made = workload::make_tensor(in.q.seq, in.q.heads, in.v.dim, DType::kF32, &out->o);
   if (!made.is_ok()) {
     *error = made.message();
     return false;

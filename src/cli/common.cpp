@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
@@ -57,9 +58,13 @@ std::string describe(const Status& status) {
 }
 
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
-                                            uint64_t seed, int64_t needles, workload::HeadMix mix) {
+                                            uint64_t seed, int64_t needles, workload::HeadMix mix,
+                                            int head_dim_v, int64_t window_left, double softcap) {
   workload::GeneratorConfig cfg;
   cfg.mix = mix;
+  cfg.head_dim_v = head_dim_v;
+  cfg.window_left = window_left;
+  cfg.softcap = softcap;
   cfg.seq = seq;
   cfg.head_dim = head_dim;
   cfg.num_q_heads = heads;
@@ -96,7 +101,7 @@ Status check_inputs_agree(const workload::Tensor3& q, const workload::Tensor3& k
   if (q.seq < 1 || k.seq < 1) return invalid_shape("q and k need at least one token" + shapes);
   if (k.seq != v.seq) return invalid_shape("k and v must have the same number of tokens" + shapes);
   if (k.heads != v.heads) return invalid_shape("k and v must have the same number of heads" + shapes);
-  if (q.dim != k.dim || k.dim != v.dim) return invalid_shape("q, k and v must have the same head dim" + shapes);
+  if (q.dim != k.dim) return invalid_shape("q and k must have the same head dim" + shapes);
   if (k.heads < 1 || q.heads % k.heads != 0) {
     return invalid_shape("the query heads must be a multiple of the kv heads" + shapes);
   }
@@ -112,6 +117,7 @@ const char* decision_name(int32_t decision) {
     case SAMPLEATTN_DECISION_DENSE_SHORT: return "dense:short";
     case SAMPLEATTN_DECISION_DENSE_COST: return "dense:cost";
     case SAMPLEATTN_DECISION_DENSE_VALIDATION: return "dense:validation";
+    case SAMPLEATTN_DECISION_DENSE_WINDOW: return "dense:window";
     default: return "unknown";
   }
 }
@@ -230,6 +236,8 @@ std::string supported_head_dims() {
   return list;
 }
 
+std::vector<int> head_dim_list() { return {std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims)}; }
+
 bool read_head_dim(const Options& o, int* out, std::string* error) {
   int64_t dim = 0;
   std::string unused;
@@ -244,6 +252,118 @@ bool read_head_dim(const Options& o, int* out, std::string* error) {
   *error = "--head-dim must be one of the library's head dims, " + supported_head_dims() + ", got '" +
            o.get("head-dim") + "'";
   return false;
+}
+
+bool read_head_dim_v(const Options& o, int* out, std::string* error) {
+  *out = 0;
+  if (!o.has("head-dim-v") || o.get("head-dim-v") == "0") return true;
+  int64_t dim = 0;
+  std::string unused;
+  if (o.get_int("head-dim-v", 1, INT32_MAX, &dim, &unused)) {
+    for (int d : kSupportedHeadDims) {
+      if (d == dim) {
+        *out = d;
+        return true;
+      }
+    }
+  }
+  *error = "--head-dim-v must be one of the library's head dims, " + supported_head_dims() + " (0: --head-dim), got '" +
+           o.get("head-dim-v") + "'";
+  return false;
+}
+
+bool check_generated_head_dim(int head_dim, std::string* error) {
+  if (head_dim >= workload::kMinGeneratedHeadDim) return true;
+  *error = "generated inputs need --head-dim " + std::to_string(workload::kMinGeneratedHeadDim) +
+           " or more (the generator's structure needs the RoPE pairs), got " + std::to_string(head_dim);
+  return false;
+}
+
+void declare_variant_options(Options& o, SinksOption sinks) {
+  o.value("window-left", "-1",
+          "model: sliding window, the query at p sees keys p - N .. p; generated needles lie within it (-1: none)");
+  o.value("softcap", "0",
+          "model: logit softcap, s -> X tanh(s / X) (Gemma 2: 50); generated inputs are calibrated under it (0: none)");
+  o.flag("alibi", "model: ALiBi with the standard slopes for the query heads, 2^(-8(h+1)/n) (BLOOM's for other n)");
+  if (sinks == SinksOption::kGenerated) {
+    o.flag("sinks", "model: learned sinks, one logit per query head, made so head h's sink takes a share "
+                    "u_h ~ U[0.05, 0.5) (from --seed) of its median row's mass");
+  } else {
+    o.value("sinks", "", "model: learned sink logits (natural log; -inf: none), one per query head or one for all");
+  }
+}
+
+bool read_variant_options(const Options& o, SinksOption sinks, VariantOptions* v, std::string* error) {
+  *v = VariantOptions();
+  std::string unused;
+  if (!o.get_int("window-left", -1, INT32_MAX, &v->window_left, &unused)) {
+    *error = "--window-left must be -1 (no window) or a number of keys in [0, " + std::to_string(INT32_MAX) +
+             "], got '" + o.get("window-left") + "'";
+    return false;
+  }
+  if (!o.get_double("softcap", 0, 1e30, &v->softcap, &unused)) {
+    *error = "--softcap must be a finite number >= 0 (0: no cap), got '" + o.get("softcap") + "'";
+    return false;
+  }
+  v->alibi = o.has("alibi");
+  if (!o.has("sinks")) return true;
+  if (sinks == SinksOption::kGenerated) {
+    v->generated_sinks = true;
+    return true;
+  }
+  // Natural-log logits: finite, or -inf for a head without a sink (strtod reads "-inf").
+  for (const std::string& item : o.get_list("sinks")) {
+    char* end = nullptr;
+    const double x = std::strtod(item.c_str(), &end);
+    const float logit = static_cast<float>(x);
+    const bool no_sink = std::isinf(x) && x < 0;
+    if (*end != '\0' || !(std::isfinite(logit) || no_sink)) {
+      *error = "--sinks takes sink logits (natural log), finite or -inf, comma-separated, got '" + item + "'";
+      return false;
+    }
+    v->sink_values.push_back(logit);
+  }
+  if (v->sink_values.empty()) {
+    *error = "--sinks needs one logit per query head, or one for all";
+    return false;
+  }
+  return true;
+}
+
+bool model_variants_for(const VariantOptions& v, int64_t q_heads, workload::ModelVariants* model, std::string* error) {
+  *model = workload::ModelVariants();
+  model->window_left = v.window_left;
+  model->softcap = v.softcap;
+  if (v.alibi) model->alibi_slopes = workload::standard_alibi_slopes(static_cast<int>(q_heads));
+  if (v.sink_values.size() == 1) {
+    model->sinks.assign(static_cast<size_t>(q_heads), v.sink_values.front());
+  } else if (!v.sink_values.empty()) {
+    if (static_cast<int64_t>(v.sink_values.size()) != q_heads) {
+      *error = "--sinks has " + std::to_string(v.sink_values.size()) + " logits for " + std::to_string(q_heads) +
+               " query heads: give one per query head, or one for all";
+      return false;
+    }
+    model->sinks = v.sink_values;
+  }
+  return true;
+}
+
+std::string describe_variants(const workload::ModelVariants& model, int64_t head_dim, int64_t head_dim_v) {
+  std::string text;
+  auto add = [&text](const std::string& part) {
+    if (!text.empty()) text += ", ";
+    text += part;
+  };
+  if (model.window_left >= 0) add("window " + std::to_string(model.window_left));
+  if (model.softcap > 0) {
+    char cap[32];
+    std::snprintf(cap, sizeof cap, "softcap %g", model.softcap);
+    add(cap);
+  }
+  if (!model.alibi_slopes.empty()) add("ALiBi");
+  if (!model.sinks.empty()) add("sinks");
+  if (head_dim_v != head_dim) add("head_dim_v " + std::to_string(head_dim_v));
+  return text;
 }
 
 void declare_context_options(Options& o) {
@@ -331,8 +451,9 @@ sampleattn_params tensor_params(const workload::Tensor3& q, const workload::Tens
   p.q = {q_data, static_cast<sampleattn_dtype>(q.dtype), q.token_stride(), q.head_stride()};
   p.k = {k_data, static_cast<sampleattn_dtype>(k.dtype), k.token_stride(), k.head_stride()};
   p.v = {v_data, static_cast<sampleattn_dtype>(v.dtype), v.token_stride(), v.head_stride()};
-  p.o = {o_data, static_cast<sampleattn_dtype>(o_dtype), q.token_stride(), q.head_stride()};
+  p.o = {o_data, static_cast<sampleattn_dtype>(o_dtype), q.heads * v.dim, v.dim};
   p.head_dim = static_cast<int32_t>(q.dim);
+  p.head_dim_v = v.dim == q.dim ? 0 : static_cast<int32_t>(v.dim);
   p.num_q_heads = static_cast<int32_t>(q.heads);
   p.num_kv_heads = static_cast<int32_t>(k.heads);
   p.seqlen_q = q.seq;

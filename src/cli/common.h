@@ -5,10 +5,12 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "cli/options.h"
 #include "sampleattn/sampleattn.hpp"
 #include "workload/generator.h"
+#include "workload/model_variants.h"
 #include "workload/npy.h"
 
 namespace sampleattn::cli {
@@ -33,8 +35,36 @@ bool read_fraction(const Options& o, const std::string& name, bool zero_allowed,
 
 // Reads --head-dim: one of the library's head dims (core/problem.h kSupportedHeadDims).
 bool read_head_dim(const Options& o, int* out, std::string* error);
+// Reads --head-dim-v: absent, 0 (= head_dim); else one of the library's head dims.
+bool read_head_dim_v(const Options& o, int* out, std::string* error);
+// Generated (structured) inputs need a head_dim the generator makes (kMinGeneratedHeadDim and up).
+bool check_generated_head_dim(int head_dim, std::string* error);
+
+// The model's attention variants (ABI 1.3) on the command line: --window-left N, --softcap X,
+// --alibi (the standard slopes for the query heads), and --sinks: generated for the inputs
+// (bench: a flag; workload::generated_sinks) or given (run: a list of logits).
+enum class SinksOption { kGenerated, kGiven };
+void declare_variant_options(Options& o, SinksOption sinks);
+struct VariantOptions {
+  int64_t window_left = -1;  // -1: none
+  double softcap = 0;        // 0: none
+  bool alibi = false;
+  bool generated_sinks = false;    // bench --sinks
+  std::vector<float> sink_values;  // run --sinks: one per query head, or one for all
+  bool any() const { return window_left >= 0 || softcap > 0 || alibi || generated_sinks || !sink_values.empty(); }
+};
+// Checks every value (a usage error: before any input is read).
+bool read_variant_options(const Options& o, SinksOption sinks, VariantOptions* variants, std::string* error);
+// The variants of a call with `q_heads` query heads: ALiBi slopes for that many heads, given
+// sinks spread to them (generated ones are made by the caller, from the inputs). false with error
+// when the given sinks are neither one nor q_heads values.
+bool model_variants_for(const VariantOptions& v, int64_t q_heads, workload::ModelVariants* model, std::string* error);
+// "window 4096, softcap 30, ALiBi, sinks, head_dim_v 128" (empty when none), for progress and titles.
+std::string describe_variants(const workload::ModelVariants& model, int64_t head_dim, int64_t head_dim_v);
 // "64, 80, 96, 128 or 256".
 std::string supported_head_dims();
+// The same list, ascending (core/problem.h kSupportedHeadDims: this build's kernel list).
+std::vector<int> head_dim_list();
 
 // Declares --backend, --threads, --no-bind and --max-workspace. Reading them is checking the
 // command line (a usage error); creating the context is work that can fail (e.g. no CUDA device).
@@ -70,17 +100,20 @@ const char* decision_name(int32_t decision);
 // The structured inputs every subcommand generates: the generator's defaults plus `needles`
 // needles at evenly spaced depths and the head mix, so bench, run, mask and generate see the same
 // data.
+// The model the inputs are made for (workload::GeneratorConfig: V's head size, window, softcap)
+// is what the command's variant options say.
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
-                                            uint64_t seed, int64_t needles, workload::HeadMix mix);
+                                            uint64_t seed, int64_t needles, workload::HeadMix mix,
+                                            int head_dim_v = 0, int64_t window_left = -1, double softcap = 0);
 // --mix: "default" or "real" (generator.h: HeadMix); false on anything else.
 bool parse_head_mix(const std::string& text, workload::HeadMix* mix);
 inline constexpr const char* kMixHelp =
     "generated head mix: default (local, stripe, sparse, diffuse) or real (1 head in 8 a copy head, 1 a retrieval "
     "head)";
 
-// Q, K and V read from files must describe one call: K and V the same tokens and heads, one head
-// dim, query heads a multiple of kv heads, and at least one token. Checked before any call, so a
-// mismatched file never makes the library read past a buffer.
+// Q, K and V read from files must describe one call: K and V the same tokens and heads, Q and K
+// one head dim (V's is head_dim_v, its own), query heads a multiple of kv heads, and at least one
+// token. Checked before any call, so a mismatched file never makes the library read past a buffer.
 Status check_inputs_agree(const workload::Tensor3& q, const workload::Tensor3& k, const workload::Tensor3& v);
 
 // What the program is about to allocate, for the message when an allocation fails (main catches
@@ -95,7 +128,8 @@ std::string describe(const Status& status);
 // Parses "f32" | "f16" | "bf16".
 bool parse_dtype(const std::string& text, DType* out);
 
-// Params for one sequence over [seq, heads, dim] tensors at the given (backend) addresses.
+// Params for one sequence over [seq, heads, dim] tensors at the given (backend) addresses; O is
+// [q.seq, q.heads, v.dim] (head_dim_v is v's head dim when it differs from q's).
 sampleattn_params tensor_params(const workload::Tensor3& q, const workload::Tensor3& k,
                                 const workload::Tensor3& v, const void* q_data, const void* k_data, const void* v_data,
                                 void* o_data, DType o_dtype);

@@ -34,7 +34,7 @@ constexpr const char* kUsage =
     "  mask      draw one head's chosen mask over its true attention as a PNG\n"
     "  profile   per-head attention statistics of generated inputs beside real captures\n"
     "  generate  write generated structured inputs as q.npy, k.npy, v.npy\n"
-    "  info      version, CPU, kernel tables, backends, threads and environment overrides\n"
+    "  info      version, CPU, kernel tables, backends, threads, head dims and environment overrides\n"
     "  help      this list (sampleattn help <command>: that command's options)\n"
     "\n"
     "  --version prints the version\n"
@@ -84,7 +84,17 @@ struct InputSpec {
   int64_t seq = 0, heads = 0, kv_heads = 0, seed = 0, needles = 0;
   int head_dim = 0;
   workload::HeadMix mix = workload::HeadMix::kDefault;
+  // The model generated inputs are made for (workload::GeneratorConfig): V's head size (0: head_dim;
+  // --head-dim-v where the command has it), window and softcap (the command's variant options).
+  int head_dim_v = 0;
+  int64_t window_left = -1;
+  double softcap = 0;
 };
+
+// --head-dim-v: V's own head size, for the commands that make or run generated inputs.
+void declare_head_dim_v(Options& o, const char* prefix) {
+  o.value("head-dim-v", "", std::string(prefix) + "value head dimension, one of --head-dim's list (default: --head-dim)");
+}
 
 // false with error set: a usage error.
 bool read_input_spec(const Options& o, bool files_allowed, InputSpec* in, std::string* error) {
@@ -99,6 +109,10 @@ bool read_input_spec(const Options& o, bool files_allowed, InputSpec* in, std::s
         return false;
       }
     }
+    if (o.has("head-dim-v")) {
+      *error = "--head-dim-v describes generated inputs; with --q, --k and --v, v.npy's shape decides";
+      return false;
+    }
     in->files = true;
     in->q = o.get("q");
     in->k = o.get("k");
@@ -108,7 +122,8 @@ bool read_input_spec(const Options& o, bool files_allowed, InputSpec* in, std::s
   if (!o.get_int("seq", 1, workload::kMaxGeneratedSeq, &in->seq, error) ||
       !o.get_int("heads", 1, 1024, &in->heads, error) ||
       !o.get_int(o.has("kv-heads") ? "kv-heads" : "heads", 1, 1024, &in->kv_heads, error) ||
-      !read_head_dim(o, &in->head_dim, error) || !o.get_int("seed", 0, INT64_MAX, &in->seed, error) ||
+      !read_head_dim(o, &in->head_dim, error) || !check_generated_head_dim(in->head_dim, error) ||
+      !read_head_dim_v(o, &in->head_dim_v, error) || !o.get_int("seed", 0, INT64_MAX, &in->seed, error) ||
       !o.get_int("needles", 0, 64, &in->needles, error)) {
     return false;
   }
@@ -144,15 +159,19 @@ Status load_inputs(const InputSpec& in, const Progress& progress, workload::Tens
     return check_inputs_agree(*q, *k, *v);
   }
   // The generator builds f32 tensors and working copies of the same size.
-  const uint64_t bytes = 2ull * static_cast<uint64_t>(in.seq) * static_cast<uint64_t>(in.heads + 2 * in.kv_heads) *
-                         static_cast<uint64_t>(in.head_dim) * 4u;
+  const uint64_t dv = static_cast<uint64_t>(in.head_dim_v > 0 ? in.head_dim_v : in.head_dim);
+  const uint64_t bytes = 2ull * static_cast<uint64_t>(in.seq) *
+                         (static_cast<uint64_t>(in.heads + in.kv_heads) * static_cast<uint64_t>(in.head_dim) +
+                          static_cast<uint64_t>(in.kv_heads) * dv) *
+                         4u;
   note_memory_need("the generated inputs of " + std::to_string(in.seq) + " tokens", bytes);
   progress("generating structured inputs: " + std::to_string(in.seq) + " tokens, " + std::to_string(in.heads) + "/" +
            std::to_string(in.kv_heads) + " heads, head dim " + std::to_string(in.head_dim));
   workload::GeneratedData g;
   SAMPLEATTN_RETURN_IF_ERROR(workload::generate(
       structured_config(in.seq, static_cast<int>(in.heads), static_cast<int>(in.kv_heads), in.head_dim,
-                        static_cast<uint64_t>(in.seed), in.needles, in.mix),
+                        static_cast<uint64_t>(in.seed), in.needles, in.mix, in.head_dim_v, in.window_left,
+                        in.softcap),
       &g));
   *q = std::move(g.q);
   *k = std::move(g.k);
@@ -182,16 +201,18 @@ struct RunResult {
   std::vector<int32_t> offsets, stripes;
 };
 
-Status run_call(sampleattn_context* ctx, const sampleattn_params& method, const workload::Tensor3& q,
-                const workload::Tensor3& k, const workload::Tensor3& v, DType o_dtype, const Progress& progress,
-                RunResult* r) {
+Status run_call(sampleattn_context* ctx, const sampleattn_params& method, const workload::ModelVariants& model,
+                const workload::Tensor3& q, const workload::Tensor3& k, const workload::Tensor3& v, DType o_dtype,
+                const Progress& progress, RunResult* r) {
   const sampleattn_context_info info = context_info(ctx);
   BackendMemory mem(info.backend);
   std::string error;
-  SAMPLEATTN_RETURN_IF_ERROR(workload::make_tensor(q.seq, q.heads, q.dim, o_dtype, &r->o));
+  SAMPLEATTN_RETURN_IF_ERROR(workload::make_tensor(q.seq, q.heads, v.dim, o_dtype, &r->o));
+  const std::string variants = describe_variants(model, q.dim, v.dim);
   progress(std::string("running ") + (method.method == SAMPLEATTN_METHOD_DENSE ? "dense" : "sample") + " on " +
            std::to_string(q.seq) + " tokens (" + std::to_string(q.heads) + "/" + std::to_string(k.heads) +
-           " heads, head dim " + std::to_string(q.dim) + ", " + dtype_name(q.dtype) + ") on " +
+           " heads, head dim " + std::to_string(q.dim) + ", " + dtype_name(q.dtype) +
+           (variants.empty() ? "" : ", " + variants) + ") on " +
            (info.backend == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu") + ", " + std::to_string(info.num_threads) +
            " threads");
   void* dq = mem.upload(q.data(), q.bytes.size(), &error);
@@ -203,6 +224,7 @@ Status run_call(sampleattn_context* ctx, const sampleattn_params& method, const 
   p.method = method.method;
   p.precision = method.precision;
   p.sample = method.sample;
+  model.apply_to(&p);
   r->heads.assign(static_cast<size_t>(q.heads), {});
   r->offsets.assign(static_cast<size_t>(q.heads) + 1, 0);
   r->stripes.assign(static_cast<size_t>(q.heads * k.seq), 0);
@@ -246,15 +268,18 @@ int run_main(int argc, char** argv, int first) {
   declare_generated_inputs(o, "generated inputs: ");
   o.value("out", "", "output .npy [seq, heads, dim] (required)");
   o.value("out-dtype", "", "f32, f16 or bf16 (default: the dtype of q)");
+  declare_head_dim_v(o, "generated inputs: ");
   o.value("method", "sample", "dense or sample");
   o.flag("stats", "print per-head statistics");
   o.flag("quiet", kQuietHelp);
+  declare_variant_options(o, SinksOption::kGiven);
   declare_context_options(o);
   declare_method_options(o);
   if (wants_help(argc, argv, first)) {
     return print_help("sampleattn run [--q q.npy --k k.npy --v v.npy | --seq N ...] --out o.npy [options]\n"
                       "Prints one line on stdout when done (with --stats, a table per head); progress goes to\n"
-                      "stderr (--quiet: none).",
+                      "stderr (--quiet: none). The model options (--window-left, --softcap, --alibi, --sinks) set\n"
+                      "the attention's variants; generated inputs are made for that model.",
                       o);
   }
   // Every option is checked before any input is read or generated.
@@ -269,6 +294,13 @@ int run_main(int argc, char** argv, int first) {
   }
   sampleattn::Params method;
   if (!read_method(o, &method, &error)) return usage_error("run", error);
+  VariantOptions variants;
+  if (!read_variant_options(o, SinksOption::kGiven, &variants, &error)) return usage_error("run", error);
+  in.window_left = variants.window_left;
+  in.softcap = variants.softcap;
+  workload::ModelVariants model;
+  // The sinks against the query heads: generated inputs' now, files' once they are read.
+  if (!in.files && !model_variants_for(variants, in.heads, &model, &error)) return usage_error("run", error);
   sampleattn_context_options context_options;
   if (!read_context_options(o, &context_options, &error)) return usage_error("run", error);
 
@@ -280,9 +312,10 @@ int run_main(int argc, char** argv, int first) {
   workload::Tensor3 q, k, v;
   st = load_inputs(in, progress, &q, &k, &v);
   if (!st.is_ok()) return fail("run", describe(st));
+  if (!model_variants_for(variants, q.heads, &model, &error)) return usage_error("run", error);
   if (!o.has("out-dtype")) out_dtype = q.dtype;
   RunResult r;
-  st = run_call(ctx.get(), method, q, k, v, out_dtype, progress, &r);
+  st = run_call(ctx.get(), method, model, q, k, v, out_dtype, progress, &r);
   ctx.reset();
   if (!st.is_ok()) return fail("run", describe(st));
   progress("writing " + o.get("out") + " (" + mebibytes(r.o.bytes.size()) + ")");
@@ -352,7 +385,7 @@ int mask_main(int argc, char** argv, int first) {
                                    std::to_string(q.heads) + " heads), got '" + o.get("head") + "'");
   }
   RunResult r;
-  st = run_call(ctx.get(), method, q, k, v, DType::kF32, progress, &r);
+  st = run_call(ctx.get(), method, workload::ModelVariants(), q, k, v, DType::kF32, progress, &r);
   ctx.reset();
   if (!st.is_ok()) return fail("mask", describe(st));
   const sampleattn_head_stats& hs = r.heads[static_cast<size_t>(head)];
@@ -421,6 +454,9 @@ int profile_main(int argc, char** argv, int first) {
 int generate_main(int argc, char** argv, int first) {
   Options o;
   declare_generated_inputs(o, "");
+  declare_head_dim_v(o, "");
+  o.value("window-left", "-1", "the model's sliding window: needles at their depth within it (-1: none)");
+  o.value("softcap", "0", "the model's logit softcap: sink and needle calibrations on the capped scores (0: none)");
   o.value("dtype", "f32", "dtype of the files: f32, f16, bf16 (stored as <u2)");
   o.value("out", "", "existing directory to write q.npy, k.npy and v.npy into (required)");
   o.flag("quiet", kQuietHelp);
@@ -430,6 +466,10 @@ int generate_main(int argc, char** argv, int first) {
   if (!o.has("out")) return usage_error("generate", "needs --out DIR");
   InputSpec in;
   if (!read_input_spec(o, false, &in, &error)) return usage_error("generate", error);
+  VariantOptions variants;
+  if (!read_variant_options(o, SinksOption::kGiven, &variants, &error)) return usage_error("generate", error);
+  in.window_left = variants.window_left;
+  in.softcap = variants.softcap;
   DType dtype;
   if (!parse_dtype(o.get("dtype"), &dtype)) {
     return usage_error("generate", "--dtype must be f32, f16 or bf16, got '" + o.get("dtype") + "'");
@@ -447,9 +487,10 @@ int generate_main(int argc, char** argv, int first) {
     if (st.is_ok()) st = workload::write_npy(path, converted);
   }
   if (!st.is_ok()) return fail("generate", describe(st));
-  std::printf("wrote %s/{q,k,v}.npy: [%lld, %lld/%lld, %lld] %s\n", o.get("out").c_str(),
+  std::printf("wrote %s/{q,k,v}.npy: [%lld, %lld/%lld, %lld] %s%s\n", o.get("out").c_str(),
               static_cast<long long>(q.seq), static_cast<long long>(q.heads), static_cast<long long>(k.heads),
-              static_cast<long long>(q.dim), dtype_name(dtype));
+              static_cast<long long>(q.dim), dtype_name(dtype),
+              v.dim == q.dim ? "" : (", v head dim " + std::to_string(v.dim)).c_str());
   return kExitOk;
 }
 
@@ -463,7 +504,8 @@ int info_main(int argc, char** argv, int first) {
   if (wants_help(argc, argv, first)) {
     return print_help("sampleattn info [--json]\n"
                       "The default context's backend and threads, this CPU and its kernel tables, the\n"
-                      "backends compiled in and found, and the SAMPLEATTN_* variables read or rejected.",
+                      "backends compiled in and found, the head dims, and the SAMPLEATTN_* variables read or\n"
+                      "rejected.",
                       o);
   }
   std::string error;
@@ -475,15 +517,26 @@ int info_main(int argc, char** argv, int first) {
   const sampleattn_context_info info = context_info(ctx.get());
   auto text = [](const char* s) { return std::string(s ? s : ""); };
   const std::string backend = info.backend == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu";
+  // The head dims this build's kernels take (head_dim and head_dim_v alike, any pair).
+  std::string dims_json, dims_text;
+  for (int d : head_dim_list()) {
+    if (!dims_json.empty()) {
+      dims_json += ',';
+      dims_text += ' ';
+    }
+    dims_json += std::to_string(d);
+    dims_text += std::to_string(d);
+  }
   if (o.has("json")) {
     std::printf("{\"version\":%s,\"backend\":%s,\"device\":%s,\"isa\":%s,\"threads\":%d,\"numa_nodes\":%d,"
-                "\"binding\":%s,\"cpu_model\":%s,\"cpu_tables\":%s,\"backends\":%s,\"environment\":%s,\"note\":%s}\n",
+                "\"binding\":%s,\"cpu_model\":%s,\"cpu_tables\":%s,\"backends\":%s,\"environment\":%s,\"note\":%s,"
+                "\"head_dims\":[%s]}\n",
                 json_string(sampleattn_version()).c_str(), json_string(backend).c_str(),
                 json_string(text(info.device_name)).c_str(), json_string(text(info.isa)).c_str(), info.num_threads,
                 info.num_numa_nodes, json_string(info.binding == SAMPLEATTN_BIND_NONE ? "none" : "cores").c_str(),
                 json_string(text(info.cpu_model)).c_str(), json_string(text(info.cpu_tables)).c_str(),
                 json_string(text(info.backends)).c_str(), json_string(text(info.environment)).c_str(),
-                json_string(text(info.note)).c_str());
+                json_string(text(info.note)).c_str(), dims_json.c_str());
     return kExitOk;
   }
   const std::string device = text(info.device_name);
@@ -497,6 +550,7 @@ int info_main(int argc, char** argv, int first) {
   std::printf("threads:     %d\n", info.num_threads);
   std::printf("binding:     %s\n", binding_name(info.binding));
   std::printf("numa nodes:  %d\n", info.num_numa_nodes);
+  std::printf("head dims:   %s (head_dim and head_dim_v, any pair)\n", dims_text.c_str());
   std::printf("environment: %s\n", environment.empty() ? "no SAMPLEATTN_* variable set" : environment.c_str());
   if (info.note != nullptr && info.note[0] != '\0') std::printf("note:        %s\n", info.note);
   return kExitOk;

@@ -15,8 +15,9 @@ Status validate(const GeneratorConfig& c) {
   if (c.seq < 1 || c.seq > kMaxGeneratedSeq) {
     return invalid_shape("generator: seq must be in [1, " + std::to_string(kMaxGeneratedSeq) + "]");
   }
-  if (c.head_dim < 64 || c.head_dim > 256 || c.head_dim % 2 != 0) {
-    return Status(SAMPLEATTN_UNSUPPORTED_HEAD_DIM, "generator: head_dim must be even, 64..256");
+  if (c.head_dim < kMinGeneratedHeadDim || c.head_dim > 256 || c.head_dim % 2 != 0) {
+    return Status(SAMPLEATTN_UNSUPPORTED_HEAD_DIM,
+                  "generator: head_dim must be even, " + std::to_string(kMinGeneratedHeadDim) + "..256");
   }
   if (c.num_q_heads < 1 || c.num_kv_heads < 1 || c.num_q_heads % c.num_kv_heads != 0) {
     return invalid_shape("generator: num_q_heads must be a positive multiple of num_kv_heads");
@@ -40,6 +41,13 @@ Status validate(const GeneratorConfig& c) {
     if (static_cast<int>(t) < 0 || static_cast<int>(t) > 5) return invalid_argument("generator: bad head type");
   }
   if (c.mix != HeadMix::kDefault && c.mix != HeadMix::kReal) return invalid_argument("generator: bad head mix");
+  if (c.head_dim_v < 0 || c.head_dim_v > 1024) {
+    return Status(SAMPLEATTN_UNSUPPORTED_HEAD_DIM, "generator: head_dim_v must be 0 (head_dim) or 1..1024");
+  }
+  if (c.window_left < -1) return invalid_argument("generator: window_left must be -1 (none) or >= 0");
+  if (!(c.softcap >= 0.0) || !std::isfinite(c.softcap)) {
+    return invalid_argument("generator: softcap must be finite and >= 0 (0: none)");
+  }
   if (!c.needles.empty() && c.seq < 16) {
     return invalid_shape("generator: needles need seq >= 16");
   }
@@ -86,7 +94,7 @@ Status generate(const GeneratorConfig& c, GeneratedData* out) {
   g.softmax_scale = dims.scale;
   SAMPLEATTN_RETURN_IF_ERROR(make_tensor(dims.seq, dims.q_heads, dims.d, DType::kF32, &g.q));
   SAMPLEATTN_RETURN_IF_ERROR(make_tensor(dims.seq, dims.kv_heads, dims.d, DType::kF32, &g.k));
-  SAMPLEATTN_RETURN_IF_ERROR(make_tensor(dims.seq, dims.kv_heads, dims.d, DType::kF32, &g.v));
+  SAMPLEATTN_RETURN_IF_ERROR(make_tensor(dims.seq, dims.kv_heads, dims.dv, DType::kF32, &g.v));
   float* Q = reinterpret_cast<float*>(g.q.data());
   float* K = reinterpret_cast<float*>(g.k.data());
   float* V = reinterpret_cast<float*>(g.v.data());

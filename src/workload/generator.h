@@ -49,6 +49,17 @@
 //    (0.15-0.3), calibrated per row on the row's exact partition (their rows differ too much for
 //    the sample-row curve), which costs O(seq^2 d) per such head. The far keys' identity terms
 //    project onto every other key's identity too (a few nats of extra background per row).
+// The model the inputs are made for (all off by default; the default bytes do not change):
+//  - head_dim_v: V (and the needles' values) get a head size of their own.
+//  - window_left (a sliding-window model): each needle's key lies at its depth within the keys its
+//    query sees (keys q - window_left .. q - 1), so the recall metric has needles to count; the
+//    heads are unchanged: a row sees the band, stripes and background of its window (the sink
+//    keys only in the first window), i.e. attention local within the window.
+//  - softcap (a Gemma 2 style logit cap): the sink and needle calibrations solve for their targets
+//    on the capped scores, so the capped attention keeps the designed sink mass and needle share,
+//    while the raw logits the kernels see reach where the cap bends them (sink logits of about 30
+//    at 8K). Attention that ignored the cap would differ: measured at 8K, 128 dims, 8 heads, the
+//    output rows move by 14-38% (relative L2, per head) for a cap of 30, 6-13% for 50.
 // Heads mix four types, assigned deterministically from the seed: local/slash-dominated,
 // stripe-dominated, very sparse (sink + local) and diffuse; the "real" mix (HeadMix::kReal) turns
 // one head in 8 into a copy head and one in 8 into a retrieval head. V is Gaussian N(0, 1); planted
@@ -85,7 +96,9 @@ struct RepeatSpan {
 
 // A key/value pair planted in the context and the query that retrieves it.
 struct NeedleSpec {
-  double depth = 0.5;   // key position as a fraction of the context, [0, 1]
+  // Key position as a fraction of the context, [0, 1]; with a model window, of the keys the
+  // needle's query sees (its last window_left keys before it).
+  double depth = 0.5;
   int64_t query = -1;   // query token; -1: one of the last 64 tokens, distinct per needle
   int query_head = -1;  // -1: spread over the heads round-robin
 };
@@ -94,15 +107,18 @@ struct PlantedNeedle {
   int64_t query_token = 0;
   int query_head = 0;
   int64_t key_position = 0;
-  std::vector<float> value_direction;  // unit vector of head_dim: the value stored at the key
+  std::vector<float> value_direction;  // unit vector of head_dim_v: the value stored at the key
 };
 
 // The longest sequence the generator makes (its decay and RoPE tables are laid out for it).
 inline constexpr int64_t kMaxGeneratedSeq = 131072;
+// The smallest head_dim it makes: its structure needs RoPE pairs for the sink, stripes, topics,
+// band, decay and identities; at 32 (16 pairs) the calibrations run out of room (scores of 100+).
+inline constexpr int kMinGeneratedHeadDim = 48;
 
 struct GeneratorConfig {
   int64_t seq = 4096;  // 1 .. kMaxGeneratedSeq
-  int head_dim = 128;  // even, 64 .. 256
+  int head_dim = 128;  // even, kMinGeneratedHeadDim .. 256
   int num_q_heads = 32;
   int num_kv_heads = 8;  // divides num_q_heads
   double rope_base = 500000.0;
@@ -118,6 +134,11 @@ struct GeneratorConfig {
   // Optional per-head type override (size num_q_heads); empty: the deterministic mix.
   std::vector<HeadType> head_types;
   HeadMix mix = HeadMix::kDefault;
+  // The model the inputs are made for (see above): V's head size (0: head_dim; else 1 .. 1024),
+  // its sliding window (-1: none; else >= 0) and its logit softcap (0: none; else finite > 0).
+  int head_dim_v = 0;
+  int64_t window_left = -1;
+  double softcap = 0;
 };
 
 struct HeadInfo {
@@ -130,7 +151,7 @@ struct HeadInfo {
 };
 
 struct GeneratedData {
-  Tensor3 q, k, v;  // f32, [seq, heads, head_dim], RoPE applied to q and k
+  Tensor3 q, k, v;  // f32, [seq, heads, head_dim] (v: head_dim_v), RoPE applied to q and k
   float softmax_scale = 0.f;  // 1/sqrt(head_dim), the scale the calibration assumed
   std::vector<HeadInfo> heads;                // per query head
   std::vector<std::vector<int64_t>> stripes;  // per kv head: stripe key positions, ascending

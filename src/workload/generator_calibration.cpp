@@ -30,6 +30,37 @@ double solve_sink_logit(const double* c, int count, double log_target) {
   return L;
 }
 
+// The same under a logit cap: L such that sum_t exp(capped(L * c[t])) = target. The capped
+// scores stay below the cap, so a target within 2% of it is reduced to what is reachable (the
+// sink then takes a little less than its share). Bisection: the sum grows with L (c[t] > 0).
+double solve_capped_sink_logit(const double* c, int count, double log_target, double cap) {
+  double c_min = c[0];
+  for (int t = 1; t < count; ++t) c_min = std::min(c_min, c[t]);
+  const double reach = std::atanh(0.98) * cap / c_min;  // every capped score at 0.98 cap
+  auto log_sum = [&](double L) {
+    double mx = -1e300;
+    for (int t = 0; t < count; ++t) mx = std::max(mx, cap * std::tanh(L * c[t] / cap));
+    double sum = 0;
+    for (int t = 0; t < count; ++t) sum += std::exp(cap * std::tanh(L * c[t] / cap) - mx);
+    return mx + std::log(sum);
+  };
+  double lo = -reach, hi = reach;
+  if (log_target >= log_sum(hi)) return hi;
+  if (log_target <= log_sum(lo)) return lo;
+  for (int it = 0; it < 60; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    (log_sum(mid) < log_target ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+// The raw score whose capped value is `target` (clamped to 0.98 of the cap, what a raw score can
+// still reach), or `target` itself without a cap.
+double uncapped(double target, double cap) {
+  if (cap <= 0) return target;
+  return cap * std::atanh(std::clamp(target / cap, -0.98, 0.98));
+}
+
 // The rows the sink calibration computes exactly: kCalibrationRowsPerPoint rows near each of
 // kCalibrationGrid positions spaced evenly in log scale, ascending, distinct.
 std::vector<int64_t> calibration_rows(int64_t N) {
@@ -64,7 +95,7 @@ std::vector<FarCurve> far_partition_curves(const Dims& dims, const std::vector<i
       // The far part only: keys kSinkTokens .. p - kNearExact.
       grid_logz[h * grid_rows.size() + r] =
           log_partition(Q + (p * Hq + h) * d, K + kv * d, static_cast<int64_t>(Hkv) * d, d, dims.scale, kSinkTokens,
-                        std::max<int64_t>(kSinkTokens, p + 1 - kNearExact));
+                        std::max<int64_t>(kSinkTokens, p + 1 - kNearExact), -1, dims.softcap);
     }
   }
   // The rows of one grid point averaged.
@@ -117,13 +148,13 @@ float dot(const float* a, const float* b, int d) {
 }
 
 double log_partition(const float* q, const float* k, int64_t k_stride, int d, float scale, int64_t begin,
-                     int64_t end, int64_t skip) {
+                     int64_t end, int64_t skip, float cap) {
   if (end <= begin) return -std::numeric_limits<double>::infinity();
   std::vector<float> s(static_cast<size_t>(end - begin));
   float mx = -std::numeric_limits<float>::infinity();
   for (int64_t j = begin; j < end; ++j) {
     const float v = j == skip ? -std::numeric_limits<float>::infinity()
-                              : scale * dot(q, k + j * k_stride, d);
+                              : capped(scale * dot(q, k + j * k_stride, d), cap);
     s[j - begin] = v;
     mx = std::max(mx, v);
   }
@@ -137,7 +168,7 @@ std::vector<double> calibrate_needle_rows(const GeneratorConfig& c, const std::v
                                           float* Q, const float* K) {
   const Dims dims = Dims::of(c);
   const int d = dims.d, Hq = dims.q_heads, Hkv = dims.kv_heads;
-  const float scale = dims.scale;
+  const float scale = dims.scale, cap = dims.softcap;
   std::vector<double> needle_row_log_sink(needles.size(), 0.0);
   for (size_t n = 0; n < needles.size(); ++n) {
     const NeedleWork& w = needles[n];
@@ -151,10 +182,12 @@ std::vector<double> calibrate_needle_rows(const GeneratorConfig& c, const std::v
     const double along = scale * dot(nu_post.data(), kn, d);
     double log_other = 0;
     for (int it = 0; it < 4; ++it) {
-      log_other = log_partition(q, K + kv * d, static_cast<int64_t>(Hkv) * d, d, scale, kSinkTokens, w.query + 1, w.key);
+      log_other =
+          log_partition(q, K + kv * d, static_cast<int64_t>(Hkv) * d, d, scale, kSinkTokens, w.query + 1, w.key, cap);
       const double target = log_other + std::log(kNeedleMass / (1.0 - kNeedleMass - kNeedleSinkMass));
       const double current = scale * dot(q, kn, d);
-      const double gamma = (target - current) / along;
+      // Under a cap, the raw score whose capped value is the target.
+      const double gamma = (cap > 0 ? uncapped(target, cap) - current : target - current) / along;
       for (int i = 0; i < d; ++i) q[i] += static_cast<float>(gamma * nu_post[i]);
     }
     needle_row_log_sink[n] = log_other + std::log(kNeedleSinkMass / (1.0 - kNeedleMass - kNeedleSinkMass));
@@ -168,7 +201,7 @@ void calibrate_sinks(const GeneratorConfig& c, const Layout& L, const std::vecto
   const Dims dims = Dims::of(c);
   const int64_t N = dims.seq;
   const int d = dims.d, Hq = dims.q_heads, Hkv = dims.kv_heads, group = dims.group;
-  const float scale = dims.scale;
+  const float scale = dims.scale, cap = dims.softcap;
   const std::vector<FarCurve> curve = far_partition_curves(dims, calibration_rows(N), Q, K);
   const double theta_sink = L.theta[L.sink_pair];
   // Rows cost O(p) for copy and retrieval heads: dynamic chunks balance the threads.
@@ -182,7 +215,7 @@ void calibrate_sinks(const GeneratorConfig& c, const Layout& L, const std::vecto
       double near_s[kNearExact];
       const int64_t near_begin = std::max<int64_t>(kSinkTokens, p + 1 - kNearExact);
       for (int64_t j = near_begin; j <= p; ++j) {
-        near_s[j - near_begin] = scale * dot(q, K + (j * Hkv + kv) * d, d);
+        near_s[j - near_begin] = capped(scale * dot(q, K + (j * Hkv + kv) * d, d), cap);
         near_max = std::max(near_max, near_s[j - near_begin]);
       }
       // Copy and retrieval rows differ too much for a curve (each has far keys of its own, or
@@ -190,7 +223,7 @@ void calibrate_sinks(const GeneratorConfig& c, const Layout& L, const std::vecto
       const HeadType type = heads[h].info.type;
       const double far = type == HeadType::kCopy || type == HeadType::kRetrieval
                              ? log_partition(q, K + kv * d, static_cast<int64_t>(Hkv) * d, d, scale, kSinkTokens,
-                                             near_begin)
+                                             near_begin, -1, cap)
                              : log_z_far(curve[h], p);
       const double mx = std::max(near_max, far);
       double z = std::isfinite(far) ? std::exp(far - mx) : 0.0;
@@ -204,7 +237,8 @@ void calibrate_sinks(const GeneratorConfig& c, const Layout& L, const std::vecto
       bool prerotate = std::cos(static_cast<double>(p) * theta_sink) < 0.3;
       for (int t = 0; t < kSinkTokens; ++t)
         cf[t] = kSinkKeyFactor[t] * (prerotate ? std::cos(t * theta_sink) : std::cos((p - t) * theta_sink));
-      const double Ls = solve_sink_logit(cf, kSinkTokens, log_target);
+      const double Ls =
+          cap > 0 ? solve_capped_sink_logit(cf, kSinkTokens, log_target, cap) : solve_sink_logit(cf, kSinkTokens, log_target);
       const double amp = Ls / (scale * kSinkKeyNorm);
       // Pre-RoPE e^{ia}: after RoPE the sink key t scores Ls f_t cos(a + (p - t) theta).
       const double a = prerotate ? -static_cast<double>(p) * theta_sink : 0.0;

@@ -119,20 +119,75 @@ KeyLayout lay_out_keys(const GeneratorConfig& c, const Layout& L, std::vector<st
   return keys;
 }
 
+namespace {
+
+// The key of a needle at `depth` whose query is `query`: over the context, or with a model window
+// over the keys the query sees before itself (model_lo .. query - 1, past the sink tokens), moved
+// to the nearest earlier free one when a needle of the same kv head holds it (short windows).
+int64_t needle_key(const GeneratorConfig& c, double depth, int64_t query, int kv_group,
+                   const std::vector<NeedleWork>& placed, int group) {
+  if (c.window_left < 0) {
+    const auto key = static_cast<int64_t>(std::llround(depth * static_cast<double>(c.seq - 1)));
+    return std::clamp<int64_t>(key, kSinkTokens, query - 1);
+  }
+  const int64_t lo = std::max<int64_t>(kSinkTokens, query - c.window_left), hi = query - 1;
+  if (hi < lo) return std::clamp<int64_t>(query - 1, kSinkTokens, query - 1);  // no key to see: hidden
+  int64_t key = lo + static_cast<int64_t>(std::llround(depth * static_cast<double>(hi - lo)));
+  auto taken = [&](int64_t j) {
+    for (const NeedleWork& o : placed)
+      if (o.key == j && o.head / group == kv_group) return true;
+    return false;
+  };
+  for (int64_t j = key; j >= lo; --j)
+    if (!taken(j)) return j;
+  return key;  // every visible key taken: the duplicate is reported
+}
+
+// A unit direction of `dim` values: orthonormal to the earlier ones in `basis` while there is room
+// (then appended to it).
+std::vector<float> value_direction(Rng& rng, int dim, std::vector<std::vector<float>>* basis) {
+  std::vector<double> u(static_cast<size_t>(dim));
+  for (;;) {
+    for (int i = 0; i < dim; ++i) u[i] = rng.normal();
+    if (basis->size() < static_cast<size_t>(dim)) {
+      for (const auto& b : *basis) {
+        double p = 0;
+        for (int i = 0; i < dim; ++i) p += u[i] * b[i];
+        for (int i = 0; i < dim; ++i) u[i] -= p * b[i];
+      }
+    }
+    double nrm = 0;
+    for (double x : u) nrm += x * x;
+    nrm = std::sqrt(nrm);
+    if (nrm > 1e-3) {
+      for (double& x : u) x /= nrm;
+      break;
+    }
+  }
+  basis->emplace_back(u.begin(), u.end());
+  return basis->back();
+}
+
+}  // namespace
+
 Status place_needles(const GeneratorConfig& c, const Layout& L, std::vector<NeedleWork>* needles) {
   const int64_t N = c.seq;
   const int d = c.head_dim;
+  const int dv = Dims::of(c).dv;
   const int Hq = c.num_q_heads, group = c.num_q_heads / c.num_kv_heads;
   needles->clear();
   Rng rng(derive_seed(c.seed, kTagNeedles));
-  std::vector<std::vector<float>> basis;
+  // Value directions of V's own head size come from a stream of their own; `rng` still draws the
+  // head_dim ones it would draw without head_dim_v (and drops them), so the needles' key contents,
+  // drawn from it in between, stay those of the config without head_dim_v.
+  Rng own_value_rng(derive_seed(c.seed, kTagNeedles, 1));
+  std::vector<std::vector<float>> basis, own_basis;
   for (size_t n = 0; n < c.needles.size(); ++n) {
     const NeedleSpec& spec = c.needles[n];
     NeedleWork w;
     w.query = spec.query >= 0 ? spec.query : N - 1 - static_cast<int64_t>(n % 64);
     w.head = spec.query_head >= 0 ? spec.query_head : static_cast<int>((n * 7 + 3) % Hq);
-    w.key = static_cast<int64_t>(std::llround(spec.depth * static_cast<double>(N - 1)));
-    w.key = std::clamp<int64_t>(w.key, kSinkTokens, w.query - 1);
+    w.key = needle_key(c, spec.depth, w.query, w.head / group, *needles, group);
     for (const NeedleWork& o : *needles) {
       if (o.query == w.query && o.head == w.head) {
         return invalid_argument("generator: two needles share query token " + std::to_string(w.query) +
@@ -147,27 +202,8 @@ Status place_needles(const GeneratorConfig& c, const Layout& L, std::vector<Need
       w.nu[pi] = static_cast<float>(2.0 * rng.normal());
       w.nu[pi + L.half] = static_cast<float>(2.0 * rng.normal());
     }
-    // Value direction: orthonormal to the earlier needles' while there is room.
-    std::vector<double> u(d);
-    for (;;) {
-      for (int i = 0; i < d; ++i) u[i] = rng.normal();
-      if (basis.size() < static_cast<size_t>(d)) {
-        for (const auto& b : basis) {
-          double p = 0;
-          for (int i = 0; i < d; ++i) p += u[i] * b[i];
-          for (int i = 0; i < d; ++i) u[i] -= p * b[i];
-        }
-      }
-      double nrm = 0;
-      for (double x : u) nrm += x * x;
-      nrm = std::sqrt(nrm);
-      if (nrm > 1e-3) {
-        for (double& x : u) x /= nrm;
-        break;
-      }
-    }
-    w.direction.assign(u.begin(), u.end());
-    basis.push_back(w.direction);
+    w.direction = value_direction(rng, d, &basis);
+    if (dv != d) w.direction = value_direction(own_value_rng, dv, &own_basis);
     needles->push_back(std::move(w));
   }
   return Status::ok();

@@ -62,13 +62,17 @@ inline constexpr int64_t kRetrievalFirstRow = 256, kRetrievalMinDistance = 64;
 struct Dims {
   int64_t seq = 0;
   int d = 0;
+  int dv = 0;  // V's head size
   int q_heads = 0, kv_heads = 0, group = 1;  // group: query heads per kv head
   float scale = 0.f;                          // 1/sqrt(d), the scale the calibration assumes
+  float softcap = 0.f;                        // the model's logit cap the calibration solves under; 0: none
 
   static Dims of(const GeneratorConfig& c) {
     Dims s;
     s.seq = c.seq;
     s.d = c.head_dim;
+    s.dv = c.head_dim_v > 0 ? c.head_dim_v : c.head_dim;
+    s.softcap = static_cast<float>(c.softcap);
     s.q_heads = c.num_q_heads;
     s.kv_heads = c.num_kv_heads;
     s.group = c.num_q_heads / c.num_kv_heads;
@@ -136,9 +140,11 @@ struct NeedleWork {
 
 // ---- Helpers shared by the phases (generator_calibration.cpp).
 float dot(const float* a, const float* b, int d);
-// ln sum_j exp(scale * q . k_j) over keys [begin, end) of one kv head, skipping `skip`.
+// The score the model's softmax sees: cap * tanh(s / cap) with a cap (> 0), else s itself.
+inline float capped(float s, float cap) { return cap > 0.f ? cap * std::tanh(s / cap) : s; }
+// ln sum_j exp(capped(scale * q . k_j)) over keys [begin, end) of one kv head, skipping `skip`.
 double log_partition(const float* q, const float* k, int64_t k_stride, int d, float scale, int64_t begin,
-                     int64_t end, int64_t skip = -1);
+                     int64_t end, int64_t skip = -1, float cap = 0.f);
 
 // ---- The phases, in the order generate() runs them.
 

@@ -12,6 +12,7 @@ std::vector<float> write_keys_and_values(const GeneratorConfig& c, const Layout&
                                          const std::vector<NeedleWork>& needles, float* K, float* V) {
   const int64_t N = c.seq;
   const int d = c.head_dim;
+  const int dv = Dims::of(c).dv;
   const int Hkv = c.num_kv_heads, group = c.num_q_heads / c.num_kv_heads;
   std::vector<float> identity(static_cast<size_t>(N) * Hkv * d, 0.f);
 #pragma omp parallel for schedule(static)
@@ -19,9 +20,9 @@ std::vector<float> write_keys_and_values(const GeneratorConfig& c, const Layout&
     for (int kv = 0; kv < Hkv; ++kv) {
       float* k = K + (j * Hkv + kv) * d;
       float* x = identity.data() + (j * Hkv + kv) * d;
-      float* v = V + (j * Hkv + kv) * d;
+      float* v = V + (j * Hkv + kv) * dv;
       Rng vr(derive_seed(c.seed, kTagValue, static_cast<uint64_t>(kv), static_cast<uint64_t>(j)));
-      for (int i = 0; i < d; ++i) v[i] = static_cast<float>(vr.normal());
+      for (int i = 0; i < dv; ++i) v[i] = static_cast<float>(vr.normal());
       if (j < kSinkTokens) {
         // Sink keys: only the slowest pair.
         k[L.sink_pair] = static_cast<float>(kSinkKeyFactor[j] * kSinkKeyNorm);
@@ -57,12 +58,13 @@ std::vector<float> write_keys_and_values(const GeneratorConfig& c, const Layout&
     const int kv = w.head / group;
     float* k = K + (w.key * Hkv + kv) * d;
     float* x = identity.data() + (w.key * Hkv + kv) * d;
-    float* v = V + (w.key * Hkv + kv) * d;
+    float* v = V + (w.key * Hkv + kv) * dv;
     for (int i = 0; i < d; ++i) {
       k[i] += w.nu[i];
       x[i] += w.nu[i];
-      v[i] = static_cast<float>(std::sqrt(static_cast<double>(d)) * w.direction[i]);
     }
+    // The norm of a typical value row (sqrt(dv) for N(0, 1) entries) along the needle's direction.
+    for (int i = 0; i < dv; ++i) v[i] = static_cast<float>(std::sqrt(static_cast<double>(dv)) * w.direction[i]);
   }
   apply_rope(K, N, Hkv, d, c.rope_base);
   return identity;

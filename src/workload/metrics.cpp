@@ -32,7 +32,7 @@ std::vector<float> gather_head(const StridedView& v, int head, int64_t count, in
 Status kept_mass_views(const StridedView& qv, const StridedView& kv, int64_t q_len, int64_t k_len,
                        int num_q_heads, int num_kv_heads, int d, double scale,
                        const std::vector<HeadMask>& masks, const std::vector<int64_t>& rows,
-                       KeptMassResult* r) {
+                       const ModelVariants& model, KeptMassResult* r) {
   if (r == nullptr) return null_pointer("kept_mass: result is null");
   if (num_kv_heads <= 0 || num_q_heads % num_kv_heads != 0) {
     return invalid_shape("kept_mass: query heads must be a multiple of kv heads");
@@ -42,6 +42,9 @@ Status kept_mass_views(const StridedView& qv, const StridedView& kv, int64_t q_l
     return invalid_argument("kept_mass: need one mask per query head (" + std::to_string(num_q_heads) + ")");
   }
   if (!(scale > 0) || !std::isfinite(scale)) return invalid_argument("kept_mass: scale must be > 0");
+  if (!model.alibi_slopes.empty() && static_cast<int>(model.alibi_slopes.size()) != num_q_heads) {
+    return invalid_argument("kept_mass: need one ALiBi slope per query head (" + std::to_string(num_q_heads) + ")");
+  }
   for (int64_t row : rows)
     if (row < 0 || row >= q_len) return invalid_argument("kept_mass: row out of range");
   for (const HeadMask& m : masks) {
@@ -69,6 +72,7 @@ Status kept_mass_views(const StridedView& qv, const StridedView& kv, int64_t q_l
       keys = gather_head(kv, loaded_kv, k_len, d);
     }
     const HeadMask& m = masks[h];
+    const double slope = model.alibi_slopes.empty() ? 0.0 : model.alibi_slopes[static_cast<size_t>(h)];
     std::vector<double> kept(nr, 0.0);
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < nr; ++i) {
@@ -76,13 +80,17 @@ Status kept_mass_views(const StridedView& qv, const StridedView& kv, int64_t q_l
       std::vector<float> qrow(d);
       const int64_t base = (qv.first_token + rows[i]) * qv.token_stride + h * qv.head_stride;
       for (int e = 0; e < d; ++e) qrow[e] = load_scalar(qv.data, qv.dtype, base + e);
-      std::vector<double> P;
-      row_probabilities(qrow.data(), keys.data(), d, d, causal_end(p), scale, &P);
+      std::vector<double> P;  // p + 1 values; 0 for the keys the model hides
+      if (model.window_left >= 0 || model.changes_scores()) {
+        model_row_probabilities(qrow.data(), keys.data(), d, d, p, scale, model, slope, &P);
+      } else {
+        row_probabilities(qrow.data(), keys.data(), d, d, causal_end(p), scale, &P);
+      }
       double s = 0;
       for (int64_t j = window_lo(p, m.window); j < window_hi(p); ++j) s += P[j];
       for (int32_t j : m.stripes) {
-        if (!stripe_visible(j, p, m.window, kNoModelWindow)) break;
-        s += P[j];
+        if (j > stripe_limit(p, m.window)) break;  // ascending: none after it is visible either
+        if (stripe_visible(j, p, m.window, model.window_left)) s += P[j];
       }
       kept[i] = std::min(1.0, s);
     }
@@ -153,37 +161,40 @@ Status rel_l2_error(const Tensor3& o, const Tensor3& ref, const std::vector<int6
 }
 
 Status kept_mass(const Tensor3& q, const Tensor3& k, double scale, const std::vector<HeadMask>& masks,
-                 const std::vector<int64_t>& rows, KeptMassResult* result) {
+                 const std::vector<int64_t>& rows, KeptMassResult* result, const ModelVariants& model) {
   if (q.dim != k.dim || q.dim <= 0) return invalid_shape("kept_mass: q and k head_dim differ");
   if (k.heads <= 0 || q.heads > std::numeric_limits<int>::max()) return invalid_shape("kept_mass: bad head count");
   const StridedView qv{q.data(), q.dtype, q.token_stride(), q.head_stride(), 0};
   const StridedView kv{k.data(), k.dtype, k.token_stride(), k.head_stride(), 0};
   return kept_mass_views(qv, kv, q.seq, k.seq, static_cast<int>(q.heads), static_cast<int>(k.heads),
-                         static_cast<int>(q.dim), scale, masks, rows, result);
+                         static_cast<int>(q.dim), scale, masks, rows, model, result);
 }
 
-double mask_density(const HeadMask& m, int64_t q_len, int64_t k_len) {
-  int64_t computed = window_band_pairs(q_len, k_len, m.window);
-  for (int32_t j : m.stripes) computed += stripe_pairs_of(k_len, k_len - q_len, m.window, kNoModelWindow, j);
-  const auto causal = static_cast<double>(causal_pairs(q_len, k_len));
-  return causal > 0 ? static_cast<double>(computed) / causal : 0.0;
+double mask_density(const HeadMask& m, int64_t q_len, int64_t k_len, int64_t window_left) {
+  // The band of a window no wider than the model's lies inside it; a wider one (a dense head's)
+  // computes what the model does.
+  const int64_t band = std::min(m.window, model_span(k_len, window_left));
+  int64_t computed = window_band_pairs(q_len, k_len, band);
+  for (int32_t j : m.stripes) computed += stripe_pairs_of(k_len, k_len - q_len, m.window, window_left, j);
+  const auto model = static_cast<double>(model_pairs(q_len, k_len, window_left));
+  return model > 0 ? static_cast<double>(computed) / model : 0.0;
 }
 
-double mask_density(const std::vector<HeadMask>& masks, int64_t q_len, int64_t k_len) {
-  const auto causal = static_cast<double>(causal_pairs(q_len, k_len));
-  if (causal <= 0 || masks.empty()) return 0.0;
+double mask_density(const std::vector<HeadMask>& masks, int64_t q_len, int64_t k_len, int64_t window_left) {
+  const auto model = static_cast<double>(model_pairs(q_len, k_len, window_left));
+  if (model <= 0 || masks.empty()) return 0.0;
   double computed = 0;
-  for (const HeadMask& m : masks) computed += mask_density(m, q_len, k_len) * causal;
-  return computed / (causal * static_cast<double>(masks.size()));
+  for (const HeadMask& m : masks) computed += mask_density(m, q_len, k_len, window_left) * model;
+  return computed / (model * static_cast<double>(masks.size()));
 }
 
 std::vector<HeadMask> masks_from_stats(const sampleattn_head_stats* head_stats, const int32_t* offsets,
-                                       const int32_t* stripes, int num_heads, int64_t k_len) {
+                                       const int32_t* stripes, int num_heads, int64_t k_len, int64_t window_left) {
   std::vector<HeadMask> masks(static_cast<size_t>(std::max(num_heads, 0)));
   for (int h = 0; h < num_heads; ++h) {
     HeadMask& m = masks[h];
     if (head_stats == nullptr || head_stats[h].dense) {
-      m.window = k_len;
+      m.window = model_span(k_len, window_left);
       continue;
     }
     m.window = head_stats[h].window;
@@ -193,10 +204,12 @@ std::vector<HeadMask> masks_from_stats(const sampleattn_head_stats* head_stats, 
 }
 
 Status needle_recall(const Tensor3& o, const std::vector<PlantedNeedle>& needles, double threshold,
-                     NeedleResult* r) {
+                     NeedleResult* r, int64_t window_left) {
   if (r == nullptr) return null_pointer("needle_recall: result is null");
   r->cosine.clear();
   r->retrieved.clear();
+  r->visible.clear();
+  r->counted = 0;
   r->recall = 1.0;
   if (needles.empty()) return Status::ok();
   int64_t hits = 0;
@@ -213,11 +226,15 @@ Status needle_recall(const Tensor3& o, const std::vector<PlantedNeedle>& needles
       un += u * u;
     }
     const double c = (on > 0 && un > 0) ? dotp / std::sqrt(on * un) : 0.0;
+    const bool visible = n.key_position >= model_lo(n.query_token, window_left);
     r->cosine.push_back(c);
     r->retrieved.push_back(c > threshold ? 1 : 0);
+    r->visible.push_back(visible ? 1 : 0);
+    if (!visible) continue;
+    ++r->counted;
     hits += c > threshold;
   }
-  r->recall = static_cast<double>(hits) / static_cast<double>(needles.size());
+  r->recall = r->counted > 0 ? static_cast<double>(hits) / static_cast<double>(r->counted) : 1.0;
   return Status::ok();
 }
 

@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/mask.h"
 #include "core/status.h"
 #include "reference/oracle.h"
 #include "workload/generator.h"
+#include "workload/model_variants.h"
 #include "workload/npy.h"
 
 namespace sampleattn::workload {
@@ -37,23 +39,32 @@ struct KeptMassResult {
 // keys 0..p, p = k_len - q_len + i; the mask of head h keeps max(0, p-w+1)..p plus stripes
 // j <= p - w. `rows` are query indices 0..q_len-1 (use strided_rows). masks: one per query head.
 // Q/K of any dtype: [q_len, Hq, d] and [k_len, Hkv, d].
+// With a model's variants, each row's distribution is the model's (model_row_probabilities: the
+// keys its window shows, capped and ALiBi-biased scores, the sink left out: a share of the key
+// mass), and a stripe counts only where the model shows it (stripe_visible with window_left).
 Status kept_mass(const Tensor3& q, const Tensor3& k, double scale, const std::vector<HeadMask>& masks,
-                 const std::vector<int64_t>& rows, KeptMassResult* result);
+                 const std::vector<int64_t>& rows, KeptMassResult* result, const ModelVariants& model = {});
 
-// Computed query-key pairs over causal pairs for one head (q_len queries, the last of k_len).
-double mask_density(const HeadMask& mask, int64_t q_len, int64_t k_len);
+// Computed query-key pairs over the pairs the model computes (causal, within its window when
+// window_left >= 0) for one head (q_len queries, the last of k_len).
+double mask_density(const HeadMask& mask, int64_t q_len, int64_t k_len, int64_t window_left = kNoModelWindow);
 // The same over all heads (pairs summed).
-double mask_density(const std::vector<HeadMask>& masks, int64_t q_len, int64_t k_len);
+double mask_density(const std::vector<HeadMask>& masks, int64_t q_len, int64_t k_len,
+                    int64_t window_left = kNoModelWindow);
 
 // Masks from the C API's statistics (one sequence, heads in order): a dense head gets a window
-// of k_len (everything causal). stripe_offsets has num_heads + 1 entries.
+// of everything the model shows (k_len, or window_left + 1 keys). stripe_offsets has num_heads + 1
+// entries.
 std::vector<HeadMask> masks_from_stats(const sampleattn_head_stats* head_stats, const int32_t* stripe_offsets,
-                                       const int32_t* stripes, int num_heads, int64_t k_len);
+                                       const int32_t* stripes, int num_heads, int64_t k_len,
+                                       int64_t window_left = kNoModelWindow);
 
 struct NeedleResult {
   std::vector<double> cosine;   // per needle: cos(O row, planted value direction)
   std::vector<char> retrieved;  // cosine > threshold
-  double recall = 0;            // fraction retrieved (1 when there are no needles)
+  std::vector<char> visible;    // the model shows the needle's key to its query
+  int64_t counted = 0;          // visible needles: the ones recall counts
+  double recall = 0;            // fraction of the visible ones retrieved (1 when none is visible)
 };
 
 // A needle counts as retrieved when the output row of its query points along its value
@@ -62,8 +73,11 @@ struct NeedleResult {
 // gives a cosine near 0.9; a missed one leaves a mix of random Gaussian values whose cosine with
 // a fixed direction is about N(0, 1/d) (|cos| < 0.5 at 4 sigma for d = 64). Half the mass on the
 // needle is needed to pass.
+// With a model window (window_left >= 0), a needle whose key is older than its query's window
+// (key < query_token - window_left; one full sequence, so a token is its position) is invisible
+// to the model: no attention can recall it, and recall counts only the visible ones.
 Status needle_recall(const Tensor3& o, const std::vector<PlantedNeedle>& needles, double threshold,
-                     NeedleResult* result);
+                     NeedleResult* result, int64_t window_left = kNoModelWindow);
 
 // Quantile (linear interpolation, q in [0, 1]) of values; 0 when empty.
 double quantile(std::vector<double> values, double q);

@@ -6,6 +6,9 @@
 //   mask (dense, or window + stripes);
 // - non-finite inputs follow docs/SECURITY.md: they never crash, and rows whose keys are all
 //   finite still match the oracle.
+// The model's variants (ABI 1.3) are drawn too: V and O of their own head size, a sliding window,
+// a softcap, ALiBi slopes and sinks (arrays of exactly num_q_heads floats, so that AddressSanitizer
+// sees a read past them), with valid and invalid values; the oracle computes each.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
@@ -82,6 +85,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const int kDims[] = {64, 80, 96, 128, 256, 32, 0, -16, 100};
   const int d = in.ConsumeIntegralInRange<int>(0, 19) < 18 ? kDims[in.ConsumeIntegralInRange<int>(0, 4)]
                                                             : kDims[in.ConsumeIntegralInRange<int>(0, 8)];
+  // head_dim_v: mostly the default (0: head_dim), else another of the list, rarely a bad one.
+  int dv_field = 0;
+  switch (in.ConsumeIntegralInRange<int>(0, 15)) {
+    case 0: case 1: case 2: case 3: dv_field = kDims[in.ConsumeIntegralInRange<int>(0, 4)]; break;
+    case 4: dv_field = kDims[in.ConsumeIntegralInRange<int>(0, 8)]; break;
+    default: break;
+  }
   const int hkv = in.ConsumeIntegralInRange<int>(1, 3);
   const int group = in.ConsumeIntegralInRange<int>(1, 3);
   const int hq = in.ConsumeIntegralInRange<int>(0, 31) == 0 ? in.ConsumeIntegralInRange<int>(-1, 5) : hkv * group;
@@ -126,21 +136,43 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   s.max_lost = pick_float(in, {nan, 0.f, 0.01f, 1.f}, 0.f, 1.f);
   s.val_rows = in.ConsumeIntegralInRange<int32_t>(-1, 64);
 
-  // Tensors, each with its own dtype and padded strides, sized exactly.
-  const int max_d = std::max(d, 1);
+  // The model's variants: each off most of the time.
+  p.head_dim_v = dv_field;
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    static const int64_t kOddWindows[] = {-2, int64_t{1} << 31, INT64_MIN};
+    p.window_left = in.ConsumeIntegralInRange<int>(0, 15) == 0 ? kOddWindows[in.ConsumeIntegralInRange<int>(0, 2)]
+                                                                : in.ConsumeIntegralInRange<int64_t>(0, 64);
+  }
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0) p.softcap = pick_float(in, {nan, inf, -1.f, 0.f, 1e-30f}, 0.f, 60.f);
+  // Exactly num_q_heads floats each (none when there are no heads: the call fails before reading them).
+  const size_t per_head = static_cast<size_t>(std::max(hq, 0));
+  std::vector<float> slopes, sink_logits;
+  if (per_head > 0 && in.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    slopes.assign(per_head, 0.f);  // allocated at exactly this size
+    for (float& x : slopes) x = pick_float(in, {nan, inf, -inf, 0.f}, -1.f, 1.f);
+    p.alibi_slopes = slopes.data();
+  }
+  if (per_head > 0 && in.ConsumeIntegralInRange<int>(0, 3) == 0) {
+    sink_logits.assign(per_head, 0.f);
+    for (float& x : sink_logits) x = pick_float(in, {-inf, nan, inf, 0.f}, -8.f, 8.f);
+    p.sinks = sink_logits.data();
+  }
+  const int dv = dv_field != 0 ? dv_field : d;  // v's and o's rows
+
+  // Tensors, each with its own dtype and padded strides, sized exactly (v and o: dv values a row).
   Tensor q, k, v, o;
-  auto layout = [&](Tensor& t, int heads) {
+  auto layout = [&](Tensor& t, int heads, int dim) {
     t.dtype = in.ConsumeIntegralInRange<int>(0, 2);
-    t.head_stride = max_d + in.ConsumeIntegralInRange<int>(0, 2) * 8;
+    t.head_stride = std::max(dim, 1) + in.ConsumeIntegralInRange<int>(0, 2) * 8;
     t.token_stride = std::max(heads, 1) * t.head_stride + in.ConsumeIntegralInRange<int>(0, 3);
   };
-  layout(q, hq);
-  layout(k, hkv);
-  layout(v, hkv);
-  layout(o, hq);
+  layout(q, hq, d);
+  layout(k, hkv, d);
+  layout(v, hkv, dv);
+  layout(o, hq, dv);
   const float amp = pick_float(in, {1e30f, 1e-30f, 0.f}, 0.f, 4.f);
-  auto fill = [&](Tensor& t, int64_t tokens, int heads) {
-    const int64_t n = span(tokens, heads, d, t.token_stride, t.head_stride);
+  auto fill = [&](Tensor& t, int64_t tokens, int heads, int dim) {
+    const int64_t n = span(tokens, heads, dim, t.token_stride, t.head_stride);
     if (n > (int64_t{1} << 22)) return false;
     t.bytes.assign(static_cast<size_t>(n) * dtype_bytes(t.dtype), 0);
     for (int64_t e = 0; e < n; ++e) {
@@ -149,7 +181,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     return true;
   };
-  if (!fill(q, total_q, hq) || !fill(k, total_k, hkv) || !fill(v, total_k, hkv) || !fill(o, total_q, hq)) return 0;
+  if (!fill(q, total_q, hq, d) || !fill(k, total_k, hkv, d) || !fill(v, total_k, hkv, dv) || !fill(o, total_q, hq, dv)) {
+    return 0;
+  }
   // Occasionally a non-finite value somewhere in Q, K or V.
   bool non_finite = amp > 1e20f;
   if (in.ConsumeIntegralInRange<int>(0, 7) == 0) {
@@ -236,7 +270,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const double out_eps = o.dtype == SAMPLEATTN_DTYPE_F32 ? 2e-5 : (o.dtype == SAMPLEATTN_DTYPE_F16 ? 2e-3 : 1.6e-2);
   const double tol = (p.precision == SAMPLEATTN_PRECISION_BF16 ? 6e-2 : out_eps) * vmax + 1e-6;
   for (const auto& r : ref) {
-    for (int c = 0; c < d; ++c) {
+    for (int c = 0; c < dv; ++c) {
       const int64_t e = r.token * o.token_stride + r.head * o.head_stride + c;
       const double got = sampleattn::load_scalar(o.bytes.data(), static_cast<DType>(o.dtype), e);
       FUZZ_CHECK(std::fabs(got - r.o[c]) <= tol, "o[token %lld head %d dim %d] = %g, oracle %g, tol %g",
