@@ -73,7 +73,7 @@ TEST_F(Validation, UninitializedStructs) {
 }
 
 TEST_F(Validation, UnsupportedHeadDim) {
-  for (int d : {0, -64, 32, 72, 100, 512}) {
+  for (int d : {0, -64, 24, 72, 100, 272, 512}) {
     expect(SAMPLEATTN_UNSUPPORTED_HEAD_DIM, [d](auto& p) { p.head_dim = d; });
   }
 }

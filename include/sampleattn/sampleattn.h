@@ -46,7 +46,7 @@ extern "C" {
 /* The ABI: the shared library's SONAME number, and the layout revision of this header's structs
  * (docs/ABI.md lists what each revision appended). */
 #define SAMPLEATTN_ABI_VERSION 1
-#define SAMPLEATTN_ABI_REVISION 2
+#define SAMPLEATTN_ABI_REVISION 3
 
 /* ---------------------------------------------------------------------------------------------
  * Status
@@ -72,7 +72,7 @@ SAMPLEATTN_API const char* sampleattn_status_string(sampleattn_status status);
  * call into the library from this thread. */
 SAMPLEATTN_API const char* sampleattn_last_error(void);
 
-/* The library's version, e.g. "0.2.0" (SAMPLEATTN_VERSION_* are the header's). */
+/* The library's version, e.g. "0.3.0" (SAMPLEATTN_VERSION_* are the header's). */
 SAMPLEATTN_API const char* sampleattn_version(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -405,7 +405,8 @@ typedef struct sampleattn_plan_info {
                              * without the packed stripe K/V, known only after stage 2 */
   int64_t total_q_tokens;
   int64_t total_k_tokens;
-  double dense_flops; /* 4 * d * (query-key pairs a dense causal/full attention computes) */
+  double dense_flops; /* 2 * (head_dim + head_dim_v) * (query-key pairs a dense attention computes:
+                       * causal within the model window, or full) */
 } sampleattn_plan_info;
 
 SAMPLEATTN_API void sampleattn_plan_info_init_sized(sampleattn_plan_info* info, size_t size);

@@ -7,7 +7,7 @@ Enums are C `int`s (4 bytes with GCC and Clang on the platforms the library supp
 import ctypes as C
 
 ABI_VERSION = 1
-ABI_REVISION = 2
+ABI_REVISION = 3
 
 STATUSES = {
     "SAMPLEATTN_SUCCESS": 0,

@@ -232,7 +232,7 @@ sampleattn_status sampleattn_plan(sampleattn_context* context, const sampleattn_
     SAMPLEATTN_RETURN_IF_ERROR(context->backend->plan(problem, &local));
     local.total_q_tokens = problem.total_q;
     local.total_k_tokens = problem.total_k;
-    local.dense_flops = 4.0 * problem.head_dim * problem.dense_pairs();
+    local.dense_flops = 2.0 * (problem.head_dim + problem.head_dim_v) * problem.dense_pairs();  // QK^T over d, PV over dv
     if (info != nullptr) sampleattn::abi::write_back(local, info);
     return Status::ok();
   });
