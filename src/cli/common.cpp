@@ -275,7 +275,8 @@ bool read_head_dim_v(const Options& o, int* out, std::string* error) {
 bool check_generated_head_dim(int head_dim, std::string* error) {
   if (head_dim >= workload::kMinGeneratedHeadDim) return true;
   *error = "generated inputs need --head-dim " + std::to_string(workload::kMinGeneratedHeadDim) +
-           " or more (the generator's structure needs the RoPE pairs), got " + std::to_string(head_dim);
+           " or more (the generator's structure needs the RoPE pairs), got " + std::to_string(head_dim) +
+           "; the library runs it: use --data random or --data npy:DIR";
   return false;
 }
 
