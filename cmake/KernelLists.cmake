@@ -18,7 +18,7 @@ set(SAMPLEATTN_ISA_FLAGS_scalar "")
 set(SAMPLEATTN_ISA_FLAGS_avx2 -mavx2 -mfma -mf16c)
 set(SAMPLEATTN_ISA_FLAGS_avx512 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16)
 
-set(SAMPLEATTN_HEAD_DIMS 64 80 96 128 256)
+set(SAMPLEATTN_HEAD_DIMS 32 48 64 80 96 112 128 144 160 176 192 208 224 240 256)
 
 list(GET SAMPLEATTN_ISAS 0 _sampleattn_first_isa)
 if(NOT _sampleattn_first_isa STREQUAL "scalar")
