@@ -89,7 +89,9 @@ class CudaBackend final : public Backend {
       }
       plan.time_sampling_s = ms[0] * 1e-3;
       plan.time_selection_s = ms[1] * 1e-3;
-      fill_stats(problem, cl.sampled ? &plan : nullptr, stats);
+      // Always the plan: without a sampled sequence it still says why each head ran dense
+      // (DENSE_SHORT, DENSE_WINDOW; init_dense_plan), where a null plan would say DENSE_METHOD.
+      fill_stats(problem, &plan, stats);
       stats->time_attention_s = ms[2] * 1e-3;
       stats->time_total_s = seconds_since(t_start);
       stats->isa = "cuda";
