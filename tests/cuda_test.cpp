@@ -1,7 +1,8 @@
 // The CUDA backend against the CPU backend (the oracle for the GPU) and the double-precision
 // reference, on the same inputs: dtypes, head dims, grouped-query ratios, causal and not, varlen
 // batches with empty sequences, chunked prefill, lse, strided layouts, streams, SampleAttention
-// with both stripe scopes, and bad inputs. Skips when no CUDA device is present; in a build
+// with both stripe scopes, the model variants (head_dim_v, the model's window, softcap, ALiBi,
+// sinks) alone and combined, and bad inputs. Skips when no CUDA device is present; in a build
 // without CUDA it checks that asking for the CUDA backend fails cleanly.
 #include <gtest/gtest.h>
 
@@ -15,6 +16,8 @@
 #include <string>
 #include <tuple>
 
+#include "core/sparse_plan.h"
+#include "core/validation.h"
 #include "test_util.h"
 #include "workload/generator.h"
 
@@ -105,10 +108,25 @@ Outcome run_cpu(Case& c, sampleattn::Params p) {
   Outcome out;
   std::vector<int32_t> offsets, stripes;
   attach_stats(out, (c.cu_q.size() - 1) * c.hq, offsets, stripes);
+  // With head_dim_v != head_dim, V and O go through copies with a row's worth of slack at the end,
+  // so that a backend reading or writing rows of the wrong width fails the comparison instead of
+  // running past the test's buffers.
+  const bool own_dv = c.v.d != c.d;
+  std::vector<uint8_t> v_copy, o_copy;
+  if (own_dv) {
+    const size_t widest = static_cast<size_t>(std::max(c.d, c.v.d));
+    v_copy = c.v.bytes;
+    v_copy.resize(v_copy.size() + widest * dtype_size(c.in));
+    o_copy = c.o.bytes;
+    o_copy.resize(o_copy.size() + widest * dtype_size(c.out));
+    p.v.data = v_copy.data();
+    p.o.data = o_copy.data();
+  }
   sampleattn_context* ctx = cpu_context(2);
   out.status = sampleattn_forward(ctx, &p, &out.stats);
   out.error = sampleattn_last_error();
   sampleattn_context_destroy(ctx);
+  if (own_dv) std::memcpy(c.o.bytes.data(), o_copy.data(), c.o.bytes.size());
   out.o = c.o.bytes;
   out.lse = c.lse;
   if (out.status == SAMPLEATTN_SUCCESS) out.masks = masks_from_stats(out.heads, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
@@ -118,6 +136,7 @@ Outcome run_cpu(Case& c, sampleattn::Params p) {
 struct DeviceLayout {
   int64_t q_pad = 0;        // extra elements per query token (a token stride not a multiple of 8)
   size_t misalign_bytes = 0;  // offset of the Q base pointer from 16-byte alignment
+  int64_t v_pad = 0;        // extra elements per value token (V repacked too)
 };
 
 // Runs `p` on the CUDA backend with device copies of c's tensors (same strides unless `layout`
@@ -139,15 +158,20 @@ Outcome run_cuda(Case& c, sampleattn::Params p, const DeviceLayout& layout = {},
   for (int64_t t = 0; t < tq; ++t) {
     q.upload(c.q.bytes.data() + t * q_row * esize, q_row * esize, layout.misalign_bytes + t * q_stride * esize);
   }
-  DeviceBuffer k(c.k.bytes.size()), v(c.v.bytes.size()), o(c.o.bytes.size()), lse(c.lse.size() * sizeof(float) + 16);
+  const int64_t tk = c.cu_k.back();
+  const int64_t v_row = int64_t{c.hkv} * c.v.d;
+  const int64_t v_stride = v_row + layout.v_pad;
+  DeviceBuffer k(c.k.bytes.size()), v(static_cast<size_t>(std::max<int64_t>(tk, 1) * v_stride) * esize),
+      o(c.o.bytes.size()), lse(c.lse.size() * sizeof(float) + 16);
   k.upload(c.k.bytes.data(), c.k.bytes.size());
-  v.upload(c.v.bytes.data(), c.v.bytes.size());
+  for (int64_t t = 0; t < tk; ++t) v.upload(c.v.bytes.data() + t * v_row * esize, v_row * esize, t * v_stride * esize);
   o.poison();
   lse.poison();
   p.q.data = q_base;
   p.q.token_stride = q_stride;
   p.k.data = k.get();
   p.v.data = v.get();
+  p.v.token_stride = v_stride;
   p.o.data = o.get();
   p.lse = p.lse != nullptr ? reinterpret_cast<float*>(lse.get()) : nullptr;
   p.stream = stream;
@@ -164,12 +188,14 @@ Outcome run_cuda(Case& c, sampleattn::Params p, const DeviceLayout& layout = {},
   return out;
 }
 
+// Output rows (head_dim_v = c.o.d values each) of the listed (token, head) pairs.
 std::vector<std::vector<double>> rows_of(const Case& c, const std::vector<uint8_t>& o,
                                          const std::vector<std::pair<int64_t, int>>& rows) {
+  const int dv = c.o.d;
   std::vector<std::vector<double>> out;
   for (const auto& [t, h] : rows) {
-    std::vector<double> row(c.d);
-    for (int x = 0; x < c.d; ++x) row[x] = load_scalar(o.data(), c.out, (t * c.hq + h) * c.d + x);
+    std::vector<double> row(dv);
+    for (int x = 0; x < dv; ++x) row[x] = load_scalar(o.data(), c.out, (t * c.hq + h) * dv + x);
     out.push_back(std::move(row));
   }
   return out;
@@ -208,7 +234,7 @@ void expect_matches_oracle(Case& c, const sampleattn_params& p, const Outcome& g
     const auto cpu_rows = rows_of(c, cpu->o, rows);
     double num = 0, den = 0;
     for (size_t r = 0; r < rows.size(); ++r) {
-      for (int x = 0; x < c.d; ++x) {
+      for (int x = 0; x < c.o.d; ++x) {
         num += (ours_rows[r][x] - cpu_rows[r][x]) * (ours_rows[r][x] - cpu_rows[r][x]);
         den += cpu_rows[r][x] * cpu_rows[r][x];
       }
@@ -707,6 +733,514 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(dtype_name(std::get<0>(test_info.param))) + "_d" + std::to_string(std::get<1>(test_info.param)) + "_" +
              std::get<2>(test_info.param).name;
     });
+
+// ---- The model variants (ABI 1.3: head_dim_v, window_left, softcap, alibi_slopes, sinks) --------
+// Every variant alone and combined, dense and sample, against the fp64 oracle (reference/oracle.h
+// restates each variant) under the GPU's own mask; stage 1 and validation against an fp64
+// restatement here (the sampled and validation rows' probabilities over the keys the model shows
+// them, on the modified scores, no sink); and the GPU's stripes and decisions against the CPU's.
+
+// A model variant of a call.
+struct ModelVariant {
+  std::string name;
+  int64_t window_left = -1;
+  float softcap = 0.f;
+  bool alibi = false;
+  bool sinks = false;
+};
+
+// The host arrays a variant's params point to (they must outlive the call).
+struct VariantArrays {
+  std::vector<float> alibi, sinks;
+};
+
+// Applies `v` to p: ALiBi slopes 2^(-8 (h + 1) / hq) (the ALiBi paper's series); sinks of a few
+// magnitudes around the scores', the first head without one (-inf).
+void apply_variant(const ModelVariant& v, int hq, VariantArrays* arrays, sampleattn_params* p) {
+  p->window_left = v.window_left;
+  p->softcap = v.softcap;
+  arrays->alibi.clear();
+  arrays->sinks.clear();
+  p->alibi_slopes = nullptr;
+  p->sinks = nullptr;
+  if (v.alibi) {
+    for (int h = 0; h < hq; ++h) arrays->alibi.push_back(std::exp2(-8.f * static_cast<float>(h + 1) / static_cast<float>(hq)));
+    p->alibi_slopes = arrays->alibi.data();
+  }
+  if (v.sinks) {
+    const float values[4] = {-std::numeric_limits<float>::infinity(), 0.5f, 3.f, -1.f};
+    for (int h = 0; h < hq; ++h) arrays->sinks.push_back(values[h % 4]);
+    p->sinks = arrays->sinks.data();
+  }
+}
+
+// A case whose V and O rows hold dv elements (head_dim_v), Q and K rows d.
+Case variant_case(int d, int dv, int hq, int hkv, DType dtype, const std::vector<std::pair<int32_t, int32_t>>& seqs,
+                  uint64_t seed, float qk_scale) {
+  Case c;
+  c.d = d;
+  c.hq = hq;
+  c.hkv = hkv;
+  c.in = c.out = dtype;
+  for (const auto& [ql, kl] : seqs) c.add_sequence(ql, kl);
+  c.materialize(seed, qk_scale);
+  if (dv != d) {
+    Rng rng(seed ^ 0x5eedull);
+    c.v = Buffer(c.in, c.cu_k.back(), hkv, dv);
+    c.v.fill_normal(rng, 1.f);
+    c.o = Buffer(c.out, c.cu_q.back(), hq, dv);
+    c.o.poison();
+  }
+  return c;
+}
+
+// c's params with V and O rows of c.v.d elements and the variant applied.
+sampleattn::Params variant_params(Case& c, const ModelVariant& v, VariantArrays* arrays) {
+  sampleattn::Params p = c.params();
+  const int dv = c.v.d;
+  p.head_dim_v = dv;
+  p.v.token_stride = int64_t{c.hkv} * dv;
+  p.v.head_stride = dv;
+  p.o.token_stride = int64_t{c.hq} * dv;
+  p.o.head_stride = dv;
+  apply_variant(v, c.hq, arrays, &p);
+  return p;
+}
+
+// The sample method on short sequences: small windows and blocks; every head of a sampled sequence
+// sparse unless validation decides otherwise (max_density 1).
+void make_sample(sampleattn::Params* p, float r_val) {
+  p->method = SAMPLEATTN_METHOD_SAMPLE;
+  p->sample.dense_below = 256;
+  p->sample.min_window = 16;
+  p->sample.sample_block = 32;
+  p->sample.r_row = 0.15f;
+  p->sample.max_density = 1.f;
+  p->sample.r_val = r_val;
+}
+
+const ModelVariant kPlain{"plain"};
+const ModelVariant kWindow{"window", 150};
+const ModelVariant kSoftcap{"softcap", -1, 2.5f};
+const ModelVariant kAlibi{"alibi", -1, 0.f, true};
+const ModelVariant kSinks{"sinks", -1, 0.f, false, true};
+const ModelVariant kWindowSoftcapSinks{"window_softcap_sinks", 200, 3.f, false, true};
+const ModelVariant kAlibiWindow{"alibi_window", 120, 0.f, true};
+const ModelVariant kAll{"all", 180, 2.5f, true, true};
+// A model window no wider than the local window (min_window 16): the sampled sequences run dense
+// (their band), decision DENSE_WINDOW.
+const ModelVariant kNarrowWindow{"narrow_window", 10};
+const ModelVariant kDiagonal{"diagonal_only", 0, 2.f, false, true};  // window_left 0: each query sees itself
+
+std::string variant_name(DType dtype, const ModelVariant& v) { return std::string(dtype_name(dtype)) + "_" + v.name; }
+
+// ---- Dense: every variant alone and combined, GQA, varlen, chunked prefill, head dims ----------
+
+struct VariantShape {
+  int d, dv;
+  std::vector<std::pair<int32_t, int32_t>> seqs;
+  bool causal;
+  int hq, hkv;
+};
+
+std::vector<VariantShape> variant_shapes() {
+  return {
+      {64, 64, {{1, 1}, {200, 200}}, true, 4, 1},
+      {80, 80, {{33, 130}, {0, 0}, {65, 65}}, true, 2, 2},           // chunked prefill, empty sequence
+      {128, 128, {{300, 300}, {0, 0}, {1, 1}, {0, 5}, {45, 200}}, true, 8, 2},  // varlen, GQA 4
+      {128, 128, {{20, 9}, {3, 0}, {70, 140}}, false, 2, 1},          // not causal: rows without keys
+      {256, 256, {{100, 100}, {17, 90}}, true, 2, 2},
+      {192, 128, {{160, 160}, {30, 250}}, true, 4, 2},                // DeepSeek MLA's 192/128
+      {128, 192, {{160, 160}, {30, 250}}, true, 4, 2},
+      {64, 128, {{150, 150}, {0, 0}, {40, 170}}, true, 4, 4},        // dim 128 from a wider V
+      {128, 64, {{150, 150}, {40, 170}}, true, 4, 1},                // dim 128 from a wider Q/K
+      {48, 256, {{90, 90}}, true, 2, 1},
+      {256, 32, {{90, 90}}, true, 2, 2},
+  };
+}
+
+class CudaVariantDense : public ::testing::TestWithParam<std::tuple<DType, ModelVariant>> {};
+
+TEST_P(CudaVariantDense, MatchesOracle) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [dtype, variant] = GetParam();
+  for (const VariantShape& shape : variant_shapes()) {
+    if (!shape.causal && variant.window_left >= 0) continue;  // a model window needs causal
+    SCOPED_TRACE("d=" + std::to_string(shape.d) + " dv=" + std::to_string(shape.dv) + " causal=" +
+                 std::to_string(shape.causal));
+    Case c = variant_case(shape.d, shape.dv, shape.hq, shape.hkv, dtype, shape.seqs, 31 + shape.d + 7 * shape.dv, 1.5f);
+    c.causal = shape.causal;
+    VariantArrays arrays;
+    const sampleattn::Params p = variant_params(c, variant, &arrays);
+    const Outcome gpu = run_cuda(c, p);
+    ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+    EXPECT_EQ(gpu.stats.num_dense_heads, gpu.stats.num_heads_total);
+    expect_matches_oracle(c, p, gpu, nullptr);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CudaVariantDense,
+                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16),
+                                            ::testing::Values(kPlain, kWindow, kSoftcap, kAlibi, kSinks,
+                                                              kWindowSoftcapSinks, kAlibiWindow, kAll, kDiagonal)),
+                         [](const auto& test_info) { return variant_name(std::get<0>(test_info.param), std::get<1>(test_info.param)); });
+
+// V rows that are not 16-byte aligned with head_dim_v != head_dim: V is repacked at its own width.
+TEST(CudaVariantLayout, RepackedValuesOfTheirOwnWidth) {
+  SKIP_WITHOUT_DEVICE();
+  for (const auto& [d, dv] : {std::pair{192, 128}, std::pair{128, 192}, std::pair{64, 48}}) {
+    SCOPED_TRACE("d=" + std::to_string(d) + " dv=" + std::to_string(dv));
+    Case c = variant_case(d, dv, 4, 2, DType::kBF16, {{120, 120}, {33, 200}}, 5 + d + dv, 1.f);
+    VariantArrays arrays;
+    const sampleattn::Params p = variant_params(c, kWindowSoftcapSinks, &arrays);
+    const Outcome packed = run_cuda(c, p);
+    ASSERT_EQ(packed.status, SAMPLEATTN_SUCCESS) << packed.error;
+    expect_matches_oracle(c, p, packed, nullptr);
+    const Outcome strided = run_cuda(c, p, DeviceLayout{3, 2, 5});
+    ASSERT_EQ(strided.status, SAMPLEATTN_SUCCESS) << strided.error;
+    EXPECT_EQ(strided.o, packed.o) << "repacking changed the result";
+    EXPECT_EQ(strided.lse, packed.lse);
+  }
+}
+
+// ---- Every head dim: dense and sample, plain and with every variant, short sequences ------------
+
+class CudaVariantHeadDim : public ::testing::TestWithParam<std::tuple<DType, int>> {};
+
+TEST_P(CudaVariantHeadDim, DenseAndSampleMatchOracle) {
+  SKIP_WITHOUT_DEVICE();
+  const auto [dtype, d] = GetParam();
+  // The dim itself, then with a value dim of the other end of the list.
+  const int other = d <= 128 ? 256 : 32;
+  for (int dv : {d, other}) {
+    for (const ModelVariant& variant : {kPlain, kAll}) {
+      for (bool sample : {false, true}) {
+        SCOPED_TRACE("dv=" + std::to_string(dv) + " " + variant.name + (sample ? " sample" : " dense"));
+        Case c = variant_case(d, dv, 4, 2, dtype, {{320, 320}, {60, 290}}, 400 + d + dv, 0.7f);
+        plant(c, {2, 90, 91, 200}, 2.f);
+        VariantArrays arrays;
+        sampleattn::Params p = variant_params(c, variant, &arrays);
+        if (sample) make_sample(&p, 0.05f);
+        const Outcome gpu = run_cuda(c, p);
+        ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+        if (sample) {
+          EXPECT_GT(gpu.stats.num_heads_total - gpu.stats.num_dense_heads, 0) << "no head ran sparse";
+        }
+        expect_matches_oracle(c, p, gpu, nullptr);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CudaVariantHeadDim,
+                         ::testing::Combine(::testing::Values(DType::kF16, DType::kBF16),
+                                            ::testing::ValuesIn(std::vector<int>(std::begin(kSupportedHeadDims),
+                                                                                 std::end(kSupportedHeadDims)))),
+                         [](const auto& test_info) {
+                           return std::string(dtype_name(std::get<0>(test_info.param))) + "_d" +
+                                  std::to_string(std::get<1>(test_info.param));
+                         });
+
+// ---- Stage 1 and validation against an fp64 restatement -----------------------------------------
+
+// The probabilities (fp64, natural-log units, the spec restated: s = scale q.k, then the softcap,
+// then ALiBi; no sink) of the query at local row i of sequence s, head h, over the keys the model
+// shows it, lo .. p.
+struct RowProbabilities {
+  int64_t p = 0, lo = 0;
+  std::vector<double> prob;  // prob[j - lo]
+};
+
+RowProbabilities row_probabilities(const Case& c, const sampleattn_params& params, int s, int64_t i, int h) {
+  RowProbabilities r;
+  const int64_t q_len = c.cu_q[s + 1] - c.cu_q[s], k_len = c.cu_k[s + 1] - c.cu_k[s];
+  r.p = k_len - q_len + i;
+  r.lo = params.window_left >= 0 ? std::max<int64_t>(0, r.p - params.window_left) : 0;
+  const double scale = params.softmax_scale > 0 ? params.softmax_scale : 1.0 / std::sqrt(static_cast<double>(c.d));
+  const int kvh = h / (c.hq / c.hkv);
+  const int64_t qt = c.cu_q[s] + i;
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t j = r.lo; j <= r.p; ++j) {
+    const int64_t kt = c.cu_k[s] + j;
+    double dot = 0;
+    for (int x = 0; x < c.d; ++x) dot += static_cast<double>(c.q.get((qt * c.hq + h) * c.d + x)) * c.k.get((kt * c.hkv + kvh) * c.d + x);
+    double v = scale * dot;
+    if (params.softcap > 0) v = params.softcap * std::tanh(v / params.softcap);
+    if (params.alibi_slopes != nullptr) v -= params.alibi_slopes[h] * static_cast<double>(r.p - j);
+    r.prob.push_back(v);
+    mx = std::max(mx, v);
+  }
+  double sum = 0;
+  for (double& v : r.prob) sum += (v = std::exp(v - mx));
+  for (double& v : r.prob) v /= sum;
+  return r;
+}
+
+// The share of a row's mass inside a mask: its window band and the stripes (all inside the model's
+// window, since the row's keys are).
+double kept_fp64(const RowProbabilities& r, const reference::HeadMask& mask) {
+  double kept = 0;
+  for (int64_t j = r.lo; j <= r.p; ++j) {
+    if (j > r.p - mask.window || std::binary_search(mask.stripes.begin(), mask.stripes.end(), static_cast<int32_t>(j))) {
+      kept += r.prob[j - r.lo];
+    }
+  }
+  return std::min(1.0, kept);
+}
+
+// Stage 1 and 2 in fp64 for one (sequence, head) with scope per head, no window_mass_counts and no
+// stripe clamps: the sampled rows' probabilities added per column, the sink columns kept, then the
+// fewest best other columns whose scores reach alpha of the sampled mass (every column with a
+// score when none does).
+std::vector<int32_t> alpha_stripes_fp64(const Case& c, const sampleattn::Params& params, const Problem& problem, int s,
+                                        int h) {
+  const Sequence& seq = problem.sequences[s];
+  const std::vector<int64_t> rows = sampled_rows(problem.sample, seq.q_len);
+  std::vector<double> column(static_cast<size_t>(seq.k_len), 0.0);
+  for (int64_t i : rows) {
+    const RowProbabilities r = row_probabilities(c, params, s, i, h);
+    for (int64_t j = r.lo; j <= r.p; ++j) column[j] += r.prob[j - r.lo];
+  }
+  const int64_t sinks = std::min<int64_t>(std::max(0, problem.sample.sink_tokens), seq.k_len);
+  double need = static_cast<double>(problem.sample.alpha) * static_cast<double>(rows.size());
+  std::vector<int32_t> stripes;
+  for (int64_t j = 0; j < sinks; ++j) {
+    need -= column[j];
+    stripes.push_back(static_cast<int32_t>(j));
+  }
+  std::vector<int32_t> ranked;
+  for (int64_t j = sinks; j < seq.k_len; ++j) ranked.push_back(static_cast<int32_t>(j));
+  std::stable_sort(ranked.begin(), ranked.end(), [&](int32_t a, int32_t b) { return column[a] > column[b]; });
+  size_t take = 0;
+  if (need > 0) {
+    double running = 0;
+    size_t positive = 0;
+    for (; take < ranked.size(); ++take) {
+      running += column[ranked[take]];
+      if (running >= need) break;
+    }
+    for (int32_t j : ranked) positive += column[j] > 0;
+    take = take < ranked.size() ? take + 1 : positive;
+  }
+  stripes.insert(stripes.end(), ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(take));
+  std::sort(stripes.begin(), stripes.end());
+  return stripes;
+}
+
+class CudaVariantStage1 : public ::testing::TestWithParam<std::tuple<DType, int, ModelVariant>> {};
+
+TEST_P(CudaVariantStage1, SelectionAndValidationMatchFp64) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [dtype, d, variant] = GetParam();
+  Case c = variant_case(d, d, 4, 2, dtype, {{700, 700}, {0, 0}, {100, 100}, {230, 900}, {1, 1}}, 2100 + d, 0.7f);
+  plant(c, {3, 150, 151, 420, 600}, 2.f);
+  VariantArrays arrays;
+  sampleattn::Params p = variant_params(c, variant, &arrays);
+  Problem problem;
+  // Without validation rows: the stripes alpha chose, against the fp64 selection.
+  make_sample(&p, 0.f);
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  const Outcome chosen = run_cuda(c, p);
+  ASSERT_EQ(chosen.status, SAMPLEATTN_SUCCESS) << chosen.error;
+  const int nseq = static_cast<int>(problem.sequences.size());
+  size_t differ = 0, total = 0;
+  int sparse_heads = 0;
+  for (int s = 0; s < nseq; ++s) {
+    const Sequence& seq = problem.sequences[s];
+    for (int h = 0; h < c.hq; ++h) {
+      const sampleattn_head_stats& hs = chosen.heads[static_cast<size_t>(s) * c.hq + h];
+      if (!sequence_is_sampled(problem, seq)) {
+        EXPECT_EQ(hs.dense, 1);
+        EXPECT_EQ(hs.decision, dense_reason(problem, seq)) << "sequence " << s;
+        continue;
+      }
+      ASSERT_EQ(hs.dense, 0) << "sequence " << s << " head " << h;
+      ++sparse_heads;
+      EXPECT_EQ(hs.window, window_size(problem, seq));
+      EXPECT_EQ(hs.decision, SAMPLEATTN_DECISION_SPARSE);
+      const std::vector<int32_t>& gpu = chosen.masks.at({s, h}).stripes;
+      const std::vector<int32_t> want = alpha_stripes_fp64(c, p, problem, s, h);
+      std::vector<int32_t> sym;
+      std::set_symmetric_difference(want.begin(), want.end(), gpu.begin(), gpu.end(), std::back_inserter(sym));
+      differ += sym.size();
+      total += std::max(want.size(), gpu.size());
+      // The sampled rows' kept mass under the GPU's mask (kept-mass mode of the attention kernel).
+      const std::vector<int64_t> rows = sampled_rows(problem.sample, seq.q_len);
+      double lo = 1, mean = 0;
+      for (int64_t i : rows) {
+        const double k = kept_fp64(row_probabilities(c, p, s, i, h), chosen.masks.at({s, h}));
+        lo = std::min(lo, k);
+        mean += k / static_cast<double>(rows.size());
+      }
+      EXPECT_NEAR(hs.cra_min, lo, 2e-3) << "sequence " << s << " head " << h;
+      EXPECT_NEAR(hs.cra_mean, mean, 2e-3) << "sequence " << s << " head " << h;
+    }
+  }
+  std::printf("[ info ] %s d%d: %zu of %zu stripe columns differ from the fp64 selection (%d sparse heads)\n",
+              variant_name(dtype, variant).c_str(), d, differ, total, sparse_heads);
+  EXPECT_LE(differ, total / 50 + 2) << differ << " of " << total << " stripe columns differ";
+  expect_matches_oracle(c, p, chosen, nullptr);
+
+  // With validation rows: their kept mass under the decided mask, against fp64.
+  make_sample(&p, 0.05f);
+  p.sample.min_kept = 0.95f;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  const Outcome validated = run_cuda(c, p);
+  ASSERT_EQ(validated.status, SAMPLEATTN_SUCCESS) << validated.error;
+  int checked = 0;
+  for (int s = 0; s < nseq; ++s) {
+    const Sequence& seq = problem.sequences[s];
+    if (!sequence_is_sampled(problem, seq)) continue;
+    const std::vector<int64_t> rows = validation_rows(problem.sample, seq.q_len, sampled_rows(problem.sample, seq.q_len));
+    for (int h = 0; h < c.hq; ++h) {
+      const sampleattn_head_stats& hs = validated.heads[static_cast<size_t>(s) * c.hq + h];
+      if (hs.dense || rows.empty()) continue;
+      double lo = 1, mean = 0;
+      for (int64_t i : rows) {
+        const double k = kept_fp64(row_probabilities(c, p, s, i, h), validated.masks.at({s, h}));
+        lo = std::min(lo, k);
+        mean += k / static_cast<double>(rows.size());
+      }
+      EXPECT_NEAR(hs.val_cra_min, lo, 2e-3) << "sequence " << s << " head " << h;
+      EXPECT_NEAR(hs.val_cra_mean, mean, 2e-3) << "sequence " << s << " head " << h;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0) << "no sparse head with validation rows";
+  expect_matches_oracle(c, p, validated, nullptr);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CudaVariantStage1,
+                         ::testing::Combine(::testing::Values(DType::kBF16, DType::kF16), ::testing::Values(64, 128),
+                                            ::testing::Values(kPlain, kWindow, kSoftcap, kAlibi, kSinks,
+                                                              kWindowSoftcapSinks, kAlibiWindow, kAll)),
+                         [](const auto& test_info) {
+                           return variant_name(std::get<0>(test_info.param), std::get<2>(test_info.param)) + "_d" +
+                                  std::to_string(std::get<1>(test_info.param));
+                         });
+
+// A model window no wider than the local window: the sampled sequences run dense, their band, as
+// DENSE_WINDOW; the others keep their reasons.
+TEST(CudaVariantWindow, NarrowModelWindowRunsDense) {
+  SKIP_WITHOUT_DEVICE();
+  Case c = variant_case(128, 128, 4, 2, DType::kBF16, {{700, 700}, {100, 100}, {230, 900}}, 77, 0.7f);
+  VariantArrays arrays;
+  sampleattn::Params p = variant_params(c, kNarrowWindow, &arrays);
+  make_sample(&p, 0.02f);
+  const Outcome gpu = run_cuda(c, p);
+  ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+  EXPECT_EQ(gpu.stats.num_dense_heads, gpu.stats.num_heads_total);
+  for (int s = 0; s < 3; ++s) {
+    for (int h = 0; h < c.hq; ++h) {
+      EXPECT_EQ(gpu.heads[static_cast<size_t>(s) * c.hq + h].decision,
+                s == 1 ? SAMPLEATTN_DECISION_DENSE_SHORT : SAMPLEATTN_DECISION_DENSE_WINDOW)
+          << "sequence " << s << " head " << h;
+    }
+  }
+  expect_matches_oracle(c, p, gpu, nullptr);
+}
+
+// ---- Against the CPU backend: identical stripes and decisions with the variants -----------------
+
+struct VariantVsCpu {
+  ModelVariant variant;
+  int d, dv;
+  sampleattn_stripe_scope scope;
+};
+
+class CudaVariantVsCpu : public ::testing::TestWithParam<std::tuple<DType, VariantVsCpu>> {};
+
+TEST_P(CudaVariantVsCpu, SelectionDecisionsAndOutputMatchCpu) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [dtype, v] = GetParam();
+  Case c = variant_case(v.d, v.dv, 8, 2, dtype, {{700, 700}, {0, 0}, {100, 100}, {230, 900}, {1, 1}}, 2024 + v.d + v.dv,
+                        0.7f);
+  plant(c, {3, 150, 151, 420, 600}, 2.f);
+  VariantArrays arrays;
+  // Dense: the same output as the CPU's.
+  sampleattn::Params dense = variant_params(c, v.variant, &arrays);
+  const Outcome gpu_dense = run_cuda(c, dense);
+  ASSERT_EQ(gpu_dense.status, SAMPLEATTN_SUCCESS) << gpu_dense.error;
+  const Outcome cpu_dense = run_cpu(c, dense);
+  ASSERT_EQ(cpu_dense.status, SAMPLEATTN_SUCCESS) << cpu_dense.error;
+  expect_matches_oracle(c, dense, gpu_dense, &cpu_dense);
+  // Sample, with validation: the CPU's stripes, decisions and figures.
+  const SampleVariant sv{v.variant.name, v.scope, 0, 0, 0, 4, 0.95f, 1.f};
+  VariantArrays sample_arrays;
+  sampleattn::Params p = sample_params(c, sv, 0.15f);
+  apply_variant(v.variant, c.hq, &sample_arrays, &p);
+  p.head_dim_v = v.dv;
+  p.v.token_stride = int64_t{c.hkv} * v.dv;
+  p.v.head_stride = v.dv;
+  p.o.token_stride = int64_t{c.hq} * v.dv;
+  p.o.head_stride = v.dv;
+  expect_sample_matches_cpu(c, p, sv);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, CudaVariantVsCpu,
+    ::testing::Combine(::testing::Values(DType::kBF16, DType::kF16),
+                       ::testing::Values(VariantVsCpu{kWindow, 64, 64, SAMPLEATTN_STRIPES_PER_HEAD},
+                                         VariantVsCpu{kSoftcap, 128, 128, SAMPLEATTN_STRIPES_PER_HEAD},
+                                         VariantVsCpu{kAlibi, 64, 64, SAMPLEATTN_STRIPES_PER_KV_GROUP},
+                                         VariantVsCpu{kSinks, 128, 128, SAMPLEATTN_STRIPES_PER_HEAD},
+                                         VariantVsCpu{kWindowSoftcapSinks, 128, 128, SAMPLEATTN_STRIPES_PER_HEAD},
+                                         VariantVsCpu{kAlibiWindow, 128, 128, SAMPLEATTN_STRIPES_PER_KV_GROUP},
+                                         VariantVsCpu{kAll, 64, 64, SAMPLEATTN_STRIPES_PER_HEAD},
+                                         VariantVsCpu{kWindowSoftcapSinks, 192, 128, SAMPLEATTN_STRIPES_PER_HEAD},
+                                         VariantVsCpu{kAll, 128, 192, SAMPLEATTN_STRIPES_PER_KV_GROUP})),
+    [](const auto& test_info) {
+      const VariantVsCpu& v = std::get<1>(test_info.param);
+      return variant_name(std::get<0>(test_info.param), v.variant) + "_d" + std::to_string(v.d) + "_dv" +
+             std::to_string(v.dv) + (v.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? "_group" : "");
+    });
+
+// What the model window saves: dense causal attention at 32K tokens, 32 query heads (8 kv heads),
+// d = 128, full against a 4K window, which computes 1/4.27 of the causal pairs (core/mask.h's
+// model_pairs; 1/8 of a full non-causal attention's). The time must fall by at least 3/4 of that
+// ratio: the kernel skips the key tiles outside a block's window. Runs only when
+// SAMPLEATTN_CUDA_TIMING is set (a measurement).
+TEST(CudaVariantTiming, ModelWindowSkipsKeyTiles) {
+  SKIP_WITHOUT_DEVICE();
+  if (std::getenv("SAMPLEATTN_CUDA_TIMING") == nullptr) GTEST_SKIP() << "set SAMPLEATTN_CUDA_TIMING to measure";
+  const int64_t n = 32768, d = 128, hq = 32, hkv = 8;
+  Buffer q(DType::kBF16, n, hq, d), k(DType::kBF16, n, hkv, d), v(DType::kBF16, n, hkv, d);
+  Rng rng(11);
+  q.fill_normal(rng, 1.f);
+  k.fill_normal(rng, 1.f);
+  v.fill_normal(rng, 1.f);
+  DeviceBuffer dq(q.bytes.size()), dk(k.bytes.size()), dv(v.bytes.size()), dout(q.bytes.size());
+  dq.upload(q.bytes.data(), q.bytes.size());
+  dk.upload(k.bytes.data(), k.bytes.size());
+  dv.upload(v.bytes.data(), v.bytes.size());
+  sampleattn::Params p;
+  p.q = {dq.get(), SAMPLEATTN_DTYPE_BF16, hq * d, d};
+  p.k = {dk.get(), SAMPLEATTN_DTYPE_BF16, hkv * d, d};
+  p.v = {dv.get(), SAMPLEATTN_DTYPE_BF16, hkv * d, d};
+  p.o = {dout.get(), SAMPLEATTN_DTYPE_BF16, hq * d, d};
+  p.head_dim = static_cast<int32_t>(d);
+  p.num_q_heads = static_cast<int32_t>(hq);
+  p.num_kv_heads = static_cast<int32_t>(hkv);
+  p.seqlen_q = p.seqlen_k = n;
+  sampleattn_context* ctx = nullptr;
+  ASSERT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  double best[2] = {1e9, 1e9};
+  for (int rep = 0; rep < 4; ++rep) {
+    for (int windowed = 0; windowed < 2; ++windowed) {
+      p.window_left = windowed ? 4095 : -1;
+      sampleattn_stats stats;
+      sampleattn_stats_init(&stats);
+      ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+      best[windowed] = std::min(best[windowed], stats.time_attention_s);
+    }
+  }
+  sampleattn_context_destroy(ctx);
+  const double pair_ratio =
+      static_cast<double>(model_pairs(n, n, kNoModelWindow)) / static_cast<double>(model_pairs(n, n, 4095));
+  std::printf("[ info ] 32K x 32 heads dense: full causal %.3f ms, 4K model window %.3f ms (%.2fx; pairs %.2fx)\n",
+              best[0] * 1e3, best[1] * 1e3, best[0] / best[1], pair_ratio);
+  EXPECT_GT(best[0] / best[1], 0.75 * pair_ratio) << "the model window should skip the key tiles outside it";
+}
 
 #endif  // SAMPLEATTN_CUDA_RUNTIME
 

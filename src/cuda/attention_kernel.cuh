@@ -1,13 +1,18 @@
-// The tensor-core attention kernel (flash attention 2 style), templated on the head dim and the
+// The tensor-core attention kernel (flash attention 2 style), templated on its dim D and the
 // operand type. Included, with the column-score kernel (columns_kernel.cuh), by one
 // attention_dNN.cu per head dim so that the instantiations compile in parallel.
+//
+// D is max(head_dim, head_dim_v): a call whose V rows are narrower or wider than its Q/K rows
+// (e.g. DeepSeek's 192/128) runs the kernel of the larger dim, the narrower operand zero-filled
+// in shared memory (cp.async with no source bytes) so that its padding adds exact zeros to the
+// products, and only head_dim_v output columns are written.
 //
 // Attention: a block of 4 warps takes kBM query rows of one query head; each warp owns 16 * kMT
 // rows. Keys come in tiles of kBN from the block's segments (attention_block.cuh: window band or
 // dense range, then the stripe columns gathered through their index list straight into shared
 // memory). K/V tiles are double-buffered with cp.async; S = Q K^T and O += P V run on mma.sync
-// m16n8k16 with f32 accumulation; the online softmax runs in log2 units. On Hopper, head dim 128
-// runs the wgmma kernel of attention_sm90.cu instead.
+// m16n8k16 with f32 accumulation; the online softmax runs in log2 units. On Hopper, D = 128 runs
+// the wgmma kernel of attention_sm90.cu instead.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,7 +39,7 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
   constexpr int MT = C::kMT, BN = C::kBN, S = C::kStride;
   constexpr int NT = BN / 8;     // n8 tiles of scores per key tile
   constexpr int DT = D / 8;      // n8 tiles of the output
-  constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
+  constexpr int CHUNKS = D / 8;  // 16-byte chunks per row (of which Q/K have qk_chunks, V v_chunks)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + C::kBM * S;
@@ -46,35 +51,28 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
   const T* Q = static_cast<const T*>(a.q);
   const T* K = static_cast<const T*>(a.k) + b.sd.k_begin * a.k_token_stride + b.kvh * a.k_head_stride;
   const T* V = static_cast<const T*>(a.v) + b.sd.k_begin * a.v_token_stride + b.kvh * a.v_head_stride;
+  const int qk_chunks = a.head_dim / 8, v_chunks = a.head_dim_v / 8;
 
   // Queries -> shared memory.
   for (int i = tid; i < C::kBM * CHUNKS; i += 128) {
     const int r = i / CHUNKS, c = i % CHUNKS;
-    const bool valid = r < b.blk.count;
+    const bool valid = r < b.blk.count && c < qk_chunks;
     const int64_t token = b.sd.q_begin + (valid ? b.local_row(r) : 0);
-    dev::cp_async16(sQ + r * S + c * 8, Q + token * a.q_token_stride + b.head * a.q_head_stride + c * 8, valid);
+    dev::cp_async16(sQ + r * S + c * 8, Q + token * a.q_token_stride + b.head * a.q_head_stride + (valid ? c * 8 : 0),
+                    valid);
   }
   dev::cp_async_commit();
 
-  // Stripes visible to each row, while Q loads.
-  __shared__ int32_t s_visible[C::kBM];
-  b.fill_visible(s_visible, C::kBM, tid, 128);
+  // The stripe run each row sees, while Q loads.
+  __shared__ int32_t s_vis_lo[C::kBM], s_vis_hi[C::kBM];
+  b.fill_visible(s_vis_lo, s_vis_hi, C::kBM, tid, 128);
   __syncthreads();
-  b.plan_tiles<BN>(s_visible);
+  b.plan_tiles<BN>(s_vis_lo, s_vis_hi);
 
-  // Positions of this thread's rows (invalid rows repeat the last valid one) and their visible
-  // stripes. Positions and key counts fit 32 bits (checked on the host).
-  int32_t pos[MT][2];
-  int32_t vis[MT][2];
+  // This thread's rows (invalid rows repeat the last valid one).
+  FragmentRows fr[MT];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = warp * 16 * MT + mt * 16 + h * 8 + g;
-      pos[mt][h] = static_cast<int32_t>(b.position(r));
-      vis[mt][h] = b.sparse ? s_visible[r] : 0;
-    }
-  }
+  for (int mt = 0; mt < MT; ++mt) fr[mt] = b.fragment_rows(warp * 16 * MT + mt * 16, g, s_vis_lo, s_vis_hi);
 
   auto load_tile = [&](int64_t tile, int stage) {
     const TileSpan ts = b.tile<BN>(tile);
@@ -84,8 +82,9 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
       const int r = i / CHUNKS, c = i % CHUNKS;
       int64_t key;
       const bool valid = b.key_at(ts.seg1, ts.t0 + r, &key);
-      dev::cp_async16(dk + r * S + c * 8, K + key * a.k_token_stride + c * 8, valid);
-      if (b.with_pv) dev::cp_async16(dv + r * S + c * 8, V + key * a.v_token_stride + c * 8, valid);
+      const bool k_valid = valid && c < qk_chunks, v_valid = valid && c < v_chunks;
+      dev::cp_async16(dk + r * S + c * 8, K + key * a.k_token_stride + (k_valid ? c * 8 : 0), k_valid);
+      if (b.with_pv) dev::cp_async16(dv + r * S + c * 8, V + key * a.v_token_stride + (v_valid ? c * 8 : 0), v_valid);
     }
   };
 
@@ -141,7 +140,7 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
     }
 
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) online_softmax<NT, DT>(s[mt], m[mt], l[mt], o[mt], b, ts, pos[mt], vis[mt], t, a.scale_log2);
+    for (int mt = 0; mt < MT; ++mt) online_softmax<NT, DT, /*kPassPerVariant=*/true>(s[mt], m[mt], l[mt], o[mt], b, ts, fr[mt], t, a.scale_log2, a.mod);
 
     // O += P V.
     if (b.with_pv) {

@@ -1,7 +1,9 @@
-// The Hopper (sm_90a) attention kernel for head dim 128: the same blocks, segments, masks and
-// softmax as the mma.sync kernel (attention_block.cuh), with both products on wgmma, a producer
-// warpgroup and two consumer warpgroups (FlashAttention-3's warp specialization, with cp.async
-// instead of TMA).
+// The Hopper (sm_90a) attention kernel for head_dim = head_dim_v = 128: the same blocks, segments,
+// masks, score variants and softmax as the mma.sync kernel (attention_block.cuh), with both
+// products on wgmma, a producer warpgroup and two consumer warpgroups (FlashAttention-3's warp
+// specialization, with cp.async instead of TMA). Other pairs of attention dim 128 (e.g. 64/128)
+// run the mma.sync kernel (kernel_dispatch.cpp): zero-filling their padding here would cost the
+// producer the registers it does not have (40, below).
 //
 // A block takes 128 query rows of one query head: consumer warpgroup wg (threads 128 wg ..
 // 128 wg + 127) owns rows 64 wg .. 64 wg + 63; warpgroup 2 is the producer. Q and a ring of kStages
@@ -57,7 +59,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
   const uint32_t base = (dev::smem_addr(smem_raw) + 1023) & ~1023u;
   unsigned char* const gbase = smem_raw + (base - dev::smem_addr(smem_raw));
   const uint32_t sQ = base, sK = base + kQBytes, sV = sK + kStages * kTileBytes;
-  __shared__ int32_t s_visible[kBM];
+  __shared__ int32_t s_vis_lo[kBM], s_vis_hi[kBM];
   __shared__ uint64_t s_bars[2 * kStages];  // full[kStages], empty[kStages]
   const uint32_t full_bar = dev::smem_addr(s_bars), empty_bar = full_bar + kStages * 8;
 
@@ -72,9 +74,9 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
     }
     dev::mbarrier_init_fence();
   }
-  b.fill_visible(s_visible, kBM, tid, kThreads);
+  b.fill_visible(s_vis_lo, s_vis_hi, kBM, tid, kThreads);
   __syncthreads();
-  b.plan_tiles<kBN>(s_visible);
+  b.plan_tiles<kBN>(s_vis_lo, s_vis_hi);
   const int64_t n = b.n_tiles;
 
   if (wg == kConsumers / 128) {
@@ -124,13 +126,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
   }
 
   // This thread's rows: warp * 16 + g and + 8.
-  int32_t pos[2], vis[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = warp * 16 + h * 8 + g;
-    pos[h] = static_cast<int32_t>(b.position(r));
-    vis[h] = b.sparse ? s_visible[r] : 0;
-  }
+  const FragmentRows fr = b.fragment_rows(warp * 16, g, s_vis_lo, s_vis_hi);
 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   float o[DT][4], s[NT][4];
@@ -178,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
     dev::fence_registers(o);
     if (k > 0) dev::mbarrier_arrive(empty_bar + 8 * ((k - 1) % kStages));  // tile k - 1 is done
     if constexpr (kQK) {
-      online_softmax<NT, DT>(s, m, l, o, b, b.tile<kBN>(k), pos, vis, t, a.scale_log2);
+      online_softmax<NT, DT, /*kPassPerVariant=*/false>(s, m, l, o, b, b.tile<kBN>(k), fr, t, a.scale_log2, a.mod);
       if constexpr (kForward) {
 #pragma unroll
         for (int kk = 0; kk < kBN / 16; ++kk) probabilities_a<T, NT>(s, kk, pa[kk]);

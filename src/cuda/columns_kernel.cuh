@@ -3,31 +3,38 @@
 // a block to its query head, key columns and sampled rows (ColumnBlock), and the warps' column-sum
 // reduction. Included by the attention_dNN.cu (the instantiations) and by the Hopper kernel of
 // columns_sm90.cu, so both count the same columns the same way (core/mask.h: a sampled row at p
-// counts the columns j < sample_column_end(p, shift)).
+// counts the columns sample_column_begin(p, left) <= j < sample_column_end(p, shift), its
+// probabilities taken over the keys the model shows it, on the scores with the head's softcap and
+// ALiBi, core/score_mod.h).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include "core/mask.h"
+#include "core/score_mod.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/kernel_params.h"
 
 namespace sampleattn::cuda {
 
-// What one block of a column-score kernel (stage 1, pass 2) works on: key columns t0 .. t0 + 127
-// of one query head, and the sampled rows of its sequence that see them (rows first .. nr - 1 of
-// the sequence's sampled-row list).
+// What one block of a column-score kernel (stage 1, pass 2) works on: key columns t0 .. t0 +
+// columns - 1 of one query head, and the sampled rows of its sequence that see any of them (rows
+// first .. last - 1 of the sequence's sampled-row list).
 struct ColumnBlock {
   int head, kvh;
   KeyTile kt;
   SeqDesc sd;
-  int64_t q_offset, shift;  // a row at position p counts the columns j < sample_column_end(p, shift)
+  // A row at position p counts the columns sample_column_begin(p, left) <= j <
+  // sample_column_end(p, shift).
+  int64_t q_offset, shift, left;
   const int32_t* rows;      // the sequence's sampled rows (local query indices), ascending
-  int64_t nr, t0, first;
+  int64_t nr, t0, first, last;
   const float* row_max;     // the rows' statistics (log2 units), indexed like rows
   const float* row_sum;
+  ScoreMod mod;             // the head's softcap and ALiBi
+  bool modifies;
 
-  __device__ static ColumnBlock make(const ColumnArgs& a, int64_t block_index) {
+  __device__ static ColumnBlock make(const ColumnArgs& a, int64_t block_index, int columns) {
     ColumnBlock b;
     b.head = static_cast<int>(block_index / a.num_tiles);
     b.kt = a.tiles[block_index % a.num_tiles];
@@ -35,16 +42,26 @@ struct ColumnBlock {
     b.kvh = b.head / a.group;
     b.q_offset = b.sd.k_len - b.sd.q_len;
     b.shift = sample_column_shift(b.sd.window, a.outside_window_only != 0);
+    b.left = a.window_left;
     b.rows = a.rows + b.sd.row_begin;
     b.nr = b.sd.row_count;
     b.t0 = b.kt.t0;
-    // The first sampled row that counts column t0: sample_column_end(p, shift) > t0, i.e.
-    // local row >= t0 + shift - q_offset.
+    // The first sampled row that counts column t0 or later: sample_column_end(p, shift) > t0, i.e.
+    // local row >= t0 + shift - q_offset. With a model window, the rows past the last one whose
+    // first column sample_column_begin(p, left) = p - left is below t0 + columns see none of them.
     b.first = dev::count_below(b.rows, b.nr, b.t0 + b.shift - b.q_offset);
+    b.last = b.left < 0 ? b.nr : dev::count_below(b.rows, b.nr, b.t0 + columns + b.left - b.q_offset);
+    if (b.last < b.first) b.last = b.first;
     b.row_max = a.row_max + static_cast<int64_t>(b.head) * a.total_rows + b.sd.row_begin;
     b.row_sum = a.row_sum + static_cast<int64_t>(b.head) * a.total_rows + b.sd.row_begin;
+    b.mod = a.mod.head(b.head);
+    b.modifies = b.mod.modifies_scores();
     return b;
   }
+
+  // The columns [lo, hi) that the sampled row at position p counts.
+  __device__ int64_t column_lo(int64_t p) const { return sample_column_begin(p, left); }
+  __device__ int64_t column_hi(int64_t p) const { return sample_column_end(p, shift); }
 };
 
 // A warp's column sums: acc[n][e] holds this thread's sum for column 8 n + 2 t + e over its rows;
@@ -86,9 +103,10 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  const ColumnBlock cb = ColumnBlock::make(a, blockIdx.x);
+  const ColumnBlock cb = ColumnBlock::make(a, blockIdx.x, BC);
   const SeqDesc& sd = cb.sd;
-  const int64_t q_offset = cb.q_offset, shift = cb.shift, nr = cb.nr, t0 = cb.t0, first = cb.first;
+  const int64_t q_offset = cb.q_offset, nr = cb.last, t0 = cb.t0, first = cb.first;  // rows first .. nr - 1
+  const float scale = cb.modifies ? 1.f : a.scale_log2;
   const int32_t* rows = cb.rows;
   const float* row_max = cb.row_max;
   const float* row_sum = cb.row_sum;
@@ -128,7 +146,7 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
     __syncthreads();
     // This thread's two rows of the warp's 16-row slice.
     float rmax[2], rscale[2];
-    int64_t hi[2];
+    int64_t pos[2], lo[2], hi[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t r = c0 + warp * 16 + h * 8 + g;
@@ -136,11 +154,13 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
         rmax[h] = row_max[r];
         const float sum = row_sum[r];
         rscale[h] = sum > 0.f ? 1.f / sum : 0.f;
-        hi[h] = sample_column_end(q_offset + rows[r], shift);
+        pos[h] = q_offset + rows[r];
+        lo[h] = cb.column_lo(pos[h]);
+        hi[h] = cb.column_hi(pos[h]);
       } else {
         rmax[h] = 0.f;
         rscale[h] = 0.f;
-        hi[h] = 0;
+        pos[h] = lo[h] = hi[h] = 0;
       }
     }
     const T* q_slice = sQ + (stage * RC + warp * 16) * S;
@@ -168,8 +188,13 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int64_t col = t0 + half * 64 + n * 8 + 2 * t + e;
-          const float p0 = col < hi[0] ? dev::fast_exp2(s[n][e] * a.scale_log2 - rmax[0]) * rscale[0] : 0.f;
-          const float p1 = col < hi[1] ? dev::fast_exp2(s[n][2 + e] * a.scale_log2 - rmax[1]) * rscale[1] : 0.f;
+          float x0 = s[n][e], x1 = s[n][2 + e];
+          if (cb.modifies) {  // the modified scores, in log2 units (scale 1 below)
+            x0 = modified_score(cb.mod, x0 * a.scale_log2, pos[0], col);
+            x1 = modified_score(cb.mod, x1 * a.scale_log2, pos[1], col);
+          }
+          const float p0 = col >= lo[0] && col < hi[0] ? dev::fast_exp2(fmaf(x0, scale, -rmax[0])) * rscale[0] : 0.f;
+          const float p1 = col >= lo[1] && col < hi[1] ? dev::fast_exp2(fmaf(x1, scale, -rmax[1])) * rscale[1] : 0.f;
           acc[half * 8 + n][e] += p0 + p1;
         }
       }

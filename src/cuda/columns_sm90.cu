@@ -1,5 +1,6 @@
 // The Hopper (sm_90a) stage-1 column-score kernel for head dim 128: what column_kernel
-// (columns_kernel.cuh) computes, with the products on wgmma and a producer warpgroup.
+// (columns_kernel.cuh) computes (the model's window, softcap and ALiBi included), with the
+// products on wgmma and a producer warpgroup.
 //
 // A block owns kColumns = 128 key columns of one query head and walks the sampled rows that see
 // them in chunks of 64. The producer warpgroup loads the key tile once, then streams the query
@@ -47,9 +48,9 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);  // warp-uniform for the compiler
-  const ColumnBlock cb = ColumnBlock::make(a, blockIdx.x);
+  const ColumnBlock cb = ColumnBlock::make(a, blockIdx.x, kColumns);
   const SeqDesc& sd = cb.sd;
-  const int64_t nr = cb.nr, t0 = cb.t0, first = cb.first;
+  const int64_t nr = cb.last, t0 = cb.t0, first = cb.first;  // rows first .. nr - 1
   const int32_t* rows = cb.rows;
   const int64_t n_chunks = (nr - first + kRows - 1) / kRows;
 
@@ -97,6 +98,7 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
 
   dev::setmaxnreg_inc<kConsumerRegs>();
   const int g = lane / 4, t = lane % 4;
+  const float scale = cb.modifies ? 1.f : a.scale_log2;
   float acc[kColumns / 8][2];
   float s[kColumns / 8][4];
 #pragma unroll
@@ -108,15 +110,18 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
   for (int64_t j = wg; j < n_chunks; j += 2) {
     const int stage = static_cast<int>(j % kStages);
     // This thread's rows of the chunk (warp % 4) * 16 + g and + 8: the exponent's offset
-    // max + log2(sum) (p = 0 for a row without mass or past the list) and the columns they see.
+    // max + log2(sum) (p = 0 for a row without mass or past the list), their positions and the
+    // local columns [lo, hi) they count.
     float bias[2];
-    int32_t hi[2];
+    int32_t pos[2], lo[2], hi[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t r = first + j * kRows + (warp % 4) * 16 + h * 8 + g;
       const float sum = r < nr ? cb.row_sum[r] : 0.f;
       bias[h] = sum > 0.f ? cb.row_max[r] + __log2f(sum) : INFINITY;
-      hi[h] = r < nr ? static_cast<int32_t>(sample_column_end(cb.q_offset + rows[r], cb.shift) - t0) : 0;  // local columns < hi
+      pos[h] = r < nr ? static_cast<int32_t>(cb.q_offset + rows[r]) : 0;
+      lo[h] = r < nr ? static_cast<int32_t>(cb.column_lo(pos[h]) - t0) : 0;
+      hi[h] = r < nr ? static_cast<int32_t>(cb.column_hi(pos[h]) - t0) : 0;
     }
     dev::mbarrier_wait(full_bar + 8 * stage, static_cast<uint32_t>((j / kStages) & 1));
     dev::fence_proxy_async_smem();
@@ -133,13 +138,24 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
     dev::wgmma_wait<0>();
     dev::fence_registers(s);
     dev::mbarrier_arrive(empty_bar + 8 * stage);
+    if (cb.modifies) {  // the modified scores, in log2 units (scale 1 below)
+#pragma unroll
+      for (int n = 0; n < kColumns / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t col = t0 + n * 8 + 2 * t + e;
+          s[n][e] = modified_score(cb.mod, s[n][e] * a.scale_log2, pos[0], col);
+          s[n][2 + e] = modified_score(cb.mod, s[n][2 + e] * a.scale_log2, pos[1], col);
+        }
+      }
+    }
 #pragma unroll
     for (int n = 0; n < kColumns / 8; ++n) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int32_t col = n * 8 + 2 * t + e;
-        const float p0 = col < hi[0] ? dev::fast_exp2(fmaf(s[n][e], a.scale_log2, -bias[0])) : 0.f;
-        const float p1 = col < hi[1] ? dev::fast_exp2(fmaf(s[n][2 + e], a.scale_log2, -bias[1])) : 0.f;
+        const float p0 = col >= lo[0] && col < hi[0] ? dev::fast_exp2(fmaf(s[n][e], scale, -bias[0])) : 0.f;
+        const float p1 = col >= lo[1] && col < hi[1] ? dev::fast_exp2(fmaf(s[n][2 + e], scale, -bias[1])) : 0.f;
         acc[n][e] += p0 + p1;
       }
     }

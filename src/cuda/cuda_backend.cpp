@@ -89,7 +89,9 @@ class CudaBackend final : public Backend {
       }
       plan.time_sampling_s = ms[0] * 1e-3;
       plan.time_selection_s = ms[1] * 1e-3;
-      fill_stats(problem, cl.sampled ? &plan : nullptr, stats);
+      // Always the plan: without a sampled sequence it still says why each head ran dense
+      // (DENSE_SHORT, DENSE_WINDOW; init_dense_plan), where a null plan would say DENSE_METHOD.
+      fill_stats(problem, &plan, stats);
       stats->time_attention_s = ms[2] * 1e-3;
       stats->time_total_s = seconds_since(t_start);
       stats->isa = "cuda";
@@ -124,12 +126,15 @@ class CudaBackend final : public Backend {
       const TensorView& view;
       int heads;
       int64_t tokens;
-    } tensors[] = {{p.q, p.num_q_heads, p.total_q}, {p.k, p.num_kv_heads, p.total_k}, {p.v, p.num_kv_heads, p.total_k}};
+      int dim;
+    } tensors[] = {{p.q, p.num_q_heads, p.total_q, p.head_dim},
+                   {p.k, p.num_kv_heads, p.total_k, p.head_dim},
+                   {p.v, p.num_kv_heads, p.total_k, p.head_dim_v}};
     for (int t = 0; t < 3; ++t) {
       SAMPLEATTN_CUDA_CHECK("input scan kernel",
                             launch_input_scan(tensors[t].view.data, static_cast<int>(tensors[t].view.dtype),
                                               tensors[t].view.token_stride, tensors[t].view.head_stride,
-                                              tensors[t].tokens, tensors[t].heads, p.head_dim, scans_ + t, stream));
+                                              tensors[t].tokens, tensors[t].heads, tensors[t].dim, scans_ + t, stream));
     }
     DeviceInputScan found[3];
     SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (input scan)",
@@ -164,7 +169,7 @@ class CudaBackend final : public Backend {
     DeviceInputs in;
     SAMPLEATTN_RETURN_IF_ERROR(prepare_inputs(p, cl, workspace_, stream, &in));
     const AttentionArgs aa = attention_args(p, cl, workspace_, in);
-    const int d = p.head_dim;
+    const int d = p.head_dim, dim = attention_dim(p);  // columns and validation on d, attention on dim
 
     if (cl.sampled) {
       // Stage 1: exact row statistics of the sampled and the validation rows, then the sampled
@@ -173,7 +178,7 @@ class CudaBackend final : public Backend {
       stats_args.mode = AttentionMode::kRowStats;
       stats_args.blocks = workspace_.at<RowBlock>(cl.o_sample_blocks);
       stats_args.num_blocks = static_cast<int64_t>(cl.sample_blocks.size());
-      SAMPLEATTN_CUDA_CHECK("row statistics kernel", launch_attention(d, cl.bf16, stats_args, stream));
+      SAMPLEATTN_CUDA_CHECK("row statistics kernel", launch_attention(dim, cl.bf16, stats_args, stream));
       SAMPLEATTN_CUDA_CHECK("column score kernel",
                             launch_columns(d, cl.bf16, column_args(p, cl, workspace_, in), stream));
       SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[1], stream));
@@ -193,7 +198,7 @@ class CudaBackend final : public Backend {
     fa.mode = AttentionMode::kForward;
     fa.blocks = workspace_.at<RowBlock>(cl.o_blocks);
     fa.num_blocks = static_cast<int64_t>(cl.blocks.size());
-    SAMPLEATTN_CUDA_CHECK("attention kernel", launch_attention(d, cl.bf16, fa, stream));
+    SAMPLEATTN_CUDA_CHECK("attention kernel", launch_attention(dim, cl.bf16, fa, stream));
     SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[3], stream));
 
     if (cl.sampled && want_stats) {
@@ -202,7 +207,7 @@ class CudaBackend final : public Backend {
       ka.mode = AttentionMode::kKeptMass;
       ka.blocks = workspace_.at<RowBlock>(cl.o_sample_blocks);
       ka.num_blocks = static_cast<int64_t>(cl.kept_blocks);
-      SAMPLEATTN_CUDA_CHECK("kept mass kernel", launch_attention(d, cl.bf16, ka, stream));
+      SAMPLEATTN_CUDA_CHECK("kept mass kernel", launch_attention(dim, cl.bf16, ka, stream));
     }
     return Status::ok();
   }

@@ -27,10 +27,6 @@ Status check_dtypes(const Problem& p) {
                         "operands); got q=") + dtype_name(p.q.dtype) + ", k=" + dtype_name(p.k.dtype) +
                 ", v=" + dtype_name(p.v.dtype) + ": convert the inputs or use the CPU backend"};
   }
-  if (p.has_score_mod() || p.window_left >= 0 || p.head_dim_v != p.head_dim) {
-    return invalid_argument("the CUDA backend does not run the model variants (window_left, softcap, alibi_slopes, "
-                            "sinks, head_dim_v) yet: use the CPU backend");
-  }
   return Status::ok();
 }
 
@@ -39,7 +35,8 @@ bool needs_repack(const TensorView& t) {
 }
 
 Status lay_out_call(const Problem& p, CallLayout* cl) {
-  cl->block_rows = attention_block_rows(p.head_dim);
+  cl->block_rows = attention_block_rows(attention_dim(p));
+  if (cl->block_rows <= 0) return internal_error("the CUDA backend has no attention kernel for this head dim");
   cl->bf16 = p.q.dtype == DType::kBF16;
   cl->per_group = p.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
   cl->heads_per_set = cl->per_group ? p.group : 1;
@@ -58,7 +55,9 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     d = SeqDesc{seq.q_begin, seq.q_len, seq.k_begin, seq.k_len, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int64_t q0 = 0; q0 < seq.q_len; q0 += cl->block_rows) {
       const int count = static_cast<int>(std::min<int64_t>(cl->block_rows, seq.q_len - q0));
-      const int64_t cost = p.causal ? seq.q_offset() + q0 + count : seq.k_len;
+      // The keys the block's rows see together: causal within the model's window, or all.
+      const int64_t p_first = seq.q_offset() + q0, p_last = p_first + count - 1;
+      const int64_t cost = p.causal ? causal_end(p_last) - model_lo(p_first, p.window_left) : seq.k_len;
       costed.push_back({RowBlock{s, count, q0}, cost});
     }
     if (!sequence_is_sampled(p, seq)) continue;
@@ -112,9 +111,11 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
       cl->sample_blocks.push_back(RowBlock{s, count, d.val_begin + c0});
     }
     for (int64_t c0 = 0; c0 < d.val_count; c0 += kValidationRows) {
+      // The keys the rows see: from the first row's model_lo to the last row's position.
       const int count = static_cast<int>(std::min<int64_t>(kValidationRows, d.val_count - c0));
+      const int64_t first = model_lo(d.k_len - d.q_len + vr[c0], p.window_left);
       const int64_t keys = causal_end(d.k_len - d.q_len + vr[c0 + count - 1]);
-      for (int64_t k0 = 0; k0 < keys; k0 += kValidationKeys) {
+      for (int64_t k0 = first; k0 < keys; k0 += kValidationKeys) {
         cl->val_tiles.push_back(ValTile{s, count, d.val_begin + c0, k0, std::min(keys, k0 + kValidationKeys)});
       }
     }
@@ -137,6 +138,14 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     return invalid_shape("the call is too large for one CUDA launch");
   }
   if (cl->sampled) cl->sort_bytes = selection_sort_bytes(cl->total_items, static_cast<int>(cl->sets.size()));
+  if (!p.alibi_slopes.empty() || !p.sinks.empty()) {
+    cl->head_mods.resize(2 * static_cast<size_t>(hq));
+    for (int h = 0; h < hq; ++h) {
+      const ScoreMod m = p.score_mod(h);
+      cl->head_mods[h] = m.alibi_log2;
+      cl->head_mods[hq + h] = m.sink_log2;
+    }
+  }
 
   // Layout: metadata first (one upload), then the rest.
   size_t at = 0;
@@ -151,11 +160,12 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
   cl->o_score_offset = take(sizeof(int64_t) * cl->score_offset.size());
   cl->o_sets = take(sizeof(SelectionSet) * cl->sets.size());
   cl->o_set_offset = take(sizeof(int64_t) * cl->set_offset.size());
+  cl->o_head_mods = take(sizeof(float) * cl->head_mods.size());
   cl->meta_bytes = at - cl->o_meta;
   const size_t elem = 2;
   if (needs_repack(p.q)) cl->o_q = take(elem * p.total_q * p.num_q_heads * p.head_dim);
   if (needs_repack(p.k)) cl->o_k = take(elem * p.total_k * p.num_kv_heads * p.head_dim);
-  if (needs_repack(p.v)) cl->o_v = take(elem * p.total_k * p.num_kv_heads * p.head_dim);
+  if (needs_repack(p.v)) cl->o_v = take(elem * p.total_k * p.num_kv_heads * p.head_dim_v);
   if (cl->sampled) {
     const size_t per_row = sizeof(float) * hq * cl->total_rows;
     cl->o_row_max = take(per_row);

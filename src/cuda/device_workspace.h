@@ -18,6 +18,9 @@ namespace sampleattn::cuda {
 // The CUDA backend reads Q, K and V as f16 or bf16, all three the same.
 Status check_dtypes(const Problem& p);
 
+// The attention kernel's dim for the call (attention_dim of launch.h).
+inline int attention_dim(const Problem& p) { return attention_dim(p.head_dim, p.head_dim_v); }
+
 // 16-byte copies need aligned rows: otherwise the tensor is repacked first.
 bool needs_repack(const TensorView& t);
 
@@ -43,6 +46,9 @@ struct CallLayout {
   std::vector<int64_t> score_offset;    // per sequence
   std::vector<SelectionSet> sets;
   std::vector<int64_t> set_offset;      // per set, into stripes
+  // The score variants' per-head values (ScoreModParams, log2 units): ALiBi slopes [num_q_heads]
+  // then sinks [num_q_heads]; empty when the call has neither.
+  std::vector<float> head_mods;
   std::vector<int> sampled_seqs;
   int64_t total_rows = 0, total_scores = 0, total_columns = 0, total_items = 0;
   int64_t total_val_rows = 0;
@@ -53,7 +59,7 @@ struct CallLayout {
   // Workspace offsets (bytes).
   size_t o_meta = 0, meta_bytes = 0;
   size_t o_seqs = 0, o_blocks = 0, o_rows = 0, o_sample_blocks = 0, o_val_tiles = 0, o_tiles = 0, o_score_offset = 0,
-         o_sets = 0, o_set_offset = 0;
+         o_sets = 0, o_set_offset = 0, o_head_mods = 0;
   size_t o_q = 0, o_k = 0, o_v = 0;
   size_t o_row_max = 0, o_row_sum = 0, o_kept = 0, o_scores = 0, o_set_scores = 0, o_keys_in = 0, o_keys_out = 0,
          o_values_in = 0, o_values_out = 0, o_flags = 0, o_keep = 0, o_stripes = 0, o_counts = 0, o_dense = 0, o_sort = 0,

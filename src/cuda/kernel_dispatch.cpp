@@ -1,5 +1,6 @@
-// Which kernel runs: the head-dim dispatch of the attention, column-score and validation kernels,
-// and the choice between the Hopper (sm_90a) and the portable mma.sync kernels for head dim 128.
+// Which kernel runs: the head-dim dispatch of the attention (on attention_dim), column-score and
+// validation kernels (on head_dim), and the choice between the Hopper (sm_90a) and the portable
+// mma.sync kernels for head dim 128 (the attention's only for head_dim = head_dim_v = 128).
 #include <cuda_runtime_api.h>
 
 #include <cstdlib>
@@ -9,9 +10,12 @@
 
 namespace sampleattn::cuda {
 
-cudaError_t launch_attention(int head_dim, bool bf16, const AttentionArgs& args, cudaStream_t stream) {
-  if (head_dim == 128 && use_sm90_kernels()) return launch_attention_sm90_d128(bf16, args, stream);
-  switch (head_dim) {
+cudaError_t launch_attention(int dim, bool bf16, const AttentionArgs& args, cudaStream_t stream) {
+  // The wgmma kernel reads Q, K and V rows of 128 (attention_sm90.cu).
+  if (dim == 128 && args.head_dim == 128 && args.head_dim_v == 128 && use_sm90_kernels()) {
+    return launch_attention_sm90_d128(bf16, args, stream);
+  }
+  switch (dim) {
 #define SAMPLEATTN_CUDA_ATTENTION_CASE(D) \
   case D: return launch_attention_d##D(bf16, args, stream);
     SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_ATTENTION_CASE)

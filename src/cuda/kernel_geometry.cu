@@ -6,8 +6,14 @@
 
 namespace sampleattn::cuda {
 
-int attention_block_rows(int head_dim) {
-  return head_dim <= 128 ? AttentionConfig<128>::kBM : AttentionConfig<256>::kBM;
+int attention_block_rows(int dim) {
+  switch (dim) {
+#define SAMPLEATTN_CUDA_BLOCK_ROWS_CASE(D) \
+  case D: return AttentionConfig<D>::kBM;
+    SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_BLOCK_ROWS_CASE)
+#undef SAMPLEATTN_CUDA_BLOCK_ROWS_CASE
+    default: return 0;
+  }
 }
 
 int column_tile() { return ColumnConfig<128>::kColumns; }

@@ -5,8 +5,27 @@
 #include <cstdint>
 
 #include "core/mask.h"
+#include "core/score_mod.h"
 
 namespace sampleattn::cuda {
+
+// The model's score variants as the kernels read them (core/score_mod.h, log2 units): the call's
+// softcap, and per query head an ALiBi slope and a sink, device arrays of num_q_heads floats
+// (null: none for every head). Stage 1 and validation leave the sinks out (null there).
+struct ScoreModParams {
+  float softcap_log2;       // softcap * log2(e); 0 = none
+  const float* alibi_log2;  // [num_q_heads] slope * log2(e), or null
+  const float* sink_log2;   // [num_q_heads] sink * log2(e) (-inf = none), or null
+
+  // Query head h's variants.
+  SAMPLEATTN_HOST_DEVICE ScoreMod head(int h) const {
+    ScoreMod m;
+    m.softcap_log2 = softcap_log2;
+    if (alibi_log2 != nullptr) m.alibi_log2 = alibi_log2[h];
+    if (sink_log2 != nullptr) m.sink_log2 = sink_log2[h];
+    return m;
+  }
+};
 
 // One sequence of the batch, as the kernels see it.
 struct SeqDesc {
@@ -34,7 +53,7 @@ struct RowBlock {
 
 enum class AttentionMode : int32_t {
   kForward = 0,   // O and lse over each row's mask (dense or window + stripes)
-  kRowStats = 1,  // sampled rows: max (log2 units) and sum of exp2 over all causal keys
+  kRowStats = 1,  // sampled rows: max (log2 units) and sum of exp2 over every key the model shows them
   kKeptMass = 2,  // sampled rows: the share of their mass inside window + stripes
 };
 
@@ -72,8 +91,13 @@ struct AttentionArgs {
   float* lse;  // [total_q][num_q_heads] or null
   int32_t num_q_heads;
   int32_t group;  // query heads per kv head
+  // Q and K rows hold head_dim elements, V and O rows head_dim_v; the kernel's own dim D (the
+  // larger of the two) zero-pads the narrower operands in shared memory.
+  int32_t head_dim, head_dim_v;
   float scale_log2;  // softmax scale * log2(e)
   int32_t causal;
+  int64_t window_left;  // the model's window (kNoModelWindow: none)
+  ScoreModParams mod;
   AttentionMode mode;
   const SeqDesc* seqs;
   const RowBlock* blocks;
@@ -109,6 +133,8 @@ struct ColumnArgs {
   int32_t group;
   float scale_log2;
   int32_t outside_window_only;  // window_mass_counts
+  int64_t window_left;          // the model's window (kNoModelWindow: none)
+  ScoreModParams mod;           // softcap and ALiBi (no sinks)
   const SeqDesc* seqs;
   const KeyTile* tiles;
   int64_t num_tiles;
@@ -132,6 +158,8 @@ struct ValidationArgs {
   int32_t group;
   float scale_log2;
   int32_t per_group;
+  int64_t window_left;  // the model's window (kNoModelWindow: none)
+  ScoreModParams mod;   // softcap and ALiBi (no sinks)
   const SeqDesc* seqs;
   const ValTile* tiles;
   int64_t num_tiles;

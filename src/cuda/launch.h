@@ -12,9 +12,14 @@
 
 namespace sampleattn::cuda {
 
-// head_dim: one of the head-dim list (SAMPLEATTN_FOR_EACH_HEAD_DIM); bf16 selects the operand
-// type (else f16). Anything else returns cudaErrorInvalidValue.
-cudaError_t launch_attention(int head_dim, bool bf16, const AttentionArgs& args, cudaStream_t stream);
+// The attention kernel's dim: Q/K rows of head_dim and V/O rows of head_dim_v elements run the
+// kernel of the larger (attention_kernel.cuh), the narrower zero-padded.
+inline int attention_dim(int head_dim, int head_dim_v) { return head_dim > head_dim_v ? head_dim : head_dim_v; }
+
+// dim (attention: attention_dim; columns and validation: head_dim): one of the head-dim list
+// (SAMPLEATTN_FOR_EACH_HEAD_DIM); bf16 selects the operand type (else f16). Anything else returns
+// cudaErrorInvalidValue.
+cudaError_t launch_attention(int dim, bool bf16, const AttentionArgs& args, cudaStream_t stream);
 cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cudaStream_t stream);
 // The validation mass kernel (validation_kernel.cuh; mma.sync on every device).
 cudaError_t launch_validation(int head_dim, bool bf16, const ValidationArgs& args, cudaStream_t stream);
@@ -27,16 +32,16 @@ cudaError_t launch_validation(int head_dim, bool bf16, const ValidationArgs& arg
 SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_DECLARE_HEAD_DIM)
 #undef SAMPLEATTN_CUDA_DECLARE_HEAD_DIM
 
-// Hopper (sm_90a): the wgmma attention (attention_sm90.cu) and column-score (columns_sm90.cu)
-// kernels for head dim 128.
+// Hopper (sm_90a): the wgmma attention (attention_sm90.cu, head_dim = head_dim_v = 128) and
+// column-score (columns_sm90.cu, head dim 128) kernels.
 cudaError_t launch_attention_sm90_d128(bool bf16, const AttentionArgs& args, cudaStream_t stream);
 cudaError_t launch_columns_sm90_d128(bool bf16, const ColumnArgs& args, cudaStream_t stream);
 // Whether the current device runs the sm_90a kernels: compute capability 9.0, unless the
 // environment sets SAMPLEATTN_CUDA_MMA_SYNC=1 (the portable kernels, for comparisons).
 bool use_sm90_kernels();
 
-// Rows of the query block of the attention kernel for this head dim (the unit of RowBlock).
-int attention_block_rows(int head_dim);
+// Rows of the query block of the attention kernel for this attention dim (the unit of RowBlock).
+int attention_block_rows(int dim);
 // Key columns per block of the column kernel (the same for every head dim).
 int column_tile();
 

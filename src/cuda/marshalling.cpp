@@ -14,6 +14,17 @@ void put(std::vector<unsigned char>& host, size_t offset, const std::vector<T>& 
   if (!v.empty()) std::memcpy(host.data() + offset, v.data(), sizeof(T) * v.size());
 }
 
+// The score variants for the kernels: the softcap, and the per-head arrays uploaded with the
+// metadata (CallLayout::head_mods); with_sinks only for the attention's output.
+ScoreModParams score_mod_params(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, bool with_sinks) {
+  ScoreModParams m{};
+  m.softcap_log2 = p.softcap * kLog2e;
+  const float* mods = ws.at<float>(cl.o_head_mods);
+  if (!p.alibi_slopes.empty()) m.alibi_log2 = mods;
+  if (with_sinks && !p.sinks.empty()) m.sink_log2 = mods + p.num_q_heads;
+  return m;
+}
+
 }  // namespace
 
 Status upload_metadata(const CallLayout& cl, const DeviceWorkspace& ws, cudaStream_t stream) {
@@ -27,6 +38,7 @@ Status upload_metadata(const CallLayout& cl, const DeviceWorkspace& ws, cudaStre
   put(host, cl.o_score_offset - cl.o_meta, cl.score_offset);
   put(host, cl.o_sets - cl.o_meta, cl.sets);
   put(host, cl.o_set_offset - cl.o_meta, cl.set_offset);
+  put(host, cl.o_head_mods - cl.o_meta, cl.head_mods);
   SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (metadata)",
                         cudaMemcpyAsync(ws.at<char>(cl.o_meta), host.data(), cl.meta_bytes, cudaMemcpyHostToDevice, stream));
   return Status::ok();
@@ -51,10 +63,11 @@ Status prepare_inputs(const Problem& p, const CallLayout& cl, const DeviceWorksp
                                                     p.num_kv_heads, d, ws.at<char>(cl.o_k), stream));
     in->k = ws.at<char>(cl.o_k), in->k_token_stride = int64_t{p.num_kv_heads} * d, in->k_head_stride = d;
   }
+  const int dv = p.head_dim_v;
   if (needs_repack(p.v)) {
     SAMPLEATTN_CUDA_CHECK("repack v", launch_repack(in->v, in->v_token_stride, in->v_head_stride, p.total_k,
-                                                    p.num_kv_heads, d, ws.at<char>(cl.o_v), stream));
-    in->v = ws.at<char>(cl.o_v), in->v_token_stride = int64_t{p.num_kv_heads} * d, in->v_head_stride = d;
+                                                    p.num_kv_heads, dv, ws.at<char>(cl.o_v), stream));
+    in->v = ws.at<char>(cl.o_v), in->v_token_stride = int64_t{p.num_kv_heads} * dv, in->v_head_stride = dv;
   }
   return Status::ok();
 }
@@ -71,8 +84,12 @@ AttentionArgs attention_args(const Problem& p, const CallLayout& cl, const Devic
   aa.lse = p.lse;
   aa.num_q_heads = p.num_q_heads;
   aa.group = p.group;
+  aa.head_dim = p.head_dim;
+  aa.head_dim_v = p.head_dim_v;
   aa.scale_log2 = scale_log2(p.scale);
   aa.causal = p.causal ? 1 : 0;
+  aa.window_left = p.window_left;
+  aa.mod = score_mod_params(p, cl, ws, /*with_sinks=*/true);
   aa.seqs = ws.at<SeqDesc>(cl.o_seqs);
   aa.per_group = cl.per_group ? 1 : 0;
   if (cl.sampled) {
@@ -98,6 +115,8 @@ ColumnArgs column_args(const Problem& p, const CallLayout& cl, const DeviceWorks
   ca.group = p.group;
   ca.scale_log2 = scale_log2(p.scale);
   ca.outside_window_only = p.sample.window_mass_counts == 1 ? 1 : 0;
+  ca.window_left = p.window_left;
+  ca.mod = score_mod_params(p, cl, ws, /*with_sinks=*/false);
   ca.seqs = ws.at<SeqDesc>(cl.o_seqs);
   ca.tiles = ws.at<KeyTile>(cl.o_tiles);
   ca.num_tiles = static_cast<int64_t>(cl.tiles.size());
@@ -144,6 +163,8 @@ ValidationArgs validation_args(const Problem& p, const CallLayout& cl, const Dev
   va.group = p.group;
   va.scale_log2 = scale_log2(p.scale);
   va.per_group = cl.per_group ? 1 : 0;
+  va.window_left = p.window_left;
+  va.mod = score_mod_params(p, cl, ws, /*with_sinks=*/false);
   va.seqs = ws.at<SeqDesc>(cl.o_seqs);
   va.tiles = ws.at<ValTile>(cl.o_val_tiles);
   va.num_tiles = static_cast<int64_t>(cl.val_tiles.size());

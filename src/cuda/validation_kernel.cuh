@@ -5,9 +5,11 @@
 // A block takes up to 64 validation rows of one query head (4 warps x 16 rows) and one chunk of
 // their keys (ValTile: at most kValidationKeys, so that the long rows of a sequence's end spread
 // over many blocks). K tiles of 64 keys are double-buffered with cp.async, S = Q K^T runs on
-// mma.sync m16n8k16, and each probability p = 2^(s - max) / sum (the row's exact statistics from
-// the row-statistics pass) goes to its row's bucket: [0] for the window band (j > p - w) and the
-// kept sinks, the column's bucket id for j <= p - w, nothing for a column past the set's cost cap.
+// mma.sync m16n8k16, and each probability p = 2^(s - max) / sum (s the score with the head's
+// softcap and ALiBi, core/score_mod.h; the row's exact statistics from the row-statistics pass,
+// over the keys the model shows it, model_lo .. p) goes to its row's bucket: [0] for the window
+// band (j > p - w) and the kept sinks, the column's bucket id for j <= p - w, nothing for a column
+// past the set's cost cap.
 // Buckets are per row and arbitrary per column, so the sums are shared-memory atomics; to stay
 // deterministic whatever their order, they add fixed-point integers (kValidationMassOne = 1, a
 // rounding of at most 2^-32 per probability), and the blocks of one row's key chunks add theirs
@@ -17,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include "core/mask.h"
+#include "core/score_mod.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/kernel_params.h"
 
@@ -80,15 +83,21 @@ __global__ void __launch_bounds__(128) validation_kernel(const ValidationArgs a)
     if (tid < BN) sB[stage * BN + tid] = t0 + tid < vt.k1 ? bucket[t0 + tid] : kBucketUnused;
   };
 
-  // This thread's rows warp * 16 + g and + 8: their statistics, the keys they see in this chunk,
-  // [k0, hi), and where their window band starts (columns below `split` are stripe candidates).
+  // This thread's rows warp * 16 + g and + 8: their statistics, positions, the keys they see in
+  // this chunk, [lo, hi) (the model's window model_lo .. p within [k0, k1)), and where their window
+  // band starts (columns below `split` are stripe candidates).
+  const ScoreMod mod = a.mod.head(head);
+  const bool modifies = mod.modifies_scores();
+  const float scale = modifies ? 1.f : a.scale_log2;  // modified scores are in log2 units already
   float rmax[2], rscale[2];
-  int64_t hi[2], split[2];
+  int64_t pos[2], lo[2], hi[2], split[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = warp * 16 + h * 8 + g;
     rmax[h] = 0.f;
     rscale[h] = 0.f;
+    pos[h] = 0;
+    lo[h] = 0;
     hi[h] = 0;
     split[h] = 0;
     if (r < vt.count) {
@@ -97,6 +106,8 @@ __global__ void __launch_bounds__(128) validation_kernel(const ValidationArgs a)
       const float sum = a.row_sum[at];
       rmax[h] = a.row_max[at];
       rscale[h] = sum > 0.f ? 1.f / sum : 0.f;
+      pos[h] = p;
+      lo[h] = model_lo(p, a.window_left);
       hi[h] = sum > 0.f ? (causal_end(p) < vt.k1 ? causal_end(p) : vt.k1) : 0;
       split[h] = stripe_limit(p, sd.window) + 1;
     }
@@ -141,6 +152,7 @@ __global__ void __launch_bounds__(128) validation_kernel(const ValidationArgs a)
     // Each visible probability into its row's bucket.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+      const int32_t first = static_cast<int32_t>(lo[h] - t0 < BN ? (lo[h] - t0 > 0 ? lo[h] - t0 : 0) : BN);
       const int32_t lim = static_cast<int32_t>(hi[h] - t0 < BN ? (hi[h] - t0 > 0 ? hi[h] - t0 : 0) : BN);
       const int32_t band = static_cast<int32_t>(split[h] - t0 < BN ? (split[h] - t0 > 0 ? split[h] - t0 : 0) : BN);
       uint32_t* row_acc = acc + (warp * 16 + h * 8 + g) * MS;
@@ -149,10 +161,12 @@ __global__ void __launch_bounds__(128) validation_kernel(const ValidationArgs a)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int32_t c = n * 8 + 2 * t + e;
-          if (c >= lim) continue;
+          if (c < first || c >= lim) continue;
           const uint8_t b = c < band ? tb[c] : kBucketKept;
           if (b == kBucketUnused) continue;
-          const float p = dev::fast_exp2(fmaf(s[n][2 * h + e], a.scale_log2, -rmax[h])) * rscale[h];
+          float x = s[n][2 * h + e];
+          if (modifies) x = modified_score(mod, x * a.scale_log2, pos[h], t0 + c);
+          const float p = dev::fast_exp2(fmaf(x, scale, -rmax[h])) * rscale[h];
           const uint32_t v = __float2uint_rn(p * static_cast<float>(kValidationMassOne));
           if (v != 0) atomicAdd(row_acc + b, v);
         }
