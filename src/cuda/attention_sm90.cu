@@ -46,7 +46,10 @@ constexpr size_t kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024;  // + a
 static_assert(kProducers == 8 * 16, "the producer copies 8 rows at a time, 16 threads (16-byte chunks) per row");
 static_assert(kBM == AttentionConfig<128>::kBM, "row blocks are planned in units of the mma.sync kernel's");
 
-template <typename T, bool kForward>
+// kMods: the call has score variants (softcap or ALiBi). Without them the kernel is built with
+// no variant code at all: present but skipped, it cost the plain path 5% (register allocation and
+// scheduling of the consumer loop, measured on the H200).
+template <typename T, bool kForward, bool kMods>
 __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const AttentionArgs a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int NT = kBN / 8, DT = kD / 8, CHUNKS = kD / 8;
@@ -174,7 +177,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
     dev::fence_registers(o);
     if (k > 0) dev::mbarrier_arrive(empty_bar + 8 * ((k - 1) % kStages));  // tile k - 1 is done
     if constexpr (kQK) {
-      online_softmax<NT, DT, /*kPassPerVariant=*/false>(s, m, l, o, b, b.tile<kBN>(k), fr, t, a.scale_log2, a.mod);
+      online_softmax<NT, DT, /*kPassPerVariant=*/false>(s, m, l, o, b, b.tile<kBN>(k), fr, t, a.scale_log2,
+                                                         kMods ? a.mod : ScoreModParams{});
       if constexpr (kForward) {
 #pragma unroll
         for (int kk = 0; kk < kBN / 16; ++kk) probabilities_a<T, NT>(s, kk, pa[kk]);
@@ -195,8 +199,11 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
 
 template <typename T, bool kForward>
 cudaError_t launch_typed(const AttentionArgs& a, cudaStream_t stream) {
-  return dev::launch_with_smem(attention_kernel_sm90<T, kForward>, a.num_blocks * a.num_q_heads, kThreads, kSmemBytes,
-                               a, stream);
+  const bool mods = a.mod.softcap_log2 > 0.f || a.mod.alibi_log2 != nullptr;
+  return mods ? dev::launch_with_smem(attention_kernel_sm90<T, kForward, true>, a.num_blocks * a.num_q_heads, kThreads,
+                                      kSmemBytes, a, stream)
+              : dev::launch_with_smem(attention_kernel_sm90<T, kForward, false>, a.num_blocks * a.num_q_heads, kThreads,
+                                      kSmemBytes, a, stream);
 }
 
 template <typename T>

@@ -31,7 +31,9 @@ constexpr size_t kSmemBytes = kKBytes + kStages * kChunkBytes + 1024;  // + alig
 static_assert(kColumns == ColumnConfig<128>::kColumns, "key tiles are planned in units of the mma.sync kernel's");
 static_assert(kProducers == 8 * 16, "the producer copies 8 rows at a time, 16 threads (16-byte chunks) per row");
 
-template <typename T>
+// kMods: the call has score variants (softcap or ALiBi); without, no variant code is built in
+// (as attention_sm90.cu's kernel).
+template <typename T, bool kMods>
 __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnArgs a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int CHUNKS = kD / 8;
@@ -98,7 +100,8 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
 
   dev::setmaxnreg_inc<kConsumerRegs>();
   const int g = lane / 4, t = lane % 4;
-  const float scale = cb.modifies ? 1.f : a.scale_log2;
+  const bool modifies = kMods && cb.modifies;
+  const float scale = modifies ? 1.f : a.scale_log2;
   float acc[kColumns / 8][2];
   float s[kColumns / 8][4];
 #pragma unroll
@@ -138,7 +141,7 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
     dev::wgmma_wait<0>();
     dev::fence_registers(s);
     dev::mbarrier_arrive(empty_bar + 8 * stage);
-    if (cb.modifies) {  // the modified scores, in log2 units (scale 1 below)
+    if (modifies) {  // the modified scores, in log2 units (scale 1 below)
 #pragma unroll
       for (int n = 0; n < kColumns / 8; ++n) {
 #pragma unroll
@@ -176,7 +179,11 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
 
 template <typename T>
 cudaError_t launch_typed(const ColumnArgs& a, cudaStream_t stream) {
-  return dev::launch_with_smem(column_kernel_sm90<T>, a.num_tiles * a.num_q_heads, kThreads, kSmemBytes, a, stream);
+  const bool mods = a.mod.softcap_log2 > 0.f || a.mod.alibi_log2 != nullptr;
+  return mods ? dev::launch_with_smem(column_kernel_sm90<T, true>, a.num_tiles * a.num_q_heads, kThreads, kSmemBytes,
+                                      a, stream)
+              : dev::launch_with_smem(column_kernel_sm90<T, false>, a.num_tiles * a.num_q_heads, kThreads, kSmemBytes,
+                                      a, stream);
 }
 
 }  // namespace
