@@ -855,6 +855,9 @@ TEST(VariantsInput, BadVariantsFailClearly) {
   p = c.params();
   p.alibi_slopes = slopes.data();
   expect_status(p, SAMPLEATTN_INVALID_ARGUMENT, "alibi_slopes[1]");
+  // Finite but so steep that -slope * |p - j| would overflow the scores: the input scan's bound.
+  slopes[1] = -1e37f;
+  expect_status(p, SAMPLEATTN_INVALID_ARGUMENT, "ALiBi slopes too large");
   std::vector<float> sinks(static_cast<size_t>(c.hq), 0.f);
   sinks[3] = kInf;
   p = c.params();

@@ -156,6 +156,17 @@ Status input_scan_status(const Problem& p, const InputScan& q, const InputScan& 
   }
   int64_t max_k_len = 0;
   for (const Sequence& s : p.sequences) max_k_len = std::max(max_k_len, s.k_len);
+  // ALiBi adds -slope * |p - j| (|p - j| < k_len) to a score: the same bound holds for the sum.
+  double max_slope = 0;
+  for (float slope : p.alibi_slopes) max_slope = std::max(max_slope, std::fabs(static_cast<double>(slope)));
+  const double bias_bound = max_slope * 1.4426950408889634 * static_cast<double>(max_k_len);
+  if (!(score_bound + bias_bound < kScoreLimit)) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf,
+                  "ALiBi slopes too large: max|slope| %.3g times %lld keys could overflow f32 scores",
+                  max_slope, static_cast<long long>(max_k_len));
+    return invalid_argument(buf);
+  }
   if (!(static_cast<double>(v.max_abs) * static_cast<double>(std::max<int64_t>(max_k_len, 1)) < 0x1p120)) {
     char buf[128];
     std::snprintf(buf, sizeof buf, "inputs too large: max|v| = %.3g times %lld keys could overflow f32 sums",
