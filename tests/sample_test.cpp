@@ -18,19 +18,6 @@
 namespace sampleattn::testing {
 namespace {
 
-// Small-problem parameters: sampling applies from k_len 0, with a short window.
-void small_sample_params(sampleattn::Params& p) {
-  p.method = SAMPLEATTN_METHOD_SAMPLE;
-  p.sample.dense_below = 0;
-  p.sample.min_window = 8;
-  p.sample.r_w = 0.08f;
-  p.sample.sample_block = 16;
-  p.sample.r_row = 0.2f;
-  p.sample.sink_tokens = 1;
-  p.sample.max_density = 1.f;  // these small masks are dense-ish: keep them sparse to test the mechanism
-  p.sample.r_val = 0.f;        // alpha's rule as it stands; validation has its own tests (Validation*, below)
-}
-
 // Runs the call and returns the chosen masks per (sequence, head) from the statistics.
 struct Outcome {
   sampleattn_status status;

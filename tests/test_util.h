@@ -247,6 +247,21 @@ inline reference::MaskLookup lookup(const MaskMap& masks) {
   };
 }
 
+// Small-problem sampling parameters: sampling applies from k_len 0, with a short window; alpha's
+// masks as they stand (no validation rows: Validation* has its own tests), kept sparse
+// (max_density 1: these small masks are dense-ish) to test the mechanism.
+inline void small_sample_params(sampleattn::Params& p) {
+  p.method = SAMPLEATTN_METHOD_SAMPLE;
+  p.sample.dense_below = 0;
+  p.sample.min_window = 8;
+  p.sample.r_w = 0.08f;
+  p.sample.sample_block = 16;
+  p.sample.r_row = 0.2f;
+  p.sample.sink_tokens = 1;
+  p.sample.max_density = 1.f;
+  p.sample.r_val = 0.f;
+}
+
 inline sampleattn_context* cpu_context(int threads, uint64_t max_workspace_bytes = 0) {
   sampleattn_context_options o;
   sampleattn_context_options_init(&o);

@@ -307,20 +307,6 @@ std::vector<std::pair<int, int>> head_dim_pairs() {
   return pairs;
 }
 
-// Small-problem sampling parameters: sampled from k_len 0 with a short window; alpha's masks as
-// they stand (no validation rows), kept sparse (max_density 1) to test the mechanism.
-void small_sample_params(sampleattn::Params& p) {
-  p.method = SAMPLEATTN_METHOD_SAMPLE;
-  p.sample.dense_below = 0;
-  p.sample.min_window = 8;
-  p.sample.r_w = 0.08f;
-  p.sample.sample_block = 16;
-  p.sample.r_row = 0.2f;
-  p.sample.sink_tokens = 1;
-  p.sample.max_density = 1.f;
-  p.sample.r_val = 0.f;
-}
-
 // Plants columns every query leans on (through dimension 0), so that sampling has stripes to find.
 void plant(VariantCase& c, const std::vector<int32_t>& columns, float strength) {
   for (int s = 0; s < c.nseq(); ++s) {
