@@ -41,12 +41,12 @@ extern "C" {
 #endif
 
 #define SAMPLEATTN_VERSION_MAJOR 0
-#define SAMPLEATTN_VERSION_MINOR 3
+#define SAMPLEATTN_VERSION_MINOR 4
 #define SAMPLEATTN_VERSION_PATCH 0
 /* The ABI: the shared library's SONAME number, and the layout revision of this header's structs
  * (docs/ABI.md lists what each revision appended). */
 #define SAMPLEATTN_ABI_VERSION 1
-#define SAMPLEATTN_ABI_REVISION 3
+#define SAMPLEATTN_ABI_REVISION 4
 
 /* ---------------------------------------------------------------------------------------------
  * Status
@@ -72,7 +72,7 @@ SAMPLEATTN_API const char* sampleattn_status_string(sampleattn_status status);
  * call into the library from this thread. */
 SAMPLEATTN_API const char* sampleattn_last_error(void);
 
-/* The library's version, e.g. "0.3.0" (SAMPLEATTN_VERSION_* are the header's). */
+/* The library's version, e.g. "0.4.0" (SAMPLEATTN_VERSION_* are the header's). */
 SAMPLEATTN_API const char* sampleattn_version(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -89,11 +89,17 @@ typedef enum sampleattn_binding {
   SAMPLEATTN_BIND_NONE = 1   /* workers float; the OS schedules them */
 } sampleattn_binding;
 
+/* A host thread pool's parallel-for (ABI 1.4, sampleattn_context_options.parallel_for). */
+typedef void (*sampleattn_task_fn)(void* task_context, int64_t index);
+typedef void (*sampleattn_parallel_for_fn)(void* host_pool, sampleattn_task_fn task, void* task_context,
+                                           int64_t count);
+
 typedef struct sampleattn_context_options {
   uint32_t struct_size;
   sampleattn_backend backend; /* default AUTO */
   /* CPU worker threads. 0 (default): SAMPLEATTN_NUM_THREADS if set, else one per core that the
-   * process may run on (taskset and cgroup cpusets are respected). */
+   * process may run on (taskset and cgroup cpusets are respected), and no more than a cgroup CPU
+   * quota allows (cpu.max, rounded up). */
   int32_t num_threads;
   sampleattn_binding binding; /* default BIND_CORES */
   int32_t cuda_device;        /* default 0 */
@@ -102,6 +108,15 @@ typedef struct sampleattn_context_options {
    * would exceed it fails with SAMPLEATTN_OUT_OF_MEMORY before allocating the part that would
    * pass it and before writing any output. */
   uint64_t max_workspace_bytes;
+  /* ABI revision 1.4: run on the host's own threads (CPU backend). When parallel_for is set, the
+   * context starts no thread of its own: each parallel step of a call runs as
+   * parallel_for(host_pool, task, task_context, count), which must call task(task_context, i)
+   * exactly once for every i in [0, count) -- on any of the host's threads, in any order, at once
+   * or one after another -- and return when the last has returned. count is at most num_threads,
+   * which must then be > 0 (the host's worker count); binding is ignored (the host places its
+   * threads). Calls on one context still run one at a time. NULL (default): the library's pool. */
+  sampleattn_parallel_for_fn parallel_for;
+  void* host_pool; /* passed back to parallel_for as is */
 } sampleattn_context_options;
 
 typedef struct sampleattn_context sampleattn_context;
@@ -152,7 +167,11 @@ SAMPLEATTN_API sampleattn_status sampleattn_context_get_info(const sampleattn_co
 typedef enum sampleattn_dtype {
   SAMPLEATTN_DTYPE_F32 = 0,
   SAMPLEATTN_DTYPE_F16 = 1, /* IEEE binary16 */
-  SAMPLEATTN_DTYPE_BF16 = 2 /* bfloat16, the upper half of an f32 */
+  SAMPLEATTN_DTYPE_BF16 = 2, /* bfloat16, the upper half of an f32 */
+  /* ABI 1.4, quantized K and V only (a KV cache; the scales are in sampleattn_kv_cache): a stored
+   * x stands for scale * x. */
+  SAMPLEATTN_DTYPE_I8 = 3,       /* int8 */
+  SAMPLEATTN_DTYPE_FP8_E4M3 = 4  /* OCP fp8 e4m3 ("e4m3fn": max 448, no infinity, 0x7f/0xff NaN) */
 } sampleattn_dtype;
 
 /* One of Q, K, V: [token, head, dim] with the dim contiguous. Strides are in elements; the token
@@ -172,6 +191,44 @@ typedef struct sampleattn_output {
   int64_t token_stride;
   int64_t head_stride;
 } sampleattn_output;
+
+/* ABI revision 1.4: the KV cache as engines keep it (sampleattn_params.kv_cache; NULL = K and V
+ * packed per batch as cu_seqlens_k says, in f32/f16/bf16).
+ *
+ * Paged: with block_table set, sequence b's key j (0-based, its position in the sequence) lives in
+ * page block_table[b * block_table_stride + j / page_size], slot j % page_size: k element
+ * (page, slot, head, c) is at k.data + page * k_page_stride + slot * k.token_stride +
+ * head * k.head_stride + c (likewise v), as flash-attention's paged cache
+ * [num_pages, page_size, kv_heads, head_dim] or vLLM's blocks with any strides. Sequence b has
+ * seqused_k[b] keys when seqused_k is set, else the count cu_seqlens_k (or seqlen_k) gives; its
+ * first ceil(keys / page_size) table entries must be pages in [0, num_pages). Pages may repeat
+ * across sequences (a shared prefix) and appear in any order.
+ *
+ * Quantized: k.dtype / v.dtype SAMPLEATTN_DTYPE_I8 or FP8_E4M3 need k_scale / v_scale, f32 scales
+ * addressed like the rows they scale: the scale of (token or page+slot, head) is at
+ * scale + [page * scale_page_stride +] token_or_slot * scale_token_stride + head * scale_head_stride.
+ * int8 per (token, kv head): scale_token_stride = num_kv_heads, scale_head_stride = 1; fp8 per kv
+ * head: scale_token_stride = scale_page_stride = 0, scale_head_stride = 1. Scales must be finite.
+ * Host arrays (block_table, seqused_k) are read during the call only; the scales are device memory
+ * for the CUDA backend, like K and V. */
+typedef struct sampleattn_kv_cache {
+  uint32_t struct_size;
+  const int32_t* block_table;  /* NULL: packed K/V */
+  int64_t block_table_stride;  /* entries per sequence in block_table */
+  int32_t page_size;           /* tokens per page: a multiple of 16 */
+  int32_t num_pages;           /* pages in the cache; every used table entry is below it */
+  int64_t k_page_stride;       /* elements from one page of k to the next */
+  int64_t v_page_stride;
+  const int32_t* seqused_k;    /* [batch] keys per sequence, or NULL */
+  const float* k_scale;        /* quantized k: its scales (NULL otherwise) */
+  const float* v_scale;
+  int64_t scale_token_stride;
+  int64_t scale_head_stride;
+  int64_t scale_page_stride;
+} sampleattn_kv_cache;
+
+SAMPLEATTN_API void sampleattn_kv_cache_init_sized(sampleattn_kv_cache* cache, size_t size);
+#define sampleattn_kv_cache_init(cache) sampleattn_kv_cache_init_sized((cache), sizeof(*(cache)))
 
 /* ---------------------------------------------------------------------------------------------
  * Method parameters
@@ -307,6 +364,9 @@ typedef struct sampleattn_params {
    * units, not scaled by softmax_scale; -inf = no sink for that head): each adds exp(sink[h]) to
    * the softmax denominator of every row of head h, with no value. lse includes it. */
   const float* sinks;
+  /* ABI revision 1.4: paged and/or quantized K/V (sampleattn_kv_cache above); NULL (default) =
+   * packed K/V in f32, f16 or bf16. Read during the call only. */
+  const sampleattn_kv_cache* kv_cache;
 } sampleattn_params;
 
 SAMPLEATTN_API void sampleattn_params_init_sized(sampleattn_params* params, size_t size);
