@@ -28,12 +28,15 @@ namespace sampleattn {
 
 // Source rows for a pack: row r starts at base + offset(r) elements, where
 // offset(r) = offsets ? offsets[r] : r * row_stride. The gather through `offsets` is how the
-// query heads of a kv group are stacked into one block and how stripe columns are packed.
+// query heads of a kv group are stacked into one block, how stripe columns are packed and how
+// K/V rows are read from their pages. Quantized rows (int8, fp8 e4m3) stand for scales[r] times
+// their stored values: the pack dequantizes them.
 struct RowSource {
   const void* base;
   DType dtype;
-  int64_t row_stride;       // elements, used when offsets == nullptr
-  const int64_t* offsets;   // optional per-row element offsets
+  int64_t row_stride;                // elements, used when offsets == nullptr
+  const int64_t* offsets = nullptr;  // optional per-row element offsets
+  const float* scales = nullptr;     // per-row scales; required for int8 / fp8, ignored otherwise
 };
 
 // The model's score variants on a block (core/score_mod.h), in log2 units, applied to each score

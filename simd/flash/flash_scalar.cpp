@@ -15,7 +15,10 @@ size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 void load_rows(const RowSource& src, int rows, int d, float scale, float* dst) {
   for (int r = 0; r < rows; ++r) {
     const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
-    for (int c = 0; c < d; ++c) dst[r * d + c] = load_scalar(src.base, src.dtype, base + c) * scale;
+    // Quantized rows: the stored value times the row's scale (then times scale, as the vector
+    // tables round it: the two factors multiplied first).
+    const float factor = dtype_quantized(src.dtype) ? scale * src.scales[r] : scale;
+    for (int c = 0; c < d; ++c) dst[r * d + c] = load_scalar(src.base, src.dtype, base + c) * factor;
   }
 }
 

@@ -50,6 +50,30 @@ struct Pack : Vec<Arch> {
       } else {
         return B(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
       }
+    } else if constexpr (T == DType::kI8) {
+      const int8_t* p = static_cast<const int8_t*>(base) + index;
+      if constexpr (W == 16) {
+        return B(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+      } else {
+        return B(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))));
+      }
+    } else if constexpr (T == DType::kFP8) {
+      // e4m3 -> f16 bits: sign to bit 15, exponent and mantissa (7 bits) to bits 13..7. That f16
+      // has exponent bias 15 instead of 7 (subnormals included: both scale the same way), so
+      // its value is 2^-8 of the e4m3 value; kFp8Unbias undoes it. NaN codes (0x7f, 0xff) come
+      // out as +-480: the input scan rejects them before any kernel runs.
+      const uint8_t* p = static_cast<const uint8_t*>(base) + index;
+      if constexpr (W == 16) {
+        const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8),
+                                          _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7));
+        return B(_mm512_cvtph_ps(h));
+      } else {
+        const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8),
+                                       _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7));
+        return B(_mm256_cvtph_ps(h));
+      }
     } else {
       const uint16_t* p = static_cast<const uint16_t*>(base) + index;
       if constexpr (W == 16) {
@@ -62,21 +86,38 @@ struct Pack : Vec<Arch> {
     }
   }
 
+  // 2^8: an e4m3 byte read as f16 by load_src<kFP8> is 2^-8 of its value.
+  static constexpr float kFp8Unbias = 256.0f;
+
+  // The factor that turns row r's loaded values into its real ones: the row's scale for quantized
+  // dtypes (times kFp8Unbias for fp8), else 1.
+  template <DType T>
+  static float row_factor(const RowSource& src, int r) {
+    if constexpr (T == DType::kI8) {
+      return src.scales[r];
+    } else if constexpr (T == DType::kFP8) {
+      return src.scales[r] * kFp8Unbias;
+    } else {
+      return 1.0f;
+    }
+  }
+
   // Starts loading source row r of `src` into the cache. Rows are often a page apart ([token,
   // head, dim] with 8 heads of 128 f32 is 4 KiB), where the hardware prefetcher does not follow,
   // so packs request the rows a few iterations ahead themselves.
   static void prefetch_row(const RowSource& src, int r, int d) {
     const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
-    const int esize = src.dtype == DType::kF32 ? 4 : 2;
+    const int esize = src.dtype == DType::kF32 ? 4 : (src.dtype == DType::kI8 || src.dtype == DType::kFP8) ? 1 : 2;
     const char* p = static_cast<const char*>(src.base) + base * esize;
     for (int b = 0; b < d * esize; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
   }
 
-  // Source row r of `src` converted to f32 times scale into dst[0, d) (d a multiple of 16).
+  // Source row r of `src` converted to f32 (dequantized) times scale into dst[0, d) (d a multiple
+  // of 16).
   template <DType T>
   static void convert_row(const RowSource& src, int r, int d, float scale, float* dst) {
     const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
-    const B s(scale);
+    const B s(scale * row_factor<T>(src, r));
     for (int c = 0; c < d; c += W) (load_src<T>(src.base, base + c) * s).store_unaligned(dst + c);
   }
 
@@ -157,10 +198,15 @@ struct Pack : Vec<Arch> {
       for (int j = 0; j < n; ++j) {
         if (j + kPrefetchRows < n) prefetch_row(src, j + kPrefetchRows, d);
         const int64_t base = src.offsets ? src.offsets[j] : j * src.row_stride;
+        const B factor(row_factor<T>(src, j));
         for (int x0 = 0; x0 < d; x0 += P) {
           const int width = imin(P, d - x0);
           float* out = v + x0 * n_pad + static_cast<int64_t>(j) * width;
-          for (int c = 0; c < width; c += W) load_src<T>(src.base, base + x0 + c).store_unaligned(out + c);
+          for (int c = 0; c < width; c += W) {
+            B x = load_src<T>(src.base, base + x0 + c);
+            if constexpr (T == DType::kI8 || T == DType::kFP8) x *= factor;
+            x.store_unaligned(out + c);
+          }
         }
       }
     });

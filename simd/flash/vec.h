@@ -102,6 +102,8 @@ struct Vec {
       case DType::kF32: f(std::integral_constant<DType, DType::kF32>{}); break;
       case DType::kF16: f(std::integral_constant<DType, DType::kF16>{}); break;
       case DType::kBF16: f(std::integral_constant<DType, DType::kBF16>{}); break;
+      case DType::kI8: f(std::integral_constant<DType, DType::kI8>{}); break;
+      case DType::kFP8: f(std::integral_constant<DType, DType::kFP8>{}); break;
     }
   }
 

@@ -128,6 +128,10 @@ const char* sampleattn_last_error(void) { return g_last_error.c_str(); }
 
 const char* sampleattn_version(void) { return SAMPLEATTN_VERSION_STRING; }
 
+void sampleattn_kv_cache_init_sized(sampleattn_kv_cache* cache, size_t size) {
+  sampleattn::abi::init(cache, size, sampleattn::default_kv_cache());
+}
+
 void sampleattn_context_options_init_sized(sampleattn_context_options* options, size_t size) {
   sampleattn::abi::init(options, size, default_options());
 }

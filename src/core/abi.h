@@ -40,6 +40,7 @@ SAMPLEATTN_ABI_FIRST_LAYOUT(sampleattn_sample_params, max_density)
 SAMPLEATTN_ABI_FIRST_LAYOUT(sampleattn_params, stream)
 SAMPLEATTN_ABI_FIRST_LAYOUT(sampleattn_stats, stripes_required)
 SAMPLEATTN_ABI_FIRST_LAYOUT(sampleattn_plan_info, dense_flops)
+SAMPLEATTN_ABI_FIRST_LAYOUT(sampleattn_kv_cache, scale_page_stride)  // new in ABI 1.4
 #undef SAMPLEATTN_ABI_FIRST_LAYOUT
 // sampleattn_head_stats has no struct_size (it is an array element): its first layout's size is
 // the default stride of the caller's array (sampleattn_stats.head_stats_size).

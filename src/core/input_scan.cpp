@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <type_traits>
 
 #include "core/dtype_convert.h"
@@ -79,6 +80,52 @@ void scan_row(const char* row, int dim, float* sumsq, float* max_abs, bool* fini
   *max_abs = most;
 }
 
+// Quantized rows: int8 needs no reading (|x| <= 127 and no NaN); fp8 e4m3's only non-finite codes
+// are 0x7f and 0xff (|x| <= 448 otherwise). The bounds are the dtype's, as for f16 above; the
+// row's scale multiplies them.
+template <DType T>
+void scan_quantized_row(const char* row, int dim, float* sumsq, float* max_abs, bool* finite, int* bad_dim) {
+  constexpr float kMax = T == DType::kI8 ? 127.f : 448.f;
+  *finite = true;
+  if constexpr (T == DType::kFP8) {
+    const auto* b = reinterpret_cast<const uint8_t*>(row);
+    uint8_t nan = 0;
+    for (int i = 0; i < dim; ++i) nan |= static_cast<uint8_t>((b[i] & 0x7fu) == 0x7fu);
+    if (nan != 0) {
+      *finite = false;
+      for (int i = 0; i < dim; ++i) {
+        if ((b[i] & 0x7fu) == 0x7fu) {
+          *bad_dim = i;
+          break;
+        }
+      }
+    }
+  }
+  *sumsq = static_cast<float>(dim) * kMax * kMax;
+  *max_abs = kMax;
+}
+
+template <DType T>
+void scan_any_row(const char* row, int dim, float* sumsq, float* max_abs, bool* finite, int* bad_dim) {
+  if constexpr (T == DType::kI8 || T == DType::kFP8) {
+    scan_quantized_row<T>(row, dim, sumsq, max_abs, finite, bad_dim);
+  } else {
+    scan_row<T>(row, dim, sumsq, max_abs, finite, bad_dim);
+  }
+}
+
+template <class F>
+InputScan with_scan_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::kF32: return f(std::integral_constant<DType, DType::kF32>{});
+    case DType::kF16: return f(std::integral_constant<DType, DType::kF16>{});
+    case DType::kBF16: return f(std::integral_constant<DType, DType::kBF16>{});
+    case DType::kI8: return f(std::integral_constant<DType, DType::kI8>{});
+    case DType::kFP8: return f(std::integral_constant<DType, DType::kFP8>{});
+  }
+  return {};
+}
+
 template <DType T>
 InputScan scan(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end) {
   InputScan out;
@@ -103,15 +150,20 @@ InputScan scan(const TensorView& t, int heads, int dim, int64_t token_begin, int
 }
 
 std::string where(const char* name, const InputScan& s) {
-  return std::string(name) + "[token " + std::to_string(s.bad_token) + ", head " + std::to_string(s.bad_head) +
-         ", dim " + std::to_string(s.bad_dim) + "]";
+  const std::string at = std::string(name) +
+                         (s.bad_sequence < 0 ? "[token " + std::to_string(s.bad_token)
+                                             : "[sequence " + std::to_string(s.bad_sequence) + ", key " +
+                                                   std::to_string(s.bad_token)) +
+                         ", head " + std::to_string(s.bad_head);
+  return s.bad_dim < 0 ? "the scale of " + at + "]" : at + ", dim " + std::to_string(s.bad_dim) + "]";
 }
 
 }  // namespace
 
 void InputScan::merge(const InputScan& other) {
-  if (other.bad_token >= 0 && (bad_token < 0 || other.bad_token < bad_token ||
-                               (other.bad_token == bad_token && other.bad_head < bad_head))) {
+  const auto key = [](const InputScan& s) { return std::make_tuple(s.bad_sequence, s.bad_token, s.bad_head); };
+  if (other.bad_token >= 0 && (bad_token < 0 || key(other) < key(*this))) {
+    bad_sequence = other.bad_sequence;
     bad_token = other.bad_token;
     bad_head = other.bad_head;
     bad_dim = other.bad_dim;
@@ -121,12 +173,49 @@ void InputScan::merge(const InputScan& other) {
 }
 
 InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end) {
-  switch (t.dtype) {
-    case DType::kF32: return scan<DType::kF32>(t, heads, dim, token_begin, token_end);
-    case DType::kF16: return scan<DType::kF16>(t, heads, dim, token_begin, token_end);
-    case DType::kBF16: return scan<DType::kBF16>(t, heads, dim, token_begin, token_end);
-  }
-  return {};
+  return with_scan_dtype(t.dtype, [&](auto dt) { return scan<decltype(dt)::value>(t, heads, dim, token_begin, token_end); });
+}
+
+InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin, int64_t key_end) {
+  const TensorView& t = values ? p.v : p.k;
+  const float* scales = values ? p.kv.v_scale : p.kv.k_scale;
+  const int dim = values ? p.head_dim_v : p.head_dim;
+  const int esize = dtype_size(t.dtype);
+  return with_scan_dtype(t.dtype, [&](auto dt) {
+    constexpr DType T = decltype(dt)::value;
+    InputScan out;
+    float max_sumsq = 0;
+    for (int64_t j = key_begin; j < key_end; ++j) {
+      for (int h = 0; h < p.num_kv_heads; ++h) {
+        const KvRow at = p.kv_row(seq, j, h);
+        float sumsq, max_abs;
+        bool finite;
+        int bad_dim = 0;
+        scan_any_row<T>(static_cast<const char*>(t.data) + (values ? at.v : at.k) * esize, dim, &sumsq, &max_abs,
+                        &finite, &bad_dim);
+        if (scales != nullptr) {  // a quantized row: its values times its scale
+          const float scale = std::fabs(scales[at.scale]);
+          if (!std::isfinite(scale)) {
+            finite = false;
+            bad_dim = -1;  // the scale itself
+          }
+          sumsq *= scale * scale;
+          max_abs *= scale;
+        }
+        if (!finite && out.bad_token < 0) {
+          // Packed K/V name the token (as Q does); paged ones the sequence and key position.
+          out.bad_sequence = p.paged() ? seq : -1;
+          out.bad_token = p.paged() ? j : p.sequences[seq].k_begin + j;
+          out.bad_head = h;
+          out.bad_dim = bad_dim;
+        }
+        max_sumsq = std::max(max_sumsq, sumsq);
+        out.max_abs = std::max(out.max_abs, max_abs);
+      }
+    }
+    out.max_row_norm = std::sqrt(max_sumsq);
+    return out;
+  });
 }
 
 Status input_scan_status(const Problem& p, const InputScan& q, const InputScan& k, const InputScan& v) {

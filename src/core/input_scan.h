@@ -15,7 +15,8 @@ namespace sampleattn {
 
 // What a scan of some rows of one tensor found. Scans of disjoint row ranges merge.
 struct InputScan {
-  int64_t bad_token = -1;  // the first (token, head, dim) holding NaN/Inf, or -1
+  int64_t bad_sequence = -1;  // K/V: the sequence of the bad key (bad_token is then its position)
+  int64_t bad_token = -1;  // the first (token, head, dim) holding NaN/Inf, or -1 (dim -1: a scale)
   int bad_head = 0;
   int bad_dim = 0;
   float max_row_norm = 0;  // max over rows of the L2 norm (inf when it overflows f32)
@@ -26,6 +27,10 @@ struct InputScan {
 
 // Scans tokens [token_begin, token_end) of all `heads` heads, `dim` values per row.
 InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end);
+
+// Keys [key_begin, key_end) of sequence `seq`, all kv heads, of K (values = false) or V, read
+// through the KV cache's addressing; a quantized row counts as its values times its scale.
+InputScan scan_kv_rows(const Problem& problem, bool values, int seq, int64_t key_begin, int64_t key_end);
 
 // The call's verdict from the scans of the whole of Q, K and V.
 Status input_scan_status(const Problem& problem, const InputScan& q, const InputScan& k, const InputScan& v);

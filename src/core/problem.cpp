@@ -31,15 +31,20 @@ std::string supported_head_dims_text() {
   return text;
 }
 
-bool valid_dtype(int32_t t) {
-  return t == SAMPLEATTN_DTYPE_F32 || t == SAMPLEATTN_DTYPE_F16 || t == SAMPLEATTN_DTYPE_BF16;
+bool valid_dtype(int32_t t, bool quantized_ok) {
+  return t == SAMPLEATTN_DTYPE_F32 || t == SAMPLEATTN_DTYPE_F16 || t == SAMPLEATTN_DTYPE_BF16 ||
+         (quantized_ok && (t == SAMPLEATTN_DTYPE_I8 || t == SAMPLEATTN_DTYPE_FP8_E4M3));
 }
 
+// The strides of `tokens` rows x `heads` heads of head_dim elements: positive, rows disjoint, and
+// byte offsets within int64. For K and V, quantized dtypes are allowed (with scales, checked by
+// the caller).
 Status check_tensor(const char* name, int32_t dtype, int64_t token_stride,
-                    int64_t head_stride, int heads, int64_t tokens, int head_dim) {
-  if (!valid_dtype(dtype)) {
+                    int64_t head_stride, int heads, int64_t tokens, int head_dim, bool kv = false) {
+  if (!valid_dtype(dtype, kv)) {
     return {SAMPLEATTN_UNSUPPORTED_DTYPE,
-            std::string(name) + ".dtype " + str(dtype) + " is not f32, f16 or bf16"};
+            std::string(name) + ".dtype " + str(dtype) +
+                (kv ? " is not f32, f16, bf16, int8 or fp8 e4m3" : " is not f32, f16 or bf16")};
   }
   if (token_stride < 1 || head_stride < 1) {
     return invalid_shape(std::string(name) + " strides must be positive (token_stride " +
@@ -135,8 +140,15 @@ ByteRange byte_range(const void* data, DType dtype, int64_t token_stride, int64_
 // sampled rows of Q are read again after the attention writes O (docs/SECURITY.md).
 Status check_no_aliasing(const Problem& p) {
   const ByteRange q = byte_range(p.q.data, p.q.dtype, p.q.token_stride, p.q.head_stride, p.total_q, p.num_q_heads, p.head_dim);
-  const ByteRange k = byte_range(p.k.data, p.k.dtype, p.k.token_stride, p.k.head_stride, p.total_k, p.num_kv_heads, p.head_dim);
-  const ByteRange v = byte_range(p.v.data, p.v.dtype, p.v.token_stride, p.v.head_stride, p.total_k, p.num_kv_heads, p.head_dim_v);
+  // A paged K or V spans its pages: num_pages pages, the last one page_size rows long.
+  const auto kv_range = [&](const TensorView& t, int64_t token_stride, int64_t head_stride, int64_t page_stride, int dim) {
+    if (!p.paged()) return byte_range(t.data, t.dtype, token_stride, head_stride, p.total_k, p.num_kv_heads, dim);
+    ByteRange r = byte_range(t.data, t.dtype, token_stride, head_stride, p.kv.page_size, p.num_kv_heads, dim);
+    r.end += static_cast<uintptr_t>((p.kv.num_pages - 1) * page_stride * dtype_size(t.dtype));
+    return r;
+  };
+  const ByteRange k = kv_range(p.k, p.kv.k_token_stride, p.kv.k_head_stride, p.kv.k_page_stride, p.head_dim);
+  const ByteRange v = kv_range(p.v, p.kv.v_token_stride, p.kv.v_head_stride, p.kv.v_page_stride, p.head_dim_v);
   const ByteRange o = byte_range(p.o.data, p.o.dtype, p.o.token_stride, p.o.head_stride, p.total_q, p.num_q_heads, p.head_dim_v);
   ByteRange lse;
   if (p.lse != nullptr && p.total_q > 0) {
@@ -157,6 +169,90 @@ Status check_no_aliasing(const Problem& p) {
     }
   }
   if (lse.overlaps(o)) return invalid_argument("lse overlaps o in memory");
+  return Status::ok();
+}
+
+// K and V as the kv_cache describes them: packed (rows of the total_k tokens) or paged (rows of a
+// page, pages page_stride apart, a block table of pages per sequence); quantized dtypes with scales
+// and plain ones without. Fills out->kv and, paged, out->total_k (the keys the sequences use).
+Status check_kv_cache(const sampleattn_params& p, const sampleattn_kv_cache& c, Problem* out) {
+  const bool k_quant = p.k.dtype == SAMPLEATTN_DTYPE_I8 || p.k.dtype == SAMPLEATTN_DTYPE_FP8_E4M3;
+  const bool v_quant = p.v.dtype == SAMPLEATTN_DTYPE_I8 || p.v.dtype == SAMPLEATTN_DTYPE_FP8_E4M3;
+  if ((c.k_scale != nullptr && !k_quant) || (c.v_scale != nullptr && !v_quant)) {
+    return invalid_argument(std::string("kv_cache.") + (c.k_scale != nullptr && !k_quant ? "k_scale" : "v_scale") +
+                            " is set but that tensor is not int8 or fp8 e4m3");
+  }
+  if ((k_quant || v_quant) && (c.scale_token_stride < 0 || c.scale_head_stride < 0 || c.scale_page_stride < 0)) {
+    return invalid_shape("kv_cache scale strides must be >= 0");
+  }
+  const int64_t tokens = c.block_table == nullptr ? out->total_k : c.page_size;
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("k", enum_value(p.k.dtype), p.k.token_stride, p.k.head_stride,
+                                          p.num_kv_heads, tokens, p.head_dim, true));
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("v", enum_value(p.v.dtype), p.v.token_stride, p.v.head_stride,
+                                          p.num_kv_heads, tokens, out->head_dim_v, true));
+  KvLayout& kv = out->kv;
+  kv.k_scale = c.k_scale;
+  kv.v_scale = c.v_scale;
+  kv.scale_token_stride = c.scale_token_stride;
+  kv.scale_head_stride = c.scale_head_stride;
+  kv.scale_page_stride = c.scale_page_stride;
+  if (c.block_table == nullptr) {
+    if (c.page_size != 0 || c.num_pages != 0) {
+      return invalid_argument("kv_cache.page_size and num_pages need a block_table (NULL = packed K/V)");
+    }
+    return Status::ok();
+  }
+  if (c.page_size < 16 || c.page_size % 16 != 0) {
+    return invalid_shape("kv_cache.page_size must be a positive multiple of 16, got " + str(c.page_size));
+  }
+  if (c.num_pages < 1) return invalid_shape("kv_cache.num_pages must be >= 1 with a block_table");
+  if (c.block_table_stride < 1) return invalid_shape("kv_cache.block_table_stride must be >= 1");
+  // A page holds page_size rows of every head; pages must not overlap.
+  const auto page_extent = [&](int64_t token_stride, int64_t head_stride, int dim) {
+    return (c.page_size - 1) * token_stride + (p.num_kv_heads - 1) * head_stride + dim;
+  };
+  const struct {
+    const char* name;
+    int64_t stride, extent;
+    int32_t dtype;
+  } pools[] = {{"k_page_stride", c.k_page_stride, page_extent(p.k.token_stride, p.k.head_stride, p.head_dim), p.k.dtype},
+               {"v_page_stride", c.v_page_stride, page_extent(p.v.token_stride, p.v.head_stride, out->head_dim_v), p.v.dtype}};
+  for (const auto& pool : pools) {
+    if (c.num_pages > 1 && pool.stride < pool.extent) {
+      return invalid_shape(std::string("kv_cache.") + pool.name + " (" + str(pool.stride) +
+                           ") is smaller than a page's rows (" + str(pool.extent) + " elements): pages would overlap");
+    }
+    if (static_cast<double>(c.num_pages) * static_cast<double>(std::max(pool.stride, pool.extent)) *
+            dtype_size(static_cast<DType>(pool.dtype)) > 4.0e18) {
+      return invalid_shape(std::string("kv_cache: ") + str(c.num_pages) + " pages of " + pool.name + " " +
+                           str(pool.stride) + " overflow int64 byte offsets");
+    }
+  }
+  out->total_k = 0;
+  for (size_t b = 0; b < out->sequences.size(); ++b) {
+    Sequence& s = out->sequences[b];
+    const int64_t pages = (s.k_len + c.page_size - 1) / c.page_size;
+    if (pages > c.block_table_stride) {
+      return invalid_shape("sequence " + str(static_cast<int64_t>(b)) + " has " + str(s.k_len) + " keys: " +
+                           str(pages) + " pages of " + str(c.page_size) + ", more than block_table_stride (" +
+                           str(c.block_table_stride) + ")");
+    }
+    for (int64_t i = 0; i < pages; ++i) {
+      const int32_t page = c.block_table[static_cast<int64_t>(b) * c.block_table_stride + i];
+      if (page < 0 || page >= c.num_pages) {
+        return invalid_shape("kv_cache.block_table[" + str(static_cast<int64_t>(b)) + "][" + str(i) + "] = " +
+                             str(page) + " is not a page in [0, " + str(c.num_pages) + ")");
+      }
+    }
+    s.k_begin = 0;  // paged keys are addressed by position, not by a token offset
+    out->total_k += s.k_len;
+  }
+  kv.block_table = c.block_table;
+  kv.table_stride = c.block_table_stride;
+  kv.page_size = c.page_size;
+  kv.num_pages = c.num_pages;
+  kv.k_page_stride = c.k_page_stride;
+  kv.v_page_stride = c.v_page_stride;
   return Status::ok();
 }
 
@@ -200,6 +296,12 @@ sampleattn_sample_params default_sample_params() {
   return p;
 }
 
+sampleattn_kv_cache default_kv_cache() {
+  sampleattn_kv_cache c{};
+  c.struct_size = sizeof(c);
+  return c;
+}
+
 sampleattn_params default_params() {
   sampleattn_params p{};
   p.struct_size = sizeof(p);
@@ -216,6 +318,7 @@ sampleattn_params default_params() {
   p.softcap = 0.f;
   p.alibi_slopes = nullptr;
   p.sinks = nullptr;
+  p.kv_cache = nullptr;
   return p;
 }
 
@@ -334,6 +437,23 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
       out.sequences.push_back({q0, q1 - q0, k0, k1 - k0});
     }
   }
+  // The KV cache (ABI 1.4): used key counts, paging, scales.
+  sampleattn_kv_cache cache = default_kv_cache();
+  if (p.kv_cache != nullptr) {
+    SAMPLEATTN_RETURN_IF_ERROR(
+        abi::read(*p.kv_cache, "kv_cache", "sampleattn_kv_cache_init", default_kv_cache(), &cache));
+  }
+  if (cache.seqused_k != nullptr) {
+    for (size_t b = 0; b < out.sequences.size(); ++b) {
+      const int64_t used = cache.seqused_k[b];
+      // Packed, a sequence uses the first seqused_k of the keys cu_seqlens_k gives it.
+      if (used < 0 || (cache.block_table == nullptr && used > out.sequences[b].k_len)) {
+        return invalid_shape("kv_cache.seqused_k[" + str(static_cast<int64_t>(b)) + "] = " + str(used) +
+                             (used < 0 ? " is negative" : " exceeds the sequence's " + str(out.sequences[b].k_len) + " keys"));
+      }
+      out.sequences[b].k_len = used;
+    }
+  }
   for (size_t b = 0; b < out.sequences.size(); ++b) {
     const Sequence& s = out.sequences[b];
     if (out.causal && s.q_len > s.k_len) {
@@ -343,19 +463,19 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
     }
   }
   out.total_q = out.sequences.back().q_begin + out.sequences.back().q_len;
-  out.total_k = out.sequences.back().k_begin + out.sequences.back().k_len;
+  out.total_k = 0;
+  for (const Sequence& s : out.sequences) out.total_k = std::max(out.total_k, s.k_begin + s.k_len);
 
   SAMPLEATTN_RETURN_IF_ERROR(check_tensor("q", enum_value(p.q.dtype), p.q.token_stride, p.q.head_stride,
                                           p.num_q_heads, out.total_q, p.head_dim));
-  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("k", enum_value(p.k.dtype), p.k.token_stride, p.k.head_stride,
-                                          p.num_kv_heads, out.total_k, p.head_dim));
-  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("v", enum_value(p.v.dtype), p.v.token_stride, p.v.head_stride,
-                                          p.num_kv_heads, out.total_k, out.head_dim_v));
+  SAMPLEATTN_RETURN_IF_ERROR(check_kv_cache(p, cache, &out));
   SAMPLEATTN_RETURN_IF_ERROR(check_tensor("o", enum_value(p.o.dtype), p.o.token_stride, p.o.head_stride,
                                           p.num_q_heads, out.total_q, out.head_dim_v));
   out.q = {p.q.data, static_cast<DType>(p.q.dtype), p.q.token_stride, p.q.head_stride};
   out.k = {p.k.data, static_cast<DType>(p.k.dtype), p.k.token_stride, p.k.head_stride};
   out.v = {p.v.data, static_cast<DType>(p.v.dtype), p.v.token_stride, p.v.head_stride};
+  out.kv.k_token_stride = p.k.token_stride, out.kv.k_head_stride = p.k.head_stride;
+  out.kv.v_token_stride = p.v.token_stride, out.kv.v_head_stride = p.v.head_stride;
   out.o = {p.o.data, static_cast<DType>(p.o.dtype), p.o.token_stride, p.o.head_stride};
   out.lse = p.lse;
   out.stream = p.stream;
@@ -366,6 +486,11 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
     }
     if (out.total_k > 0 && (p.k.data == nullptr || p.v.data == nullptr)) {
       return null_pointer(p.k.data == nullptr ? "k.data is NULL" : "v.data is NULL");
+    }
+    if (out.total_k > 0 && ((dtype_quantized(out.k.dtype) && out.kv.k_scale == nullptr) ||
+                            (dtype_quantized(out.v.dtype) && out.kv.v_scale == nullptr))) {
+      return null_pointer(std::string("kv_cache.") + (out.kv.k_scale == nullptr ? "k_scale" : "v_scale") +
+                          " is NULL but that tensor is quantized (int8 / fp8 e4m3 need their scales)");
     }
     SAMPLEATTN_RETURN_IF_ERROR(check_no_aliasing(out));
   }

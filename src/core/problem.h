@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/kv_cache.h"
 #include "core/mask.h"
 #include "core/score_mod.h"
 #include "core/status.h"
@@ -50,8 +51,9 @@ struct Sequence {
 };
 
 struct Problem {
-  TensorView q, k, v;
+  TensorView q, k, v;  // k and v: data and dtype; their rows are addressed through kv
   OutputView o;
+  KvLayout kv;  // where each sequence's keys live (packed or paged) and their scales
   float* lse = nullptr;
   int head_dim = 0;    // of q and k
   int head_dim_v = 0;  // of v and o, resolved (never 0)
@@ -80,6 +82,10 @@ struct Problem {
   // The keys a causal query of `seq` sees at most (model_span of core/mask.h).
   int64_t span(const Sequence& seq) const { return model_span(seq.k_len, window_left); }
 
+  // Key j of sequence `seq`, kv head `head`: element offsets into k, v and their scales.
+  KvRow kv_row(int seq, int64_t j, int head) const { return kv.row(seq, sequences[seq].k_begin, j, head); }
+  bool paged() const { return kv.paged(); }
+
   // Query-key pairs a dense attention computes (causal within the model window, or full),
   // summed over heads.
   double dense_pairs() const;
@@ -88,6 +94,7 @@ struct Problem {
 // The documented defaults (sampleattn_*_init), at the library's full struct size.
 sampleattn_sample_params default_sample_params();
 sampleattn_params default_params();
+sampleattn_kv_cache default_kv_cache();
 
 // Validates `params` and fills `problem`. With check_data, the Q/K/V/O pointers must be set
 // (sampleattn_forward); without, only shapes and parameters are checked (sampleattn_plan).

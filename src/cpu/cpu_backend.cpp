@@ -29,32 +29,41 @@ bool any_sampled(const Problem& problem) {
 // Tokens per input-scan task.
 constexpr int64_t kScanChunk = 512;
 
-int64_t scan_tasks(int64_t tokens) { return (tokens + kScanChunk - 1) / kScanChunk; }
+// The input policy (core/input_scan.h): Q scanned in chunks of tokens, K and V in chunks of each
+// sequence's keys (wherever the cache keeps them), on the workers.
+struct ScanChunk {
+  int tensor;  // 0 q, 1 k, 2 v
+  int seq;     // k and v
+  int64_t begin, end;
+};
 
-// The input policy (core/input_scan.h), Q, K and V scanned in chunks of tokens on the workers.
+// Scan tasks of a call: Q in chunks of tokens; for each of K and V, each sequence's keys in chunks.
+int64_t scan_chunk_count(const Problem& problem) {
+  int64_t count = (problem.total_q + kScanChunk - 1) / kScanChunk;
+  for (const Sequence& s : problem.sequences) count += 2 * ((s.k_len + kScanChunk - 1) / kScanChunk);
+  return count;
+}
+
 Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& problem) {
-  const struct {
-    const TensorView& view;
-    int heads;
-    int64_t tokens;
-    int dim;
-  } tensors[] = {{problem.q, problem.num_q_heads, problem.total_q, problem.head_dim},
-                 {problem.k, problem.num_kv_heads, problem.total_k, problem.head_dim},
-                 {problem.v, problem.num_kv_heads, problem.total_k, problem.head_dim_v}};
-  int64_t first_task[4] = {0};
-  for (int t = 0; t < 3; ++t) first_task[t + 1] = first_task[t] + scan_tasks(tensors[t].tokens);
-  std::vector<InputScan> scans(static_cast<size_t>(first_task[3]));
-  SAMPLEATTN_RETURN_IF_ERROR(pool.run(first_task[3], 0, pool_limit, [&](int64_t task, int, void*) {
-    int t = 0;
-    while (task >= first_task[t + 1]) ++t;
-    const int64_t begin = (task - first_task[t]) * kScanChunk;
-    const int64_t end = std::min(begin + kScanChunk, tensors[t].tokens);
-    scans[task] = scan_rows(tensors[t].view, tensors[t].heads, tensors[t].dim, begin, end);
+  std::vector<ScanChunk> chunks;
+  chunks.reserve(static_cast<size_t>(scan_chunk_count(problem)));  // counted by the workspace
+  for (int64_t t = 0; t < problem.total_q; t += kScanChunk) chunks.push_back({0, 0, t, std::min(t + kScanChunk, problem.total_q)});
+  for (int tensor = 1; tensor <= 2; ++tensor) {
+    for (size_t s = 0; s < problem.sequences.size(); ++s) {
+      const int64_t keys = problem.sequences[s].k_len;
+      for (int64_t j = 0; j < keys; j += kScanChunk) {
+        chunks.push_back({tensor, static_cast<int>(s), j, std::min(j + kScanChunk, keys)});
+      }
+    }
+  }
+  std::vector<InputScan> scans(chunks.size());
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(chunks.size()), 0, pool_limit, [&](int64_t task, int, void*) {
+    const ScanChunk& c = chunks[static_cast<size_t>(task)];
+    scans[task] = c.tensor == 0 ? scan_rows(problem.q, problem.num_q_heads, problem.head_dim, c.begin, c.end)
+                                : scan_kv_rows(problem, c.tensor == 2, c.seq, c.begin, c.end);
   }));
   InputScan merged[3];
-  for (int t = 0; t < 3; ++t) {
-    for (int64_t i = first_task[t]; i < first_task[t + 1]; ++i) merged[t].merge(scans[i]);
-  }
+  for (size_t i = 0; i < chunks.size(); ++i) merged[chunks[i].tensor].merge(scans[i]);
   return input_scan_status(problem, merged[0], merged[1], merged[2]);
 }
 
@@ -93,8 +102,7 @@ CallWorkspace call_workspace(const KernelTable& kernels, const Problem& problem,
     w.per_worker_scratch = std::max(w.per_worker_scratch, sampling.scratch_per_worker);
   }
   w.set_pool_scratch(ThreadPool::scratch_footprint(w.per_worker_scratch) * static_cast<uint64_t>(threads));
-  w.inputs.input_scan =
-      (scan_tasks(problem.total_q) + 2 * scan_tasks(problem.total_k)) * sizeof(InputScan);
+  w.inputs.input_scan = static_cast<uint64_t>(scan_chunk_count(problem)) * (sizeof(InputScan) + sizeof(ScanChunk));
   w.sampling.sampling = sampling.stage1;
   w.sampling.selection = sampling.stage2;
   w.sampling.sparse_plan = plan_records + sampling.stripe_lists;

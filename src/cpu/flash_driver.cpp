@@ -10,6 +10,7 @@
 
 #include "core/mask.h"
 #include "core/score_mod.h"
+#include "cpu/kv_rows.h"
 #include "cpu/scratch_carver.h"
 #include "cpu/workspace.h"
 
@@ -73,6 +74,7 @@ struct Scratch {
   void* k_packed;
   void* v_packed;
   void* attend_scratch;
+  KvRows kv_rows;         // a K/V tile's rows
 };
 
 // The one definition of a flash worker's scratch: sizes with a null base. d is the head dim of Q
@@ -97,6 +99,7 @@ Scratch carve(ScratchCarver c, const FlashPath& path, int max_rows, int key_tile
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
   s.v_packed = c.take_bytes(path.packed_bytes(key_tile, dv));
   s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
+  s.kv_rows = KvRows::carve(c, key_tile);
   if (bytes != nullptr) *bytes = c.used();
   return s;
 }
@@ -136,8 +139,12 @@ class FlashRunner {
     return bytes;
   }
 
-  // The stripe packing's scratch: one tile's K and V row offsets.
-  size_t pack_scratch_bytes() const { return sizeof(int64_t) * 2 * kernels_.key_tile; }
+  // The stripe packing's scratch: one tile's K and V rows.
+  size_t pack_scratch_bytes() const {
+    ScratchCarver c;
+    KvRows::carve(c, kernels_.key_tile);
+    return c.used();
+  }
 
   // The task list and the per-head stripe records (with their packing jobs) of a call.
   uint64_t bookkeeping_bytes() const {
@@ -211,19 +218,14 @@ class FlashRunner {
                     [&](int64_t t, int, void* scratch) {
       const StripeJob& j = jobs[static_cast<size_t>(t)];
       const PackedStripes& ps = stripes_[j.index];
-      const Sequence& seq = p_.sequences[j.seq];
       const std::vector<int32_t>& cols = plan_->heads[j.index].stripes;
-      int64_t* koff = static_cast<int64_t*>(scratch);
-      int64_t* voff = koff + key_tile;
+      ScratchCarver carver(scratch);
+      const KvRows rows = KvRows::carve(carver, key_tile);
       for (int64_t t0 = 0, tile = 0; t0 < ps.count; t0 += key_tile, ++tile) {
         const int n = static_cast<int>(std::min<int64_t>(key_tile, ps.count - t0));
-        for (int r = 0; r < n; ++r) {
-          const int64_t token = seq.k_begin + cols[t0 + r];
-          koff[r] = token * p_.k.token_stride + j.kv_head * p_.k.head_stride;
-          voff[r] = token * p_.v.token_stride + j.kv_head * p_.v.head_stride;
-        }
-        path_.pack_k({p_.k.data, p_.k.dtype, 0, koff}, n, p_.head_dim, ps.k + tile * ps.k_tile_bytes);
-        path_.pack_v({p_.v.data, p_.v.dtype, 0, voff}, n, p_.head_dim_v, ps.v + tile * ps.v_tile_bytes);
+        rows.fill(p_, j.seq, j.kv_head, n, [&](int r) { return static_cast<int64_t>(cols[t0 + r]); });
+        path_.pack_k(rows.k(p_), n, p_.head_dim, ps.k + tile * ps.k_tile_bytes);
+        path_.pack_v(rows.v(p_), n, p_.head_dim_v, ps.v + tile * ps.v_tile_bytes);
       }
     });
   }
@@ -286,7 +288,7 @@ class FlashRunner {
       // Segment 0, the sequence's own keys (core/mask.h): keys model_lo .. p of each dense row
       // (all keys when not causal), the window band of each sparse one.
       const int64_t w = dense ? seq.k_len : plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
-      attend_contiguous(s, seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
+      attend_contiguous(s, t.seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
         *lo = own_keys_lo(!dense, s.positions[r], w, p_.window_left);
         *hi = own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len);
       });
@@ -354,7 +356,8 @@ class FlashRunner {
   // span(r, &lo, &hi) in key positions. Key tiles outside every row's span are neither packed
   // nor attended, so a model window costs its band, not the causal triangle.
   template <typename Span>
-  void attend_contiguous(const Scratch& s, const Sequence& seq, int kv_head, int r0, int m, Span span) const {
+  void attend_contiguous(const Scratch& s, int seq_index, int kv_head, int r0, int m, Span span) const {
+    const Sequence& seq = p_.sequences[seq_index];
     int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
     for (int r = r0; r < r0 + m; ++r) {
       int64_t lo, hi;
@@ -383,9 +386,9 @@ class FlashRunner {
         any = any || a < b;
       }
       if (!any) continue;
-      const int64_t token = seq.k_begin + t0;
-      path_.pack_k({p_.k.row(token, kv_head), p_.k.dtype, p_.k.token_stride, nullptr}, n, d, s.k_packed);
-      path_.pack_v({p_.v.row(token, kv_head), p_.v.dtype, p_.v.token_stride, nullptr}, n, dv, s.v_packed);
+      s.kv_rows.fill_run(p_, seq_index, kv_head, t0, n);
+      path_.pack_k(s.kv_rows.k(p_), n, d, s.k_packed);
+      path_.pack_v(s.kv_rows.v(p_), n, dv, s.v_packed);
       if (mod.alibi != nullptr) {
         for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
       }

@@ -13,6 +13,7 @@
 #include "core/timing.h"
 #include "core/validation.h"
 #include "cpu/score_fixed_point.h"
+#include "cpu/kv_rows.h"
 #include "cpu/scratch_carver.h"
 #include "cpu/stripe_selection.h"
 #include "cpu/workspace.h"
@@ -60,7 +61,7 @@ struct SampledSequence {
 // Per-worker scratch for the sampling passes.
 struct Scratch {
   int64_t* q_offsets;
-  int64_t* k_offsets;
+  KvRows kv_rows;         // a K tile's rows
   int64_t* positions;
   int32_t* row_pos;       // positions as the kernels read them (ScoreModArgs)
   float* slopes;          // each row's ALiBi slope, log2 units
@@ -84,7 +85,7 @@ Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, in
               size_t* bytes = nullptr) {
   Scratch s;
   s.q_offsets = c.take<int64_t>(rows);
-  s.k_offsets = c.take<int64_t>(key_tile);
+  s.kv_rows = KvRows::carve(c, key_tile);
   s.positions = c.take<int64_t>(rows);
   s.row_pos = c.take<int32_t>(rows);
   s.slopes = c.take<float>(rows);
@@ -164,12 +165,10 @@ class Sampler {
     return m;
   }
 
-  // Packs keys [t0, t0 + n) of kv head g (contiguous).
-  void pack_keys(const Scratch& s, const Sequence& seq, int g, int64_t t0, int n) const {
-    const int64_t token = seq.k_begin + t0;
-    path_.pack_k({p_.k.row(token, g),
-                  p_.k.dtype, p_.k.token_stride, nullptr},
-                 n, p_.head_dim, s.k_packed);
+  // Packs keys [t0, t0 + n) of sequence `seq`, kv head g.
+  void pack_keys(const Scratch& s, int seq, int g, int64_t t0, int n) const {
+    s.kv_rows.fill_run(p_, seq, g, t0, n);
+    path_.pack_k(s.kv_rows.k(p_), n, p_.head_dim, s.k_packed);
   }
 
   // Row spans of stacked rows [0, m) for key tile [t0, t0 + n), given key-position bounds.
@@ -223,7 +222,8 @@ class Sampler {
   // The (modified) scores of the m packed rows against every key the model shows them, keys
   // model_lo .. p (key tiles of s.scores at their index from key 0, kept; a tile no row sees is
   // skipped), and their exact row max and sum of exp2.
-  void full_rows(const Scratch& s, const Sequence& seq, int g, int m, int n) const {
+  void full_rows(const Scratch& s, int seq_index, int g, int m, int n) const {
+    const Sequence& seq = p_.sequences[seq_index];
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
@@ -239,7 +239,7 @@ class Sampler {
         continue;
       }
       float* scores = s.scores + (t0 / tile) * tile_floats;
-      pack_keys(s, seq, g, t0, nk);
+      pack_keys(s, seq_index, g, t0, nk);
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile);
       modify_tile(s, scores, m, t0, nk);
       k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
@@ -252,7 +252,7 @@ class Sampler {
     const int m = pack_rows(s, ss, ss.rows, g, c0, n);
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
-    full_rows(s, seq, g, m, n);
+    full_rows(s, ss.seq, g, m, n);
     const KeyRange keys = row_keys(s, n);
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
     for (int h = 0; h < p_.group; ++h) {
@@ -306,7 +306,7 @@ class Sampler {
     const int m = pack_rows(s, ss, ss.val_rows, g, c0, n);
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
-    full_rows(s, seq, g, m, n);
+    full_rows(s, ss.seq, g, m, n);
     const int64_t nv = static_cast<int64_t>(ss.val_rows.size());
     const bool per_group = p_.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
     for (int h = 0; h < p_.group; ++h) {
@@ -376,7 +376,7 @@ class Sampler {
     for (int64_t t0 = first; t0 < last; t0 += k_.key_tile) {
       const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
       if (!spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) { *lo = window_lo(p, w); *hi = window_hi(p); })) continue;
-      pack_keys(s, seq, g, t0, nk);
+      pack_keys(s, ss.seq, g, t0, nk);
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
       modify_tile(s, s.scores, m, t0, nk);
       k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
@@ -401,10 +401,8 @@ class Sampler {
       }
       for (int64_t t0 = run_first; t0 < run_last; t0 += k_.key_tile) {
         const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, run_last - t0));
-        for (int j = 0; j < nk; ++j) {
-          s.k_offsets[j] = (seq.k_begin + hp.stripes[t0 + j]) * p_.k.token_stride + g * p_.k.head_stride;
-        }
-        path_.pack_k({p_.k.data, p_.k.dtype, 0, s.k_offsets}, nk, p_.head_dim, s.k_packed);
+        s.kv_rows.fill(p_, ss.seq, g, nk, [&](int j) { return static_cast<int64_t>(hp.stripes[t0 + j]); });
+        path_.pack_k(s.kv_rows.k(p_), nk, p_.head_dim, s.k_packed);
         const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(row0) * p_.head_dim * path_.q_elem_bytes;
         path_.scores(q, n, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
         modify(s, s.scores, row0, n, nk, hp.stripes.data() + t0);

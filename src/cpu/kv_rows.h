@@ -1,0 +1,53 @@
+// K and V rows of one (sequence, kv head) as pack sources: n keys at given positions, wherever
+// the cache keeps them (packed or paged, through Problem::kv_row, core/kv_cache.h), with their
+// scales when quantized. Every CPU driver that packs K or V reads its rows through here.
+#pragma once
+
+#include <cstdint>
+
+#include "core/problem.h"
+#include "cpu/scratch_carver.h"
+#include "simd/kernels.h"
+
+namespace sampleattn::cpu {
+
+class KvRows {
+ public:
+  // Carves the arrays for up to `n` rows (sizes them with a null carver base).
+  static KvRows carve(ScratchCarver& c, int n) {
+    KvRows r;
+    r.k_offsets_ = c.take<int64_t>(n);
+    r.v_offsets_ = c.take<int64_t>(n);
+    r.k_scales_ = c.take<float>(n);
+    r.v_scales_ = c.take<float>(n);
+    return r;
+  }
+
+  // Rows 0..n-1 are the keys at positions key(0..n-1) of sequence `seq`, kv head `head`.
+  template <typename Key>
+  void fill(const Problem& p, int seq, int head, int n, Key key) const {
+    const KvLayout& kv = p.kv;
+    for (int r = 0; r < n; ++r) {
+      const KvRow row = p.kv_row(seq, key(r), head);
+      k_offsets_[r] = row.k;
+      v_offsets_[r] = row.v;
+      if (kv.k_scale != nullptr) k_scales_[r] = kv.k_scale[row.scale];
+      if (kv.v_scale != nullptr) v_scales_[r] = kv.v_scale[row.scale];
+    }
+  }
+  // The keys [j0, j0 + n) of the sequence.
+  void fill_run(const Problem& p, int seq, int head, int64_t j0, int n) const {
+    fill(p, seq, head, n, [j0](int r) { return j0 + r; });
+  }
+
+  RowSource k(const Problem& p) const { return {p.k.data, p.k.dtype, 0, k_offsets_, k_scales_}; }
+  RowSource v(const Problem& p) const { return {p.v.data, p.v.dtype, 0, v_offsets_, v_scales_}; }
+
+ private:
+  int64_t* k_offsets_ = nullptr;
+  int64_t* v_offsets_ = nullptr;
+  float* k_scales_ = nullptr;
+  float* v_scales_ = nullptr;
+};
+
+}  // namespace sampleattn::cpu
