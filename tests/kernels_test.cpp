@@ -71,6 +71,8 @@ Source make_source(DType t, int rows, int d, std::mt19937& rng, double amplitude
       case DType::kF32: s.f32[i] = x; s.exact[i] = x; break;
       case DType::kF16: s.half[i] = f32_to_f16(x); s.exact[i] = f16_to_f32(s.half[i]); break;
       case DType::kBF16: s.half[i] = f32_to_bf16(x); s.exact[i] = bf16_to_f32(s.half[i]); break;
+      case DType::kI8:
+      case DType::kFP8: break;  // quantized sources: see PackDequantizes
     }
   }
   return s;

@@ -190,7 +190,7 @@ inline std::vector<std::vector<double>> stored(const std::vector<reference::RowR
   for (const auto& row : rows) {
     std::vector<double> v(row.o.size());
     for (size_t c = 0; c < v.size(); ++c) {
-      uint8_t tmp[4];
+      uint8_t tmp[4] = {};
       store_scalar(tmp, out, 0, static_cast<float>(row.o[c]));
       v[c] = load_scalar(tmp, out, 0);
     }

@@ -403,7 +403,7 @@ typedef enum sampleattn_head_decision {
   SAMPLEATTN_DECISION_SPARSE = 0,          /* window + the stripes alpha chose */
   SAMPLEATTN_DECISION_SPARSE_WIDENED = 1,  /* more stripes than alpha chose, for the validation rows */
   SAMPLEATTN_DECISION_DENSE_METHOD = 2,    /* method dense */
-  SAMPLEATTN_DECISION_DENSE_SHORT = 3,     /* k_len below dense_below (or no queries) */
+  SAMPLEATTN_DECISION_DENSE_SHORT = 3,     /* k_len below dense_below, or at most 16 queries (ABI 1.4; a decode step) */
   SAMPLEATTN_DECISION_DENSE_COST = 4,      /* the mask alpha chose costs more than max_density */
   SAMPLEATTN_DECISION_DENSE_VALIDATION = 5, /* no mask within max_density keeps min_kept of the validation rows */
   SAMPLEATTN_DECISION_DENSE_WINDOW = 6      /* ABI 1.3: the model's window_left is no wider than the local window */

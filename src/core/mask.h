@@ -100,9 +100,12 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t own_keys_hi(bool sparse, bool causal, i
 // ---- Stage 1: which rows are sampled, and which of their columns count ------------------------
 
 // A sequence of a sample-method call runs sparse unless it is empty or shorter than dense_below.
+// A query chunk of at most kShortQueryRows rows (a decode step, speculative verification) runs
+// dense: sampling it would compute every row's exact scores over all keys, a dense pass already.
+inline constexpr int64_t kShortQueryRows = 16;
 SAMPLEATTN_HOST_DEVICE constexpr bool sequence_runs_sampled(bool sample_method, int64_t q_len, int64_t k_len,
                                                             int64_t dense_below) {
-  return sample_method && q_len > 0 && k_len >= dense_below;
+  return sample_method && q_len > kShortQueryRows && k_len >= dense_below;
 }
 // ... and unless the model's window is no wider than the local window w (window_size over
 // model_span): the band is then all the model sees, and the sequence runs dense (its band).

@@ -107,7 +107,7 @@ CallWorkspace call_workspace(const KernelTable& kernels, const Problem& problem,
   w.sampling.selection = sampling.stage2;
   w.sampling.sparse_plan = plan_records + sampling.stripe_lists;
   w.attention.sparse_plan = plan_records + sampling.stripe_lists;  // forward() puts in the real size
-  w.attention.attention = flash_bookkeeping_bytes(kernels, problem);
+  w.attention.attention = flash_bookkeeping_bytes(kernels, problem, threads);
   return w;
 }
 

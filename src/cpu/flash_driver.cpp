@@ -17,14 +17,33 @@
 namespace sampleattn::cpu {
 namespace {
 
-// One task: query tokens [q0, q0 + rows) of sequence `seq`, all query heads of kv head `kv_head`.
+// One task: query tokens [q0, q0 + rows) of sequence `seq`, all query heads of kv head `kv_head`,
+// against the keys [key_lo, key_hi) of what they see. A short query chunk (a decode step) over
+// many keys is split into `splits` such key ranges (flash-decoding): each split task leaves its
+// rows' running max, sum and accumulator in partial slot `partial`, and a second pass merges the
+// slots of a chunk by their log-sum-exp.
 struct Task {
   int seq;
   int kv_head;
   int64_t q0;
   int rows;
   double cost;
+  int splits = 1;
+  int64_t key_lo = 0;
+  int64_t key_hi = std::numeric_limits<int64_t>::max();
+  int64_t partial = -1;  // the first of this chunk's `splits` slots, plus the split's index
 };
+
+// A run of key positions [begin, end).
+struct KeyRange {
+  int64_t begin;
+  int64_t end;
+};
+
+// The splits of a short query chunk: enough tasks for every worker to claim about four, but no
+// split shorter than kMinSplitKeys keys (a split's fixed cost is a few tiles of packing).
+constexpr int kTasksPerWorker = 4;
+constexpr int64_t kMinSplitKeys = 2048;
 
 int rows_per_head(const KernelTable& k, const Problem& p) {
   return std::max(1, k.block_rows / p.group);
@@ -129,9 +148,23 @@ RowNormalization normalize_row(const ScoreMod& mod, float row_max, float row_sum
 
 class FlashRunner {
  public:
-  FlashRunner(const KernelTable& kernels, const Problem& problem, const SparsePlan* plan)
+  FlashRunner(const KernelTable& kernels, const Problem& problem, const SparsePlan* plan, int threads)
       : kernels_(kernels), path_(select_path(kernels, problem)), p_(problem), plan_(plan),
-        bq_(rows_per_head(kernels, problem)) {}
+        bq_(rows_per_head(kernels, problem)) {
+    // Short query chunks (every head dense: core/mask.h, sequence_runs_sampled) are split over
+    // their keys when the call has too few tasks for the workers.
+    int64_t chunks = 0;
+    for (const Sequence& seq : p_.sequences) chunks += (seq.q_len + bq_ - 1) / bq_ * p_.num_kv_heads;
+    const int64_t wanted = static_cast<int64_t>(kTasksPerWorker) * threads;
+    splits_.assign(p_.sequences.size(), 1);
+    for (size_t s = 0; s < p_.sequences.size(); ++s) {
+      const Sequence& seq = p_.sequences[s];
+      if (seq.q_len == 0 || seq.q_len > kShortQueryRows || chunks >= wanted) continue;
+      const KeyRange keys = chunk_keys(seq, 0, static_cast<int>(seq.q_len));
+      const int64_t by_keys = (keys.end - keys.begin) / kMinSplitKeys;
+      splits_[s] = static_cast<int>(std::clamp<int64_t>((wanted + chunks - 1) / chunks, 1, std::max<int64_t>(by_keys, 1)));
+    }
+  }
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
@@ -146,14 +179,21 @@ class FlashRunner {
     return c.used();
   }
 
-  // The task list and the per-head stripe records (with their packing jobs) of a call.
+  // The task list, the split tasks' partial results and the per-head stripe records (with their
+  // packing jobs) of a call.
   uint64_t bookkeeping_bytes() const {
-    uint64_t tasks = 0;
-    for (const Sequence& seq : p_.sequences) tasks += static_cast<uint64_t>((seq.q_len + bq_ - 1) / bq_);
-    tasks *= static_cast<uint64_t>(p_.num_kv_heads);
+    uint64_t tasks = 0, partial_floats = 0;
+    for (size_t s = 0; s < p_.sequences.size(); ++s) {
+      const uint64_t chunks = static_cast<uint64_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * p_.num_kv_heads;
+      tasks += chunks * splits_[s];
+      if (splits_[s] > 1) partial_floats += chunks * splits_[s] * partial_floats_per_task();
+    }
     const uint64_t heads = static_cast<uint64_t>(p_.sequences.size()) * static_cast<uint64_t>(p_.num_q_heads);
-    return tasks * sizeof(Task) + heads * (sizeof(PackedStripes) + sizeof(StripeJob));
+    return tasks * sizeof(Task) + partial_floats * sizeof(float) + heads * (sizeof(PackedStripes) + sizeof(StripeJob));
   }
+
+  // A split task's partial result: each of its (at most bq_ * group) rows' max, sum and accumulator.
+  size_t partial_floats_per_task() const { return static_cast<size_t>(bq_) * p_.group * (p_.head_dim_v + 2); }
 
   bool head_dense(int seq, int q_head) const {
     return plan_ == nullptr || plan_->head(seq, q_head, p_.num_q_heads).dense;
@@ -230,20 +270,39 @@ class FlashRunner {
     });
   }
 
-  std::vector<Task> make_tasks() const {
+  std::vector<Task> make_tasks() {
     std::vector<Task> tasks;
     size_t count = 0;
-    for (const Sequence& seq : p_.sequences) count += static_cast<size_t>((seq.q_len + bq_ - 1) / bq_);
-    tasks.reserve(count * static_cast<size_t>(p_.num_kv_heads));  // counted by bookkeeping_bytes
+    for (size_t s = 0; s < p_.sequences.size(); ++s) {
+      count += static_cast<size_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * p_.num_kv_heads * splits_[s];
+    }
+    tasks.reserve(count);  // counted by bookkeeping_bytes
+    int64_t slots = 0;
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       const Sequence& seq = p_.sequences[s];
+      const int splits = splits_[s];
       for (int g = 0; g < p_.num_kv_heads; ++g) {
         for (int64_t q0 = 0; q0 < seq.q_len; q0 += bq_) {
           const int rows = static_cast<int>(std::min<int64_t>(bq_, seq.q_len - q0));
-          tasks.push_back({static_cast<int>(s), g, q0, rows, task_cost(seq, static_cast<int>(s), g, q0, rows)});
+          const double cost = task_cost(seq, static_cast<int>(s), g, q0, rows) / splits;
+          if (splits == 1) {
+            tasks.push_back({static_cast<int>(s), g, q0, rows, cost});
+            continue;
+          }
+          // Key ranges of whole tiles, as equal as the tiles allow.
+          const KeyRange keys = chunk_keys(seq, q0, rows);
+          const int64_t tiles = (keys.end - keys.begin + kernels_.key_tile - 1) / kernels_.key_tile;
+          for (int i = 0; i < splits; ++i) {
+            const int64_t lo = keys.begin + tiles * i / splits * kernels_.key_tile;
+            const int64_t hi = i + 1 == splits ? keys.end : keys.begin + tiles * (i + 1) / splits * kernels_.key_tile;
+            tasks.push_back({static_cast<int>(s), g, q0, rows, cost, splits, lo, hi, slots + i});
+          }
+          merges_.push_back(tasks.size() - splits);
+          slots += splits;
         }
       }
     }
+    partials_.assign(static_cast<size_t>(slots) * partial_floats_per_task(), 0.f);
     // Within each (sequence, kv head), most expensive first: dynamic claiming then balances the
     // causal rows (longest-processing-time), and the workers stay on one kv head at a time so
     // that its K/V rows are read from the shared cache rather than from memory by every worker.
@@ -255,7 +314,9 @@ class FlashRunner {
     return tasks;
   }
 
-  void run_task(const Task& t, void* scratch_base) const {
+  // Writes the task's output rows, or (a split task) its partial slot: tasks write disjoint rows and
+  // slots, so they run concurrently.
+  void run_task(const Task& t, void* scratch_base) {
     const int g = p_.group, d = p_.head_dim, dv = p_.head_dim_v;
     const Scratch s = carve(ScratchCarver(scratch_base), path_, bq_ * g, kernels_.key_tile, d, dv);
     const Sequence& seq = p_.sequences[t.seq];
@@ -289,8 +350,8 @@ class FlashRunner {
       // (all keys when not causal), the window band of each sparse one.
       const int64_t w = dense ? seq.k_len : plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
       attend_contiguous(s, t.seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
-        *lo = own_keys_lo(!dense, s.positions[r], w, p_.window_left);
-        *hi = own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len);
+        *lo = std::max(t.key_lo, own_keys_lo(!dense, s.positions[r], w, p_.window_left));
+        *hi = std::min(t.key_hi, own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len));
       });
       if (!dense) {
         // Segment 1, the stripes.
@@ -303,25 +364,83 @@ class FlashRunner {
       h0 = h1;
     }
 
-    // Normalize and store each head's rows (the sink joins the denominator); lse in natural log.
+    if (t.splits == 1) {
+      finish(t, s.row_max, s.row_sum, s.acc, s.row_scale);
+      return;
+    }
+    float* slot = partials_.data() + static_cast<size_t>(t.partial) * partial_floats_per_task();
+    std::copy(s.row_max, s.row_max + m, slot);
+    std::copy(s.row_sum, s.row_sum + m, slot + m);
+    std::copy(s.acc, s.acc + static_cast<size_t>(m) * dv, slot + 2 * m);
+  }
+
+  // The chunks whose tasks were split: the index of each one's first split task.
+  const std::vector<size_t>& merges() const { return merges_; }
+
+  // Bytes of scratch merge() needs.
+  size_t merge_scratch_bytes() const { return sizeof(float) * static_cast<size_t>(bq_) * p_.group * (p_.head_dim_v + 3); }
+
+  // Merges the partial results of the split tasks tasks[first .. first + splits) by their
+  // log-sum-exp (max of the maxima; sums and accumulators rescaled to it) and finishes the rows.
+  void merge(const std::vector<Task>& tasks, size_t first, void* scratch) const {
+    const Task& t = tasks[first];
+    const int m = p_.group * t.rows, dv = p_.head_dim_v;
+    float* row_max = static_cast<float*>(scratch);
+    float* row_sum = row_max + m;
+    float* row_scale = row_sum + m;
+    float* acc = row_scale + m;
+    std::fill(row_max, row_max + m, -std::numeric_limits<float>::infinity());
+    for (int i = 0; i < t.splits; ++i) {
+      const float* slot = partials_.data() + static_cast<size_t>(tasks[first + i].partial) * partial_floats_per_task();
+      for (int r = 0; r < m; ++r) row_max[r] = std::max(row_max[r], slot[r]);
+    }
+    std::fill(row_sum, row_sum + m, 0.f);
+    std::fill(acc, acc + static_cast<size_t>(m) * dv, 0.f);
+    for (int i = 0; i < t.splits; ++i) {  // in split order: the result does not depend on threading
+      const float* slot = partials_.data() + static_cast<size_t>(tasks[first + i].partial) * partial_floats_per_task();
+      for (int r = 0; r < m; ++r) {
+        if (!(slot[m + r] > 0)) continue;  // the split held none of this row's keys
+        const float c = std::exp2(slot[r] - row_max[r]);
+        row_sum[r] += slot[m + r] * c;
+        const float* a = slot + 2 * m + static_cast<size_t>(r) * dv;
+        float* out = acc + static_cast<size_t>(r) * dv;
+        for (int x = 0; x < dv; ++x) out[x] += a[x] * c;
+      }
+    }
+    finish(t, row_max, row_sum, acc, row_scale);
+  }
+
+ private:
+  // The keys rows [q0, q0 + rows) of a dense chunk see at most (core/mask.h: model_lo to the
+  // causal end of the last row; all keys when not causal).
+  KeyRange chunk_keys(const Sequence& seq, int64_t q0, int rows) const {
+    if (!p_.causal) return {0, seq.k_len};
+    const int64_t first = seq.q_offset() + q0;
+    return {model_lo(first, p_.window_left), causal_end(first + rows - 1)};
+  }
+
+  // Normalizes and stores a task's rows from their max, sum and accumulator (the sink joins the
+  // denominator); lse in natural log. row_scale: m floats of scratch.
+  void finish(const Task& t, const float* row_max, const float* row_sum, const float* acc, float* row_scale) const {
+    const int g = p_.group, dv = p_.head_dim_v;
+    const Sequence& seq = p_.sequences[t.seq];
     const int esize = dtype_size(p_.o.dtype);
     const int64_t token0 = seq.q_begin + t.q0;
     for (int h = 0; h < g; ++h) {
-      const int head = first_head + h;
+      const int head = t.kv_head * g + h;
       const ScoreMod mod = p_.score_mod(head);
       for (int i = 0; i < t.rows; ++i) {
         const int r = h * t.rows + i;
-        const RowNormalization norm = normalize_row(mod, s.row_max[r], s.row_sum[r]);
-        s.row_scale[r] = norm.scale;
+        const RowNormalization norm = normalize_row(mod, row_max[r], row_sum[r]);
+        row_scale[r] = norm.scale;
         if (p_.lse != nullptr) p_.lse[(token0 + i) * p_.num_q_heads + head] = norm.lse;
       }
       char* dst = static_cast<char*>(p_.o.data) + (token0 * p_.o.token_stride + head * p_.o.head_stride) * esize;
-      kernels_.store_rows(s.acc + static_cast<size_t>(h) * t.rows * dv, t.rows, dv, s.row_scale + h * t.rows, dst,
+      kernels_.store_rows(acc + static_cast<size_t>(h) * t.rows * dv, t.rows, dv, row_scale + h * t.rows, dst,
                           p_.o.dtype, p_.o.token_stride);
     }
   }
 
- private:
   // The keys a task's rows attend to, times its rows: the longest tasks are claimed first.
   double task_cost(const Sequence& seq, int s, int kv_head, int64_t q0, int rows) const {
     const int64_t mid_pos = seq.q_offset() + q0 + rows / 2;
@@ -444,6 +563,9 @@ class FlashRunner {
   const Problem& p_;
   const SparsePlan* plan_;
   int bq_;
+  std::vector<int> splits_;        // per sequence: key splits of each query chunk (1 = none)
+  std::vector<size_t> merges_;     // per split chunk: its first task
+  std::vector<float> partials_;    // the split tasks' partial results (partial_floats_per_task each)
   std::vector<PackedStripes> stripes_;
   AlignedBuffer stripe_memory_;
 };
@@ -457,23 +579,28 @@ const FlashPath& select_path(const KernelTable& kernels, const Problem& problem)
 }
 
 size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem) {
-  const FlashRunner runner(kernels, problem, nullptr);
-  return std::max(runner.scratch_bytes(), runner.pack_scratch_bytes());
+  const FlashRunner runner(kernels, problem, nullptr, 1);
+  return std::max({runner.scratch_bytes(), runner.pack_scratch_bytes(), runner.merge_scratch_bytes()});
 }
 
-uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& problem) {
-  return FlashRunner(kernels, problem, nullptr).bookkeeping_bytes();
+uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& problem, int threads) {
+  return FlashRunner(kernels, problem, nullptr, threads).bookkeeping_bytes();
 }
 
 Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
                            const KernelTable& kernels, const Problem& problem, const SparsePlan* plan) {
   WorkspaceParts held = during;
   SAMPLEATTN_RETURN_IF_ERROR(check_workspace(held, workspace_limit, "for the attention"));
-  FlashRunner runner(kernels, problem, plan);
+  FlashRunner runner(kernels, problem, plan, pool.num_threads());
   SAMPLEATTN_RETURN_IF_ERROR(runner.pack_stripes(pool, workspace_limit, &held));
   const std::vector<Task> tasks = runner.make_tasks();
-  return pool.run(static_cast<int64_t>(tasks.size()), runner.scratch_bytes(), held.pool_limit(workspace_limit),
-                  [&](int64_t t, int, void* scratch) { runner.run_task(tasks[static_cast<size_t>(t)], scratch); });
+  SAMPLEATTN_RETURN_IF_ERROR(
+      pool.run(static_cast<int64_t>(tasks.size()), runner.scratch_bytes(), held.pool_limit(workspace_limit),
+               [&](int64_t t, int, void* scratch) { runner.run_task(tasks[static_cast<size_t>(t)], scratch); }));
+  const std::vector<size_t>& merges = runner.merges();
+  if (merges.empty()) return Status::ok();
+  return pool.run(static_cast<int64_t>(merges.size()), runner.merge_scratch_bytes(), held.pool_limit(workspace_limit),
+                  [&](int64_t i, int, void* scratch) { runner.merge(tasks, merges[static_cast<size_t>(i)], scratch); });
 }
 
 }  // namespace sampleattn::cpu

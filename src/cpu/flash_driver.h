@@ -31,8 +31,9 @@ Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const Wor
 // the stripe packing's, whichever is larger).
 size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem);
 
-// The attention's task list and per-head stripe records, bytes.
-uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& problem);
+// The attention's task list, split tasks' partial results and per-head stripe records, bytes, on
+// `threads` workers (the key splits of short query chunks depend on them).
+uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& problem, int threads);
 
 // The flash path (f32 or bf16) a problem will run on.
 const FlashPath& select_path(const KernelTable& kernels, const Problem& problem);

@@ -44,6 +44,8 @@ const char* descr_for(DType t) {
     case DType::kF32: return "<f4";
     case DType::kF16: return "<f2";
     case DType::kBF16: return "<u2";
+    case DType::kI8: return "|i1";
+    case DType::kFP8: return "|u1";
   }
   return "?";
 }
