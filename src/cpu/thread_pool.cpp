@@ -18,6 +18,8 @@
 // thread's affinity mask, unbound, one NUMA node, scratch from posix_memalign.
 #include "cpu/thread_pool.h"
 
+#include "cpu/cpu_quota.h"
+
 #include <hwloc.h>
 #include <sched.h>
 
@@ -284,6 +286,9 @@ struct ThreadPool::Impl {
     if (num_threads == 0) num_threads = threads_from_environment();
     if (num_threads == 0) {
       num_threads = places.empty() ? allowed_cpu_count() : static_cast<int>(places.size());
+      // A quota below the cores would throttle every worker in turn (cpu_quota.h).
+      const int quota_cpus = cgroup_cpu_limit();
+      if (quota_cpus > 0) num_threads = std::min(num_threads, quota_cpus);
     }
     bind = want_bind && topology != nullptr;
     workers.resize(static_cast<size_t>(num_threads));

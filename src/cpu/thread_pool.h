@@ -1,7 +1,7 @@
 // A NUMA-aware worker pool (hwloc): one worker per core the process may run on (taskset and
-// cgroup cpusets respected), each bound to its core at start unless binding is off, grouped by
-// NUMA node, with node-local scratch memory. The pool is created once per context and reused
-// across calls.
+// cgroup cpusets respected, and no more than a cgroup CPU quota allows), each bound to its core at
+// start unless binding is off, grouped by NUMA node, with node-local scratch memory. The pool is
+// created once per context and reused across calls.
 //
 // Threading contract: run() may be called from several application threads at once; calls are
 // serialized (each one uses every worker). The calling thread only waits, so exactly
@@ -48,7 +48,8 @@ class FunctionRef<R(Args...)> {
 };
 
 struct ThreadPoolOptions {
-  // 0: SAMPLEATTN_NUM_THREADS if set to a positive number, else one per allowed core.
+  // 0: SAMPLEATTN_NUM_THREADS if set to a positive number, else one per allowed core, capped by
+  // the cgroup CPU quota (cpu_quota.h).
   int num_threads = 0;
   bool bind = true;  // bind each worker to one core
 };
