@@ -3,6 +3,8 @@
 // cores, restricted affinity) and the fallback without a topology.
 #include "cpu/thread_pool.h"
 
+#include "cpu/cpu_quota.h"
+
 #include <gtest/gtest.h>
 #include <hwloc.h>
 #include <sched.h>
@@ -124,12 +126,13 @@ bool run_once_on_every_worker(ThreadPool& pool, size_t scratch_bytes, PerWorker&
   return met.load() && status.is_ok();
 }
 
-TEST_F(ThreadPoolTest, DefaultPoolHasOneWorkerPerAllowedCore) {
+TEST_F(ThreadPoolTest, DefaultPoolHasOneWorkerPerAllowedCoreWithinTheQuota) {
   auto pool = make_pool();
   ASSERT_NE(pool, nullptr);
   const int cores = allowed_cores();
   ASSERT_GT(cores, 0);
-  EXPECT_EQ(pool->num_threads(), cores);
+  const int quota_cpus = cgroup_cpu_limit();  // its rule is tested in host_pool_test.cpp
+  EXPECT_EQ(pool->num_threads(), quota_cpus > 0 ? std::min(cores, quota_cpus) : cores);
   EXPECT_GE(pool->num_numa_nodes(), 1);
   EXPECT_LE(pool->num_numa_nodes(), pool->num_threads());
 }

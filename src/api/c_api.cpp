@@ -60,6 +60,10 @@ Status check_options(const sampleattn_context_options& o) {
   if (o.num_threads < 0) {
     return sampleattn::invalid_argument("options.num_threads must be >= 0 (0 = one per core)");
   }
+  if (o.parallel_for != nullptr && o.num_threads == 0) {
+    return sampleattn::invalid_argument(
+        "options.num_threads must be the host pool's thread count (> 0) when options.parallel_for is set");
+  }
   const int32_t binding = sampleattn::enum_value(o.binding);
   if (binding != SAMPLEATTN_BIND_CORES && binding != SAMPLEATTN_BIND_NONE) {
     return sampleattn::invalid_argument("options.binding " + std::to_string(binding) +
@@ -78,6 +82,8 @@ sampleattn_context_options default_options() {
   o.binding = SAMPLEATTN_BIND_CORES;
   o.cuda_device = 0;
   o.max_workspace_bytes = 0;
+  o.parallel_for = nullptr;
+  o.host_pool = nullptr;
   return o;
 }
 
@@ -152,9 +158,12 @@ sampleattn_status sampleattn_context_create(const sampleattn_context_options* op
     bo.bind = o.binding == SAMPLEATTN_BIND_CORES;
     bo.cuda_device = o.cuda_device;
     bo.max_workspace_bytes = o.max_workspace_bytes;
+    bo.parallel_for = o.parallel_for;
+    bo.host_pool = o.host_pool;
 
     auto ctx = std::make_unique<sampleattn_context>();
-    ctx->binding = o.binding;
+    // The host places its own threads: the library binds none.
+    ctx->binding = o.parallel_for != nullptr ? SAMPLEATTN_BIND_NONE : o.binding;
     std::string cuda_line = "cuda: not tried (backend CPU requested)";
     if (o.backend == SAMPLEATTN_BACKEND_CUDA || o.backend == SAMPLEATTN_BACKEND_AUTO) {
       Status cuda = sampleattn::cuda::create_backend(bo, &ctx->backend);
@@ -170,7 +179,7 @@ sampleattn_status sampleattn_context_create(const sampleattn_context_options* op
     if (!ctx->backend) {
       SAMPLEATTN_RETURN_IF_ERROR(sampleattn::cpu::create_backend(bo, &ctx->backend));
       if (o.backend == SAMPLEATTN_BACKEND_CPU) ctx->note = "CPU requested";
-      ctx->backends = "cpu: in use; " + cuda_line;
+      ctx->backends = std::string(o.parallel_for != nullptr ? "cpu: in use (host pool); " : "cpu: in use; ") + cuda_line;
     } else {
       ctx->backends = "cpu: available; " + cuda_line;
     }

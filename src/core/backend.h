@@ -18,6 +18,10 @@ struct BackendOptions {
   bool bind = true;
   int cuda_device = 0;
   uint64_t max_workspace_bytes = 0;
+  // The host's parallel-for (sampleattn_context_options.parallel_for): the CPU backend runs on
+  // it and starts no thread; the CUDA backend ignores it (its host side is one thread).
+  sampleattn_parallel_for_fn parallel_for = nullptr;
+  void* host_pool = nullptr;
 };
 
 class Backend {

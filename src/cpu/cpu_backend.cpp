@@ -185,7 +185,12 @@ class CpuBackend final : public Backend {
 
 Status create_backend(const BackendOptions& options, std::unique_ptr<Backend>* backend) {
   std::unique_ptr<ThreadPool> pool;
-  SAMPLEATTN_RETURN_IF_ERROR(ThreadPool::create({options.num_threads, options.bind}, &pool));
+  ThreadPoolOptions pool_options;
+  pool_options.num_threads = options.num_threads;
+  pool_options.bind = options.bind;
+  pool_options.parallel_for = options.parallel_for;
+  pool_options.host_pool = options.host_pool;
+  SAMPLEATTN_RETURN_IF_ERROR(ThreadPool::create(pool_options, &pool));
   *backend = std::make_unique<CpuBackend>(std::move(pool), options.max_workspace_bytes);
   return Status::ok();
 }

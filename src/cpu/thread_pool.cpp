@@ -16,7 +16,13 @@
 //
 // When the topology cannot be loaded the pool still works: one worker per CPU in the creating
 // thread's affinity mask, unbound, one NUMA node, scratch from posix_memalign.
+//
+// Host mode (a parallel-for of the host's): no topology, no worker thread, one NUMA node, scratch
+// from posix_memalign placed by first touch inside the slot. Where the host runs a slot is its
+// business; a NUMA grouping of ours would be a guess.
 #include "cpu/thread_pool.h"
+
+#include "cpu/cpu_quota.h"
 
 #include <hwloc.h>
 #include <sched.h>
@@ -144,6 +150,8 @@ struct ThreadPool::Impl {
   };
 
   hwloc_topology_t topology = nullptr;
+  HostParallelFor parallel_for = nullptr;  // set: host mode, threads stays empty
+  void* host_pool = nullptr;
   bool bind = false;
   bool workers_bound = false;
   int num_numa_nodes = 1;
@@ -156,6 +164,8 @@ struct ThreadPool::Impl {
   int64_t job_num_tasks = 0;
   std::atomic<int64_t> next_task{0};
   std::atomic<int> workers_busy{0};
+  // Host mode: which slots of the run in flight have started (see HostRun::slot).
+  std::unique_ptr<std::atomic<bool>[]> slot_taken;
 
   // Sleeping and waking. generation and stopping change only under state_mutex (so a worker
   // that checks them under the mutex cannot miss a wake-up) but are atomic so spinning workers
@@ -277,6 +287,12 @@ struct ThreadPool::Impl {
     return places;
   }
 
+  // The host's slots: one per worker, each acting as that worker.
+  void plan_host_slots(int host_threads) {
+    workers.resize(static_cast<size_t>(host_threads));
+    num_numa_nodes = 1;
+  }
+
   // Sets up the workers (not yet started) for num_threads requested threads (0 = default).
   void plan_workers(int requested_threads, bool want_bind) {
     std::vector<CorePlace> places = discover_cores();
@@ -284,6 +300,9 @@ struct ThreadPool::Impl {
     if (num_threads == 0) num_threads = threads_from_environment();
     if (num_threads == 0) {
       num_threads = places.empty() ? allowed_cpu_count() : static_cast<int>(places.size());
+      // A quota below the cores would throttle every worker in turn (cpu_quota.h).
+      const int quota_cpus = cgroup_cpu_limit();
+      if (quota_cpus > 0) num_threads = std::min(num_threads, quota_cpus);
     }
     bind = want_bind && topology != nullptr;
     workers.resize(static_cast<size_t>(num_threads));
@@ -443,6 +462,9 @@ struct ThreadPool::Impl {
     return Status::ok();
   }
 
+  struct HostRun;
+  Status run_on_host(int64_t num_tasks, const Body& body);
+
   Status run(int64_t num_tasks, size_t scratch_bytes, uint64_t limit_bytes, const Body& body) {
     if (num_tasks < 0) {
       return invalid_argument("thread pool run with a negative task count (" +
@@ -457,6 +479,8 @@ struct ThreadPool::Impl {
 
     std::lock_guard<std::mutex> run_lock(run_mutex);
     SAMPLEATTN_RETURN_IF_ERROR(prepare_scratch(scratch_bytes, limit_bytes));
+
+    if (parallel_for != nullptr) return run_on_host(num_tasks, body);
 
     // Published to the workers by the release store of the new generation.
     job_body = &body;
@@ -478,6 +502,84 @@ struct ThreadPool::Impl {
   }
 };
 
+// One run in host mode: what each slot needs, on the stack of run(), which outlives every slot
+// because the host's parallel-for returns only after the last one has.
+struct ThreadPool::Impl::HostRun {
+  enum Failure : int { kNone, kIndexOutOfRange, kIndexRepeated, kException };
+
+  Impl* pool;
+  const Body* body;
+  int64_t num_tasks;
+  int64_t num_slots;
+  std::atomic<int64_t> next_task{0};
+  std::atomic<int64_t> slots_done{0};
+  std::atomic<int> failure{kNone};
+
+  void fail(Failure reason) {
+    int expected = kNone;
+    failure.compare_exchange_strong(expected, reason, std::memory_order_relaxed);
+  }
+
+  // The host's task: slot `index` works as worker `index` until the tasks run out. noexcept and
+  // catching everything: no exception may unwind through the host's frames.
+  static void slot(void* context, int64_t index) noexcept {
+    HostRun& run = *static_cast<HostRun*>(context);
+    if (index < 0 || index >= run.num_slots) {
+      run.fail(kIndexOutOfRange);
+      return;
+    }
+    // Two calls of one slot would share a worker's scratch.
+    if (run.pool->slot_taken[static_cast<size_t>(index)].exchange(true, std::memory_order_relaxed)) {
+      run.fail(kIndexRepeated);
+      return;
+    }
+    const int worker = static_cast<int>(index);
+    Scratch& scratch = run.pool->workers[static_cast<size_t>(index)].scratch;
+    try {
+      if (scratch.needs_first_touch) {
+        std::memset(scratch.data, 0, scratch.bytes);
+        scratch.needs_first_touch = false;
+      }
+      for (;;) {
+        const int64_t task = run.next_task.fetch_add(1, std::memory_order_relaxed);
+        if (task >= run.num_tasks) break;
+        (*run.body)(task, worker, scratch.data);
+      }
+    } catch (...) {
+      run.fail(kException);
+    }
+    run.slots_done.fetch_add(1, std::memory_order_acq_rel);
+  }
+};
+
+Status ThreadPool::Impl::run_on_host(int64_t num_tasks, const Body& body) {
+  const int64_t num_slots = std::min<int64_t>(num_tasks, static_cast<int64_t>(workers.size()));
+  HostRun job{this, &body, num_tasks, num_slots};
+  for (int64_t i = 0; i < num_slots; ++i) slot_taken[static_cast<size_t>(i)].store(false, std::memory_order_relaxed);
+  try {
+    parallel_for(host_pool, &HostRun::slot, &job, num_slots);
+  } catch (...) {
+    // A C++ host's own failure; the library's callers expect a status, never an exception.
+    return internal_error("the host's parallel_for threw an exception");
+  }
+  const int64_t done = job.slots_done.load(std::memory_order_acquire);
+  switch (job.failure.load(std::memory_order_relaxed)) {
+    case HostRun::kNone: break;
+    case HostRun::kIndexOutOfRange:
+      return internal_error("the host's parallel_for called the task with an index outside [0, " +
+                            std::to_string(num_slots) + ")");
+    case HostRun::kIndexRepeated:
+      return internal_error("the host's parallel_for called the task twice with one index");
+    default:
+      return internal_error("unexpected exception in a task run by the host's parallel_for");
+  }
+  if (done != num_slots) {
+    return internal_error("the host's parallel_for returned after " + std::to_string(done) + " of its " +
+                          std::to_string(num_slots) + " task calls had run (each index must run once)");
+  }
+  return Status::ok();
+}
+
 ThreadPool::ThreadPool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ThreadPool::~ThreadPool() = default;
 
@@ -489,10 +591,20 @@ Status ThreadPool::create(const ThreadPoolOptions& options, std::unique_ptr<Thre
                             std::to_string(kMaxThreads) + "], got " +
                             std::to_string(options.num_threads));
   }
+  if (options.parallel_for != nullptr && options.num_threads == 0) {
+    return invalid_argument("num_threads must be the host's thread count (> 0) when parallel_for is set");
+  }
   try {
     auto impl = std::make_unique<Impl>();
-    impl->plan_workers(options.num_threads, options.bind);
-    impl->start_workers();
+    if (options.parallel_for != nullptr) {
+      impl->parallel_for = options.parallel_for;
+      impl->host_pool = options.host_pool;
+      impl->plan_host_slots(options.num_threads);
+      impl->slot_taken = std::make_unique<std::atomic<bool>[]>(static_cast<size_t>(options.num_threads));
+    } else {
+      impl->plan_workers(options.num_threads, options.bind);
+      impl->start_workers();
+    }
     pool->reset(new ThreadPool(std::move(impl)));
     return Status::ok();
   } catch (const std::bad_alloc&) {
@@ -508,6 +620,7 @@ Status ThreadPool::create(const ThreadPoolOptions& options, std::unique_ptr<Thre
 int ThreadPool::num_threads() const { return static_cast<int>(impl_->workers.size()); }
 int ThreadPool::num_numa_nodes() const { return impl_->num_numa_nodes; }
 bool ThreadPool::bound() const { return impl_->workers_bound; }
+bool ThreadPool::on_host_pool() const { return impl_->parallel_for != nullptr; }
 
 Status ThreadPool::run(int64_t num_tasks, size_t scratch_bytes, uint64_t scratch_limit_bytes,
                        FunctionRef<void(int64_t task, int worker, void* scratch)> body) {

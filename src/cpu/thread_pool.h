@@ -1,7 +1,12 @@
 // A NUMA-aware worker pool (hwloc): one worker per core the process may run on (taskset and
-// cgroup cpusets respected), each bound to its core at start unless binding is off, grouped by
-// NUMA node, with node-local scratch memory. The pool is created once per context and reused
-// across calls.
+// cgroup cpusets respected, and no more than a cgroup CPU quota allows), each bound to its core at
+// start unless binding is off, grouped by NUMA node, with node-local scratch memory. The pool is
+// created once per context and reused across calls.
+//
+// Host mode (ThreadPoolOptions::parallel_for set): the pool starts no thread. Each run() hands
+// min(num_threads, tasks) "slots" to the host's parallel-for; slot i claims tasks from the same
+// counter as a worker would and acts as worker i (its id, its scratch), so the host need not say
+// which of its threads runs a slot, and a slot never runs beside itself. One NUMA node, unbound.
 //
 // Threading contract: run() may be called from several application threads at once; calls are
 // serialized (each one uses every worker). The calling thread only waits, so exactly
@@ -47,10 +52,17 @@ class FunctionRef<R(Args...)> {
   R (*call_)(void*, Args...);
 };
 
+// The host's parallel-for (sampleattn_parallel_for_fn): calls task(task_context, i) once for each
+// i in [0, count) and returns when all have returned.
+using HostParallelFor = sampleattn_parallel_for_fn;
+
 struct ThreadPoolOptions {
-  // 0: SAMPLEATTN_NUM_THREADS if set to a positive number, else one per allowed core.
+  // 0: SAMPLEATTN_NUM_THREADS if set to a positive number, else one per allowed core, capped by
+  // the cgroup CPU quota (cpu_quota.h). With parallel_for: the host's thread count, > 0.
   int num_threads = 0;
-  bool bind = true;  // bind each worker to one core
+  bool bind = true;  // bind each worker to one core; ignored with parallel_for
+  HostParallelFor parallel_for = nullptr;  // set: run on the host's threads, start none
+  void* host_pool = nullptr;               // passed back to parallel_for
 };
 
 class ThreadPool {
@@ -65,6 +77,8 @@ class ThreadPool {
   int num_numa_nodes() const;
   // True when the workers are bound to cores.
   bool bound() const;
+  // True when run() goes through the host's parallel-for.
+  bool on_host_pool() const;
 
   // Runs body(task, worker, scratch) for each task in [0, num_tasks) across the workers and
   // returns when all are done. Tasks are claimed dynamically in increasing index order, so callers
@@ -75,7 +89,9 @@ class ThreadPool {
   // workers together (scratch_footprint() each): buffers kept from an earlier, larger run are
   // freed and reallocated at this run's size when keeping them would pass it. Fails with
   // SAMPLEATTN_OUT_OF_MEMORY (running nothing) when num_threads() * scratch_footprint(scratch_bytes)
-  // alone passes it, or when the scratch cannot be had. body must not throw.
+  // alone passes it, or when the scratch cannot be had. body must not throw (in host mode an
+  // exception is caught inside the slot, so it never unwinds through the host's code, and the run
+  // reports SAMPLEATTN_INTERNAL_ERROR; so does a host that skips or repeats a slot).
   Status run(int64_t num_tasks, size_t scratch_bytes, uint64_t scratch_limit_bytes,
              FunctionRef<void(int64_t task, int worker, void* scratch)> body);
 
