@@ -59,6 +59,7 @@ TEST(Abi, InitWritesExactlyTheCallersSize) {
   expect_init_writes_exactly<sampleattn_params>(sampleattn_params_init_sized);
   expect_init_writes_exactly<sampleattn_stats>(sampleattn_stats_init_sized);
   expect_init_writes_exactly<sampleattn_plan_info>(sampleattn_plan_info_init_sized);
+  expect_init_writes_exactly<sampleattn_kv_cache>(sampleattn_kv_cache_init_sized);
 }
 
 TEST(Abi, FirstLayoutSizesAreFrozen) {
@@ -80,7 +81,7 @@ TEST(Abi, Revision13AppendsTheModelVariantsToParams) {
   EXPECT_EQ(offsetof(sampleattn_params, softcap), 240u);
   EXPECT_EQ(offsetof(sampleattn_params, alibi_slopes), 248u);
   EXPECT_EQ(offsetof(sampleattn_params, sinks), 256u);
-  EXPECT_EQ(sizeof(sampleattn_params), 264u);
+  EXPECT_EQ(offsetof(sampleattn_params, sinks) + sizeof(sampleattn_params::sinks), 264u);  // the 1.3 layout's end
   EXPECT_EQ(SAMPLEATTN_DECISION_DENSE_WINDOW, 6);  // after DENSE_VALIDATION (5), the 1.2 values unchanged
   EXPECT_EQ(SAMPLEATTN_DECISION_DENSE_VALIDATION, 5);
   // Their defaults: no variant.
@@ -92,6 +93,66 @@ TEST(Abi, Revision13AppendsTheModelVariantsToParams) {
   EXPECT_EQ(p.softcap, 0.f);
   EXPECT_EQ(p.alibi_slopes, nullptr);
   EXPECT_EQ(p.sinks, nullptr);
+}
+
+TEST(Abi, Revision14AppendsTheKvCacheAndTheHostPool) {
+  // ABI 1.4 appended `kv_cache` after `sinks`, where the 1.3 layout ends, and the host's
+  // parallel-for after `max_workspace_bytes`, where every earlier context_options ends (LP64).
+  EXPECT_EQ(offsetof(sampleattn_params, kv_cache), 264u);
+  EXPECT_EQ(sizeof(sampleattn_params), 272u);
+  EXPECT_EQ(offsetof(sampleattn_context_options, parallel_for), abi::min_size<sampleattn_context_options>());
+  EXPECT_EQ(offsetof(sampleattn_context_options, parallel_for), 32u);
+  EXPECT_EQ(offsetof(sampleattn_context_options, host_pool), 40u);
+  EXPECT_EQ(sizeof(sampleattn_context_options), 48u);
+  // The new struct: its first layout is the whole of it.
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, block_table), 8u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, block_table_stride), 16u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, page_size), 24u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, num_pages), 28u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, k_page_stride), 32u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, v_page_stride), 40u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, seqused_k), 48u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, k_scale), 56u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, v_scale), 64u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, scale_token_stride), 72u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, scale_head_stride), 80u);
+  EXPECT_EQ(offsetof(sampleattn_kv_cache, scale_page_stride), 88u);
+  EXPECT_EQ(sizeof(sampleattn_kv_cache), 96u);
+  EXPECT_EQ(abi::min_size<sampleattn_kv_cache>(), 96u);
+  // The dtypes: appended, the 1.0 values unchanged.
+  EXPECT_EQ(SAMPLEATTN_DTYPE_F32, 0);
+  EXPECT_EQ(SAMPLEATTN_DTYPE_F16, 1);
+  EXPECT_EQ(SAMPLEATTN_DTYPE_BF16, 2);
+  EXPECT_EQ(SAMPLEATTN_DTYPE_I8, 3);
+  EXPECT_EQ(SAMPLEATTN_DTYPE_FP8_E4M3, 4);
+  EXPECT_EQ(SAMPLEATTN_ABI_REVISION, 4);
+  // Their defaults: packed K/V, the library's own pool.
+  sampleattn_params p;
+  std::memset(&p, 0x5A, sizeof p);
+  sampleattn_params_init(&p);
+  EXPECT_EQ(p.kv_cache, nullptr);
+  sampleattn_context_options o;
+  std::memset(&o, 0x5A, sizeof o);
+  sampleattn_context_options_init(&o);
+  EXPECT_EQ(o.struct_size, 48u);
+  EXPECT_EQ(o.parallel_for, nullptr);
+  EXPECT_EQ(o.host_pool, nullptr);
+  sampleattn_kv_cache c;
+  std::memset(&c, 0x5A, sizeof c);
+  sampleattn_kv_cache_init(&c);
+  EXPECT_EQ(c.struct_size, sizeof c);
+  EXPECT_EQ(c.block_table, nullptr);
+  EXPECT_EQ(c.block_table_stride, 0);
+  EXPECT_EQ(c.page_size, 0);
+  EXPECT_EQ(c.num_pages, 0);
+  EXPECT_EQ(c.k_page_stride, 0);
+  EXPECT_EQ(c.v_page_stride, 0);
+  EXPECT_EQ(c.seqused_k, nullptr);
+  EXPECT_EQ(c.k_scale, nullptr);
+  EXPECT_EQ(c.v_scale, nullptr);
+  EXPECT_EQ(c.scale_token_stride, 0);
+  EXPECT_EQ(c.scale_head_stride, 0);
+  EXPECT_EQ(c.scale_page_stride, 0);
 }
 
 class AbiCalls : public ::testing::Test {
@@ -229,6 +290,85 @@ TEST_F(AbiCalls, ParamsOfARevision12CallerRunWithoutTheVariants) {
   full.window_left = -2;
   EXPECT_EQ(sampleattn_plan(ctx_, &base, &full_plan), SAMPLEATTN_INVALID_ARGUMENT);
   EXPECT_NE(std::string(sampleattn_last_error()).find("window_left"), std::string::npos);
+}
+
+TEST_F(AbiCalls, KvCacheOfAnotherSizeIsRefusedAndTheDefaultsArePackedKv) {
+  sampleattn::Params p = c_.params();
+  ASSERT_EQ(sampleattn_forward(ctx_, &p, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  const std::vector<uint8_t> packed_o = c_.o.bytes;
+  // The init defaults describe packed K/V: the same call as kv_cache NULL.
+  sampleattn_kv_cache cache;
+  sampleattn_kv_cache_init(&cache);
+  p.kv_cache = &cache;
+  c_.o.poison();
+  ASSERT_EQ(sampleattn_forward(ctx_, &p, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_EQ(c_.o.bytes, packed_o);
+  // A newer header's kv_cache: UNSUPPORTED_VERSION; below the first layout: INVALID_ARGUMENT.
+  cache.struct_size = sizeof(cache) + 8;
+  EXPECT_EQ(sampleattn_forward(ctx_, &p, nullptr), SAMPLEATTN_UNSUPPORTED_VERSION);
+  EXPECT_NE(std::string(sampleattn_last_error()).find("kv_cache.struct_size is 104"), std::string::npos)
+      << sampleattn_last_error();
+  sampleattn_plan_info plan;
+  sampleattn_plan_info_init(&plan);
+  EXPECT_EQ(sampleattn_plan(ctx_, &p, &plan), SAMPLEATTN_UNSUPPORTED_VERSION);
+  for (uint32_t size : {0u, 8u, static_cast<uint32_t>(sizeof(cache) - 1)}) {
+    cache.struct_size = size;
+    EXPECT_EQ(sampleattn_forward(ctx_, &p, nullptr), SAMPLEATTN_INVALID_ARGUMENT) << size;
+    EXPECT_NE(std::string(sampleattn_last_error()).find("sampleattn_kv_cache_init"), std::string::npos)
+        << sampleattn_last_error();
+  }
+}
+
+TEST_F(AbiCalls, ParamsAndOptionsOfARevision13CallerRunUnchanged) {
+  // A 1.3 caller passes 264 bytes of params and 32 of context options; what follows them in its
+  // memory is poison, which read as kv_cache or parallel_for would be a wild pointer.
+  sampleattn::Params full = c_.params();
+  const sampleattn_params& base = full;
+  const size_t old_size = offsetof(sampleattn_params, kv_cache);
+  ASSERT_EQ(old_size, 264u);
+  Guarded<sampleattn_params> g;
+  std::memcpy(g.bytes, &base, old_size);
+  g.get()->struct_size = static_cast<uint32_t>(old_size);
+
+  Guarded<sampleattn_context_options> options;
+  const size_t old_options_size = offsetof(sampleattn_context_options, parallel_for);
+  sampleattn_context_options_init_sized(options.get(), old_options_size);
+  ASSERT_EQ(options.get()->struct_size, 32u);
+  EXPECT_TRUE(options.untouched_from(old_options_size));
+  options.get()->backend = SAMPLEATTN_BACKEND_CPU;
+  options.get()->num_threads = 2;
+  sampleattn_context* old_ctx = nullptr;
+  ASSERT_EQ(sampleattn_context_create(options.get(), &old_ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_TRUE(options.untouched_from(old_options_size));
+
+  sampleattn_plan_info old_plan, full_plan;
+  sampleattn_plan_info_init(&old_plan);
+  sampleattn_plan_info_init(&full_plan);
+  ASSERT_EQ(sampleattn_plan(old_ctx, g.get(), &old_plan), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  ASSERT_EQ(sampleattn_plan(ctx_, &base, &full_plan), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_EQ(old_plan.dense_flops, full_plan.dense_flops);
+  EXPECT_EQ(old_plan.total_k_tokens, full_plan.total_k_tokens);
+  ASSERT_EQ(sampleattn_forward(old_ctx, g.get(), nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  const std::vector<uint8_t> old_o = c_.o.bytes;
+  c_.o.poison();
+  ASSERT_EQ(sampleattn_forward(ctx_, &base, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_EQ(c_.o.bytes, old_o);
+  EXPECT_TRUE(g.untouched_from(old_size));
+  sampleattn_context_destroy(old_ctx);
+
+  // A 1.4 caller's kv_cache is read: its seqused_k is checked against the 96 keys.
+  sampleattn_kv_cache cache;
+  sampleattn_kv_cache_init(&cache);
+  const int32_t used[] = {96};
+  cache.seqused_k = used;
+  full.kv_cache = &cache;
+  ASSERT_EQ(sampleattn_plan(ctx_, &base, &full_plan), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_EQ(full_plan.total_k_tokens, 96);
+  const int32_t too_many[] = {97};
+  cache.seqused_k = too_many;
+  EXPECT_EQ(sampleattn_plan(ctx_, &base, &full_plan), SAMPLEATTN_INVALID_SHAPE);
+  EXPECT_NE(std::string(sampleattn_last_error()).find("kv_cache.seqused_k[0] = 97"), std::string::npos)
+      << sampleattn_last_error();
 }
 
 TEST(Abi, ParamsValueTypeCopiesStaySelfContained) {

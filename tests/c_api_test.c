@@ -16,7 +16,7 @@
     }                                                                \
   } while (0)
 
-enum { kSeq = 37, kHeads = 2, kDim = 64 };
+enum { kSeq = 37, kHeads = 2, kDim = 64, kPage = 16, kPages = 3 };
 
 /* The largest difference between o and causal attention computed directly, each query seeing its
  * last window_left + 1 keys (window_left < 0: all before it). */
@@ -48,7 +48,15 @@ static double max_error(const float* q, const float* k, const float* v, const fl
 
 int main(void) {
   static float q[kSeq * kHeads * kDim], k[kSeq * kHeads * kDim], v[kSeq * kHeads * kDim];
-  static float o[kSeq * kHeads * kDim];
+  static float o[kSeq * kHeads * kDim], o_packed[kSeq * kHeads * kDim];
+  /* ABI 1.4: K and V again in shuffled pages of 16 (the last one a 5-key partial page, its other
+   * slots NaN: never read), and as int8 codes. */
+  static float k_pages[kPages * kPage * kHeads * kDim], v_pages[kPages * kPage * kHeads * kDim];
+  static const int32_t block_table[kPages] = {2, 0, 1};
+  static signed char k_i8[kSeq * kHeads * kDim];
+  static const float i8_scales[kHeads] = {1.0f / 64, 1.0f / 32};
+  sampleattn_kv_cache cache;
+  int32_t seqused_k[1];
   static const float slopes[kHeads] = {0.5f, INFINITY}, sinks[kHeads] = {-INFINITY, INFINITY};
   unsigned state = 12345u;
   int i;
@@ -128,6 +136,81 @@ int main(void) {
   CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT);
   CHECK(strstr(sampleattn_last_error(), "sinks[1]") != NULL);
   p.sinks = NULL;
+
+  /* ABI 1.4: the KV cache, from C. The defaults are packed K/V and no scales. */
+  CHECK(SAMPLEATTN_DTYPE_F32 == 0 && SAMPLEATTN_DTYPE_F16 == 1 && SAMPLEATTN_DTYPE_BF16 == 2);
+  CHECK(SAMPLEATTN_DTYPE_I8 == 3 && SAMPLEATTN_DTYPE_FP8_E4M3 == 4);
+  CHECK(SAMPLEATTN_ABI_REVISION == 4);
+  CHECK(p.kv_cache == NULL);
+  CHECK(options.parallel_for == NULL && options.host_pool == NULL);
+  sampleattn_kv_cache_init(&cache);
+  CHECK(cache.struct_size == sizeof(cache));
+  CHECK(cache.block_table == NULL && cache.seqused_k == NULL && cache.k_scale == NULL && cache.v_scale == NULL);
+  CHECK(cache.page_size == 0 && cache.num_pages == 0 && cache.block_table_stride == 0);
+  p.window_left = -1;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_SUCCESS);
+  memcpy(o_packed, o, sizeof o);
+  /* Paged: key j of the sequence is slot j % 16 of page block_table[j / 16]. */
+  for (i = 0; i < kPages * kPage * kHeads * kDim; ++i) k_pages[i] = v_pages[i] = NAN;
+  for (i = 0; i < kSeq; ++i) {
+    const int at = (block_table[i / kPage] * kPage + i % kPage) * kHeads * kDim;
+    memcpy(&k_pages[at], &k[i * kHeads * kDim], kHeads * kDim * sizeof(float));
+    memcpy(&v_pages[at], &v[i * kHeads * kDim], kHeads * kDim * sizeof(float));
+  }
+  cache.block_table = block_table;
+  cache.block_table_stride = kPages;
+  cache.page_size = kPage;
+  cache.num_pages = kPages;
+  cache.k_page_stride = cache.v_page_stride = kPage * kHeads * kDim;
+  p.k.data = k_pages;
+  p.v.data = v_pages;
+  p.kv_cache = &cache;
+  memset(o, 0, sizeof o);
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_SUCCESS);
+  CHECK(memcmp(o, o_packed, sizeof o) == 0); /* the packed call's output, bit for bit */
+  /* Its checks reach C callers as statuses. */
+  cache.page_size = 24;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_SHAPE);
+  CHECK(strstr(sampleattn_last_error(), "page_size") != NULL);
+  cache.page_size = kPage;
+  cache.num_pages = 2; /* block_table[0] = 2 is no page of 2 */
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_SHAPE);
+  CHECK(strstr(sampleattn_last_error(), "block_table[0][0]") != NULL);
+  cache.num_pages = kPages;
+  cache.struct_size = sizeof(cache) + 8; /* a newer header's */
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_UNSUPPORTED_VERSION);
+  sampleattn_kv_cache_init(&cache);
+  /* seqused_k on packed K/V: all 37 keys used is the plain call; 38 is refused. */
+  p.k.data = k;
+  p.v.data = v;
+  seqused_k[0] = kSeq;
+  cache.seqused_k = seqused_k;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_SUCCESS);
+  CHECK(memcmp(o, o_packed, sizeof o) == 0);
+  seqused_k[0] = kSeq + 1;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_SHAPE);
+  cache.seqused_k = NULL;
+  /* Quantized: int8 K with a scale per kv head; the result is attention over the scaled codes. */
+  for (i = 0; i < kSeq * kHeads * kDim; ++i) {
+    k_i8[i] = (signed char)((i * 37) % 255 - 127);
+    k_pages[i] = (float)k_i8[i] * i8_scales[(i / kDim) % kHeads]; /* reused: the dequantized K */
+  }
+  p.k.data = k_i8;
+  p.k.dtype = SAMPLEATTN_DTYPE_I8;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_NULL_POINTER); /* int8 needs its scales */
+  CHECK(strstr(sampleattn_last_error(), "k_scale") != NULL);
+  cache.k_scale = i8_scales;
+  cache.scale_head_stride = 1;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_SUCCESS);
+  worst = max_error(q, k_pages, v, o, -1);
+  CHECK(worst < 1e-5);
+  p.q.dtype = SAMPLEATTN_DTYPE_I8; /* K and V only */
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_UNSUPPORTED_DTYPE);
+  p.q.dtype = SAMPLEATTN_DTYPE_F32;
+  p.k.dtype = SAMPLEATTN_DTYPE_F32;
+  p.k.data = k;
+  CHECK(sampleattn_forward(ctx, &p, NULL) == SAMPLEATTN_INVALID_ARGUMENT); /* a scale for f32 K */
+  p.kv_cache = NULL;
 
   sampleattn_context_destroy(ctx);
   printf("c_api_test_c: max abs error %.3g\n", worst);

@@ -13,13 +13,13 @@ custom op and a drop-in `scaled_dot_product_attention` where PyTorch is installe
 The C library is found through SAMPLEATTN_LIBRARY, a path recorded at install time, or the
 loader's search path (see sampleattn._library).
 """
-from ._core import Context, alibi_slopes, attention, default_context, sample_defaults
+from ._core import Context, alibi_slopes, attention, default_context, kv_cache, sample_defaults
 from ._library import ENV_VARIABLE, Error, LibraryNotFoundError, library, load_library
 
 __version__ = "0.4.0"
 
 __all__ = ["Context", "Error", "LibraryNotFoundError", "alibi_slopes", "attention", "default_context",
-           "library_path", "library_version", "load_library", "sample_defaults"]
+           "kv_cache", "library_path", "library_version", "load_library", "sample_defaults"]
 
 
 def library_version():

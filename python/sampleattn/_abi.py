@@ -1,4 +1,4 @@
-"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.3).
+"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.4).
 
 Written by hand from the header. tests/test_abi.py compiles a C program against the header and
 checks every struct's size and every field's offset, and every enum value, against these.
@@ -7,7 +7,7 @@ Enums are C `int`s (4 bytes with GCC and Clang on the platforms the library supp
 import ctypes as C
 
 ABI_VERSION = 1
-ABI_REVISION = 3
+ABI_REVISION = 4
 
 STATUSES = {
     "SAMPLEATTN_SUCCESS": 0,
@@ -33,6 +33,8 @@ CONSTANTS = dict(STATUSES, **{
     "SAMPLEATTN_DTYPE_F32": 0,
     "SAMPLEATTN_DTYPE_F16": 1,
     "SAMPLEATTN_DTYPE_BF16": 2,
+    "SAMPLEATTN_DTYPE_I8": 3,
+    "SAMPLEATTN_DTYPE_FP8_E4M3": 4,
     "SAMPLEATTN_METHOD_DENSE": 0,
     "SAMPLEATTN_METHOD_SAMPLE": 1,
     "SAMPLEATTN_PRECISION_F32": 0,
@@ -54,11 +56,18 @@ CONSTANTS = dict(STATUSES, **{
 BACKENDS = {"auto": 0, "cpu": 1, "cuda": 2}
 BINDINGS = {"cores": 0, "none": 1}
 DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+# ABI 1.4: quantized K and V only (a KV cache; the scales are in KvCache). Not in DTYPES, which
+# names what Q, K, V and O may all be.
+KV_DTYPES = {"int8": 3, "float8_e4m3fn": 4}
 METHODS = {"dense": 0, "sample": 1}
 PRECISIONS = {"f32": 0, "bf16": 1}
 SCOPES = {"per_head": 0, "per_kv_group": 1}
 
 _enum = C.c_int
+
+# ABI 1.4: a host thread pool's parallel-for (sampleattn_task_fn, sampleattn_parallel_for_fn).
+TaskFn = C.CFUNCTYPE(None, C.c_void_p, C.c_int64)
+ParallelForFn = C.CFUNCTYPE(None, C.c_void_p, TaskFn, C.c_void_p, C.c_int64)
 
 
 class ContextOptions(C.Structure):
@@ -70,6 +79,8 @@ class ContextOptions(C.Structure):
         ("binding", _enum),
         ("cuda_device", C.c_int32),
         ("max_workspace_bytes", C.c_uint64),
+        ("parallel_for", ParallelForFn),  # ABI 1.4: run on the host's threads
+        ("host_pool", C.c_void_p),
     ]
 
 
@@ -114,6 +125,26 @@ class Output(C.Structure):
         ("dtype", _enum),
         ("token_stride", C.c_int64),
         ("head_stride", C.c_int64),
+    ]
+
+
+class KvCache(C.Structure):
+    """ABI 1.4: paged and/or quantized K/V (Params.kv_cache). block_table NULL = packed."""
+    c_name = "sampleattn_kv_cache"
+    _fields_ = [
+        ("struct_size", C.c_uint32),
+        ("block_table", C.POINTER(C.c_int32)),
+        ("block_table_stride", C.c_int64),
+        ("page_size", C.c_int32),
+        ("num_pages", C.c_int32),
+        ("k_page_stride", C.c_int64),
+        ("v_page_stride", C.c_int64),
+        ("seqused_k", C.POINTER(C.c_int32)),
+        ("k_scale", C.POINTER(C.c_float)),
+        ("v_scale", C.POINTER(C.c_float)),
+        ("scale_token_stride", C.c_int64),
+        ("scale_head_stride", C.c_int64),
+        ("scale_page_stride", C.c_int64),
     ]
 
 
@@ -168,6 +199,7 @@ class Params(C.Structure):
         ("softcap", C.c_float),
         ("alibi_slopes", C.POINTER(C.c_float)),
         ("sinks", C.POINTER(C.c_float)),
+        ("kv_cache", C.POINTER(KvCache)),  # ABI 1.4: paged and/or quantized K/V
     ]
 
 
@@ -233,7 +265,7 @@ class PlanInfo(C.Structure):
 
 
 # Every struct of the header; those with an *_init_sized function carry its name.
-STRUCTS = [ContextOptions, ContextInfo, Tensor, Output, SampleParams, Params, HeadStats, Stats, PlanInfo]
+STRUCTS = [ContextOptions, ContextInfo, Tensor, Output, KvCache, SampleParams, Params, HeadStats, Stats, PlanInfo]
 INIT_FUNCTIONS = {
     ContextOptions: "sampleattn_context_options_init_sized",
     ContextInfo: "sampleattn_context_info_init_sized",
@@ -241,4 +273,5 @@ INIT_FUNCTIONS = {
     Params: "sampleattn_params_init_sized",
     Stats: "sampleattn_stats_init_sized",
     PlanInfo: "sampleattn_plan_info_init_sized",
+    KvCache: "sampleattn_kv_cache_init_sized",
 }

@@ -410,6 +410,53 @@ def _view(name, obj, want_ndim, writable=False, stream=None):
     return _dlpack_view(name, obj, want_ndim, writable, stream)
 
 
+_ALL_DTYPES = dict(_abi.DTYPES, **_abi.KV_DTYPES)
+
+
+def _kv_view(name, obj, kv_cache, stream):
+    """k or v: as any input, or, with a kv_cache, a quantized numpy array (int8 or ml_dtypes'
+    float8_e4m3fn) read in place: its codes mean nothing without their scales, so never copied."""
+    if kv_cache is not None and isinstance(obj, np.ndarray) and obj.dtype.name in _abi.KV_DTYPES:
+        if obj.ndim != 3:
+            raise ValueError(f"sampleattn: {name} must have 3 dims, got shape {obj.shape}")
+        strides = tuple(s // obj.itemsize for s in obj.strides)
+        if not _layout_ok(obj.shape, strides):
+            raise ValueError(f"sampleattn: quantized {name} must have its last dim contiguous and positive strides "
+                             f"(got strides {obj.strides} bytes); it is not copied")
+        return _View(obj.ctypes.data, obj.dtype.name, obj.shape, strides, ("cpu", 0), obj, "numpy")
+    return _view(name, obj, 3, stream=stream)
+
+
+def kv_cache(**fields):
+    """A sampleattn_kv_cache (ABI 1.4) with the library's defaults (packed, no scales), then the
+    given fields: host arrays for block_table / seqused_k (int32) and k_scale / v_scale (float32,
+    the CPU backend's: CUDA reads device scales, set those pointers yourself) are converted to
+    pointers and kept alive by the returned struct; ints for the rest, e.g.
+    kv_cache(block_table=table, block_table_stride=4, page_size=16, num_pages=9,
+    k_page_stride=16 * heads * dim, v_page_stride=16 * heads * dim)."""
+    cache = library().init(_abi.KvCache())
+    keep = []
+    arrays = {"block_table": np.int32, "seqused_k": np.int32, "k_scale": np.float32, "v_scale": np.float32}
+    for name, value in fields.items():
+        if name not in dict(_abi.KvCache._fields_) or name == "struct_size":
+            raise TypeError(f"sampleattn: kv_cache has no field {name!r}")
+        if name in arrays:
+            if value is None:
+                continue
+            if _is_torch(value):
+                value = value.detach().cpu().numpy()
+            arr = np.ascontiguousarray(value, dtype=arrays[name])
+            keep.append(arr)
+            ctype = C.c_int32 if arrays[name] is np.int32 else C.c_float
+            setattr(cache, name, arr.ctypes.data_as(C.POINTER(ctype)))
+        elif name in ("page_size", "num_pages"):
+            setattr(cache, name, _int32(name, value))
+        else:
+            setattr(cache, name, _int64(name, value))
+    cache._keep = keep
+    return cache
+
+
 def _cu_seqlens(name, value):
     if value is None:
         return None
@@ -456,7 +503,7 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
               alpha=None, r_row=None, r_w=None, min_window=None, sample_block=None, min_stripes=None,
               max_stripes=None, sink_tokens=None, dense_below=None, scope=None, window_mass_counts=None,
               max_density=None, r_val=None, min_kept=None, max_lost=None, val_rows=None,
-              window_left=None, softcap=None, alibi_slopes=None, sinks=None,
+              window_left=None, softcap=None, alibi_slopes=None, sinks=None, kv_cache=None,
               cu_seqlens_q=None, cu_seqlens_k=None, out=None, out_dtype=None,
               return_lse=False, return_stats=False, context=None, stream=None):
     """Prefill attention, dense or SampleAttention.
@@ -492,6 +539,13 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
     out_dtype: O's dtype when out is None (default: q's).
     return_lse / return_stats: also return the log-sum-exp, float32 [tokens_q, q_heads], and/or the
     statistics dict; the result is then a tuple (out, lse, stats) with the asked ones.
+    kv_cache: K and V as a KV cache keeps them (ABI 1.4): a sampleattn._abi.KvCache filled by
+    sampleattn.kv_cache() (or library().init), passed to the library as is; None = packed K/V. Paged
+    (block_table set): k and v are the page pools flattened to [num_pages * page_size, kv_heads,
+    dim] with k_page_stride / v_page_stride set, and each sequence's key count comes from
+    cu_seqlens_k (or seqused_k), not from k's tokens. Quantized: k and/or v may be numpy int8 or
+    ml_dtypes float8_e4m3fn arrays (read in place, never copied), with k_scale / v_scale set. The
+    arrays the struct points at (block_table, seqused_k, scales) must outlive the call.
     context: a Context; None = a default one for the tensors' device.
     stream: CUDA stream (an int cudaStream_t) to run on; None = torch's current stream for torch
     tensors, else the default stream.
@@ -513,15 +567,17 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
         ("window_mass_counts", window_mass_counts), ("max_density", max_density), ("r_val", r_val),
         ("min_kept", min_kept), ("max_lost", max_lost), ("val_rows", val_rows)) if value is not None}
     call = Call(context, causal=causal, scale=scale, method=method, precision=precision, sample=given,
-                window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks)
+                window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks,
+                kv_cache=kv_cache)
+    paged = kv_cache is not None and bool(kv_cache.block_table)
 
     framework = "torch" if _is_torch(q) else ("numpy" if isinstance(q, np.ndarray) else "dlpack")
     if stream is None:
         stream = _current_stream(framework, device)
     dlpack_stream = (stream or 1) if device[0] == "cuda" else None
     qv = _view("q", q, 3, stream=dlpack_stream)
-    kv = _view("k", k, 3, stream=dlpack_stream)
-    vv = _view("v", v, 3, stream=dlpack_stream)
+    kv = _kv_view("k", k, kv_cache, dlpack_stream)
+    vv = _kv_view("v", v, kv_cache, dlpack_stream)
 
     tq, hq, d = qv.shape
     tk, hkv, dk = kv.shape
@@ -545,7 +601,7 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
         if cu_q.shape != cu_k.shape:
             raise ValueError(f"sampleattn: cu_seqlens_q has {cu_q.shape[0]} offsets but cu_seqlens_k has "
                              f"{cu_k.shape[0]}")
-        if cu_q[-1] != tq or cu_k[-1] != tk:
+        if cu_q[-1] != tq or (cu_k[-1] != tk and not paged):
             raise ValueError(f"sampleattn: the last offsets (q {cu_q[-1]}, k {cu_k[-1]}) must equal the token "
                              f"counts of q ({tq}) and k ({tk})")
 
@@ -585,7 +641,7 @@ class Call:
     once, run on one tensor set after another (the torch binding runs a batch this way)."""
 
     def __init__(self, context, *, causal=True, scale=None, method="dense", precision="f32", sample=None,
-                 window_left=None, softcap=None, alibi_slopes=None, sinks=None):
+                 window_left=None, softcap=None, alibi_slopes=None, sinks=None, kv_cache=None):
         self.context = context
         lib = self.lib = context._lib
         p = self.params = lib.init(_abi.Params())
@@ -618,6 +674,13 @@ class Call:
             p.alibi_slopes = self.alibi_slopes.ctypes.data_as(C.POINTER(C.c_float))
         if self.sinks is not None:
             p.sinks = self.sinks.ctypes.data_as(C.POINTER(C.c_float))
+        # ABI 1.4: the caller's KV cache struct, kept alive with the call.
+        if kv_cache is not None:
+            if not isinstance(kv_cache, _abi.KvCache):
+                raise TypeError(f"sampleattn: kv_cache must be a sampleattn._abi.KvCache (see sampleattn.kv_cache), "
+                                f"got {type(kv_cache).__name__}")
+            self.kv_cache = kv_cache
+            p.kv_cache = C.pointer(kv_cache)
 
     def run(self, qv, kv, vv, ov, *, cu_seqlens=None, lse=None, stream=None, want_stats=False):
         """One sampleattn_forward on [token, head, dim] views; the statistics dict or None.
@@ -625,7 +688,7 @@ class Call:
         lib, p = self.lib, self.params
         for field, view in (("q", qv), ("k", kv), ("v", vv)):
             ts, hs = view.library_strides()
-            setattr(p, field, _abi.Tensor(view.ptr, _abi.DTYPES[view.dtype], ts, hs))
+            setattr(p, field, _abi.Tensor(view.ptr, _ALL_DTYPES[view.dtype], ts, hs))
         ts, hs = ov.library_strides()
         p.o = _abi.Output(ov.ptr, _abi.DTYPES[ov.dtype], ts, hs)
         tq, hq, d = qv.shape

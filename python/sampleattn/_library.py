@@ -72,7 +72,12 @@ class Library:
         for struct, name in _abi.INIT_FUNCTIONS.items():
             protos[name] = (None, [C.POINTER(struct), C.c_size_t])
         for name, (restype, argtypes) in protos.items():
-            fn = getattr(L, name)
+            try:
+                fn = getattr(L, name)
+            except AttributeError:  # e.g. sampleattn_kv_cache_init_sized, new in ABI 1.4
+                raise LibraryNotFoundError(
+                    f"{self.path} has no {name}: the library is older than this package's ABI "
+                    f"{_abi.ABI_VERSION}.{_abi.ABI_REVISION}; version {L.sampleattn_version().decode()}") from None
             fn.restype = restype
             fn.argtypes = argtypes
 

@@ -489,7 +489,7 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
     }
     if (out.total_k > 0 && ((dtype_quantized(out.k.dtype) && out.kv.k_scale == nullptr) ||
                             (dtype_quantized(out.v.dtype) && out.kv.v_scale == nullptr))) {
-      return null_pointer(std::string("kv_cache.") + (out.kv.k_scale == nullptr ? "k_scale" : "v_scale") +
+      return null_pointer(std::string("kv_cache.") + (dtype_quantized(out.k.dtype) && out.kv.k_scale == nullptr ? "k_scale" : "v_scale") +
                           " is NULL but that tensor is quantized (int8 / fp8 e4m3 need their scales)");
     }
     SAMPLEATTN_RETURN_IF_ERROR(check_no_aliasing(out));
