@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <sstream>
 
 #include "cli/common.h"
@@ -40,7 +41,7 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
   // The engine's side (issue 14): how K/V were stored and read, by whose threads.
   j << ",\"q_len\":" << r.q_len << ",\"kv_layout\":" << json_string(s.kv_layout)
     << ",\"kv_dtype\":" << json_string(s.kv_dtype) << ",\"host_pool\":" << (s.host_pool ? "true" : "false")
-    << ",\"dense_flops\":" << r.dense_flops << ",\"kv_bytes\":" << r.kv_bytes << ",\"kv_gbs\":" << r.kv_gbs;
+    << ",\"dense_flops\":" << std::setprecision(17) << r.dense_flops << std::setprecision(6) << ",\"kv_bytes\":" << r.kv_bytes << ",\"kv_gbs\":" << r.kv_gbs;
   if (r.read_gbs > 0) j << ",\"read_gbs\":" << r.read_gbs;
   if (s.host_pool) {
     j << ",\"host_pool_time_s\":" << r.time_s << ",\"own_pool_time_s\":" << r.own_pool_time_s
