@@ -65,7 +65,7 @@ double read_gbs(uint64_t bytes, int threads) {
   job.count = static_cast<int64_t>(words);
   job.shares = std::max(threads, 1);
   job.sums.resize(static_cast<size_t>(job.shares));
-  SpinPool pool(threads);
+  SpinPool pool(threads, /*yield=*/true);
   pool.start();
   std::vector<double> times;
   uint64_t check = 0;

@@ -11,6 +11,14 @@ inline void cpu_relax() {
 
 }  // namespace
 
+void SpinPool::relax() const {
+  if (yield_) {
+    std::this_thread::yield();
+  } else {
+    cpu_relax();
+  }
+}
+
 void SpinPool::start() {
   if (!workers_.empty()) return;
   stop_.store(false, std::memory_order_relaxed);
@@ -37,7 +45,7 @@ void SpinPool::worker(int /*id*/, uint64_t seen) {
   for (;;) {
     uint64_t now;
     // The engine's habit this pool stands for: never sleep between jobs.
-    while ((now = generation_.load(std::memory_order_acquire)) == seen) cpu_relax();
+    while ((now = generation_.load(std::memory_order_acquire)) == seen) relax();
     seen = now;
     if (stop_.load(std::memory_order_relaxed)) return;
     take_tasks();
@@ -55,7 +63,7 @@ void SpinPool::run(sampleattn_task_fn task, void* context, int64_t count) {
   generation_.fetch_add(1, std::memory_order_release);
   take_tasks();
   const int workers = static_cast<int>(workers_.size());
-  while (finished_.load(std::memory_order_acquire) != workers) cpu_relax();
+  while (finished_.load(std::memory_order_acquire) != workers) relax();
 }
 
 void SpinPool::parallel_for(void* host_pool, sampleattn_task_fn task, void* task_context, int64_t count) {

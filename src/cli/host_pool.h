@@ -16,7 +16,10 @@ namespace sampleattn::cli {
 class SpinPool {
  public:
   // The workers start with start(): a bench measures the library's own pool with none running.
-  explicit SpinPool(int threads) : threads_(threads < 1 ? 1 : threads) {}
+  // yield: the waiting threads (workers between jobs, the caller at the end of one) give their core
+  // away at each check (std::this_thread::yield) instead of only pausing: for yardsticks that must
+  // not depend on whether some other thread holds the core the pool waits for.
+  explicit SpinPool(int threads, bool yield = false) : threads_(threads < 1 ? 1 : threads), yield_(yield) {}
   ~SpinPool() { stop(); }
   SpinPool(const SpinPool&) = delete;
   SpinPool& operator=(const SpinPool&) = delete;
@@ -37,8 +40,10 @@ class SpinPool {
  private:
   void worker(int id, uint64_t seen);
   void take_tasks();
+  void relax() const;
 
   int threads_;
+  bool yield_;
   std::vector<std::thread> workers_;
   alignas(64) std::atomic<uint64_t> generation_{0};
   alignas(64) std::atomic<int64_t> next_{0};
