@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "cli/bench_report.h"
 #include "cli/bench_timing.h"
 #include "cli/common.h"
+#include "cli/host_pool.h"
 #include "cli/options.h"
 #include "core/mask.h"
 
@@ -23,6 +25,13 @@ namespace sampleattn::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// --host-pool's other two runs of a configuration.
+struct PoolTimes {
+  double own_time_s = 0;          // the library's own pool, no host thread running
+  double spinning_time_s = 0;     // the library's own pool beside the host pool's spinning workers
+  double calls_per_forward = 0;   // parallel_for calls the library made per call
+};
 
 class Bench {
  public:
@@ -49,6 +58,16 @@ class Bench {
     threads_ = info.num_threads;
     backend_name_ = backend_ == SAMPLEATTN_BACKEND_CUDA ? "cuda" : "cpu";
     device_name_ = info.device_name;
+    if (b_.host_pool) {
+      if (backend_ != SAMPLEATTN_BACKEND_CPU) return usage_error("bench", "--host-pool needs the CPU backend");
+      // The engine's pool has as many threads as the library's own (--threads, or its default).
+      pool_ = std::make_unique<SpinPool>(threads_);
+      sampleattn_context_options host = context_options;
+      host.num_threads = threads_;
+      host.parallel_for = SpinPool::parallel_for;
+      host.host_pool = pool_.get();
+      if (!create_context(host, &host_ctx_, &error)) return fail("a context on the host pool's parallel_for: " + error);
+    }
     return run_all();
   }
 
@@ -64,6 +83,9 @@ class Bench {
     s.alibi = !model_.alibi_slopes.empty();
     s.sinks = model_.sinks;
     s.dtype = b_.dtype;
+    s.kv_layout = kv_layout_;
+    s.kv_dtype = kv_dtype_name(b_.kv_dtype);
+    s.host_pool = b_.host_pool;
     s.bf16_products = b_.method_params.precision == SAMPLEATTN_PRECISION_BF16;
     s.threads = threads_;
     s.isa = isa_;
@@ -76,8 +98,71 @@ class Bench {
 
   void emit(const BenchRow& r, double peak) const { emit_row(setting(), r, peak, b_.json, b_.csv); }
 
-  bool measure_method(const BenchInputs& in, sampleattn_method method, Measured* out, std::string* error) const {
-    return measure(ctx_.get(), backend_, in, method, b_.method_params, TimedRuns{b_.warmup, b_.repeat, b_.quiet}, out, error);
+  bool measure_on(sampleattn_context* ctx, const BenchInputs& in, sampleattn_method method, Measured* out,
+                  std::string* error) const {
+    return measure(ctx, backend_, in, method, b_.method_params, TimedRuns{b_.warmup, b_.repeat, b_.quiet}, out, error);
+  }
+
+  // The row's run. With --host-pool, three in a row: (a) the library's own pool, no host thread
+  // running; (b) the host pool's parallel_for (the row's time); (c) the own pool again while the
+  // host pool's workers spin idle beside it (an engine that keeps its threads hot between ops).
+  bool measure_method(const BenchInputs& in, sampleattn_method method, Measured* out, PoolTimes* pool,
+                      std::string* error) const {
+    if (!b_.host_pool) return measure_on(ctx_.get(), in, method, out, error);
+    Measured own, spinning;
+    if (!measure_on(ctx_.get(), in, method, &own, error)) return false;
+    pool_->start();
+    const int64_t jobs = pool_->jobs();
+    bool ok = measure_on(host_ctx_.get(), in, method, out, error);
+    const double calls = static_cast<double>(pool_->jobs() - jobs) / static_cast<double>(1 + b_.warmup + b_.repeat);
+    if (ok) ok = measure_on(ctx_.get(), in, method, &spinning, error);
+    pool_->stop();
+    if (!ok) return false;
+    pool->own_time_s = own.time_s;
+    pool->spinning_time_s = spinning.time_s;
+    pool->calls_per_forward = calls;
+    if (calls == 0 && threads_ > 1) {
+      *error = "the library never called the host pool's parallel_for (context options, ABI 1.4) on " +
+               std::to_string(threads_) + " threads: it ran on threads of its own, so the host pool was not measured";
+      return false;
+    }
+    return true;
+  }
+
+  // A paged or quantized run's output against the oracle on the stored K/V's values, on 4 query
+  // rows of every head (the last first): a library that misreads the cache fails here. The limit
+  // is far above a kernel's error (about 1e-6 with f32 products, 1e-2 with bf16 ones) and far
+  // below a misread's (a decoy page, a wrong scale).
+  bool check_cache_read(const BenchInputs& in, const Measured& m, BenchRow* r, std::string* error) const {
+    if (!in.kv.uses_cache()) return true;
+    r->cache_check = rel_l2_against_oracle(in, m.o, 4);
+    const double limit = b_.method_params.precision == SAMPLEATTN_PRECISION_BF16 ? 5e-2 : 1e-3;
+    if (r->cache_check <= limit) return true;
+    *error = "the output does not match the K/V the cache holds (rel_l2 " + std::to_string(r->cache_check) +
+             " against the oracle on 4 query rows of each head, above " + std::to_string(limit) +
+             "): the library did not read params.kv_cache (" + in.kv.layout_name() + ", kv dtype " +
+             kv_dtype_name(in.kv.kv_dtype) + ") as sampleattn.h describes it";
+    return false;
+  }
+
+  void fill_common(const BenchInputs& in, const Measured& m, const PoolTimes& pool, double read_rate,
+                   double cli_flops, BenchRow* r) const {
+    r->seq = in.k.seq;
+    r->q_len = in.q.seq;
+    r->time_s = m.time_s;
+    r->workspace_bytes = m.workspace_bytes;
+    r->dense_flops = m.dense_flops > 0 ? m.dense_flops : cli_flops;  // the library's count is authoritative
+    r->gflops = r->dense_flops / m.time_s / 1e9;
+    r->kv_bytes = in.kv.bytes;
+    r->kv_gbs = static_cast<double>(in.kv.bytes) / m.time_s / 1e9;
+    r->read_gbs = read_rate;
+    if (b_.host_pool) {
+      r->own_pool_time_s = pool.own_time_s;
+      r->host_pool_ratio = m.time_s / pool.own_time_s;
+      r->spinning_host_time_s = pool.spinning_time_s;
+      r->spinning_host_ratio = pool.spinning_time_s / pool.own_time_s;
+      r->host_pool_calls = pool.calls_per_forward;
+    }
   }
 
   int fail(const std::string& message) const { return cli::fail("bench", message); }
@@ -94,24 +179,30 @@ class Bench {
       if (!st.is_ok()) return fail(describe(st));
       progress(b_.quiet, "inputs " + in.source + " N=" + std::to_string(in.q.seq) + " ready in " +
                              std::to_string(std::chrono::duration<double>(Clock::now() - t_gen).count()) + " s");
-      seq = in.q.seq;
+      seq = in.k.seq;
+      const int64_t q_len = in.q.seq;
+      kv_layout_ = in.kv.layout_name();
       b_.heads = static_cast<int>(in.q.heads);
       b_.kv_heads = static_cast<int>(in.k.heads);
       b_.head_dim = static_cast<int>(in.q.dim);
       head_dim_v_ = static_cast<int>(in.v.dim);
       model_ = in.model;
       b_.dtype = in.dtype;
-      // 2 N^2 d H for the causal attention (Q K^T and P V at d each); a model window computes only
-      // its pairs, and V of its own size makes P V cost head_dim_v.
-      const double work = static_cast<double>(model_pairs(seq, seq, model_.window_left)) /
-                          static_cast<double>(causal_pairs(seq, seq)) *
-                          (static_cast<double>(b_.head_dim + head_dim_v_) / (2.0 * b_.head_dim));
-      const double flops = 2.0 * static_cast<double>(seq) * seq * b_.head_dim * b_.heads * work;
+      // The plan's dense_flops is what the rows report; this restatement stands in only when a
+      // library reports none: 2 (d + d_v) per computed query-key pair (the last q_len queries,
+      // causal within the model's window).
+      const double flops = 2.0 * static_cast<double>(b_.head_dim + head_dim_v_) * b_.heads *
+                           static_cast<double>(model_pairs(q_len, seq, model_.window_left));
+      // The K/V's bytes read by the same threads, measured now, with no host pool running.
+      const double read_rate = b_.peak && backend_ == SAMPLEATTN_BACKEND_CPU ? read_gbs(in.kv.bytes, threads_) : 0;
+      if (read_rate > 0) progress(b_.quiet, "read of the K/V's " + mebibytes(in.kv.bytes) + ": " +
+                                                 std::to_string(read_rate) + " GB/s");
       std::string error;
       Measured dense, sparse;
+      PoolTimes dense_pool, sparse_pool;
       const bool want_dense = b_.method != "sample" || b_.check;
       if (want_dense) {
-        if (!measure_method(in, SAMPLEATTN_METHOD_DENSE, &dense, &error)) {
+        if (!measure_method(in, SAMPLEATTN_METHOD_DENSE, &dense, &dense_pool, &error)) {
           return fail("dense N=" + std::to_string(seq) + ": " + error);
         }
         isa_ = dense.stats.isa ? dense.stats.isa : "";
@@ -119,10 +210,8 @@ class Bench {
       if (b_.method != "sample") {
         BenchRow r;
         r.method = "dense";
-        r.seq = seq;
-        r.time_s = dense.time_s;
-        r.workspace_bytes = dense.workspace_bytes;
-        r.gflops = flops / dense.time_s / 1e9;
+        fill_common(in, dense, dense_pool, read_rate, flops, &r);
+        if (!check_cache_read(in, dense, &r, &error)) return fail("dense N=" + std::to_string(seq) + ": " + error);
         if (b_.check) r.check = rel_l2_against_oracle(in, dense.o);
         emit(r, peak);
         rows.push_back(r);
@@ -130,7 +219,7 @@ class Bench {
       if (b_.method == "dense") continue;
       for (float alpha : b_.alphas) {
         b_.method_params.sample.alpha = alpha;
-        if (!measure_method(in, SAMPLEATTN_METHOD_SAMPLE, &sparse, &error)) {
+        if (!measure_method(in, SAMPLEATTN_METHOD_SAMPLE, &sparse, &sparse_pool, &error)) {
           return fail("sample N=" + std::to_string(seq) + ": " + error);
         }
         isa_ = sparse.stats.isa ? sparse.stats.isa : "";
@@ -138,10 +227,7 @@ class Bench {
         r.alpha = alpha;
         r.method = "sample";
         r.sample = true;
-        r.seq = seq;
-        r.time_s = sparse.time_s;
-        r.workspace_bytes = sparse.workspace_bytes;
-        r.gflops = flops / sparse.time_s / 1e9;
+        fill_common(in, sparse, sparse_pool, read_rate, flops, &r);
         r.density = sparse.stats.density;
         r.stripes_mean = sparse.stats.stripes_mean;
         r.overhead_s = sparse.stats.time_sampling_s + sparse.stats.time_selection_s;
@@ -178,6 +264,9 @@ class Bench {
 
   Options o_;
   BenchOptions b_;
+  std::string kv_layout_ = "packed";  // of the current inputs
+  std::unique_ptr<SpinPool> pool_;   // --host-pool: the engine's pool and a context on it
+  ContextHandle host_ctx_;
   int head_dim_v_ = 0;            // of the current inputs
   workload::ModelVariants model_;  // of the current inputs (sinks generated for them)
   ContextHandle ctx_;

@@ -18,7 +18,7 @@ reference::TensorRef tensor_ref(const workload::Tensor3& t) {
 
 }  // namespace
 
-double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o) {
+double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o, int per_head) {
   reference::Call call;
   call.q = tensor_ref(in.q);
   call.k = tensor_ref(in.k);
@@ -26,16 +26,18 @@ double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o) 
   call.head_dim = static_cast<int>(in.q.dim);
   call.num_q_heads = static_cast<int>(in.q.heads);
   call.num_kv_heads = static_cast<int>(in.k.heads);
-  call.sequences = {{0, in.q.seq, 0, in.k.seq}};
+  call.sequences = {{0, in.q.seq, 0, in.k.seq}};  // q: the last q.seq of the k.seq positions
   call.scale = 1.0f / std::sqrt(static_cast<float>(call.head_dim));  // the library's default
   call.causal = true;
   call.head_dim_v = static_cast<int>(in.v.dim);
   in.model.apply_to(&call);
   std::vector<std::pair<int64_t, int>> rows;
   const int64_t n = in.q.seq;
-  const int per_head = 24;
   for (int h = 0; h < call.num_q_heads; ++h) {
-    for (int i = 0; i < per_head; ++i) rows.emplace_back((n - 1) - (n - 1) * i / per_head, h);
+    for (int i = 0; i < per_head; ++i) {
+      const int64_t row = (n - 1) - (n - 1) * i / per_head;
+      if (rows.empty() || rows.back() != std::make_pair(row, h)) rows.emplace_back(row, h);
+    }
   }
   const auto oracle = reference::attention_rows(call, rows);
   double num = 0, den = 0;

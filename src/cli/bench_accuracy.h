@@ -9,9 +9,12 @@
 
 namespace sampleattn::cli {
 
-// rel_l2 of `o` (f32 [seq, heads, head_dim_v]) against the fp64 oracle on 24 rows per head of the
-// causal attention over `in` (softmax scale 1/sqrt(dim)) with the inputs' model variants.
-double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o);
+// rel_l2 of `o` (f32 [q_len, heads, head_dim_v]) against the fp64 oracle on per_head rows per head
+// (the last row first, at most q_len) of the causal attention over `in` (softmax scale
+// 1/sqrt(dim); the queries are the last q_len of the k.seq positions) with the inputs' model
+// variants. The oracle reads in.k and in.v: for a quantized KV cache, the dequantized values the
+// cache stands for, so the error is the kernel's, not the quantization's.
+double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o, int per_head = 24);
 
 // The true kept mass (CRA) of the masks the sample run chose, on 1 row in 128 of every head, of
 // each row's distribution over the keys the model shows it (its variants' scores, the sink left

@@ -1,6 +1,8 @@
 #include "cli/bench_inputs.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <utility>
 
 #include "cli/common.h"
@@ -12,6 +14,22 @@ namespace {
 Status into_dtype(workload::Tensor3&& t, DType dtype, workload::Tensor3* out) {
   if (t.dtype != dtype) return workload::convert_tensor(t, dtype, out);
   *out = std::move(t);
+  return Status::ok();
+}
+
+// The last q_len positions of q (chunked prefill and decode: the library's rule for q_len < k_len).
+Status keep_last_queries(int64_t q_len, workload::Tensor3* q) {
+  if (q_len == q->seq) return Status::ok();
+  if (q_len > q->seq) {
+    return invalid_argument("--q-len " + std::to_string(q_len) + " is more than the inputs' " +
+                            std::to_string(q->seq) + " queries");
+  }
+  workload::Tensor3 last;
+  SAMPLEATTN_RETURN_IF_ERROR(workload::make_tensor(q_len, q->heads, q->dim, q->dtype, &last));
+  const size_t row = last.bytes.size() / static_cast<size_t>(q_len);
+  std::copy(q->bytes.end() - static_cast<std::ptrdiff_t>(row * static_cast<size_t>(q_len)), q->bytes.end(),
+            last.bytes.begin());
+  *q = std::move(last);
   return Status::ok();
 }
 
@@ -66,6 +84,7 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
   SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(q), dtype, &in->q));
   SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(k), dtype, &in->k));
   SAMPLEATTN_RETURN_IF_ERROR(into_dtype(std::move(v), dtype, &in->v));
+  SAMPLEATTN_RETURN_IF_ERROR(build_kv_storage(options.page_size, options.kv_dtype, options.seed, &in->k, &in->v, &in->kv));
   std::string error;
   if (!model_variants_for(options.variants, in->q.heads, &in->model, &error)) return invalid_argument(error);
   if (options.variants.generated_sinks) {
@@ -73,6 +92,7 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
     SAMPLEATTN_RETURN_IF_ERROR(workload::generated_sinks(in->q, in->k, 1.0 / std::sqrt(static_cast<double>(in->q.dim)),
                                                          in->model, options.seed, &in->model.sinks));
   }
+  if (options.q_len > 0) SAMPLEATTN_RETURN_IF_ERROR(keep_last_queries(options.q_len, &in->q));
   return Status::ok();
 }
 

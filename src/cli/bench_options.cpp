@@ -1,5 +1,7 @@
 #include "cli/bench_options.h"
 
+#include <algorithm>
+
 #include "cli/common.h"
 
 namespace sampleattn::cli {
@@ -19,15 +21,77 @@ void declare_bench_options(Options& o) {
   o.value("seed", "1", "input seed (also draws the shares of --sinks)");
   o.value("needles", "8", "needles planted in structured inputs");
   o.value("mix", "default", std::string("structured inputs' ") + kMixHelp);
+  o.value("kv-layout", "packed",
+          "K/V storage: packed, or paged:PAGE (PAGE tokens a page, a multiple of 16; pages [num_pages, PAGE, "
+          "kv_heads, dim] in a shuffled order through a block table)");
+  o.value("kv-dtype", "same",
+          "K/V element type: same (the --dtype), int8 (a scale per token and kv head) or fp8 (e4m3fn, a scale per "
+          "kv head); --check's oracle reads the dequantized values");
+  o.value("q-len", "", "queries per sequence, the last N of the --seq positions (1: decode; default: --seq)");
+  o.flag("host-pool", "also run on a spinning host pool of --threads threads through parallel_for, and report its "
+                      "time against the library's own pool (host_pool_ratio) and the own pool beside the spinning "
+                      "host threads");
   o.flag("json", "one JSON object per line per configuration (not with --csv)");
   o.flag("csv", "CSV rows (for plots; not with --json)");
   o.flag("check", "add rel_l2_err against a double-precision result on sampled rows");
-  o.flag("peak", "time an OpenBLAS SGEMM of 4096^3 in the same run (sgemm_gflops)");
+  o.flag("peak", "time an OpenBLAS SGEMM of 4096^3 (sgemm_gflops) and a threaded read of the K/V's bytes "
+                 "(read_gbs) in the same run");
   o.flag("quiet", "no progress on stderr");
   declare_variant_options(o, SinksOption::kGenerated);
   declare_context_options(o);
   declare_method_options(o);
 }
+
+namespace {
+
+bool read_kv_options(const Options& o, bool files, BenchOptions* b, std::string* error) {
+  const std::string layout = o.get("kv-layout");
+  if (layout == "packed") {
+    b->page_size = 0;
+  } else {
+    const std::string page = layout.rfind("paged:", 0) == 0 ? layout.substr(6) : std::string();
+    Options one;
+    one.value("page", page, "");
+    std::string unused;
+    if (page.empty() || !one.get_int("page", 16, 1 << 20, &b->page_size, &unused) || b->page_size % 16 != 0) {
+      *error = "--kv-layout must be packed or paged:PAGE with PAGE tokens a page, a multiple of 16 in [16, " +
+               std::to_string(1 << 20) + "] (e.g. paged:16, paged:256), got '" + layout + "'";
+      return false;
+    }
+  }
+  const std::string kv_dtype = o.get("kv-dtype");
+  if (kv_dtype == "same") {
+    b->kv_dtype = KvDtype::kSame;
+  } else if (kv_dtype == "int8") {
+    b->kv_dtype = KvDtype::kInt8;
+  } else if (kv_dtype == "fp8") {
+    b->kv_dtype = KvDtype::kFp8;
+  } else {
+    *error = "--kv-dtype must be same, int8 or fp8, got '" + kv_dtype + "'";
+    return false;
+  }
+  b->host_pool = o.has("host-pool");
+  b->q_len = 0;
+  if (!o.has("q-len")) return true;
+  const int64_t most = files ? INT32_MAX : *std::min_element(b->seqs.begin(), b->seqs.end());
+  std::string unused;
+  if (!o.get_int("q-len", 1, INT64_MAX, &b->q_len, &unused) || b->q_len > most) {
+    *error = "--q-len must be an integer in [1, " + std::string(files ? "q.npy's tokens" : "--seq") +
+             "] (queries against the --seq keys; 1: decode), got '" + o.get("q-len") + "'";
+    if (!files && b->seqs.size() > 1) *error += " (the smallest --seq is " + std::to_string(most) + ")";
+    return false;
+  }
+  const bool below_seq =
+      files || std::any_of(b->seqs.begin(), b->seqs.end(), [&](int64_t seq) { return seq > b->q_len; });
+  if (below_seq && b->method != "dense") {
+    *error = "--q-len below --seq (chunked prefill, decode) runs dense attention: add --method dense "
+             "(the sparse metrics are for a full prefill)";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   const std::string m = o.get("method");
@@ -90,6 +154,7 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
     *error = "--dtype must be f32, f16 or bf16, got '" + o.get("dtype") + "'";
     return false;
   }
+  if (!read_kv_options(o, files, b, error)) return false;
   b->json = o.has("json");
   b->csv = o.has("csv");
   if (b->json && b->csv) {

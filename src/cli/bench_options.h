@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_kv.h"
 #include "cli/common.h"
 #include "cli/options.h"
 #include "core/dtype.h"
@@ -26,6 +27,11 @@ struct BenchOptions {
   bool dtype_given = false;    // without --dtype, npy:DIR inputs keep the files' dtype
   std::string data;            // structured, random or npy:DIR
   bool json = false, csv = false, quiet = false, check = false, peak = false;
+  // The engine's side (issue 14): how K/V are stored, the queries per sequence, whose threads run.
+  int64_t page_size = 0;       // --kv-layout paged:PAGE; 0: packed
+  KvDtype kv_dtype = KvDtype::kSame;
+  int64_t q_len = 0;           // --q-len: the last q_len positions query; 0: every position (= seq)
+  bool host_pool = false;      // also run through a spinning host pool's parallel_for
   std::vector<float> alphas;   // dense runs once per length, sample once per alpha
   sampleattn::Params method_params;  // precision and sample parameters (alpha: the first)
 };

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <sstream>
 
 #include "cli/common.h"
@@ -37,6 +38,17 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
     j << "]";
   }
   if (s.cuda) j << ",\"device\":" << json_string(s.device_name);
+  // The engine's side (issue 14): how K/V were stored and read, by whose threads.
+  j << ",\"q_len\":" << r.q_len << ",\"kv_layout\":" << json_string(s.kv_layout)
+    << ",\"kv_dtype\":" << json_string(s.kv_dtype) << ",\"host_pool\":" << (s.host_pool ? "true" : "false")
+    << ",\"dense_flops\":" << std::setprecision(17) << r.dense_flops << std::setprecision(6) << ",\"kv_bytes\":" << r.kv_bytes << ",\"kv_gbs\":" << r.kv_gbs;
+  if (r.read_gbs > 0) j << ",\"read_gbs\":" << r.read_gbs;
+  if (s.host_pool) {
+    j << ",\"host_pool_time_s\":" << r.time_s << ",\"own_pool_time_s\":" << r.own_pool_time_s
+      << ",\"host_pool_ratio\":" << r.host_pool_ratio << ",\"spinning_host_time_s\":" << r.spinning_host_time_s
+      << ",\"spinning_host_ratio\":" << r.spinning_host_ratio << ",\"host_pool_calls\":" << r.host_pool_calls;
+  }
+  if (r.cache_check >= 0) j << ",\"cache_check_rel_l2_err\":" << r.cache_check;
   if (r.sample) {
     j << ",\"alpha\":" << r.alpha << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
       << r.overhead_s << ",\"min_cra\":" << r.min_cra << ",\"cra_p1\":" << r.cra_p1 << ",\"cra_mean\":"
@@ -68,7 +80,9 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
     j << "]";
     if (!r.head_rel_l2.empty()) array("head_rel_l2_err", r.head_rel_l2);
   } else if (r.check >= 0) {
-    j << ",\"rel_l2_err\":" << r.check;
+    // Quantized K/V: the oracle ran on the dequantized values, so this is the kernel's error alone.
+    j << ",\"rel_l2_err\":" << r.check << ",\"oracle_kv\":\""
+      << (s.kv_dtype == "same" ? "as stored" : "dequantized") << "\"";
   }
   if (peak > 0) j << ",\"sgemm_gflops\":" << peak;
   j << "}";
@@ -111,6 +125,23 @@ void print_table(const BenchSetting& s, const std::string& method, const std::ve
   if (!s.sinks.empty()) model += ", learned sinks";
   if (!model.empty()) std::printf("model:%s\n", model.c_str() + 1);
   if (peak > 0) std::printf("OpenBLAS SGEMM 4096^3 in this run: %.1f GFLOP/s\n", peak);
+  if (s.kv_layout != "packed" || s.kv_dtype != "same") {
+    std::printf("kv cache: %s, %s\n", s.kv_layout.c_str(), s.kv_dtype == "same" ? dtype_name(s.dtype) : s.kv_dtype.c_str());
+  }
+  for (const BenchRow& r : rows) {
+    // One line per row for what the columns leave out: the queries, the K/V read rate, the pools.
+    if (r.q_len == r.seq && !s.host_pool && r.read_gbs <= 0) continue;
+    std::printf("N=%lld %s:%s q_len %lld, K/V %s at %.2f GB/s", static_cast<long long>(r.seq), r.method.c_str(),
+                r.sample ? (" alpha " + std::to_string(r.alpha)).c_str() : "", static_cast<long long>(r.q_len),
+                mebibytes(r.kv_bytes).c_str(), r.kv_gbs);
+    if (r.read_gbs > 0) std::printf(" (plain read %.2f GB/s)", r.read_gbs);
+    if (s.host_pool) {
+      std::printf("; host pool %.4f s = %.3fx the own pool's %.4f s; own pool beside spinning host threads %.4f s = "
+                  "%.3fx",
+                  r.time_s, r.host_pool_ratio, r.own_pool_time_s, r.spinning_host_time_s, r.spinning_host_ratio);
+    }
+    std::printf("\n");
+  }
   if (method == "dense") {
     std::printf("%8s %12s %10s %10s\n", "N", "dense s", "GFLOP/s", "rel err");
     for (const BenchRow& r : rows) {

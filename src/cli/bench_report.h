@@ -14,9 +14,20 @@ namespace sampleattn::cli {
 // One configuration's results: a dense run, or a sample run at one alpha.
 struct BenchRow {
   std::string method;
-  int64_t seq = 0;
+  int64_t seq = 0;    // keys
+  int64_t q_len = 0;  // queries: the last q_len positions (= seq for a prefill)
   double time_s = 0, gflops = 0;
+  double dense_flops = 0;  // the plan's: 2 (d + d_v) per query-key pair a dense attention computes
   uint64_t workspace_bytes = 0;
+  // The K/V as stored (bytes of the seq keys, scales included) over the median time, and the same
+  // threads' plain read rate over as many bytes in this run (--peak; 0: not measured).
+  uint64_t kv_bytes = 0;
+  double kv_gbs = 0, read_gbs = 0;
+  // --host-pool: time_s is the host pool's; the library's own pool's, and the own pool's beside the
+  // host pool's spinning workers, with their ratios to the own pool's (> 1: slower).
+  double own_pool_time_s = 0, host_pool_ratio = 0, spinning_host_time_s = 0, spinning_host_ratio = 0;
+  double host_pool_calls = 0;  // parallel_for calls per forward
+  double cache_check = -1;     // paged or quantized: last rows' rel_l2 against the oracle
   // sample only
   bool sample = false;
   float alpha = 0;
@@ -47,6 +58,8 @@ struct BenchSetting {
   bool alibi = false;
   std::vector<float> sinks;
   DType dtype = DType::kF32;
+  std::string kv_layout = "packed", kv_dtype = "same";  // --kv-layout, --kv-dtype as given
+  bool host_pool = false;
   bool bf16_products = false;
   int threads = 0;
   std::string isa, backend_name, device_name, data;

@@ -19,20 +19,42 @@ bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInp
              const sampleattn::Params& method_params, const TimedRuns& runs, Measured* out, std::string* error) {
   using Clock = std::chrono::steady_clock;
   BackendMemory mem(backend);
+  const KvStorage& kv = in.kv;
+  const bool cache = kv.uses_cache();
   void* q = mem.upload(in.q.data(), in.q.bytes.size(), error);
-  void* k = q ? mem.upload(in.k.data(), in.k.bytes.size(), error) : nullptr;
-  void* v = k ? mem.upload(in.v.data(), in.v.bytes.size(), error) : nullptr;
+  void* k = q ? (cache ? mem.upload(kv.k.data(), kv.k.size(), error) : mem.upload(in.k.data(), in.k.bytes.size(), error))
+              : nullptr;
+  void* v = k ? (cache ? mem.upload(kv.v.data(), kv.v.size(), error) : mem.upload(in.v.data(), in.v.bytes.size(), error))
+              : nullptr;
+  // The scales live where K and V do (device memory for CUDA).
+  void* k_scale = v;
+  void* v_scale = v;
+  if (v != nullptr && !kv.k_scale.empty()) {
+    k_scale = mem.upload(kv.k_scale.data(), kv.k_scale.size() * sizeof(float), error);
+    v_scale = k_scale ? mem.upload(kv.v_scale.data(), kv.v_scale.size() * sizeof(float), error) : nullptr;
+  }
   const size_t o_bytes = static_cast<size_t>(in.q.seq * in.q.heads * in.v.dim) * sizeof(float);
-  void* o = v ? mem.allocate(o_bytes, error) : nullptr;
+  void* o = v_scale ? mem.allocate(o_bytes, error) : nullptr;
   if (o == nullptr) return false;
   sampleattn_params p = tensor_params(in.q, in.k, in.v, q, k, v, o, DType::kF32);
+  sampleattn_kv_cache kv_cache;
+  if (cache) {
+    kv_cache = kv.cache(kv.k_scale.empty() ? nullptr : static_cast<const float*>(k_scale),
+                        kv.v_scale.empty() ? nullptr : static_cast<const float*>(v_scale));
+    p.k = {k, kv.dtype, kv.heads * kv.k_dim, kv.k_dim};
+    p.v = {v, kv.dtype, kv.heads * kv.v_dim, kv.v_dim};
+    p.kv_cache = &kv_cache;
+  }
   p.method = method;
   p.precision = method_params.precision;
   p.sample = &method_params.sample;
   in.model.apply_to(&p);
   sampleattn_plan_info plan;
   sampleattn_plan_info_init(&plan);
-  if (sampleattn_plan(ctx, &p, &plan) == SAMPLEATTN_SUCCESS) out->workspace_bytes = plan.workspace_bytes;
+  if (sampleattn_plan(ctx, &p, &plan) == SAMPLEATTN_SUCCESS) {
+    out->workspace_bytes = plan.workspace_bytes;
+    out->dense_flops = plan.dense_flops;
+  }
   const int nheads = static_cast<int>(in.q.heads);
   out->heads.assign(static_cast<size_t>(nheads), {});
   out->stripe_offsets.assign(static_cast<size_t>(nheads) + 1, 0);

@@ -15,6 +15,7 @@ namespace sampleattn::cli {
 struct Measured {
   double time_s = 0;                  // median over repeats
   uint64_t workspace_bytes = 0;       // what sampleattn_plan reports
+  double dense_flops = 0;             // sampleattn_plan_info.dense_flops (0: the plan failed)
   workload::Tensor3 o;                // f32 output [seq, heads, head_dim_v]
   sampleattn_stats stats{};
   std::vector<sampleattn_head_stats> heads;
@@ -29,8 +30,8 @@ struct TimedRuns {
 
 double median(std::vector<double> v);
 
-// Runs `method` with method_params' precision and sample parameters, and the inputs' model
-// variants, warmup + repeat times; the output is kept from the last run (as f32). false with error
+// Runs `method` with method_params' precision and sample parameters, the inputs' model variants
+// and their K/V storage (in.kv: params.kv_cache when paged or quantized), warmup + repeat times; the output is kept from the last run (as f32). false with error
 // set when a call fails.
 bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInputs& in, sampleattn_method method,
              const sampleattn::Params& method_params, const TimedRuns& runs, Measured* out, std::string* error);

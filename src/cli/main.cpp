@@ -29,7 +29,7 @@ constexpr const char* kUsage =
     "usage: sampleattn <command> [options]     (sampleattn <command> --help: its options)\n"
     "\n"
     "commands:\n"
-    "  bench     time dense against SampleAttention (default: generated inputs, 4K-32K tokens)\n"
+    "  bench     time dense against SampleAttention (default: generated inputs, 4K-32K tokens), paged or quantized KV, decode\n"
     "  run       attention over your .npy tensors (or generated ones) into o.npy\n"
     "  mask      draw one head's chosen mask over its true attention as a PNG\n"
     "  profile   per-head attention statistics of generated inputs beside real captures\n"
