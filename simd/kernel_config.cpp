@@ -31,6 +31,8 @@ KernelTable build_table<Isa::kScalar>() {
   t.accumulate_columns = scalar::accumulate_columns;
   t.store_rows = scalar::store_rows;
   t.modify_scores = scalar::modify_scores;
+  t.attend_rows = scalar::attend_rows;
+  t.attend_rows_scratch_bytes = scalar::attend_rows_scratch_bytes;
   return t;
 }
 
@@ -47,6 +49,8 @@ KernelTable build_table<Isa::kAvx2>() {
   t.accumulate_columns = avx2::accumulate_columns;
   t.store_rows = avx2::store_rows;
   t.modify_scores = avx2::modify_scores;
+  t.attend_rows = avx2::attend_rows;
+  t.attend_rows_scratch_bytes = avx2::attend_rows_scratch_bytes;
   return t;
 }
 
@@ -68,6 +72,8 @@ KernelTable build_table<Isa::kAvx512>() {
   t.accumulate_columns = avx512::accumulate_columns;
   t.store_rows = avx512::store_rows;
   t.modify_scores = avx512::modify_scores;
+  t.attend_rows = avx512::attend_rows;
+  t.attend_rows_scratch_bytes = avx512::attend_rows_scratch_bytes;
   return t;
 }
 

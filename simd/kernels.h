@@ -71,6 +71,27 @@ struct AttendTileArgs {
   ScoreModArgs mod;      // the score variants (none by default)
 };
 
+// The decode step (attend_rows): the online-softmax step of AttendTileArgs for m query rows
+// packed by the f32 path's pack_q, against n keys and values read straight from their source rows
+// (any K/V dtype, quantized ones dequantized with their row scales), without packing: for short
+// query chunks, where each key serves a few rows.
+struct AttendRowsArgs {
+  const float* q;  // m rows of d (pack_q of the f32 path)
+  int m;
+  RowSource k;     // n rows of d
+  RowSource v;     // n rows of dv
+  int n;
+  int d;
+  int dv;
+  const int32_t* lo;  // row spans, as for attend
+  const int32_t* hi;
+  float* row_max;
+  float* row_sum;
+  float* acc;      // [m x dv]
+  float* scratch;  // attend_rows_scratch_bytes(m, n) bytes, 64-byte aligned
+  ScoreModArgs mod;
+};
+
 // Entry point types; the per-ISA translation units declare their entry points with them
 // (simd/flash/entry_points.h) and simd/kernel_config.cpp puts them in the tables.
 // Bytes of a packed buffer of `rows` rows (Q, K or V alike); a multiple of 64.
@@ -82,6 +103,9 @@ using PackKVFn = void(const RowSource& src, int n, int d, void* dst);
 using AttendFn = void(const AttendTileArgs& args);
 // s[r * lds + j] = q_r . k_j for an m x n block (no masking), in the same units as attend.
 using ScoresFn = void(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds);
+// Runs an AttendRowsArgs step. Returns false when a K or V value it read is not finite in its
+// dtype (NaN or Inf; fp8 e4m3's NaN codes; int8 always is), after finishing the step anyway.
+using AttendRowsFn = bool(const AttendRowsArgs& args);
 // Applies the score variants of `mod` (m rows, n keys) to an m x n block of such scores in place,
 // exactly as attend does before its softmax (the same function of each score, so that stage 1's
 // sampled scores are the ones the attention uses).
@@ -145,6 +169,8 @@ struct KernelTable {
   // The path of this precision, or nullptr when the table has none.
   const FlashPath* path(Precision precision) const;
 
+  AttendRowsFn* attend_rows;
+  ScratchBytesFn* attend_rows_scratch_bytes;
   RowStatsFn* row_stats;
   AccumulateColumnsFn* accumulate_columns;
   StoreRowsFn* store_rows;

@@ -17,7 +17,9 @@
   RowStatsFn row_stats;                   \
   AccumulateColumnsFn accumulate_columns; \
   StoreRowsFn store_rows;                 \
-  ModifyScoresFn modify_scores;
+  ModifyScoresFn modify_scores;           \
+  AttendRowsFn attend_rows;               \
+  ScratchBytesFn attend_rows_scratch_bytes;
 
 namespace sampleattn::scalar {
 SAMPLEATTN_FLASH_ENTRY_POINTS

@@ -10,6 +10,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "simd/flash/attend.h"
+#include "simd/flash/decode.h"
 #include "simd/flash/entry_points.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
@@ -22,6 +23,7 @@ using V = flash::Vec<Arch>;
 using Pack = flash::Pack<Arch>;
 using Attend = flash::Attend<Arch>;
 using RowOps = flash::RowOps<Arch>;
+using Decode = flash::Decode<Arch>;
 using ScoreMods = flash::ScoreMods<Arch>;
 
 #include "simd/flash/vector_entry_points.inc"

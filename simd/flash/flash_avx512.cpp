@@ -24,6 +24,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "simd/flash/attend.h"
+#include "simd/flash/decode.h"
 #include "simd/flash/entry_points.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
@@ -39,6 +40,7 @@ using V = flash::Vec<Arch>;
 using Pack = flash::Pack<Arch>;
 using Attend = flash::Attend<Arch>;
 using RowOps = flash::RowOps<Arch>;
+using Decode = flash::Decode<Arch>;
 using Softmax = flash::Softmax<Arch>;
 using ScoreMods = flash::ScoreMods<Arch>;
 using B = V::B;

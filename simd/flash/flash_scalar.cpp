@@ -123,4 +123,51 @@ void store_rows(const float* acc, int m, int d, const float* row_scale, void* ds
   }
 }
 
+// The decode step, from the definition: source rows dequantized one value at a time (the row's
+// scale times the stored value, as the packs round it), scores, the online softmax, values.
+size_t attend_rows_scratch_bytes(int m, int n) { return round64(static_cast<size_t>(m) * n * sizeof(float)); }
+
+bool attend_rows(const AttendRowsArgs& a) {
+  bool finite = true;
+  const auto value = [&finite](const RowSource& src, int j, int c) {
+    const int64_t base = src.offsets ? src.offsets[j] : j * src.row_stride;
+    const float x = load_scalar(src.base, src.dtype, base + c);
+    finite = finite && std::isfinite(x);  // fp8's NaN codes load as NaN
+    return dtype_quantized(src.dtype) ? x * src.scales[j] : x;
+  };
+  float* s = a.scratch;
+  for (int r = 0; r < a.m; ++r) {
+    for (int j = 0; j < a.n; ++j) {
+      float dot = 0.f;
+      for (int c = 0; c < a.d; ++c) dot += a.q[static_cast<int64_t>(r) * a.d + c] * value(a.k, j, c);
+      s[static_cast<int64_t>(r) * a.n + j] = dot;
+    }
+  }
+  if (a.mod.any()) modify_scores(s, a.n, a.m, a.n, a.mod);
+  for (int r = 0; r < a.m; ++r) {
+    const int lo = span_lo(a.lo, r), hi = span_hi(a.hi, r, a.n);
+    if (lo >= hi) continue;
+    float* sr = s + static_cast<int64_t>(r) * a.n;
+    float mx = a.row_max[r];
+    for (int j = lo; j < hi; ++j) mx = std::max(mx, sr[j]);
+    const float c = std::exp2(a.row_max[r] - mx);
+    float* acc = a.acc + static_cast<int64_t>(r) * a.dv;
+    for (int x = 0; x < a.dv; ++x) acc[x] *= c;
+    float sum = 0.f;
+    for (int j = lo; j < hi; ++j) {
+      const float p = std::exp2(sr[j] - mx);
+      sum += p;
+      for (int x = 0; x < a.dv; ++x) acc[x] += p * value(a.v, j, x);
+    }
+    a.row_sum[r] = a.row_sum[r] * c + sum;
+    a.row_max[r] = mx;
+  }
+  // Values outside every span are not read above; read them once to check them, as the vector
+  // tables (which convert whole rows) do.
+  for (int j = 0; j < a.n; ++j) {
+    for (int x = 0; x < a.dv; ++x) value(a.v, j, x);
+  }
+  return finite;
+}
+
 }  // namespace sampleattn::scalar

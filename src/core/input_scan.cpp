@@ -176,7 +176,7 @@ InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin
   return with_scan_dtype(t.dtype, [&](auto dt) { return scan<decltype(dt)::value>(t, heads, dim, token_begin, token_end); });
 }
 
-InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin, int64_t key_end) {
+InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin, int64_t key_end, bool read_values) {
   const TensorView& t = values ? p.v : p.k;
   const float* scales = values ? p.kv.v_scale : p.kv.k_scale;
   const int dim = values ? p.head_dim_v : p.head_dim;
@@ -191,8 +191,15 @@ InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin
         float sumsq, max_abs;
         bool finite;
         int bad_dim = 0;
-        scan_any_row<T>(static_cast<const char*>(t.data) + (values ? at.v : at.k) * esize, dim, &sumsq, &max_abs,
-                        &finite, &bad_dim);
+        if (read_values || T == DType::kF32 || T == DType::kBF16) {
+          scan_any_row<T>(static_cast<const char*>(t.data) + (values ? at.v : at.k) * esize, dim, &sumsq, &max_abs,
+                          &finite, &bad_dim);
+        } else {  // the dtype's bound; the attention checks the values as it reads them
+          constexpr float kMax = T == DType::kF16 ? 65504.f : T == DType::kI8 ? 127.f : 448.f;
+          sumsq = static_cast<float>(dim) * kMax * kMax;
+          max_abs = kMax;
+          finite = true;
+        }
         if (scales != nullptr) {  // a quantized row: its values times its scale
           const float scale = std::fabs(scales[at.scale]);
           if (!std::isfinite(scale)) {

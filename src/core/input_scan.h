@@ -29,8 +29,11 @@ struct InputScan {
 InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end);
 
 // Keys [key_begin, key_end) of sequence `seq`, all kv heads, of K (values = false) or V, read
-// through the KV cache's addressing; a quantized row counts as its values times its scale.
-InputScan scan_kv_rows(const Problem& problem, bool values, int seq, int64_t key_begin, int64_t key_end);
+// through the KV cache's addressing; a quantized row counts as its values times its scale. Without
+// read_values, f16, int8 and fp8 rows are not read (their dtype bounds them; the scales are still
+// checked): for a backend whose attention checks every value it reads (the CPU's decode kernel).
+InputScan scan_kv_rows(const Problem& problem, bool values, int seq, int64_t key_begin, int64_t key_end,
+                       bool read_values = true);
 
 // The call's verdict from the scans of the whole of Q, K and V.
 Status input_scan_status(const Problem& problem, const InputScan& q, const InputScan& k, const InputScan& v);

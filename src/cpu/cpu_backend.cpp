@@ -7,6 +7,7 @@
 
 #include "core/backend.h"
 #include "core/input_scan.h"
+#include "core/mask.h"
 #include "core/sparse_plan.h"
 #include "core/timing.h"
 #include "cpu/flash_driver.h"
@@ -44,7 +45,18 @@ int64_t scan_chunk_count(const Problem& problem) {
   return count;
 }
 
-Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& problem) {
+// Whether the attention itself checks every value of this K or V (dtype) of `seq`: a short query
+// chunk runs the decode kernel (cpu/flash_driver.h), which checks what it reads, and reads every
+// key when its first row sees key 0. The dtype must bound the values without reading them (f16,
+// int8, fp8; f32 and bf16 rows are read for their norms). Decode steps so read the cache once.
+bool checked_by_attention(const Problem& problem, const Sequence& seq, DType dtype) {
+  const bool every_key = !problem.causal || model_lo(seq.q_offset(), problem.window_left) == 0;
+  return seq.q_len > 0 && seq.q_len <= kShortQueryRows && every_key &&
+         (dtype == DType::kF16 || dtype == DType::kI8 || dtype == DType::kFP8);
+}
+
+// full: read every K/V value, even those the attention would check (to name a bad one).
+Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& problem, bool full = false) {
   std::vector<ScanChunk> chunks;
   chunks.reserve(static_cast<size_t>(scan_chunk_count(problem)));  // counted by the workspace
   for (int64_t t = 0; t < problem.total_q; t += kScanChunk) chunks.push_back({0, 0, t, std::min(t + kScanChunk, problem.total_q)});
@@ -59,8 +71,13 @@ Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& proble
   std::vector<InputScan> scans(chunks.size());
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(chunks.size()), 0, pool_limit, [&](int64_t task, int, void*) {
     const ScanChunk& c = chunks[static_cast<size_t>(task)];
-    scans[task] = c.tensor == 0 ? scan_rows(problem.q, problem.num_q_heads, problem.head_dim, c.begin, c.end)
-                                : scan_kv_rows(problem, c.tensor == 2, c.seq, c.begin, c.end);
+    if (c.tensor == 0) {
+      scans[task] = scan_rows(problem.q, problem.num_q_heads, problem.head_dim, c.begin, c.end);
+      return;
+    }
+    const bool values = c.tensor == 2;
+    const bool read = full || !checked_by_attention(problem, problem.sequences[c.seq], values ? problem.v.dtype : problem.k.dtype);
+    scans[task] = scan_kv_rows(problem, values, c.seq, c.begin, c.end, read);
   }));
   InputScan merged[3];
   for (size_t i = 0; i < chunks.size(); ++i) merged[chunks[i].tensor].merge(scans[i]);
@@ -157,7 +174,13 @@ class CpuBackend final : public Backend {
       w.attention.sparse_plan = sparse_plan_bytes(*sparse);
     }
     const auto t_attention = std::chrono::steady_clock::now();
-    SAMPLEATTN_RETURN_IF_ERROR(run_flash_attention(*pool_, limit_, w.attention, kernels, problem, sparse.get()));
+    bool kv_nonfinite = false;
+    SAMPLEATTN_RETURN_IF_ERROR(
+        run_flash_attention(*pool_, limit_, w.attention, kernels, problem, sparse.get(), &kv_nonfinite));
+    if (kv_nonfinite) {  // the decode kernel met a value the scan skipped: name it, fail the call
+      SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), problem, true));
+      return internal_error("the attention read a non-finite K/V value that the input scan did not find");
+    }
     if (stats != nullptr) {
       fill_stats(problem, sparse.get(), stats);
       stats->time_attention_s = seconds_since(t_attention);

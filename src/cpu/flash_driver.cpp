@@ -1,6 +1,7 @@
 #include "cpu/flash_driver.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -18,10 +19,12 @@ namespace sampleattn::cpu {
 namespace {
 
 // One task: query tokens [q0, q0 + rows) of sequence `seq`, all query heads of kv head `kv_head`,
-// against the keys [key_lo, key_hi) of what they see. A short query chunk (a decode step) over
-// many keys is split into `splits` such key ranges (flash-decoding): each split task leaves its
-// rows' running max, sum and accumulator in partial slot `partial`, and a second pass merges the
-// slots of a chunk by their log-sum-exp.
+// against the keys [key_lo, key_hi) of what they see. A short query chunk (a decode step, at most
+// kShortQueryRows queries) runs the decode kernel (attend_rows: K/V read straight from the cache,
+// checked as read) and leaves its rows' running max, sum and accumulator in partial slot
+// `partial`; over many keys it is split into `splits` key ranges (flash-decoding). A second pass
+// merges each chunk's slots by their log-sum-exp and writes the output, unless a K/V value read
+// was not finite: then nothing is written and the call fails.
 struct Task {
   int seq;
   int kv_head;
@@ -31,7 +34,7 @@ struct Task {
   int splits = 1;
   int64_t key_lo = 0;
   int64_t key_hi = std::numeric_limits<int64_t>::max();
-  int64_t partial = -1;  // the first of this chunk's `splits` slots, plus the split's index
+  int64_t partial = -1;  // a short chunk's slot (its first split's slot plus the split's index); -1: none
 };
 
 // A run of key positions [begin, end).
@@ -93,13 +96,15 @@ struct Scratch {
   void* k_packed;
   void* v_packed;
   void* attend_scratch;
+  float* decode_scratch;  // attend_rows' scores
   KvRows kv_rows;         // a K/V tile's rows
 };
 
 // The one definition of a flash worker's scratch: sizes with a null base. d is the head dim of Q
 // and K, dv that of V and the output.
-Scratch carve(ScratchCarver c, const FlashPath& path, int max_rows, int key_tile, int d, int dv,
+Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path, int max_rows, int d, int dv,
               size_t* bytes = nullptr) {
+  const int key_tile = kernels.key_tile;
   Scratch s;
   s.q_offsets = c.take<int64_t>(max_rows);
   s.positions = c.take<int64_t>(max_rows);
@@ -114,10 +119,13 @@ Scratch carve(ScratchCarver c, const FlashPath& path, int max_rows, int key_tile
   s.row_sum = c.take<float>(max_rows);
   s.row_scale = c.take<float>(max_rows);
   s.acc = c.take<float>(static_cast<size_t>(max_rows) * dv);
-  s.q_packed = c.take_bytes(path.packed_bytes(max_rows, d));
+  // Short chunks pack Q with the f32 path (attend_rows' operands), whatever path the call runs.
+  s.q_packed = c.take_bytes(std::max(path.packed_bytes(max_rows, d),
+                                     kernels.path(Precision::kF32)->packed_bytes(max_rows, d)));
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
   s.v_packed = c.take_bytes(path.packed_bytes(key_tile, dv));
   s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
+  s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, key_tile)));
   s.kv_rows = KvRows::carve(c, key_tile);
   if (bytes != nullptr) *bytes = c.used();
   return s;
@@ -159,7 +167,7 @@ class FlashRunner {
     splits_.assign(p_.sequences.size(), 1);
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       const Sequence& seq = p_.sequences[s];
-      if (seq.q_len == 0 || seq.q_len > kShortQueryRows || chunks >= wanted) continue;
+      if (!short_chunks(seq) || chunks >= wanted) continue;
       const KeyRange keys = chunk_keys(seq, 0, static_cast<int>(seq.q_len));
       const int64_t by_keys = (keys.end - keys.begin) / kMinSplitKeys;
       splits_[s] = static_cast<int>(std::clamp<int64_t>((wanted + chunks - 1) / chunks, 1, std::max<int64_t>(by_keys, 1)));
@@ -168,7 +176,7 @@ class FlashRunner {
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
-    carve(ScratchCarver(), path_, bq_ * p_.group, kernels_.key_tile, p_.head_dim, p_.head_dim_v, &bytes);
+    carve(ScratchCarver(), kernels_, path_, bq_ * p_.group, p_.head_dim, p_.head_dim_v, &bytes);
     return bytes;
   }
 
@@ -186,7 +194,7 @@ class FlashRunner {
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       const uint64_t chunks = static_cast<uint64_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * p_.num_kv_heads;
       tasks += chunks * splits_[s];
-      if (splits_[s] > 1) partial_floats += chunks * splits_[s] * partial_floats_per_task();
+      if (short_chunks(p_.sequences[s])) partial_floats += chunks * splits_[s] * partial_floats_per_task();
     }
     const uint64_t heads = static_cast<uint64_t>(p_.sequences.size()) * static_cast<uint64_t>(p_.num_q_heads);
     return tasks * sizeof(Task) + partial_floats * sizeof(float) + heads * (sizeof(PackedStripes) + sizeof(StripeJob));
@@ -285,7 +293,7 @@ class FlashRunner {
         for (int64_t q0 = 0; q0 < seq.q_len; q0 += bq_) {
           const int rows = static_cast<int>(std::min<int64_t>(bq_, seq.q_len - q0));
           const double cost = task_cost(seq, static_cast<int>(s), g, q0, rows) / splits;
-          if (splits == 1) {
+          if (!short_chunks(seq)) {
             tasks.push_back({static_cast<int>(s), g, q0, rows, cost});
             continue;
           }
@@ -318,7 +326,7 @@ class FlashRunner {
   // slots, so they run concurrently.
   void run_task(const Task& t, void* scratch_base) {
     const int g = p_.group, d = p_.head_dim, dv = p_.head_dim_v;
-    const Scratch s = carve(ScratchCarver(scratch_base), path_, bq_ * g, kernels_.key_tile, d, dv);
+    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, bq_ * g, d, dv);
     const Sequence& seq = p_.sequences[t.seq];
     const int m = g * t.rows;
     const int first_head = t.kv_head * g;
@@ -334,7 +342,9 @@ class FlashRunner {
         s.slopes[r] = slope;
       }
     }
-    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, scale_log2(p_.scale), s.q_packed);
+    const bool decode = t.partial >= 0;
+    const FlashPath& q_path = decode ? *kernels_.path(Precision::kF32) : path_;
+    q_path.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, scale_log2(p_.scale), s.q_packed);
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
     std::fill(s.acc, s.acc + static_cast<size_t>(m) * dv, 0.f);
@@ -349,7 +359,7 @@ class FlashRunner {
       // Segment 0, the sequence's own keys (core/mask.h): keys model_lo .. p of each dense row
       // (all keys when not causal), the window band of each sparse one.
       const int64_t w = dense ? seq.k_len : plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
-      attend_contiguous(s, t.seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
+      attend_contiguous(s, t.seq, t.kv_head, r0, rows, decode, [&](int r, int64_t* lo, int64_t* hi) {
         *lo = std::max(t.key_lo, own_keys_lo(!dense, s.positions[r], w, p_.window_left));
         *hi = std::min(t.key_hi, own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len));
       });
@@ -364,7 +374,7 @@ class FlashRunner {
       h0 = h1;
     }
 
-    if (t.splits == 1) {
+    if (t.partial < 0) {
       finish(t, s.row_max, s.row_sum, s.acc, s.row_scale);
       return;
     }
@@ -374,7 +384,10 @@ class FlashRunner {
     std::copy(s.acc, s.acc + static_cast<size_t>(m) * dv, slot + 2 * m);
   }
 
-  // The chunks whose tasks were split: the index of each one's first split task.
+  // Whether a decode kernel read a K or V value that is not finite.
+  bool kv_nonfinite() const { return kv_nonfinite_.load(std::memory_order_relaxed); }
+
+  // The short chunks (their results in partial slots): the index of each one's first task.
   const std::vector<size_t>& merges() const { return merges_; }
 
   // Bytes of scratch merge() needs.
@@ -411,6 +424,9 @@ class FlashRunner {
   }
 
  private:
+  // Whether a sequence's query chunks are short: decode tasks (every head dense, core/mask.h).
+  static bool short_chunks(const Sequence& seq) { return seq.q_len > 0 && seq.q_len <= kShortQueryRows; }
+
   // The keys rows [q0, q0 + rows) of a dense chunk see at most (core/mask.h: model_lo to the
   // causal end of the last row; all keys when not causal).
   KeyRange chunk_keys(const Sequence& seq, int64_t q0, int rows) const {
@@ -475,7 +491,7 @@ class FlashRunner {
   // span(r, &lo, &hi) in key positions. Key tiles outside every row's span are neither packed
   // nor attended, so a model window costs its band, not the causal triangle.
   template <typename Span>
-  void attend_contiguous(const Scratch& s, int seq_index, int kv_head, int r0, int m, Span span) const {
+  void attend_contiguous(const Scratch& s, int seq_index, int kv_head, int r0, int m, bool decode, Span span) {
     const Sequence& seq = p_.sequences[seq_index];
     int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
     for (int r = r0; r < r0 + m; ++r) {
@@ -488,7 +504,8 @@ class FlashRunner {
     }
     if (first >= last) return;
     const int key_tile = kernels_.key_tile, d = p_.head_dim, dv = p_.head_dim_v;
-    const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
+    const char* q = static_cast<const char*>(s.q_packed) +
+                    static_cast<size_t>(r0) * d * (decode ? sizeof(float) : static_cast<size_t>(path_.q_elem_bytes));
     const ScoreModArgs mod = score_mod_args(s, r0, s.key_pos);
     // Tiles aligned to multiples of key_tile so that dense tiles below the diagonal are full.
     for (int64_t t0 = first / key_tile * key_tile; t0 < last; t0 += key_tile) {
@@ -506,11 +523,21 @@ class FlashRunner {
       }
       if (!any) continue;
       s.kv_rows.fill_run(p_, seq_index, kv_head, t0, n);
-      path_.pack_k(s.kv_rows.k(p_), n, d, s.k_packed);
-      path_.pack_v(s.kv_rows.v(p_), n, dv, s.v_packed);
       if (mod.alibi != nullptr) {
         for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
       }
+      if (decode) {
+        const bool finite = kernels_.attend_rows({.q = reinterpret_cast<const float*>(q), .m = m, .k = s.kv_rows.k(p_),
+                                                  .v = s.kv_rows.v(p_), .n = n, .d = d, .dv = dv,
+                                                  .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
+                                                  .row_max = s.row_max + r0, .row_sum = s.row_sum + r0,
+                                                  .acc = s.acc + static_cast<size_t>(r0) * dv,
+                                                  .scratch = s.decode_scratch, .mod = mod});
+        if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
+        continue;
+      }
+      path_.pack_k(s.kv_rows.k(p_), n, d, s.k_packed);
+      path_.pack_v(s.kv_rows.v(p_), n, dv, s.v_packed);
       path_.attend({.q = q, .m = m, .k = s.k_packed, .v = s.v_packed, .n = n, .d = d, .dv = dv,
                     .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi, .row_max = s.row_max + r0,
                     .row_sum = s.row_sum + r0, .acc = s.acc + static_cast<size_t>(r0) * dv,
@@ -565,7 +592,8 @@ class FlashRunner {
   int bq_;
   std::vector<int> splits_;        // per sequence: key splits of each query chunk (1 = none)
   std::vector<size_t> merges_;     // per split chunk: its first task
-  std::vector<float> partials_;    // the split tasks' partial results (partial_floats_per_task each)
+  std::vector<float> partials_;    // the short chunks' partial results (partial_floats_per_task each)
+  std::atomic<bool> kv_nonfinite_{false};
   std::vector<PackedStripes> stripes_;
   AlignedBuffer stripe_memory_;
 };
@@ -588,7 +616,9 @@ uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& prob
 }
 
 Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
-                           const KernelTable& kernels, const Problem& problem, const SparsePlan* plan) {
+                           const KernelTable& kernels, const Problem& problem, const SparsePlan* plan,
+                           bool* kv_nonfinite) {
+  *kv_nonfinite = false;
   WorkspaceParts held = during;
   SAMPLEATTN_RETURN_IF_ERROR(check_workspace(held, workspace_limit, "for the attention"));
   FlashRunner runner(kernels, problem, plan, pool.num_threads());
@@ -598,6 +628,10 @@ Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const Wor
       pool.run(static_cast<int64_t>(tasks.size()), runner.scratch_bytes(), held.pool_limit(workspace_limit),
                [&](int64_t t, int, void* scratch) { runner.run_task(tasks[static_cast<size_t>(t)], scratch); }));
   const std::vector<size_t>& merges = runner.merges();
+  if (runner.kv_nonfinite()) {  // the caller finds and names the value; nothing was written
+    *kv_nonfinite = true;
+    return Status::ok();
+  }
   if (merges.empty()) return Status::ok();
   return pool.run(static_cast<int64_t>(merges.size()), runner.merge_scratch_bytes(), held.pool_limit(workspace_limit),
                   [&](int64_t i, int, void* scratch) { runner.merge(tasks, merges[static_cast<size_t>(i)], scratch); });

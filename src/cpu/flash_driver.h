@@ -24,8 +24,12 @@ namespace sampleattn::cpu {
 // `during` is what the call holds beside the stripe buffers (cpu/workspace.h); the stripe
 // buffers are added to it and the total checked against workspace_limit before they are
 // allocated.
+// Short query chunks (core/mask.h, kShortQueryRows) read K/V through the decode kernel, which
+// checks each value it reads; when one is not finite, *kv_nonfinite is set, no output is written
+// and the caller must fail the call (a full input scan names the value).
 Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
-                           const KernelTable& kernels, const Problem& problem, const SparsePlan* plan);
+                           const KernelTable& kernels, const Problem& problem, const SparsePlan* plan,
+                           bool* kv_nonfinite);
 
 // Scratch bytes one worker needs for run_flash_attention with these kernels (the attention's or
 // the stripe packing's, whichever is larger).
