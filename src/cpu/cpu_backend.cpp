@@ -45,13 +45,13 @@ int64_t scan_chunk_count(const Problem& problem) {
   return count;
 }
 
-// Whether the attention itself checks every value of this K or V (dtype) of `seq`: a short query
-// chunk runs the decode kernel (cpu/flash_driver.h), which checks what it reads, and reads every
+// Whether the attention itself checks every value of this K or V (dtype) of `seq`: the decode
+// kernel (decode_streams, cpu/flash_driver.h) checks what it reads, and reads every
 // key when its first row sees key 0. The dtype must bound the values without reading them (f16,
 // int8, fp8; f32 and bf16 rows are read for their norms). Decode steps so read the cache once.
 bool checked_by_attention(const Problem& problem, const Sequence& seq, DType dtype) {
   const bool every_key = !problem.causal || model_lo(seq.q_offset(), problem.window_left) == 0;
-  return seq.q_len > 0 && seq.q_len <= kShortQueryRows && every_key &&
+  return decode_streams(problem, seq) && every_key &&
          (dtype == DType::kF16 || dtype == DType::kI8 || dtype == DType::kFP8);
 }
 

@@ -35,7 +35,14 @@ struct Task {
   int64_t key_lo = 0;
   int64_t key_hi = std::numeric_limits<int64_t>::max();
   int64_t partial = -1;  // a short chunk's slot (its first split's slot plus the split's index); -1: none
+  int kv_heads = 1;      // kv heads kv_head .. kv_head + kv_heads - 1 (a short chunk's task takes all)
 };
+
+// Keys a short chunk's task takes for all its kv heads before moving on: the cache holds a token's
+// kv heads side by side ([token, kv head, dim]), so walking every head over one block of tokens
+// streams the cache in order, where walking one head over all tokens would read a row every few
+// kilobytes (a page per row or two, and the TLB misses that come with it).
+constexpr int64_t kDecodeBlock = 64;
 
 // A run of key positions [begin, end).
 struct KeyRange {
@@ -162,7 +169,7 @@ class FlashRunner {
     // Short query chunks (every head dense: core/mask.h, sequence_runs_sampled) are split over
     // their keys when the call has too few tasks for the workers.
     int64_t chunks = 0;
-    for (const Sequence& seq : p_.sequences) chunks += (seq.q_len + bq_ - 1) / bq_ * p_.num_kv_heads;
+    for (const Sequence& seq : p_.sequences) chunks += (seq.q_len + bq_ - 1) / bq_ * (short_chunks(seq) ? 1 : p_.num_kv_heads);
     const int64_t wanted = static_cast<int64_t>(kTasksPerWorker) * threads;
     splits_.assign(p_.sequences.size(), 1);
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
@@ -176,7 +183,7 @@ class FlashRunner {
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
-    carve(ScratchCarver(), kernels_, path_, bq_ * p_.group, p_.head_dim, p_.head_dim_v, &bytes);
+    carve(ScratchCarver(), kernels_, path_, max_task_rows(), p_.head_dim, p_.head_dim_v, &bytes);
     return bytes;
   }
 
@@ -192,16 +199,22 @@ class FlashRunner {
   uint64_t bookkeeping_bytes() const {
     uint64_t tasks = 0, partial_floats = 0;
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
-      const uint64_t chunks = static_cast<uint64_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * p_.num_kv_heads;
+      const bool short_seq = short_chunks(p_.sequences[s]);
+      const uint64_t chunks = static_cast<uint64_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * (short_seq ? 1 : p_.num_kv_heads);
       tasks += chunks * splits_[s];
-      if (short_chunks(p_.sequences[s])) partial_floats += chunks * splits_[s] * partial_floats_per_task();
+      if (short_seq) partial_floats += chunks * splits_[s] * partial_floats_per_task();
     }
     const uint64_t heads = static_cast<uint64_t>(p_.sequences.size()) * static_cast<uint64_t>(p_.num_q_heads);
     return tasks * sizeof(Task) + partial_floats * sizeof(float) + heads * (sizeof(PackedStripes) + sizeof(StripeJob));
   }
 
-  // A split task's partial result: each of its (at most bq_ * group) rows' max, sum and accumulator.
-  size_t partial_floats_per_task() const { return static_cast<size_t>(bq_) * p_.group * (p_.head_dim_v + 2); }
+  // The most query rows a task stacks: a kv group's heads times bq_ rows, or a short chunk's every
+  // head times its (at most kShortQueryRows) rows.
+  int max_task_rows() const {
+    return std::max(bq_ * p_.group, p_.num_q_heads * static_cast<int>(std::min<int64_t>(bq_, kShortQueryRows)));
+  }
+  // A short chunk task's partial result: each of its rows' max, sum and accumulator.
+  size_t partial_floats_per_task() const { return static_cast<size_t>(max_task_rows()) * (p_.head_dim_v + 2); }
 
   bool head_dense(int seq, int q_head) const {
     return plan_ == nullptr || plan_->head(seq, q_head, p_.num_q_heads).dense;
@@ -282,28 +295,31 @@ class FlashRunner {
     std::vector<Task> tasks;
     size_t count = 0;
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
-      count += static_cast<size_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * p_.num_kv_heads * splits_[s];
+      const bool short_seq = short_chunks(p_.sequences[s]);
+      count += static_cast<size_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * (short_seq ? 1 : p_.num_kv_heads) * splits_[s];
     }
     tasks.reserve(count);  // counted by bookkeeping_bytes
     int64_t slots = 0;
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       const Sequence& seq = p_.sequences[s];
       const int splits = splits_[s];
-      for (int g = 0; g < p_.num_kv_heads; ++g) {
+      // A short chunk's task takes every kv head (kDecodeBlock): one "kv head" loop turn.
+      const int kv_loop = short_chunks(seq) ? 1 : p_.num_kv_heads;
+      for (int g = 0; g < kv_loop; ++g) {
         for (int64_t q0 = 0; q0 < seq.q_len; q0 += bq_) {
           const int rows = static_cast<int>(std::min<int64_t>(bq_, seq.q_len - q0));
-          const double cost = task_cost(seq, static_cast<int>(s), g, q0, rows) / splits;
           if (!short_chunks(seq)) {
-            tasks.push_back({static_cast<int>(s), g, q0, rows, cost});
+            tasks.push_back({static_cast<int>(s), g, q0, rows, task_cost(seq, static_cast<int>(s), g, q0, rows)});
             continue;
           }
+          const double cost = task_cost(seq, static_cast<int>(s), 0, q0, rows, p_.num_kv_heads) / splits;
           // Key ranges of whole tiles, as equal as the tiles allow.
           const KeyRange keys = chunk_keys(seq, q0, rows);
           const int64_t tiles = (keys.end - keys.begin + kernels_.key_tile - 1) / kernels_.key_tile;
           for (int i = 0; i < splits; ++i) {
             const int64_t lo = keys.begin + tiles * i / splits * kernels_.key_tile;
             const int64_t hi = i + 1 == splits ? keys.end : keys.begin + tiles * (i + 1) / splits * kernels_.key_tile;
-            tasks.push_back({static_cast<int>(s), g, q0, rows, cost, splits, lo, hi, slots + i});
+            tasks.push_back({static_cast<int>(s), 0, q0, rows, cost, splits, lo, hi, slots + i, p_.num_kv_heads});
           }
           merges_.push_back(tasks.size() - splits);
           slots += splits;
@@ -326,11 +342,12 @@ class FlashRunner {
   // slots, so they run concurrently.
   void run_task(const Task& t, void* scratch_base) {
     const int g = p_.group, d = p_.head_dim, dv = p_.head_dim_v;
-    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, bq_ * g, d, dv);
+    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, dv);
     const Sequence& seq = p_.sequences[t.seq];
-    const int m = g * t.rows;
+    const int heads = g * t.kv_heads;
+    const int m = heads * t.rows;
     const int first_head = t.kv_head * g;
-    for (int h = 0; h < g; ++h) {
+    for (int h = 0; h < heads; ++h) {
       const int head = first_head + h;
       const float slope = p_.score_mod(head).alibi_log2;
       for (int i = 0; i < t.rows; ++i) {
@@ -342,12 +359,30 @@ class FlashRunner {
         s.slopes[r] = slope;
       }
     }
-    const bool decode = t.partial >= 0;
+    const bool decode = t.partial >= 0 && decode_streams(p_, seq);
     const FlashPath& q_path = decode ? *kernels_.path(Precision::kF32) : path_;
     q_path.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, scale_log2(p_.scale), s.q_packed);
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
     std::fill(s.acc, s.acc + static_cast<size_t>(m) * dv, 0.f);
+    if (t.partial >= 0) {
+      // Every kv head over one block of keys, then the next block (kDecodeBlock); all heads dense.
+      const int group_rows = g * t.rows;
+      for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
+        const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
+        for (int kv = 0; kv < t.kv_heads; ++kv) {
+          attend_contiguous(s, t.seq, t.kv_head + kv, kv * group_rows, group_rows, decode, [&](int r, int64_t* lo, int64_t* hi) {
+            *lo = std::max(b0, own_keys_lo(false, s.positions[r], seq.k_len, p_.window_left));
+            *hi = std::min(b1, own_keys_hi(false, p_.causal, s.positions[r], seq.k_len));
+          });
+        }
+      }
+      float* slot = partials_.data() + static_cast<size_t>(t.partial) * partial_floats_per_task();
+      std::copy(s.row_max, s.row_max + m, slot);
+      std::copy(s.row_sum, s.row_sum + m, slot + m);
+      std::copy(s.acc, s.acc + static_cast<size_t>(m) * dv, slot + 2 * m);
+      return;
+    }
 
     // The group's heads in runs of equal kind (a sampled head may run dense under max_density):
     // each run's rows are stacked, so a K/V tile is packed once for all of them.
@@ -359,9 +394,9 @@ class FlashRunner {
       // Segment 0, the sequence's own keys (core/mask.h): keys model_lo .. p of each dense row
       // (all keys when not causal), the window band of each sparse one.
       const int64_t w = dense ? seq.k_len : plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
-      attend_contiguous(s, t.seq, t.kv_head, r0, rows, decode, [&](int r, int64_t* lo, int64_t* hi) {
-        *lo = std::max(t.key_lo, own_keys_lo(!dense, s.positions[r], w, p_.window_left));
-        *hi = std::min(t.key_hi, own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len));
+      attend_contiguous(s, t.seq, t.kv_head, r0, rows, false, [&](int r, int64_t* lo, int64_t* hi) {
+        *lo = own_keys_lo(!dense, s.positions[r], w, p_.window_left);
+        *hi = own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len);
       });
       if (!dense) {
         // Segment 1, the stripes.
@@ -374,14 +409,7 @@ class FlashRunner {
       h0 = h1;
     }
 
-    if (t.partial < 0) {
-      finish(t, s.row_max, s.row_sum, s.acc, s.row_scale);
-      return;
-    }
-    float* slot = partials_.data() + static_cast<size_t>(t.partial) * partial_floats_per_task();
-    std::copy(s.row_max, s.row_max + m, slot);
-    std::copy(s.row_sum, s.row_sum + m, slot + m);
-    std::copy(s.acc, s.acc + static_cast<size_t>(m) * dv, slot + 2 * m);
+    finish(t, s.row_max, s.row_sum, s.acc, s.row_scale);
   }
 
   // Whether a decode kernel read a K or V value that is not finite.
@@ -391,13 +419,13 @@ class FlashRunner {
   const std::vector<size_t>& merges() const { return merges_; }
 
   // Bytes of scratch merge() needs.
-  size_t merge_scratch_bytes() const { return sizeof(float) * static_cast<size_t>(bq_) * p_.group * (p_.head_dim_v + 3); }
+  size_t merge_scratch_bytes() const { return sizeof(float) * static_cast<size_t>(max_task_rows()) * (p_.head_dim_v + 3); }
 
   // Merges the partial results of the split tasks tasks[first .. first + splits) by their
   // log-sum-exp (max of the maxima; sums and accumulators rescaled to it) and finishes the rows.
   void merge(const std::vector<Task>& tasks, size_t first, void* scratch) const {
     const Task& t = tasks[first];
-    const int m = p_.group * t.rows, dv = p_.head_dim_v;
+    const int m = p_.group * t.kv_heads * t.rows, dv = p_.head_dim_v;
     float* row_max = static_cast<float*>(scratch);
     float* row_sum = row_max + m;
     float* row_scale = row_sum + m;
@@ -442,7 +470,7 @@ class FlashRunner {
     const Sequence& seq = p_.sequences[t.seq];
     const int esize = dtype_size(p_.o.dtype);
     const int64_t token0 = seq.q_begin + t.q0;
-    for (int h = 0; h < g; ++h) {
+    for (int h = 0; h < g * t.kv_heads; ++h) {
       const int head = t.kv_head * g + h;
       const ScoreMod mod = p_.score_mod(head);
       for (int i = 0; i < t.rows; ++i) {
@@ -458,11 +486,11 @@ class FlashRunner {
   }
 
   // The keys a task's rows attend to, times its rows: the longest tasks are claimed first.
-  double task_cost(const Sequence& seq, int s, int kv_head, int64_t q0, int rows) const {
+  double task_cost(const Sequence& seq, int s, int kv_head, int64_t q0, int rows, int kv_heads = 1) const {
     const int64_t mid_pos = seq.q_offset() + q0 + rows / 2;
     const double mid = static_cast<double>(seq.q_offset() + q0) + rows / 2.0;
     double keys = 0;
-    for (int head = kv_head * p_.group; head < (kv_head + 1) * p_.group; ++head) {
+    for (int head = kv_head * p_.group; head < (kv_head + kv_heads) * p_.group; ++head) {
       if (head_dense(s, head)) {
         const double model_keys = p_.window_left >= 0 ? static_cast<double>(p_.window_left + 1) : mid + 1;
         keys += p_.causal ? std::min(mid + 1, model_keys) : static_cast<double>(seq.k_len);
@@ -508,8 +536,9 @@ class FlashRunner {
                     static_cast<size_t>(r0) * d * (decode ? sizeof(float) : static_cast<size_t>(path_.q_elem_bytes));
     const ScoreModArgs mod = score_mod_args(s, r0, s.key_pos);
     // Tiles aligned to multiples of key_tile so that dense tiles below the diagonal are full.
-    for (int64_t t0 = first / key_tile * key_tile; t0 < last; t0 += key_tile) {
-      const int n = static_cast<int>(std::min<int64_t>(key_tile, seq.k_len - t0));
+    // The decode kernel reads exactly the keys it is given: its tiles start at the first key.
+    for (int64_t t0 = decode ? first : first / key_tile * key_tile; t0 < last; t0 += key_tile) {
+      const int n = static_cast<int>(std::min<int64_t>(key_tile, (decode ? last : seq.k_len) - t0));
       bool full = true, any = false;
       for (int r = r0; r < r0 + m; ++r) {
         int64_t lo, hi;
@@ -599,6 +628,10 @@ class FlashRunner {
 };
 
 }  // namespace
+
+bool decode_streams(const Problem& problem, const Sequence& seq) {
+  return seq.q_len > 0 && seq.q_len <= kShortQueryRows && problem.group * seq.q_len <= kDecodeRows;
+}
 
 const FlashPath& select_path(const KernelTable& kernels, const Problem& problem) {
   const FlashPath* bf16 = kernels.path(Precision::kBF16);

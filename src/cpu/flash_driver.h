@@ -39,6 +39,13 @@ size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem);
 // `threads` workers (the key splits of short query chunks depend on them).
 uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& problem, int threads);
 
+// Whether a sequence's query chunks run the decode kernel (attend_rows, which reads K/V straight from
+// the cache and checks each value): a short chunk (kShortQueryRows, core/mask.h) whose kv group
+// stacks at most kDecodeRows rows. Larger stacks run the packed kernels, whose panel packing pays
+// off once a key serves that many rows.
+inline constexpr int64_t kDecodeRows = 16;
+bool decode_streams(const Problem& problem, const Sequence& seq);
+
 // The flash path (f32 or bf16) a problem will run on.
 const FlashPath& select_path(const KernelTable& kernels, const Problem& problem);
 
