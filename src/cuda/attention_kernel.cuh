@@ -10,7 +10,8 @@
 // Attention: a block of 4 warps takes kBM query rows of one query head; each warp owns 16 * kMT
 // rows. Keys come in tiles of kBN from the block's segments (attention_block.cuh: window band or
 // dense range, then the stripe columns gathered through their index list straight into shared
-// memory). K/V tiles are double-buffered with cp.async; S = Q K^T and O += P V run on mma.sync
+// memory), each key's row addressed through the KV cache's row() and copied or dequantized by
+// kv_load.cuh. K/V tiles are double-buffered with cp.async; S = Q K^T and O += P V run on mma.sync
 // m16n8k16 with f32 accumulation; the online softmax runs in log2 units. On Hopper, D = 128 runs
 // the wgmma kernel of attention_sm90.cu instead.
 #pragma once
@@ -20,6 +21,7 @@
 #include "cuda/attention_block.cuh"
 #include "cuda/device_utils.cuh"
 #include "cuda/kernel_params.h"
+#include "cuda/kv_load.cuh"
 
 namespace sampleattn::cuda {
 
@@ -49,8 +51,6 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
   const int g = lane / 4, t = lane % 4;
   AttentionBlock b = AttentionBlock::make(a, blockIdx.x);
   const T* Q = static_cast<const T*>(a.q);
-  const T* K = static_cast<const T*>(a.k) + b.sd.k_begin * a.k_token_stride + b.kvh * a.k_head_stride;
-  const T* V = static_cast<const T*>(a.v) + b.sd.k_begin * a.v_token_stride + b.kvh * a.v_head_stride;
   const int qk_chunks = a.head_dim / 8, v_chunks = a.head_dim_v / 8;
 
   // Queries -> shared memory.
@@ -83,8 +83,9 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
       int64_t key;
       const bool valid = b.key_at(ts.seg1, ts.t0 + r, &key);
       const bool k_valid = valid && c < qk_chunks, v_valid = valid && c < v_chunks;
-      dev::cp_async16(dk + r * S + c * 8, K + key * a.k_token_stride + (k_valid ? c * 8 : 0), k_valid);
-      if (b.with_pv) dev::cp_async16(dv + r * S + c * 8, V + key * a.v_token_stride + (v_valid ? c * 8 : 0), v_valid);
+      const KvRow row = a.kv.layout.row(b.blk.seq, b.sd.k_begin, key, b.kvh);
+      dev::load_k_chunk<T>(dk + r * S + c * 8, a.kv, row, k_valid ? c : 0, k_valid);
+      if (b.with_pv) dev::load_v_chunk<T>(dv + r * S + c * 8, a.kv, row, v_valid ? c : 0, v_valid);
     }
   };
 

@@ -14,6 +14,7 @@
 #include "core/score_mod.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/kernel_params.h"
+#include "cuda/kv_load.cuh"
 
 namespace sampleattn::cuda {
 
@@ -112,12 +113,12 @@ __global__ void __launch_bounds__(128) column_kernel(const ColumnArgs a) {
   const float* row_sum = cb.row_sum;
   const int head = cb.head;
   const T* Q = static_cast<const T*>(a.q) + head * a.q_head_stride;
-  const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + cb.kvh * a.k_head_stride;
 
   for (int i = tid; i < BC * CHUNKS; i += 128) {
     const int r = i / CHUNKS, c = i % CHUNKS;
     const bool valid = t0 + r < sd.k_len;
-    dev::cp_async16(sK + r * S + c * 8, K + (valid ? t0 + r : 0) * a.k_token_stride + c * 8, valid);
+    const KvRow row = a.kv.layout.row(cb.kt.seq, sd.k_begin, valid ? t0 + r : 0, cb.kvh);
+    dev::load_k_chunk<T>(sK + r * S + c * 8, a.kv, row, c, valid);
   }
   auto load_rows = [&](int64_t c0, int stage) {
     for (int i = tid; i < RC * CHUNKS; i += 128) {

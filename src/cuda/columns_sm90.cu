@@ -1,6 +1,7 @@
 // The Hopper (sm_90a) stage-1 column-score kernel for head dim 128: what column_kernel
 // (columns_kernel.cuh) computes (the model's window, softcap and ALiBi included), with the
-// products on wgmma and a producer warpgroup.
+// products on wgmma and a producer warpgroup. Key rows through the KV cache's row() (paged caches
+// included); quantized or unaligned K runs the mma.sync kernel (kernel_dispatch.cpp).
 //
 // A block owns kColumns = 128 key columns of one query head and walks the sampled rows that see
 // them in chunks of 64. The producer warpgroup loads the key tile once, then streams the query
@@ -71,13 +72,14 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel_sm90(const ColumnAr
     // of rows i / 16 + 8 q (16 threads read one row's 256 contiguous bytes).
     dev::setmaxnreg_dec<kProducerRegs>();
     const int c = (tid - kConsumers) % CHUNKS, r0 = (tid - kConsumers) / CHUNKS;
-    const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + cb.kvh * a.k_head_stride + c * 8;
+    const T* K = static_cast<const T*>(a.kv.k) + c * 8;
     const T* Q = static_cast<const T*>(a.q) + cb.head * a.q_head_stride + c * 8;
 #pragma unroll 4
     for (int q = 0; q < kColumns / 8; ++q) {
       const int r = r0 + 8 * q;
       const bool valid = t0 + r < sd.k_len;
-      dev::cp_async16(gbase + dev::sw128_offset(kColumns, r, c), K + (valid ? t0 + r : 0) * a.k_token_stride, valid);
+      const KvRow row = a.kv.layout.row(cb.kt.seq, sd.k_begin, valid ? t0 + r : 0, cb.kvh);
+      dev::cp_async16(gbase + dev::sw128_offset(kColumns, r, c), K + row.k, valid);
     }
     dev::mbarrier_arrive_cp_async(key_bar);
     for (int64_t j = 0; j < n_chunks; ++j) {

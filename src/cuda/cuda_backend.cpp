@@ -74,8 +74,13 @@ class CudaBackend final : public Backend {
     SAMPLEATTN_RETURN_IF_ERROR(workspace_.reserve(cl.bytes));
     SAMPLEATTN_RETURN_IF_ERROR(staging_.reserve(cl.host_bytes));
     cudaStream_t stream = static_cast<cudaStream_t>(problem.stream);
-    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(problem, stream));
-    Status status = run(problem, cl, stream, stats != nullptr);
+    // The metadata (sequences, block table) and K/V as the kernels read them, before the input
+    // scan: it reads K and V through the same rows.
+    DeviceInputs in;
+    Status status = upload_metadata(cl, workspace_, stream);
+    if (status.is_ok()) status = prepare_inputs(problem, cl, workspace_, stream, &in);
+    if (status.is_ok()) status = check_inputs(problem, cl, in, stream);
+    if (status.is_ok()) status = run(problem, cl, in, stream, stats != nullptr);
     // Whatever happened, the stream must be idle before the workspace or the host arrays go.
     const cudaError_t sync = cudaStreamSynchronize(stream);
     SAMPLEATTN_RETURN_IF_ERROR(status);
@@ -117,25 +122,26 @@ class CudaBackend final : public Backend {
   }
 
   // The input policy (core/input_scan.h): one scan of Q, K and V on the device, the verdict on
-  // the host, before anything is written.
-  Status check_inputs(const Problem& p, cudaStream_t stream) {
+  // the host, before anything is written. Q by tokens; K and V by each sequence's keys, read
+  // through the cache's rows (core/input_scan.cpp's scan_kv_rows), so a paged or quantized cache
+  // is judged, and a bad value named, exactly as on the CPU.
+  Status check_inputs(const Problem& p, const CallLayout& cl, const DeviceInputs& in, cudaStream_t stream) {
     const DeviceInputScan empty[3] = {kEmptyInputScan, kEmptyInputScan, kEmptyInputScan};
     SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (input scan)",
                           cudaMemcpyAsync(scans_, empty, sizeof empty, cudaMemcpyHostToDevice, stream));
-    const struct {
-      const TensorView& view;
-      int heads;
-      int64_t tokens;
-      int dim;
-    } tensors[] = {{p.q, p.num_q_heads, p.total_q, p.head_dim},
-                   {p.k, p.num_kv_heads, p.total_k, p.head_dim},
-                   {p.v, p.num_kv_heads, p.total_k, p.head_dim_v}};
-    for (int t = 0; t < 3; ++t) {
-      SAMPLEATTN_CUDA_CHECK("input scan kernel",
-                            launch_input_scan(tensors[t].view.data, static_cast<int>(tensors[t].view.dtype),
-                                              tensors[t].view.token_stride, tensors[t].view.head_stride,
-                                              tensors[t].tokens, tensors[t].heads, tensors[t].dim, scans_ + t, stream));
-    }
+    SAMPLEATTN_CUDA_CHECK("input scan kernel",
+                          launch_input_scan(p.q.data, static_cast<int>(p.q.dtype), p.q.token_stride, p.q.head_stride,
+                                            p.total_q, p.num_q_heads, p.head_dim, scans_, stream));
+    int64_t keys = 0;
+    for (const Sequence& s : p.sequences) keys += s.k_len;
+    const SeqDesc* seqs = workspace_.at<SeqDesc>(cl.o_seqs);
+    const int nseq = static_cast<int>(p.sequences.size());
+    SAMPLEATTN_CUDA_CHECK("input scan kernel (k)",
+                          launch_kv_scan(in.kv, false, static_cast<int>(p.k.dtype), seqs, nseq, keys, p.num_kv_heads,
+                                         p.head_dim, scans_ + 1, stream));
+    SAMPLEATTN_CUDA_CHECK("input scan kernel (v)",
+                          launch_kv_scan(in.kv, true, static_cast<int>(p.v.dtype), seqs, nseq, keys, p.num_kv_heads,
+                                         p.head_dim_v, scans_ + 2, stream));
     DeviceInputScan found[3];
     SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (input scan)",
                           cudaMemcpyAsync(found, scans_, sizeof found, cudaMemcpyDeviceToHost, stream));
@@ -144,9 +150,25 @@ class CudaBackend final : public Backend {
     for (int t = 0; t < 3; ++t) {
       if (found[t].first_bad != kEmptyInputScan.first_bad) {
         const uint64_t row = found[t].first_bad >> 16;
-        host[t].bad_token = static_cast<int64_t>(row / static_cast<uint64_t>(tensors[t].heads));
-        host[t].bad_head = static_cast<int>(row % static_cast<uint64_t>(tensors[t].heads));
-        host[t].bad_dim = static_cast<int>(found[t].first_bad & 0xffffu);
+        const int low = static_cast<int>(found[t].first_bad & 0xffffu);
+        const int heads = t == 0 ? p.num_q_heads : p.num_kv_heads;
+        host[t].bad_head = static_cast<int>(row % static_cast<uint64_t>(heads));
+        const int64_t r = static_cast<int64_t>(row / static_cast<uint64_t>(heads));
+        if (t == 0) {
+          host[t].bad_token = r;
+          host[t].bad_dim = low;
+        } else {
+          // Global key r: the last sequence whose keys start at or before it.
+          int seq = 0;
+          for (int s = 0; s < nseq; ++s) {
+            if (cl.seqs[s].key_prefix <= r) seq = s;
+          }
+          const int64_t j = r - cl.seqs[seq].key_prefix;
+          // Packed K/V name the token (as Q does); paged ones the sequence and key position.
+          host[t].bad_sequence = p.paged() ? seq : -1;
+          host[t].bad_token = p.paged() ? j : p.sequences[seq].k_begin + j;
+          host[t].bad_dim = low - 1;  // -1: the row's scale
+        }
       }
       float sumsq, max_abs;
       std::memcpy(&sumsq, &found[t].max_sumsq_bits, sizeof sumsq);
@@ -159,15 +181,12 @@ class CudaBackend final : public Backend {
 
   // Queues the call's kernels on `stream`, with events 0..3 around stage 1, stage 2 and the
   // attention. Stage 2 waits for the host's decision (decide_stripes) in the middle.
-  Status run(const Problem& p, const CallLayout& cl, cudaStream_t stream, bool want_stats) {
+  Status run(const Problem& p, const CallLayout& cl, const DeviceInputs& in, cudaStream_t stream, bool want_stats) {
     SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[0], stream));
     if (p.total_q == 0) {
       for (int i = 1; i < 4; ++i) SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[i], stream));
       return Status::ok();
     }
-    SAMPLEATTN_RETURN_IF_ERROR(upload_metadata(cl, workspace_, stream));
-    DeviceInputs in;
-    SAMPLEATTN_RETURN_IF_ERROR(prepare_inputs(p, cl, workspace_, stream, &in));
     const AttentionArgs aa = attention_args(p, cl, workspace_, in);
     const int d = p.head_dim, dim = attention_dim(p);  // columns and validation on d, attention on dim
 
@@ -199,6 +218,12 @@ class CudaBackend final : public Backend {
     fa.blocks = workspace_.at<RowBlock>(cl.o_blocks);
     fa.num_blocks = static_cast<int64_t>(cl.blocks.size());
     SAMPLEATTN_CUDA_CHECK("attention kernel", launch_attention(dim, cl.bf16, fa, stream));
+    if (!cl.decode_groups.empty()) {
+      // Short query runs over many keys: split-KV partials, then their merge into O and lse.
+      const DecodeArgs da = decode_args(cl, workspace_, fa);
+      SAMPLEATTN_CUDA_CHECK("decode kernel", launch_decode(dim, cl.bf16, da, stream));
+      SAMPLEATTN_CUDA_CHECK("decode merge kernel", launch_decode_merge(da, stream));
+    }
     SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[3], stream));
 
     if (cl.sampled && want_stats) {

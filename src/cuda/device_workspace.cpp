@@ -3,6 +3,8 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -20,11 +22,12 @@ size_t round_up(size_t b) { return (b + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
 Status check_dtypes(const Problem& p) {
-  const bool same = p.q.dtype == p.k.dtype && p.k.dtype == p.v.dtype;
-  if (!same || p.q.dtype == DType::kF32) {
+  const bool operand = p.q.dtype == DType::kF16 || p.q.dtype == DType::kBF16;
+  const auto kv_ok = [&](DType t) { return t == p.q.dtype || t == DType::kI8 || t == DType::kFP8; };
+  if (!operand || !kv_ok(p.k.dtype) || !kv_ok(p.v.dtype)) {
     return {SAMPLEATTN_UNSUPPORTED_DTYPE,
-            std::string("the CUDA backend reads Q, K and V as f16 or bf16, all three the same (tensor-core "
-                        "operands); got q=") + dtype_name(p.q.dtype) + ", k=" + dtype_name(p.k.dtype) +
+            std::string("the CUDA backend reads Q as f16 or bf16 (tensor-core operands) and K and V each as Q's "
+                        "type, int8 or fp8 e4m3; got q=") + dtype_name(p.q.dtype) + ", k=" + dtype_name(p.k.dtype) +
                 ", v=" + dtype_name(p.v.dtype) + ": convert the inputs or use the CPU backend"};
   }
   return Status::ok();
@@ -33,6 +36,59 @@ Status check_dtypes(const Problem& p) {
 bool needs_repack(const TensorView& t) {
   return reinterpret_cast<uintptr_t>(t.data) % 16 != 0 || t.token_stride % 8 != 0 || t.head_stride % 8 != 0;
 }
+
+bool repacks_kv(const Problem& p, bool values) {
+  const TensorView& t = values ? p.v : p.k;
+  return !p.paged() && !dtype_quantized(t.dtype) && needs_repack(t);
+}
+
+bool decode_enabled() {
+  static const bool off = [] {
+    const char* v = std::getenv("SAMPLEATTN_CUDA_DECODE");
+    return v != nullptr && std::strcmp(v, "0") == 0;
+  }();
+  return !off;
+}
+
+namespace {
+
+// A dense sequence's short query run over many keys goes to the decode kernels.
+bool runs_decode(const Problem& p, const Sequence& seq) {
+  return decode_enabled() && seq.q_len > 0 && seq.q_len <= kDecodeMaxQueries && seq.k_len > kDecodeMinKeys &&
+         !sequence_is_sampled(p, seq);
+}
+
+// Splits each decode group's keys into units of about the same size: enough units to fill the
+// device (about 512 blocks), none shorter than 256 keys nor longer than 8192.
+void plan_decode_units(const Problem& p, CallLayout* cl) {
+  struct Range { int64_t lo, hi; };
+  std::vector<Range> ranges;
+  int64_t work = 0;
+  for (const DecodeGroup& g : cl->decode_groups) {
+    const Sequence& seq = p.sequences[g.seq];
+    // The keys the group's rows see: from its first query's model_lo to its last one's end.
+    const int64_t first = seq.q_offset() + g.row0 / p.group, last = seq.q_offset() + (g.row0 + g.rows - 1) / p.group;
+    const int64_t lo = own_keys_lo(false, first, 0, p.window_left);
+    const int64_t hi = own_keys_hi(false, p.causal, last, seq.k_len);
+    ranges.push_back({lo, std::max(lo, hi)});
+    work += std::max<int64_t>(hi - lo, 0);
+  }
+  const int64_t chunk = std::clamp<int64_t>((work / 512 + 63) / 64 * 64, 256, 8192);
+  for (size_t gi = 0; gi < cl->decode_groups.size(); ++gi) {
+    DecodeGroup& g = cl->decode_groups[gi];
+    g.first_unit = static_cast<int64_t>(cl->decode_units.size());
+    const Range r = ranges[gi];
+    // At least one unit (a group without keys still writes its rows: zeros and lse -inf).
+    for (int64_t k0 = r.lo; k0 < r.hi || k0 == r.lo; k0 += chunk) {
+      cl->decode_units.push_back(DecodeUnit{static_cast<int64_t>(gi), k0, std::min(r.hi, k0 + chunk), cl->decode_rows});
+      cl->decode_rows += g.rows;
+      if (k0 + chunk >= r.hi) break;
+    }
+    g.units = static_cast<int64_t>(cl->decode_units.size()) - g.first_unit;
+  }
+}
+
+}  // namespace
 
 Status lay_out_call(const Problem& p, CallLayout* cl) {
   cl->block_rows = attention_block_rows(attention_dim(p));
@@ -45,6 +101,14 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
   const int nseq = static_cast<int>(p.sequences.size());
   cl->seqs.resize(nseq);
   cl->score_offset.assign(nseq, 0);
+  int64_t key_prefix = 0;
+  if (p.paged()) {
+    for (const Sequence& seq : p.sequences) {
+      cl->table_stride = std::max(cl->table_stride, (seq.k_len + p.kv.page_size - 1) / p.kv.page_size);
+    }
+    cl->table_stride = std::max<int64_t>(cl->table_stride, 1);
+    cl->block_table.assign(static_cast<size_t>(nseq) * cl->table_stride, 0);
+  }
   struct Costed { RowBlock block; int64_t cost; };
   std::vector<Costed> costed;
   std::vector<std::vector<int64_t>> val_rows(nseq);
@@ -52,7 +116,23 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     const Sequence& seq = p.sequences[s];
     if (seq.k_len > std::numeric_limits<int32_t>::max()) return invalid_shape("the CUDA backend takes at most 2^31-1 keys per sequence");
     SeqDesc& d = cl->seqs[s];
-    d = SeqDesc{seq.q_begin, seq.q_len, seq.k_begin, seq.k_len, 0, 0, 0, 0, 0, 0, 0, 0};
+    d = SeqDesc{seq.q_begin, seq.q_len, seq.k_begin, seq.k_len, 0, 0, 0, 0, 0, 0, 0, 0, key_prefix};
+    key_prefix += seq.k_len;
+    if (p.paged()) {
+      const int64_t pages = (seq.k_len + p.kv.page_size - 1) / p.kv.page_size;
+      for (int64_t i = 0; i < pages; ++i) {
+        cl->block_table[s * cl->table_stride + i] = p.kv.block_table[s * p.kv.table_stride + i];
+      }
+    }
+    if (runs_decode(p, seq)) {
+      const int32_t stacked = static_cast<int32_t>(seq.q_len * p.group);
+      for (int kvh = 0; kvh < p.num_kv_heads; ++kvh) {
+        for (int32_t r0 = 0; r0 < stacked; r0 += kDecodeRows) {
+          cl->decode_groups.push_back(DecodeGroup{s, kvh, r0, std::min<int32_t>(kDecodeRows, stacked - r0), 0, 0});
+        }
+      }
+      continue;  // not sampled (runs_decode), so nothing below applies
+    }
     for (int64_t q0 = 0; q0 < seq.q_len; q0 += cl->block_rows) {
       const int count = static_cast<int>(std::min<int64_t>(cl->block_rows, seq.q_len - q0));
       // The keys the block's rows see together: causal within the model's window, or all.
@@ -137,6 +217,8 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
       static_cast<int64_t>(cl->sets.size()) > 65535) {
     return invalid_shape("the call is too large for one CUDA launch");
   }
+  plan_decode_units(p, cl);
+  if (static_cast<int64_t>(cl->decode_units.size()) > max_grid) return invalid_shape("the call is too large for one CUDA launch");
   if (cl->sampled) cl->sort_bytes = selection_sort_bytes(cl->total_items, static_cast<int>(cl->sets.size()));
   if (!p.alibi_slopes.empty() || !p.sinks.empty()) {
     cl->head_mods.resize(2 * static_cast<size_t>(hq));
@@ -161,11 +243,19 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
   cl->o_sets = take(sizeof(SelectionSet) * cl->sets.size());
   cl->o_set_offset = take(sizeof(int64_t) * cl->set_offset.size());
   cl->o_head_mods = take(sizeof(float) * cl->head_mods.size());
+  cl->o_block_table = take(sizeof(int32_t) * cl->block_table.size());
+  cl->o_decode_groups = take(sizeof(DecodeGroup) * cl->decode_groups.size());
+  cl->o_decode_units = take(sizeof(DecodeUnit) * cl->decode_units.size());
   cl->meta_bytes = at - cl->o_meta;
   const size_t elem = 2;
   if (needs_repack(p.q)) cl->o_q = take(elem * p.total_q * p.num_q_heads * p.head_dim);
-  if (needs_repack(p.k)) cl->o_k = take(elem * p.total_k * p.num_kv_heads * p.head_dim);
-  if (needs_repack(p.v)) cl->o_v = take(elem * p.total_k * p.num_kv_heads * p.head_dim_v);
+  if (repacks_kv(p, false)) cl->o_k = take(elem * p.total_k * p.num_kv_heads * p.head_dim);
+  if (repacks_kv(p, true)) cl->o_v = take(elem * p.total_k * p.num_kv_heads * p.head_dim_v);
+  if (cl->decode_rows > 0) {
+    cl->o_part_max = take(sizeof(float) * cl->decode_rows);
+    cl->o_part_sum = take(sizeof(float) * cl->decode_rows);
+    cl->o_part_o = take(sizeof(float) * cl->decode_rows * p.head_dim_v);
+  }
   if (cl->sampled) {
     const size_t per_row = sizeof(float) * hq * cl->total_rows;
     cl->o_row_max = take(per_row);

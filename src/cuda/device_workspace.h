@@ -15,7 +15,8 @@
 
 namespace sampleattn::cuda {
 
-// The CUDA backend reads Q, K and V as f16 or bf16, all three the same.
+// The CUDA backend reads Q as f16 or bf16 (its tensor-core operand type), K and V each the same
+// as Q or quantized (int8, fp8 e4m3: dequantized into Q's type as they load).
 Status check_dtypes(const Problem& p);
 
 // The attention kernel's dim for the call (attention_dim of launch.h).
@@ -23,6 +24,12 @@ inline int attention_dim(const Problem& p) { return attention_dim(p.head_dim, p.
 
 // 16-byte copies need aligned rows: otherwise the tensor is repacked first.
 bool needs_repack(const TensorView& t);
+// K or V (values) is copied into a packed one first: packed (not paged), of the operand type, and
+// not 16-byte aligned. Paged and quantized rows are read where they are (kv_load.cuh).
+bool repacks_kv(const Problem& p, bool values);
+// Whether the short query runs of dense sequences go to the decode kernels (kernel_params.h):
+// SAMPLEATTN_CUDA_DECODE=0 turns them off (the attention kernel then runs them, for comparisons).
+bool decode_enabled();
 
 // Everything a call needs that is known on the host before any kernel runs, and the layout of
 // its device workspace.
@@ -50,6 +57,13 @@ struct CallLayout {
   // then sinks [num_q_heads]; empty when the call has neither.
   std::vector<float> head_mods;
   std::vector<int> sampled_seqs;
+  // Paged K/V: the block table's used entries, [sequence][table_stride] (unused ones 0).
+  std::vector<int32_t> block_table;
+  int64_t table_stride = 0;
+  // Decode (kernel_params.h): its groups and units, and partial rows (sum of the units' rows).
+  std::vector<DecodeGroup> decode_groups;
+  std::vector<DecodeUnit> decode_units;
+  int64_t decode_rows = 0;
   int64_t total_rows = 0, total_scores = 0, total_columns = 0, total_items = 0;
   int64_t total_val_rows = 0;
   int64_t total_masses = 0;  // uint32 fixed-point sums: hq x total_val_rows x kValidationMassStride
@@ -59,7 +73,8 @@ struct CallLayout {
   // Workspace offsets (bytes).
   size_t o_meta = 0, meta_bytes = 0;
   size_t o_seqs = 0, o_blocks = 0, o_rows = 0, o_sample_blocks = 0, o_val_tiles = 0, o_tiles = 0, o_score_offset = 0,
-         o_sets = 0, o_set_offset = 0, o_head_mods = 0;
+         o_sets = 0, o_set_offset = 0, o_head_mods = 0, o_block_table = 0, o_decode_groups = 0, o_decode_units = 0;
+  size_t o_part_max = 0, o_part_sum = 0, o_part_o = 0;
   size_t o_q = 0, o_k = 0, o_v = 0;
   size_t o_row_max = 0, o_row_sum = 0, o_kept = 0, o_scores = 0, o_set_scores = 0, o_keys_in = 0, o_keys_out = 0,
          o_values_in = 0, o_values_out = 0, o_flags = 0, o_keep = 0, o_stripes = 0, o_counts = 0, o_dense = 0, o_sort = 0,

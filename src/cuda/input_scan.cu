@@ -61,7 +61,100 @@ __global__ void input_scan_kernel(const void* data, int64_t token_stride, int64_
   }
 }
 
+// The sequence holding global key g: the last one whose key_prefix <= g (never an empty one: the
+// sequence after it would have the same prefix).
+__device__ __forceinline__ int seq_of_key(const SeqDesc* seqs, int n, int64_t g) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (seqs[mid].key_prefix <= g) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// One warp per (key, head) row of K or V, grid-stride. kType: 1 int8, 2 fp8 e4m3, 3 f16, 4 bf16.
+template <int kType>
+__global__ void kv_scan_kernel(const KvSource kv, bool values, const SeqDesc* seqs, int num_seqs, int64_t rows,
+                               int heads, int dim, DeviceInputScan* out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  const float* scales = values ? kv.layout.v_scale : kv.layout.k_scale;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; row < rows;
+       row += warps) {
+    const int64_t g = row / heads;
+    const int head = static_cast<int>(row % heads);
+    const int seq = seq_of_key(seqs, num_seqs, g);
+    const SeqDesc& sd = seqs[seq];
+    const KvRow at = kv.layout.row(seq, sd.k_begin, g - sd.key_prefix, head);
+    const int64_t base = values ? at.v : at.k;
+    const void* data = values ? kv.v : kv.k;
+    (void)base;  // int8 rows are not read
+    (void)data;
+    float sumsq = 0.f, max_abs = 0.f;
+    int bad_dim = dim;
+    bool scale_bad = false;
+    if constexpr (kType == 1 || kType == 2) {
+      // Quantized: the dtype's bound times the row's scale; fp8's NaN codes are its only bad ones.
+      constexpr float kMax = kType == 1 ? 127.f : 448.f;
+      if constexpr (kType == 2) {
+        const uint8_t* b = static_cast<const uint8_t*>(data) + base;
+        for (int c = lane; c < dim; c += 32) {
+          if ((b[c] & 0x7fu) == 0x7fu && c < bad_dim) bad_dim = c;
+        }
+      }
+      const float scale = fabsf(scales[at.scale]);
+      scale_bad = !isfinite(scale);
+      sumsq = static_cast<float>(dim) * kMax * kMax * scale * scale;
+      max_abs = kMax * scale;
+    } else {
+      for (int c = lane; c < dim; c += 32) {
+        bool finite;
+        const float x = kType == 3 ? load<1>(data, base + c, &finite) : load<2>(data, base + c, &finite);
+        if (!finite && c < bad_dim) bad_dim = c;
+        if (finite) {
+          sumsq = fmaf(x, x, sumsq);
+          max_abs = fmaxf(max_abs, fabsf(x));
+        }
+      }
+      for (int offset = 16; offset > 0; offset >>= 1) {
+        sumsq += __shfl_xor_sync(0xffffffffu, sumsq, offset);
+        max_abs = fmaxf(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, offset));
+      }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) bad_dim = min(bad_dim, __shfl_xor_sync(0xffffffffu, bad_dim, offset));
+    if (lane == 0) {
+      if (scale_bad || bad_dim < dim) {
+        const unsigned low = scale_bad ? 0u : static_cast<unsigned>(bad_dim) + 1u;
+        atomicMin(&out->first_bad, static_cast<unsigned long long>(row) * 65536ull + low);
+      } else {
+        atomicMax(&out->max_sumsq_bits, __float_as_uint(sumsq));
+        atomicMax(&out->max_abs_bits, __float_as_uint(max_abs));
+      }
+    }
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_kv_scan(const KvSource& kv, bool values, int dtype, const SeqDesc* seqs, int num_seqs,
+                           int64_t total_keys, int heads, int dim, DeviceInputScan* out, cudaStream_t stream) {
+  const int64_t rows = total_keys * heads;
+  if (rows <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const int64_t wanted = (rows + kThreads / 32 - 1) / (kThreads / 32);
+  const int blocks = static_cast<int>(wanted < 4096 ? wanted : 4096);
+  const KvType type = values ? kv.v_type : kv.k_type;
+  if (type == KvType::kI8) {
+    kv_scan_kernel<1><<<blocks, kThreads, 0, stream>>>(kv, values, seqs, num_seqs, rows, heads, dim, out);
+  } else if (type == KvType::kFP8) {
+    kv_scan_kernel<2><<<blocks, kThreads, 0, stream>>>(kv, values, seqs, num_seqs, rows, heads, dim, out);
+  } else if (dtype == 1) {
+    kv_scan_kernel<3><<<blocks, kThreads, 0, stream>>>(kv, values, seqs, num_seqs, rows, heads, dim, out);
+  } else {
+    kv_scan_kernel<4><<<blocks, kThreads, 0, stream>>>(kv, values, seqs, num_seqs, rows, heads, dim, out);
+  }
+  return cudaGetLastError();
+}
 
 cudaError_t launch_input_scan(const void* data, int dtype, int64_t token_stride, int64_t head_stride,
                               int64_t tokens, int heads, int dim, DeviceInputScan* out, cudaStream_t stream) {

@@ -9,10 +9,17 @@
 #include "cuda/launch.h"
 
 namespace sampleattn::cuda {
+namespace {
+
+// The Hopper kernels' producers copy K/V rows with cp.async as they are (paged or packed): rows
+// of the operand type on 16-byte boundaries. Quantized or unaligned caches run mma.sync kernels.
+bool sm90_reads(const KvSource& kv) { return !kv.quantized() && kv.aligned != 0; }
+
+}  // namespace
 
 cudaError_t launch_attention(int dim, bool bf16, const AttentionArgs& args, cudaStream_t stream) {
   // The wgmma kernel reads Q, K and V rows of 128 (attention_sm90.cu).
-  if (dim == 128 && args.head_dim == 128 && args.head_dim_v == 128 && use_sm90_kernels()) {
+  if (dim == 128 && args.head_dim == 128 && args.head_dim_v == 128 && sm90_reads(args.kv) && use_sm90_kernels()) {
     return launch_attention_sm90_d128(bf16, args, stream);
   }
   switch (dim) {
@@ -20,6 +27,16 @@ cudaError_t launch_attention(int dim, bool bf16, const AttentionArgs& args, cuda
   case D: return launch_attention_d##D(bf16, args, stream);
     SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_ATTENTION_CASE)
 #undef SAMPLEATTN_CUDA_ATTENTION_CASE
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t launch_decode(int dim, bool bf16, const DecodeArgs& args, cudaStream_t stream) {
+  switch (dim) {
+#define SAMPLEATTN_CUDA_DECODE_CASE(D) \
+  case D: return launch_decode_d##D(bf16, args, stream);
+    SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_DECODE_CASE)
+#undef SAMPLEATTN_CUDA_DECODE_CASE
     default: return cudaErrorInvalidValue;
   }
 }
@@ -39,7 +56,7 @@ bool use_sm90_kernels() {
 }
 
 cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cudaStream_t stream) {
-  if (head_dim == 128 && use_sm90_kernels()) return launch_columns_sm90_d128(bf16, args, stream);
+  if (head_dim == 128 && sm90_reads(args.kv) && use_sm90_kernels()) return launch_columns_sm90_d128(bf16, args, stream);
   switch (head_dim) {
 #define SAMPLEATTN_CUDA_COLUMNS_CASE(D) \
   case D: return launch_columns_d##D(bf16, args, stream);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "core/kv_cache.h"
 #include "core/mask.h"
 #include "core/score_mod.h"
 
@@ -27,6 +28,25 @@ struct ScoreModParams {
   }
 };
 
+// How K or V rows are stored: the kernel's operand type (f16/bf16, copied as they are) or
+// quantized, dequantized into the operand type in the tile loads (kv_load.cuh).
+enum class KvType : int32_t { kOperand = 0, kI8 = 1, kFP8 = 2 };
+
+// K and V as every kernel reads them: the data, and a device copy of the call's KvLayout (its
+// block table uploaded to the workspace) through whose row() every K/V row is addressed.
+struct KvSource {
+  const void* k;
+  const void* v;
+  KvLayout layout;
+  KvType k_type, v_type;
+  // Operand-type rows of both tensors lie on 16-byte boundaries (pointer, token, head and page
+  // strides): cp.async can copy them. Otherwise the loads go element by element.
+  int32_t aligned;
+  int32_t pad;
+
+  SAMPLEATTN_HOST_DEVICE bool quantized() const { return k_type != KvType::kOperand || v_type != KvType::kOperand; }
+};
+
 // One sequence of the batch, as the kernels see it.
 struct SeqDesc {
   int64_t q_begin;  // first query token in the concatenated batch
@@ -41,6 +61,7 @@ struct SeqDesc {
   int64_t val_begin;  // sampled sequences: first of its validation rows in that list (after every
   int64_t val_count;  // sequence's sampled rows), and how many
   int64_t mass_offset;  // its validation masses: [q_head][val_count][kValidationMassStride] from here
+  int64_t key_prefix;   // keys of the sequences before it (the input scan's row numbering)
 };
 
 // A block of query rows: `count` rows starting at `first`. Forward: local query indices
@@ -80,11 +101,8 @@ enum class OutType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
 struct AttentionArgs {
   const void* q;
-  const void* k;
-  const void* v;
   int64_t q_token_stride, q_head_stride;
-  int64_t k_token_stride, k_head_stride;
-  int64_t v_token_stride, v_head_stride;
+  KvSource kv;
   void* o;
   OutType o_type;
   int64_t o_token_stride, o_head_stride;
@@ -126,9 +144,8 @@ struct KeyTile {
 
 struct ColumnArgs {
   const void* q;
-  const void* k;
   int64_t q_token_stride, q_head_stride;
-  int64_t k_token_stride, k_head_stride;
+  KvSource kv;
   int32_t num_q_heads;
   int32_t group;
   float scale_log2;
@@ -151,9 +168,8 @@ struct ColumnArgs {
 // (core/validation.h): [0] the window band and the kept sinks, [b] the bucket-b columns j <= p - w.
 struct ValidationArgs {
   const void* q;
-  const void* k;
   int64_t q_token_stride, q_head_stride;
-  int64_t k_token_stride, k_head_stride;
+  KvSource kv;
   int32_t num_q_heads;
   int32_t group;
   float scale_log2;
@@ -171,6 +187,42 @@ struct ValidationArgs {
   const int64_t* set_offset;
   const int32_t* set_active;  // per set: 1 when it has a bucket layout (else its heads are skipped)
   uint32_t* masses;         // fixed point (kValidationMassOne), at seq.mass_offset (zeroed first)
+};
+
+// Decode (split-KV, flash-decoding): short query runs (q_len <= kDecodeMaxQueries) of dense
+// sequences over many keys. A group is one (sequence, kv head) and up to kDecodeRows of its
+// stacked query rows (row r: query r / group, query head kvh * group + r % group); its keys are
+// split into units, one block each, which write partial (max, sum, unnormalized output) rows;
+// the merge kernel combines a group's units by log-sum-exp.
+inline constexpr int64_t kDecodeMaxQueries = 16;
+inline constexpr int64_t kDecodeMinKeys = 2048;  // decode only above this many keys
+inline constexpr int kDecodeRows = 64;
+
+struct DecodeGroup {
+  int32_t seq;
+  int32_t kvh;
+  int32_t row0;   // first stacked row
+  int32_t rows;   // stacked rows (<= kDecodeRows)
+  int64_t first_unit;
+  int64_t units;
+};
+
+struct DecodeUnit {
+  int64_t group;
+  int64_t k0, k1;  // its keys
+  int64_t part;    // its first partial row (the group's rows follow)
+};
+
+struct DecodeArgs {
+  AttentionArgs attn;  // q, kv, o, lse, heads, dims, scale, causal, model window, variants, seqs
+  const DecodeGroup* groups;
+  int64_t num_groups;
+  const DecodeUnit* units;
+  int64_t num_units;
+  // Partials, per unit and row (kDecodeRows each): max (log2 units), sum, output [head_dim_v].
+  float* part_max;
+  float* part_sum;
+  float* part_o;
 };
 
 }  // namespace sampleattn::cuda

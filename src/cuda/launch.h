@@ -24,9 +24,15 @@ cudaError_t launch_columns(int head_dim, bool bf16, const ColumnArgs& args, cuda
 // The validation mass kernel (validation_kernel.cuh; mma.sync on every device).
 cudaError_t launch_validation(int head_dim, bool bf16, const ValidationArgs& args, cudaStream_t stream);
 
+// Decode (decode_kernel.cuh, on attention_dim): the split-KV partials of every unit, then the
+// merge of each group's partials into O and lse (decode_merge.cu).
+cudaError_t launch_decode(int dim, bool bf16, const DecodeArgs& args, cudaStream_t stream);
+cudaError_t launch_decode_merge(const DecodeArgs& args, cudaStream_t stream);
+
 // One of each per head dim, defined in the generated attention_d<D>.cu (attention_head_dim.cu.in).
 #define SAMPLEATTN_CUDA_DECLARE_HEAD_DIM(D)                                                          \
   cudaError_t launch_attention_d##D(bool bf16, const AttentionArgs& args, cudaStream_t stream);     \
+  cudaError_t launch_decode_d##D(bool bf16, const DecodeArgs& args, cudaStream_t stream);           \
   cudaError_t launch_columns_d##D(bool bf16, const ColumnArgs& args, cudaStream_t stream);         \
   cudaError_t launch_validation_d##D(bool bf16, const ValidationArgs& args, cudaStream_t stream);
 SAMPLEATTN_FOR_EACH_HEAD_DIM(SAMPLEATTN_CUDA_DECLARE_HEAD_DIM)

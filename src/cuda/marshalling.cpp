@@ -25,6 +25,10 @@ ScoreModParams score_mod_params(const Problem& p, const CallLayout& cl, const De
   return m;
 }
 
+KvType kv_type(DType t) {
+  return t == DType::kI8 ? KvType::kI8 : t == DType::kFP8 ? KvType::kFP8 : KvType::kOperand;
+}
+
 }  // namespace
 
 Status upload_metadata(const CallLayout& cl, const DeviceWorkspace& ws, cudaStream_t stream) {
@@ -39,6 +43,9 @@ Status upload_metadata(const CallLayout& cl, const DeviceWorkspace& ws, cudaStre
   put(host, cl.o_sets - cl.o_meta, cl.sets);
   put(host, cl.o_set_offset - cl.o_meta, cl.set_offset);
   put(host, cl.o_head_mods - cl.o_meta, cl.head_mods);
+  put(host, cl.o_block_table - cl.o_meta, cl.block_table);
+  put(host, cl.o_decode_groups - cl.o_meta, cl.decode_groups);
+  put(host, cl.o_decode_units - cl.o_meta, cl.decode_units);
   SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (metadata)",
                         cudaMemcpyAsync(ws.at<char>(cl.o_meta), host.data(), cl.meta_bytes, cudaMemcpyHostToDevice, stream));
   return Status::ok();
@@ -47,37 +54,50 @@ Status upload_metadata(const CallLayout& cl, const DeviceWorkspace& ws, cudaStre
 Status prepare_inputs(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, cudaStream_t stream,
                       DeviceInputs* in) {
   in->q = p.q.data;
-  in->k = p.k.data;
-  in->v = p.v.data;
   in->q_token_stride = p.q.token_stride, in->q_head_stride = p.q.head_stride;
-  in->k_token_stride = p.k.token_stride, in->k_head_stride = p.k.head_stride;
-  in->v_token_stride = p.v.token_stride, in->v_head_stride = p.v.head_stride;
   const int d = p.head_dim;
   if (needs_repack(p.q)) {
     SAMPLEATTN_CUDA_CHECK("repack q", launch_repack(in->q, in->q_token_stride, in->q_head_stride, p.total_q,
                                                     p.num_q_heads, d, ws.at<char>(cl.o_q), stream));
     in->q = ws.at<char>(cl.o_q), in->q_token_stride = int64_t{p.num_q_heads} * d, in->q_head_stride = d;
   }
-  if (needs_repack(p.k)) {
-    SAMPLEATTN_CUDA_CHECK("repack k", launch_repack(in->k, in->k_token_stride, in->k_head_stride, p.total_k,
+  KvSource& kv = in->kv;
+  kv.k = p.k.data;
+  kv.v = p.v.data;
+  kv.layout = p.kv;
+  kv.k_type = kv_type(p.k.dtype);
+  kv.v_type = kv_type(p.v.dtype);
+  if (p.paged()) {
+    kv.layout.block_table = ws.at<int32_t>(cl.o_block_table);
+    kv.layout.table_stride = cl.table_stride;
+  }
+  if (repacks_kv(p, false)) {
+    SAMPLEATTN_CUDA_CHECK("repack k", launch_repack(kv.k, kv.layout.k_token_stride, kv.layout.k_head_stride, p.total_k,
                                                     p.num_kv_heads, d, ws.at<char>(cl.o_k), stream));
-    in->k = ws.at<char>(cl.o_k), in->k_token_stride = int64_t{p.num_kv_heads} * d, in->k_head_stride = d;
+    kv.k = ws.at<char>(cl.o_k), kv.layout.k_token_stride = int64_t{p.num_kv_heads} * d, kv.layout.k_head_stride = d;
   }
   const int dv = p.head_dim_v;
-  if (needs_repack(p.v)) {
-    SAMPLEATTN_CUDA_CHECK("repack v", launch_repack(in->v, in->v_token_stride, in->v_head_stride, p.total_k,
+  if (repacks_kv(p, true)) {
+    SAMPLEATTN_CUDA_CHECK("repack v", launch_repack(kv.v, kv.layout.v_token_stride, kv.layout.v_head_stride, p.total_k,
                                                     p.num_kv_heads, dv, ws.at<char>(cl.o_v), stream));
-    in->v = ws.at<char>(cl.o_v), in->v_token_stride = int64_t{p.num_kv_heads} * dv, in->v_head_stride = dv;
+    kv.v = ws.at<char>(cl.o_v), kv.layout.v_token_stride = int64_t{p.num_kv_heads} * dv, kv.layout.v_head_stride = dv;
   }
+  // Operand-type rows on 16-byte boundaries (quantized rows are never copied with cp.async).
+  const auto aligned = [&](const void* data, KvType type, int64_t token, int64_t head, int64_t page) {
+    return type != KvType::kOperand ||
+           (reinterpret_cast<uintptr_t>(data) % 16 == 0 && token % 8 == 0 && head % 8 == 0 && page % 8 == 0);
+  };
+  kv.aligned = aligned(kv.k, kv.k_type, kv.layout.k_token_stride, kv.layout.k_head_stride, kv.layout.k_page_stride) &&
+                       aligned(kv.v, kv.v_type, kv.layout.v_token_stride, kv.layout.v_head_stride, kv.layout.v_page_stride)
+                   ? 1
+                   : 0;
   return Status::ok();
 }
 
 AttentionArgs attention_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in) {
   AttentionArgs aa{};
-  aa.q = in.q, aa.k = in.k, aa.v = in.v;
+  aa.q = in.q, aa.kv = in.kv;
   aa.q_token_stride = in.q_token_stride, aa.q_head_stride = in.q_head_stride;
-  aa.k_token_stride = in.k_token_stride, aa.k_head_stride = in.k_head_stride;
-  aa.v_token_stride = in.v_token_stride, aa.v_head_stride = in.v_head_stride;
   aa.o = p.o.data;
   aa.o_type = static_cast<OutType>(static_cast<int>(p.o.dtype));
   aa.o_token_stride = p.o.token_stride, aa.o_head_stride = p.o.head_stride;
@@ -106,11 +126,24 @@ AttentionArgs attention_args(const Problem& p, const CallLayout& cl, const Devic
   return aa;
 }
 
+DecodeArgs decode_args(const CallLayout& cl, const DeviceWorkspace& ws, const AttentionArgs& aa) {
+  DecodeArgs da{};
+  da.attn = aa;
+  da.attn.mode = AttentionMode::kForward;
+  da.groups = ws.at<DecodeGroup>(cl.o_decode_groups);
+  da.num_groups = static_cast<int64_t>(cl.decode_groups.size());
+  da.units = ws.at<DecodeUnit>(cl.o_decode_units);
+  da.num_units = static_cast<int64_t>(cl.decode_units.size());
+  da.part_max = ws.at<float>(cl.o_part_max);
+  da.part_sum = ws.at<float>(cl.o_part_sum);
+  da.part_o = ws.at<float>(cl.o_part_o);
+  return da;
+}
+
 ColumnArgs column_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in) {
   ColumnArgs ca{};
-  ca.q = in.q, ca.k = in.k;
+  ca.q = in.q, ca.kv = in.kv;
   ca.q_token_stride = in.q_token_stride, ca.q_head_stride = in.q_head_stride;
-  ca.k_token_stride = in.k_token_stride, ca.k_head_stride = in.k_head_stride;
   ca.num_q_heads = p.num_q_heads;
   ca.group = p.group;
   ca.scale_log2 = scale_log2(p.scale);
@@ -156,9 +189,8 @@ SelectionArgs selection_args(const Problem& p, const CallLayout& cl, const Devic
 
 ValidationArgs validation_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in) {
   ValidationArgs va{};
-  va.q = in.q, va.k = in.k;
+  va.q = in.q, va.kv = in.kv;
   va.q_token_stride = in.q_token_stride, va.q_head_stride = in.q_head_stride;
-  va.k_token_stride = in.k_token_stride, va.k_head_stride = in.k_head_stride;
   va.num_q_heads = p.num_q_heads;
   va.group = p.group;
   va.scale_log2 = scale_log2(p.scale);

@@ -22,6 +22,7 @@
 #include "core/score_mod.h"
 #include "cuda/device_utils.cuh"
 #include "cuda/kernel_params.h"
+#include "cuda/kv_load.cuh"
 
 namespace sampleattn::cuda {
 
@@ -61,7 +62,6 @@ __global__ void __launch_bounds__(128) validation_kernel(const ValidationArgs a)
   const int kvh = head / a.group;
   const int64_t q_offset = sd.k_len - sd.q_len;
   const T* Q = static_cast<const T*>(a.q) + head * a.q_head_stride;
-  const T* K = static_cast<const T*>(a.k) + sd.k_begin * a.k_token_stride + kvh * a.k_head_stride;
   const uint8_t* bucket = a.buckets + a.set_offset[set];
 
   for (int i = tid; i < RM * CHUNKS; i += 128) {
@@ -78,7 +78,8 @@ __global__ void __launch_bounds__(128) validation_kernel(const ValidationArgs a)
     for (int i = tid; i < BN * CHUNKS; i += 128) {
       const int r = i / CHUNKS, c = i % CHUNKS;
       const bool valid = t0 + r < vt.k1;
-      dev::cp_async16(dk + r * S + c * 8, K + (valid ? t0 + r : 0) * a.k_token_stride + c * 8, valid);
+      const KvRow row = a.kv.layout.row(vt.seq, sd.k_begin, valid ? t0 + r : 0, kvh);
+      dev::load_k_chunk<T>(dk + r * S + c * 8, a.kv, row, c, valid);
     }
     if (tid < BN) sB[stage * BN + tid] = t0 + tid < vt.k1 ? bucket[t0 + tid] : kBucketUnused;
   };
