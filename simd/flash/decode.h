@@ -55,50 +55,89 @@ struct Decode : Vec<Arch> {
     return round_up(static_cast<size_t>(m) * round_up(static_cast<size_t>(n), W) * sizeof(float), 64);
   }
 
-  // Tracks whether the values read so far were all finite in their dtype: f32/f16/bf16 through
-  // x * 0 (NaN for NaN and Inf, sticky under addition), fp8 through the largest magnitude.
+  // Tracks whether the fp8 values read so far held a NaN code (they load as +-1.875, past the
+  // largest finite 1.75). Other dtypes need no look at the values: int8 is always finite, and a
+  // non-finite f32/f16/bf16 key makes its scores non-finite, a non-finite value the accumulators
+  // it is added to (times 0 included), which run() checks instead, once per block.
   template <DType T>
   struct Check {
     B acc = B(0.0f);
     void see(B x) {
-      if constexpr (T == DType::kFP8) {
-        acc = xsimd::max(acc, xsimd::abs(x));
-      } else if constexpr (T != DType::kI8) {
-        acc = xsimd::fma(x, B(0.0f), acc);
-      }
+      if constexpr (T == DType::kFP8) acc = xsimd::max(acc, xsimd::abs(x));
     }
     bool ok() const {
       if constexpr (T == DType::kFP8) return V::hmax(acc) <= 1.75f;
-      if constexpr (T == DType::kI8) return true;
-      return !xsimd::any(xsimd::isnan(acc));
+      return true;
     }
   };
+  static constexpr bool reads_bits(DType t) { return t == DType::kFP8; }
+
+  // Whether rows [0, m) x columns [0, n) of s (leading dimension lds) are all finite: x * 0 is 0
+  // for finite x and NaN otherwise, and NaN sticks under addition.
+  static bool all_finite(const float* s, int64_t lds, int m, int n) {
+    B acc(0.0f);
+    for (int r = 0; r < m; ++r) {
+      const float* sr = s + static_cast<int64_t>(r) * lds;
+      int j = 0;
+      for (; j + W <= n; j += W) acc = xsimd::fma(B::load_unaligned(sr + j), B(0.0f), acc);
+      for (; j < n; ++j) {
+        if (!(sr[j] * 0.0f == 0.0f)) return false;
+      }
+    }
+    return !xsimd::any(xsimd::isnan(acc));
+  }
 
   static int64_t row_base(const RowSource& src, int j) { return src.offsets ? src.offsets[j] : j * src.row_stride; }
 
-  // s[i][j] = q_(r0 + i) . k_j for R rows and the n keys.
+  // s[i][j + u] = q_(r0 + i) . k_(j + u) for R rows and J keys: R x J independent chains.
+  template <DType T, int R, int J>
+  static void score_keys(const float* q, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
+                         Check<T>* check) {
+    int64_t base[J];
+    B factor[J];
+    B acc[R][J];
+    for (int u = 0; u < J; ++u) {
+      base[u] = row_base(k, j + u);
+      factor[u] = B(PackT::template row_factor<T>(k, j + u));
+      for (int i = 0; i < R; ++i) acc[i][u] = B(0.0f);
+    }
+    for (int c = 0; c < d; c += W) {
+      B x[J];
+      for (int u = 0; u < J; ++u) {
+        const B raw = PackT::template load_src<T>(k.base, base[u] + c);
+        if constexpr (reads_bits(T)) {
+          if (check != nullptr) check->see(raw);
+        }
+        x[u] = raw * factor[u];
+      }
+      for (int i = 0; i < R; ++i) {
+        const B qi = B::load_unaligned(q + static_cast<int64_t>(r0 + i) * d + c);
+        for (int u = 0; u < J; ++u) acc[i][u] = xsimd::fma(qi, x[u], acc[i][u]);
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      for (int u = 0; u < J; ++u) s[static_cast<int64_t>(i) * lds + j + u] = xsimd::hadd(acc[i][u]);
+    }
+  }
+
+  // s[i][j] = q_(r0 + i) . k_j for R rows and the n keys, two keys at a time.
   template <DType T, int R>
   static void score_block(const float* q, int r0, const RowSource& k, int n, int d, float* s, int64_t lds,
                           Check<T>* check) {
     if (check != nullptr) {
       for (int j = 0; j < imin(n, kAhead); ++j) PackT::prefetch_row(k, j, d);
     }
-    for (int j = 0; j < n; ++j) {
-      if (check != nullptr && j + kAhead < n) PackT::prefetch_row(k, j + kAhead, d);
-      const int64_t base = row_base(k, j);
-      const B factor(PackT::template row_factor<T>(k, j));
-      B acc[R];
-      for (int i = 0; i < R; ++i) acc[i] = B(0.0f);
-      for (int c = 0; c < d; c += W) {
-        const B raw = PackT::template load_src<T>(k.base, base + c);
-        if (check != nullptr) check->see(raw);
-        const B x = raw * factor;
-        for (int i = 0; i < R; ++i) {
-          acc[i] = xsimd::fma(B::load_unaligned(q + static_cast<int64_t>(r0 + i) * d + c), x, acc[i]);
-        }
+    int j = 0;
+    for (; j + 2 <= n; j += 2) {
+      if (check != nullptr && j + kAhead + 1 < n) {
+        PackT::prefetch_row(k, j + kAhead, d);
+        PackT::prefetch_row(k, j + kAhead + 1, d);
+      } else if (check != nullptr && j + kAhead < n) {
+        PackT::prefetch_row(k, j + kAhead, d);
       }
-      for (int i = 0; i < R; ++i) s[static_cast<int64_t>(i) * lds + j] = xsimd::hadd(acc[i]);
+      score_keys<T, R, 2>(q, r0, k, j, d, s, lds, check);
     }
+    if (j < n) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check);
   }
 
   // acc rows r0.. (R of them), columns [x0, x0 + C * W) += p rows . V rows.
@@ -120,7 +159,9 @@ struct Decode : Vec<Arch> {
       B x[C];
       for (int c = 0; c < C; ++c) {
         const B raw = PackT::template load_src<T>(v.base, base + c * W);
-        if (check != nullptr) check->see(raw);
+        if constexpr (reads_bits(T)) {
+          if (check != nullptr) check->see(raw);
+        }
         x[c] = raw * factor;
       }
       for (int i = 0; i < R; ++i) {
@@ -164,6 +205,8 @@ struct Decode : Vec<Arch> {
         default: score_block<TK, kRows>(a.q, r0, a.k, n, d, sr, lds, check); break;
       }
     }
+    // Non-finite keys show in their scores (before a softcap could make them finite again).
+    bool finite = reads_bits(TK) || TK == DType::kI8 || all_finite(s, lds, m, n);
     if (ScoreMods<Arch>::any(a.mod)) {
       ScoreMods<Arch>::modify_rows(s, lds, a.mod, 0, m, a.lo, a.hi, n);
     }
@@ -197,7 +240,9 @@ struct Decode : Vec<Arch> {
         default: value_rows<TV, kPvRows>(s, lds, r0, a.v, n, dv, a.acc, check); break;
       }
     }
-    return kcheck.ok() && vcheck.ok();
+    // Non-finite values show in the accumulators they were added to (every row, p = 0 included).
+    if (!reads_bits(TV) && TV != DType::kI8) finite = finite && all_finite(a.acc, dv, m, dv);
+    return finite && kcheck.ok() && vcheck.ok();
   }
 
   static bool attend_rows(const AttendRowsArgs& a) {

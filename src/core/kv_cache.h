@@ -35,6 +35,12 @@ struct KvLayout {
 
   SAMPLEATTN_HOST_DEVICE bool paged() const { return block_table != nullptr; }
 
+  // How many keys from j on share j's page (the rest of the sequence when packed): their rows
+  // follow j's at the token strides, so a run needs one row() and no more table lookups.
+  SAMPLEATTN_HOST_DEVICE int64_t run_from(int64_t j) const {
+    return block_table == nullptr ? INT64_MAX : page_size - j % page_size;
+  }
+
   // Key j (0-based position in its sequence) of sequence `seq` (whose keys start at token
   // k_begin when packed), kv head `head`.
   SAMPLEATTN_HOST_DEVICE KvRow row(int seq, int64_t k_begin, int64_t j, int head) const {

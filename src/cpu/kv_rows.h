@@ -3,6 +3,7 @@
 // scales when quantized. Every CPU driver that packs K or V reads its rows through here.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/problem.h"
@@ -35,9 +36,20 @@ class KvRows {
       if (kv.v_scale != nullptr) v_scales_[r] = kv.v_scale[row.scale];
     }
   }
-  // The keys [j0, j0 + n) of the sequence.
+  // The keys [j0, j0 + n) of the sequence: one row() per page (KvLayout::run_from).
   void fill_run(const Problem& p, int seq, int head, int64_t j0, int n) const {
-    fill(p, seq, head, n, [j0](int r) { return j0 + r; });
+    const KvLayout& kv = p.kv;
+    for (int r = 0; r < n;) {
+      const KvRow first = p.kv_row(seq, j0 + r, head);
+      const int run = static_cast<int>(std::min<int64_t>(kv.run_from(j0 + r), n - r));
+      for (int i = 0; i < run; ++i, ++r) {
+        k_offsets_[r] = first.k + i * kv.k_token_stride;
+        v_offsets_[r] = first.v + i * kv.v_token_stride;
+        const int64_t scale = first.scale + i * kv.scale_token_stride;
+        if (kv.k_scale != nullptr) k_scales_[r] = kv.k_scale[scale];
+        if (kv.v_scale != nullptr) v_scales_[r] = kv.v_scale[scale];
+      }
+    }
   }
 
   RowSource k(const Problem& p) const { return {p.k.data, p.k.dtype, 0, k_offsets_, k_scales_}; }
