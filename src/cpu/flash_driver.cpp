@@ -368,8 +368,10 @@ class FlashRunner {
     if (t.partial >= 0) {
       // Every kv head over one block of keys, then the next block (kDecodeBlock); all heads dense.
       const int group_rows = g * t.rows;
+      if (decode) prefetch_block(s, t, t.key_lo, std::min(t.key_hi, t.key_lo + 2 * kDecodeBlock));
       for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
         const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
+        if (decode) prefetch_block(s, t, b1 + kDecodeBlock, std::min(t.key_hi, b1 + 2 * kDecodeBlock));
         for (int kv = 0; kv < t.kv_heads; ++kv) {
           attend_contiguous(s, t.seq, t.kv_head + kv, kv * group_rows, group_rows, decode, [&](int r, int64_t* lo, int64_t* hi) {
             *lo = std::max(b0, own_keys_lo(false, s.positions[r], seq.k_len, p_.window_left));
@@ -410,6 +412,28 @@ class FlashRunner {
     }
 
     finish(t, s.row_max, s.row_sum, s.acc, s.row_scale);
+  }
+
+  // Requests the K and V rows of keys [j0, j1) of every kv head of a decode task into the cache
+  // (L2), in memory order, while the block before them is computed: the decode kernel then reads
+  // each head's rows, a row every few kilobytes, from the cache rather than from memory.
+  void prefetch_block(const Scratch& s, const Task& t, int64_t j0, int64_t j1) const {
+    const int n = static_cast<int>(j1 - j0);
+    if (n <= 0) return;
+    const size_t k_row = static_cast<size_t>(p_.head_dim) * dtype_size(p_.k.dtype);
+    const size_t v_row = static_cast<size_t>(p_.head_dim_v) * dtype_size(p_.v.dtype);
+    const char* k = static_cast<const char*>(p_.k.data);
+    const char* v = static_cast<const char*>(p_.v.data);
+    for (int kv = 0; kv < t.kv_heads; ++kv) {
+      s.kv_rows.fill_run(p_, t.seq, t.kv_head + kv, j0, n);
+      const RowSource ks = s.kv_rows.k(p_), vs = s.kv_rows.v(p_);
+      for (int r = 0; r < n; ++r) {
+        const char* kr = k + ks.offsets[r] * dtype_size(p_.k.dtype);
+        const char* vr = v + vs.offsets[r] * dtype_size(p_.v.dtype);
+        for (size_t b = 0; b < k_row; b += 64) __builtin_prefetch(kr + b, 0, 2);
+        for (size_t b = 0; b < v_row; b += 64) __builtin_prefetch(vr + b, 0, 2);
+      }
+    }
   }
 
   // Whether a decode kernel read a K or V value that is not finite.
