@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/dtype_convert.h"
+
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -38,23 +40,23 @@ uint8_t nearest_e4m3(float x) {
 
 TEST(Fp8E4M3, DecodesEveryCodeByTheDefinition) {
   for (int code = 0; code < 256; ++code) {
-    const float got = fp8_e4m3_decode(static_cast<uint8_t>(code));
+    const float got = fp8_e4m3_to_f32(static_cast<uint8_t>(code));
     if ((code & 0x7f) == 0x7f) {
       EXPECT_TRUE(std::isnan(got)) << code;
     } else {
       EXPECT_EQ(static_cast<double>(got), e4m3_value(code)) << code;
     }
   }
-  EXPECT_EQ(fp8_e4m3_decode(0x7e), 448.f);
-  EXPECT_EQ(fp8_e4m3_decode(0x01), std::ldexp(1.f, -9));   // smallest subnormal
-  EXPECT_EQ(fp8_e4m3_decode(0x08), std::ldexp(1.f, -6));   // smallest normal
-  EXPECT_TRUE(std::signbit(fp8_e4m3_decode(0x80)));
+  EXPECT_EQ(fp8_e4m3_to_f32(0x7e), 448.f);
+  EXPECT_EQ(fp8_e4m3_to_f32(0x01), std::ldexp(1.f, -9));   // smallest subnormal
+  EXPECT_EQ(fp8_e4m3_to_f32(0x08), std::ldexp(1.f, -6));   // smallest normal
+  EXPECT_TRUE(std::signbit(fp8_e4m3_to_f32(0x80)));
 }
 
 TEST(Fp8E4M3, EncodeRoundTripsEveryValue) {
   for (int code = 0; code < 256; ++code) {
     if ((code & 0x7f) == 0x7f) continue;
-    EXPECT_EQ(fp8_e4m3_encode(fp8_e4m3_decode(static_cast<uint8_t>(code))), code) << code;
+    EXPECT_EQ(f32_to_fp8_e4m3(fp8_e4m3_to_f32(static_cast<uint8_t>(code))), code) << code;
   }
 }
 
@@ -64,10 +66,10 @@ TEST(Fp8E4M3, MidpointsRoundToEven) {
     const float mid = static_cast<float>((lo + hi) / 2);  // exact in f32
     ASSERT_EQ(static_cast<double>(mid), (lo + hi) / 2);
     const int even = (code & 1) == 0 ? code : code + 1;
-    EXPECT_EQ(fp8_e4m3_encode(mid), even) << "between " << lo << " and " << hi;
-    EXPECT_EQ(fp8_e4m3_encode(-mid), even | 0x80);
-    EXPECT_EQ(fp8_e4m3_encode(std::nextafter(mid, 0.f)), code);
-    EXPECT_EQ(fp8_e4m3_encode(std::nextafter(mid, 1e9f)), code + 1);
+    EXPECT_EQ(f32_to_fp8_e4m3(mid), even) << "between " << lo << " and " << hi;
+    EXPECT_EQ(f32_to_fp8_e4m3(-mid), even | 0x80);
+    EXPECT_EQ(f32_to_fp8_e4m3(std::nextafter(mid, 0.f)), code);
+    EXPECT_EQ(f32_to_fp8_e4m3(std::nextafter(mid, 1e9f)), code + 1);
   }
 }
 
@@ -75,21 +77,21 @@ TEST(Fp8E4M3, MatchesTheNearestValueOnRandomInputs) {
   Rng rng(7);
   for (int i = 0; i < 20000; ++i) {
     const float x = static_cast<float>(rng.normal() * std::ldexp(1.0, static_cast<int>(rng.below(24)) - 12));
-    ASSERT_EQ(fp8_e4m3_encode(x), nearest_e4m3(x)) << x;
+    ASSERT_EQ(f32_to_fp8_e4m3(x), nearest_e4m3(x)) << x;
   }
 }
 
 TEST(Fp8E4M3, SaturatesAndKeepsNaN) {
-  EXPECT_EQ(fp8_e4m3_encode(448.f), 0x7e);
-  EXPECT_EQ(fp8_e4m3_encode(470.f), 0x7e);
-  EXPECT_EQ(fp8_e4m3_encode(1e30f), 0x7e);
-  EXPECT_EQ(fp8_e4m3_encode(-std::numeric_limits<float>::infinity()), 0xfe);
-  EXPECT_EQ(fp8_e4m3_encode(std::numeric_limits<float>::quiet_NaN()), 0x7f);
-  EXPECT_EQ(fp8_e4m3_encode(-std::numeric_limits<float>::quiet_NaN()), 0xff);
-  EXPECT_EQ(fp8_e4m3_encode(std::ldexp(1.f, -11)), 0x00);  // a quarter of the smallest subnormal
-  EXPECT_EQ(fp8_e4m3_encode(std::ldexp(1.f, -10)), 0x00);  // half of it: the tie goes to even 0
-  EXPECT_EQ(fp8_e4m3_encode(std::ldexp(3.f, -10)), 0x02);  // 1.5 of it: the tie goes to even 2
-  EXPECT_EQ(fp8_e4m3_encode(-0.f), 0x80);
+  EXPECT_EQ(f32_to_fp8_e4m3(448.f), 0x7e);
+  EXPECT_EQ(f32_to_fp8_e4m3(470.f), 0x7e);
+  EXPECT_EQ(f32_to_fp8_e4m3(1e30f), 0x7e);
+  EXPECT_EQ(f32_to_fp8_e4m3(-std::numeric_limits<float>::infinity()), 0xfe);
+  EXPECT_EQ(f32_to_fp8_e4m3(std::numeric_limits<float>::quiet_NaN()), 0x7f);
+  EXPECT_EQ(f32_to_fp8_e4m3(-std::numeric_limits<float>::quiet_NaN()), 0xff);
+  EXPECT_EQ(f32_to_fp8_e4m3(std::ldexp(1.f, -11)), 0x00);  // a quarter of the smallest subnormal
+  EXPECT_EQ(f32_to_fp8_e4m3(std::ldexp(1.f, -10)), 0x00);  // half of it: the tie goes to even 0
+  EXPECT_EQ(f32_to_fp8_e4m3(std::ldexp(3.f, -10)), 0x02);  // 1.5 of it: the tie goes to even 2
+  EXPECT_EQ(f32_to_fp8_e4m3(-0.f), 0x80);
 }
 
 TEST(Int8, RoundsToNearestEvenAndClamps) {
@@ -156,7 +158,7 @@ TEST(QuantizeTensor, Fp8ScalesPerHead) {
     for (int64_t s = 0; s < t.seq; ++s) {
       for (int64_t i = 0; i < t.dim; ++i) {
         const float x = t.at(s, h, i);
-        EXPECT_EQ(q.codes[static_cast<size_t>((s * 2 + h) * 32 + i)], fp8_e4m3_encode(x / scale));
+        EXPECT_EQ(q.codes[static_cast<size_t>((s * 2 + h) * 32 + i)], f32_to_fp8_e4m3(x / scale));
         // 3 mantissa bits: half an ulp is 1/16 of the value, or of the subnormal step.
         EXPECT_LE(std::fabs(back.at(s, h, i) - x), std::max(std::fabs(x) / 16.f, scale * std::ldexp(1.f, -10)) * 1.001f);
       }

@@ -74,37 +74,46 @@ inline uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
-// OCP fp8 e4m3 ("e4m3fn"): 1 sign, 4 exponent bits (bias 7), 3 mantissa bits; subnormals, no
-// infinity, 0x7f and 0xff are NaN; the largest finite value is 448.
-inline float fp8_e4m3_to_f32(uint8_t b) {
-  const float sign = (b & 0x80u) ? -1.f : 1.f;
-  const int e = (b >> 3) & 0xf, m = b & 0x7;
-  if (e == 0xf && m == 0x7) return __builtin_nanf("");
-  if (e == 0) return sign * static_cast<float>(m) * 0x1p-9f;
-  return sign * (1.f + static_cast<float>(m) * 0.125f) * __builtin_ldexpf(1.f, e - 7);
+// OCP fp8 e4m3 ("e4m3fn"): 1 sign, 4 exponent bits (bias 7), 3 mantissa bits; subnormals down to
+// 2^-9, no infinity, 0x7f and 0xff are NaN; the largest finite value is 448.
+inline float fp8_e4m3_to_f32(uint8_t code) {
+  const bool negative = (code & 0x80u) != 0;
+  const int exponent = (code >> 3) & 0xf, mantissa = code & 7;
+  float a;
+  if (exponent == 15 && mantissa == 7) {
+    a = __builtin_nanf("");
+  } else if (exponent == 0) {
+    a = std::ldexp(static_cast<float>(mantissa), -9);
+  } else {
+    a = std::ldexp(1.f + static_cast<float>(mantissa) / 8.f, exponent - 7);
+  }
+  return negative ? -a : a;
 }
 
-// Round to nearest even; beyond 448 (after rounding) saturates to +-448, NaN stays NaN.
-inline uint8_t f32_to_fp8_e4m3(float f) {
-  const uint8_t sign = std::signbit(f) ? 0x80u : 0u;
-  if (std::isnan(f)) return sign | 0x7fu;
-  const float a = std::fabs(f);
-  if (a >= 464.f) return sign | 0x7eu;  // 464 is the midpoint of 448 and the next step (480)
-  // Candidates are k * 2^(e-3) for the binade of a (subnormal step 2^-9 below 2^-6).
-  int exp2 = 0;
-  std::frexp(a, &exp2);  // a = f * 2^exp2, f in [0.5, 1)
-  const int e = exp2 - 1 < -6 ? -6 : exp2 - 1;  // unbiased exponent of the binade (subnormals: -6)
-  const float step = std::ldexp(1.f, e - 3);
-  const float q = std::nearbyint(a / step);  // round to nearest even (default rounding mode)
-  const float v = q * step;
-  if (v == 0.f) return sign;
-  // Re-encode v exactly.
-  int ve = 0;
-  std::frexp(v, &ve);
-  const int be = ve - 1;  // v in [2^be, 2^(be+1))
-  if (be < -6) return static_cast<uint8_t>(sign | static_cast<uint8_t>(v / 0x1p-9f));  // subnormal: m * 2^-9
-  const int mant = static_cast<int>(v / std::ldexp(1.f, be) * 8.f) - 8;
-  return static_cast<uint8_t>(sign | ((be + 7) << 3) | mant);
+// Round to nearest, ties to even, saturating: a finite value or infinity at or past 448 becomes
+// +-448 (0x7e / 0xfe); NaN becomes 0x7f (0xff when negative).
+inline uint8_t f32_to_fp8_e4m3(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80);
+  const float a = std::fabs(x);
+  if (std::isnan(a)) return sign | 0x7f;
+  if (a >= 448.f) return sign | 0x7e;  // ties between 448 and the missing 480 included
+  if (a < 0x1p-6f) {
+    // Subnormal (or zero): multiples of 2^-9. a * 2^9 is exact, and nearbyint rounds ties to even
+    // in the default rounding mode; 8 is the smallest normal, 0x08, as it should be.
+    return sign | static_cast<uint8_t>(std::nearbyint(a * 0x1p9f));
+  }
+  // Normal: keep 3 of f32's 23 mantissa bits, ties to even. The exponent field sits right above the
+  // mantissa, so a carry out of the mantissa moves to the next binade by itself.
+  uint32_t abits;
+  std::memcpy(&abits, &a, sizeof abits);
+  const int exponent = static_cast<int>(abits >> 23) - 127;  // -6 .. 8 here
+  const uint32_t mantissa = abits & 0x7fffff;
+  uint32_t code = (static_cast<uint32_t>(exponent + 7) << 3) | (mantissa >> 20);
+  const uint32_t rest = mantissa & 0xfffff, half = 0x80000;
+  if (rest > half || (rest == half && (code & 1))) ++code;
+  return sign | static_cast<uint8_t>(code);  // below 448: at most 0x7e
 }
 
 inline float load_scalar(const void* base, DType t, int64_t index) {

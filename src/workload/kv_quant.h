@@ -15,11 +15,7 @@ namespace sampleattn::workload {
 inline constexpr float kInt8Max = 127.f;
 inline constexpr float kFp8E4M3Max = 448.f;
 
-// OCP fp8 e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinity, 0x7f / 0xff NaN,
-// subnormals down to 2^-9. Encoding rounds to nearest, ties to even, and saturates: a finite
-// value or infinity beyond 448 becomes +-448 (0x7e / 0xfe); NaN becomes 0x7f (0xff when negative).
-uint8_t fp8_e4m3_encode(float x);
-float fp8_e4m3_decode(uint8_t code);
+// fp8 e4m3fn codes: f32_to_fp8_e4m3 and fp8_e4m3_to_f32 of core/dtype_convert.h.
 
 // int8: round(x / scale) to nearest, ties to even, clamped to [-127, 127].
 int8_t int8_encode(float x, float scale);
