@@ -381,7 +381,9 @@ TEST_F(KvCacheRefused, BlockTableStrideTooSmallForTheKeys) {
   expect_refused(p, c, SAMPLEATTN_INVALID_SHAPE,
                  "sequence 0 has 70 keys: 5 pages of 16, more than block_table_stride (4)");
   cache.block_table_stride = 0;
-  expect_refused(p, c, SAMPLEATTN_INVALID_SHAPE, "kv_cache.block_table_stride must be >= 1");
+  expect_refused(p, c, SAMPLEATTN_INVALID_SHAPE, "kv_cache.block_table_stride must be in [1, 2^31), got 0");
+  cache.block_table_stride = int64_t{1} << 40;  // (b * stride would overflow int64 for a large batch)
+  expect_refused(p, c, SAMPLEATTN_INVALID_SHAPE, "kv_cache.block_table_stride must be in [1, 2^31), got 1099511627776");
   // With seqused_k the used keys decide: 64 keys fit 4 entries.
   const int32_t used[] = {64, 48};
   cache = pages.cache();
@@ -465,6 +467,14 @@ TEST_F(KvCacheRefused, QuantizedQueriesOrOutput) {
   sampleattn::Params p = c.params();
   p.k.dtype = static_cast<sampleattn_dtype>(5);
   expect_refused(p, c, SAMPLEATTN_UNSUPPORTED_DTYPE, "k.dtype 5 is not f32, f16, bf16, int8 or fp8 e4m3");
+  // An unknown dtype is named as such even with scales beside it (not "scale of an unquantized K").
+  const float scale = 1.f;
+  sampleattn_kv_cache cache;
+  sampleattn_kv_cache_init(&cache);
+  cache.k_scale = &scale;
+  p.k.dtype = static_cast<sampleattn_dtype>(7);
+  p.kv_cache = &cache;
+  expect_refused(p, c, SAMPLEATTN_UNSUPPORTED_DTYPE, "k.dtype 7 is not f32, f16, bf16, int8 or fp8 e4m3");
 }
 
 // An int8 K/V case: the rows as int8 codes with per-(token, kv head) scales.

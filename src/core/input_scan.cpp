@@ -185,6 +185,14 @@ InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin
     constexpr DType T = decltype(dt)::value;
     InputScan out;
     float max_sumsq = 0;
+    if (!read_values && T == DType::kF16) {
+      // f16 left to the attention (never scaled): the dtype's bounds, nothing to read.
+      if (key_begin < key_end) {
+        out.max_abs = 65504.f;
+        out.max_row_norm = std::sqrt(static_cast<float>(dim) * 65504.f * 65504.f);
+      }
+      return out;
+    }
     for (int64_t j = key_begin; j < key_end; ++j) {
       for (int h = 0; h < p.num_kv_heads; ++h) {
         const KvRow at = p.kv_row(seq, j, h);

@@ -176,6 +176,22 @@ Status check_no_aliasing(const Problem& p) {
 // page, pages page_stride apart, a block table of pages per sequence); quantized dtypes with scales
 // and plain ones without. Fills out->kv and, paged, out->total_k (the keys the sequences use).
 Status check_kv_cache(const sampleattn_params& p, const sampleattn_kv_cache& c, Problem* out) {
+  if (c.block_table != nullptr) {  // the page shape first: the tensors' rows are a page's
+    if (c.page_size < 16 || c.page_size % 16 != 0) {
+      return invalid_shape("kv_cache.page_size must be a positive multiple of 16, got " + str(c.page_size));
+    }
+    if (c.num_pages < 1) return invalid_shape("kv_cache.num_pages must be >= 1 with a block_table");
+    if (c.block_table_stride < 1 || c.block_table_stride > INT32_MAX) {
+      return invalid_shape("kv_cache.block_table_stride must be in [1, 2^31), got " + str(c.block_table_stride));
+    }
+  } else if (c.page_size != 0 || c.num_pages != 0) {
+    return invalid_argument("kv_cache.page_size and num_pages need a block_table (NULL = packed K/V)");
+  }
+  const int64_t tokens = c.block_table == nullptr ? out->total_k : c.page_size;
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("k", enum_value(p.k.dtype), p.k.token_stride, p.k.head_stride,
+                                          p.num_kv_heads, tokens, p.head_dim, true));
+  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("v", enum_value(p.v.dtype), p.v.token_stride, p.v.head_stride,
+                                          p.num_kv_heads, tokens, out->head_dim_v, true));
   const bool k_quant = p.k.dtype == SAMPLEATTN_DTYPE_I8 || p.k.dtype == SAMPLEATTN_DTYPE_FP8_E4M3;
   const bool v_quant = p.v.dtype == SAMPLEATTN_DTYPE_I8 || p.v.dtype == SAMPLEATTN_DTYPE_FP8_E4M3;
   if ((c.k_scale != nullptr && !k_quant) || (c.v_scale != nullptr && !v_quant)) {
@@ -185,28 +201,13 @@ Status check_kv_cache(const sampleattn_params& p, const sampleattn_kv_cache& c, 
   if ((k_quant || v_quant) && (c.scale_token_stride < 0 || c.scale_head_stride < 0 || c.scale_page_stride < 0)) {
     return invalid_shape("kv_cache scale strides must be >= 0");
   }
-  const int64_t tokens = c.block_table == nullptr ? out->total_k : c.page_size;
-  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("k", enum_value(p.k.dtype), p.k.token_stride, p.k.head_stride,
-                                          p.num_kv_heads, tokens, p.head_dim, true));
-  SAMPLEATTN_RETURN_IF_ERROR(check_tensor("v", enum_value(p.v.dtype), p.v.token_stride, p.v.head_stride,
-                                          p.num_kv_heads, tokens, out->head_dim_v, true));
   KvLayout& kv = out->kv;
   kv.k_scale = c.k_scale;
   kv.v_scale = c.v_scale;
   kv.scale_token_stride = c.scale_token_stride;
   kv.scale_head_stride = c.scale_head_stride;
   kv.scale_page_stride = c.scale_page_stride;
-  if (c.block_table == nullptr) {
-    if (c.page_size != 0 || c.num_pages != 0) {
-      return invalid_argument("kv_cache.page_size and num_pages need a block_table (NULL = packed K/V)");
-    }
-    return Status::ok();
-  }
-  if (c.page_size < 16 || c.page_size % 16 != 0) {
-    return invalid_shape("kv_cache.page_size must be a positive multiple of 16, got " + str(c.page_size));
-  }
-  if (c.num_pages < 1) return invalid_shape("kv_cache.num_pages must be >= 1 with a block_table");
-  if (c.block_table_stride < 1) return invalid_shape("kv_cache.block_table_stride must be >= 1");
+  if (c.block_table == nullptr) return Status::ok();
   // A page holds page_size rows of every head; pages must not overlap.
   const auto page_extent = [&](int64_t token_stride, int64_t head_stride, int dim) {
     return (c.page_size - 1) * token_stride + (p.num_kv_heads - 1) * head_stride + dim;
