@@ -129,6 +129,48 @@ TEST_P(KvCacheCalls, PagedEqualsPackedBitForBit) {
   sampleattn_context_destroy(ctx);
 }
 
+// Sequences that share a prefix share its pages (an engine's prefix cache): the second sequence's
+// first table entries point at the first one's pages, its own copies of those keys are poisoned.
+// Page sizes 16, 32 and 64; every table; dense and sampled.
+TEST_P(KvCacheCalls, SharedPrefixPagesEqualPacked) {
+  ScopedIsa isa(GetParam());
+  if (!isa.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(GetParam());
+  sampleattn_context* ctx = cpu_context(2);
+  for (int page : {16, 32, 64}) {
+    for (auto method : {SAMPLEATTN_METHOD_DENSE, SAMPLEATTN_METHOD_SAMPLE}) {
+      SCOPED_TRACE("page " + std::to_string(page) + (method == SAMPLEATTN_METHOD_DENSE ? " dense" : " sample"));
+      Case c = two_sequences(7, {{60, 150}, {50, 140}});
+      const int64_t prefix = 2 * page;  // whole pages
+      const size_t row = static_cast<size_t>(c.hkv) * c.d * dtype_size(c.k.dtype);
+      std::memcpy(c.k.bytes.data() + c.cu_k[1] * row, c.k.bytes.data(), prefix * row);
+      std::memcpy(c.v.bytes.data() + c.cu_k[1] * row, c.v.bytes.data(), prefix * row);
+      sampleattn::Params packed = c.params();
+      if (method == SAMPLEATTN_METHOD_SAMPLE) small_sample_params(packed);
+      ASSERT_EQ(sampleattn_forward(ctx, &packed, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+      const std::vector<uint8_t> want_o = c.o.bytes;
+      const std::vector<float> want_lse = c.lse;
+
+      PagedKv pages(c, page, 1, 13);
+      for (int64_t i = 0; i < prefix / page; ++i) {
+        const int32_t own = pages.table[pages.table_stride + i];
+        pages.table[pages.table_stride + i] = pages.table[i];  // the first sequence's page
+        for (int64_t t = 0; t < page * c.hkv * c.d; ++t) {       // and the now unused copy poisoned
+          pages.k.set(own * page * c.hkv * c.d + t, std::nanf(""));
+          pages.v.set(own * page * c.hkv * c.d + t, std::nanf(""));
+        }
+      }
+      const sampleattn_kv_cache cache = pages.cache();
+      sampleattn::Params paged = pages.params(c, &cache);
+      if (method == SAMPLEATTN_METHOD_SAMPLE) small_sample_params(paged);
+      c.o.poison();
+      ASSERT_EQ(sampleattn_forward(ctx, &paged, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+      EXPECT_EQ(c.o.bytes, want_o);
+      EXPECT_EQ(0, std::memcmp(c.lse.data(), want_lse.data(), c.lse.size() * sizeof(float)));
+    }
+  }
+  sampleattn_context_destroy(ctx);
+}
+
 // seqused_k on packed K/V: sequence b uses the first seqused_k[b] of its keys, which is the call
 // on inputs cut to those keys (the queries are the last ones of the used keys).
 TEST_P(KvCacheCalls, SequsedKEqualsTheTruncatedCall) {
