@@ -15,6 +15,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -270,6 +271,70 @@ void register_input_scan() {
   }
 }
 
+// The decode kernel (attend_rows): m query rows against n keys and values read straight from
+// cache-shaped rows ([token, kv head, d] with `heads` kv heads, so rows `heads * d` elements apart),
+// in the K/V dtype; the data fit in L2, so this is the kernel's arithmetic. Counter `ns_per_key`
+// (Google Benchmark prints it with an "s" suffix; the value is in nanoseconds): one key row of K
+// and V for the m rows (4 = a GQA group of 4 and one query).
+//
+//   kernels_bench --benchmark_filter=attend_rows --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+void attend_rows(benchmark::State& state, Isa isa, DType dtype) {
+  const KernelTable* t = kernel_table_for(isa);
+  if (t == nullptr) {
+    state.SkipWithError("CPU lacks this ISA");
+    return;
+  }
+  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), d = static_cast<int>(state.range(2));
+  const int heads = 8;
+  const std::vector<float> q = random_rows(m, d, 1), kf = random_rows(n * heads, d, 2), vf = random_rows(n * heads, d, 3);
+  std::vector<uint8_t> k(kf.size() * dtype_size(dtype)), v(vf.size() * dtype_size(dtype));
+  std::vector<float> scales(static_cast<size_t>(n), 0.02f);
+  for (size_t i = 0; i < kf.size(); ++i) {
+    if (dtype == DType::kI8) {
+      k[i] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(kf[i] * 30.f)));
+      v[i] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(vf[i] * 30.f)));
+    } else if (dtype == DType::kFP8) {
+      k[i] = f32_to_fp8_e4m3(kf[i]);
+      v[i] = f32_to_fp8_e4m3(vf[i]);
+    } else {
+      store_scalar(k.data(), dtype, static_cast<int64_t>(i), kf[i]);
+      store_scalar(v.data(), dtype, static_cast<int64_t>(i), vf[i]);
+    }
+  }
+  std::vector<int64_t> offsets(static_cast<size_t>(n));
+  for (int j = 0; j < n; ++j) offsets[static_cast<size_t>(j)] = int64_t{j} * heads * d;
+  const float* sc = dtype == DType::kI8 || dtype == DType::kFP8 ? scales.data() : nullptr;
+  Mem scratch = alloc64(t->attend_rows_scratch_bytes(m, n));
+  std::vector<float> row_max(static_cast<size_t>(m)), row_sum(static_cast<size_t>(m)), acc(static_cast<size_t>(m) * d);
+  for (auto _ : state) {
+    std::fill(row_max.begin(), row_max.end(), -INFINITY);
+    std::fill(row_sum.begin(), row_sum.end(), 0.f);
+    std::fill(acc.begin(), acc.end(), 0.f);
+    const bool finite = t->attend_rows({.q = q.data(), .m = m, .k = {k.data(), dtype, 0, offsets.data(), sc},
+                                        .v = {v.data(), dtype, 0, offsets.data(), sc}, .n = n, .d = d, .dv = d,
+                                        .lo = nullptr, .hi = nullptr, .row_max = row_max.data(),
+                                        .row_sum = row_sum.data(), .acc = acc.data(),
+                                        .scratch = static_cast<float*>(scratch.get()), .mod = {}});
+    benchmark::DoNotOptimize(finite);
+    benchmark::DoNotOptimize(acc.data());
+  }
+  state.counters["ns_per_key"] =
+      benchmark::Counter(static_cast<double>(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.SetItemsProcessed(state.iterations() * n);
+}
+
+void register_attend_rows() {
+  for (int i = kNumIsas - 1; i >= 0; --i) {
+    for (DType dt : {DType::kF16, DType::kI8, DType::kFP8, DType::kF32}) {
+      benchmark::RegisterBenchmark((std::string("attend_rows/") + isa_name(kAllIsas[i]) + "/" + dtype_name(dt)).c_str(),
+                                   attend_rows, kAllIsas[i], dt)
+          ->ArgNames({"m", "n", "d"})
+          ->Args({4, 64, 128})
+          ->Args({16, 64, 128});
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sampleattn
 
@@ -277,6 +342,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   sampleattn::register_all();
   sampleattn::register_input_scan();
+  sampleattn::register_attend_rows();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -1438,6 +1438,10 @@ void expect_close(const Case& c, const Outcome& a, const Outcome& b, double tol,
 // decode run over 2.5K keys, an empty one; the last shares its first 256 keys with the first.
 const std::vector<std::pair<int32_t, int32_t>> kPagedSeqs = {{70, 300}, {1, 2600}, {0, 0}, {37, 520}};
 
+// Paged K/V give the packed call's bits where both run the same kernels (every head dim but
+// 128 on Hopper); at d = 128 on an sm_90a device a packed cache runs the wgmma attention and a
+// paged one the mma.sync kernels (kernel_dispatch.cpp), so there the outputs agree within the
+// kernels' tolerance. The stripes (stage 1 reads pages on both) are identical everywhere.
 TEST(CudaPaged, BitIdenticalToPackedDenseAndSample) {
   SKIP_WITHOUT_DEVICE();
   for (int d : {64, 128}) {
@@ -1454,8 +1458,12 @@ TEST(CudaPaged, BitIdenticalToPackedDenseAndSample) {
           ASSERT_EQ(packed.status, SAMPLEATTN_SUCCESS) << packed.error;
           const Outcome paged = run_cuda(c, with_store(p, st), {}, nullptr, &st);
           ASSERT_EQ(paged.status, SAMPLEATTN_SUCCESS) << paged.error;
-          EXPECT_EQ(std::memcmp(packed.o.data(), paged.o.data(), packed.o.size()), 0) << "outputs differ";
-          EXPECT_EQ(std::memcmp(packed.lse.data(), paged.lse.data(), packed.lse.size() * sizeof(float)), 0);
+          if (d == 128) {
+            expect_close(c, paged, packed, 1e-2, "paged (mma.sync on Hopper) vs packed", 1e-2);
+          } else {
+            EXPECT_EQ(std::memcmp(packed.o.data(), paged.o.data(), packed.o.size()), 0) << "outputs differ";
+            EXPECT_EQ(std::memcmp(packed.lse.data(), paged.lse.data(), packed.lse.size() * sizeof(float)), 0);
+          }
           ASSERT_EQ(packed.masks.size(), paged.masks.size());
           for (const auto& [key, m] : packed.masks) {
             EXPECT_EQ(paged.masks.at(key).window, m.window);

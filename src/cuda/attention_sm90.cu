@@ -21,9 +21,9 @@
 // other's products on the tensor cores.
 // FlashAttention-3's ping-pong scheduling (named barriers making the warpgroups take turns) is
 // not used: it gained nothing here (docs/CUDA.md, "How the Hopper kernels got here").
-// K/V rows: each key's row through the KV cache's row() (core/kv_cache.h), so a paged cache's
-// tiles gather across pages like stripe rows do; quantized or unaligned K/V run the mma.sync
-// kernel instead (kernel_dispatch.cpp): dequantizing in this producer's 40 registers would spill.
+// K/V rows: each key's row through the KV cache's row() (core/kv_cache.h) on a packed cache; paged,
+// quantized or unaligned K/V run the mma.sync kernel instead (kernel_dispatch.cpp): the page
+// lookup or the dequantizing in this producer's 40 registers would spill.
 #include <type_traits>
 
 #include "cuda/attention_kernel.cuh"
@@ -92,8 +92,12 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
     dev::setmaxnreg_dec<kProducerRegs>();
     const int c = (tid - kConsumers) % CHUNKS, r0 = (tid - kConsumers) / CHUNKS;
     const uint32_t chunk_off = dev::sw128_offset(kBN, r0, c);  // rows r0 + 8 q: + 8 q * 128 bytes
-    const T* K = static_cast<const T*>(a.kv.k) + c * 8;
-    const T* V = static_cast<const T*>(a.kv.v) + c * 8;
+    // A packed cache here (kernel_dispatch.cpp): one run from key 0 (KvLayout::run_from), so key
+    // j's rows are key 0's plus j token strides.
+    const KvRow first = a.kv.layout.row(b.blk.seq, b.sd.k_begin, 0, b.kvh);
+    const T* K = static_cast<const T*>(a.kv.k) + first.k + c * 8;
+    const T* V = static_cast<const T*>(a.kv.v) + first.v + c * 8;
+    const int64_t k_stride = a.kv.layout.k_token_stride, v_stride = a.kv.layout.v_token_stride;
     for (int64_t j = 0; j < n; ++j) {
       const int stage = static_cast<int>(j % kStages);
       dev::mbarrier_wait(empty_bar + 8 * stage, static_cast<uint32_t>(((j / kStages) & 1) ^ 1));
@@ -104,9 +108,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
       for (int q = 0; q < kBN / 8; ++q) {
         int64_t key;
         const bool valid = b.key_at(ts.seg1, ts.t0 + r0 + 8 * q, &key);
-        const KvRow row = a.kv.layout.row(b.blk.seq, b.sd.k_begin, key, b.kvh);
-        dev::cp_async16(dk + q * 8 * 128, K + row.k, valid);
-        if constexpr (kForward) dev::cp_async16(dv + q * 8 * 128, V + row.v, valid);
+        dev::cp_async16(dk + q * 8 * 128, K + key * k_stride, valid);
+        if constexpr (kForward) dev::cp_async16(dv + q * 8 * 128, V + key * v_stride, valid);
       }
       dev::mbarrier_arrive_cp_async(full_bar + 8 * stage);
     }

@@ -11,15 +11,19 @@
 namespace sampleattn::cuda {
 namespace {
 
-// The Hopper kernels' producers copy K/V rows with cp.async as they are (paged or packed): rows
-// of the operand type on 16-byte boundaries. Quantized or unaligned caches run mma.sync kernels.
+// The Hopper kernels' producers copy K/V rows with cp.async as they are: rows of the operand type
+// on 16-byte boundaries. Quantized or unaligned caches run mma.sync kernels; so do paged caches in
+// the attention (its 40-register producer spills with the page lookup: scripts/check_sm90.sh),
+// while the column kernel's producer reads pages too.
 bool sm90_reads(const KvSource& kv) { return !kv.quantized() && kv.aligned != 0; }
+bool sm90_attention_reads(const KvSource& kv) { return sm90_reads(kv) && !kv.layout.paged(); }
 
 }  // namespace
 
 cudaError_t launch_attention(int dim, bool bf16, const AttentionArgs& args, cudaStream_t stream) {
   // The wgmma kernel reads Q, K and V rows of 128 (attention_sm90.cu).
-  if (dim == 128 && args.head_dim == 128 && args.head_dim_v == 128 && sm90_reads(args.kv) && use_sm90_kernels()) {
+  if (dim == 128 && args.head_dim == 128 && args.head_dim_v == 128 && sm90_attention_reads(args.kv) &&
+      use_sm90_kernels()) {
     return launch_attention_sm90_d128(bf16, args, stream);
   }
   switch (dim) {
