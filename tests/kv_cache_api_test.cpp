@@ -358,6 +358,35 @@ TEST_P(KvCacheCalls, DecodeFindsNonFiniteKeysWithoutWritingOutput) {
   sampleattn_context_destroy(ctx);
 }
 
+// The scan is left to the decode kernel only when every sequence with queries is a streaming decode
+// step: a prefill chunk beside it writes its rows as it goes, so there a NaN in the decode step's
+// values (the api fuzzer's find) must fail the call before anything is written; and the keys of a
+// sequence without queries, which no kernel reads, are scanned as always.
+TEST_P(KvCacheCalls, MixedBatchesAndKeysWithoutQueriesAreScannedFirst) {
+  ScopedIsa isa(GetParam());
+  if (!isa.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(GetParam());
+  sampleattn_context* ctx = cpu_context(2);
+  for (auto [seqs, bad_token] : {std::pair{std::vector<std::pair<int32_t, int32_t>>{{1, 3000}, {64, 300}}, int64_t{5}},
+                                 std::pair{std::vector<std::pair<int32_t, int32_t>>{{1, 3000}, {0, 400}}, int64_t{3100}}}) {
+    Case c;
+    c.hq = 8;
+    c.hkv = 2;
+    c.in = c.out = DType::kF16;
+    for (auto [q, k] : seqs) c.add_sequence(q, k);
+    c.materialize(43, 1.0f);
+    c.v.set((bad_token * c.hkv + 0) * c.d + 0, std::nanf(""));
+    c.o.poison();
+    const std::vector<uint8_t> o_before = c.o.bytes;
+    sampleattn::Params p = c.params();
+    EXPECT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(sampleattn_last_error()).find("v[token " + std::to_string(bad_token) + ", head 0, dim 0]"),
+              std::string::npos)
+        << sampleattn_last_error();
+    EXPECT_EQ(c.o.bytes, o_before);
+  }
+  sampleattn_context_destroy(ctx);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTables, KvCacheCalls, ::testing::ValuesIn(kAllIsas),
                          [](const ::testing::TestParamInfo<Isa>& i) { return std::string(isa_name(i.param)); });
 

@@ -45,14 +45,24 @@ int64_t scan_chunk_count(const Problem& problem) {
   return count;
 }
 
-// Whether the attention itself checks every value of this K or V (dtype) of `seq`: the decode
-// kernel (decode_streams, cpu/flash_driver.h) checks what it reads, and reads every
-// key when its first row sees key 0. The dtype must bound the values without reading them (f16,
-// int8, fp8; f32 and bf16 rows are read for their norms). Decode steps so read the cache once.
-bool checked_by_attention(const Problem& problem, const Sequence& seq, DType dtype) {
-  const bool every_key = !problem.causal || model_lo(seq.q_offset(), problem.window_left) == 0;
-  return decode_streams(problem, seq) && every_key &&
-         (dtype == DType::kF16 || dtype == DType::kI8 || dtype == DType::kFP8);
+// Whether the attention itself checks every K and V value of the call's sequences that have
+// queries, before any output is written: every such sequence runs the decode kernel
+// (decode_streams, cpu/flash_driver.h), which checks what it reads, reads every key when its first
+// row sees key 0, and leaves the output to the merge after the check; and the dtypes bound the
+// values without reading them (f16, int8, fp8; f32 and bf16 rows are read for their norms). One
+// prefill chunk in the batch writes its rows as it goes, so then everything is scanned first.
+// Decode steps so read the cache once.
+bool attention_checks_kv(const Problem& problem) {
+  const auto bounded = [](DType t) { return t == DType::kF16 || t == DType::kI8 || t == DType::kFP8; };
+  if (!bounded(problem.k.dtype) || !bounded(problem.v.dtype)) return false;
+  bool any = false;
+  for (const Sequence& seq : problem.sequences) {
+    if (seq.q_len == 0) continue;
+    const bool every_key = !problem.causal || model_lo(seq.q_offset(), problem.window_left) == 0;
+    if (!decode_streams(problem, seq) || !every_key) return false;
+    any = true;
+  }
+  return any;
 }
 
 // full: read every K/V value, even those the attention would check (to name a bad one).
@@ -69,15 +79,16 @@ Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& proble
     }
   }
   std::vector<InputScan> scans(chunks.size());
+  const bool checked = !full && attention_checks_kv(problem);
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(chunks.size()), 0, pool_limit, [&](int64_t task, int, void*) {
     const ScanChunk& c = chunks[static_cast<size_t>(task)];
     if (c.tensor == 0) {
       scans[task] = scan_rows(problem.q, problem.num_q_heads, problem.head_dim, c.begin, c.end);
       return;
     }
-    const bool values = c.tensor == 2;
-    const bool read = full || !checked_by_attention(problem, problem.sequences[c.seq], values ? problem.v.dtype : problem.k.dtype);
-    scans[task] = scan_kv_rows(problem, values, c.seq, c.begin, c.end, read);
+    // Keys of a sequence without queries are read by nobody else: scanned as always.
+    const bool read = !checked || problem.sequences[c.seq].q_len == 0;
+    scans[task] = scan_kv_rows(problem, c.tensor == 2, c.seq, c.begin, c.end, read);
   }));
   InputScan merged[3];
   for (size_t i = 0; i < chunks.size(); ++i) merged[chunks[i].tensor].merge(scans[i]);
