@@ -6,9 +6,10 @@ d=128, causal, one sequence), then the median time of `--repeat` calls (after on
   torch_bf16   torch.nn.functional.scaled_dot_product_attention on bf16 CPU tensors (PyTorch's
                CPU flash kernel; oneDNN brgemm, AMX on CPUs that have it)
   torch_f32    the same on f32 copies
-  sa_f32       sampleattn dense, precision f32 (the default; bf16 inputs widened)
-  sa_bf16      sampleattn dense, precision bf16 (vdpbf16ps, where the CPU has avx512_bf16)
-  sa_sample    sampleattn method=sample, defaults, precision f32
+  sa_f32       sampleattn dense, precision f32 (bf16 inputs widened)
+  sa_auto      sampleattn dense, precision auto (the default: bf16 products on AMX tiles, or on
+               vdpbf16ps where that is the CPU's fastest, else f32; `auto_ran` says which ran)
+  sa_sample    sampleattn method=sample, defaults (precision auto)
 GFLOP/s count the causal pairs (4 * d * pairs * heads). Errors are relative L2 against torch_f32's
 output. The library is called through its Python package (python/) on torch tensors (DLPack, read
 in place), with a CPU context of --threads workers; torch runs with torch.set_num_threads(--threads).
@@ -95,30 +96,33 @@ def main():
         r["torch_bf16_err"] = rel_l2(out_bf16, ref)
         o = torch.empty(n, H, d, dtype=torch.float32)
         for name, kwargs in (("sa_f32", dict(method="dense", precision="f32")),
-                             ("sa_bf16", dict(method="dense", precision="bf16")),
-                             ("sa_sample", dict(method="sample", precision="f32"))):
+                             ("sa_auto", dict(method="dense")),
+                             ("sa_sample", dict(method="sample"))):
             call = lambda: sampleattn.attention(q, k, v, out=o, context=ctx, **kwargs)  # noqa: E731
             r[name + "_s"] = median_seconds(call, args.repeat)
             call()
             r[name + "_err"] = rel_l2(o, ref)
+        _, st = sampleattn.attention(q, k, v, out=o, context=ctx, method="dense", return_stats=True)
+        r["auto_ran"] = st["isa"] + "/" + st["precision"]
         _, st = sampleattn.attention(q, k, v, out=o, context=ctx, method="sample", return_stats=True)
         r["sample_density"] = st["density"]
         r["sample_cra_min"] = st["cra_min"]
         r["sample_dense_heads"] = st["num_dense_heads"]
-        for key in ("torch_f32", "torch_bf16", "sa_f32", "sa_bf16"):
+        for key in ("torch_f32", "torch_bf16", "sa_f32", "sa_auto"):
             r[key + "_gflops"] = flops / r[key + "_s"] / 1e9
         rows.append(r)
         print(json.dumps(r), flush=True)
 
     print()
-    print(f"{'seq':>7} {'torch bf16':>11} {'torch f32':>10} {'sa f32':>8} {'sa bf16':>8} {'sa sample':>10} "
-          f"{'f32/tbf16':>10} {'smp/tbf16':>10} {'density':>8} {'err smp':>8}")
+    print(f"{'seq':>7} {'torch bf16':>11} {'torch f32':>10} {'sa f32':>8} {'sa auto':>8} {'auto ran':>12} "
+          f"{'sa sample':>10} {'auto/tbf16':>11} {'smp/tbf16':>10} {'density':>8} {'err auto':>9} {'err smp':>8}")
     for r in rows:
         print(f"{r['seq']:>7} {r['torch_bf16_s']:>11.3f} {r['torch_f32_s']:>10.3f} {r['sa_f32_s']:>8.3f} "
-              f"{r['sa_bf16_s']:>8.3f} {r['sa_sample_s']:>10.3f} {r['torch_bf16_s'] / r['sa_f32_s']:>10.2f} "
-              f"{r['torch_bf16_s'] / r['sa_sample_s']:>10.2f} {r['sample_density']:>8.3f} {r['sa_sample_err']:>8.4f}")
-    print("seconds (median); f32/tbf16 and smp/tbf16: speed of our dense f32 and sample over torch's bf16 SDPA "
-          "(>1: ours faster); err: relative L2 against torch f32")
+              f"{r['sa_auto_s']:>8.3f} {r['auto_ran']:>12} {r['sa_sample_s']:>10.3f} "
+              f"{r['torch_bf16_s'] / r['sa_auto_s']:>11.2f} {r['torch_bf16_s'] / r['sa_sample_s']:>10.2f} "
+              f"{r['sample_density']:>8.3f} {r['sa_auto_err']:>9.4f} {r['sa_sample_err']:>8.4f}")
+    print("seconds (median); auto/tbf16 and smp/tbf16: speed of our dense (precision auto) and sample over "
+          "torch's bf16 SDPA (>1: ours faster); err: relative L2 against torch f32 (torch bf16's own: torch_bf16_err)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"cpu": info["cpu_model"], "torch": torch.__version__, "rows": rows}, fh, indent=1)

@@ -60,6 +60,7 @@ struct Tile {
   std::vector<int32_t> hi;
   double pairs = 0;
   bool causal;
+  float qk_scale = 1.0f;
 
   Tile(const FlashPath& path, int m_, int n_, int d_, bool causal_) : m(m_), n(n_), d(d_), hi(m_, n_), causal(causal_) {
     const std::vector<float> q = random_rows(m, d, 1), k = random_rows(n, d, 2), v = random_rows(n, d, 3);
@@ -68,7 +69,8 @@ struct Tile {
     vp = alloc64(path.packed_bytes(n, d));
     scratch = alloc64(path.scratch_bytes(m, n));
     const float scale = static_cast<float>(1.4426950408889634 / std::sqrt(d));
-    path.pack_q(RowSource{q.data(), DType::kF32, d, nullptr}, m, d, scale, qp.get());
+    path.pack_q(RowSource{q.data(), DType::kF32, d, nullptr}, m, d, pack_q_scale(path, scale), qp.get());
+    qk_scale = sampleattn::qk_scale(path, scale);
     path.pack_k(RowSource{k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
     path.pack_v(RowSource{v.data(), DType::kF32, d, nullptr}, n, d, vp.get());
     pairs = static_cast<double>(m) * n;
@@ -89,7 +91,7 @@ struct TileState {
   TileState(Tile& t, const ScoreModArgs& mod)
       : row_max(t.m, -INFINITY), row_sum(t.m, 0.0f), acc(static_cast<size_t>(t.m) * t.d, 0.0f),
         args{t.qp.get(), t.m, t.kp.get(), t.vp.get(), t.n, t.d, t.d, nullptr, t.causal ? t.hi.data() : nullptr,
-             row_max.data(), row_sum.data(), acc.data(), t.scratch.get(), mod} {}
+             row_max.data(), row_sum.data(), acc.data(), t.scratch.get(), mod, t.qk_scale} {}
 };
 
 void attend_tile(benchmark::State& state, Isa isa, Precision precision, bool causal) {

@@ -13,10 +13,13 @@
 #
 # C++ sees both lists as X-macros in the generated header kernel_lists.h (see
 # sampleattn_kernel_lists below); docs/KERNELS.md says what else a new ISA or head dim needs.
-set(SAMPLEATTN_ISAS scalar avx2 avx512)
+set(SAMPLEATTN_ISAS scalar avx2 avx512 amx)
 set(SAMPLEATTN_ISA_FLAGS_scalar "")
 set(SAMPLEATTN_ISA_FLAGS_avx2 -mavx2 -mfma -mf16c)
 set(SAMPLEATTN_ISA_FLAGS_avx512 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16)
+# The AMX tile instructions are inline assembly (simd/flash/amx_tiles.h), so the amx unit takes the
+# avx512 flags: the class templates it shares with the avx512 unit compile to the same code.
+set(SAMPLEATTN_ISA_FLAGS_amx ${SAMPLEATTN_ISA_FLAGS_avx512})
 
 set(SAMPLEATTN_HEAD_DIMS 32 48 64 80 96 112 128 144 160 176 192 208 224 240 256)
 

@@ -1,6 +1,8 @@
 #include "simd/cpu_features.h"
 
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -14,9 +16,27 @@ uint64_t read_xcr0() {
   return (static_cast<uint64_t>(edx) << 32) | eax;
 }
 
+// Asks Linux for the AMX tile data state (XFEATURE_XTILEDATA = 18) for this process; since
+// Linux 5.16 a process must ask before its first tile instruction. Granted at most once per
+// process and kept; true when granted (or already held).
+bool request_tile_permission() {
+  constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023, kXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXtiledata) != 0) return false;
+  unsigned long bitmask = 0;
+  if (syscall(SYS_arch_prctl, kArchGetXcompPerm, &bitmask) != 0) return false;
+  return (bitmask >> kXtiledata) & 1;
+}
+
 CpuFeatures detect() {
   CpuFeatures f;
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx)) {
+    char vendor[13] = {};
+    std::memcpy(vendor, &ebx, 4);
+    std::memcpy(vendor + 4, &edx, 4);
+    std::memcpy(vendor + 8, &ecx, 4);
+    f.amd = std::strcmp(vendor, "AuthenticAMD") == 0;
+  }
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
   const bool osxsave = (ecx >> 27) & 1;
   const bool fma = (ecx >> 12) & 1;
@@ -42,6 +62,7 @@ CpuFeatures detect() {
   __cpuid_count(7, 1, eax, ebx, ecx, edx);
   f.avx512_bf16 = f.avx512 && ((eax >> 5) & 1);
   f.amx_fp16 = f.amx_bf16 && ((eax >> 21) & 1);
+  f.amx_permitted = f.amx_bf16 && request_tile_permission();
   if (!f.f16c) f.avx2_fma = f.avx512 = f.avx512_bf16 = false;  // our kernels convert f16 with F16C
   return f;
 }
@@ -59,6 +80,11 @@ bool cpu_supports(Isa isa) {
     case Isa::kScalar: return true;
     case Isa::kAvx2: return f.avx2_fma;
     case Isa::kAvx512: return f.avx512;
+#if defined(SAMPLEATTN_AMX_EMULATE)
+    case Isa::kAmx: return f.avx512_bf16;  // tiles run by the scalar model (simd/flash/amx_tiles.h)
+#else
+    case Isa::kAmx: return f.avx512_bf16 && f.amx_permitted;
+#endif
   }
   return false;
 }

@@ -64,9 +64,10 @@ KernelTable build_table<Isa::kAvx512>() {
   slot(t, Precision::kF32) = {4, avx512::f32_packed_bytes, avx512::f32_scratch_bytes, avx512::f32_pack_q,
                               avx512::f32_pack_k, avx512::f32_pack_v, avx512::f32_attend, avx512::f32_scores};
   if (cpu_features().avx512_bf16) {
+    t.bf16_preferred = cpu_features().amd;
     slot(t, Precision::kBF16) = {2, avx512::bf16_packed_bytes, avx512::bf16_scratch_bytes, avx512::bf16_pack_q,
                                  avx512::bf16_pack_k, avx512::bf16_pack_v, avx512::bf16_attend,
-                                 avx512::bf16_scores};
+                                 avx512::bf16_scores, /*defer_scale=*/true};
   }
   t.row_stats = avx512::row_stats;
   t.accumulate_columns = avx512::accumulate_columns;
@@ -74,6 +75,18 @@ KernelTable build_table<Isa::kAvx512>() {
   t.modify_scores = avx512::modify_scores;
   t.attend_rows = avx512::attend_rows;
   t.attend_rows_scratch_bytes = avx512::attend_rows_scratch_bytes;
+  return t;
+}
+
+template <>
+KernelTable build_table<Isa::kAmx>() {
+  KernelTable t = build_table<Isa::kAvx512>();
+  t.isa = Isa::kAmx;
+  t.name = isa_name(t.isa);
+  t.bf16_preferred = true;
+  slot(t, Precision::kBF16) = {2, avx512::bf16_packed_bytes, amx::bf16_scratch_bytes, avx512::bf16_pack_q,
+                               avx512::bf16_pack_k, avx512::bf16_pack_v, amx::bf16_attend, amx::bf16_scores,
+                               /*defer_scale=*/true};
   return t;
 }
 

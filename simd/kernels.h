@@ -6,8 +6,11 @@
 // Conventions shared by all entries:
 // - d is the head dimension of Q and K, dv that of V and the output (head_dim_v; often d), each
 //   one of the head-dim list (kSupportedHeadDims: multiples of 16); rows are tokens.
-// - Scores are in log2 units: pack_q multiplies Q by `scale` and the caller passes
-//   scale = softmax_scale * log2(e), so that probabilities are exp2(s - row_max).
+// - Scores are in log2 units: scale = softmax_scale * log2(e), so that probabilities are
+//   exp2(s - row_max). The f32 path's pack_q multiplies Q by it. The bf16 path defers it
+//   (FlashPath::defer_scale): its pack_q gets 1, so bf16 inputs reach the products exactly (no
+//   rounding of q * scale to bf16), and attend / scores multiply Q.K by it in f32 (qk_scale), as
+//   flash-attention does. pack_q_scale() and qk_scale() say which factor goes where.
 // - A "row span" (lo[r], hi[r]) says which key columns [lo, hi) of a tile row r may see; columns
 //   outside it are masked (probability 0). lo == nullptr means lo = 0 for every row, and
 //   hi == nullptr means hi = n. A row with lo >= hi sees nothing in this tile and must be left
@@ -69,6 +72,7 @@ struct AttendTileArgs {
   float* acc;            // [m x dv] f32, row-major, leading dimension dv
   void* scratch;         // at least scratch_bytes(m, n) bytes, 64-byte aligned
   ScoreModArgs mod;      // the score variants (none by default)
+  float qk_scale = 1.0f;  // f32 factor on Q.K, before the variants (see defer_scale above)
 };
 
 // The decode step (attend_rows): the online-softmax step of AttendTileArgs for m query rows
@@ -101,8 +105,9 @@ using ScratchBytesFn = size_t(int m, int n);
 using PackQFn = void(const RowSource& src, int m, int d, float scale, void* dst);
 using PackKVFn = void(const RowSource& src, int n, int d, void* dst);
 using AttendFn = void(const AttendTileArgs& args);
-// s[r * lds + j] = q_r . k_j for an m x n block (no masking), in the same units as attend.
-using ScoresFn = void(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds);
+// s[r * lds + j] = qk_scale * (q_r . k_j) for an m x n block (no masking), in f32: the scores
+// attend computes with the same qk_scale.
+using ScoresFn = void(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds, float qk_scale);
 // Runs an AttendRowsArgs step. Returns false when a K or V value it read is not finite in its
 // dtype (NaN or Inf; fp8 e4m3's NaN codes; int8 always is), after finishing the step anyway.
 using AttendRowsFn = bool(const AttendRowsArgs& args);
@@ -153,7 +158,13 @@ struct FlashPath {
   PackKVFn* pack_v;
   AttendFn* attend;
   ScoresFn* scores;
+  bool defer_scale = false;  // pack_q leaves Q unscaled; attend and scores apply the scale (bf16 path)
 };
+
+// The factor pack_q gets, and the one attend / scores get as qk_scale, for a call whose scores
+// are in log2 units with `scale` (softmax_scale * log2(e)).
+inline float pack_q_scale(const FlashPath& path, float scale) { return path.defer_scale ? 1.0f : scale; }
+inline float qk_scale(const FlashPath& path, float scale) { return path.defer_scale ? scale : 1.0f; }
 
 struct KernelTable {
   Isa isa;
@@ -162,6 +173,10 @@ struct KernelTable {
   // and keys per tile. Drivers may use smaller blocks at the edges.
   int block_rows;
   int key_tile;
+
+  // Precision AUTO runs bf16 inputs on the bf16 path: this table's bf16 products are its fastest
+  // (AMX tiles; vdpbf16ps on AMD, where it runs at the f32 FMA's rate).
+  bool bf16_preferred;
 
   // Indexed by Precision; a path the table lacks (e.g. bf16 without a bf16 dot product) has null
   // entries. Read them through path().

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "core/abi.h"
+#include "core/dtype.h"
+#include "simd/dispatch.h"
 #include "test_util.h"
 
 namespace sampleattn {
@@ -125,7 +127,6 @@ TEST(Abi, Revision14AppendsTheKvCacheAndTheHostPool) {
   EXPECT_EQ(SAMPLEATTN_DTYPE_BF16, 2);
   EXPECT_EQ(SAMPLEATTN_DTYPE_I8, 3);
   EXPECT_EQ(SAMPLEATTN_DTYPE_FP8_E4M3, 4);
-  EXPECT_EQ(SAMPLEATTN_ABI_REVISION, 4);
   // Their defaults: packed K/V, the library's own pool.
   sampleattn_params p;
   std::memset(&p, 0x5A, sizeof p);
@@ -153,6 +154,27 @@ TEST(Abi, Revision14AppendsTheKvCacheAndTheHostPool) {
   EXPECT_EQ(c.scale_token_stride, 0);
   EXPECT_EQ(c.scale_head_stride, 0);
   EXPECT_EQ(c.scale_page_stride, 0);
+}
+
+TEST(Abi, Revision15AppendsThePrecisionThatRanAndMakesAutoTheDefault) {
+  // ABI 1.5 appended `precision` to the stats, after `num_widened_heads` where the 1.2-1.4 layout
+  // ends, and the enum value AUTO after BF16 (LP64).
+  EXPECT_EQ(offsetof(sampleattn_stats, num_widened_heads), 136u);  // the 1.4 layout: 144 bytes
+  EXPECT_EQ(offsetof(sampleattn_stats, precision), 144u);
+  EXPECT_EQ(sizeof(sampleattn_stats), 152u);
+  EXPECT_EQ(SAMPLEATTN_PRECISION_F32, 0);
+  EXPECT_EQ(SAMPLEATTN_PRECISION_BF16, 1);
+  EXPECT_EQ(SAMPLEATTN_PRECISION_AUTO, 2);
+  EXPECT_EQ(SAMPLEATTN_ABI_REVISION, 5);
+  sampleattn_params p;
+  std::memset(&p, 0x5A, sizeof p);
+  sampleattn_params_init(&p);
+  EXPECT_EQ(p.precision, SAMPLEATTN_PRECISION_AUTO);
+  sampleattn_stats s;
+  std::memset(&s, 0x5A, sizeof s);
+  sampleattn_stats_init(&s);
+  ASSERT_NE(s.precision, nullptr);
+  EXPECT_STREQ(s.precision, "");
 }
 
 class AbiCalls : public ::testing::Test {
@@ -383,6 +405,43 @@ TEST(Abi, ParamsValueTypeCopiesStaySelfContained) {
   a = b;
   EXPECT_EQ(ca.sample, &a.sample);
   EXPECT_EQ(ca.sample->alpha, 0.7f);
+}
+
+// AUTO resolves per call and stats.precision names what ran: f32 inputs always on f32 products;
+// bf16 inputs on bf16 products exactly where the table prefers them (KernelTable::bf16_preferred);
+// F32 and BF16 keep their meaning.
+TEST(AbiPrecision, AutoRunsWhatTheTableSaysAndStatsNameIt) {
+  const KernelTable& table = active_kernel_table();
+  const bool bf16_path = table.path(Precision::kBF16) != nullptr;
+  struct Expect {
+    DType in;
+    sampleattn_precision precision;
+    const char* ran;
+  };
+  const char* auto_bf16 = bf16_path && table.bf16_preferred ? "bf16" : "f32";
+  const Expect cases[] = {
+      {DType::kF32, SAMPLEATTN_PRECISION_AUTO, "f32"},
+      {DType::kF16, SAMPLEATTN_PRECISION_AUTO, "f32"},
+      {DType::kBF16, SAMPLEATTN_PRECISION_AUTO, auto_bf16},
+      {DType::kBF16, SAMPLEATTN_PRECISION_F32, "f32"},
+      {DType::kF32, SAMPLEATTN_PRECISION_BF16, bf16_path ? "bf16" : "f32"},
+  };
+  sampleattn_context* ctx = cpu_context(1);
+  for (const Expect& e : cases) {
+    Case c;
+    c.in = e.in;
+    c.add_sequence(64, 64);
+    c.materialize(3);
+    sampleattn::Params p = c.params();
+    p.precision = e.precision;
+    sampleattn_stats stats;
+    sampleattn_stats_init(&stats);
+    ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+    EXPECT_STREQ(stats.precision, e.ran) << "dtype " << dtype_name(e.in) << ", precision "
+                                         << static_cast<int>(e.precision) << ", table " << table.name;
+    EXPECT_STREQ(stats.isa, table.name);
+  }
+  sampleattn_context_destroy(ctx);
 }
 
 }  // namespace

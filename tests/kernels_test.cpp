@@ -145,11 +145,11 @@ TEST_P(KernelsTest, ScoresMatchOracle) {
       const Source k = make_source(dt, n, d, rng, 1.0);
       const float scale = 0.3f;
       Buffer qp(path_->packed_bytes(m, d)), kp(path_->packed_bytes(n, d));
-      path_->pack_q(RowSource{q.base(), dt, q.stride, nullptr}, m, d, scale, qp.get());
+      path_->pack_q(RowSource{q.base(), dt, q.stride, nullptr}, m, d, pack_q_scale(*path_, scale), qp.get());
       path_->pack_k(RowSource{k.base(), dt, k.stride, nullptr}, n, d, kp.get());
       const int64_t lds = n + 3;
       std::vector<float> s(static_cast<size_t>(m) * lds, 12345.0f);
-      path_->scores(qp.get(), m, kp.get(), n, d, s.data(), lds);
+      path_->scores(qp.get(), m, kp.get(), n, d, s.data(), lds, qk_scale(*path_, scale));
       for (int r = 0; r < m; ++r) {
         for (int j = 0; j < lds; ++j) {
           const float got = s[r * lds + j];
@@ -157,11 +157,13 @@ TEST_P(KernelsTest, ScoresMatchOracle) {
             ASSERT_EQ(got, 12345.0f) << "wrote past n: r=" << r << " j=" << j;
             continue;
           }
+          // The f32 path scales Q before its products; the bf16 path rounds Q and K to bf16 and
+          // scales the f32 product (kernels.h, defer_scale).
           double ref = 0, mag = 0;
           for (int c = 0; c < d; ++c) {
             double qc = static_cast<float>(q.at(r, c)) * scale, kc = k.at(j, c);
             if (bf16()) {
-              qc = round_bf16(static_cast<float>(qc));
+              qc = static_cast<double>(round_bf16(static_cast<float>(q.at(r, c)))) * scale;
               kc = round_bf16(static_cast<float>(kc));
             }
             ref += qc * kc;
@@ -292,7 +294,7 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
   st.acc.assign(static_cast<size_t>(m) * dv, 0.0f);
   Buffer qp(path.packed_bytes(m, d));
   RowSource qs{in.q.base(), c.dtype, in.q.stride, c.gather ? in.q_offsets.data() : nullptr};
-  path.pack_q(qs, m, d, in.scale, qp.get());
+  path.pack_q(qs, m, d, pack_q_scale(path, in.scale), qp.get());
   for (int t0 = 0; t0 < in.keys; t0 += c.n) {
     const int n = std::min(c.n, in.keys - t0);
     Buffer kp(path.packed_bytes(n, d)), vp(path.packed_bytes(n, dv)), scratch(path.scratch_bytes(m, n));
@@ -319,7 +321,7 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
     }
     AttendTileArgs args{qp.get(), m, kp.get(), vp.get(), n, d, dv, use_lo ? lo.data() : nullptr,
                         use_hi ? hi.data() : nullptr, st.row_max.data(), st.row_sum.data(),
-                        st.acc.data(), scratch.get(), mod};
+                        st.acc.data(), scratch.get(), mod, qk_scale(path, in.scale)};
     path.attend(args);
     for (int r = 0; r < m; ++r) {
       const int l = use_lo ? std::max(lo[r], 0) : 0, h = use_hi ? std::min(hi[r], n) : n;
@@ -333,8 +335,9 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
   return st;
 }
 
-// Output row r of the double oracle; `bf16` rounds Q*scale, K, V and the probabilities to bf16
-// first (a plain bf16 implementation, the yardstick for the bf16 path's error).
+// Output row r of the double oracle; `bf16` rounds Q, K, V and the probabilities to bf16 first and
+// scales Q.K exactly (a plain bf16 implementation as flash-attention does it, the yardstick for
+// the bf16 path's error).
 std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, int r, bool bf16) {
   const int d = c.d, dv = c.value_dim();
   const int lo = in.lo[r], hi = in.hi[r];
@@ -346,7 +349,7 @@ std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, int 
   for (int j = lo; j < hi; ++j) {
     double dot = 0;
     for (int x = 0; x < d; ++x) {
-      const double qx = bf16 ? rd(static_cast<float>(in.q.at(in.q_rows[r], x)) * in.scale)
+      const double qx = bf16 ? rd(static_cast<float>(in.q.at(in.q_rows[r], x))) * in.scale
                              : in.q.at(in.q_rows[r], x) * in.scale;
       dot += qx * rd(in.k.at(in.kv_rows[j], x));
     }
@@ -429,7 +432,7 @@ void KernelsTest::expect_attend_matches(const std::vector<AttendCase>& cases, co
       EXPECT_LE(err.rel(), 1e-5);
       EXPECT_LE(vs_scalar.rel(), 1e-5);
     } else {
-      // The bf16 path: at most 2x the error of a plain bf16 implementation (Q*scale, K, V and P
+      // The bf16 path: at most 2x the error of a plain bf16 implementation (Q, K, V and P
       // rounded to bf16, everything else exact), plus a floor for cases where both are ~0.
       EXPECT_LE(err.max_abs, 2.0 * plain.max_abs + 1e-6 * err.ref_max);
       EXPECT_LE(err.nmse(), 5e-4);
@@ -595,7 +598,8 @@ TEST_P(KernelsTest, ModifyScoresIsWhatAttendUses) {
         }
         const float scale = static_cast<float>(kLog2e / std::sqrt(d));
         Buffer qp(path_->packed_bytes(m, d));
-        path_->pack_q(RowSource{q.base(), dt, q.stride, nullptr}, m, d, scale, qp.get());
+        path_->pack_q(RowSource{q.base(), dt, q.stride, nullptr}, m, d, pack_q_scale(*path_, scale), qp.get());
+        const float qk = qk_scale(*path_, scale);
         std::vector<float> row_max(m, kNegInf), row_sum(m, 0.0f), stats_max(m, kNegInf), stats_sum(m, 0.0f);
         std::vector<float> acc(static_cast<size_t>(m) * d, 0.0f);
         for (int t0 = 0; t0 < keys; t0 += n) {
@@ -605,7 +609,7 @@ TEST_P(KernelsTest, ModifyScoresIsWhatAttendUses) {
           if (has_alibi(mods)) mod.key_pos = key_pos.data() + t0;
           const int64_t lds = n + 3;
           std::vector<float> s(static_cast<size_t>(m) * lds);
-          path_->scores(qp.get(), m, kp.get(), n, d, s.data(), lds);
+          path_->scores(qp.get(), m, kp.get(), n, d, s.data(), lds, qk);
           table_->modify_scores(s.data(), lds, m, n, mod);
 
           // (1) One key per row; row r reads column (r + c) % n in round c.
@@ -617,7 +621,7 @@ TEST_P(KernelsTest, ModifyScoresIsWhatAttendUses) {
             }
             std::vector<float> one_max(m, kNegInf), one_sum(m, 0.0f), one_acc(static_cast<size_t>(m) * d, 0.0f);
             path_->attend({qp.get(), m, kp.get(), vp.get(), n, d, d, lo.data(), hi.data(), one_max.data(),
-                           one_sum.data(), one_acc.data(), scratch.get(), mod});
+                           one_sum.data(), one_acc.data(), scratch.get(), mod, qk});
             for (int r = 0; r < m; ++r) {
               const float want = s[static_cast<size_t>(r) * lds + lo[r]];
               ASSERT_EQ(0, std::memcmp(&one_max[r], &want, 4))
@@ -632,7 +636,7 @@ TEST_P(KernelsTest, ModifyScoresIsWhatAttendUses) {
             hi[r] = r % 4 == 1 ? n : key(rng);
           }
           path_->attend({qp.get(), m, kp.get(), vp.get(), n, d, d, lo.data(), hi.data(), row_max.data(),
-                         row_sum.data(), acc.data(), scratch.get(), mod});
+                         row_sum.data(), acc.data(), scratch.get(), mod, qk});
           table_->row_stats(s.data(), lds, m, n, lo.data(), hi.data(), stats_max.data(), stats_sum.data());
           for (int r = 0; r < m; ++r) {
             ASSERT_EQ(0, std::memcmp(&row_max[r], &stats_max[r], 4)) << "r=" << r << " tile " << t0;

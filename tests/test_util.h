@@ -101,6 +101,9 @@ struct Case {
 
   sampleattn::Params params() {
     sampleattn::Params p;
+    // The tests name their products: f32 unless a test asks for bf16 (what AUTO, the library's
+    // default, resolves to is tested in abi_test).
+    p.precision = SAMPLEATTN_PRECISION_F32;
     p.q = {q.data(), static_cast<sampleattn_dtype>(in), int64_t{hq} * d, d};
     p.k = {k.data(), static_cast<sampleattn_dtype>(in), int64_t{hkv} * d, d};
     p.v = {v.data(), static_cast<sampleattn_dtype>(in), int64_t{hkv} * d, d};

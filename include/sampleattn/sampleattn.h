@@ -41,12 +41,12 @@ extern "C" {
 #endif
 
 #define SAMPLEATTN_VERSION_MAJOR 0
-#define SAMPLEATTN_VERSION_MINOR 4
+#define SAMPLEATTN_VERSION_MINOR 5
 #define SAMPLEATTN_VERSION_PATCH 0
 /* The ABI: the shared library's SONAME number, and the layout revision of this header's structs
  * (docs/ABI.md lists what each revision appended). */
 #define SAMPLEATTN_ABI_VERSION 1
-#define SAMPLEATTN_ABI_REVISION 4
+#define SAMPLEATTN_ABI_REVISION 5
 
 /* ---------------------------------------------------------------------------------------------
  * Status
@@ -72,7 +72,7 @@ SAMPLEATTN_API const char* sampleattn_status_string(sampleattn_status status);
  * call into the library from this thread. */
 SAMPLEATTN_API const char* sampleattn_last_error(void);
 
-/* The library's version, e.g. "0.4.0" (SAMPLEATTN_VERSION_* are the header's). */
+/* The library's version, e.g. "0.5.0" (SAMPLEATTN_VERSION_* are the header's). */
 SAMPLEATTN_API const char* sampleattn_version(void);
 
 /* ---------------------------------------------------------------------------------------------
@@ -241,10 +241,16 @@ typedef enum sampleattn_method {
 typedef enum sampleattn_precision {
   /* f32 products everywhere (inputs of any dtype are widened to f32). */
   SAMPLEATTN_PRECISION_F32 = 0,
-  /* bf16 products with f32 accumulation (vdpbf16ps): Q (scaled), K, V and the probabilities P are
-   * rounded to bf16 before their products. Used only on CPUs with avx512_bf16, else F32 runs. Opt-in: its
-   * error is that of a bf16 attention (docs/ACCURACY.md). */
-  SAMPLEATTN_PRECISION_BF16 = 1
+  /* bf16 products with f32 accumulation: Q (scaled), K, V and the probabilities P are rounded to
+   * bf16 before their products (AMX tiles, or vdpbf16ps). Used only on CPUs with avx512_bf16,
+   * else F32 runs. Its error is that of a bf16 attention (docs/ACCURACY.md). */
+  SAMPLEATTN_PRECISION_BF16 = 1,
+  /* ABI revision 1.5, the default: the products users of bf16 models expect. bf16 Q, K and V run
+   * BF16 on a CPU table whose bf16 products are its fastest (AMX tiles; vdpbf16ps on AMD Zen 4
+   * and later), F32 elsewhere; f16 and f32 inputs, and quantized K/V, run F32. The CUDA backend
+   * runs its tensor cores in the inputs' 16-bit type under every precision. stats.precision says
+   * what ran (docs/KERNELS.md has the rule). */
+  SAMPLEATTN_PRECISION_AUTO = 2
 } sampleattn_precision;
 
 typedef enum sampleattn_stripe_scope {
@@ -334,7 +340,7 @@ typedef struct sampleattn_params {
   float softmax_scale; /* 0 (default) = 1 / sqrt(head_dim); must be finite and > 0 otherwise */
   int32_t causal;      /* default 1 */
   sampleattn_method method;       /* default DENSE */
-  sampleattn_precision precision; /* default F32 */
+  sampleattn_precision precision; /* default AUTO (F32 before ABI revision 1.5) */
   /* SampleAttention's parameters (method SAMPLE): NULL = the defaults of
    * sampleattn_sample_params_init. Read during the call only. */
   const sampleattn_sample_params* sample;
@@ -444,6 +450,9 @@ typedef struct sampleattn_stats {
   float val_cra_p5;
   float val_cra_mean;
   int32_t num_widened_heads; /* sparse heads that got more stripes than alpha chose */
+  /* ABI revision 1.5. The products the attention ran: "f32" or "bf16" (CPU), "f16" or "bf16"
+   * (CUDA tensor cores); what params.precision AUTO resolved to. */
+  const char* precision;
 } sampleattn_stats;
 
 SAMPLEATTN_API void sampleattn_stats_init_sized(sampleattn_stats* stats, size_t size);

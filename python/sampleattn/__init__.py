@@ -16,14 +16,14 @@ loader's search path (see sampleattn._library).
 from ._core import Context, alibi_slopes, attention, default_context, kv_cache, sample_defaults
 from ._library import ENV_VARIABLE, Error, LibraryNotFoundError, library, load_library
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = ["Context", "Error", "LibraryNotFoundError", "alibi_slopes", "attention", "default_context",
            "kv_cache", "library_path", "library_version", "load_library", "sample_defaults"]
 
 
 def library_version():
-    """The C library's version string, e.g. "0.4.0" (loads the library)."""
+    """The C library's version string, e.g. "0.5.0" (loads the library)."""
     return library().version()
 
 

@@ -1,4 +1,4 @@
-"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.4).
+"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.5).
 
 Written by hand from the header. tests/test_abi.py compiles a C program against the header and
 checks every struct's size and every field's offset, and every enum value, against these.
@@ -7,7 +7,7 @@ Enums are C `int`s (4 bytes with GCC and Clang on the platforms the library supp
 import ctypes as C
 
 ABI_VERSION = 1
-ABI_REVISION = 4
+ABI_REVISION = 5
 
 STATUSES = {
     "SAMPLEATTN_SUCCESS": 0,
@@ -39,6 +39,7 @@ CONSTANTS = dict(STATUSES, **{
     "SAMPLEATTN_METHOD_SAMPLE": 1,
     "SAMPLEATTN_PRECISION_F32": 0,
     "SAMPLEATTN_PRECISION_BF16": 1,
+    "SAMPLEATTN_PRECISION_AUTO": 2,
     "SAMPLEATTN_STRIPES_PER_HEAD": 0,
     "SAMPLEATTN_STRIPES_PER_KV_GROUP": 1,
     "SAMPLEATTN_DECISION_SPARSE": 0,
@@ -60,7 +61,7 @@ DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
 # names what Q, K, V and O may all be.
 KV_DTYPES = {"int8": 3, "float8_e4m3fn": 4}
 METHODS = {"dense": 0, "sample": 1}
-PRECISIONS = {"f32": 0, "bf16": 1}
+PRECISIONS = {"f32": 0, "bf16": 1, "auto": 2}
 SCOPES = {"per_head": 0, "per_kv_group": 1}
 
 _enum = C.c_int
@@ -250,6 +251,7 @@ class Stats(C.Structure):
         ("val_cra_p5", C.c_float),
         ("val_cra_mean", C.c_float),
         ("num_widened_heads", C.c_int32),
+        ("precision", C.c_char_p),  # ABI 1.5: the products that ran
     ]
 
 

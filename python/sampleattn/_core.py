@@ -499,7 +499,7 @@ def _current_stream(framework, device):
 # ---------------------------------------------------------------------------------------------
 # The call
 # ---------------------------------------------------------------------------------------------
-def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f32",
+def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="auto",
               alpha=None, r_row=None, r_w=None, min_window=None, sample_block=None, min_stripes=None,
               max_stripes=None, sink_tokens=None, dense_below=None, scope=None, window_mass_counts=None,
               max_density=None, r_val=None, min_kept=None, max_lost=None, val_rows=None,
@@ -519,7 +519,8 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="f3
     causal: the mask. When a sequence has fewer queries than keys, its queries are the LAST ones
     (bottom-right aligned, chunked prefill): query i sees keys 0 .. k_len - q_len + i.
     scale: softmax scale, None = 1/sqrt(head_dim). method: "dense" or "sample".
-    precision: "f32" or "bf16" (bf16 products on CPUs with avx512_bf16; opt-in).
+    precision: "auto" (default: bf16 inputs on bf16 products where those are the CPU's fastest,
+        AMX or AMD's vdpbf16ps, else f32), "f32", or "bf16" (on CPUs with avx512_bf16).
     alpha, r_row, r_w, min_window, sample_block, min_stripes, max_stripes, sink_tokens,
     dense_below, scope ("per_head" | "per_kv_group"), window_mass_counts, max_density, r_val,
     min_kept, max_lost, val_rows:
@@ -640,7 +641,7 @@ class Call:
     """The parameters of attention calls that differ only in their tensors: built and checked
     once, run on one tensor set after another (the torch binding runs a batch this way)."""
 
-    def __init__(self, context, *, causal=True, scale=None, method="dense", precision="f32", sample=None,
+    def __init__(self, context, *, causal=True, scale=None, method="dense", precision="auto", sample=None,
                  window_left=None, softcap=None, alibi_slopes=None, sinks=None, kv_cache=None):
         self.context = context
         lib = self.lib = context._lib
@@ -790,6 +791,7 @@ def _stats_dict(stats, buffers, batch, hq):
         "val_cra_mean": float(stats.val_cra_mean),
         "num_widened_heads": stats.num_widened_heads,
         "isa": stats.isa.decode() if stats.isa else "",
+        "precision": stats.precision.decode() if stats.precision else "",
         "stripes_required": stats.stripes_required,
         "stripe_offsets": offsets if written else None,
         "stripes": stripes,

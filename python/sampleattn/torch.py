@@ -75,7 +75,7 @@ class _NullContext:
         return False
 
 
-def _attention_impl(query, key, value, is_causal=True, scale=None, method="dense", precision="f32",
+def _attention_impl(query, key, value, is_causal=True, scale=None, method="dense", precision="auto",
                     alpha=None, r_row=None, r_w=None, min_window=None, sample_block=None, min_stripes=None,
                     max_stripes=None, sink_tokens=None, dense_below=None, scope=None, window_mass_counts=None,
                     max_density=None):
@@ -110,7 +110,7 @@ HAS_CUSTOM_OP = hasattr(torch, "library") and hasattr(torch.library, "custom_op"
 if HAS_CUSTOM_OP:
     @torch.library.custom_op("sampleattn::attention", mutates_args=())
     def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool = True,
-                  scale: Optional[float] = None, method: str = "dense", precision: str = "f32",
+                  scale: Optional[float] = None, method: str = "dense", precision: str = "auto",
                   alpha: Optional[float] = None, r_row: Optional[float] = None, r_w: Optional[float] = None,
                   min_window: Optional[int] = None, sample_block: Optional[int] = None,
                   min_stripes: Optional[int] = None, max_stripes: Optional[int] = None,
@@ -125,7 +125,7 @@ if HAS_CUSTOM_OP:
                                window_mass_counts, max_density)
 
     @attention.register_fake
-    def _attention_fake(query, key, value, is_causal=True, scale=None, method="dense", precision="f32",
+    def _attention_fake(query, key, value, is_causal=True, scale=None, method="dense", precision="auto",
                         alpha=None, r_row=None, r_w=None, min_window=None, sample_block=None, min_stripes=None,
                         max_stripes=None, sink_tokens=None, dense_below=None, scope=None, window_mass_counts=None,
                         max_density=None):
@@ -147,7 +147,7 @@ def _causal_bias_variant(attn_mask):
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                 enable_gqa=False, *, method="dense", precision="f32", **sample_kwargs):
+                                 enable_gqa=False, *, method="dense", precision="auto", **sample_kwargs):
     """torch.nn.functional.scaled_dot_product_attention computed by sampleattn.
 
     query [..., Hq, L, E], key and value [..., Hkv, S, E] (3-D inputs are one batch item).

@@ -11,7 +11,7 @@ TOKENS, Q_HEADS, KV_HEADS, D, HEAVY = 4096, 4, 2, 64, 40
 
 STATS_KEYS = {"time_total_s", "time_sampling_s", "time_selection_s", "time_attention_s", "density", "stripes_mean",
               "cra_min", "num_dense_heads", "num_heads_total", "isa", "stripes_required", "stripe_offsets",
-              "stripes", "heads", "val_cra_min", "val_cra_p5", "val_cra_mean", "num_widened_heads"}
+              "stripes", "heads", "val_cra_min", "val_cra_p5", "val_cra_mean", "num_widened_heads", "precision"}
 HEAD_KEYS = {"sequence", "head", "window", "num_stripes", "dense", "density", "cra_min", "cra_mean", "stripes",
              "val_cra_min", "val_cra_p1", "val_cra_p5", "val_cra_mean", "val_lost_rms", "decision", "alpha_stripes"}
 DECISIONS = {"sparse", "widened", "dense:method", "dense:short", "dense:cost", "dense:validation", "dense:window"}

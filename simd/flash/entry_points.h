@@ -40,4 +40,16 @@ AttendFn bf16_attend;
 ScoresFn bf16_scores;
 }  // namespace sampleattn::avx512
 
+// The amx table is the avx512 table with the bf16 path's products on tiles.
+namespace sampleattn::amx {
+ScratchBytesFn bf16_scratch_bytes;
+AttendFn bf16_attend;
+ScoresFn bf16_scores;
+// Not table entries: the tile product's peak for `sampleattn bench --peak` (amx_gflops). Runs
+// `steps` x 4 independent 16x16x32 tile products on this thread (CPU with the amx table only);
+// returns the FLOPs done and adds a result to *sink.
+int64_t tile_product_loop(int64_t steps, float* sink);
+bool tiles_emulated();  // a SAMPLEATTN_AMX_EMULATE build: the loop measures the scalar model
+}  // namespace sampleattn::amx
+
 #undef SAMPLEATTN_FLASH_ENTRY_POINTS

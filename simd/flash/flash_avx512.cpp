@@ -131,6 +131,13 @@ void bf16_pack_v(const RowSource& src, int n, int d, void* dst) {
       }
     }
   });
+  // The pairs past the last key, up to the panel's end, are zero: the amx table's tile products
+  // read whole 32-key steps (P is 0 there, and 0 x a stale NaN would still be NaN).
+  const int64_t pairs = (n + 1) / 2, pairs_pad = n_pad / 2;
+  for (int x0 = 0; x0 < d; x0 += kPanel) {
+    const int width = V::imin(kPanel, d - x0);
+    std::memset(v + x0 * n_pad + pairs * width * 2, 0, sizeof(uint16_t) * (pairs_pad - pairs) * width * 2);
+  }
 }
 
 namespace {
@@ -141,7 +148,8 @@ __m512 dot(__m512 acc, __m512i a, __m512i b) {
 
 // s[r][0, 32) = q_r . panel for R rows of bf16 q (pairs at q + r * d / 2).
 template <int R>
-void bf16_qk_block(const uint32_t* q, int d, const uint32_t* kp, float* s, int64_t lds, int cols) {
+void bf16_qk_block(const uint32_t* q, int d, const uint32_t* kp, float* s, int64_t lds, int cols,
+                   float scale = 1.0f) {
   __m512 acc[R][2];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
@@ -156,9 +164,10 @@ void bf16_qk_block(const uint32_t* q, int d, const uint32_t* kp, float* s, int64
       acc[r][1] = dot(acc[r][1], a, k1);
     }
   }
+  const __m512 sc = _mm512_set1_ps(scale);
   for (int r = 0; r < R; ++r) {
-    V::store_n(s + r * lds, B(acc[r][0]), cols);
-    V::store_n(s + r * lds + 16, B(acc[r][1]), cols - 16);
+    V::store_n(s + r * lds, B(_mm512_mul_ps(acc[r][0], sc)), cols);
+    V::store_n(s + r * lds + 16, B(_mm512_mul_ps(acc[r][1], sc)), cols - 16);
   }
 }
 
@@ -203,7 +212,14 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
   for (int p0 = b.jlo / kPanel * kPanel; p0 < b.jhi; p0 += kPanel) {
     bf16_qk_block<R>(q, d, k + static_cast<int64_t>(p0) * (d / 2), s + p0, lds, kPanel);
   }
-  if (ScoreMods::any(a.mod)) ScoreMods::modify_rows(s, lds, a.mod, r0, R, b.lo, b.hi, a.n);
+  // The deferred scale (kernels.h): folded into the softmax, or applied first when the score
+  // variants need the scaled scores.
+  float softmax_scale = a.qk_scale;
+  if (ScoreMods::any(a.mod)) {
+    if (a.qk_scale != 1.0f) Softmax::scale_rows(s, lds, R, b.lo, b.hi, a.qk_scale);
+    softmax_scale = 1.0f;
+    ScoreMods::modify_rows(s, lds, a.mod, r0, R, b.lo, b.hi, a.n);
+  }
 
   float corr[kMaxRows];
   const int ja = b.jlo / 16 * 16;
@@ -212,7 +228,7 @@ void bf16_attend_block(const AttendTileArgs& a, int r0, float* s, uint16_t* pb, 
     const __m256i h = to_bf16(p);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + r * lds + j), h);
     return B(from_bf16(h));
-  });
+  }, softmax_scale);
 
   const int64_t n_pad = lds;
   const uint16_t* v = static_cast<const uint16_t*>(a.v);
@@ -245,14 +261,14 @@ void bf16_attend(const AttendTileArgs& a) {
   });
 }
 
-void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds) {
+void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds, float qk_scale) {
   const uint32_t* q = static_cast<const uint32_t*>(qv);
   const uint32_t* k = static_cast<const uint32_t*>(kv);
   V::for_row_blocks(m, [&](int r0, int rows) {
     V::with_rows(rows, [&](auto R) {
       for (int p0 = 0; p0 < n; p0 += kPanel) {
         bf16_qk_block<decltype(R)::value>(q + static_cast<int64_t>(r0) * (d / 2), d, k + static_cast<int64_t>(p0) * (d / 2),
-                                          s + r0 * lds + p0, lds, V::imin(kPanel, n - p0));
+                                          s + r0 * lds + p0, lds, V::imin(kPanel, n - p0), qk_scale);
       }
     });
   });

@@ -40,14 +40,14 @@ void f32_pack_v(const RowSource& src, int n, int d, void* dst) {
   load_rows(src, n, d, 1.0f, static_cast<float*>(dst));
 }
 
-void f32_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds) {
+void f32_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds, float qk_scale) {
   const float* q = static_cast<const float*>(qv);
   const float* k = static_cast<const float*>(kv);
   for (int r = 0; r < m; ++r) {
     for (int j = 0; j < n; ++j) {
       float dot = 0.f;
       for (int c = 0; c < d; ++c) dot += q[r * d + c] * k[j * d + c];
-      s[r * lds + j] = dot;
+      s[r * lds + j] = qk_scale == 1.0f ? dot : dot * qk_scale;
     }
   }
 }
@@ -67,7 +67,7 @@ void modify_scores(float* s, int64_t lds, int m, int n, const ScoreModArgs& mod)
 
 void f32_attend(const AttendTileArgs& a) {
   float* s = static_cast<float*>(a.scratch);
-  f32_scores(a.q, a.m, a.k, a.n, a.d, s, a.n);
+  f32_scores(a.q, a.m, a.k, a.n, a.d, s, a.n, a.qk_scale);
   // Every score of the tile, masked ones too: the softmax below reads only the spans.
   if (a.mod.any()) modify_scores(s, a.n, a.m, a.n, a.mod);
   const float* v = static_cast<const float*>(a.v);

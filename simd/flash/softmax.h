@@ -26,14 +26,21 @@ struct Softmax : Vec<Arch> {
   using V::span_mask;
   using V::exp2;
 
-  // Online softmax of R rows of scores s (leading dimension lds) over the vector-aligned range
-  // [ja, jb). For active rows: updates row_max/row_sum, sets corr[r] = exp2(old - new max), and
+  struct VecExp2 {
+    B operator()(B x) const { return exp2(x); }
+  };
+
+  // Online softmax of R rows of scores scale * s (scale > 0; s with leading dimension lds) over
+  // the vector-aligned range [ja, jb): the maximum is taken on s and scaled once, and each
+  // probability is exp2(fma(s, scale, -max)), so scale = 1 gives exactly exp2(s - max). exp2fn
+  // may be a cheaper exp2 where the probabilities are rounded further (the bf16 paths). For active rows: updates row_max/row_sum, sets corr[r] = exp2(old - new max), and
   // hands each vector of probabilities (0 outside the row's span) to emit(r, j, p), which stores
   // it and returns the values the row sum should add (the stored ones, after any rounding).
   // Inactive rows get zeros over [ja, jb) and corr 1.
-  template <class Emit>
+  template <class Emit, class Exp2 = VecExp2>
   static void softmax_rows(const float* s, int64_t lds, int R, const BlockSpans& b, int ja, int jb,
-                           float* row_max, float* row_sum, float* corr, Emit&& emit) {
+                           float* row_max, float* row_sum, float* corr, Emit&& emit, float scale = 1.0f,
+                           Exp2 exp2fn = {}) {
     for (int r = 0; r < R; ++r) {
       const float* sr = s + static_cast<int64_t>(r) * lds;
       if (!b.active[r]) {
@@ -53,16 +60,17 @@ struct Softmax : Vec<Arch> {
         }
       }
       const float old_max = row_max[r];
-      const float tile_max = hmax(vmax);
+      const float tile_max = hmax(vmax) * scale;
       const float new_max = tile_max > old_max ? tile_max : old_max;
       const B mx(new_max);
+      const B sc(scale);
       B sum(0.0f);
       for (int j = ja; j < jb; j += W) {
         if (j + W <= lo || j >= hi) {
           emit(r, j, B(0.0f));
           continue;
         }
-        B p = exp2(B::load_unaligned(sr + j) - mx);
+        B p = exp2fn(xsimd::fms(B::load_unaligned(sr + j), sc, mx));
         if (!(j >= lo && j + W <= hi)) p = xsimd::select(span_mask(j, lo, hi), p, B(0.0f));
         sum += emit(r, j, p);
       }
@@ -70,6 +78,17 @@ struct Softmax : Vec<Arch> {
       corr[r] = c;
       row_sum[r] = row_sum[r] * c + xsimd::hadd(sum);
       row_max[r] = new_max;
+    }
+  }
+
+  // s[r][j] *= scale over the vectors that hold each row's span [lo[r], hi[r]) (rows with an
+  // empty span untouched): the bf16 paths' deferred scale, applied before the score variants.
+  static void scale_rows(float* s, int64_t lds, int R, const int* lo, const int* hi, float scale) {
+    const B sc(scale);
+    for (int r = 0; r < R; ++r) {
+      if (lo[r] >= hi[r]) continue;
+      float* sr = s + static_cast<int64_t>(r) * lds;
+      for (int j = lo[r] / W * W; j < hi[r]; j += W) (B::load_unaligned(sr + j) * sc).store_unaligned(sr + j);
     }
   }
 };

@@ -97,7 +97,7 @@ sampleattn_context_info default_info() {
 sampleattn_stats default_stats() {
   sampleattn_stats s{};
   s.struct_size = sizeof(s);
-  s.isa = "";
+  s.isa = s.precision = "";
   s.cra_min = 1.f;
   s.head_stats_size = sampleattn::abi::kFirstHeadStatsSize;
   return s;

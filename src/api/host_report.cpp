@@ -29,14 +29,14 @@ std::string describe_tables() {
     const KernelTable* t = kernel_table_for(kAllIsas[i]);
     if (t == nullptr) continue;
     std::string products = t->isa == Isa::kScalar ? "f32" : "f32 fma";
-    if (t->path(Precision::kBF16) != nullptr) products += ", bf16 dot";
+    if (t->path(Precision::kBF16) != nullptr) products += t->isa == Isa::kAmx ? ", bf16 tiles" : ", bf16 dot";
     append(&tables, std::string(t->name) + " (" + products + ")");
   }
   const CpuFeatures& f = cpu_features();
-  if (f.amx_bf16) {
-    tables += f.amx_fp16 ? "; AMX bf16/fp16 tiles present (no AMX table in this build)"
-                         : "; AMX bf16 tiles present (no AMX table in this build)";
-  }
+  if (f.amx_bf16 && !f.amx_permitted) tables += "; AMX tiles present but Linux refused the tile state";
+#if defined(SAMPLEATTN_AMX_EMULATE)
+  tables += "; AMX tiles EMULATED in software (SAMPLEATTN_AMX_EMULATE build, for testing only)";
+#endif
   return tables;
 }
 

@@ -9,6 +9,8 @@
 
 #include "cli/bench_timing.h"
 #include "cli/host_pool.h"
+#include "simd/dispatch.h"
+#include "simd/flash/entry_points.h"
 
 namespace sampleattn::cli {
 
@@ -80,6 +82,43 @@ double read_gbs(uint64_t bytes, int threads) {
   // The sums are used, so the reads cannot be optimized away.
   if (check == 1) times.push_back(0);
   return static_cast<double>(words * 8) / median(times) / 1e9;
+}
+
+namespace {
+
+struct TileJob {
+  int64_t steps = 0;
+  struct alignas(64) Sink {
+    float value = 0;
+  };
+  std::vector<Sink> sinks;
+};
+
+void tile_share(void* context, int64_t share) {
+  TileJob& job = *static_cast<TileJob*>(context);
+  amx::tile_product_loop(job.steps, &job.sinks[static_cast<size_t>(share)].value);
+}
+
+}  // namespace
+
+double amx_gflops(int threads) {
+  using Clock = std::chrono::steady_clock;
+  if (kernel_table_for(Isa::kAmx) == nullptr || amx::tiles_emulated()) return 0;
+  TileJob job;
+  job.steps = 1 << 20;  // 64 GFLOP a thread, ~20 ms at 3.3 TFLOP/s
+  job.sinks.resize(static_cast<size_t>(std::max(threads, 1)));
+  const double flops_per_share = static_cast<double>(job.steps) * 4 * 2 * 16 * 16 * 32;
+  SpinPool pool(threads, /*yield=*/true);
+  pool.start();
+  std::vector<double> times;
+  for (int r = -1; r < 5; ++r) {
+    const auto t0 = Clock::now();
+    pool.run(tile_share, &job, static_cast<int64_t>(job.sinks.size()));
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (r >= 0) times.push_back(dt);
+  }
+  pool.stop();
+  return flops_per_share * static_cast<double>(job.sinks.size()) / median(times) / 1e9;
 }
 
 }  // namespace sampleattn::cli

@@ -16,4 +16,8 @@ double sgemm_gflops(int threads);
 // Buffers that fit in the caches measure the caches, as the attention over them would.
 double read_gbs(uint64_t bytes, int threads);
 
+// The AMX tile product's rate on `threads` threads (tdpbf16ps, 4 independent accumulators per
+// thread; median of 5 runs), or 0 where the CPU has no amx table (or its tiles are emulated).
+double amx_gflops(int threads);
+
 }  // namespace sampleattn::cli

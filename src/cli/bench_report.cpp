@@ -18,8 +18,7 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
   j.precision(6);
   j << "{\"method\":\"" << r.method << "\",\"seq\":" << r.seq << ",\"heads\":" << s.heads
     << ",\"kv_heads\":" << s.kv_heads << ",\"head_dim\":" << s.head_dim << ",\"dtype\":\""
-    << dtype_name(s.dtype) << "\",\"precision\":\""
-    << (s.bf16_products ? "bf16" : "f32") << "\",\"threads\":" << s.threads
+    << dtype_name(s.dtype) << "\",\"precision\":" << json_string(s.precision) << ",\"threads\":" << s.threads
     << ",\"isa\":" << json_string(s.isa) << ",\"backend\":" << json_string(s.backend_name)
     << ",\"data\":" << json_string(s.data) << ",\"time_s\":" << r.time_s << ",\"gflops\":" << r.gflops << ",\"workspace_bytes\":" << r.workspace_bytes;
   // The model's variants: always present, so that every row says which attention it measured.
@@ -85,6 +84,7 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
       << (s.kv_dtype == "same" ? "as stored" : "dequantized") << "\"";
   }
   if (peak > 0) j << ",\"sgemm_gflops\":" << peak;
+  if (s.amx_gflops > 0) j << ",\"amx_gflops\":" << s.amx_gflops;
   j << "}";
   return j.str();
 }
@@ -125,6 +125,7 @@ void print_table(const BenchSetting& s, const std::string& method, const std::ve
   if (!s.sinks.empty()) model += ", learned sinks";
   if (!model.empty()) std::printf("model:%s\n", model.c_str() + 1);
   if (peak > 0) std::printf("OpenBLAS SGEMM 4096^3 in this run: %.1f GFLOP/s\n", peak);
+  if (s.amx_gflops > 0) std::printf("AMX tile products (tdpbf16ps) in this run: %.1f GFLOP/s\n", s.amx_gflops);
   if (s.kv_layout != "packed" || s.kv_dtype != "same") {
     std::printf("kv cache: %s, %s\n", s.kv_layout.c_str(), s.kv_dtype == "same" ? dtype_name(s.dtype) : s.kv_dtype.c_str());
   }

@@ -60,10 +60,11 @@ struct BenchSetting {
   DType dtype = DType::kF32;
   std::string kv_layout = "packed", kv_dtype = "same";  // --kv-layout, --kv-dtype as given
   bool host_pool = false;
-  bool bf16_products = false;
+  std::string precision;  // the products that ran: "f32", "bf16" (CPU), "f16" or "bf16" (CUDA)
   int threads = 0;
   std::string isa, backend_name, device_name, data;
   bool cuda = false;  // the device name is reported
+  double amx_gflops = 0;  // --peak on a CPU with the amx table: the tile product's rate in this run
 };
 
 // "[bench] line" on stderr unless quiet.

@@ -132,7 +132,9 @@ bool parse_dtype(const std::string& text, DType* out) {
 void declare_method_options(Options& o) {
   sampleattn_sample_params d;
   sampleattn_sample_params_init(&d);
-  o.value("precision", "f32", "products: f32, or bf16 (vdpbf16ps; f32 accumulation)");
+  o.value("precision", "auto",
+          "products: auto (bf16 inputs on bf16 products where those are the CPU's fastest: AMX, AMD's vdpbf16ps; "
+          "else f32), f32, or bf16 (f32 accumulation)");
   o.value("alpha", std::to_string(d.alpha), "SampleAttention: cumulative score threshold, in (0, 1]");
   o.value("r-row", std::to_string(d.r_row), "SampleAttention: fraction of query rows sampled, in (0, 1]");
   o.value("r-w", std::to_string(d.r_w), "SampleAttention: local window as a fraction of the keys, in [0, 1]");
@@ -158,12 +160,14 @@ void declare_method_options(Options& o) {
 
 bool read_method_options(const Options& o, sampleattn::Params* p, std::string* error) {
   const std::string precision = o.get("precision");
-  if (precision == "f32") {
+  if (precision == "auto") {
+    p->precision = SAMPLEATTN_PRECISION_AUTO;
+  } else if (precision == "f32") {
     p->precision = SAMPLEATTN_PRECISION_F32;
   } else if (precision == "bf16") {
     p->precision = SAMPLEATTN_PRECISION_BF16;
   } else {
-    *error = "--precision must be f32 or bf16, got '" + precision + "'";
+    *error = "--precision must be auto, f32 or bf16, got '" + precision + "'";
     return false;
   }
   // The library's ranges (sampleattn.h), checked here so that a bad value is a usage error

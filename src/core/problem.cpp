@@ -312,7 +312,7 @@ sampleattn_params default_params() {
   p.softmax_scale = 0.f;
   p.causal = 1;
   p.method = SAMPLEATTN_METHOD_DENSE;
-  p.precision = SAMPLEATTN_PRECISION_F32;
+  p.precision = SAMPLEATTN_PRECISION_AUTO;
   p.sample = nullptr;
   p.head_dim_v = 0;
   p.window_left = kNoModelWindow;
@@ -371,7 +371,8 @@ Status build_problem(const sampleattn_params* params, bool check_data, Problem* 
     return invalid_argument("method sample needs causal = 1 (the window and stripes are causal)");
   }
   const int32_t precision = enum_value(p.precision);
-  if (precision != SAMPLEATTN_PRECISION_F32 && precision != SAMPLEATTN_PRECISION_BF16) {
+  if (precision != SAMPLEATTN_PRECISION_F32 && precision != SAMPLEATTN_PRECISION_BF16 &&
+      precision != SAMPLEATTN_PRECISION_AUTO) {
     return invalid_argument("precision " + str(precision) + " is not a sampleattn_precision");
   }
   out.precision = p.precision;

@@ -66,7 +66,7 @@ struct Problem {
   float scale = 0.f;  // the softmax scale, resolved (never 0)
   bool causal = true;
   sampleattn_method method = SAMPLEATTN_METHOD_DENSE;
-  sampleattn_precision precision = SAMPLEATTN_PRECISION_F32;
+  sampleattn_precision precision = SAMPLEATTN_PRECISION_AUTO;
   sampleattn_sample_params sample{};
   void* stream = nullptr;
   // The model's variants (sampleattn_params, ABI 1.3). window_left < 0: no model window.

@@ -197,6 +197,8 @@ class CpuBackend final : public Backend {
       stats->time_attention_s = seconds_since(t_attention);
       stats->time_total_s = seconds_since(t0);
       stats->isa = kernels.name;
+      stats->precision = select_path(kernels, problem).q_elem_bytes == 2 ? precision_name(Precision::kBF16)
+                                                                         : precision_name(Precision::kF32);
     }
     return Status::ok();
   }

@@ -361,7 +361,8 @@ class FlashRunner {
     }
     const bool decode = t.partial >= 0 && decode_streams(p_, seq);
     const FlashPath& q_path = decode ? *kernels_.path(Precision::kF32) : path_;
-    q_path.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, scale_log2(p_.scale), s.q_packed);
+    q_path.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, pack_q_scale(q_path, scale_log2(p_.scale)),
+                  s.q_packed);
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
     std::fill(s.acc, s.acc + static_cast<size_t>(m) * dv, 0.f);
@@ -594,7 +595,7 @@ class FlashRunner {
       path_.attend({.q = q, .m = m, .k = s.k_packed, .v = s.v_packed, .n = n, .d = d, .dv = dv,
                     .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi, .row_max = s.row_max + r0,
                     .row_sum = s.row_sum + r0, .acc = s.acc + static_cast<size_t>(r0) * dv,
-                    .scratch = s.attend_scratch, .mod = mod});
+                    .scratch = s.attend_scratch, .mod = mod, .qk_scale = qk_scale(path_, scale_log2(p_.scale))});
     }
   }
 
@@ -634,7 +635,8 @@ class FlashRunner {
                     .d = d, .dv = dv, .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
                     .row_max = s.row_max + r0, .row_sum = s.row_sum + r0,
                     .acc = s.acc + static_cast<size_t>(r0) * dv, .scratch = s.attend_scratch,
-                    .mod = score_mod_args(s, r0, hp.stripes.data() + t0)});
+                    .mod = score_mod_args(s, r0, hp.stripes.data() + t0),
+                    .qk_scale = qk_scale(path_, scale_log2(p_.scale))});
     }
   }
 
@@ -659,7 +661,13 @@ bool decode_streams(const Problem& problem, const Sequence& seq) {
 
 const FlashPath& select_path(const KernelTable& kernels, const Problem& problem) {
   const FlashPath* bf16 = kernels.path(Precision::kBF16);
-  if (problem.precision == SAMPLEATTN_PRECISION_BF16 && bf16 != nullptr) return *bf16;
+  if (bf16 == nullptr) return *kernels.path(Precision::kF32);
+  if (problem.precision == SAMPLEATTN_PRECISION_BF16) return *bf16;
+  const auto is_bf16 = [](const TensorView& x) { return x.dtype == DType::kBF16; };
+  if (problem.precision == SAMPLEATTN_PRECISION_AUTO && kernels.bf16_preferred && is_bf16(problem.q) &&
+      is_bf16(problem.k) && is_bf16(problem.v)) {
+    return *bf16;
+  }
   return *kernels.path(Precision::kF32);
 }
 

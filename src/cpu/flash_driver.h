@@ -20,7 +20,8 @@ namespace sampleattn::cpu {
 
 // Computes O (and lse) for every (sequence, query head) of `problem`. Heads the plan marks dense
 // (or all, when plan is null) attend over their full causal range; the others over window +
-// stripes. Uses the bf16 path when problem.precision asks for it and the table has one.
+// stripes. Uses the bf16 path when problem.precision asks for it (or AUTO picks it: select_path)
+// and the table has one.
 // `during` is what the call holds beside the stripe buffers (cpu/workspace.h); the stripe
 // buffers are added to it and the total checked against workspace_limit before they are
 // allocated.

@@ -12,6 +12,7 @@
 #include "core/score_mod.h"
 #include "core/timing.h"
 #include "core/validation.h"
+#include "cpu/flash_driver.h"
 #include "cpu/score_fixed_point.h"
 #include "cpu/kv_rows.h"
 #include "cpu/scratch_carver.h"
@@ -125,11 +126,20 @@ int sample_chunk(const KernelTable& kernels, const Problem& problem, int64_t key
   return static_cast<int>(std::clamp(by_budget, std::min(least, most), most));
 }
 
-// Sampling always uses the f32 path: its scores choose the mask, so they get full precision.
+// The path of stage 1's scores (and the validation rows'). Its scores choose the mask, so they get
+// full precision: the f32 path, except for bf16 Q and K when the attention runs bf16 products
+// (precision AUTO on AMX, or BF16): bf16 products of bf16 values are exact and accumulate in f32,
+// so those scores are the f32 path's up to the order of the sum, at the tiles' speed.
+const FlashPath& sampling_path(const KernelTable& kernels, const Problem& problem) {
+  const FlashPath& attention = select_path(kernels, problem);
+  const bool exact = problem.q.dtype == DType::kBF16 && problem.k.dtype == DType::kBF16;
+  return attention.q_elem_bytes == 2 && exact ? attention : *kernels.path(Precision::kF32);
+}
+
 class Sampler {
  public:
   Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget)
-      : k_(kernels), path_(*kernels.path(Precision::kF32)), p_(problem), keys_(sampled_keys(kernels, problem)),
+      : k_(kernels), path_(sampling_path(kernels, problem)), p_(problem), keys_(sampled_keys(kernels, problem)),
         chunk_(sample_chunk(kernels, problem, keys_, score_budget)),
         softcap_log2_(problem.score_mod(0).softcap_log2),
         modifies_scores_(softcap_log2_ > 0.f || !problem.alibi_slopes.empty()) {}
@@ -161,7 +171,8 @@ class Sampler {
       }
     }
     const int m = n * p_.group;
-    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, p_.head_dim, scale_log2(p_.scale), s.q_packed);
+    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, p_.head_dim, pack_q_scale(path_, scale_log2(p_.scale)),
+                 s.q_packed);
     return m;
   }
 
@@ -240,7 +251,7 @@ class Sampler {
       }
       float* scores = s.scores + (t0 / tile) * tile_floats;
       pack_keys(s, seq_index, g, t0, nk);
-      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile);
+      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile, qk_scale(path_, scale_log2(p_.scale)));
       modify_tile(s, scores, m, t0, nk);
       k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
@@ -377,7 +388,8 @@ class Sampler {
       const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
       if (!spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) { *lo = window_lo(p, w); *hi = window_hi(p); })) continue;
       pack_keys(s, ss.seq, g, t0, nk);
-      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile,
+                   qk_scale(path_, scale_log2(p_.scale)));
       modify_tile(s, s.scores, m, t0, nk);
       k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
@@ -404,7 +416,7 @@ class Sampler {
         s.kv_rows.fill(p_, ss.seq, g, nk, [&](int j) { return static_cast<int64_t>(hp.stripes[t0 + j]); });
         path_.pack_k(s.kv_rows.k(p_), nk, p_.head_dim, s.k_packed);
         const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(row0) * p_.head_dim * path_.q_elem_bytes;
-        path_.scores(q, n, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile);
+        path_.scores(q, n, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile, qk_scale(path_, scale_log2(p_.scale)));
         modify(s, s.scores, row0, n, nk, hp.stripes.data() + t0);
         for (int i = 0; i < n; ++i) {
           s.lo[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_begin[i] - t0, 0, nk));

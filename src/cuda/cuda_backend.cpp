@@ -100,6 +100,7 @@ class CudaBackend final : public Backend {
       stats->time_attention_s = ms[2] * 1e-3;
       stats->time_total_s = seconds_since(t_start);
       stats->isa = "cuda";
+      stats->precision = problem.q.dtype == DType::kBF16 ? "bf16" : "f16";  // the tensor cores' operands
     }
     return Status::ok();
   }

@@ -1,0 +1,399 @@
+// The amx table's bf16 path: QK^T and PV as AMX tile products (tdpbf16ps: bf16 pairs, f32
+// accumulation), the online softmax between them in AVX-512 (the avx512 table's Softmax), on the
+// avx512 bf16 path's packed layouts, which are already the tiles' layouts:
+//   K panel [d/2][32 keys][2]: for 32 dimensions (16 pairs), keys 0-15 and 16-31 of a panel are
+//     two B tiles of 16 rows x 64 bytes at a stride of 128 bytes.
+//   V block [n_pad/2][width][2]: for 32 keys (16 pairs), columns 0-15 and 16-31 of a block are two
+//     B tiles at a stride of width * 4 bytes.
+//   Q [m][d] and P [rows][lds] bf16: A tiles of up to 16 rows x 32 values (64 bytes).
+// A row block is up to 32 query rows (two row tiles), so a 32-key step is 4 tile products on
+// 2 A + 2 B tiles into 4 C tiles: all 8 tiles. The tiles are configured with the block's exact
+// row counts, so a short block reads and writes no row past its end.
+//
+// Head dims that are not a multiple of 32 (48, 80, ...) take the avx512 bf16 path's entries: a
+// tile step is 32 dimensions. Every other entry of the amx table is the avx512 table's.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstring>
+
+#include <xsimd/xsimd.hpp>
+
+#include "simd/flash/amx_tiles.h"
+#include "simd/flash/entry_points.h"
+#include "simd/flash/score_mods.h"
+#include "simd/flash/softmax.h"
+#include "simd/flash/vec.h"
+
+namespace sampleattn::amx {
+namespace {
+
+using Arch = xsimd::avx512bw;
+using V = flash::Vec<Arch>;
+using Softmax = flash::Softmax<Arch>;
+using ScoreMods = flash::ScoreMods<Arch>;
+using B = V::B;
+using amx_tiles::TileConfig;
+
+constexpr int kPanel = 32;     // keys per K panel and per tile step; columns per V block
+constexpr int kTileRows = 16;  // rows of an A or C tile
+constexpr int kBlockRows = 2 * kTileRows;
+
+bool tiles_fit(int d, int dv) { return d % kPanel == 0 && dv % 16 == 0; }
+
+// Tiles 0/1: A (rows 0-15 / 16-31 of the block, 64 bytes); 2/3: B (16 pairs x 64 bytes);
+// 4/5: C of rows 0-15 (columns 0-15 / 16-31 of the step); 6/7: C of rows 16-31.
+class Tiles {
+ public:
+  // Loads the configuration for a block of `rows` rows (1..32) unless it is loaded already.
+  void configure(int rows) {
+    if (rows == rows_) return;
+    rows_ = rows;
+    TileConfig cfg;
+    const int r0 = rows < kTileRows ? rows : kTileRows;
+    const int r1 = rows - r0;
+    const auto set = [&](int t, int r) {
+      cfg.rows[t] = static_cast<uint8_t>(r);
+      cfg.colsb[t] = r > 0 ? 64 : 0;
+    };
+    set(0, r0);
+    set(1, r1);
+    set(2, kTileRows);
+    set(3, kTileRows);
+    set(4, r0);
+    set(5, r0);
+    set(6, r1);
+    set(7, r1);
+    SAMPLEATTN_TILE_CONFIG(&cfg);
+  }
+
+ private:
+  int rows_ = 0;  // 0: nothing loaded by this call (another caller may have changed the tiles)
+};
+
+__m256i to_bf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
+__m512 from_bf16(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// 2^x for the probabilities that are rounded to bf16 next (8 bits): degree-4 Taylor polynomial of
+// 2^f on f in [-0.5, 0.5] (relative error at most 5.6e-5, 35x under bf16's half step 2^-9) and vscalefps
+// for 2^round(x): 8 operations where the f32 path's exp2 takes 14. x >= -127 (smaller gives 0).
+__m512 exp2_for_bf16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
+  const __m512 xi = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, xi);
+  __m512 p = _mm512_set1_ps(9.618129107628477e-3f);  // ln(2)^4 / 24
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-2f));  // ln(2)^3 / 6
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265069591007e-1f));  // ln(2)^2 / 2
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471805599453e-1f));  // ln(2)
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, xi);
+}
+
+// The QK products of a block of rows as a sequence of steps, each one 32-dimension chunk of one
+// 32-key panel (2 or 4 tile products), so that a block's products can be issued between the rows
+// of the previous block's softmax: the tile unit then works while the vector units do. Writes
+// s[r][p0, p0 + 32) = q_r . k_j (unscaled) for the panels from p_begin to p_end (multiples of 32);
+// s has leading dimension lds (floats). The tiles must be configured for the block's rows.
+class QkSteps {
+ public:
+  QkSteps() = default;
+  QkSteps(const uint16_t* q, int d, bool two, const uint32_t* k, int p_begin, int p_end, float* s, int64_t lds)
+      : q_(q), k_(k), s_(s), lds_(lds), d_(d), chunks_(d / kPanel), p0_(p_begin), p_end_(p_begin < p_end ? p_end : p_begin),
+        two_(two) {}
+
+  int remaining() const { return (p_end_ - p0_) / kPanel * chunks_ - c_; }
+
+  void step() {
+    const long qs = static_cast<long>(d_) * 2;
+    if (c_ == 0) {
+      SAMPLEATTN_TILE_ZERO(4);
+      SAMPLEATTN_TILE_ZERO(5);
+      if (two_) {
+        SAMPLEATTN_TILE_ZERO(6);
+        SAMPLEATTN_TILE_ZERO(7);
+      }
+    }
+    const uint32_t* kb = k_ + static_cast<int64_t>(p0_) * (d_ / 2) + c_ * kTileRows * kPanel;
+    SAMPLEATTN_TILE_LOAD(2, kb, 128);
+    SAMPLEATTN_TILE_LOAD(3, kb + 16, 128);
+    SAMPLEATTN_TILE_LOAD(0, q_ + c_ * kPanel, qs);
+    SAMPLEATTN_TILE_DP(4, 0, 2);
+    SAMPLEATTN_TILE_DP(5, 0, 3);
+    if (two_) {
+      SAMPLEATTN_TILE_LOAD(1, q_ + static_cast<int64_t>(kTileRows) * d_ + c_ * kPanel, qs);
+      SAMPLEATTN_TILE_DP(6, 1, 2);
+      SAMPLEATTN_TILE_DP(7, 1, 3);
+    }
+    if (++c_ < chunks_) return;
+    const long ss = static_cast<long>(lds_) * 4;
+    float* s1 = s_ + kTileRows * lds_;
+    SAMPLEATTN_TILE_STORE(4, s_ + p0_, ss);
+    SAMPLEATTN_TILE_STORE(5, s_ + p0_ + 16, ss);
+    if (two_) {
+      SAMPLEATTN_TILE_STORE(6, s1 + p0_, ss);
+      SAMPLEATTN_TILE_STORE(7, s1 + p0_ + 16, ss);
+    }
+    c_ = 0;
+    p0_ += kPanel;
+  }
+
+  void run_all() {
+    while (remaining() > 0) step();
+  }
+
+ private:
+  const uint16_t* q_ = nullptr;
+  const uint32_t* k_ = nullptr;
+  float* s_ = nullptr;
+  int64_t lds_ = 0;
+  int d_ = 0, chunks_ = 1, p0_ = 0, p_end_ = 0, c_ = 0;
+  bool two_ = false;
+};
+
+// acc[r][0, dv) += p_r . V over the key pairs [u0, u1) (multiples of 16), for the block's rows;
+// p rows are bf16 at pb + r * lds, acc rows at acc + r * dv.
+void pv_pairs(const uint16_t* pb, int64_t lds, bool two, int u0, int u1, const uint16_t* v, int64_t n_pad, int dv,
+              float* acc) {
+  const long ps = static_cast<long>(lds) * 2;
+  const long as = static_cast<long>(dv) * 4;
+  const uint16_t* pb1 = pb + kTileRows * lds;
+  for (int x0 = 0; x0 < dv; x0 += kPanel) {
+    const int width = V::imin(kPanel, dv - x0);
+    const bool wide = width == kPanel;
+    const long vs = static_cast<long>(width) * 4;
+    float* o0 = acc + x0;
+    float* o1 = acc + static_cast<int64_t>(kTileRows) * dv + x0;
+    SAMPLEATTN_TILE_LOAD(4, o0, as);
+    if (wide) SAMPLEATTN_TILE_LOAD(5, o0 + 16, as);
+    if (two) {
+      SAMPLEATTN_TILE_LOAD(6, o1, as);
+      if (wide) SAMPLEATTN_TILE_LOAD(7, o1 + 16, as);
+    }
+    const uint16_t* vb = v + x0 * n_pad;
+    for (int u = u0; u < u1; u += kTileRows) {
+      const uint16_t* vu = vb + static_cast<int64_t>(u) * width * 2;
+      SAMPLEATTN_TILE_LOAD(2, vu, vs);
+      if (wide) SAMPLEATTN_TILE_LOAD(3, vu + 32, vs);
+      SAMPLEATTN_TILE_LOAD(0, pb + 2 * u, ps);
+      SAMPLEATTN_TILE_DP(4, 0, 2);
+      if (wide) SAMPLEATTN_TILE_DP(5, 0, 3);
+      if (two) {
+        SAMPLEATTN_TILE_LOAD(1, pb1 + 2 * u, ps);
+        SAMPLEATTN_TILE_DP(6, 1, 2);
+        if (wide) SAMPLEATTN_TILE_DP(7, 1, 3);
+      }
+    }
+    SAMPLEATTN_TILE_STORE(4, o0, as);
+    if (wide) SAMPLEATTN_TILE_STORE(5, o0 + 16, as);
+    if (two) {
+      SAMPLEATTN_TILE_STORE(6, o1, as);
+      if (wide) SAMPLEATTN_TILE_STORE(7, o1 + 16, as);
+    }
+  }
+}
+
+// A block of R <= 32 query rows: its row spans in the tile, the key range its products cover
+// ([ja, jb), whole panels) and where its scores go.
+struct Block {
+  int r0 = 0, R = 0, ja = 0, jb = 0;
+  bool active = false;  // some row sees some key of the tile
+  int lo[kBlockRows], hi[kBlockRows];
+  float* s = nullptr;
+
+  void describe(const AttendTileArgs& a, int first, int rows) {
+    r0 = first;
+    R = rows;
+    int jlo = a.n, jhi = 0;
+    for (int r = 0; r < R; ++r) {
+      lo[r] = V::span_lo(a.lo, r0 + r);
+      hi[r] = V::span_hi(a.hi, r0 + r, a.n);
+      if (lo[r] < hi[r]) {
+        jlo = V::imin(jlo, lo[r]);
+        jhi = V::imax(jhi, hi[r]);
+      }
+    }
+    active = jlo < jhi;
+    ja = active ? jlo / kPanel * kPanel : 0;
+    jb = active ? static_cast<int>(V::round_up(static_cast<size_t>(jhi), kPanel)) : 0;
+  }
+  bool two() const { return R > kTileRows; }
+  QkSteps products(const AttendTileArgs& a, int64_t lds) const {
+    return QkSteps(static_cast<const uint16_t*>(a.q) + static_cast<int64_t>(r0) * a.d, a.d, two(),
+                   static_cast<const uint32_t*>(a.k), ja, jb, s, lds);
+  }
+};
+
+// The rest of a block whose scores are in b.s: the score variants, the online softmax in AVX-512
+// one row at a time (issuing the next block's products, `next`, between the rows), acc rescaled by
+// the softmax's correction, then PV on tiles.
+void finish_block(const AttendTileArgs& a, const Block& b, QkSteps* next, uint16_t* pb, int64_t lds) {
+  float* s = b.s;
+  const int R = b.R;
+  // The deferred scale (kernels.h): folded into the softmax, or applied first when the score
+  // variants need the scaled scores.
+  float softmax_scale = a.qk_scale;
+  if (ScoreMods::any(a.mod)) {
+    if (a.qk_scale != 1.0f) Softmax::scale_rows(s, lds, R, b.lo, b.hi, a.qk_scale);
+    softmax_scale = 1.0f;
+    ScoreMods::modify_rows(s, lds, a.mod, b.r0, R, b.lo, b.hi, a.n);
+  }
+
+  float corr[kBlockRows];
+  const int per_row = next != nullptr ? (next->remaining() + R - 1) / R : 0;
+  for (int r = 0; r < R; ++r) {
+    const V::BlockSpans spans = V::block_spans(a.lo, a.hi, b.r0 + r, 1, a.n);
+    uint16_t* p = pb + r * lds;
+    Softmax::softmax_rows(
+        s + r * lds, lds, 1, spans, b.ja, b.jb, a.row_max + b.r0 + r, a.row_sum + b.r0 + r, corr + r,
+        [&](int, int j, B x) {
+          const __m256i h = to_bf16(x);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), h);
+          return B(from_bf16(h));
+        },
+        softmax_scale, [](B x) { return B(exp2_for_bf16(x)); });
+    for (int i = 0; i < per_row && next->remaining() > 0; ++i) next->step();
+  }
+  if (next != nullptr) next->run_all();  // its tiles are PV's next
+
+  const int dv = a.dv;
+  float* acc = a.acc + static_cast<int64_t>(b.r0) * dv;
+  for (int r = 0; r < R; ++r) {
+    if (b.lo[r] >= b.hi[r] || corr[r] == 1.0f) continue;
+    const __m512 c = _mm512_set1_ps(corr[r]);
+    float* o = acc + static_cast<int64_t>(r) * dv;
+    for (int x = 0; x < dv; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_loadu_ps(o + x), c));
+  }
+  pv_pairs(pb, lds, b.two(), b.ja / 2, b.jb / 2, static_cast<const uint16_t*>(a.v), lds, dv, acc);
+}
+
+// Bytes of one block's f32 scores.
+size_t score_bytes(int m, int n) {
+  const size_t rows = static_cast<size_t>(V::imin(V::imax(m, 1), kBlockRows));
+  return V::round_up(rows * V::round_up(static_cast<size_t>(n), kPanel) * sizeof(float), 64);
+}
+
+}  // namespace
+
+// f32 scores of two row blocks (one when m <= 32) then bf16 probabilities of one block (more
+// than the avx512 entries need, for the head dims that take them).
+size_t bf16_scratch_bytes(int m, int n) {
+  const size_t rows = static_cast<size_t>(V::imin(V::imax(m, 1), kBlockRows));
+  const size_t n_pad = V::round_up(static_cast<size_t>(n), kPanel);
+  return (m > kBlockRows ? 2 : 1) * score_bytes(m, n) + V::round_up(rows * n_pad * sizeof(uint16_t), 64);
+}
+
+// Blocks of 32 rows in order; while block i runs its softmax, block i + 1's QK products are issued
+// between its rows (when both have the same row count, so the same tile configuration).
+void bf16_attend(const AttendTileArgs& a) {
+  if (a.m <= 0 || a.n <= 0) return;
+  if (!tiles_fit(a.d, a.dv)) {
+    avx512::bf16_attend(a);
+    return;
+  }
+  const int64_t lds = static_cast<int64_t>(V::round_up(static_cast<size_t>(a.n), kPanel));
+  char* scratch = static_cast<char*>(a.scratch);
+  const size_t sb = score_bytes(a.m, a.n);
+  Block blocks[2];
+  blocks[0].s = reinterpret_cast<float*>(scratch);
+  blocks[1].s = reinterpret_cast<float*>(scratch + (a.m > kBlockRows ? sb : 0));
+  uint16_t* pb = reinterpret_cast<uint16_t*>(scratch + (a.m > kBlockRows ? 2 : 1) * sb);
+  Tiles tiles;
+  blocks[0].describe(a, 0, V::imin(kBlockRows, a.m));
+  if (blocks[0].active) {
+    tiles.configure(blocks[0].R);
+    blocks[0].products(a, lds).run_all();
+  }
+  for (int i = 0, r0 = 0; r0 < a.m; r0 += kBlockRows, i ^= 1) {
+    const Block& cur = blocks[i];
+    Block& next = blocks[i ^ 1];
+    const bool has_next = r0 + kBlockRows < a.m;
+    if (has_next) next.describe(a, r0 + kBlockRows, V::imin(kBlockRows, a.m - r0 - kBlockRows));
+    const bool overlap = has_next && next.active && cur.active && next.R == cur.R;
+    if (cur.active) {
+      QkSteps next_products = overlap ? next.products(a, lds) : QkSteps();
+      finish_block(a, cur, overlap ? &next_products : nullptr, pb, lds);
+    }
+    if (has_next && next.active && !overlap) {
+      tiles.configure(next.R);
+      next.products(a, lds).run_all();
+    }
+  }
+}
+
+void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds, float qk_scale) {
+  if (m <= 0 || n <= 0) return;
+  if (!tiles_fit(d, 16)) {
+    avx512::bf16_scores(qv, m, kv, n, d, s, lds, qk_scale);
+    return;
+  }
+  const uint16_t* q = static_cast<const uint16_t*>(qv);
+  const uint32_t* k = static_cast<const uint32_t*>(kv);
+  // Whole panels inside both n and lds go straight to s; the last one through a staging block.
+  const int full = n / kPanel * kPanel;
+  alignas(64) float edge[kBlockRows * kPanel];
+  Tiles tiles;
+  for (int r0 = 0; r0 < m; r0 += kBlockRows) {
+    const int R = V::imin(kBlockRows, m - r0);
+    tiles.configure(R);
+    const uint16_t* qr = q + static_cast<int64_t>(r0) * d;
+    float* sr = s + r0 * lds;
+    QkSteps(qr, d, R > kTileRows, k, 0, full, sr, lds).run_all();
+    if (full < n) {
+      QkSteps(qr, d, R > kTileRows, k + static_cast<int64_t>(full) * (d / 2), 0, kPanel, edge, kPanel).run_all();
+      for (int r = 0; r < R; ++r) std::memcpy(sr + r * lds + full, edge + r * kPanel, sizeof(float) * (n - full));
+    }
+    if (qk_scale != 1.0f) {
+      for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < n; j += 16) {
+          const __mmask16 k16 = static_cast<__mmask16>(n - j >= 16 ? 0xffff : (1u << (n - j)) - 1);
+          float* p = sr + r * lds + j;
+          _mm512_mask_storeu_ps(p, k16, _mm512_mul_ps(_mm512_maskz_loadu_ps(k16, p), _mm512_set1_ps(qk_scale)));
+        }
+      }
+    }
+  }
+}
+
+int64_t tile_product_loop(int64_t steps, float* sink) {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = kTileRows;
+    cfg.colsb[t] = 64;
+  }
+  SAMPLEATTN_TILE_CONFIG(&cfg);
+  alignas(64) uint16_t operand[kTileRows * kPanel];
+  for (int i = 0; i < kTileRows * kPanel; ++i) operand[i] = 0x3c00 + static_cast<uint16_t>(i % 8);  // ~2^-7
+  SAMPLEATTN_TILE_LOAD(0, operand, 64);
+  SAMPLEATTN_TILE_LOAD(1, operand, 64);
+  SAMPLEATTN_TILE_LOAD(2, operand, 64);
+  SAMPLEATTN_TILE_LOAD(3, operand, 64);
+  SAMPLEATTN_TILE_ZERO(4);
+  SAMPLEATTN_TILE_ZERO(5);
+  SAMPLEATTN_TILE_ZERO(6);
+  SAMPLEATTN_TILE_ZERO(7);
+  for (int64_t i = 0; i < steps; ++i) {  // four independent accumulators
+    SAMPLEATTN_TILE_DP(4, 0, 2);
+    SAMPLEATTN_TILE_DP(5, 0, 3);
+    SAMPLEATTN_TILE_DP(6, 1, 2);
+    SAMPLEATTN_TILE_DP(7, 1, 3);
+  }
+  alignas(64) float out[kTileRows * 16];
+  SAMPLEATTN_TILE_STORE(4, out, 64);
+  *sink += out[0];
+  return steps * 4 * (2 * kTileRows * 16 * kPanel);
+}
+
+bool tiles_emulated() {
+#if defined(SAMPLEATTN_AMX_EMULATE)
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace sampleattn::amx
