@@ -155,55 +155,81 @@ class QkSteps {
   bool two_ = false;
 };
 
-// acc[r][0, dv) += p_r . V over the key pairs [u0, u1) (multiples of 16), for the block's rows;
-// p rows are bf16 at pb + r * lds, acc rows at acc + r * dv.
-void pv_pairs(const uint16_t* pb, int64_t lds, bool two, int u0, int u1, const uint16_t* v, int64_t n_pad, int dv,
-              float* acc) {
-  const long ps = static_cast<long>(lds) * 2;
-  const long as = static_cast<long>(dv) * 4;
-  const uint16_t* pb1 = pb + kTileRows * lds;
-  for (int x0 = 0; x0 < dv; x0 += kPanel) {
-    const int width = V::imin(kPanel, dv - x0);
+// The PV products of a block as a sequence of steps, each one 32-key chunk of one 32-column block
+// of V (2 or 4 tile products; C loaded from acc before a column block's first chunk and stored
+// after its last), so that they too can be issued between the rows of a later block's softmax:
+// acc[r][0, dv) += p_r . V over the key pairs [u0, u1) (multiples of 16); p rows are bf16 at
+// pb + r * lds, acc rows at acc + r * dv. The tiles must be configured for the block's rows.
+class PvSteps {
+ public:
+  PvSteps() = default;
+  PvSteps(const uint16_t* pb, int64_t lds, bool two, int u0, int u1, const uint16_t* v, int64_t n_pad, int dv,
+          float* acc)
+      : pb_(pb), v_(v), acc_(acc), lds_(lds), n_pad_(n_pad), dv_(dv), u0_(u0), u_(u0),
+        chunks_(u0 < u1 ? (u1 - u0) / kTileRows : 0), two_(two) {}
+
+  int remaining() const { return chunks_ == 0 ? 0 : ((dv_ - x0_ + kPanel - 1) / kPanel) * chunks_ - (u_ - u0_) / kTileRows; }
+
+  void step() {
+    const int width = V::imin(kPanel, dv_ - x0_);
     const bool wide = width == kPanel;
-    const long vs = static_cast<long>(width) * 4;
-    float* o0 = acc + x0;
-    float* o1 = acc + static_cast<int64_t>(kTileRows) * dv + x0;
-    SAMPLEATTN_TILE_LOAD(4, o0, as);
-    if (wide) SAMPLEATTN_TILE_LOAD(5, o0 + 16, as);
-    if (two) {
-      SAMPLEATTN_TILE_LOAD(6, o1, as);
-      if (wide) SAMPLEATTN_TILE_LOAD(7, o1 + 16, as);
-    }
-    const uint16_t* vb = v + x0 * n_pad;
-    for (int u = u0; u < u1; u += kTileRows) {
-      const uint16_t* vu = vb + static_cast<int64_t>(u) * width * 2;
-      SAMPLEATTN_TILE_LOAD(2, vu, vs);
-      if (wide) SAMPLEATTN_TILE_LOAD(3, vu + 32, vs);
-      SAMPLEATTN_TILE_LOAD(0, pb + 2 * u, ps);
-      SAMPLEATTN_TILE_DP(4, 0, 2);
-      if (wide) SAMPLEATTN_TILE_DP(5, 0, 3);
-      if (two) {
-        SAMPLEATTN_TILE_LOAD(1, pb1 + 2 * u, ps);
-        SAMPLEATTN_TILE_DP(6, 1, 2);
-        if (wide) SAMPLEATTN_TILE_DP(7, 1, 3);
+    const long as = static_cast<long>(dv_) * 4;
+    float* o0 = acc_ + x0_;
+    float* o1 = acc_ + static_cast<int64_t>(kTileRows) * dv_ + x0_;
+    if (u_ == u0_) {
+      SAMPLEATTN_TILE_LOAD(4, o0, as);
+      if (wide) SAMPLEATTN_TILE_LOAD(5, o0 + 16, as);
+      if (two_) {
+        SAMPLEATTN_TILE_LOAD(6, o1, as);
+        if (wide) SAMPLEATTN_TILE_LOAD(7, o1 + 16, as);
       }
     }
+    const long ps = static_cast<long>(lds_) * 2;
+    const long vs = static_cast<long>(width) * 4;
+    const uint16_t* vu = v_ + x0_ * n_pad_ + static_cast<int64_t>(u_) * width * 2;
+    SAMPLEATTN_TILE_LOAD(2, vu, vs);
+    if (wide) SAMPLEATTN_TILE_LOAD(3, vu + 32, vs);
+    SAMPLEATTN_TILE_LOAD(0, pb_ + 2 * u_, ps);
+    SAMPLEATTN_TILE_DP(4, 0, 2);
+    if (wide) SAMPLEATTN_TILE_DP(5, 0, 3);
+    if (two_) {
+      SAMPLEATTN_TILE_LOAD(1, pb_ + kTileRows * lds_ + 2 * u_, ps);
+      SAMPLEATTN_TILE_DP(6, 1, 2);
+      if (wide) SAMPLEATTN_TILE_DP(7, 1, 3);
+    }
+    u_ += kTileRows;
+    if ((u_ - u0_) / kTileRows < chunks_) return;
     SAMPLEATTN_TILE_STORE(4, o0, as);
     if (wide) SAMPLEATTN_TILE_STORE(5, o0 + 16, as);
-    if (two) {
+    if (two_) {
       SAMPLEATTN_TILE_STORE(6, o1, as);
       if (wide) SAMPLEATTN_TILE_STORE(7, o1 + 16, as);
     }
+    u_ = u0_;
+    x0_ += kPanel;
   }
-}
+
+  void run_all() {
+    while (remaining() > 0) step();
+  }
+
+ private:
+  const uint16_t* pb_ = nullptr;
+  const uint16_t* v_ = nullptr;
+  float* acc_ = nullptr;
+  int64_t lds_ = 0, n_pad_ = 0;
+  int dv_ = 0, x0_ = 0, u0_ = 0, u_ = 0, chunks_ = 0;
+  bool two_ = false;
+};
 
 // A block of R <= 32 query rows: its row spans in the tile, the key range its products cover
-// ([ja, jb), whole panels) and where its scores go.
+// ([ja, jb), whole panels), where its scores and probabilities go.
 struct Block {
   int r0 = 0, R = 0, ja = 0, jb = 0;
   bool active = false;  // some row sees some key of the tile
   int lo[kBlockRows], hi[kBlockRows];
   float* s = nullptr;
+  uint16_t* p = nullptr;
 
   void describe(const AttendTileArgs& a, int first, int rows) {
     r0 = first;
@@ -226,12 +252,17 @@ struct Block {
     return QkSteps(static_cast<const uint16_t*>(a.q) + static_cast<int64_t>(r0) * a.d, a.d, two(),
                    static_cast<const uint32_t*>(a.k), ja, jb, s, lds);
   }
+  PvSteps values(const AttendTileArgs& a, int64_t lds) const {
+    return PvSteps(p, lds, two(), ja / 2, jb / 2, static_cast<const uint16_t*>(a.v), lds, a.dv,
+                   a.acc + static_cast<int64_t>(r0) * a.dv);
+  }
 };
 
-// The rest of a block whose scores are in b.s: the score variants, the online softmax in AVX-512
-// one row at a time (issuing the next block's products, `next`, between the rows), acc rescaled by
-// the softmax's correction, then PV on tiles.
-void finish_block(const AttendTileArgs& a, const Block& b, QkSteps* next, uint16_t* pb, int64_t lds) {
+// The vector part of a block whose scores are in b.s: the score variants, the online softmax one
+// row at a time into b.p (issuing the tile steps of `qk`, then of `pv`, between the rows: another
+// block's products, which the tile unit runs while the vector units run this), then acc rescaled
+// by the softmax's correction. Its own PV comes later.
+void softmax_block(const AttendTileArgs& a, const Block& b, QkSteps& qk, PvSteps& pv, int64_t lds) {
   float* s = b.s;
   const int R = b.R;
   // The deferred scale (kernels.h): folded into the softmax, or applied first when the score
@@ -244,10 +275,10 @@ void finish_block(const AttendTileArgs& a, const Block& b, QkSteps* next, uint16
   }
 
   float corr[kBlockRows];
-  const int per_row = next != nullptr ? (next->remaining() + R - 1) / R : 0;
+  const int per_row = (qk.remaining() + pv.remaining() + R - 1) / R;
   for (int r = 0; r < R; ++r) {
     const V::BlockSpans spans = V::block_spans(a.lo, a.hi, b.r0 + r, 1, a.n);
-    uint16_t* p = pb + r * lds;
+    uint16_t* p = b.p + r * lds;
     Softmax::softmax_rows(
         s + r * lds, lds, 1, spans, b.ja, b.jb, a.row_max + b.r0 + r, a.row_sum + b.r0 + r, corr + r,
         [&](int, int j, B x) {
@@ -256,9 +287,16 @@ void finish_block(const AttendTileArgs& a, const Block& b, QkSteps* next, uint16
           return B(from_bf16(h));
         },
         softmax_scale, [](B x) { return B(exp2_for_bf16(x)); });
-    for (int i = 0; i < per_row && next->remaining() > 0; ++i) next->step();
+    for (int i = 0; i < per_row; ++i) {
+      if (qk.remaining() > 0) {
+        qk.step();
+      } else if (pv.remaining() > 0) {
+        pv.step();
+      }
+    }
   }
-  if (next != nullptr) next->run_all();  // its tiles are PV's next
+  qk.run_all();
+  pv.run_all();
 
   const int dv = a.dv;
   float* acc = a.acc + static_cast<int64_t>(b.r0) * dv;
@@ -268,27 +306,29 @@ void finish_block(const AttendTileArgs& a, const Block& b, QkSteps* next, uint16
     float* o = acc + static_cast<int64_t>(r) * dv;
     for (int x = 0; x < dv; x += 16) _mm512_storeu_ps(o + x, _mm512_mul_ps(_mm512_loadu_ps(o + x), c));
   }
-  pv_pairs(pb, lds, b.two(), b.ja / 2, b.jb / 2, static_cast<const uint16_t*>(a.v), lds, dv, acc);
 }
 
-// Bytes of one block's f32 scores.
+// Bytes of one block's f32 scores and of its bf16 probabilities.
 size_t score_bytes(int m, int n) {
   const size_t rows = static_cast<size_t>(V::imin(V::imax(m, 1), kBlockRows));
   return V::round_up(rows * V::round_up(static_cast<size_t>(n), kPanel) * sizeof(float), 64);
 }
+size_t probability_bytes(int m, int n) {
+  const size_t rows = static_cast<size_t>(V::imin(V::imax(m, 1), kBlockRows));
+  return V::round_up(rows * V::round_up(static_cast<size_t>(n), kPanel) * sizeof(uint16_t), 64);
+}
 
 }  // namespace
 
-// f32 scores of two row blocks (one when m <= 32) then bf16 probabilities of one block (more
-// than the avx512 entries need, for the head dims that take them).
+// Scores and probabilities of two row blocks (one when m <= 32).
 size_t bf16_scratch_bytes(int m, int n) {
-  const size_t rows = static_cast<size_t>(V::imin(V::imax(m, 1), kBlockRows));
-  const size_t n_pad = V::round_up(static_cast<size_t>(n), kPanel);
-  return (m > kBlockRows ? 2 : 1) * score_bytes(m, n) + V::round_up(rows * n_pad * sizeof(uint16_t), 64);
+  return (m > kBlockRows ? 2 : 1) * (score_bytes(m, n) + probability_bytes(m, n));
 }
 
-// Blocks of 32 rows in order; while block i runs its softmax, block i + 1's QK products are issued
-// between its rows (when both have the same row count, so the same tile configuration).
+// Blocks of 32 rows in order, software-pipelined across the tile unit and the vector units: while
+// block i runs its softmax, block i + 1's QK products and then block i - 1's PV products are issued
+// between its rows. Steps of blocks with another row count (the last, short block) run on their own,
+// with the tiles configured for them. S and P are double-buffered.
 void bf16_attend(const AttendTileArgs& a) {
   if (a.m <= 0 || a.n <= 0) return;
   if (!tiles_fit(a.d, a.dv)) {
@@ -296,33 +336,48 @@ void bf16_attend(const AttendTileArgs& a) {
     return;
   }
   const int64_t lds = static_cast<int64_t>(V::round_up(static_cast<size_t>(a.n), kPanel));
+  const int buffers = a.m > kBlockRows ? 2 : 1;
+  const size_t sb = score_bytes(a.m, a.n), pbytes = probability_bytes(a.m, a.n);
   char* scratch = static_cast<char*>(a.scratch);
-  const size_t sb = score_bytes(a.m, a.n);
-  Block blocks[2];
-  blocks[0].s = reinterpret_cast<float*>(scratch);
-  blocks[1].s = reinterpret_cast<float*>(scratch + (a.m > kBlockRows ? sb : 0));
-  uint16_t* pb = reinterpret_cast<uint16_t*>(scratch + (a.m > kBlockRows ? 2 : 1) * sb);
+  const auto s_buffer = [&](int i) { return reinterpret_cast<float*>(scratch + (i % buffers) * sb); };
+  const auto p_buffer = [&](int i) { return reinterpret_cast<uint16_t*>(scratch + buffers * sb + (i % buffers) * pbytes); };
+  const int count = (a.m + kBlockRows - 1) / kBlockRows;
+  Block ring[3];  // blocks i - 1 (its PV pending), i, i + 1
+  const auto describe = [&](int i) -> Block& {
+    Block& b = ring[i % 3];
+    b.describe(a, i * kBlockRows, V::imin(kBlockRows, a.m - i * kBlockRows));
+    b.s = s_buffer(i);
+    b.p = p_buffer(i);
+    return b;
+  };
   Tiles tiles;
-  blocks[0].describe(a, 0, V::imin(kBlockRows, a.m));
-  if (blocks[0].active) {
-    tiles.configure(blocks[0].R);
-    blocks[0].products(a, lds).run_all();
-  }
-  for (int i = 0, r0 = 0; r0 < a.m; r0 += kBlockRows, i ^= 1) {
-    const Block& cur = blocks[i];
-    Block& next = blocks[i ^ 1];
-    const bool has_next = r0 + kBlockRows < a.m;
-    if (has_next) next.describe(a, r0 + kBlockRows, V::imin(kBlockRows, a.m - r0 - kBlockRows));
-    const bool overlap = has_next && next.active && cur.active && next.R == cur.R;
+  const auto products_alone = [&](const Block& b) {
+    tiles.configure(b.R);
+    b.products(a, lds).run_all();
+  };
+  const auto values_alone = [&](const Block& b) {
+    tiles.configure(b.R);
+    b.values(a, lds).run_all();
+  };
+
+  if (describe(0).active) products_alone(ring[0]);
+  const Block* pending = nullptr;  // a block whose softmax ran and whose PV has not
+  for (int i = 0; i < count; ++i) {
+    const Block& cur = ring[i % 3];
+    const Block* next = i + 1 < count ? &describe(i + 1) : nullptr;
+    const bool qk_overlap = next != nullptr && next->active && cur.active && next->R == cur.R;
+    const bool pv_overlap = pending != nullptr && cur.active && pending->R == cur.R;
+    if (pending != nullptr && !pv_overlap) values_alone(*pending);
     if (cur.active) {
-      QkSteps next_products = overlap ? next.products(a, lds) : QkSteps();
-      finish_block(a, cur, overlap ? &next_products : nullptr, pb, lds);
+      tiles.configure(cur.R);
+      QkSteps qk = qk_overlap ? next->products(a, lds) : QkSteps();
+      PvSteps pv = pv_overlap ? pending->values(a, lds) : PvSteps();
+      softmax_block(a, cur, qk, pv, lds);
     }
-    if (has_next && next.active && !overlap) {
-      tiles.configure(next.R);
-      next.products(a, lds).run_all();
-    }
+    pending = cur.active ? &cur : nullptr;
+    if (next != nullptr && next->active && !qk_overlap) products_alone(*next);
   }
+  if (pending != nullptr) values_alone(*pending);
 }
 
 void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, int64_t lds, float qk_scale) {
