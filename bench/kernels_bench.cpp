@@ -273,11 +273,11 @@ void register_input_scan() {
   }
 }
 
-// The decode kernel (attend_rows): m query rows against n keys and values read straight from
-// cache-shaped rows ([token, kv head, d] with `heads` kv heads, so rows `heads * d` elements apart),
-// in the K/V dtype; the data fit in L2, so this is the kernel's arithmetic. Counter `ns_per_key`
-// (Google Benchmark prints it with an "s" suffix; the value is in nanoseconds): one key row of K
-// and V for the m rows (4 = a GQA group of 4 and one query).
+// The decode kernel (attend_rows): m query rows of each of 8 kv heads against n keys and values read
+// straight from cache-shaped rows ([token, kv head, d], all 8 heads in one call, as a decode task
+// runs them), in the K/V dtype; the data fit in L2, so this is the kernel's arithmetic. Counter
+// `ns_per_key` (Google Benchmark prints it with an "s" suffix; the value is in nanoseconds): one
+// key row of K and V of one kv head for its m rows (4 = a GQA group of 4 and one query).
 //
 //   kernels_bench --benchmark_filter=attend_rows --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 void attend_rows(benchmark::State& state, Isa isa, DType dtype) {
@@ -288,9 +288,10 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype) {
   }
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), d = static_cast<int>(state.range(2));
   const int heads = 8;
-  const std::vector<float> q = random_rows(m, d, 1), kf = random_rows(n * heads, d, 2), vf = random_rows(n * heads, d, 3);
+  const std::vector<float> q = random_rows(m * heads, d, 1), kf = random_rows(n * heads, d, 2),
+                           vf = random_rows(n * heads, d, 3);
   std::vector<uint8_t> k(kf.size() * dtype_size(dtype)), v(vf.size() * dtype_size(dtype));
-  std::vector<float> scales(static_cast<size_t>(n), 0.02f);
+  std::vector<float> scales(static_cast<size_t>(n) * heads, 0.02f);
   for (size_t i = 0; i < kf.size(); ++i) {
     if (dtype == DType::kI8) {
       k[i] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(kf[i] * 30.f)));
@@ -306,8 +307,8 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype) {
   std::vector<int64_t> offsets(static_cast<size_t>(n));
   for (int j = 0; j < n; ++j) offsets[static_cast<size_t>(j)] = int64_t{j} * heads * d;
   const float* sc = dtype == DType::kI8 || dtype == DType::kFP8 ? scales.data() : nullptr;
-  Mem scratch = alloc64(t->attend_rows_scratch_bytes(m, n));
-  std::vector<float> row_max(static_cast<size_t>(m)), row_sum(static_cast<size_t>(m)), acc(static_cast<size_t>(m) * d);
+  Mem scratch = alloc64(t->attend_rows_scratch_bytes(m * heads, n));
+  std::vector<float> row_max(static_cast<size_t>(m) * heads), row_sum(row_max.size()), acc(row_max.size() * d);
   for (auto _ : state) {
     std::fill(row_max.begin(), row_max.end(), -INFINITY);
     std::fill(row_sum.begin(), row_sum.end(), 0.f);
@@ -316,13 +317,14 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype) {
                                         .v = {v.data(), dtype, 0, offsets.data(), sc}, .n = n, .d = d, .dv = d,
                                         .lo = nullptr, .hi = nullptr, .row_max = row_max.data(),
                                         .row_sum = row_sum.data(), .acc = acc.data(),
-                                        .scratch = static_cast<float*>(scratch.get()), .mod = {}});
+                                        .scratch = static_cast<float*>(scratch.get()), .mod = {}, .heads = heads,
+                                        .k_head_step = d, .v_head_step = d, .scale_head_step = n});
     benchmark::DoNotOptimize(finite);
     benchmark::DoNotOptimize(acc.data());
   }
   state.counters["ns_per_key"] =
-      benchmark::Counter(static_cast<double>(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
-  state.SetItemsProcessed(state.iterations() * n);
+      benchmark::Counter(static_cast<double>(n) * heads * 1e-9, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.SetItemsProcessed(state.iterations() * n * heads);
 }
 
 void register_attend_rows() {

@@ -75,15 +75,19 @@ struct AttendTileArgs {
   float qk_scale = 1.0f;  // f32 factor on Q.K, before the variants (see defer_scale above)
 };
 
-// The decode step (attend_rows): the online-softmax step of AttendTileArgs for m query rows
-// packed by the f32 path's pack_q, against n keys and values read straight from their source rows
-// (any K/V dtype, quantized ones dequantized with their row scales), without packing: for short
-// query chunks, where each key serves a few rows.
+// The decode step (attend_rows): the online-softmax step of AttendTileArgs for the query rows of
+// `heads` kv heads (m rows each, packed by the f32 path's pack_q, head h's rows after head h-1's)
+// against n keys whose K and V rows are read straight from their source rows (any K/V dtype,
+// quantized ones dequantized with their row scales), without packing: for short query chunks,
+// where each key serves a few rows. Key j of kv head h is row j of the sources moved by h head
+// steps (elements; its scale by h scale steps): a cache keeps a token's kv heads side by side, so
+// the kernel reads every head of a few keys before the next keys, in memory order. The row arrays
+// (lo, hi, row_max, row_sum, acc and mod's per-row ones) hold heads * m rows.
 struct AttendRowsArgs {
-  const float* q;  // m rows of d (pack_q of the f32 path)
-  int m;
-  RowSource k;     // n rows of d
-  RowSource v;     // n rows of dv
+  const float* q;  // heads * m rows of d (pack_q of the f32 path)
+  int m;           // query rows per kv head
+  RowSource k;     // n rows of d (kv head 0); offsets required when n_ahead > 0
+  RowSource v;     // n rows of dv (kv head 0); offsets required when n_ahead > 0
   int n;
   int d;
   int dv;
@@ -91,10 +95,24 @@ struct AttendRowsArgs {
   const int32_t* hi;
   float* row_max;
   float* row_sum;
-  float* acc;      // [m x dv]
-  float* scratch;  // attend_rows_scratch_bytes(m, n) bytes, 64-byte aligned
+  float* acc;      // [heads * m x dv]
+  float* scratch;  // attend_rows_scratch_bytes(heads * m, n) bytes, 64-byte aligned
   ScoreModArgs mod;
+  int heads = 1;
+  int64_t k_head_step = 0;      // elements from a key's K row of head h to that of head h + 1
+  int64_t v_head_step = 0;      // the same for V
+  int64_t scale_head_step = 0;  // k.scales / v.scales indices from head h to head h + 1
+  int n_ahead = 0;              // rows n .. n + n_ahead - 1 of k.offsets / v.offsets: the next keys,
+                                // which the kernel may request into the cache (never reads)
 };
+
+// Head h's rows of `src` under an AttendRowsArgs' head steps.
+inline RowSource head_rows(const RowSource& src, int h, int64_t head_step, int64_t scale_head_step) {
+  RowSource r = src;
+  r.base = static_cast<const char*>(src.base) + h * head_step * dtype_size(src.dtype);
+  if (src.scales != nullptr) r.scales = src.scales + h * scale_head_step;
+  return r;
+}
 
 // Entry point types; the per-ISA translation units declare their entry points with them
 // (simd/flash/entry_points.h) and simd/kernel_config.cpp puts them in the tables.

@@ -748,6 +748,124 @@ TEST_P(KernelsTest, AccumulateColumnsMatchesOracle) {
   }
 }
 
+// The decode kernel (attend_rows) against the online step in fp64, for the rows of several kv
+// heads read in one call: K/V rows a token apart with every head's row side by side (a cache's
+// [token, kv head, dim]), tokens out of order (pages), rows past n given as n_ahead (read ahead
+// only), per-head scales of quantized K/V, rows per head around the kernel's register blocks
+// (1, 2, 3, 4, 5, 8), keys around its groups, row spans (one row empty), a running state.
+TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
+  if (bf16()) GTEST_SKIP() << "attend_rows is one kernel per table";
+  std::mt19937 rng(31);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (DType dt : {DType::kF32, DType::kF16, DType::kI8, DType::kFP8}) {
+    for (int d : {64, 128}) {
+      for (int heads : {1, 3}) {
+        for (int m : {1, 2, 3, 4, 5, 8}) {
+          for (int n : {1, 15, 16, 17, 64}) {
+            SCOPED_TRACE(std::string(dtype_name(dt)) + " d=" + std::to_string(d) + " heads=" + std::to_string(heads) +
+                         " m=" + std::to_string(m) + " n=" + std::to_string(n));
+            const int ahead = 9, keys = n + ahead, rows = heads * m;
+            const int64_t head_step = d + 16, token_stride = heads * head_step;
+            const int esize = dtype_size(dt);
+            std::vector<unsigned char> k(static_cast<size_t>(keys) * token_stride * esize);
+            std::vector<unsigned char> v(k.size());
+            const bool quantized = dt == DType::kI8 || dt == DType::kFP8;
+            const int64_t scale_step = keys;  // scales of head h at h * keys
+            std::vector<float> k_scales(static_cast<size_t>(heads) * keys, 1.f), v_scales(k_scales);
+            const auto store = [&](std::vector<unsigned char>& dst, int64_t index, float x) {
+              if (dt == DType::kI8) {
+                dst[index] = static_cast<unsigned char>(static_cast<int8_t>(std::clamp(std::lround(x * 40.f), -127L, 127L)));
+              } else if (dt == DType::kFP8) {
+                dst[index] = f32_to_fp8_e4m3(x);
+              } else {
+                store_scalar(dst.data(), dt, index, x);
+              }
+            };
+            for (size_t i = 0; i < k.size() / esize; ++i) {
+              store(k, static_cast<int64_t>(i), dist(rng));
+              store(v, static_cast<int64_t>(i), dist(rng));
+            }
+            if (quantized) {
+              for (size_t i = 0; i < k_scales.size(); ++i) {
+                k_scales[i] = 0.02f + 0.001f * static_cast<float>(i % 7);
+                v_scales[i] = 0.03f - 0.001f * static_cast<float>(i % 5);
+              }
+            }
+            // Key j's rows: token order reversed in pairs, so offsets are not a stride.
+            std::vector<int64_t> offsets(static_cast<size_t>(keys));
+            for (int j = 0; j < keys; ++j) offsets[j] = static_cast<int64_t>((j ^ 1) < keys ? (j ^ 1) : j) * token_stride;
+            const auto exact = [&](const std::vector<unsigned char>& src, const std::vector<float>& scales, int j, int h,
+                                   int c) {
+              const double x = load_scalar(src.data(), dt, offsets[j] + h * head_step + c);
+              return quantized ? static_cast<double>(static_cast<float>(x) * scales[h * scale_step + j]) : x;
+            };
+            std::vector<float> q(static_cast<size_t>(rows) * d);
+            for (float& x : q) x = 0.3f * dist(rng);
+            std::vector<int32_t> lo(rows, 0), hi(rows, n);
+            for (int r = 0; r < rows; ++r) {
+              if (r % 3 == 1) lo[r] = n / 3;
+              if (r % 4 == 2) hi[r] = n - n / 4;
+            }
+            lo[rows - 1] = hi[rows - 1] = n / 2;  // sees nothing: left untouched
+            std::vector<float> row_max(rows), row_sum(rows), acc(static_cast<size_t>(rows) * d);
+            for (int r = 0; r < rows; ++r) {
+              row_max[r] = r % 2 ? kNegInf : 0.5f;
+              row_sum[r] = r % 2 ? 0.f : 3.f;
+            }
+            for (int r = 0; r < rows; ++r) {
+              for (int x = 0; x < d; ++x) acc[static_cast<size_t>(r) * d + x] = r % 2 ? 0.f : dist(rng);
+            }
+            const std::vector<float> max0 = row_max, sum0 = row_sum, acc0 = acc;
+            Buffer scratch(table_->attend_rows_scratch_bytes(rows, n));
+            AttendRowsArgs a{.q = q.data(), .m = m, .k = {k.data(), dt, 0, offsets.data(), quantized ? k_scales.data() : nullptr},
+                             .v = {v.data(), dt, 0, offsets.data(), quantized ? v_scales.data() : nullptr}, .n = n, .d = d,
+                             .dv = d, .lo = lo.data(), .hi = hi.data(), .row_max = row_max.data(), .row_sum = row_sum.data(),
+                             .acc = acc.data(), .scratch = static_cast<float*>(scratch.get()), .mod = {}};
+            a.heads = heads;
+            a.k_head_step = a.v_head_step = head_step;
+            a.scale_head_step = scale_step;
+            a.n_ahead = ahead;
+            ASSERT_TRUE(table_->attend_rows(a));
+            for (int r = 0; r < rows; ++r) {
+              const int h = r / m;
+              if (lo[r] >= hi[r]) {
+                EXPECT_EQ(row_max[r], max0[r]) << "row " << r;
+                EXPECT_EQ(row_sum[r], sum0[r]) << "row " << r;
+                for (int x = 0; x < d; ++x) EXPECT_EQ(acc[r * d + x], acc0[r * d + x]) << "row " << r;
+                continue;
+              }
+              std::vector<double> sc(n);
+              double mx = max0[r];
+              for (int j = lo[r]; j < hi[r]; ++j) {
+                double dot = 0;
+                for (int c = 0; c < d; ++c) dot += static_cast<double>(q[r * d + c]) * exact(k, k_scales, j, h, c);
+                sc[j] = dot;
+                mx = std::max(mx, dot);
+              }
+              const double corr = std::exp2(static_cast<double>(max0[r]) - mx);
+              double sum = sum0[r] * corr;
+              std::vector<double> out(d);
+              for (int x = 0; x < d; ++x) out[x] = acc0[r * d + x] * corr;
+              double mag = 0;
+              for (int j = lo[r]; j < hi[r]; ++j) {
+                const double p = std::exp2(sc[j] - mx);
+                sum += p;
+                for (int x = 0; x < d; ++x) out[x] += p * exact(v, v_scales, j, h, x);
+                mag += p;
+              }
+              EXPECT_NEAR(row_max[r], mx, 1e-5 * (1 + std::abs(mx))) << "row " << r;
+              EXPECT_NEAR(row_sum[r], sum, 1e-5 * sum) << "row " << r;
+              for (int x = 0; x < d; ++x) {
+                EXPECT_NEAR(acc[r * d + x], out[x], 2e-5 * (mag + std::abs(acc0[r * d + x]) + 1)) << "row " << r << " x " << x;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_P(KernelsTest, StoreRowsRoundsLikeScalar) {
   if (bf16()) GTEST_SKIP() << "row operations are shared by both paths";
   std::mt19937 rng(9);

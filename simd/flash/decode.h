@@ -4,8 +4,19 @@
 // packing of K and V would cost more than the products; here every K and V row is read once per
 // block of rows, converted in registers and used at once.
 //
-// Scores: each key row, converted and scaled, is dotted with up to kRows query rows at a time
-// (vector accumulators over d, then a horizontal sum). Softmax: the online step of
+// Order: every kv head of a group of keys before the next group. A cache keeps a token's kv
+// heads side by side ([token, kv head, dim]), so the score pass walks the cache in memory order,
+// and it reads one byte of every line of the rows kAhead keys further on (the caller's n_ahead
+// rows past the block included) as it goes: a steady stream of cache misses ahead of their use,
+// which the value pass then finds in the cache too. Loads, not prefetch instructions: on the
+// Zen 4 machine of docs/PERF.md prefetcht0/t1/t2 ahead of use changed nothing (they are dropped,
+// with or without a load to the page first), while these loads took the decode step from 9.0-10.2
+// to 6.2-6.7 ms.
+//
+// Scores: R query rows x J keys of one head at a time (R * J = 16 accumulator vectors on
+// AVX-512: 4 x 4 for a GQA group of 4), the key rows converted once and dotted with the R rows;
+// the 16 dot products are then reduced together (a tree of shuffles and adds, four levels, 45
+// instructions for 16 sums instead of 16 horizontal sums). Softmax: the online step of
 // simd/flash/softmax.h on the block's scores. Values: each value row, converted, is added into
 // register blocks of kPvRows x kPvVecs accumulator vectors.
 //
@@ -44,12 +55,13 @@ struct Decode : Vec<Arch> {
   using PackT = Pack<Arch>;
 
   static constexpr int kRows = 4;                 // query rows per score block
+  static constexpr int kKeyGroup = 16;            // keys per step of the score pass (all heads)
   static constexpr int kPvRows = W == 16 ? 4 : 2;  // accumulator rows per value block
   static constexpr int kPvVecs = 4;               // accumulator vectors per row of a value block
-  // Rows requested ahead of use by the first pass over a tile's keys or values: cache rows are
-  // kilobytes apart ([token, kv head, dim]), where the hardware prefetcher does not follow, and a
-  // decode step is a stream of such rows.
-  static constexpr int kAhead = 16;
+  // Keys between the ones scored and the ones whose lines are loaded ahead (all heads, K and V);
+  // the driver passes the offsets of the next block's rows as n_ahead. 32 measured 6.2-6.3 ms,
+  // 64 6.7-8.2, 128 11.7 (docs/PERF.md).
+  static constexpr int kAhead = 32;
 
   static size_t scratch_bytes(int m, int n) {
     return round_up(static_cast<size_t>(m) * round_up(static_cast<size_t>(n), W) * sizeof(float), 64);
@@ -89,64 +101,96 @@ struct Decode : Vec<Arch> {
 
   static int64_t row_base(const RowSource& src, int j) { return src.offsets ? src.offsets[j] : j * src.row_stride; }
 
-  // Requests row j of src into L2, not L1: cache rows are a power of two apart (2 KiB for 8 kv
-  // heads of 128 f16), so rows kAhead ahead fall in a few L1 sets and would evict each other
-  // before use.
-  static void prefetch(const RowSource& src, int j, int d) {
-    const int esize = src.dtype == DType::kF32 ? 4 : (src.dtype == DType::kI8 || src.dtype == DType::kFP8) ? 1 : 2;
-    const char* p = static_cast<const char*>(src.base) + row_base(src, j) * esize;
-    for (int b = 0; b < d * esize; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+  // Loads one byte of every cache line of the K and V rows of keys [j0, j1) of every head (see
+  // the top of the file for why loads).
+  static void touch(const char* p) { static_cast<void>(*static_cast<const volatile char*>(p)); }
+  static void load_ahead(const AttendRowsArgs& a, int j0, int j1) {
+    const int ek = dtype_size(a.k.dtype), ev = dtype_size(a.v.dtype);
+    const char* kb = static_cast<const char*>(a.k.base);
+    const char* vb = static_cast<const char*>(a.v.base);
+    for (int j = j0; j < j1; ++j) {
+      const char* k = kb + row_base(a.k, j) * ek;
+      const char* v = vb + row_base(a.v, j) * ev;
+      for (int h = 0; h < a.heads; ++h) {
+        const char* kh = k + h * a.k_head_step * ek;
+        const char* vh = v + h * a.v_head_step * ev;
+        for (int b = 0; b < a.d * ek; b += 64) touch(kh + b);
+        for (int b = 0; b < a.dv * ev; b += 64) touch(vh + b);
+      }
+    }
   }
 
-  // s[i][j + u] = q_(r0 + i) . k_(j + u) for R rows and J keys: R x J independent chains.
+  // Sums of 16 vectors: lane L of the result = sum of the lanes of in[L] (AVX-512 only).
+  static B reduce16(const B* in) {
+    // Lane (4 * quarter + position) of the tree's result sums v[q0[quarter] + q1[position]].
+    constexpr int q0[4] = {0, 8, 4, 12};
+    constexpr int q1[4] = {0, 2, 1, 3};
+    __m512 v[16];
+    for (int L = 0; L < 16; ++L) v[q0[L / 4] + q1[L % 4]] = in[L];
+    __m512 w[8];
+    for (int i = 0; i < 8; ++i) {
+      w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44), _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
+    }
+    __m512 x[4];
+    for (int i = 0; i < 4; ++i) {
+      x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[i], w[i + 4], 0x88), _mm512_shuffle_f32x4(w[i], w[i + 4], 0xDD));
+    }
+    __m512 y[2];
+    for (int i = 0; i < 2; ++i) {
+      y[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[i], x[i + 2]), _mm512_unpackhi_ps(x[i], x[i + 2]));
+    }
+    const __m512d y0 = _mm512_castps_pd(y[0]), y1 = _mm512_castps_pd(y[1]);
+    return B(_mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(y0, y1)), _mm512_castpd_ps(_mm512_unpackhi_pd(y0, y1))));
+  }
+
+  // s[i][j + u] = q_(r0 + i) . k_(j + u) for R rows and J keys: R x J independent chains, reduced
+  // together when they make 16 vectors (AVX-512), else one horizontal sum each.
   template <DType T, int R, int J>
   static void score_keys(const float* q, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
                          Check<T>* check) {
     int64_t base[J];
     B factor[J];
-    B acc[R][J];
+    B acc[R * J];
     for (int u = 0; u < J; ++u) {
       base[u] = row_base(k, j + u);
       factor[u] = B(PackT::template row_factor<T>(k, j + u));
-      for (int i = 0; i < R; ++i) acc[i][u] = B(0.0f);
     }
+    for (int i = 0; i < R * J; ++i) acc[i] = B(0.0f);
     for (int c = 0; c < d; c += W) {
-      B x[J];
+      B qi[R];
+      for (int i = 0; i < R; ++i) qi[i] = B::load_unaligned(q + static_cast<int64_t>(r0 + i) * d + c);
       for (int u = 0; u < J; ++u) {
         const B raw = PackT::template load_src<T>(k.base, base[u] + c);
         if constexpr (reads_bits(T)) {
           if (check != nullptr) check->see(raw);
         }
-        x[u] = raw * factor[u];
-      }
-      for (int i = 0; i < R; ++i) {
-        const B qi = B::load_unaligned(q + static_cast<int64_t>(r0 + i) * d + c);
-        for (int u = 0; u < J; ++u) acc[i][u] = xsimd::fma(qi, x[u], acc[i][u]);
+        const B x = raw * factor[u];
+        for (int i = 0; i < R; ++i) acc[i * J + u] = xsimd::fma(qi[i], x, acc[i * J + u]);
       }
     }
-    for (int i = 0; i < R; ++i) {
-      for (int u = 0; u < J; ++u) s[static_cast<int64_t>(i) * lds + j + u] = xsimd::hadd(acc[i][u]);
+    if constexpr (W == 16 && R * J == 16) {
+      const __m512 sums = reduce16(acc);
+      for (int i = 0; i < R; ++i) {
+        // Lanes [i * J, i * J + J) to s row i, columns [j, j + J).
+        const __mmask16 lanes = static_cast<__mmask16>(((1u << J) - 1) << (i * J));
+        _mm512_mask_storeu_ps(s + static_cast<int64_t>(i) * lds + j - i * J, lanes, sums);
+      }
+    } else {
+      for (int i = 0; i < R; ++i) {
+        for (int u = 0; u < J; ++u) s[static_cast<int64_t>(i) * lds + j + u] = xsimd::hadd(acc[i * J + u]);
+      }
     }
   }
 
-  // s[i][j] = q_(r0 + i) . k_j for R rows and the n keys, two keys at a time.
+  // Keys [j0, j0 + nj) of one head, R rows: J keys at a time (16 / R on AVX-512, so that the 16
+  // products are reduced together, 4 for R = 3; 2 elsewhere), the rest one by one.
   template <DType T, int R>
-  static void score_block(const float* q, int r0, const RowSource& k, int n, int d, float* s, int64_t lds,
+  static void score_group(const float* q, int r0, const RowSource& k, int j0, int nj, int d, float* s, int64_t lds,
                           Check<T>* check) {
-    if (check != nullptr) {
-      for (int j = 0; j < imin(n, kAhead); ++j) prefetch(k, j, d);
-    }
-    int j = 0;
-    for (; j + 2 <= n; j += 2) {
-      if (check != nullptr && j + kAhead + 1 < n) {
-        prefetch(k, j + kAhead, d);
-        prefetch(k, j + kAhead + 1, d);
-      } else if (check != nullptr && j + kAhead < n) {
-        prefetch(k, j + kAhead, d);
-      }
-      score_keys<T, R, 2>(q, r0, k, j, d, s, lds, check);
-    }
-    if (j < n) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check);
+    constexpr int J = W == 16 ? (R == 3 ? 4 : 16 / R) : 2;
+    int j = j0;
+    for (; j + J <= j0 + nj; j += J) score_keys<T, R, J>(q, r0, k, j, d, s, lds, check);
+    for (; j < j0 + nj; ++j) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check);
   }
 
   // acc rows r0.. (R of them), columns [x0, x0 + C * W) += p rows . V rows.
@@ -157,12 +201,7 @@ struct Decode : Vec<Arch> {
     for (int i = 0; i < R; ++i) {
       for (int c = 0; c < C; ++c) a[i][c] = B::load_unaligned(acc + static_cast<int64_t>(r0 + i) * dv + x0 + c * W);
     }
-    const bool first = check != nullptr && x0 == 0;  // the first pass over these value rows
-    if (first) {
-      for (int j = 0; j < imin(n, kAhead); ++j) prefetch(v, j, dv);
-    }
     for (int j = 0; j < n; ++j) {
-      if (first && j + kAhead < n) prefetch(v, j + kAhead, dv);
       const int64_t base = row_base(v, j) + x0;
       const B factor(PackT::template row_factor<T>(v, j));
       B x[C];
@@ -198,31 +237,42 @@ struct Decode : Vec<Arch> {
 
   template <DType TK, DType TV>
   static bool run(const AttendRowsArgs& a) {
-    const int m = a.m, n = a.n, d = a.d, dv = a.dv;
+    const int m = a.m, n = a.n, d = a.d, dv = a.dv, heads = a.heads, rows = heads * m;
     const int64_t lds = static_cast<int64_t>(round_up(static_cast<size_t>(n), W));
     float* s = a.scratch;
     Check<TK> kcheck;
     Check<TV> vcheck;
-    // Scores, kRows rows at a time; the first block checks the key values.
-    for (int r0 = 0; r0 < m; r0 += kRows) {
-      float* sr = s + static_cast<int64_t>(r0) * lds;
-      Check<TK>* check = r0 == 0 ? &kcheck : nullptr;
-      switch (imin(kRows, m - r0)) {
-        case 1: score_block<TK, 1>(a.q, r0, a.k, n, d, sr, lds, check); break;
-        case 2: score_block<TK, 2>(a.q, r0, a.k, n, d, sr, lds, check); break;
-        case 3: score_block<TK, 3>(a.q, r0, a.k, n, d, sr, lds, check); break;
-        default: score_block<TK, kRows>(a.q, r0, a.k, n, d, sr, lds, check); break;
+    // Scores: every head of kKeyGroup keys, then the next keys; the first row block of each head
+    // checks its keys' values.
+    for (int j0 = 0; j0 < n; j0 += kKeyGroup) {
+      const int nj = imin(kKeyGroup, n - j0);
+      if (a.k.offsets != nullptr && a.v.offsets != nullptr) {
+        load_ahead(a, imin(j0 + kAhead, n + a.n_ahead), imin(j0 + kAhead + nj, n + a.n_ahead));
+      }
+      for (int h = 0; h < heads; ++h) {
+        const RowSource k = head_rows(a.k, h, a.k_head_step, a.scale_head_step);
+        for (int r0 = 0; r0 < m; r0 += kRows) {
+          const int row = h * m + r0;
+          float* sr = s + static_cast<int64_t>(row) * lds;
+          Check<TK>* check = r0 == 0 ? &kcheck : nullptr;
+          switch (imin(kRows, m - r0)) {
+            case 1: score_group<TK, 1>(a.q, row, k, j0, nj, d, sr, lds, check); break;
+            case 2: score_group<TK, 2>(a.q, row, k, j0, nj, d, sr, lds, check); break;
+            case 3: score_group<TK, 3>(a.q, row, k, j0, nj, d, sr, lds, check); break;
+            default: score_group<TK, kRows>(a.q, row, k, j0, nj, d, sr, lds, check); break;
+          }
+        }
       }
     }
     // Non-finite keys show in their scores (before a softcap could make them finite again).
-    bool finite = reads_bits(TK) || TK == DType::kI8 || all_finite(s, lds, m, n);
+    bool finite = reads_bits(TK) || TK == DType::kI8 || all_finite(s, lds, rows, n);
     if (ScoreMods<Arch>::any(a.mod)) {
-      ScoreMods<Arch>::modify_rows(s, lds, a.mod, 0, m, a.lo, a.hi, n);
+      ScoreMods<Arch>::modify_rows(s, lds, a.mod, 0, rows, a.lo, a.hi, n);
     }
     // The online softmax in register blocks of rows: probabilities replace the scores (0 outside
     // each row's span), and each row's accumulator is rescaled to its new max.
-    for (int r0 = 0; r0 < m; r0 += kMaxRows) {
-      const int R = imin(kMaxRows, m - r0);
+    for (int r0 = 0; r0 < rows; r0 += kMaxRows) {
+      const int R = imin(kMaxRows, rows - r0);
       const BlockSpans b = V::block_spans(a.lo, a.hi, r0, R, n);
       const int ja = 0, jb = static_cast<int>(lds);
       float corr[kMaxRows];
@@ -239,18 +289,23 @@ struct Decode : Vec<Arch> {
         for (int x = 0; x < dv; x += W) (B::load_unaligned(acc + x) * c).store_unaligned(acc + x);
       }
     }
-    // Values, kPvRows rows at a time; the first block checks the values.
-    for (int r0 = 0; r0 < m; r0 += kPvRows) {
-      Check<TV>* check = r0 == 0 ? &vcheck : nullptr;
-      switch (imin(kPvRows, m - r0)) {
-        case 1: value_rows<TV, 1>(s, lds, r0, a.v, n, dv, a.acc, check); break;
-        case 2: value_rows<TV, 2>(s, lds, r0, a.v, n, dv, a.acc, check); break;
-        case 3: value_rows<TV, 3 < kPvRows ? 3 : kPvRows>(s, lds, r0, a.v, n, dv, a.acc, check); break;
-        default: value_rows<TV, kPvRows>(s, lds, r0, a.v, n, dv, a.acc, check); break;
+    // Values, head by head, kPvRows rows at a time (the rows are in L2 by now); the first block of
+    // each head checks its values.
+    for (int h = 0; h < heads; ++h) {
+      const RowSource v = head_rows(a.v, h, a.v_head_step, a.scale_head_step);
+      for (int r0 = 0; r0 < m; r0 += kPvRows) {
+        const int row = h * m + r0;
+        Check<TV>* check = r0 == 0 ? &vcheck : nullptr;
+        switch (imin(kPvRows, m - r0)) {
+          case 1: value_rows<TV, 1>(s, lds, row, v, n, dv, a.acc, check); break;
+          case 2: value_rows<TV, 2>(s, lds, row, v, n, dv, a.acc, check); break;
+          case 3: value_rows<TV, 3 < kPvRows ? 3 : kPvRows>(s, lds, row, v, n, dv, a.acc, check); break;
+          default: value_rows<TV, kPvRows>(s, lds, row, v, n, dv, a.acc, check); break;
+        }
       }
     }
     // Non-finite values show in the accumulators they were added to (every row, p = 0 included).
-    if (!reads_bits(TV) && TV != DType::kI8) finite = finite && all_finite(a.acc, dv, m, dv);
+    if (!reads_bits(TV) && TV != DType::kI8) finite = finite && all_finite(a.acc, dv, rows, dv);
     return finite && kcheck.ok() && vcheck.ok();
   }
 

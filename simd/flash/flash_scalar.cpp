@@ -127,7 +127,10 @@ void store_rows(const float* acc, int m, int d, const float* row_scale, void* ds
 // scale times the stored value, as the packs round it), scores, the online softmax, values.
 size_t attend_rows_scratch_bytes(int m, int n) { return round64(static_cast<size_t>(m) * n * sizeof(float)); }
 
-bool attend_rows(const AttendRowsArgs& a) {
+namespace {
+
+// One kv head's rows (a.heads == 1).
+bool attend_head_rows(const AttendRowsArgs& a) {
   bool finite = true;
   const auto value = [&finite](const RowSource& src, int j, int c) {
     const int64_t base = src.offsets ? src.offsets[j] : j * src.row_stride;
@@ -166,6 +169,31 @@ bool attend_rows(const AttendRowsArgs& a) {
   // tables (which convert whole rows) do.
   for (int j = 0; j < a.n; ++j) {
     for (int x = 0; x < a.dv; ++x) value(a.v, j, x);
+  }
+  return finite;
+}
+
+}  // namespace
+
+bool attend_rows(const AttendRowsArgs& a) {
+  bool finite = true;
+  for (int h = 0; h < a.heads; ++h) {
+    const int64_t r0 = static_cast<int64_t>(h) * a.m;
+    AttendRowsArgs one = a;
+    one.q = a.q + r0 * a.d;
+    one.k = head_rows(a.k, h, a.k_head_step, a.scale_head_step);
+    one.v = head_rows(a.v, h, a.v_head_step, a.scale_head_step);
+    one.lo = a.lo ? a.lo + r0 : nullptr;
+    one.hi = a.hi ? a.hi + r0 : nullptr;
+    one.row_max = a.row_max + r0;
+    one.row_sum = a.row_sum + r0;
+    one.acc = a.acc + r0 * a.dv;
+    if (a.mod.alibi != nullptr) {
+      one.mod.alibi = a.mod.alibi + r0;
+      one.mod.row_pos = a.mod.row_pos + r0;
+    }
+    one.heads = 1;
+    finite = attend_head_rows(one) && finite;
   }
   return finite;
 }

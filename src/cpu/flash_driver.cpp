@@ -110,7 +110,7 @@ struct Scratch {
 // The one definition of a flash worker's scratch: sizes with a null base. d is the head dim of Q
 // and K, dv that of V and the output.
 Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path, int max_rows, int d, int dv,
-              size_t* bytes = nullptr) {
+              int kv_heads, size_t* bytes = nullptr) {
   const int key_tile = kernels.key_tile;
   Scratch s;
   s.q_offsets = c.take<int64_t>(max_rows);
@@ -133,7 +133,8 @@ Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path
   s.v_packed = c.take_bytes(path.packed_bytes(key_tile, dv));
   s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
   s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, key_tile)));
-  s.kv_rows = KvRows::carve(c, key_tile);
+  // A decode block's rows and the next block's (attend_decode).
+  s.kv_rows = KvRows::carve(c, std::max<int>(key_tile, 2 * kDecodeBlock), kv_heads);
   if (bytes != nullptr) *bytes = c.used();
   return s;
 }
@@ -183,7 +184,7 @@ class FlashRunner {
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
-    carve(ScratchCarver(), kernels_, path_, max_task_rows(), p_.head_dim, p_.head_dim_v, &bytes);
+    carve(ScratchCarver(), kernels_, path_, max_task_rows(), p_.head_dim, p_.head_dim_v, p_.num_kv_heads, &bytes);
     return bytes;
   }
 
@@ -342,7 +343,7 @@ class FlashRunner {
   // slots, so they run concurrently.
   void run_task(const Task& t, void* scratch_base) {
     const int g = p_.group, d = p_.head_dim, dv = p_.head_dim_v;
-    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, dv);
+    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, dv, p_.num_kv_heads);
     const Sequence& seq = p_.sequences[t.seq];
     const int heads = g * t.kv_heads;
     const int m = heads * t.rows;
@@ -367,17 +368,19 @@ class FlashRunner {
     std::fill(s.row_sum, s.row_sum + m, 0.f);
     std::fill(s.acc, s.acc + static_cast<size_t>(m) * dv, 0.f);
     if (t.partial >= 0) {
-      // Every kv head over one block of keys, then the next block (kDecodeBlock); all heads dense.
-      const int group_rows = g * t.rows;
-      if (decode) prefetch_block(s, t, t.key_lo, std::min(t.key_hi, t.key_lo + 2 * kDecodeBlock));
-      for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
-        const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
-        if (decode) prefetch_block(s, t, b1 + kDecodeBlock, std::min(t.key_hi, b1 + 2 * kDecodeBlock));
-        for (int kv = 0; kv < t.kv_heads; ++kv) {
-          attend_contiguous(s, t.seq, t.kv_head + kv, kv * group_rows, group_rows, decode, [&](int r, int64_t* lo, int64_t* hi) {
-            *lo = std::max(b0, own_keys_lo(false, s.positions[r], seq.k_len, p_.window_left));
-            *hi = std::min(b1, own_keys_hi(false, p_.causal, s.positions[r], seq.k_len));
-          });
+      if (decode) {
+        attend_decode(s, t);
+      } else {
+        // Every kv head over one block of keys, then the next block (kDecodeBlock); all heads dense.
+        const int group_rows = g * t.rows;
+        for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
+          const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
+          for (int kv = 0; kv < t.kv_heads; ++kv) {
+            attend_contiguous(s, t.seq, t.kv_head + kv, kv * group_rows, group_rows, [&](int r, int64_t* lo, int64_t* hi) {
+              *lo = std::max(b0, own_keys_lo(false, s.positions[r], seq.k_len, p_.window_left));
+              *hi = std::min(b1, own_keys_hi(false, p_.causal, s.positions[r], seq.k_len));
+            });
+          }
         }
       }
       float* slot = partials_.data() + static_cast<size_t>(t.partial) * partial_floats_per_task();
@@ -397,7 +400,7 @@ class FlashRunner {
       // Segment 0, the sequence's own keys (core/mask.h): keys model_lo .. p of each dense row
       // (all keys when not causal), the window band of each sparse one.
       const int64_t w = dense ? seq.k_len : plan_->head(t.seq, first_head + h0, p_.num_q_heads).window;
-      attend_contiguous(s, t.seq, t.kv_head, r0, rows, false, [&](int r, int64_t* lo, int64_t* hi) {
+      attend_contiguous(s, t.seq, t.kv_head, r0, rows, [&](int r, int64_t* lo, int64_t* hi) {
         *lo = own_keys_lo(!dense, s.positions[r], w, p_.window_left);
         *hi = own_keys_hi(!dense, p_.causal, s.positions[r], seq.k_len);
       });
@@ -415,25 +418,39 @@ class FlashRunner {
     finish(t, s.row_max, s.row_sum, s.acc, s.row_scale);
   }
 
-  // Requests the K and V rows of keys [j0, j1) of every kv head of a decode task into the cache
-  // (L2), in memory order, while the block before them is computed: the decode kernel then reads
-  // each head's rows, a row every few kilobytes, from the cache rather than from memory.
-  void prefetch_block(const Scratch& s, const Task& t, int64_t j0, int64_t j1) const {
-    const int n = static_cast<int>(j1 - j0);
-    if (n <= 0) return;
-    const size_t k_row = static_cast<size_t>(p_.head_dim) * dtype_size(p_.k.dtype);
-    const size_t v_row = static_cast<size_t>(p_.head_dim_v) * dtype_size(p_.v.dtype);
-    const char* k = static_cast<const char*>(p_.k.data);
-    const char* v = static_cast<const char*>(p_.v.data);
-    for (int kv = 0; kv < t.kv_heads; ++kv) {
-      s.kv_rows.fill_run(p_, t.seq, t.kv_head + kv, j0, n);
-      const RowSource ks = s.kv_rows.k(p_), vs = s.kv_rows.v(p_);
-      for (int r = 0; r < n; ++r) {
-        const char* kr = k + ks.offsets[r] * dtype_size(p_.k.dtype);
-        const char* vr = v + vs.offsets[r] * dtype_size(p_.v.dtype);
-        for (size_t b = 0; b < k_row; b += 64) __builtin_prefetch(kr + b, 0, 2);
-        for (size_t b = 0; b < v_row; b += 64) __builtin_prefetch(vr + b, 0, 2);
+  // A decode task (decode_streams): every kv head's rows over one block of kDecodeBlock keys in
+  // one attend_rows call, which reads the cache in memory order and requests the next block's
+  // rows (passed as n_ahead) while it computes; then the next block.
+  void attend_decode(const Scratch& s, const Task& t) {
+    const Sequence& seq = p_.sequences[t.seq];
+    const int m = p_.group * t.rows, rows = m * t.kv_heads;
+    const KvLayout& kv = p_.kv;
+    const ScoreModArgs mod = score_mod_args(s, 0, s.key_pos);
+    for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
+      const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
+      const int n = static_cast<int>(b1 - b0);
+      bool full = true, any = false;
+      for (int r = 0; r < rows; ++r) {
+        const int64_t lo = own_keys_lo(false, s.positions[r], seq.k_len, p_.window_left);
+        const int64_t hi = own_keys_hi(false, p_.causal, s.positions[r], seq.k_len);
+        s.lo[r] = static_cast<int32_t>(std::clamp<int64_t>(lo - b0, 0, n));
+        s.hi[r] = static_cast<int32_t>(std::clamp<int64_t>(hi - b0, 0, n));
+        full = full && s.lo[r] == 0 && s.hi[r] == n;
+        any = any || s.lo[r] < s.hi[r];
       }
+      if (!any) continue;
+      const int ahead = static_cast<int>(std::min<int64_t>(t.key_hi - b1, kDecodeBlock));
+      s.kv_rows.fill_run(p_, t.seq, t.kv_head, b0, n + ahead, t.kv_heads, n);
+      if (mod.alibi != nullptr) {
+        for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(b0 + c);
+      }
+      const bool finite = kernels_.attend_rows(
+          {.q = static_cast<const float*>(s.q_packed), .m = m, .k = s.kv_rows.k(p_), .v = s.kv_rows.v(p_), .n = n,
+           .d = p_.head_dim, .dv = p_.head_dim_v, .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
+           .row_max = s.row_max, .row_sum = s.row_sum, .acc = s.acc, .scratch = s.decode_scratch, .mod = mod,
+           .heads = t.kv_heads, .k_head_step = kv.k_head_stride, .v_head_step = kv.v_head_stride,
+           .scale_head_step = s.kv_rows.scale_head_step(), .n_ahead = ahead});
+      if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
     }
   }
 
@@ -544,7 +561,7 @@ class FlashRunner {
   // span(r, &lo, &hi) in key positions. Key tiles outside every row's span are neither packed
   // nor attended, so a model window costs its band, not the causal triangle.
   template <typename Span>
-  void attend_contiguous(const Scratch& s, int seq_index, int kv_head, int r0, int m, bool decode, Span span) {
+  void attend_contiguous(const Scratch& s, int seq_index, int kv_head, int r0, int m, Span span) {
     const Sequence& seq = p_.sequences[seq_index];
     int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
     for (int r = r0; r < r0 + m; ++r) {
@@ -557,13 +574,11 @@ class FlashRunner {
     }
     if (first >= last) return;
     const int key_tile = kernels_.key_tile, d = p_.head_dim, dv = p_.head_dim_v;
-    const char* q = static_cast<const char*>(s.q_packed) +
-                    static_cast<size_t>(r0) * d * (decode ? sizeof(float) : static_cast<size_t>(path_.q_elem_bytes));
+    const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(r0) * d * path_.q_elem_bytes;
     const ScoreModArgs mod = score_mod_args(s, r0, s.key_pos);
     // Tiles aligned to multiples of key_tile so that dense tiles below the diagonal are full.
-    // The decode kernel reads exactly the keys it is given: its tiles start at the first key.
-    for (int64_t t0 = decode ? first : first / key_tile * key_tile; t0 < last; t0 += key_tile) {
-      const int n = static_cast<int>(std::min<int64_t>(key_tile, (decode ? last : seq.k_len) - t0));
+    for (int64_t t0 = first / key_tile * key_tile; t0 < last; t0 += key_tile) {
+      const int n = static_cast<int>(std::min<int64_t>(key_tile, seq.k_len - t0));
       bool full = true, any = false;
       for (int r = r0; r < r0 + m; ++r) {
         int64_t lo, hi;
@@ -579,16 +594,6 @@ class FlashRunner {
       s.kv_rows.fill_run(p_, seq_index, kv_head, t0, n);
       if (mod.alibi != nullptr) {
         for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
-      }
-      if (decode) {
-        const bool finite = kernels_.attend_rows({.q = reinterpret_cast<const float*>(q), .m = m, .k = s.kv_rows.k(p_),
-                                                  .v = s.kv_rows.v(p_), .n = n, .d = d, .dv = dv,
-                                                  .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
-                                                  .row_max = s.row_max + r0, .row_sum = s.row_sum + r0,
-                                                  .acc = s.acc + static_cast<size_t>(r0) * dv,
-                                                  .scratch = s.decode_scratch, .mod = mod});
-        if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
-        continue;
       }
       path_.pack_k(s.kv_rows.k(p_), n, d, s.k_packed);
       path_.pack_v(s.kv_rows.v(p_), n, dv, s.v_packed);
