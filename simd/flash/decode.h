@@ -5,13 +5,14 @@
 // block of rows, converted in registers and used at once.
 //
 // Order: every kv head of a group of keys before the next group. A cache keeps a token's kv
-// heads side by side ([token, kv head, dim]), so the score pass walks the cache in memory order,
-// and it reads one byte of every line of the rows kAhead keys further on (the caller's n_ahead
-// rows past the block included) as it goes: a steady stream of cache misses ahead of their use,
-// which the value pass then finds in the cache too. Loads, not prefetch instructions: on the
-// Zen 4 machine of docs/PERF.md prefetcht0/t1/t2 ahead of use changed nothing (they are dropped,
-// with or without a load to the page first), while these loads took the decode step from 9.0-10.2
-// to 6.2-6.7 ms.
+// heads side by side ([token, kv head, dim]), so the score pass walks the cache in memory order.
+// Reading ahead: while it scores a head's keys, it requests into L2 the K and V lines of that
+// head's keys kAhead further on (the caller's n_ahead rows past the block included), a few
+// prefetches between each step of products, so the requests go out at the rate lines are used
+// and the value pass finds its rows in the cache too. Measured on the Zen 4 machine of
+// docs/PERF.md: the same prefetches issued in bursts (a block's worth at a time) changed nothing,
+// because a core keeps only a few dozen misses in flight and a prefetch that finds them all
+// taken waits or is dropped; spread out they took a 1-thread decode step from 21-28 to 12-13 ms.
 //
 // Scores: R query rows x J keys of one head at a time (R * J = 16 accumulator vectors on
 // AVX-512: 4 x 4 for a GQA group of 4), the key rows converted once and dotted with the R rows;
@@ -58,9 +59,9 @@ struct Decode : Vec<Arch> {
   static constexpr int kKeyGroup = 16;            // keys per step of the score pass (all heads)
   static constexpr int kPvRows = W == 16 ? 4 : 2;  // accumulator rows per value block
   static constexpr int kPvVecs = 4;               // accumulator vectors per row of a value block
-  // Keys between the ones scored and the ones whose lines are loaded ahead (all heads, K and V);
-  // the driver passes the offsets of the next block's rows as n_ahead. 32 measured 6.2-6.3 ms,
-  // 64 6.7-8.2, 128 11.7 (docs/PERF.md).
+  // Keys between the ones scored and the ones whose lines are requested (K and V); the driver
+  // passes the offsets of the next block's rows as n_ahead. 16 to 64 measured the same (1 thread:
+  // 12.0-12.9 ms).
   static constexpr int kAhead = 32;
 
   static size_t scratch_bytes(int m, int n) {
@@ -101,23 +102,38 @@ struct Decode : Vec<Arch> {
 
   static int64_t row_base(const RowSource& src, int j) { return src.offsets ? src.offsets[j] : j * src.row_stride; }
 
-  // Loads one byte of every cache line of the K and V rows of keys [j0, j1) of every head (see
-  // the top of the file for why loads).
-  static void touch(const char* p) { static_cast<void>(*static_cast<const volatile char*>(p)); }
-  static void load_ahead(const AttendRowsArgs& a, int j0, int j1) {
-    const int ek = dtype_size(a.k.dtype), ev = dtype_size(a.v.dtype);
-    const char* kb = static_cast<const char*>(a.k.base);
-    const char* vb = static_cast<const char*>(a.v.base);
-    for (int j = j0; j < j1; ++j) {
-      const char* k = kb + row_base(a.k, j) * ek;
-      const char* v = vb + row_base(a.v, j) * ev;
-      for (int h = 0; h < a.heads; ++h) {
-        const char* kh = k + h * a.k_head_step * ek;
-        const char* vh = v + h * a.v_head_step * ev;
-        for (int b = 0; b < a.d * ek; b += 64) touch(kh + b);
-        for (int b = 0; b < a.dv * ev; b += 64) touch(vh + b);
-      }
+  // The rows of one head kAhead keys past the ones being scored, requested a few lines at a time
+  // between the products (score_keys), so that the requests go out at the rate the lines are used.
+  struct Ahead {
+    const char* k = nullptr;  // head h's K row of key 0 + kAhead (row_base(j) moves it)
+    const char* v = nullptr;
+    const RowSource* ks = nullptr;
+    const RowSource* vs = nullptr;
+    int limit = 0;            // keys with rows: n + n_ahead
+    int k_lines = 0, lines = 0;
+    int esize_k = 0, esize_v = 0;
+    int64_t k_head = 0, v_head = 0;  // bytes
+    // Line l (< lines) of key j's rows: K's lines, then V's.
+    const char* line(int j, int l) const {
+      if (l < k_lines) return k + row_base(*ks, j) * esize_k + k_head + l * 64;
+      return v + row_base(*vs, j) * esize_v + v_head + (l - k_lines) * 64;
     }
+  };
+  static Ahead ahead_of(const AttendRowsArgs& a, int h) {
+    Ahead r;
+    if (a.k.offsets == nullptr || a.v.offsets == nullptr) return r;
+    r.esize_k = dtype_size(a.k.dtype);
+    r.esize_v = dtype_size(a.v.dtype);
+    r.k = static_cast<const char*>(a.k.base);
+    r.v = static_cast<const char*>(a.v.base);
+    r.ks = &a.k;
+    r.vs = &a.v;
+    r.limit = a.n + a.n_ahead;
+    r.k_lines = (a.d * r.esize_k + 63) / 64;
+    r.lines = r.k_lines + (a.dv * r.esize_v + 63) / 64;
+    r.k_head = h * a.k_head_step * r.esize_k;
+    r.v_head = h * a.v_head_step * r.esize_v;
+    return r;
   }
 
   // Sums of 16 vectors: lane L of the result = sum of the lanes of in[L] (AVX-512 only).
@@ -147,7 +163,12 @@ struct Decode : Vec<Arch> {
   // together when they make 16 vectors (AVX-512), else one horizontal sum each.
   template <DType T, int R, int J>
   static void score_keys(const float* q, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
-                         Check<T>* check) {
+                         Check<T>* check, const Ahead& ahead) {
+    // The lines of keys j + kAhead .. j + kAhead + J - 1 to request, spread over the d / W steps.
+    const int fj = j + kAhead;
+    const int fkeys = ahead.k == nullptr ? 0 : imin(J, ahead.limit - fj);
+    const int steps = d / W;
+    const int per_step = (ahead.lines + steps - 1) / steps;
     int64_t base[J];
     B factor[J];
     B acc[R * J];
@@ -156,7 +177,12 @@ struct Decode : Vec<Arch> {
       factor[u] = B(PackT::template row_factor<T>(k, j + u));
     }
     for (int i = 0; i < R * J; ++i) acc[i] = B(0.0f);
-    for (int c = 0; c < d; c += W) {
+    for (int c = 0, step = 0; c < d; c += W, ++step) {
+      for (int u = 0; u < fkeys; ++u) {
+        for (int l = step * per_step; l < imin((step + 1) * per_step, ahead.lines); ++l) {
+          _mm_prefetch(ahead.line(fj + u, l), _MM_HINT_T1);
+        }
+      }
       B qi[R];
       for (int i = 0; i < R; ++i) qi[i] = B::load_unaligned(q + static_cast<int64_t>(r0 + i) * d + c);
       for (int u = 0; u < J; ++u) {
@@ -186,11 +212,11 @@ struct Decode : Vec<Arch> {
   // products are reduced together, 4 for R = 3; 2 elsewhere), the rest one by one.
   template <DType T, int R>
   static void score_group(const float* q, int r0, const RowSource& k, int j0, int nj, int d, float* s, int64_t lds,
-                          Check<T>* check) {
+                          Check<T>* check, const Ahead& ahead) {
     constexpr int J = W == 16 ? (R == 3 ? 4 : 16 / R) : 2;
     int j = j0;
-    for (; j + J <= j0 + nj; j += J) score_keys<T, R, J>(q, r0, k, j, d, s, lds, check);
-    for (; j < j0 + nj; ++j) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check);
+    for (; j + J <= j0 + nj; j += J) score_keys<T, R, J>(q, r0, k, j, d, s, lds, check, ahead);
+    for (; j < j0 + nj; ++j) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check, ahead);
   }
 
   // acc rows r0.. (R of them), columns [x0, x0 + C * W) += p rows . V rows.
@@ -246,20 +272,19 @@ struct Decode : Vec<Arch> {
     // checks its keys' values.
     for (int j0 = 0; j0 < n; j0 += kKeyGroup) {
       const int nj = imin(kKeyGroup, n - j0);
-      if (a.k.offsets != nullptr && a.v.offsets != nullptr) {
-        load_ahead(a, imin(j0 + kAhead, n + a.n_ahead), imin(j0 + kAhead + nj, n + a.n_ahead));
-      }
       for (int h = 0; h < heads; ++h) {
         const RowSource k = head_rows(a.k, h, a.k_head_step, a.scale_head_step);
+        const Ahead ahead = ahead_of(a, h);
         for (int r0 = 0; r0 < m; r0 += kRows) {
+          const Ahead& fetch = r0 == 0 ? ahead : Ahead{};  // once per head
           const int row = h * m + r0;
           float* sr = s + static_cast<int64_t>(row) * lds;
           Check<TK>* check = r0 == 0 ? &kcheck : nullptr;
           switch (imin(kRows, m - r0)) {
-            case 1: score_group<TK, 1>(a.q, row, k, j0, nj, d, sr, lds, check); break;
-            case 2: score_group<TK, 2>(a.q, row, k, j0, nj, d, sr, lds, check); break;
-            case 3: score_group<TK, 3>(a.q, row, k, j0, nj, d, sr, lds, check); break;
-            default: score_group<TK, kRows>(a.q, row, k, j0, nj, d, sr, lds, check); break;
+            case 1: score_group<TK, 1>(a.q, row, k, j0, nj, d, sr, lds, check, fetch); break;
+            case 2: score_group<TK, 2>(a.q, row, k, j0, nj, d, sr, lds, check, fetch); break;
+            case 3: score_group<TK, 3>(a.q, row, k, j0, nj, d, sr, lds, check, fetch); break;
+            default: score_group<TK, kRows>(a.q, row, k, j0, nj, d, sr, lds, check, fetch); break;
           }
         }
       }

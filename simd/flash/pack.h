@@ -61,17 +61,18 @@ struct Pack : Vec<Arch> {
       // e4m3 -> f16 bits: sign to bit 15, exponent and mantissa (7 bits) to bits 13..7. That f16
       // has exponent bias 15 instead of 7 (subnormals included: both scale the same way), so
       // its value is 2^-8 of the e4m3 value; kFp8Unbias undoes it. NaN codes (0x7f, 0xff) come
-      // out as +-480: the input scan rejects them before any kernel runs.
-      const uint8_t* p = static_cast<const uint8_t*>(base) + index;
+      // out as +-480: the input scan rejects them before any kernel runs. In three operations:
+      // sign-extend the byte to 16 bits (the sign fills bits 7..15), shift left by 7 (exponent
+      // and mantissa to 13..7, sign copies to 14 and up), clear bit 14 (the f16 exponent's top
+      // bit, which an e4m3 exponent never sets).
+      const int8_t* p = static_cast<const int8_t*>(base) + index;
       if constexpr (W == 16) {
-        const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8),
-                                          _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7));
+        const __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        const __m256i h = _mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(static_cast<short>(0xBFFF)));
         return B(_mm512_cvtph_ps(h));
       } else {
-        const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-        const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8),
-                                       _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7));
+        const __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        const __m128i h = _mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16(static_cast<short>(0xBFFF)));
         return B(_mm256_cvtph_ps(h));
       }
     } else {
