@@ -249,9 +249,15 @@ void register_all() {
   }
 }
 
-// The input policy's scan (core/input_scan.h) over `tokens` rows of 8 heads x d: bytes/s. One
-// thread; the backend splits it over the workers in chunks of tokens.
-void input_scan(benchmark::State& state, DType dtype) {
+// The input policy's scan (core/input_scan.h) over `tokens` rows of 8 heads x d, with a table's
+// row scan (the scalar table's is the portable definition): bytes/s. One thread; the backend
+// splits it over the workers in chunks of tokens.
+void input_scan(benchmark::State& state, Isa isa, DType dtype) {
+  const KernelTable* t = kernel_table_for(isa);
+  if (t == nullptr) {
+    state.SkipWithError("CPU lacks this ISA");
+    return;
+  }
   const int64_t tokens = state.range(0);
   const int heads = 8, d = static_cast<int>(state.range(1));
   const std::vector<float> values = random_rows(static_cast<int>(tokens * heads), d, 7);
@@ -259,17 +265,20 @@ void input_scan(benchmark::State& state, DType dtype) {
   for (size_t i = 0; i < values.size(); ++i) store_scalar(bytes.data(), dtype, static_cast<int64_t>(i), values[i]);
   const TensorView view{bytes.data(), dtype, int64_t{heads} * d, d};
   for (auto _ : state) {
-    InputScan scan = scan_rows(view, heads, d, 0, tokens);
+    InputScan scan = scan_rows(view, heads, d, 0, tokens, t->scan_row);
     benchmark::DoNotOptimize(scan);
   }
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(bytes.size()));
 }
 
 void register_input_scan() {
-  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
-    benchmark::RegisterBenchmark((std::string("input_scan/") + dtype_name(dt)).c_str(), input_scan, dt)
-        ->ArgNames({"tokens", "d"})
-        ->Args({4096, 128});
+  for (int i = kNumIsas - 1; i >= 0; --i) {
+    for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+      benchmark::RegisterBenchmark((std::string("input_scan/") + isa_name(kAllIsas[i]) + "/" + dtype_name(dt)).c_str(),
+                                   input_scan, kAllIsas[i], dt)
+          ->ArgNames({"tokens", "d"})
+          ->Args({4096, 128});
+    }
   }
 }
 

@@ -33,6 +33,7 @@ KernelTable build_table<Isa::kScalar>() {
   t.modify_scores = scalar::modify_scores;
   t.attend_rows = scalar::attend_rows;
   t.attend_rows_scratch_bytes = scalar::attend_rows_scratch_bytes;
+  t.scan_row = scan_row_portable;
   return t;
 }
 
@@ -51,6 +52,7 @@ KernelTable build_table<Isa::kAvx2>() {
   t.modify_scores = avx2::modify_scores;
   t.attend_rows = avx2::attend_rows;
   t.attend_rows_scratch_bytes = avx2::attend_rows_scratch_bytes;
+  t.scan_row = avx2::scan_row;
   return t;
 }
 
@@ -77,6 +79,7 @@ KernelTable build_table<Isa::kAvx512>() {
   t.modify_scores = avx512::modify_scores;
   t.attend_rows = avx512::attend_rows;
   t.attend_rows_scratch_bytes = avx512::attend_rows_scratch_bytes;
+  t.scan_row = avx512::scan_row;
   return t;
 }
 

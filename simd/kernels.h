@@ -26,6 +26,7 @@
 
 #include "simd/cpu_features.h"
 #include "core/dtype.h"
+#include "core/row_scan.h"
 
 namespace sampleattn {
 
@@ -204,6 +205,7 @@ struct KernelTable {
 
   AttendRowsFn* attend_rows;
   ScratchBytesFn* attend_rows_scratch_bytes;
+  RowScanFn* scan_row;  // the input policy's row scan (core/row_scan.h): the portable one's bits
   RowStatsFn* row_stats;
   AccumulateColumnsFn* accumulate_columns;
   StoreRowsFn* store_rows;

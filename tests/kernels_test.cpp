@@ -18,6 +18,7 @@
 #include "simd/dispatch.h"
 #include "core/dtype_convert.h"
 #include "core/problem.h"
+#include "core/row_scan.h"
 #include "simd/kernels.h"
 
 namespace sampleattn {
@@ -861,6 +862,43 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             }
           }
         }
+      }
+    }
+  }
+}
+
+// The input policy's row scan (KernelTable::scan_row) returns the portable definition's bits
+// (core/row_scan.h) on every table, so the call's verdict never depends on the ISA: f32, bf16 and
+// f16 rows of every head dim and a few odd lengths (vector tails), magnitudes from 1e-30 to 1e30
+// (bf16 and f32), and NaN or Inf at random places (the first one named).
+TEST_P(KernelsTest, ScanRowMatchesPortable) {
+  if (bf16()) GTEST_SKIP() << "scan_row is one kernel per table";
+  std::mt19937 rng(41);
+  std::uniform_real_distribution<float> unit(-1.f, 1.f);
+  std::uniform_int_distribution<int> exponent(-100, 100);
+  std::vector<int> dims(std::begin(kSupportedHeadDims), std::end(kSupportedHeadDims));
+  for (int odd : {1, 7, 9, 23, 33}) dims.push_back(odd);
+  for (DType dt : kDTypes) {
+    for (int dim : dims) {
+      for (int trial = 0; trial < 24; ++trial) {
+        std::vector<unsigned char> row(static_cast<size_t>(dim) * dtype_size(dt) + 64);
+        const float scale = dt == DType::kF16 ? 100.f : std::ldexp(1.f, exponent(rng));
+        for (int c = 0; c < dim; ++c) store_scalar(row.data(), dt, c, unit(rng) * scale);
+        if (trial % 3 == 1) {
+          const int at = static_cast<int>(rng() % static_cast<unsigned>(dim));
+          store_scalar(row.data(), dt, at, trial % 2 ? std::numeric_limits<float>::quiet_NaN() : -INFINITY);
+          if (trial % 4 == 1 && at + 1 < dim) store_scalar(row.data(), dt, at + 1, INFINITY);  // a second one, later
+        }
+        const RowScan want = scan_row_portable(row.data(), dt, dim);
+        const RowScan got = table_->scan_row(row.data(), dt, dim);
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " dim=" + std::to_string(dim) + " trial=" + std::to_string(trial));
+        ASSERT_EQ(got.finite, want.finite);
+        if (!want.finite) {
+          EXPECT_EQ(got.bad_dim, want.bad_dim);
+          continue;
+        }
+        EXPECT_EQ(0, std::memcmp(&got.sumsq, &want.sumsq, sizeof(float))) << got.sumsq << " vs " << want.sumsq;
+        EXPECT_EQ(got.max_abs, want.max_abs);
       }
     }
   }

@@ -25,13 +25,16 @@ namespace sampleattn::scalar {
 SAMPLEATTN_FLASH_ENTRY_POINTS
 }  // namespace sampleattn::scalar
 
+// The vector ISAs' input scan (simd/flash/scan.h); the scalar table uses the portable definition.
 namespace sampleattn::avx2 {
 SAMPLEATTN_FLASH_ENTRY_POINTS
+RowScanFn scan_row;
 }  // namespace sampleattn::avx2
 
 // Plus the bf16 path (vdpbf16ps; only put in the table when the CPU has AVX512_BF16).
 namespace sampleattn::avx512 {
 SAMPLEATTN_FLASH_ENTRY_POINTS
+RowScanFn scan_row;
 PackedBytesFn bf16_packed_bytes;
 ScratchBytesFn bf16_scratch_bytes;
 PackQFn bf16_pack_q;

@@ -28,6 +28,7 @@
 #include "simd/flash/entry_points.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
+#include "simd/flash/scan.h"
 #include "simd/flash/score_mods.h"
 #include "simd/flash/softmax.h"
 #include "simd/flash/vec.h"

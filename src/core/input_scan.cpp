@@ -21,6 +21,16 @@ bool all_finite(const Bits* x, int n, Bits exponent) {
   return any == 0;
 }
 
+// The square rounded on its own (RowScan::sumsq), never fused with the add that follows: a build
+// with FMA enabled everywhere (-march=native) would otherwise contract x * x + s.
+inline float square(float x) {
+  float sq = x * x;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  asm("" : "+x"(sq));
+#endif
+  return sq;
+}
+
 template <DType T>
 float value_at(const char* row, int i) {
   if constexpr (T == DType::kF32) {
@@ -32,52 +42,6 @@ float value_at(const char* row, int i) {
     std::memcpy(&h, row + 2 * i, 2);
     return T == DType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
   }
-}
-
-template <DType T>
-void scan_row(const char* row, int dim, float* sumsq, float* max_abs, bool* finite, int* bad_dim) {
-  using Bits = std::conditional_t<T == DType::kF32, uint32_t, uint16_t>;
-  constexpr Bits kExponent = static_cast<Bits>(T == DType::kF32 ? 0x7f800000u : (T == DType::kF16 ? 0x7c00u : 0x7f80u));
-  *finite = all_finite<Bits>(reinterpret_cast<const Bits*>(row), dim, kExponent);
-  float total = 0, most = 0;
-  if constexpr (T == DType::kF16) {
-    // |x| <= 65504 in f16, so no f16 row can reach the bounds of input_scan_status (65504^2 * 256
-    // is far below them): only the bits need reading, and the dtype's own bounds stand in for the
-    // measured ones.
-    total = static_cast<float>(dim) * 65504.f * 65504.f;
-    most = 65504.f;
-  } else {
-    // Eight independent lanes, so the compiler vectorizes the sums (head dims are multiples of 8).
-    constexpr int kLanes = 8;
-    float s[kLanes] = {}, m[kLanes] = {};
-    int i = 0;
-    for (; i + kLanes <= dim; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const float x = value_at<T>(row, i + l);
-        s[l] += x * x;
-        m[l] = std::max(m[l], std::fabs(x));
-      }
-    }
-    for (; i < dim; ++i) {
-      const float x = value_at<T>(row, i);
-      s[0] += x * x;
-      m[0] = std::max(m[0], std::fabs(x));
-    }
-    for (int l = 0; l < kLanes; ++l) {
-      total += s[l];
-      most = std::max(most, m[l]);
-    }
-  }
-  if (!*finite) {
-    for (int c = 0; c < dim; ++c) {
-      if (!std::isfinite(load_scalar(row, T, c))) {
-        *bad_dim = c;
-        break;
-      }
-    }
-  }
-  *sumsq = total;
-  *max_abs = most;
 }
 
 // Quantized rows: int8 needs no reading (|x| <= 127 and no NaN); fp8 e4m3's only non-finite codes
@@ -106,11 +70,16 @@ void scan_quantized_row(const char* row, int dim, float* sumsq, float* max_abs, 
 }
 
 template <DType T>
-void scan_any_row(const char* row, int dim, float* sumsq, float* max_abs, bool* finite, int* bad_dim) {
+void scan_any_row(RowScanFn* scan_row, const char* row, int dim, float* sumsq, float* max_abs, bool* finite,
+                  int* bad_dim) {
   if constexpr (T == DType::kI8 || T == DType::kFP8) {
     scan_quantized_row<T>(row, dim, sumsq, max_abs, finite, bad_dim);
   } else {
-    scan_row<T>(row, dim, sumsq, max_abs, finite, bad_dim);
+    const RowScan r = scan_row(row, T, dim);
+    *sumsq = r.sumsq;
+    *max_abs = r.max_abs;
+    *finite = r.finite;
+    *bad_dim = r.bad_dim;
   }
 }
 
@@ -127,7 +96,7 @@ InputScan with_scan_dtype(DType t, F&& f) {
 }
 
 template <DType T>
-InputScan scan(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end) {
+InputScan scan(RowScanFn* scan_row, const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end) {
   InputScan out;
   float max_sumsq = 0;
   for (int64_t tok = token_begin; tok < token_end; ++tok) {
@@ -135,7 +104,7 @@ InputScan scan(const TensorView& t, int heads, int dim, int64_t token_begin, int
       float sumsq, max_abs;
       bool finite;
       int bad_dim = 0;
-      scan_row<T>(t.row(tok, h), dim, &sumsq, &max_abs, &finite, &bad_dim);
+      scan_any_row<T>(scan_row, t.row(tok, h), dim, &sumsq, &max_abs, &finite, &bad_dim);
       if (!finite && out.bad_token < 0) {
         out.bad_token = tok;
         out.bad_head = h;
@@ -172,11 +141,70 @@ void InputScan::merge(const InputScan& other) {
   max_abs = std::max(max_abs, other.max_abs);
 }
 
-InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end) {
-  return with_scan_dtype(t.dtype, [&](auto dt) { return scan<decltype(dt)::value>(t, heads, dim, token_begin, token_end); });
+RowScan scan_row_portable(const void* data, DType dtype, int dim) {
+  const char* row = static_cast<const char*>(data);
+  RowScan r;
+  const auto scan = [&](auto dt) {
+    constexpr DType T = decltype(dt)::value;
+    using Bits = std::conditional_t<T == DType::kF32, uint32_t, uint16_t>;
+    constexpr Bits kExponent = static_cast<Bits>(T == DType::kF32 ? 0x7f800000u : (T == DType::kF16 ? 0x7c00u : 0x7f80u));
+    r.finite = all_finite<Bits>(reinterpret_cast<const Bits*>(row), dim, kExponent);
+    if constexpr (T == DType::kF16) {
+      // |x| <= 65504 in f16, so no f16 row can reach the bounds of input_scan_status (65504^2 * 256
+      // is far below them): only the bits need reading, and the dtype's own bounds stand in for the
+      // measured ones.
+      r.sumsq = static_cast<float>(dim) * 65504.f * 65504.f;
+      r.max_abs = 65504.f;
+    } else {
+      // Eight lanes (RowScan::sumsq says in which order), which the vector versions follow.
+      constexpr int kLanes = 8;
+      float s[kLanes] = {}, m[kLanes] = {};
+      int i = 0;
+      for (; i + kLanes <= dim; i += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+          const float x = value_at<T>(row, i + l);
+          s[l] += square(x);
+          m[l] = std::max(m[l], std::fabs(x));
+        }
+      }
+      for (; i < dim; ++i) {
+        const float x = value_at<T>(row, i);
+        s[0] += square(x);
+        m[0] = std::max(m[0], std::fabs(x));
+      }
+      for (int l = 0; l < kLanes; ++l) {
+        r.sumsq += s[l];
+        r.max_abs = std::max(r.max_abs, m[l]);
+      }
+    }
+    if (!r.finite) {
+      for (int c = 0; c < dim; ++c) {
+        if (!std::isfinite(load_scalar(row, T, c))) {
+          r.bad_dim = c;
+          break;
+        }
+      }
+    }
+  };
+  switch (dtype) {
+    case DType::kF32: scan(std::integral_constant<DType, DType::kF32>{}); break;
+    case DType::kF16: scan(std::integral_constant<DType, DType::kF16>{}); break;
+    case DType::kBF16: scan(std::integral_constant<DType, DType::kBF16>{}); break;
+    case DType::kI8:
+    case DType::kFP8: break;  // not rows of this kind (scan_kv_rows)
+  }
+  return r;
 }
 
-InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin, int64_t key_end, bool read_values) {
+InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end,
+                    RowScanFn* scan_row) {
+  return with_scan_dtype(t.dtype, [&](auto dt) {
+    return scan<decltype(dt)::value>(scan_row, t, heads, dim, token_begin, token_end);
+  });
+}
+
+InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin, int64_t key_end, bool read_values,
+                       RowScanFn* scan_row) {
   const TensorView& t = values ? p.v : p.k;
   const float* scales = values ? p.kv.v_scale : p.kv.k_scale;
   const int dim = values ? p.head_dim_v : p.head_dim;
@@ -200,8 +228,8 @@ InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin
         bool finite;
         int bad_dim = 0;
         if (read_values || T == DType::kF32 || T == DType::kBF16) {
-          scan_any_row<T>(static_cast<const char*>(t.data) + (values ? at.v : at.k) * esize, dim, &sumsq, &max_abs,
-                          &finite, &bad_dim);
+          scan_any_row<T>(scan_row, static_cast<const char*>(t.data) + (values ? at.v : at.k) * esize, dim, &sumsq,
+                          &max_abs, &finite, &bad_dim);
         } else {  // the dtype's bound; the attention checks the values as it reads them
           constexpr float kMax = T == DType::kF16 ? 65504.f : T == DType::kI8 ? 127.f : 448.f;
           sumsq = static_cast<float>(dim) * kMax * kMax;

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/problem.h"
+#include "core/row_scan.h"
 #include "core/status.h"
 
 namespace sampleattn {
@@ -25,15 +26,17 @@ struct InputScan {
   void merge(const InputScan& other);
 };
 
-// Scans tokens [token_begin, token_end) of all `heads` heads, `dim` values per row.
-InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end);
+// Scans tokens [token_begin, token_end) of all `heads` heads, `dim` values per row; f32, bf16 and
+// f16 rows with scan_row (a kernel table's, or the portable definition: the same bits).
+InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin, int64_t token_end,
+                    RowScanFn* scan_row = scan_row_portable);
 
 // Keys [key_begin, key_end) of sequence `seq`, all kv heads, of K (values = false) or V, read
 // through the KV cache's addressing; a quantized row counts as its values times its scale. Without
 // read_values, f16, int8 and fp8 rows are not read (their dtype bounds them; the scales are still
 // checked): for a backend whose attention checks every value it reads (the CPU's decode kernel).
 InputScan scan_kv_rows(const Problem& problem, bool values, int seq, int64_t key_begin, int64_t key_end,
-                       bool read_values = true);
+                       bool read_values = true, RowScanFn* scan_row = scan_row_portable);
 
 // The call's verdict from the scans of the whole of Q, K and V.
 Status input_scan_status(const Problem& problem, const InputScan& q, const InputScan& k, const InputScan& v);

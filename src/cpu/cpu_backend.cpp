@@ -66,7 +66,8 @@ bool attention_checks_kv(const Problem& problem) {
 }
 
 // full: read every K/V value, even those the attention would check (to name a bad one).
-Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& problem, bool full = false) {
+Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const KernelTable& kernels, const Problem& problem,
+                    bool full = false) {
   std::vector<ScanChunk> chunks;
   chunks.reserve(static_cast<size_t>(scan_chunk_count(problem)));  // counted by the workspace
   for (int64_t t = 0; t < problem.total_q; t += kScanChunk) chunks.push_back({0, 0, t, std::min(t + kScanChunk, problem.total_q)});
@@ -83,12 +84,12 @@ Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const Problem& proble
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(chunks.size()), 0, pool_limit, [&](int64_t task, int, void*) {
     const ScanChunk& c = chunks[static_cast<size_t>(task)];
     if (c.tensor == 0) {
-      scans[task] = scan_rows(problem.q, problem.num_q_heads, problem.head_dim, c.begin, c.end);
+      scans[task] = scan_rows(problem.q, problem.num_q_heads, problem.head_dim, c.begin, c.end, kernels.scan_row);
       return;
     }
     // Keys of a sequence without queries are read by nobody else: scanned as always.
     const bool read = !checked || problem.sequences[c.seq].q_len == 0;
-    scans[task] = scan_kv_rows(problem, c.tensor == 2, c.seq, c.begin, c.end, read);
+    scans[task] = scan_kv_rows(problem, c.tensor == 2, c.seq, c.begin, c.end, read, kernels.scan_row);
   }));
   InputScan merged[3];
   for (size_t i = 0; i < chunks.size(); ++i) merged[chunks[i].tensor].merge(scans[i]);
@@ -170,7 +171,7 @@ class CpuBackend final : public Backend {
         }
       }
     }
-    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), problem));
+    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), kernels, problem));
     std::unique_ptr<SparsePlan> sparse;
     if (w.sampled) {
       sparse = std::make_unique<SparsePlan>();
@@ -189,7 +190,7 @@ class CpuBackend final : public Backend {
     SAMPLEATTN_RETURN_IF_ERROR(
         run_flash_attention(*pool_, limit_, w.attention, kernels, problem, sparse.get(), &kv_nonfinite));
     if (kv_nonfinite) {  // the decode kernel met a value the scan skipped: name it, fail the call
-      SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), problem, true));
+      SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), kernels, problem, true));
       return internal_error("the attention read a non-finite K/V value that the input scan did not find");
     }
     if (stats != nullptr) {
