@@ -105,6 +105,11 @@ struct AttendRowsArgs {
   int64_t scale_head_step = 0;  // k.scales / v.scales indices from head h to head h + 1
   int n_ahead = 0;              // rows n .. n + n_ahead - 1 of k.offsets / v.offsets: the next keys,
                                 // which the kernel may request into the cache (never reads)
+  // When set, raised to the largest |value| of the f32 or bf16 K (V) rows the step read (other
+  // dtypes are bounded by their type and leave them alone): the input policy's bounds for K/V the
+  // scan left to the attention (docs/SECURITY.md).
+  float* k_max_abs = nullptr;
+  float* v_max_abs = nullptr;
 };
 
 // Head h's rows of `src` under an AttendRowsArgs' head steps.
@@ -129,6 +134,8 @@ using AttendFn = void(const AttendTileArgs& args);
 using ScoresFn = void(const void* q, int m, const void* k, int n, int d, float* s, int64_t lds, float qk_scale);
 // Runs an AttendRowsArgs step. Returns false when a K or V value it read is not finite in its
 // dtype (NaN or Inf; fp8 e4m3's NaN codes; int8 always is), after finishing the step anyway.
+// Every K and V value of the n keys is read (whatever the row spans), so the checks and the
+// largest magnitudes cover them all.
 using AttendRowsFn = bool(const AttendRowsArgs& args);
 // Applies the score variants of `mod` (m rows, n keys) to an m x n block of such scores in place,
 // exactly as attend does before its softmax (the same function of each score, so that stage 1's

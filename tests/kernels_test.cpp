@@ -753,12 +753,13 @@ TEST_P(KernelsTest, AccumulateColumnsMatchesOracle) {
 // heads read in one call: K/V rows a token apart with every head's row side by side (a cache's
 // [token, kv head, dim]), tokens out of order (pages), rows past n given as n_ahead (read ahead
 // only), per-head scales of quantized K/V, rows per head around the kernel's register blocks
-// (1, 2, 3, 4, 5, 8), keys around its groups, row spans (one row empty), a running state.
+// (1, 2, 3, 4, 5, 8), keys around its groups, row spans (one row empty), a running state; and
+// the largest |value| of f32 and bf16 K and V (the input policy's bounds), over every key read.
 TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
   if (bf16()) GTEST_SKIP() << "attend_rows is one kernel per table";
   std::mt19937 rng(31);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (DType dt : {DType::kF32, DType::kF16, DType::kI8, DType::kFP8}) {
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8, DType::kFP8}) {
     for (int d : {64, 128}) {
       for (int heads : {1, 3}) {
         for (int m : {1, 2, 3, 4, 5, 8}) {
@@ -826,7 +827,24 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             a.k_head_step = a.v_head_step = head_step;
             a.scale_head_step = scale_step;
             a.n_ahead = ahead;
+            float k_max = 0.f, v_max = 0.f;
+            a.k_max_abs = &k_max;
+            a.v_max_abs = &v_max;
             ASSERT_TRUE(table_->attend_rows(a));
+            // The largest |value| of the n keys' K and V rows of every head (f32 and bf16 only).
+            double want_k = 0, want_v = 0;
+            if (dt == DType::kF32 || dt == DType::kBF16) {
+              for (int j = 0; j < n; ++j) {
+                for (int h = 0; h < heads; ++h) {
+                  for (int c = 0; c < d; ++c) {
+                    want_k = std::max(want_k, std::abs(exact(k, k_scales, j, h, c)));
+                    want_v = std::max(want_v, std::abs(exact(v, v_scales, j, h, c)));
+                  }
+                }
+              }
+            }
+            EXPECT_EQ(k_max, static_cast<float>(want_k));
+            EXPECT_EQ(v_max, static_cast<float>(want_v));
             for (int r = 0; r < rows; ++r) {
               const int h = r / m;
               if (lo[r] >= hi[r]) {

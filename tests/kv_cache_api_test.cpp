@@ -329,30 +329,103 @@ TEST_P(KvCacheCalls, DecodeAndShortChunksMatchTheOracle) {
   }
 }
 
-// A decode step's f16 keys are not scanned before the attention (the decode kernel checks each
-// value as it reads it): a NaN or Inf there still fails the call with the scan's message naming
-// it, and no output is written.
+// A decode step's keys and values are not scanned before the attention (the decode kernel checks
+// each value as it reads it): a NaN or Inf there still fails the call with the scan's message
+// naming it, and no output is written. f16 (bounded by its dtype), bf16 and f32 (whose bounds the
+// kernel's largest magnitudes complete).
 TEST_P(KvCacheCalls, DecodeFindsNonFiniteKeysWithoutWritingOutput) {
   ScopedIsa isa(GetParam());
   if (!isa.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(GetParam());
   sampleattn_context* ctx = cpu_context(2);
-  for (bool values : {false, true}) {
-    for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
-      Case c;
+  for (DType dt : {DType::kF16, DType::kBF16, DType::kF32}) {
+    for (bool values : {false, true}) {
+      for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + (values ? " v " : " k ") + std::to_string(bad));
+        Case c;
+        c.hq = 8;
+        c.hkv = 2;
+        c.in = c.out = dt;
+        c.add_sequence(1, 6000);
+        c.materialize(41, 1.0f);
+        (values ? c.v : c.k).set((4321 * c.hkv + 1) * c.d + 7, bad);
+        c.o.poison();
+        const std::vector<uint8_t> o_before = c.o.bytes;
+        sampleattn::Params p = c.params();
+        EXPECT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(sampleattn_last_error()).find(std::string(values ? "v" : "k") + "[token 4321, head 1, dim 7]"),
+                  std::string::npos)
+            << sampleattn_last_error();
+        EXPECT_EQ(c.o.bytes, o_before);
+      }
+    }
+  }
+  sampleattn_context_destroy(ctx);
+}
+
+// The range policy on a decode step's bf16 and f32 K/V, which the scan leaves to the attention:
+// keys or values too large fail the call with the scan's message and no output; a key whose
+// largest magnitude fails the attention's bound (sqrt(d) * max|k|) while its real norm passes the
+// scan's is attended after all (the full scan decides, then the attention runs again).
+TEST_P(KvCacheCalls, DecodeRangePolicyOnUnboundedKv) {
+  ScopedIsa isa(GetParam());
+  if (!isa.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(GetParam());
+  sampleattn_context* ctx = cpu_context(2);
+  for (DType dt : {DType::kBF16, DType::kF32}) {
+    const auto make = [&](Case& c, float q_scale) {
       c.hq = 8;
       c.hkv = 2;
-      c.in = c.out = DType::kF16;
-      c.add_sequence(1, 6000);
-      c.materialize(41, 1.0f);
-      (values ? c.v : c.k).set((4321 * c.hkv + 1) * c.d + 7, bad);
+      c.in = dt;
+      c.out = DType::kF32;
+      c.add_sequence(1, 3000);
+      c.materialize(47, q_scale);
+    };
+    // The largest query row norm, and the policy's factor on it (scale * log2(e), scale 1/sqrt(d)).
+    const auto q_norm = [](const Case& c) {
+      double most = 0;
+      for (int h = 0; h < c.hq; ++h) {
+        double sq = 0;
+        for (int x = 0; x < c.d; ++x) sq += std::pow(c.q.get(static_cast<int64_t>(h) * c.d + x), 2);
+        most = std::max(most, std::sqrt(sq));
+      }
+      return most / std::sqrt(static_cast<double>(c.d)) * 1.4426950408889634;
+    };
+    for (int which = 0; which < 3; ++which) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " case " + std::to_string(which));
+      Case c;
+      make(c, which == 2 ? 0x1p37f : 1.0f);
+      const int64_t at = (1234 * c.hkv + 1) * c.d + 5;
+      if (which == 0) {
+        c.k.set(at, 0x1p103f);  // the key's norm alone breaks the score bound
+      } else if (which == 1) {
+        c.v.set(at, 0x1p110f);  // times 3000 keys: past 2^120
+      } else {
+        // Large queries and one large key value: the key row's norm is about the value, and the
+        // score bound with it passes; with sqrt(d) times the value it does not. (A row's sum of
+        // squares is f32: values past 2^64 overflow it and fail the scan as well.)
+        c.k.set(at, 0x1p60f);
+        const double exact = q_norm(c) * std::sqrt(std::pow(0x1p60, 2) + 16.0 * c.d);
+        ASSERT_LT(exact, 0x1p99);
+        ASSERT_GE(q_norm(c) * std::sqrt(static_cast<double>(c.d)) * 0x1p60, 0x1p100);
+      }
       c.o.poison();
       const std::vector<uint8_t> o_before = c.o.bytes;
       sampleattn::Params p = c.params();
-      EXPECT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_INVALID_ARGUMENT);
-      EXPECT_NE(std::string(sampleattn_last_error()).find(std::string(values ? "v" : "k") + "[token 4321, head 1, dim 7]"),
-                std::string::npos)
-          << sampleattn_last_error();
-      EXPECT_EQ(c.o.bytes, o_before);
+      const sampleattn_status st = sampleattn_forward(ctx, &p, nullptr);
+      if (which < 2) {
+        EXPECT_EQ(st, SAMPLEATTN_INVALID_ARGUMENT);
+        EXPECT_NE(std::string(sampleattn_last_error()).find(which == 0 ? "could overflow f32 scores" : "max|v|"),
+                  std::string::npos)
+            << sampleattn_last_error();
+        EXPECT_EQ(c.o.bytes, o_before);
+        continue;
+      }
+      ASSERT_EQ(st, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+      Problem problem;
+      ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+      const auto rows = all_rows(problem);
+      const auto oracle = reference::attention_rows(problem, rows);
+      const Errors ours = errors_of(oracle, output_rows(c, rows));
+      EXPECT_LE(ours.rel_l2, 1e-5);
     }
   }
   sampleattn_context_destroy(ctx);

@@ -68,22 +68,33 @@ struct Decode : Vec<Arch> {
     return round_up(static_cast<size_t>(m) * round_up(static_cast<size_t>(n), W) * sizeof(float), 64);
   }
 
-  // Tracks whether the fp8 values read so far held a NaN code (they load as +-1.875, past the
-  // largest finite 1.75). Other dtypes need no look at the values: int8 is always finite, and a
-  // non-finite f32/f16/bf16 key makes its scores non-finite, a non-finite value the accumulators
-  // it is added to (times 0 included), which run() checks instead, once per block.
+  // Tracks what the values read so far say: for fp8, whether one held a NaN code (they load as
+  // +-1.875, past the largest finite 1.75); for f32 and bf16, their largest magnitude (the input
+  // policy's bounds, AttendRowsArgs::k_max_abs). f16 and int8 need no look at the values (their
+  // dtypes bound them; int8 is always finite), and a non-finite f32/f16/bf16 key makes its scores
+  // non-finite, a non-finite value the accumulators it is added to (times 0 included), which run()
+  // checks instead, once per block.
   template <DType T>
   struct Check {
     B acc = B(0.0f);
     void see(B x) {
-      if constexpr (T == DType::kFP8) acc = xsimd::max(acc, xsimd::abs(x));
+      if constexpr (T == DType::kFP8 || T == DType::kF32 || T == DType::kBF16) acc = xsimd::max(acc, xsimd::abs(x));
     }
     bool ok() const {
       if constexpr (T == DType::kFP8) return V::hmax(acc) <= 1.75f;
       return true;
     }
+    void raise(float* max_abs) const {
+      if constexpr (T == DType::kF32 || T == DType::kBF16) {
+        if (max_abs != nullptr) {
+          const float m = V::hmax(acc);
+          if (!(m <= *max_abs)) *max_abs = m;
+        }
+      }
+    }
   };
-  static constexpr bool reads_bits(DType t) { return t == DType::kFP8; }
+  static constexpr bool reads_bits(DType t) { return t == DType::kFP8; }  // checked by Check, not by results
+  static constexpr bool sees(DType t) { return t == DType::kFP8 || t == DType::kF32 || t == DType::kBF16; }
 
   // Whether rows [0, m) x columns [0, n) of s (leading dimension lds) are all finite: x * 0 is 0
   // for finite x and NaN otherwise, and NaN sticks under addition.
@@ -187,7 +198,7 @@ struct Decode : Vec<Arch> {
       for (int i = 0; i < R; ++i) qi[i] = B::load_unaligned(q + static_cast<int64_t>(r0 + i) * d + c);
       for (int u = 0; u < J; ++u) {
         const B raw = PackT::template load_src<T>(k.base, base[u] + c);
-        if constexpr (reads_bits(T)) {
+        if constexpr (sees(T)) {
           if (check != nullptr) check->see(raw);
         }
         const B x = raw * factor[u];
@@ -233,7 +244,7 @@ struct Decode : Vec<Arch> {
       B x[C];
       for (int c = 0; c < C; ++c) {
         const B raw = PackT::template load_src<T>(v.base, base + c * W);
-        if constexpr (reads_bits(T)) {
+        if constexpr (sees(T)) {
           if (check != nullptr) check->see(raw);
         }
         x[c] = raw * factor;
@@ -331,6 +342,8 @@ struct Decode : Vec<Arch> {
     }
     // Non-finite values show in the accumulators they were added to (every row, p = 0 included).
     if (!reads_bits(TV) && TV != DType::kI8) finite = finite && all_finite(a.acc, dv, rows, dv);
+    kcheck.raise(a.k_max_abs);
+    vcheck.raise(a.v_max_abs);
     return finite && kcheck.ok() && vcheck.ok();
   }
 

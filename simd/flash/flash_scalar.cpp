@@ -132,10 +132,15 @@ namespace {
 // One kv head's rows (a.heads == 1).
 bool attend_head_rows(const AttendRowsArgs& a) {
   bool finite = true;
-  const auto value = [&finite](const RowSource& src, int j, int c) {
+  // The largest |value| of f32 and bf16 rows (AttendRowsArgs::k_max_abs).
+  const auto raise = [](float* max_abs, DType t, float x) {
+    if (max_abs != nullptr && (t == DType::kF32 || t == DType::kBF16) && !(std::fabs(x) <= *max_abs)) *max_abs = std::fabs(x);
+  };
+  const auto value = [&](const RowSource& src, int j, int c) {
     const int64_t base = src.offsets ? src.offsets[j] : j * src.row_stride;
     const float x = load_scalar(src.base, src.dtype, base + c);
     finite = finite && std::isfinite(x);  // fp8's NaN codes load as NaN
+    raise(&src == &a.k ? a.k_max_abs : a.v_max_abs, src.dtype, x);
     return dtype_quantized(src.dtype) ? x * src.scales[j] : x;
   };
   float* s = a.scratch;

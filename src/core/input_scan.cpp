@@ -227,11 +227,14 @@ InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin
         float sumsq, max_abs;
         bool finite;
         int bad_dim = 0;
-        if (read_values || T == DType::kF32 || T == DType::kBF16) {
+        if (read_values) {
           scan_any_row<T>(scan_row, static_cast<const char*>(t.data) + (values ? at.v : at.k) * esize, dim, &sumsq,
                           &max_abs, &finite, &bad_dim);
-        } else {  // the dtype's bound; the attention checks the values as it reads them
-          constexpr float kMax = T == DType::kF16 ? 65504.f : T == DType::kI8 ? 127.f : 448.f;
+        } else {
+          // The attention checks the values as it reads them: f16, int8 and fp8 count with their
+          // dtype's bound; f32 and bf16 with nothing here (the attention's largest magnitudes
+          // complete their bounds, AttendRowsArgs::k_max_abs).
+          constexpr float kMax = T == DType::kF16 ? 65504.f : T == DType::kI8 ? 127.f : T == DType::kFP8 ? 448.f : 0.f;
           sumsq = static_cast<float>(dim) * kMax * kMax;
           max_abs = kMax;
           finite = true;

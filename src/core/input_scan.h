@@ -33,8 +33,9 @@ InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin
 
 // Keys [key_begin, key_end) of sequence `seq`, all kv heads, of K (values = false) or V, read
 // through the KV cache's addressing; a quantized row counts as its values times its scale. Without
-// read_values, f16, int8 and fp8 rows are not read (their dtype bounds them; the scales are still
-// checked): for a backend whose attention checks every value it reads (the CPU's decode kernel).
+// read_values, no value is read (the scales still are): f16, int8 and fp8 rows count with their
+// dtype's bound, f32 and bf16 rows with nothing, for a backend whose attention checks every value
+// it reads and measures the largest magnitudes (the CPU's decode kernel; docs/SECURITY.md).
 InputScan scan_kv_rows(const Problem& problem, bool values, int seq, int64_t key_begin, int64_t key_end,
                        bool read_values = true, RowScanFn* scan_row = scan_row_portable);
 

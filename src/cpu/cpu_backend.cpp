@@ -1,6 +1,8 @@
 // The CPU backend: a worker pool plus the kernel table chosen at each call.
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -48,13 +50,11 @@ int64_t scan_chunk_count(const Problem& problem) {
 // Whether the attention itself checks every K and V value of the call's sequences that have
 // queries, before any output is written: every such sequence runs the decode kernel
 // (decode_streams, cpu/flash_driver.h), which checks what it reads, reads every key when its first
-// row sees key 0, and leaves the output to the merge after the check; and the dtypes bound the
-// values without reading them (f16, int8, fp8; f32 and bf16 rows are read for their norms). One
+// row sees key 0, measures the largest |value| of f32 and bf16 K/V (whose dtypes do not bound them
+// as f16, int8 and fp8 do), and leaves the output to the merge after the check (kv_bounds). One
 // prefill chunk in the batch writes its rows as it goes, so then everything is scanned first.
 // Decode steps so read the cache once.
 bool attention_checks_kv(const Problem& problem) {
-  const auto bounded = [](DType t) { return t == DType::kF16 || t == DType::kI8 || t == DType::kFP8; };
-  if (!bounded(problem.k.dtype) || !bounded(problem.v.dtype)) return false;
   bool any = false;
   for (const Sequence& seq : problem.sequences) {
     if (seq.q_len == 0) continue;
@@ -65,9 +65,31 @@ bool attention_checks_kv(const Problem& problem) {
   return any;
 }
 
+// The input policy's verdict with the K/V values the scan left to the attention counted by the
+// largest magnitudes the decode kernels saw: a row of d values no larger than m has a norm of at
+// most sqrt(d) * m, taken 2^-10 above that so that it also covers the scan's rounded sum of
+// squares. A pass here means the full scan would pass; a fail only sends the call to it.
+bool kv_bounds_ok(const Problem& problem, const InputScan scanned[3], float k_max_abs, float v_max_abs) {
+  const auto unbounded = [](DType t) { return t == DType::kF32 || t == DType::kBF16; };
+  const auto widen = [](InputScan s, DType t, int dim, float max_abs) {
+    if (t == DType::kF32 || t == DType::kBF16) {
+      const double norm = std::sqrt(static_cast<double>(dim)) * static_cast<double>(max_abs) * (1.0 + 0x1p-10);
+      s.max_row_norm = std::max(s.max_row_norm, static_cast<float>(std::min<double>(norm, HUGE_VAL)));
+      s.max_abs = std::max(s.max_abs, max_abs);
+    }
+    return s;
+  };
+  if (!unbounded(problem.k.dtype) && !unbounded(problem.v.dtype)) return true;
+  if (!(k_max_abs <= std::numeric_limits<float>::max()) || !(v_max_abs <= std::numeric_limits<float>::max())) return false;
+  return input_scan_status(problem, scanned[0], widen(scanned[1], problem.k.dtype, problem.head_dim, k_max_abs),
+                           widen(scanned[2], problem.v.dtype, problem.head_dim_v, v_max_abs))
+      .is_ok();
+}
+
 // full: read every K/V value, even those the attention would check (to name a bad one).
+// scanned (optional): the merged scans of Q, K and V.
 Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const KernelTable& kernels, const Problem& problem,
-                    bool full = false) {
+                    bool full = false, InputScan* scanned = nullptr) {
   std::vector<ScanChunk> chunks;
   chunks.reserve(static_cast<size_t>(scan_chunk_count(problem)));  // counted by the workspace
   for (int64_t t = 0; t < problem.total_q; t += kScanChunk) chunks.push_back({0, 0, t, std::min(t + kScanChunk, problem.total_q)});
@@ -93,6 +115,7 @@ Status check_inputs(ThreadPool& pool, uint64_t pool_limit, const KernelTable& ke
   }));
   InputScan merged[3];
   for (size_t i = 0; i < chunks.size(); ++i) merged[chunks[i].tensor].merge(scans[i]);
+  if (scanned != nullptr) std::copy(merged, merged + 3, scanned);
   return input_scan_status(problem, merged[0], merged[1], merged[2]);
 }
 
@@ -171,7 +194,8 @@ class CpuBackend final : public Backend {
         }
       }
     }
-    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), kernels, problem));
+    InputScan scanned[3];
+    SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), kernels, problem, false, scanned));
     std::unique_ptr<SparsePlan> sparse;
     if (w.sampled) {
       sparse = std::make_unique<SparsePlan>();
@@ -186,12 +210,26 @@ class CpuBackend final : public Backend {
       w.attention.sparse_plan = sparse_plan_bytes(*sparse);
     }
     const auto t_attention = std::chrono::steady_clock::now();
-    bool kv_nonfinite = false;
+    // K/V left to the decode kernels: their largest magnitudes complete the verdict before the
+    // merge writes the output; otherwise (or on a non-finite value) the full scan decides.
+    const KvBoundsCheck bounds = [&](float k_max_abs, float v_max_abs) {
+      return kv_bounds_ok(problem, scanned, k_max_abs, v_max_abs);
+    };
+    const KvBoundsCheck* check = attention_checks_kv(problem) ? &bounds : nullptr;
+    bool kv_unchecked = false;
     SAMPLEATTN_RETURN_IF_ERROR(
-        run_flash_attention(*pool_, limit_, w.attention, kernels, problem, sparse.get(), &kv_nonfinite));
-    if (kv_nonfinite) {  // the decode kernel met a value the scan skipped: name it, fail the call
+        run_flash_attention(*pool_, limit_, w.attention, kernels, problem, sparse.get(), check, &kv_unchecked));
+    if (kv_unchecked) {
+      // A value the scan skipped is not finite, or the magnitudes the attention saw were too
+      // large to pass on their bound: the full scan fails the call naming what it finds ...
       SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), kernels, problem, true));
-      return internal_error("the attention read a non-finite K/V value that the input scan did not find");
+      // ... or passes it (the bound from the largest magnitude was too loose): attend again, with
+      // nothing left to the attention's check.
+      SAMPLEATTN_RETURN_IF_ERROR(
+          run_flash_attention(*pool_, limit_, w.attention, kernels, problem, sparse.get(), nullptr, &kv_unchecked));
+      if (kv_unchecked) {
+        return internal_error("the attention read a non-finite K/V value that the input scan did not find");
+      }
     }
     if (stats != nullptr) {
       fill_stats(problem, sparse.get(), stats);

@@ -426,6 +426,7 @@ class FlashRunner {
     const int m = p_.group * t.rows, rows = m * t.kv_heads;
     const KvLayout& kv = p_.kv;
     const ScoreModArgs mod = score_mod_args(s, 0, s.key_pos);
+    float k_max = 0.f, v_max = 0.f;
     for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
       const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
       const int n = static_cast<int>(b1 - b0);
@@ -449,13 +450,19 @@ class FlashRunner {
            .d = p_.head_dim, .dv = p_.head_dim_v, .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
            .row_max = s.row_max, .row_sum = s.row_sum, .acc = s.acc, .scratch = s.decode_scratch, .mod = mod,
            .heads = t.kv_heads, .k_head_step = kv.k_head_stride, .v_head_step = kv.v_head_stride,
-           .scale_head_step = s.kv_rows.scale_head_step(), .n_ahead = ahead});
+           .scale_head_step = s.kv_rows.scale_head_step(), .n_ahead = ahead, .k_max_abs = &k_max,
+           .v_max_abs = &v_max});
       if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
     }
+    raise(k_max_bits_, k_max);
+    raise(v_max_bits_, v_max);
   }
 
   // Whether a decode kernel read a K or V value that is not finite.
   bool kv_nonfinite() const { return kv_nonfinite_.load(std::memory_order_relaxed); }
+  // The largest |value| of the f32 / bf16 K and V rows the decode kernels read (0 when none).
+  float k_max_abs() const { return bits_float(k_max_bits_.load(std::memory_order_relaxed)); }
+  float v_max_abs() const { return bits_float(v_max_bits_.load(std::memory_order_relaxed)); }
 
   // The short chunks (their results in partial slots): the index of each one's first task.
   const std::vector<size_t>& merges() const { return merges_; }
@@ -654,6 +661,24 @@ class FlashRunner {
   std::vector<size_t> merges_;     // per split chunk: its first task
   std::vector<float> partials_;    // the short chunks' partial results (partial_floats_per_task each)
   std::atomic<bool> kv_nonfinite_{false};
+  // Non-negative floats order as their bits do; a NaN (bits above +inf) wins, and its call fails.
+  std::atomic<uint32_t> k_max_bits_{0}, v_max_bits_{0};
+  static uint32_t float_bits(float x) {
+    uint32_t b;
+    std::memcpy(&b, &x, sizeof b);
+    return b;
+  }
+  static float bits_float(uint32_t b) {
+    float x;
+    std::memcpy(&x, &b, sizeof x);
+    return x;
+  }
+  static void raise(std::atomic<uint32_t>& bits, float x) {
+    const uint32_t b = float_bits(x);
+    uint32_t seen = bits.load(std::memory_order_relaxed);
+    while (b > seen && !bits.compare_exchange_weak(seen, b, std::memory_order_relaxed)) {
+    }
+  }
   std::vector<PackedStripes> stripes_;
   AlignedBuffer stripe_memory_;
 };
@@ -687,8 +712,8 @@ uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& prob
 
 Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
                            const KernelTable& kernels, const Problem& problem, const SparsePlan* plan,
-                           bool* kv_nonfinite) {
-  *kv_nonfinite = false;
+                           const KvBoundsCheck* kv_bounds_ok, bool* kv_unchecked) {
+  *kv_unchecked = false;
   WorkspaceParts held = during;
   SAMPLEATTN_RETURN_IF_ERROR(check_workspace(held, workspace_limit, "for the attention"));
   FlashRunner runner(kernels, problem, plan, pool.num_threads());
@@ -698,8 +723,8 @@ Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const Wor
       pool.run(static_cast<int64_t>(tasks.size()), runner.scratch_bytes(), held.pool_limit(workspace_limit),
                [&](int64_t t, int, void* scratch) { runner.run_task(tasks[static_cast<size_t>(t)], scratch); }));
   const std::vector<size_t>& merges = runner.merges();
-  if (runner.kv_nonfinite()) {  // the caller finds and names the value; nothing was written
-    *kv_nonfinite = true;
+  if (runner.kv_nonfinite() || (kv_bounds_ok != nullptr && !(*kv_bounds_ok)(runner.k_max_abs(), runner.v_max_abs()))) {
+    *kv_unchecked = true;  // the caller's full scan decides; nothing was written
     return Status::ok();
   }
   if (merges.empty()) return Status::ok();

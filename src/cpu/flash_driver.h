@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "simd/kernels.h"
 #include "core/problem.h"
@@ -26,11 +27,13 @@ namespace sampleattn::cpu {
 // buffers are added to it and the total checked against workspace_limit before they are
 // allocated.
 // Short query chunks (core/mask.h, kShortQueryRows) read K/V through the decode kernel, which
-// checks each value it reads; when one is not finite, *kv_nonfinite is set, no output is written
-// and the caller must fail the call (a full input scan names the value).
+// checks each value it reads and measures the largest |value| of f32 / bf16 K and V. When a value
+// is not finite, or kv_bounds_ok (when given) says no to those magnitudes, *kv_unchecked is set
+// and no output is written: the caller's full input scan then decides (and names the value).
+using KvBoundsCheck = std::function<bool(float k_max_abs, float v_max_abs)>;
 Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
                            const KernelTable& kernels, const Problem& problem, const SparsePlan* plan,
-                           bool* kv_nonfinite);
+                           const KvBoundsCheck* kv_bounds_ok, bool* kv_unchecked);
 
 // Scratch bytes one worker needs for run_flash_attention with these kernels (the attention's or
 // the stripe packing's, whichever is larger).
