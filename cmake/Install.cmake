@@ -3,6 +3,7 @@
 #   <libdir>/libsampleattn.so.<soversion> (+ links)   the shared library        component runtime
 #   <libdir>/libsampleattn_cuda.so                    the CUDA module, if built component runtime
 #   <bindir>/sampleattn                               the program, when built   component runtime
+#   <libdir>/libsampleattn_mpi.so.1 (+ links)         the MPI layer, when built component runtime
 #   <libdir>/libsampleattn.a                          the static archive        component development
 #   <includedir>/sampleattn/sampleattn.h, .hpp        the public headers        component development
 #   <libdir>/cmake/sampleattn/                        find_package(sampleattn)  component development
@@ -46,6 +47,14 @@ endif()
 install(FILES ${PROJECT_SOURCE_DIR}/include/sampleattn/sampleattn.h
               ${PROJECT_SOURCE_DIR}/include/sampleattn/sampleattn.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sampleattn COMPONENT development)
+# The context-parallel layer (built with MPI): its library and header. Not in the CMake package's
+# exports (a consumer links it with its own MPI: -lsampleattn_mpi, docs/PACKAGING.md).
+if(TARGET sampleattn_mpi)
+  install(TARGETS sampleattn_mpi
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime NAMELINK_COMPONENT development)
+  install(FILES ${PROJECT_SOURCE_DIR}/include/sampleattn/sampleattn_mpi.h
+          DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sampleattn COMPONENT development)
+endif()
 if(TARGET sampleattn_cli)
   install(TARGETS sampleattn_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
 endif()

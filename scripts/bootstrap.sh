@@ -7,7 +7,7 @@ build="${1:-$root/build}"
 shift || true
 
 packages=(build-essential cmake ninja-build pkg-config libomp-dev libopenblas-dev libxsimd-dev
-          libhwloc-dev libbenchmark-dev libgtest-dev libpng-dev
+          libhwloc-dev libbenchmark-dev libgtest-dev libpng-dev libopenmpi-dev openmpi-bin
           python3-numpy python3-pytest python3-pip python3-setuptools)
 missing=()
 for p in "${packages[@]}"; do
