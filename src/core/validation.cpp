@@ -28,6 +28,31 @@ std::vector<int64_t> validation_rows(const sampleattn_sample_params& params, int
   return rows;
 }
 
+int64_t mask_base_pairs(const Problem& problem, const Sequence& seq, int64_t window, int64_t sinks) {
+  int64_t pairs = window_pairs(seq, window);
+  for (int64_t j = 0; j < sinks; ++j) pairs += stripe_pairs_of(seq.k_len, seq.q_offset(), window, problem.window_left, j);
+  return pairs;
+}
+
+int64_t most_ranked_stripes(const sampleattn_sample_params& s, int64_t sinks, int64_t num_ranked) {
+  int64_t most = num_ranked;
+  if (s.max_stripes > 0) most = std::min<int64_t>(most, std::max<int64_t>(0, s.max_stripes - sinks));
+  return most;
+}
+
+void set_validation_bounds(ValidationLayout* v) {
+  v->bounds.clear();
+  v->bounds.push_back(0);
+  for (int64_t g = 1; g < kValidationGrid; ++g) {
+    const int64_t count = validation_grid_point(g, v->num_ranked);
+    if (count > v->cap) break;
+    v->bounds.push_back(count);
+  }
+  v->bounds.push_back(v->alpha_ranked);
+  std::sort(v->bounds.begin(), v->bounds.end());
+  v->bounds.erase(std::unique(v->bounds.begin(), v->bounds.end()), v->bounds.end());
+}
+
 ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, int64_t window, const int32_t* ranked,
                                  int64_t num_ranked, StripeCount kept, bool with_rows) {
   const sampleattn_sample_params& s = problem.sample;
@@ -38,12 +63,10 @@ ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, in
   // The cost cap: the longest ranked prefix whose mask stays within max_density (and
   // max_stripes). Pairs grow with the prefix, so the first count past the budget ends it.
   const int64_t q_offset = seq.q_offset();
-  int64_t pairs = window_pairs(seq, window);
+  int64_t pairs = mask_base_pairs(problem, seq, window, v.sinks);
   const int64_t left = problem.window_left;
-  for (int64_t j = 0; j < v.sinks; ++j) pairs += stripe_pairs_of(seq.k_len, q_offset, window, left, j);
   const int64_t causal = model_pairs(problem, seq);
-  int64_t most = num_ranked;
-  if (s.max_stripes > 0) most = std::min<int64_t>(most, std::max<int64_t>(0, s.max_stripes - v.sinks));
+  const int64_t most = most_ranked_stripes(s, v.sinks, num_ranked);
   int64_t cap = -1;
   if (!mask_runs_dense(pairs, causal, s.max_density)) {
     cap = 0;
@@ -58,16 +81,7 @@ ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, in
   v.cap = std::max<int64_t>(cap, 0);
   if (v.over_budget || !with_rows) return v;
 
-  v.bounds.push_back(0);
-  for (int64_t g = 1; g < kValidationGrid; ++g) {
-    const int64_t count = validation_grid_point(g, num_ranked);
-    if (count > v.cap) break;
-    v.bounds.push_back(count);
-  }
-  v.bounds.push_back(v.alpha_ranked);
-  std::sort(v.bounds.begin(), v.bounds.end());
-  v.bounds.erase(std::unique(v.bounds.begin(), v.bounds.end()), v.bounds.end());
-
+  set_validation_bounds(&v);
   v.bucket.assign(static_cast<size_t>(seq.k_len), kBucketUnused);
   for (int64_t j = 0; j < v.sinks; ++j) v.bucket[j] = kBucketKept;
   for (int b = 1; b <= v.buckets(); ++b) {

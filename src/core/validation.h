@@ -48,6 +48,14 @@ struct ValidationLayout {
 ValidationLayout plan_validation(const Problem& problem, const Sequence& seq, int64_t window, const int32_t* ranked,
                                  int64_t num_ranked, StripeCount kept, bool with_rows);
 
+// The parts of plan_validation that do not read the ranking, shared with the sharded selection
+// (core/sharded_selection.h): the pairs of the window band and the kept sinks, the most ranked
+// stripes max_stripes allows, and the bucket bounds of a layout whose num_ranked, cap and
+// alpha_ranked are set.
+int64_t mask_base_pairs(const Problem& problem, const Sequence& seq, int64_t window, int64_t sinks);
+int64_t most_ranked_stripes(const sampleattn_sample_params& s, int64_t sinks, int64_t num_ranked);
+void set_validation_bounds(ValidationLayout* layout);
+
 // The validation figures of one head at the chosen count.
 struct HeadValidation {
   float min = -1.f, p1 = -1.f, p5 = -1.f, mean = -1.f;  // -1: no validation rows
