@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/abi.h"
+#include "core/enum_value.h"
 #include "mpi/collective.h"
 #include "mpi/ring_attention.h"
 #include "mpi/shard_layout.h"
@@ -90,8 +91,9 @@ Status check_local(sampleattn_context* context, const sampleattn_params* params,
   if (shard != nullptr) {
     SAMPLEATTN_RETURN_IF_ERROR(sampleattn::abi::read(*shard, "shard", "sampleattn_mpi_shard_init", default_shard(), s));
   }
-  if (s->split != SAMPLEATTN_MPI_SPLIT_CONTIGUOUS && s->split != SAMPLEATTN_MPI_SPLIT_ZIGZAG) {
-    return sampleattn::invalid_argument("shard.split is " + std::to_string(static_cast<int>(s->split)) +
+  const int32_t split = sampleattn::enum_value(s->split);  // a C caller may store any int
+  if (split != SAMPLEATTN_MPI_SPLIT_CONTIGUOUS && split != SAMPLEATTN_MPI_SPLIT_ZIGZAG) {
+    return sampleattn::invalid_argument("shard.split is " + std::to_string(split) +
                                         "; it must be CONTIGUOUS (0) or ZIGZAG (1)");
   }
   if (s->split == SAMPLEATTN_MPI_SPLIT_ZIGZAG && (s->begin != nullptr || s->length != nullptr)) {
@@ -105,7 +107,7 @@ Status check_local(sampleattn_context* context, const sampleattn_params* params,
   if (info.backend != SAMPLEATTN_BACKEND_CPU) {
     return sampleattn::unsupported_backend("sampleattn_mpi_forward runs on CPU contexts (the ring's blocks are host memory)");
   }
-  if (p->method != SAMPLEATTN_METHOD_DENSE) {
+  if (sampleattn::enum_value(p->method) != SAMPLEATTN_METHOD_DENSE) {
     return sampleattn::invalid_argument(
         "method sample is not distributed yet: sampleattn_mpi_forward runs method dense (docs/SCALING.md)");
   }
@@ -166,12 +168,14 @@ int64_t float_bits(float f) {
 // The shapes and parameters every rank must share.
 Status check_agreement(MPI_Comm comm, const sampleattn_params& p, const sampleattn_mpi_shard& s,
                        const std::vector<int64_t>& lengths) {
-  int64_t length_hash = 1469598103934665603LL;
-  for (int64_t l : lengths) length_hash = (length_hash ^ l) * 1099511628211LL;
-  int64_t sink_hash = 0;
+  // FNV-1a style hashes (unsigned: they wrap), compared as int64.
+  uint64_t lengths_fnv = 1469598103934665603ULL;
+  for (int64_t l : lengths) lengths_fnv = (lengths_fnv ^ static_cast<uint64_t>(l)) * 1099511628211ULL;
+  uint64_t sinks_fnv = 0;
   if (p.sinks != nullptr) {
-    for (int h = 0; h < p.num_q_heads; ++h) sink_hash = (sink_hash ^ float_bits(p.sinks[h])) * 1099511628211LL + 1;
+    for (int h = 0; h < p.num_q_heads; ++h) sinks_fnv = (sinks_fnv ^ static_cast<uint64_t>(float_bits(p.sinks[h]))) * 1099511628211ULL + 1;
   }
+  const int64_t length_hash = static_cast<int64_t>(lengths_fnv), sink_hash = static_cast<int64_t>(sinks_fnv);
   const std::vector<int64_t> values = {p.batch, length_hash, p.num_q_heads, p.num_kv_heads, p.head_dim, p.head_dim_v,
                                        p.q.dtype, p.k.dtype, p.v.dtype, p.causal, p.precision,
                                        float_bits(p.softmax_scale), float_bits(p.softcap), sink_hash, s.split,

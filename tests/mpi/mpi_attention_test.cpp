@@ -468,6 +468,7 @@ std::unique_ptr<RankCall> make_setup(const Shape& shape, Split split, MPI_Comm c
   }
   for (int64_t i = 0; i < n; ++i) {
     const int64_t g = s->tokens[i];
+    if (g >= s->total_tokens) continue;  // a run past the batch's end (an error case): left as is
     for (int h = 0; h < hq; ++h) {
       for (int c = 0; c < d; ++c) s->q_view.set(i, h, c, s->q[(g * hq + h) * d + c]);
     }
