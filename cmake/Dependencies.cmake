@@ -36,8 +36,14 @@ if(SAMPLEATTN_BUILD_BENCH)
 endif()
 
 # MPI (Debian's libopenmpi-dev + openmpi-bin) for libsampleattn_mpi, the context-parallel layer
-# (src/mpi, docs/SCALING.md): AUTO builds it when MPI's C bindings are found.
-set(SAMPLEATTN_MPI AUTO CACHE STRING "Build libsampleattn_mpi: AUTO (when MPI is found), ON or OFF")
+# (src/mpi, docs/SCALING.md): AUTO builds it when MPI's C bindings are found. A project that embeds
+# the library (add_subdirectory, FetchContent) gets it only when it asks (OFF by default there).
+if(PROJECT_IS_TOP_LEVEL)
+  set(SAMPLEATTN_MPI_DEFAULT AUTO)
+else()
+  set(SAMPLEATTN_MPI_DEFAULT OFF)
+endif()
+set(SAMPLEATTN_MPI ${SAMPLEATTN_MPI_DEFAULT} CACHE STRING "Build libsampleattn_mpi: AUTO (when MPI is found), ON or OFF")
 set_property(CACHE SAMPLEATTN_MPI PROPERTY STRINGS AUTO ON OFF)
 set(SAMPLEATTN_HAVE_MPI OFF)
 if(NOT SAMPLEATTN_MPI STREQUAL "OFF")
