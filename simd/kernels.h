@@ -144,15 +144,10 @@ using ModifyScoresFn = void(float* s, int64_t lds, int m, int n, const ScoreModA
 // Online row statistics of an m x n block of scores (log2 units): for each row with a
 // non-empty span, new_max = max(row_max, max s over the span);
 // row_sum = row_sum * exp2(row_max - new_max) + sum over the span of exp2(s - new_max).
-// With ref_max (not null), the exponentials are kept: the span's scores are replaced by
-// exp2(s - new_max) and ref_max[r] = new_max (-inf for a row whose span is empty, whose scores
-// stay), so that a later column pass multiplies instead of taking exp2 again (stage 1).
-using RowStatsFn = void(float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
-                        float* row_max, float* row_sum, float* ref_max);
+using RowStatsFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
+                        float* row_max, float* row_sum);
 // col_sum[j] += sum over rows r whose span holds j of exp2(s[r][j] - row_max[r]) * row_scale[r],
-// rows taken in increasing r (a fixed order, so results do not depend on threading). With
-// row_max null, s holds the exponentials already (RowStatsFn's ref_max form): s[r][j] *
-// row_scale[r] is added.
+// rows taken in increasing r (a fixed order, so results do not depend on threading).
 using AccumulateColumnsFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo,
                                  const int32_t* hi, const float* row_max, const float* row_scale,
                                  float* col_sum);

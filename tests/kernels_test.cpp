@@ -642,7 +642,7 @@ TEST_P(KernelsTest, ModifyScoresIsWhatAttendUses) {
           }
           path_->attend({qp.get(), m, kp.get(), vp.get(), n, d, d, lo.data(), hi.data(), row_max.data(),
                          row_sum.data(), acc.data(), scratch.get(), mod, qk});
-          table_->row_stats(s.data(), lds, m, n, lo.data(), hi.data(), stats_max.data(), stats_sum.data(), nullptr);
+          table_->row_stats(s.data(), lds, m, n, lo.data(), hi.data(), stats_max.data(), stats_sum.data());
           for (int r = 0; r < m; ++r) {
             ASSERT_EQ(0, std::memcmp(&row_max[r], &stats_max[r], 4)) << "r=" << r << " tile " << t0;
             // The bf16 path's row sum adds the probabilities rounded to bf16 (8 bits).
@@ -667,12 +667,6 @@ void make_spans(int m, int n, int kind, std::mt19937& rng, std::vector<int32_t>*
   }
 }
 
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-
 TEST_P(KernelsTest, RowStatsMatchesOracle) {
   if (bf16()) GTEST_SKIP() << "row operations are shared by both paths";
   std::mt19937 rng(7);
@@ -695,40 +689,22 @@ TEST_P(KernelsTest, RowStatsMatchesOracle) {
         row_max[r] = r % 3 == 0 ? kNegInf : dist(rng);
         row_sum[r] = r % 3 == 0 ? 0.0f : 2.5f;
       }
-      // Both forms: the statistics alone, and with the exponentials kept (ref_max), which must
-      // give the same statistics and, in the spans, exp2(s - max) with the max in ref_max.
-      for (int keep = 0; keep < 2; ++keep) {
-        std::vector<float> got_max = row_max, got_sum = row_sum, kept = s, ref(m, 123.f);
-        table_->row_stats(kept.data(), lds, m, n, kind ? lo.data() : nullptr, kind ? hi.data() : nullptr,
-                          got_max.data(), got_sum.data(), keep ? ref.data() : nullptr);
-        for (int r = 0; r < m; ++r) {
-          const int l = std::max(lo[r], 0), h = std::min(hi[r], n);
-          for (int j = 0; j < n; ++j) {
-            if (!keep || j < l || j >= h) {
-              ASSERT_EQ(bits_of(kept[r * lds + j]), bits_of(s[r * lds + j])) << "r=" << r << " j=" << j;
-            }
-          }
-          if (l >= h) {
-            EXPECT_EQ(got_max[r], row_max[r]);
-            EXPECT_EQ(got_sum[r], row_sum[r]);
-            if (keep) {
-              EXPECT_EQ(ref[r], kNegInf);
-            }
-            continue;
-          }
-          double mx = row_max[r];
-          for (int j = l; j < h; ++j) mx = std::max(mx, static_cast<double>(s[r * lds + j]));
-          double sum = row_sum[r] * std::exp2(row_max[r] - mx);
-          for (int j = l; j < h; ++j) sum += std::exp2(s[r * lds + j] - mx);
-          EXPECT_EQ(got_max[r], static_cast<float>(mx)) << "m=" << m << " n=" << n << " r=" << r;
-          EXPECT_NEAR(got_sum[r], sum, 2e-6 * sum) << "m=" << m << " n=" << n << " r=" << r;
-          if (!keep) continue;
-          EXPECT_EQ(ref[r], static_cast<float>(mx));
-          for (int j = l; j < h; ++j) {
-            const double want = std::exp2(static_cast<double>(s[r * lds + j]) - mx);
-            ASSERT_NEAR(kept[r * lds + j], want, 2e-6 * want + 1e-38) << "r=" << r << " j=" << j;
-          }
+      std::vector<float> got_max = row_max, got_sum = row_sum;
+      table_->row_stats(s.data(), lds, m, n, kind ? lo.data() : nullptr, kind ? hi.data() : nullptr, got_max.data(),
+                        got_sum.data());
+      for (int r = 0; r < m; ++r) {
+        const int l = std::max(lo[r], 0), h = std::min(hi[r], n);
+        if (l >= h) {
+          EXPECT_EQ(got_max[r], row_max[r]);
+          EXPECT_EQ(got_sum[r], row_sum[r]);
+          continue;
         }
+        double mx = row_max[r];
+        for (int j = l; j < h; ++j) mx = std::max(mx, static_cast<double>(s[r * lds + j]));
+        double sum = row_sum[r] * std::exp2(row_max[r] - mx);
+        for (int j = l; j < h; ++j) sum += std::exp2(s[r * lds + j] - mx);
+        EXPECT_EQ(got_max[r], static_cast<float>(mx)) << "m=" << m << " n=" << n << " r=" << r;
+        EXPECT_NEAR(got_sum[r], sum, 2e-6 * sum) << "m=" << m << " n=" << n << " r=" << r;
       }
     }
   }
@@ -754,29 +730,20 @@ TEST_P(KernelsTest, AccumulateColumnsMatchesOracle) {
       std::vector<float> col(n + 1, 0.0f);
       for (int j = 0; j < n; ++j) col[j] = static_cast<float>(j % 5);
       col[n] = 777.0f;  // guard
-      // Both forms: from scores and a max, and from kept exponentials (row_max null), given
-      // here as the exponentials of the same scores.
-      std::vector<float> exps(s.size());
-      for (int r = 0; r < m; ++r) {
-        for (int j = 0; j < n; ++j) exps[r * lds + j] = std::exp2(s[r * lds + j] - row_max[r]);
-      }
-      for (int kept = 0; kept < 2; ++kept) {
-        std::vector<float> got = col;
-        table_->accumulate_columns(kept ? exps.data() : s.data(), lds, m, n, kind ? lo.data() : nullptr,
-                                   kind ? hi.data() : nullptr, kept ? nullptr : row_max.data(), row_scale.data(),
-                                   got.data());
-        EXPECT_EQ(got[n], 777.0f);
-        for (int j = 0; j < n; ++j) {
-          double ref = col[j], mag = col[j];
-          for (int r = 0; r < m; ++r) {
-            const int l = std::max(lo[r], 0), h = std::min(hi[r], n);
-            if (j < l || j >= h) continue;
-            const double t = std::exp2(static_cast<double>(s[r * lds + j]) - row_max[r]) * row_scale[r];
-            ref += t;
-            mag += std::abs(t);
-          }
-          EXPECT_NEAR(got[j], ref, 2e-6 * mag + 1e-30) << "m=" << m << " n=" << n << " j=" << j << " kept " << kept;
+      std::vector<float> got = col;
+      table_->accumulate_columns(s.data(), lds, m, n, kind ? lo.data() : nullptr, kind ? hi.data() : nullptr,
+                                 row_max.data(), row_scale.data(), got.data());
+      EXPECT_EQ(got[n], 777.0f);
+      for (int j = 0; j < n; ++j) {
+        double ref = col[j], mag = col[j];
+        for (int r = 0; r < m; ++r) {
+          const int l = std::max(lo[r], 0), h = std::min(hi[r], n);
+          if (j < l || j >= h) continue;
+          const double t = std::exp2(static_cast<double>(s[r * lds + j]) - row_max[r]) * row_scale[r];
+          ref += t;
+          mag += std::abs(t);
         }
+        EXPECT_NEAR(got[j], ref, 2e-6 * mag + 1e-30) << "m=" << m << " n=" << n << " j=" << j;
       }
     }
   }

@@ -2,7 +2,6 @@
 // match (see simd/kernels.h) and run on any x86-64 CPU.
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "core/dtype_convert.h"
 #include "core/score_mod.h"
@@ -92,26 +91,18 @@ void f32_attend(const AttendTileArgs& a) {
   }
 }
 
-void row_stats(float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi, float* row_max,
-               float* row_sum, float* ref_max) {
+void row_stats(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
+               float* row_max, float* row_sum) {
   for (int r = 0; r < m; ++r) {
     const int l = span_lo(lo, r), h = span_hi(hi, r, n);
-    if (l >= h) {
-      if (ref_max != nullptr) ref_max[r] = -std::numeric_limits<float>::infinity();
-      continue;
-    }
-    float* sr = s + r * lds;
+    if (l >= h) continue;
+    const float* sr = s + r * lds;
     float mx = row_max[r];
     for (int j = l; j < h; ++j) mx = std::max(mx, sr[j]);
     float sum = 0.f;
-    for (int j = l; j < h; ++j) {
-      const float p = std::exp2(sr[j] - mx);
-      sum += p;
-      if (ref_max != nullptr) sr[j] = p;
-    }
+    for (int j = l; j < h; ++j) sum += std::exp2(sr[j] - mx);
     row_sum[r] = row_sum[r] * std::exp2(row_max[r] - mx) + sum;
     row_max[r] = mx;
-    if (ref_max != nullptr) ref_max[r] = mx;
   }
 }
 
@@ -121,11 +112,7 @@ void accumulate_columns(const float* s, int64_t lds, int m, int n, const int32_t
   for (int r = 0; r < m; ++r) {
     const int l = span_lo(lo, r), h = span_hi(hi, r, n);
     const float* sr = s + r * lds;
-    if (row_max == nullptr) {
-      for (int j = l; j < h; ++j) col_sum[j] += sr[j] * row_scale[r];
-    } else {
-      for (int j = l; j < h; ++j) col_sum[j] += std::exp2(sr[j] - row_max[r]) * row_scale[r];
-    }
+    for (int j = l; j < h; ++j) col_sum[j] += std::exp2(sr[j] - row_max[r]) * row_scale[r];
   }
 }
 

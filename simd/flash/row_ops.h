@@ -74,15 +74,12 @@ struct RowOps : Vec<Arch> {
     }
   }
 
-  static void row_stats(float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* hi,
-                        float* row_max, float* row_sum, float* ref_max) {
+  static void row_stats(const float* s, int64_t lds, int m, int n, const int32_t* lo,
+                        const int32_t* hi, float* row_max, float* row_sum) {
     for (int r = 0; r < m; ++r) {
       const int l = span_lo(lo, r), h = span_hi(hi, r, n);
-      if (l >= h) {
-        if (ref_max != nullptr) ref_max[r] = kNegInf;
-        continue;
-      }
-      float* sr = s + r * lds;
+      if (l >= h) continue;
+      const float* sr = s + r * lds;
       B vmax(kNegInf);
       for (int j = l; j < h; j += W) vmax = xsimd::max(vmax, load_n(sr + j, h - j, kNegInf));
       const float old_max = row_max[r];
@@ -93,11 +90,9 @@ struct RowOps : Vec<Arch> {
       for (int j = l; j < h; j += W) {
         const B p = exp2(load_n(sr + j, h - j, kNegInf) - mx);
         sum += h - j >= W ? p : xsimd::select(span_mask(j, l, h), p, B(0.0f));
-        if (ref_max != nullptr) store_n(sr + j, p, imin(W, h - j));
       }
       row_sum[r] = row_sum[r] * std::exp2(old_max - new_max) + xsimd::hadd(sum);
       row_max[r] = new_max;
-      if (ref_max != nullptr) ref_max[r] = new_max;
     }
   }
 
@@ -110,8 +105,7 @@ struct RowOps : Vec<Arch> {
       for (int r = 0; r < m; ++r) {
         const int l = span_lo(lo, r), h = span_hi(hi, r, n);
         if (j + W <= l || j >= h) continue;
-        const B x = load_n(s + r * lds + j, count, 0.0f);
-        B p = (row_max == nullptr ? x : exp2(x - B(row_max[r]))) * B(row_scale[r]);
+        B p = exp2(load_n(s + r * lds + j, count, 0.0f) - B(row_max[r])) * B(row_scale[r]);
         if (!(j >= l && j + W <= h)) p = xsimd::select(span_mask(j, l, h), p, B(0.0f));
         cs += p;
       }

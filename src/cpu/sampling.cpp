@@ -74,10 +74,7 @@ struct Scratch {
   float* row_max;
   float* row_sum;
   float* row_scale;
-  float* scores;      // [key tile][row][key_tile] for all the tiles a chunk sees: the scores,
-                      // then exp2(score - tile_max) in the rows' spans (full_rows)
-  float* tile_max;    // [key tile][row]: the running max each tile's exponentials are relative to
-  float* factor;      // [row]: one tile's exp2(tile_max - row_max) / row_sum
+  float* scores;      // [key tile][row][key_tile] for all the tiles a chunk sees
   float* columns;     // one head's column sums of a chunk, f32
   void* q_packed;
   void* k_packed;
@@ -102,8 +99,6 @@ Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, in
   s.row_sum = c.take<float>(rows);
   s.row_scale = c.take<float>(rows);
   s.scores = c.take<float>(static_cast<size_t>(rows) * keys);
-  s.tile_max = c.take<float>(static_cast<size_t>(rows) * (keys / key_tile));
-  s.factor = c.take<float>(rows);
   s.columns = c.take<float>(static_cast<size_t>(keys));
   s.q_packed = c.take_bytes(path.packed_bytes(rows, d));
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
@@ -258,18 +253,7 @@ class Sampler {
       pack_keys(s, seq_index, g, t0, nk);
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile, qk_scale(path_, scale_log2(p_.scale)));
       modify_tile(s, scores, m, t0, nk);
-      k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum, s.tile_max + (t0 / tile) * m);
-    }
-  }
-
-  // The factors that turn the kept exponentials of the tile at t0 for rows [r0, r0 + n) of the m
-  // packed rows into probabilities: exp2(tile_max - row_max) * scale[r - r0] (0 for a row that saw
-  // none of the tile's keys).
-  void tile_factors(const Scratch& s, int64_t t0, int m, int r0, int n, const float* scale) const {
-    const float* ref = s.tile_max + (t0 / k_.key_tile) * m;
-    for (int i = 0; i < n; ++i) {
-      const int r = r0 + i;
-      s.factor[r] = ref[r] == -std::numeric_limits<float>::infinity() ? 0.f : std::exp2(ref[r] - s.row_max[r]) * scale[i];
+      k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
   }
 
@@ -311,9 +295,8 @@ class Sampler {
           any = any || s.lo[r0 + i] < s.hi[r0 + i];
         }
         if (!any) continue;
-        tile_factors(s, t0, m, r0, n, s.row_scale + r0);
         k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r0) * tile, tile, n, nk,
-                              s.lo + r0, s.hi + r0, nullptr, s.factor + r0, s.columns + t0);
+                              s.lo + r0, s.hi + r0, s.row_max + r0, s.row_scale + r0, s.columns + t0);
       }
       int64_t* total = ss.col_score.data() + static_cast<size_t>(head) * seq.k_len;
       for (int64_t j = keys.begin; j < keys.end; ++j) {
@@ -356,9 +339,8 @@ class Sampler {
           const int32_t lo = static_cast<int32_t>(std::max<int64_t>(first - t0, 0));
           const int32_t hi = static_cast<int32_t>(std::min<int64_t>(nk, causal_end(p) - t0));
           std::fill(s.columns, s.columns + nk, 0.f);
-          tile_factors(s, t0, m, r, 1, &scale);
           k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r) * tile, tile, 1, nk, &lo,
-                                &hi, nullptr, s.factor + r, s.columns);
+                                &hi, s.row_max + r, &scale, s.columns);
           const int split = static_cast<int>(std::clamp<int64_t>(stripe_end - t0, lo, hi));
           for (int j = lo; j < split; ++j) {
             const uint8_t b = bucket[t0 + j];
@@ -409,7 +391,7 @@ class Sampler {
       path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile,
                    qk_scale(path_, scale_log2(p_.scale)));
       modify_tile(s, s.scores, m, t0, nk);
-      k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum, nullptr);
+      k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
     harvest();
     // Stripe keys, per query head (each head may have its own set): row p sees the run
@@ -440,8 +422,7 @@ class Sampler {
           s.lo[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_begin[i] - t0, 0, nk));
           s.hi[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_end[i] - t0, 0, nk));
         }
-        k_.row_stats(s.scores, k_.key_tile, n, nk, s.lo + row0, s.hi + row0, s.row_max + row0, s.row_sum + row0,
-                     nullptr);
+        k_.row_stats(s.scores, k_.key_tile, n, nk, s.lo + row0, s.hi + row0, s.row_max + row0, s.row_sum + row0);
       }
     }
     harvest();
