@@ -83,7 +83,7 @@ Status sequence_lengths(const sampleattn_params& p, std::vector<int64_t>* length
 // whole call's shapes and parameters as libsampleattn checks them (sampleattn_plan on the global
 // sequences; the local tensors' own extents are checked by each attention call).
 Status check_local(sampleattn_context* context, const sampleattn_params* params, const sampleattn_mpi_shard* shard,
-                   sampleattn_params* p, sampleattn_mpi_shard* s, std::vector<int64_t>* lengths) {
+                   sampleattn_params* p, sampleattn_mpi_shard* s, std::vector<int64_t>* lengths, int* threads) {
   if (context == nullptr) return sampleattn::null_pointer("context is NULL");
   if (params == nullptr) return sampleattn::null_pointer("params is NULL");
   SAMPLEATTN_RETURN_IF_ERROR(sampleattn::abi::read(*params, "params", "sampleattn_params_init", default_params(), p));
@@ -107,6 +107,7 @@ Status check_local(sampleattn_context* context, const sampleattn_params* params,
   if (info.backend != SAMPLEATTN_BACKEND_CPU) {
     return sampleattn::unsupported_backend("sampleattn_mpi_forward runs on CPU contexts (the ring's blocks are host memory)");
   }
+  *threads = std::max(1, info.num_threads);
   if (sampleattn::enum_value(p->method) != SAMPLEATTN_METHOD_DENSE) {
     return sampleattn::invalid_argument(
         "method sample is not distributed yet: sampleattn_mpi_forward runs method dense (docs/SCALING.md)");
@@ -214,7 +215,7 @@ Status forward_on(sampleattn_context* context, MPI_Comm comm, const sampleattn_p
   SAMPLEATTN_RETURN_IF_ERROR(mpi::mpi_status(MPI_Comm_size(comm, &call.ranks), "MPI_Comm_size"));
   sampleattn_mpi_shard s;
   std::vector<int64_t> lengths;
-  Status local = check_local(context, params, shard, &call.params, &s, &lengths);
+  Status local = check_local(context, params, shard, &call.params, &s, &lengths, &call.threads);
   if (local.is_ok() && stats != nullptr) {
     local = sampleattn::abi::check_output_size(*stats, "stats", "sampleattn_mpi_stats_init");
   }
@@ -222,9 +223,6 @@ Status forward_on(sampleattn_context* context, MPI_Comm comm, const sampleattn_p
   SAMPLEATTN_RETURN_IF_ERROR(mpi::agree(comm, check_agreement(comm, call.params, s, lengths)));
   const sampleattn_params& p = call.params;
   call.head_dim_v = p.head_dim_v == 0 ? p.head_dim : p.head_dim_v;
-  sampleattn_context_info info;
-  sampleattn_context_info_init(&info);
-  if (sampleattn_context_get_info(context, &info) == SAMPLEATTN_SUCCESS) call.threads = std::max(1, info.num_threads);
 
   // The runs of every rank: by the formula, or the explicit ones gathered.
   mpi::ShardLayout& layout = call.layout;
