@@ -5,11 +5,14 @@
 #include <new>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 
 #include "core/mask.h"
 #include "core/score_mod.h"
+#include "core/sharded_selection.h"
 #include "core/timing.h"
 #include "core/validation.h"
 #include "cpu/flash_driver.h"
@@ -45,16 +48,27 @@ struct SelectionSet {
   ValidationLayout layout;
 };
 
+// Keys [begin, end) of a sequence.
+struct KeySpan {
+  int64_t begin, end;
+};
+
 // Stage-1 state of one sampled sequence.
 struct SampledSequence {
   int seq = 0;
   int64_t window = 0;
+  // The keys this process scores: all of them, or in a sharded call the runs it holds (ascending,
+  // disjoint); the scores, sums and masses below are then this process's part.
+  std::vector<KeySpan> own;
   std::vector<int64_t> rows;        // sampled local query indices, ascending
+  std::vector<int64_t> q_tokens;    // [row]: its token in the Q tensor the sampler reads
   std::vector<float> row_max;       // [q_head][row], log2 units
   std::vector<float> row_sum;       // [q_head][row]
   std::vector<int64_t> col_score;   // [q_head][k_len], fixed point (kScoreBits)
   std::vector<float> kept;          // [q_head][row], kept mass under the chosen mask
   std::vector<int64_t> val_rows;    // validation rows (local indices, ascending, none sampled)
+  std::vector<int64_t> val_q_tokens;
+  std::vector<float> val_max, val_sum;  // [q_head][val row] (sharded calls: the global statistics)
   std::vector<float> val_masses;    // [q_head][val row][kMassStride] (core/validation.h)
   std::vector<SelectionSet> sets;   // per selection set
 };
@@ -156,15 +170,15 @@ class Sampler {
 
   // Packs the sampled rows [c0, c0 + n) of kv group g (all its query heads, head-major) into
   // s.q_packed and fills s.positions. Returns the number of stacked rows.
-  int pack_rows(const Scratch& s, const SampledSequence& ss, const std::vector<int64_t>& rows, int g, int64_t c0,
-                int n) const {
+  int pack_rows(const Scratch& s, const SampledSequence& ss, const std::vector<int64_t>& rows,
+                const std::vector<int64_t>& tokens, int g, int64_t c0, int n) const {
     const Sequence& seq = p_.sequences[ss.seq];
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
       const float slope = p_.score_mod(head).alibi_log2;
       for (int i = 0; i < n; ++i) {
         const int64_t local = rows[c0 + i];
-        s.q_offsets[h * n + i] = (seq.q_begin + local) * p_.q.token_stride + head * p_.q.head_stride;
+        s.q_offsets[h * n + i] = tokens[c0 + i] * p_.q.token_stride + head * p_.q.head_stride;
         s.positions[h * n + i] = seq.q_offset() + local;
         s.row_pos[h * n + i] = static_cast<int32_t>(seq.q_offset() + local);
         s.slopes[h * n + i] = slope;
@@ -226,52 +240,83 @@ class Sampler {
     return {model_lo(s.positions[0], p_.window_left) / tile * tile, causal_end(s.positions[n - 1])};
   }
 
-  // Stage 1 for sampled rows [c0, c0 + n) of kv group g (all its query heads): the scores of
-  // every key the rows see are computed once and kept; the exact row max and sum of exp2 come
-  // from them, then each row's probabilities are added per column (rows in order, in f32) and
-  // the chunk's column sums go into the sequence's fixed-point totals.
-  // The (modified) scores of the m packed rows against every key the model shows them, keys
-  // model_lo .. p (key tiles of s.scores at their index from key 0, kept; a tile no row sees is
-  // skipped), and their exact row max and sum of exp2.
-  void full_rows(const Scratch& s, int seq_index, int g, int m, int n) const {
-    const Sequence& seq = p_.sequences[seq_index];
+  // The (modified) scores of the m packed rows against every key of ss.own the model shows them,
+  // keys model_lo .. p (key tiles of s.scores at their index from key 0, kept; a tile no row
+  // sees is skipped), and their exact row max and sum of exp2 over those keys.
+  void full_rows(const Scratch& s, const SampledSequence& ss, int g, int m, int n) const {
+    const Sequence& seq = p_.sequences[ss.seq];
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
     std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
     std::fill(s.row_sum, s.row_sum + m, 0.f);
     const KeyRange keys = row_keys(s, n);
     const int64_t left = p_.window_left;
-    for (int64_t t0 = keys.begin; t0 < keys.end; t0 += tile) {
-      const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
-      if (!spans(s, m, t0, nk, [left](int64_t p, int64_t* lo, int64_t* hi) {
-            *lo = model_lo(p, left);
-            *hi = causal_end(p);
-          })) {
-        continue;
+    for (const KeySpan& own : ss.own) {
+      // Two spans may share a tile: its scores are computed again, the same values.
+      const int64_t end = std::min(keys.end, own.end);
+      for (int64_t t0 = std::max(keys.begin, own.begin / tile * tile); t0 < end; t0 += tile) {
+        const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
+        if (!spans(s, m, t0, nk, [left, own](int64_t p, int64_t* lo, int64_t* hi) {
+              *lo = std::max(model_lo(p, left), own.begin);
+              *hi = std::min(causal_end(p), own.end);
+            })) {
+          continue;
+        }
+        float* scores = s.scores + (t0 / tile) * tile_floats;
+        pack_keys(s, ss.seq, g, t0, nk);
+        path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile, qk_scale(path_, scale_log2(p_.scale)));
+        modify_tile(s, scores, m, t0, nk);
+        k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
       }
-      float* scores = s.scores + (t0 / tile) * tile_floats;
-      pack_keys(s, seq_index, g, t0, nk);
-      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, scores, tile, qk_scale(path_, scale_log2(p_.scale)));
-      modify_tile(s, scores, m, t0, nk);
-      k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
     }
   }
 
-  void sample_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
+  // Copies the row statistics of packed rows (n per head of group g) between the scratch and
+  // the sequence's [q_head][row] arrays (nr rows a head), either way.
+  void save_stats(const Scratch& s, float* max, float* sum, int64_t nr, int g, int64_t c0, int n) const {
+    for (int h = 0; h < p_.group; ++h) {
+      const int64_t at = (g * p_.group + h) * nr + c0;
+      std::copy(s.row_max + h * n, s.row_max + (h + 1) * n, max + at);
+      std::copy(s.row_sum + h * n, s.row_sum + (h + 1) * n, sum + at);
+    }
+  }
+  void load_stats(const Scratch& s, const float* max, const float* sum, int64_t nr, int g, int64_t c0, int n) const {
+    for (int h = 0; h < p_.group; ++h) {
+      const int64_t at = (g * p_.group + h) * nr + c0;
+      std::copy(max + at, max + at + n, s.row_max + h * n);
+      std::copy(sum + at, sum + at + n, s.row_sum + h * n);
+    }
+  }
+
+  // A sharded call's first pass: the row statistics of sampled (or validation) rows [c0, c0 + n)
+  // of group g over this process's keys, into row_max/row_sum (val_max/val_sum).
+  void partial_stats(SampledSequence& ss, bool validation, int g, int64_t c0, int n, void* scratch) const {
+    const Scratch s = this->scratch(scratch);
+    const auto& rows = validation ? ss.val_rows : ss.rows;
+    const int m = pack_rows(s, ss, rows, validation ? ss.val_q_tokens : ss.q_tokens, g, c0, n);
+    full_rows(s, ss, g, m, n);
+    save_stats(s, validation ? ss.val_max.data() : ss.row_max.data(), validation ? ss.val_sum.data() : ss.row_sum.data(),
+               static_cast<int64_t>(rows.size()), g, c0, n);
+  }
+
+  // Stage 1 for sampled rows [c0, c0 + n) of kv group g (all its query heads): the scores of
+  // every key the rows see are computed once and kept; the exact row max and sum of exp2 come
+  // from them (or, with global_stats, from ss: a sharded call's statistics over every process's
+  // keys), then each row's probabilities are added per column (rows in order, in f32) and the
+  // chunk's column sums go into the sequence's fixed-point totals.
+  void sample_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
-    const int m = pack_rows(s, ss, ss.rows, g, c0, n);
+    const int m = pack_rows(s, ss, ss.rows, ss.q_tokens, g, c0, n);
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
-    full_rows(s, ss.seq, g, m, n);
+    full_rows(s, ss, g, m, n);
     const KeyRange keys = row_keys(s, n);
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
-    for (int h = 0; h < p_.group; ++h) {
-      const int head = g * p_.group + h;
-      for (int i = 0; i < n; ++i) {
-        ss.row_max[head * nr + c0 + i] = s.row_max[h * n + i];
-        ss.row_sum[head * nr + c0 + i] = s.row_sum[h * n + i];
-      }
+    if (global_stats) {
+      load_stats(s, ss.row_max.data(), ss.row_sum.data(), nr, g, c0, n);
+    } else {
+      save_stats(s, ss.row_max.data(), ss.row_sum.data(), nr, g, c0, n);
     }
     for (int r = 0; r < m; ++r) s.row_scale[r] = s.row_sum[r] > 0 ? 1.f / s.row_sum[r] : 0.f;
 
@@ -284,19 +329,23 @@ class Sampler {
       const int r0 = h * n;
       std::fill(s.columns + keys.begin, s.columns + std::min<int64_t>(seq.k_len, (keys.end + tile - 1) / tile * tile),
                 0.f);
-      for (int64_t t0 = keys.begin; t0 < keys.end; t0 += tile) {
-        const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
-        bool any = false;
-        for (int i = 0; i < n; ++i) {
-          const int64_t p = s.positions[r0 + i];
-          const int64_t lo = sample_column_begin(p, p_.window_left), hi = sample_column_end(p, shift);
-          s.lo[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(lo - t0, 0, nk));
-          s.hi[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, nk));
-          any = any || s.lo[r0 + i] < s.hi[r0 + i];
+      for (const KeySpan& own : ss.own) {
+        const int64_t end = std::min(keys.end, own.end);
+        for (int64_t t0 = std::max(keys.begin, own.begin / tile * tile); t0 < end; t0 += tile) {
+          const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
+          bool any = false;
+          for (int i = 0; i < n; ++i) {
+            const int64_t p = s.positions[r0 + i];
+            const int64_t lo = std::max(sample_column_begin(p, p_.window_left), own.begin);
+            const int64_t hi = std::min(sample_column_end(p, shift), own.end);
+            s.lo[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(lo - t0, 0, nk));
+            s.hi[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, nk));
+            any = any || s.lo[r0 + i] < s.hi[r0 + i];
+          }
+          if (!any) continue;
+          k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r0) * tile, tile, n, nk,
+                                s.lo + r0, s.hi + r0, s.row_max + r0, s.row_scale + r0, s.columns + t0);
         }
-        if (!any) continue;
-        k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r0) * tile, tile, n, nk,
-                              s.lo + r0, s.hi + r0, s.row_max + r0, s.row_scale + r0, s.columns + t0);
       }
       int64_t* total = ss.col_score.data() + static_cast<size_t>(head) * seq.k_len;
       for (int64_t j = keys.begin; j < keys.end; ++j) {
@@ -310,15 +359,16 @@ class Sampler {
   // of its head's set layout (core/validation.h): [0] the window band and the kept sinks, [b] the
   // bucket-b columns the row sees as stripes (stripe_first(p, left) <= j <= p - w). Over the keys
   // the model shows the row, without its sink: a share of the row's key mass. A set over the
-  // cost budget has no buckets and is skipped.
-  void validate_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
+  // cost budget has no buckets and is skipped. global_stats: as sample_rows'.
+  void validate_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
-    const int m = pack_rows(s, ss, ss.val_rows, g, c0, n);
+    const int m = pack_rows(s, ss, ss.val_rows, ss.val_q_tokens, g, c0, n);
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
-    full_rows(s, ss.seq, g, m, n);
+    full_rows(s, ss, g, m, n);
     const int64_t nv = static_cast<int64_t>(ss.val_rows.size());
+    if (global_stats) load_stats(s, ss.val_max.data(), ss.val_sum.data(), nv, g, c0, n);
     const bool per_group = p_.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
@@ -333,30 +383,34 @@ class Sampler {
         std::fill(out, out + kMassStride, 0.f);
         if (!(s.row_sum[r] > 0)) continue;
         const float scale = 1.f / s.row_sum[r];
-        const int64_t first = model_lo(p, p_.window_left);  // the row's keys: first .. p
-        for (int64_t t0 = first / tile * tile; t0 < causal_end(p); t0 += tile) {
-          const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
-          const int32_t lo = static_cast<int32_t>(std::max<int64_t>(first - t0, 0));
-          const int32_t hi = static_cast<int32_t>(std::min<int64_t>(nk, causal_end(p) - t0));
-          std::fill(s.columns, s.columns + nk, 0.f);
-          k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r) * tile, tile, 1, nk, &lo,
-                                &hi, s.row_max + r, &scale, s.columns);
-          const int split = static_cast<int>(std::clamp<int64_t>(stripe_end - t0, lo, hi));
-          for (int j = lo; j < split; ++j) {
-            const uint8_t b = bucket[t0 + j];
-            if (b != kBucketUnused) out[b] += s.columns[j];
+        for (const KeySpan& own : ss.own) {
+          const int64_t first = std::max(model_lo(p, p_.window_left), own.begin);  // the row's keys: first .. p
+          const int64_t end = std::min(causal_end(p), own.end);
+          for (int64_t t0 = first / tile * tile; t0 < end; t0 += tile) {
+            const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
+            const int32_t lo = static_cast<int32_t>(std::max<int64_t>(first - t0, 0));
+            const int32_t hi = static_cast<int32_t>(std::min<int64_t>(nk, end - t0));
+            std::fill(s.columns, s.columns + nk, 0.f);
+            k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r) * tile, tile, 1, nk,
+                                  &lo, &hi, s.row_max + r, &scale, s.columns);
+            const int split = static_cast<int>(std::clamp<int64_t>(stripe_end - t0, lo, hi));
+            for (int j = lo; j < split; ++j) {
+              const uint8_t b = bucket[t0 + j];
+              if (b != kBucketUnused) out[b] += s.columns[j];
+            }
+            for (int j = split; j < hi; ++j) out[0] += s.columns[j];  // the window band
           }
-          for (int j = split; j < hi; ++j) out[0] += s.columns[j];  // the window band
         }
       }
     }
   }
 
-  // The kept mass of sampled rows [c0, c0 + n) of group g under the chosen mask.
+  // The kept mass of sampled rows [c0, c0 + n) of group g under the chosen mask (over ss.own's
+  // keys: a sharded call adds the processes' parts).
   void kept_mass(SampledSequence& ss, const SparsePlan& plan, int g, int64_t c0, int n, void* scratch) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
-    const int m = pack_rows(s, ss, ss.rows, g, c0, n);
+    const int m = pack_rows(s, ss, ss.rows, ss.q_tokens, g, c0, n);
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
     const int64_t w = ss.window;
     // Start from the global max with a zero sum: row_stats then adds exp2(s - max) of the span.
@@ -382,47 +436,63 @@ class Sampler {
     };
     // Window keys.
     reset();
-    const int64_t first = window_lo(s.positions[0], w);
-    const int64_t last = window_hi(s.positions[n - 1]);
-    for (int64_t t0 = first; t0 < last; t0 += k_.key_tile) {
-      const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
-      if (!spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) { *lo = window_lo(p, w); *hi = window_hi(p); })) continue;
-      pack_keys(s, ss.seq, g, t0, nk);
-      path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile,
-                   qk_scale(path_, scale_log2(p_.scale)));
-      modify_tile(s, s.scores, m, t0, nk);
-      k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
+    for (const KeySpan& own : ss.own) {
+      const int64_t first = std::max(window_lo(s.positions[0], w), own.begin);
+      const int64_t last = std::min(window_hi(s.positions[n - 1]), own.end);
+      for (int64_t t0 = first; t0 < last; t0 += k_.key_tile) {
+        const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, seq.k_len - t0));
+        if (!spans(s, m, t0, nk, [&](int64_t p, int64_t* lo, int64_t* hi) {
+              *lo = std::max(window_lo(p, w), own.begin);
+              *hi = std::min(window_hi(p), own.end);
+            })) {
+          continue;
+        }
+        pack_keys(s, ss.seq, g, t0, nk);
+        path_.scores(s.q_packed, m, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile,
+                     qk_scale(path_, scale_log2(p_.scale)));
+        modify_tile(s, s.scores, m, t0, nk);
+        k_.row_stats(s.scores, k_.key_tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
+      }
     }
     harvest();
     // Stripe keys, per query head (each head may have its own set): row p sees the run
-    // [begin, end) of its head's stripe list (visible_stripes), packed here tile by tile.
+    // [begin, end) of its head's stripe list (visible_stripes), packed here tile by tile; of
+    // them, the stripes within each of ss.own's spans.
     reset();
     for (int h = 0; h < p_.group; ++h) {
       const int head = g * p_.group + h;
       const HeadPlan& hp = plan.head(ss.seq, head, p_.num_q_heads);
       const int row0 = h * n;
-      int64_t run_first = static_cast<int64_t>(hp.stripes.size()), run_last = 0;
       for (int i = 0; i < n; ++i) {
         const StripeRun run = visible_stripes(hp, s.positions[row0 + i], p_.window_left);
         s.stripe_begin[i] = run.begin;
         s.stripe_end[i] = run.end;
-        if (run.begin < run.end) {
-          run_first = std::min(run_first, run.begin);
-          run_last = std::max(run_last, run.end);
-        }
       }
-      for (int64_t t0 = run_first; t0 < run_last; t0 += k_.key_tile) {
-        const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, run_last - t0));
-        s.kv_rows.fill(p_, ss.seq, g, nk, [&](int j) { return static_cast<int64_t>(hp.stripes[t0 + j]); });
-        path_.pack_k(s.kv_rows.k(p_), nk, p_.head_dim, s.k_packed);
-        const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(row0) * p_.head_dim * path_.q_elem_bytes;
-        path_.scores(q, n, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile, qk_scale(path_, scale_log2(p_.scale)));
-        modify(s, s.scores, row0, n, nk, hp.stripes.data() + t0);
+      for (const KeySpan& own : ss.own) {
+        const int64_t own_first = std::lower_bound(hp.stripes.begin(), hp.stripes.end(), own.begin) - hp.stripes.begin();
+        const int64_t own_last = std::lower_bound(hp.stripes.begin(), hp.stripes.end(), own.end) - hp.stripes.begin();
+        int64_t run_first = own_last, run_last = own_first;
         for (int i = 0; i < n; ++i) {
-          s.lo[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_begin[i] - t0, 0, nk));
-          s.hi[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(s.stripe_end[i] - t0, 0, nk));
+          const int64_t b = std::max(s.stripe_begin[i], own_first), e = std::min(s.stripe_end[i], own_last);
+          if (b < e) {
+            run_first = std::min(run_first, b);
+            run_last = std::max(run_last, e);
+          }
         }
-        k_.row_stats(s.scores, k_.key_tile, n, nk, s.lo + row0, s.hi + row0, s.row_max + row0, s.row_sum + row0);
+        for (int64_t t0 = run_first; t0 < run_last; t0 += k_.key_tile) {
+          const int nk = static_cast<int>(std::min<int64_t>(k_.key_tile, run_last - t0));
+          s.kv_rows.fill(p_, ss.seq, g, nk, [&](int j) { return static_cast<int64_t>(hp.stripes[t0 + j]); });
+          path_.pack_k(s.kv_rows.k(p_), nk, p_.head_dim, s.k_packed);
+          const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(row0) * p_.head_dim * path_.q_elem_bytes;
+          path_.scores(q, n, s.k_packed, nk, p_.head_dim, s.scores, k_.key_tile, qk_scale(path_, scale_log2(p_.scale)));
+          modify(s, s.scores, row0, n, nk, hp.stripes.data() + t0);
+          for (int i = 0; i < n; ++i) {
+            const int64_t b = std::max(s.stripe_begin[i], own_first), e = std::min(s.stripe_end[i], own_last);
+            s.lo[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(b - t0, 0, nk));
+            s.hi[row0 + i] = static_cast<int32_t>(std::clamp<int64_t>(e - t0, 0, nk));
+          }
+          k_.row_stats(s.scores, k_.key_tile, n, nk, s.lo + row0, s.hi + row0, s.row_max + row0, s.row_sum + row0);
+        }
       }
     }
     harvest();
@@ -483,14 +553,13 @@ uint64_t sparse_plan_bytes(const SparsePlan& plan) {
   return bytes;
 }
 
-Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
-                         const KernelTable& kernels, const Problem& problem, bool with_kept_mass,
-                         SparsePlan* plan) {
-  SAMPLEATTN_RETURN_IF_ERROR(check_workspace(during, workspace_limit, "during stages 1 and 2"));
-  const uint64_t pool_limit = during.pool_limit(workspace_limit);
+namespace {
+
+// The stage-1 state of every sampled sequence of a call (no scores yet): rows, validation rows
+// and their Q tokens (as the call's Q tensor holds them), every key owned.
+std::vector<SampledSequence> sampled_sequences(const Problem& problem) {
   const int hq = problem.num_q_heads;
   const int groups = problem.num_kv_heads;
-  init_dense_plan(problem, plan);
   std::vector<SampledSequence> sampled;
   sampled.reserve(static_cast<size_t>(std::count_if(problem.sequences.begin(), problem.sequences.end(),
       [&](const Sequence& seq) { return sequence_is_sampled(problem, seq); })));
@@ -500,18 +569,104 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
     SampledSequence ss;
     ss.seq = static_cast<int>(s);
     ss.window = window_size(problem, seq);
+    ss.own = {{0, seq.k_len}};
     ss.rows = sampled_rows(problem.sample, seq.q_len);
     ss.rows.shrink_to_fit();  // sampling_footprint counts it at its size
     const size_t nr = ss.rows.size();
+    ss.q_tokens.resize(nr);
+    for (size_t i = 0; i < nr; ++i) ss.q_tokens[i] = seq.q_begin + ss.rows[i];
     ss.row_max.assign(hq * nr, -std::numeric_limits<float>::infinity());
     ss.row_sum.assign(hq * nr, 0.f);
     ss.kept.assign(hq * nr, 0.f);
     ss.col_score.assign(static_cast<size_t>(hq) * seq.k_len, 0);
     ss.val_rows = validation_rows(problem.sample, seq.q_len, ss.rows);
+    ss.val_q_tokens.resize(ss.val_rows.size());
+    for (size_t i = 0; i < ss.val_rows.size(); ++i) ss.val_q_tokens[i] = seq.q_begin + ss.val_rows[i];
     ss.val_masses.assign(static_cast<size_t>(hq) * ss.val_rows.size() * kMassStride, 0.f);
     ss.sets.resize(static_cast<size_t>(problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? groups : hq));
     sampled.push_back(std::move(ss));
   }
+  return sampled;
+}
+
+// Tasks over (sampled sequence, group, chunk of rows), longest rows first: the sampled rows or
+// the validation rows.
+std::vector<RowTask> row_tasks(const std::vector<SampledSequence>& sampled, bool validation, int groups, int chunk) {
+  std::vector<RowTask> tasks;
+  size_t count = 0;
+  for (const SampledSequence& ss : sampled) {
+    count += groups * (((validation ? ss.val_rows : ss.rows).size() + chunk - 1) / chunk);
+  }
+  tasks.reserve(count);
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    const std::vector<int64_t>& rows = validation ? sampled[i].val_rows : sampled[i].rows;
+    const int64_t nr = static_cast<int64_t>(rows.size());
+    for (int g = 0; g < groups; ++g) {
+      for (int64_t c0 = 0; c0 < nr; c0 += chunk) {
+        const int n = static_cast<int>(std::min<int64_t>(chunk, nr - c0));
+        tasks.push_back({i, g, c0, n, static_cast<double>(rows[c0 + n - 1]) * n});
+      }
+    }
+  }
+  std::stable_sort(tasks.begin(), tasks.end(), [](const RowTask& a, const RowTask& b) { return a.cost > b.cost; });
+  return tasks;
+}
+
+// A set's column scores: its heads' fixed-point totals (added exactly), as f32, at `columns`.
+template <typename Columns>
+void set_scores(const SampledSequence& ss, int64_t k_len, int first_head, int heads, Columns columns, float* out) {
+  const int64_t* fixed = ss.col_score.data() + static_cast<size_t>(first_head) * k_len;
+  int64_t i = 0;
+  columns([&](int64_t j) {
+    int64_t v = fixed[j];
+    for (int h = 1; h < heads; ++h) v = add_fixed(v, fixed[static_cast<size_t>(h) * k_len + j]);
+    out[i++] = fixed_to_score(v);
+  });
+}
+
+// A set's decision into the plan of its heads (stripes: the sparse mask's list).
+void apply_decision(const Problem& problem, const SampledSequence& ss, const ValidationLayout& layout, int first_head,
+                    int heads, const ValidationDecision& d, const HeadValidation* per_head,
+                    const std::vector<int32_t>& stripes, SparsePlan* plan) {
+  for (int h = 0; h < heads; ++h) {
+    HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * problem.num_q_heads + first_head + h];
+    hp.decision = d.decision;
+    hp.alpha_stripes = layout.sinks + layout.alpha_ranked;
+    if (d.dense()) continue;  // stays dense, kept mass 1
+    hp.dense = false;
+    hp.window = ss.window;
+    hp.stripes = stripes;
+    hp.val_min = per_head[h].min;
+    hp.val_p1 = per_head[h].p1;
+    hp.val_p5 = per_head[h].p5;
+    hp.val_mean = per_head[h].mean;
+    hp.val_lost_rms = per_head[h].rms_lost;
+  }
+}
+
+void harvest_kept_mass(const Problem& problem, const std::vector<SampledSequence>& sampled, SparsePlan* plan) {
+  const int hq = problem.num_q_heads;
+  for (const SampledSequence& ss : sampled) {
+    const size_t nr = ss.rows.size();
+    for (int h = 0; h < hq; ++h) {
+      HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + h];
+      if (hp.dense) continue;  // ran dense (max_density): everything kept
+      set_kept_mass(&hp, ss.kept.data() + h * nr, static_cast<int64_t>(nr));
+    }
+  }
+}
+
+}  // namespace
+
+Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
+                         const KernelTable& kernels, const Problem& problem, bool with_kept_mass,
+                         SparsePlan* plan) {
+  SAMPLEATTN_RETURN_IF_ERROR(check_workspace(during, workspace_limit, "during stages 1 and 2"));
+  const uint64_t pool_limit = during.pool_limit(workspace_limit);
+  const int hq = problem.num_q_heads;
+  const int groups = problem.num_kv_heads;
+  init_dense_plan(problem, plan);
+  std::vector<SampledSequence> sampled = sampled_sequences(problem);
   if (sampled.empty()) return Status::ok();
 
   Sampler sampler(kernels, problem, score_budget(workspace_limit, pool.num_threads()));
@@ -520,25 +675,11 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   const auto t_sampling = std::chrono::steady_clock::now();
 
   // Stage 1 tasks: (sampled sequence, group, row chunk), longest rows first.
-  std::vector<RowTask> row_tasks;
-  size_t num_row_tasks = 0;
-  for (const SampledSequence& ss : sampled) num_row_tasks += groups * ((ss.rows.size() + chunk - 1) / chunk);
-  row_tasks.reserve(num_row_tasks);
-  for (size_t i = 0; i < sampled.size(); ++i) {
-    const SampledSequence& ss = sampled[i];
-    const int64_t nr = static_cast<int64_t>(ss.rows.size());
-    for (int g = 0; g < groups; ++g) {
-      for (int64_t c0 = 0; c0 < nr; c0 += chunk) {
-        const int n = static_cast<int>(std::min<int64_t>(chunk, nr - c0));
-        row_tasks.push_back({i, g, c0, n, static_cast<double>(ss.rows[c0 + n - 1]) * n});
-      }
-    }
-  }
-  std::stable_sort(row_tasks.begin(), row_tasks.end(), [](const RowTask& a, const RowTask& b) { return a.cost > b.cost; });
-  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, pool_limit,
+  const std::vector<RowTask> tasks = row_tasks(sampled, false, groups, chunk);
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(tasks.size()), scratch, pool_limit,
                                       [&](int64_t t, int, void* buf) {
-    const RowTask& task = row_tasks[static_cast<size_t>(t)];
-    sampler.sample_rows(sampled[task.ss], task.g, task.c0, task.n, buf);
+    const RowTask& task = tasks[static_cast<size_t>(t)];
+    sampler.sample_rows(sampled[task.ss], task.g, task.c0, task.n, buf, false);
   }));
   plan->time_sampling_s = seconds_since(t_sampling);
 
@@ -555,15 +696,9 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
     SampledSequence& ss = sampled[static_cast<size_t>(t / sets_per_seq)];
     const int set = static_cast<int>(t % sets_per_seq);
     const Sequence& seq = problem.sequences[ss.seq];
-    const int first_head = set * heads_per_set;
-    // The set's column scores: its heads' fixed-point totals (added exactly), as f32.
-    const int64_t* fixed = ss.col_score.data() + static_cast<size_t>(first_head) * seq.k_len;
     std::vector<float> summed(static_cast<size_t>(seq.k_len));
-    for (int64_t j = 0; j < seq.k_len; ++j) {
-      int64_t v = fixed[j];
-      for (int h = 1; h < heads_per_set; ++h) v = add_fixed(v, fixed[static_cast<size_t>(h) * seq.k_len + j]);
-      summed[j] = fixed_to_score(v);
-    }
+    set_scores(ss, seq.k_len, set * heads_per_set, heads_per_set,
+               [&](auto&& at) { for (int64_t j = 0; j < seq.k_len; ++j) at(j); }, summed.data());
     const float* scores = summed.data();
     const double total = static_cast<double>(ss.rows.size()) * heads_per_set;
     const bool window_mass_counts = problem.sample.window_mass_counts == 1;
@@ -585,21 +720,11 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   if (out_of_memory_in_task) return out_of_memory("out of memory while selecting stripes");
 
   // Validation rows: their exact attention, added up per bucket of their set's ranking.
-  std::vector<RowTask> val_tasks;
-  for (size_t i = 0; i < sampled.size(); ++i) {
-    const int64_t nv = static_cast<int64_t>(sampled[i].val_rows.size());
-    for (int g = 0; g < groups; ++g) {
-      for (int64_t c0 = 0; c0 < nv; c0 += chunk) {
-        const int n = static_cast<int>(std::min<int64_t>(chunk, nv - c0));
-        val_tasks.push_back({i, g, c0, n, static_cast<double>(sampled[i].val_rows[c0 + n - 1]) * n});
-      }
-    }
-  }
-  std::stable_sort(val_tasks.begin(), val_tasks.end(), [](const RowTask& a, const RowTask& b) { return a.cost > b.cost; });
+  const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk);
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(val_tasks.size()), scratch, pool_limit,
                                       [&](int64_t t, int, void* buf) {
     const RowTask& task = val_tasks[static_cast<size_t>(t)];
-    sampler.validate_rows(sampled[task.ss], task.g, task.c0, task.n, buf);
+    sampler.validate_rows(sampled[task.ss], task.g, task.c0, task.n, buf, false);
   }));
 
   // The decision per set (core/validation.h): alpha's stripes, more of the ranking, or dense.
@@ -615,20 +740,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
                             ValidationBar{problem.sample.min_kept, problem.sample.max_lost}, per_head.data());
       std::vector<int32_t> stripes;
       if (!d.dense()) stripes = decided_stripes(ssel.layout, ssel.ranked.data(), d.ranked);
-      for (int h = 0; h < heads_per_set; ++h) {
-        HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + first_head + h];
-        hp.decision = d.decision;
-        hp.alpha_stripes = ssel.layout.sinks + ssel.layout.alpha_ranked;
-        if (d.dense()) continue;  // stays dense, kept mass 1
-        hp.dense = false;
-        hp.window = ss.window;
-        hp.stripes = stripes;
-        hp.val_min = per_head[h].min;
-        hp.val_p1 = per_head[h].p1;
-        hp.val_p5 = per_head[h].p5;
-        hp.val_mean = per_head[h].mean;
-        hp.val_lost_rms = per_head[h].rms_lost;
-      }
+      apply_decision(problem, ss, ssel.layout, first_head, heads_per_set, d, per_head.data(), stripes, plan);
     }
     // Stage 2's state is done with: give it back before the attention.
     std::vector<SelectionSet>().swap(ss.sets);
@@ -638,19 +750,361 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
 
   // Kept mass (CRA) of the sampled rows under the chosen mask, for the statistics.
   if (!with_kept_mass) return Status::ok();
-  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(row_tasks.size()), scratch, pool_limit,
+  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(tasks.size()), scratch, pool_limit,
                                       [&](int64_t t, int, void* buf) {
-    const RowTask& task = row_tasks[static_cast<size_t>(t)];
+    const RowTask& task = tasks[static_cast<size_t>(t)];
     sampler.kept_mass(sampled[task.ss], *plan, task.g, task.c0, task.n, buf);
   }));
-  for (const SampledSequence& ss : sampled) {
-    const size_t nr = ss.rows.size();
-    for (int h = 0; h < hq; ++h) {
-      HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * hq + h];
-      if (hp.dense) continue;  // ran dense (max_density): everything kept
-      set_kept_mass(&hp, ss.kept.data() + h * nr, static_cast<int64_t>(nr));
+  harvest_kept_mass(problem, sampled, plan);
+  return Status::ok();
+}
+
+namespace {
+
+// Whether any process failed a local step: every process calls this at the same points, so a
+// failure on one does not leave the others waiting in the next collective.
+Status agree(Collective& coll, Status local) {
+  int64_t failed = local.is_ok() ? 0 : 1;
+  SAMPLEATTN_RETURN_IF_ERROR(coll.sum(&failed, 1));
+  if (!local.is_ok()) return local;
+  if (failed > 0) return internal_error("another process of the sharded call failed (its own status says why)");
+  return Status::ok();
+}
+
+// Where each position of each sequence lives: sorted runs of every process.
+class Holders {
+ public:
+  Holders(const ShardMap& map, size_t sequences) : runs_(sequences) {
+    for (int r = 0; r < map.processes(); ++r) {
+      for (const ShardRun& run : map.runs[static_cast<size_t>(r)]) {
+        if (run.end > run.begin) runs_[static_cast<size_t>(run.seq)].push_back({run, r});
+      }
+    }
+    for (auto& list : runs_) {
+      std::sort(list.begin(), list.end(), [](const Held& a, const Held& b) { return a.run.begin < b.run.begin; });
     }
   }
+  struct Where {
+    int process;
+    int64_t token;
+  };
+  // The holder of position p of sequence seq (the shard map covers every position).
+  Where at(int seq, int64_t p) const {
+    const auto& list = runs_[static_cast<size_t>(seq)];
+    auto it = std::upper_bound(list.begin(), list.end(), p, [](int64_t v, const Held& h) { return v < h.run.begin; });
+    const Held& h = *(it - 1);
+    return {h.process, h.run.local + (p - h.run.begin)};
+  }
+
+ private:
+  struct Held {
+    ShardRun run;
+    int process;
+  };
+  std::vector<std::vector<Held>> runs_;
+};
+
+// A vector of floats summed over the processes (through double) or maxed.
+Status sum_floats(Collective& coll, std::vector<float>* v) {
+  std::vector<double> d(v->begin(), v->end());
+  SAMPLEATTN_RETURN_IF_ERROR(coll.sum(d.data(), static_cast<int64_t>(d.size())));
+  std::copy(d.begin(), d.end(), v->begin());
+  return Status::ok();
+}
+
+// Row statistics over every process's keys from each process's part: the max of the maxima, and
+// the parts' sums of exp2 rescaled to it and added (in double).
+Status reduce_row_stats(Collective& coll, std::vector<float*> max, std::vector<float*> sum, std::vector<size_t> n) {
+  size_t total = 0;
+  for (size_t i = 0; i < n.size(); ++i) total += n[i];
+  std::vector<float> m(total);
+  std::vector<double> s(total);
+  for (size_t i = 0, at = 0; i < n.size(); at += n[i], ++i) std::copy(max[i], max[i] + n[i], m.begin() + at);
+  std::vector<float> local = m;
+  SAMPLEATTN_RETURN_IF_ERROR(coll.max(m.data(), static_cast<int64_t>(total)));
+  for (size_t i = 0, at = 0; i < n.size(); at += n[i], ++i) {
+    for (size_t k = 0; k < n[i]; ++k) {
+      const float part = sum[i][k];
+      s[at + k] = part > 0 ? static_cast<double>(part) * std::exp2(static_cast<double>(local[at + k]) - m[at + k]) : 0.0;
+    }
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(coll.sum(s.data(), static_cast<int64_t>(total)));
+  for (size_t i = 0, at = 0; i < n.size(); at += n[i], ++i) {
+    for (size_t k = 0; k < n[i]; ++k) {
+      max[i][k] = m[at + k];
+      sum[i][k] = static_cast<float>(s[at + k]);
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
+                          const Problem& global, const ShardMap& map, Collective& coll, bool with_kept_mass,
+                          SparsePlan* plan) {
+  const int me = coll.rank();
+  const int processes = coll.size();
+  const int hq = global.num_q_heads;
+  const int groups = global.num_kv_heads;
+  const size_t num_seqs = global.sequences.size();
+  init_dense_plan(global, plan);
+  std::vector<SampledSequence> sampled;
+  Problem stage1 = global;
+  std::vector<char> gathered_q;
+  std::vector<int32_t> table;
+  Status local = Status::ok();
+  try {
+    sampled = sampled_sequences(global);
+    // This process's keys: its runs, merged where they touch.
+    std::vector<std::vector<KeySpan>> own(num_seqs);
+    int64_t local_tokens = 0;
+    for (const ShardRun& run : map.runs[static_cast<size_t>(me)]) {
+      local_tokens = std::max(local_tokens, run.local + (run.end - run.begin));
+      if (run.end > run.begin) own[static_cast<size_t>(run.seq)].push_back({run.begin, run.end});
+    }
+    for (auto& spans : own) {
+      std::sort(spans.begin(), spans.end(), [](const KeySpan& a, const KeySpan& b) { return a.begin < b.begin; });
+      std::vector<KeySpan> merged;
+      for (const KeySpan& s : spans) {
+        if (!merged.empty() && merged.back().end == s.begin) {
+          merged.back().end = s.end;
+        } else {
+          merged.push_back(s);
+        }
+      }
+      spans = std::move(merged);
+    }
+    for (SampledSequence& ss : sampled) {
+      ss.own = own[static_cast<size_t>(ss.seq)];
+      ss.val_max.assign(static_cast<size_t>(hq) * ss.val_rows.size(), -std::numeric_limits<float>::infinity());
+      ss.val_sum.assign(static_cast<size_t>(hq) * ss.val_rows.size(), 0.f);
+    }
+
+    // Stage 1 reads this process's keys through a position -> token table (a page of one token),
+    // and the sampled and validation rows of every process, gathered.
+    int64_t most_keys = 0;
+    for (const Sequence& s : global.sequences) most_keys = std::max(most_keys, s.k_len);
+    table.assign(num_seqs * static_cast<size_t>(most_keys), 0);
+    for (const ShardRun& run : map.runs[static_cast<size_t>(me)]) {
+      for (int64_t p = run.begin; p < run.end; ++p) {
+        table[static_cast<size_t>(run.seq) * most_keys + p] = static_cast<int32_t>(run.local + (p - run.begin));
+      }
+    }
+    KvLayout& kv = stage1.kv;
+    kv.block_table = table.data();
+    kv.table_stride = most_keys;
+    kv.page_size = 1;
+    kv.num_pages = static_cast<int32_t>(local_tokens);
+    kv.k_page_stride = global.kv.k_token_stride;
+    kv.v_page_stride = global.kv.v_token_stride;
+
+    const Holders holders(map, num_seqs);
+    const size_t elem = dtype_size(global.q.dtype);
+    const size_t row_bytes = static_cast<size_t>(hq) * global.head_dim * elem;
+    std::vector<int64_t> rows_of(static_cast<size_t>(processes), 0);
+    auto each_row = [&](auto&& visit) {
+      for (SampledSequence& ss : sampled) {
+        for (size_t i = 0; i < ss.rows.size(); ++i) visit(ss, ss.rows[i], &ss.q_tokens[i]);
+        for (size_t i = 0; i < ss.val_rows.size(); ++i) visit(ss, ss.val_rows[i], &ss.val_q_tokens[i]);
+      }
+    };
+    each_row([&](SampledSequence& ss, int64_t row, int64_t*) {
+      ++rows_of[static_cast<size_t>(holders.at(ss.seq, global.sequences[ss.seq].q_offset() + row).process)];
+    });
+    std::vector<int64_t> first_of(static_cast<size_t>(processes), 0), bytes_of(static_cast<size_t>(processes));
+    int64_t all_rows = 0;
+    for (int r = 0; r < processes; ++r) {
+      first_of[r] = all_rows;
+      all_rows += rows_of[r];
+      bytes_of[r] = rows_of[r] * static_cast<int64_t>(row_bytes);
+    }
+    std::vector<char> mine(static_cast<size_t>(bytes_of[me]));
+    std::vector<int64_t> next = first_of;
+    each_row([&](SampledSequence& ss, int64_t row, int64_t* token) {
+      const Holders::Where w = holders.at(ss.seq, global.sequences[ss.seq].q_offset() + row);
+      *token = next[w.process]++;
+      if (w.process != me) return;
+      char* out = mine.data() + (*token - first_of[me]) * row_bytes;
+      for (int h = 0; h < hq; ++h) {
+        std::memcpy(out + static_cast<size_t>(h) * global.head_dim * elem, global.q.row(w.token, h), global.head_dim * elem);
+      }
+    });
+    gathered_q.resize(static_cast<size_t>(all_rows) * row_bytes);
+    local = coll.all_gather(mine.data(), gathered_q.data(), bytes_of.data());
+    stage1.q = {gathered_q.data(), global.q.dtype, static_cast<int64_t>(hq) * global.head_dim, global.head_dim};
+  } catch (const std::bad_alloc&) {
+    local = out_of_memory("out of memory while gathering the sampled rows of a sharded call");
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  if (sampled.empty()) return Status::ok();
+
+  Sampler sampler(kernels, stage1, score_budget(workspace_limit, pool.num_threads()));
+  const size_t scratch = sampler.scratch_bytes();
+  const int chunk = sampler.chunk();
+  const uint64_t pool_limit = workspace_limit;
+  const auto t_sampling = std::chrono::steady_clock::now();
+
+  // Stage 1, first pass: the rows' statistics over this process's keys, then over all.
+  const std::vector<RowTask> tasks = row_tasks(sampled, false, groups, chunk);
+  const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk);
+  local = pool.run(static_cast<int64_t>(tasks.size() + val_tasks.size()), scratch, pool_limit,
+                   [&](int64_t t, int, void* buf) {
+    const bool validation = t >= static_cast<int64_t>(tasks.size());
+    const RowTask& task = validation ? val_tasks[static_cast<size_t>(t) - tasks.size()] : tasks[static_cast<size_t>(t)];
+    sampler.partial_stats(sampled[task.ss], validation, task.g, task.c0, task.n, buf);
+  });
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  {
+    std::vector<float*> max, sum;
+    std::vector<size_t> n;
+    for (SampledSequence& ss : sampled) {
+      max.insert(max.end(), {ss.row_max.data(), ss.val_max.data()});
+      sum.insert(sum.end(), {ss.row_sum.data(), ss.val_sum.data()});
+      n.insert(n.end(), {ss.row_max.size(), ss.val_max.size()});
+    }
+    SAMPLEATTN_RETURN_IF_ERROR(reduce_row_stats(coll, max, sum, n));
+  }
+  // Second pass: the probabilities of the rows into this process's column sums.
+  local = pool.run(static_cast<int64_t>(tasks.size()), scratch, pool_limit, [&](int64_t t, int, void* buf) {
+    const RowTask& task = tasks[static_cast<size_t>(t)];
+    sampler.sample_rows(sampled[task.ss], task.g, task.c0, task.n, buf, true);
+  });
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  plan->time_sampling_s = seconds_since(t_sampling);
+
+  // Stage 2 over the processes' columns (core/sharded_selection.h), then the validation rows'
+  // masses per bucket, added over the processes, and the same decision on every process.
+  const auto t_selection = std::chrono::steady_clock::now();
+  const bool per_group = global.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
+  const int sets_per_seq = per_group ? groups : hq;
+  const int heads_per_set = per_group ? global.group : 1;
+  const SumOverProcesses sum = [&coll](std::vector<int64_t>* v) { return coll.sum(v->data(), static_cast<int64_t>(v->size())); };
+  std::vector<std::unique_ptr<ShardedSelection>> selections;
+  local = Status::ok();
+  try {
+    for (SampledSequence& ss : sampled) {
+      const Sequence& seq = global.sequences[ss.seq];
+      const int64_t sinks = sink_count(global.sample.sink_tokens, seq.k_len);
+      std::vector<LocalSet> sets(static_cast<size_t>(sets_per_seq));
+      std::vector<int32_t> columns;
+      for (const KeySpan& span : ss.own) {
+        for (int64_t j = span.begin; j < span.end; ++j) columns.push_back(static_cast<int32_t>(j));
+      }
+      std::vector<float> scores(columns.size());
+      for (int set = 0; set < sets_per_seq; ++set) {
+        set_scores(ss, seq.k_len, set * heads_per_set, heads_per_set,
+                   [&](auto&& at) { for (int32_t j : columns) at(j); }, scores.data());
+        LocalSet& in = sets[static_cast<size_t>(set)];
+        in.total = static_cast<double>(ss.rows.size()) * heads_per_set;
+        for (size_t c = 0; c < columns.size(); ++c) {
+          // In 2^-30 units of the f32 score, as the one-process sums of the f32 scores.
+          const int64_t fixed = std::llrint(std::ldexp(static_cast<double>(scores[c]), 30));
+          in.outside_score += fixed;
+          if (columns[c] < sinks) {
+            in.sink_score += fixed;
+          } else {
+            in.columns.push_back(columns[c]);
+            in.scores.push_back(scores[c]);
+          }
+        }
+      }
+      selections.push_back(std::make_unique<ShardedSelection>(stage1, seq, ss.window, std::move(sets)));
+    }
+  } catch (const std::bad_alloc&) {
+    local = out_of_memory("out of memory while ranking the columns of a sharded call");
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  std::vector<std::vector<ShardedSet>> chosen(sampled.size());
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    SampledSequence& ss = sampled[i];
+    SAMPLEATTN_RETURN_IF_ERROR(selections[i]->select(!ss.val_rows.empty(), sum, &chosen[i]));
+    // The layouts with a bucket per column of the sequence, as validate_rows reads them.
+    const Sequence& seq = global.sequences[ss.seq];
+    for (int set = 0; set < sets_per_seq; ++set) {
+      ShardedSet& c = chosen[i][static_cast<size_t>(set)];
+      ValidationLayout& layout = ss.sets[static_cast<size_t>(set)].layout;
+      layout = c.layout;
+      if (c.layout.bucket.empty()) continue;
+      layout.bucket.assign(static_cast<size_t>(seq.k_len), kBucketUnused);
+      for (int64_t j = 0; j < c.layout.sinks; ++j) layout.bucket[j] = kBucketKept;
+      size_t at = 0;
+      for (const KeySpan& span : ss.own) {
+        for (int64_t j = std::max(span.begin, sink_count(global.sample.sink_tokens, seq.k_len)); j < span.end; ++j) {
+          layout.bucket[j] = c.layout.bucket[at++];
+        }
+      }
+    }
+  }
+  local = pool.run(static_cast<int64_t>(val_tasks.size()), scratch, pool_limit, [&](int64_t t, int, void* buf) {
+    const RowTask& task = val_tasks[static_cast<size_t>(t)];
+    sampler.validate_rows(sampled[task.ss], task.g, task.c0, task.n, buf, true);
+  });
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  for (SampledSequence& ss : sampled) SAMPLEATTN_RETURN_IF_ERROR(sum_floats(coll, &ss.val_masses));
+
+  std::vector<HeadValidation> per_head(static_cast<size_t>(heads_per_set));
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    SampledSequence& ss = sampled[i];
+    const int64_t nv = static_cast<int64_t>(ss.val_rows.size());
+    std::vector<ValidationDecision> decisions;
+    std::vector<std::vector<HeadValidation>> validations;
+    std::vector<int64_t> decided;
+    for (int set = 0; set < sets_per_seq; ++set) {
+      const ValidationLayout& layout = ss.sets[static_cast<size_t>(set)].layout;
+      const int first_head = set * heads_per_set;
+      decisions.push_back(
+          decide_validation(layout, ss.val_masses.data() + static_cast<size_t>(first_head) * nv * kMassStride,
+                            kMassStride, heads_per_set, nv,
+                            ValidationBar{global.sample.min_kept, global.sample.max_lost}, per_head.data()));
+      validations.push_back(per_head);
+      decided.push_back(decisions.back().dense() ? 0 : decisions.back().ranked);
+    }
+    // Each process's columns among the decided stripes, gathered: the lists of every set.
+    std::vector<std::vector<int32_t>> mine;
+    SAMPLEATTN_RETURN_IF_ERROR(selections[i]->decided_stripes(decided, sum, &mine));
+    std::vector<int64_t> counts(static_cast<size_t>(processes) * sets_per_seq, 0);
+    for (int set = 0; set < sets_per_seq; ++set) counts[static_cast<size_t>(me) * sets_per_seq + set] = static_cast<int64_t>(mine[set].size());
+    SAMPLEATTN_RETURN_IF_ERROR(coll.sum(counts.data(), static_cast<int64_t>(counts.size())));
+    std::vector<int64_t> bytes(static_cast<size_t>(processes), 0);
+    int64_t all = 0;
+    for (int r = 0; r < processes; ++r) {
+      for (int set = 0; set < sets_per_seq; ++set) bytes[r] += counts[static_cast<size_t>(r) * sets_per_seq + set];
+      all += bytes[r];
+      bytes[r] *= static_cast<int64_t>(sizeof(int32_t));
+    }
+    std::vector<int32_t> send, recv(static_cast<size_t>(all));
+    for (const auto& list : mine) send.insert(send.end(), list.begin(), list.end());
+    SAMPLEATTN_RETURN_IF_ERROR(coll.all_gather(send.data(), recv.data(), bytes.data()));
+    std::vector<std::vector<int32_t>> stripes(static_cast<size_t>(sets_per_seq));
+    for (int set = 0; set < sets_per_seq; ++set) {
+      for (int64_t j = 0; j < ss.sets[static_cast<size_t>(set)].layout.sinks; ++j) stripes[set].push_back(static_cast<int32_t>(j));
+    }
+    for (int r = 0, at = 0; r < processes; ++r) {
+      for (int set = 0; set < sets_per_seq; ++set) {
+        const int64_t c = counts[static_cast<size_t>(r) * sets_per_seq + set];
+        stripes[set].insert(stripes[set].end(), recv.begin() + at, recv.begin() + at + c);
+        at += static_cast<int>(c);
+      }
+    }
+    for (int set = 0; set < sets_per_seq; ++set) {
+      std::sort(stripes[set].begin(), stripes[set].end());
+      apply_decision(global, ss, ss.sets[static_cast<size_t>(set)].layout, set * heads_per_set, heads_per_set,
+                     decisions[set], validations[set].data(), stripes[set], plan);
+    }
+    std::vector<SelectionSet>().swap(ss.sets);
+    std::vector<float>().swap(ss.val_masses);
+  }
+  plan->time_selection_s = seconds_since(t_selection);
+
+  if (!with_kept_mass) return Status::ok();
+  local = pool.run(static_cast<int64_t>(tasks.size()), scratch, pool_limit, [&](int64_t t, int, void* buf) {
+    const RowTask& task = tasks[static_cast<size_t>(t)];
+    sampler.kept_mass(sampled[task.ss], *plan, task.g, task.c0, task.n, buf);
+  });
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  for (SampledSequence& ss : sampled) SAMPLEATTN_RETURN_IF_ERROR(sum_floats(coll, &ss.kept));
+  harvest_kept_mass(global, sampled, plan);
   return Status::ok();
 }
 

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "simd/kernels.h"
+#include "core/collective.h"
 #include "core/problem.h"
+#include "core/shard_map.h"
 #include "core/sparse_plan.h"
 #include "core/status.h"
 #include "cpu/thread_pool.h"
@@ -38,5 +40,17 @@ uint64_t sparse_plan_bytes(const SparsePlan& plan);
 Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
                          const KernelTable& kernels, const Problem& problem, bool with_kept_mass,
                          SparsePlan* plan);
+
+// Stages 1 and 2 of a sharded call (context parallelism, docs/SCALING.md): the plan that one
+// process would build over the whole batch, built by the processes of `coll` together, each
+// scoring the sampled rows (gathered from their holders) against the keys it holds; no column
+// score leaves its process (stage 2 is core/sharded_selection.h). `global`: the batch at its
+// global lengths (q_len == k_len, causal) with this process's tensors (its tokens at their
+// map.runs[rank] offsets; K/V packed, not quantized). Every process gets the same plan. Against
+// one process, the row sums of stage 1 are added in another order, so a probability can differ in
+// its last bit, which can move a column that ties with another within rounding at a cut.
+Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
+                          const Problem& global, const ShardMap& map, Collective& coll, bool with_kept_mass,
+                          SparsePlan* plan);
 
 }  // namespace sampleattn::cpu

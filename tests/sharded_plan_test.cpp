@@ -1,0 +1,224 @@
+// Stages 1 and 2 of a sharded call (cpu/sampling.h, build_sharded_plan) against one process's
+// build_sparse_plan on the whole batch: the same decision, window and stripes for every (sequence,
+// head), and the same validated and in-sample kept mass (up to rounding), for 1-4 simulated
+// processes (threads, tests/thread_collective.h) over contiguous, zigzag, uneven and empty splits,
+// varlen batches, grouped heads and both stripe scopes.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/problem.h"
+#include "core/shard_map.h"
+#include "cpu/sampling.h"
+#include "cpu/thread_pool.h"
+#include "simd/dispatch.h"
+#include "test_util.h"
+#include "thread_collective.h"
+#include "workload/generator.h"
+
+namespace sampleattn {
+namespace {
+
+using testing::Buffer;
+using testing::Case;
+
+// Every process's runs: `cuts[s]` are the boundaries of sequence s's pieces (pieces.size() + 1
+// of them), and piece i goes to process owner[i].
+struct Split {
+  std::vector<std::vector<int64_t>> cuts;
+  std::vector<int> owner;
+};
+
+Split contiguous(const std::vector<int32_t>& lengths, int processes, bool zigzag) {
+  Split split;
+  const int pieces = zigzag ? 2 * processes : processes;
+  for (int32_t len : lengths) {
+    std::vector<int64_t> cuts;
+    for (int i = 0; i <= pieces; ++i) cuts.push_back(static_cast<int64_t>(len) * i / pieces);
+    split.cuts.push_back(cuts);
+  }
+  for (int i = 0; i < pieces; ++i) split.owner.push_back(zigzag && i >= processes ? pieces - 1 - i : i);
+  return split;
+}
+
+// The shard map and each process's own copy of its Q/K/V tokens.
+struct Shards {
+  ShardMap map;
+  std::vector<Buffer> q, k, v;
+};
+
+Shards make_shards(const Case& c, const Split& split, int processes) {
+  Shards sh;
+  sh.map.runs.resize(static_cast<size_t>(processes));
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> tokens(static_cast<size_t>(processes));  // global token, count
+  for (size_t s = 0; s < split.cuts.size(); ++s) {
+    const std::vector<int64_t>& cuts = split.cuts[s];
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+      const int r = split.owner[i];
+      auto& runs = sh.map.runs[static_cast<size_t>(r)];
+      const int64_t local = runs.empty() ? 0 : runs.back().local + (runs.back().end - runs.back().begin);
+      runs.push_back({static_cast<int>(s), cuts[i], cuts[i + 1], local});
+      tokens[static_cast<size_t>(r)].push_back({c.cu_q[s] + cuts[i], cuts[i + 1] - cuts[i]});
+    }
+  }
+  auto copy = [](const Buffer& from, const std::vector<std::pair<int64_t, int64_t>>& pieces) {
+    int64_t n = 0;
+    for (auto [t, len] : pieces) n += len;
+    Buffer to(from.dtype, n, from.heads, from.d);
+    const size_t row = static_cast<size_t>(from.heads) * from.d * dtype_size(from.dtype);
+    size_t at = 0;
+    for (auto [t, len] : pieces) {
+      if (len > 0) std::memcpy(to.bytes.data() + at, from.bytes.data() + static_cast<size_t>(t) * row, len * row);
+      at += static_cast<size_t>(len) * row;
+    }
+    return to;
+  };
+  for (int r = 0; r < processes; ++r) {
+    sh.q.push_back(copy(c.q, tokens[static_cast<size_t>(r)]));
+    sh.k.push_back(copy(c.k, tokens[static_cast<size_t>(r)]));
+    sh.v.push_back(copy(c.v, tokens[static_cast<size_t>(r)]));
+  }
+  return sh;
+}
+
+std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
+  cpu::ThreadPoolOptions o;
+  o.num_threads = threads;
+  o.bind = false;
+  std::unique_ptr<cpu::ThreadPool> pool;
+  EXPECT_TRUE(cpu::ThreadPool::create(o, &pool).is_ok());
+  return pool;
+}
+
+void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& split, int processes) {
+  Problem whole;
+  ASSERT_TRUE(build_problem(&params, true, &whole).is_ok());
+  const KernelTable& kernels = active_kernel_table();
+  SparsePlan one;
+  {
+    auto pool = pool_of(2);
+    ASSERT_TRUE(cpu::build_sparse_plan(*pool, 0, cpu::WorkspaceParts{}, kernels, whole, true, &one).is_ok());
+  }
+  // The case must test something: sparse heads with ranked stripes, validated.
+  int sparse = 0;
+  for (const HeadPlan& h : one.heads) sparse += !h.dense && h.stripes.size() > 4 && h.val_min >= 0 ? 1 : 0;
+  ASSERT_GT(sparse, 0) << "every head dense: the case tests nothing";
+  Shards sh = make_shards(c, split, processes);
+  testing::ThreadWorld world(processes);
+  std::vector<SparsePlan> plans(static_cast<size_t>(processes));
+  std::vector<Status> status(static_cast<size_t>(processes));
+  world.run([&](int r) {
+    Problem mine = whole;
+    mine.q.data = sh.q[r].data();
+    mine.k.data = sh.k[r].data();
+    mine.v.data = sh.v[r].data();
+    auto pool = pool_of(1);
+    testing::ThreadCollective coll(world, r);
+    status[r] = cpu::build_sharded_plan(*pool, 0, kernels, mine, sh.map, coll, true, &plans[r]);
+  });
+  for (int r = 0; r < processes; ++r) {
+    ASSERT_TRUE(status[r].is_ok()) << status[r].message();
+    const SparsePlan& got = plans[r];
+    ASSERT_EQ(got.heads.size(), one.heads.size());
+    for (size_t i = 0; i < one.heads.size(); ++i) {
+      const HeadPlan& a = one.heads[i];
+      const HeadPlan& b = got.heads[i];
+      SCOPED_TRACE("process " + std::to_string(r) + " of " + std::to_string(processes) + ", (sequence, head) " +
+                   std::to_string(i));
+      EXPECT_EQ(b.decision, a.decision);
+      EXPECT_EQ(b.dense, a.dense);
+      EXPECT_EQ(b.window, a.window);
+      EXPECT_EQ(b.alpha_stripes, a.alpha_stripes);
+      EXPECT_EQ(b.stripes, a.stripes);
+      EXPECT_NEAR(b.cra_min, a.cra_min, 1e-4);
+      EXPECT_NEAR(b.cra_mean, a.cra_mean, 1e-4);
+      EXPECT_NEAR(b.val_min, a.val_min, 1e-4);
+      EXPECT_NEAR(b.val_p5, a.val_p5, 1e-4);
+      EXPECT_NEAR(b.val_mean, a.val_mean, 1e-4);
+      EXPECT_NEAR(b.val_lost_rms, a.val_lost_rms, 1e-4);
+    }
+  }
+}
+
+// A batch of the generator's sequences (workload/generator.h, its mix with copy and retrieval
+// heads by default, so the heads run sparse, widened and dense): 8 query / 2 kv heads, d 64.
+Case generated_case(const std::vector<int32_t>& lengths, DType dtype, uint64_t seed,
+                    workload::HeadMix mix = workload::HeadMix::kReal) {
+  Case c;
+  c.d = 64;
+  c.hq = 8;
+  c.hkv = 2;
+  c.in = c.out = dtype;
+  for (int32_t len : lengths) c.add_sequence(len, len);
+  c.materialize(seed);
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    workload::GeneratorConfig cfg;
+    cfg.seq = lengths[s];
+    cfg.head_dim = c.d;
+    cfg.num_q_heads = c.hq;
+    cfg.num_kv_heads = c.hkv;
+    cfg.seed = seed + s;
+    cfg.mix = mix;
+    workload::GeneratedData g;
+    EXPECT_TRUE(workload::generate(cfg, &g).is_ok());
+    const auto* q = reinterpret_cast<const float*>(g.q.bytes.data());
+    const auto* k = reinterpret_cast<const float*>(g.k.bytes.data());
+    const auto* v = reinterpret_cast<const float*>(g.v.bytes.data());
+    for (int64_t i = 0; i < g.q.num_elements(); ++i) c.q.set(c.cu_q[s] * c.hq * c.d + i, q[i]);
+    for (int64_t i = 0; i < g.k.num_elements(); ++i) c.k.set(c.cu_k[s] * c.hkv * c.d + i, k[i]);
+    for (int64_t i = 0; i < g.v.num_elements(); ++i) c.v.set(c.cu_k[s] * c.hkv * c.d + i, v[i]);
+  }
+  return c;
+}
+
+sampleattn::Params sample_params(Case& c) {
+  sampleattn::Params p = c.params();
+  p.method = SAMPLEATTN_METHOD_SAMPLE;
+  p.sample.dense_below = 0;
+  return p;
+}
+
+TEST(ShardedPlan, SameAsOneProcessForEverySplit) {
+  const std::vector<int32_t> lengths{2000};
+  Case c = generated_case(lengths, DType::kF32, 5);
+  const sampleattn::Params p = sample_params(c);
+  for (int processes = 1; processes <= 4; ++processes) {
+    SCOPED_TRACE(std::to_string(processes) + " processes");
+    expect_same_plan(c, p, contiguous(lengths, processes, false), processes);
+    expect_same_plan(c, p, contiguous(lengths, processes, true), processes);
+  }
+}
+
+TEST(ShardedPlan, UnevenEmptyAndVarlen) {
+  const std::vector<int32_t> lengths{1700, 640, 2100};
+  Case c = generated_case(lengths, DType::kBF16, 6);
+  const sampleattn::Params p = sample_params(c);
+  Split uneven;
+  uneven.cuts = {{0, 10, 10, 1200, 1700}, {0, 0, 300, 640, 640}, {0, 1000, 1001, 1500, 2100}};
+  uneven.owner = {2, 0, 1, 0};  // process 3 holds nothing; process 0 two pieces of each
+  expect_same_plan(c, p, uneven, 4);
+  expect_same_plan(c, p, contiguous(lengths, 3, true), 3);
+}
+
+TEST(ShardedPlan, KvGroupScopeWindowMassAndAlpha) {
+  const std::vector<int32_t> lengths{3000};
+  // The default mix: a kv group of the real mix holds a copy head, which sends the group dense.
+  Case plain = generated_case(lengths, DType::kF32, 8, workload::HeadMix::kDefault);
+  sampleattn::Params group = sample_params(plain);
+  group.sample.scope = SAMPLEATTN_STRIPES_PER_KV_GROUP;
+  expect_same_plan(plain, group, contiguous(lengths, 3, true), 3);
+  Case c = generated_case(lengths, DType::kF32, 7);
+  sampleattn::Params p = sample_params(c);
+  p.sample.scope = SAMPLEATTN_STRIPES_PER_HEAD;
+  p.sample.window_mass_counts = 1;
+  expect_same_plan(c, p, contiguous(lengths, 2, true), 2);
+  p.sample.window_mass_counts = 0;
+  p.sample.alpha = 0.8f;
+  p.sample.sink_tokens = 0;
+  expect_same_plan(c, p, contiguous(lengths, 4, false), 4);
+}
+
+}  // namespace
+}  // namespace sampleattn
