@@ -70,6 +70,12 @@ typedef struct sampleattn_mpi_stats {
   uint64_t bytes_received;
   int32_t ring_steps;       /* blocks attended to (the ranks) */
   int32_t attention_calls;  /* libsampleattn calls made (pairs of runs that see each other) */
+  /* Method sample (appended in libsampleattn_mpi 1.1): when set, libsampleattn's statistics of the
+   * whole call's mask (heads, decisions, stripes; its caller arrays are filled as by
+   * sampleattn_forward), the same on every rank. For method sample, bytes_sent/received count
+   * the gathered query rows, the K/V rows exchanged and the reductions (each vector once each
+   * way), and time_wait_s is the time in those collective steps. */
+  sampleattn_stats* sample_stats;
 } sampleattn_mpi_stats;
 
 SAMPLEATTN_API void sampleattn_mpi_stats_init_sized(sampleattn_mpi_stats* stats, size_t size);

@@ -1,10 +1,12 @@
 // C entry points: argument checks, the backend table, and the translation of internal Status
 // values into return codes plus a per-thread message. Nothing here prints, aborts or throws.
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "core/abi.h"
 #include "core/backend.h"
@@ -12,6 +14,7 @@
 #include "core/problem.h"
 #include "core/status.h"
 #include "api/host_report.h"
+#include "api/sharded_api.h"
 #include "sampleattn/sampleattn.h"
 
 struct sampleattn_context {
@@ -48,6 +51,71 @@ sampleattn_status guarded(F&& fn) {
   } catch (...) {
     return report(sampleattn::internal_error("unexpected exception"));
   }
+}
+
+// The caller's collective callbacks (api/sharded_api.h) as a core/collective.h.
+class CallbackCollective final : public sampleattn::Collective {
+ public:
+  explicit CallbackCollective(const sampleattn_private_collective& c) : c_(c) {}
+  int rank() const override { return c_.rank; }
+  int size() const override { return c_.size; }
+  Status sum(int64_t* values, int64_t n) override { return done(c_.sum_i64(c_.state, values, n, &error_), "sum"); }
+  Status sum(double* values, int64_t n) override { return done(c_.sum_f64(c_.state, values, n, &error_), "sum"); }
+  Status max(float* values, int64_t n) override { return done(c_.max_f32(c_.state, values, n, &error_), "max"); }
+  Status all_gather(const void* send, void* recv, const int64_t* recv_bytes) override {
+    return done(c_.all_gather(c_.state, send, recv, recv_bytes, &error_), "all_gather");
+  }
+  Status all_to_all(const void* send, const int64_t* send_bytes, void* recv, const int64_t* recv_bytes) override {
+    return done(c_.all_to_all(c_.state, send, send_bytes, recv, recv_bytes, &error_), "all_to_all");
+  }
+
+ private:
+  Status done(sampleattn_status code, const char* what) {
+    if (code == SAMPLEATTN_SUCCESS) return Status::ok();
+    return {code, std::string("the sharded call's ") + what + " failed: " + (error_ != nullptr ? error_ : "no message")};
+  }
+  sampleattn_private_collective c_;
+  const char* error_ = nullptr;
+};
+
+// The runs of a sharded call as a shard map, checked: every position of every sequence held by
+// exactly one process.
+Status shard_map(const sampleattn::Problem& problem, const sampleattn_private_run* runs, int64_t num_runs, int processes,
+                 sampleattn::ShardMap* map) {
+  if (num_runs < 0) return sampleattn::invalid_argument("num_runs is " + std::to_string(num_runs));
+  if (num_runs > 0 && runs == nullptr) return sampleattn::null_pointer("runs is NULL");
+  map->runs.assign(static_cast<size_t>(processes), {});
+  const size_t batch = problem.sequences.size();
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> pieces(batch);
+  for (int64_t i = 0; i < num_runs; ++i) {
+    const sampleattn_private_run& r = runs[i];
+    const std::string name = "runs[" + std::to_string(i) + "]";
+    if (r.process < 0 || r.process >= processes) {
+      return sampleattn::invalid_argument(name + ".process is " + std::to_string(r.process) + " of " + std::to_string(processes));
+    }
+    if (r.seq < 0 || static_cast<size_t>(r.seq) >= batch) return sampleattn::invalid_argument(name + ".seq is " + std::to_string(r.seq));
+    const int64_t len = problem.sequences[static_cast<size_t>(r.seq)].k_len;
+    if (r.begin < 0 || r.end < r.begin || r.end > len || r.local < 0) {
+      return sampleattn::invalid_shape(name + " is [" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ") at token " +
+                                       std::to_string(r.local) + ", outside its sequence's " + std::to_string(len) + " positions");
+    }
+    if (r.end == r.begin) continue;
+    map->runs[static_cast<size_t>(r.process)].push_back({r.seq, r.begin, r.end, r.local});
+    pieces[static_cast<size_t>(r.seq)].push_back({r.begin, r.end});
+  }
+  for (size_t b = 0; b < batch; ++b) {
+    std::sort(pieces[b].begin(), pieces[b].end());
+    int64_t covered = 0;
+    for (auto [begin, end] : pieces[b]) {
+      if (begin != covered) break;
+      covered = end;
+    }
+    if (covered != problem.sequences[b].k_len) {
+      return sampleattn::invalid_shape("the runs do not hold every position of sequence " + std::to_string(b) +
+                                       " exactly once (from position " + std::to_string(covered) + ")");
+    }
+  }
+  return Status::ok();
 }
 
 Status check_options(const sampleattn_context_options& o) {
@@ -280,6 +348,61 @@ sampleattn_status sampleattn_forward(sampleattn_context* context, const sampleat
       }
     }
     SAMPLEATTN_RETURN_IF_ERROR(context->backend->forward(problem, stats != nullptr ? &full : nullptr));
+    if (stats != nullptr) sampleattn::abi::write_back(full, stats);
+    return Status::ok();
+  });
+}
+
+
+sampleattn_status sampleattn_private_sharded_forward(sampleattn_context* context, const sampleattn_params* params,
+                                                     const sampleattn_private_run* runs, int64_t num_runs,
+                                                     const sampleattn_private_collective* collective,
+                                                     sampleattn_stats* stats) {
+  return guarded([&]() -> Status {
+    if (context == nullptr) return sampleattn::null_pointer("context is NULL");
+    if (collective == nullptr || collective->sum_i64 == nullptr || collective->sum_f64 == nullptr ||
+        collective->max_f32 == nullptr || collective->all_gather == nullptr || collective->all_to_all == nullptr) {
+      return sampleattn::null_pointer("collective or one of its callbacks is NULL");
+    }
+    if (collective->size < 1 || collective->rank < 0 || collective->rank >= collective->size) {
+      return sampleattn::invalid_argument("collective rank " + std::to_string(collective->rank) + " of " +
+                                          std::to_string(collective->size));
+    }
+    // What this process can check alone, agreed on before anything else, so that no process
+    // waits in a collective for one that has returned.
+    sampleattn_stats full = default_stats();
+    sampleattn::Problem problem;
+    sampleattn::ShardMap map;
+    const Status checked = [&]() -> Status {
+      if (stats != nullptr) {
+        SAMPLEATTN_RETURN_IF_ERROR(
+            sampleattn::abi::read(*stats, "stats", "sampleattn_stats_init", default_stats(), &full));
+        if (full.stripes != nullptr && full.stripe_offsets == nullptr) {
+          return sampleattn::null_pointer("stats.stripes is set but stats.stripe_offsets is NULL");
+        }
+        if (full.head_stats != nullptr && full.head_stats_size != sizeof(sampleattn_head_stats)) {
+          return sampleattn::invalid_argument("stats.head_stats_size must be this library's sizeof(sampleattn_head_stats)");
+        }
+      }
+      // Shapes and parameters of the whole batch; the tensors are this process's.
+      SAMPLEATTN_RETURN_IF_ERROR(sampleattn::build_problem(params, /*check_data=*/false, &problem));
+      if (problem.method != SAMPLEATTN_METHOD_SAMPLE) return sampleattn::invalid_argument("a sharded call runs method sample");
+      if (!problem.causal || problem.window_left >= 0 || !problem.alibi_slopes.empty() || problem.paged() ||
+          problem.kv.k_scale != nullptr || problem.kv.v_scale != nullptr) {
+        return sampleattn::invalid_argument(
+            "a sharded call is causal self-attention over packed, unquantized K/V without window_left or ALiBi");
+      }
+      for (const sampleattn::Sequence& seq : problem.sequences) {
+        if (seq.q_len != seq.k_len) return sampleattn::invalid_shape("a sharded call's sequences have q_len == k_len");
+      }
+      return shard_map(problem, runs, num_runs, collective->size, &map);
+    }();
+    CallbackCollective coll(*collective);
+    int64_t failed = checked.is_ok() ? 0 : 1;
+    SAMPLEATTN_RETURN_IF_ERROR(coll.sum(&failed, 1));
+    if (!checked.is_ok()) return checked;
+    if (failed > 0) return sampleattn::internal_error("another process of the sharded call failed its checks");
+    SAMPLEATTN_RETURN_IF_ERROR(context->backend->forward_sharded(problem, map, coll, stats != nullptr ? &full : nullptr));
     if (stats != nullptr) sampleattn::abi::write_back(full, stats);
     return Status::ok();
   });

@@ -7,7 +7,9 @@
 #include <memory>
 #include <string>
 
+#include "core/collective.h"
 #include "core/problem.h"
+#include "core/shard_map.h"
 #include "core/status.h"
 #include "sampleattn/sampleattn.h"
 
@@ -34,6 +36,14 @@ class Backend {
   // gathers stripes without a copy).
   virtual Status plan(const Problem& problem, sampleattn_plan_info* info) = 0;
   virtual Status forward(const Problem& problem, sampleattn_stats* stats) = 0;
+  // One process's part of a sharded SampleAttention call (context parallelism, docs/SCALING.md):
+  // `problem` is the batch at its global lengths with this process's tensors, `map` who holds
+  // which positions, `coll` the processes. Only the CPU backend has one.
+  virtual Status forward_sharded(const Problem& problem, const ShardMap& map, Collective& coll,
+                                 sampleattn_stats* stats) {
+    (void)problem, (void)map, (void)coll, (void)stats;
+    return unsupported_backend("sharded calls run on CPU contexts");
+  }
   virtual void describe(sampleattn_context_info* info) const = 0;
 };
 

@@ -25,7 +25,12 @@ struct KvLayout {
   // Paging: block_table == nullptr means packed (a sequence's keys from its k_begin on).
   const int32_t* block_table = nullptr;  // [sequence][table_stride] page indices
   int64_t table_stride = 0;
-  int32_t page_size = 0;  // tokens per page (a multiple of 16)
+  // Per-head tables: kv head h's pages start table_head_stride entries after head h - 1's. 0 (the
+  // public API's tables) shares one table among the heads; a sharded call gathers each kv head's
+  // own keys (cpu/sharded_attention.h), so its table, with a page size of 1, maps a position to
+  // that head's row.
+  int64_t table_head_stride = 0;
+  int32_t page_size = 0;  // tokens per page (a multiple of 16; 1 in a sharded call's gathered rows)
   int32_t num_pages = 0;
   int64_t k_page_stride = 0, v_page_stride = 0;
   // Scales of quantized K/V (nullptr when that tensor is not quantized), addressed like its rows.
@@ -49,7 +54,7 @@ struct KvLayout {
       return {t * k_token_stride + head * k_head_stride, t * v_token_stride + head * v_head_stride,
               t * scale_token_stride + head * scale_head_stride};
     }
-    const int64_t page = block_table[seq * table_stride + j / page_size];
+    const int64_t page = block_table[seq * table_stride + head * table_head_stride + j / page_size];
     const int64_t slot = j % page_size;
     return {page * k_page_stride + slot * k_token_stride + head * k_head_stride,
             page * v_page_stride + slot * v_token_stride + head * v_head_stride,

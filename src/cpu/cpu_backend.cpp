@@ -14,6 +14,7 @@
 #include "core/timing.h"
 #include "cpu/flash_driver.h"
 #include "cpu/sampling.h"
+#include "cpu/sharded_attention.h"
 #include "cpu/thread_pool.h"
 #include "cpu/workspace.h"
 #include "simd/dispatch.h"
@@ -242,6 +243,39 @@ class CpuBackend final : public Backend {
     return Status::ok();
   }
 
+  Status forward_sharded(const Problem& problem, const ShardMap& map, Collective& coll,
+                         sampleattn_stats* stats) override {
+    std::lock_guard<std::mutex> call_lock(call_mutex_);
+    const auto t0 = std::chrono::steady_clock::now();
+    const KernelTable& kernels = active_kernel_table();
+    // The input policy over this process's tokens: its runs as sequences of one packed batch.
+    Problem local = problem;
+    local.sequences.clear();
+    local.total_q = local.total_k = 0;
+    for (const ShardRun& run : map.runs[static_cast<size_t>(coll.rank())]) {
+      const int64_t len = run.end - run.begin;
+      local.sequences.push_back({run.local, len, run.local, len});
+      local.total_q = local.total_k = std::max(local.total_q, run.local + len);
+    }
+    Status checked = check_inputs(*pool_, limit_, kernels, local);
+    int64_t failed = checked.is_ok() ? 0 : 1;
+    SAMPLEATTN_RETURN_IF_ERROR(coll.sum(&failed, 1));
+    if (!checked.is_ok()) return checked;
+    if (failed > 0) return internal_error("another process of the sharded call failed its input checks");
+    SparsePlan plan;
+    SAMPLEATTN_RETURN_IF_ERROR(build_sharded_plan(*pool_, limit_, kernels, problem, map, coll, stats != nullptr, &plan));
+    const auto t_attention = std::chrono::steady_clock::now();
+    SAMPLEATTN_RETURN_IF_ERROR(sharded_attention(*pool_, limit_, kernels, problem, map, plan, coll));
+    if (stats != nullptr) {
+      fill_stats(problem, &plan, stats);
+      stats->time_attention_s = seconds_since(t_attention);
+      stats->time_total_s = seconds_since(t0);
+      stats->isa = kernels.name;
+      stats->precision = select_path(kernels, problem).q_elem_bytes == 2 ? precision_name(Precision::kBF16)
+                                                                         : precision_name(Precision::kF32);
+    }
+    return Status::ok();
+  }
   void describe(sampleattn_context_info* info) const override {
     info->backend = SAMPLEATTN_BACKEND_CPU;
     info->num_threads = pool_->num_threads();

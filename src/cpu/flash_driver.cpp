@@ -167,15 +167,27 @@ class FlashRunner {
   FlashRunner(const KernelTable& kernels, const Problem& problem, const SparsePlan* plan, int threads)
       : kernels_(kernels), path_(select_path(kernels, problem)), p_(problem), plan_(plan),
         bq_(rows_per_head(kernels, problem)) {
-    // Short query chunks (every head dense: core/mask.h, sequence_runs_sampled) are split over
-    // their keys when the call has too few tasks for the workers.
+    // A short sequence is never sampled (core/mask.h, sequence_runs_sampled), so its plan is
+    // dense. A sharded call's run (cpu/sharded_attention.h) is a short piece of a sequence that
+    // may be sampled: its chunks run the ordinary tasks, which follow the plan.
+    short_.assign(p_.sequences.size(), 0);
+    for (size_t s = 0; s < p_.sequences.size(); ++s) {
+      const int64_t q_len = p_.sequences[s].q_len;
+      bool dense = true;
+      for (int h = 0; h < p_.num_q_heads && dense; ++h) dense = head_dense(static_cast<int>(s), h);
+      short_[s] = q_len > 0 && q_len <= kShortQueryRows && dense;
+    }
+    // Short query chunks are split over their keys when the call has too few tasks for the
+    // workers.
     int64_t chunks = 0;
-    for (const Sequence& seq : p_.sequences) chunks += (seq.q_len + bq_ - 1) / bq_ * (short_chunks(seq) ? 1 : p_.num_kv_heads);
+    for (size_t s = 0; s < p_.sequences.size(); ++s) {
+      chunks += (p_.sequences[s].q_len + bq_ - 1) / bq_ * (short_chunks(s) ? 1 : p_.num_kv_heads);
+    }
     const int64_t wanted = static_cast<int64_t>(kTasksPerWorker) * threads;
     splits_.assign(p_.sequences.size(), 1);
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       const Sequence& seq = p_.sequences[s];
-      if (!short_chunks(seq) || chunks >= wanted) continue;
+      if (!short_chunks(s) || chunks >= wanted) continue;
       const KeyRange keys = chunk_keys(seq, 0, static_cast<int>(seq.q_len));
       const int64_t by_keys = (keys.end - keys.begin) / kMinSplitKeys;
       splits_[s] = static_cast<int>(std::clamp<int64_t>((wanted + chunks - 1) / chunks, 1, std::max<int64_t>(by_keys, 1)));
@@ -200,7 +212,7 @@ class FlashRunner {
   uint64_t bookkeeping_bytes() const {
     uint64_t tasks = 0, partial_floats = 0;
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
-      const bool short_seq = short_chunks(p_.sequences[s]);
+      const bool short_seq = short_chunks(s);
       const uint64_t chunks = static_cast<uint64_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * (short_seq ? 1 : p_.num_kv_heads);
       tasks += chunks * splits_[s];
       if (short_seq) partial_floats += chunks * splits_[s] * partial_floats_per_task();
@@ -296,7 +308,7 @@ class FlashRunner {
     std::vector<Task> tasks;
     size_t count = 0;
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
-      const bool short_seq = short_chunks(p_.sequences[s]);
+      const bool short_seq = short_chunks(s);
       count += static_cast<size_t>((p_.sequences[s].q_len + bq_ - 1) / bq_) * (short_seq ? 1 : p_.num_kv_heads) * splits_[s];
     }
     tasks.reserve(count);  // counted by bookkeeping_bytes
@@ -305,11 +317,11 @@ class FlashRunner {
       const Sequence& seq = p_.sequences[s];
       const int splits = splits_[s];
       // A short chunk's task takes every kv head (kDecodeBlock): one "kv head" loop turn.
-      const int kv_loop = short_chunks(seq) ? 1 : p_.num_kv_heads;
+      const int kv_loop = short_chunks(s) ? 1 : p_.num_kv_heads;
       for (int g = 0; g < kv_loop; ++g) {
         for (int64_t q0 = 0; q0 < seq.q_len; q0 += bq_) {
           const int rows = static_cast<int>(std::min<int64_t>(bq_, seq.q_len - q0));
-          if (!short_chunks(seq)) {
+          if (!short_chunks(s)) {
             tasks.push_back({static_cast<int>(s), g, q0, rows, task_cost(seq, static_cast<int>(s), g, q0, rows)});
             continue;
           }
@@ -502,7 +514,7 @@ class FlashRunner {
 
  private:
   // Whether a sequence's query chunks are short: decode tasks (every head dense, core/mask.h).
-  static bool short_chunks(const Sequence& seq) { return seq.q_len > 0 && seq.q_len <= kShortQueryRows; }
+  bool short_chunks(size_t s) const { return short_[s] != 0; }
 
   // The keys rows [q0, q0 + rows) of a dense chunk see at most (core/mask.h: model_lo to the
   // causal end of the last row; all keys when not causal).
@@ -657,6 +669,7 @@ class FlashRunner {
   const Problem& p_;
   const SparsePlan* plan_;
   int bq_;
+  std::vector<char> short_;       // per sequence: its chunks are short (short_chunks)
   std::vector<int> splits_;        // per sequence: key splits of each query chunk (1 = none)
   std::vector<size_t> merges_;     // per split chunk: its first task
   std::vector<float> partials_;    // the short chunks' partial results (partial_floats_per_task each)
@@ -686,7 +699,10 @@ class FlashRunner {
 }  // namespace
 
 bool decode_streams(const Problem& problem, const Sequence& seq) {
-  return seq.q_len > 0 && seq.q_len <= kShortQueryRows && problem.group * seq.q_len <= kDecodeRows;
+  // The decode kernel reads a token's kv heads at its row plus the head strides, which per-head
+  // block tables (core/kv_cache.h) do not keep: their short chunks take the packed kernels.
+  return seq.q_len > 0 && seq.q_len <= kShortQueryRows && problem.group * seq.q_len <= kDecodeRows &&
+         problem.kv.table_head_stride == 0;
 }
 
 const FlashPath& select_path(const KernelTable& kernels, const Problem& problem) {

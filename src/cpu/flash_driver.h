@@ -45,8 +45,8 @@ uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& prob
 
 // Whether a sequence's query chunks run the decode kernel (attend_rows, which reads K/V straight from
 // the cache and checks each value): a short chunk (kShortQueryRows, core/mask.h) whose kv group
-// stacks at most kDecodeRows rows. Larger stacks run the packed kernels, whose panel packing pays
-// off once a key serves that many rows.
+// stacks at most kDecodeRows rows, over a cache without per-head block tables. Larger stacks run
+// the packed kernels, whose panel packing pays off once a key serves that many rows.
 inline constexpr int64_t kDecodeRows = 16;
 bool decode_streams(const Problem& problem, const Sequence& seq);
 

@@ -18,12 +18,13 @@ struct WorkspaceParts {
   uint64_t sparse_plan = 0;     // the per-head plans and the stripe lists chosen
   uint64_t attention = 0;       // the attention's task list and per-head stripe records
   uint64_t stripe_buffers = 0;  // packed stripe K/V
+  uint64_t kv_exchange = 0;     // a sharded call's K/V rows in and out, and their tables
 
   // Saturating sums (a sum that does not fit is over any limit).
   uint64_t total() const { return add(pool_scratch, besides_pool()); }
   uint64_t besides_pool() const {
     return add(add(add(input_scan, sampling), add(selection, sparse_plan)),
-               add(attention, stripe_buffers));
+               add(add(attention, stripe_buffers), kv_exchange));
   }
   // The bound on the pool's scratch while the other parts live (0 = no limit).
   uint64_t pool_limit(uint64_t limit) const {
@@ -53,6 +54,7 @@ inline Status check_workspace(const WorkspaceParts& parts, uint64_t limit, const
   part("sparse plan", parts.sparse_plan);
   part("attention tasks", parts.attention);
   part("stripe buffers", parts.stripe_buffers);
+  part("K/V exchange", parts.kv_exchange);
   text += "), over the context's limit of " + std::to_string(limit) + " bytes";
   return out_of_memory(text);
 }

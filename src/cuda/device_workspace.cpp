@@ -102,11 +102,13 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
   cl->seqs.resize(nseq);
   cl->score_offset.assign(nseq, 0);
   int64_t key_prefix = 0;
+  // Per-head tables (core/kv_cache.h) keep one table per kv head of a sequence.
+  const int table_heads = p.paged() && p.kv.table_head_stride != 0 ? p.num_kv_heads : 1;
   if (p.paged()) {
-    for (const Sequence& seq : p.sequences) {
-      cl->table_stride = std::max(cl->table_stride, (seq.k_len + p.kv.page_size - 1) / p.kv.page_size);
-    }
-    cl->table_stride = std::max<int64_t>(cl->table_stride, 1);
+    int64_t pages = 1;
+    for (const Sequence& seq : p.sequences) pages = std::max(pages, (seq.k_len + p.kv.page_size - 1) / p.kv.page_size);
+    cl->table_head_stride = table_heads > 1 ? pages : 0;
+    cl->table_stride = pages * table_heads;
     cl->block_table.assign(static_cast<size_t>(nseq) * cl->table_stride, 0);
   }
   struct Costed { RowBlock block; int64_t cost; };
@@ -120,8 +122,11 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     key_prefix += seq.k_len;
     if (p.paged()) {
       const int64_t pages = (seq.k_len + p.kv.page_size - 1) / p.kv.page_size;
-      for (int64_t i = 0; i < pages; ++i) {
-        cl->block_table[s * cl->table_stride + i] = p.kv.block_table[s * p.kv.table_stride + i];
+      for (int h = 0; h < table_heads; ++h) {
+        for (int64_t i = 0; i < pages; ++i) {
+          cl->block_table[s * cl->table_stride + h * cl->table_head_stride + i] =
+              p.kv.block_table[s * p.kv.table_stride + h * p.kv.table_head_stride + i];
+        }
       }
     }
     if (runs_decode(p, seq)) {

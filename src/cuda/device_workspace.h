@@ -57,9 +57,11 @@ struct CallLayout {
   // then sinks [num_q_heads]; empty when the call has neither.
   std::vector<float> head_mods;
   std::vector<int> sampled_seqs;
-  // Paged K/V: the block table's used entries, [sequence][table_stride] (unused ones 0).
+  // Paged K/V: the block table's used entries, [sequence][table_stride] (unused ones 0), or
+  // [sequence][kv head][table_head_stride] when the cache has per-head tables (core/kv_cache.h).
   std::vector<int32_t> block_table;
   int64_t table_stride = 0;
+  int64_t table_head_stride = 0;
   // Decode (kernel_params.h): its groups and units, and partial rows (sum of the units' rows).
   std::vector<DecodeGroup> decode_groups;
   std::vector<DecodeUnit> decode_units;

@@ -70,6 +70,7 @@ Status prepare_inputs(const Problem& p, const CallLayout& cl, const DeviceWorksp
   if (p.paged()) {
     kv.layout.block_table = ws.at<int32_t>(cl.o_block_table);
     kv.layout.table_stride = cl.table_stride;
+    kv.layout.table_head_stride = cl.table_head_stride;
   }
   if (repacks_kv(p, false)) {
     SAMPLEATTN_CUDA_CHECK("repack k", launch_repack(kv.k, kv.layout.k_token_stride, kv.layout.k_head_stride, p.total_k,

@@ -12,6 +12,7 @@
 #include "mpi/collective.h"
 #include "mpi/ring_attention.h"
 #include "mpi/shard_layout.h"
+#include "mpi/sharded_sample.h"
 #include "sampleattn/sampleattn_mpi.h"
 
 namespace sampleattn::abi {
@@ -108,9 +109,8 @@ Status check_local(sampleattn_context* context, const sampleattn_params* params,
     return sampleattn::unsupported_backend("sampleattn_mpi_forward runs on CPU contexts (the ring's blocks are host memory)");
   }
   *threads = std::max(1, info.num_threads);
-  if (sampleattn::enum_value(p->method) != SAMPLEATTN_METHOD_DENSE) {
-    return sampleattn::invalid_argument(
-        "method sample is not distributed yet: sampleattn_mpi_forward runs method dense (docs/SCALING.md)");
+  if (sampleattn::enum_value(p->method) == SAMPLEATTN_METHOD_SAMPLE && p->causal == 0) {
+    return sampleattn::invalid_argument("method sample over ranks is causal (SampleAttention's masks are)");
   }
   if (p->alibi_slopes != nullptr) {
     return sampleattn::invalid_argument("alibi_slopes are not supported by sampleattn_mpi_forward (the blocks' calls carry no positions)");
@@ -150,6 +150,7 @@ Status check_local_tensors(sampleattn_context* context, const sampleattn_params&
   local.cu_seqlens_q = local.cu_seqlens_k = nullptr;
   local.seqlen_q = local.seqlen_k = tokens;
   local.causal = 0;
+  local.method = SAMPLEATTN_METHOD_DENSE;  // extents only: sample's own rules are the global call's
   local.sinks = nullptr;
   sampleattn_plan_info plan;
   sampleattn_plan_info_init(&plan);
@@ -176,15 +177,31 @@ Status check_agreement(MPI_Comm comm, const sampleattn_params& p, const sampleat
   if (p.sinks != nullptr) {
     for (int h = 0; h < p.num_q_heads; ++h) sinks_fnv = (sinks_fnv ^ static_cast<uint64_t>(float_bits(p.sinks[h]))) * 1099511628211ULL + 1;
   }
+  // The sample parameters matter only to method sample, whose ranks must share them.
+  uint64_t sample_fnv = 1469598103934665603ULL;
+  if (p.method == SAMPLEATTN_METHOD_SAMPLE) {
+    sampleattn_sample_params sp;
+    sampleattn_sample_params_init(&sp);
+    if (p.sample != nullptr) {
+      const sampleattn_sample_params defaults = sp;
+      SAMPLEATTN_RETURN_IF_ERROR(sampleattn::abi::read(*p.sample, "params.sample", "sampleattn_sample_params_init", defaults, &sp));
+    }
+    for (int64_t v : {float_bits(sp.alpha), float_bits(sp.r_row), float_bits(sp.r_w), int64_t{sp.min_window},
+                      int64_t{sp.sample_block}, int64_t{sp.min_stripes}, int64_t{sp.max_stripes}, int64_t{sp.sink_tokens},
+                      int64_t{sp.dense_below}, int64_t{sp.scope}, int64_t{sp.window_mass_counts}, float_bits(sp.max_density),
+                      float_bits(sp.r_val), float_bits(sp.min_kept), float_bits(sp.max_lost), int64_t{sp.val_rows}}) {
+      sample_fnv = (sample_fnv ^ static_cast<uint64_t>(v)) * 1099511628211ULL;
+    }
+  }
   const int64_t length_hash = static_cast<int64_t>(lengths_fnv), sink_hash = static_cast<int64_t>(sinks_fnv);
   const std::vector<int64_t> values = {p.batch, length_hash, p.num_q_heads, p.num_kv_heads, p.head_dim, p.head_dim_v,
                                        p.q.dtype, p.k.dtype, p.v.dtype, p.causal, p.precision,
                                        float_bits(p.softmax_scale), float_bits(p.softcap), sink_hash, s.split,
-                                       s.begin != nullptr};
+                                       s.begin != nullptr, p.method, static_cast<int64_t>(sample_fnv)};
   const std::vector<const char*> names = {"batch", "the sequence lengths", "num_q_heads", "num_kv_heads", "head_dim",
                                           "head_dim_v", "q.dtype", "k.dtype", "v.dtype", "causal", "precision",
                                           "softmax_scale", "softcap", "sinks", "shard.split",
-                                          "whether shard runs are explicit"};
+                                          "whether shard runs are explicit", "method", "the sample parameters"};
   return mpi::check_same(comm, values, names);
 }
 
@@ -216,8 +233,9 @@ Status forward_on(sampleattn_context* context, MPI_Comm comm, const sampleattn_p
   sampleattn_mpi_shard s;
   std::vector<int64_t> lengths;
   Status local = check_local(context, params, shard, &call.params, &s, &lengths, &call.threads);
+  sampleattn_mpi_stats full = default_stats();
   if (local.is_ok() && stats != nullptr) {
-    local = sampleattn::abi::check_output_size(*stats, "stats", "sampleattn_mpi_stats_init");
+    local = sampleattn::abi::read(*stats, "stats", "sampleattn_mpi_stats_init", default_stats(), &full);
   }
   SAMPLEATTN_RETURN_IF_ERROR(mpi::agree(comm, local));
   SAMPLEATTN_RETURN_IF_ERROR(mpi::agree(comm, check_agreement(comm, call.params, s, lengths)));
@@ -260,8 +278,11 @@ Status forward_on(sampleattn_context* context, MPI_Comm comm, const sampleattn_p
   SAMPLEATTN_RETURN_IF_ERROR(
       mpi::agree(comm, check_local_tensors(context, p, layout.tokens[static_cast<size_t>(call.rank)])));
 
-  sampleattn_mpi_stats full = default_stats();
-  SAMPLEATTN_RETURN_IF_ERROR(mpi::ring_attention(call, stats != nullptr ? &full : nullptr));
+  if (p.method == SAMPLEATTN_METHOD_SAMPLE) {
+    SAMPLEATTN_RETURN_IF_ERROR(mpi::sharded_sample(call, stats != nullptr ? &full : nullptr));
+  } else {
+    SAMPLEATTN_RETURN_IF_ERROR(mpi::ring_attention(call, stats != nullptr ? &full : nullptr));
+  }
   if (stats != nullptr) sampleattn::abi::write_back(full, stats);
   return Status::ok();
 }

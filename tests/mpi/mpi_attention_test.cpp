@@ -236,6 +236,12 @@ struct Shape {
   bool lse = true;
   bool single_sequence_form = false;  // batch 1 through seqlen_q/seqlen_k instead of cu_seqlens
   uint64_t seed = 1;
+  // Method sample (causal), with `planted` key positions that every query leans on through
+  // dimension 0 (so that its heads run sparse on these random inputs).
+  bool sample = false;
+  std::vector<int32_t> planted;
+  sampleattn_stripe_scope scope = SAMPLEATTN_STRIPES_PER_HEAD;
+  bool validation = true;  // false: r_val 0, no validation rows
 
   int value_dim() const { return dv != 0 ? dv : d; }
 };
@@ -331,6 +337,11 @@ struct RankCall {
   std::vector<float> lse;
   sampleattn_params params{};
 
+  sampleattn_sample_params sample_params{};
+  // Method sample: the reference's mask (per (sequence, head) of the whole batch).
+  std::vector<sampleattn_head_stats> ref_heads;
+  std::vector<int32_t> ref_offsets, ref_stripes;
+
   sampleattn_status reference_status = SAMPLEATTN_SUCCESS;
   std::string reference_message;
   std::vector<float> o_ref, lse_ref;  // global, f32
@@ -380,6 +391,17 @@ std::unique_ptr<RankCall> make_setup(const Shape& shape, Split split, MPI_Comm c
   fill(s->q, s->total_tokens * hq * d, shape.q_scale);
   fill(s->k, s->total_tokens * hkv * d, 1.0f);
   fill(s->v, s->total_tokens * hkv * dv, 1.0f);
+  for (size_t b = 0; b < shape.seqlens.size(); ++b) {
+    for (int32_t j : shape.planted) {
+      if (j >= shape.seqlens[b]) continue;
+      for (int h = 0; h < hkv; ++h) s->k[((s->cu[b] + j) * hkv + h) * d] = rounded_to(shape.in, 8.0f);
+    }
+  }
+  if (!shape.planted.empty()) {
+    for (int64_t t = 0; t < s->total_tokens; ++t) {
+      for (int h = 0; h < hq; ++h) s->q[(t * hq + h) * d] = rounded_to(shape.in, 8.0f);
+    }
+  }
 
   // This rank's runs and tokens.
   sampleattn_mpi_shard_init(&s->shard);
@@ -487,8 +509,34 @@ std::unique_ptr<RankCall> make_setup(const Shape& shape, Split split, MPI_Comm c
   p.softcap = shape.softcap;
   p.sinks = shape.sinks.empty() ? nullptr : shape.sinks.data();
   p.lse = shape.lse ? s->lse.data() : nullptr;
+  sampleattn_sample_params_init(&s->sample_params);
+  s->sample_params.dense_below = 0;
+  s->sample_params.scope = shape.scope;
+  if (!shape.validation) s->sample_params.r_val = 0.f;
+  if (shape.sample) {
+    p.method = SAMPLEATTN_METHOD_SAMPLE;
+    p.sample = &s->sample_params;
+  }
   return s;
 }
+
+// Arrays for a call's mask statistics over `sequences` x `heads` heads and up to `tokens` stripes
+// a head.
+struct MaskStats {
+  sampleattn_stats stats;
+  std::vector<sampleattn_head_stats> heads;
+  std::vector<int32_t> offsets, stripes;
+  MaskStats(int64_t sequences, int heads_per_sequence, int64_t tokens) {
+    sampleattn_stats_init(&stats);
+    heads.resize(static_cast<size_t>(sequences * heads_per_sequence));
+    offsets.resize(heads.size() + 1);
+    stripes.resize(static_cast<size_t>(std::max<int64_t>(tokens * heads_per_sequence, 1)));
+    stats.head_stats = heads.data();
+    stats.stripe_offsets = offsets.data();
+    stats.stripes = stripes.data();
+    stats.stripe_capacity = static_cast<int64_t>(stripes.size());
+  }
+};
 
 // The single-process reference over the whole batch, f32 output.
 void compute_reference(RankCall& s) {
@@ -522,7 +570,17 @@ void compute_reference(RankCall& s) {
   p.softcap = shape.softcap;
   p.sinks = shape.sinks.empty() ? nullptr : shape.sinks.data();
   p.lse = s.lse_ref.data();
-  s.reference_status = sampleattn_forward(g_context, &p, nullptr);
+  MaskStats mask(static_cast<int64_t>(shape.seqlens.size()), hq, n);
+  if (shape.sample) {
+    p.method = SAMPLEATTN_METHOD_SAMPLE;
+    p.sample = &s.sample_params;
+  }
+  s.reference_status = sampleattn_forward(g_context, &p, shape.sample ? &mask.stats : nullptr);
+  if (shape.sample) {
+    s.ref_heads = mask.heads;
+    s.ref_offsets = mask.offsets;
+    s.ref_stripes.assign(mask.stripes.begin(), mask.stripes.begin() + mask.offsets.back());
+  }
   if (s.reference_status != SAMPLEATTN_SUCCESS) s.reference_message = sampleattn_last_error();
   s.max_abs_ref = 0;
   for (int64_t i = 0; i < n * hq * dv; ++i) s.max_abs_ref = std::max(s.max_abs_ref, double{std::abs(s.o_ref[i])});
@@ -1070,6 +1128,117 @@ TEST(MpiAttention, StatsZigzagRingSteps) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// SampleAttention across ranks: the one-process call's mask, exactly, and its output
+// ---------------------------------------------------------------------------------------------
+// The mask the ranks chose (every rank's libsampleattn statistics) against the reference's:
+// the same decision, window, stripe count and stripes for every (sequence, head).
+void compare_masks(const RankCall& s, const MaskStats& got, Failures& f) {
+  int sparse = 0;
+  for (size_t i = 0; i < s.ref_heads.size(); ++i) {
+    const sampleattn_head_stats& a = s.ref_heads[i];
+    const sampleattn_head_stats& b = got.heads[i];
+    sparse += a.dense ? 0 : 1;
+    if (a.decision != b.decision || a.dense != b.dense || a.window != b.window || a.num_stripes != b.num_stripes ||
+        a.alpha_stripes != b.alpha_stripes) {
+      f.add("(sequence, head) ", i, ": decision/dense/window/stripes/alpha ", b.decision, "/", b.dense, "/", b.window, "/",
+            b.num_stripes, "/", b.alpha_stripes, ", one process ", a.decision, "/", a.dense, "/", a.window, "/",
+            a.num_stripes, "/", a.alpha_stripes);
+      continue;
+    }
+    if (!std::equal(s.ref_stripes.begin() + s.ref_offsets[i], s.ref_stripes.begin() + s.ref_offsets[i + 1],
+                    got.stripes.begin() + got.offsets[i])) {
+      f.add("(sequence, head) ", i, ": other stripes than one process's");
+    }
+    if (std::abs(a.val_cra_p5 - b.val_cra_p5) > 1e-4f || std::abs(a.cra_min - b.cra_min) > 1e-4f) {
+      f.add("(sequence, head) ", i, ": kept mass val p5 ", b.val_cra_p5, " / in-sample min ", b.cra_min,
+            ", one process ", a.val_cra_p5, " / ", a.cra_min);
+    }
+  }
+  if (sparse == 0) f.add("every head of the reference ran dense: the case tests no mask");
+}
+
+// Runs a method-sample call and compares this rank's rows and the whole mask with one process's.
+Failures run_sample(const Shape& shape, Split split, const Tolerance& tol, const RunsFn& runs_fn = nullptr,
+                    sampleattn_mpi_stats* out_stats = nullptr) {
+  std::unique_ptr<RankCall> s = make_setup(shape, split, MPI_COMM_WORLD, Layout::kPacked, runs_fn);
+  compute_reference(*s);
+  Failures f;
+  MaskStats mask(static_cast<int64_t>(shape.seqlens.size()), shape.hq, s->total_tokens);
+  sampleattn_mpi_stats stats;
+  sampleattn_mpi_stats_init(&stats);
+  stats.sample_stats = &mask.stats;
+  const sampleattn_status status = call(*s, &stats);
+  if (status != SAMPLEATTN_SUCCESS) {
+    f.add(describe(shape, split, s->ranks), ", method sample: sampleattn_mpi_forward returned ",
+          sampleattn_status_string(status), ": ", sampleattn_mpi_last_error());
+    return f;
+  }
+  Failures mismatches;
+  compare(*s, tol, mismatches);
+  compare_masks(*s, mask, mismatches);
+  if (stats.ring_steps != 0 || stats.attention_calls != 1) {
+    mismatches.add("ring_steps ", stats.ring_steps, ", attention_calls ", stats.attention_calls);
+  }
+  if (s->ranks > 1 && (stats.bytes_sent == 0 || stats.bytes_received == 0)) {
+    mismatches.add("bytes_sent ", stats.bytes_sent, ", bytes_received ", stats.bytes_received);
+  }
+  if (!mismatches.empty()) {
+    f.add(describe(shape, split, s->ranks), ", method sample (", s->local_tokens(), " local tokens):\n", mismatches.text());
+  }
+  if (out_stats != nullptr) *out_stats = stats;
+  return f;
+}
+
+Shape sample_shape() {
+  Shape shape;
+  shape.sample = true;
+  shape.seqlens = {3000};
+  shape.hq = 8;
+  shape.hkv = 2;
+  shape.q_scale = 0.5f;
+  shape.planted = {2, 100, 101, 777, 1500, 2222};
+  shape.seed = 41;
+  return shape;
+}
+
+TEST(MpiSample, ContiguousSameMaskAndOutput) { expect_no_failures_on_any_rank(run_sample(sample_shape(), Split::kEvenDefaultShard, kF32)); }
+
+TEST(MpiSample, ZigzagSameMaskAndOutput) { expect_no_failures_on_any_rank(run_sample(sample_shape(), Split::kZigzag, kF32)); }
+
+TEST(MpiSample, VarlenBatchZigzagBf16) {
+  Shape shape = sample_shape();
+  shape.seqlens = {2100, 5, 0, 2600};
+  shape.in = shape.out = SAMPLEATTN_DTYPE_BF16;
+  shape.precision = SAMPLEATTN_PRECISION_AUTO;
+  expect_no_failures_on_any_rank(run_sample(shape, Split::kZigzag, kBf16Products));
+}
+
+TEST(MpiSample, RankWithoutSampledRows) {
+  // 3000 positions in blocks of 64: the sampled blocks are 15, 31 and 46 (rows 960 on), so rank 0's
+  // [0, 500) holds no sampled row (validation rows, though); the other ranks split the rest.
+  const RunsFn runs = [](int64_t length, int rank, int ranks) -> SeqRun {
+    const int64_t first = std::min<int64_t>(500, length);
+    if (ranks == 1) return {0, length};
+    if (rank == 0) return {0, first};
+    const int64_t rest = length - first;
+    const int64_t begin = first + (rank - 1) * rest / (ranks - 1), end = first + rank * rest / (ranks - 1);
+    return {begin, end - begin};
+  };
+  expect_no_failures_on_any_rank(run_sample(sample_shape(), Split::kExplicit, kF32, runs));
+  Shape no_validation = sample_shape();
+  no_validation.validation = false;
+  no_validation.seed = 42;
+  expect_no_failures_on_any_rank(run_sample(no_validation, Split::kExplicit, kF32, runs));
+}
+
+TEST(MpiSample, UnevenRunsKvGroupScope) {
+  Shape shape = sample_shape();
+  shape.seed = 43;
+  shape.scope = SAMPLEATTN_STRIPES_PER_KV_GROUP;
+  expect_no_failures_on_any_rank(run_sample(shape, Split::kExplicit, kF32, uneven(true)));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Errors: every rank fails with the same status, none hangs, none writes output
 // ---------------------------------------------------------------------------------------------
 struct Outcome {
@@ -1233,10 +1402,18 @@ TEST(MpiAttentionErrors, BadHeadDimOnRankZero) {
                                    {"head"}});
 }
 
-TEST(MpiAttentionErrors, MethodSample) {
-  std::unique_ptr<RankCall> s = make_setup(Shape{}, Split::kEvenDefaultShard);
-  s->params.method = SAMPLEATTN_METHOD_SAMPLE;
-  expect_error_on_every_rank(call_outcome(*s), {{SAMPLEATTN_INVALID_ARGUMENT}, -1, {"sample"}});
+TEST(MpiAttentionErrors, MethodSampleNonCausal) {
+  Shape shape = sample_shape();
+  shape.causal = 0;
+  std::unique_ptr<RankCall> s = make_setup(shape, Split::kEvenDefaultShard);
+  expect_error_on_every_rank(call_outcome(*s), {{SAMPLEATTN_INVALID_ARGUMENT}, -1, {"sample", "causal"}});
+}
+
+TEST(MpiAttentionErrors, RanksDisagreeOnSampleParameters) {
+  if (world_size() < 2) GTEST_SKIP() << "needs two ranks";
+  std::unique_ptr<RankCall> s = make_setup(sample_shape(), Split::kZigzag);
+  if (world_rank() == 1) s->sample_params.alpha = 0.9f;
+  expect_error_on_every_rank(call_outcome(*s), {{SAMPLEATTN_INVALID_ARGUMENT}, -1, {"sample parameters"}});
 }
 
 TEST(MpiAttentionErrors, AlibiSlopes) {
