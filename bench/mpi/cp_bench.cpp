@@ -1,9 +1,14 @@
-// Context-parallel (ring) dense prefill over MPI: times sampleattn_mpi_forward on every rank of
-// MPI_COMM_WORLD, one CPU context per rank. Each rank fills only its own shard of Q/K/V, with
-// values that are a function of (global position, head, dim), so every split and rank count sees
-// the same global inputs. A repetition's time is the slowest rank's; the median is reported.
+// Context-parallel prefill over MPI, dense (the ring) or sample (SampleAttention across ranks):
+// times sampleattn_mpi_forward on every rank of MPI_COMM_WORLD, one CPU context per rank. Each rank
+// holds only its own shard of Q/K/V: values that are a function of (global position, head, dim),
+// or (--inputs DIR) its rows of DIR/q.npy, k.npy and v.npy ([seq, heads, dim], as `sampleattn
+// generate` writes them: structured inputs on which SampleAttention's heads run sparse), so every
+// split and rank count sees the same global inputs. A repetition's time is the slowest rank's; the
+// median is reported.
 //
 //   mpirun -np 2 --map-by slot:PE=8 --bind-to core sampleattn_cp_bench --seq 65536 --threads 8 --json
+//   sampleattn generate --seq 65536 --heads 32 --kv-heads 8 --dtype bf16 --out /tmp/in
+//   mpirun -np 4 ... sampleattn_cp_bench --method sample --inputs /tmp/in --split contiguous --json
 //
 // bench/mpi/cp_scaling.sh runs the 1/2/4-rank comparison. Correctness is tests/mpi/'s job.
 #ifndef OMPI_SKIP_MPICXX  // the C API only (Open MPI's C++ bindings header warns under -Wextra)
@@ -36,7 +41,7 @@ namespace {
 struct Options {
   int64_t seq = 65536;
   long heads = 32, kv_heads = 8, dim = 128, threads = 0, repeat = 3, warmup = 1, causal = 1;
-  std::string dtype = "bf16", precision = "auto", split = "zigzag";
+  std::string dtype = "bf16", precision = "auto", split = "zigzag", method = "dense", inputs;
   bool json = false;
 };
 
@@ -77,6 +82,8 @@ std::string parse(int argc, char** argv, Options* o) {
     else if (arg == "--dtype") ok = choice(&o->dtype, {"f32", "f16", "bf16"});
     else if (arg == "--precision") ok = choice(&o->precision, {"auto", "f32", "bf16"});
     else if (arg == "--split") ok = choice(&o->split, {"contiguous", "zigzag"});
+    else if (arg == "--method") ok = choice(&o->method, {"dense", "sample"});
+    else if (arg == "--inputs") ok = !(o->inputs = value).empty();
     else return "unknown option " + arg;
     if (!ok) return "bad value '" + value + "' for " + arg;
   }
@@ -131,6 +138,55 @@ std::vector<unsigned char> fill(const Runs& runs, uint64_t tensor, long heads, l
           }
         }
   return buf;
+}
+
+// One tensor of this rank's shard read from a .npy file of [seq, heads, dim] in the dtype's
+// descr ('<f4', '<f2', '<u2' for bf16 bits); "" on success, else what is wrong.
+std::string read_npy_rows(const std::string& path, const Runs& runs, int64_t seq, long heads, long dim,
+                          sampleattn_dtype dt, std::vector<unsigned char>* out) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return path + ": cannot open";
+  char magic[8];
+  std::string err;
+  uint32_t header_len = 0;
+  if (std::fread(magic, 1, 8, f) != 8 || std::memcmp(magic, "\x93NUMPY", 6) != 0) err = path + ": not a .npy file";
+  if (err.empty()) {
+    unsigned char len[4] = {0, 0, 0, 0};
+    const size_t n = magic[6] == 1 ? 2 : 4;
+    if (std::fread(len, 1, n, f) != n) err = path + ": truncated header";
+    header_len = len[0] | (len[1] << 8) | (static_cast<uint32_t>(len[2]) << 16) | (static_cast<uint32_t>(len[3]) << 24);
+  }
+  std::string header(header_len, '\0');
+  if (err.empty() && std::fread(header.data(), 1, header_len, f) != header_len) err = path + ": truncated header";
+  const char* descr = dt == SAMPLEATTN_DTYPE_F32 ? "'<f4'" : dt == SAMPLEATTN_DTYPE_F16 ? "'<f2'" : "'<u2'";
+  std::string shape = "(";  // appends: GCC 12's -Wrestrict misfires on "(" + std::string
+  shape += std::to_string(seq);
+  shape += ", ";
+  shape += std::to_string(heads);
+  shape += ", ";
+  shape += std::to_string(dim);
+  shape += ")";
+  if (err.empty() && (header.find(descr) == std::string::npos || header.find(shape) == std::string::npos ||
+                      header.find("'fortran_order': False") == std::string::npos)) {
+    err = path + ": expected shape " + shape + " of " + descr + " in C order; the header is " + header;
+  }
+  const long data_at = std::ftell(f);
+  const size_t row = static_cast<size_t>(heads * dim) * (dt == SAMPLEATTN_DTYPE_F32 ? 4 : 2);
+  int64_t tokens = 0;
+  for (const auto& r : runs) tokens += r.second - r.first;
+  out->assign(std::max<size_t>(static_cast<size_t>(tokens) * row, 64), 0);
+  size_t at = 0;
+  for (const auto& r : runs) {
+    if (!err.empty() || r.second <= r.first) continue;
+    const size_t bytes = static_cast<size_t>(r.second - r.first) * row;
+    if (std::fseek(f, data_at + static_cast<long>(r.first * static_cast<int64_t>(row)), SEEK_SET) != 0 ||
+        std::fread(out->data() + at, 1, bytes, f) != bytes) {
+      err = path + ": cannot read rows " + std::to_string(r.first) + ".." + std::to_string(r.second);
+    }
+    at += bytes;
+  }
+  std::fclose(f);
+  return err;
 }
 
 std::string allowed_cpus() {  // e.g. "0-3,8"
@@ -208,7 +264,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "sampleattn_cp_bench: %s\nusage: sampleattn_cp_bench [--seq N] [--heads H] [--kv-heads G] [--dim D]"
                    " [--dtype f32|f16|bf16] [--precision auto|f32|bf16] [--split contiguous|zigzag] [--threads T]"
-                   " [--repeat R] [--warmup W] [--causal 0|1] [--json]\n",
+                   " [--repeat R] [--warmup W] [--causal 0|1] [--method dense|sample] [--inputs DIR] [--json]\n",
                    err.c_str());
     return fail();
   }
@@ -229,11 +285,19 @@ int main(int argc, char** argv) {
   std::vector<unsigned char> q, k, v, out;
   bool filled = false;
   try {
-    q = fill(runs, 0, o.heads, o.dim, dt);
-    k = fill(runs, 1, o.kv_heads, o.dim, dt);
-    v = fill(runs, 2, o.kv_heads, o.dim, dt);
+    if (o.inputs.empty()) {
+      q = fill(runs, 0, o.heads, o.dim, dt);
+      k = fill(runs, 1, o.kv_heads, o.dim, dt);
+      v = fill(runs, 2, o.kv_heads, o.dim, dt);
+      filled = true;
+    } else {
+      std::string why = read_npy_rows(o.inputs + "/q.npy", runs, L, o.heads, o.dim, dt, &q);
+      if (why.empty()) why = read_npy_rows(o.inputs + "/k.npy", runs, L, o.kv_heads, o.dim, dt, &k);
+      if (why.empty()) why = read_npy_rows(o.inputs + "/v.npy", runs, L, o.kv_heads, o.dim, dt, &v);
+      if (!why.empty()) std::fprintf(stderr, "rank %d: %s\n", rank, why.c_str());
+      filled = why.empty();
+    }
     out.resize(q.size());
-    filled = true;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank %d: allocating the shard: %s\n", rank, e.what());
   }
@@ -268,18 +332,28 @@ int main(int argc, char** argv) {
   p.batch = 1;
   p.seqlen_q = p.seqlen_k = L;
   p.causal = static_cast<int32_t>(o.causal);
-  p.method = SAMPLEATTN_METHOD_DENSE;
+  p.method = o.method == "sample" ? SAMPLEATTN_METHOD_SAMPLE : SAMPLEATTN_METHOD_DENSE;
   p.precision = o.precision == "f32" ? SAMPLEATTN_PRECISION_F32
                 : o.precision == "bf16" ? SAMPLEATTN_PRECISION_BF16 : SAMPLEATTN_PRECISION_AUTO;
   sampleattn_mpi_shard shard;
   sampleattn_mpi_shard_init(&shard);
   shard.split = zigzag ? SAMPLEATTN_MPI_SPLIT_ZIGZAG : SAMPLEATTN_MPI_SPLIT_CONTIGUOUS;
 
-  enum { kSent, kRecv, kTotal, kAttn, kWait, kCount };
+  enum { kSent, kRecv, kTotal, kAttn, kWait, kStages, kCount };
   std::vector<double> times, samples[kCount];
   sampleattn_mpi_stats st;
+  sampleattn_stats mask;  // method sample: the whole call's mask (the same on every rank)
+  std::vector<sampleattn_head_stats> head_stats(static_cast<size_t>(o.heads));
+  std::vector<int32_t> stripe_offsets(static_cast<size_t>(o.heads) + 1);
+  std::vector<int32_t> stripes(o.method == "sample" ? static_cast<size_t>(o.heads * L) : 1);
   for (long it = 0; it < o.warmup + o.repeat; ++it) {
     sampleattn_mpi_stats_init(&st);
+    sampleattn_stats_init(&mask);
+    mask.head_stats = head_stats.data();
+    mask.stripe_offsets = stripe_offsets.data();
+    mask.stripes = stripes.data();
+    mask.stripe_capacity = static_cast<int64_t>(stripes.size());
+    if (o.method == "sample") st.sample_stats = &mask;
     MPI_Barrier(MPI_COMM_WORLD);
     const double t0 = MPI_Wtime();
     const sampleattn_status s = sampleattn_mpi_forward(ctx, MPI_COMM_WORLD, &p, &shard, &st);
@@ -294,8 +368,33 @@ int main(int argc, char** argv) {
     if (it < o.warmup) continue;
     times.push_back(global[0]);
     const double row[kCount] = {static_cast<double>(st.bytes_sent), static_cast<double>(st.bytes_received),
-                                st.time_total_s, st.time_attention_s, st.time_wait_s};
+                                st.time_total_s, st.time_attention_s, st.time_wait_s,
+                                mask.time_sampling_s + mask.time_selection_s};
     for (int j = 0; j < kCount; ++j) samples[j].push_back(row[j]);
+  }
+
+  // The mask's shape as the communication model (cp_model.py) takes it: the kv groups with a
+  // dense head (they fetch every earlier key) and, over the others, the mean share of the keys
+  // that are a stripe of some head of the group (what the exchange moves besides the bands).
+  int dense_groups = 0;
+  double stripe_union = 0;
+  if (o.method == "sample") {
+    const long group = o.heads / o.kv_heads;
+    std::vector<char> seen(static_cast<size_t>(L));
+    for (long g = 0; g < o.kv_heads; ++g) {
+      bool dense = false;
+      std::fill(seen.begin(), seen.end(), 0);
+      for (long h = g * group; h < (g + 1) * group; ++h) {
+        dense = dense || head_stats[h].dense;
+        for (int32_t i = stripe_offsets[h]; i < stripe_offsets[h + 1]; ++i) seen[static_cast<size_t>(stripes[i])] = 1;
+      }
+      if (dense) {
+        ++dense_groups;
+      } else {
+        stripe_union += static_cast<double>(std::count(seen.begin(), seen.end(), 1)) / static_cast<double>(L);
+      }
+    }
+    if (dense_groups < o.kv_heads) stripe_union /= static_cast<double>(o.kv_heads - dense_groups);
   }
 
   // Per rank, gathered to rank 0: medians over the repetitions, then the counts.
@@ -321,8 +420,14 @@ int main(int argc, char** argv) {
   const double flops = 2.0 * static_cast<double>(o.dim + o.dim) * pairs * static_cast<double>(o.heads);
   const double med = median(times);
   if (o.json) {
-    std::printf("{\"bench\":\"cp_dense\",\"version\":%s,\"ranks\":%d,\"threads_per_rank\":%ld,",
+    std::printf("{\"bench\":\"cp_%s\",\"version\":%s,\"ranks\":%d,\"threads_per_rank\":%ld,", o.method.c_str(),
             quoted(sampleattn_version()).c_str(), size, o.threads);
+    std::printf("\"method\":\"%s\",\"inputs\":%s,\"density\":%.6f,\"dense_heads\":%d,\"heads_total\":%d,",
+            o.method.c_str(), quoted(o.inputs).c_str(), o.method == "sample" ? mask.density : 1.0,
+            o.method == "sample" ? mask.num_dense_heads : static_cast<int>(o.heads),
+            o.method == "sample" ? mask.num_heads_total : static_cast<int>(o.heads));
+    std::printf("\"dense_kv_groups\":%d,\"stripe_union\":%.6f,\"stages_s_median_rank0\":%.6f,",
+            o.method == "sample" ? dense_groups : static_cast<int>(o.kv_heads), stripe_union, all[kStages]);
     std::printf("\"seq\":%lld,\"heads\":%ld,\"kv_heads\":%ld,\"dim\":%ld,\"dtype\":\"%s\",\"precision\":\"%s\",",
             static_cast<long long>(L), o.heads, o.kv_heads, o.dim, o.dtype.c_str(), o.precision.c_str());
     std::printf("\"split\":\"%s\",\"causal\":%ld,\"isa\":%s,\"warmup\":%ld,\"repeat\":%ld,", o.split.c_str(),
@@ -336,24 +441,29 @@ int main(int argc, char** argv) {
               quoted(hosts[r]).c_str(), quoted(cpu_lists[r]).c_str(), a[kThreads], a[kTokens]);
       std::printf("\"bytes_sent\":%.0f,\"bytes_received\":%.0f,\"time_total_s\":%.6f,\"time_attention_s\":%.6f,",
               a[kSent], a[kRecv], a[kTotal], a[kAttn]);
-      std::printf("\"time_wait_s\":%.6f,\"ring_steps\":%.0f,\"attention_calls\":%.0f}", a[kWait], a[kSteps], a[kCalls]);
+      std::printf("\"time_wait_s\":%.6f,\"time_stages_s\":%.6f,\"ring_steps\":%.0f,\"attention_calls\":%.0f}", a[kWait],
+              a[kStages], a[kSteps], a[kCalls]);
     }
     std::fputs("]}\n", stdout);
   } else {
-    std::printf("context-parallel dense prefill: %d rank(s) x %ld thread(s) (0 = library default), isa %s\n", size,
-            o.threads, isa.c_str());
+    std::printf("context-parallel %s prefill: %d rank(s) x %ld thread(s) (0 = library default), isa %s\n",
+            o.method.c_str(), size, o.threads, isa.c_str());
+    if (o.method == "sample") {
+      std::printf("mask: density %.4f, %d of %d heads dense (%d of %ld kv groups), stripe union %.4f of the keys\n",
+                  mask.density, mask.num_dense_heads, mask.num_heads_total, dense_groups, o.kv_heads, stripe_union);
+    }
     std::printf("seq %lld, heads %ld/%ld, dim %ld, %s, precision %s, split %s, %s\n", static_cast<long long>(L),
             o.heads, o.kv_heads, o.dim, o.dtype.c_str(), o.precision.c_str(), o.split.c_str(),
             o.causal ? "causal" : "full");
     std::printf("time: median %.4f s, %.1f GFLOP/s (%.3e dense flops); all:", med, flops / med * 1e-9, flops);
     for (const double t : times) std::printf(" %.4f", t);
-    std::printf("\n\n%4s %-12s %-12s %7s %9s %9s %9s %9s %9s %9s %5s %5s\n", "rank", "host", "cpus", "threads",
-            "tokens", "sent MB", "recv MB", "total s", "attn s", "wait s", "steps", "calls");
+    std::printf("\n\n%4s %-12s %-12s %7s %9s %9s %9s %9s %9s %9s %9s %5s %5s\n", "rank", "host", "cpus", "threads",
+            "tokens", "sent MB", "recv MB", "total s", "attn s", "wait s", "stages s", "steps", "calls");
     for (int r = 0; r < size; ++r) {
       const double* a = &all[static_cast<size_t>(r) * kFields];
-      std::printf("%4d %-12.12s %-12s %7.0f %9.0f %9.1f %9.1f %9.4f %9.4f %9.4f %5.0f %5.0f\n", r, hosts[r].c_str(),
-              cpu_lists[r].c_str(), a[kThreads], a[kTokens], a[kSent] * 1e-6, a[kRecv] * 1e-6, a[kTotal], a[kAttn],
-              a[kWait], a[kSteps], a[kCalls]);
+      std::printf("%4d %-12.12s %-12s %7.0f %9.0f %9.1f %9.1f %9.4f %9.4f %9.4f %9.4f %5.0f %5.0f\n", r,
+              hosts[r].c_str(), cpu_lists[r].c_str(), a[kThreads], a[kTokens], a[kSent] * 1e-6, a[kRecv] * 1e-6,
+              a[kTotal], a[kAttn], a[kWait], a[kStages], a[kSteps], a[kCalls]);
     }
   }
   return 0;

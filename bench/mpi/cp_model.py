@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Communication and time model of context-parallel prefill attention per rank and layer
-(docs/SCALING.md): the dense ring that libsampleattn_mpi runs, and SampleAttention distributed as
-docs/SCALING.md designs it (not built yet).
+(docs/SCALING.md): the dense ring and SampleAttention across ranks, as libsampleattn_mpi runs them.
 
   python3 bench/mpi/cp_model.py                      # the 1M-token tables of docs/SCALING.md
   python3 bench/mpi/cp_model.py --seq 65536 --ranks 1,2,4 --kv-heads 8 --dtype-bytes 2 \
       --check-bytes 50331648                         # against a measured bytes_sent
+  python3 bench/mpi/cp_model.py --seq 65536 --ranks 4 --splits zigzag --dense-groups 3 \
+      --stripe-union 0.057 --check-received A,B,C,D  # against sampleattn_cp_bench --method sample
 
 Everything is per layer and per rank; bytes are payload (what sampleattn_mpi_stats.bytes_sent
 counts). Compute rates are inputs, not claims: pass the dense rate your ranks reach
@@ -25,23 +26,92 @@ def dense_ring(seq, ranks, hq, hkv, d, dv, eb):
     return sent, block, flops
 
 
-def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_keys, val_rows, runs):
-    """Bytes one rank receives in distributed SampleAttention (docs/SCALING.md, "SampleAttention"):
-    the sampled and validation query rows of the other ranks (all-gather), the row statistics
-    (all-reduce of max and sum: twice the data in a ring all-reduce), the window band's K/V that
-    other ranks hold (w keys before each of this rank's `runs` runs), the stripe K/V (a fraction
-    `stripe_keys` of the keys, the union of a kv head's selections, held elsewhere and before the
-    band). The threshold search and the validation masses are a few KiB."""
-    q_token = hq * d * eb
-    kv_token = hkv * (d + dv) * eb
-    sampled = r_row * seq
-    rows = (sampled + val_rows) * (ranks - 1) / ranks * q_token
-    stats = 2 * 2 * 4 * (sampled + val_rows) * hq * (ranks - 1) / ranks
-    window = math.ceil(r_w * seq)
-    band = runs * min(window, seq) * kv_token if ranks > 1 else 0
-    stripes = stripe_keys * seq * (ranks - 1) / ranks * kv_token
-    return {"sampled_q": rows, "row_stats": stats, "window_band": band, "stripes": stripes,
-            "total": rows + stats + band + stripes}
+def split_runs(seq, ranks, split):
+    """Every rank's runs [a, b) of one sequence (sampleattn_mpi_shard: CONTIGUOUS even, ZIGZAG)."""
+    if split == "zigzag":
+        c = [i * seq // (2 * ranks) for i in range(2 * ranks + 1)]
+        return [[(c[r], c[r + 1]), (c[2 * ranks - 1 - r], c[2 * ranks - r])] for r in range(ranks)]
+    c = [i * seq // ranks for i in range(ranks + 1)]
+    return [[(c[r], c[r + 1])] for r in range(ranks)]
+
+
+def sampled_positions(seq, r_row, block, r_val, val_rows):
+    """The sampled rows (strided blocks, the last always in: core/mask.h) and the validation rows
+    (evenly spread over the others: min(ceil(r_val * seq), val_rows) of them)."""
+    nb = -(-seq // block)
+    ns = min(nb, max(1, math.ceil(r_row * nb)))
+    rows = []
+    for t in range(ns):
+        b = nb - 1 - t * nb // ns
+        rows.extend(range(b * block, min(seq, (b + 1) * block)))
+    rows.sort()
+    n_val = min(math.ceil(r_val * seq), val_rows, seq - len(rows))
+    unsampled = seq - len(rows)
+    val = [(2 * k + 1) * unsampled // (2 * n_val) for k in range(n_val)] if n_val > 0 else []
+    # Unsampled rank -> row (the sampled rows are whole blocks, few: a walk is enough).
+    out, below = [], 0
+    for rank in val:
+        row = rank + below
+        while below < len(rows) and rows[below] <= row:
+            below += 1
+            row += 1
+        out.append(row)
+    return rows, out
+
+
+def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dense_groups, split,
+                  block=64, r_val=0.02, val_rows=384, grid=16):
+    """Bytes each rank receives in SampleAttention across ranks as built (src/cpu/sampling.cpp
+    build_sharded_plan, src/cpu/sharded_attention.cpp), counted as sampleattn_mpi_stats counts them:
+    - sampled_q: the sampled and validation query rows (all heads) each rank gets from their
+      holders: a row goes to every rank holding a key at or before it;
+    - reductions: the row max (f32) and sum (f64) of those rows, the validation masses per bucket
+      and the in-sample kept mass (f64), each vector once;
+    - kv: the K/V rows of other ranks its masks read, per kv group: a group with a dense head reads
+      every earlier key; the others the window band before each run and the stripes (the union of
+      the group's heads' stripes, a share `stripe_union` of the keys, spread evenly) before it;
+    - stripe_lists: the other ranks' decided stripes (int32) gathered.
+    Returns one dict per rank."""
+    runs = split_runs(seq, ranks, split)
+    sampled, val = sampled_positions(seq, r_row, block, r_val, val_rows)
+    q_row = hq * d * eb
+    kv_key = (d + dv) * eb
+    w = max(1, math.ceil(r_w * seq))
+    sparse_groups = hkv - dense_groups
+    out = []
+    for r in range(ranks):
+        mine = runs[r]
+        first = min(a for a, b in mine if b > a) if any(b > a for a, b in mine) else seq
+        def held(p):
+            return any(a <= p < b for a, b in mine)
+        q = sum(1 for p in sampled + val if p >= first and not held(p)) * q_row if ranks > 1 else 0
+        red = ((len(sampled) + len(val)) * hq * (4 + 8) + len(val) * hq * (grid + 2) * 8 + len(sampled) * hq * 8
+               if ranks > 1 else 0)
+        # Keys this rank reads and does not hold: dense groups every key before its last run's end;
+        # sparse groups the band [a - w + 1, a) of each run, then the stripes below the highest band
+        # (a share stripe_union of the keys there that are neither its own nor in a band).
+        live = [(a, b) for a, b in mine if b > a]
+        end = max((b for a, b in live), default=0)
+        def count(intervals, lo, hi):  # positions of [lo, hi) inside the union of intervals
+            pts = sorted((max(a, lo), min(b, hi)) for a, b in intervals if min(b, hi) > max(a, lo))
+            total, at = 0, lo
+            for a, b in pts:
+                a = max(a, at)
+                if b > a:
+                    total += b - a
+                    at = b
+            return total
+        dense_keys = end - count(live, 0, end)
+        bands = [(max(0, a - w + 1), a) for a, b in live]
+        inside = [(max(lo, a), min(hi, b)) for lo, hi in bands for a, b in live if min(hi, b) > max(lo, a)]
+        band = count(bands, 0, seq) - count(inside, 0, seq)
+        top = max((lo for lo, hi in bands), default=0)
+        stripe_keys = stripe_union * (top - count(live + bands, 0, top))
+        kv = (dense_groups * dense_keys + sparse_groups * (band + stripe_keys)) * kv_key if ranks > 1 else 0
+        lists = stripe_union * seq * hq * 4 * (ranks - 1) / ranks if ranks > 1 else 0
+        out.append({"sampled_q": q, "reductions": red, "kv": kv, "stripe_lists": lists,
+                    "total": q + red + kv + lists})
+    return out
 
 
 def gib(x):
@@ -61,9 +131,13 @@ def main():
                     help="dense attention rate of one rank (16-core AMX Xeon bf16, docs/PERF.md: ~7.5)")
     ap.add_argument("--r-row", type=float, default=0.05)
     ap.add_argument("--r-w", type=float, default=0.08)
-    ap.add_argument("--stripe-keys", default="0.02,0.05,0.10")
-    ap.add_argument("--val-rows", type=int, default=384)
-    ap.add_argument("--check-bytes", type=float, default=None, help="a measured bytes_sent of one rank to compare")
+    ap.add_argument("--stripe-union", default="0.02,0.05,0.10",
+                    help="share of the keys that are a stripe of some head of a kv group (sampleattn_cp_bench's stripe_union)")
+    ap.add_argument("--dense-groups", default="0,1,3", help="kv groups with a dense head (sampleattn_cp_bench's dense_kv_groups)")
+    ap.add_argument("--splits", default="contiguous,zigzag")
+    ap.add_argument("--check-bytes", type=float, default=None, help="a measured bytes_sent of one rank (dense ring)")
+    ap.add_argument("--check-received", default=None,
+                    help="measured bytes_received of every rank (sample), comma-separated, to set beside the model's")
     a = ap.parse_args()
     d = dv = a.dim
     eb = a.dtype_bytes
@@ -81,17 +155,25 @@ def main():
               f"{'yes' if t_block < step else 'no'} ({step / t_block:.0f}x) |")
         if a.check_bytes is not None:
             print(f"  model {sent:.0f} bytes vs measured {a.check_bytes:.0f}: ratio {a.check_bytes / sent:.4f}")
-    print("\nSampleAttention distributed (designed, not built): bytes received per rank and layer, "
-          f"r_row {a.r_row}, r_w {a.r_w}, zigzag (2 runs a rank)")
-    print("| ranks | stripe keys | sampled Q (GiB) | row stats (GiB) | window band (GiB) | stripes (GiB) | total (GiB) | / dense ring |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"\nSampleAttention across ranks (built): bytes received per rank and layer, r_row {a.r_row}, "
+          f"r_w {a.r_w}; the largest over the ranks, and its share of the dense ring's (received = sent there)")
+    print("| ranks | split | dense kv groups | stripe union | sampled Q (GiB) | K/V (GiB) | other (GiB) | "
+          "largest total (GiB) | / dense ring |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for p in [int(x) for x in a.ranks.split(",")]:
-        sent, _, _ = dense_ring(a.seq, p, a.heads, a.kv_heads, d, dv, eb)
-        for f in [float(x) for x in a.stripe_keys.split(",")]:
-            v = sample_volume(a.seq, p, a.heads, a.kv_heads, d, dv, eb, a.r_row, a.r_w, f, a.val_rows, 2)
-            print(f"| {p} | {f:.2f} | {gib(v['sampled_q']):.3f} | {gib(v['row_stats']):.3f} | {gib(v['window_band']):.3f} | "
-                  f"{gib(v['stripes']):.3f} | {gib(v['total']):.3f} | {v['total'] / sent:.2f} |")
-
+        ring, _, _ = dense_ring(a.seq, p, a.heads, a.kv_heads, d, dv, eb)
+        for split in a.splits.split(","):
+            for g in [int(x) for x in a.dense_groups.split(",")]:
+                for f in [float(x) for x in a.stripe_union.split(",")]:
+                    v = sample_volume(a.seq, p, a.heads, a.kv_heads, d, dv, eb, a.r_row, a.r_w, f, g, split)
+                    top = max(v, key=lambda x: x["total"])
+                    print(f"| {p} | {split} | {g} of {a.kv_heads} | {f:.2f} | {gib(top['sampled_q']):.3f} | "
+                          f"{gib(top['kv']):.3f} | {gib(top['reductions'] + top['stripe_lists']):.3f} | "
+                          f"{gib(top['total']):.3f} | {top['total'] / ring:.2f} |")
+                    if a.check_received is not None and len(a.check_received.split(",")) == p:
+                        got = [float(x) for x in a.check_received.split(",")]
+                        print("  per rank, model vs measured bytes received: " + ", ".join(
+                            f"{m['total'] / 1e6:.1f} MB vs {x / 1e6:.1f} MB ({x / m['total']:.3f})" for m, x in zip(v, got)))
 
 if __name__ == "__main__":
     main()

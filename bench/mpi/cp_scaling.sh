@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Context-parallel scaling on one host: the same dense prefill as 1 rank x C threads, 2 ranks x C/2
+# Context-parallel scaling on one host: the same prefill as 1 rank x C threads, 2 ranks x C/2
 # and 4 ranks x C/4 (C = the cores used, 16 by default), each rank on its own cores. The
 # configurations run back to back, in alternating order from round to round (1 2 4, then 4 2 1,
 # ...), so that drift of the host (clock, neighbours) falls on all of them alike. One JSON line per
@@ -16,8 +16,11 @@
 #   --ranks LIST     rank counts ("1,2,4"); a count above the cores is skipped
 #   --cores C        cores to use (16), capped at the CPUs this script may run on (nproc)
 #   --rounds R       rounds (2)
-#   --method M       dense (the only method context parallelism has now)
+#   --method M       dense (the ring) or sample (SampleAttention across ranks); for sample give
+#                    structured inputs after --: --inputs DIR (sampleattn generate's q/k/v.npy)
 # e.g. bench/mpi/cp_scaling.sh --seq 32768 --rounds 3 -- --repeat 5 --warmup 1
+#      bench/mpi/cp_scaling.sh --method sample --dtypes bf16 -- --inputs /tmp/in64k --split contiguous
+# (GFLOP/s are dense-equivalent: the dense attention's FLOPs over the time.)
 #
 # Environment: runs as root (OMPI_ALLOW_RUN_AS_ROOT*) and in containers (OMPI_MCA_btl=self,vader:
 # shared memory, no network probing); set either yourself to override. Where ptrace is not allowed
@@ -48,8 +51,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 extra=("$@")
-if [ "$method" != dense ]; then
-  echo "cp_scaling.sh: --method $method: only dense runs context-parallel (sampleattn_mpi_forward)" >&2
+if [ "$method" != dense ] && [ "$method" != sample ]; then
+  echo "cp_scaling.sh: --method $method: dense or sample" >&2
   exit 2
 fi
 if [ -z "$bin" ]; then
@@ -95,7 +98,7 @@ run_one() {  # round dtype ranks
     cmd=("$mpirun" -np "$np" --map-by "slot:PE=$pe" --bind-to core)
   fi
   # shellcheck disable=SC2206  # mpi_args is meant to split into words
-  cmd+=($mpi_args "$bin" --seq "$seq" --dtype "$dtype" --threads "$threads" --json "${extra[@]}")
+  cmd+=($mpi_args "$bin" --seq "$seq" --dtype "$dtype" --threads "$threads" --method "$method" --json "${extra[@]}")
   echo "cp_scaling.sh: round $round: ${cmd[*]}" >&2
   line=$("${cmd[@]}") || rc=$?
   if [ "$rc" -ne 0 ] || [ "${line:0:1}" != "{" ]; then
@@ -130,7 +133,7 @@ done
 # Summary: per (dtype, ranks), the median over rounds of the time and of time / (1-rank time of
 # the same round and dtype); speedup = 1 / that ratio.
 echo
-echo "seq $seq, $cores cores, $rounds round(s): $(basename "$bin")${extra[*]:+ ${extra[*]}}"
+echo "seq $seq, $cores cores, $rounds round(s), method $method: $(basename "$bin")${extra[*]:+ ${extra[*]}}"
 awk '
   function median(list,   n, a, i, j, x) {
     n = split(list, a, " ")

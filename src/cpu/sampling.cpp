@@ -899,39 +899,64 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     kv.k_page_stride = global.kv.k_token_stride;
     kv.v_page_stride = global.kv.v_token_stride;
 
+    // A row goes to the processes that hold a key at or before it (the keys it sees): for a
+    // contiguous split, the process of the row and those before it. Each receives its rows in
+    // the order below (sequence; sampled, then validation rows), from each sender in rank order,
+    // after a zero row that stands for the rows it does not need (their keys are all after them,
+    // so stage 1 packs them and reads none of their scores).
     const Holders holders(map, num_seqs);
+    std::vector<int64_t> first_key(static_cast<size_t>(processes) * num_seqs, std::numeric_limits<int64_t>::max());
+    for (int r = 0; r < processes; ++r) {
+      for (const ShardRun& run : map.runs[static_cast<size_t>(r)]) {
+        if (run.end <= run.begin) continue;
+        int64_t& first = first_key[static_cast<size_t>(r) * num_seqs + run.seq];
+        first = std::min(first, run.begin);
+      }
+    }
+    auto needs = [&](int r, int seq, int64_t p) { return first_key[static_cast<size_t>(r) * num_seqs + seq] <= p; };
     const size_t elem = dtype_size(global.q.dtype);
     const size_t row_bytes = static_cast<size_t>(hq) * global.head_dim * elem;
-    std::vector<int64_t> rows_of(static_cast<size_t>(processes), 0);
     auto each_row = [&](auto&& visit) {
       for (SampledSequence& ss : sampled) {
-        for (size_t i = 0; i < ss.rows.size(); ++i) visit(ss, ss.rows[i], &ss.q_tokens[i]);
-        for (size_t i = 0; i < ss.val_rows.size(); ++i) visit(ss, ss.val_rows[i], &ss.val_q_tokens[i]);
+        const int64_t offset = global.sequences[ss.seq].q_offset();
+        for (size_t i = 0; i < ss.rows.size(); ++i) visit(ss, offset + ss.rows[i], &ss.q_tokens[i]);
+        for (size_t i = 0; i < ss.val_rows.size(); ++i) visit(ss, offset + ss.val_rows[i], &ss.val_q_tokens[i]);
       }
     };
-    each_row([&](SampledSequence& ss, int64_t row, int64_t*) {
-      ++rows_of[static_cast<size_t>(holders.at(ss.seq, global.sequences[ss.seq].q_offset() + row).process)];
+    std::vector<int64_t> send_rows(static_cast<size_t>(processes), 0), recv_rows(static_cast<size_t>(processes), 0);
+    each_row([&](SampledSequence& ss, int64_t p, int64_t*) {
+      const int holder = holders.at(ss.seq, p).process;
+      if (needs(me, ss.seq, p)) ++recv_rows[holder];
+      if (holder != me) return;
+      for (int r = 0; r < processes; ++r) send_rows[r] += needs(r, ss.seq, p) ? 1 : 0;
     });
-    std::vector<int64_t> first_of(static_cast<size_t>(processes), 0), bytes_of(static_cast<size_t>(processes));
-    int64_t all_rows = 0;
+    std::vector<int64_t> send_bytes(static_cast<size_t>(processes)), recv_bytes(static_cast<size_t>(processes));
+    std::vector<int64_t> send_at(static_cast<size_t>(processes), 0), recv_at(static_cast<size_t>(processes), 1);
     for (int r = 0; r < processes; ++r) {
-      first_of[r] = all_rows;
-      all_rows += rows_of[r];
-      bytes_of[r] = rows_of[r] * static_cast<int64_t>(row_bytes);
+      send_bytes[r] = send_rows[r] * static_cast<int64_t>(row_bytes);
+      recv_bytes[r] = recv_rows[r] * static_cast<int64_t>(row_bytes);
+      if (r > 0) {
+        send_at[r] = send_at[r - 1] + send_rows[r - 1];
+        recv_at[r] = recv_at[r - 1] + recv_rows[r - 1];
+      }
     }
-    std::vector<char> mine(static_cast<size_t>(bytes_of[me]));
-    std::vector<int64_t> next = first_of;
-    each_row([&](SampledSequence& ss, int64_t row, int64_t* token) {
-      const Holders::Where w = holders.at(ss.seq, global.sequences[ss.seq].q_offset() + row);
-      *token = next[w.process]++;
+    std::vector<char> send(static_cast<size_t>(send_at.back() + send_rows.back()) * row_bytes);
+    std::vector<int64_t> send_next = send_at, recv_next = recv_at;
+    each_row([&](SampledSequence& ss, int64_t p, int64_t* token) {
+      const Holders::Where w = holders.at(ss.seq, p);
+      *token = needs(me, ss.seq, p) ? recv_next[w.process]++ : 0;
       if (w.process != me) return;
-      char* out = mine.data() + (*token - first_of[me]) * row_bytes;
-      for (int h = 0; h < hq; ++h) {
-        std::memcpy(out + static_cast<size_t>(h) * global.head_dim * elem, global.q.row(w.token, h), global.head_dim * elem);
+      for (int r = 0; r < processes; ++r) {
+        if (!needs(r, ss.seq, p)) continue;
+        char* out = send.data() + static_cast<size_t>(send_next[r]++) * row_bytes;
+        for (int h = 0; h < hq; ++h) {
+          std::memcpy(out + static_cast<size_t>(h) * global.head_dim * elem, global.q.row(w.token, h),
+                      global.head_dim * elem);
+        }
       }
     });
-    gathered_q.resize(static_cast<size_t>(all_rows) * row_bytes);
-    local = coll.all_gather(mine.data(), gathered_q.data(), bytes_of.data());
+    gathered_q.assign(static_cast<size_t>(recv_at.back() + recv_rows.back()) * row_bytes, 0);
+    local = coll.all_to_all(send.data(), send_bytes.data(), gathered_q.data() + row_bytes, recv_bytes.data());
     stage1.q = {gathered_q.data(), global.q.dtype, static_cast<int64_t>(hq) * global.head_dim, global.head_dim};
   } catch (const std::bad_alloc&) {
     local = out_of_memory("out of memory while gathering the sampled rows of a sharded call");

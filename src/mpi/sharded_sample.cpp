@@ -46,9 +46,11 @@ Status all_reduce(CallState& s, void* values, int64_t n, MPI_Datatype type, size
     SAMPLEATTN_RETURN_IF_ERROR(
         mpi_status(MPI_Allreduce(MPI_IN_PLACE, p + done * size, count, type, op, s.comm), "MPI_Allreduce"));
   }
-  // What a reduction moves is counted as its vector, once each way.
-  s.sent += static_cast<uint64_t>(n) * size;
-  s.received += static_cast<uint64_t>(n) * size;
+  // What a reduction moves is counted as its vector, once each way (nothing on one rank).
+  if (s.ranks > 1) {
+    s.sent += static_cast<uint64_t>(n) * size;
+    s.received += static_cast<uint64_t>(n) * size;
+  }
   return Status::ok();
 }
 
@@ -134,9 +136,13 @@ Status sharded_sample(const RingCall& call, sampleattn_mpi_stats* stats) {
   sampleattn_stats own;
   sampleattn_stats_init(&own);
   sampleattn_stats* sample_stats = stats != nullptr && stats->sample_stats != nullptr ? stats->sample_stats : &own;
-  const sampleattn_status code = sampleattn_private_sharded_forward(call.context, &call.params, runs.data(),
-                                                                    static_cast<int64_t>(runs.size()), &collective,
-                                                                    stats != nullptr ? sample_stats : nullptr);
+  // One rank holds every position in order (every split's runs at one rank are the sequences
+  // whole): the one-process call, which needs no second pass over the sampled rows.
+  const sampleattn_status code =
+      call.ranks == 1 ? sampleattn_forward(call.context, &call.params, stats != nullptr ? sample_stats : nullptr)
+                      : sampleattn_private_sharded_forward(call.context, &call.params, runs.data(),
+                                                           static_cast<int64_t>(runs.size()), &collective,
+                                                           stats != nullptr ? sample_stats : nullptr);
   // libsampleattn agreed on every failure before returning it, so every rank returns here.
   if (code != SAMPLEATTN_SUCCESS) return {code, sampleattn_last_error()};
   if (stats != nullptr) {
