@@ -305,19 +305,30 @@ class Sampler {
   // keys), then each row's probabilities are added per column (rows in order, in f32) and the
   // chunk's column sums go into the sequence's fixed-point totals.
   void sample_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
+    score_rows(ss, g, c0, n, scratch);
+    add_columns(ss, g, c0, n, scratch, global_stats);
+  }
+
+  // sample_rows' first half: the scores of the rows (kept in the scratch) and their statistics
+  // over ss.own's keys, saved in ss.row_max/row_sum.
+  void score_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
+    const Scratch s = this->scratch(scratch);
+    const int m = pack_rows(s, ss, ss.rows, ss.q_tokens, g, c0, n);
+    full_rows(s, ss, g, m, n);
+    save_stats(s, ss.row_max.data(), ss.row_sum.data(), static_cast<int64_t>(ss.rows.size()), g, c0, n);
+  }
+
+  // Its second half, on the scratch score_rows left: with global_stats, the row statistics are
+  // ss's (a sharded call's, over every process's keys) rather than score_rows' own.
+  void add_columns(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
-    const int m = pack_rows(s, ss, ss.rows, ss.q_tokens, g, c0, n);
+    const int m = n * p_.group;
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
-    full_rows(s, ss, g, m, n);
     const KeyRange keys = row_keys(s, n);
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
-    if (global_stats) {
-      load_stats(s, ss.row_max.data(), ss.row_sum.data(), nr, g, c0, n);
-    } else {
-      save_stats(s, ss.row_max.data(), ss.row_sum.data(), nr, g, c0, n);
-    }
+    if (global_stats) load_stats(s, ss.row_max.data(), ss.row_sum.data(), nr, g, c0, n);
     for (int r = 0; r < m; ++r) s.row_scale[r] = s.row_sum[r] > 0 ? 1.f / s.row_sum[r] : 0.f;
 
     // Column sums, one query head at a time: row p adds its probabilities to the columns
@@ -814,14 +825,22 @@ Status sum_floats(Collective& coll, std::vector<float>* v) {
 
 // Row statistics over every process's keys from each process's part: the max of the maxima, and
 // the parts' sums of exp2 rescaled to it and added (in double).
-Status reduce_row_stats(Collective& coll, std::vector<float*> max, std::vector<float*> sum, std::vector<size_t> n) {
+// `failed` (optional): this process's verdict on the step before, maxed with the others' in the
+// same reduction (one collective a wave instead of two); true on return when any process failed.
+Status reduce_row_stats(Collective& coll, std::vector<float*> max, std::vector<float*> sum, std::vector<size_t> n,
+                        bool* failed = nullptr) {
   size_t total = 0;
   for (size_t i = 0; i < n.size(); ++i) total += n[i];
-  std::vector<float> m(total);
+  std::vector<float> m(total + 1);
   std::vector<double> s(total);
   for (size_t i = 0, at = 0; i < n.size(); at += n[i], ++i) std::copy(max[i], max[i] + n[i], m.begin() + at);
+  m[total] = failed != nullptr && *failed ? 1.f : 0.f;
   std::vector<float> local = m;
-  SAMPLEATTN_RETURN_IF_ERROR(coll.max(m.data(), static_cast<int64_t>(total)));
+  SAMPLEATTN_RETURN_IF_ERROR(coll.max(m.data(), static_cast<int64_t>(total + 1)));
+  if (failed != nullptr) {
+    *failed = m[total] > 0.f;
+    if (*failed) return Status::ok();
+  }
   for (size_t i = 0, at = 0; i < n.size(); at += n[i], ++i) {
     for (size_t k = 0; k < n[i]; ++k) {
       const float part = sum[i][k];
@@ -970,32 +989,77 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   const uint64_t pool_limit = workspace_limit;
   const auto t_sampling = std::chrono::steady_clock::now();
 
-  // Stage 1, first pass: the rows' statistics over this process's keys, then over all.
+  // Stage 1 in waves of one chunk per worker: the chunks' scores over this process's keys and
+  // their row statistics, kept in the wave's buffers while the statistics are reduced over the
+  // processes, then the probabilities into this process's column sums. Every process runs the
+  // same waves (the task list depends on the global shapes only). The scores are computed once, as
+  // in one process; what waves cost is a wait per wave for the slowest process.
   const std::vector<RowTask> tasks = row_tasks(sampled, false, groups, chunk);
   const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk);
-  local = pool.run(static_cast<int64_t>(tasks.size() + val_tasks.size()), scratch, pool_limit,
-                   [&](int64_t t, int, void* buf) {
-    const bool validation = t >= static_cast<int64_t>(tasks.size());
-    const RowTask& task = validation ? val_tasks[static_cast<size_t>(t) - tasks.size()] : tasks[static_cast<size_t>(t)];
-    sampler.partial_stats(sampled[task.ss], validation, task.g, task.c0, task.n, buf);
+  const int64_t wave = pool.num_threads();
+  struct AlignedDelete {
+    void operator()(char* p) const { ::operator delete[](p, std::align_val_t(64)); }
+  };
+  std::unique_ptr<char[], AlignedDelete> slots;
+  local = Status::ok();
+  try {
+    slots.reset(static_cast<char*>(::operator new[](static_cast<size_t>(wave) * scratch, std::align_val_t(64))));
+  } catch (const std::bad_alloc&) {
+    local = out_of_memory("out of memory for stage 1's wave buffers (" + std::to_string(wave) + " x " +
+                          std::to_string(scratch) + " bytes)");
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  auto slot = [&](int64_t i) { return slots.get() + static_cast<size_t>(i) * scratch; };
+  for (size_t w0 = 0; w0 < tasks.size(); w0 += static_cast<size_t>(wave)) {
+    const int64_t n = std::min<int64_t>(wave, static_cast<int64_t>(tasks.size() - w0));
+    // The verdict on this wave's scores and the last wave's columns travels with the maxima.
+    const Status scored = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
+      const RowTask& task = tasks[w0 + static_cast<size_t>(t)];
+      sampler.score_rows(sampled[task.ss], task.g, task.c0, task.n, slot(t));
+    });
+    if (local.is_ok()) local = scored;
+    bool failed = !local.is_ok();
+    std::vector<float*> max, sum;
+    std::vector<size_t> len;
+    for (int64_t t = 0; t < n; ++t) {
+      const RowTask& task = tasks[w0 + static_cast<size_t>(t)];
+      SampledSequence& ss = sampled[task.ss];
+      const size_t nr = ss.rows.size();
+      for (int h = 0; h < global.group; ++h) {
+        const size_t at = static_cast<size_t>(task.g * global.group + h) * nr + static_cast<size_t>(task.c0);
+        max.push_back(ss.row_max.data() + at);
+        sum.push_back(ss.row_sum.data() + at);
+        len.push_back(static_cast<size_t>(task.n));
+      }
+    }
+    SAMPLEATTN_RETURN_IF_ERROR(reduce_row_stats(coll, max, sum, len, &failed));
+    if (failed) {
+      if (!local.is_ok()) return local;
+      return internal_error("another process of the sharded call failed in stage 1");
+    }
+    local = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
+      const RowTask& task = tasks[w0 + static_cast<size_t>(t)];
+      sampler.add_columns(sampled[task.ss], task.g, task.c0, task.n, slot(t), true);
+    });
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  slots.reset();
+  // The validation rows' statistics (their masses wait for stage 2's buckets).
+  local = pool.run(static_cast<int64_t>(val_tasks.size()), scratch, pool_limit, [&](int64_t t, int, void* buf) {
+    const RowTask& task = val_tasks[static_cast<size_t>(t)];
+    sampler.partial_stats(sampled[task.ss], true, task.g, task.c0, task.n, buf);
   });
   SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
   {
     std::vector<float*> max, sum;
     std::vector<size_t> n;
     for (SampledSequence& ss : sampled) {
-      max.insert(max.end(), {ss.row_max.data(), ss.val_max.data()});
-      sum.insert(sum.end(), {ss.row_sum.data(), ss.val_sum.data()});
-      n.insert(n.end(), {ss.row_max.size(), ss.val_max.size()});
+      max.push_back(ss.val_max.data());
+      sum.push_back(ss.val_sum.data());
+      n.push_back(ss.val_max.size());
     }
     SAMPLEATTN_RETURN_IF_ERROR(reduce_row_stats(coll, max, sum, n));
   }
-  // Second pass: the probabilities of the rows into this process's column sums.
-  local = pool.run(static_cast<int64_t>(tasks.size()), scratch, pool_limit, [&](int64_t t, int, void* buf) {
-    const RowTask& task = tasks[static_cast<size_t>(t)];
-    sampler.sample_rows(sampled[task.ss], task.g, task.c0, task.n, buf, true);
-  });
-  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
   plan->time_sampling_s = seconds_since(t_sampling);
 
   // Stage 2 over the processes' columns (core/sharded_selection.h), then the validation rows'
