@@ -64,7 +64,8 @@ class ThreadCollective final : public Collective {
     return Status::ok();
   }
 
-  Status all_to_all(const void* send, const int64_t* send_bytes, void* recv, const int64_t* recv_bytes) override {
+  Status all_to_all(const void* send, const int64_t* send_bytes, void* recv, const int64_t* recv_bytes,
+                    Payload) override {
     const Post mine{static_cast<const char*>(send), send_bytes};
     world_.exchange(rank_, &mine, [&](const std::vector<const void*>& slots) {
       char* out = static_cast<char*>(recv);

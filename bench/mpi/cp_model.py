@@ -60,13 +60,15 @@ def sampled_positions(seq, r_row, block, r_val, val_rows):
 
 
 def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dense_groups, split,
-                  block=64, r_val=0.02, val_rows=384, grid=16):
+                  block=64, r_val=0.02, val_rows=384, grid=128):
     """Bytes each rank receives in SampleAttention across ranks as built (src/cpu/sampling.cpp
     build_sharded_plan, src/cpu/sharded_attention.cpp), counted as sampleattn_mpi_stats counts them:
     - sampled_q: the sampled and validation query rows (all heads) each rank gets from their
       holders: a row goes to every rank holding a key at or before it;
     - reductions: the row max (f32) and sum (f64) of those rows, the validation masses per bucket
-      and the in-sample kept mass (f64), each vector once;
+      (grid + 2 a row and head) and the in-sample kept mass (f64), each vector once, and stage 2's
+      searches (at most grid + 4 searches a head, 16 rounds of 15 int64 and one more; an upper
+      bound: only the grid points below a head's cost cap are searched);
     - kv: the K/V rows of other ranks its masks read, per kv group: a group with a dense head reads
       every earlier key; the others the window band before each run and the stripes (the union of
       the group's heads' stripes, a share `stripe_union` of the keys, spread evenly) before it;
@@ -86,7 +88,7 @@ def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dens
             return any(a <= p < b for a, b in mine)
         q = sum(1 for p in sampled + val if p >= first and not held(p)) * q_row if ranks > 1 else 0
         red = ((len(sampled) + len(val)) * hq * (4 + 8) + len(val) * hq * (grid + 2) * 8 + len(sampled) * hq * 8
-               if ranks > 1 else 0)
+               + hq * (grid + 4) * (16 * 15 + 1) * 8 if ranks > 1 else 0)
         # Keys this rank reads and does not hold: dense groups every key before its last run's end;
         # sparse groups the band [a - w + 1, a) of each run, then the stripes below the highest band
         # (a share stripe_union of the keys there that are neither its own nor in a band).
@@ -114,6 +116,31 @@ def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dens
     return out
 
 
+def check_json(a):
+    """Each run of a sampleattn_cp_bench --json output against the model, rank by rank and part by part."""
+    import json
+    import sys
+    lines = (sys.stdin if a.check_json == "-" else open(a.check_json)).read().splitlines()
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        j = json.loads(line)
+        if j.get("method") != "sample" or j["ranks"] < 2:
+            continue
+        v = sample_volume(j["seq"], j["ranks"], j["heads"], j["kv_heads"], j["dim"], j["dim"],
+                          4 if j["dtype"] == "f32" else 2, a.r_row, a.r_w, j["stripe_union"], j["dense_kv_groups"],
+                          j["split"])
+        print(f"{j['ranks']} ranks, {j['split']}, seq {j['seq']}, dense kv groups {j['dense_kv_groups']}, "
+              f"stripe union {j['stripe_union']:.4f}: bytes received, model / measured (MB)")
+        print("| rank | query rows | K/V rows | other | total |")
+        print("| --- | --- | --- | --- | --- |")
+        for m, p in zip(v, j["per_rank"]):
+            other = p["bytes_received"] - p["received_query_rows"] - p["received_kv_rows"]
+            cells = [(m["sampled_q"], p["received_query_rows"]), (m["kv"], p["received_kv_rows"]),
+                     (m["reductions"] + m["stripe_lists"], other), (m["total"], p["bytes_received"])]
+            print(f"| {p['rank']} | " + " | ".join(f"{x / 1e6:.1f} / {y / 1e6:.1f}" for x, y in cells) + " |")
+
+
 def gib(x):
     return x / 2**30
 
@@ -138,7 +165,13 @@ def main():
     ap.add_argument("--check-bytes", type=float, default=None, help="a measured bytes_sent of one rank (dense ring)")
     ap.add_argument("--check-received", default=None,
                     help="measured bytes_received of every rank (sample), comma-separated, to set beside the model's")
+    ap.add_argument("--check-json", default=None,
+                    help="a sampleattn_cp_bench --method sample --json output (file, one line per run; '-' stdin): "
+                         "each rank's received bytes by part beside the model's for the run's shape and mask")
     a = ap.parse_args()
+    if a.check_json is not None:
+        check_json(a)
+        return
     d = dv = a.dim
     eb = a.dtype_bytes
     print(f"seq {a.seq}, {a.heads} q heads / {a.kv_heads} kv heads, d {d}, {eb}-byte K/V; "

@@ -76,6 +76,12 @@ typedef struct sampleattn_mpi_stats {
    * the gathered query rows, the K/V rows exchanged and the reductions (each vector once each
    * way), and time_wait_s is the time in those collective steps. */
   sampleattn_stats* sample_stats;
+  /* Method sample: the parts of bytes_received that are the sampled and validation query rows
+   * (stage 1 scores them where their keys live) and the K/V rows of the masks (the window bands,
+   * stripes and the keys of kv groups with a dense head); the rest is the reductions and the
+   * gathered stripe lists. 0 for method dense. */
+  uint64_t received_query_rows;
+  uint64_t received_kv_rows;
 } sampleattn_mpi_stats;
 
 SAMPLEATTN_API void sampleattn_mpi_stats_init_sized(sampleattn_mpi_stats* stats, size_t size);

@@ -65,8 +65,10 @@ class CallbackCollective final : public sampleattn::Collective {
   Status all_gather(const void* send, void* recv, const int64_t* recv_bytes) override {
     return done(c_.all_gather(c_.state, send, recv, recv_bytes, &error_), "all_gather");
   }
-  Status all_to_all(const void* send, const int64_t* send_bytes, void* recv, const int64_t* recv_bytes) override {
-    return done(c_.all_to_all(c_.state, send, send_bytes, recv, recv_bytes, &error_), "all_to_all");
+  Status all_to_all(const void* send, const int64_t* send_bytes, void* recv, const int64_t* recv_bytes,
+                    Payload what) override {
+    const int32_t payload = what == Payload::kQueryRows ? SAMPLEATTN_PRIVATE_QUERY_ROWS : SAMPLEATTN_PRIVATE_KV_ROWS;
+    return done(c_.all_to_all(c_.state, send, send_bytes, recv, recv_bytes, payload, &error_), "all_to_all");
   }
 
  private:

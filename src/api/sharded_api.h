@@ -25,8 +25,11 @@ typedef struct sampleattn_private_collective {
   sampleattn_status (*all_gather)(void* state, const void* send, void* recv, const int64_t* recv_bytes,
                                   const char** error);
   sampleattn_status (*all_to_all)(void* state, const void* send, const int64_t* send_bytes, void* recv,
-                                  const int64_t* recv_bytes, const char** error);
+                                  const int64_t* recv_bytes, int32_t payload, const char** error);
 } sampleattn_private_collective;
+
+/* What an all_to_all moves (its `payload`). */
+enum { SAMPLEATTN_PRIVATE_QUERY_ROWS = 0, SAMPLEATTN_PRIVATE_KV_ROWS = 1 };
 
 /* A run of positions [begin, end) of sequence `seq`, held by process `process` at its local token
  * `local`. */

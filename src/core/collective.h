@@ -27,8 +27,11 @@ class Collective {
   virtual Status all_gather(const void* send, void* recv, const int64_t* recv_bytes) = 0;
 
   // send_bytes[r] bytes to process r (in `send`, concatenated in rank order) and recv_bytes[r]
-  // from it (into `recv`, the same way). Both sides know every count.
-  virtual Status all_to_all(const void* send, const int64_t* send_bytes, void* recv, const int64_t* recv_bytes) = 0;
+  // from it (into `recv`, the same way). Both sides know every count. `what` says what moves, so
+  // that an implementation can count it.
+  enum class Payload { kQueryRows, kKvRows };
+  virtual Status all_to_all(const void* send, const int64_t* send_bytes, void* recv, const int64_t* recv_bytes,
+                            Payload what) = 0;
 };
 
 }  // namespace sampleattn

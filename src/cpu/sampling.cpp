@@ -975,7 +975,8 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       }
     });
     gathered_q.assign(static_cast<size_t>(recv_at.back() + recv_rows.back()) * row_bytes, 0);
-    local = coll.all_to_all(send.data(), send_bytes.data(), gathered_q.data() + row_bytes, recv_bytes.data());
+    local = coll.all_to_all(send.data(), send_bytes.data(), gathered_q.data() + row_bytes, recv_bytes.data(),
+                            Collective::Payload::kQueryRows);
     stage1.q = {gathered_q.data(), global.q.dtype, static_cast<int64_t>(hq) * global.head_dim, global.head_dim};
   } catch (const std::bad_alloc&) {
     local = out_of_memory("out of memory while gathering the sampled rows of a sharded call");

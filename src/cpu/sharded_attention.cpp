@@ -424,7 +424,7 @@ class Exchange {
 
   Status exchange(Collective& coll) {
     SAMPLEATTN_RETURN_IF_ERROR(coll.all_to_all(sending_.get(), send_bytes_.data(), received_.get() + record_,
-                                               recv_bytes_.data()));
+                                               recv_bytes_.data(), Collective::Payload::kKvRows));
     sending_.reset();
     return Status::ok();
   }

@@ -20,6 +20,7 @@ struct CallState {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0, ranks = 1;
   uint64_t sent = 0, received = 0;
+  uint64_t received_query_rows = 0, received_kv_rows = 0;
   double wait_s = 0;
   std::string error;
 };
@@ -101,11 +102,15 @@ sampleattn_status all_gather(void* state, const void* send, void* recv, const in
   });
 }
 sampleattn_status all_to_all(void* state, const void* send, const int64_t* send_bytes, void* recv,
-                             const int64_t* recv_bytes, const char** error) {
+                             const int64_t* recv_bytes, int32_t payload, const char** error) {
   return step(state, error, [&](CallState& s) {
-    return exchange(s, static_cast<const char*>(send), std::vector<int64_t>(send_bytes, send_bytes + s.ranks),
-                    offsets(send_bytes, s.ranks), static_cast<char*>(recv),
-                    std::vector<int64_t>(recv_bytes, recv_bytes + s.ranks), offsets(recv_bytes, s.ranks));
+    const uint64_t before = s.received;
+    const Status status =
+        exchange(s, static_cast<const char*>(send), std::vector<int64_t>(send_bytes, send_bytes + s.ranks),
+                 offsets(send_bytes, s.ranks), static_cast<char*>(recv),
+                 std::vector<int64_t>(recv_bytes, recv_bytes + s.ranks), offsets(recv_bytes, s.ranks));
+    (payload == SAMPLEATTN_PRIVATE_QUERY_ROWS ? s.received_query_rows : s.received_kv_rows) += s.received - before;
+    return status;
   });
 }
 
@@ -153,6 +158,8 @@ Status sharded_sample(const RingCall& call, sampleattn_mpi_stats* stats) {
     stats->bytes_received = state.received;
     stats->ring_steps = 0;
     stats->attention_calls = 1;
+    stats->received_query_rows = state.received_query_rows;
+    stats->received_kv_rows = state.received_kv_rows;
   }
   return Status::ok();
 }
