@@ -990,14 +990,19 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   const uint64_t pool_limit = workspace_limit;
   const auto t_sampling = std::chrono::steady_clock::now();
 
-  // Stage 1 in waves of one chunk per worker: the chunks' scores over this process's keys and
+  // Stage 1 in waves of chunks: the chunks' scores over this process's keys and
   // their row statistics, kept in the wave's buffers while the statistics are reduced over the
   // processes, then the probabilities into this process's column sums. Every process runs the
   // same waves (the task list depends on the global shapes only). The scores are computed once, as
   // in one process; what waves cost is a wait per wave for the slowest process.
   const std::vector<RowTask> tasks = row_tasks(sampled, false, groups, chunk);
   const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk);
-  const int64_t wave = pool.num_threads();
+  // A wave of up to 4 chunks a worker (within 256 MiB of buffers): the dynamic schedule of the
+  // pool evens out chunks of unlike cost, and the waits for the slowest process come 4x fewer.
+  const int64_t threads = pool.num_threads();
+  const int64_t wave = threads * std::clamp<int64_t>(static_cast<int64_t>((uint64_t{256} << 20) /
+                                                     (static_cast<uint64_t>(threads) * std::max<size_t>(scratch, 1))),
+                                                     1, 4);
   struct AlignedDelete {
     void operator()(char* p) const { ::operator delete[](p, std::align_val_t(64)); }
   };
@@ -1011,11 +1016,26 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   }
   SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
   auto slot = [&](int64_t i) { return slots.get() + static_cast<size_t>(i) * scratch; };
-  for (size_t w0 = 0; w0 < tasks.size(); w0 += static_cast<size_t>(wave)) {
-    const int64_t n = std::min<int64_t>(wave, static_cast<int64_t>(tasks.size() - w0));
+  // Each wave takes every nwaves-th task of the longest-first list: rows from all over the
+  // sequences, so that every process has its share of each wave's work (a wave of the latest rows
+  // alone would load the processes that hold the latest keys) and each wave's first tasks are its
+  // longest.
+  std::vector<RowTask> waved;
+  try {
+    waved.reserve(tasks.size());
+    const size_t nwaves = (tasks.size() + static_cast<size_t>(wave) - 1) / static_cast<size_t>(wave);
+    for (size_t k = 0; k < nwaves; ++k) {
+      for (size_t i = k; i < tasks.size(); i += nwaves) waved.push_back(tasks[i]);
+    }
+  } catch (const std::bad_alloc&) {
+    local = out_of_memory("out of memory for stage 1's task list");
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  for (size_t w0 = 0; w0 < waved.size(); w0 += static_cast<size_t>(wave)) {
+    const int64_t n = std::min<int64_t>(wave, static_cast<int64_t>(waved.size() - w0));
     // The verdict on this wave's scores and the last wave's columns travels with the maxima.
     const Status scored = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
-      const RowTask& task = tasks[w0 + static_cast<size_t>(t)];
+      const RowTask& task = waved[w0 + static_cast<size_t>(t)];
       sampler.score_rows(sampled[task.ss], task.g, task.c0, task.n, slot(t));
     });
     if (local.is_ok()) local = scored;
@@ -1023,7 +1043,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     std::vector<float*> max, sum;
     std::vector<size_t> len;
     for (int64_t t = 0; t < n; ++t) {
-      const RowTask& task = tasks[w0 + static_cast<size_t>(t)];
+      const RowTask& task = waved[w0 + static_cast<size_t>(t)];
       SampledSequence& ss = sampled[task.ss];
       const size_t nr = ss.rows.size();
       for (int h = 0; h < global.group; ++h) {
@@ -1039,7 +1059,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       return internal_error("another process of the sharded call failed in stage 1");
     }
     local = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
-      const RowTask& task = tasks[w0 + static_cast<size_t>(t)];
+      const RowTask& task = waved[w0 + static_cast<size_t>(t)];
       sampler.add_columns(sampled[task.ss], task.g, task.c0, task.n, slot(t), true);
     });
   }
