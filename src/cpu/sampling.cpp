@@ -68,7 +68,7 @@ struct SampledSequence {
   std::vector<float> kept;          // [q_head][row], kept mass under the chosen mask
   std::vector<int64_t> val_rows;    // validation rows (local indices, ascending, none sampled)
   std::vector<int64_t> val_q_tokens;
-  std::vector<float> val_max, val_sum;  // [q_head][val row] (sharded calls: the global statistics)
+  std::vector<float> val_max, val_sum;  // [q_head][val row]: their statistics (sharded calls: over all)
   std::vector<float> val_masses;    // [q_head][val row][kMassStride] (core/validation.h)
   std::vector<SelectionSet> sets;   // per selection set
 };
@@ -288,9 +288,9 @@ class Sampler {
     }
   }
 
-  // A sharded call's first pass: the row statistics of sampled (or validation) rows [c0, c0 + n)
-  // of group g over this process's keys, into row_max/row_sum (val_max/val_sum).
-  void partial_stats(SampledSequence& ss, bool validation, int g, int64_t c0, int n, void* scratch) const {
+  // The scores (kept in the scratch) of sampled (or validation) rows [c0, c0 + n) of group g over
+  // ss.own's keys, and their statistics, into row_max/row_sum (val_max/val_sum).
+  void score_rows(SampledSequence& ss, bool validation, int g, int64_t c0, int n, void* scratch) const {
     const Scratch s = this->scratch(scratch);
     const auto& rows = validation ? ss.val_rows : ss.rows;
     const int m = pack_rows(s, ss, rows, validation ? ss.val_q_tokens : ss.q_tokens, g, c0, n);
@@ -305,21 +305,12 @@ class Sampler {
   // keys), then each row's probabilities are added per column (rows in order, in f32) and the
   // chunk's column sums go into the sequence's fixed-point totals.
   void sample_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
-    score_rows(ss, g, c0, n, scratch);
+    score_rows(ss, false, g, c0, n, scratch);
     add_columns(ss, g, c0, n, scratch, global_stats);
   }
 
-  // sample_rows' first half: the scores of the rows (kept in the scratch) and their statistics
-  // over ss.own's keys, saved in ss.row_max/row_sum.
-  void score_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch) const {
-    const Scratch s = this->scratch(scratch);
-    const int m = pack_rows(s, ss, ss.rows, ss.q_tokens, g, c0, n);
-    full_rows(s, ss, g, m, n);
-    save_stats(s, ss.row_max.data(), ss.row_sum.data(), static_cast<int64_t>(ss.rows.size()), g, c0, n);
-  }
-
-  // Its second half, on the scratch score_rows left: with global_stats, the row statistics are
-  // ss's (a sharded call's, over every process's keys) rather than score_rows' own.
+  // sample_rows' second half, on the scratch partial_stats left (its scores and statistics; with
+  // global_stats, ss.row_max/row_sum: a sharded call's, over every process's keys).
   void add_columns(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
@@ -372,12 +363,18 @@ class Sampler {
   // the model shows the row, without its sink: a share of the row's key mass. A set over the
   // cost budget has no buckets and is skipped. global_stats: as sample_rows'.
   void validate_rows(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
+    score_rows(ss, true, g, c0, n, scratch);
+    add_masses(ss, g, c0, n, scratch, global_stats);
+  }
+
+  // validate_rows' second half, on the scratch score_rows(validation) left (its scores and
+  // statistics; with global_stats, ss.val_max/val_sum: a sharded call's, over every process).
+  void add_masses(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
-    const int m = pack_rows(s, ss, ss.val_rows, ss.val_q_tokens, g, c0, n);
+    const int m = n * p_.group;
     const int tile = k_.key_tile;
     const size_t tile_floats = static_cast<size_t>(m) * tile;
-    full_rows(s, ss, g, m, n);
     const int64_t nv = static_cast<int64_t>(ss.val_rows.size());
     if (global_stats) load_stats(s, ss.val_max.data(), ss.val_sum.data(), nv, g, c0, n);
     const bool per_group = p_.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
@@ -540,10 +537,10 @@ SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& 
     ++sequences;
     row_tasks += static_cast<uint64_t>(problem.num_kv_heads) * ((rows + chunk - 1) / chunk + (val_rows + chunk - 1) / chunk);
     most_keys = std::max(most_keys, keys);
-    // rows; row_max, row_sum, kept; col_score; validation rows and masses (build_sparse_plan's
-    // SampledSequence)
-    f.stage1 += sizeof(int64_t) * (rows + val_rows) + hq * (3 * sizeof(float) * rows + sizeof(int64_t) * keys) +
-                hq * val_rows * kMassStride * sizeof(float);
+    // rows and their Q tokens; row_max, row_sum, kept; col_score; validation rows, their tokens,
+    // statistics and masses (build_sparse_plan's SampledSequence)
+    f.stage1 += 2 * sizeof(int64_t) * (rows + val_rows) + hq * (3 * sizeof(float) * rows + sizeof(int64_t) * keys) +
+                hq * val_rows * (kMassStride + 2) * sizeof(float);
     // Each set's ranking (int32 a key) and bucket ids (a byte a key), held from stage 2 to the
     // decision.
     set_bytes += sets_per_seq * (sizeof(SelectionSet) + (sizeof(int32_t) + sizeof(uint8_t)) * keys);
@@ -594,6 +591,8 @@ std::vector<SampledSequence> sampled_sequences(const Problem& problem) {
     ss.val_q_tokens.resize(ss.val_rows.size());
     for (size_t i = 0; i < ss.val_rows.size(); ++i) ss.val_q_tokens[i] = seq.q_begin + ss.val_rows[i];
     ss.val_masses.assign(static_cast<size_t>(hq) * ss.val_rows.size() * kMassStride, 0.f);
+    ss.val_max.assign(static_cast<size_t>(hq) * ss.val_rows.size(), -std::numeric_limits<float>::infinity());
+    ss.val_sum.assign(static_cast<size_t>(hq) * ss.val_rows.size(), 0.f);
     ss.sets.resize(static_cast<size_t>(problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? groups : hq));
     sampled.push_back(std::move(ss));
   }
@@ -894,11 +893,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       }
       spans = std::move(merged);
     }
-    for (SampledSequence& ss : sampled) {
-      ss.own = own[static_cast<size_t>(ss.seq)];
-      ss.val_max.assign(static_cast<size_t>(hq) * ss.val_rows.size(), -std::numeric_limits<float>::infinity());
-      ss.val_sum.assign(static_cast<size_t>(hq) * ss.val_rows.size(), 0.f);
-    }
+    for (SampledSequence& ss : sampled) ss.own = own[static_cast<size_t>(ss.seq)];
 
     // Stage 1 reads this process's keys through a position -> token table (a page of one token),
     // and the sampled and validation rows of every process, gathered.
@@ -990,11 +985,12 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   const uint64_t pool_limit = workspace_limit;
   const auto t_sampling = std::chrono::steady_clock::now();
 
-  // Stage 1 in waves of chunks: the chunks' scores over this process's keys and
-  // their row statistics, kept in the wave's buffers while the statistics are reduced over the
-  // processes, then the probabilities into this process's column sums. Every process runs the
-  // same waves (the task list depends on the global shapes only). The scores are computed once, as
-  // in one process; what waves cost is a wait per wave for the slowest process.
+  // Stage 1 in waves of chunks: the chunks' scores over this process's keys and their row
+  // statistics, kept in the wave's buffers while the statistics are reduced over the processes,
+  // then the probabilities into this process's column sums (the validation rows, after stage 2:
+  // into their bucket masses). Every process runs the same waves (the task lists depend on the
+  // global shapes only). The scores are computed once, as in one process; what waves cost is a
+  // wait a wave for the slowest process.
   const std::vector<RowTask> tasks = row_tasks(sampled, false, groups, chunk);
   const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk);
   // A wave of up to 4 chunks a worker (within 256 MiB of buffers): the dynamic schedule of the
@@ -1016,71 +1012,62 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   }
   SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
   auto slot = [&](int64_t i) { return slots.get() + static_cast<size_t>(i) * scratch; };
-  // Each wave takes every nwaves-th task of the longest-first list: rows from all over the
-  // sequences, so that every process has its share of each wave's work (a wave of the latest rows
-  // alone would load the processes that hold the latest keys) and each wave's first tasks are its
-  // longest.
-  std::vector<RowTask> waved;
-  try {
-    waved.reserve(tasks.size());
-    const size_t nwaves = (tasks.size() + static_cast<size_t>(wave) - 1) / static_cast<size_t>(wave);
-    for (size_t k = 0; k < nwaves; ++k) {
-      for (size_t i = k; i < tasks.size(); i += nwaves) waved.push_back(tasks[i]);
-    }
-  } catch (const std::bad_alloc&) {
-    local = out_of_memory("out of memory for stage 1's task list");
-  }
-  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
-  for (size_t w0 = 0; w0 < waved.size(); w0 += static_cast<size_t>(wave)) {
-    const int64_t n = std::min<int64_t>(wave, static_cast<int64_t>(waved.size() - w0));
-    // The verdict on this wave's scores and the last wave's columns travels with the maxima.
-    const Status scored = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
-      const RowTask& task = waved[w0 + static_cast<size_t>(t)];
-      sampler.score_rows(sampled[task.ss], task.g, task.c0, task.n, slot(t));
-    });
-    if (local.is_ok()) local = scored;
-    bool failed = !local.is_ok();
-    std::vector<float*> max, sum;
-    std::vector<size_t> len;
-    for (int64_t t = 0; t < n; ++t) {
-      const RowTask& task = waved[w0 + static_cast<size_t>(t)];
-      SampledSequence& ss = sampled[task.ss];
-      const size_t nr = ss.rows.size();
-      for (int h = 0; h < global.group; ++h) {
-        const size_t at = static_cast<size_t>(task.g * global.group + h) * nr + static_cast<size_t>(task.c0);
-        max.push_back(ss.row_max.data() + at);
-        sum.push_back(ss.row_sum.data() + at);
-        len.push_back(static_cast<size_t>(task.n));
+  const auto run_waves = [&](const std::vector<RowTask>& list, bool validation) -> Status {
+    // Each wave takes every nwaves-th task of the longest-first list: rows from all over the
+    // sequences, so that every process has its share of each wave's work (a wave of the latest
+    // rows alone would load the processes that hold the latest keys) and each wave's first tasks
+    // are its longest.
+    std::vector<RowTask> waved;
+    Status status = Status::ok();
+    try {
+      waved.reserve(list.size());
+      const size_t nwaves = (list.size() + static_cast<size_t>(wave) - 1) / static_cast<size_t>(wave);
+      for (size_t k = 0; k < nwaves; ++k) {
+        for (size_t i = k; i < list.size(); i += nwaves) waved.push_back(list[i]);
       }
+    } catch (const std::bad_alloc&) {
+      status = out_of_memory("out of memory for stage 1's task list");
     }
-    SAMPLEATTN_RETURN_IF_ERROR(reduce_row_stats(coll, max, sum, len, &failed));
-    if (failed) {
-      if (!local.is_ok()) return local;
-      return internal_error("another process of the sharded call failed in stage 1");
+    SAMPLEATTN_RETURN_IF_ERROR(agree(coll, status));
+    for (size_t w0 = 0; w0 < waved.size(); w0 += static_cast<size_t>(wave)) {
+      const int64_t n = std::min<int64_t>(wave, static_cast<int64_t>(waved.size() - w0));
+      // The verdict on this wave's scores and the last wave's results travels with the maxima.
+      const Status scored = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
+        const RowTask& task = waved[w0 + static_cast<size_t>(t)];
+        sampler.score_rows(sampled[task.ss], validation, task.g, task.c0, task.n, slot(t));
+      });
+      if (status.is_ok()) status = scored;
+      bool failed = !status.is_ok();
+      std::vector<float*> max, sum;
+      std::vector<size_t> len;
+      for (int64_t t = 0; t < n; ++t) {
+        const RowTask& task = waved[w0 + static_cast<size_t>(t)];
+        SampledSequence& ss = sampled[task.ss];
+        const size_t nr = (validation ? ss.val_rows : ss.rows).size();
+        for (int h = 0; h < global.group; ++h) {
+          const size_t at = static_cast<size_t>(task.g * global.group + h) * nr + static_cast<size_t>(task.c0);
+          max.push_back((validation ? ss.val_max : ss.row_max).data() + at);
+          sum.push_back((validation ? ss.val_sum : ss.row_sum).data() + at);
+          len.push_back(static_cast<size_t>(task.n));
+        }
+      }
+      SAMPLEATTN_RETURN_IF_ERROR(reduce_row_stats(coll, max, sum, len, &failed));
+      if (failed) {
+        if (!status.is_ok()) return status;
+        return internal_error("another process of the sharded call failed in stage 1");
+      }
+      status = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
+        const RowTask& task = waved[w0 + static_cast<size_t>(t)];
+        if (validation) {
+          sampler.add_masses(sampled[task.ss], task.g, task.c0, task.n, slot(t), true);
+        } else {
+          sampler.add_columns(sampled[task.ss], task.g, task.c0, task.n, slot(t), true);
+        }
+      });
     }
-    local = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
-      const RowTask& task = waved[w0 + static_cast<size_t>(t)];
-      sampler.add_columns(sampled[task.ss], task.g, task.c0, task.n, slot(t), true);
-    });
-  }
-  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
-  slots.reset();
-  // The validation rows' statistics (their masses wait for stage 2's buckets).
-  local = pool.run(static_cast<int64_t>(val_tasks.size()), scratch, pool_limit, [&](int64_t t, int, void* buf) {
-    const RowTask& task = val_tasks[static_cast<size_t>(t)];
-    sampler.partial_stats(sampled[task.ss], true, task.g, task.c0, task.n, buf);
-  });
-  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
-  {
-    std::vector<float*> max, sum;
-    std::vector<size_t> n;
-    for (SampledSequence& ss : sampled) {
-      max.push_back(ss.val_max.data());
-      sum.push_back(ss.val_sum.data());
-      n.push_back(ss.val_max.size());
-    }
-    SAMPLEATTN_RETURN_IF_ERROR(reduce_row_stats(coll, max, sum, n));
-  }
+    return agree(coll, status);
+  };
+  SAMPLEATTN_RETURN_IF_ERROR(run_waves(tasks, false));
   plan->time_sampling_s = seconds_since(t_sampling);
 
   // Stage 2 over the processes' columns (core/sharded_selection.h), then the validation rows'
@@ -1146,11 +1133,8 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       }
     }
   }
-  local = pool.run(static_cast<int64_t>(val_tasks.size()), scratch, pool_limit, [&](int64_t t, int, void* buf) {
-    const RowTask& task = val_tasks[static_cast<size_t>(t)];
-    sampler.validate_rows(sampled[task.ss], task.g, task.c0, task.n, buf, true);
-  });
-  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  SAMPLEATTN_RETURN_IF_ERROR(run_waves(val_tasks, true));
+  slots.reset();
   for (SampledSequence& ss : sampled) SAMPLEATTN_RETURN_IF_ERROR(sum_floats(coll, &ss.val_masses));
 
   std::vector<HeadValidation> per_head(static_cast<size_t>(heads_per_set));
