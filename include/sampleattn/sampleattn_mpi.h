@@ -4,17 +4,20 @@
  *
  * The ranks of a communicator each hold a shard of every sequence of a batch: Q, K and V of the
  * same positions. One collective call computes every rank's output rows (and lse) as one process
- * holding the whole sequence would: K/V blocks travel around a ring of the ranks, each block's
- * transfer to the next rank posted before this rank attends to it, and the partial results are
- * merged by their log-sum-exp.
+ * holding the whole sequence would. Method DENSE: K/V blocks travel around a ring of the ranks,
+ * each block's transfer to the next rank posted before this rank attends to it, and the partial
+ * results are merged by their log-sum-exp. Method SAMPLE: SampleAttention with the mask one process
+ * would choose (each rank scores the sampled rows against its own keys; the stripes are selected
+ * without gathering the column scores; each rank fetches only the K/V rows its masks read).
  *
  * Collective: every rank of comm calls sampleattn_mpi_forward with the same global shapes and
- * parameters, each with its own shard's tensors and its own context (a CPU or CUDA context of
- * libsampleattn). When any rank's arguments are invalid, or the ranks disagree, every rank returns
- * an error (none hangs and none writes output): the rank at fault its own status and message, the
- * others the same status with "rank N: <message>". Errors of MPI itself are reported as
- * SAMPLEATTN_INTERNAL_ERROR with MPI's error string when the communicator's error handler returns
- * them (MPI_ERRORS_ARE_FATAL, MPI's default, aborts the job first).
+ * parameters, each with its own shard's tensors and its own context (a CPU context of
+ * libsampleattn; CUDA contexts are refused). When any rank's arguments are invalid, or the ranks
+ * disagree, every rank returns an error (none hangs and none writes output): the rank at fault its
+ * own status and message, the others the same status with "rank N: <message>". Errors of MPI
+ * itself are reported as SAMPLEATTN_INTERNAL_ERROR with MPI's error string when the
+ * communicator's error handler returns them (MPI_ERRORS_ARE_FATAL, MPI's default, aborts the job
+ * first).
  *
  * Like libsampleattn it never prints, never aborts and lets no exception out. The message of a
  * failed call is sampleattn_mpi_last_error() (per thread; it includes libsampleattn's message when
@@ -95,10 +98,10 @@ SAMPLEATTN_API void sampleattn_mpi_stats_init_sized(sampleattn_mpi_stats* stats,
  *   - q, k, v, o (and lse, optional) hold this rank's tokens only: sequence after sequence in
  *     batch order, each with its positions in the order of `shard` (ZIGZAG: chunk r, then chunk
  *     2P - 1 - r); the strides are those of these local tensors.
- * Supported: method DENSE; causal 0 or 1; f32, f16 and bf16 Q/K/V; grouped-query heads;
- * head_dim_v; softcap; sinks; any precision. Not supported (SAMPLEATTN_INVALID_ARGUMENT, named):
- * method SAMPLE (not yet distributed: docs/SCALING.md), alibi_slopes and window_left (they need
- * positions the blocks' calls do not carry), kv_cache (the shard's K/V are packed).
+ * Supported: methods DENSE (causal 0 or 1) and SAMPLE (causal; every rank the same sample
+ * parameters); f32, f16 and bf16 Q/K/V; grouped-query heads; head_dim_v; softcap; sinks; any
+ * precision. Not supported (SAMPLEATTN_INVALID_ARGUMENT, named): alibi_slopes and window_left
+ * (they need positions the blocks' calls do not carry), kv_cache (the shard's K/V are packed).
  * shard NULL = CONTIGUOUS, even split. stats may be NULL.
  */
 SAMPLEATTN_API sampleattn_status sampleattn_mpi_forward(sampleattn_context* context, MPI_Comm comm,
