@@ -75,9 +75,6 @@ class Tiles {
 };
 
 __m256i to_bf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
-__m512 from_bf16(__m256i h) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
 
 // 2^x for the probabilities that are rounded to bf16 next (8 bits): degree-4 Taylor polynomial of
 // 2^f on f in [-0.5, 0.5] (relative error at most 5.6e-5, 35x under bf16's half step 2^-9) and vscalefps
@@ -275,25 +272,38 @@ void softmax_block(const AttendTileArgs& a, const Block& b, QkSteps& qk, PvSteps
   }
 
   float corr[kBlockRows];
+  const auto step = [&] {
+    if (qk.remaining() > 0) {
+      qk.step();
+    } else if (pv.remaining() > 0) {
+      pv.step();
+    }
+  };
+  // Each row issues its share of the steps spread over its probability vectors (one step, 2-4
+  // tile products, every `every` vectors), so that the tile unit and the vector units take turns
+  // in small pieces: a row's worth of steps at once would hold the reorder buffer behind them.
   const int per_row = (qk.remaining() + pv.remaining() + R - 1) / R;
+  const int vectors = (b.jb - b.ja) / V::W;
+  const int every = per_row > 0 ? V::imax(1, vectors / per_row) : vectors + 1;
   for (int r = 0; r < R; ++r) {
     const V::BlockSpans spans = V::block_spans(a.lo, a.hi, b.r0 + r, 1, a.n);
     uint16_t* p = b.p + r * lds;
+    int issued = 0, tick = 0;
     Softmax::softmax_rows(
         s + r * lds, lds, 1, spans, b.ja, b.jb, a.row_max + b.r0 + r, a.row_sum + b.r0 + r, corr + r,
         [&](int, int j, B x) {
-          const __m256i h = to_bf16(x);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), h);
-          return B(from_bf16(h));
+          // The row sum adds the probabilities before rounding (as PyTorch's and
+          // flash-attention's kernels do); the products use the rounded ones.
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j), to_bf16(x));
+          if (++tick == every && issued < per_row) {
+            tick = 0;
+            ++issued;
+            step();
+          }
+          return x;
         },
         softmax_scale, [](B x) { return B(exp2_for_bf16(x)); });
-    for (int i = 0; i < per_row; ++i) {
-      if (qk.remaining() > 0) {
-        qk.step();
-      } else if (pv.remaining() > 0) {
-        pv.step();
-      }
-    }
+    for (; issued < per_row; ++issued) step();
   }
   qk.run_all();
   pv.run_all();

@@ -50,14 +50,32 @@ struct Softmax : Vec<Arch> {
       }
       const int lo = b.lo[r], hi = b.hi[r];
       const int first = lo / W * W;
+      // The partial vectors at the span's ends masked, the whole ones between them in four
+      // independent maxima (one chain would wait on vmaxps's latency for every vector).
       B vmax(kNegInf);
-      for (int j = first; j < hi; j += W) {
-        const B x = B::load_unaligned(sr + j);
-        if (j >= lo && j + W <= hi) {
-          vmax = xsimd::max(vmax, x);
-        } else {
-          vmax = xsimd::max(vmax, xsimd::select(span_mask(j, lo, hi), x, B(kNegInf)));
+      const int whole_lo = (lo + W - 1) / W * W, whole_hi = hi / W * W;
+      if (whole_lo >= whole_hi) {
+        for (int j = first; j < hi; j += W) {
+          vmax = xsimd::max(vmax, xsimd::select(span_mask(j, lo, hi), B::load_unaligned(sr + j), B(kNegInf)));
         }
+      } else {
+        if (first < whole_lo) {
+          vmax = xsimd::select(span_mask(first, lo, hi), B::load_unaligned(sr + first), B(kNegInf));
+        }
+        if (whole_hi < hi) {
+          vmax = xsimd::max(vmax, xsimd::select(span_mask(whole_hi, lo, hi), B::load_unaligned(sr + whole_hi),
+                                                B(kNegInf)));
+        }
+        B m1(kNegInf), m2(kNegInf), m3(kNegInf);
+        int j = whole_lo;
+        for (; j + 4 * W <= whole_hi; j += 4 * W) {
+          vmax = xsimd::max(vmax, B::load_unaligned(sr + j));
+          m1 = xsimd::max(m1, B::load_unaligned(sr + j + W));
+          m2 = xsimd::max(m2, B::load_unaligned(sr + j + 2 * W));
+          m3 = xsimd::max(m3, B::load_unaligned(sr + j + 3 * W));
+        }
+        for (; j < whole_hi; j += W) vmax = xsimd::max(vmax, B::load_unaligned(sr + j));
+        vmax = xsimd::max(xsimd::max(vmax, m1), xsimd::max(m2, m3));
       }
       const float old_max = row_max[r];
       const float tile_max = hmax(vmax) * scale;
