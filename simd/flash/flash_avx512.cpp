@@ -56,6 +56,12 @@ __m512 from_bf16(__m256i h) {
 template <DType T>
 void bf16_row(const RowSource& src, int r, int d, float scale, uint16_t* dst) {
   const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
+  if constexpr (T == DType::kBF16) {
+    if (scale == 1.0f) {  // already the packed values: a copy (no round trip through f32)
+      std::memcpy(dst, static_cast<const uint16_t*>(src.base) + base, sizeof(uint16_t) * d);
+      return;
+    }
+  }
   const __m512 s = _mm512_set1_ps(scale * Pack::row_factor<T>(src, r));
   for (int c = 0; c < d; c += 16) {
     const __m512 x = _mm512_mul_ps(Pack::load_src<T>(src.base, base + c), s);
