@@ -26,7 +26,7 @@ struct Outcome {
   sampleattn_stats stats;
 };
 
-Outcome run(Case& c, sampleattn::Params& p, int threads) {
+Outcome run(Case& c, sampleattn::Params& p, int threads, uint64_t max_workspace = 0) {
   Outcome out;
   const int nseq = static_cast<int>(c.cu_q.size()) - 1;
   out.heads.resize(static_cast<size_t>(nseq) * c.hq);
@@ -37,7 +37,7 @@ Outcome run(Case& c, sampleattn::Params& p, int threads) {
   out.stats.stripe_offsets = offsets.data();
   out.stats.stripes = stripes.data();
   out.stats.stripe_capacity = static_cast<int64_t>(stripes.size());
-  sampleattn_context* ctx = cpu_context(threads);
+  sampleattn_context* ctx = cpu_context(threads, max_workspace);
   out.status = sampleattn_forward(ctx, &p, &out.stats);
   sampleattn_context_destroy(ctx);
   if (out.status != SAMPLEATTN_SUCCESS) return out;
@@ -288,6 +288,57 @@ TEST(SampleAttentionThreads, SameMaskAndBitsForOneAndTwoThreads) {
   for (const auto& [key, mask] : one.masks) {
     EXPECT_EQ(mask.stripes, two.masks.at(key).stripes);
     EXPECT_EQ(mask.window, two.masks.at(key).window);
+  }
+}
+
+// Stage 1 packs each sampled sequence's keys once when they fit (without a limit, or in a
+// quarter of it), else each chunk of rows packs the tiles it reads: the same scores either way,
+// so the same masks and output bits. Two sequences (key tiles of each counted apart), GQA, bf16
+// inputs (the amx table's tile products where precision AUTO picks them) and f32.
+TEST(SampleAttentionPackedKeys, OncePerSequenceOrPerChunkGiveTheSameMasksAndBits) {
+  for (const DType dtype : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(dtype_name(dtype));
+    Case c;
+    c.d = 256;  // packed keys large beside the score buffers, so that a limit can leave them out
+    c.hq = 4;
+    c.hkv = 2;
+    c.in = dtype;
+    c.add_sequence(1500, 1500);
+    c.add_sequence(700, 1900);
+    c.materialize(29, 0.7f);
+    plant(c, {33, 1200}, 2.0f);
+    sampleattn::Params p = c.params();
+    small_sample_params(p);
+    p.sample.r_row = 0.1f;
+    p.sample.r_val = 0.05f;  // validation rows read the packed keys too
+    p.sample.max_stripes = 96;  // small stripe buffers
+    Outcome once = run(c, p, 2);
+    ASSERT_EQ(once.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+    const auto bits_once = c.o.bytes;
+    // A limit under 4x the packed keys (counted here as f32 tiles; bf16 ones are half), still
+    // above what the call needs without them.
+    const KernelTable& kernels = active_kernel_table();
+    uint64_t packed = 0;
+    for (const int64_t keys : {1500, 1900}) {
+      packed += static_cast<uint64_t>((keys + kernels.key_tile - 1) / kernels.key_tile) *
+                kernels.path(Precision::kF32)->packed_bytes(kernels.key_tile, c.d) * c.hkv;
+    }
+    sampleattn_plan_info info;
+    sampleattn_plan_info_init(&info);
+    sampleattn_context* ctx = cpu_context(2);
+    ASSERT_EQ(sampleattn_plan(ctx, &p, &info), SAMPLEATTN_SUCCESS);
+    sampleattn_context_destroy(ctx);
+    ASSERT_GT(info.workspace_bytes, packed) << "the unlimited call holds the packed keys";
+    const uint64_t limit = std::min<uint64_t>(2 * packed - 64, info.workspace_bytes - packed / 2);
+    c.o.poison();
+    Outcome per_chunk = run(c, p, 2, limit);
+    ASSERT_EQ(per_chunk.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+    EXPECT_EQ(bits_once, c.o.bytes);
+    ASSERT_EQ(once.masks.size(), per_chunk.masks.size());
+    for (const auto& [key, mask] : once.masks) {
+      EXPECT_EQ(mask.stripes, per_chunk.masks.at(key).stripes);
+      EXPECT_EQ(mask.window, per_chunk.masks.at(key).window);
+    }
   }
 }
 

@@ -236,6 +236,8 @@ class Bench {
         r.density = sparse.stats.density;
         r.stripes_mean = sparse.stats.stripes_mean;
         r.overhead_s = sparse.stats.time_sampling_s + sparse.stats.time_selection_s;
+        r.sampling_s = sparse.stats.time_sampling_s;
+        r.selection_s = sparse.stats.time_selection_s;
         r.dense_heads = sparse.stats.num_dense_heads;
         r.sampled_cra = sparse.stats.cra_min;
         r.val_cra_min = sparse.stats.val_cra_min;

@@ -50,7 +50,7 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
   if (r.cache_check >= 0) j << ",\"cache_check_rel_l2_err\":" << r.cache_check;
   if (r.sample) {
     j << ",\"alpha\":" << r.alpha << ",\"density\":" << r.density << ",\"stripes_mean\":" << r.stripes_mean << ",\"overhead_s\":"
-      << r.overhead_s << ",\"min_cra\":" << r.min_cra << ",\"cra_p1\":" << r.cra_p1 << ",\"cra_mean\":"
+      << r.overhead_s << ",\"sampling_s\":" << r.sampling_s << ",\"selection_s\":" << r.selection_s << ",\"min_cra\":" << r.min_cra << ",\"cra_p1\":" << r.cra_p1 << ",\"cra_mean\":"
       << r.cra_mean << ",\"sampled_rows_min_cra\":" << r.sampled_cra << ",\"val_cra_min\":" << r.val_cra_min
       << ",\"val_cra_p5\":" << r.val_cra_p5 << ",\"val_cra_mean\":" << r.val_cra_mean << ",\"dense_heads\":"
       << r.dense_heads << ",\"widened_heads\":" << r.widened_heads;

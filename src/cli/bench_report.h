@@ -32,6 +32,7 @@ struct BenchRow {
   bool sample = false;
   float alpha = 0;
   double dense_time_s = 0, speedup = 0, density = 0, stripes_mean = 0, overhead_s = 0;
+  double sampling_s = 0, selection_s = 0;  // overhead_s's parts: stage 1, stage 2 (+ validation)
   double min_cra = 0, cra_p1 = 0, cra_mean = 0, sampled_cra = 0, rel_l2 = -1, rel_l2_median = -1, rel_l2_p90 = -1, rel_l2_max = -1;
   double needle_recall = -1, needle_recall_dense = -1;
   int64_t needles_visible = 0;  // the needles recall counts (those the model's window shows)

@@ -11,6 +11,7 @@
 
 #include "core/mask.h"
 #include "core/score_mod.h"
+#include "cpu/aligned_buffer.h"
 #include "cpu/kv_rows.h"
 #include "cpu/scratch_carver.h"
 #include "cpu/workspace.h"
@@ -74,15 +75,6 @@ struct StripeJob {
   int seq;
   int kv_head;
 };
-
-struct AlignedDelete {
-  void operator()(char* p) const { ::operator delete[](p, std::align_val_t(64)); }
-};
-using AlignedBuffer = std::unique_ptr<char[], AlignedDelete>;
-
-AlignedBuffer allocate_aligned(size_t bytes) {
-  return AlignedBuffer(static_cast<char*>(::operator new[](bytes, std::align_val_t(64), std::nothrow)));
-}
 
 // Per-worker scratch, carved from the pool's buffer.
 struct Scratch {
