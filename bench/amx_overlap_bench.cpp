@@ -1,10 +1,13 @@
 // Does the AMX tile unit run while the AVX-512 units do? One core, a loop whose every iteration
 // issues one tile step (4 tdpbf16ps on 2 A + 2 B tiles into 4 C tiles, with the step's 4 tile
 // loads from L1, as the amx kernel's QK step) and/or `vectors` vectors of vector work of one kind:
-//   fma:       4 independent FMA chains (throughput-bound),
-//   softmax:   the amx softmax's shape: load 16 scores, a polynomial, vscalefps, bf16 rounding,
+//   0: 4 independent FMA chains (one FMA a cycle: bound by their latency),
+//   1: the amx softmax's shape: load 16 scores, a polynomial, vscalefps, bf16 rounding,
 //              store the 16 bf16 values, add into a row sum (4 chains),
-//   softmax_no_store: the same with the bf16 values added up instead of stored.
+//   2: the same with the bf16 values added up instead of stored,
+//   3: the same with bf16 by truncation (shift + vpmovdw) instead of vcvtneps2bf16,
+//   4: the same with a multiply instead of vscalefps,
+//   5: 8 independent FMA chains (two FMA ports busy every cycle).
 // The time per iteration (Time, ns) is the figure.
 // Compare a "both" time with its "tiles" and "vector" times: max(a, b) is overlap, a + b is none
 // (docs/PERF.md, 2026-12-03). Skipped where the CPU (or Linux) gives no AMX tiles.
@@ -22,7 +25,7 @@
 namespace {
 
 enum Mode { kTiles = 1, kVector = 2, kBoth = 3 };
-enum Work { kFma = 0, kSoftmax = 1, kSoftmaxNoStore = 2 };
+enum Work { kFma = 0, kSoftmax = 1, kSoftmaxNoStore = 2, kSoftmaxNoConvert = 3, kSoftmaxNoScalef = 4, kFma8 = 5 };
 
 alignas(64) uint16_t a_tile[16 * 32];
 alignas(64) uint16_t b_tiles[8 * 1024 + 64];
@@ -71,7 +74,11 @@ void overlap(benchmark::State& state) {
       SAMPLEATTN_TILE_DP(7, 1, 3);
     }
     if (mode & kVector) {
-      if (work == kFma) {
+      if (work == kFma8) {
+        for (int k = 0; k < vectors; k += 8) {
+          for (int a = 0; a < 8; ++a) acc[a] = _mm512_fmadd_ps(acc[a], m, c);
+        }
+      } else if (work == kFma) {
         for (int k = 0; k < vectors; k += 4) {
           acc[0] = _mm512_fmadd_ps(acc[0], m, c);
           acc[1] = _mm512_fmadd_ps(acc[1], m, c);
@@ -85,12 +92,18 @@ void overlap(benchmark::State& state) {
           __m512 p = _mm512_fmadd_ps(x, m, c);
           p = _mm512_fmadd_ps(p, x, c);
           p = _mm512_fmadd_ps(p, x, c);
-          p = _mm512_scalef_ps(p, x);
-          const __m256i h = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(p));
-          if (work == kSoftmax) {
+          p = work == kSoftmaxNoScalef ? _mm512_mul_ps(p, x) : _mm512_scalef_ps(p, x);
+          if (work == kSoftmaxNoConvert) {
+            // the upper halves of the f32 values: bf16 truncated, by a shift and a narrowing
+            const __m256i h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(p), 16));
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(probabilities + j), h);
           } else {
-            acc[4 + (k & 3)] = _mm512_add_ps(acc[4 + (k & 3)], _mm512_castsi512_ps(_mm512_castsi256_si512(h)));
+            const __m256i h = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(p));
+            if (work == kSoftmaxNoStore) {
+              acc[4 + (k & 3)] = _mm512_add_ps(acc[4 + (k & 3)], _mm512_castsi512_ps(_mm512_castsi256_si512(h)));
+            } else {
+              _mm256_storeu_si256(reinterpret_cast<__m256i*>(probabilities + j), h);
+            }
           }
           acc[k & 3] = _mm512_add_ps(acc[k & 3], p);
         }
@@ -106,7 +119,7 @@ void overlap(benchmark::State& state) {
 void args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"mode", "work", "vectors"});
   b->Args({kTiles, kFma, 0});
-  for (const int work : {kFma, kSoftmax, kSoftmaxNoStore}) {
+  for (const int work : {kFma, kSoftmax, kSoftmaxNoStore, kSoftmaxNoConvert, kSoftmaxNoScalef, kFma8}) {
     for (const int vectors : {12, 24, 48, 96}) {
       b->Args({kVector, work, vectors});
       b->Args({kBoth, work, vectors});
