@@ -471,11 +471,12 @@ TEST(SampleAttentionDensityRule, DenseMaskHeadsRunDenseBesideSparseOnes) {
   }
 }
 
-// Stage 1 keeps each row chunk's scores (16 MiB per worker at most); under a context's
-// workspace limit those buffers shrink (smaller chunks) instead of failing the call.
+// Under a workspace limit too small for the sampled keys packed once (a quarter of it at most),
+// stage 1 packs them per chunk of rows and keeps each chunk's scores (16 MiB per worker at most):
+// those buffers shrink with the limit (smaller chunks) instead of failing the call.
 TEST(SampleAttentionWorkspace, ScoreBuffersShrinkToTheContextLimit) {
   Case c;
-  c.d = 64;
+  c.d = 128;
   c.hq = c.hkv = 2;
   c.add_sequence(4096, 4096);
   c.materialize(17, 0.6f);
@@ -483,15 +484,19 @@ TEST(SampleAttentionWorkspace, ScoreBuffersShrinkToTheContextLimit) {
   sampleattn::Params p = c.params();
   small_sample_params(p);
   p.sample.r_row = 0.1f;
-  sampleattn_plan_info unlimited;
-  sampleattn_plan_info_init(&unlimited);
-  sampleattn_context* ctx = cpu_context(2);
-  ASSERT_EQ(sampleattn_plan(ctx, &p, &unlimited), SAMPLEATTN_SUCCESS);
-  sampleattn_context_destroy(ctx);
-  ASSERT_GT(unlimited.workspace_bytes, 8u << 20) << "256-row chunks x 4096 keys x 4 bytes x 2 workers";
+  // The keys packed once: 4096 keys x 128 x 4 bytes x 2 kv heads (f32 path) = 4 MiB, so a limit
+  // under 16 MiB packs per chunk.
+  const uint64_t wide = (16u << 20) - (64u << 10), narrow = 15u << 20;
+  Problem problem;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  const auto scratch_at = [&](uint64_t limit) {
+    return cpu::sampling_footprint(active_kernel_table(), problem, 2, limit).scratch_per_worker;
+  };
+  EXPECT_GT(scratch_at(wide), 2u << 20) << "a 128-row chunk's scores: 128 x 4096 keys x 4 bytes";
+  EXPECT_LT(scratch_at(narrow), scratch_at(wide)) << "smaller chunks under the smaller limit";
 
-  const uint64_t limit = unlimited.workspace_bytes / 2;  // also above the stripe buffers (3 MB here)
-  ctx = cpu_context(2, limit);
+  const uint64_t limit = narrow;  // also above the stripe buffers
+  sampleattn_context* ctx = cpu_context(2, limit);
   sampleattn_plan_info limited;
   sampleattn_plan_info_init(&limited);
   ASSERT_EQ(sampleattn_plan(ctx, &p, &limited), SAMPLEATTN_SUCCESS) << sampleattn_last_error();

@@ -26,9 +26,10 @@
 namespace sampleattn::cpu {
 namespace {
 
-// Score buffers of the fused stage-1 pass: a chunk's rows x all the keys they see, kept between
-// the row statistics and the column sums. The chunk shrinks with the key count to stay near this,
-// and under a context's workspace limit the buffers of all workers take at most a quarter of it.
+// Score buffers of the fused stage-1 pass when the keys are packed per chunk (packs_keys_once
+// false): a chunk's rows x all the keys they see, kept between the row statistics and the column
+// sums. The chunk shrinks with the key count to stay near this, and under a context's workspace
+// limit the buffers of all workers take at most a quarter of it.
 constexpr int64_t kScoreBufferBytes = int64_t{16} << 20;
 
 int64_t score_budget(uint64_t workspace_limit, int threads) {
@@ -93,15 +94,16 @@ struct Scratch {
   float* row_max;
   float* row_sum;
   float* row_scale;
-  float* scores;      // [key tile][row][key_tile] for all the tiles a chunk sees
+  float* scores;      // [key tile][row][key_tile] for all the tiles a chunk sees, or one tile
   float* columns;     // one head's column sums of a chunk, f32
   void* q_packed;
   void* k_packed;
 };
 
 // The one definition of a sampling worker's scratch: sizes with a null base. `keys` is the most
-// keys a sampled sequence has, rounded up to whole tiles.
-Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, int64_t keys, int d,
+// keys a sampled sequence has, rounded up to whole tiles; `score_keys` the keys whose scores a
+// chunk keeps (all of them, or one tile when they are computed again: Sampler).
+Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, int64_t keys, int64_t score_keys, int d,
               size_t* bytes = nullptr) {
   Scratch s;
   s.q_offsets = c.take<int64_t>(rows);
@@ -117,7 +119,7 @@ Scratch carve(ScratchCarver c, const FlashPath& path, int rows, int key_tile, in
   s.row_max = c.take<float>(rows);
   s.row_sum = c.take<float>(rows);
   s.row_scale = c.take<float>(rows);
-  s.scores = c.take<float>(static_cast<size_t>(rows) * keys);
+  s.scores = c.take<float>(static_cast<size_t>(rows) * score_keys);
   s.columns = c.take<float>(static_cast<size_t>(keys));
   s.q_packed = c.take_bytes(path.packed_bytes(rows, d));
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
@@ -181,22 +183,46 @@ bool packs_keys_once(const KernelTable& kernels, const Problem& problem, uint64_
 
 class Sampler {
  public:
-  Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget)
+  // keys_packed: the call packs the sampled sequences' keys once (packs_keys_once). A chunk then
+  // keeps no scores: it computes each key tile's scores again for the column sums (and the
+  // validation masses) after the row statistics, which costs a second pass of QK products on
+  // packed keys instead of writing and reading back every score of the chunk (16 MB of them,
+  // past the caches); its chunks are then whole query blocks, as the score budget no longer
+  // bounds them.
+  Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget, bool keys_packed = false)
       : k_(kernels), path_(sampling_path(kernels, problem)), p_(problem), keys_(sampled_keys(kernels, problem)),
-        chunk_(sample_chunk(kernels, problem, keys_, score_budget)),
+        recompute_(keys_packed),
+        chunk_(sample_chunk(kernels, problem, keys_, keys_packed ? std::numeric_limits<int64_t>::max() : score_budget)),
         k_tile_bytes_(path_.packed_bytes(kernels.key_tile, problem.head_dim)),
         softcap_log2_(problem.score_mod(0).softcap_log2),
         modifies_scores_(softcap_log2_ > 0.f || !problem.alibi_slopes.empty()) {}
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
-    carve(ScratchCarver(), path_, chunk_ * p_.group, k_.key_tile, keys_, p_.head_dim, &bytes);
+    carve(ScratchCarver(), path_, chunk_ * p_.group, k_.key_tile, keys_, score_keys(), p_.head_dim, &bytes);
     return bytes;
   }
   Scratch scratch(void* base) const {
-    return carve(ScratchCarver(base), path_, chunk_ * p_.group, k_.key_tile, keys_, p_.head_dim);
+    return carve(ScratchCarver(base), path_, chunk_ * p_.group, k_.key_tile, keys_, score_keys(), p_.head_dim);
   }
   int chunk() const { return chunk_; }
+  int64_t score_keys() const { return recompute_ ? k_.key_tile : keys_; }
+
+  // The scores of the n rows of query head h (stacked rows h * n ..) over key tile [t0, t0 + nk)
+  // as full_rows left them (kept), or computed again into the scratch (recompute_); row i at
+  // + i * key_tile.
+  const float* head_tile_scores(const Scratch& s, const SampledSequence& ss, int g, int h, int n, int64_t t0,
+                                int nk) const {
+    const int tile = k_.key_tile;
+    if (!recompute_) return s.scores + (t0 / tile) * (static_cast<size_t>(n) * p_.group * tile) + static_cast<size_t>(h) * n * tile;
+    const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(h) * n * p_.head_dim * path_.q_elem_bytes;
+    path_.scores(q, n, key_tile(s, ss, g, t0, nk), nk, p_.head_dim, s.scores, tile, qk_scale(path_, scale_log2(p_.scale)));
+    if (modifies_scores_) {
+      for (int c = 0; c < nk; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
+      modify(s, s.scores, h * n, n, nk, s.key_pos);
+    }
+    return s.scores;
+  }
 
   // Packs the sampled rows [c0, c0 + n) of kv group g (all its query heads, head-major) into
   // s.q_packed and fills s.positions. Returns the number of stacked rows.
@@ -306,7 +332,7 @@ class Sampler {
             })) {
           continue;
         }
-        float* scores = s.scores + (t0 / tile) * tile_floats;
+        float* scores = recompute_ ? s.scores : s.scores + (t0 / tile) * tile_floats;
         path_.scores(s.q_packed, m, key_tile(s, ss, g, t0, nk), nk, p_.head_dim, scores, tile,
                      qk_scale(path_, scale_log2(p_.scale)));
         modify_tile(s, scores, m, t0, nk);
@@ -360,7 +386,6 @@ class Sampler {
     const Sequence& seq = p_.sequences[ss.seq];
     const int m = n * p_.group;
     const int tile = k_.key_tile;
-    const size_t tile_floats = static_cast<size_t>(m) * tile;
     const KeyRange keys = row_keys(s, n);
     const int64_t nr = static_cast<int64_t>(ss.rows.size());
     if (global_stats) load_stats(s, ss.row_max.data(), ss.row_sum.data(), nr, g, c0, n);
@@ -389,8 +414,8 @@ class Sampler {
             any = any || s.lo[r0 + i] < s.hi[r0 + i];
           }
           if (!any) continue;
-          k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r0) * tile, tile, n, nk,
-                                s.lo + r0, s.hi + r0, s.row_max + r0, s.row_scale + r0, s.columns + t0);
+          k_.accumulate_columns(head_tile_scores(s, ss, g, h, n, t0, nk), tile, n, nk, s.lo + r0, s.hi + r0,
+                                s.row_max + r0, s.row_scale + r0, s.columns + t0);
         }
       }
       int64_t* total = ss.col_score.data() + static_cast<size_t>(head) * seq.k_len;
@@ -416,9 +441,7 @@ class Sampler {
   void add_masses(SampledSequence& ss, int g, int64_t c0, int n, void* scratch, bool global_stats) const {
     const Scratch s = this->scratch(scratch);
     const Sequence& seq = p_.sequences[ss.seq];
-    const int m = n * p_.group;
     const int tile = k_.key_tile;
-    const size_t tile_floats = static_cast<size_t>(m) * tile;
     const int64_t nv = static_cast<int64_t>(ss.val_rows.size());
     if (global_stats) load_stats(s, ss.val_max.data(), ss.val_sum.data(), nv, g, c0, n);
     const bool per_group = p_.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP;
@@ -427,30 +450,48 @@ class Sampler {
       const ValidationLayout& layout = ss.sets[per_group ? g : head].layout;
       if (layout.bucket.empty()) continue;
       const uint8_t* bucket = layout.bucket.data();
-      for (int i = 0; i < n; ++i) {
-        const int r = h * n + i;
-        const int64_t p = s.positions[r];
-        const int64_t stripe_end = stripe_limit(p, ss.window) + 1;  // columns [0, stripe_end) are stripe candidates
-        float* out = ss.val_masses.data() + (static_cast<size_t>(head) * nv + c0 + i) * kMassStride;
-        std::fill(out, out + kMassStride, 0.f);
-        if (!(s.row_sum[r] > 0)) continue;
-        const float scale = 1.f / s.row_sum[r];
-        for (const KeySpan& own : ss.own) {
-          const int64_t first = std::max(model_lo(p, p_.window_left), own.begin);  // the row's keys: first .. p
-          const int64_t end = std::min(causal_end(p), own.end);
-          for (int64_t t0 = first / tile * tile; t0 < end; t0 += tile) {
-            const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
+      const auto out = [&](int i) { return ss.val_masses.data() + (static_cast<size_t>(head) * nv + c0 + i) * kMassStride; };
+      for (int i = 0; i < n; ++i) std::fill(out(i), out(i) + kMassStride, 0.f);
+      // Key tile by key tile (each tile's scores read, or computed, once for the head's rows),
+      // each row adding its part in tile order.
+      for (const KeySpan& own : ss.own) {
+        const auto keys_of = [&](int i, int64_t* first, int64_t* end) {  // the row's keys: first .. p
+          const int64_t p = s.positions[h * n + i];
+          *first = std::max(model_lo(p, p_.window_left), own.begin);
+          *end = std::min(causal_end(p), own.end);
+        };
+        int64_t begin = std::numeric_limits<int64_t>::max(), last = 0;
+        for (int i = 0; i < n; ++i) {
+          int64_t first, end;
+          keys_of(i, &first, &end);
+          if (first < end && s.row_sum[h * n + i] > 0) {
+            begin = std::min(begin, first / tile * tile);
+            last = std::max(last, end);
+          }
+        }
+        for (int64_t t0 = begin; t0 < last; t0 += tile) {
+          const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
+          const float* scores = nullptr;
+          for (int i = 0; i < n; ++i) {
+            const int r = h * n + i;
+            int64_t first, end;
+            keys_of(i, &first, &end);
+            if (!(s.row_sum[r] > 0) || first >= end || t0 < first / tile * tile || t0 >= end) continue;
+            if (scores == nullptr) scores = head_tile_scores(s, ss, g, h, n, t0, nk);
+            const float scale = 1.f / s.row_sum[r];
+            const int64_t stripe_end = stripe_limit(s.positions[r], ss.window) + 1;  // columns [0, stripe_end) are stripe candidates
             const int32_t lo = static_cast<int32_t>(std::max<int64_t>(first - t0, 0));
             const int32_t hi = static_cast<int32_t>(std::min<int64_t>(nk, end - t0));
             std::fill(s.columns, s.columns + nk, 0.f);
-            k_.accumulate_columns(s.scores + (t0 / tile) * tile_floats + static_cast<size_t>(r) * tile, tile, 1, nk,
-                                  &lo, &hi, s.row_max + r, &scale, s.columns);
+            k_.accumulate_columns(scores + static_cast<size_t>(i) * tile, tile, 1, nk, &lo, &hi, s.row_max + r, &scale,
+                                  s.columns);
+            float* masses = out(i);
             const int split = static_cast<int>(std::clamp<int64_t>(stripe_end - t0, lo, hi));
             for (int j = lo; j < split; ++j) {
               const uint8_t b = bucket[t0 + j];
-              if (b != kBucketUnused) out[b] += s.columns[j];
+              if (b != kBucketUnused) masses[b] += s.columns[j];
             }
-            for (int j = split; j < hi; ++j) out[0] += s.columns[j];  // the window band
+            for (int j = split; j < hi; ++j) masses[0] += s.columns[j];  // the window band
           }
         }
       }
@@ -554,6 +595,7 @@ class Sampler {
   const FlashPath& path_;
   const Problem& p_;
   int64_t keys_;
+  bool recompute_;         // scores computed again per tile instead of kept (keys packed once)
   int chunk_;
   size_t k_tile_bytes_;    // one packed key tile
   float softcap_log2_;     // the model's softcap in log2 units, 0 = none
@@ -565,7 +607,7 @@ class Sampler {
 SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& problem, int threads,
                                      uint64_t workspace_limit) {
   const bool keys_once = packs_keys_once(kernels, problem, workspace_limit);
-  const Sampler sampler(kernels, problem, score_budget(workspace_limit, threads));
+  const Sampler sampler(kernels, problem, score_budget(workspace_limit, threads), keys_once);
   const uint64_t hq = static_cast<uint64_t>(problem.num_q_heads);
   SamplingFootprint f;
   f.scratch_per_worker = sampler.scratch_bytes();
@@ -726,7 +768,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   if (sampled.empty()) return Status::ok();
 
   const bool keys_once = packs_keys_once(kernels, problem, workspace_limit);
-  Sampler sampler(kernels, problem, score_budget(workspace_limit, pool.num_threads()));
+  Sampler sampler(kernels, problem, score_budget(workspace_limit, pool.num_threads()), keys_once);
   const size_t scratch = sampler.scratch_bytes();
   const int chunk = sampler.chunk();
   const auto t_sampling = std::chrono::steady_clock::now();
