@@ -46,6 +46,15 @@ Outcome run(Case& c, sampleattn::Params& p, int threads, uint64_t max_workspace 
   return out;
 }
 
+// Two calls chose the same mask for every (sequence, head).
+void expect_same_masks(const MaskMap& a, const MaskMap& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [key, mask] : a) {
+    EXPECT_EQ(mask.stripes, b.at(key).stripes);
+    EXPECT_EQ(mask.window, b.at(key).window);
+  }
+}
+
 using Param = std::tuple<Isa, DType, int>;
 class SampleAttention : public ::testing::TestWithParam<Param> {};
 
@@ -284,11 +293,7 @@ TEST(SampleAttentionThreads, SameMaskAndBitsForOneAndTwoThreads) {
   ASSERT_EQ(one.status, SAMPLEATTN_SUCCESS);
   ASSERT_EQ(two.status, SAMPLEATTN_SUCCESS);
   EXPECT_EQ(bits_one, c.o.bytes);
-  ASSERT_EQ(one.masks.size(), two.masks.size());
-  for (const auto& [key, mask] : one.masks) {
-    EXPECT_EQ(mask.stripes, two.masks.at(key).stripes);
-    EXPECT_EQ(mask.window, two.masks.at(key).window);
-  }
+  expect_same_masks(one.masks, two.masks);
 }
 
 // Stage 1 packs each sampled sequence's keys once when they fit (without a limit, or in a
@@ -334,11 +339,7 @@ TEST(SampleAttentionPackedKeys, OncePerSequenceOrPerChunkGiveTheSameMasksAndBits
     Outcome per_chunk = run(c, p, 2, limit);
     ASSERT_EQ(per_chunk.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
     EXPECT_EQ(bits_once, c.o.bytes);
-    ASSERT_EQ(once.masks.size(), per_chunk.masks.size());
-    for (const auto& [key, mask] : once.masks) {
-      EXPECT_EQ(mask.stripes, per_chunk.masks.at(key).stripes);
-      EXPECT_EQ(mask.window, per_chunk.masks.at(key).window);
-    }
+    expect_same_masks(once.masks, per_chunk.masks);
   }
 }
 

@@ -217,10 +217,7 @@ class Sampler {
     if (!recompute_) return s.scores + (t0 / tile) * (static_cast<size_t>(n) * p_.group * tile) + static_cast<size_t>(h) * n * tile;
     const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(h) * n * p_.head_dim * path_.q_elem_bytes;
     path_.scores(q, n, key_tile(s, ss, g, t0, nk), nk, p_.head_dim, s.scores, tile, qk_scale(path_, scale_log2(p_.scale)));
-    if (modifies_scores_) {
-      for (int c = 0; c < nk; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
-      modify(s, s.scores, h * n, n, nk, s.key_pos);
-    }
+    modify_tile(s, s.scores, n, t0, nk, h * n);
     return s.scores;
   }
 
@@ -293,11 +290,11 @@ class Sampler {
     }
     k_.modify_scores(scores, k_.key_tile, m, nk, mod);
   }
-  // The same for a contiguous key tile [t0, t0 + nk).
-  void modify_tile(const Scratch& s, float* scores, int m, int64_t t0, int nk) const {
+  // The same for a contiguous key tile [t0, t0 + nk), on stacked rows [r0, r0 + m).
+  void modify_tile(const Scratch& s, float* scores, int m, int64_t t0, int nk, int r0 = 0) const {
     if (!modifies_scores_) return;
     for (int c = 0; c < nk; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
-    modify(s, scores, 0, m, nk, s.key_pos);
+    modify(s, scores, r0, m, nk, s.key_pos);
   }
 
   // The keys [begin, end) that stage 1 reads for the m packed rows of n rows per head (positions
