@@ -195,12 +195,13 @@ struct Decode : Vec<Arch> {
     const char* v_ahead[J];
     for (int u = 0; u < fkeys; ++u) {
       k_ahead[u] = ahead.k_row(fj + u);
-      v_ahead[u] = ahead.v_row(fj + u) - ahead.k_lines * 64;  // indexed by l >= k_lines
+      v_ahead[u] = ahead.v_row(fj + u);
     }
     const auto request = [&](int l_end) {
       for (int l = l_end - per_group; l < imin(l_end, lines); ++l) {
         for (int u = 0; u < fkeys; ++u) {
-          _mm_prefetch((l < ahead.k_lines ? k_ahead[u] : v_ahead[u]) + l * 64, _MM_HINT_T1);
+          const int kl = ahead.k_lines;
+          _mm_prefetch(l < kl ? k_ahead[u] + l * 64 : v_ahead[u] + (l - kl) * 64, _MM_HINT_T1);
         }
       }
     };
@@ -253,7 +254,7 @@ struct Decode : Vec<Arch> {
   }
 
   // Keys [j0, j0 + nj) of one head, R rows: J keys at a time (16 / R on AVX-512, so that the 16
-  // products are reduced together, 4 for R = 3; 2 elsewhere), the rest one by one.
+  // products are reduced together, 4 for R = 3; 8 / R on AVX2, 2 for R = 3), the rest one by one.
   template <DType T, int R>
   static void score_group(const float* q, int r0, const RowSource& k, int j0, int nj, int d, float* s, int64_t lds,
                           Check<T>* check, const Ahead& ahead) {
