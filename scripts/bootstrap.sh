@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages sampleattn builds with (when missing) and builds it.
 # Usage: scripts/bootstrap.sh [build-dir] [extra cmake args...]
+# SAMPLEATTN_BUILD_TARGETS (space-separated) builds only those targets (default: all).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
@@ -22,4 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >&2
-cmake --build "$build" --parallel "$(nproc)" >&2
+targets=()
+[[ -n ${SAMPLEATTN_BUILD_TARGETS:-} ]] && targets=(--target ${SAMPLEATTN_BUILD_TARGETS})
+cmake --build "$build" --parallel "$(nproc)" "${targets[@]}" >&2

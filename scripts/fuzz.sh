@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >&2
 fi
-"$root/scripts/bootstrap.sh" "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+SAMPLEATTN_BUILD_TARGETS="npy_fuzz api_fuzz" "$root/scripts/bootstrap.sh" "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DSAMPLEATTN_FUZZ=ON -DSAMPLEATTN_SANITIZE=address,undefined -DSAMPLEATTN_CUDA=OFF \
   -DSAMPLEATTN_BUILD_TESTS=OFF -DSAMPLEATTN_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
