@@ -92,7 +92,9 @@ std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
   return pool;
 }
 
-void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& split, int processes) {
+// workspace_limit: the sharded calls' (one process's: none).
+void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& split, int processes,
+                      uint64_t workspace_limit = 0) {
   Problem whole;
   ASSERT_TRUE(build_problem(&params, true, &whole).is_ok());
   const KernelTable& kernels = active_kernel_table();
@@ -116,7 +118,7 @@ void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& sp
     mine.v.data = sh.v[r].data();
     auto pool = pool_of(1);
     testing::ThreadCollective coll(world, r);
-    status[r] = cpu::build_sharded_plan(*pool, 0, kernels, mine, sh.map, coll, true, &plans[r]);
+    status[r] = cpu::build_sharded_plan(*pool, workspace_limit, kernels, mine, sh.map, coll, true, &plans[r]);
   });
   for (int r = 0; r < processes; ++r) {
     ASSERT_TRUE(status[r].is_ok()) << status[r].message();
@@ -180,14 +182,29 @@ sampleattn::Params sample_params(Case& c) {
   return p;
 }
 
+// A workspace limit under which no process packs its keys once (build_sharded_plan): under 4x one
+// key tile of every kv group packed (in the smallest packing stage 1 can use), while a chunk's
+// scores still fit.
+uint64_t keys_apart_limit(const Case& c) {
+  const KernelTable& kernels = active_kernel_table();
+  uint64_t tile = kernels.path(Precision::kF32)->packed_bytes(kernels.key_tile, c.d);
+  if (const FlashPath* bf16 = kernels.path(Precision::kBF16)) tile = std::min<uint64_t>(tile, bf16->packed_bytes(kernels.key_tile, c.d));
+  return 4 * static_cast<uint64_t>(c.hkv) * tile - 64;
+}
+
+// Without a limit, each process packs its key tiles once and scores them twice (the statistics,
+// then the column sums); under keys_apart_limit, stage 1 runs in waves that keep the scores.
 TEST(ShardedPlan, SameAsOneProcessForEverySplit) {
   const std::vector<int32_t> lengths{2000};
   Case c = generated_case(lengths, DType::kF32, 5);
   const sampleattn::Params p = sample_params(c);
+  const uint64_t keys_apart = keys_apart_limit(c);
   for (int processes = 1; processes <= 4; ++processes) {
-    SCOPED_TRACE(std::to_string(processes) + " processes");
-    expect_same_plan(c, p, contiguous(lengths, processes, false), processes);
-    expect_same_plan(c, p, contiguous(lengths, processes, true), processes);
+    for (const uint64_t limit : {uint64_t{0}, keys_apart}) {
+      SCOPED_TRACE(std::to_string(processes) + " processes, workspace limit " + std::to_string(limit));
+      expect_same_plan(c, p, contiguous(lengths, processes, false), processes, limit);
+      expect_same_plan(c, p, contiguous(lengths, processes, true), processes, limit);
+    }
   }
 }
 
@@ -200,6 +217,7 @@ TEST(ShardedPlan, UnevenEmptyAndVarlen) {
   uneven.owner = {2, 0, 1, 0};  // process 3 holds nothing; process 0 two pieces of each
   expect_same_plan(c, p, uneven, 4);
   expect_same_plan(c, p, contiguous(lengths, 3, true), 3);
+  expect_same_plan(c, p, uneven, 4, keys_apart_limit(c));
 }
 
 TEST(ShardedPlan, KvGroupScopeWindowMassAndAlpha) {

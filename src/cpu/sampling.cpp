@@ -73,10 +73,19 @@ struct SampledSequence {
   std::vector<float> val_max, val_sum;  // [q_head][val row]: their statistics (sharded calls: over all)
   std::vector<float> val_masses;    // [q_head][val row][kMassStride] (core/validation.h)
   std::vector<SelectionSet> sets;   // per selection set
-  // Its keys packed once for every chunk of rows (packs_keys_once), [kv group][key tile]; null:
-  // each chunk packs the tiles it reads.
+  // The key tiles this process reads, each at a slot of packed_k and of a chunk's kept scores:
+  // [key tile] -> slot, -1 for a tile without a key of `own`; empty: every tile, at its index
+  // (one process).
+  std::vector<int32_t> tile_slot;
+  int64_t slots = 0;  // tiles with a slot
+  // Its keys packed once for every chunk of rows (pack_keys_once), [kv group][slot]; null: each
+  // chunk packs the tiles it reads.
   char* packed_k = nullptr;
-  int64_t packed_tiles = 0;  // key tiles a kv group
+
+  // The slot of the key tile that starts at t0.
+  int64_t slot(int64_t t0, int key_tile) const {
+    return tile_slot.empty() ? t0 / key_tile : tile_slot[static_cast<size_t>(t0 / key_tile)];
+  }
 };
 
 // Per-worker scratch for the sampling passes.
@@ -176,23 +185,28 @@ uint64_t packed_key_bytes(const KernelTable& kernels, const Problem& problem) {
 // (K in the sampling path's precision, up to 4x an int8 cache's bytes) take at most a quarter
 // of the workspace limit, or at most 1 GiB without a limit.
 constexpr uint64_t kPackedKeysUnlimitedBytes = uint64_t{1} << 30;
-bool packs_keys_once(const KernelTable& kernels, const Problem& problem, uint64_t workspace_limit) {
-  const uint64_t bytes = packed_key_bytes(kernels, problem);
+bool packed_keys_fit(uint64_t bytes, uint64_t workspace_limit) {
   return workspace_limit == 0 ? bytes <= kPackedKeysUnlimitedBytes : bytes <= workspace_limit / 4;
+}
+bool packs_keys_once(const KernelTable& kernels, const Problem& problem, uint64_t workspace_limit) {
+  return packed_keys_fit(packed_key_bytes(kernels, problem), workspace_limit);
 }
 
 class Sampler {
  public:
-  // keys_packed: the call packs the sampled sequences' keys once (packs_keys_once). A chunk then
-  // keeps no scores: it computes each key tile's scores again for the column sums (and the
-  // validation masses) after the row statistics, which costs a second pass of QK products on
-  // packed keys instead of writing and reading back every score of the chunk (16 MB of them,
-  // past the caches); its chunks are then whole query blocks, as the score budget no longer
-  // bounds them.
-  Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget, bool keys_packed = false)
+  // recompute: (one process, whose keys are packed once: packs_keys_once) a chunk keeps no
+  // scores: it computes each key tile's scores again for the column sums (and the validation
+  // masses) after the row statistics, which costs a second pass of QK products on packed keys
+  // instead of writing and reading back every score of the chunk (16 MB of them, past the
+  // caches); its chunks are then whole query blocks, as the score budget no longer bounds them.
+  // Else a chunk keeps the scores of kept_keys keys (whole tiles; 0: the most keys of a sampled
+  // sequence), the slots of the tiles it reads (SampledSequence::slot), within the budget.
+  Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget, bool recompute = false,
+          int64_t kept_keys = 0)
       : k_(kernels), path_(sampling_path(kernels, problem)), p_(problem), keys_(sampled_keys(kernels, problem)),
-        recompute_(keys_packed),
-        chunk_(sample_chunk(kernels, problem, keys_, keys_packed ? std::numeric_limits<int64_t>::max() : score_budget)),
+        kept_keys_(kept_keys > 0 ? kept_keys : keys_),
+        recompute_(recompute),
+        chunk_(sample_chunk(kernels, problem, kept_keys_, recompute ? std::numeric_limits<int64_t>::max() : score_budget)),
         k_tile_bytes_(path_.packed_bytes(kernels.key_tile, problem.head_dim)),
         softcap_log2_(problem.score_mod(0).softcap_log2),
         modifies_scores_(softcap_log2_ > 0.f || !problem.alibi_slopes.empty()) {}
@@ -206,7 +220,7 @@ class Sampler {
     return carve(ScratchCarver(base), path_, chunk_ * p_.group, k_.key_tile, keys_, score_keys(), p_.head_dim);
   }
   int chunk() const { return chunk_; }
-  int64_t score_keys() const { return recompute_ ? k_.key_tile : keys_; }
+  int64_t score_keys() const { return recompute_ ? k_.key_tile : kept_keys_; }
 
   // The scores of the n rows of query head h (stacked rows h * n ..) over key tile [t0, t0 + nk)
   // as full_rows left them (kept), or computed again into the scratch (recompute_); row i at
@@ -214,11 +228,21 @@ class Sampler {
   const float* head_tile_scores(const Scratch& s, const SampledSequence& ss, int g, int h, int n, int64_t t0,
                                 int nk) const {
     const int tile = k_.key_tile;
-    if (!recompute_) return s.scores + (t0 / tile) * (static_cast<size_t>(n) * p_.group * tile) + static_cast<size_t>(h) * n * tile;
+    if (!recompute_) {
+      return s.scores + static_cast<size_t>(ss.slot(t0, tile)) * (static_cast<size_t>(n) * p_.group * tile) +
+             static_cast<size_t>(h) * n * tile;
+    }
     const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(h) * n * p_.head_dim * path_.q_elem_bytes;
     path_.scores(q, n, key_tile(s, ss, g, t0, nk), nk, p_.head_dim, s.scores, tile, qk_scale(path_, scale_log2(p_.scale)));
     modify_tile(s, s.scores, n, t0, nk, h * n);
     return s.scores;
+  }
+
+  // score_rows' packing of its rows into a scratch: again, for add_columns or add_masses on
+  // another scratch when the scores are computed again (recompute_).
+  int pack_chunk_rows(const SampledSequence& ss, bool validation, int g, int64_t c0, int n, void* scratch) const {
+    return pack_rows(this->scratch(scratch), ss, validation ? ss.val_rows : ss.rows,
+                     validation ? ss.val_q_tokens : ss.q_tokens, g, c0, n);
   }
 
   // Packs the sampled rows [c0, c0 + n) of kv group g (all its query heads, head-major) into
@@ -254,13 +278,14 @@ class Sampler {
   const void* key_tile(const Scratch& s, const SampledSequence& ss, int g, int64_t t0, int n) const {
     const int64_t k_len = p_.sequences[ss.seq].k_len;
     if (ss.packed_k != nullptr && t0 % k_.key_tile == 0 && n == std::min<int64_t>(k_.key_tile, k_len - t0)) {
-      return ss.packed_k + (static_cast<size_t>(g) * ss.packed_tiles + static_cast<size_t>(t0 / k_.key_tile)) * k_tile_bytes_;
+      const int64_t slot = ss.slot(t0, k_.key_tile);
+      if (slot >= 0) return ss.packed_k + static_cast<size_t>(g * ss.slots + slot) * k_tile_bytes_;
     }
     pack_keys(s, ss.seq, g, t0, n, s.k_packed);
     return s.k_packed;
   }
 
-  // Bytes of one packed key tile; packs_keys_once's buffer holds packed_tiles of them per kv group.
+  // Bytes of one packed key tile; pack_keys_once's buffer holds ss.slots of them per kv group.
   size_t key_tile_bytes() const { return k_tile_bytes_; }
 
   // Row spans of stacked rows [0, m) for key tile [t0, t0 + n), given key-position bounds.
@@ -329,7 +354,7 @@ class Sampler {
             })) {
           continue;
         }
-        float* scores = recompute_ ? s.scores : s.scores + (t0 / tile) * tile_floats;
+        float* scores = recompute_ ? s.scores : s.scores + static_cast<size_t>(ss.slot(t0, tile)) * tile_floats;
         path_.scores(s.q_packed, m, key_tile(s, ss, g, t0, nk), nk, p_.head_dim, scores, tile,
                      qk_scale(path_, scale_log2(p_.scale)));
         modify_tile(s, scores, m, t0, nk);
@@ -360,7 +385,7 @@ class Sampler {
   void score_rows(SampledSequence& ss, bool validation, int g, int64_t c0, int n, void* scratch) const {
     const Scratch s = this->scratch(scratch);
     const auto& rows = validation ? ss.val_rows : ss.rows;
-    const int m = pack_rows(s, ss, rows, validation ? ss.val_q_tokens : ss.q_tokens, g, c0, n);
+    const int m = pack_chunk_rows(ss, validation, g, c0, n, scratch);
     full_rows(s, ss, g, m, n);
     save_stats(s, validation ? ss.val_max.data() : ss.row_max.data(), validation ? ss.val_sum.data() : ss.row_sum.data(),
                static_cast<int64_t>(rows.size()), g, c0, n);
@@ -591,13 +616,59 @@ class Sampler {
   const KernelTable& k_;
   const FlashPath& path_;
   const Problem& p_;
-  int64_t keys_;
+  int64_t keys_;           // the most keys of a sampled sequence (whole tiles): a chunk's column sums
+  int64_t kept_keys_;      // the keys whose scores a chunk keeps (whole tiles)
   bool recompute_;         // scores computed again per tile instead of kept (keys packed once)
   int chunk_;
   size_t k_tile_bytes_;    // one packed key tile
   float softcap_log2_;     // the model's softcap in log2 units, 0 = none
   bool modifies_scores_;   // softcap or ALiBi: stage 1 modifies its scores as the attention does
 };
+
+// Bytes of the sampled sequences' key tiles that have a slot, packed, all kv groups.
+uint64_t slot_key_bytes(const std::vector<SampledSequence>& sampled, int groups, size_t tile_bytes) {
+  uint64_t bytes = 0;
+  for (const SampledSequence& ss : sampled) bytes += static_cast<uint64_t>(ss.slots) * groups * tile_bytes;
+  return bytes;
+}
+
+// Packs every sampled sequence's key tiles that have a slot (ss.slots of them: all, in one
+// process), each kv group, once into *buffer, for every chunk of rows and the validation rows, and
+// points ss.packed_k at them.
+Status pack_keys_once(ThreadPool& pool, uint64_t pool_limit, const Sampler& sampler, const Problem& problem,
+                      int key_tile, std::vector<SampledSequence>& sampled, AlignedBuffer* buffer) {
+  const int groups = problem.num_kv_heads;
+  *buffer = allocate_aligned(std::max<uint64_t>(slot_key_bytes(sampled, groups, sampler.key_tile_bytes()), 64));
+  if (!*buffer) return out_of_memory("cannot allocate the sampled sequences' packed keys");
+  std::vector<int64_t> first_task;  // per sampled sequence: its first task, one per (group, slot)
+  std::vector<std::vector<int64_t>> slot_t0(sampled.size());  // per sampled sequence: each slot's tile start
+  int64_t tasks = 0;
+  char* at = buffer->get();
+  try {
+    for (size_t i = 0; i < sampled.size(); ++i) {
+      SampledSequence& ss = sampled[i];
+      const int64_t tiles = (problem.sequences[ss.seq].k_len + key_tile - 1) / key_tile;
+      for (int64_t t = 0; t < tiles; ++t) {
+        if (ss.slot(t * key_tile, key_tile) >= 0) slot_t0[i].push_back(t * key_tile);
+      }
+      ss.packed_k = at;
+      at += static_cast<size_t>(ss.slots) * groups * sampler.key_tile_bytes();
+      first_task.push_back(tasks);
+      tasks += ss.slots * groups;
+    }
+  } catch (const std::bad_alloc&) {
+    return out_of_memory("out of memory for the packed keys' task list");
+  }
+  return pool.run(tasks, sampler.scratch_bytes(), pool_limit, [&](int64_t t, int, void* buf) {
+    const size_t i = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1);
+    SampledSequence& ss = sampled[i];
+    const int64_t local = t - first_task[i];  // g * slots + slot
+    const int g = static_cast<int>(local / ss.slots);
+    const int64_t t0 = slot_t0[i][static_cast<size_t>(local % ss.slots)];
+    const int nk = static_cast<int>(std::min<int64_t>(key_tile, problem.sequences[ss.seq].k_len - t0));
+    sampler.pack_keys(sampler.scratch(buf), ss.seq, g, t0, nk, ss.packed_k + static_cast<size_t>(local) * sampler.key_tile_bytes());
+  });
+}
 
 }  // namespace
 
@@ -773,29 +844,8 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   // The sampled sequences' keys, packed once for stage 1's chunks and the validation rows.
   AlignedBuffer packed_keys;
   if (keys_once) {
-    packed_keys = allocate_aligned(std::max<uint64_t>(packed_key_bytes(kernels, problem), 64));
-    if (!packed_keys) return out_of_memory("cannot allocate the sampled sequences' packed keys");
-    const int tile = kernels.key_tile;
-    std::vector<int64_t> first_task;  // per sampled sequence: its first tile task
-    int64_t tasks = 0;
-    char* at = packed_keys.get();
-    for (SampledSequence& ss : sampled) {
-      ss.packed_tiles = (problem.sequences[ss.seq].k_len + tile - 1) / tile;
-      ss.packed_k = at;
-      at += static_cast<size_t>(ss.packed_tiles) * groups * sampler.key_tile_bytes();
-      first_task.push_back(tasks);
-      tasks += ss.packed_tiles * groups;
-    }
-    SAMPLEATTN_RETURN_IF_ERROR(pool.run(tasks, scratch, pool_limit, [&](int64_t t, int, void* buf) {
-      const size_t i = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1);
-      SampledSequence& ss = sampled[i];
-      const int64_t local = t - first_task[i];  // g * packed_tiles + tile
-      const int g = static_cast<int>(local / ss.packed_tiles);
-      const int64_t t0 = (local % ss.packed_tiles) * tile;
-      const int nk = static_cast<int>(std::min<int64_t>(tile, problem.sequences[ss.seq].k_len - t0));
-      sampler.pack_keys(sampler.scratch(buf), ss.seq, g, t0, nk,
-                        ss.packed_k + static_cast<size_t>(local) * sampler.key_tile_bytes());
-    }));
+    for (SampledSequence& ss : sampled) ss.slots = (problem.sequences[ss.seq].k_len + kernels.key_tile - 1) / kernels.key_tile;
+    SAMPLEATTN_RETURN_IF_ERROR(pack_keys_once(pool, pool_limit, sampler, problem, kernels.key_tile, sampled, &packed_keys));
   }
 
   // Stage 1 tasks: (sampled sequence, group, row chunk), longest rows first.
@@ -985,6 +1035,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   Problem stage1 = global;
   std::vector<char> gathered_q;
   std::vector<int32_t> table;
+  int64_t kept_keys = 0, most_slot_tiles = 0;
   Status local = Status::ok();
   try {
     sampled = sampled_sequences(global);
@@ -1008,6 +1059,31 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       spans = std::move(merged);
     }
     for (SampledSequence& ss : sampled) ss.own = own[static_cast<size_t>(ss.seq)];
+
+    // The key tiles that hold this process's keys, each at a slot of the packed keys and of a
+    // chunk's kept scores; a chunk keeps the scores of the most such tiles of any process, so that
+    // every process has the same chunks (and so the same waves).
+    const int tile = kernels.key_tile;
+    std::vector<int64_t> slot_tiles(static_cast<size_t>(processes), 0);  // per process, all sequences
+    for (SampledSequence& ss : sampled) {
+      const int64_t tiles = (global.sequences[ss.seq].k_len + tile - 1) / tile;
+      for (int r = 0; r < processes; ++r) {
+        std::vector<int32_t> slot(static_cast<size_t>(tiles), -1);
+        for (const ShardRun& run : map.runs[static_cast<size_t>(r)]) {
+          if (run.seq != ss.seq || run.end <= run.begin) continue;
+          for (int64_t t = run.begin / tile; t <= (run.end - 1) / tile; ++t) slot[static_cast<size_t>(t)] = 0;
+        }
+        int32_t count = 0;
+        for (int32_t& v : slot) v = v < 0 ? -1 : count++;
+        kept_keys = std::max<int64_t>(kept_keys, int64_t{count} * tile);
+        slot_tiles[static_cast<size_t>(r)] += count;
+        if (r == me) {
+          ss.tile_slot = std::move(slot);
+          ss.slots = count;
+        }
+      }
+    }
+    most_slot_tiles = *std::max_element(slot_tiles.begin(), slot_tiles.end());
 
     // Stage 1 reads this process's keys through a position -> token table (a page of one token),
     // and the sampled and validation rows of every process, gathered.
@@ -1093,24 +1169,41 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
   if (sampled.empty()) return Status::ok();
 
-  Sampler sampler(kernels, stage1, score_budget(workspace_limit, pool.num_threads()));
+  // One process's rule (packs_keys_once) on the most key tiles any process holds, so that all
+  // choose alike (the chunks, and so the task lists, follow from it): when they fit, every
+  // process packs its key tiles once and its chunks keep no scores.
+  const uint64_t most_packed = static_cast<uint64_t>(most_slot_tiles) * static_cast<uint64_t>(groups) *
+                               sampling_path(kernels, stage1).packed_bytes(kernels.key_tile, global.head_dim);
+  const bool keys_once = packed_keys_fit(most_packed, workspace_limit);
+  Sampler sampler(kernels, stage1, score_budget(workspace_limit, pool.num_threads()), keys_once, kept_keys);
   const size_t scratch = sampler.scratch_bytes();
   const int chunk = sampler.chunk();
   const uint64_t pool_limit = workspace_limit;
   const auto t_sampling = std::chrono::steady_clock::now();
+  AlignedBuffer packed_keys;
+  if (keys_once) {
+    SAMPLEATTN_RETURN_IF_ERROR(
+        agree(coll, pack_keys_once(pool, pool_limit, sampler, stage1, kernels.key_tile, sampled, &packed_keys)));
+  }
 
-  // Stage 1 in waves of chunks: the chunks' scores over this process's keys and their row
-  // statistics, kept in the wave's buffers while the statistics are reduced over the processes,
-  // then the probabilities into this process's column sums (the validation rows, after stage 2:
-  // into their bucket masses). Every process runs the same waves (the task lists depend on the
-  // global shapes only). The scores are computed once, as in one process; what waves cost is a
-  // wait a wave for the slowest process.
+  // Stage 1: the chunks' scores over this process's keys and their row statistics; the statistics
+  // reduced over the processes; then the probabilities into this process's column sums (the
+  // validation rows, after stage 2: into their bucket masses). Every process runs the same tasks
+  // (the task lists depend on the global shapes only).
+  // - Keys packed once: as in one process, two passes of QK products on the packed keys, the
+  //   statistics of every chunk, then (after one reduction) the column sums, the scores computed
+  //   again (each worker packs its chunk's rows again).
+  // - Else in waves of chunks, the scores kept in the wave's buffers while the wave's statistics
+  //   are reduced: the scores are computed once; what waves cost is a wait a wave for the slowest
+  //   process.
   const std::vector<RowTask> tasks = row_tasks(sampled, false, groups, chunk);
   const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk);
   // A wave of up to 4 chunks a worker (within 256 MiB of buffers): the dynamic schedule of the
   // pool evens out chunks of unlike cost, and the waits for the slowest process come 4x fewer.
+  // Packed keys: one wave of every task, each worker with one buffer.
   const int64_t threads = pool.num_threads();
-  const int64_t wave = threads * std::clamp<int64_t>(static_cast<int64_t>((uint64_t{256} << 20) /
+  const int64_t wave = keys_once ? std::max<int64_t>(1, static_cast<int64_t>(std::max(tasks.size(), val_tasks.size())))
+                                 : threads * std::clamp<int64_t>(static_cast<int64_t>((uint64_t{256} << 20) /
                                                      (static_cast<uint64_t>(threads) * std::max<size_t>(scratch, 1))),
                                                      1, 4);
   struct AlignedDelete {
@@ -1119,7 +1212,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   std::unique_ptr<char[], AlignedDelete> slots;
   local = Status::ok();
   try {
-    slots.reset(static_cast<char*>(::operator new[](static_cast<size_t>(wave) * scratch, std::align_val_t(64))));
+    if (!keys_once) slots.reset(static_cast<char*>(::operator new[](static_cast<size_t>(wave) * scratch, std::align_val_t(64))));
   } catch (const std::bad_alloc&) {
     local = out_of_memory("out of memory for stage 1's wave buffers (" + std::to_string(wave) + " x " +
                           std::to_string(scratch) + " bytes)");
@@ -1146,9 +1239,10 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     for (size_t w0 = 0; w0 < waved.size(); w0 += static_cast<size_t>(wave)) {
       const int64_t n = std::min<int64_t>(wave, static_cast<int64_t>(waved.size() - w0));
       // The verdict on this wave's scores and the last wave's results travels with the maxima.
-      const Status scored = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
+      const size_t worker_scratch = keys_once ? scratch : 0;
+      const Status scored = pool.run(n, worker_scratch, pool_limit, [&](int64_t t, int, void* buf) {
         const RowTask& task = waved[w0 + static_cast<size_t>(t)];
-        sampler.score_rows(sampled[task.ss], validation, task.g, task.c0, task.n, slot(t));
+        sampler.score_rows(sampled[task.ss], validation, task.g, task.c0, task.n, keys_once ? buf : slot(t));
       });
       if (status.is_ok()) status = scored;
       bool failed = !status.is_ok();
@@ -1170,12 +1264,14 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
         if (!status.is_ok()) return status;
         return internal_error("another process of the sharded call failed in stage 1");
       }
-      status = pool.run(n, 0, pool_limit, [&](int64_t t, int, void*) {
+      status = pool.run(n, worker_scratch, pool_limit, [&](int64_t t, int, void* buf) {
         const RowTask& task = waved[w0 + static_cast<size_t>(t)];
+        void* at = keys_once ? buf : slot(t);
+        if (keys_once) sampler.pack_chunk_rows(sampled[task.ss], validation, task.g, task.c0, task.n, at);
         if (validation) {
-          sampler.add_masses(sampled[task.ss], task.g, task.c0, task.n, slot(t), true);
+          sampler.add_masses(sampled[task.ss], task.g, task.c0, task.n, at, true);
         } else {
-          sampler.add_columns(sampled[task.ss], task.g, task.c0, task.n, slot(t), true);
+          sampler.add_columns(sampled[task.ss], task.g, task.c0, task.n, at, true);
         }
       });
     }
