@@ -8,18 +8,17 @@
 // heads side by side ([token, kv head, dim]), so the score pass walks the cache in memory order.
 // Reading ahead: while it scores a head's keys, it requests into L2 the K and V lines of that
 // head's keys kAhead further on (the caller's n_ahead rows past the block included), a few
-// prefetches between each group of kUnroll steps of products, so the requests go out at the rate
-// lines are used and the value pass finds its rows in the cache too. Measured on the Zen 4
-// machine of docs/PERF.md: the same prefetches issued in bursts (a block's worth at a time)
-// changed nothing, because a core keeps only a few dozen misses in flight and a prefetch that
-// finds them all taken waits or is dropped; spread out they took a 1-thread decode step from
-// 21-28 to 12-13 ms.
+// prefetches between each step of products, so the requests go out at the rate lines are used
+// and the value pass finds its rows in the cache too. Measured on the Zen 4 machine of
+// docs/PERF.md: the same prefetches issued in bursts (a block's worth at a time) changed nothing,
+// because a core keeps only a few dozen misses in flight and a prefetch that finds them all
+// taken waits or is dropped; spread out they took a 1-thread decode step from 21-28 to 12-13 ms.
 //
 // Scores: R query rows x J keys of one head at a time (R * J = 16 accumulator vectors on
-// AVX-512: 4 x 4 for a GQA group of 4; 8 on AVX2, 4 x 2), the key rows converted once and dotted
-// with the R rows; the dot products are then reduced together (a tree of shuffles and adds: 45
-// instructions for 16 sums, 9 for 8, instead of a horizontal sum each). Softmax: the online step
-// of simd/flash/softmax.h on the block's scores. Values: each value row, converted, is added into
+// AVX-512: 4 x 4 for a GQA group of 4), the key rows converted once and dotted with the R rows;
+// the 16 dot products are then reduced together (a tree of shuffles and adds, four levels, 45
+// instructions for 16 sums instead of 16 horizontal sums). Softmax: the online step of
+// simd/flash/softmax.h on the block's scores. Values: each value row, converted, is added into
 // register blocks of kPvRows x kPvVecs accumulator vectors.
 //
 // Every value read is also checked: f32/f16/bf16 NaN or Inf, and fp8 e4m3's NaN codes (read as
@@ -61,10 +60,9 @@ struct Decode : Vec<Arch> {
   static constexpr int kPvRows = W == 16 ? 4 : 2;  // accumulator rows per value block
   static constexpr int kPvVecs = 4;               // accumulator vectors per row of a value block
   // Keys between the ones scored and the ones whose lines are requested (K and V); the driver
-  // passes the offsets of the next block's rows as n_ahead. 16 to 64 measured the same (Zen 4,
-  // 1 thread: 12.0-12.9 ms).
+  // passes the offsets of the next block's rows as n_ahead. 16 to 64 measured the same (1 thread:
+  // 12.0-12.9 ms).
   static constexpr int kAhead = 32;
-  static constexpr int kUnroll = 4;               // steps of d between read-ahead requests
 
   static size_t scratch_bytes(int m, int n) {
     return round_up(static_cast<size_t>(m) * round_up(static_cast<size_t>(n), W) * sizeof(float), 64);
@@ -118,7 +116,7 @@ struct Decode : Vec<Arch> {
   // The rows of one head kAhead keys past the ones being scored, requested a few lines at a time
   // between the products (score_keys), so that the requests go out at the rate the lines are used.
   struct Ahead {
-    const char* k = nullptr;  // K's base (null: no requests)
+    const char* k = nullptr;  // head h's K row of key 0 + kAhead (row_base(j) moves it)
     const char* v = nullptr;
     const RowSource* ks = nullptr;
     const RowSource* vs = nullptr;
@@ -126,9 +124,11 @@ struct Decode : Vec<Arch> {
     int k_lines = 0, lines = 0;
     int esize_k = 0, esize_v = 0;
     int64_t k_head = 0, v_head = 0;  // bytes
-    // The first byte of key j's K row and of its V row.
-    const char* k_row(int j) const { return k + row_base(*ks, j) * esize_k + k_head; }
-    const char* v_row(int j) const { return v + row_base(*vs, j) * esize_v + v_head; }
+    // Line l (< lines) of key j's rows: K's lines, then V's.
+    const char* line(int j, int l) const {
+      if (l < k_lines) return k + row_base(*ks, j) * esize_k + k_head + l * 64;
+      return v + row_base(*vs, j) * esize_v + v_head + (l - k_lines) * 64;
+    }
   };
   static Ahead ahead_of(const AttendRowsArgs& a, int h) {
     Ahead r;
@@ -170,41 +170,16 @@ struct Decode : Vec<Arch> {
     return B(_mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(y0, y1)), _mm512_castpd_ps(_mm512_unpackhi_pd(y0, y1))));
   }
 
-  // Sums of 8 vectors: lane L of the result = sum of the lanes of in[L] (AVX2 only): two levels of
-  // horizontal adds within the 128-bit halves, then the halves added (9 instructions for 8 sums).
-  static B reduce8(const B* in) {
-    __m256 t[4];
-    for (int i = 0; i < 4; ++i) t[i] = _mm256_hadd_ps(in[2 * i], in[2 * i + 1]);
-    const __m256 u0 = _mm256_hadd_ps(t[0], t[1]), u1 = _mm256_hadd_ps(t[2], t[3]);
-    return B(_mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31)));
-  }
-
   // s[i][j + u] = q_(r0 + i) . k_(j + u) for R rows and J keys: R x J independent chains, reduced
-  // together when they make 16 vectors (AVX-512) or 8 (AVX2), else one horizontal sum each.
+  // together when they make 16 vectors (AVX-512), else one horizontal sum each.
   template <DType T, int R, int J>
   static void score_keys(const float* q, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
                          Check<T>* check, const Ahead& ahead) {
-    // The lines of keys j + kAhead .. j + kAhead + J - 1 to request, spread over the steps of d in
-    // groups of kUnroll steps (the bookkeeping of a request per step cost as much as the step).
+    // The lines of keys j + kAhead .. j + kAhead + J - 1 to request, spread over the d / W steps.
     const int fj = j + kAhead;
     const int fkeys = ahead.k == nullptr ? 0 : imin(J, ahead.limit - fj);
-    const int lines = fkeys > 0 ? ahead.lines : 0;
-    const int groups = d / (kUnroll * W);
-    const int per_group = groups > 0 ? (lines + groups - 1) / groups : lines;
-    const char* k_ahead[J];
-    const char* v_ahead[J];
-    for (int u = 0; u < fkeys; ++u) {
-      k_ahead[u] = ahead.k_row(fj + u);
-      v_ahead[u] = ahead.v_row(fj + u);
-    }
-    const auto request = [&](int l_end) {
-      for (int l = l_end - per_group; l < imin(l_end, lines); ++l) {
-        for (int u = 0; u < fkeys; ++u) {
-          const int kl = ahead.k_lines;
-          _mm_prefetch(l < kl ? k_ahead[u] + l * 64 : v_ahead[u] + (l - kl) * 64, _MM_HINT_T1);
-        }
-      }
-    };
+    const int steps = d / W;
+    const int per_step = (ahead.lines + steps - 1) / steps;
     int64_t base[J];
     B factor[J];
     B acc[R * J];
@@ -213,7 +188,12 @@ struct Decode : Vec<Arch> {
       factor[u] = B(PackT::template row_factor<T>(k, j + u));
     }
     for (int i = 0; i < R * J; ++i) acc[i] = B(0.0f);
-    const auto step = [&](int c) {
+    for (int c = 0, step = 0; c < d; c += W, ++step) {
+      for (int u = 0; u < fkeys; ++u) {
+        for (int l = step * per_step; l < imin((step + 1) * per_step, ahead.lines); ++l) {
+          _mm_prefetch(ahead.line(fj + u, l), _MM_HINT_T1);
+        }
+      }
       B qi[R];
       for (int i = 0; i < R; ++i) qi[i] = B::load_unaligned(q + static_cast<int64_t>(r0 + i) * d + c);
       for (int u = 0; u < J; ++u) {
@@ -221,30 +201,16 @@ struct Decode : Vec<Arch> {
         if constexpr (sees(T)) {
           if (check != nullptr) check->see(raw);
         }
-        const B x = raw * factor[u];  // dequantized values, as packed K holds them (same bits)
+        const B x = raw * factor[u];
         for (int i = 0; i < R; ++i) acc[i * J + u] = xsimd::fma(qi[i], x, acc[i * J + u]);
       }
-    };
-    int c = 0;
-    for (int g = 1; g <= groups; ++g, c += kUnroll * W) {
-      request(g * per_group);
-      for (int z = 0; z < kUnroll; ++z) step(c + z * W);
     }
-    if (groups == 0) request(per_group);
-    for (; c < d; c += W) step(c);
     if constexpr (W == 16 && R * J == 16) {
       const __m512 sums = reduce16(acc);
       for (int i = 0; i < R; ++i) {
         // Lanes [i * J, i * J + J) to s row i, columns [j, j + J).
         const __mmask16 lanes = static_cast<__mmask16>(((1u << J) - 1) << (i * J));
         _mm512_mask_storeu_ps(s + static_cast<int64_t>(i) * lds + j - i * J, lanes, sums);
-      }
-    } else if constexpr (W == 8 && R * J == 8) {
-      // Lanes [i * J, i * J + J) to s row i, columns [j, j + J).
-      alignas(32) float sums[8];
-      reduce8(acc).store_aligned(sums);
-      for (int i = 0; i < R; ++i) {
-        for (int u = 0; u < J; ++u) s[static_cast<int64_t>(i) * lds + j + u] = sums[i * J + u];
       }
     } else {
       for (int i = 0; i < R; ++i) {
@@ -254,11 +220,11 @@ struct Decode : Vec<Arch> {
   }
 
   // Keys [j0, j0 + nj) of one head, R rows: J keys at a time (16 / R on AVX-512, so that the 16
-  // products are reduced together, 4 for R = 3; 8 / R on AVX2, 2 for R = 3), the rest one by one.
+  // products are reduced together, 4 for R = 3; 2 elsewhere), the rest one by one.
   template <DType T, int R>
   static void score_group(const float* q, int r0, const RowSource& k, int j0, int nj, int d, float* s, int64_t lds,
                           Check<T>* check, const Ahead& ahead) {
-    constexpr int J = W == 16 ? (R == 3 ? 4 : 16 / R) : (R == 3 ? 2 : 8 / R);
+    constexpr int J = W == 16 ? (R == 3 ? 4 : 16 / R) : 2;
     int j = j0;
     for (; j + J <= j0 + nj; j += J) score_keys<T, R, J>(q, r0, k, j, d, s, lds, check, ahead);
     for (; j < j0 + nj; ++j) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check, ahead);
