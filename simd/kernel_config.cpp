@@ -94,7 +94,7 @@ KernelTable build_table<Isa::kAmx>() {
   t.key_tile = 512;
   slot(t, Precision::kBF16) = {2, avx512::bf16_packed_bytes, amx::bf16_scratch_bytes, avx512::bf16_pack_q,
                                avx512::bf16_pack_k, avx512::bf16_pack_v, amx::bf16_attend, amx::bf16_scores,
-                               /*defer_scale=*/true};
+                               /*defer_scale=*/true, /*rescore=*/true};
   return t;
 }
 

@@ -185,6 +185,12 @@ struct FlashPath {
   AttendFn* attend;
   ScoresFn* scores;
   bool defer_scale = false;  // pack_q leaves Q unscaled; attend and scores apply the scale (bf16 path)
+  // Stage 1 (cpu/sampling.cpp), its keys packed once, computes a chunk's scores a second time
+  // for the column sums instead of keeping them: where `scores` is so fast (AMX tiles) that
+  // writing and reading back a chunk's scores, and the small chunks a score budget allows, cost
+  // more than the products (2-core Xeon, bf16: stage 1 0.77-0.81 -> 0.66 s). Not on the FMA
+  // paths (2-core Zen 3, f32, 16K: stage 1 0.18-0.24 s kept, 0.29-0.45 s computed twice).
+  bool rescore = false;
 };
 
 // The factor pack_q gets, and the one attend / scores get as qk_scale, for a call whose scores

@@ -92,12 +92,21 @@ std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
   return pool;
 }
 
-// workspace_limit: the sharded calls' (one process's: none).
+// The active kernel table with every path rescoring (FlashPath::rescore, the AMX tiles' choice):
+// stage 1 then computes its scores twice wherever its keys are packed once, on any machine.
+KernelTable rescoring_table() {
+  KernelTable t = active_kernel_table();
+  for (FlashPath& path : t.paths) path.rescore = true;
+  return t;
+}
+
+// workspace_limit: the sharded calls' (one process's: none). table: the kernels of both (default:
+// the active table).
 void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& split, int processes,
-                      uint64_t workspace_limit = 0) {
+                      uint64_t workspace_limit = 0, const KernelTable* table = nullptr) {
   Problem whole;
   ASSERT_TRUE(build_problem(&params, true, &whole).is_ok());
-  const KernelTable& kernels = active_kernel_table();
+  const KernelTable& kernels = table != nullptr ? *table : active_kernel_table();
   SparsePlan one;
   {
     auto pool = pool_of(2);
@@ -192,20 +201,54 @@ uint64_t keys_apart_limit(const Case& c) {
   return 4 * static_cast<uint64_t>(c.hkv) * tile - 64;
 }
 
-// Without a limit, each process packs its key tiles once and scores them twice (the statistics,
-// then the column sums); under keys_apart_limit, stage 1 runs in waves that keep the scores.
+// Stage 1's three ways: without a limit each process packs its key tiles once, then keeps the
+// scores in waves (the FMA paths) or, on a rescoring path, scores twice (the statistics, one
+// reduction, the column sums); under keys_apart_limit, each chunk packs its tiles, in waves.
 TEST(ShardedPlan, SameAsOneProcessForEverySplit) {
   const std::vector<int32_t> lengths{2000};
   Case c = generated_case(lengths, DType::kF32, 5);
   const sampleattn::Params p = sample_params(c);
   const uint64_t keys_apart = keys_apart_limit(c);
+  const KernelTable rescoring = rescoring_table();
   for (int processes = 1; processes <= 4; ++processes) {
     for (const uint64_t limit : {uint64_t{0}, keys_apart}) {
-      SCOPED_TRACE(std::to_string(processes) + " processes, workspace limit " + std::to_string(limit));
-      expect_same_plan(c, p, contiguous(lengths, processes, false), processes, limit);
-      expect_same_plan(c, p, contiguous(lengths, processes, true), processes, limit);
+      for (const KernelTable* table : {&active_kernel_table(), &rescoring}) {
+        SCOPED_TRACE(std::to_string(processes) + " processes, workspace limit " + std::to_string(limit) +
+                     (table == &rescoring ? ", rescoring" : ""));
+        expect_same_plan(c, p, contiguous(lengths, processes, false), processes, limit, table);
+        expect_same_plan(c, p, contiguous(lengths, processes, true), processes, limit, table);
+      }
     }
   }
+}
+
+// One process: the same plan whether stage 1 keeps its scores or computes them twice.
+TEST(ShardedPlan, OneProcessSamePlanWithScoresKeptOrComputedTwice) {
+  const std::vector<int32_t> lengths{1700, 2100};
+  Case c = generated_case(lengths, DType::kF32, 9);
+  const sampleattn::Params p = sample_params(c);
+  Problem whole;
+  ASSERT_TRUE(build_problem(&p, true, &whole).is_ok());
+  const KernelTable rescoring = rescoring_table();
+  SparsePlan kept, twice;
+  auto pool = pool_of(2);
+  ASSERT_TRUE(cpu::build_sparse_plan(*pool, 0, cpu::WorkspaceParts{}, active_kernel_table(), whole, true, &kept).is_ok());
+  ASSERT_TRUE(cpu::build_sparse_plan(*pool, 0, cpu::WorkspaceParts{}, rescoring, whole, true, &twice).is_ok());
+  ASSERT_EQ(kept.heads.size(), twice.heads.size());
+  int sparse = 0;
+  for (size_t i = 0; i < kept.heads.size(); ++i) {
+    SCOPED_TRACE("(sequence, head) " + std::to_string(i));
+    const HeadPlan& a = kept.heads[i];
+    const HeadPlan& b = twice.heads[i];
+    sparse += !a.dense && a.stripes.size() > 4 ? 1 : 0;
+    EXPECT_EQ(b.decision, a.decision);
+    EXPECT_EQ(b.dense, a.dense);
+    EXPECT_EQ(b.window, a.window);
+    EXPECT_EQ(b.stripes, a.stripes);
+    EXPECT_NEAR(b.cra_min, a.cra_min, 1e-5);
+    EXPECT_NEAR(b.val_min, a.val_min, 1e-5);
+  }
+  EXPECT_GT(sparse, 0) << "every head dense: the case tests nothing";
 }
 
 TEST(ShardedPlan, UnevenEmptyAndVarlen) {
@@ -218,6 +261,8 @@ TEST(ShardedPlan, UnevenEmptyAndVarlen) {
   expect_same_plan(c, p, uneven, 4);
   expect_same_plan(c, p, contiguous(lengths, 3, true), 3);
   expect_same_plan(c, p, uneven, 4, keys_apart_limit(c));
+  const KernelTable rescoring = rescoring_table();
+  expect_same_plan(c, p, uneven, 4, 0, &rescoring);
 }
 
 TEST(ShardedPlan, KvGroupScopeWindowMassAndAlpha) {

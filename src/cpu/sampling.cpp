@@ -26,8 +26,8 @@
 namespace sampleattn::cpu {
 namespace {
 
-// Score buffers of the fused stage-1 pass when the keys are packed per chunk (packs_keys_once
-// false): a chunk's rows x all the keys they see, kept between the row statistics and the column
+// Score buffers of the fused stage-1 pass when a chunk keeps its scores (all but the rescoring
+// paths, FlashPath::rescore): a chunk's rows x all the keys they see, kept between the row statistics and the column
 // sums. The chunk shrinks with the key count to stay near this, and under a context's workspace
 // limit the buffers of all workers take at most a quarter of it.
 constexpr int64_t kScoreBufferBytes = int64_t{16} << 20;
@@ -180,8 +180,9 @@ uint64_t packed_key_bytes(const KernelTable& kernels, const Problem& problem) {
 }
 
 // Whether stage 1 packs every sampled sequence's keys once, before its row chunks and validation
-// rows, instead of once per chunk (2-core Xeon, 32K tokens, 32/8 heads, bf16 on AMX: stage 1
-// 0.77-0.81 -> 0.66 s, stage 2 with the validation rows 0.28 -> 0.25 s): when the packed keys
+// rows, instead of once per chunk (2-core Xeon, 32K tokens, 32/8 heads, bf16 on AMX, with the
+// scores computed again: stage 1 0.77-0.81 -> 0.66 s, stage 2 with the validation rows 0.28 ->
+// 0.25 s; 2-core Zen 3, f32, scores kept: no change measured): when the packed keys
 // (K in the sampling path's precision, up to 4x an int8 cache's bytes) take at most a quarter
 // of the workspace limit, or at most 1 GiB without a limit.
 constexpr uint64_t kPackedKeysUnlimitedBytes = uint64_t{1} << 30;
@@ -194,8 +195,7 @@ bool packs_keys_once(const KernelTable& kernels, const Problem& problem, uint64_
 
 class Sampler {
  public:
-  // recompute: (one process, whose keys are packed once: packs_keys_once) a chunk keeps no
-  // scores: it computes each key tile's scores again for the column sums (and the validation
+  // recompute (keys packed once, on a FlashPath::rescore path): a chunk keeps no scores: it computes each key tile's scores again for the column sums (and the validation
   // masses) after the row statistics, which costs a second pass of QK products on packed keys
   // instead of writing and reading back every score of the chunk (16 MB of them, past the
   // caches); its chunks are then whole query blocks, as the score budget no longer bounds them.
@@ -675,7 +675,8 @@ Status pack_keys_once(ThreadPool& pool, uint64_t pool_limit, const Sampler& samp
 SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& problem, int threads,
                                      uint64_t workspace_limit) {
   const bool keys_once = packs_keys_once(kernels, problem, workspace_limit);
-  const Sampler sampler(kernels, problem, score_budget(workspace_limit, threads), keys_once);
+  const Sampler sampler(kernels, problem, score_budget(workspace_limit, threads),
+                        keys_once && sampling_path(kernels, problem).rescore);
   const uint64_t hq = static_cast<uint64_t>(problem.num_q_heads);
   SamplingFootprint f;
   f.scratch_per_worker = sampler.scratch_bytes();
@@ -836,7 +837,8 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   if (sampled.empty()) return Status::ok();
 
   const bool keys_once = packs_keys_once(kernels, problem, workspace_limit);
-  Sampler sampler(kernels, problem, score_budget(workspace_limit, pool.num_threads()), keys_once);
+  Sampler sampler(kernels, problem, score_budget(workspace_limit, pool.num_threads()),
+                  keys_once && sampling_path(kernels, problem).rescore);
   const size_t scratch = sampler.scratch_bytes();
   const int chunk = sampler.chunk();
   const auto t_sampling = std::chrono::steady_clock::now();
@@ -1169,13 +1171,16 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
   if (sampled.empty()) return Status::ok();
 
-  // One process's rule (packs_keys_once) on the most key tiles any process holds, so that all
-  // choose alike (the chunks, and so the task lists, follow from it): when they fit, every
-  // process packs its key tiles once and its chunks keep no scores.
+  // One process's rules (packs_keys_once, FlashPath::rescore) on the most key tiles any process
+  // holds, so that all choose alike (the chunks, and so the task lists, follow from them): when
+  // they fit, every process packs its key tiles once, and on a rescoring path its chunks keep no
+  // scores.
+  const FlashPath& path = sampling_path(kernels, stage1);
   const uint64_t most_packed = static_cast<uint64_t>(most_slot_tiles) * static_cast<uint64_t>(groups) *
-                               sampling_path(kernels, stage1).packed_bytes(kernels.key_tile, global.head_dim);
+                               path.packed_bytes(kernels.key_tile, global.head_dim);
   const bool keys_once = packed_keys_fit(most_packed, workspace_limit);
-  Sampler sampler(kernels, stage1, score_budget(workspace_limit, pool.num_threads()), keys_once, kept_keys);
+  const bool recompute = keys_once && path.rescore;
+  Sampler sampler(kernels, stage1, score_budget(workspace_limit, pool.num_threads()), recompute, kept_keys);
   const size_t scratch = sampler.scratch_bytes();
   const int chunk = sampler.chunk();
   const uint64_t pool_limit = workspace_limit;
@@ -1190,9 +1195,9 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   // reduced over the processes; then the probabilities into this process's column sums (the
   // validation rows, after stage 2: into their bucket masses). Every process runs the same tasks
   // (the task lists depend on the global shapes only).
-  // - Keys packed once: as in one process, two passes of QK products on the packed keys, the
-  //   statistics of every chunk, then (after one reduction) the column sums, the scores computed
-  //   again (each worker packs its chunk's rows again).
+  // - Scores computed again (recompute): as in one process, two passes of QK products on the
+  //   packed keys, the statistics of every chunk, then (after one reduction) the column sums
+  //   (each worker packs its chunk's rows again).
   // - Else in waves of chunks, the scores kept in the wave's buffers while the wave's statistics
   //   are reduced: the scores are computed once; what waves cost is a wait a wave for the slowest
   //   process.
@@ -1200,9 +1205,9 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk);
   // A wave of up to 4 chunks a worker (within 256 MiB of buffers): the dynamic schedule of the
   // pool evens out chunks of unlike cost, and the waits for the slowest process come 4x fewer.
-  // Packed keys: one wave of every task, each worker with one buffer.
+  // Scores computed again: one wave of every task, each worker with one buffer.
   const int64_t threads = pool.num_threads();
-  const int64_t wave = keys_once ? std::max<int64_t>(1, static_cast<int64_t>(std::max(tasks.size(), val_tasks.size())))
+  const int64_t wave = recompute ? std::max<int64_t>(1, static_cast<int64_t>(std::max(tasks.size(), val_tasks.size())))
                                  : threads * std::clamp<int64_t>(static_cast<int64_t>((uint64_t{256} << 20) /
                                                      (static_cast<uint64_t>(threads) * std::max<size_t>(scratch, 1))),
                                                      1, 4);
@@ -1212,7 +1217,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   std::unique_ptr<char[], AlignedDelete> slots;
   local = Status::ok();
   try {
-    if (!keys_once) slots.reset(static_cast<char*>(::operator new[](static_cast<size_t>(wave) * scratch, std::align_val_t(64))));
+    if (!recompute) slots.reset(static_cast<char*>(::operator new[](static_cast<size_t>(wave) * scratch, std::align_val_t(64))));
   } catch (const std::bad_alloc&) {
     local = out_of_memory("out of memory for stage 1's wave buffers (" + std::to_string(wave) + " x " +
                           std::to_string(scratch) + " bytes)");
@@ -1239,10 +1244,10 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     for (size_t w0 = 0; w0 < waved.size(); w0 += static_cast<size_t>(wave)) {
       const int64_t n = std::min<int64_t>(wave, static_cast<int64_t>(waved.size() - w0));
       // The verdict on this wave's scores and the last wave's results travels with the maxima.
-      const size_t worker_scratch = keys_once ? scratch : 0;
+      const size_t worker_scratch = recompute ? scratch : 0;
       const Status scored = pool.run(n, worker_scratch, pool_limit, [&](int64_t t, int, void* buf) {
         const RowTask& task = waved[w0 + static_cast<size_t>(t)];
-        sampler.score_rows(sampled[task.ss], validation, task.g, task.c0, task.n, keys_once ? buf : slot(t));
+        sampler.score_rows(sampled[task.ss], validation, task.g, task.c0, task.n, recompute ? buf : slot(t));
       });
       if (status.is_ok()) status = scored;
       bool failed = !status.is_ok();
@@ -1266,8 +1271,8 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       }
       status = pool.run(n, worker_scratch, pool_limit, [&](int64_t t, int, void* buf) {
         const RowTask& task = waved[w0 + static_cast<size_t>(t)];
-        void* at = keys_once ? buf : slot(t);
-        if (keys_once) sampler.pack_chunk_rows(sampled[task.ss], validation, task.g, task.c0, task.n, at);
+        void* at = recompute ? buf : slot(t);
+        if (recompute) sampler.pack_chunk_rows(sampled[task.ss], validation, task.g, task.c0, task.n, at);
         if (validation) {
           sampler.add_masses(sampled[task.ss], task.g, task.c0, task.n, at, true);
         } else {
