@@ -27,9 +27,9 @@ namespace sampleattn::cpu {
 namespace {
 
 // Score buffers of the fused stage-1 pass when a chunk keeps its scores (all but the rescoring
-// paths, FlashPath::rescore): a chunk's rows x all the keys they see, kept between the row statistics and the column
-// sums. The chunk shrinks with the key count to stay near this, and under a context's workspace
-// limit the buffers of all workers take at most a quarter of it.
+// paths, FlashPath::rescore): a chunk's rows x all the keys they see, kept between the row
+// statistics and the column sums. The chunk shrinks with the key count to stay near this, and
+// under a context's workspace limit the buffers of all workers take at most a quarter of it.
 constexpr int64_t kScoreBufferBytes = int64_t{16} << 20;
 
 int64_t score_budget(uint64_t workspace_limit, int threads) {
@@ -195,10 +195,11 @@ bool packs_keys_once(const KernelTable& kernels, const Problem& problem, uint64_
 
 class Sampler {
  public:
-  // recompute (keys packed once, on a FlashPath::rescore path): a chunk keeps no scores: it computes each key tile's scores again for the column sums (and the validation
-  // masses) after the row statistics, which costs a second pass of QK products on packed keys
-  // instead of writing and reading back every score of the chunk (16 MB of them, past the
-  // caches); its chunks are then whole query blocks, as the score budget no longer bounds them.
+  // recompute (keys packed once, on a FlashPath::rescore path): a chunk keeps no scores: it
+  // computes each key tile's scores again for the column sums (and the validation masses) after
+  // the row statistics, which costs a second pass of QK products on packed keys instead of
+  // writing and reading back every score of the chunk (16 MB of them, past the caches); its
+  // chunks are then whole query blocks, as the score budget no longer bounds them.
   // Else a chunk keeps the scores of kept_keys keys (whole tiles; 0: the most keys of a sampled
   // sequence), the slots of the tiles it reads (SampledSequence::slot), within the budget.
   Sampler(const KernelTable& kernels, const Problem& problem, int64_t score_budget, bool recompute = false,
@@ -618,7 +619,7 @@ class Sampler {
   const Problem& p_;
   int64_t keys_;           // the most keys of a sampled sequence (whole tiles): a chunk's column sums
   int64_t kept_keys_;      // the keys whose scores a chunk keeps (whole tiles)
-  bool recompute_;         // scores computed again per tile instead of kept (keys packed once)
+  bool recompute_;         // scores computed again per tile instead of kept (a rescoring path)
   int chunk_;
   size_t k_tile_bytes_;    // one packed key tile
   float softcap_log2_;     // the model's softcap in log2 units, 0 = none
