@@ -11,6 +11,7 @@
 
 #include "core/problem.h"
 #include "core/shard_map.h"
+#include "cpu/flash_driver.h"
 #include "cpu/sampling.h"
 #include "cpu/thread_pool.h"
 #include "simd/dispatch.h"
@@ -192,12 +193,12 @@ sampleattn::Params sample_params(Case& c) {
 }
 
 // A workspace limit under which no process packs its keys once (build_sharded_plan): under 4x one
-// key tile of every kv group packed (in the smallest packing stage 1 can use), while a chunk's
-// scores still fit.
-uint64_t keys_apart_limit(const Case& c) {
+// key tile of every kv group packed by the path the call runs, while a chunk's scores still fit.
+uint64_t keys_apart_limit(const Case& c, const sampleattn::Params& params) {
+  Problem problem;
+  EXPECT_TRUE(build_problem(&params, true, &problem).is_ok());
   const KernelTable& kernels = active_kernel_table();
-  uint64_t tile = kernels.path(Precision::kF32)->packed_bytes(kernels.key_tile, c.d);
-  if (const FlashPath* bf16 = kernels.path(Precision::kBF16)) tile = std::min<uint64_t>(tile, bf16->packed_bytes(kernels.key_tile, c.d));
+  const uint64_t tile = cpu::select_path(kernels, problem).packed_bytes(kernels.key_tile, c.d);
   return 4 * static_cast<uint64_t>(c.hkv) * tile - 64;
 }
 
@@ -208,7 +209,7 @@ TEST(ShardedPlan, SameAsOneProcessForEverySplit) {
   const std::vector<int32_t> lengths{2000};
   Case c = generated_case(lengths, DType::kF32, 5);
   const sampleattn::Params p = sample_params(c);
-  const uint64_t keys_apart = keys_apart_limit(c);
+  const uint64_t keys_apart = keys_apart_limit(c, p);
   const KernelTable rescoring = rescoring_table();
   // (Under keys_apart_limit no path rescores: the keys are not packed once.)
   struct Way {
@@ -263,7 +264,7 @@ TEST(ShardedPlan, UnevenEmptyAndVarlen) {
   uneven.owner = {2, 0, 1, 0};  // process 3 holds nothing; process 0 two pieces of each
   expect_same_plan(c, p, uneven, 4);
   expect_same_plan(c, p, contiguous(lengths, 3, true), 3);
-  expect_same_plan(c, p, uneven, 4, keys_apart_limit(c));
+  expect_same_plan(c, p, uneven, 4, keys_apart_limit(c, p));
   const KernelTable rescoring = rescoring_table();
   expect_same_plan(c, p, uneven, 4, 0, &rescoring);
 }
