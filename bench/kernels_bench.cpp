@@ -287,12 +287,18 @@ void register_input_scan() {
 // runs them), in the K/V dtype; the data fit in L2, so this is the kernel's arithmetic. Counter
 // `ns_per_key` (Google Benchmark prints it with an "s" suffix; the value is in nanoseconds): one
 // key row of K and V of one kv head for its m rows (4 = a GQA group of 4 and one query).
+// `int8_int` is int8 K/V with integer products (AttendRowsArgs::int8_products; tables with
+// attend_rows_int8_products only), `int8` the same data with f32 products.
 //
 //   kernels_bench --benchmark_filter=attend_rows --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
-void attend_rows(benchmark::State& state, Isa isa, DType dtype) {
+void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
   const KernelTable* t = kernel_table_for(isa);
   if (t == nullptr) {
     state.SkipWithError("CPU lacks this ISA");
+    return;
+  }
+  if (integer && !t->attend_rows_int8_products) {
+    state.SkipWithError("no integer products in this table (CPU without AVX512_VNNI)");
     return;
   }
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), d = static_cast<int>(state.range(2));
@@ -327,7 +333,8 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype) {
                                         .lo = nullptr, .hi = nullptr, .row_max = row_max.data(),
                                         .row_sum = row_sum.data(), .acc = acc.data(),
                                         .scratch = static_cast<float*>(scratch.get()), .mod = {}, .heads = heads,
-                                        .k_head_step = d, .v_head_step = d, .scale_head_step = n});
+                                        .k_head_step = d, .v_head_step = d, .scale_head_step = n,
+                                        .int8_products = integer});
     benchmark::DoNotOptimize(finite);
     benchmark::DoNotOptimize(acc.data());
   }
@@ -338,9 +345,10 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype) {
 
 void register_attend_rows() {
   for (int i = kNumIsas - 1; i >= 0; --i) {
-    for (DType dt : {DType::kF16, DType::kI8, DType::kFP8, DType::kF32}) {
-      benchmark::RegisterBenchmark((std::string("attend_rows/") + isa_name(kAllIsas[i]) + "/" + dtype_name(dt)).c_str(),
-                                   attend_rows, kAllIsas[i], dt)
+    for (auto [dt, integer] : {std::pair{DType::kF16, false}, std::pair{DType::kI8, false}, std::pair{DType::kI8, true},
+                               std::pair{DType::kFP8, false}, std::pair{DType::kF32, false}}) {
+      const std::string name = std::string("attend_rows/") + isa_name(kAllIsas[i]) + "/" + dtype_name(dt) + (integer ? "_int" : "");
+      benchmark::RegisterBenchmark(name.c_str(), attend_rows, kAllIsas[i], dt, integer)
           ->ArgNames({"m", "n", "d"})
           ->Args({4, 64, 128})
           ->Args({16, 64, 128});

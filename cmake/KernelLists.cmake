@@ -16,7 +16,7 @@
 set(SAMPLEATTN_ISAS scalar avx2 avx512 amx)
 set(SAMPLEATTN_ISA_FLAGS_scalar "")
 set(SAMPLEATTN_ISA_FLAGS_avx2 -mavx2 -mfma -mf16c)
-set(SAMPLEATTN_ISA_FLAGS_avx512 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16)
+set(SAMPLEATTN_ISA_FLAGS_avx512 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mavx512vnni)
 # The AMX tile instructions are inline assembly (simd/flash/amx_tiles.h), so the amx unit takes the
 # avx512 flags: the class templates it shares with the avx512 unit compile to the same code.
 set(SAMPLEATTN_ISA_FLAGS_amx ${SAMPLEATTN_ISA_FLAGS_avx512})

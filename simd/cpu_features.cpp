@@ -53,8 +53,10 @@ CpuFeatures detect() {
   const bool avx512dq = (ebx >> 17) & 1;
   const bool avx512bw = (ebx >> 30) & 1;
   const bool avx512vl = (ebx >> 31) & 1;
+  const bool avx512vnni = (ecx >> 11) & 1;
   f.avx2_fma = ymm_state && avx2 && fma;
   f.avx512 = f.avx2_fma && zmm_state && avx512f && avx512dq && avx512bw && avx512vl;
+  f.avx512_vnni = f.avx512 && avx512vnni;
   const bool amx_bf16 = (edx >> 22) & 1;
   const bool amx_tile = (edx >> 24) & 1;
   const bool tile_state = (xcr0 & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
@@ -63,7 +65,7 @@ CpuFeatures detect() {
   f.avx512_bf16 = f.avx512 && ((eax >> 5) & 1);
   f.amx_fp16 = f.amx_bf16 && ((eax >> 21) & 1);
   f.amx_permitted = f.amx_bf16 && request_tile_permission();
-  if (!f.f16c) f.avx2_fma = f.avx512 = f.avx512_bf16 = false;  // our kernels convert f16 with F16C
+  if (!f.f16c) f.avx2_fma = f.avx512 = f.avx512_bf16 = f.avx512_vnni = false;  // our kernels convert f16 with F16C
   return f;
 }
 

@@ -11,6 +11,7 @@ struct CpuFeatures {
   bool avx2_fma = false;     // AVX2 + FMA3, with the OS saving YMM state
   bool avx512 = false;       // AVX-512 F/BW/DQ/VL, with the OS saving ZMM and opmask state
   bool avx512_bf16 = false;  // vdpbf16ps
+  bool avx512_vnni = false;  // vpdpwssd (int16 dot products)
   bool f16c = false;
   // AMX tiles (amx_tile + amx_bf16, amx_fp16), with the OS enabling the tile state in XCR0.
   bool amx_bf16 = false;

@@ -77,8 +77,14 @@ KernelTable build_table<Isa::kAvx512>() {
   t.accumulate_columns = avx512::accumulate_columns;
   t.store_rows = avx512::store_rows;
   t.modify_scores = avx512::modify_scores;
-  t.attend_rows = avx512::attend_rows;
-  t.attend_rows_scratch_bytes = avx512::attend_rows_scratch_bytes;
+  if (cpu_features().avx512_vnni) {
+    t.attend_rows = avx512::attend_rows_vnni;
+    t.attend_rows_scratch_bytes = avx512::attend_rows_vnni_scratch_bytes;
+    t.attend_rows_int8_products = true;
+  } else {
+    t.attend_rows = avx512::attend_rows;
+    t.attend_rows_scratch_bytes = avx512::attend_rows_scratch_bytes;
+  }
   t.scan_row = avx512::scan_row;
   return t;
 }

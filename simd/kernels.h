@@ -110,6 +110,12 @@ struct AttendRowsArgs {
   // scan left to the attention (docs/SECURITY.md).
   float* k_max_abs = nullptr;
   float* v_max_abs = nullptr;
+  // Int8 K/V may be multiplied in integers where the table can (KernelTable::attend_rows_int8_products):
+  // the caller accepts products other than f32 (precision AUTO or BF16).
+  bool int8_products = false;
+  // q, m, heads and d are those of the previous call on this scratch (the next key block of the
+  // same rows): the kernel may reuse what it derived from Q there (its int16 rows).
+  bool same_q = false;
 };
 
 // Head h's rows of `src` under an AttendRowsArgs' head steps.
@@ -218,6 +224,11 @@ struct KernelTable {
 
   AttendRowsFn* attend_rows;
   ScratchBytesFn* attend_rows_scratch_bytes;
+  // attend_rows multiplies int8 K and V in integers when AttendRowsArgs::int8_products asks (Q and
+  // P rounded to int16 per row; AVX512_VNNI, simd/flash/decode.h): its results are then within the
+  // bound given there of the f32 products on the dequantized values, not their bits. Other dtypes
+  // and kernels are unaffected.
+  bool attend_rows_int8_products = false;
   RowScanFn* scan_row;  // the input policy's row scan (core/row_scan.h): the portable one's bits
   RowStatsFn* row_stats;
   AccumulateColumnsFn* accumulate_columns;

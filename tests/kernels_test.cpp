@@ -755,17 +755,26 @@ TEST_P(KernelsTest, AccumulateColumnsMatchesOracle) {
 // only), per-head scales of quantized K/V, rows per head around the kernel's register blocks
 // (1, 2, 3, 4, 5, 8), keys around its groups, row spans (one row empty), a running state; and
 // the largest |value| of f32 and bf16 K and V (the input policy's bounds), over every key read.
+// Tables that can multiply int8 K/V in integers (attend_rows_int8_products) run int8 both ways
+// (AttendRowsArgs::int8_products), and with integer products are held to the rounding of Q and
+// of the weights to int16 on top (simd/flash/decode.h): a score within
+// dS = max|q| / 65534 * max_j sum|k_j|, so each weight within a factor 2^(+-2 dS), and a value sum
+// within max_j |w_j| / 65534 * sum_j |v8_j[x]| more.
 TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
   if (bf16()) GTEST_SKIP() << "attend_rows is one kernel per table";
   std::mt19937 rng(31);
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16, DType::kI8, DType::kFP8}) {
+  std::vector<std::pair<DType, bool>> kinds = {
+      {DType::kF32, false}, {DType::kF16, false}, {DType::kBF16, false}, {DType::kI8, false}, {DType::kFP8, false}};
+  if (table_->attend_rows_int8_products) kinds.emplace_back(DType::kI8, true);
+  for (auto [dt, integer] : kinds) {
     for (int d : {64, 128}) {
       for (int heads : {1, 3}) {
         for (int m : {1, 2, 3, 4, 5, 8}) {
           for (int n : {1, 15, 16, 17, 64}) {
-            SCOPED_TRACE(std::string(dtype_name(dt)) + " d=" + std::to_string(d) + " heads=" + std::to_string(heads) +
-                         " m=" + std::to_string(m) + " n=" + std::to_string(n));
+            SCOPED_TRACE(std::string(dtype_name(dt)) + (integer ? " (integer products)" : "") + " d=" +
+                         std::to_string(d) + " heads=" + std::to_string(heads) + " m=" + std::to_string(m) +
+                         " n=" + std::to_string(n));
             const int ahead = 9, keys = n + ahead, rows = heads * m;
             const int64_t head_step = d + 16, token_stride = heads * head_step;
             const int esize = dtype_size(dt);
@@ -827,10 +836,20 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             a.k_head_step = a.v_head_step = head_step;
             a.scale_head_step = scale_step;
             a.n_ahead = ahead;
+            a.int8_products = integer;
             float k_max = 0.f, v_max = 0.f;
             a.k_max_abs = &k_max;
             a.v_max_abs = &v_max;
             ASSERT_TRUE(table_->attend_rows(a));
+            if (integer) {  // the next call on the same rows may reuse Q's int16 rows: the same bits
+              const std::vector<float> max1 = row_max, sum1 = row_sum, acc1 = acc;
+              row_max = max0, row_sum = sum0, acc = acc0;
+              a.same_q = true;
+              ASSERT_TRUE(table_->attend_rows(a));
+              EXPECT_EQ(0, std::memcmp(max1.data(), row_max.data(), rows * sizeof(float)));
+              EXPECT_EQ(0, std::memcmp(sum1.data(), row_sum.data(), rows * sizeof(float)));
+              EXPECT_EQ(0, std::memcmp(acc1.data(), acc.data(), acc.size() * sizeof(float)));
+            }
             // The largest |value| of the n keys' K and V rows of every head (f32 and bf16 only).
             double want_k = 0, want_v = 0;
             if (dt == DType::kF32 || dt == DType::kBF16) {
@@ -855,27 +874,43 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
               }
               std::vector<double> sc(n);
               double mx = max0[r];
+              double q_max = 0, k_sum_max = 0;  // for the integer products' bound
+              for (int c = 0; c < d; ++c) q_max = std::max(q_max, std::abs(static_cast<double>(q[r * d + c])));
               for (int j = lo[r]; j < hi[r]; ++j) {
-                double dot = 0;
-                for (int c = 0; c < d; ++c) dot += static_cast<double>(q[r * d + c]) * exact(k, k_scales, j, h, c);
+                double dot = 0, k_sum = 0;
+                for (int c = 0; c < d; ++c) {
+                  dot += static_cast<double>(q[r * d + c]) * exact(k, k_scales, j, h, c);
+                  k_sum += std::abs(exact(k, k_scales, j, h, c));
+                }
                 sc[j] = dot;
                 mx = std::max(mx, dot);
+                k_sum_max = std::max(k_sum_max, k_sum);
               }
+              const double ds = integer ? q_max / 65534 * k_sum_max * 1.001 : 0;
+              const double spread = std::exp2(2 * ds) - 1;  // a weight's relative error from the scores
               const double corr = std::exp2(static_cast<double>(max0[r]) - mx);
               double sum = sum0[r] * corr;
-              std::vector<double> out(d);
-              for (int x = 0; x < d; ++x) out[x] = acc0[r * d + x] * corr;
-              double mag = 0;
+              std::vector<double> out(d), out_abs(d), v8_sum(d);
+              for (int x = 0; x < d; ++x) out[x] = acc0[r * d + x] * corr, out_abs[x] = std::abs(out[x]);
+              double mag = 0, w_max = 0;
               for (int j = lo[r]; j < hi[r]; ++j) {
                 const double p = std::exp2(sc[j] - mx);
                 sum += p;
-                for (int x = 0; x < d; ++x) out[x] += p * exact(v, v_scales, j, h, x);
+                for (int x = 0; x < d; ++x) {
+                  const double vx = exact(v, v_scales, j, h, x);
+                  out[x] += p * vx;
+                  out_abs[x] += p * std::abs(vx);
+                  if (integer) v8_sum[x] += std::abs(load_scalar(v.data(), dt, offsets[j] + h * head_step + x));
+                }
                 mag += p;
+                if (integer) w_max = std::max(w_max, p * v_scales[h * scale_step + j]);
               }
-              EXPECT_NEAR(row_max[r], mx, 1e-5 * (1 + std::abs(mx))) << "row " << r;
-              EXPECT_NEAR(row_sum[r], sum, 1e-5 * sum) << "row " << r;
+              EXPECT_NEAR(row_max[r], mx, 1e-5 * (1 + std::abs(mx)) + ds) << "row " << r;
+              EXPECT_NEAR(row_sum[r], sum, (1e-5 + spread) * sum) << "row " << r;
               for (int x = 0; x < d; ++x) {
-                EXPECT_NEAR(acc[r * d + x], out[x], 2e-5 * (mag + std::abs(acc0[r * d + x]) + 1)) << "row " << r << " x " << x;
+                const double rounding = spread * out_abs[x] + w_max * (1 + spread) / 65534 * v8_sum[x];
+                EXPECT_NEAR(acc[r * d + x], out[x], 2e-5 * (mag + std::abs(acc0[r * d + x]) + 1) + rounding)
+                    << "row " << r << " x " << x;
               }
             }
           }

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/flash_driver.h"
 #include "test_util.h"
 
 namespace sampleattn::testing {
@@ -259,19 +260,25 @@ struct QuantizedCopy {
 
 // Quantized K/V compute exactly what the f32 call on their dequantized values computes: the packs
 // (and the decode kernel) dequantize each value as scale * value in f32, once. Dense, sampled and
-// decode chunks; every kernel table.
+// decode chunks; every kernel table; precision F32 and AUTO. One exception: under AUTO, a table
+// whose decode kernel multiplies int8 K/V in integers (attend_rows_int8_products: Q and the
+// weights rounded to int16, simd/flash/decode.h) gives the decode chunks' rows within 2^-12
+// relative (L2 over the sequence's rows) and their lse within 2^-12, and every other row's bits.
 TEST_P(KvCacheCalls, QuantizedEqualsItsDequantizedValues) {
   ScopedIsa isa(GetParam());
   if (!isa.ok()) GTEST_SKIP() << "CPU lacks " << isa_name(GetParam());
   sampleattn_context* ctx = cpu_context(2);
-  for (DType t : {DType::kI8, DType::kFP8}) {
+  for (auto [t, precision] : {std::pair{DType::kI8, SAMPLEATTN_PRECISION_F32}, std::pair{DType::kI8, SAMPLEATTN_PRECISION_AUTO},
+                              std::pair{DType::kFP8, SAMPLEATTN_PRECISION_AUTO}}) {
     for (auto method : {SAMPLEATTN_METHOD_DENSE, SAMPLEATTN_METHOD_SAMPLE}) {
-      SCOPED_TRACE(std::string(dtype_name(t)) + (method == SAMPLEATTN_METHOD_DENSE ? " dense" : " sample"));
+      SCOPED_TRACE(std::string(dtype_name(t)) + (method == SAMPLEATTN_METHOD_DENSE ? " dense" : " sample") +
+                   (precision == SAMPLEATTN_PRECISION_F32 ? " f32" : " auto"));
       Case c = two_sequences(21, {{40, 70}, {1, 300}, {130, 150}, {9, 200}});
       const QuantizedCopy quant(c, t);
       c.k = quant.k_dequantized;
       c.v = quant.v_dequantized;
       sampleattn::Params reference = c.params();
+      reference.precision = precision;
       if (method == SAMPLEATTN_METHOD_SAMPLE) small_sample_params(reference);
       ASSERT_EQ(sampleattn_forward(ctx, &reference, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
       const std::vector<uint8_t> want_o = c.o.bytes;
@@ -282,11 +289,34 @@ TEST_P(KvCacheCalls, QuantizedEqualsItsDequantizedValues) {
       p.k = {quant.k.bytes.data(), static_cast<sampleattn_dtype>(t), int64_t{c.hkv} * c.d, c.d};
       p.v = {quant.v.bytes.data(), static_cast<sampleattn_dtype>(t), int64_t{c.hkv} * c.d, c.d};
       p.kv_cache = &cache;
+      p.precision = precision;
       if (method == SAMPLEATTN_METHOD_SAMPLE) small_sample_params(p);
       c.o.poison();
       ASSERT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
-      EXPECT_EQ(c.o.bytes, want_o);
-      EXPECT_EQ(0, std::memcmp(c.lse.data(), want_lse.data(), c.lse.size() * sizeof(float)));
+      if (!(t == DType::kI8 && precision == SAMPLEATTN_PRECISION_AUTO && active_kernel_table().attend_rows_int8_products)) {
+        EXPECT_EQ(c.o.bytes, want_o);
+        EXPECT_EQ(0, std::memcmp(c.lse.data(), want_lse.data(), c.lse.size() * sizeof(float)));
+        continue;
+      }
+      Problem problem;
+      ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+      int decoded = 0;
+      for (size_t b = 0; b < problem.sequences.size(); ++b) {
+        const bool decode = cpu::decode_streams(problem, problem.sequences[b]);
+        decoded += decode;
+        const int64_t first = c.cu_q[b] * c.hq, last = c.cu_q[b + 1] * c.hq;  // (token, head) rows
+        double err = 0, norm = 0, lse_err = 0;
+        for (int64_t i = first * c.d; i < last * c.d; ++i) {
+          const double want_x = load_scalar(want_o.data(), c.o.dtype, i);
+          err += (c.o.get(i) - want_x) * (c.o.get(i) - want_x);
+          norm += want_x * want_x;
+        }
+        for (int64_t i = first; i < last; ++i) lse_err = std::max(lse_err, std::abs(double{c.lse[i]} - want_lse[i]));
+        SCOPED_TRACE("sequence " + std::to_string(b) + (decode ? " (decode kernel)" : ""));
+        EXPECT_LE(std::sqrt(err / norm), decode ? 0x1p-12 : 0.0);
+        EXPECT_LE(lse_err, decode ? 0x1p-12 : 0.0);
+      }
+      EXPECT_GT(decoded, 0);
     }
   }
   sampleattn_context_destroy(ctx);

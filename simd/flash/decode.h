@@ -21,6 +21,23 @@
 // simd/flash/softmax.h on the block's scores. Values: each value row, converted, is added into
 // register blocks of kPvRows x kPvVecs accumulator vectors.
 //
+// Integer products (Decode<Arch, true>, AVX512_VNNI; the table takes it when the CPU has VNNI, and
+// it runs them when AttendRowsArgs::int8_products allows, else the f32 products below): int8 K
+// and V are used as they are stored, never converted to f32. Each query row becomes int16
+// (q16 = round(q / sq), sq = max|q| / 32767, per row and call) and a score is
+// sq * k_scale * (q16 . k8), the dot product exact in int32 (vpdpwssd on K sign-extended to int16).
+// The values: each row's weights w = p * v_scale become int16 the same way (per row and call) and
+// sum_j w16_j * v8_j accumulates exactly in int32 (pairs of keys interleaved, vpdpwssd), added to
+// the f32 accumulators with the row's weight scale every kIntFlushKeys keys (no int32 overflow:
+// 256 x 32767 x 128 < 2^31, and d <= 256 for the scores). Per 32 values, one sign extension and
+// one vpdpwssd a row, where the f32 products take 2 x (two conversions, a scale, a FMA a row).
+// The price is rounding: a score moves by at most max|q| / 65534 * sum |k| (K dequantized), a
+// value sum by at most max_j |w_j| / 65534 * sum_j |v8_j[x]|; on the Llama captures that is about
+// 1/150 of what int8's own rounding costs (docs/ACCURACY.md), but it is not the bits of the f32
+// call on the dequantized values (KernelTable::attend_rows_int8_products says which tables can).
+// Q's int16 rows depend on the rows only, so the next key block of the same rows reuses them
+// (AttendRowsArgs::same_q).
+//
 // Every value read is also checked: f32/f16/bf16 NaN or Inf, and fp8 e4m3's NaN codes (read as
 // +-1.875 by Pack::load_src before the 2^8 unbias; the largest finite code reads 1.75), so the
 // driver can skip the separate scan of such K/V (docs/SECURITY.md).
@@ -43,7 +60,7 @@
 
 namespace sampleattn::flash {
 
-template <class Arch>
+template <class Arch, bool kIntProducts = false>
 struct Decode : Vec<Arch> {
   using V = Vec<Arch>;
   using typename V::B;
@@ -64,8 +81,55 @@ struct Decode : Vec<Arch> {
   // 12.0-12.9 ms).
   static constexpr int kAhead = 32;
 
+  // Integer products (see the top of this file): int16 values per vector, the largest d, and the
+  // keys whose value sums may share an int32 accumulator.
+  static constexpr int kIntStep = 32;
+  static constexpr int kIntMaxDim = 256;
+  static constexpr int kIntFlushKeys = 256;
+  static_assert(!kIntProducts || W == 16, "integer products are AVX-512 (VNNI) only");
+  static constexpr bool int_products(DType t) { return kIntProducts && t == DType::kI8; }
+
+  // The scratch: (integer products) Q as int16 with its row scales first, whose place depends on
+  // the rows only (AttendRowsArgs::same_q reuses them), then the scores, then (integer products)
+  // the weights as int16 with their row scales; each area 64-byte aligned.
+  struct Scratch {
+    int16_t* q16 = nullptr;     // rows x kIntMaxDim (d rounded up to kIntStep, zero past d)
+    float* q_scale = nullptr;   // rows
+    float* s = nullptr;
+    int16_t* w16 = nullptr;     // rows x ldw (zero past n)
+    float* w_scale = nullptr;   // rows
+    int64_t ldw = 0;
+  };
+  // Byte offsets of Scratch's areas for m rows and n keys, in its order; [5] is the total.
+  static void scratch_offsets(int m, int n, size_t* off) {
+    const size_t rows = static_cast<size_t>(m);
+    const bool ints = kIntProducts;
+    off[0] = 0;
+    off[1] = off[0] + (ints ? round_up(rows * kIntMaxDim * sizeof(int16_t), 64) : 0);
+    off[2] = off[1] + (ints ? round_up(rows * sizeof(float), 64) : 0);
+    off[3] = off[2] + round_up(rows * round_up(static_cast<size_t>(n), W) * sizeof(float), 64);
+    off[4] = off[3] + (ints ? round_up(rows * round_up(static_cast<size_t>(n), kIntStep) * sizeof(int16_t), 64) : 0);
+    off[5] = off[4] + (ints ? round_up(rows * sizeof(float), 64) : 0);
+  }
+  static Scratch scratch_of(float* base, int m, int n) {
+    size_t off[6];
+    scratch_offsets(m, n, off);
+    char* p = reinterpret_cast<char*>(base);
+    Scratch r;
+    r.s = reinterpret_cast<float*>(p + off[2]);
+    if constexpr (kIntProducts) {
+      r.q16 = reinterpret_cast<int16_t*>(p + off[0]);
+      r.q_scale = reinterpret_cast<float*>(p + off[1]);
+      r.w16 = reinterpret_cast<int16_t*>(p + off[3]);
+      r.w_scale = reinterpret_cast<float*>(p + off[4]);
+      r.ldw = static_cast<int64_t>(round_up(static_cast<size_t>(n), kIntStep));
+    }
+    return r;
+  }
   static size_t scratch_bytes(int m, int n) {
-    return round_up(static_cast<size_t>(m) * round_up(static_cast<size_t>(n), W) * sizeof(float), 64);
+    size_t off[6];
+    scratch_offsets(m, n, off);
+    return off[5];
   }
 
   // Tracks what the values read so far say: for fp8, whether one held a NaN code (they load as
@@ -147,8 +211,10 @@ struct Decode : Vec<Arch> {
     return r;
   }
 
-  // Sums of 16 vectors: lane L of the result = sum of the lanes of in[L] (AVX-512 only).
-  static B reduce16(const B* in) {
+  // Sums of 16 vectors: lane L of the result = sum of the lanes of in[L] (AVX-512 only). `add`
+  // adds two vectors of the lanes' type (f32, or int32 seen as f32 bits: the tree only moves lanes).
+  template <class Add>
+  static __m512 reduce16(const __m512* in, Add add) {
     // Lane (4 * quarter + position) of the tree's result sums v[q0[quarter] + q1[position]].
     constexpr int q0[4] = {0, 8, 4, 12};
     constexpr int q1[4] = {0, 2, 1, 3};
@@ -156,18 +222,28 @@ struct Decode : Vec<Arch> {
     for (int L = 0; L < 16; ++L) v[q0[L / 4] + q1[L % 4]] = in[L];
     __m512 w[8];
     for (int i = 0; i < 8; ++i) {
-      w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44), _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
+      w[i] = add(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44), _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
     }
     __m512 x[4];
     for (int i = 0; i < 4; ++i) {
-      x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[i], w[i + 4], 0x88), _mm512_shuffle_f32x4(w[i], w[i + 4], 0xDD));
+      x[i] = add(_mm512_shuffle_f32x4(w[i], w[i + 4], 0x88), _mm512_shuffle_f32x4(w[i], w[i + 4], 0xDD));
     }
     __m512 y[2];
-    for (int i = 0; i < 2; ++i) {
-      y[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[i], x[i + 2]), _mm512_unpackhi_ps(x[i], x[i + 2]));
-    }
+    for (int i = 0; i < 2; ++i) y[i] = add(_mm512_unpacklo_ps(x[i], x[i + 2]), _mm512_unpackhi_ps(x[i], x[i + 2]));
     const __m512d y0 = _mm512_castps_pd(y[0]), y1 = _mm512_castps_pd(y[1]);
-    return B(_mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(y0, y1)), _mm512_castpd_ps(_mm512_unpackhi_pd(y0, y1))));
+    return add(_mm512_castpd_ps(_mm512_unpacklo_pd(y0, y1)), _mm512_castpd_ps(_mm512_unpackhi_pd(y0, y1)));
+  }
+  static B reduce16(const B* in) {
+    __m512 v[16];
+    for (int L = 0; L < 16; ++L) v[L] = in[L];
+    return B(reduce16(v, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); }));
+  }
+  static __m512i reduce16(const __m512i* in) {
+    __m512 v[16];
+    for (int L = 0; L < 16; ++L) v[L] = _mm512_castsi512_ps(in[L]);
+    return _mm512_castps_si512(reduce16(v, [](__m512 a, __m512 b) {
+      return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    }));
   }
 
   // s[i][j + u] = q_(r0 + i) . k_(j + u) for R rows and J keys: R x J independent chains, reduced
@@ -220,14 +296,20 @@ struct Decode : Vec<Arch> {
   }
 
   // Keys [j0, j0 + nj) of one head, R rows: J keys at a time (16 / R on AVX-512, so that the 16
-  // products are reduced together, 4 for R = 3; 2 elsewhere), the rest one by one.
+  // products are reduced together, 4 for R = 3; 2 elsewhere), the rest one by one. Query row r0's
+  // f32 values at q, its int16 ones in t (integer products).
   template <DType T, int R>
-  static void score_group(const float* q, int r0, const RowSource& k, int j0, int nj, int d, float* s, int64_t lds,
-                          Check<T>* check, const Ahead& ahead) {
+  static void score_group(const float* q, const Scratch& t, int r0, const RowSource& k, int j0, int nj, int d,
+                          float* s, int64_t lds, Check<T>* check, const Ahead& ahead) {
     constexpr int J = W == 16 ? (R == 3 ? 4 : 16 / R) : 2;
     int j = j0;
-    for (; j + J <= j0 + nj; j += J) score_keys<T, R, J>(q, r0, k, j, d, s, lds, check, ahead);
-    for (; j < j0 + nj; ++j) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check, ahead);
+    if constexpr (int_products(T)) {
+      for (; j + J <= j0 + nj; j += J) score_keys_int<R, J>(t, r0, k, j, d, s, lds, ahead);
+      for (; j < j0 + nj; ++j) score_keys_int<R, 1>(t, r0, k, j, d, s, lds, ahead);
+    } else {
+      for (; j + J <= j0 + nj; j += J) score_keys<T, R, J>(q, r0, k, j, d, s, lds, check, ahead);
+      for (; j < j0 + nj; ++j) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check, ahead);
+    }
   }
 
   // acc rows r0.. (R of them), columns [x0, x0 + C * W) += p rows . V rows.
@@ -272,11 +354,190 @@ struct Decode : Vec<Arch> {
     }
   }
 
+  // ---- Integer products (kIntProducts; see the top of this file) ----
+
+  // Rows [0, rows) of x (leading dimension ld, n values each) as int16:
+  // out[r] = round(x[r] * factor / scale[r]), scale[r] = max_j |x[r][j] * factor_j| / 32767, zero
+  // from n to ldo; factor_j is 1 when `factors` is null. A row whose maximum is not a normal
+  // float (all its values below 1.2e-38) is taken as 0: zeros, scale 0.
+  static void to_int16(const float* x, int64_t ld, int rows, int n, const float* factors, int16_t* out, int64_t ldo,
+                       float* scale) {
+    const auto load = [&](const float* row, int j) {
+      const __mmask16 lanes = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+      __m512 v = _mm512_maskz_loadu_ps(lanes, row + j);
+      if (factors != nullptr) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(lanes, factors + j));
+      return v;
+    };
+    for (int r = 0; r < rows; ++r) {
+      const float* row = x + static_cast<int64_t>(r) * ld;
+      int16_t* o = out + static_cast<int64_t>(r) * ldo;
+      __m512 mx = _mm512_setzero_ps();
+      for (int j = 0; j < n; j += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(load(row, j)));
+      const float m = _mm512_reduce_max_ps(mx);
+      if (!(m >= std::numeric_limits<float>::min())) {  // also NaN, which the caller's checks report
+        for (int64_t j = 0; j < ldo; ++j) o[j] = 0;
+        scale[r] = 0.0f;
+        continue;
+      }
+      // x / m first (1 / m is finite for a normal m; 32767 / m need not be), then to +-32767.
+      const __m512 inv = _mm512_set1_ps(1.0f / m), top = _mm512_set1_ps(32767.0f);
+      int j = 0;
+      for (; j < n; j += 16) {
+        const __m512 y = _mm512_mul_ps(_mm512_mul_ps(load(row, j), inv), top);
+        const __m256i v = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(y));
+        const __mmask16 lanes = n - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1);
+        _mm256_mask_storeu_epi16(o + j, lanes, v);
+      }
+      for (j = n; j < ldo; ++j) o[j] = 0;
+      scale[r] = m / 32767.0f;
+    }
+  }
+
+  // acc + the pairwise int16 products of a and b (vpdpwssd). In inline assembly: GCC 12 copies the
+  // accumulator around each _mm512_dpwssd_epi32 of these loops (a register move per product;
+  // kernels_bench int8_int 22.9 -> 22.1 ns a key), where the instruction updates it in place.
+  static __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
+    asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+  }
+  // The same with b the int16 pair at `pair` in every lane, broadcast by the instruction's load.
+  static __m512i dpwssd(__m512i acc, __m512i a, const int16_t* pair) {
+    asm("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*reinterpret_cast<const int32_t*>(pair)));
+    return acc;
+  }
+
+  // The kIntStep int8 values at p as int16, the first `count` of them (the rest 0, not read).
+  static __m512i load_i8(const int8_t* p, int count) {
+    const __mmask32 lanes = count >= kIntStep ? ~__mmask32(0) : static_cast<__mmask32>((1u << count) - 1);
+    return _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lanes, p));
+  }
+
+  // score_keys for int8 K: R x J int32 dot products of Q's int16 rows with the keys' int8 rows.
+  template <int R, int J>
+  static void score_keys_int(const Scratch& t, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
+                             const Ahead& ahead) {
+    const int fj = j + kAhead;
+    const int fkeys = ahead.k == nullptr ? 0 : imin(J, ahead.limit - fj);
+    const int steps = (d + kIntStep - 1) / kIntStep;
+    const int per_step = (ahead.lines + steps - 1) / steps;
+    const int8_t* kb = static_cast<const int8_t*>(k.base);
+    const int16_t* q = t.q16 + static_cast<int64_t>(r0) * kIntMaxDim;
+    int64_t base[J];
+    for (int u = 0; u < J; ++u) base[u] = row_base(k, j + u);
+    // The rows to request, found once (a step has fewer products to hide the address arithmetic
+    // behind than the f32 path's).
+    const char* ahead_k[J];
+    const char* ahead_v[J];
+    for (int u = 0; u < fkeys; ++u) {
+      ahead_k[u] = ahead.line(fj + u, 0);
+      ahead_v[u] = ahead.line(fj + u, ahead.k_lines);
+    }
+    __m512i acc[R * J];
+    for (int i = 0; i < R * J; ++i) acc[i] = _mm512_setzero_si512();
+    for (int c = 0, step = 0; c < d; c += kIntStep, ++step) {
+      const int l1 = imin((step + 1) * per_step, ahead.lines);
+      for (int l = step * per_step; l < l1; ++l) {
+        for (int u = 0; u < fkeys; ++u) {
+          _mm_prefetch(l < ahead.k_lines ? ahead_k[u] + 64 * l : ahead_v[u] + 64 * (l - ahead.k_lines), _MM_HINT_T1);
+        }
+      }
+      __m512i qi[R];
+      for (int i = 0; i < R; ++i) qi[i] = _mm512_loadu_si512(q + static_cast<int64_t>(i) * kIntMaxDim + c);
+      for (int u = 0; u < J; ++u) {
+        const __m512i x = load_i8(kb + base[u] + c, d - c);
+        for (int i = 0; i < R; ++i) acc[i * J + u] = dpwssd(acc[i * J + u], qi[i], x);
+      }
+    }
+    // score = float(dot) * q_scale * k_scale.
+    alignas(64) float factor[16] = {};
+    for (int i = 0; i < R; ++i) {
+      for (int u = 0; u < J; ++u) factor[i * J + u] = t.q_scale[r0 + i] * k.scales[j + u];
+    }
+    if constexpr (R * J == 16) {
+      const __m512 sums = _mm512_mul_ps(_mm512_cvtepi32_ps(reduce16(acc)), _mm512_load_ps(factor));
+      for (int i = 0; i < R; ++i) {
+        const __mmask16 lanes = static_cast<__mmask16>(((1u << J) - 1) << (i * J));
+        _mm512_mask_storeu_ps(s + static_cast<int64_t>(i) * lds + j - i * J, lanes, sums);
+      }
+    } else {
+      for (int i = 0; i < R; ++i) {
+        for (int u = 0; u < J; ++u) {
+          s[static_cast<int64_t>(i) * lds + j + u] =
+              static_cast<float>(_mm512_reduce_add_epi32(acc[i * J + u])) * factor[i * J + u];
+        }
+      }
+    }
+  }
+
+  // value_block for int8 V: acc rows r0.. (R of them), columns [x0, x0 + G * kIntStep) (clipped
+  // to dv) += the rows' int16 weights . V's int8 rows, two keys per step: their rows sign-extended
+  // and interleaved (unpack lo/hi: dimension pairs of keys j and j + 1 in each 32-bit lane), so
+  // one vpdpwssd adds w_j * v_j[x] + w_(j+1) * v_(j+1)[x]. The unpacks leave dimensions in the
+  // order 0-3 | 8-11 ... (lo) and 4-7 | 12-15 ... (hi); the flush puts them back in order.
+  template <int R, int G>
+  static void value_block_int(const Scratch& t, int r0, const RowSource& v, int n, int dv, int x0, float* acc) {
+    const int8_t* vb = static_cast<const int8_t*>(v.base);
+    __m512i a[R][2 * G];
+    for (int i = 0; i < R; ++i) {
+      for (int g = 0; g < 2 * G; ++g) a[i][g] = _mm512_setzero_si512();
+    }
+    const __m512i order_lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i order_hi = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int j0 = 0; j0 < n; j0 += kIntFlushKeys) {
+      const int j1 = imin(n, j0 + kIntFlushKeys);
+      for (int j = j0; j < j1; j += 2) {
+        const int8_t* p0 = vb + row_base(v, j) + x0;
+        const int8_t* p1 = j + 1 < j1 ? vb + row_base(v, j + 1) + x0 : nullptr;
+        const int16_t* w = t.w16 + static_cast<int64_t>(r0) * t.ldw + j;  // w16[j], w16[j + 1] (0 past n)
+        for (int g = 0; g < G; ++g) {
+          const int count = dv - x0 - g * kIntStep;
+          const __m512i v0 = load_i8(p0 + g * kIntStep, count);
+          const __m512i v1 = p1 != nullptr ? load_i8(p1 + g * kIntStep, count) : _mm512_setzero_si512();
+          const __m512i lo = _mm512_unpacklo_epi16(v0, v1), hi = _mm512_unpackhi_epi16(v0, v1);
+          for (int i = 0; i < R; ++i) {
+            a[i][2 * g] = dpwssd(a[i][2 * g], lo, w + i * t.ldw);
+            a[i][2 * g + 1] = dpwssd(a[i][2 * g + 1], hi, w + i * t.ldw);
+          }
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        const __m512 scale = _mm512_set1_ps(t.w_scale[r0 + i]);
+        float* out = acc + static_cast<int64_t>(r0 + i) * dv + x0;
+        for (int g = 0; g < G; ++g) {
+          const int count = dv - x0 - g * kIntStep;
+          const __m512i halves[2] = {_mm512_permutex2var_epi32(a[i][2 * g], order_lo, a[i][2 * g + 1]),
+                                     _mm512_permutex2var_epi32(a[i][2 * g], order_hi, a[i][2 * g + 1])};
+          for (int half = 0; half < 2 && count > 16 * half; ++half) {
+            float* o = out + g * kIntStep + 16 * half;
+            _mm512_storeu_ps(o, _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(halves[half]), _mm512_loadu_ps(o)));
+          }
+          a[i][2 * g] = a[i][2 * g + 1] = _mm512_setzero_si512();
+        }
+      }
+    }
+  }
+
+  template <int R>
+  static void value_rows_int(const Scratch& t, int r0, const RowSource& v, int n, int dv, float* acc) {
+    constexpr int kGroups = 2;  // R x 4 int32 accumulators: 16 zmm for R = 4
+    for (int x0 = 0; x0 < dv; x0 += kGroups * kIntStep) {
+      if (dv - x0 > kIntStep) {
+        value_block_int<R, kGroups>(t, r0, v, n, dv, x0, acc);
+      } else {
+        value_block_int<R, 1>(t, r0, v, n, dv, x0, acc);
+      }
+    }
+  }
+
   template <DType TK, DType TV>
   static bool run(const AttendRowsArgs& a) {
     const int m = a.m, n = a.n, d = a.d, dv = a.dv, heads = a.heads, rows = heads * m;
     const int64_t lds = static_cast<int64_t>(round_up(static_cast<size_t>(n), W));
-    float* s = a.scratch;
+    const Scratch t = scratch_of(a.scratch, rows, n);
+    float* s = t.s;
+    if constexpr (int_products(TK)) {
+      if (!a.same_q) to_int16(a.q, d, rows, d, nullptr, t.q16, kIntMaxDim, t.q_scale);
+    }
     Check<TK> kcheck;
     Check<TV> vcheck;
     // Scores: every head of kKeyGroup keys, then the next keys; the first row block of each head
@@ -292,10 +553,10 @@ struct Decode : Vec<Arch> {
           float* sr = s + static_cast<int64_t>(row) * lds;
           Check<TK>* check = r0 == 0 ? &kcheck : nullptr;
           switch (imin(kRows, m - r0)) {
-            case 1: score_group<TK, 1>(a.q, row, k, j0, nj, d, sr, lds, check, fetch); break;
-            case 2: score_group<TK, 2>(a.q, row, k, j0, nj, d, sr, lds, check, fetch); break;
-            case 3: score_group<TK, 3>(a.q, row, k, j0, nj, d, sr, lds, check, fetch); break;
-            default: score_group<TK, kRows>(a.q, row, k, j0, nj, d, sr, lds, check, fetch); break;
+            case 1: score_group<TK, 1>(a.q, t, row, k, j0, nj, d, sr, lds, check, fetch); break;
+            case 2: score_group<TK, 2>(a.q, t, row, k, j0, nj, d, sr, lds, check, fetch); break;
+            case 3: score_group<TK, 3>(a.q, t, row, k, j0, nj, d, sr, lds, check, fetch); break;
+            default: score_group<TK, kRows>(a.q, t, row, k, j0, nj, d, sr, lds, check, fetch); break;
           }
         }
       }
@@ -326,11 +587,24 @@ struct Decode : Vec<Arch> {
       }
     }
     // Values, head by head, kPvRows rows at a time (the rows are in L2 by now); the first block of
-    // each head checks its values.
+    // each head checks its values. Integer products: the head's weights p * v_scale as int16 first.
     for (int h = 0; h < heads; ++h) {
       const RowSource v = head_rows(a.v, h, a.v_head_step, a.scale_head_step);
+      if constexpr (int_products(TV)) {
+        to_int16(s + static_cast<int64_t>(h) * m * lds, lds, m, n, v.scales, t.w16 + static_cast<int64_t>(h) * m * t.ldw,
+                 t.ldw, t.w_scale + h * m);
+      }
       for (int r0 = 0; r0 < m; r0 += kPvRows) {
         const int row = h * m + r0;
+        if constexpr (int_products(TV)) {
+          switch (imin(kPvRows, m - r0)) {
+            case 1: value_rows_int<1>(t, row, v, n, dv, a.acc); break;
+            case 2: value_rows_int<2>(t, row, v, n, dv, a.acc); break;
+            case 3: value_rows_int<3 < kPvRows ? 3 : kPvRows>(t, row, v, n, dv, a.acc); break;
+            default: value_rows_int<kPvRows>(t, row, v, n, dv, a.acc); break;
+          }
+          continue;
+        }
         Check<TV>* check = r0 == 0 ? &vcheck : nullptr;
         switch (imin(kPvRows, m - r0)) {
           case 1: value_rows<TV, 1>(s, lds, row, v, n, dv, a.acc, check); break;
@@ -348,6 +622,10 @@ struct Decode : Vec<Arch> {
   }
 
   static bool attend_rows(const AttendRowsArgs& a) {
+    if constexpr (kIntProducts) {
+      // f32 products asked for, or d past the int32 bound (not a head dim the library takes).
+      if (!a.int8_products || a.d > kIntMaxDim) return Decode<Arch, false>::attend_rows(a);
+    }
     bool finite = true;
     with_dtype(a.k.dtype, [&](auto tk) {
       with_dtype(a.v.dtype, [&](auto tv) { finite = run<decltype(tk)::value, decltype(tv)::value>(a); });

@@ -31,10 +31,13 @@ SAMPLEATTN_FLASH_ENTRY_POINTS
 RowScanFn scan_row;
 }  // namespace sampleattn::avx2
 
-// Plus the bf16 path (vdpbf16ps; only put in the table when the CPU has AVX512_BF16).
+// Plus the bf16 path (vdpbf16ps; only put in the table when the CPU has AVX512_BF16) and the
+// decode step with integer products for int8 K/V (vpdpwssd; only when the CPU has AVX512_VNNI).
 namespace sampleattn::avx512 {
 SAMPLEATTN_FLASH_ENTRY_POINTS
 RowScanFn scan_row;
+AttendRowsFn attend_rows_vnni;
+ScratchBytesFn attend_rows_vnni_scratch_bytes;
 PackedBytesFn bf16_packed_bytes;
 ScratchBytesFn bf16_scratch_bytes;
 PackQFn bf16_pack_q;

@@ -283,4 +283,8 @@ void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, 
 
 #include "simd/flash/vector_entry_points.inc"
 
+// The decode step with int8 K/V products in integers (simd/flash/decode.h).
+bool attend_rows_vnni(const AttendRowsArgs& args) { return flash::Decode<Arch, true>::attend_rows(args); }
+size_t attend_rows_vnni_scratch_bytes(int m, int n) { return flash::Decode<Arch, true>::scratch_bytes(m, n); }
+
 }  // namespace sampleattn::avx512

@@ -431,6 +431,7 @@ class FlashRunner {
     const KvLayout& kv = p_.kv;
     const ScoreModArgs mod = score_mod_args(s, 0, s.key_pos);
     float k_max = 0.f, v_max = 0.f;
+    bool called = false;  // attend_rows ran on these rows and this scratch
     for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
       const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
       const int n = static_cast<int>(b1 - b0);
@@ -455,7 +456,8 @@ class FlashRunner {
            .row_max = s.row_max, .row_sum = s.row_sum, .acc = s.acc, .scratch = s.decode_scratch, .mod = mod,
            .heads = t.kv_heads, .k_head_step = kv.k_head_stride, .v_head_step = kv.v_head_stride,
            .scale_head_step = s.kv_rows.scale_head_step(), .n_ahead = ahead, .k_max_abs = &k_max,
-           .v_max_abs = &v_max});
+           .v_max_abs = &v_max, .int8_products = p_.precision != SAMPLEATTN_PRECISION_F32, .same_q = called});
+      called = true;
       if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
     }
     raise(k_max_bits_, k_max);
