@@ -396,12 +396,16 @@ struct Decode : Vec<Arch> {
   // acc + the pairwise int16 products of a and b (vpdpwssd). In inline assembly: GCC 12 copies the
   // accumulator around each _mm512_dpwssd_epi32 of these loops (a register move per product;
   // kernels_bench int8_int 22.9 -> 22.1 ns a key), where the instruction updates it in place.
-  static __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
+  // Templates, so that a unit compiled without AVX-512 (whose "v" registers are 256 bits) never
+  // checks their operands: only the avx512 unit instantiates them.
+  template <class Zmm>
+  static Zmm dpwssd(Zmm acc, Zmm a, Zmm b) {
     asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
     return acc;
   }
   // The same with b the int16 pair at `pair` in every lane, broadcast by the instruction's load.
-  static __m512i dpwssd(__m512i acc, __m512i a, const int16_t* pair) {
+  template <class Zmm>
+  static Zmm dpwssd(Zmm acc, Zmm a, const int16_t* pair) {
     asm("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*reinterpret_cast<const int32_t*>(pair)));
     return acc;
   }
