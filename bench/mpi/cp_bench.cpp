@@ -10,6 +10,10 @@
 //   sampleattn generate --seq 65536 --heads 32 --kv-heads 8 --dtype bf16 --out /tmp/in
 //   mpirun -np 4 ... sampleattn_cp_bench --method sample --inputs /tmp/in --split contiguous --json
 //
+// Splits: contiguous (even runs), zigzag (the library's two chunks a rank), balanced (contiguous
+// runs of equal modeled causal work, explicit begin/length: a row at position i costs
+// `--balance A` x seq + i; A = 0 balances dense pairs, see balanced_cut).
+//
 // bench/mpi/cp_scaling.sh runs the 1/2/4-rank comparison. Correctness is tests/mpi/'s job.
 #ifndef OMPI_SKIP_MPICXX  // the C API only (Open MPI's C++ bindings header warns under -Wextra)
 #define OMPI_SKIP_MPICXX 1
@@ -42,8 +46,20 @@ struct Options {
   int64_t seq = 65536;
   long heads = 32, kv_heads = 8, dim = 128, threads = 0, repeat = 3, warmup = 1, causal = 1;
   std::string dtype = "bf16", precision = "auto", split = "zigzag", method = "dense", inputs;
+  double balance = 0.0;  // --split balanced: a row's cost beside its causal keys, in units of L
   bool json = false;
 };
+
+// Where rank r's run begins under --split balanced: contiguous runs of equal modeled work when a
+// query row at position i costs a * L + i (a = 0: the causal pairs, dense; SampleAttention's window
+// and stripes add a per-row part). The cut x (in units of L) solves a x + x^2 / 2 = (r / P)(a + 1/2).
+int64_t balanced_cut(int64_t L, int64_t P, int64_t r, double a) {
+  if (r <= 0) return 0;
+  if (r >= P) return L;
+  const double share = static_cast<double>(r) / static_cast<double>(P) * (a + 0.5);
+  const double x = -a + std::sqrt(a * a + 2.0 * share);
+  return std::clamp<int64_t>(std::llround(x * static_cast<double>(L)), 0, L);
+}
 
 // "" when argv parses, else what is wrong. Accepts "--opt value" and "--opt=value".
 std::string parse(int argc, char** argv, Options* o) {
@@ -81,7 +97,12 @@ std::string parse(int argc, char** argv, Options* o) {
     else if (arg == "--causal") ok = number(&o->causal, 0, 1);
     else if (arg == "--dtype") ok = choice(&o->dtype, {"f32", "f16", "bf16"});
     else if (arg == "--precision") ok = choice(&o->precision, {"auto", "f32", "bf16"});
-    else if (arg == "--split") ok = choice(&o->split, {"contiguous", "zigzag"});
+    else if (arg == "--split") ok = choice(&o->split, {"contiguous", "zigzag", "balanced"});
+    else if (arg == "--balance") {
+      char* end = nullptr;
+      o->balance = std::strtod(value.c_str(), &end);
+      ok = !value.empty() && *end == '\0' && o->balance >= 0.0 && o->balance <= 100.0;
+    }
     else if (arg == "--method") ok = choice(&o->method, {"dense", "sample"});
     else if (arg == "--inputs") ok = !(o->inputs = value).empty();
     else return "unknown option " + arg;
@@ -263,7 +284,7 @@ int main(int argc, char** argv) {
     if (rank == 0)
       std::fprintf(stderr,
                    "sampleattn_cp_bench: %s\nusage: sampleattn_cp_bench [--seq N] [--heads H] [--kv-heads G] [--dim D]"
-                   " [--dtype f32|f16|bf16] [--precision auto|f32|bf16] [--split contiguous|zigzag] [--threads T]"
+                   " [--dtype f32|f16|bf16] [--precision auto|f32|bf16] [--split contiguous|zigzag|balanced] [--balance A] [--threads T]"
                    " [--repeat R] [--warmup W] [--causal 0|1] [--method dense|sample] [--inputs DIR] [--json]\n",
                    err.c_str());
     return fail();
@@ -276,6 +297,8 @@ int main(int argc, char** argv) {
   if (zigzag) {
     auto chunk = [&](int64_t c) { return std::make_pair(c * L / (2 * P), (c + 1) * L / (2 * P)); };
     runs = {chunk(rank), chunk(2 * P - 1 - rank)};
+  } else if (o.split == "balanced") {
+    runs = {{balanced_cut(L, P, rank, o.balance), balanced_cut(L, P, rank + 1, o.balance)}};
   } else {
     runs = {{rank * L / P, (rank + 1) * L / P}};
   }
@@ -338,6 +361,11 @@ int main(int argc, char** argv) {
   sampleattn_mpi_shard shard;
   sampleattn_mpi_shard_init(&shard);
   shard.split = zigzag ? SAMPLEATTN_MPI_SPLIT_ZIGZAG : SAMPLEATTN_MPI_SPLIT_CONTIGUOUS;
+  const int64_t run_begin = runs[0].first, run_length = runs[0].second - runs[0].first;
+  if (o.split == "balanced") {  // explicit runs (the even split is the library's default)
+    shard.begin = &run_begin;
+    shard.length = &run_length;
+  }
 
   enum { kSent, kRecv, kTotal, kAttn, kWait, kStages, kRecvQ, kRecvKv, kSampling, kCount };
   std::vector<double> times, samples[kCount];
@@ -432,8 +460,8 @@ int main(int argc, char** argv) {
             o.method == "sample" ? dense_groups : static_cast<int>(o.kv_heads), stripe_union, all[kStages]);
     std::printf("\"seq\":%lld,\"heads\":%ld,\"kv_heads\":%ld,\"dim\":%ld,\"dtype\":\"%s\",\"precision\":\"%s\",",
             static_cast<long long>(L), o.heads, o.kv_heads, o.dim, o.dtype.c_str(), o.precision.c_str());
-    std::printf("\"split\":\"%s\",\"causal\":%ld,\"isa\":%s,\"warmup\":%ld,\"repeat\":%ld,", o.split.c_str(),
-            o.causal, quoted(isa).c_str(), o.warmup, o.repeat);
+    std::printf("\"split\":\"%s\",\"balance\":%g,\"causal\":%ld,\"isa\":%s,\"warmup\":%ld,\"repeat\":%ld,",
+                o.split.c_str(), o.balance, o.causal, quoted(isa).c_str(), o.warmup, o.repeat);
     std::printf("\"flops\":%.6e,\"time_s_median\":%.6f,\"gflops\":%.3f,\"times_s\":[", flops, med, flops / med * 1e-9);
     for (size_t i = 0; i < times.size(); ++i) std::printf("%s%.6f", i ? "," : "", times[i]);
     std::fputs("],\"per_rank\":[", stdout);

@@ -26,8 +26,22 @@ def dense_ring(seq, ranks, hq, hkv, d, dv, eb):
     return sent, block, flops
 
 
-def split_runs(seq, ranks, split):
-    """Every rank's runs [a, b) of one sequence (sampleattn_mpi_shard: CONTIGUOUS even, ZIGZAG)."""
+def balanced_cut(seq, ranks, r, a):
+    """sampleattn_cp_bench --split balanced: where rank r's run begins (a row at i costs a * seq + i)."""
+    if r <= 0:
+        return 0
+    if r >= ranks:
+        return seq
+    x = -a + math.sqrt(a * a + 2 * r / ranks * (a + 0.5))
+    return min(seq, max(0, round(x * seq)))
+
+
+def split_runs(seq, ranks, split, balance=0.0):
+    """Every rank's runs [a, b) of one sequence (sampleattn_mpi_shard: CONTIGUOUS even, ZIGZAG, or
+    the explicit runs of sampleattn_cp_bench --split balanced)."""
+    if split == "balanced":
+        c = [balanced_cut(seq, ranks, r, balance) for r in range(ranks + 1)]
+        return [[(c[r], c[r + 1])] for r in range(ranks)]
     if split == "zigzag":
         c = [i * seq // (2 * ranks) for i in range(2 * ranks + 1)]
         return [[(c[r], c[r + 1]), (c[2 * ranks - 1 - r], c[2 * ranks - r])] for r in range(ranks)]
@@ -60,7 +74,7 @@ def sampled_positions(seq, r_row, block, r_val, val_rows):
 
 
 def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dense_groups, split,
-                  block=64, r_val=0.02, val_rows=384, grid=128):
+                  block=64, r_val=0.02, val_rows=384, grid=128, balance=0.0):
     """Bytes each rank receives in SampleAttention across ranks as built (src/cpu/sampling.cpp
     build_sharded_plan, src/cpu/sharded_attention.cpp), counted as sampleattn_mpi_stats counts them:
     - sampled_q: the sampled and validation query rows (all heads) each rank gets from their
@@ -74,7 +88,7 @@ def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dens
       the group's heads' stripes, a share `stripe_union` of the keys, spread evenly) before it;
     - stripe_lists: the other ranks' decided stripes (int32) gathered.
     Returns one dict per rank."""
-    runs = split_runs(seq, ranks, split)
+    runs = split_runs(seq, ranks, split, balance)
     sampled, val = sampled_positions(seq, r_row, block, r_val, val_rows)
     q_row = hq * d * eb
     kv_key = (d + dv) * eb
@@ -129,7 +143,7 @@ def check_json(a):
             continue
         v = sample_volume(j["seq"], j["ranks"], j["heads"], j["kv_heads"], j["dim"], j["dim"],
                           4 if j["dtype"] == "f32" else 2, a.r_row, a.r_w, j["stripe_union"], j["dense_kv_groups"],
-                          j["split"])
+                          j["split"], balance=j.get("balance", 0.0))
         print(f"{j['ranks']} ranks, {j['split']}, seq {j['seq']}, dense kv groups {j['dense_kv_groups']}, "
               f"stripe union {j['stripe_union']:.4f}: bytes received, model / measured (MB)")
         print("| rank | query rows | K/V rows | other | total |")
@@ -162,6 +176,8 @@ def main():
                     help="share of the keys that are a stripe of some head of a kv group (sampleattn_cp_bench's stripe_union)")
     ap.add_argument("--dense-groups", default="0,1,3", help="kv groups with a dense head (sampleattn_cp_bench's dense_kv_groups)")
     ap.add_argument("--splits", default="contiguous,zigzag")
+    ap.add_argument("--balance", type=float, default=0.0,
+                    help="split balanced: a row's cost beside its causal keys, in units of seq (sampleattn_cp_bench --balance)")
     ap.add_argument("--check-bytes", type=float, default=None, help="a measured bytes_sent of one rank (dense ring)")
     ap.add_argument("--check-received", default=None,
                     help="measured bytes_received of every rank (sample), comma-separated, to set beside the model's")
@@ -198,7 +214,8 @@ def main():
         for split in a.splits.split(","):
             for g in [int(x) for x in a.dense_groups.split(",")]:
                 for f in [float(x) for x in a.stripe_union.split(",")]:
-                    v = sample_volume(a.seq, p, a.heads, a.kv_heads, d, dv, eb, a.r_row, a.r_w, f, g, split)
+                    v = sample_volume(a.seq, p, a.heads, a.kv_heads, d, dv, eb, a.r_row, a.r_w, f, g, split,
+                                      balance=a.balance)
                     top = max(v, key=lambda x: x["total"])
                     print(f"| {p} | {split} | {g} of {a.kv_heads} | {f:.2f} | {gib(top['sampled_q']):.3f} | "
                           f"{gib(top['kv']):.3f} | {gib(top['reductions'] + top['stripe_lists']):.3f} | "
