@@ -249,7 +249,7 @@ typedef enum sampleattn_precision {
    * BF16 on a CPU table whose bf16 products are its fastest (AMX tiles; vdpbf16ps on AMD Zen 4
    * and later), F32 elsewhere; f16 and f32 inputs, and quantized K/V, run F32, except that on a
    * CPU with AVX512_VNNI the decode steps (short query chunks) multiply int8 K/V in integers, Q
-   * and the probabilities rounded to int16 per row (an error about 1/100 of int8's own rounding;
+   * and the probabilities rounded to int16 per row (an error about 1/150 of int8's own rounding;
    * under BF16 too, not under F32). The CUDA backend runs its tensor cores in the inputs' 16-bit
    * type under every precision. stats.precision says what ran, the path of the prefill chunks
    * (docs/KERNELS.md has the rule). */
