@@ -246,6 +246,16 @@ struct Decode : Vec<Arch> {
     }));
   }
 
+  // reduce16's lane i * J + u to s[i][j + u] (R x J = 16).
+  template <int R, int J>
+  static void store_sums(__m512 sums, float* s, int64_t lds, int j) {
+    for (int i = 0; i < R; ++i) {
+      // Lanes [i * J, i * J + J) to s row i, columns [j, j + J).
+      const __mmask16 lanes = static_cast<__mmask16>(((1u << J) - 1) << (i * J));
+      _mm512_mask_storeu_ps(s + static_cast<int64_t>(i) * lds + j - i * J, lanes, sums);
+    }
+  }
+
   // s[i][j + u] = q_(r0 + i) . k_(j + u) for R rows and J keys: R x J independent chains, reduced
   // together when they make 16 vectors (AVX-512), else one horizontal sum each.
   template <DType T, int R, int J>
@@ -282,12 +292,7 @@ struct Decode : Vec<Arch> {
       }
     }
     if constexpr (W == 16 && R * J == 16) {
-      const __m512 sums = reduce16(acc);
-      for (int i = 0; i < R; ++i) {
-        // Lanes [i * J, i * J + J) to s row i, columns [j, j + J).
-        const __mmask16 lanes = static_cast<__mmask16>(((1u << J) - 1) << (i * J));
-        _mm512_mask_storeu_ps(s + static_cast<int64_t>(i) * lds + j - i * J, lanes, sums);
-      }
+      store_sums<R, J>(reduce16(acc), s, lds, j);
     } else {
       for (int i = 0; i < R; ++i) {
         for (int u = 0; u < J; ++u) s[static_cast<int64_t>(i) * lds + j + u] = xsimd::hadd(acc[i * J + u]);
@@ -342,8 +347,19 @@ struct Decode : Vec<Arch> {
   }
 
   template <DType T, int R>
-  static void value_rows(const float* p, int64_t lds, int r0, const RowSource& v, int n, int dv, float* acc,
-                         Check<T>* check) {
+  static void value_rows(const float* p, const Scratch& t, int64_t lds, int r0, const RowSource& v, int n, int dv,
+                         float* acc, Check<T>* check) {
+    if constexpr (int_products(T)) {  // the rows' int16 weights in t
+      constexpr int kGroups = 2;      // R x 4 int32 accumulators: 16 zmm for R = 4
+      for (int x0 = 0; x0 < dv; x0 += kGroups * kIntStep) {
+        if (dv - x0 > kIntStep) {
+          value_block_int<R, kGroups>(t, r0, v, n, dv, x0, acc);
+        } else {
+          value_block_int<R, 1>(t, r0, v, n, dv, x0, acc);
+        }
+      }
+      return;
+    }
     for (int x0 = 0; x0 < dv; x0 += kPvVecs * W) {
       switch (imin(kPvVecs, (dv - x0) / W)) {
         case 1: value_block<T, R, 1>(p, lds, r0, v, n, dv, x0, acc, check); break;
@@ -458,11 +474,7 @@ struct Decode : Vec<Arch> {
       for (int u = 0; u < J; ++u) factor[i * J + u] = t.q_scale[r0 + i] * k.scales[j + u];
     }
     if constexpr (R * J == 16) {
-      const __m512 sums = _mm512_mul_ps(_mm512_cvtepi32_ps(reduce16(acc)), _mm512_load_ps(factor));
-      for (int i = 0; i < R; ++i) {
-        const __mmask16 lanes = static_cast<__mmask16>(((1u << J) - 1) << (i * J));
-        _mm512_mask_storeu_ps(s + static_cast<int64_t>(i) * lds + j - i * J, lanes, sums);
-      }
+      store_sums<R, J>(_mm512_mul_ps(_mm512_cvtepi32_ps(reduce16(acc)), _mm512_load_ps(factor)), s, lds, j);
     } else {
       for (int i = 0; i < R; ++i) {
         for (int u = 0; u < J; ++u) {
@@ -517,18 +529,6 @@ struct Decode : Vec<Arch> {
           }
           a[i][2 * g] = a[i][2 * g + 1] = _mm512_setzero_si512();
         }
-      }
-    }
-  }
-
-  template <int R>
-  static void value_rows_int(const Scratch& t, int r0, const RowSource& v, int n, int dv, float* acc) {
-    constexpr int kGroups = 2;  // R x 4 int32 accumulators: 16 zmm for R = 4
-    for (int x0 = 0; x0 < dv; x0 += kGroups * kIntStep) {
-      if (dv - x0 > kIntStep) {
-        value_block_int<R, kGroups>(t, r0, v, n, dv, x0, acc);
-      } else {
-        value_block_int<R, 1>(t, r0, v, n, dv, x0, acc);
       }
     }
   }
@@ -600,21 +600,12 @@ struct Decode : Vec<Arch> {
       }
       for (int r0 = 0; r0 < m; r0 += kPvRows) {
         const int row = h * m + r0;
-        if constexpr (int_products(TV)) {
-          switch (imin(kPvRows, m - r0)) {
-            case 1: value_rows_int<1>(t, row, v, n, dv, a.acc); break;
-            case 2: value_rows_int<2>(t, row, v, n, dv, a.acc); break;
-            case 3: value_rows_int<3 < kPvRows ? 3 : kPvRows>(t, row, v, n, dv, a.acc); break;
-            default: value_rows_int<kPvRows>(t, row, v, n, dv, a.acc); break;
-          }
-          continue;
-        }
         Check<TV>* check = r0 == 0 ? &vcheck : nullptr;
         switch (imin(kPvRows, m - r0)) {
-          case 1: value_rows<TV, 1>(s, lds, row, v, n, dv, a.acc, check); break;
-          case 2: value_rows<TV, 2>(s, lds, row, v, n, dv, a.acc, check); break;
-          case 3: value_rows<TV, 3 < kPvRows ? 3 : kPvRows>(s, lds, row, v, n, dv, a.acc, check); break;
-          default: value_rows<TV, kPvRows>(s, lds, row, v, n, dv, a.acc, check); break;
+          case 1: value_rows<TV, 1>(s, t, lds, row, v, n, dv, a.acc, check); break;
+          case 2: value_rows<TV, 2>(s, t, lds, row, v, n, dv, a.acc, check); break;
+          case 3: value_rows<TV, 3 < kPvRows ? 3 : kPvRows>(s, t, lds, row, v, n, dv, a.acc, check); break;
+          default: value_rows<TV, kPvRows>(s, t, lds, row, v, n, dv, a.acc, check); break;
         }
       }
     }
