@@ -110,7 +110,7 @@ struct Pack : Vec<Arch> {
     const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
     const int esize = src.dtype == DType::kF32 ? 4 : (src.dtype == DType::kI8 || src.dtype == DType::kFP8) ? 1 : 2;
     const char* p = static_cast<const char*>(src.base) + base * esize;
-    for (int b = 0; b < d * esize; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+    for (int b = 0; b < d * esize; b += 64) V::to_l1(p + b);
   }
 
   // Source row r of `src` converted to f32 (dequantized) times scale into dst[0, d) (d a multiple
