@@ -196,7 +196,7 @@ struct Decode : Vec<Arch> {
   };
   // The lines an R x J score step requests: keys j + kAhead .. j + kAhead + J - 1, their first K
   // and V lines found once (a step of products has little to hide address arithmetic behind:
-  // kernels_bench, rows in L2, int8 22.1 -> 20.5 ns a key and kv head, f16 35.4 -> 29.6-30.1),
+  // kernels_bench, rows in L2: int8 22.1 -> 20.5 ns a key and kv head),
   // `per_step` lines of each key at each of the `steps` steps of products. The requests are
   // V::to_l2 (assembly): as _mm_prefetch in a helper GCC removed them all (vec.h).
   template <int J>
@@ -239,9 +239,10 @@ struct Decode : Vec<Arch> {
     return r;
   }
 
-  // Sums of 16 vectors: lane L of the result = sum of the lanes of in[L] (AVX-512 only). Inlined:
-  // called, the 16 accumulators went through the stack (kernels_bench f16 28.5 -> 26.2 ns a key). `add`
-  // adds two vectors of the lanes' type (f32, or int32 seen as f32 bits: the tree only moves lanes).
+  // Sums of 16 vectors: lane L of the result = sum of the lanes of in[L] (AVX-512 only). `add` adds
+  // two vectors of the lanes' type (f32, or int32 seen as f32 bits: the tree only moves lanes).
+  // Inlined: called, the 16 accumulators went through the stack (kernels_bench f16 42.6 -> 28.7-29.1
+  // ns a key).
   template <class Add>
   [[gnu::always_inline]] static inline __m512 reduce16(const __m512* in, Add add) {
     // Lane (4 * quarter + position) of the tree's result sums v[q0[quarter] + q1[position]].
