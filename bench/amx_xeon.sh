@@ -13,9 +13,10 @@ K=$dir/kernels_bench; [[ -x $K ]] || K=$dir/bench/kernels_bench
 L=$dir/libsampleattn.so.1; [[ -f $L ]] || L=$dir/src/libsampleattn.so.1
 date -u +%FT%TZ; nproc; grep -m1 "model name" /proc/cpuinfo
 "$S" info | grep "cpu tables"
-# One core: the tile kernel against the f32 kernel, a full and a causal diagonal 256 x 256 tile.
+# One core: the tile kernel against the f32 kernel, each on its table's own tile (1024 rows x 512
+# keys on amx, x 256 on avx512) and a causal diagonal tile of 1024 x 1024.
 taskset -c 3 "$K" --benchmark_min_time=0.2 \
-  --benchmark_filter='^attend(_causal)?/(amx/bf16|avx512/f32)/m:256/n:256/d:128$'
+  --benchmark_filter='^attend(_causal)?/(amx/bf16|avx512/f32)/m:1024/n:(256|512|1024)/d:128$'
 # 2 threads: precision auto (bf16 tiles) with the peaks of this run, then f32, three times.
 two="bench --method dense --seq 8192 --heads 8 --dtype bf16 --threads 2 --json --quiet --repeat 5"
 for _ in 1 2 3; do
