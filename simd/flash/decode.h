@@ -196,9 +196,9 @@ struct Decode : Vec<Arch> {
   };
   // The lines an R x J score step requests: keys j + kAhead .. j + kAhead + J - 1, their first K
   // and V lines found once (a step of products has little to hide address arithmetic behind:
-  // kernels_bench, rows in L2: int8 22.1 -> 20.5 ns a key and kv head),
-  // `per_step` lines of each key at each of the `steps` steps of products. The requests are
-  // V::to_l2 (assembly): as _mm_prefetch in a helper GCC removed them all (vec.h).
+  // kernels_bench, rows in L2: int8 22.1 -> 20.5 ns a key and kv head), `per_step` lines of each
+  // key at each of the `steps` steps of products. The requests are V::to_l2 (assembly): as
+  // _mm_prefetch in a helper, GCC removed them all (vec.h).
   template <int J>
   struct AheadLines {
     const char* k[J];

@@ -36,6 +36,8 @@ struct Vec {
   static constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
   static int imin(int a, int b) { return a < b ? a : b; }
+  static int imax(int a, int b) { return a > b ? a : b; }
+  static size_t round_up(size_t x, size_t k) { return (x + k - 1) / k * k; }
   // Requests the cache line at p into L1 (to_l1) or L2 (to_l2). In assembly, because GCC 12 deletes
   // _mm_prefetch behind a helper: __builtin_prefetch touches no memory as GCC models it, so its
   // IPA pure-const analysis finds a function that only prefetches free of effects and removes the
@@ -44,8 +46,6 @@ struct Vec {
   // the decode step ran 2.5x slower. An asm volatile cannot be removed.
   static void to_l1(const void* p) { asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p))); }
   static void to_l2(const void* p) { asm volatile("prefetcht1 %0" : : "m"(*static_cast<const char*>(p))); }
-  static int imax(int a, int b) { return a > b ? a : b; }
-  static size_t round_up(size_t x, size_t k) { return (x + k - 1) / k * k; }
   static int span_lo(const int32_t* lo, int r) { return lo ? imax(lo[r], 0) : 0; }
   static int span_hi(const int32_t* hi, int r, int n) { return hi ? imin(hi[r], n) : n; }
 
