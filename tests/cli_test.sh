@@ -199,7 +199,7 @@ bad_options=(
   "generate --head-dim 100|generate --seq 256 --heads 4 --head-dim 100 --out $tmp/out|--head-dim"
   "generate --kv-heads 3|generate --seq 256 --heads 4 --kv-heads 3 --out $tmp/out|--kv-heads"
   "generate --needles 65|generate --seq 256 --heads 4 --needles 65 --out $tmp/out|--needles"
-  "generate --mix odd|generate --seq 256 --heads 4 --mix odd --out $tmp/out|--mix must be default or real"
+  "generate --mix odd|generate --seq 256 --heads 4 --mix odd --out $tmp/out|--mix must be default, real or far"
   "generate --q (not its option)|generate --q $tmp/q.npy --out $tmp/out|unknown option --q"
   "bench --json --csv|bench --repeat 1 --seq 256 --json --csv|--json and --csv"
   "bench --repeat 0|bench --repeat 0 --seq 256|--repeat"
@@ -209,7 +209,7 @@ bad_options=(
   "bench --dtype f64|bench --repeat 1 --dtype f64|--dtype"
   "bench --head-dim 100|bench --repeat 1 --seq 256 --heads 4 --head-dim 100|--head-dim.*64"
   "bench --heads 8 --kv-heads 3|bench --repeat 1 --seq 256 --heads 8 --kv-heads 3|--kv-heads"
-  "bench --mix odd|bench --repeat 1 --seq 256 --mix odd|--mix must be default or real"
+  "bench --mix odd|bench --repeat 1 --seq 256 --mix odd|--mix must be default, real or far"
   "bench --data npy:DIR with --mix|bench --repeat 1 --data npy:$tmp/none --mix real|--mix.*files decide"
   "bench --data npy:DIR with --heads|bench --repeat 1 --data npy:$tmp/none --heads 4|--heads.*files decide"
   # The model's variants (ABI 1.3).
@@ -397,6 +397,11 @@ expect "bench --sinks with another seed" 0 "" \
   "$bin" bench "${bench[@]}" --seq 512 --heads 4 --kv-heads 2 --head-dim 64 "${variants[@]}" --sinks --json --method dense --seed 2
 report "bench --sinks differ with the seed" \
   "$([[ $(grep -o '"sink_logits":\[[^]]*\]' "$tmp/stdout" | head -n 1) != "$sinks_a" ]] || echo same)"
+# --mix far: the sample rows report the far rows among the queries (1024 tokens on, 0.5% of the
+# rows of 6 heads in 8 at 2,048 tokens: 5 rows each), their kept far keys and error.
+expect "bench --mix far" 0 "" "$bin" bench "${bench[@]}" --seq 2048 --heads 8 --kv-heads 2 --head-dim 128 --mix far --json
+json_check "bench --mix far reports its far rows" \
+  'row["method"] == "dense" or (row["far_rows"] >= 12 and 0 <= row["far_kept"] <= 1 and row["far_rel_l2_err"] >= 0 and len(row["head_far_rel_l2_err"]) == 8)'
 expect "bench table with variants" 0 "" "$bin" bench "${bench[@]}" "${small[@]}" "${variants[@]}" --method dense
 expect_match "bench table names the model" stdout "^model: window 64, softcap 30, ALiBi"
 expect "bench --data npy:DIR --sinks --seed" 0 "" "$bin" bench "${bench[@]}" --data "npy:$tmp/bf16" --sinks --seed 4 \

@@ -412,8 +412,69 @@ TEST(Generator, RealMixHasCopyAndRetrievalHeads) {
   GeneratedData again;
   ASSERT_TRUE(generate(c, &again).is_ok());
   EXPECT_EQ(tensor_hash(g), tensor_hash(again));
-  c.mix = static_cast<HeadMix>(2);
+  c.mix = static_cast<HeadMix>(3);
   EXPECT_EQ(generate(c, &g).code(), SAMPLEATTN_INVALID_ARGUMENT);
+}
+
+// The far mix: the real mix's heads, and in its local, stripe and sparse heads about 0.5% of the
+// rows past token 1024 put most of their mass on one key at least half their position back; the copy,
+// retrieval and diffuse heads, K and V stay the real mix's.
+TEST(Generator, FarMixRowsFetchOneFarKey) {
+  GeneratorConfig c = small_config(6000);
+  c.num_q_heads = 8;
+  c.head_dim = 128;
+  c.mix = HeadMix::kReal;
+  GeneratedData real, far;
+  ASSERT_TRUE(generate(c, &real).is_ok());
+  c.mix = HeadMix::kFar;
+  ASSERT_TRUE(generate(c, &far).is_ok());
+  EXPECT_EQ(far.k.bytes, real.k.bytes);
+  EXPECT_EQ(far.v.bytes, real.v.bytes);
+  const int64_t d = far.q.dim;
+  int heads_with_rows = 0;
+  for (int h = 0; h < 8; ++h) {
+    const HeadInfo& info = far.heads[h];
+    ASSERT_EQ(info.type, real.heads[h].type);
+    EXPECT_TRUE(real.heads[h].far_rows.empty());
+    const bool has = info.type == HeadType::kLocal || info.type == HeadType::kStripe || info.type == HeadType::kSparse;
+    if (!has) {
+      EXPECT_TRUE(info.far_rows.empty()) << h;
+      for (int64_t t = 0; t < c.seq; t += 97)
+        for (int64_t i = 0; i < d; ++i) ASSERT_EQ(far.q.at(t, h, i), real.q.at(t, h, i)) << h;
+      continue;
+    }
+    ++heads_with_rows;
+    const double share = static_cast<double>(info.far_rows.size()) / static_cast<double>(c.seq - 1024);
+    EXPECT_GT(share, 0.0025) << h;
+    EXPECT_LT(share, 0.0075) << h;
+    std::vector<double> p_far;
+    for (size_t r = 0; r < info.far_rows.size(); ++r) {
+      const FarRow& f = info.far_rows[r];
+      if (r > 0) {
+        ASSERT_LT(info.far_rows[r - 1].row, f.row);
+      }
+      ASSERT_GE(f.row, 1024);
+      ASSERT_GE(f.key, 64);
+      ASSERT_GE(f.row - f.key, f.row / 2 - 4);
+      // The row's exact softmax: the share of its mass on its far key.
+      std::vector<double> s(static_cast<size_t>(f.row + 1));
+      for (int64_t j = 0; j <= f.row; ++j) {
+        double dot = 0;
+        for (int64_t i = 0; i < d; ++i) dot += static_cast<double>(far.q.at(f.row, h, i)) * far.k.at(j, h / 4, i);
+        s[static_cast<size_t>(j)] = dot * far.softmax_scale;
+      }
+      const double mx = *std::max_element(s.begin(), s.end());
+      double z = 0;
+      for (double x : s) z += std::exp(x - mx);
+      p_far.push_back(std::exp(s[static_cast<size_t>(f.key)] - mx) / z);
+    }
+    // Most far rows put a large share on their far key (the other keys' own structure, slash
+    // terms and stripes, competes with it: the share varies from row to row, as in a real model).
+    std::sort(p_far.begin(), p_far.end());
+    EXPECT_GT(p_far[p_far.size() / 2], 0.3) << "head " << h << " (" << head_type_name(info.type) << ")";
+    EXPECT_GT(p_far[p_far.size() * 2 / 5], 0.2) << "head " << h << " (" << head_type_name(info.type) << ")";
+  }
+  EXPECT_GE(heads_with_rows, 4);
 }
 
 // ---- The model the inputs are made for (head_dim_v, window_left, softcap).

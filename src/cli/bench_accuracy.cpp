@@ -16,6 +16,51 @@ reference::TensorRef tensor_ref(const workload::Tensor3& t) {
   return {t.data(), t.dtype, t.token_stride(), t.head_stride()};
 }
 
+// The far mix's rare rows among the queries (generator.h): whether each row's mask keeps its far
+// key (the window band, or a stripe the row sees), and the sparse output's error over them.
+void add_far_rows(const BenchInputs& in, const Measured& sparse, const Measured& dense, BenchRow* row) {
+  const int heads = static_cast<int>(in.q.heads);
+  if (static_cast<int>(in.far_rows.size()) != heads) return;
+  const int64_t q_len = in.q.seq, k_len = in.k.seq, first = k_len - q_len;
+  const std::vector<workload::HeadMask> masks = workload::masks_from_stats(
+      sparse.heads.data(), sparse.stripe_offsets.data(), sparse.stripes.data(), heads, k_len, in.model.window_left);
+  const int64_t dv = in.v.dim;
+  const auto* os = static_cast<const float*>(sparse.o.data());
+  const auto* od = static_cast<const float*>(dense.o.data());
+  int64_t count = 0, kept = 0;
+  double num = 0, den = 0;
+  row->head_far_rel_l2.assign(static_cast<size_t>(heads), -1.0);
+  for (int h = 0; h < heads; ++h) {
+    const workload::HeadMask& m = masks[static_cast<size_t>(h)];
+    double hn = 0, hd = 0;
+    for (const workload::FarRow& f : in.far_rows[static_cast<size_t>(h)]) {
+      // Rows before this chunk's queries, and far keys outside the model's window, do not count.
+      if (f.row < first || (in.model.window_left >= 0 && f.row - f.key > in.model.window_left)) continue;
+      ++count;
+      const bool band = f.row - f.key < m.window;
+      const bool stripe = f.key <= f.row - m.window && std::binary_search(m.stripes.begin(), m.stripes.end(),
+                                                                           static_cast<int32_t>(f.key));
+      kept += band || stripe;
+      const int64_t at = ((f.row - first) * heads + h) * dv;
+      for (int64_t c = 0; c < dv; ++c) {
+        const double e = static_cast<double>(os[at + c]) - od[at + c];
+        hn += e * e;
+        hd += static_cast<double>(od[at + c]) * od[at + c];
+      }
+    }
+    if (hd > 0) row->head_far_rel_l2[static_cast<size_t>(h)] = std::sqrt(hn / hd);
+    num += hn;
+    den += hd;
+  }
+  if (count == 0) {
+    row->head_far_rel_l2.clear();
+    return;
+  }
+  row->far_rows = count;
+  row->far_kept = static_cast<double>(kept) / static_cast<double>(count);
+  row->far_rel_l2 = std::sqrt(num / std::max(den, 1e-300));
+}
+
 }  // namespace
 
 double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o, int per_head) {
@@ -88,6 +133,7 @@ Status add_error_against_dense(const BenchInputs& in, const Measured& sparse, co
       row->needles_visible = ns.counted;
     }
   }
+  add_far_rows(in, sparse, dense, row);
   return Status::ok();
 }
 

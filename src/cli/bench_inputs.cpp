@@ -48,6 +48,7 @@ Status load_bench_inputs(const BenchOptions& options, int64_t seq, BenchInputs* 
     k = std::move(g.k);
     v = std::move(g.v);
     in->needles = std::move(g.needles);
+    for (workload::HeadInfo& h : g.heads) in->far_rows.push_back(std::move(h.far_rows));
     in->source = "structured";
   } else if (data == "random") {
     workload::Rng rng(options.seed);

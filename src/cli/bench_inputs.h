@@ -20,6 +20,7 @@ struct BenchInputs {
   workload::Tensor3 q, k, v;
   KvStorage kv;  // K and V as the library reads them (--kv-layout, --kv-dtype)
   std::vector<workload::PlantedNeedle> needles;
+  std::vector<std::vector<workload::FarRow>> far_rows;  // per query head: the far mix's rare rows
   std::string source;
   DType dtype = DType::kF32;  // of q, k and v
   // The model's variants every run and metric of these inputs uses: the options' window and

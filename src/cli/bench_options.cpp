@@ -146,7 +146,7 @@ bool read_bench_options(Options& o, BenchOptions* b, std::string* error) {
   b->seed = static_cast<uint64_t>(v);
   if (!o.get_int("needles", 0, 64, &b->needles, error)) return false;
   if (!parse_head_mix(o.get("mix"), &b->mix)) {
-    *error = "--mix must be default or real, got '" + o.get("mix") + "'";
+    *error = "--mix must be default, real or far, got '" + o.get("mix") + "'";
     return false;
   }
   b->dtype_given = o.has("dtype");

@@ -63,6 +63,9 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
       j << ",\"needle_recall\":" << r.needle_recall << ",\"needle_recall_dense\":" << r.needle_recall_dense
         << ",\"needles_visible\":" << r.needles_visible;
     }
+    if (r.far_rows > 0) {
+      j << ",\"far_rows\":" << r.far_rows << ",\"far_kept\":" << r.far_kept << ",\"far_rel_l2_err\":" << r.far_rel_l2;
+    }
     auto array = [&j](const char* name, const auto& values) {
       j << ",\"" << name << "\":[";
       for (size_t i = 0; i < values.size(); ++i) j << (i ? "," : "") << values[i];
@@ -78,6 +81,7 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
     for (size_t i = 0; i < r.head_decision.size(); ++i) j << (i ? "," : "") << json_string(r.head_decision[i]);
     j << "]";
     if (!r.head_rel_l2.empty()) array("head_rel_l2_err", r.head_rel_l2);
+    if (r.far_rows > 0) array("head_far_rel_l2_err", r.head_far_rel_l2);
   } else if (r.check >= 0) {
     // Quantized K/V: the oracle ran on the dequantized values, so this is the kernel's error alone.
     j << ",\"rel_l2_err\":" << r.check << ",\"oracle_kv\":\""
@@ -167,6 +171,11 @@ void print_table(const BenchSetting& s, const std::string& method, const std::ve
                 fmt(r.rel_l2_median, "%.4f").c_str(), r.min_cra, fmt(r.val_cra_p5, "%.4f").c_str(),
                 (std::to_string(r.dense_heads) + "/" + std::to_string(r.head_dense.size())).c_str(),
                 fmt(r.needle_recall, "%.2f").c_str(), fmt(r.needle_recall_dense, "%.2f").c_str());
+  }
+  for (const BenchRow& r : rows) {
+    if (!r.sample || r.far_rows == 0) continue;
+    std::printf("%8lld: %lld far rows (--mix far): far key kept in %.1f%% of them, rel err over them %.4f\n",
+                static_cast<long long>(r.seq), static_cast<long long>(r.far_rows), 100.0 * r.far_kept, r.far_rel_l2);
   }
 }
 

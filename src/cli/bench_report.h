@@ -36,6 +36,11 @@ struct BenchRow {
   double min_cra = 0, cra_p1 = 0, cra_mean = 0, sampled_cra = 0, rel_l2 = -1, rel_l2_median = -1, rel_l2_p90 = -1, rel_l2_max = -1;
   double needle_recall = -1, needle_recall_dense = -1;
   int64_t needles_visible = 0;  // the needles recall counts (those the model's window shows)
+  // The far mix's rare rows among the queries: how many, the share whose far key the mask keeps,
+  // and the sparse output's relative L2 error against dense over them (all heads; per head).
+  int64_t far_rows = 0;
+  double far_kept = -1, far_rel_l2 = -1;
+  std::vector<double> head_far_rel_l2;
   std::vector<double> head_rel_l2, head_cra_min;
   std::vector<int> head_stripes, head_dense, head_alpha_stripes;
   std::vector<std::string> head_decision;

@@ -79,7 +79,7 @@ workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads
 }
 
 bool parse_head_mix(const std::string& text, workload::HeadMix* mix) {
-  for (workload::HeadMix m : {workload::HeadMix::kDefault, workload::HeadMix::kReal}) {
+  for (workload::HeadMix m : {workload::HeadMix::kDefault, workload::HeadMix::kReal, workload::HeadMix::kFar}) {
     if (text == workload::head_mix_name(m)) {
       *mix = m;
       return true;

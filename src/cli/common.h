@@ -105,11 +105,11 @@ const char* decision_name(int32_t decision);
 workload::GeneratorConfig structured_config(int64_t seq, int heads, int kv_heads, int head_dim,
                                             uint64_t seed, int64_t needles, workload::HeadMix mix,
                                             int head_dim_v = 0, int64_t window_left = -1, double softcap = 0);
-// --mix: "default" or "real" (generator.h: HeadMix); false on anything else.
+// --mix: "default", "real" or "far" (generator.h: HeadMix); false on anything else.
 bool parse_head_mix(const std::string& text, workload::HeadMix* mix);
 inline constexpr const char* kMixHelp =
-    "generated head mix: default (local, stripe, sparse, diffuse) or real (1 head in 8 a copy head, 1 a retrieval "
-    "head)";
+    "generated head mix: default (local, stripe, sparse, diffuse), real (1 head in 8 a copy head, 1 a retrieval "
+    "head) or far (real, plus rare rows fetching one far key in the local, stripe and sparse heads)";
 
 // Q, K and V read from files must describe one call: K and V the same tokens and heads, Q and K
 // one head dim (V's is head_dim_v, its own), query heads a multiple of kv heads, and at least one

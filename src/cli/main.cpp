@@ -128,7 +128,7 @@ bool read_input_spec(const Options& o, bool files_allowed, InputSpec* in, std::s
     return false;
   }
   if (!parse_head_mix(o.get("mix"), &in->mix)) {
-    *error = "--mix must be default or real, got '" + o.get("mix") + "'";
+    *error = "--mix must be default, real or far, got '" + o.get("mix") + "'";
     return false;
   }
   if (in->heads % in->kv_heads != 0) {

@@ -40,7 +40,7 @@ Status validate(const GeneratorConfig& c) {
   for (HeadType t : c.head_types) {
     if (static_cast<int>(t) < 0 || static_cast<int>(t) > 5) return invalid_argument("generator: bad head type");
   }
-  if (c.mix != HeadMix::kDefault && c.mix != HeadMix::kReal) return invalid_argument("generator: bad head mix");
+  if (c.mix != HeadMix::kDefault && c.mix != HeadMix::kReal && c.mix != HeadMix::kFar) return invalid_argument("generator: bad head mix");
   if (c.head_dim_v < 0 || c.head_dim_v > 1024) {
     return Status(SAMPLEATTN_UNSUPPORTED_HEAD_DIM, "generator: head_dim_v must be 0 (head_dim) or 1..1024");
   }
@@ -81,6 +81,7 @@ const char* head_mix_name(HeadMix m) {
   switch (m) {
     case HeadMix::kDefault: return "default";
     case HeadMix::kReal: return "real";
+    case HeadMix::kFar: return "far";
   }
   return "?";
 }

@@ -49,6 +49,16 @@
 //    (0.15-0.3), calibrated per row on the row's exact partition (their rows differ too much for
 //    the sample-row curve), which costs O(seq^2 d) per such head. The far keys' identity terms
 //    project onto every other key's identity too (a few nats of extra background per row).
+//  - rare far rows, only in the "far" mix: in each local, stripe and sparse head, 0.5% of the rows
+//    from token 1024 on (runs of 1-4 consecutive rows, each run at one distance: a short slash
+//    segment) fetch one key at least half their position back (the run's first key uniform in
+//    64 .. start / 2), 6-8 nats above the row's own key, with a sink of 0.25 (calibrated on the
+//    row's exact partition). Such a row puts a large share of its mass on that key (median
+//    0.4-0.6 at head_dim 128; the other keys' slash terms and stripes compete, and the identity
+//    term's cross-talk with other keys grows at smaller head dims), while the head's other rows
+//    look as before. This is what the small real model of docs/ACCURACY.md shows in otherwise
+//    sparse heads: rows too rare for sampling or validation to meet, whose far key no column
+//    ranking keeps.
 // The model the inputs are made for (all off by default; the default bytes do not change):
 //  - head_dim_v: V (and the needles' values) get a head size of their own.
 //  - window_left (a sliding-window model): each needle's key lies at its depth within the keys its
@@ -62,7 +72,8 @@
 //    output rows move by 14-38% (relative L2, per head) for a cap of 30, 6-13% for 50.
 // Heads mix four types, assigned deterministically from the seed: local/slash-dominated,
 // stripe-dominated, very sparse (sink + local) and diffuse; the "real" mix (HeadMix::kReal) turns
-// one head in 8 into a copy head and one in 8 into a retrieval head. V is Gaussian N(0, 1); planted
+// one head in 8 into a copy head and one in 8 into a retrieval head; the "far" mix (HeadMix::kFar)
+// is the real mix with rare far rows in its local, stripe and sparse heads. V is Gaussian N(0, 1); planted
 // needle values are distinct unit directions scaled to the norm of a typical value row.
 // Cost: O(seq * heads * head_dim * 32) for the exact near part of the sink calibration plus the
 // calibration rows, O(calibration_rows * seq * d) per head (about 48 rows): 32K x 32 heads x 128
@@ -83,8 +94,9 @@ const char* head_type_name(HeadType t);
 
 // Which head types the deterministic mix draws from. kDefault: local, stripe, sparse, diffuse
 // (the tensors every published figure was measured on); kReal: one head in 8 a copy head and one
-// in 8 a retrieval head instead of a local and a stripe head, as in a small real model.
-enum class HeadMix : int { kDefault = 0, kReal = 1 };
+// in 8 a retrieval head instead of a local and a stripe head, as in a small real model; kFar: the
+// real mix (the same head types) with rare far rows in its local, stripe and sparse heads.
+enum class HeadMix : int { kDefault = 0, kReal = 1, kFar = 2 };
 const char* head_mix_name(HeadMix m);
 
 // A repeat of earlier text that copy heads follow: tokens target .. target+length-1 repeat tokens
@@ -92,6 +104,13 @@ const char* head_mix_name(HeadMix m);
 struct RepeatSpan {
   int64_t source = 0, target = 0, length = 0;
   double margin = 0;  // nats key source+i+1 stands above the query's own key (distance 0)
+};
+
+// A rare row of the "far" mix: query token `row` puts `margin` nats more on key `key` than on
+// its own key (distance 0).
+struct FarRow {
+  int64_t row = 0, key = 0;
+  double margin = 0;
 };
 
 // A key/value pair planted in the context and the query that retrieves it.
@@ -148,6 +167,7 @@ struct HeadInfo {
   double band_peak = 10;         // band score at distance 0, nats above the decay there
   double stripe_elevation = 0;   // heaviest stripe's elevation for this head, nats
   double background_sigma = 0.6; // std of the background scores, nats
+  std::vector<FarRow> far_rows;  // the "far" mix's rare far rows of this head, ascending by row
 };
 
 struct GeneratedData {

@@ -218,17 +218,19 @@ void calibrate_sinks(const GeneratorConfig& c, const Layout& L, const std::vecto
         near_s[j - near_begin] = capped(scale * dot(q, K + (j * Hkv + kv) * d, d), cap);
         near_max = std::max(near_max, near_s[j - near_begin]);
       }
-      // Copy and retrieval rows differ too much for a curve (each has far keys of its own, or
-      // none): their far part is summed exactly, O(p d) a row.
+      // Copy and retrieval rows, and the far mix's far rows, differ too much for a curve (each
+      // has far keys of its own, or none): their far part is summed exactly, O(p d) a row.
       const HeadType type = heads[h].info.type;
-      const double far = type == HeadType::kCopy || type == HeadType::kRetrieval
+      const bool far_row = far_row_at(heads[h].info, p) != nullptr;
+      const double far = type == HeadType::kCopy || type == HeadType::kRetrieval || far_row
                              ? log_partition(q, K + kv * d, static_cast<int64_t>(Hkv) * d, d, scale, kSinkTokens,
                                              near_begin, -1, cap)
                              : log_z_far(curve[h], p);
       const double mx = std::max(near_max, far);
       double z = std::isfinite(far) ? std::exp(far - mx) : 0.0;
       for (int64_t j = near_begin; j <= p; ++j) z += std::exp(near_s[j - near_begin] - mx);
-      double log_target = std::log(heads[h].info.sink_target / (1.0 - heads[h].info.sink_target)) + mx + std::log(z);
+      const double sink = far_row ? kFarRowSink : heads[h].info.sink_target;
+      double log_target = std::log(sink / (1.0 - sink)) + mx + std::log(z);
       for (size_t n = 0; n < needles.size(); ++n)
         if (needles[n].query == p && needles[n].head == h) log_target = needle_row_log_sink[n];
       // Scores of the sink keys: L * f_t * cos((p - t) theta) (the slowest pair barely rotates).

@@ -70,7 +70,7 @@ std::vector<HeadType> assign_types(const GeneratorConfig& c) {
   static constexpr HeadType kRealPattern[8] = {HeadType::kLocal,  HeadType::kStripe, HeadType::kSparse,
                                                HeadType::kCopy,   HeadType::kStripe, HeadType::kDiffuse,
                                                HeadType::kSparse, HeadType::kRetrieval};
-  const HeadType* pattern = c.mix == HeadMix::kReal ? kRealPattern : kPattern;
+  const HeadType* pattern = c.mix == HeadMix::kDefault ? kPattern : kRealPattern;
   std::vector<HeadType> types(c.num_q_heads);
   for (int h = 0; h < c.num_q_heads; ++h) types[h] = pattern[h % 8];
   Rng rng(derive_seed(c.seed, kTagHeadTypes));
@@ -178,10 +178,48 @@ double shared_score(const Layout& L, const HeadDesign& h, int64_t distance) {
   return s;
 }
 
+const FarRow* far_row_at(const HeadInfo& h, int64_t p) {
+  const auto it = std::lower_bound(h.far_rows.begin(), h.far_rows.end(), p,
+                                   [](const FarRow& r, int64_t row) { return r.row < row; });
+  return it != h.far_rows.end() && it->row == p ? &*it : nullptr;
+}
+
+namespace {
+
+// The far mix's rare rows of a local, stripe or sparse head (generator.h): runs of 1 ..
+// kFarRunMax rows at uniform starts from kFarRowFirst, as many as make kFarRowShare of the rows,
+// each run at one distance; rows drawn twice keep their first run.
+std::vector<FarRow> place_far_rows(const GeneratorConfig& c, int h) {
+  std::vector<FarRow> rows;
+  if (c.seq <= kFarRowFirst + kFarRunMax) return rows;
+  Rng rng(derive_seed(c.seed, kTagFarRows, static_cast<uint64_t>(h)));
+  const int64_t span = c.seq - kFarRunMax - kFarRowFirst;
+  const auto runs = static_cast<int64_t>(std::llround(kFarRowShare * static_cast<double>(c.seq - kFarRowFirst) /
+                                                      (0.5 * (1 + kFarRunMax))));
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t start = kFarRowFirst + static_cast<int64_t>(rng.below(static_cast<uint64_t>(span)));
+    const int64_t length = 1 + static_cast<int64_t>(rng.below(kFarRunMax));
+    const int64_t key = kFarFirstKey + static_cast<int64_t>(rng.below(static_cast<uint64_t>(start / 2 - kFarFirstKey + 1)));
+    const int64_t distance = start - key;
+    const double margin = kFarMarginLo + (kFarMarginHi - kFarMarginLo) * rng.uniform();
+    for (int64_t i = 0; i < length; ++i) rows.push_back({start + i, start + i - distance, margin});
+  }
+  std::stable_sort(rows.begin(), rows.end(), [](const FarRow& a, const FarRow& b) { return a.row < b.row; });
+  rows.erase(std::unique(rows.begin(), rows.end(), [](const FarRow& a, const FarRow& b) { return a.row == b.row; }),
+             rows.end());
+  return rows;
+}
+
+}  // namespace
+
 std::vector<HeadDesign> design_heads(const GeneratorConfig& c, Layout* layout) {
   const std::vector<HeadType> types = assign_types(c);
   std::vector<HeadDesign> heads(c.num_q_heads);
-  for (int h = 0; h < c.num_q_heads; ++h) heads[h] = design_head(c, *layout, h, types[h]);
+  for (int h = 0; h < c.num_q_heads; ++h) {
+    heads[h] = design_head(c, *layout, h, types[h]);
+    const bool far = types[h] == HeadType::kLocal || types[h] == HeadType::kStripe || types[h] == HeadType::kSparse;
+    if (c.mix == HeadMix::kFar && far) heads[h].info.far_rows = place_far_rows(c, h);
+  }
   finish_layout(heads, layout);
   for (HeadDesign& p : heads) design_shared_component(*layout, &p);
   return heads;

@@ -48,6 +48,7 @@ enum : uint64_t {
   kTagSpans,
   kTagNeedles,
   kTagRepeats,  // after the others: their values (and so the default mix's bytes) stay
+  kTagFarRows,
 };
 // Copy heads: the repeats cover about this share of the context; their lengths and offsets.
 inline constexpr double kRepeatCoverage = 2.0 / 3.0;
@@ -57,6 +58,13 @@ inline constexpr double kRepeatOffsetSigma = 1.0;    // of ln(offset)
 inline constexpr int64_t kRepeatMinOffset = 96;
 // Retrieval heads: rows from this token on fetch 1-3 keys at distance >= kRetrievalMinDistance.
 inline constexpr int64_t kRetrievalFirstRow = 256, kRetrievalMinDistance = 64;
+// Rare far rows (the far mix): this share of a head's rows from kFarRowFirst on, in runs of
+// 1 .. kFarRunMax rows, each run at one distance, its first row's key uniform in
+// [kFarFirstKey, run start / 2]; the far key kFarMarginLo .. kFarMarginHi nats above the row's
+// own key, the sink at kFarRowSink.
+inline constexpr double kFarRowShare = 0.005;
+inline constexpr int64_t kFarRowFirst = 1024, kFarRunMax = 4, kFarFirstKey = 64;
+inline constexpr double kFarMarginLo = 6.0, kFarMarginHi = 8.0, kFarRowSink = 0.25;
 
 // Sizes every phase uses, derived once from the config.
 struct Dims {
@@ -159,6 +167,8 @@ std::vector<CopySpan> place_copied_spans(const GeneratorConfig& c);
 std::vector<RepeatSpan> place_repeats(const GeneratorConfig& c, const std::vector<HeadDesign>& heads);
 // The repeat holding query token p, or null (spans ascending by target, disjoint).
 const RepeatSpan* repeat_at(const std::vector<RepeatSpan>& repeats, int64_t p);
+// Head h's far row at query token p, or null (far_rows ascending by row).
+const FarRow* far_row_at(const HeadInfo& h, int64_t p);
 // Head h's shared (band + decay) score of an ordinary key at `distance`, nats.
 double shared_score(const Layout& L, const HeadDesign& h, int64_t distance);
 // The token whose identity token j carries (itself, or its source inside a copied span).

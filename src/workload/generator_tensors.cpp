@@ -146,6 +146,7 @@ void write_queries(const GeneratorConfig& c, const Layout& L, const std::vector<
           add_far(p - j, 4.0 + 2.0 * rng.uniform());
         }
       }
+      if (const FarRow* r = far_row_at(hp.info, p)) add_far(p - r->key, r->margin);
     }
   }
   apply_rope(Q, N, Hq, d, c.rope_base);
