@@ -11,8 +11,10 @@ below a reference; two ways to use what the look finds are measured exactly (dou
   stripes (the mask stays window + stripes).
 
 It also reports how often a per-channel min/max bound over blocks of `--block` keys (Quest's
-page bound) clears the columns' bar: the share of (row, block) pairs that such a pre-filter could
-not skip.
+page bound) clears the columns' bar (the share of (row, block) pairs that such a pre-filter could
+not skip), and how few rows a look restricted to the rows whose in-mask mass is least held by
+their window band (a figure the sparse pass could give) would need to cover 90% / all of the
+rows that lose more than 5%.
 
   /usr/bin/python3 row_look.py l7.npz [--margins 3,4,5] [--threads 2]
 """
@@ -78,6 +80,7 @@ def main():
         lost = np.zeros(T)
         row_gap = np.full(T, -np.inf)  # estimated largest outside score minus the in-mask lse
         row_gap_exact = np.full(T, -np.inf)
+        band_share = np.zeros(T)  # the window band's share of the row's in-mask mass
         col_gap = np.full(T, -np.inf)  # per key: its best estimated score minus that row's band max
         bound_pass = {m: 0 for m in margins}
         bound_total = 0
@@ -93,6 +96,7 @@ def main():
             pin = np.where(inmask, p, 0.0).sum(axis=1)
             lost[r0:r1] = 1.0 - pin / p.sum(axis=1)
             lse_in = np.log(pin) + m[:, 0]
+            band_share[r0:r1] = np.where(band, p, 0.0).sum(axis=1) / pin
             row_gap[r0:r1] = np.where(out, e, -np.inf).max(axis=1) - lse_in
             row_gap_exact[r0:r1] = np.where(out, s, -np.inf).max(axis=1) - lse_in
             band_max = np.where(band, e, -np.inf).max(axis=1, keepdims=True)
@@ -108,9 +112,15 @@ def main():
         ref2 = np.linalg.norm(od[:, h]) ** 2
         bad = lost > 0.05
         seen = np.isfinite(row_gap_exact)
+        # Rows ranked by band share, lowest first (rows with keys outside the band only).
+        rank = np.empty(T, dtype=np.int64)
+        rank[np.argsort(np.where(seen, band_share, np.inf), kind="stable")] = np.arange(T)
+        bad_ranks = np.sort(rank[bad & seen])
+        cover = (f"; lowest band share: {bad_ranks[max(0, int(np.ceil(0.9 * len(bad_ranks))) - 1)] / seen.sum():.1%} "
+                 f"of the rows hold 90% of those, {bad_ranks[-1] / seen.sum():.1%} all") if len(bad_ranks) else ""
         print(f"head {h}: {hs['decision']}, density {hs['density']:.3f}, {cols.sum()} stripes, rel L2 "
               f"{np.sqrt(err2.sum() / ref2):.4f}; rows losing > 5% of their mass: {bad.sum()} ({bad.mean():.2%}); "
-              f"int8 error of the rows' gap: max {np.abs(row_gap[seen] - row_gap_exact[seen]).max():.3f} nats")
+              f"int8 error of the rows' gap: max {np.abs(row_gap[seen] - row_gap_exact[seen]).max():.3f} nats{cover}")
         for mg in margins:
             flag = row_gap >= -mg
             rows_err = np.sqrt(np.where(flag, 0.0, err2).sum() / ref2)
