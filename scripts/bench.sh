@@ -6,9 +6,10 @@
 # queries each need far keys of their own (docs/ACCURACY.md; slower to generate); the same with
 # rare far rows (--mix far: 0.5% of the other heads' rows fetch one key far back; validation
 # cannot see them, an open problem, issue 11: the line under the table says what they lose);
-# then two model variants (ABI 1.3) on inputs generated for them: a 4K sliding window at 32K tokens (Mistral-style
-# local attention; needle recall counts the needles the window shows), and Gemma 2's logit softcap
-# of 50 at 16K (the generator calibrates under the cap, so it bends the logits the kernels see).
+# then two model variants (ABI 1.3) on inputs generated for them: a 4K sliding window at 32K
+# tokens (Mistral-style local attention; needle recall counts the needles the window shows), and
+# Gemma 2's logit softcap of 50 at 16K (the generator calibrates under the cap, so it bends the
+# logits the kernels see).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/bootstrap.sh" "$root/build"
