@@ -6,6 +6,8 @@ below a reference; two ways to use what the look finds are measured exactly (dou
 
 - rows: after the sparse pass, a row whose largest estimated score outside the mask comes within
   `margin` of its in-mask log-sum-exp (exact, as the sparse pass returns it) runs dense;
+- rows, decided before the attention: the same with the row's largest estimated score in its
+  window band as the reference (what a mask decided before the attention can use);
 - columns: before the sparse pass, every key outside the mask whose estimated score for some row
   comes within `margin` of that row's largest estimated score in its window band joins the
   stripes (the mask stays window + stripes).
@@ -82,6 +84,7 @@ def main():
         row_gap_exact = np.full(T, -np.inf)
         band_share = np.zeros(T)  # the window band's share of the row's in-mask mass
         col_gap = np.full(T, -np.inf)  # per key: its best estimated score minus that row's band max
+        pre_gap = np.full(T, -np.inf)  # per row: its largest estimated outside score minus its band max
         bound_pass = {m: 0 for m in margins}
         bound_total = 0
         for r0, r1, pos, j, causal in chunks():
@@ -101,6 +104,7 @@ def main():
             row_gap_exact[r0:r1] = np.where(out, s, -np.inf).max(axis=1) - lse_in
             band_max = np.where(band, e, -np.inf).max(axis=1, keepdims=True)
             col_gap[:r1] = np.maximum(col_gap[:r1], np.where(out, e - band_max, -np.inf).max(axis=0))
+            pre_gap[r0:r1] = np.where(out, e, -np.inf).max(axis=1) - band_max[:, 0]
             nb = (r1 + B - 1) // B
             qc = qh[r0:r1, None, :]
             bound = np.maximum(qc * kmin[None, :nb], qc * kmax[None, :nb]).sum(-1) * scale
@@ -135,8 +139,12 @@ def main():
                 pr /= pr.sum(axis=1, keepdims=True)
                 e2 += ((pr @ vh[:r1] - od[r0:r1, h]) ** 2).sum()
             extra_rows = float(np.where(flag, np.arange(T) + 1, 0).sum()) / causal_pairs
+            pre = pre_gap >= -mg
+            pre_err = np.sqrt(np.where(pre, 0.0, err2).sum() / ref2)
+            pre_density = hs["density"] + float(np.where(pre, np.arange(T) + 1, 0).sum()) / causal_pairs
             print(f"  margin {mg:3.1f}: rows: {flag.sum():5d} dense ({flag.mean():.2%}; {(flag & bad).sum()} of the "
                   f"{bad.sum()} losing > 5%), rel L2 {rows_err:.4f}, density <= {hs['density'] + extra_rows:.3f} | "
+                  f"rows before: {pre.sum():5d} ({pre.mean():.2%}), rel L2 {pre_err:.4f}, density <= {pre_density:.3f} | "
                   f"columns: +{added.sum():5d}, rel L2 {np.sqrt(e2 / ref2):.4f}, density {pairs / causal_pairs:.3f} | "
                   f"block bound clears {bound_pass[mg] / max(1, bound_total):.3f}")
 
