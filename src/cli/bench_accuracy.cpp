@@ -17,7 +17,8 @@ reference::TensorRef tensor_ref(const workload::Tensor3& t) {
 }
 
 // The far mix's rare rows among the queries (generator.h): whether each row's mask keeps its far
-// key (the window band, or a stripe the row sees), and the sparse output's error over them.
+// key (the oracle's visibility rule: the window band, or a stripe the row sees), and the sparse
+// output's error over them.
 void add_far_rows(const BenchInputs& in, const Measured& sparse, const Measured& dense, BenchRow* row) {
   const int heads = static_cast<int>(in.q.heads);
   if (static_cast<int>(in.far_rows.size()) != heads) return;
@@ -37,10 +38,7 @@ void add_far_rows(const BenchInputs& in, const Measured& sparse, const Measured&
       // Rows before this chunk's queries, and far keys outside the model's window, do not count.
       if (f.row < first || (in.model.window_left >= 0 && f.row - f.key > in.model.window_left)) continue;
       ++count;
-      const bool band = f.row - f.key < m.window;
-      const bool stripe = f.key <= f.row - m.window && std::binary_search(m.stripes.begin(), m.stripes.end(),
-                                                                           static_cast<int32_t>(f.key));
-      kept += band || stripe;
+      kept += reference::visible(true, &m, f.row, f.key, in.model.window_left);
       const int64_t at = ((f.row - first) * heads + h) * dv;
       for (int64_t c = 0; c < dv; ++c) {
         const double e = static_cast<double>(os[at + c]) - od[at + c];

@@ -40,7 +40,9 @@ Status validate(const GeneratorConfig& c) {
   for (HeadType t : c.head_types) {
     if (static_cast<int>(t) < 0 || static_cast<int>(t) > 5) return invalid_argument("generator: bad head type");
   }
-  if (c.mix != HeadMix::kDefault && c.mix != HeadMix::kReal && c.mix != HeadMix::kFar) return invalid_argument("generator: bad head mix");
+  if (static_cast<int>(c.mix) < 0 || static_cast<int>(c.mix) > static_cast<int>(HeadMix::kFar)) {
+    return invalid_argument("generator: bad head mix");
+  }
   if (c.head_dim_v < 0 || c.head_dim_v > 1024) {
     return Status(SAMPLEATTN_UNSUPPORTED_HEAD_DIM, "generator: head_dim_v must be 0 (head_dim) or 1..1024");
   }
