@@ -86,9 +86,18 @@ int64_t stripe_pairs(const Problem& problem, const Sequence& seq, int64_t window
 
 double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPlan& plan) {
   if (plan.dense) return static_cast<double>(problem.causal ? model_pairs(problem, seq) : seq.q_len * seq.k_len);
-  return static_cast<double>(window_pairs(seq, plan.window) +
-                             stripe_pairs(problem, seq, plan.window, plan.stripes.data(),
-                                          static_cast<int64_t>(plan.stripes.size())));
+  double pairs = static_cast<double>(window_pairs(seq, plan.window) +
+                                     stripe_pairs(problem, seq, plan.window, plan.stripes.data(),
+                                                  static_cast<int64_t>(plan.stripes.size())));
+  // A dense row computes every key it sees instead of its band and visible stripes.
+  for (const int32_t i : plan.dense_rows) {
+    const int64_t p = seq.q_offset() + i;
+    const int64_t lo = model_lo(p, problem.window_left);
+    const StripeRun run = visible_stripes(plan, p, problem.window_left);
+    const int64_t band = p + 1 - std::max(lo, p - plan.window + 1);
+    pairs += static_cast<double>((p + 1 - lo) - band - (run.end - run.begin));
+  }
+  return pairs;
 }
 
 void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats* stats) {

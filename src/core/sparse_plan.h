@@ -16,6 +16,9 @@ struct HeadPlan {
   bool dense = true;
   int64_t window = 0;            // keys; k_len when dense
   std::vector<int32_t> stripes;  // ascending key positions (relative to the sequence)
+  // Query rows (indices within the sequence's queries, ascending) that attend over every key they
+  // see, as a dense head's rows do: rows whose far keys the window and stripes would miss.
+  std::vector<int32_t> dense_rows;
   float cra_min = 1.f;           // kept mass of the sampled rows (1 for dense heads)
   float cra_mean = 1.f;
   // Why the head runs as it does, the stripes alpha alone chose, and the validation rows' kept

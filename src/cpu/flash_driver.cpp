@@ -60,6 +60,15 @@ int rows_per_head(const KernelTable& k, const Problem& p) {
   return std::max(1, k.block_rows / p.group);
 }
 
+// A run of one sparse head's dense rows (HeadPlan::dense_rows [begin, end)): each over every key
+// it sees, written over what the head's sparse pass wrote for it.
+struct RowsTask {
+  int seq;
+  int head;
+  int64_t begin, end;
+  double cost;
+};
+
 // Stripe columns packed once per (sequence, stripe set) before the attention runs.
 struct PackedStripes {
   int64_t count = 0;
@@ -341,6 +350,67 @@ class FlashRunner {
       return a.cost > b.cost;
     });
     return tasks;
+  }
+
+  // The dense rows of every sparse head, in runs of at most bq_ * group rows (ascending, so a run's
+  // rows see similar key ranges), longest first.
+  std::vector<RowsTask> make_row_tasks() const {
+    std::vector<RowsTask> tasks;
+    if (plan_ == nullptr) return tasks;
+    const int hq = p_.num_q_heads;
+    const int64_t run = std::max(1, bq_ * p_.group);
+    for (size_t s = 0; s < p_.sequences.size(); ++s) {
+      const Sequence& seq = p_.sequences[s];
+      for (int h = 0; h < hq; ++h) {
+        const HeadPlan& hp = plan_->head(static_cast<int>(s), h, hq);
+        if (hp.dense) continue;
+        const int64_t n = static_cast<int64_t>(hp.dense_rows.size());
+        for (int64_t b = 0; b < n; b += run) {
+          const int64_t e = std::min(n, b + run);
+          const int64_t last = seq.q_offset() + hp.dense_rows[static_cast<size_t>(e - 1)];
+          tasks.push_back({static_cast<int>(s), h, b, e, static_cast<double>(e - b) * static_cast<double>(last + 1)});
+        }
+      }
+    }
+    std::stable_sort(tasks.begin(), tasks.end(), [](const RowsTask& a, const RowsTask& b) { return a.cost > b.cost; });
+    return tasks;
+  }
+
+  // A run of dense rows of one head: gathered from the sequence's queries, attended over the keys
+  // model_lo .. p of each (the dense span), and written to their own output rows and lse.
+  void run_rows_task(const RowsTask& t, void* scratch_base) {
+    const int d = p_.head_dim, dv = p_.head_dim_v;
+    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, dv, p_.num_kv_heads);
+    const Sequence& seq = p_.sequences[t.seq];
+    const HeadPlan& hp = plan_->head(t.seq, t.head, p_.num_q_heads);
+    const int m = static_cast<int>(t.end - t.begin);
+    const float slope = p_.score_mod(t.head).alibi_log2;
+    for (int r = 0; r < m; ++r) {
+      const int64_t i = hp.dense_rows[static_cast<size_t>(t.begin + r)];
+      s.q_offsets[r] = (seq.q_begin + i) * p_.q.token_stride + t.head * p_.q.head_stride;
+      s.positions[r] = seq.q_offset() + i;
+      s.row_pos[r] = static_cast<int32_t>(s.positions[r]);
+      s.slopes[r] = slope;
+    }
+    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, m, d, pack_q_scale(path_, scale_log2(p_.scale)), s.q_packed);
+    std::fill(s.row_max, s.row_max + m, -std::numeric_limits<float>::infinity());
+    std::fill(s.row_sum, s.row_sum + m, 0.f);
+    std::fill(s.acc, s.acc + static_cast<size_t>(m) * dv, 0.f);
+    attend_contiguous(s, t.seq, t.head / p_.group, 0, m, [&](int r, int64_t* lo, int64_t* hi) {
+      *lo = own_keys_lo(false, s.positions[r], seq.k_len, p_.window_left);
+      *hi = own_keys_hi(false, p_.causal, s.positions[r], seq.k_len);
+    });
+    const ScoreMod mod = p_.score_mod(t.head);
+    const int esize = dtype_size(p_.o.dtype);
+    for (int r = 0; r < m; ++r) {
+      const int64_t token = seq.q_begin + hp.dense_rows[static_cast<size_t>(t.begin + r)];
+      const RowNormalization norm = normalize_row(mod, s.row_max[r], s.row_sum[r]);
+      s.row_scale[r] = norm.scale;
+      if (p_.lse != nullptr) p_.lse[token * p_.num_q_heads + t.head] = norm.lse;
+      char* dst = static_cast<char*>(p_.o.data) + (token * p_.o.token_stride + t.head * p_.o.head_stride) * esize;
+      kernels_.store_rows(s.acc + static_cast<size_t>(r) * dv, 1, dv, s.row_scale + r, dst, p_.o.dtype,
+                          p_.o.token_stride);
+    }
   }
 
   // Writes the task's output rows, or (a split task) its partial slot: tasks write disjoint rows and
@@ -732,6 +802,14 @@ Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const Wor
   SAMPLEATTN_RETURN_IF_ERROR(
       pool.run(static_cast<int64_t>(tasks.size()), runner.scratch_bytes(), held.pool_limit(workspace_limit),
                [&](int64_t t, int, void* scratch) { runner.run_task(tasks[static_cast<size_t>(t)], scratch); }));
+  // Sparse heads' dense rows, over what their sparse pass wrote (sampled sequences only: never a
+  // short chunk's, whose output the merge below writes).
+  const std::vector<RowsTask> row_tasks = runner.make_row_tasks();
+  if (!row_tasks.empty()) {
+    SAMPLEATTN_RETURN_IF_ERROR(pool.run(
+        static_cast<int64_t>(row_tasks.size()), runner.scratch_bytes(), held.pool_limit(workspace_limit),
+        [&](int64_t t, int, void* scratch) { runner.run_rows_task(row_tasks[static_cast<size_t>(t)], scratch); }));
+  }
   const std::vector<size_t>& merges = runner.merges();
   if (runner.kv_nonfinite() || (kv_bounds_ok != nullptr && !(*kv_bounds_ok)(runner.k_max_abs(), runner.v_max_abs()))) {
     *kv_unchecked = true;  // the caller's full scan decides; nothing was written

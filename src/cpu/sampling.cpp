@@ -715,7 +715,7 @@ SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& 
 
 uint64_t sparse_plan_bytes(const SparsePlan& plan) {
   uint64_t bytes = plan.heads.capacity() * sizeof(HeadPlan);
-  for (const HeadPlan& hp : plan.heads) bytes += hp.stripes.capacity() * sizeof(int32_t);
+  for (const HeadPlan& hp : plan.heads) bytes += (hp.stripes.capacity() + hp.dense_rows.capacity()) * sizeof(int32_t);
   return bytes;
 }
 

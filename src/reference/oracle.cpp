@@ -119,6 +119,7 @@ bool visible(bool causal, const HeadMask* mask, int64_t p, int64_t j, int64_t wi
   if (causal && j > p) return false;
   if (window_left >= 0 && j < p - window_left) return false;  // older than the model's window
   if (mask == nullptr) return true;
+  if (std::binary_search(mask->dense_rows.begin(), mask->dense_rows.end(), p)) return true;  // a dense row
   if (j > p - mask->window) return true;  // inside the window (j <= p already)
   return std::binary_search(mask->stripes.begin(), mask->stripes.end(), static_cast<int32_t>(j));
 }

@@ -20,6 +20,7 @@ namespace sampleattn::reference {
 struct HeadMask {
   int64_t window = 0;
   std::vector<int32_t> stripes;  // ascending
+  std::vector<int64_t> dense_rows;  // ascending positions p of rows that see every key (model, causal)
 };
 
 // Returns the mask of (sequence, query head), or nullptr for dense.
