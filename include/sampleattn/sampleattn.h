@@ -312,6 +312,13 @@ typedef struct sampleattn_sample_params {
   /* The validation rows wanted: the statistics need a number of rows, not a share (>= 0; 0 = no
    * validation); default 384. */
   int32_t val_rows;
+  /* ABI revision 1.6: the look at every row (docs/ALGORITHM.md, step 5), in nats: a row of a
+   * sparse head whose largest score outside its window band and stripes comes within `look` of its
+   * band's largest score attends over every key it sees (a rare row that fetches a far key of its
+   * own, which neither the stripes nor the validation rows can catch). >= 0, finite; 0 (default) =
+   * no look. CPU backend, one process: the CUDA backend and sharded calls return
+   * SAMPLEATTN_UNSUPPORTED for look > 0. */
+  float look;
 } sampleattn_sample_params;
 
 SAMPLEATTN_API void sampleattn_sample_params_init_sized(sampleattn_sample_params* params, size_t size);

@@ -156,6 +156,9 @@ void declare_method_options(Options& o) {
           "SampleAttention: kept mass the validation rows' 5th percentile must reach (else more stripes, or dense), in [0, 1]");
   o.value("max-lost", std::to_string(d.max_lost),
           "SampleAttention: most root-mean-square lost mass of the validation rows (else more stripes, or dense), in [0, 1]");
+  o.value("look", std::to_string(d.look),
+          "SampleAttention: the look at every row, nats: a row whose largest score outside its band and stripes comes "
+          "this close to its band's runs dense, >= 0 (0: no look; CPU backend)");
 }
 
 bool read_method_options(const Options& o, sampleattn::Params* p, std::string* error) {
@@ -212,6 +215,16 @@ bool read_method_options(const Options& o, sampleattn::Params* p, std::string* e
   }
   if (!o.get_int("val-rows", 0, INT32_MAX, &n, error)) return false;
   s.val_rows = static_cast<int32_t>(n);
+  {
+    const std::string text = o.get("look");
+    char* end = nullptr;
+    const double v = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || !(v >= 0) || !std::isfinite(v)) {
+      *error = "--look must be a finite number of nats >= 0 (0: no look), got '" + text + "'";
+      return false;
+    }
+    s.look = static_cast<float>(v);
+  }
   if (s.r_val >= 1.f) {
     *error = "--r-val must be below 1 (rows are needed to choose the stripes), got " + o.get("r-val");
     return false;

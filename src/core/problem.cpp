@@ -118,6 +118,9 @@ Status check_sample(const sampleattn_sample_params& s) {
   if (!finite_in(s.max_lost, 0.f, 1.f, false)) {
     return invalid_argument("sample.max_lost must be in [0, 1] (1 = no bound), got " + num(s.max_lost));
   }
+  if (!(s.look >= 0.f) || !std::isfinite(s.look)) {
+    return invalid_argument("sample.look must be finite and >= 0 nats (0 = no look), got " + num(s.look));
+  }
   return Status::ok();
 }
 
@@ -294,6 +297,7 @@ sampleattn_sample_params default_sample_params() {
   p.val_rows = 384;
   p.min_kept = 0.9f;
   p.max_lost = 0.01f;
+  p.look = 0.f;
   return p;
 }
 

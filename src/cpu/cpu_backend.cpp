@@ -202,6 +202,7 @@ class CpuBackend final : public Backend {
       sparse = std::make_unique<SparsePlan>();
       SAMPLEATTN_RETURN_IF_ERROR(
           build_sparse_plan(*pool_, limit_, w.sampling, kernels, problem, stats != nullptr, sparse.get()));
+      SAMPLEATTN_RETURN_IF_ERROR(find_dense_rows(*pool_, limit_, w.attention, kernels, problem, sparse.get()));
       w.attention.sparse_plan = sparse_plan_bytes(*sparse);
     } else if (problem.method == SAMPLEATTN_METHOD_SAMPLE) {
       // Every sequence short or within its model window: all dense, each head saying why
@@ -245,6 +246,9 @@ class CpuBackend final : public Backend {
 
   Status forward_sharded(const Problem& problem, const ShardMap& map, Collective& coll,
                          sampleattn_stats* stats) override {
+    if (problem.method == SAMPLEATTN_METHOD_SAMPLE && problem.sample.look > 0.f) {
+      return unsupported_backend("sample.look > 0 (the look at every row) runs in one process only so far");
+    }
     std::lock_guard<std::mutex> call_lock(call_mutex_);
     const auto t0 = std::chrono::steady_clock::now();
     const KernelTable& kernels = active_kernel_table();

@@ -65,6 +65,9 @@ class CudaBackend final : public Backend {
   Status forward(const Problem& problem, sampleattn_stats* stats) override {
     const auto t_start = std::chrono::steady_clock::now();
     SAMPLEATTN_RETURN_IF_ERROR(check_dtypes(problem));
+    if (problem.method == SAMPLEATTN_METHOD_SAMPLE && problem.sample.look > 0.f) {
+      return unsupported_backend("sample.look > 0 (the look at every row) runs on the CPU backend only so far");
+    }
     std::lock_guard<std::mutex> lock(mutex_);  // one workspace: calls on a context run one after another
     DeviceScope scope(device_);
     SAMPLEATTN_CUDA_CHECK("cudaSetDevice", scope.status());
