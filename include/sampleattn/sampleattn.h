@@ -46,7 +46,7 @@ extern "C" {
 /* The ABI: the shared library's SONAME number, and the layout revision of this header's structs
  * (docs/ABI.md lists what each revision appended). */
 #define SAMPLEATTN_ABI_VERSION 1
-#define SAMPLEATTN_ABI_REVISION 5
+#define SAMPLEATTN_ABI_REVISION 6
 
 /* ---------------------------------------------------------------------------------------------
  * Status
@@ -412,6 +412,9 @@ typedef struct sampleattn_head_stats {
   float val_lost_rms;    /* sqrt(mean (1 - kept)^2) over the validation rows (0 dense, -1 none) */
   int32_t decision;      /* why the head ran as it did: a sampleattn_head_decision */
   int32_t alpha_stripes; /* stripes alpha alone chose (before validation widened them) */
+  /* ABI revision 1.6. Query rows of a sparse head that the look (sample.look) sent dense: rows
+   * that attended over every key they see (0 for a dense head, or without the look). */
+  int32_t dense_rows;
 } sampleattn_head_stats;
 
 /* sampleattn_head_stats.decision. */
@@ -422,7 +425,8 @@ typedef enum sampleattn_head_decision {
   SAMPLEATTN_DECISION_DENSE_SHORT = 3,     /* k_len below dense_below, or at most 16 queries (ABI 1.4; a decode step) */
   SAMPLEATTN_DECISION_DENSE_COST = 4,      /* the mask alpha chose costs more than max_density */
   SAMPLEATTN_DECISION_DENSE_VALIDATION = 5, /* no mask within max_density keeps min_kept of the validation rows */
-  SAMPLEATTN_DECISION_DENSE_WINDOW = 6      /* ABI 1.3: the model's window_left is no wider than the local window */
+  SAMPLEATTN_DECISION_DENSE_WINDOW = 6,     /* ABI 1.3: the model's window_left is no wider than the local window */
+  SAMPLEATTN_DECISION_DENSE_LOOK = 7        /* ABI 1.6: the look's dense rows took the mask past max_density */
 } sampleattn_head_decision;
 
 typedef struct sampleattn_stats {
@@ -463,6 +467,9 @@ typedef struct sampleattn_stats {
   /* ABI revision 1.5. The products the attention ran: "f32" or "bf16" (CPU), "f16" or "bf16"
    * (CUDA tensor cores); what params.precision AUTO resolved to. */
   const char* precision;
+  /* ABI revision 1.6. Query rows the look sent dense, over all heads (sample.look > 0); the
+   * look's time is part of time_selection_s. */
+  int64_t num_dense_rows;
 } sampleattn_stats;
 
 SAMPLEATTN_API void sampleattn_stats_init_sized(sampleattn_stats* stats, size_t size);

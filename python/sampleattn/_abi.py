@@ -1,4 +1,4 @@
-"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.5).
+"""ctypes mirrors of include/sampleattn/sampleattn.h (ABI 1, layout revision 1.6).
 
 Written by hand from the header. tests/test_abi.py compiles a C program against the header and
 checks every struct's size and every field's offset, and every enum value, against these.
@@ -7,7 +7,7 @@ Enums are C `int`s (4 bytes with GCC and Clang on the platforms the library supp
 import ctypes as C
 
 ABI_VERSION = 1
-ABI_REVISION = 5
+ABI_REVISION = 6
 
 STATUSES = {
     "SAMPLEATTN_SUCCESS": 0,
@@ -49,6 +49,7 @@ CONSTANTS = dict(STATUSES, **{
     "SAMPLEATTN_DECISION_DENSE_COST": 4,
     "SAMPLEATTN_DECISION_DENSE_VALIDATION": 5,
     "SAMPLEATTN_DECISION_DENSE_WINDOW": 6,
+    "SAMPLEATTN_DECISION_DENSE_LOOK": 7,
     "SAMPLEATTN_ABI_VERSION": ABI_VERSION,
     "SAMPLEATTN_ABI_REVISION": ABI_REVISION,
 })
@@ -169,6 +170,7 @@ class SampleParams(C.Structure):
         ("min_kept", C.c_float),
         ("max_lost", C.c_float),
         ("val_rows", C.c_int32),
+        ("look", C.c_float),  # ABI 1.6: the look at every row
     ]
 
 
@@ -220,11 +222,12 @@ class HeadStats(C.Structure):
         ("val_lost_rms", C.c_float),
         ("decision", C.c_int32),
         ("alpha_stripes", C.c_int32),
+        ("dense_rows", C.c_int32),  # ABI 1.6: rows the look sent dense
     ]
 
 # sampleattn_head_decision (the SAMPLEATTN_DECISION_* constants above)
 DECISIONS = {0: "sparse", 1: "widened", 2: "dense:method", 3: "dense:short", 4: "dense:cost", 5: "dense:validation",
-             6: "dense:window"}
+             6: "dense:window", 7: "dense:look"}
 
 
 class Stats(C.Structure):
@@ -252,6 +255,7 @@ class Stats(C.Structure):
         ("val_cra_mean", C.c_float),
         ("num_widened_heads", C.c_int32),
         ("precision", C.c_char_p),  # ABI 1.5: the products that ran
+        ("num_dense_rows", C.c_int64),  # ABI 1.6: rows the look sent dense
     ]
 
 

@@ -11,9 +11,9 @@ from ._library import Error, library
 
 SAMPLE_PARAMETERS = ("alpha", "r_row", "r_w", "min_window", "sample_block", "min_stripes", "max_stripes",
                      "sink_tokens", "dense_below", "scope", "window_mass_counts", "max_density", "r_val",
-                     "min_kept", "max_lost", "val_rows")
+                     "min_kept", "max_lost", "val_rows", "look")
 
-_FLOAT_SAMPLE_PARAMETERS = ("alpha", "r_row", "r_w", "max_density", "r_val", "min_kept", "max_lost")
+_FLOAT_SAMPLE_PARAMETERS = ("alpha", "r_row", "r_w", "max_density", "r_val", "min_kept", "max_lost", "look")
 
 # How many inputs were copied (not passed zero-copy) since import: lets tests check zero-copy.
 copies_made = 0
@@ -502,7 +502,7 @@ def _current_stream(framework, device):
 def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="auto",
               alpha=None, r_row=None, r_w=None, min_window=None, sample_block=None, min_stripes=None,
               max_stripes=None, sink_tokens=None, dense_below=None, scope=None, window_mass_counts=None,
-              max_density=None, r_val=None, min_kept=None, max_lost=None, val_rows=None,
+              max_density=None, r_val=None, min_kept=None, max_lost=None, val_rows=None, look=None,
               window_left=None, softcap=None, alibi_slopes=None, sinks=None, kv_cache=None,
               cu_seqlens_q=None, cu_seqlens_k=None, out=None, out_dtype=None,
               return_lse=False, return_stats=False, context=None, stream=None):
@@ -523,7 +523,7 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="au
         AMX or AMD's vdpbf16ps, else f32), "f32", or "bf16" (on CPUs with avx512_bf16).
     alpha, r_row, r_w, min_window, sample_block, min_stripes, max_stripes, sink_tokens,
     dense_below, scope ("per_head" | "per_kv_group"), window_mass_counts, max_density, r_val,
-    min_kept, max_lost, val_rows:
+    min_kept, max_lost, val_rows, look (ABI 1.6: the look at every row, nats; CPU backend):
     SampleAttention's parameters; None = the library's default (sample_defaults()).
     The model's attention variants (ABI 1.3; the model's semantics, whatever the method; natural-log
     units, with p the query's and j the key's position in the sequence):
@@ -566,7 +566,8 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="au
         ("sample_block", sample_block), ("min_stripes", min_stripes), ("max_stripes", max_stripes),
         ("sink_tokens", sink_tokens), ("dense_below", dense_below), ("scope", scope),
         ("window_mass_counts", window_mass_counts), ("max_density", max_density), ("r_val", r_val),
-        ("min_kept", min_kept), ("max_lost", max_lost), ("val_rows", val_rows)) if value is not None}
+        ("min_kept", min_kept), ("max_lost", max_lost), ("val_rows", val_rows), ("look", look))
+        if value is not None}
     call = Call(context, causal=causal, scale=scale, method=method, precision=precision, sample=given,
                 window_left=window_left, softcap=softcap, alibi_slopes=alibi_slopes, sinks=sinks,
                 kv_cache=kv_cache)
@@ -774,6 +775,7 @@ def _stats_dict(stats, buffers, batch, hq):
             "val_lost_rms": float(h.val_lost_rms),
             "decision": _abi.DECISIONS.get(h.decision, str(h.decision)),
             "alpha_stripes": h.alpha_stripes,
+            "dense_rows": h.dense_rows,  # rows the look sent dense
             "stripes": stripes[offsets[i]:offsets[i + 1]] if written else None,
         })
     return {
@@ -790,6 +792,7 @@ def _stats_dict(stats, buffers, batch, hq):
         "val_cra_p5": float(stats.val_cra_p5),
         "val_cra_mean": float(stats.val_cra_mean),
         "num_widened_heads": stats.num_widened_heads,
+        "num_dense_rows": stats.num_dense_rows,
         "isa": stats.isa.decode() if stats.isa else "",
         "precision": stats.precision.decode() if stats.precision else "",
         "stripes_required": stats.stripes_required,
