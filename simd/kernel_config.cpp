@@ -33,6 +33,8 @@ KernelTable build_table<Isa::kScalar>() {
   t.modify_scores = scalar::modify_scores;
   t.attend_rows = scalar::attend_rows;
   t.attend_rows_scratch_bytes = scalar::attend_rows_scratch_bytes;
+  t.look = {scalar::look_q_bytes, scalar::look_k_bytes, scalar::look_pack_q, scalar::look_pack_k, scalar::look_scores,
+            scalar::look_row_max};
   t.scan_row = scan_row_portable;
   return t;
 }
@@ -52,6 +54,8 @@ KernelTable build_table<Isa::kAvx2>() {
   t.modify_scores = avx2::modify_scores;
   t.attend_rows = avx2::attend_rows;
   t.attend_rows_scratch_bytes = avx2::attend_rows_scratch_bytes;
+  t.look = {avx2::look_q_bytes, avx2::look_k_bytes, avx2::look_pack_q, avx2::look_pack_k, avx2::look_scores,
+            avx2::look_row_max};
   t.scan_row = avx2::scan_row;
   return t;
 }
@@ -81,7 +85,11 @@ KernelTable build_table<Isa::kAvx512>() {
     t.attend_rows = avx512::attend_rows_vnni;
     t.attend_rows_scratch_bytes = avx512::attend_rows_vnni_scratch_bytes;
     t.attend_rows_int8_products = true;
+    t.look = {avx512::look_q_bytes_vnni, avx512::look_k_bytes_vnni, avx512::look_pack_q_vnni,
+              avx512::look_pack_k_vnni,  avx512::look_scores_vnni,  avx512::look_row_max};
   } else {
+    t.look = {avx512::look_q_bytes, avx512::look_k_bytes, avx512::look_pack_q, avx512::look_pack_k,
+              avx512::look_scores,  avx512::look_row_max};
     t.attend_rows = avx512::attend_rows;
     t.attend_rows_scratch_bytes = avx512::attend_rows_scratch_bytes;
   }

@@ -162,6 +162,33 @@ using AccumulateColumnsFn = void(const float* s, int64_t lds, int m, int n, cons
 using StoreRowsFn = void(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype,
                          int64_t row_stride);
 
+// The look (docs/ALGORITHM.md, step 5): approximate scores from rows quantized to int8, to find
+// the rows of a sparse head whose far keys the window and stripes miss. Every table quantizes
+// alike (simd/flash/look_quantize.h: integers in [-127, 127] and a scale per row) and multiplies
+// exactly (integer products, or f32 products of the integers, exact while |q.k| < 2^24, which
+// 127 * 127 * 1040 is not above), so every table, and the CUDA backend, gets the same bits:
+//   s[r * lds + j] = (float(qi_r . ki_j) * k_scales[j]) * q_scales[r].
+// Bytes of a look-packed buffer of `rows` Q rows or K rows (K rows: keys packed from a multiple
+// of 256 sit at look_k_bytes(that multiple, d) in a buffer of the whole run).
+using LookBytesFn = size_t(int rows, int d);
+// Quantizes `rows` rows of src (dequantized as the attention reads them) into dst, and each row's
+// scale times `scale` into scales[r] (K rows: 0 for the padding keys up to the layout's panel).
+using LookPackFn = void(const RowSource& src, int rows, int d, float scale, void* dst, float* scales);
+using LookScoresFn = void(const void* q, const float* q_scales, int m, const void* k, const float* k_scales, int n,
+                          int d, float* s, int64_t lds);
+// For each of m rows: outer[r] = max(outer[r], max of s over [lo[r], mid[r])) and inner[r] =
+// max(inner[r], max over [mid[r], hi[r])), the bounds clipped to [0, n).
+using LookMaxFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* mid,
+                       const int32_t* hi, float* outer, float* inner);
+struct LookPath {
+  LookBytesFn* q_bytes;
+  LookBytesFn* k_bytes;
+  LookPackFn* pack_q;
+  LookPackFn* pack_k;
+  LookScoresFn* scores;
+  LookMaxFn* row_max;
+};
+
 // The precisions of the flash path: X(name, Enumerator), the index of KernelTable::paths.
 #define SAMPLEATTN_FOR_EACH_PRECISION(X) \
   X(f32, kF32)   /* f32 products */      \
@@ -234,6 +261,7 @@ struct KernelTable {
   AccumulateColumnsFn* accumulate_columns;
   StoreRowsFn* store_rows;
   ModifyScoresFn* modify_scores;
+  LookPath look;  // vpdpbusd where the CPU has AVX512_VNNI, else f32 products of the integers
 };
 
 // The table of `isa`, assembled in simd/kernel_config.cpp from the per-ISA entry points. Use

@@ -19,7 +19,11 @@
   StoreRowsFn store_rows;                 \
   ModifyScoresFn modify_scores;           \
   AttendRowsFn attend_rows;               \
-  ScratchBytesFn attend_rows_scratch_bytes;
+  ScratchBytesFn attend_rows_scratch_bytes; \
+  LookBytesFn look_q_bytes, look_k_bytes; \
+  LookPackFn look_pack_q, look_pack_k;    \
+  LookScoresFn look_scores;               \
+  LookMaxFn look_row_max;
 
 namespace sampleattn::scalar {
 SAMPLEATTN_FLASH_ENTRY_POINTS
@@ -38,6 +42,10 @@ SAMPLEATTN_FLASH_ENTRY_POINTS
 RowScanFn scan_row;
 AttendRowsFn attend_rows_vnni;
 ScratchBytesFn attend_rows_vnni_scratch_bytes;
+// The look's products on vpdpbusd (only when the CPU has AVX512_VNNI).
+LookBytesFn look_q_bytes_vnni, look_k_bytes_vnni;
+LookPackFn look_pack_q_vnni, look_pack_k_vnni;
+LookScoresFn look_scores_vnni;
 PackedBytesFn bf16_packed_bytes;
 ScratchBytesFn bf16_scratch_bytes;
 PackQFn bf16_pack_q;

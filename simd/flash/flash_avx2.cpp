@@ -12,6 +12,7 @@
 #include "simd/flash/attend.h"
 #include "simd/flash/decode.h"
 #include "simd/flash/entry_points.h"
+#include "simd/flash/look.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
 #include "simd/flash/scan.h"
@@ -26,6 +27,7 @@ using Attend = flash::Attend<Arch>;
 using RowOps = flash::RowOps<Arch>;
 using Decode = flash::Decode<Arch>;
 using ScoreMods = flash::ScoreMods<Arch>;
+using Look = flash::Look<Arch>;
 
 #include "simd/flash/vector_entry_points.inc"
 

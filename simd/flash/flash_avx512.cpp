@@ -26,6 +26,7 @@
 #include "simd/flash/attend.h"
 #include "simd/flash/decode.h"
 #include "simd/flash/entry_points.h"
+#include "simd/flash/look.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
 #include "simd/flash/scan.h"
@@ -44,6 +45,7 @@ using RowOps = flash::RowOps<Arch>;
 using Decode = flash::Decode<Arch>;
 using Softmax = flash::Softmax<Arch>;
 using ScoreMods = flash::ScoreMods<Arch>;
+using Look = flash::Look<Arch>;
 using B = V::B;
 constexpr int kMaxRows = V::kMaxRows;
 constexpr int kPanel = 32;  // keys per K panel, columns per V block
@@ -286,5 +288,123 @@ void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, 
 // The decode step with int8 K/V products in integers (simd/flash/decode.h).
 bool attend_rows_vnni(const AttendRowsArgs& args) { return flash::Decode<Arch, true>::attend_rows(args); }
 size_t attend_rows_vnni_scratch_bytes(int m, int n) { return flash::Decode<Arch, true>::scratch_bytes(m, n); }
+
+// The look's products on vpdpbusd (simd/kernels.h, LookPath; the integers of look_quantize.h):
+//   Q: [m][d] s8, then int32 fix[m] = 128 * (sum of the row) at q_bytes' second part.
+//   K: [ceil(n/32) * 2][d/4][16][4] u8 = s8 + 128 (groups of 16 keys, each key's 4 consecutive
+//      dimensions adjacent: one zmm is 16 keys x 4 dimensions); padding keys are 128 (0).
+// u8 x s8 products summed in int32: acc = qi . (ki + 128) = qi . ki + fix, exact.
+namespace {
+
+constexpr int kLookGroup = 16;  // keys a zmm of products
+constexpr int kLookKeys = 32;   // keys a kernel step (two groups); K is padded to it
+constexpr int kLookRows = 8;    // rows a kernel step (8 x 2 accumulators)
+
+size_t look_q_rows_bytes(int m, int d) { return V::round_up(static_cast<size_t>(m) * d, 64); }
+
+template <int R>
+void look_block_vnni(const int8_t* q, const int32_t* fix, const float* qs, const uint8_t* k, const float* ks, int n,
+                     int d, float* s, int64_t lds) {
+  const int steps = d / 4;
+  for (int j0 = 0; j0 < n; j0 += kLookKeys) {
+    __m512i acc[R][2];
+    for (auto& a : acc) a[0] = a[1] = _mm512_setzero_si512();
+    const auto* k0 = reinterpret_cast<const __m512i*>(k + static_cast<size_t>(j0) * d);
+    const auto* k1 = k0 + steps;
+    for (int c = 0; c < steps; ++c) {
+      const __m512i a = _mm512_load_si512(k0 + c), b = _mm512_load_si512(k1 + c);
+      for (int r = 0; r < R; ++r) {
+        int32_t q4;
+        std::memcpy(&q4, q + r * d + 4 * c, sizeof q4);
+        const __m512i qv = _mm512_set1_epi32(q4);
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, qv);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b, qv);
+      }
+    }
+    const int left = n - j0;
+    const __mmask16 m0 = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+    const __mmask16 m1 = left >= 32 ? __mmask16(0xffff) : (left <= 16 ? __mmask16(0) : static_cast<__mmask16>((1u << (left - 16)) - 1));
+    const __m512 s0 = _mm512_load_ps(ks + j0), s1 = _mm512_load_ps(ks + j0 + kLookGroup);
+    for (int r = 0; r < R; ++r) {
+      const __m512i f = _mm512_set1_epi32(fix[r]);
+      const __m512 scale = _mm512_set1_ps(qs[r]);
+      const __m512 e0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][0], f)), s0), scale);
+      const __m512 e1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][1], f)), s1), scale);
+      _mm512_mask_storeu_ps(s + r * lds + j0, m0, e0);
+      _mm512_mask_storeu_ps(s + r * lds + j0 + kLookGroup, m1, e1);
+    }
+  }
+}
+
+template <int R = kLookRows>
+void look_rows_vnni(int rows, const int8_t* q, const int32_t* fix, const float* qs, const uint8_t* k, const float* ks,
+                    int n, int d, float* s, int64_t lds) {
+  if constexpr (R >= 1) {
+    if (rows == R) {
+      look_block_vnni<R>(q, fix, qs, k, ks, n, d, s, lds);
+    } else {
+      look_rows_vnni<R - 1>(rows, q, fix, qs, k, ks, n, d, s, lds);
+    }
+  }
+}
+
+}  // namespace
+
+size_t look_q_bytes_vnni(int rows, int d) {
+  return look_q_rows_bytes(rows, d) + V::round_up(static_cast<size_t>(rows) * sizeof(int32_t), 64);
+}
+size_t look_k_bytes_vnni(int rows, int d) {
+  return V::round_up(static_cast<size_t>(rows), kLookKeys) * static_cast<size_t>(d);
+}
+
+void look_pack_q_vnni(const RowSource& src, int m, int d, float scale, void* dst, float* scales) {
+  int8_t* q = static_cast<int8_t*>(dst);
+  int32_t* fix = reinterpret_cast<int32_t*>(static_cast<char*>(dst) + look_q_rows_bytes(m, d));
+  alignas(64) float row[Look::kMaxDim];
+  V::with_dtype(src.dtype, [&](auto t) {
+    for (int r = 0; r < m; ++r) {
+      scales[r] = Look::quantized_row<decltype(t)::value>(src, r, d, row) * scale;
+      int32_t sum = 0;
+      for (int i = 0; i < d; ++i) {
+        const int v = static_cast<int>(row[i]);
+        q[static_cast<int64_t>(r) * d + i] = static_cast<int8_t>(v);
+        sum += v;
+      }
+      fix[r] = 128 * sum;
+    }
+  });
+}
+
+void look_pack_k_vnni(const RowSource& src, int n, int d, float scale, void* dst, float* scales) {
+  uint8_t* k = static_cast<uint8_t*>(dst);
+  alignas(64) float row[Look::kMaxDim];
+  const int n_pad = static_cast<int>(V::round_up(static_cast<size_t>(n), kLookKeys));
+  V::with_dtype(src.dtype, [&](auto t) {
+    for (int j = 0; j < n_pad; ++j) {
+      if (j < n) {
+        scales[j] = Look::quantized_row<decltype(t)::value>(src, j, d, row) * scale;
+      } else {
+        scales[j] = 0.f;
+        std::fill(row, row + d, 0.f);
+      }
+      uint8_t* group = k + static_cast<size_t>(j / kLookGroup) * kLookGroup * d + (j % kLookGroup) * 4;
+      for (int i = 0; i < d; ++i) {
+        group[(i / 4) * kLookGroup * 4 + i % 4] = static_cast<uint8_t>(static_cast<int>(row[i]) + 128);
+      }
+    }
+  });
+}
+
+void look_scores_vnni(const void* qv, const float* q_scales, int m, const void* kv, const float* k_scales, int n,
+                      int d, float* s, int64_t lds) {
+  const int8_t* q = static_cast<const int8_t*>(qv);
+  const int32_t* fix = reinterpret_cast<const int32_t*>(static_cast<const char*>(qv) + look_q_rows_bytes(m, d));
+  const uint8_t* k = static_cast<const uint8_t*>(kv);
+  for (int r0 = 0; r0 < m; r0 += kLookRows) {
+    const int rows = V::imin(kLookRows, m - r0);
+    look_rows_vnni(rows, q + static_cast<int64_t>(r0) * d, fix + r0, q_scales + r0, k, k_scales, n, d,
+                   s + r0 * lds, lds);
+  }
+}
 
 }  // namespace sampleattn::avx512

@@ -6,6 +6,7 @@
 #include "core/dtype_convert.h"
 #include "core/score_mod.h"
 #include "simd/flash/entry_points.h"
+#include "simd/flash/look_quantize.h"
 
 namespace sampleattn::scalar {
 namespace {
@@ -201,6 +202,45 @@ bool attend_rows(const AttendRowsArgs& a) {
     finite = attend_head_rows(one) && finite;
   }
   return finite;
+}
+
+// The look (simd/kernels.h, LookPath): Q and K rows of integers as f32, [rows][d] each; the
+// products exact in f32 (integers below 2^24).
+size_t look_q_bytes(int rows, int d) { return round64(static_cast<size_t>(rows) * d * sizeof(float)); }
+size_t look_k_bytes(int rows, int d) { return round64(static_cast<size_t>(rows) * d * sizeof(float)); }
+void look_pack_q(const RowSource& src, int m, int d, float scale, void* dst, float* scales) {
+  float* out = static_cast<float*>(dst);
+  load_rows(src, m, d, 1.0f, out);  // then quantized in place
+  for (int r = 0; r < m; ++r) {
+    float* row = out + static_cast<int64_t>(r) * d;
+    scales[r] = flash::look_quantize(row, d, row) * scale;
+  }
+}
+void look_pack_k(const RowSource& src, int n, int d, float scale, void* dst, float* scales) {
+  look_pack_q(src, n, d, scale, dst, scales);
+}
+void look_scores(const void* qv, const float* q_scales, int m, const void* kv, const float* k_scales, int n, int d,
+                 float* s, int64_t lds) {
+  const float* q = static_cast<const float*>(qv);
+  const float* k = static_cast<const float*>(kv);
+  for (int r = 0; r < m; ++r) {
+    for (int j = 0; j < n; ++j) {
+      float dot = 0.f;
+      for (int c = 0; c < d; ++c) dot += q[r * d + c] * k[j * d + c];
+      s[r * lds + j] = (dot * k_scales[j]) * q_scales[r];
+    }
+  }
+}
+void look_row_max(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* mid, const int32_t* hi,
+                  float* outer, float* inner) {
+  for (int r = 0; r < m; ++r) {
+    const int a = std::max(lo[r], 0), c = std::min(hi[r], n);
+    const int b = std::min(std::max(mid[r], a), c);
+    for (int j = a; j < c; ++j) {
+      float* best = j < b ? outer + r : inner + r;
+      *best = std::max(*best, s[r * lds + j]);
+    }
+  }
 }
 
 }  // namespace sampleattn::scalar

@@ -111,7 +111,7 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
   double val_mean_sum = 0;
   int validated = 0, widened = 0;
   bool any_validated_sparse = false;
-  int64_t stripes_required = 0;
+  int64_t stripes_required = 0, dense_rows = 0;
   const HeadPlan dense_plan;
   for (int s = 0; s < nseq; ++s) {
     const Sequence& seq = problem.sequences[s];
@@ -137,6 +137,7 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
         if (!hp.dense) any_validated_sparse = true;
       }
       stripes_required += static_cast<int64_t>(hp.stripes.size());
+      dense_rows += static_cast<int64_t>(hp.dense_rows.size());
       if (stats->head_stats) {
         sampleattn_head_stats out{};
         out.window = static_cast<int32_t>(hp.dense ? seq.k_len : hp.window);
@@ -152,6 +153,7 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
         out.val_lost_rms = hp.val_lost_rms;
         out.decision = hp.decision;
         out.alpha_stripes = static_cast<int32_t>(hp.alpha_stripes);
+        out.dense_rows = static_cast<int32_t>(hp.dense_rows.size());
         // The caller's array has its own element size (stats.head_stats_size, checked by the API).
         const size_t stride = stats->head_stats_size;
         std::memcpy(reinterpret_cast<char*>(stats->head_stats) + (static_cast<size_t>(s) * hq + h) * stride, &out,
@@ -172,6 +174,7 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
   stats->val_cra_p5 = have ? val_p5 : -1.f;
   stats->val_cra_mean = have ? static_cast<float>(val_mean_sum / validated) : -1.f;
   stats->num_widened_heads = widened;
+  stats->num_dense_rows = dense_rows;
   stats->time_sampling_s = plan ? plan->time_sampling_s : 0;
   stats->time_selection_s = plan ? plan->time_selection_s : 0;
   if (stats->stripe_offsets != nullptr && stats->stripes != nullptr &&

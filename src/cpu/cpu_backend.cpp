@@ -13,6 +13,7 @@
 #include "core/sparse_plan.h"
 #include "core/timing.h"
 #include "cpu/flash_driver.h"
+#include "cpu/look.h"
 #include "cpu/sampling.h"
 #include "cpu/sharded_attention.h"
 #include "cpu/thread_pool.h"

@@ -7,7 +7,6 @@
 #include <limits>
 #include <memory>
 #include <new>
-#include <numbers>
 #include <vector>
 
 #include "core/mask.h"
@@ -107,8 +106,6 @@ struct Scratch {
   void* attend_scratch;
   float* decode_scratch;  // attend_rows' scores
   KvRows kv_rows;         // a K/V tile's rows
-  float* look_scores;     // the look's scores of a block's rows over one key tile
-  uint8_t* look_stripe;   // the look: which keys of a tile are stripes of the head
 };
 
 // The one definition of a flash worker's scratch: sizes with a null base. d is the head dim of Q
@@ -139,8 +136,6 @@ Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path
   s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, key_tile)));
   // A decode block's rows and the next block's (attend_decode).
   s.kv_rows = KvRows::carve(c, std::max<int>(key_tile, 2 * kDecodeBlock), kv_heads);
-  s.look_scores = c.take<float>(static_cast<size_t>(max_rows) * key_tile);
-  s.look_stripe = c.take<uint8_t>(key_tile);
   if (bytes != nullptr) *bytes = c.used();
   return s;
 }
@@ -355,66 +350,6 @@ class FlashRunner {
       return a.cost > b.cost;
     });
     return tasks;
-  }
-
-  // The look (docs/ALGORITHM.md, step 5): rows [q0, q0 + rows) of sparse head `head` of sequence
-  // `seq`, each row's largest score in its window band and outside the band and the stripes, over
-  // the keys it sees (scores as the attention computes them, the model's variants applied); the
-  // rows whose outside maximum comes within `bar` (log2 units) of their band maximum go to
-  // *flagged (query indices, ascending).
-  void look_block(int seq_index, int head, int64_t q0, int rows, float bar, void* scratch_base,
-                  std::vector<int32_t>* flagged) {
-    const int d = p_.head_dim, key_tile = kernels_.key_tile;
-    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, p_.head_dim_v,
-                            p_.num_kv_heads);
-    const Sequence& seq = p_.sequences[seq_index];
-    const HeadPlan& hp = plan_->head(seq_index, head, p_.num_q_heads);
-    const float slope = p_.score_mod(head).alibi_log2;
-    for (int r = 0; r < rows; ++r) {
-      s.q_offsets[r] = (seq.q_begin + q0 + r) * p_.q.token_stride + head * p_.q.head_stride;
-      s.positions[r] = seq.q_offset() + q0 + r;
-      s.row_pos[r] = static_cast<int32_t>(s.positions[r]);
-      s.slopes[r] = slope;
-      s.row_max[r] = -std::numeric_limits<float>::infinity();  // band
-      s.row_sum[r] = -std::numeric_limits<float>::infinity();  // outside
-    }
-    path_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, rows, d, pack_q_scale(path_, scale_log2(p_.scale)),
-                 s.q_packed);
-    const int64_t first = own_keys_lo(false, s.positions[0], seq.k_len, p_.window_left);
-    const int64_t last = own_keys_hi(false, p_.causal, s.positions[rows - 1], seq.k_len);
-    const ScoreModArgs mod = score_mod_args(s, 0, s.key_pos);
-    const float qk = qk_scale(path_, scale_log2(p_.scale));
-    auto stripe = std::lower_bound(hp.stripes.begin(), hp.stripes.end(), static_cast<int32_t>(first / key_tile * key_tile));
-    for (int64_t t0 = first / key_tile * key_tile; t0 < last; t0 += key_tile) {
-      const int n = static_cast<int>(std::min<int64_t>(key_tile, seq.k_len - t0));
-      std::fill(s.look_stripe, s.look_stripe + n, uint8_t{0});
-      for (; stripe != hp.stripes.end() && *stripe < t0 + n; ++stripe) s.look_stripe[*stripe - t0] = 1;
-      s.kv_rows.fill_run(p_, seq_index, head / p_.group, t0, n);
-      for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
-      path_.pack_k(s.kv_rows.k(p_), n, d, s.k_packed);
-      path_.scores(s.q_packed, rows, s.k_packed, n, d, s.look_scores, key_tile, qk);
-      kernels_.modify_scores(s.look_scores, key_tile, rows, n, mod);
-      for (int r = 0; r < rows; ++r) {
-        const int64_t p = s.positions[r];
-        const int64_t lo = std::max(t0, own_keys_lo(false, p, seq.k_len, p_.window_left));
-        const int64_t hi = std::min(t0 + n, own_keys_hi(false, p_.causal, p, seq.k_len));
-        const int64_t band = p - hp.window + 1;  // keys from here on are the row's band
-        const float* sc = s.look_scores + static_cast<size_t>(r) * key_tile;
-        float bmax = s.row_max[r], omax = s.row_sum[r];
-        for (int64_t j = lo; j < hi; ++j) {
-          if (j >= band) {
-            bmax = std::max(bmax, sc[j - t0]);
-          } else if (!s.look_stripe[j - t0]) {
-            omax = std::max(omax, sc[j - t0]);
-          }
-        }
-        s.row_max[r] = bmax;
-        s.row_sum[r] = omax;
-      }
-    }
-    for (int r = 0; r < rows; ++r) {
-      if (s.row_sum[r] >= s.row_max[r] - bar) flagged->push_back(static_cast<int32_t>(q0 + r));
-    }
   }
 
   // The dense rows of every sparse head, in runs of at most bq_ * group rows (ascending, so a run's
@@ -853,45 +788,6 @@ size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem) {
 
 uint64_t flash_bookkeeping_bytes(const KernelTable& kernels, const Problem& problem, int threads) {
   return FlashRunner(kernels, problem, nullptr, threads).bookkeeping_bytes();
-}
-
-Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
-                       const KernelTable& kernels, const Problem& problem, SparsePlan* plan) {
-  const float bar = problem.sample.look * static_cast<float>(std::numbers::log2e);
-  if (!(bar > 0.f) || plan == nullptr) return Status::ok();
-  FlashRunner runner(kernels, problem, plan, pool.num_threads());
-  struct Block {
-    int seq, head;
-    int64_t q0;
-    int rows;
-  };
-  const int hq = problem.num_q_heads;
-  const int block = std::max(1, kernels.block_rows);
-  std::vector<Block> blocks;
-  for (size_t s = 0; s < problem.sequences.size(); ++s) {
-    const Sequence& seq = problem.sequences[s];
-    for (int h = 0; h < hq; ++h) {
-      const HeadPlan& hp = plan->head(static_cast<int>(s), h, hq);
-      if (hp.dense) continue;
-      // Rows whose band holds every key they see have nothing to look at.
-      const int64_t i0 = std::max<int64_t>(0, hp.window - seq.q_offset());
-      for (int64_t q0 = i0; q0 < seq.q_len; q0 += block) {
-        blocks.push_back({static_cast<int>(s), h, q0, static_cast<int>(std::min<int64_t>(block, seq.q_len - q0))});
-      }
-    }
-  }
-  if (blocks.empty()) return Status::ok();
-  std::vector<std::vector<int32_t>> flagged(blocks.size());
-  SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(blocks.size()), runner.scratch_bytes(),
-                                      during.pool_limit(workspace_limit), [&](int64_t t, int, void* scratch) {
-    const Block& b = blocks[static_cast<size_t>(t)];
-    runner.look_block(b.seq, b.head, b.q0, b.rows, bar, scratch, &flagged[static_cast<size_t>(t)]);
-  }));
-  for (size_t t = 0; t < blocks.size(); ++t) {  // blocks of a head in ascending order
-    HeadPlan& hp = plan->heads[static_cast<size_t>(blocks[t].seq) * hq + blocks[t].head];
-    hp.dense_rows.insert(hp.dense_rows.end(), flagged[t].begin(), flagged[t].end());
-  }
-  return Status::ok();
 }
 
 Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,

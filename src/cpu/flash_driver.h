@@ -35,13 +35,6 @@ Status run_flash_attention(ThreadPool& pool, uint64_t workspace_limit, const Wor
                            const KernelTable& kernels, const Problem& problem, const SparsePlan* plan,
                            const KvBoundsCheck* kv_bounds_ok, bool* kv_unchecked);
 
-// The look (docs/ALGORITHM.md, step 5; problem.sample.look > 0): every row of every sparse head
-// whose largest score outside its band and stripes comes within `look` nats of its band's largest
-// score is added to the head's dense_rows. Reads Q and K like the attention (same products,
-// same variants); scratch as the attention's.
-Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
-                       const KernelTable& kernels, const Problem& problem, SparsePlan* plan);
-
 // Scratch bytes one worker needs for run_flash_attention with these kernels (the attention's or
 // the stripe packing's, whichever is larger).
 size_t flash_scratch_bytes(const KernelTable& kernels, const Problem& problem);

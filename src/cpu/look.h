@@ -1,0 +1,26 @@
+// The look at every row (docs/ALGORITHM.md, step 5; sample.look > 0): after stage 2, every row of
+// every sparse head compares its largest approximate score outside its window band and stripes
+// with its band's largest; a row within `look` nats of it joins the head's dense rows, which the
+// attention runs over every key they see (cpu/flash_driver.cpp). A head whose mask then computes
+// more than max_density of the model's pairs runs dense (SAMPLEATTN_DECISION_DENSE_LOOK).
+// The scores are the kernel table's look (simd/kernels.h, LookPath): int8 Q and K, the same
+// bits on every table.
+#pragma once
+
+#include <cstdint>
+
+#include "core/problem.h"
+#include "core/sparse_plan.h"
+#include "core/status.h"
+#include "cpu/thread_pool.h"
+#include "cpu/workspace.h"
+#include "simd/kernels.h"
+
+namespace sampleattn::cpu {
+
+// Fills the dense_rows of the plan's sparse heads (nothing when problem.sample.look is 0). Its
+// packed keys, one (sequence, kv head) at a time, count as stage-2 memory beside `during`.
+Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
+                       const KernelTable& kernels, const Problem& problem, SparsePlan* plan);
+
+}  // namespace sampleattn::cpu
