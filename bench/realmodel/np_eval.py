@@ -137,7 +137,8 @@ def ppl_change(bpb, bpb_dense):
 
 
 def summarize(results, names):
-    """Per sample-based method: layer-windows over the bar, worst head, worst perplexity change."""
+    """Per sample-based method: layer-windows over the bar, worst head, the perplexity change of
+    largest size (worst_ppl_change_pct, either sign)."""
     out = {}
     for name in names:
         lw, worst, decisions, dense_rows, dens = [], None, collections.Counter(), 0, []
@@ -280,7 +281,7 @@ def main():
                     f"head {w['head']})")
             if "worst_ppl_change_pct" in s:
                 c = s["worst_ppl_change_pct"]
-                line += f"; worst ppl change {c['value']:+.3f}% (window {c['window']})"
+                line += f"; largest ppl change {c['value']:+.3f}% (window {c['window']})"
             line += (f"; mean density {s['mean_density']:.3f}; decisions {s['decisions']}; "
                      f"dense rows {s['dense_rows']}")
             print(line)
