@@ -160,12 +160,10 @@ TEST(Abi, Revision15AppendsThePrecisionThatRanAndMakesAutoTheDefault) {
   // ABI 1.5 appended `precision` to the stats, after `num_widened_heads` where the 1.2-1.4 layout
   // ends, and the enum value AUTO after BF16 (LP64).
   EXPECT_EQ(offsetof(sampleattn_stats, num_widened_heads), 136u);  // the 1.4 layout: 144 bytes
-  EXPECT_EQ(offsetof(sampleattn_stats, precision), 144u);
-  EXPECT_EQ(sizeof(sampleattn_stats), 152u);
+  EXPECT_EQ(offsetof(sampleattn_stats, precision), 144u);  // the 1.5 layout: 152 bytes
   EXPECT_EQ(SAMPLEATTN_PRECISION_F32, 0);
   EXPECT_EQ(SAMPLEATTN_PRECISION_BF16, 1);
   EXPECT_EQ(SAMPLEATTN_PRECISION_AUTO, 2);
-  EXPECT_EQ(SAMPLEATTN_ABI_REVISION, 5);
   sampleattn_params p;
   std::memset(&p, 0x5A, sizeof p);
   sampleattn_params_init(&p);
@@ -175,6 +173,36 @@ TEST(Abi, Revision15AppendsThePrecisionThatRanAndMakesAutoTheDefault) {
   sampleattn_stats_init(&s);
   ASSERT_NE(s.precision, nullptr);
   EXPECT_STREQ(s.precision, "");
+}
+
+TEST(Abi, Revision16AppendsTheLook) {
+  // ABI 1.6 appended the look to the sample parameters after val_rows, the rows it sent dense to
+  // the head stats after alpha_stripes and to the stats after precision, and the decision
+  // DENSE_LOOK after DENSE_WINDOW (LP64).
+  EXPECT_EQ(offsetof(sampleattn_sample_params, val_rows), 64u);  // the 1.2-1.5 layout: 68 bytes
+  EXPECT_EQ(offsetof(sampleattn_sample_params, look), 68u);
+  EXPECT_EQ(sizeof(sampleattn_sample_params), 72u);
+  EXPECT_EQ(offsetof(sampleattn_head_stats, alpha_stripes), 48u);  // the 1.2-1.5 element: 52 bytes
+  EXPECT_EQ(offsetof(sampleattn_head_stats, dense_rows), 52u);
+  EXPECT_EQ(sizeof(sampleattn_head_stats), 56u);
+  EXPECT_EQ(offsetof(sampleattn_stats, num_dense_rows), 152u);
+  EXPECT_EQ(offsetof(sampleattn_stats, dense_row_offsets), 160u);
+  EXPECT_EQ(offsetof(sampleattn_stats, dense_row_indices), 168u);
+  EXPECT_EQ(offsetof(sampleattn_stats, dense_row_capacity), 176u);
+  EXPECT_EQ(sizeof(sampleattn_stats), 184u);
+  EXPECT_EQ(SAMPLEATTN_DECISION_DENSE_LOOK, 7);
+  EXPECT_EQ(SAMPLEATTN_ABI_REVISION, 6);
+  sampleattn_sample_params sp;
+  std::memset(&sp, 0x5A, sizeof sp);
+  sampleattn_sample_params_init(&sp);
+  EXPECT_EQ(sp.look, 0.f);  // off by default
+  sampleattn_stats st;
+  std::memset(&st, 0x5A, sizeof st);
+  sampleattn_stats_init(&st);
+  EXPECT_EQ(st.num_dense_rows, 0);
+  EXPECT_EQ(st.dense_row_offsets, nullptr);
+  EXPECT_EQ(st.dense_row_indices, nullptr);
+  EXPECT_EQ(st.dense_row_capacity, 0);
 }
 
 class AbiCalls : public ::testing::Test {

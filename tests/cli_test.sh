@@ -177,6 +177,8 @@ bad_options=(
   "run --r-val nan|run \$missing --out $out --r-val nan|--r-val"
   "run --min-kept 2|run \$missing --out $out --min-kept 2|--min-kept"
   "run --max-lost -1|run \$missing --out $out --max-lost -1|--max-lost"
+  "run --look -1|run \$missing --out $out --look -1|--look"
+  "run --look nan|run \$missing --out $out --look nan|--look"
   "run --max-stripes below --min-stripes|run \$missing --out $out --min-stripes 4 --max-stripes 2|--max-stripes"
   "run --sample-block 0|run \$missing --out $out --sample-block 0|--sample-block"
   "run --scope team|run \$missing --out $out --scope team|--scope"

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "simd/dispatch.h"
+#include "simd/cpu_features.h"
+#include "simd/flash/entry_points.h"
 #include "core/dtype_convert.h"
 #include "core/problem.h"
 #include "core/row_scan.h"
@@ -978,6 +980,167 @@ TEST_P(KernelsTest, StoreRowsRoundsLikeScalar) {
         EXPECT_EQ(got, want) << "d=" << d << " m=" << m << " " << dtype_name(dt);
       }
     }
+  }
+}
+
+// The look's quantization as simd/kernels.h states it (LookPath), restated: integers in
+// [-127, 127] of x * (127 / absmax), rounded to nearest even, and the scale absmax / 127.
+float look_quantized(const std::vector<float>& x, std::vector<int>* q) {
+  float amax = 0.f;
+  for (float v : x) amax = std::max(amax, std::fabs(v));
+  q->assign(x.size(), 0);
+  if (amax == 0.f) return 0.f;
+  const float inv = 127.f / amax;
+  for (size_t i = 0; i < x.size(); ++i) (*q)[i] = static_cast<int>(std::clamp(std::nearbyint(x[i] * inv), -127.f, 127.f));
+  return amax / 127.f;
+}
+
+// One table's look entries (the table's own, or the avx512 table's other variant).
+void expect_look_is_the_integer_products(const LookPath& look, const char* label) {
+  std::mt19937 rng(77);
+  int index = 0;
+  for (int d : {32, 80, 128, 256}) {
+    for (auto [m, n] : std::vector<std::pair<int, int>>{{1, 1}, {7, 16}, {8, 31}, {9, 33}, {64, 300}, {17, 257}}) {
+      const DType dt = kDTypes[index++ % 3];
+      SCOPED_TRACE(std::string(label) + " d=" + std::to_string(d) + " m=" + std::to_string(m) + " n=" +
+                   std::to_string(n) + " " + dtype_name(dt));
+      const Source q = make_source(dt, m, d, rng, 1.0);
+      const Source k = make_source(dt, n, d, rng, 3.0);
+      const float scale = 0.3f;
+      Buffer qp(look.q_bytes(m, d)), kp(look.k_bytes(n, d));
+      std::vector<float> q_scales(m), k_scales(static_cast<size_t>(n) + 64, -1.f);
+      look.pack_q(RowSource{q.base(), dt, q.stride, nullptr}, m, d, scale, qp.get(), q_scales.data());
+      // K in two runs, the second from key 256 (LookBytesFn: a run packed from a multiple of 256
+      // sits at k_bytes of it).
+      const int first = std::min(n, 256);
+      look.pack_k(RowSource{k.base(), dt, k.stride, nullptr}, first, d, 1.0f, kp.get(), k_scales.data());
+      if (n > 256) {
+        look.pack_k(RowSource{k.row_ptr(256), dt, k.stride, nullptr}, n - 256, d, 1.0f,
+                    static_cast<char*>(kp.get()) + look.k_bytes(256, d), k_scales.data() + 256);
+      }
+      std::vector<std::vector<int>> qi(m), ki(n);
+      std::vector<float> qs(m), ks(n);
+      for (int r = 0; r < m; ++r) {
+        std::vector<float> row(d);
+        for (int c = 0; c < d; ++c) row[c] = static_cast<float>(q.at(r, c));
+        qs[r] = look_quantized(row, &qi[r]) * scale;
+        ASSERT_EQ(q_scales[r], qs[r]) << "r=" << r;
+      }
+      for (int j = 0; j < n; ++j) {
+        std::vector<float> row(d);
+        for (int c = 0; c < d; ++c) row[c] = static_cast<float>(k.at(j, c));
+        ks[j] = look_quantized(row, &ki[j]);
+        ASSERT_EQ(k_scales[j], ks[j]) << "j=" << j;
+      }
+      // Scores of each 256-key tile, as the driver asks for them.
+      const int64_t lds = 256 + 3;
+      for (int t0 = 0; t0 < n; t0 += 256) {
+        const int nt = std::min(256, n - t0);
+        std::vector<float> s(static_cast<size_t>(m) * lds, 12345.0f);
+        look.scores(qp.get(), q_scales.data(), m, static_cast<const char*>(kp.get()) + look.k_bytes(t0, d),
+                    k_scales.data() + t0, nt, d, s.data(), lds);
+        for (int r = 0; r < m; ++r) {
+          for (int j = 0; j < lds; ++j) {
+            const float got = s[r * lds + j];
+            if (j >= nt) {
+              ASSERT_EQ(got, 12345.0f) << "wrote past n: r=" << r << " j=" << j;
+              continue;
+            }
+            int64_t dot = 0;
+            for (int c = 0; c < d; ++c) dot += qi[r][c] * ki[t0 + j][c];
+            const float want = (static_cast<float>(dot) * ks[t0 + j]) * qs[r];
+            ASSERT_EQ(got, want) << "r=" << r << " j=" << t0 + j;
+            // And near the exact score: the rounding of each factor, at most half a step.
+            double exact = 0, bound = 0;
+            for (int c = 0; c < d; ++c) {
+              exact += q.at(r, c) * scale * k.at(t0 + j, c);
+              bound += 0.5 * (std::abs(q.at(r, c)) * ks[t0 + j] + std::abs(k.at(t0 + j, c)) * qs[r] / scale) * scale +
+                       0.25 * qs[r] * ks[t0 + j];
+            }
+            ASSERT_LE(std::abs(got - exact), bound * 1.001 + 1e-6) << "r=" << r << " j=" << t0 + j;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(KernelsTest, LookScoresAreTheIntegerProducts) {
+  if (bf16()) GTEST_SKIP() << "the look is one set of kernels per table";
+  expect_look_is_the_integer_products(table_->look, table_->name);
+  // The avx512 table's other look (f32 products when the CPU lacks VNNI; vpdpbusd when it has it).
+  if (table_->isa == Isa::kAvx512) {
+    if (cpu_features().avx512_vnni) {
+      const LookPath f32_products = {avx512::look_q_bytes, avx512::look_k_bytes, avx512::look_pack_q,
+                                     avx512::look_pack_k,  avx512::look_scores,  avx512::look_row_max};
+      expect_look_is_the_integer_products(f32_products, "avx512 without vnni");
+    }
+  }
+}
+
+TEST_P(KernelsTest, LookQuantizesInt8KvLikeScalar) {
+  if (bf16()) GTEST_SKIP() << "the look is one set of kernels per table";
+  // Quantized K (int8 with a scale per row) dequantized as the attention reads it, then the
+  // look's own quantization: the same integers and scales on every table.
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> byte(-127, 127);
+  std::uniform_real_distribution<float> unit(0.001f, 0.05f);
+  for (int d : {64, 128}) {
+    const int n = 40;
+    std::vector<int8_t> k(static_cast<size_t>(n) * d);
+    std::vector<float> scales(n);
+    for (auto& x : k) x = static_cast<int8_t>(byte(rng));
+    for (auto& x : scales) x = unit(rng);
+    const RowSource src{k.data(), DType::kI8, d, nullptr, scales.data()};
+    Buffer got(table_->look.k_bytes(n, d)), want(scalar_->look.k_bytes(n, d));
+    std::vector<float> got_s(n + 64), want_s(n + 64);
+    table_->look.pack_k(src, n, d, 1.0f, got.get(), got_s.data());
+    scalar_->look.pack_k(src, n, d, 1.0f, want.get(), want_s.data());
+    for (int j = 0; j < n; ++j) EXPECT_EQ(got_s[j], want_s[j]) << "d=" << d << " j=" << j;
+    // The same scores against one query row.
+    std::vector<float> qrow(d);
+    for (auto& x : qrow) x = unit(rng) - 0.025f;
+    const RowSource qsrc{qrow.data(), DType::kF32, d, nullptr};
+    Buffer qg(table_->look.q_bytes(1, d)), qw(scalar_->look.q_bytes(1, d));
+    float qsg = 0, qsw = 0;
+    table_->look.pack_q(qsrc, 1, d, 1.0f, qg.get(), &qsg);
+    scalar_->look.pack_q(qsrc, 1, d, 1.0f, qw.get(), &qsw);
+    std::vector<float> sg(n), sw(n);
+    table_->look.scores(qg.get(), &qsg, 1, got.get(), got_s.data(), n, d, sg.data(), n);
+    scalar_->look.scores(qw.get(), &qsw, 1, want.get(), want_s.data(), n, d, sw.data(), n);
+    EXPECT_EQ(sg, sw) << "d=" << d;
+  }
+}
+
+TEST_P(KernelsTest, LookRowMaxMatchesDefinition) {
+  if (bf16()) GTEST_SKIP() << "the look is one set of kernels per table";
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.f, 10.f);
+  for (int n : {1, 5, 16, 33, 256}) {
+    const int m = 23;
+    const int64_t lds = n + 7;
+    std::vector<float> s(static_cast<size_t>(m) * lds);
+    for (float& x : s) x = dist(rng);
+    std::vector<int32_t> lo(m), mid(m), hi(m);
+    std::vector<float> outer(m), inner(m);
+    for (int r = 0; r < m; ++r) {
+      lo[r] = static_cast<int32_t>(rng() % (n + 3)) - 1;  // may start before the tile
+      hi[r] = static_cast<int32_t>(rng() % (n + 3));       // may end past it
+      mid[r] = static_cast<int32_t>(rng() % (n + 5)) - 2;
+      outer[r] = r % 4 == 0 ? kNegInf : dist(rng);
+      inner[r] = r % 5 == 0 ? kNegInf : dist(rng);
+    }
+    std::vector<float> want_outer = outer, want_inner = inner;
+    for (int r = 0; r < m; ++r) {
+      const int a = std::max(lo[r], 0), c = std::min(hi[r], n), b = std::min(std::max(mid[r], a), c);
+      for (int j = a; j < c; ++j) {
+        float& best = j < b ? want_outer[r] : want_inner[r];
+        best = std::max(best, s[r * lds + j]);
+      }
+    }
+    table_->look.row_max(s.data(), lds, m, n, lo.data(), mid.data(), hi.data(), outer.data(), inner.data());
+    EXPECT_EQ(outer, want_outer) << "n=" << n;
+    EXPECT_EQ(inner, want_inner) << "n=" << n;
   }
 }
 

@@ -470,6 +470,13 @@ typedef struct sampleattn_stats {
   /* ABI revision 1.6. Query rows the look sent dense, over all heads (sample.look > 0); the
    * look's time is part of time_selection_s. */
   int64_t num_dense_rows;
+  /* ABI revision 1.6. Those rows for inspection, as the stripes are: query indices within their
+   * sequence (0 = its first query), ascending per head, concatenated in head order;
+   * dense_row_offsets has batch * num_q_heads + 1 entries. Written when both are set and
+   * dense_row_capacity >= num_dense_rows (else none are, and the call still succeeds). */
+  int32_t* dense_row_offsets;
+  int32_t* dense_row_indices;
+  int64_t dense_row_capacity;
 } sampleattn_stats;
 
 SAMPLEATTN_API void sampleattn_stats_init_sized(sampleattn_stats* stats, size_t size);

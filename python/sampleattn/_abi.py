@@ -255,7 +255,10 @@ class Stats(C.Structure):
         ("val_cra_mean", C.c_float),
         ("num_widened_heads", C.c_int32),
         ("precision", C.c_char_p),  # ABI 1.5: the products that ran
-        ("num_dense_rows", C.c_int64),  # ABI 1.6: rows the look sent dense
+        ("num_dense_rows", C.c_int64),  # ABI 1.6: rows the look sent dense, and which
+        ("dense_row_offsets", C.POINTER(C.c_int32)),
+        ("dense_row_indices", C.POINTER(C.c_int32)),
+        ("dense_row_capacity", C.c_int64),
     ]
 
 

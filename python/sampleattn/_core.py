@@ -715,7 +715,7 @@ class Call:
         p.stream = stream or None
         stats = buffers = None
         if want_stats:
-            stats, buffers = _stats_buffers(lib, p.batch, hq, tk, self.sampled)
+            stats, buffers = _stats_buffers(lib, p.batch, hq, tk, tq, self.sampled)
         with self.context._use() as handle:
             lib.check(lib.cdll.sampleattn_forward(handle, C.byref(p), C.byref(stats) if stats is not None else None))
         return _stats_dict(stats, buffers, p.batch, hq) if want_stats else None
@@ -735,26 +735,35 @@ def _sample_params(lib, given):
     return params
 
 
-def _stats_buffers(lib, batch, hq, tk, sampled):
+def _stats_buffers(lib, batch, hq, tk, tq, sampled):
     stats = lib.init(_abi.Stats())
     heads = batch * hq
     head_stats = (_abi.HeadStats * heads)()
     offsets = np.zeros(heads + 1, dtype=np.int32)
-    # A head keeps at most k_len stripes of its sequence, so q_heads * total keys always suffice.
+    # A head keeps at most k_len stripes of its sequence, so q_heads * total keys always suffice;
+    # likewise q_heads * total queries for the look's dense rows.
     capacity = min(hq * tk, _INT32_MAX) if sampled else 0
     stripes = np.zeros(max(capacity, 1), dtype=np.int32)
+    row_offsets = np.zeros(heads + 1, dtype=np.int32)
+    row_capacity = min(hq * tq, _INT32_MAX) if sampled else 0
+    rows = np.zeros(max(row_capacity, 1), dtype=np.int32)
     stats.head_stats = C.cast(head_stats, C.POINTER(_abi.HeadStats))
     stats.head_stats_size = C.sizeof(_abi.HeadStats)
     stats.stripe_offsets = offsets.ctypes.data_as(C.POINTER(C.c_int32))
     stats.stripes = stripes.ctypes.data_as(C.POINTER(C.c_int32))
     stats.stripe_capacity = capacity
-    return stats, (head_stats, offsets, stripes)
+    stats.dense_row_offsets = row_offsets.ctypes.data_as(C.POINTER(C.c_int32))
+    stats.dense_row_indices = rows.ctypes.data_as(C.POINTER(C.c_int32))
+    stats.dense_row_capacity = row_capacity
+    return stats, (head_stats, offsets, stripes, row_offsets, rows)
 
 
 def _stats_dict(stats, buffers, batch, hq):
-    head_stats, offsets, stripes = buffers
+    head_stats, offsets, stripes, row_offsets, rows = buffers
     written = stats.stripes_required <= stats.stripe_capacity
     stripes = stripes[:stats.stripes_required].copy() if written else None
+    rows_written = stats.num_dense_rows <= stats.dense_row_capacity
+    rows = rows[:stats.num_dense_rows].copy() if rows_written else None
     heads = []
     for i in range(batch * hq):
         h = head_stats[i]
@@ -775,7 +784,8 @@ def _stats_dict(stats, buffers, batch, hq):
             "val_lost_rms": float(h.val_lost_rms),
             "decision": _abi.DECISIONS.get(h.decision, str(h.decision)),
             "alpha_stripes": h.alpha_stripes,
-            "dense_rows": h.dense_rows,  # rows the look sent dense
+            "dense_rows": h.dense_rows,  # how many rows the look sent dense
+            "dense_row_indices": rows[row_offsets[i]:row_offsets[i + 1]] if rows_written else None,
             "stripes": stripes[offsets[i]:offsets[i + 1]] if written else None,
         })
     return {

@@ -121,4 +121,5 @@ def test_sample_defaults_are_the_headers():
     assert sampleattn.sample_defaults() == {
         "alpha": 0.95, "r_row": 0.05, "r_w": 0.08, "min_window": 64, "sample_block": 64, "min_stripes": 0,
         "max_stripes": 0, "sink_tokens": 4, "dense_below": 2048, "scope": "per_head",
-        "window_mass_counts": False, "max_density": 0.8, "r_val": 0.02, "min_kept": 0.9, "max_lost": 0.01, "val_rows": 384}
+        "window_mass_counts": False, "max_density": 0.8, "r_val": 0.02, "min_kept": 0.9, "max_lost": 0.01, "val_rows": 384,
+        "look": 0.0}

@@ -11,10 +11,13 @@ TOKENS, Q_HEADS, KV_HEADS, D, HEAVY = 4096, 4, 2, 64, 40
 
 STATS_KEYS = {"time_total_s", "time_sampling_s", "time_selection_s", "time_attention_s", "density", "stripes_mean",
               "cra_min", "num_dense_heads", "num_heads_total", "isa", "stripes_required", "stripe_offsets",
-              "stripes", "heads", "val_cra_min", "val_cra_p5", "val_cra_mean", "num_widened_heads", "precision"}
+              "stripes", "heads", "val_cra_min", "val_cra_p5", "val_cra_mean", "num_widened_heads", "precision",
+              "num_dense_rows"}
 HEAD_KEYS = {"sequence", "head", "window", "num_stripes", "dense", "density", "cra_min", "cra_mean", "stripes",
-             "val_cra_min", "val_cra_p1", "val_cra_p5", "val_cra_mean", "val_lost_rms", "decision", "alpha_stripes"}
-DECISIONS = {"sparse", "widened", "dense:method", "dense:short", "dense:cost", "dense:validation", "dense:window"}
+             "val_cra_min", "val_cra_p1", "val_cra_p5", "val_cra_mean", "val_lost_rms", "decision", "alpha_stripes",
+             "dense_rows", "dense_row_indices"}
+DECISIONS = {"sparse", "widened", "dense:method", "dense:short", "dense:cost", "dense:validation", "dense:window",
+             "dense:look"}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,11 @@ def _check_stats_contract(stats, batch, q_heads, k_lens):
     assert stats["num_dense_heads"] == sum(h["dense"] for h in stats["heads"])
     offsets = stats["stripe_offsets"]
     assert offsets[0] == 0 and offsets[-1] == stats["stripes_required"] == len(stats["stripes"])
+    assert stats["num_dense_rows"] == sum(h["dense_rows"] for h in stats["heads"])
     for i, head in enumerate(stats["heads"]):
+        rows = head["dense_row_indices"]
+        assert len(rows) == head["dense_rows"] and np.all(np.diff(rows) > 0) and np.all(rows >= 0)
+        assert not (head["dense"] and len(rows)), "a dense head has no dense rows of its own"
         assert set(head) == HEAD_KEYS
         assert (head["sequence"], head["head"]) == divmod(i, q_heads)
         stripes = head["stripes"]
@@ -119,3 +126,19 @@ def test_dense_statistics(structured):
     _check_stats_contract(stats, 1, Q_HEADS, [512])
     assert stats["density"] == 1.0 and stats["stripes_required"] == 0
     assert stats["time_sampling_s"] == 0 and stats["time_selection_s"] == 0
+
+
+def test_sample_look_sends_rows_dense(structured):
+    q, k, v, _ = structured
+    dense = sampleattn.attention(q, k, v)
+    plain, plain_stats = sampleattn.attention(q, k, v, method="sample", r_val=0, return_stats=True)
+    looked, stats = sampleattn.attention(q, k, v, method="sample", r_val=0, look=4.0, return_stats=True)
+    _check_stats_contract(stats, 1, Q_HEADS, [TOKENS])
+    assert plain_stats["num_dense_rows"] == 0
+    assert 0 < stats["num_dense_rows"] < Q_HEADS * TOKENS
+    for a, b in zip(stats["heads"], plain_stats["heads"]):
+        np.testing.assert_array_equal(a["stripes"], b["stripes"])  # the look changes rows, not stripes
+        assert a["density"] >= b["density"]
+    assert R.relative_error(looked, dense) < R.relative_error(plain, dense)
+    with pytest.raises(sampleattn.Error, match="sample.look"):
+        sampleattn.attention(q, k, v, method="sample", look=-1.0)

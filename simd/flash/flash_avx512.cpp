@@ -312,7 +312,7 @@ void look_block_vnni(const int8_t* q, const int32_t* fix, const float* qs, const
     const auto* k0 = reinterpret_cast<const __m512i*>(k + static_cast<size_t>(j0) * d);
     const auto* k1 = k0 + steps;
     for (int c = 0; c < steps; ++c) {
-      const __m512i a = _mm512_load_si512(k0 + c), b = _mm512_load_si512(k1 + c);
+      const __m512i a = _mm512_loadu_si512(k0 + c), b = _mm512_loadu_si512(k1 + c);
       for (int r = 0; r < R; ++r) {
         int32_t q4;
         std::memcpy(&q4, q + r * d + 4 * c, sizeof q4);
@@ -324,7 +324,7 @@ void look_block_vnni(const int8_t* q, const int32_t* fix, const float* qs, const
     const int left = n - j0;
     const __mmask16 m0 = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
     const __mmask16 m1 = left >= 32 ? __mmask16(0xffff) : (left <= 16 ? __mmask16(0) : static_cast<__mmask16>((1u << (left - 16)) - 1));
-    const __m512 s0 = _mm512_load_ps(ks + j0), s1 = _mm512_load_ps(ks + j0 + kLookGroup);
+    const __m512 s0 = _mm512_loadu_ps(ks + j0), s1 = _mm512_loadu_ps(ks + j0 + kLookGroup);
     for (int r = 0; r < R; ++r) {
       const __m512i f = _mm512_set1_epi32(fix[r]);
       const __m512 scale = _mm512_set1_ps(qs[r]);

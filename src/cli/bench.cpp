@@ -244,6 +244,7 @@ class Bench {
         r.val_cra_p5 = sparse.stats.val_cra_p5;
         r.val_cra_mean = sparse.stats.val_cra_mean;
         r.widened_heads = sparse.stats.num_widened_heads;
+        r.dense_rows = sparse.stats.num_dense_rows;
         // The true kept mass of the chosen masks on a large sample of rows (not only the sampled ones).
         st = add_kept_mass(in, sparse, &r);
         if (!st.is_ok()) return fail(describe(st));
@@ -253,6 +254,7 @@ class Bench {
           r.head_density.push_back(h.density);
           r.head_val_cra_p5.push_back(h.val_cra_p5);
           r.head_alpha_stripes.push_back(h.alpha_stripes);
+          r.head_dense_rows.push_back(h.dense_rows);
           r.head_decision.push_back(decision_name(h.decision));
         }
         if (want_dense) {

@@ -23,8 +23,10 @@ void add_far_rows(const BenchInputs& in, const Measured& sparse, const Measured&
   const int heads = static_cast<int>(in.q.heads);
   if (static_cast<int>(in.far_rows.size()) != heads) return;
   const int64_t q_len = in.q.seq, k_len = in.k.seq, first = k_len - q_len;
-  const std::vector<workload::HeadMask> masks = workload::masks_from_stats(
-      sparse.heads.data(), sparse.stripe_offsets.data(), sparse.stripes.data(), heads, k_len, in.model.window_left);
+  const std::vector<workload::HeadMask> masks =
+      workload::masks_from_stats(sparse.heads.data(), sparse.stripe_offsets.data(), sparse.stripes.data(), heads, k_len,
+                                 in.model.window_left, sparse.dense_row_offsets.data(),
+                                 sparse.dense_row_indices.data(), first);
   const int64_t dv = in.v.dim;
   const auto* os = static_cast<const float*>(sparse.o.data());
   const auto* od = static_cast<const float*>(dense.o.data());
@@ -101,7 +103,8 @@ Status add_kept_mass(const BenchInputs& in, const Measured& sparse, BenchRow* ro
   const int64_t seq = in.q.seq;
   const std::vector<workload::HeadMask> masks =
       workload::masks_from_stats(sparse.heads.data(), sparse.stripe_offsets.data(), sparse.stripes.data(), heads, seq,
-                                 in.model.window_left);
+                                 in.model.window_left, sparse.dense_row_offsets.data(),
+                                 sparse.dense_row_indices.data(), in.k.seq - seq);
   workload::KeptMassResult kept;
   SAMPLEATTN_RETURN_IF_ERROR(workload::kept_mass(in.q, in.k, 1.0 / std::sqrt(static_cast<double>(in.q.dim)), masks,
                                                  workload::strided_rows(seq, 128), &kept, in.model));

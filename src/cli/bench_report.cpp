@@ -53,7 +53,7 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
       << r.overhead_s << ",\"sampling_s\":" << r.sampling_s << ",\"selection_s\":" << r.selection_s << ",\"min_cra\":" << r.min_cra << ",\"cra_p1\":" << r.cra_p1 << ",\"cra_mean\":"
       << r.cra_mean << ",\"sampled_rows_min_cra\":" << r.sampled_cra << ",\"val_cra_min\":" << r.val_cra_min
       << ",\"val_cra_p5\":" << r.val_cra_p5 << ",\"val_cra_mean\":" << r.val_cra_mean << ",\"dense_heads\":"
-      << r.dense_heads << ",\"widened_heads\":" << r.widened_heads;
+      << r.dense_heads << ",\"widened_heads\":" << r.widened_heads << ",\"dense_rows\":" << r.dense_rows;
     if (r.dense_time_s > 0) j << ",\"dense_time_s\":" << r.dense_time_s << ",\"speedup\":" << r.speedup;
     if (r.rel_l2 >= 0) {
       j << ",\"rel_l2_err\":" << r.rel_l2 << ",\"rel_l2_err_median\":" << r.rel_l2_median
@@ -77,6 +77,7 @@ std::string json_line(const BenchSetting& s, const BenchRow& r, double peak) {
     array("head_min_cra", r.head_cra_min);
     array("head_val_cra_p5", r.head_val_cra_p5);
     array("head_alpha_stripes", r.head_alpha_stripes);
+    array("head_dense_rows", r.head_dense_rows);
     j << ",\"head_decision\":[";
     for (size_t i = 0; i < r.head_decision.size(); ++i) j << (i ? "," : "") << json_string(r.head_decision[i]);
     j << "]";
@@ -176,6 +177,11 @@ void print_table(const BenchSetting& s, const std::string& method, const std::ve
     if (!r.sample || r.far_rows == 0) continue;
     std::printf("%8lld: %lld far rows (--mix far): far key kept in %.1f%% of them, rel err over them %.4f\n",
                 static_cast<long long>(r.seq), static_cast<long long>(r.far_rows), 100.0 * r.far_kept, r.far_rel_l2);
+  }
+  for (const BenchRow& r : rows) {
+    if (!r.sample || r.dense_rows == 0) continue;
+    std::printf("%8lld: the look (--look) sent %lld query rows of sparse heads dense\n", static_cast<long long>(r.seq),
+                static_cast<long long>(r.dense_rows));
   }
 }
 

@@ -42,12 +42,13 @@ struct BenchRow {
   double far_kept = -1, far_rel_l2 = -1;
   std::vector<double> head_far_rel_l2;
   std::vector<double> head_rel_l2, head_cra_min;
-  std::vector<int> head_stripes, head_dense, head_alpha_stripes;
+  std::vector<int> head_stripes, head_dense, head_alpha_stripes, head_dense_rows;
   std::vector<std::string> head_decision;
   // The library's validation rows (stats.val_cra_*; per head the 5th percentile); -1: none.
   double val_cra_min = -1, val_cra_p5 = -1, val_cra_mean = -1;
   std::vector<double> head_val_cra_p5;
   int widened_heads = 0;
+  int64_t dense_rows = 0;  // rows the look sent dense (sample.look > 0)
   std::vector<double> head_density;
   double check = -1;  // dense with --check: rel_l2 against the fp64 oracle
   int dense_heads = 0;

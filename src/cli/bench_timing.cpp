@@ -59,6 +59,8 @@ bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInp
   out->heads.assign(static_cast<size_t>(nheads), {});
   out->stripe_offsets.assign(static_cast<size_t>(nheads) + 1, 0);
   out->stripes.assign(static_cast<size_t>(nheads) * static_cast<size_t>(in.k.seq), 0);  // always enough
+  out->dense_row_offsets.assign(static_cast<size_t>(nheads) + 1, 0);
+  out->dense_row_indices.assign(static_cast<size_t>(nheads) * static_cast<size_t>(in.q.seq), 0);  // likewise
   // One untimed run collects the statistics (and warms caches and pages); the timed runs ask
   // for none, as a serving engine would, so they include no statistics work.
   sampleattn_stats_init(&out->stats);
@@ -66,6 +68,9 @@ bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInp
   out->stats.stripe_offsets = out->stripe_offsets.data();
   out->stats.stripes = out->stripes.data();
   out->stats.stripe_capacity = static_cast<int64_t>(out->stripes.size());
+  out->stats.dense_row_offsets = out->dense_row_offsets.data();
+  out->stats.dense_row_indices = out->dense_row_indices.data();
+  out->stats.dense_row_capacity = static_cast<int64_t>(out->dense_row_indices.size());
   std::vector<double> times;
   for (int64_t r = -1; r < runs.warmup + runs.repeat; ++r) {
     const auto t0 = Clock::now();

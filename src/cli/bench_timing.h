@@ -21,6 +21,8 @@ struct Measured {
   std::vector<sampleattn_head_stats> heads;
   std::vector<int32_t> stripe_offsets;
   std::vector<int32_t> stripes;
+  std::vector<int32_t> dense_row_offsets;  // the look's dense rows (query indices)
+  std::vector<int32_t> dense_row_indices;
 };
 
 struct TimedRuns {

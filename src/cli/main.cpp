@@ -327,13 +327,14 @@ int run_main(int argc, char** argv, int first) {
               r.stats.density, r.stats.num_dense_heads, r.stats.num_heads_total);
   if (o.has("stats")) {
     // cra_*: the rows that chose the stripes (in-sample); val_*: the validation rows (docs/ALGORITHM.md).
-    std::printf("%5s %8s %8s %8s %6s %9s %9s %9s %9s %9s %9s %9s  %s\n", "head", "window", "stripes", "alpha_st",
-                "dense", "density", "cra_min", "cra_mean", "val_min", "val_p5", "val_mean", "val_lost", "decision");
+    std::printf("%5s %8s %8s %8s %6s %9s %9s %9s %9s %9s %9s %9s %9s  %s\n", "head", "window", "stripes", "alpha_st",
+                "dense", "density", "cra_min", "cra_mean", "val_min", "val_p5", "val_mean", "val_lost", "look_rows",
+                "decision");
     for (size_t h = 0; h < r.heads.size(); ++h) {
       const sampleattn_head_stats& s = r.heads[h];
-      std::printf("%5zu %8d %8d %8d %6d %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f  %s\n", h, s.window,
+      std::printf("%5zu %8d %8d %8d %6d %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %9d  %s\n", h, s.window,
                   s.num_stripes, s.alpha_stripes, s.dense, s.density, s.cra_min, s.cra_mean, s.val_cra_min,
-                  s.val_cra_p5, s.val_cra_mean, s.val_lost_rms, decision_name(s.decision));
+                  s.val_cra_p5, s.val_cra_mean, s.val_lost_rms, s.dense_rows, decision_name(s.decision));
     }
     std::printf("validation rows: min %.4f, worst head p5 %.4f, mean %.4f; %d heads widened\n", r.stats.val_cra_min,
                 r.stats.val_cra_p5, r.stats.val_cra_mean, r.stats.num_widened_heads);

@@ -190,6 +190,19 @@ void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats
     }
     stats->stripe_offsets[static_cast<size_t>(nseq) * hq] = static_cast<int32_t>(at);
   }
+  if (stats->dense_row_offsets != nullptr && stats->dense_row_indices != nullptr &&
+      stats->dense_row_capacity >= dense_rows) {
+    int64_t at = 0;
+    for (int s = 0; s < nseq; ++s) {
+      for (int h = 0; h < hq; ++h) {
+        stats->dense_row_offsets[static_cast<size_t>(s) * hq + h] = static_cast<int32_t>(at);
+        if (plan) {
+          for (int32_t i : plan->head(s, h, hq).dense_rows) stats->dense_row_indices[at++] = i;
+        }
+      }
+    }
+    stats->dense_row_offsets[static_cast<size_t>(nseq) * hq] = static_cast<int32_t>(at);
+  }
 }
 
 }  // namespace sampleattn

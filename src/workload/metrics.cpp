@@ -86,6 +86,10 @@ Status kept_mass_views(const StridedView& qv, const StridedView& kv, int64_t q_l
       } else {
         row_probabilities(qrow.data(), keys.data(), d, d, causal_end(p), scale, &P);
       }
+      if (std::binary_search(m.dense_rows.begin(), m.dense_rows.end(), p)) {  // sees every key
+        kept[i] = 1.0;
+        continue;
+      }
       double s = 0;
       for (int64_t j = window_lo(p, m.window); j < window_hi(p); ++j) s += P[j];
       for (int32_t j : m.stripes) {
@@ -176,6 +180,14 @@ double mask_density(const HeadMask& m, int64_t q_len, int64_t k_len, int64_t win
   const int64_t band = std::min(m.window, model_span(k_len, window_left));
   int64_t computed = window_band_pairs(q_len, k_len, band);
   for (int32_t j : m.stripes) computed += stripe_pairs_of(k_len, k_len - q_len, m.window, window_left, j);
+  // A dense row computes every key it sees instead of its band and visible stripes.
+  for (const int64_t p : m.dense_rows) {
+    const int64_t lo = model_lo(p, window_left), band_lo = std::max(lo, window_lo(p, m.window));
+    const auto first = std::lower_bound(m.stripes.begin(), m.stripes.end(), lo);
+    const auto last = std::upper_bound(m.stripes.begin(), m.stripes.end(), stripe_limit(p, m.window));
+    const int64_t stripes_seen = last > first ? last - first : 0;
+    computed += (band_lo - lo) - stripes_seen;
+  }
   const auto model = static_cast<double>(model_pairs(q_len, k_len, window_left));
   return model > 0 ? static_cast<double>(computed) / model : 0.0;
 }
@@ -189,7 +201,8 @@ double mask_density(const std::vector<HeadMask>& masks, int64_t q_len, int64_t k
 }
 
 std::vector<HeadMask> masks_from_stats(const sampleattn_head_stats* head_stats, const int32_t* offsets,
-                                       const int32_t* stripes, int num_heads, int64_t k_len, int64_t window_left) {
+                                       const int32_t* stripes, int num_heads, int64_t k_len, int64_t window_left,
+                                       const int32_t* row_offsets, const int32_t* row_indices, int64_t q_offset) {
   std::vector<HeadMask> masks(static_cast<size_t>(std::max(num_heads, 0)));
   for (int h = 0; h < num_heads; ++h) {
     HeadMask& m = masks[h];
@@ -199,6 +212,9 @@ std::vector<HeadMask> masks_from_stats(const sampleattn_head_stats* head_stats, 
     }
     m.window = head_stats[h].window;
     if (offsets != nullptr && stripes != nullptr) m.stripes.assign(stripes + offsets[h], stripes + offsets[h + 1]);
+    if (row_offsets != nullptr && row_indices != nullptr) {
+      for (int32_t r = row_offsets[h]; r < row_offsets[h + 1]; ++r) m.dense_rows.push_back(q_offset + row_indices[r]);
+    }
   }
   return masks;
 }

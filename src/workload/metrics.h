@@ -54,10 +54,12 @@ double mask_density(const std::vector<HeadMask>& masks, int64_t q_len, int64_t k
 
 // Masks from the C API's statistics (one sequence, heads in order): a dense head gets a window
 // of everything the model shows (k_len, or window_left + 1 keys). stripe_offsets has num_heads + 1
-// entries.
+// entries; so has dense_row_offsets when given (the look's dense rows, query indices, at
+// positions q_offset + index).
 std::vector<HeadMask> masks_from_stats(const sampleattn_head_stats* head_stats, const int32_t* stripe_offsets,
                                        const int32_t* stripes, int num_heads, int64_t k_len,
-                                       int64_t window_left = kNoModelWindow);
+                                       int64_t window_left = kNoModelWindow, const int32_t* dense_row_offsets = nullptr,
+                                       const int32_t* dense_row_indices = nullptr, int64_t q_offset = 0);
 
 struct NeedleResult {
   std::vector<double> cosine;   // per needle: cos(O row, planted value direction)

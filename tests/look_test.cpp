@@ -1,0 +1,358 @@
+// The look at every row (cpu/look.h; docs/ALGORITHM.md, step 5): the rows it sends dense are
+// those the rule names on exact scores (outside a margin for the int8 products), the same on
+// every kernel table, more as the look widens; through the C API the statistics name them, the
+// output is exact attention over the mask with them, and a head they take past max_density runs
+// dense. Bad values of the parameter are refused.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/mask.h"
+#include "core/problem.h"
+#include "core/score_mod.h"
+#include "core/sparse_plan.h"
+#include "cpu/look.h"
+#include "cpu/thread_pool.h"
+#include "reference/attention_reference.h"
+#include "simd/dispatch.h"
+#include "test_util.h"
+
+namespace sampleattn {
+namespace {
+
+using testing::Case;
+using testing::MaskMap;
+using testing::Rng;
+
+std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
+  cpu::ThreadPoolOptions o;
+  o.num_threads = threads;
+  o.bind = false;
+  std::unique_ptr<cpu::ThreadPool> pool;
+  EXPECT_TRUE(cpu::ThreadPool::create(o, &pool).is_ok());
+  return pool;
+}
+
+// A prefill and a chunk against a cache, grouped heads. Gaussian Q and K plus a positional part
+// in the first 16 dimensions (cos and sin of slow frequencies: near keys score high) whose
+// strength in Q varies from row to row: rows with none find their largest scores anywhere, rows
+// with much find them in their band.
+Case look_case(uint64_t seed) {
+  Case c;
+  c.d = 64;
+  c.hq = 4;
+  c.hkv = 2;
+  c.add_sequence(520, 520);
+  c.add_sequence(200, 610);
+  c.materialize(seed, 1.5f);
+  auto add_positional = [&](testing::Buffer& b, int heads, int64_t token, int64_t pos, float amplitude) {
+    for (int h = 0; h < heads; ++h) {
+      for (int f = 0; f < 8; ++f) {
+        const double w = 0.01 * (f + 1);
+        const int64_t at = (token * heads + h) * c.d + 2 * f;
+        b.set(at, b.get(at) + amplitude * static_cast<float>(std::cos(w * static_cast<double>(pos))));
+        b.set(at + 1, b.get(at + 1) + amplitude * static_cast<float>(std::sin(w * static_cast<double>(pos))));
+      }
+    }
+  };
+  for (size_t s = 0; s + 1 < c.cu_q.size(); ++s) {
+    const int64_t q_offset = (c.cu_k[s + 1] - c.cu_k[s]) - (c.cu_q[s + 1] - c.cu_q[s]);
+    for (int64_t t = c.cu_k[s]; t < c.cu_k[s + 1]; ++t) add_positional(c.k, c.hkv, t, t - c.cu_k[s], 1.f);
+    for (int64_t t = c.cu_q[s]; t < c.cu_q[s + 1]; ++t) {
+      const int64_t i = t - c.cu_q[s];
+      add_positional(c.q, c.hq, t, q_offset + i, 1.5f * static_cast<float>(i % 4));
+    }
+  }
+  return c;
+}
+
+// Every head sparse but head 3: a window of 40 keys and a few stripes (the first keys among them).
+SparsePlan sparse_plan(const Problem& p, uint64_t seed) {
+  Rng rng(seed);
+  SparsePlan plan;
+  const int hq = p.num_q_heads;
+  plan.heads.resize(p.sequences.size() * static_cast<size_t>(hq));
+  for (size_t s = 0; s < p.sequences.size(); ++s) {
+    const Sequence& seq = p.sequences[s];
+    for (int h = 0; h < hq; ++h) {
+      HeadPlan& hp = plan.heads[s * hq + h];
+      hp.window = seq.k_len;
+      if (h == 3) continue;
+      hp.dense = false;
+      hp.decision = SAMPLEATTN_DECISION_SPARSE;
+      hp.window = 40;
+      std::set<int32_t> stripes = {0, 1};
+      for (int i = 0; i < 12; ++i) stripes.insert(static_cast<int32_t>(rng.next() % static_cast<uint64_t>(seq.k_len)));
+      hp.stripes.assign(stripes.begin(), stripes.end());
+    }
+  }
+  return plan;
+}
+
+// The rule on exact scores (double products, the model's variants): for each row of a sparse
+// head, its largest score outside its band and stripes less (its band's largest - look), in log2
+// units; a row is sent dense when this is >= 0. NaN for rows with nothing outside their band.
+std::vector<std::vector<double>> exact_margins(const Problem& p, const SparsePlan& plan, double look) {
+  std::vector<std::vector<double>> out(plan.heads.size());
+  const double scale = static_cast<double>(scale_log2(p.scale));
+  const int d = p.head_dim;
+  for (size_t s = 0; s < p.sequences.size(); ++s) {
+    const Sequence& seq = p.sequences[s];
+    for (int h = 0; h < p.num_q_heads; ++h) {
+      const HeadPlan& hp = plan.head(static_cast<int>(s), h, p.num_q_heads);
+      std::vector<double>& margins = out[s * p.num_q_heads + h];
+      margins.assign(static_cast<size_t>(seq.q_len), std::nan(""));
+      if (hp.dense) continue;
+      const ScoreMod mod = p.score_mod(h);
+      const std::set<int32_t> stripes(hp.stripes.begin(), hp.stripes.end());
+      for (int64_t i = 0; i < seq.q_len; ++i) {
+        const int64_t pos = seq.q_offset() + i;
+        const int64_t lo = model_lo(pos, p.window_left), band = window_lo(pos, hp.window);
+        if (band <= lo) continue;
+        double inner = -INFINITY, outer = -INFINITY;
+        const float* q = static_cast<const float*>(p.q.data) + (seq.q_begin + i) * p.q.token_stride + h * p.q.head_stride;
+        for (int64_t j = lo; j <= pos; ++j) {
+          const float* k = static_cast<const float*>(p.k.data) + p.kv_row(static_cast<int>(s), j, h / p.group).k;
+          double dot = 0;
+          for (int c = 0; c < d; ++c) dot += static_cast<double>(q[c]) * k[c];
+          const double score = modified_score(mod, static_cast<float>(dot * scale), pos, j);
+          if (j >= band) {
+            inner = std::max(inner, score);
+          } else if (!stripes.count(static_cast<int32_t>(j))) {
+            outer = std::max(outer, score);
+          }
+        }
+        margins[static_cast<size_t>(i)] = outer - (inner - look * std::log2(std::exp(1.0)));
+      }
+    }
+  }
+  return out;
+}
+
+struct Variant {
+  const char* name;
+  int64_t window_left;
+  bool alibi;
+  float softcap;
+};
+
+class Look : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(Look, SendsDenseTheRowsTheExactRuleNames) {
+  const Variant& v = GetParam();
+  Case c = look_case(21);
+  sampleattn::Params params = c.params();
+  params.method = SAMPLEATTN_METHOD_SAMPLE;
+  params.window_left = v.window_left;
+  params.softcap = v.softcap;
+  const std::vector<float> slopes = {0.05f, 0.02f, 0.01f, 0.005f};
+  if (v.alibi) params.alibi_slopes = slopes.data();
+  Problem problem;
+  ASSERT_TRUE(build_problem(&params, true, &problem).is_ok());
+  problem.sample.look = 3.0f;
+  problem.sample.max_density = 1.f;  // the rows as found (DenseLook below tests the cap)
+  const SparsePlan base = sparse_plan(problem, 4);
+  const auto margins = exact_margins(problem, base, problem.sample.look);
+  // Every table finds the same rows (the look's bits are the same everywhere).
+  std::vector<SparsePlan> found;
+  for (Isa isa : kAllIsas) {
+    const KernelTable* table = kernel_table_for(isa);
+    if (table == nullptr) continue;
+    SparsePlan plan = base;
+    const Status st = cpu::find_dense_rows(*pool_of(2), 0, cpu::WorkspaceParts{}, *table, problem, &plan);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    found.push_back(std::move(plan));
+  }
+  ASSERT_FALSE(found.empty());
+  for (size_t t = 1; t < found.size(); ++t) {
+    for (size_t i = 0; i < base.heads.size(); ++i) EXPECT_EQ(found[t].heads[i].dense_rows, found[0].heads[i].dense_rows);
+  }
+  // Against the exact rule: every row decided alike unless its margin is within what the int8
+  // products can move (0.25 in log2 units at these magnitudes); both kinds of row are there.
+  int agreed = 0, flagged = 0, kept = 0;
+  for (size_t i = 0; i < base.heads.size(); ++i) {
+    const std::set<int32_t> rows(found[0].heads[i].dense_rows.begin(), found[0].heads[i].dense_rows.end());
+    EXPECT_TRUE(std::is_sorted(found[0].heads[i].dense_rows.begin(), found[0].heads[i].dense_rows.end()));
+    for (size_t r = 0; r < margins[i].size(); ++r) {
+      const double m = margins[i][r];
+      const bool got = rows.count(static_cast<int32_t>(r)) > 0;
+      if (std::isnan(m)) {
+        EXPECT_FALSE(got) << "head " << i << " row " << r << " has nothing outside its band";
+        continue;
+      }
+      if (std::abs(m) < 0.25) continue;
+      EXPECT_EQ(got, m >= 0) << v.name << " head " << i << " row " << r << " margin " << m;
+      ++agreed;
+      (m >= 0 ? flagged : kept) += 1;
+    }
+  }
+  EXPECT_GT(flagged, 50);
+  EXPECT_GT(kept, 50);
+  EXPECT_GT(agreed, 1500);
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, Look,
+                         ::testing::Values(Variant{"plain", -1, false, 0.f}, Variant{"window", 300, false, 0.f},
+                                           Variant{"alibi_softcap", -1, true, 30.f}),
+                         [](const ::testing::TestParamInfo<Variant>& param) { return std::string(param.param.name); });
+
+TEST(LookRows, GrowWithTheLook) {
+  Case c = look_case(5);
+  sampleattn::Params params = c.params();
+  params.method = SAMPLEATTN_METHOD_SAMPLE;
+  Problem problem;
+  ASSERT_TRUE(build_problem(&params, true, &problem).is_ok());
+  problem.sample.max_density = 1.f;
+  const SparsePlan base = sparse_plan(problem, 9);
+  std::vector<std::set<int32_t>> previous(base.heads.size());
+  size_t previous_total = 0;
+  for (float look : {0.5f, 2.f, 4.f, 8.f}) {
+    problem.sample.look = look;
+    SparsePlan plan = base;
+    ASSERT_TRUE(cpu::find_dense_rows(*pool_of(2), 0, cpu::WorkspaceParts{}, active_kernel_table(), problem, &plan).is_ok());
+    size_t total = 0;
+    for (size_t i = 0; i < plan.heads.size(); ++i) {
+      const std::set<int32_t> rows(plan.heads[i].dense_rows.begin(), plan.heads[i].dense_rows.end());
+      EXPECT_TRUE(std::includes(rows.begin(), rows.end(), previous[i].begin(), previous[i].end())) << "look " << look;
+      previous[i] = rows;
+      total += rows.size();
+    }
+    EXPECT_GT(total, previous_total) << "look " << look;
+    previous_total = total;
+  }
+}
+
+// Through the C API: a call with stats, its masks (window, stripes and the dense rows the stats
+// name) for the oracle.
+struct Outcome {
+  sampleattn_status status;
+  sampleattn_stats stats;
+  std::vector<sampleattn_head_stats> heads;
+  MaskMap masks;
+};
+
+Outcome run(Case& c, sampleattn::Params& p, int64_t row_capacity = 1 << 16) {
+  Outcome out;
+  const int nseq = static_cast<int>(c.cu_q.size()) - 1;
+  out.heads.resize(static_cast<size_t>(nseq) * c.hq);
+  std::vector<int32_t> offsets(out.heads.size() + 1), stripes(1 << 16);
+  std::vector<int32_t> row_offsets(out.heads.size() + 1, -1), rows(1 << 16, -1);
+  sampleattn_stats_init(&out.stats);
+  out.stats.head_stats = out.heads.data();
+  out.stats.stripe_offsets = offsets.data();
+  out.stats.stripes = stripes.data();
+  out.stats.stripe_capacity = static_cast<int64_t>(stripes.size());
+  out.stats.dense_row_offsets = row_offsets.data();
+  out.stats.dense_row_indices = rows.data();
+  out.stats.dense_row_capacity = row_capacity;
+  sampleattn_context* ctx = testing::cpu_context(2);
+  out.status = sampleattn_forward(ctx, &p, &out.stats);
+  sampleattn_context_destroy(ctx);
+  if (out.status != SAMPLEATTN_SUCCESS) return out;
+  out.masks = testing::masks_from_stats(out.heads, nseq, c.hq, offsets, stripes);
+  if (out.stats.num_dense_rows > row_capacity) {
+    EXPECT_EQ(row_offsets[0], -1) << "rows written past the capacity";
+    return out;
+  }
+  int64_t total = 0;
+  for (int s = 0; s < nseq; ++s) {
+    const int64_t q_offset = (c.cu_k[s + 1] - c.cu_k[s]) - (c.cu_q[s + 1] - c.cu_q[s]);
+    for (int h = 0; h < c.hq; ++h) {
+      const size_t i = static_cast<size_t>(s) * c.hq + h;
+      EXPECT_EQ(row_offsets[i + 1] - row_offsets[i], out.heads[i].dense_rows);
+      total += out.heads[i].dense_rows;
+      auto it = out.masks.find({s, h});
+      if (it == out.masks.end()) {
+        EXPECT_EQ(out.heads[i].dense_rows, 0);
+        continue;
+      }
+      for (int32_t r = row_offsets[i]; r < row_offsets[i + 1]; ++r) it->second.dense_rows.push_back(q_offset + rows[r]);
+    }
+  }
+  EXPECT_EQ(total, out.stats.num_dense_rows);
+  return out;
+}
+
+sampleattn::Params sample_params(Case& c, float look) {
+  sampleattn::Params p = c.params();
+  testing::small_sample_params(p);
+  p.sample.sink_tokens = 4;
+  p.sample.r_w = 0.05f;
+  p.sample.alpha = 0.8f;
+  p.sample.look = look;
+  return p;
+}
+
+TEST(LookApi, OutputIsExactOverTheMaskWithTheRowsTheStatsName) {
+  Case c = look_case(33);
+  sampleattn::Params p = sample_params(c, 3.f);
+  const Outcome o = run(c, p);
+  ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  EXPECT_GT(o.stats.num_dense_rows, 0);
+  size_t with_rows = 0;
+  for (const auto& [key, m] : o.masks) with_rows += !m.dense_rows.empty();
+  EXPECT_GT(with_rows, 0u);
+  Problem problem;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  const auto rows = testing::all_rows(problem);
+  const auto oracle = reference::attention_rows(problem, rows, testing::lookup(o.masks));
+  EXPECT_LT(testing::errors_of(oracle, testing::output_rows(c, rows)).rel_l2, 1e-5);
+  // Without the look the same call runs no dense rows and another output.
+  sampleattn::Params off = sample_params(c, 0.f);
+  const Outcome plain = run(c, off);
+  ASSERT_EQ(plain.status, SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(plain.stats.num_dense_rows, 0);
+  for (const auto& h : plain.heads) EXPECT_EQ(h.dense_rows, 0);
+}
+
+TEST(LookApi, RowsPastTheCapacityAreCountedNotWritten) {
+  Case c = look_case(33);
+  sampleattn::Params p = sample_params(c, 3.f);
+  const Outcome o = run(c, p, /*row_capacity=*/1);
+  ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS);
+  EXPECT_GT(o.stats.num_dense_rows, 1);
+}
+
+TEST(LookApi, HeadsTheRowsTakePastMaxDensityRunDense) {
+  Case c = look_case(8);
+  sampleattn::Params p = sample_params(c, 1000.f);  // every row with keys outside its band
+  p.sample.max_density = 0.9f;
+  const Outcome o = run(c, p);
+  ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  int looked = 0;
+  for (const auto& h : o.heads) {
+    if (h.decision != SAMPLEATTN_DECISION_DENSE_LOOK) continue;
+    ++looked;
+    EXPECT_EQ(h.dense, 1);
+    EXPECT_EQ(h.dense_rows, 0);
+    EXPECT_EQ(h.num_stripes, 0);
+    EXPECT_FLOAT_EQ(h.density, 1.f);
+  }
+  EXPECT_GT(looked, 0);  // the others ran dense before the look, by their cost
+  EXPECT_EQ(o.stats.num_dense_heads, o.stats.num_heads_total);
+  Problem problem;
+  ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
+  const auto rows = testing::all_rows(problem);
+  const auto oracle = reference::attention_rows(problem, rows, testing::lookup(o.masks));
+  EXPECT_LT(testing::errors_of(oracle, testing::output_rows(c, rows)).rel_l2, 1e-5);
+}
+
+TEST(LookApi, BadValuesAreRefused) {
+  Case c = look_case(2);
+  for (float look : {-1.f, std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    sampleattn::Params p = sample_params(c, look);
+    sampleattn_context* ctx = testing::cpu_context(1);
+    EXPECT_EQ(sampleattn_forward(ctx, &p, nullptr), SAMPLEATTN_INVALID_ARGUMENT) << look;
+    EXPECT_NE(std::string(sampleattn_last_error()).find("sample.look"), std::string::npos) << sampleattn_last_error();
+    sampleattn_context_destroy(ctx);
+  }
+}
+
+}  // namespace
+}  // namespace sampleattn
