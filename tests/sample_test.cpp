@@ -811,8 +811,10 @@ TEST(Validation, PlantedCopyHeadIsCaughtAndTheOutputStaysNearDense) {
 }
 
 // The error never rises when alpha rises: the mask of each head only grows (the grid and the cap
-// do not depend on alpha), dense stays dense, and the output's error against dense falls.
-TEST(Validation, ErrorNeverRisesWithAlpha) {
+// do not depend on alpha), dense stays dense, and the output's error against dense falls. With
+// the look too: the rows it sends dense stay the same (it leaves out the validation's passing
+// prefix, not alpha's stripes).
+void expect_error_never_rises_with_alpha(float look) {
   Case c = copy_head_case();
   Problem problem;
   std::vector<std::pair<int64_t, int>> rows;
@@ -821,10 +823,13 @@ TEST(Validation, ErrorNeverRisesWithAlpha) {
   std::vector<double> last_err(c.hq, 1e300);
   MaskMap last;
   std::vector<int> was_dense(c.hq, 0);
+  std::vector<int> look_rows(c.hq, -1);
+  int64_t any_rows = 0;
   for (float alpha : {0.3f, 0.5f, 0.7f, 0.8f, 0.9f, 0.95f, 0.98f, 0.995f, 1.f}) {
     sampleattn::Params p = copy_head_params(c);
     p.sample.alpha = alpha;
     p.sample.max_density = 0.9f;
+    p.sample.look = look;
     Outcome o = run(c, p, 2);
     ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
     if (dense.empty()) {
@@ -845,6 +850,13 @@ TEST(Validation, ErrorNeverRisesWithAlpha) {
         EXPECT_EQ(o.heads[h].dense, 1) << "head " << h << " alpha " << alpha;
       }
       was_dense[h] = o.heads[h].dense;
+      if (!o.heads[h].dense) {
+        if (look_rows[h] >= 0) {
+          EXPECT_EQ(o.heads[h].dense_rows, look_rows[h]) << "head " << h << " alpha " << alpha;
+        }
+        look_rows[h] = o.heads[h].dense_rows;
+        any_rows += o.heads[h].dense_rows;
+      }
       if (!o.heads[h].dense && last.count({0, h}) != 0) {
         const auto& before = last.at({0, h}).stripes;
         const auto& now = o.masks.at({0, h}).stripes;
@@ -854,7 +866,15 @@ TEST(Validation, ErrorNeverRisesWithAlpha) {
     }
     last = o.masks;
   }
+  if (look > 0) {
+    EXPECT_GT(any_rows, 0) << "the look sent rows dense";
+  } else {
+    EXPECT_EQ(any_rows, 0);
+  }
 }
+
+TEST(Validation, ErrorNeverRisesWithAlpha) { expect_error_never_rises_with_alpha(0.f); }
+TEST(Validation, ErrorNeverRisesWithAlphaWithTheLook) { expect_error_never_rises_with_alpha(4.f); }
 
 }  // namespace
 }  // namespace sampleattn::testing

@@ -178,6 +178,7 @@ ValidationDecision decide_validation(const ValidationLayout& layout, const float
     d.decision = SAMPLEATTN_DECISION_DENSE_VALIDATION;
     return d;
   }
+  d.passing = passing;
   if (passing > layout.alpha_ranked) {
     d.decision = SAMPLEATTN_DECISION_SPARSE_WIDENED;
     d.ranked = passing;

@@ -72,6 +72,9 @@ struct ValidationBar {
 struct ValidationDecision {
   sampleattn_head_decision decision = SAMPLEATTN_DECISION_SPARSE;
   int64_t ranked = 0;  // ranked stripes to keep (sparse decisions)
+  // The smallest grid count within the cap that passes the bar (alpha plays no part in it); -1
+  // when the set had no validation rows or none passed.
+  int64_t passing = -1;
   bool dense() const {
     return decision != SAMPLEATTN_DECISION_SPARSE && decision != SAMPLEATTN_DECISION_SPARSE_WIDENED;
   }

@@ -152,7 +152,8 @@ class Looker {
       mod.row_pos = s.row_pos;
       mod.key_pos = s.key_pos;
     }
-    auto stripe = std::lower_bound(hp.stripes.begin(), hp.stripes.end(), static_cast<int32_t>(first / kTile * kTile));
+    const std::vector<int32_t>& left_out = hp.has_look_stripes ? hp.look_stripes : hp.stripes;
+    auto stripe = std::lower_bound(left_out.begin(), left_out.end(), static_cast<int32_t>(first / kTile * kTile));
     for (int64_t t0 = first / kTile * kTile; t0 < last; t0 += kTile) {
       const int n = static_cast<int>(std::min<int64_t>(kTile, last - t0));
       look_.scores(s.q, s.q_scales, b.rows, keys + look_.k_bytes(static_cast<int>(t0), d), scales + t0, n, d, s.scores,
@@ -169,7 +170,7 @@ class Looker {
       }
       // A stripe is outside no row's mask: off the rows whose band starts after it (the last
       // rows of the block; a stripe inside a row's band counts as the band).
-      for (; stripe != hp.stripes.end() && *stripe < t0 + n; ++stripe) {
+      for (; stripe != left_out.end() && *stripe < t0 + n; ++stripe) {
         const int c = static_cast<int>(*stripe - t0);
         for (int r = b.rows - 1; r >= 0 && s.mid[r] > c; --r) s.scores[static_cast<size_t>(r) * kTile + c] = kNegInf;
       }

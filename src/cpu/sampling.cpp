@@ -715,7 +715,9 @@ SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& 
 
 uint64_t sparse_plan_bytes(const SparsePlan& plan) {
   uint64_t bytes = plan.heads.capacity() * sizeof(HeadPlan);
-  for (const HeadPlan& hp : plan.heads) bytes += (hp.stripes.capacity() + hp.dense_rows.capacity()) * sizeof(int32_t);
+  for (const HeadPlan& hp : plan.heads) {
+    bytes += (hp.stripes.capacity() + hp.dense_rows.capacity() + hp.look_stripes.capacity()) * sizeof(int32_t);
+  }
   return bytes;
 }
 
@@ -795,7 +797,8 @@ void set_scores(const SampledSequence& ss, int64_t k_len, int first_head, int he
 // A set's decision into the plan of its heads (stripes: the sparse mask's list).
 void apply_decision(const Problem& problem, const SampledSequence& ss, const ValidationLayout& layout, int first_head,
                     int heads, const ValidationDecision& d, const HeadValidation* per_head,
-                    const std::vector<int32_t>& stripes, SparsePlan* plan) {
+                    const std::vector<int32_t>& stripes, const std::vector<int32_t>* look_stripes,
+                    SparsePlan* plan) {
   for (int h = 0; h < heads; ++h) {
     HeadPlan& hp = plan->heads[static_cast<size_t>(ss.seq) * problem.num_q_heads + first_head + h];
     hp.decision = d.decision;
@@ -804,6 +807,10 @@ void apply_decision(const Problem& problem, const SampledSequence& ss, const Val
     hp.dense = false;
     hp.window = ss.window;
     hp.stripes = stripes;
+    if (look_stripes != nullptr) {
+      hp.look_stripes = *look_stripes;
+      hp.has_look_stripes = true;
+    }
     hp.val_min = per_head[h].min;
     hp.val_p1 = per_head[h].p1;
     hp.val_p5 = per_head[h].p5;
@@ -915,9 +922,13 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
           decide_validation(ssel.layout, ss.val_masses.data() + static_cast<size_t>(first_head) * nv * kMassStride,
                             kMassStride, heads_per_set, nv,
                             ValidationBar{problem.sample.min_kept, problem.sample.max_lost}, per_head.data());
-      std::vector<int32_t> stripes;
+      std::vector<int32_t> stripes, look_stripes;
       if (!d.dense()) stripes = decided_stripes(ssel.layout, ssel.ranked.data(), d.ranked);
-      apply_decision(problem, ss, ssel.layout, first_head, heads_per_set, d, per_head.data(), stripes, plan);
+      // The look leaves out the validation's passing prefix (alpha-free), a part of the stripes.
+      const bool own = !d.dense() && problem.sample.look > 0.f && d.passing >= 0 && d.passing < d.ranked;
+      if (own) look_stripes = decided_stripes(ssel.layout, ssel.ranked.data(), d.passing);
+      apply_decision(problem, ss, ssel.layout, first_head, heads_per_set, d, per_head.data(), stripes,
+                     own ? &look_stripes : nullptr, plan);
     }
     // Stage 2's state is done with: give it back before the attention.
     std::vector<SelectionSet>().swap(ss.sets);
@@ -1400,7 +1411,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     for (int set = 0; set < sets_per_seq; ++set) {
       std::sort(stripes[set].begin(), stripes[set].end());
       apply_decision(global, ss, ss.sets[static_cast<size_t>(set)].layout, set * heads_per_set, heads_per_set,
-                     decisions[set], validations[set].data(), stripes[set], plan);
+                     decisions[set], validations[set].data(), stripes[set], nullptr, plan);
     }
     std::vector<SelectionSet>().swap(ss.sets);
     std::vector<float>().swap(ss.val_masses);
