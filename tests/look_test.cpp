@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -40,33 +41,40 @@ std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
 }
 
 // A prefill and a chunk against a cache, grouped heads. Gaussian Q and K plus a positional part
-// in the first 16 dimensions (cos and sin of slow frequencies: near keys score high) whose
-// strength in Q varies from row to row: rows with none find their largest scores anywhere, rows
-// with much find them in their band.
-Case look_case(uint64_t seed) {
+// (cos and sin of a position's phase per frequency: near keys score high) whose strength in Q
+// varies from row to row: rows with none find their largest scores anywhere, rows with much find
+// them in their band (8 slow frequencies: a broad peak). `local`: 32 scattered frequencies over
+// every dimension, strong in every row: a sharp peak at the row's own key, far above every key
+// outside the band (the look finds few rows).
+Case look_case(uint64_t seed, bool local = false) {
   Case c;
   c.d = 64;
   c.hq = 4;
   c.hkv = 2;
   c.add_sequence(520, 520);
   c.add_sequence(200, 610);
-  c.materialize(seed, 1.5f);
+  c.materialize(seed, local ? 0.5f : 1.5f);
+  const int freqs = local ? 32 : 8;
+  std::vector<double> w(static_cast<size_t>(freqs));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<double> scattered(0.05, 1.0);
+  for (int f = 0; f < freqs; ++f) w[static_cast<size_t>(f)] = local ? scattered(rng) : 0.01 * (f + 1);
   auto add_positional = [&](testing::Buffer& b, int heads, int64_t token, int64_t pos, float amplitude) {
     for (int h = 0; h < heads; ++h) {
-      for (int f = 0; f < 8; ++f) {
-        const double w = 0.01 * (f + 1);
+      for (int f = 0; f < freqs; ++f) {
+        const double phase = w[static_cast<size_t>(f)] * static_cast<double>(pos);
         const int64_t at = (token * heads + h) * c.d + 2 * f;
-        b.set(at, b.get(at) + amplitude * static_cast<float>(std::cos(w * static_cast<double>(pos))));
-        b.set(at + 1, b.get(at + 1) + amplitude * static_cast<float>(std::sin(w * static_cast<double>(pos))));
+        b.set(at, b.get(at) + amplitude * static_cast<float>(std::cos(phase)));
+        b.set(at + 1, b.get(at + 1) + amplitude * static_cast<float>(std::sin(phase)));
       }
     }
   };
   for (size_t s = 0; s + 1 < c.cu_q.size(); ++s) {
     const int64_t q_offset = (c.cu_k[s + 1] - c.cu_k[s]) - (c.cu_q[s + 1] - c.cu_q[s]);
-    for (int64_t t = c.cu_k[s]; t < c.cu_k[s + 1]; ++t) add_positional(c.k, c.hkv, t, t - c.cu_k[s], 1.f);
+    for (int64_t t = c.cu_k[s]; t < c.cu_k[s + 1]; ++t) add_positional(c.k, c.hkv, t, t - c.cu_k[s], local ? 4.f : 1.f);
     for (int64_t t = c.cu_q[s]; t < c.cu_q[s + 1]; ++t) {
       const int64_t i = t - c.cu_q[s];
-      add_positional(c.q, c.hq, t, q_offset + i, 1.5f * static_cast<float>(i % 4));
+      add_positional(c.q, c.hq, t, q_offset + i, local ? 2.f : 1.5f * static_cast<float>(i % 4));
     }
   }
   return c;
@@ -225,6 +233,47 @@ TEST(LookRows, GrowWithTheLook) {
     }
     EXPECT_GT(total, previous_total) << "look " << look;
     previous_total = total;
+  }
+}
+
+// The max_density rule counts the look's cost (an eighth of the model's pairs) beside the mask: a
+// head whose mask is within that of the cap runs dense without being looked at.
+TEST(LookRows, TheLooksCostCountsInMaxDensity) {
+  Case c = look_case(5, /*local=*/true);
+  sampleattn::Params params = c.params();
+  params.method = SAMPLEATTN_METHOD_SAMPLE;
+  Problem problem;
+  ASSERT_TRUE(build_problem(&params, true, &problem).is_ok());
+  problem.sample.look = 4.f;
+  SparsePlan plan = sparse_plan(problem, 9);
+  const int hq = problem.num_q_heads;
+  for (size_t s = 0; s < problem.sequences.size(); ++s) {  // head 1: the window that makes its density 0.74
+    const Sequence& seq = problem.sequences[s];
+    HeadPlan& wide = plan.heads[s * hq + 1];
+    auto density_of = [&] { return computed_pairs(problem, seq, wide) / static_cast<double>(model_pairs(problem, seq)); };
+    for (wide.window = 40; density_of() < 0.74 && wide.window < seq.k_len; ++wide.window) {
+    }
+    const double density = density_of();
+    ASSERT_GT(density, 0.8 - 0.125);  // under the cap alone, over it with the look's cost
+    ASSERT_LT(density, 0.8);
+  }
+  for (const float max_density : {0.8f, 1.f}) {
+    problem.sample.max_density = max_density;
+    SparsePlan looked = plan;
+    ASSERT_TRUE(cpu::find_dense_rows(*pool_of(2), 0, cpu::WorkspaceParts{}, active_kernel_table(), problem, &looked).is_ok());
+    for (size_t s = 0; s < problem.sequences.size(); ++s) {
+      const HeadPlan& wide = looked.heads[s * hq + 1];
+      if (max_density < 1.f) {
+        EXPECT_TRUE(wide.dense);
+        EXPECT_EQ(wide.decision, SAMPLEATTN_DECISION_DENSE_LOOK);
+        EXPECT_TRUE(wide.dense_rows.empty());
+      } else {
+        EXPECT_FALSE(wide.dense) << "max_density 1: never dense";
+      }
+      // A narrow head stays sparse, with few dense rows on these inputs.
+      EXPECT_FALSE(looked.heads[s * hq].dense);
+      EXPECT_LT(looked.heads[s * hq].dense_rows.size(), problem.sequences[s].q_len / 10);
+    }
   }
 }
 

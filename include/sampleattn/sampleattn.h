@@ -426,7 +426,7 @@ typedef enum sampleattn_head_decision {
   SAMPLEATTN_DECISION_DENSE_COST = 4,      /* the mask alpha chose costs more than max_density */
   SAMPLEATTN_DECISION_DENSE_VALIDATION = 5, /* no mask within max_density keeps min_kept of the validation rows */
   SAMPLEATTN_DECISION_DENSE_WINDOW = 6,     /* ABI 1.3: the model's window_left is no wider than the local window */
-  SAMPLEATTN_DECISION_DENSE_LOOK = 7        /* ABI 1.6: the look's dense rows took the mask past max_density */
+  SAMPLEATTN_DECISION_DENSE_LOOK = 7        /* ABI 1.6: the look's cost (an eighth of the pairs) or its dense rows took the mask past max_density */
 } sampleattn_head_decision;
 
 typedef struct sampleattn_stats {

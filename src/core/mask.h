@@ -209,6 +209,14 @@ SAMPLEATTN_HOST_DEVICE constexpr bool mask_runs_dense(int64_t mask_pairs, int64_
   return static_cast<double>(mask_pairs) > static_cast<double>(max_density) * static_cast<double>(model_pairs);
 }
 
+// The look at every row (docs/ALGORITHM.md, step 5) costs about an eighth of the dense attention
+// per pair it reads (int8 products against f32 dense on a VNNI core: 0.65 / 5.1 ns, docs/PERF.md)
+// and reads every pair of a sparse head: its cost in the max_density rule, as pairs.
+inline constexpr int64_t kLookCostDivisor = 8;
+SAMPLEATTN_HOST_DEVICE constexpr int64_t look_cost_pairs(int64_t model_pairs) {
+  return model_pairs / kLookCostDivisor;
+}
+
 // ---- Validation (docs/ALGORITHM.md, "Validation") ---------------------------------------------
 // A share r_val of the query rows, single rows disjoint from the sampled blocks, checks the mask:
 // their kept mass is measured at candidate stripe counts, the ranked prefix lengths of a grid

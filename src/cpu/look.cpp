@@ -57,6 +57,16 @@ struct Block {
   int rows;
 };
 
+// A sparse head the look makes dense (its cost, or its dense rows, pass max_density): as a dense
+// head reports itself, with the stripes alpha chose kept for the statistics.
+void run_dense(const Sequence& seq, HeadPlan* hp) {
+  const int64_t alpha_stripes = hp->alpha_stripes;
+  *hp = HeadPlan{};
+  hp->window = seq.k_len;
+  hp->alpha_stripes = alpha_stripes;
+  hp->decision = SAMPLEATTN_DECISION_DENSE_LOOK;
+}
+
 class Looker {
  public:
   Looker(const KernelTable& kernels, const Problem& problem, SparsePlan* plan)
@@ -193,10 +203,31 @@ class Looker {
 Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
                        const KernelTable& kernels, const Problem& problem, SparsePlan* plan) {
   if (!(problem.sample.look > 0.f) || plan == nullptr) return Status::ok();
-  bool any_sparse = false;
-  for (const HeadPlan& hp : plan->heads) any_sparse = any_sparse || !hp.dense;
-  if (!any_sparse) return Status::ok();
   const auto t0 = std::chrono::steady_clock::now();
+  // The max_density rule with the look's cost beside the mask's pairs (max_density 1: no rule).
+  auto over_budget = [&](const Sequence& seq, const HeadPlan& hp) {
+    const int64_t model = model_pairs(problem, seq);
+    const auto pairs = static_cast<int64_t>(computed_pairs(problem, seq, hp));
+    return problem.sample.max_density < 1.f &&
+           mask_runs_dense(pairs + look_cost_pairs(model), model, problem.sample.max_density);
+  };
+  // A head that its mask and the look would take past it runs dense without the look.
+  bool any_sparse = false;
+  for (size_t s = 0; s < problem.sequences.size(); ++s) {
+    for (int h = 0; h < problem.num_q_heads; ++h) {
+      HeadPlan& hp = plan->heads[s * problem.num_q_heads + h];
+      if (hp.dense) continue;
+      if (over_budget(problem.sequences[s], hp)) {
+        run_dense(problem.sequences[s], &hp);
+      } else {
+        any_sparse = true;
+      }
+    }
+  }
+  if (!any_sparse) {
+    plan->time_selection_s += seconds_since(t0);
+    return Status::ok();
+  }
   Looker looker(kernels, problem, plan);
   WorkspaceParts parts = during;
   parts.selection = WorkspaceParts::add(parts.selection, looker.key_bytes());
@@ -204,19 +235,12 @@ Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const Workspa
   AlignedBuffer keys = allocate_aligned(looker.key_bytes());
   if (!keys) return out_of_memory("the look's packed keys (" + std::to_string(looker.key_bytes()) + " bytes)");
   SAMPLEATTN_RETURN_IF_ERROR(looker.run(pool, parts.pool_limit(workspace_limit), keys.get()));
-  // The dense rows count against max_density like the rest of the mask.
+  // Then its dense rows count like the rest of the mask.
   for (size_t s = 0; s < problem.sequences.size(); ++s) {
-    const Sequence& seq = problem.sequences[s];
     for (int h = 0; h < problem.num_q_heads; ++h) {
       HeadPlan& hp = plan->heads[s * problem.num_q_heads + h];
-      if (hp.dense || hp.dense_rows.empty()) continue;
-      const auto pairs = static_cast<int64_t>(computed_pairs(problem, seq, hp));
-      if (mask_runs_dense(pairs, model_pairs(problem, seq), problem.sample.max_density)) {
-        const int64_t alpha_stripes = hp.alpha_stripes;
-        hp = HeadPlan{};  // as a dense head reports itself
-        hp.window = seq.k_len;
-        hp.alpha_stripes = alpha_stripes;
-        hp.decision = SAMPLEATTN_DECISION_DENSE_LOOK;
+      if (!hp.dense && !hp.dense_rows.empty() && over_budget(problem.sequences[s], hp)) {
+        run_dense(problem.sequences[s], &hp);
       }
     }
   }

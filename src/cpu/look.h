@@ -1,8 +1,9 @@
 // The look at every row (docs/ALGORITHM.md, step 5; sample.look > 0): after stage 2, every row of
 // every sparse head compares its largest approximate score outside its window band and stripes
 // with its band's largest; a row within `look` nats of it joins the head's dense rows, which the
-// attention runs over every key they see (cpu/flash_driver.cpp). A head whose mask then computes
-// more than max_density of the model's pairs runs dense (SAMPLEATTN_DECISION_DENSE_LOOK).
+// attention runs over every key they see (cpu/flash_driver.cpp). The max_density rule counts the
+// look's own cost (look_cost_pairs, core/mask.h) beside the mask: a head it takes past runs dense
+// unlooked, and so does one its dense rows take past (SAMPLEATTN_DECISION_DENSE_LOOK).
 // The scores are the kernel table's look (simd/kernels.h, LookPath): int8 Q and K, the same
 // bits on every table.
 #pragma once
