@@ -109,6 +109,9 @@ KernelTable build_table<Isa::kAmx>() {
   slot(t, Precision::kBF16) = {2, avx512::bf16_packed_bytes, amx::bf16_scratch_bytes, avx512::bf16_pack_q,
                                avx512::bf16_pack_k, avx512::bf16_pack_v, amx::bf16_attend, amx::bf16_scores,
                                /*defer_scale=*/true, /*rescore=*/true};
+  // The look on the VNNI layouts (every AMX CPU has AVX512_VNNI; an emulating one may not, and
+  // keeps the avx512 table's look), its products on the int8 tiles.
+  if (cpu_features().avx512_vnni) t.look.scores = amx::look_scores;
   return t;
 }
 

@@ -75,11 +75,29 @@ inline void dpbf16ps(int c, int a, int b) {
   }
 }
 
+// C[m][n] += sum_k sum_i s8(A[m][4k + i]) * u8(B[k][4n + i]) (int32 C): tdpbsud.
+inline void dpbsud(int c, int a, int b) {
+  const int rows = emulated.cfg.rows[c], cols = emulated.cfg.colsb[c] / 4, quads = emulated.cfg.colsb[a] / 4;
+  for (int m = 0; m < rows; ++m) {
+    for (int n = 0; n < cols; ++n) {
+      int32_t acc;
+      std::memcpy(&acc, &emulated.t[c][m][4 * n], 4);
+      for (int k = 0; k < quads; ++k) {
+        for (int i = 0; i < 4; ++i) {
+          acc += static_cast<int8_t>(emulated.t[a][m][4 * k + i]) * static_cast<int32_t>(emulated.t[b][k][4 * n + i]);
+        }
+      }
+      std::memcpy(&emulated.t[c][m][4 * n], &acc, 4);
+    }
+  }
+}
+
 #define SAMPLEATTN_TILE_CONFIG(cfg) ::sampleattn::amx_tiles::load_config(cfg)
 #define SAMPLEATTN_TILE_LOAD(t, base, stride) ::sampleattn::amx_tiles::load(t, base, stride)
 #define SAMPLEATTN_TILE_STORE(t, base, stride) ::sampleattn::amx_tiles::store(t, base, stride)
 #define SAMPLEATTN_TILE_ZERO(t) ::sampleattn::amx_tiles::zero(t)
 #define SAMPLEATTN_TILE_DP(c, a, b) ::sampleattn::amx_tiles::dpbf16ps(c, a, b)
+#define SAMPLEATTN_TILE_DP_S8U8(c, a, b) ::sampleattn::amx_tiles::dpbsud(c, a, b)
 
 #else
 
@@ -91,6 +109,8 @@ inline void dpbf16ps(int c, int a, int b) {
 #define SAMPLEATTN_TILE_ZERO(t) __asm__ volatile("tilezero %%tmm" #t ::)
 // tmm c += tmm a (rows x bf16 pairs) . tmm b (pairs x columns, each column's pair adjacent).
 #define SAMPLEATTN_TILE_DP(c, a, b) __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
+// tmm c (int32) += tmm a (rows x quads of s8) . tmm b (quads x columns of 4 u8 each).
+#define SAMPLEATTN_TILE_DP_S8U8(c, a, b) __asm__ volatile("tdpbsud %%tmm" #b ", %%tmm" #a ", %%tmm" #c ::)
 
 #endif
 

@@ -59,6 +59,8 @@ namespace sampleattn::amx {
 ScratchBytesFn bf16_scratch_bytes;
 AttendFn bf16_attend;
 ScoresFn bf16_scores;
+// The look's products on int8 tiles (tdpbsud), on the avx512 table's VNNI layouts.
+LookScoresFn look_scores;
 // Not table entries: the tile product's peak for `sampleattn bench --peak` (amx_gflops). Runs
 // `steps` x 4 independent 16x16x32 tile products on this thread (CPU with the amx table only);
 // returns the FLOPs done and adds a result to *sink.

@@ -24,6 +24,7 @@
 
 #include "simd/flash/amx_tiles.h"
 #include "simd/flash/entry_points.h"
+#include "simd/flash/look_layout.h"
 #include "simd/flash/score_mods.h"
 #include "simd/flash/softmax.h"
 #include "simd/flash/vec.h"
@@ -420,6 +421,76 @@ void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, 
           float* p = sr + r * lds + j;
           _mm512_mask_storeu_ps(p, k16, _mm512_mul_ps(_mm512_maskz_loadu_ps(k16, p), _mm512_set1_ps(qk_scale)));
         }
+      }
+    }
+  }
+}
+
+// The look's products on int8 tiles (tdpbsud: s8 Q x u8 K, int32 sums: the VNNI kernel's exactly),
+// on look_layout.h's layouts: for each 64 dimensions, Q rows are an A tile of up to 16 rows x 64
+// bytes at a stride of d bytes, and a group of 16 keys is a B tile of 16 rows (4-dimension quads)
+// x 64 bytes at a stride of 64. A 32-row, 32-key step is 2 A + 2 B tiles into 4 C tiles, as the
+// bf16 kernel's; the sums go through a 32 x 32 int32 buffer to the scaled f32 scores. Head dims
+// that are not a multiple of 64 take the VNNI kernel.
+void look_scores(const void* qv, const float* q_scales, int m, const void* kv, const float* k_scales, int n, int d,
+                 float* s, int64_t lds) {
+  namespace layout = flash::look_layout;
+  constexpr int kChunk = 64;  // dimensions a tile product
+  if (d % kChunk != 0) {
+    avx512::look_scores_vnni(qv, q_scales, m, kv, k_scales, n, d, s, lds);
+    return;
+  }
+  const int8_t* q = static_cast<const int8_t*>(qv);
+  const int32_t* fix = reinterpret_cast<const int32_t*>(static_cast<const char*>(qv) + layout::fix_offset(m, d));
+  const uint8_t* k = static_cast<const uint8_t*>(kv);
+  alignas(64) int32_t sums[kBlockRows][kPanel];
+  Tiles tiles;
+  for (int r0 = 0; r0 < m; r0 += kBlockRows) {
+    const int rows = V::imin(kBlockRows, m - r0);
+    const bool two = rows > kTileRows;
+    tiles.configure(rows);
+    const int8_t* qb = q + static_cast<int64_t>(r0) * d;
+    for (int j0 = 0; j0 < n; j0 += layout::kStep) {
+      SAMPLEATTN_TILE_ZERO(4);
+      SAMPLEATTN_TILE_ZERO(5);
+      if (two) {
+        SAMPLEATTN_TILE_ZERO(6);
+        SAMPLEATTN_TILE_ZERO(7);
+      }
+      const uint8_t* g0 = k + static_cast<size_t>(j0) * d;
+      const uint8_t* g1 = g0 + static_cast<size_t>(layout::kGroup) * d;
+      for (int c = 0; c < d; c += kChunk) {
+        SAMPLEATTN_TILE_LOAD(2, g0 + c * layout::kGroup, 64);  // quads c/4 .. c/4 + 15 of the group
+        SAMPLEATTN_TILE_LOAD(3, g1 + c * layout::kGroup, 64);
+        SAMPLEATTN_TILE_LOAD(0, qb + c, d);
+        SAMPLEATTN_TILE_DP_S8U8(4, 0, 2);
+        SAMPLEATTN_TILE_DP_S8U8(5, 0, 3);
+        if (two) {
+          SAMPLEATTN_TILE_LOAD(1, qb + static_cast<int64_t>(kTileRows) * d + c, d);
+          SAMPLEATTN_TILE_DP_S8U8(6, 1, 2);
+          SAMPLEATTN_TILE_DP_S8U8(7, 1, 3);
+        }
+      }
+      SAMPLEATTN_TILE_STORE(4, &sums[0][0], kPanel * 4);
+      SAMPLEATTN_TILE_STORE(5, &sums[0][16], kPanel * 4);
+      if (two) {
+        SAMPLEATTN_TILE_STORE(6, &sums[kTileRows][0], kPanel * 4);
+        SAMPLEATTN_TILE_STORE(7, &sums[kTileRows][16], kPanel * 4);
+      }
+      const int left = n - j0;
+      const __mmask16 m0 = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+      const __mmask16 m1 =
+          left >= 32 ? __mmask16(0xffff) : (left <= 16 ? __mmask16(0) : static_cast<__mmask16>((1u << (left - 16)) - 1));
+      const __m512 s0 = _mm512_loadu_ps(k_scales + j0), s1 = _mm512_loadu_ps(k_scales + j0 + 16);
+      for (int r = 0; r < rows; ++r) {
+        const __m512i f = _mm512_set1_epi32(fix[r0 + r]);
+        const __m512 scale = _mm512_set1_ps(q_scales[r0 + r]);
+        const __m512i a0 = _mm512_load_si512(&sums[r][0]), a1 = _mm512_load_si512(&sums[r][16]);
+        const __m512 e0 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a0, f)), s0), scale);
+        const __m512 e1 = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a1, f)), s1), scale);
+        float* out = s + static_cast<int64_t>(r0 + r) * lds + j0;
+        _mm512_mask_storeu_ps(out, m0, e0);
+        _mm512_mask_storeu_ps(out + 16, m1, e1);
       }
     }
   }

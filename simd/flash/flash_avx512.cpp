@@ -27,6 +27,7 @@
 #include "simd/flash/decode.h"
 #include "simd/flash/entry_points.h"
 #include "simd/flash/look.h"
+#include "simd/flash/look_layout.h"
 #include "simd/flash/pack.h"
 #include "simd/flash/row_ops.h"
 #include "simd/flash/scan.h"
@@ -289,18 +290,14 @@ void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, 
 bool attend_rows_vnni(const AttendRowsArgs& args) { return flash::Decode<Arch, true>::attend_rows(args); }
 size_t attend_rows_vnni_scratch_bytes(int m, int n) { return flash::Decode<Arch, true>::scratch_bytes(m, n); }
 
-// The look's products on vpdpbusd (simd/kernels.h, LookPath; the integers of look_quantize.h):
-//   Q: [m][d] s8, then int32 fix[m] = 128 * (sum of the row) at q_bytes' second part.
-//   K: [ceil(n/32) * 2][d/4][16][4] u8 = s8 + 128 (groups of 16 keys, each key's 4 consecutive
-//      dimensions adjacent: one zmm is 16 keys x 4 dimensions); padding keys are 128 (0).
-// u8 x s8 products summed in int32: acc = qi . (ki + 128) = qi . ki + fix, exact.
+// The look's products on vpdpbusd (simd/kernels.h, LookPath; the integers of look_quantize.h),
+// on the layouts of look_layout.h.
 namespace {
 
-constexpr int kLookGroup = 16;  // keys a zmm of products
-constexpr int kLookKeys = 32;   // keys a kernel step (two groups); K is padded to it
-constexpr int kLookRows = 8;    // rows a kernel step (8 x 2 accumulators)
-
-size_t look_q_rows_bytes(int m, int d) { return V::round_up(static_cast<size_t>(m) * d, 64); }
+namespace layout = flash::look_layout;
+constexpr int kLookGroup = layout::kGroup;
+constexpr int kLookKeys = layout::kStep;
+constexpr int kLookRows = 8;  // rows a kernel step (8 x 2 accumulators)
 
 template <int R>
 void look_block_vnni(const int8_t* q, const int32_t* fix, const float* qs, const uint8_t* k, const float* ks, int n,
@@ -350,16 +347,12 @@ void look_rows_vnni(int rows, const int8_t* q, const int32_t* fix, const float* 
 
 }  // namespace
 
-size_t look_q_bytes_vnni(int rows, int d) {
-  return look_q_rows_bytes(rows, d) + V::round_up(static_cast<size_t>(rows) * sizeof(int32_t), 64);
-}
-size_t look_k_bytes_vnni(int rows, int d) {
-  return V::round_up(static_cast<size_t>(rows), kLookKeys) * static_cast<size_t>(d);
-}
+size_t look_q_bytes_vnni(int rows, int d) { return layout::q_bytes(rows, d); }
+size_t look_k_bytes_vnni(int rows, int d) { return layout::k_bytes(rows, d); }
 
 void look_pack_q_vnni(const RowSource& src, int m, int d, float scale, void* dst, float* scales) {
   int8_t* q = static_cast<int8_t*>(dst);
-  int32_t* fix = reinterpret_cast<int32_t*>(static_cast<char*>(dst) + look_q_rows_bytes(m, d));
+  int32_t* fix = reinterpret_cast<int32_t*>(static_cast<char*>(dst) + layout::fix_offset(m, d));
   alignas(64) float row[Look::kMaxDim];
   V::with_dtype(src.dtype, [&](auto t) {
     for (int r = 0; r < m; ++r) {
@@ -398,7 +391,7 @@ void look_pack_k_vnni(const RowSource& src, int n, int d, float scale, void* dst
 void look_scores_vnni(const void* qv, const float* q_scales, int m, const void* kv, const float* k_scales, int n,
                       int d, float* s, int64_t lds) {
   const int8_t* q = static_cast<const int8_t*>(qv);
-  const int32_t* fix = reinterpret_cast<const int32_t*>(static_cast<const char*>(qv) + look_q_rows_bytes(m, d));
+  const int32_t* fix = reinterpret_cast<const int32_t*>(static_cast<const char*>(qv) + layout::fix_offset(m, d));
   const uint8_t* k = static_cast<const uint8_t*>(kv);
   for (int r0 = 0; r0 < m; r0 += kLookRows) {
     const int rows = V::imin(kLookRows, m - r0);
