@@ -118,6 +118,7 @@ const char* decision_name(int32_t decision) {
     case SAMPLEATTN_DECISION_DENSE_COST: return "dense:cost";
     case SAMPLEATTN_DECISION_DENSE_VALIDATION: return "dense:validation";
     case SAMPLEATTN_DECISION_DENSE_WINDOW: return "dense:window";
+    case SAMPLEATTN_DECISION_DENSE_LOOK: return "dense:look";
     default: return "unknown";
   }
 }
