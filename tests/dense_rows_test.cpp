@@ -23,17 +23,9 @@ namespace sampleattn {
 namespace {
 
 using testing::Case;
+using testing::pool_of;
 using testing::MaskMap;
 using testing::Rng;
-
-std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
-  cpu::ThreadPoolOptions o;
-  o.num_threads = threads;
-  o.bind = false;
-  std::unique_ptr<cpu::ThreadPool> pool;
-  EXPECT_TRUE(cpu::ThreadPool::create(o, &pool).is_ok());
-  return pool;
-}
 
 // Every head sparse but the last one of each sequence: a window of 24 keys, a few stripes, and
 // `share` of the rows dense (the first and last rows among them). The oracle's masks alike.

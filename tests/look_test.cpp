@@ -28,17 +28,9 @@ namespace sampleattn {
 namespace {
 
 using testing::Case;
+using testing::pool_of;
 using testing::MaskMap;
 using testing::Rng;
-
-std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
-  cpu::ThreadPoolOptions o;
-  o.num_threads = threads;
-  o.bind = false;
-  std::unique_ptr<cpu::ThreadPool> pool;
-  EXPECT_TRUE(cpu::ThreadPool::create(o, &pool).is_ok());
-  return pool;
-}
 
 // A prefill and a chunk against a cache, grouped heads. Gaussian Q and K plus a positional part
 // (cos and sin of a position's phase per frequency: near keys score high) whose strength in Q

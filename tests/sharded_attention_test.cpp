@@ -32,6 +32,7 @@ namespace {
 
 using testing::Buffer;
 using testing::Case;
+using testing::pool_of;
 using testing::Rng;
 
 // Positions [begin, end) of a sequence and the process that holds them; each process stores its
@@ -94,15 +95,6 @@ Shards make_shards(const Case& c, const Split& split, int processes) {
     sh.lse.emplace_back(static_cast<size_t>(n) * c.hq, std::nanf(""));
   }
   return sh;
-}
-
-std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
-  cpu::ThreadPoolOptions o;
-  o.num_threads = threads;
-  o.bind = false;
-  std::unique_ptr<cpu::ThreadPool> pool;
-  EXPECT_TRUE(cpu::ThreadPool::create(o, &pool).is_ok());
-  return pool;
 }
 
 // Runs body(rank, collective) on `processes` threads, one simulated process each, and returns

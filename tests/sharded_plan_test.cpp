@@ -24,6 +24,7 @@ namespace {
 
 using testing::Buffer;
 using testing::Case;
+using testing::pool_of;
 
 // Every process's runs: `cuts[s]` are the boundaries of sequence s's pieces (pieces.size() + 1
 // of them), and piece i goes to process owner[i].
@@ -82,15 +83,6 @@ Shards make_shards(const Case& c, const Split& split, int processes) {
     sh.v.push_back(copy(c.v, tokens[static_cast<size_t>(r)]));
   }
   return sh;
-}
-
-std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
-  cpu::ThreadPoolOptions o;
-  o.num_threads = threads;
-  o.bind = false;
-  std::unique_ptr<cpu::ThreadPool> pool;
-  EXPECT_TRUE(cpu::ThreadPool::create(o, &pool).is_ok());
-  return pool;
 }
 
 // The active kernel table with every path rescoring (FlashPath::rescore, the AMX tiles' choice):

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "simd/dispatch.h"
 #include "core/dtype_convert.h"
 #include "core/problem.h"
+#include "cpu/thread_pool.h"
 #include "reference/attention_reference.h"
 #include "sampleattn/sampleattn.h"
 
@@ -245,6 +247,16 @@ inline void small_sample_params(sampleattn::Params& p) {
   p.sample.sink_tokens = 1;
   p.sample.max_density = 1.f;
   p.sample.r_val = 0.f;
+}
+
+// The CPU backend's pool for driver-level tests: `threads` workers, not bound to cores.
+inline std::unique_ptr<cpu::ThreadPool> pool_of(int threads) {
+  cpu::ThreadPoolOptions o;
+  o.num_threads = threads;
+  o.bind = false;
+  std::unique_ptr<cpu::ThreadPool> pool;
+  EXPECT_TRUE(cpu::ThreadPool::create(o, &pool).is_ok());
+  return pool;
 }
 
 inline sampleattn_context* cpu_context(int threads, uint64_t max_workspace_bytes = 0) {

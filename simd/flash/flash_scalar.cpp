@@ -221,14 +221,9 @@ void look_pack_k(const RowSource& src, int n, int d, float scale, void* dst, flo
 }
 void look_scores(const void* qv, const float* q_scales, int m, const void* kv, const float* k_scales, int n, int d,
                  float* s, int64_t lds) {
-  const float* q = static_cast<const float*>(qv);
-  const float* k = static_cast<const float*>(kv);
+  f32_scores(qv, m, kv, n, d, s, lds, 1.0f);  // the integers' products, exact
   for (int r = 0; r < m; ++r) {
-    for (int j = 0; j < n; ++j) {
-      float dot = 0.f;
-      for (int c = 0; c < d; ++c) dot += q[r * d + c] * k[j * d + c];
-      s[r * lds + j] = (dot * k_scales[j]) * q_scales[r];
-    }
+    for (int j = 0; j < n; ++j) s[r * lds + j] = (s[r * lds + j] * k_scales[j]) * q_scales[r];
   }
 }
 void look_row_max(const float* s, int64_t lds, int m, int n, const int32_t* lo, const int32_t* mid, const int32_t* hi,
