@@ -213,6 +213,10 @@ SAMPLEATTN_HOST_DEVICE constexpr bool mask_runs_dense(int64_t mask_pairs, int64_
 // per pair it reads (int8 products against f32 dense on a VNNI core: 0.65 / 5.1 ns, docs/PERF.md)
 // and reads every pair of a sparse head: its cost in the max_density rule, as pairs.
 inline constexpr int64_t kLookCostDivisor = 8;
+// The stripes the look leaves out of a row's outside keys do not depend on alpha (so the rows it
+// sends dense do not either, and the error never rises with alpha): the validation's passing
+// prefix or the prefix this alpha keeps (the paper's default), whichever is longer.
+inline constexpr float kLookAlpha = 0.95f;
 SAMPLEATTN_HOST_DEVICE constexpr int64_t look_cost_pairs(int64_t model_pairs) {
   return model_pairs / kLookCostDivisor;
 }

@@ -20,8 +20,9 @@ struct HeadPlan {
   // see, as a dense head's rows do: rows whose far keys the window and stripes would miss.
   std::vector<int32_t> dense_rows;
   // The stripes the look leaves out of a row's outside keys (has_look_stripes; else `stripes`):
-  // the validation's passing prefix, which alpha plays no part in, so the rows the look sends
-  // dense do not change with alpha while the stripes grow with it (docs/ALGORITHM.md, step 5).
+  // a prefix of the ranking that alpha plays no part in (kLookAlpha's or the validation's, the
+  // longer), so the rows the look sends dense do not change with alpha while the stripes grow
+  // with it (docs/ALGORITHM.md, step 5).
   std::vector<int32_t> look_stripes;
   bool has_look_stripes = false;
   float cra_min = 1.f;           // kept mass of the sampled rows (1 for dense heads)

@@ -48,6 +48,7 @@ constexpr int kMassStride = kValidationGrid + 2;
 struct SelectionSet {
   std::vector<int32_t> ranked;  // the non-sink columns in rank order
   ValidationLayout layout;
+  int64_t look_ranked = 0;      // the ranked stripes kLookAlpha keeps (sample.look > 0)
 };
 
 // Keys [begin, end) of a sequence.
@@ -894,6 +895,11 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
     rule.max_stripes = problem.sample.max_stripes;
     Selection selection = rank_and_select(scores, seq.k_len, rule);
     SelectionSet& out = ss.sets[static_cast<size_t>(set)];
+    if (problem.sample.look > 0.f) {
+      SelectionRule reference = rule;
+      reference.target = selection_target(kLookAlpha, total, window_mass_counts, outside);
+      out.look_ranked = count_ranked(scores, selection.ranked, seq.k_len, reference).ranked;
+    }
     out.layout = plan_validation(problem, seq, ss.window, selection.ranked.data(),
                                  static_cast<int64_t>(selection.ranked.size()), selection.count, !ss.val_rows.empty());
     out.ranked = std::move(selection.ranked);
@@ -924,9 +930,11 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
                             ValidationBar{problem.sample.min_kept, problem.sample.max_lost}, per_head.data());
       std::vector<int32_t> stripes, look_stripes;
       if (!d.dense()) stripes = decided_stripes(ssel.layout, ssel.ranked.data(), d.ranked);
-      // The look leaves out the validation's passing prefix (alpha-free), a part of the stripes.
-      const bool own = !d.dense() && problem.sample.look > 0.f && d.passing >= 0 && d.passing < d.ranked;
-      if (own) look_stripes = decided_stripes(ssel.layout, ssel.ranked.data(), d.passing);
+      // The look leaves out a prefix that alpha plays no part in (kLookAlpha's, or the
+      // validation's passing one when longer): the stripes, or fewer, or more of the ranking.
+      const int64_t left_out = std::max(d.passing, ssel.look_ranked);
+      const bool own = !d.dense() && problem.sample.look > 0.f && left_out != d.ranked;
+      if (own) look_stripes = decided_stripes(ssel.layout, ssel.ranked.data(), left_out);
       apply_decision(problem, ss, ssel.layout, first_head, heads_per_set, d, per_head.data(), stripes,
                      own ? &look_stripes : nullptr, plan);
     }

@@ -25,6 +25,10 @@ struct Selection {
 };
 
 Selection rank_and_select(const float* scores, int64_t k_len, const SelectionRule& rule);
+// The count `rule` keeps of a ranking rank_and_select made (sinks, then the ranked prefix whose
+// scores reach the target, clamped): rank_and_select's count, for another target.
+StripeCount count_ranked(const float* scores, const std::vector<int32_t>& ranked, int64_t k_len,
+                         const SelectionRule& rule);
 
 // The kept columns of rank_and_select, in ascending order.
 std::vector<int32_t> select_stripes(const float* scores, int64_t k_len, const SelectionRule& rule);
