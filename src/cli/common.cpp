@@ -1,6 +1,7 @@
 #include "cli/common.h"
 
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
@@ -216,16 +217,9 @@ bool read_method_options(const Options& o, sampleattn::Params* p, std::string* e
   }
   if (!o.get_int("val-rows", 0, INT32_MAX, &n, error)) return false;
   s.val_rows = static_cast<int32_t>(n);
-  {
-    const std::string text = o.get("look");
-    char* end = nullptr;
-    const double v = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || !(v >= 0) || !std::isfinite(v)) {
-      *error = "--look must be a finite number of nats >= 0 (0: no look), got '" + text + "'";
-      return false;
-    }
-    s.look = static_cast<float>(v);
-  }
+  double look = 0;
+  if (!o.get_double("look", 0, std::numeric_limits<float>::max(), &look, error)) return false;
+  s.look = static_cast<float>(look);
   if (s.r_val >= 1.f) {
     *error = "--r-val must be below 1 (rows are needed to choose the stripes), got " + o.get("r-val");
     return false;

@@ -204,6 +204,15 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t stripe_pairs_of(int64_t k_len, int64_t 
   return to > from ? to - from : 0;
 }
 
+// The pairs a dense row at p (docs/ALGORITHM.md, step 5) adds to a mask of window w: every key the
+// model shows it, model_lo .. p, less its window band and the `stripes_seen` stripes it sees.
+SAMPLEATTN_HOST_DEVICE constexpr int64_t dense_row_added_pairs(int64_t p, int64_t left, int64_t w,
+                                                               int64_t stripes_seen) {
+  const int64_t lo = model_lo(p, left);
+  const int64_t band_lo = window_lo(p, w) > lo ? window_lo(p, w) : lo;
+  return (band_lo - lo) - stripes_seen;
+}
+
 // The max_density rule: a mask computing more than max_density of the model's pairs runs dense.
 SAMPLEATTN_HOST_DEVICE constexpr bool mask_runs_dense(int64_t mask_pairs, int64_t model_pairs, float max_density) {
   return static_cast<double>(mask_pairs) > static_cast<double>(max_density) * static_cast<double>(model_pairs);

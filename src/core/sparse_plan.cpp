@@ -92,10 +92,8 @@ double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPla
   // A dense row computes every key it sees instead of its band and visible stripes.
   for (const int32_t i : plan.dense_rows) {
     const int64_t p = seq.q_offset() + i;
-    const int64_t lo = model_lo(p, problem.window_left);
     const StripeRun run = visible_stripes(plan, p, problem.window_left);
-    const int64_t band = p + 1 - std::max(lo, p - plan.window + 1);
-    pairs += static_cast<double>((p + 1 - lo) - band - (run.end - run.begin));
+    pairs += static_cast<double>(dense_row_added_pairs(p, problem.window_left, plan.window, run.end - run.begin));
   }
   return pairs;
 }

@@ -182,11 +182,9 @@ double mask_density(const HeadMask& m, int64_t q_len, int64_t k_len, int64_t win
   for (int32_t j : m.stripes) computed += stripe_pairs_of(k_len, k_len - q_len, m.window, window_left, j);
   // A dense row computes every key it sees instead of its band and visible stripes.
   for (const int64_t p : m.dense_rows) {
-    const int64_t lo = model_lo(p, window_left), band_lo = std::max(lo, window_lo(p, m.window));
-    const auto first = std::lower_bound(m.stripes.begin(), m.stripes.end(), lo);
+    const auto first = std::lower_bound(m.stripes.begin(), m.stripes.end(), stripe_first(p, window_left));
     const auto last = std::upper_bound(m.stripes.begin(), m.stripes.end(), stripe_limit(p, m.window));
-    const int64_t stripes_seen = last > first ? last - first : 0;
-    computed += (band_lo - lo) - stripes_seen;
+    computed += dense_row_added_pairs(p, window_left, m.window, last > first ? last - first : 0);
   }
   const auto model = static_cast<double>(model_pairs(q_len, k_len, window_left));
   return model > 0 ? static_cast<double>(computed) / model : 0.0;
