@@ -32,12 +32,8 @@ using testing::pool_of;
 using testing::MaskMap;
 using testing::Rng;
 
-// A prefill and a chunk against a cache, grouped heads. Gaussian Q and K plus a positional part
-// (cos and sin of a position's phase per frequency: near keys score high) whose strength in Q
-// varies from row to row: rows with none find their largest scores anywhere, rows with much find
-// them in their band (8 slow frequencies: a broad peak). `local`: 32 scattered frequencies over
-// every dimension, strong in every row: a sharp peak at the row's own key, far above every key
-// outside the band (the look finds few rows).
+// A prefill and a chunk against a cache, grouped heads, with the positional part of
+// testing::add_positional.
 Case look_case(uint64_t seed, bool local = false) {
   Case c;
   c.d = 64;
@@ -46,29 +42,7 @@ Case look_case(uint64_t seed, bool local = false) {
   c.add_sequence(520, 520);
   c.add_sequence(200, 610);
   c.materialize(seed, local ? 0.5f : 1.5f);
-  const int freqs = local ? 32 : 8;
-  std::vector<double> w(static_cast<size_t>(freqs));
-  std::mt19937 rng(static_cast<uint32_t>(seed));
-  std::uniform_real_distribution<double> scattered(0.05, 1.0);
-  for (int f = 0; f < freqs; ++f) w[static_cast<size_t>(f)] = local ? scattered(rng) : 0.01 * (f + 1);
-  auto add_positional = [&](testing::Buffer& b, int heads, int64_t token, int64_t pos, float amplitude) {
-    for (int h = 0; h < heads; ++h) {
-      for (int f = 0; f < freqs; ++f) {
-        const double phase = w[static_cast<size_t>(f)] * static_cast<double>(pos);
-        const int64_t at = (token * heads + h) * c.d + 2 * f;
-        b.set(at, b.get(at) + amplitude * static_cast<float>(std::cos(phase)));
-        b.set(at + 1, b.get(at + 1) + amplitude * static_cast<float>(std::sin(phase)));
-      }
-    }
-  };
-  for (size_t s = 0; s + 1 < c.cu_q.size(); ++s) {
-    const int64_t q_offset = (c.cu_k[s + 1] - c.cu_k[s]) - (c.cu_q[s + 1] - c.cu_q[s]);
-    for (int64_t t = c.cu_k[s]; t < c.cu_k[s + 1]; ++t) add_positional(c.k, c.hkv, t, t - c.cu_k[s], local ? 4.f : 1.f);
-    for (int64_t t = c.cu_q[s]; t < c.cu_q[s + 1]; ++t) {
-      const int64_t i = t - c.cu_q[s];
-      add_positional(c.q, c.hq, t, q_offset + i, local ? 2.f : 1.5f * static_cast<float>(i % 4));
-    }
-  }
+  testing::add_positional(c, seed, local);
   return c;
 }
 
@@ -301,22 +275,7 @@ Outcome run(Case& c, sampleattn::Params& p, int64_t row_capacity = 1 << 16) {
     EXPECT_EQ(row_offsets[0], -1) << "rows written past the capacity";
     return out;
   }
-  int64_t total = 0;
-  for (int s = 0; s < nseq; ++s) {
-    const int64_t q_offset = (c.cu_k[s + 1] - c.cu_k[s]) - (c.cu_q[s + 1] - c.cu_q[s]);
-    for (int h = 0; h < c.hq; ++h) {
-      const size_t i = static_cast<size_t>(s) * c.hq + h;
-      EXPECT_EQ(row_offsets[i + 1] - row_offsets[i], out.heads[i].dense_rows);
-      total += out.heads[i].dense_rows;
-      auto it = out.masks.find({s, h});
-      if (it == out.masks.end()) {
-        EXPECT_EQ(out.heads[i].dense_rows, 0);
-        continue;
-      }
-      for (int32_t r = row_offsets[i]; r < row_offsets[i + 1]; ++r) it->second.dense_rows.push_back(q_offset + rows[r]);
-    }
-  }
-  EXPECT_EQ(total, out.stats.num_dense_rows);
+  testing::add_dense_rows(out.masks, out.heads, c, out.stats, row_offsets, rows);
   return out;
 }
 

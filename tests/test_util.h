@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -125,6 +126,38 @@ inline Case dense_case(const DenseShape& shape, DType dtype, int group, uint64_t
   return c;
 }
 
+// Adds a positional part to a materialized case's Q and K (the look's inputs, look_test and
+// cuda_test): the cos and sin of a position's phase per frequency, so near keys score high, with
+// a strength in Q that varies from row to row: rows with none find their largest scores anywhere,
+// rows with much in their band (8 slow frequencies: a broad peak). `local`: 32 scattered
+// frequencies, strong in every row: a sharp peak at the row's own key, far above every key
+// outside the band (the look finds few rows). Needs d >= 64.
+inline void add_positional(Case& c, uint64_t seed, bool local) {
+  const int freqs = local ? 32 : 8;
+  std::vector<double> w(static_cast<size_t>(freqs));
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<double> scattered(0.05, 1.0);
+  for (int f = 0; f < freqs; ++f) w[static_cast<size_t>(f)] = local ? scattered(rng) : 0.01 * (f + 1);
+  auto add = [&](Buffer& b, int heads, int64_t token, int64_t pos, float amplitude) {
+    for (int h = 0; h < heads; ++h) {
+      for (int f = 0; f < freqs; ++f) {
+        const double phase = w[static_cast<size_t>(f)] * static_cast<double>(pos);
+        const int64_t at = (token * heads + h) * c.d + 2 * f;
+        b.set(at, b.get(at) + amplitude * static_cast<float>(std::cos(phase)));
+        b.set(at + 1, b.get(at + 1) + amplitude * static_cast<float>(std::sin(phase)));
+      }
+    }
+  };
+  for (size_t s = 0; s + 1 < c.cu_q.size(); ++s) {
+    const int64_t q_offset = (c.cu_k[s + 1] - c.cu_k[s]) - (c.cu_q[s + 1] - c.cu_q[s]);
+    for (int64_t t = c.cu_k[s]; t < c.cu_k[s + 1]; ++t) add(c.k, c.hkv, t, t - c.cu_k[s], local ? 4.f : 1.f);
+    for (int64_t t = c.cu_q[s]; t < c.cu_q[s + 1]; ++t) {
+      const int64_t i = t - c.cu_q[s];
+      add(c.q, c.hq, t, q_offset + i, local ? 2.f : 1.5f * static_cast<float>(i % 4));
+    }
+  }
+}
+
 // Plants structure in Q/K for sampling to find: `columns` (key positions of every sequence) that
 // every query leans on through dimension 0.
 inline void plant(Case& c, const std::vector<int32_t>& columns, float strength) {
@@ -224,6 +257,30 @@ inline MaskMap masks_from_stats(const std::vector<sampleattn_head_stats>& heads,
     }
   }
   return masks;
+}
+
+// The dense rows the statistics name (dense_row_offsets / dense_row_indices, ABI 1.6) added to
+// their heads' masks as positions; expects each head's count and the total to agree.
+inline void add_dense_rows(MaskMap& masks, const std::vector<sampleattn_head_stats>& heads, const Case& c,
+                           const sampleattn_stats& stats, const std::vector<int32_t>& row_offsets,
+                           const std::vector<int32_t>& rows) {
+  const int nseq = static_cast<int>(c.cu_q.size()) - 1;
+  int64_t total = 0;
+  for (int s = 0; s < nseq; ++s) {
+    const int64_t q_offset = (c.cu_k[s + 1] - c.cu_k[s]) - (c.cu_q[s + 1] - c.cu_q[s]);
+    for (int h = 0; h < c.hq; ++h) {
+      const size_t i = static_cast<size_t>(s) * c.hq + h;
+      EXPECT_EQ(row_offsets[i + 1] - row_offsets[i], heads[i].dense_rows);
+      total += heads[i].dense_rows;
+      auto it = masks.find({s, h});
+      if (it == masks.end()) {
+        EXPECT_EQ(heads[i].dense_rows, 0);
+        continue;
+      }
+      for (int32_t r = row_offsets[i]; r < row_offsets[i + 1]; ++r) it->second.dense_rows.push_back(q_offset + rows[r]);
+    }
+  }
+  EXPECT_EQ(total, stats.num_dense_rows);
 }
 
 // The oracle's view of those masks (no entry: dense).

@@ -229,6 +229,8 @@ inline constexpr float kLookAlpha = 0.95f;
 SAMPLEATTN_HOST_DEVICE constexpr int64_t look_cost_pairs(int64_t model_pairs) {
   return model_pairs / kLookCostDivisor;
 }
+// The look's margin in log2 units (the scores'), one f32 product: both backends compare with it.
+SAMPLEATTN_HOST_DEVICE constexpr float look_bar_log2(float look) { return look * kLog2e; }
 
 // ---- Validation (docs/ALGORITHM.md, "Validation") ---------------------------------------------
 // A share r_val of the query rows, single rows disjoint from the sampled blocks, checks the mask:

@@ -98,6 +98,21 @@ double computed_pairs(const Problem& problem, const Sequence& seq, const HeadPla
   return pairs;
 }
 
+bool look_runs_dense(const Problem& problem, const Sequence& seq, const HeadPlan& plan) {
+  const int64_t model = model_pairs(problem, seq);
+  const auto pairs = static_cast<int64_t>(computed_pairs(problem, seq, plan));
+  return problem.sample.max_density < 1.f &&
+         mask_runs_dense(pairs + look_cost_pairs(model), model, problem.sample.max_density);
+}
+
+void run_dense_look(const Sequence& seq, HeadPlan* plan) {
+  const int64_t alpha_stripes = plan->alpha_stripes;
+  *plan = HeadPlan{};
+  plan->window = seq.k_len;
+  plan->alpha_stripes = alpha_stripes;
+  plan->decision = SAMPLEATTN_DECISION_DENSE_LOOK;
+}
+
 void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats* stats) {
   if (stats == nullptr) return;
   const int hq = problem.num_q_heads;

@@ -87,6 +87,14 @@ int64_t window_pairs(const Sequence& seq, int64_t window);
 int64_t stripe_pairs(const Problem& problem, const Sequence& seq, int64_t window, const int32_t* stripes,
                      int64_t count);
 
+// The look at every row (docs/ALGORITHM.md, step 5), the part both backends share. Whether a
+// sparse head's mask (its dense rows included) with the look's own cost (look_cost_pairs) passes
+// max_density (max_density 1: never): checked before the look, then with its dense rows.
+bool look_runs_dense(const Problem& problem, const Sequence& seq, const HeadPlan& plan);
+// Makes a sparse head the look takes past max_density dense (SAMPLEATTN_DECISION_DENSE_LOOK), as a
+// dense head reports itself, with the stripes alpha chose kept for the statistics.
+void run_dense_look(const Sequence& seq, HeadPlan* plan);
+
 // Fills the caller's stats (totals, per-head arrays, stripes) from a plan. plan may be null
 // (everything dense).
 void fill_stats(const Problem& problem, const SparsePlan* plan, sampleattn_stats* stats);

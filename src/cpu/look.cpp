@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
-#include <numbers>
 #include <vector>
 
 #include "core/mask.h"
@@ -57,21 +56,11 @@ struct Block {
   int rows;
 };
 
-// A sparse head the look makes dense (its cost, or its dense rows, pass max_density): as a dense
-// head reports itself, with the stripes alpha chose kept for the statistics.
-void run_dense(const Sequence& seq, HeadPlan* hp) {
-  const int64_t alpha_stripes = hp->alpha_stripes;
-  *hp = HeadPlan{};
-  hp->window = seq.k_len;
-  hp->alpha_stripes = alpha_stripes;
-  hp->decision = SAMPLEATTN_DECISION_DENSE_LOOK;
-}
-
 class Looker {
  public:
   Looker(const KernelTable& kernels, const Problem& problem, SparsePlan* plan)
       : kernels_(kernels), look_(kernels.look), p_(problem), plan_(plan),
-        bar_(problem.sample.look * static_cast<float>(std::numbers::log2e)) {}
+        bar_(look_bar_log2(problem.sample.look)) {}
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
@@ -204,21 +193,14 @@ Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const Workspa
                        const KernelTable& kernels, const Problem& problem, SparsePlan* plan) {
   if (!(problem.sample.look > 0.f) || plan == nullptr) return Status::ok();
   const auto t0 = std::chrono::steady_clock::now();
-  // The max_density rule with the look's cost beside the mask's pairs (max_density 1: no rule).
-  auto over_budget = [&](const Sequence& seq, const HeadPlan& hp) {
-    const int64_t model = model_pairs(problem, seq);
-    const auto pairs = static_cast<int64_t>(computed_pairs(problem, seq, hp));
-    return problem.sample.max_density < 1.f &&
-           mask_runs_dense(pairs + look_cost_pairs(model), model, problem.sample.max_density);
-  };
   // A head that its mask and the look would take past it runs dense without the look.
   bool any_sparse = false;
   for (size_t s = 0; s < problem.sequences.size(); ++s) {
     for (int h = 0; h < problem.num_q_heads; ++h) {
       HeadPlan& hp = plan->heads[s * problem.num_q_heads + h];
       if (hp.dense) continue;
-      if (over_budget(problem.sequences[s], hp)) {
-        run_dense(problem.sequences[s], &hp);
+      if (look_runs_dense(problem, problem.sequences[s], hp)) {
+        run_dense_look(problem.sequences[s], &hp);
       } else {
         any_sparse = true;
       }
@@ -239,8 +221,8 @@ Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const Workspa
   for (size_t s = 0; s < problem.sequences.size(); ++s) {
     for (int h = 0; h < problem.num_q_heads; ++h) {
       HeadPlan& hp = plan->heads[s * problem.num_q_heads + h];
-      if (!hp.dense && !hp.dense_rows.empty() && over_budget(problem.sequences[s], hp)) {
-        run_dense(problem.sequences[s], &hp);
+      if (!hp.dense && !hp.dense_rows.empty() && look_runs_dense(problem, problem.sequences[s], hp)) {
+        run_dense_look(problem.sequences[s], &hp);
       }
     }
   }
