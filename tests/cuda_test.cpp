@@ -92,9 +92,12 @@ struct Outcome {
   sampleattn_stats stats{};
   std::vector<sampleattn_head_stats> heads;
   MaskMap masks;
+  std::vector<int32_t> row_offsets, rows;  // the dense rows the statistics name (the look's)
 };
 
 void attach_stats(Outcome& out, size_t num_heads, std::vector<int32_t>& offsets, std::vector<int32_t>& stripes) {
+  out.row_offsets.assign(num_heads + 1, 0);
+  out.rows.assign(1 << 20, -1);
   sampleattn_stats_init(&out.stats);
   out.heads.resize(num_heads);
   offsets.assign(num_heads + 1, 0);
@@ -103,6 +106,16 @@ void attach_stats(Outcome& out, size_t num_heads, std::vector<int32_t>& offsets,
   out.stats.stripe_offsets = offsets.data();
   out.stats.stripes = stripes.data();
   out.stats.stripe_capacity = static_cast<int64_t>(stripes.size());
+  out.stats.dense_row_offsets = out.row_offsets.data();
+  out.stats.dense_row_indices = out.rows.data();
+  out.stats.dense_row_capacity = static_cast<int64_t>(out.rows.size());
+}
+
+// The masks the statistics name, their dense rows included.
+MaskMap masks_of(const Case& c, const Outcome& out, const std::vector<int32_t>& offsets, const std::vector<int32_t>& stripes) {
+  MaskMap masks = masks_from_stats(out.heads, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
+  add_dense_rows(masks, out.heads, c, out.stats, out.row_offsets, out.rows);
+  return masks;
 }
 
 // Runs `p` (host pointers of `c`) on the CPU.
@@ -131,7 +144,7 @@ Outcome run_cpu(Case& c, sampleattn::Params p) {
   if (own_dv) std::memcpy(c.o.bytes.data(), o_copy.data(), c.o.bytes.size());
   out.o = c.o.bytes;
   out.lse = c.lse;
-  if (out.status == SAMPLEATTN_SUCCESS) out.masks = masks_from_stats(out.heads, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
+  if (out.status == SAMPLEATTN_SUCCESS) out.masks = masks_of(c, out, offsets, stripes);
   return out;
 }
 
@@ -350,7 +363,7 @@ Outcome run_cuda(Case& c, sampleattn::Params p, const DeviceLayout& layout = {},
   out.lse.resize(c.lse.size());
   o.download(out.o.data(), out.o.size());
   lse.download(out.lse.data(), out.lse.size() * sizeof(float));
-  if (out.status == SAMPLEATTN_SUCCESS) out.masks = masks_from_stats(out.heads, static_cast<int>(c.cu_q.size()) - 1, c.hq, offsets, stripes);
+  if (out.status == SAMPLEATTN_SUCCESS) out.masks = masks_of(c, out, offsets, stripes);
   return out;
 }
 
@@ -825,59 +838,79 @@ TEST(CudaSampleReal, ValidationDecisionsMatchCpu) {
 // What validation costs at 32K tokens, 32 query heads (8 kv heads), d = 128, on the generated
 // inputs: the call with the default r_val against r_val = 0, stage by stage. Runs only when
 // SAMPLEATTN_CUDA_TIMING is set (a measurement, not a check).
-TEST(CudaSampleTiming, ValidationCostAt32K) {
+// The stages' times at 32K x 32 heads on the generator's default and far mixes: validation rows
+// or none, the look or none (docs/PERF.md).
+TEST(CudaSampleTiming, ValidationAndLookCostAt32K) {
   SKIP_WITHOUT_DEVICE();
   if (std::getenv("SAMPLEATTN_CUDA_TIMING") == nullptr) GTEST_SKIP() << "set SAMPLEATTN_CUDA_TIMING to measure";
-  workload::GeneratorConfig cfg;
-  cfg.seq = 32768;
-  cfg.num_q_heads = 32;
-  cfg.num_kv_heads = 8;
-  cfg.head_dim = 128;
-  workload::GeneratedData g;
-  ASSERT_TRUE(workload::generate(cfg, &g).is_ok());
-  auto to_bf16 = [](const workload::Tensor3& t) {
-    Buffer b(DType::kBF16, t.seq, static_cast<int>(t.heads), static_cast<int>(t.dim));
-    const auto* f = reinterpret_cast<const float*>(t.bytes.data());
-    for (int64_t i = 0; i < b.size(); ++i) b.set(i, f[i]);
-    return b;
-  };
-  const Buffer hq = to_bf16(g.q), hk = to_bf16(g.k), hv = to_bf16(g.v);
-  DeviceBuffer q(hq.bytes.size()), k(hk.bytes.size()), v(hv.bytes.size()), o(hq.bytes.size());
-  q.upload(hq.bytes.data(), hq.bytes.size());
-  k.upload(hk.bytes.data(), hk.bytes.size());
-  v.upload(hv.bytes.data(), hv.bytes.size());
-  sampleattn::Params p;
-  const int64_t d = cfg.head_dim;
-  p.q = {q.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_q_heads * d, d};
-  p.k = {k.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_kv_heads * d, d};
-  p.v = {v.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_kv_heads * d, d};
-  p.o = {o.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_q_heads * d, d};
-  p.head_dim = cfg.head_dim;
-  p.num_q_heads = cfg.num_q_heads;
-  p.num_kv_heads = cfg.num_kv_heads;
-  p.seqlen_q = p.seqlen_k = static_cast<int32_t>(cfg.seq);
-  p.softmax_scale = g.softmax_scale;
-  p.method = SAMPLEATTN_METHOD_SAMPLE;
-  sampleattn_context* ctx = nullptr;
-  ASSERT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
-  for (float r_val : {0.02f, 0.f, 0.02f, 0.f}) {
-    p.sample.r_val = r_val;
-    double best[4] = {1e9, 1e9, 1e9, 1e9};
-    sampleattn_stats stats;
-    for (int rep = 0; rep < 5; ++rep) {
-      sampleattn_stats_init(&stats);
-      ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
-      best[0] = std::min(best[0], stats.time_sampling_s);
-      best[1] = std::min(best[1], stats.time_selection_s);
-      best[2] = std::min(best[2], stats.time_attention_s);
-      best[3] = std::min(best[3], stats.time_total_s);
+  for (const workload::HeadMix mix : {workload::HeadMix::kDefault, workload::HeadMix::kFar}) {
+    workload::GeneratorConfig cfg;
+    cfg.mix = mix;
+    cfg.seq = 32768;
+    cfg.num_q_heads = 32;
+    cfg.num_kv_heads = 8;
+    cfg.head_dim = 128;
+    workload::GeneratedData g;
+    ASSERT_TRUE(workload::generate(cfg, &g).is_ok());
+    auto to_bf16 = [](const workload::Tensor3& t) {
+      Buffer b(DType::kBF16, t.seq, static_cast<int>(t.heads), static_cast<int>(t.dim));
+      const auto* f = reinterpret_cast<const float*>(t.bytes.data());
+      for (int64_t i = 0; i < b.size(); ++i) b.set(i, f[i]);
+      return b;
+    };
+    const Buffer hq = to_bf16(g.q), hk = to_bf16(g.k), hv = to_bf16(g.v);
+    DeviceBuffer q(hq.bytes.size()), k(hk.bytes.size()), v(hv.bytes.size()), o(hq.bytes.size());
+    q.upload(hq.bytes.data(), hq.bytes.size());
+    k.upload(hk.bytes.data(), hk.bytes.size());
+    v.upload(hv.bytes.data(), hv.bytes.size());
+    sampleattn::Params p;
+    const int64_t d = cfg.head_dim;
+    p.q = {q.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_q_heads * d, d};
+    p.k = {k.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_kv_heads * d, d};
+    p.v = {v.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_kv_heads * d, d};
+    p.o = {o.get(), SAMPLEATTN_DTYPE_BF16, cfg.num_q_heads * d, d};
+    p.head_dim = cfg.head_dim;
+    p.num_q_heads = cfg.num_q_heads;
+    p.num_kv_heads = cfg.num_kv_heads;
+    p.seqlen_q = p.seqlen_k = static_cast<int32_t>(cfg.seq);
+    p.softmax_scale = g.softmax_scale;
+    p.method = SAMPLEATTN_METHOD_SAMPLE;
+    sampleattn_context* ctx = nullptr;
+    ASSERT_EQ(create_cuda(&ctx), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+    {
+      p.method = SAMPLEATTN_METHOD_DENSE;
+      double best = 1e9;
+      for (int rep = 0; rep < 5; ++rep) {
+        sampleattn_stats stats;
+        sampleattn_stats_init(&stats);
+        ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+        best = std::min(best, stats.time_total_s);
+      }
+      std::printf("[ info ] 32K x 32 heads, %s mix, dense: total %.3f ms (best of 5)\n", workload::head_mix_name(mix),
+                  best * 1e3);
+      p.method = SAMPLEATTN_METHOD_SAMPLE;
     }
-    std::printf("[ info ] 32K x 32 heads, r_val %.2f: sampling %.3f ms, selection %.3f ms, attention %.3f ms, "
-                "total %.3f ms (best of 5); density %.3f, %d dense, %d widened heads\n",
-                r_val, best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[3] * 1e3, stats.density, stats.num_dense_heads,
-                stats.num_widened_heads);
+    const std::pair<float, float> runs[] = {{0.02f, 0.f}, {0.f, 0.f}, {0.02f, 4.f}, {0.02f, 0.f}, {0.f, 0.f}, {0.02f, 4.f}};
+    for (const auto& [r_val, look] : runs) {
+      p.sample.r_val = r_val;
+      p.sample.look = look;
+      double best[4] = {1e9, 1e9, 1e9, 1e9};
+      sampleattn_stats stats;
+      for (int rep = 0; rep < 5; ++rep) {
+        sampleattn_stats_init(&stats);
+        ASSERT_EQ(sampleattn_forward(ctx, &p, &stats), SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+        best[0] = std::min(best[0], stats.time_sampling_s);
+        best[1] = std::min(best[1], stats.time_selection_s);
+        best[2] = std::min(best[2], stats.time_attention_s);
+        best[3] = std::min(best[3], stats.time_total_s);
+      }
+      std::printf("[ info ] 32K x 32 heads, %s mix, r_val %.2f, look %.0f: sampling %.3f ms, selection %.3f ms, "
+                  "attention %.3f ms, total %.3f ms (best of 5); density %.3f, %d dense, %d widened heads, %lld dense rows\n",
+                  workload::head_mix_name(mix), r_val, look, best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[3] * 1e3,
+                  stats.density, stats.num_dense_heads, stats.num_widened_heads, static_cast<long long>(stats.num_dense_rows));
+    }
+    sampleattn_context_destroy(ctx);
   }
-  sampleattn_context_destroy(ctx);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -898,6 +931,110 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& test_info) {
       return std::string(dtype_name(std::get<0>(test_info.param))) + "_d" + std::to_string(std::get<1>(test_info.param)) + "_" +
              std::get<2>(test_info.param).name;
+    });
+
+// ---- The look at every row (docs/ALGORITHM.md, step 5) ------------------------------------------
+// The GPU's look (cuda/look.h) against the CPU's on the same inputs: the same integers and the
+// same rule, so the same rows wherever both chose the same stripes; the heads it makes dense
+// (DENSE_LOOK) the CPU's; the output exact attention over the GPU's mask with its dense rows.
+
+struct LookVariant {
+  std::string name;
+  sampleattn_stripe_scope scope;
+  float look;
+  float max_density;
+  bool alibi = false;
+  int64_t window_left = -1;
+};
+
+class CudaLook : public ::testing::TestWithParam<std::tuple<DType, int, LookVariant>> {};
+
+TEST_P(CudaLook, RowsMatchCpuAndOutputIsExact) {
+  SKIP_WITHOUT_DEVICE();
+  const auto& [dtype, d, variant] = GetParam();
+  Case c;
+  c.d = d;
+  c.hkv = 2;
+  c.hq = 8;
+  c.in = c.out = dtype;
+  c.add_sequence(900, 900);
+  c.add_sequence(300, 1100);  // chunked prefill
+  c.add_sequence(100, 100);   // below dense_below: dense fallback
+  c.materialize(404 + d, 1.5f);
+  add_positional(c, 404 + d, /*local=*/false);
+  sampleattn::Params p = c.params();
+  small_sample_params(p);
+  p.sample.dense_below = 256;
+  p.sample.scope = variant.scope;
+  p.sample.sink_tokens = 4;
+  p.sample.r_w = 0.05f;
+  p.sample.alpha = 0.8f;
+  p.sample.r_val = 0.02f;
+  p.sample.look = variant.look;
+  p.sample.max_density = variant.max_density;
+  p.window_left = variant.window_left;
+  std::vector<float> slopes;
+  if (variant.alibi) {
+    for (int h = 0; h < c.hq; ++h) slopes.push_back(0.002f * static_cast<float>(h + 1));
+    p.alibi_slopes = slopes.data();
+  }
+  const Outcome cpu = run_cpu(c, p);
+  ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
+  const Outcome gpu = run_cuda(c, p);
+  ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+  if (variant.max_density >= 1.f) {
+    ASSERT_GT(cpu.stats.num_dense_rows, 0) << "inputs where the look finds rows";
+  }
+
+  const int nseq = static_cast<int>(c.cu_q.size()) - 1;
+  int64_t same_heads = 0, differ = 0, rows = 0, looked = 0;
+  for (int i = 0; i < nseq * c.hq; ++i) {
+    EXPECT_EQ(gpu.heads[i].decision, cpu.heads[i].decision) << "head " << i;
+    EXPECT_EQ(gpu.heads[i].dense, cpu.heads[i].dense) << "head " << i;
+    looked += cpu.heads[i].decision == SAMPLEATTN_DECISION_DENSE_LOOK;
+    const auto key = std::make_pair(i / c.hq, i % c.hq);
+    if (!cpu.masks.count(key) || !gpu.masks.count(key)) continue;
+    const reference::HeadMask& cm = cpu.masks.at(key);
+    const reference::HeadMask& gm = gpu.masks.at(key);
+    std::vector<int64_t> sym;
+    std::set_symmetric_difference(cm.dense_rows.begin(), cm.dense_rows.end(), gm.dense_rows.begin(),
+                                  gm.dense_rows.end(), std::back_inserter(sym));
+    differ += static_cast<int64_t>(sym.size());
+    rows += static_cast<int64_t>(std::max(cm.dense_rows.size(), gm.dense_rows.size()));
+    if (cm.stripes == gm.stripes) {
+      ++same_heads;
+      EXPECT_EQ(gm.dense_rows, cm.dense_rows) << "head " << i << ": the same stripes, other rows";
+    }
+  }
+  std::printf("[ info ] %s: %lld of %lld dense rows differ; %lld heads with the CPU's stripes; %lld DENSE_LOOK\n",
+              variant.name.c_str(), static_cast<long long>(differ), static_cast<long long>(rows),
+              static_cast<long long>(same_heads), static_cast<long long>(looked));
+  EXPECT_LE(differ, rows / 100 + 1);
+  if (variant.max_density < 1.f) {
+    EXPECT_GT(looked, 0) << "heads whose dense rows pass max_density";
+  } else {
+    EXPECT_GT(same_heads, 0);
+  }
+  expect_matches_oracle(c, p, gpu, nullptr);
+
+  // Deterministic: a second run gives the same bits and the same rows.
+  const Outcome again = run_cuda(c, p);
+  ASSERT_EQ(again.status, SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(again.o, gpu.o);
+  for (const auto& [key, gm] : gpu.masks) EXPECT_EQ(again.masks.at(key).dense_rows, gm.dense_rows);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, CudaLook,
+    ::testing::Combine(::testing::Values(DType::kBF16, DType::kF16), ::testing::Values(64, 128),
+                       ::testing::Values(LookVariant{"per_head", SAMPLEATTN_STRIPES_PER_HEAD, 3.f, 1.f},
+                                         LookVariant{"per_kv_group", SAMPLEATTN_STRIPES_PER_KV_GROUP, 3.f, 1.f},
+                                         // every row with keys outside its band: heads go DENSE_LOOK
+                                         LookVariant{"dense_look", SAMPLEATTN_STRIPES_PER_HEAD, 1000.f, 0.99f},
+                                         LookVariant{"alibi_window", SAMPLEATTN_STRIPES_PER_HEAD, 3.f, 1.f, true, 600})),
+    [](const auto& test_info) {
+      return std::string(dtype_name(std::get<0>(test_info.param))) + "_d" + std::to_string(std::get<1>(test_info.param)) +
+             "_" + std::get<2>(test_info.param).name;
     });
 
 // ---- The model variants (ABI 1.3: head_dim_v, window_left, softcap, alibi_slopes, sinks) --------

@@ -171,6 +171,23 @@ def to_torch(a, like):
     return torch.from_numpy(np.ascontiguousarray(a)).to(like.device).transpose(0, 1)[None].to(like.dtype)
 
 
+def lib_attention(ctx, backend, precision, q, k, v, method, return_stats=False, **kw):
+    """The library's causal attention of [1, H, T, D] torch Q/K/V -> [T, H, D] float32 numpy (and the
+    statistics). CPU backend: float32 host copies at `precision`; CUDA backend: bf16 copies on the
+    device (its tensor-core operands), a float32 output there."""
+    import sampleattn
+    if backend == "cuda":
+        qb, kb, vb = (t[0].transpose(0, 1).to(torch.bfloat16).contiguous() for t in (q, k, v))
+        out = torch.empty(qb.shape, dtype=torch.float32, device=qb.device)
+        res = sampleattn.attention(qb, kb, vb, causal=True, method=method, out=out, context=ctx,
+                                   return_stats=return_stats, **kw)
+        torch.cuda.synchronize()
+        o = out.cpu().numpy()
+        return (o, res[1]) if return_stats else o
+    return sampleattn.attention(to_np(q), to_np(k), to_np(v), causal=True, method=method, precision=precision,
+                                return_stats=return_stats, context=ctx, **kw)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="weights", help="folder with model.json and model-*.npz")
@@ -180,7 +197,9 @@ def main():
     ap.add_argument("--methods", default="sdpa,dense,sample")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="library CPU threads")
-    ap.add_argument("--precision", default="f32", choices=("f32", "bf16"), help="library precision")
+    ap.add_argument("--precision", default="f32", choices=("f32", "bf16"), help="library precision (CPU backend)")
+    ap.add_argument("--backend", default="cpu", choices=("cpu", "cuda"),
+                    help="the library's backend: cpu (float32 host copies) or cuda (bf16 on the device)")
     ap.add_argument("--lib", default=None, help="path of libsampleattn.so.1 (else SAMPLEATTN_LIBRARY / loader)")
     for name in FLOAT_PARAMS:
         ap.add_argument("--" + name.replace("_", "-"), dest=name, type=float, default=None)
@@ -204,7 +223,12 @@ def main():
     if args.lib:
         sampleattn.load_library(args.lib)
     lib_methods = [m for m in methods if m != "sdpa"]
-    ctx = sampleattn.Context(backend="cpu", num_threads=args.threads) if lib_methods else None
+    if not lib_methods:
+        ctx = None
+    elif args.backend == "cuda":
+        ctx = sampleattn.Context(backend="cuda")
+    else:
+        ctx = sampleattn.Context(backend="cpu", num_threads=args.threads)
     info = ctx.info() if ctx else {}
     defaults = sampleattn.sample_defaults()
     sample_kw = {n: getattr(args, n) for n in FLOAT_PARAMS + INT_PARAMS + ("scope",) if getattr(args, n) is not None}
@@ -265,9 +289,7 @@ def main():
         # --- library dense, end to end
         if "dense" in methods:
             def attn_dense(layer, q, k, v):
-                o = sampleattn.attention(to_np(q), to_np(k), to_np(v), causal=True, method="dense",
-                                         precision=args.precision, context=ctx)
-                return to_torch(o, q)
+                return to_torch(lib_attention(ctx, args.backend, args.precision, q, k, v, "dense"), q)
             t = time.time()
             with torch.no_grad():
                 rec["bpb"]["dense"] = bpb(model(x, attn=attn_dense))
@@ -276,11 +298,9 @@ def main():
         # --- library sample, end to end; dense on the same inputs for the per-head error
         if "sample" in methods:
             def attn_sample(layer, q, k, v):
-                qn, kn, vn = to_np(q), to_np(k), to_np(v)
-                o, stats = sampleattn.attention(qn, kn, vn, causal=True, method="sample", precision=args.precision,
-                                                return_stats=True, context=ctx, **sample_kw)
-                od = sampleattn.attention(qn, kn, vn, causal=True, method="dense", precision=args.precision,
-                                          context=ctx)
+                o, stats = lib_attention(ctx, args.backend, args.precision, q, k, v, "sample", return_stats=True,
+                                         **sample_kw)
+                od = lib_attention(ctx, args.backend, args.precision, q, k, v, "dense")
                 if not keys_printed[0]:
                     print(f"stats keys: {sorted(stats.keys())}")
                     print(f"per-head stats keys: {sorted(stats['heads'][0].keys())}")

@@ -316,8 +316,8 @@ typedef struct sampleattn_sample_params {
    * sparse head whose largest score outside its window band and stripes comes within `look` of its
    * band's largest score attends over every key it sees (a rare row that fetches a far key of its
    * own, which neither the stripes nor the validation rows can catch). >= 0, finite; 0 (default) =
-   * no look. CPU backend, one process: the CUDA backend and sharded calls return
-   * SAMPLEATTN_UNSUPPORTED for look > 0. */
+   * no look. Both backends, in one process: sharded calls return SAMPLEATTN_UNSUPPORTED for
+   * look > 0. */
   float look;
 } sampleattn_sample_params;
 

@@ -523,7 +523,7 @@ def attention(q, k, v, *, causal=True, scale=None, method="dense", precision="au
         AMX or AMD's vdpbf16ps, else f32), "f32", or "bf16" (on CPUs with avx512_bf16).
     alpha, r_row, r_w, min_window, sample_block, min_stripes, max_stripes, sink_tokens,
     dense_below, scope ("per_head" | "per_kv_group"), window_mass_counts, max_density, r_val,
-    min_kept, max_lost, val_rows, look (ABI 1.6: the look at every row, nats; CPU backend):
+    min_kept, max_lost, val_rows, look (ABI 1.6: the look at every row, nats; both backends):
     SampleAttention's parameters; None = the library's default (sample_defaults()).
     The model's attention variants (ABI 1.3; the model's semantics, whatever the method; natural-log
     units, with p the query's and j the key's position in the sequence):

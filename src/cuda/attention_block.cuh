@@ -58,20 +58,29 @@ struct AttentionBlock {
   // Grid order: kv head, then row block (most expensive first), then the group's query heads.
   // Blocks resident together then read one kv head's K/V (and one stripe set) from L2 instead of
   // each streaming its own head's from memory.
+  // kDenseRows: one block per row block, of its own head.
   __device__ static AttentionBlock make(const AttentionArgs& a, int64_t block_index) {
     AttentionBlock b;
-    const int64_t per_kv_head = a.num_blocks * a.group;
-    const int64_t in_kv_head = block_index % per_kv_head;
-    b.head = static_cast<int>(block_index / per_kv_head) * a.group + static_cast<int>(in_kv_head % a.group);
-    b.blk = a.blocks[in_kv_head / a.group];
+    if (a.mode == AttentionMode::kDenseRows) {
+      b.head = a.block_heads[block_index];
+      b.blk = a.blocks[block_index];
+    } else {
+      const int64_t per_kv_head = a.num_blocks * a.group;
+      const int64_t in_kv_head = block_index % per_kv_head;
+      b.head = static_cast<int>(block_index / per_kv_head) * a.group + static_cast<int>(in_kv_head % a.group);
+      b.blk = a.blocks[in_kv_head / a.group];
+    }
     b.sd = a.seqs[b.blk.seq];
     b.kvh = b.head / a.group;
     b.list_mode = a.mode != AttentionMode::kForward;
-    b.with_pv = a.mode == AttentionMode::kForward;
+    b.with_pv = a.mode == AttentionMode::kForward || a.mode == AttentionMode::kDenseRows;
     b.rows = a.rows;
-    // Sparse: the sequence is sampled and this head's set did not fall back to dense.
+    // Sparse: the sequence is sampled, this head's set did not fall back to dense, nor did the
+    // look make the head dense; the look's dense rows see every key.
     const int set = b.sd.set_base + (a.per_group ? b.head / a.group : b.head);
-    b.sparse = b.sd.sparse != 0 && a.mode != AttentionMode::kRowStats && a.set_dense[set] == 0;
+    b.sparse = b.sd.sparse != 0 && a.mode != AttentionMode::kRowStats && a.mode != AttentionMode::kDenseRows &&
+               a.set_dense[set] == 0 &&
+               (a.head_dense == nullptr || a.head_dense[static_cast<int64_t>(b.blk.seq) * a.num_q_heads + b.head] == 0);
     b.q_offset = b.sd.k_len - b.sd.q_len;
     b.w = b.sd.window;
     b.left = a.window_left;
@@ -316,7 +325,7 @@ __device__ __forceinline__ void probabilities_a(const float (&s)[NT][4], int kk,
 }
 
 // Epilogue of the thread's two rows r0 = row of h = 0 (in the block) and r0 + 8: O / l and the lse
-// (forward, the head's sink in the denominator), or the row statistics / kept mass (row-list
+// (forward and dense rows, the head's sink in the denominator), or the row statistics / kept mass (row-list
 // modes, without the sink: stage 1 and validation measure each row's distribution over its keys).
 template <int DT>
 __device__ __forceinline__ void finish_rows(const AttentionArgs& a, const AttentionBlock& b, const float (&o)[DT][4],
@@ -329,10 +338,10 @@ __device__ __forceinline__ void finish_rows(const AttentionArgs& a, const Attent
     const int r = r0 + h * 8;
     if (r >= b.blk.count) continue;
     const float mx = m[h];
-    if (a.mode == AttentionMode::kForward) {
+    if (b.with_pv) {
       // The sink joins the denominator (and the lse); the output has dv columns.
       sum = sum_with_sink(a.mod.head(b.head), mx, sum);
-      const int64_t token = b.sd.q_begin + b.blk.first + r;
+      const int64_t token = b.sd.q_begin + b.local_row(r);
       const float inv = sum > 0.f ? 1.f / sum : 0.f;
       const int64_t base = token * a.o_token_stride + b.head * a.o_head_stride;
 #pragma unroll

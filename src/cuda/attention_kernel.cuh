@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(128) attention_kernel(const AttentionArgs a) {
 
 template <int D, typename T>
 cudaError_t launch_attention_typed(const AttentionArgs& a, cudaStream_t stream) {
-  return dev::launch_with_smem(attention_kernel<D, T>, a.num_blocks * a.num_q_heads, 128,
+  return dev::launch_with_smem(attention_kernel<D, T>, attention_grid(a), 128,
                                AttentionConfig<D>::kSmemBytes, a, stream);
 }
 

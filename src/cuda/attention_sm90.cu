@@ -207,15 +207,16 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel_sm90(const Atten
 template <typename T, bool kForward>
 cudaError_t launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   const bool mods = a.mod.softcap_log2 > 0.f || a.mod.alibi_log2 != nullptr;
-  return mods ? dev::launch_with_smem(attention_kernel_sm90<T, kForward, true>, a.num_blocks * a.num_q_heads, kThreads,
+  return mods ? dev::launch_with_smem(attention_kernel_sm90<T, kForward, true>, attention_grid(a), kThreads,
                                       kSmemBytes, a, stream)
-              : dev::launch_with_smem(attention_kernel_sm90<T, kForward, false>, a.num_blocks * a.num_q_heads, kThreads,
+              : dev::launch_with_smem(attention_kernel_sm90<T, kForward, false>, attention_grid(a), kThreads,
                                       kSmemBytes, a, stream);
 }
 
 template <typename T>
 cudaError_t launch_mode(const AttentionArgs& a, cudaStream_t stream) {
-  return a.mode == AttentionMode::kForward ? launch_typed<T, true>(a, stream) : launch_typed<T, false>(a, stream);
+  const bool forward = a.mode == AttentionMode::kForward || a.mode == AttentionMode::kDenseRows;  // with P V
+  return forward ? launch_typed<T, true>(a, stream) : launch_typed<T, false>(a, stream);
 }
 
 }  // namespace

@@ -1,10 +1,10 @@
 // The CUDA backend: validated problems run on one device, on the caller's stream. Stage 1
 // (sampled and validation rows' statistics, column scores), stage 2 (ranking, the validation
-// masses, stripe lists) and the attention are kernels (launch.h), with stage 2's decision on the
-// host between them (validation.h); this file runs one call: lay out the workspace
-// (device_workspace.h), upload the metadata and build the kernels' arguments (marshalling.h),
-// launch, and turn the result into the same SparsePlan and statistics as the CPU backend
-// (results.h).
+// masses, stripe lists), the look at every row and the attention are kernels (launch.h), with
+// stage 2's decision and the look's on the host between them (validation.h, look.h); this file
+// runs one call: lay out the workspace (device_workspace.h), upload the metadata and build the
+// kernels' arguments (marshalling.h), launch, and turn the result into the same SparsePlan and
+// statistics as the CPU backend (results.h).
 // Every CUDA call is checked; errors become SAMPLEATTN_DEVICE_ERROR with the runtime's message
 // (cuda_errors.h).
 #include <cuda_runtime_api.h>
@@ -24,6 +24,7 @@
 #include "cuda/device_workspace.h"
 #include "cuda/input_scan.h"
 #include "cuda/launch.h"
+#include "cuda/look.h"
 #include "cuda/marshalling.h"
 #include "cuda/results.h"
 #include "cuda/validation.h"
@@ -65,9 +66,6 @@ class CudaBackend final : public Backend {
   Status forward(const Problem& problem, sampleattn_stats* stats) override {
     const auto t_start = std::chrono::steady_clock::now();
     SAMPLEATTN_RETURN_IF_ERROR(check_dtypes(problem));
-    if (problem.method == SAMPLEATTN_METHOD_SAMPLE && problem.sample.look > 0.f) {
-      return unsupported_backend("sample.look > 0 (the look at every row) runs on the CPU backend only so far");
-    }
     std::lock_guard<std::mutex> lock(mutex_);  // one workspace: calls on a context run one after another
     DeviceScope scope(device_);
     SAMPLEATTN_CUDA_CHECK("cudaSetDevice", scope.status());
@@ -211,6 +209,8 @@ class CudaBackend final : public Backend {
       SAMPLEATTN_CUDA_CHECK("stripe ranking", launch_ranking(sa, stream));
       SAMPLEATTN_RETURN_IF_ERROR(decide_stripes(p, cl, workspace_, staging_, in, stream, &decided_));
       SAMPLEATTN_CUDA_CHECK("stripe lists", launch_stripes(sa, stream));
+      // The look at every row: its dense rows and the heads it makes dense.
+      if (cl.look) SAMPLEATTN_RETURN_IF_ERROR(find_dense_rows(p, cl, workspace_, staging_, in, stream, &decided_));
       SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[2], stream));
     } else {
       SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[1], stream));
@@ -227,6 +227,15 @@ class CudaBackend final : public Backend {
       const DecodeArgs da = decode_args(cl, workspace_, fa);
       SAMPLEATTN_CUDA_CHECK("decode kernel", launch_decode(dim, cl.bf16, da, stream));
       SAMPLEATTN_CUDA_CHECK("decode merge kernel", launch_decode_merge(da, stream));
+    }
+    if (cl.look && decided_.dense_blocks > 0) {
+      // The look's dense rows over every key they see, written over the forward pass's.
+      AttentionArgs ra = aa;
+      ra.mode = AttentionMode::kDenseRows;
+      ra.blocks = workspace_.at<RowBlock>(cl.o_dense_blocks);
+      ra.num_blocks = decided_.dense_blocks;
+      ra.rows = workspace_.at<int32_t>(cl.o_dense_rows);
+      SAMPLEATTN_CUDA_CHECK("dense rows kernel", launch_attention(dim, cl.bf16, ra, stream));
     }
     SAMPLEATTN_CUDA_CHECK("cudaEventRecord", cudaEventRecord(events_[3], stream));
 

@@ -180,7 +180,14 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
       cl->total_items += seq.k_len - sinks;
     }
     cl->max_k_len = std::max<int32_t>(cl->max_k_len, static_cast<int32_t>(seq.k_len));
+    if (p.sample.look > 0.f) {
+      cl->look_max_blocks += hq * ((seq.q_len + kLookRows - 1) / kLookRows);
+      cl->dense_max_rows += hq * seq.q_len;
+      cl->dense_max_blocks += hq * ((seq.q_len + cl->block_rows - 1) / cl->block_rows);
+    }
   }
+  cl->look = cl->sampled && p.sample.look > 0.f;
+  cl->look_row_bytes = static_cast<int32_t>((p.head_dim + 31) / 32 * 32);
   // Validation rows after all the sampled rows: row-statistics blocks of block_rows, and the mass
   // kernel's tiles of kValidationRows rows x kValidationKeys keys (up to the keys the tile's last
   // row sees).
@@ -219,7 +226,7 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
   const int64_t max_grid = std::numeric_limits<int32_t>::max();
   if (static_cast<int64_t>(cl->blocks.size()) * hq > max_grid ||
       static_cast<int64_t>(cl->tiles.size()) * hq > max_grid || static_cast<int64_t>(cl->val_tiles.size()) * hq > max_grid ||
-      static_cast<int64_t>(cl->sets.size()) > 65535) {
+      static_cast<int64_t>(cl->sets.size()) > 65535 || cl->look_max_blocks > max_grid || cl->dense_max_blocks > max_grid) {
     return invalid_shape("the call is too large for one CUDA launch");
   }
   plan_decode_units(p, cl);
@@ -282,6 +289,20 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     cl->o_set_active = take(sizeof(int32_t) * cl->sets.size());
     cl->o_masses = take(sizeof(uint32_t) * cl->total_masses);
   }
+  if (cl->look) {
+    const size_t key_rows = static_cast<size_t>(key_prefix) * p.num_kv_heads;
+    cl->o_look_keep = take(sizeof(int32_t) * cl->sets.size());
+    cl->o_look_keys = take(key_rows * cl->look_row_bytes);
+    cl->o_look_key_scales = take(sizeof(float) * key_rows);
+    cl->o_look_stripes = take(sizeof(int32_t) * cl->total_columns);
+    cl->o_look_counts = take(sizeof(int32_t) * cl->sets.size());
+    cl->o_look_blocks = take(sizeof(LookBlock) * cl->look_max_blocks);
+    cl->o_look_flags = take(static_cast<size_t>(p.total_q) * hq);
+    cl->o_head_dense = take(sizeof(int32_t) * nseq * hq);
+    cl->o_dense_rows = take(sizeof(int32_t) * cl->dense_max_rows);
+    cl->o_dense_blocks = take(sizeof(RowBlock) * cl->dense_max_blocks);
+    cl->o_dense_heads = take(sizeof(int32_t) * cl->dense_max_blocks);
+  }
   cl->bytes = at;
 
   size_t host = 0;
@@ -294,6 +315,17 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     cl->h_masses = stage(sizeof(uint32_t) * cl->total_masses);
     cl->h_counts = stage(sizeof(int32_t) * cl->sets.size());
     cl->h_dense = stage(sizeof(int32_t) * cl->sets.size());
+  }
+  if (cl->look) {
+    cl->h_look_keep = stage(sizeof(int32_t) * cl->sets.size());
+    cl->h_look_stripes = stage(sizeof(int32_t) * cl->total_columns);
+    cl->h_look_counts = stage(sizeof(int32_t) * cl->sets.size());
+    cl->h_look_blocks = stage(sizeof(LookBlock) * cl->look_max_blocks);
+    cl->h_look_flags = stage(static_cast<size_t>(p.total_q) * hq);
+    cl->h_head_dense = stage(sizeof(int32_t) * nseq * hq);
+    cl->h_dense_rows = stage(sizeof(int32_t) * cl->dense_max_rows);
+    cl->h_dense_blocks = stage(sizeof(RowBlock) * cl->dense_max_blocks);
+    cl->h_dense_heads = stage(sizeof(int32_t) * cl->dense_max_blocks);
   }
   cl->host_bytes = host;
   return Status::ok();

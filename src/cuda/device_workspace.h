@@ -71,6 +71,11 @@ struct CallLayout {
   int64_t total_masses = 0;  // uint32 fixed-point sums: hq x total_val_rows x kValidationMassStride
   int32_t max_k_len = 0;
   size_t sort_bytes = 0;
+  // The look (sample.look > 0 on a sampled call; cuda/look.h): its quantized rows' bytes, and the
+  // most blocks and rows it and the dense-row pass can have.
+  bool look = false;
+  int32_t look_row_bytes = 0;
+  int64_t look_max_blocks = 0, dense_max_rows = 0, dense_max_blocks = 0;
 
   // Workspace offsets (bytes).
   size_t o_meta = 0, meta_bytes = 0;
@@ -81,11 +86,17 @@ struct CallLayout {
   size_t o_row_max = 0, o_row_sum = 0, o_kept = 0, o_scores = 0, o_set_scores = 0, o_keys_in = 0, o_keys_out = 0,
          o_values_in = 0, o_values_out = 0, o_flags = 0, o_keep = 0, o_stripes = 0, o_counts = 0, o_dense = 0, o_sort = 0,
          o_buckets = 0, o_set_active = 0, o_masses = 0;
+  size_t o_look_keep = 0, o_look_keys = 0, o_look_key_scales = 0, o_look_stripes = 0, o_look_counts = 0,
+         o_look_blocks = 0, o_look_flags = 0, o_head_dense = 0, o_dense_rows = 0, o_dense_blocks = 0, o_dense_heads = 0;
   size_t bytes = 0;
 
   // Pinned host staging offsets (bytes), disjoint: alpha's counts and the rankings (down), the
   // bucket ids and active flags (up), the masses (down), the decided counts and dense flags (up).
   size_t h_keep = 0, h_ranked = 0, h_buckets = 0, h_set_active = 0, h_masses = 0, h_counts = 0, h_dense = 0;
+  // The look's: kLookAlpha's counts (down), the left-out stripes, their counts and the look's
+  // blocks (up), the flags (down), the heads it made dense and the dense-row blocks (up).
+  size_t h_look_keep = 0, h_look_stripes = 0, h_look_counts = 0, h_look_blocks = 0, h_look_flags = 0,
+         h_head_dense = 0, h_dense_rows = 0, h_dense_blocks = 0, h_dense_heads = 0;
   size_t host_bytes = 0;
 };
 

@@ -76,6 +76,10 @@ enum class AttentionMode : int32_t {
   kForward = 0,   // O and lse over each row's mask (dense or window + stripes)
   kRowStats = 1,  // sampled rows: max (log2 units) and sum of exp2 over every key the model shows them
   kKeptMass = 2,  // sampled rows: the share of their mass inside window + stripes
+  // The look's dense rows (docs/ALGORITHM.md, step 5): O and lse over every key the model shows
+  // them, as a dense head's rows, written over what the forward pass wrote for them. A block's
+  // rows are entries of `rows` (ascending local query indices) of one query head, block_heads[i].
+  kDenseRows = 3,
 };
 
 // Validation (core/validation.h): floats per validation row and query head (the most
@@ -133,7 +137,18 @@ struct AttentionArgs {
   float* row_max;          // [head][total_rows], log2 units
   float* row_sum;          // [head][total_rows]
   float* kept;             // [head][total_rows] (kKeptMass)
+  // The look: sparse heads it made dense, [sequence][num_q_heads] (null: none), and kDenseRows'
+  // query head per block.
+  const int32_t* head_dense;
+  const int32_t* block_heads;
 };
+
+// Blocks of an attention launch: one per (row block, query head), or one per row block in
+// kDenseRows (each of its own head).
+SAMPLEATTN_HOST_DEVICE inline int64_t attention_grid(const AttentionArgs& a) {
+  return a.mode == AttentionMode::kDenseRows ? a.num_blocks : a.num_blocks * a.num_q_heads;
+}
+
 
 // Stage 1, column scores: block (seq, key tile) per query head.
 struct KeyTile {
@@ -223,6 +238,51 @@ struct DecodeArgs {
   float* part_max;
   float* part_sum;
   float* part_o;
+};
+
+// The look at every row on the device (docs/ALGORITHM.md, step 5), with the CPU's arithmetic
+// (simd/flash/look_quantize.h, look.h): the sampled sequences' K rows quantized to int8 once per
+// kv head (look_pack), then per block of kLookRows consecutive query rows of one sparse head the
+// rows quantized, their int8 products (mma.sync s8: the exact int32 sums), the scales, the score
+// variants, and each row's largest score outside its band and the left-out stripes against its
+// band's largest: a row within `bar` of it is flagged.
+inline constexpr int kLookRows = 64;
+
+struct LookBlock {
+  int32_t seq;
+  int32_t head;
+  int64_t first;  // local query index of its first row
+  int32_t count;
+  int32_t pad;
+};
+
+struct LookArgs {
+  const void* q;
+  int64_t q_token_stride, q_head_stride;
+  KvSource kv;
+  int32_t num_q_heads, num_kv_heads, group;
+  int32_t head_dim;
+  int32_t row_bytes;  // a quantized row: head_dim rounded up to 32, zero-padded
+  float scale_log2;
+  float bar;          // look * log2(e), as the CPU computes it
+  int64_t window_left;
+  ScoreModParams mod;  // softcap and ALiBi (no sinks)
+  const SeqDesc* seqs;
+  // Quantized keys: row (key_prefix + j) * num_kv_heads + kv head, of row_bytes, and its scale.
+  int8_t* keys;
+  float* key_scales;
+  const KeyTile* tiles;  // look_pack: the sampled sequences' column tiles
+  int64_t num_tiles;
+  int32_t tile_keys;
+  // The look: its blocks, the stripes it leaves out per set (ascending, at set_offset[set]), and
+  // the flags it writes, [token][num_q_heads] (zeroed first).
+  const LookBlock* blocks;
+  int64_t num_blocks;
+  const int32_t* stripes;
+  const int64_t* set_offset;
+  const int32_t* set_count;
+  int32_t per_group;
+  uint8_t* flags;
 };
 
 }  // namespace sampleattn::cuda

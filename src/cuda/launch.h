@@ -85,6 +85,7 @@ struct SelectionArgs {
   // Results.
   int32_t* values_out;   // total_items: set s's ranking (its non-sink columns, best first) at key_begin
   int32_t* keep;         // [num_sets][2]: sinks kept, ranked columns kept (alpha's; then the decided)
+  int32_t* look_keep;    // [num_sets]: the ranked columns kLookAlpha keeps (sample.look > 0), or null
   int32_t* stripes;      // total_columns: set s at sets[s].offset, ascending
 };
 
@@ -94,6 +95,9 @@ size_t selection_sort_bytes(int64_t items, int num_sets);
 cudaError_t launch_ranking(const SelectionArgs& args, cudaStream_t stream);
 // The stripe lists of the counts in `keep` (the sinks and a prefix of the ranking), ascending.
 cudaError_t launch_stripes(const SelectionArgs& args, cudaStream_t stream);
+
+// The look (look.cu): the sampled sequences' keys quantized, then the flags of its blocks' rows.
+cudaError_t launch_look(bool bf16, const LookArgs& args, cudaStream_t stream);
 
 // Copies a [tokens][heads][d] tensor of 2-byte elements with arbitrary strides into a packed one.
 cudaError_t launch_repack(const void* src, int64_t token_stride, int64_t head_stride, int64_t tokens, int heads,

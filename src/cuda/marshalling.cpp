@@ -124,6 +124,10 @@ AttentionArgs attention_args(const Problem& p, const CallLayout& cl, const Devic
     aa.row_sum = ws.at<float>(cl.o_row_sum);
     aa.kept = ws.at<float>(cl.o_kept);
   }
+  if (cl.look) {
+    aa.head_dense = ws.at<int32_t>(cl.o_head_dense);
+    aa.block_heads = ws.at<int32_t>(cl.o_dense_heads);
+  }
   return aa;
 }
 
@@ -184,8 +188,37 @@ SelectionArgs selection_args(const Problem& p, const CallLayout& cl, const Devic
   sa.sort_temp_bytes = cl.sort_bytes;
   sa.values_out = ws.at<int32_t>(cl.o_values_out);
   sa.keep = ws.at<int32_t>(cl.o_keep);
+  sa.look_keep = cl.look ? ws.at<int32_t>(cl.o_look_keep) : nullptr;
   sa.stripes = ws.at<int32_t>(cl.o_stripes);
   return sa;
+}
+
+LookArgs look_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in) {
+  LookArgs la{};
+  la.q = in.q, la.kv = in.kv;
+  la.q_token_stride = in.q_token_stride, la.q_head_stride = in.q_head_stride;
+  la.num_q_heads = p.num_q_heads;
+  la.num_kv_heads = p.num_kv_heads;
+  la.group = p.group;
+  la.head_dim = p.head_dim;
+  la.row_bytes = cl.look_row_bytes;
+  la.scale_log2 = scale_log2(p.scale);
+  la.bar = look_bar_log2(p.sample.look);
+  la.window_left = p.window_left;
+  la.mod = score_mod_params(p, cl, ws, /*with_sinks=*/false);
+  la.seqs = ws.at<SeqDesc>(cl.o_seqs);
+  la.keys = ws.at<int8_t>(cl.o_look_keys);
+  la.key_scales = ws.at<float>(cl.o_look_key_scales);
+  la.tiles = ws.at<KeyTile>(cl.o_tiles);
+  la.num_tiles = static_cast<int64_t>(cl.tiles.size());
+  la.tile_keys = column_tile();
+  la.blocks = ws.at<LookBlock>(cl.o_look_blocks);
+  la.stripes = ws.at<int32_t>(cl.o_look_stripes);
+  la.set_offset = ws.at<int64_t>(cl.o_set_offset);
+  la.set_count = ws.at<int32_t>(cl.o_look_counts);
+  la.per_group = cl.per_group ? 1 : 0;
+  la.flags = ws.at<uint8_t>(cl.o_look_flags);
+  return la;
 }
 
 ValidationArgs validation_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in) {

@@ -42,6 +42,8 @@ ColumnArgs column_args(const Problem& p, const CallLayout& cl, const DeviceWorks
 SelectionArgs selection_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws);
 // The decode kernels' arguments (cl.decode_groups non-empty).
 DecodeArgs decode_args(const CallLayout& cl, const DeviceWorkspace& ws, const AttentionArgs& aa);
+// The look (cl.look): without its blocks, which cuda/look.cpp fills in.
+LookArgs look_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in);
 // Stage 2, the validation rows' masses.
 ValidationArgs validation_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const DeviceInputs& in);
 

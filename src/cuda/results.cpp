@@ -35,6 +35,12 @@ Status collect_results(const Problem& p, const CallLayout& cl, const DeviceWorks
       hp.decision = decided.decision[set];
       hp.alpha_stripes = decided.alpha_stripes[set];
       if (dense[set] != 0) continue;  // ran dense (cost or validation): the defaults describe it
+      const size_t i = static_cast<size_t>(s) * hq + h;
+      if (cl.look && decided.dense_look[i] != 0) {
+        run_dense_look(p.sequences[s], &hp);  // the look made it dense
+        continue;
+      }
+      if (cl.look) hp.dense_rows = decided.dense_rows[i];
       hp.dense = false;
       hp.window = sd.window;
       const HeadValidation& v = decided.heads[static_cast<size_t>(set) * cl.heads_per_set + (cl.per_group ? h % p.group : 0)];

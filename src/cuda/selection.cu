@@ -4,9 +4,10 @@
 // ~score bits) keys over all sets (the sort is stable and the input is in index order, so ties
 // keep the lower index first), and a block-wide double-precision prefix sum finds the fewest
 // ranked columns whose score reaches the target (core/mask.h's selection_target), clamped to
-// [min, max] stripes (clamp_stripe_count): alpha's count, in `keep`. The host then reads the
-// ranking and `keep`, decides the stripe count per set (core/validation.h: the cost cap of
-// max_density, the validation rows) and writes the decided counts back into `keep`;
+// [min, max] stripes (clamp_stripe_count): alpha's count, in `keep` (with the look, kLookAlpha's
+// too, in `look_keep`). The host then reads the ranking and `keep`, decides the stripe count per
+// set (core/validation.h: the cost cap of max_density, the validation rows) and writes the
+// decided counts back into `keep`;
 // launch_stripes writes the kept columns (the sinks and that prefix of the ranking) in ascending
 // order by a flag-and-compact pass. Every reduction runs in a fixed order: the selection is
 // deterministic.
@@ -45,6 +46,49 @@ __global__ void set_keys_kernel(const SelectionArgs a) {
   }
 }
 
+// The fewest ranked columns (set s's ranking, keys, `rest` of them) whose scores reach `need`, or
+// every positive one when all of them together do not (alpha = 1 with rounding); 0 when need <= 0.
+// Block-wide; the count is thread 0's.
+template <typename Tmp>
+__device__ int64_t ranked_cut(Tmp& tmp, int64_t* s_found, const uint64_t* keys, int64_t rest, double need) {
+  using Scan = cub::BlockScan<double, kThreads>;
+  using ReduceI = cub::BlockReduce<int64_t, kThreads>;
+  if (!(need > 0)) return 0;
+  const int tid = threadIdx.x;
+  double running = 0;
+  int64_t positive = 0;
+  for (int64_t base = 0; base < rest; base += kThreads * kItems) {
+    double v[kItems], incl[kItems];
+    int64_t pos_count = 0;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int64_t idx = base + tid * kItems + i;
+      v[i] = idx < rest ? static_cast<double>(__uint_as_float(~static_cast<uint32_t>(keys[idx]))) : 0.0;
+      pos_count += v[i] > 0 ? 1 : 0;
+    }
+    double aggregate;
+    Scan(tmp.scan).InclusiveSum(v, incl, aggregate);
+    __syncthreads();
+    int64_t candidate = INT64_MAX;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int64_t idx = base + tid * kItems + i;
+      if (idx < rest && running + incl[i] >= need && candidate == INT64_MAX) candidate = idx;
+    }
+    const int64_t first = ReduceI(tmp.ri).Reduce(candidate, [](int64_t x, int64_t y) { return x < y ? x : y; });
+    __syncthreads();
+    const int64_t npos = ReduceI(tmp.ri).Sum(pos_count);
+    if (tid == 0) {
+      *s_found = first;
+      positive += npos;
+    }
+    __syncthreads();
+    running += aggregate;
+    if (*s_found != INT64_MAX) return *s_found + 1;
+  }
+  return positive;
+}
+
 __global__ void __launch_bounds__(kThreads) find_cut_kernel(const SelectionArgs a) {
   using Scan = cub::BlockScan<double, kThreads>;
   using ReduceD = cub::BlockReduce<double, kThreads>;
@@ -54,7 +98,6 @@ __global__ void __launch_bounds__(kThreads) find_cut_kernel(const SelectionArgs 
     typename ReduceD::TempStorage rd;
     typename ReduceI::TempStorage ri;
   } tmp;
-  __shared__ double s_need;
   __shared__ int64_t s_found;
   const int s = blockIdx.x, tid = threadIdx.x;
   const SelectionSet set = a.sets[s];
@@ -69,57 +112,29 @@ __global__ void __launch_bounds__(kThreads) find_cut_kernel(const SelectionArgs 
   const double all = ReduceD(tmp.rd).Sum(part_all);
   __syncthreads();
   const double sinks_sum = ReduceD(tmp.rd).Sum(part_sinks);
-  if (tid == 0) s_need = selection_target(a.alpha, set.total, a.window_mass_counts != 0, all) - sinks_sum;
+  __shared__ double s_sums[2];
+  if (tid == 0) {
+    s_sums[0] = all;
+    s_sums[1] = sinks_sum;
+  }
   __syncthreads();
-  const double need = s_need;
+  const bool wmc = a.window_mass_counts != 0;
   const int64_t rest = set.k_len - set.sinks;
   const uint64_t* keys = a.keys_out + set.key_begin;
-
-  int64_t take = 0;
-  if (need > 0) {
-    double running = 0;
-    int64_t positive = 0;
-    int64_t found = -1;
-    for (int64_t base = 0; base < rest; base += kThreads * kItems) {
-      double v[kItems], incl[kItems];
-      int64_t pos_count = 0;
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        const int64_t idx = base + tid * kItems + i;
-        v[i] = idx < rest ? static_cast<double>(__uint_as_float(~static_cast<uint32_t>(keys[idx]))) : 0.0;
-        pos_count += v[i] > 0 ? 1 : 0;
-      }
-      double aggregate;
-      Scan(tmp.scan).InclusiveSum(v, incl, aggregate);
-      __syncthreads();
-      int64_t candidate = INT64_MAX;
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        const int64_t idx = base + tid * kItems + i;
-        if (idx < rest && running + incl[i] >= need && candidate == INT64_MAX) candidate = idx;
-      }
-      const int64_t first = ReduceI(tmp.ri).Reduce(candidate, [](int64_t x, int64_t y) { return x < y ? x : y; });
-      __syncthreads();
-      const int64_t npos = ReduceI(tmp.ri).Sum(pos_count);
-      if (tid == 0) {
-        s_found = first;
-        positive += npos;
-      }
-      __syncthreads();
-      running += aggregate;
-      if (s_found != INT64_MAX) {
-        found = s_found;
-        break;
-      }
-    }
-    // Every column together does not reach the target (alpha = 1 with rounding): keep the ones
-    // that carry any score.
-    take = found >= 0 ? found + 1 : positive;
+  // Alpha's count, and the look's (kLookAlpha's: the prefix it leaves out, core/mask.h).
+  const int64_t take =
+      ranked_cut(tmp, &s_found, keys, rest, selection_target(a.alpha, set.total, wmc, s_sums[0]) - s_sums[1]);
+  int64_t look_take = 0;
+  if (a.look_keep != nullptr) {
+    look_take = ranked_cut(tmp, &s_found, keys, rest, selection_target(kLookAlpha, set.total, wmc, s_sums[0]) - s_sums[1]);
   }
   if (tid == 0) {
     const StripeCount c = clamp_stripe_count(set.sinks, take, rest, a.min_stripes, a.max_stripes);
     a.keep[2 * s] = static_cast<int32_t>(c.sinks);
     a.keep[2 * s + 1] = static_cast<int32_t>(c.ranked);
+    if (a.look_keep != nullptr) {
+      a.look_keep[s] = static_cast<int32_t>(clamp_stripe_count(set.sinks, look_take, rest, a.min_stripes, a.max_stripes).ranked);
+    }
   }
 }
 

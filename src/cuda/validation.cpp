@@ -49,6 +49,11 @@ Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorksp
   out->decision.assign(num_sets, SAMPLEATTN_DECISION_SPARSE);
   out->alpha_stripes.assign(num_sets, 0);
   out->heads.assign(num_sets * hps, HeadValidation{});
+  out->stripes.assign(cl.look ? num_sets : 0, {});
+  out->look_stripes.assign(cl.look ? num_sets : 0, {});
+  out->dense_look.clear();
+  out->dense_rows.clear();
+  out->dense_blocks = 0;
   if (num_sets == 0) return Status::ok();
 
   // The rankings and alpha's counts.
@@ -61,6 +66,12 @@ Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorksp
     SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (column rankings)",
                           cudaMemcpyAsync(hs.at<int32_t>(cl.h_ranked), ws.at<int32_t>(cl.o_values_out),
                                           sizeof(int32_t) * cl.total_items, cudaMemcpyDeviceToHost, stream));
+  }
+  const int32_t* look_keep = hs.at<int32_t>(cl.h_look_keep);
+  if (cl.look) {
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look counts)",
+                          cudaMemcpyAsync(hs.at<int32_t>(cl.h_look_keep), ws.at<int32_t>(cl.o_look_keep),
+                                          sizeof(int32_t) * num_sets, cudaMemcpyDeviceToHost, stream));
   }
   SAMPLEATTN_CUDA_CHECK("cudaStreamSynchronize (rankings)", cudaStreamSynchronize(stream));
 
@@ -138,6 +149,12 @@ Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorksp
       const ValidationDecision d =
           decide_validation(layout, set_masses.data(), kValidationMassStride, hps, active[set] != 0 ? nv : 0, bar,
                             out->heads.data() + static_cast<size_t>(set) * hps);
+      if (cl.look && !d.dense()) {
+        const int32_t* set_ranked = ranked + cl.sets[set].key_begin;
+        out->stripes[set] = decided_stripes(layout, set_ranked, d.ranked);
+        const int64_t left_out = std::max<int64_t>(d.passing, look_keep[set]);
+        out->look_stripes[set] = left_out == d.ranked ? out->stripes[set] : decided_stripes(layout, set_ranked, left_out);
+      }
       out->decision[set] = d.decision;
       out->alpha_stripes[set] = layout.sinks + layout.alpha_ranked;
       keep[2 * set] = d.dense() ? 0 : static_cast<int32_t>(layout.sinks);

@@ -23,12 +23,20 @@ struct CallDecisions {
   std::vector<sampleattn_head_decision> decision;  // per set
   std::vector<int64_t> alpha_stripes;              // per set: the sinks and ranked stripes alpha chose
   std::vector<HeadValidation> heads;               // [set][heads_per_set]
+  // The look (cl.look; cuda/look.h). Per set, sparse ones only: its stripes, and the stripes the
+  // look leaves out (the longer of the validation's passing prefix and kLookAlpha's, as on the
+  // CPU, cpu/sampling.cpp).
+  std::vector<std::vector<int32_t>> stripes, look_stripes;
+  // Per (sequence, query head): the look made the head dense (DENSE_LOOK); its dense rows.
+  std::vector<uint8_t> dense_look;
+  std::vector<std::vector<int32_t>> dense_rows;
+  int64_t dense_blocks = 0;  // blocks of the dense-row pass (kDenseRows)
 };
 
 // After launch_ranking on `stream`: decides every set's stripe count or dense (validation masses
 // measured on the device) and writes the device's keep (the decided counts), counts and dense
-// flags, so that launch_stripes and the attention run the decided masks. Synchronizes `stream`
-// twice.
+// flags, so that launch_stripes and the attention run the decided masks; with the look, keeps
+// every sparse set's stripes and left-out stripes on the host. Synchronizes `stream` twice.
 Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const HostStaging& hs,
                       const DeviceInputs& in, cudaStream_t stream, CallDecisions* out);
 

@@ -1,0 +1,147 @@
+#include "cuda/look.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/sparse_plan.h"
+#include "cuda/cuda_errors.h"
+#include "cuda/launch.h"
+
+namespace sampleattn::cuda {
+
+Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const HostStaging& hs,
+                       const DeviceInputs& in, cudaStream_t stream, CallDecisions* decided) {
+  const int hq = p.num_q_heads;
+  const size_t nseq = p.sequences.size();
+  decided->dense_look.assign(nseq * hq, 0);
+  decided->dense_rows.assign(nseq * hq, {});
+  decided->dense_blocks = 0;
+  int32_t* head_dense = hs.at<int32_t>(cl.h_head_dense);
+  std::fill(head_dense, head_dense + nseq * hq, 0);
+
+  // Each sparse head's plan as the attention will run it; the ones the look's cost takes past
+  // max_density go dense unlooked, the others' rows past their band are looked at, latest first.
+  struct Costed {
+    LookBlock block;
+    int64_t cost;
+  };
+  std::vector<Costed> costed;
+  std::vector<HeadPlan> plans(nseq * hq);
+  for (int s : cl.sampled_seqs) {
+    const Sequence& seq = p.sequences[s];
+    const SeqDesc& sd = cl.seqs[s];
+    for (int h = 0; h < hq; ++h) {
+      const int set = sd.set_base + (cl.per_group ? h / p.group : h);
+      HeadPlan& hp = plans[static_cast<size_t>(s) * hq + h];
+      if (decided->decision[set] != SAMPLEATTN_DECISION_SPARSE && decided->decision[set] != SAMPLEATTN_DECISION_SPARSE_WIDENED) {
+        continue;  // dense by validation or cost
+      }
+      hp.dense = false;
+      hp.window = sd.window;
+      hp.stripes = decided->stripes[set];
+      if (look_runs_dense(p, seq, hp)) {
+        decided->dense_look[static_cast<size_t>(s) * hq + h] = 1;
+        continue;
+      }
+      const int64_t i0 = std::max<int64_t>(0, hp.window - seq.q_offset());
+      for (int64_t q0 = i0; q0 < seq.q_len; q0 += kLookRows) {
+        const int count = static_cast<int>(std::min<int64_t>(kLookRows, seq.q_len - q0));
+        const int64_t p_last = seq.q_offset() + q0 + count - 1;
+        costed.push_back({LookBlock{s, h, q0, count, 0}, causal_end(p_last) - model_lo(seq.q_offset() + q0, p.window_left)});
+      }
+    }
+  }
+
+  if (!costed.empty()) {
+    std::stable_sort(costed.begin(), costed.end(), [](const Costed& a, const Costed& b) { return a.cost > b.cost; });
+    LookBlock* blocks = hs.at<LookBlock>(cl.h_look_blocks);
+    for (size_t i = 0; i < costed.size(); ++i) blocks[i] = costed[i].block;
+    int32_t* stripes = hs.at<int32_t>(cl.h_look_stripes);
+    int32_t* counts = hs.at<int32_t>(cl.h_look_counts);
+    for (size_t set = 0; set < cl.sets.size(); ++set) {
+      const std::vector<int32_t>& left_out = decided->look_stripes[set];
+      counts[set] = static_cast<int32_t>(left_out.size());
+      std::copy(left_out.begin(), left_out.end(), stripes + cl.set_offset[set]);
+    }
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look stripes)",
+                          cudaMemcpyAsync(ws.at<int32_t>(cl.o_look_stripes), stripes, sizeof(int32_t) * cl.total_columns,
+                                          cudaMemcpyHostToDevice, stream));
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look stripe counts)",
+                          cudaMemcpyAsync(ws.at<int32_t>(cl.o_look_counts), counts, sizeof(int32_t) * cl.sets.size(),
+                                          cudaMemcpyHostToDevice, stream));
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look blocks)",
+                          cudaMemcpyAsync(ws.at<LookBlock>(cl.o_look_blocks), blocks, sizeof(LookBlock) * costed.size(),
+                                          cudaMemcpyHostToDevice, stream));
+    const size_t flag_bytes = static_cast<size_t>(p.total_q) * hq;
+    SAMPLEATTN_CUDA_CHECK("cudaMemsetAsync (look flags)",
+                          cudaMemsetAsync(ws.at<uint8_t>(cl.o_look_flags), 0, flag_bytes, stream));
+    LookArgs la = look_args(p, cl, ws, in);
+    la.num_blocks = static_cast<int64_t>(costed.size());
+    SAMPLEATTN_CUDA_CHECK("look kernel", launch_look(cl.bf16, la, stream));
+    const uint8_t* flags = hs.at<uint8_t>(cl.h_look_flags);
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look flags)",
+                          cudaMemcpyAsync(hs.at<uint8_t>(cl.h_look_flags), ws.at<uint8_t>(cl.o_look_flags), flag_bytes,
+                                          cudaMemcpyDeviceToHost, stream));
+    SAMPLEATTN_CUDA_CHECK("cudaStreamSynchronize (look flags)", cudaStreamSynchronize(stream));
+
+    // The flagged rows, then the max_density rule with them.
+    for (const Costed& c : costed) {
+      const LookBlock& b = c.block;
+      std::vector<int32_t>& rows = decided->dense_rows[static_cast<size_t>(b.seq) * hq + b.head];
+      const int64_t q_begin = p.sequences[b.seq].q_begin;
+      for (int r = 0; r < b.count; ++r) {
+        if (flags[(q_begin + b.first + r) * hq + b.head] != 0) rows.push_back(static_cast<int32_t>(b.first + r));
+      }
+    }
+    for (int s : cl.sampled_seqs) {
+      for (int h = 0; h < hq; ++h) {
+        const size_t i = static_cast<size_t>(s) * hq + h;
+        std::vector<int32_t>& rows = decided->dense_rows[i];
+        if (rows.empty()) continue;
+        std::sort(rows.begin(), rows.end());  // the blocks ran latest first
+        plans[i].dense_rows = rows;
+        if (look_runs_dense(p, p.sequences[s], plans[i])) {
+          decided->dense_look[i] = 1;
+          rows.clear();
+        }
+      }
+    }
+  }
+
+  // The heads made dense, and the dense rows in blocks of one head.
+  int32_t* dense_rows = hs.at<int32_t>(cl.h_dense_rows);
+  RowBlock* dense_blocks = hs.at<RowBlock>(cl.h_dense_blocks);
+  int32_t* dense_heads = hs.at<int32_t>(cl.h_dense_heads);
+  int64_t n_rows = 0, n_blocks = 0;
+  for (size_t i = 0; i < nseq * hq; ++i) {
+    head_dense[i] = decided->dense_look[i];
+    const std::vector<int32_t>& rows = decided->dense_rows[i];
+    for (size_t r0 = 0; r0 < rows.size(); r0 += static_cast<size_t>(cl.block_rows)) {
+      const int count = static_cast<int>(std::min<size_t>(cl.block_rows, rows.size() - r0));
+      dense_blocks[n_blocks] = RowBlock{static_cast<int32_t>(i / hq), count, n_rows + static_cast<int64_t>(r0)};
+      dense_heads[n_blocks] = static_cast<int32_t>(i % hq);
+      ++n_blocks;
+    }
+    std::copy(rows.begin(), rows.end(), dense_rows + n_rows);
+    n_rows += static_cast<int64_t>(rows.size());
+  }
+  decided->dense_blocks = n_blocks;
+  SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (heads made dense)",
+                        cudaMemcpyAsync(ws.at<int32_t>(cl.o_head_dense), head_dense, sizeof(int32_t) * nseq * hq,
+                                        cudaMemcpyHostToDevice, stream));
+  if (n_blocks > 0) {
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (dense rows)",
+                          cudaMemcpyAsync(ws.at<int32_t>(cl.o_dense_rows), dense_rows, sizeof(int32_t) * n_rows,
+                                          cudaMemcpyHostToDevice, stream));
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (dense row blocks)",
+                          cudaMemcpyAsync(ws.at<RowBlock>(cl.o_dense_blocks), dense_blocks, sizeof(RowBlock) * n_blocks,
+                                          cudaMemcpyHostToDevice, stream));
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (dense row heads)",
+                          cudaMemcpyAsync(ws.at<int32_t>(cl.o_dense_heads), dense_heads, sizeof(int32_t) * n_blocks,
+                                          cudaMemcpyHostToDevice, stream));
+  }
+  return Status::ok();
+}
+
+}  // namespace sampleattn::cuda
