@@ -184,6 +184,7 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
       cl->look_max_blocks += hq * ((seq.q_len + kLookRows - 1) / kLookRows);
       cl->dense_max_rows += hq * seq.q_len;
       cl->dense_max_blocks += hq * ((seq.q_len + cl->block_rows - 1) / cl->block_rows);
+      cl->look_bit_words += cl->sets_per_seq * ((seq.k_len + 63) / 64);
     }
   }
   cl->look = cl->sampled && p.sample.look > 0.f;
@@ -294,8 +295,8 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
     cl->o_look_keep = take(sizeof(int32_t) * cl->sets.size());
     cl->o_look_keys = take(key_rows * cl->look_row_bytes);
     cl->o_look_key_scales = take(sizeof(float) * key_rows);
-    cl->o_look_stripes = take(sizeof(int32_t) * cl->total_columns);
-    cl->o_look_counts = take(sizeof(int32_t) * cl->sets.size());
+    cl->o_look_bits = take(sizeof(uint64_t) * cl->look_bit_words);
+    cl->o_look_bit_offsets = take(sizeof(int64_t) * cl->sets.size());
     cl->o_look_blocks = take(sizeof(LookBlock) * cl->look_max_blocks);
     cl->o_look_flags = take(static_cast<size_t>(p.total_q) * hq);
     cl->o_head_dense = take(sizeof(int32_t) * nseq * hq);
@@ -318,8 +319,8 @@ Status lay_out_call(const Problem& p, CallLayout* cl) {
   }
   if (cl->look) {
     cl->h_look_keep = stage(sizeof(int32_t) * cl->sets.size());
-    cl->h_look_stripes = stage(sizeof(int32_t) * cl->total_columns);
-    cl->h_look_counts = stage(sizeof(int32_t) * cl->sets.size());
+    cl->h_look_bits = stage(sizeof(uint64_t) * cl->look_bit_words);
+    cl->h_look_bit_offsets = stage(sizeof(int64_t) * cl->sets.size());
     cl->h_look_blocks = stage(sizeof(LookBlock) * cl->look_max_blocks);
     cl->h_look_flags = stage(static_cast<size_t>(p.total_q) * hq);
     cl->h_head_dense = stage(sizeof(int32_t) * nseq * hq);

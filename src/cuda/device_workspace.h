@@ -76,6 +76,7 @@ struct CallLayout {
   bool look = false;
   int32_t look_row_bytes = 0;
   int64_t look_max_blocks = 0, dense_max_rows = 0, dense_max_blocks = 0;
+  int64_t look_bit_words = 0;  // the left-out bits of every set: ceil(k_len / 64) words each
 
   // Workspace offsets (bytes).
   size_t o_meta = 0, meta_bytes = 0;
@@ -86,16 +87,16 @@ struct CallLayout {
   size_t o_row_max = 0, o_row_sum = 0, o_kept = 0, o_scores = 0, o_set_scores = 0, o_keys_in = 0, o_keys_out = 0,
          o_values_in = 0, o_values_out = 0, o_flags = 0, o_keep = 0, o_stripes = 0, o_counts = 0, o_dense = 0, o_sort = 0,
          o_buckets = 0, o_set_active = 0, o_masses = 0;
-  size_t o_look_keep = 0, o_look_keys = 0, o_look_key_scales = 0, o_look_stripes = 0, o_look_counts = 0,
+  size_t o_look_keep = 0, o_look_keys = 0, o_look_key_scales = 0, o_look_bits = 0, o_look_bit_offsets = 0,
          o_look_blocks = 0, o_look_flags = 0, o_head_dense = 0, o_dense_rows = 0, o_dense_blocks = 0, o_dense_heads = 0;
   size_t bytes = 0;
 
   // Pinned host staging offsets (bytes), disjoint: alpha's counts and the rankings (down), the
   // bucket ids and active flags (up), the masses (down), the decided counts and dense flags (up).
   size_t h_keep = 0, h_ranked = 0, h_buckets = 0, h_set_active = 0, h_masses = 0, h_counts = 0, h_dense = 0;
-  // The look's: kLookAlpha's counts (down), the left-out stripes, their counts and the look's
-  // blocks (up), the flags (down), the heads it made dense and the dense-row blocks (up).
-  size_t h_look_keep = 0, h_look_stripes = 0, h_look_counts = 0, h_look_blocks = 0, h_look_flags = 0,
+  // The look's: kLookAlpha's counts (down), the left-out bits, their offsets and the look's blocks
+  // (up), the flags (down), the heads it made dense and the dense-row blocks (up).
+  size_t h_look_keep = 0, h_look_bits = 0, h_look_bit_offsets = 0, h_look_blocks = 0, h_look_flags = 0,
          h_head_dense = 0, h_dense_rows = 0, h_dense_blocks = 0, h_dense_heads = 0;
   size_t host_bytes = 0;
 };

@@ -274,13 +274,13 @@ struct LookArgs {
   const KeyTile* tiles;  // look_pack: the sampled sequences' column tiles
   int64_t num_tiles;
   int32_t tile_keys;
-  // The look: its blocks, the stripes it leaves out per set (ascending, at set_offset[set]), and
-  // the flags it writes, [token][num_q_heads] (zeroed first).
+  // The look: its blocks, the stripes it leaves out per set as bits (word i of a set: its keys
+  // 64i .. 64i + 63, from bits_offset[set]), and the flags it writes, [token][num_q_heads]
+  // (zeroed first).
   const LookBlock* blocks;
   int64_t num_blocks;
-  const int32_t* stripes;
-  const int64_t* set_offset;
-  const int32_t* set_count;
+  const uint64_t* left_out_bits;
+  const int64_t* bits_offset;
   int32_t per_group;
   uint8_t* flags;
 };

@@ -57,18 +57,21 @@ Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorks
     std::stable_sort(costed.begin(), costed.end(), [](const Costed& a, const Costed& b) { return a.cost > b.cost; });
     LookBlock* blocks = hs.at<LookBlock>(cl.h_look_blocks);
     for (size_t i = 0; i < costed.size(); ++i) blocks[i] = costed[i].block;
-    int32_t* stripes = hs.at<int32_t>(cl.h_look_stripes);
-    int32_t* counts = hs.at<int32_t>(cl.h_look_counts);
+    // Each set's left-out stripes as bits, a word per 64 keys.
+    uint64_t* bits = hs.at<uint64_t>(cl.h_look_bits);
+    int64_t* offsets = hs.at<int64_t>(cl.h_look_bit_offsets);
+    std::fill(bits, bits + cl.look_bit_words, uint64_t{0});
+    int64_t words = 0;
     for (size_t set = 0; set < cl.sets.size(); ++set) {
-      const std::vector<int32_t>& left_out = decided->look_stripes[set];
-      counts[set] = static_cast<int32_t>(left_out.size());
-      std::copy(left_out.begin(), left_out.end(), stripes + cl.set_offset[set]);
+      offsets[set] = words;
+      for (const int32_t j : decided->look_stripes[set]) bits[words + j / 64] |= uint64_t{1} << (j % 64);
+      words += (cl.sets[set].k_len + 63) / 64;
     }
-    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look stripes)",
-                          cudaMemcpyAsync(ws.at<int32_t>(cl.o_look_stripes), stripes, sizeof(int32_t) * cl.total_columns,
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look bits)",
+                          cudaMemcpyAsync(ws.at<uint64_t>(cl.o_look_bits), bits, sizeof(uint64_t) * cl.look_bit_words,
                                           cudaMemcpyHostToDevice, stream));
-    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look stripe counts)",
-                          cudaMemcpyAsync(ws.at<int32_t>(cl.o_look_counts), counts, sizeof(int32_t) * cl.sets.size(),
+    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look bit offsets)",
+                          cudaMemcpyAsync(ws.at<int64_t>(cl.o_look_bit_offsets), offsets, sizeof(int64_t) * cl.sets.size(),
                                           cudaMemcpyHostToDevice, stream));
     SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look blocks)",
                           cudaMemcpyAsync(ws.at<LookBlock>(cl.o_look_blocks), blocks, sizeof(LookBlock) * costed.size(),

@@ -10,10 +10,10 @@
 //   The rule (cpu/look.cpp): a row's largest score over model_lo <= j < its band, the left-out
 //   stripes excluded, against its band's largest: flagged when within `bar`.
 // look_pack: one warp per (key, kv head) row. look: 4 warps per block of kLookRows rows of one
-// query head (16 rows each), key tiles of 64 double-buffered with cp.async; warp 0 marks each
-// tile's left-out stripes, walking their list along the tiles. Without score variants the row's
-// scale is applied to its two maxima at the end (a positive factor: the same bits as scaling each
-// score), and a tile wholly outside a row's band with no left-out stripe takes a plain maximum.
+// query head (16 rows each), key tiles of 64 double-buffered with cp.async (the K rows, their
+// scales and the tile's word of left-out bits, which the host lays out per set); each row's
+// outside keys and band are bit masks of the tile. Without score variants the row's scale is
+// applied to its two maxima at the end (a positive factor: the same bits as scaling each score).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -103,16 +103,29 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], const uint32_t (&a)[4], uint
 
 __device__ __forceinline__ uint32_t word_at(const int8_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-template <typename T>
+// 4 or 8 bytes global -> shared, asynchronously (zero-filled when !valid).
+template <int kBytes>
+__device__ __forceinline__ void cp_async_small(void* smem, const void* gmem, bool valid) {
+  static_assert(kBytes == 4 || kBytes == 8, "cp.async.ca copies 4, 8 or 16 bytes");
+  const int bytes = valid ? kBytes : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dev::smem_addr(smem)), "l"(gmem), "n"(kBytes),
+               "r"(bytes));
+}
+
+// Bits [from, 64) of a word (none when from >= 64).
+__device__ __forceinline__ uint64_t bits_from(int from) { return from >= 64 ? 0ull : ~0ull << from; }
+
+// RB: the quantized rows' bytes (head_dim rounded up to 32).
+template <typename T, int RB>
 __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
+  constexpr int kPitch = RB + 16;  // bytes a row: word loads of 8 rows x 4 lanes hit 32 banks
+  constexpr int kChunks = RB / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int pitch = a.row_bytes + 16;  // bytes a row: word loads of 8 rows x 4 lanes hit 32 banks
   int8_t* sQ = reinterpret_cast<int8_t*>(smem_raw);
-  int8_t* sK = sQ + kLookRows * pitch;
+  int8_t* sK = sQ + kLookRows * kPitch;
   __shared__ float s_qscale[kLookRows];
-  __shared__ float s_kscale[2][kLookKeys];
-  __shared__ uint8_t s_left_out[2][kLookKeys];
-  __shared__ int32_t s_any_left_out[2];
+  __shared__ __align__(16) float s_kscale[2][kLookKeys];
+  __shared__ uint64_t s_left_out[2];  // the tile's left-out stripes, bit c = key base + c
 
   const LookBlock blk = a.blocks[blockIdx.x];
   const SeqDesc sd = a.seqs[blk.seq];
@@ -121,8 +134,7 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
   const int g = lane / 4, t = lane % 4;
   const int64_t q_offset = sd.k_len - sd.q_len;
   const int set = sd.set_base + (a.per_group ? kvh : head);
-  const int32_t* left_out = a.stripes + a.set_offset[set];
-  const int64_t n_left_out = a.set_count[set];
+  const uint64_t* left_out = a.left_out_bits + a.bits_offset[set];
   const ScoreMod mod = a.mod.head(head);
   const bool mods = mod.modifies_scores();
 
@@ -137,46 +149,35 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
       const int i = lane + 32 * c;
       x[c] = valid && i < a.head_dim ? to_float(src[i]) : 0.f;
     }
-    const float scale = quantize_row(x, a.head_dim, a.row_bytes, sQ + r * pitch, lane);
+    const float scale = quantize_row(x, a.head_dim, RB, sQ + r * kPitch, lane);
     if (lane == 0) s_qscale[r] = __fmul_rn(scale, a.scale_log2);
   }
 
-  // The keys of the block's rows: model_lo of the first to the last one's position.
+  // The keys of the block's rows: model_lo of the first to the last one's position, in tiles of
+  // 64 from a multiple of 64. Every load of a tile is asynchronous: its K rows, their scales and
+  // its word of left-out bits.
   const int64_t p_first = q_offset + blk.first, p_last = p_first + blk.count - 1;
   const int64_t k0 = model_lo(p_first, a.window_left) / kLookKeys * kLookKeys;
   const int64_t n_tiles = (causal_end(p_last) - k0 + kLookKeys - 1) / kLookKeys;
-  const int chunks = a.row_bytes / 16;
-  // Warp 0 walks the left-out stripes along the tiles (ascending, at most 64 a tile).
-  int64_t cursor = warp == 0 ? dev::count_below(left_out, n_left_out, k0) : 0;
+  const int8_t* keys = a.keys + (sd.key_prefix * a.num_kv_heads + kvh) * RB;
+  const int64_t key_step = static_cast<int64_t>(a.num_kv_heads) * RB;
+  const float* scales = a.key_scales + sd.key_prefix * a.num_kv_heads + kvh;
   auto load_tile = [&](int64_t tile, int stage) {
     const int64_t base = k0 + tile * kLookKeys;
-    int8_t* dk = sK + stage * kLookKeys * pitch;
-    for (int i = tid; i < kLookKeys * chunks; i += 128) {
-      const int r = i / chunks, c = i % chunks;
+    int8_t* dk = sK + stage * kLookKeys * kPitch;
+#pragma unroll
+    for (int i = tid; i < kLookKeys * kChunks; i += 128) {
+      const int r = i / kChunks, c = i % kChunks;
       const int64_t j = base + r;
       const bool valid = j < sd.k_len;
-      const int64_t at = (sd.key_prefix + (valid ? j : 0)) * a.num_kv_heads + kvh;
-      dev::cp_async16(dk + r * pitch + c * 16, a.keys + at * a.row_bytes + c * 16, valid);
+      dev::cp_async16(dk + r * kPitch + c * 16, keys + (valid ? j : 0) * key_step + c * 16, valid);
     }
     if (tid < kLookKeys) {
       const int64_t j = base + tid;
-      s_kscale[stage][tid] = j < sd.k_len ? a.key_scales[(sd.key_prefix + j) * a.num_kv_heads + kvh] : 0.f;
-    }
-    if (warp == 0) {
-      s_left_out[stage][lane] = 0;
-      s_left_out[stage][lane + 32] = 0;
-      __syncwarp();
-      int found = 0;
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int64_t at = cursor + half * 32 + lane;
-        const int64_t j = at < n_left_out ? left_out[at] : INT64_MAX;
-        const bool in = j < base + kLookKeys;
-        if (in) s_left_out[stage][j - base] = 1;
-        found += __popc(__ballot_sync(0xffffffffu, in));
-      }
-      cursor += found;
-      if (lane == 0) s_any_left_out[stage] = found;
+      const bool valid = j < sd.k_len;
+      cp_async_small<4>(&s_kscale[stage][tid], scales + (valid ? j : 0) * a.num_kv_heads, valid);
+    } else if (tid == kLookKeys) {
+      cp_async_small<8>(&s_left_out[stage], left_out + base / kLookKeys, true);
     }
   };
 
@@ -208,57 +209,51 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
       dev::cp_async_wait<0>();
     }
     __syncthreads();
-    const int8_t* tk = sK + stage * kLookKeys * pitch;
+    const int8_t* tk = sK + stage * kLookKeys * kPitch;
     int acc[kLookKeys / 8][4];
 #pragma unroll
     for (int n = 0; n < kLookKeys / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0;
-    for (int kk = 0; kk < a.row_bytes; kk += 32) {
-      const int8_t* qa = sQ + (warp * 16 + g) * pitch + kk + 4 * t;
-      const uint32_t af[4] = {word_at(qa), word_at(qa + 8 * pitch), word_at(qa + 16), word_at(qa + 8 * pitch + 16)};
+#pragma unroll
+    for (int kk = 0; kk < RB; kk += 32) {
+      const int8_t* qa = sQ + (warp * 16 + g) * kPitch + kk + 4 * t;
+      const uint32_t af[4] = {word_at(qa), word_at(qa + 8 * kPitch), word_at(qa + 16), word_at(qa + 8 * kPitch + 16)};
 #pragma unroll
       for (int n = 0; n < kLookKeys / 8; ++n) {
-        const int8_t* kb = tk + (n * 8 + g) * pitch + kk + 4 * t;
+        const int8_t* kb = tk + (n * 8 + g) * kPitch + kk + 4 * t;
         mma_s8(acc[n], af, word_at(kb), word_at(kb + 16));
       }
     }
     const int64_t base = k0 + tile * kLookKeys;
-    // The thread's 16 columns' products times their keys' scales.
+    // The thread's 16 columns (8n + 2t + e): products times their keys' scales.
     float y[kLookKeys / 8][4];
 #pragma unroll
     for (int n = 0; n < kLookKeys / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const float ks = s_kscale[stage][n * 8 + 2 * t + e];
-        y[n][e] = __fmul_rn(__int2float_rn(acc[n][e]), ks);
-        y[n][2 + e] = __fmul_rn(__int2float_rn(acc[n][2 + e]), ks);
-      }
+      const float2 ks = *reinterpret_cast<const float2*>(&s_kscale[stage][n * 8 + 2 * t]);
+      y[n][0] = __fmul_rn(__int2float_rn(acc[n][0]), ks.x);
+      y[n][1] = __fmul_rn(__int2float_rn(acc[n][1]), ks.y);
+      y[n][2] = __fmul_rn(__int2float_rn(acc[n][2]), ks.x);
+      y[n][3] = __fmul_rn(__int2float_rn(acc[n][3]), ks.y);
     }
-    const bool any_left_out = s_any_left_out[stage] != 0;
+    const uint64_t left = s_left_out[stage];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      // The row's spans within the tile, [0, 64) relative.
+      // The row's spans within the tile as bits: outside its band and not left out; its band.
       const int rl = static_cast<int>(max(int64_t{0}, min(int64_t{kLookKeys}, lo[h] - base)));
       const int rm = static_cast<int>(max(int64_t{0}, min(int64_t{kLookKeys}, mid[h] - base)));
       const int rh = static_cast<int>(max(int64_t{0}, min(int64_t{kLookKeys}, hi[h] - base)));
-      if (!mods && rl == 0 && rm == kLookKeys && !any_left_out) {
-        // The whole tile is outside the row's band, none of it left out: the common case.
-#pragma unroll
-        for (int n = 0; n < kLookKeys / 8; ++n) outer[h] = fmaxf(outer[h], fmaxf(y[n][2 * h], y[n][2 * h + 1]));
-        continue;
-      }
+      // This thread's columns at bits 8n + e after the shift.
+      const uint64_t out_bits = ((bits_from(rl) & ~bits_from(rm)) & ~left) >> (2 * t);
+      const uint64_t in_bits = (bits_from(rm) & ~bits_from(rh)) >> (2 * t);
+      if (out_bits == 0 && in_bits == 0) continue;
       const float qs = s_qscale[warp * 16 + g + 8 * h];
 #pragma unroll
       for (int n = 0; n < kLookKeys / 8; ++n) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int c = n * 8 + 2 * t + e;
           float v = y[n][2 * h + e];
-          if (mods) v = modified_score(mod, __fmul_rn(v, qs), pos[h], base + c);
-          if (c >= rl && c < rm) {
-            if (s_left_out[stage][c] == 0) outer[h] = fmaxf(outer[h], v);
-          } else if (c >= rm && c < rh) {
-            inner[h] = fmaxf(inner[h], v);
-          }
+          if (mods) v = modified_score(mod, __fmul_rn(v, qs), pos[h], base + n * 8 + 2 * t + e);
+          if ((out_bits >> (8 * n + e)) & 1u) outer[h] = fmaxf(outer[h], v);
+          if ((in_bits >> (8 * n + e)) & 1u) inner[h] = fmaxf(inner[h], v);
         }
       }
     }
@@ -285,6 +280,12 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
   }
 }
 
+template <typename T, int RB>
+cudaError_t launch_rows(const LookArgs& a, cudaStream_t stream) {
+  constexpr size_t kSmem = static_cast<size_t>(3) * kLookRows * (RB + 16);
+  return dev::launch_with_smem(look_kernel<T, RB>, a.num_blocks, 128, kSmem, a, stream);
+}
+
 template <typename T>
 cudaError_t launch_typed(const LookArgs& a, cudaStream_t stream) {
   if (a.num_tiles > 0 && a.num_kv_heads > 0) {
@@ -293,8 +294,17 @@ cudaError_t launch_typed(const LookArgs& a, cudaStream_t stream) {
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  const size_t smem = static_cast<size_t>(3) * kLookRows * (a.row_bytes + 16);
-  return dev::launch_with_smem(look_kernel<T>, a.num_blocks, 128, smem, a, stream);
+  switch (a.row_bytes) {
+    case 32: return launch_rows<T, 32>(a, stream);
+    case 64: return launch_rows<T, 64>(a, stream);
+    case 96: return launch_rows<T, 96>(a, stream);
+    case 128: return launch_rows<T, 128>(a, stream);
+    case 160: return launch_rows<T, 160>(a, stream);
+    case 192: return launch_rows<T, 192>(a, stream);
+    case 224: return launch_rows<T, 224>(a, stream);
+    case 256: return launch_rows<T, 256>(a, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace

@@ -213,9 +213,8 @@ LookArgs look_args(const Problem& p, const CallLayout& cl, const DeviceWorkspace
   la.num_tiles = static_cast<int64_t>(cl.tiles.size());
   la.tile_keys = column_tile();
   la.blocks = ws.at<LookBlock>(cl.o_look_blocks);
-  la.stripes = ws.at<int32_t>(cl.o_look_stripes);
-  la.set_offset = ws.at<int64_t>(cl.o_set_offset);
-  la.set_count = ws.at<int32_t>(cl.o_look_counts);
+  la.left_out_bits = ws.at<uint64_t>(cl.o_look_bits);
+  la.bits_offset = ws.at<int64_t>(cl.o_look_bit_offsets);
   la.per_group = cl.per_group ? 1 : 0;
   la.flags = ws.at<uint8_t>(cl.o_look_flags);
   return la;
