@@ -28,15 +28,14 @@ Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorks
   };
   std::vector<Costed> costed;
   std::vector<HeadPlan> plans(nseq * hq);
+  const int32_t* set_dense = hs.at<int32_t>(cl.h_dense);  // validation's dense sets, as the device reads them
   for (int s : cl.sampled_seqs) {
     const Sequence& seq = p.sequences[s];
     const SeqDesc& sd = cl.seqs[s];
     for (int h = 0; h < hq; ++h) {
       const int set = sd.set_base + (cl.per_group ? h / p.group : h);
       HeadPlan& hp = plans[static_cast<size_t>(s) * hq + h];
-      if (decided->decision[set] != SAMPLEATTN_DECISION_SPARSE && decided->decision[set] != SAMPLEATTN_DECISION_SPARSE_WIDENED) {
-        continue;  // dense by validation or cost
-      }
+      if (set_dense[set] != 0) continue;  // dense by validation or cost
       hp.dense = false;
       hp.window = sd.window;
       hp.stripes = decided->stripes[set];
