@@ -1037,6 +1037,37 @@ INSTANTIATE_TEST_SUITE_P(
              "_" + std::get<2>(test_info.param).name;
     });
 
+// The probe (core/mask.h, look_probe_block) on sequences long enough for it to skip blocks (64
+// blocks of rows past the band: every second one probed): rows fetching a far key of their own in
+// a probe block of head 0 and outside the probe in heads 0 and 1; the device flags the CPU's rows.
+TEST(CudaLook, TheProbeFindsTheCpusRows) {
+  SKIP_WITHOUT_DEVICE();
+  const int32_t probed = kProbedRow, unprobed = kUnprobedRow;
+  Case c = far_key_case(DType::kBF16, 4, {{0, probed}, {0, unprobed}, {1, unprobed}});
+  sampleattn::Params p = c.params();
+  small_sample_params(p);  // as look_test's LookApi.TheProbeLooksAtWholeTheHeadsItFlagsARowOf
+  p.sample.min_window = 40;
+  p.sample.r_w = 0.f;
+  p.sample.r_row = 0.05f;
+  p.sample.sample_block = 64;
+  p.sample.look = 4.f;
+  const Outcome cpu = run_cpu(c, p);
+  ASSERT_EQ(cpu.status, SAMPLEATTN_SUCCESS) << cpu.error;
+  const Outcome gpu = run_cuda(c, p);
+  ASSERT_EQ(gpu.status, SAMPLEATTN_SUCCESS) << gpu.error;
+  for (int h = 0; h < c.hq; ++h) {
+    EXPECT_EQ(gpu.heads[h].decision, cpu.heads[h].decision) << "head " << h;
+    const auto key = std::make_pair(0, h);
+    if (!cpu.masks.count(key) || !gpu.masks.count(key)) continue;
+    EXPECT_EQ(gpu.masks.at(key).stripes, cpu.masks.at(key).stripes) << "head " << h;
+    EXPECT_EQ(gpu.masks.at(key).dense_rows, cpu.masks.at(key).dense_rows) << "head " << h;
+    std::printf("[ info ] head %d: %zu dense rows\n", h, cpu.masks.at(key).dense_rows.size());
+  }
+  ASSERT_TRUE(gpu.masks.count({0, 0}) && gpu.masks.count({0, 1}));
+  EXPECT_EQ(gpu.masks.at({0, 0}).dense_rows, (std::vector<int64_t>{unprobed, probed}));
+  EXPECT_TRUE(gpu.masks.at({0, 1}).dense_rows.empty());
+}
+
 // ---- The model variants (ABI 1.3: head_dim_v, window_left, softcap, alibi_slopes, sinks) --------
 // Every variant alone and combined, dense and sample, against the fp64 oracle (reference/oracle.h
 // restates each variant) under the GPU's own mask; stage 1 and validation against an fp64

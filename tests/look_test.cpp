@@ -70,7 +70,7 @@ SparsePlan sparse_plan(const Problem& p, uint64_t seed) {
 }
 
 // The rule on exact scores (double products, the model's variants): for each row of a sparse
-// head, its largest score outside its band and stripes less (its band's largest - look), in log2
+// head, its largest score outside its mask (band and stripes) less (its mask's largest - look), in log2
 // units; a row is sent dense when this is >= 0. NaN for rows with nothing outside their band.
 std::vector<std::vector<double>> exact_margins(const Problem& p, const SparsePlan& plan, double look) {
   std::vector<std::vector<double>> out(plan.heads.size());
@@ -96,9 +96,9 @@ std::vector<std::vector<double>> exact_margins(const Problem& p, const SparsePla
           double dot = 0;
           for (int c = 0; c < d; ++c) dot += static_cast<double>(q[c]) * k[c];
           const double score = modified_score(mod, static_cast<float>(dot * scale), pos, j);
-          if (j >= band) {
+          if (j >= band || stripes.count(static_cast<int32_t>(j))) {
             inner = std::max(inner, score);
-          } else if (!stripes.count(static_cast<int32_t>(j))) {
+          } else {
             outer = std::max(outer, score);
           }
         }
@@ -200,6 +200,56 @@ TEST(LookRows, GrowWithTheLook) {
     EXPECT_GT(total, previous_total) << "look " << look;
     previous_total = total;
   }
+}
+
+// The probe (core/mask.h, look_probe_block): a head is looked at whole when a row of its probe
+// blocks is flagged, and past its probe not at all otherwise. Three rows fetch a far key of their
+// own: in head 0 one in a probe block and one outside the probe (both found), in head 1 only the
+// one outside it (not looked at). Every row looked at follows the exact rule.
+TEST(LookRows, TheProbeDecidesWhichHeadsAreLookedAtWhole) {
+  const int32_t probed = testing::kProbedRow, unprobed = testing::kUnprobedRow;
+  Case c = testing::far_key_case(DType::kF32, 2, {{0, probed}, {0, unprobed}, {1, unprobed}});
+  sampleattn::Params params = c.params();
+  params.method = SAMPLEATTN_METHOD_SAMPLE;
+  Problem problem;
+  ASSERT_TRUE(build_problem(&params, true, &problem).is_ok());
+  problem.sample.look = 4.f;
+  problem.sample.max_density = 1.f;
+  SparsePlan base;
+  base.heads.resize(2);
+  for (HeadPlan& hp : base.heads) {
+    hp.dense = false;
+    hp.decision = SAMPLEATTN_DECISION_SPARSE;
+    hp.window = 40;
+    hp.stripes = {0, 1};
+  }
+  const int64_t blocks = (4096 - 40 + kLookBlockRows - 1) / kLookBlockRows;
+  const auto row_of = [](int64_t block, int r) { return static_cast<int32_t>(40 + block * kLookBlockRows + r); };
+  ASSERT_EQ(blocks, 64);
+  ASSERT_TRUE(look_probe_block((probed - 40) / kLookBlockRows, blocks));
+  ASSERT_FALSE(look_probe_block((unprobed - 40) / kLookBlockRows, blocks));
+  const auto margins = exact_margins(problem, base, problem.sample.look);
+  SparsePlan plan = base;
+  ASSERT_TRUE(cpu::find_dense_rows(*pool_of(2), 0, cpu::WorkspaceParts{}, active_kernel_table(), problem, &plan).is_ok());
+  for (int h = 0; h < 2; ++h) {
+    const std::set<int32_t> rows(plan.heads[h].dense_rows.begin(), plan.heads[h].dense_rows.end());
+    int exact_flags = 0;
+    for (int64_t k = 0; k < blocks; ++k) {
+      for (int r = 0; r < kLookBlockRows && row_of(k, r) < 4096; ++r) {
+        const int32_t row = row_of(k, r);
+        const double m = margins[static_cast<size_t>(h)][static_cast<size_t>(row)];
+        exact_flags += m >= 0;
+        if (std::abs(m) < 0.25) continue;
+        // Head 0 is looked at whole; head 1 in its probe blocks only.
+        const bool looked = h == 0 || look_probe_block(k, blocks);
+        EXPECT_EQ(rows.count(row) > 0, looked && m >= 0) << "head " << h << " row " << row << " margin " << m;
+      }
+    }
+    EXPECT_GE(margins[static_cast<size_t>(h)][static_cast<size_t>(unprobed)], 1.0) << "head " << h;
+    EXPECT_LE(exact_flags, h == 0 ? 2 : 1) << "head " << h << ": the far keys' rows alone";
+  }
+  EXPECT_EQ(plan.heads[0].dense_rows, (std::vector<int32_t>{unprobed, probed}));
+  EXPECT_TRUE(plan.heads[1].dense_rows.empty());
 }
 
 // The max_density rule counts the look's cost (an eighth of the model's pairs) beside the mask: a
@@ -309,6 +359,31 @@ TEST(LookApi, OutputIsExactOverTheMaskWithTheRowsTheStatsName) {
   ASSERT_EQ(plain.status, SAMPLEATTN_SUCCESS);
   EXPECT_EQ(plain.stats.num_dense_rows, 0);
   for (const auto& h : plain.heads) EXPECT_EQ(h.dense_rows, 0);
+}
+
+// The probe through the API: the head whose probe flags a row is looked at whole (both its far
+// rows run dense), the head whose only far row lies outside its probe is not looked at past it,
+// and the heads without far rows have no dense rows. cuda_test runs the same case on the device.
+sampleattn::Params probe_params(Case& c) {
+  sampleattn::Params p = c.params();
+  testing::small_sample_params(p);
+  p.sample.min_window = 40;
+  p.sample.r_w = 0.f;
+  p.sample.r_row = 0.05f;
+  p.sample.sample_block = 64;
+  p.sample.look = 4.f;
+  return p;
+}
+
+TEST(LookApi, TheProbeLooksAtWholeTheHeadsItFlagsARowOf) {
+  const int32_t probed = testing::kProbedRow, unprobed = testing::kUnprobedRow;
+  Case c = testing::far_key_case(DType::kF32, 4, {{0, probed}, {0, unprobed}, {1, unprobed}});
+  sampleattn::Params p = probe_params(c);
+  const Outcome o = run(c, p);
+  ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
+  for (int h = 0; h < 4; ++h) ASSERT_TRUE(o.masks.count({0, h})) << "head " << h << " sparse";
+  EXPECT_EQ(o.masks.at({0, 0}).dense_rows, (std::vector<int64_t>{unprobed, probed}));
+  for (int h = 1; h < 4; ++h) EXPECT_TRUE(o.masks.at({0, h}).dense_rows.empty()) << "head " << h;
 }
 
 TEST(LookApi, RowsPastTheCapacityAreCountedNotWritten) {

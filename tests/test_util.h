@@ -158,6 +158,29 @@ inline void add_positional(Case& c, uint64_t seed, bool local) {
   }
 }
 
+// The look's probe cases (look_test, cuda_test): one sequence of 4096 tokens, d = 128, one kv
+// head, add_positional's local part (every row's best keys in its band), and key 100 along
+// dimensions 64..71 asked for, as strongly as its band's best, by the rows far_rows names (head,
+// row). With a window of 40 the rows past the band fill 64 blocks of the look (core/mask.h),
+// every second one in the probe: kProbedRow is in a probe block, kUnprobedRow is not.
+inline constexpr int32_t kProbedRow = 40 + 63 * 64 + 7;
+inline constexpr int32_t kUnprobedRow = 40 + 46 * 64 + 5;
+inline Case far_key_case(DType dtype, int hq, const std::vector<std::pair<int, int32_t>>& far_rows) {
+  Case c;
+  c.d = 128;
+  c.hq = hq;
+  c.hkv = 1;
+  c.in = c.out = dtype;
+  c.add_sequence(4096, 4096);
+  c.materialize(3, 0.5f);
+  add_positional(c, 3, /*local=*/true);
+  for (int e = 64; e < 72; ++e) {
+    c.k.set(100 * c.d + e, 6.f);
+    for (const auto& [head, row] : far_rows) c.q.set((static_cast<int64_t>(row) * c.hq + head) * c.d + e, 6.f);
+  }
+  return c;
+}
+
 // Plants structure in Q/K for sampling to find: `columns` (key positions of every sequence) that
 // every query leans on through dimension 0.
 inline void plant(Case& c, const std::vector<int32_t>& columns, float strength) {

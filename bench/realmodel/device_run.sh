@@ -1,8 +1,9 @@
 #!/bin/bash
 # Runs on the lent GPU machine from the carried folder .model (see README.md):
 #   bash .model/realmodel/device_run.sh smoke|real [train minutes]
-#   bash .model/realmodel/device_run.sh look    the trained weights in .model/weights on 8 held-out
-#                                               windows of 16K: both backends, the look off and at 4
+#   bash .model/realmodel/device_run.sh look [RUNS]
+#       the trained weights in .model/weights on 8 held-out windows of 16K: both backends, the look
+#       off and at 4 (RUNS: a comma-separated subset of cuda0,cuda4,cpu4,cpu0, the default)
 # .model/lib holds libsampleattn.so.1 and the system libraries it needs, .model/python the
 # sampleattn package. Everything that must come back is written under $OUT (at most 8 files).
 set -u
@@ -18,7 +19,8 @@ cd "$here"
 nvidia-smi -L; python3 -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)'
 if [[ $mode == look ]]; then
   e=(python3 eval.py --weights "$m/weights" --windows 8 --window 16384 --threads 16 --no-copy --methods dense,sample)
-  for run in cuda0 cuda4 cpu4 cpu0; do
+  IFS=, read -ra runs <<< "${2:-cuda0,cuda4,cpu4,cpu0}"
+  for run in "${runs[@]}"; do
     backend=${run%?}; look=${run: -1}
     timeout 200 "${e[@]}" --backend "$backend" --sample-param look=$look --out "$out/$run.json" > "$out/$run.log" 2>&1
     echo "$run: exit status $?"

@@ -314,10 +314,11 @@ typedef struct sampleattn_sample_params {
   int32_t val_rows;
   /* ABI revision 1.6: the look at every row (docs/ALGORITHM.md, step 5), in nats: a row of a
    * sparse head whose largest score outside its window band and stripes comes within `look` of its
-   * band's largest score attends over every key it sees (a rare row that fetches a far key of its
-   * own, which neither the stripes nor the validation rows can catch). >= 0, finite; 0 (default) =
-   * no look. Both backends, in one process: sharded calls return SAMPLEATTN_UNSUPPORTED for
-   * look > 0. */
+   * mask's largest score (band, stripes, sinks) attends over every key it sees (a rare row that
+   * fetches a far key of its own, which neither the stripes nor the validation rows can catch).
+   * Rows are looked at through a probe first (an eighth of a long head's rows); a head is looked
+   * at whole only when the probe flags a row of it. >= 0, finite; 0 (default) = no look. Both
+   * backends, in one process: sharded calls return SAMPLEATTN_UNSUPPORTED for look > 0. */
   float look;
 } sampleattn_sample_params;
 

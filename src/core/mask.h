@@ -231,6 +231,21 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t look_cost_pairs(int64_t model_pairs) {
 }
 // The look's margin in log2 units (the scores'), one f32 product: both backends compare with it.
 SAMPLEATTN_HOST_DEVICE constexpr float look_bar_log2(float look) { return look * kLog2e; }
+// The look's probe. A sparse head's rows from its first past the band on are looked at in
+// blocks of kLookBlockRows (block k holds rows first + k * kLookBlockRows ..), in two passes:
+// first the probe, every stride-th block counted back from the last (the last among them), then
+// the head's other blocks, only when the probe flagged a row of it. The stride is the head's
+// blocks over kLookProbeBlocks, within [1, kLookProbeStride]: a head of fewer than 2 * 32 blocks is
+// looked at whole, one of 256 or more through an eighth of its rows. Rows that fetch far keys come
+// in the hundreds where they matter (0.5-1.5% of a head's rows on the model of docs/ACCURACY.md),
+// so the probe meets them; a head without them costs an eighth of the look.
+inline constexpr int kLookBlockRows = 64;
+inline constexpr int64_t kLookProbeBlocks = 32;
+inline constexpr int64_t kLookProbeStride = 8;
+SAMPLEATTN_HOST_DEVICE constexpr bool look_probe_block(int64_t k, int64_t blocks) {
+  const int64_t stride = blocks / kLookProbeBlocks;
+  return (blocks - 1 - k) % (stride < 1 ? 1 : (stride > kLookProbeStride ? kLookProbeStride : stride)) == 0;
+}
 
 // ---- Validation (docs/ALGORITHM.md, "Validation") ---------------------------------------------
 // A share r_val of the query rows, single rows disjoint from the sampled blocks, checks the mask:

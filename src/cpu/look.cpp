@@ -14,7 +14,7 @@
 namespace sampleattn::cpu {
 namespace {
 
-constexpr int kRows = 64;         // query rows of one head a look task
+constexpr int kRows = kLookBlockRows;  // query rows of one head a look task (core/mask.h)
 constexpr int kTile = 256;        // keys a score tile; packed K runs start at multiples of it
 constexpr int kPackKeys = 2048;   // keys a packing task (a multiple of kTile)
 constexpr int kKeyPadding = 32;   // the look's K layouts pad a run to at most 32 keys
@@ -79,17 +79,21 @@ class Looker {
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       const Sequence& seq = p_.sequences[s];
       for (int g = 0; g < p_.num_kv_heads; ++g) {
-        std::vector<Block> blocks;
+        // The probe's blocks of the group's sparse heads, and their other blocks.
+        std::vector<Block> probe, rest;
         for (int h = g * p_.group; h < (g + 1) * p_.group; ++h) {
           const HeadPlan& hp = plan_->head(static_cast<int>(s), h, hq);
           if (hp.dense) continue;
           // Rows whose band holds every key they see (p < window) have nothing to look at.
           const int64_t i0 = std::max<int64_t>(0, hp.window - seq.q_offset());
-          for (int64_t q0 = i0; q0 < seq.q_len; q0 += kRows) {
-            blocks.push_back({h, q0, static_cast<int>(std::min<int64_t>(kRows, seq.q_len - q0))});
+          const int64_t blocks = (seq.q_len - i0 + kRows - 1) / kRows;
+          for (int64_t k = 0; k < blocks; ++k) {
+            const int64_t q0 = i0 + k * kRows;
+            (look_probe_block(k, blocks) ? probe : rest)
+                .push_back({h, q0, static_cast<int>(std::min<int64_t>(kRows, seq.q_len - q0))});
           }
         }
-        if (blocks.empty()) continue;
+        if (probe.empty()) continue;
         // The blocks' keys, packed once for the group's heads.
         const int64_t key_end = seq.k_len;
         float* scales = reinterpret_cast<float*>(keys + look_.k_bytes(static_cast<int>(round_up(key_end, kTile)), p_.head_dim));
@@ -102,17 +106,13 @@ class Looker {
           look_.pack_k(sc.kv_rows.k(p_), n, p_.head_dim, 1.0f, keys + look_.k_bytes(static_cast<int>(c0), p_.head_dim),
                        scales + c0);
         }));
-        // The latest rows see the most keys: they go first.
-        std::reverse(blocks.begin(), blocks.end());
-        std::vector<std::vector<int32_t>> flagged(blocks.size());
-        SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(blocks.size()), scratch_bytes(), pool_limit,
-                                            [&](int64_t t, int, void* scratch) {
-          look_block(static_cast<int>(s), blocks[static_cast<size_t>(t)], keys, scales, scratch,
-                     &flagged[static_cast<size_t>(t)]);
-        }));
-        for (size_t t = blocks.size(); t-- > 0;) {  // ascending rows within each head
-          std::vector<int32_t>& rows = plan_->heads[s * hq + blocks[t].head].dense_rows;
-          rows.insert(rows.end(), flagged[t].begin(), flagged[t].end());
+        SAMPLEATTN_RETURN_IF_ERROR(look_blocks(pool, pool_limit, static_cast<int>(s), keys, scales, &probe));
+        // The heads the probe flagged a row of are looked at whole.
+        std::erase_if(rest, [&](const Block& b) { return plan_->heads[s * hq + b.head].dense_rows.empty(); });
+        SAMPLEATTN_RETURN_IF_ERROR(look_blocks(pool, pool_limit, static_cast<int>(s), keys, scales, &rest));
+        for (int h = g * p_.group; h < (g + 1) * p_.group; ++h) {
+          std::vector<int32_t>& rows = plan_->heads[s * hq + h].dense_rows;
+          std::sort(rows.begin(), rows.end());
         }
       }
     }
@@ -121,10 +121,28 @@ class Looker {
 
  private:
   static int64_t round_up(int64_t x, int64_t k) { return (x + k - 1) / k * k; }
+
+  // Looks at the blocks of one sequence, the latest rows (which see the most keys) first, and adds
+  // the rows flagged to their heads' dense rows.
+  Status look_blocks(ThreadPool& pool, uint64_t pool_limit, int seq_index, const char* keys, const float* scales,
+                     std::vector<Block>* blocks) const {
+    std::reverse(blocks->begin(), blocks->end());
+    std::vector<std::vector<int32_t>> flagged(blocks->size());
+    SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(blocks->size()), scratch_bytes(), pool_limit,
+                                        [&](int64_t t, int, void* scratch) {
+      look_block(seq_index, (*blocks)[static_cast<size_t>(t)], keys, scales, scratch, &flagged[static_cast<size_t>(t)]);
+    }));
+    const size_t hq = static_cast<size_t>(p_.num_q_heads);
+    for (size_t t = 0; t < blocks->size(); ++t) {
+      std::vector<int32_t>& rows = plan_->heads[static_cast<size_t>(seq_index) * hq + (*blocks)[t].head].dense_rows;
+      rows.insert(rows.end(), flagged[t].begin(), flagged[t].end());
+    }
+    return Status::ok();
+  }
   static uint64_t scale_bytes(int64_t keys) { return static_cast<uint64_t>(round_up(keys, kTile) + kKeyPadding) * sizeof(float); }
 
   // Rows [q0, q0 + rows) of one sparse head: each row's largest look score outside its band and
-  // stripes (over the keys the model shows it) against its band's largest.
+  // stripes (over the keys the model shows it) against its mask's largest.
   void look_block(int seq_index, const Block& b, const char* keys, const float* scales, void* scratch,
                   std::vector<int32_t>* flagged) const {
     const int d = p_.head_dim;
@@ -167,11 +185,18 @@ class Looker {
         s.mid[r] = static_cast<int32_t>(std::clamp<int64_t>(window_lo(p, hp.window) - t0, 0, n));
         s.hi[r] = static_cast<int32_t>(std::clamp<int64_t>(causal_end(p) - t0, 0, n));
       }
-      // A stripe is outside no row's mask: off the rows whose band starts after it (the last
-      // rows of the block; a stripe inside a row's band counts as the band).
+      // A left-out stripe (or sink) is in every row's mask: a row whose band starts after it
+      // (the last rows of the block) counts it with its band, not outside (a stripe inside a
+      // row's band is the band's already). Its mask's largest score, not its band's alone, is
+      // what a far key must come near: a row whose mass sits on its sinks loses little to a
+      // key near its band's best.
       for (; stripe != left_out.end() && *stripe < t0 + n; ++stripe) {
         const int c = static_cast<int>(*stripe - t0);
-        for (int r = b.rows - 1; r >= 0 && s.mid[r] > c; --r) s.scores[static_cast<size_t>(r) * kTile + c] = kNegInf;
+        for (int r = b.rows - 1; r >= 0 && s.mid[r] > c; --r) {
+          float& score = s.scores[static_cast<size_t>(r) * kTile + c];
+          if (c >= s.lo[r]) s.inner[r] = std::max(s.inner[r], score);
+          score = kNegInf;
+        }
       }
       look_.row_max(s.scores, kTile, b.rows, n, s.lo, s.mid, s.hi, s.outer, s.inner);
     }

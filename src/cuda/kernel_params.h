@@ -245,8 +245,9 @@ struct DecodeArgs {
 // kv head (look_pack), then per block of kLookRows consecutive query rows of one sparse head the
 // rows quantized, their int8 products (mma.sync s8: the exact int32 sums), the scales, the score
 // variants, and each row's largest score outside its band and the left-out stripes against its
-// band's largest: a row within `bar` of it is flagged.
-inline constexpr int kLookRows = 64;
+// mask's largest (its band, the left-out stripes and sinks): a row within `bar` of it is flagged.
+// The host runs the probe's blocks first, then the other blocks of the heads it flagged a row of.
+inline constexpr int kLookRows = kLookBlockRows;  // core/mask.h: the probe counts in these blocks
 
 struct LookBlock {
   int32_t seq;

@@ -21,12 +21,14 @@ Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorks
   std::fill(head_dense, head_dense + nseq * hq, 0);
 
   // Each sparse head's plan as the attention will run it; the ones the look's cost takes past
-  // max_density go dense unlooked, the others' rows past their band are looked at, latest first.
+  // max_density go dense unlooked, the others' rows past their band are looked at in blocks: the
+  // probe's first (core/mask.h, look_probe_block), then the other blocks of the heads it flagged a
+  // row of, each pass latest rows first.
   struct Costed {
     LookBlock block;
     int64_t cost;
   };
-  std::vector<Costed> costed;
+  std::vector<Costed> probe, rest;
   std::vector<HeadPlan> plans(nseq * hq);
   const int32_t* set_dense = hs.at<int32_t>(cl.h_dense);  // validation's dense sets, as the device reads them
   for (int s : cl.sampled_seqs) {
@@ -44,18 +46,18 @@ Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorks
         continue;
       }
       const int64_t i0 = std::max<int64_t>(0, hp.window - seq.q_offset());
-      for (int64_t q0 = i0; q0 < seq.q_len; q0 += kLookRows) {
+      const int64_t blocks = (seq.q_len - i0 + kLookRows - 1) / kLookRows;
+      for (int64_t k = 0; k < blocks; ++k) {
+        const int64_t q0 = i0 + k * kLookRows;
         const int count = static_cast<int>(std::min<int64_t>(kLookRows, seq.q_len - q0));
         const int64_t p_last = seq.q_offset() + q0 + count - 1;
-        costed.push_back({LookBlock{s, h, q0, count, 0}, causal_end(p_last) - model_lo(seq.q_offset() + q0, p.window_left)});
+        (look_probe_block(k, blocks) ? probe : rest)
+            .push_back({LookBlock{s, h, q0, count, 0}, causal_end(p_last) - model_lo(seq.q_offset() + q0, p.window_left)});
       }
     }
   }
 
-  if (!costed.empty()) {
-    std::stable_sort(costed.begin(), costed.end(), [](const Costed& a, const Costed& b) { return a.cost > b.cost; });
-    LookBlock* blocks = hs.at<LookBlock>(cl.h_look_blocks);
-    for (size_t i = 0; i < costed.size(); ++i) blocks[i] = costed[i].block;
+  if (!probe.empty()) {
     // Each set's left-out stripes as bits, a word per 64 keys.
     uint64_t* bits = hs.at<uint64_t>(cl.h_look_bits);
     int64_t* offsets = hs.at<int64_t>(cl.h_look_bit_offsets);
@@ -72,30 +74,47 @@ Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorks
     SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look bit offsets)",
                           cudaMemcpyAsync(ws.at<int64_t>(cl.o_look_bit_offsets), offsets, sizeof(int64_t) * cl.sets.size(),
                                           cudaMemcpyHostToDevice, stream));
-    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look blocks)",
-                          cudaMemcpyAsync(ws.at<LookBlock>(cl.o_look_blocks), blocks, sizeof(LookBlock) * costed.size(),
-                                          cudaMemcpyHostToDevice, stream));
     const size_t flag_bytes = static_cast<size_t>(p.total_q) * hq;
     SAMPLEATTN_CUDA_CHECK("cudaMemsetAsync (look flags)",
                           cudaMemsetAsync(ws.at<uint8_t>(cl.o_look_flags), 0, flag_bytes, stream));
-    LookArgs la = look_args(p, cl, ws, in);
-    la.num_blocks = static_cast<int64_t>(costed.size());
-    SAMPLEATTN_CUDA_CHECK("look kernel", launch_look(cl.bf16, la, stream));
     const uint8_t* flags = hs.at<uint8_t>(cl.h_look_flags);
-    SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look flags)",
-                          cudaMemcpyAsync(hs.at<uint8_t>(cl.h_look_flags), ws.at<uint8_t>(cl.o_look_flags), flag_bytes,
-                                          cudaMemcpyDeviceToHost, stream));
-    SAMPLEATTN_CUDA_CHECK("cudaStreamSynchronize (look flags)", cudaStreamSynchronize(stream));
+    // One pass over some blocks (from `first` in the block arrays; the first pass packs the keys),
+    // the flagged rows added to their heads' dense rows.
+    const auto look_pass = [&](std::vector<Costed>* list, int64_t first) -> Status {
+      std::stable_sort(list->begin(), list->end(), [](const Costed& a, const Costed& b) { return a.cost > b.cost; });
+      LookBlock* blocks = hs.at<LookBlock>(cl.h_look_blocks) + first;
+      for (size_t i = 0; i < list->size(); ++i) blocks[i] = (*list)[i].block;
+      LookBlock* device_blocks = ws.at<LookBlock>(cl.o_look_blocks) + first;
+      SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look blocks)",
+                            cudaMemcpyAsync(device_blocks, blocks, sizeof(LookBlock) * list->size(), cudaMemcpyHostToDevice,
+                                            stream));
+      LookArgs la = look_args(p, cl, ws, in);
+      la.blocks = device_blocks;
+      la.num_blocks = static_cast<int64_t>(list->size());
+      if (first > 0) la.num_tiles = 0;  // packed by the first pass
+      SAMPLEATTN_CUDA_CHECK("look kernel", launch_look(cl.bf16, la, stream));
+      SAMPLEATTN_CUDA_CHECK("cudaMemcpyAsync (look flags)",
+                            cudaMemcpyAsync(hs.at<uint8_t>(cl.h_look_flags), ws.at<uint8_t>(cl.o_look_flags), flag_bytes,
+                                            cudaMemcpyDeviceToHost, stream));
+      SAMPLEATTN_CUDA_CHECK("cudaStreamSynchronize (look flags)", cudaStreamSynchronize(stream));
+      for (const Costed& c : *list) {
+        const LookBlock& b = c.block;
+        std::vector<int32_t>& rows = decided->dense_rows[static_cast<size_t>(b.seq) * hq + b.head];
+        const int64_t q_begin = p.sequences[b.seq].q_begin;
+        for (int r = 0; r < b.count; ++r) {
+          if (flags[(q_begin + b.first + r) * hq + b.head] != 0) rows.push_back(static_cast<int32_t>(b.first + r));
+        }
+      }
+      return Status::ok();
+    };
+    SAMPLEATTN_RETURN_IF_ERROR(look_pass(&probe, 0));
+    // The heads the probe flagged a row of are looked at whole.
+    std::erase_if(rest, [&](const Costed& c) {
+      return decided->dense_rows[static_cast<size_t>(c.block.seq) * hq + c.block.head].empty();
+    });
+    if (!rest.empty()) SAMPLEATTN_RETURN_IF_ERROR(look_pass(&rest, static_cast<int64_t>(probe.size())));
 
     // The flagged rows, then the max_density rule with them.
-    for (const Costed& c : costed) {
-      const LookBlock& b = c.block;
-      std::vector<int32_t>& rows = decided->dense_rows[static_cast<size_t>(b.seq) * hq + b.head];
-      const int64_t q_begin = p.sequences[b.seq].q_begin;
-      for (int r = 0; r < b.count; ++r) {
-        if (flags[(q_begin + b.first + r) * hq + b.head] != 0) rows.push_back(static_cast<int32_t>(b.first + r));
-      }
-    }
     for (int s : cl.sampled_seqs) {
       for (int h = 0; h < hq; ++h) {
         const size_t i = static_cast<size_t>(s) * hq + h;

@@ -8,7 +8,8 @@
 //   the CPU's vpdpbusd, AMX tdpbsud or f32 products of the integers), then (sum * k scale) * q
 //   scale, each an IEEE product, then the score variants (core/score_mod.h).
 //   The rule (cpu/look.cpp): a row's largest score over model_lo <= j < its band, the left-out
-//   stripes excluded, against its band's largest: flagged when within `bar`.
+//   stripes excluded, against its mask's largest (band, and the left-out stripes and sinks it
+//   sees): flagged when within `bar`.
 // look_pack: one warp per (key, kv head) row. look: 4 warps per block of kLookRows rows of one
 // query head (16 rows each), key tiles of 64 double-buffered with cp.async (the K rows, their
 // scales and the tile's word of left-out bits, which the host lays out per set); each row's
@@ -237,13 +238,15 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
     const uint64_t left = s_left_out[stage];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      // The row's spans within the tile as bits: outside its band and not left out; its band.
+      // The row's spans within the tile as bits: outside its band and not left out; its mask
+      // (its band, and the left-out stripes and sinks before it).
       const int rl = static_cast<int>(max(int64_t{0}, min(int64_t{kLookKeys}, lo[h] - base)));
       const int rm = static_cast<int>(max(int64_t{0}, min(int64_t{kLookKeys}, mid[h] - base)));
       const int rh = static_cast<int>(max(int64_t{0}, min(int64_t{kLookKeys}, hi[h] - base)));
+      const uint64_t before_band = bits_from(rl) & ~bits_from(rm);
       // This thread's columns at bits 8n + e after the shift.
-      const uint64_t out_bits = ((bits_from(rl) & ~bits_from(rm)) & ~left) >> (2 * t);
-      const uint64_t in_bits = (bits_from(rm) & ~bits_from(rh)) >> (2 * t);
+      const uint64_t out_bits = (before_band & ~left) >> (2 * t);
+      const uint64_t in_bits = ((bits_from(rm) & ~bits_from(rh)) | (before_band & left)) >> (2 * t);
       if (out_bits == 0 && in_bits == 0) continue;
       const float qs = s_qscale[warp * 16 + g + 8 * h];
 #pragma unroll
