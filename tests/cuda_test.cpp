@@ -1037,15 +1037,15 @@ INSTANTIATE_TEST_SUITE_P(
              "_" + std::get<2>(test_info.param).name;
     });
 
-// The probe (core/mask.h, look_probe_block) on sequences long enough for it to skip blocks (64
-// blocks of rows past the band: every second one probed): rows fetching a far key of their own in
-// a probe block of head 0 and outside the probe in heads 0 and 1; the device flags the CPU's rows.
+// The probe (core/mask.h, look_probe_row, look_whole_head) on a sequence long enough for it to
+// skip rows (every third row past the band probed), look_test's case: head 0 looked at whole,
+// head 1 through its probe only; the device flags the CPU's rows.
 TEST(CudaLook, TheProbeFindsTheCpusRows) {
   SKIP_WITHOUT_DEVICE();
-  const int32_t probed = kProbedRow, unprobed = kUnprobedRow;
-  Case c = far_key_case(DType::kBF16, 4, {{0, probed}, {0, unprobed}, {1, unprobed}});
+  const int32_t a = kProbedRows[0], b = kProbedRows[1], unprobed = kUnprobedRow;
+  Case c = far_key_case(DType::kBF16, 4, {{0, a}, {0, b}, {0, unprobed}, {1, b}, {1, unprobed}});
   sampleattn::Params p = c.params();
-  small_sample_params(p);  // as look_test's LookApi.TheProbeLooksAtWholeTheHeadsItFlagsARowOf
+  small_sample_params(p);  // as look_test's LookApi.TheProbeLooksAtWholeTheHeadsItFlagsEnoughRowsOf
   p.sample.min_window = 40;
   p.sample.r_w = 0.f;
   p.sample.r_row = 0.05f;
@@ -1064,8 +1064,8 @@ TEST(CudaLook, TheProbeFindsTheCpusRows) {
     std::printf("[ info ] head %d: %zu dense rows\n", h, cpu.masks.at(key).dense_rows.size());
   }
   ASSERT_TRUE(gpu.masks.count({0, 0}) && gpu.masks.count({0, 1}));
-  EXPECT_EQ(gpu.masks.at({0, 0}).dense_rows, (std::vector<int64_t>{unprobed, probed}));
-  EXPECT_TRUE(gpu.masks.at({0, 1}).dense_rows.empty());
+  EXPECT_EQ(gpu.masks.at({0, 0}).dense_rows, (std::vector<int64_t>{unprobed, a, b}));
+  EXPECT_EQ(gpu.masks.at({0, 1}).dense_rows, (std::vector<int64_t>{b}));
 }
 
 // ---- The model variants (ABI 1.3: head_dim_v, window_left, softcap, alibi_slopes, sinks) --------

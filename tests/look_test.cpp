@@ -202,13 +202,42 @@ TEST(LookRows, GrowWithTheLook) {
   }
 }
 
-// The probe (core/mask.h, look_probe_block): a head is looked at whole when a row of its probe
-// blocks is flagged, and past its probe not at all otherwise. Three rows fetch a far key of their
-// own: in head 0 one in a probe block and one outside the probe (both found), in head 1 only the
-// one outside it (not looked at). Every row looked at follows the exact rule.
+// look_row_blocks covers every row once, the probe's rows (and no other) in `probe`, in blocks of
+// at most kLookBlockRows rows one stride apart, at every length around the strides' edges.
+TEST(LookRows, TheBlocksCoverEveryRowOnceAndTheProbeExactly) {
+  for (const int64_t n : {1, 2, 63, 64, 65, 1023, 1024, 2047, 2048, 2049, 3100, 8191, 8192, 8193, 20000}) {
+    const int64_t first = 17;
+    std::vector<LookRowBlock> probe, rest;
+    look_row_blocks(first, first + n, &probe, &rest);
+    std::vector<int> seen(static_cast<size_t>(n), 0);
+    for (const auto* list : {&probe, &rest}) {
+      for (const LookRowBlock& b : *list) {
+        ASSERT_GT(b.count, 0);
+        ASSERT_LE(b.count, kLookBlockRows);
+        ASSERT_EQ(b.stride, look_probe_stride(n));
+        for (int r = 0; r < b.count; ++r) {
+          const int64_t j = b.first + int64_t{r} * b.stride - first;
+          ASSERT_TRUE(j >= 0 && j < n) << n;
+          ++seen[static_cast<size_t>(j)];
+          EXPECT_EQ(look_probe_row(j, n), list == &probe) << "n " << n << " row " << j;
+        }
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) ASSERT_EQ(seen[static_cast<size_t>(j)], 1) << "n " << n << " row " << j;
+    EXPECT_TRUE(look_probe_row(n - 1, n));  // the last row always
+  }
+  EXPECT_EQ(look_probe_stride(2047), 1);
+  EXPECT_EQ(look_probe_stride(8192), 8);
+}
+
+// The probe (core/mask.h, look_probe_row, look_whole_head): a head is looked at whole when its
+// probe flags one of its rows in 1,024 (here 2 of 1,352), and past its probe not at all
+// otherwise, keeping the rows the probe flagged. Rows fetch a far key of their own: in head 0 two
+// in the probe and one outside it (all three found), in head 1 one in the probe
+// (found) and one outside it (not looked at). Every row looked at follows the exact rule.
 TEST(LookRows, TheProbeDecidesWhichHeadsAreLookedAtWhole) {
-  const int32_t probed = testing::kProbedRow, unprobed = testing::kUnprobedRow;
-  Case c = testing::far_key_case(DType::kF32, 2, {{0, probed}, {0, unprobed}, {1, unprobed}});
+  const int32_t a = testing::kProbedRows[0], b = testing::kProbedRows[1], unprobed = testing::kUnprobedRow;
+  Case c = testing::far_key_case(DType::kF32, 2, {{0, a}, {0, b}, {0, unprobed}, {1, b}, {1, unprobed}});
   sampleattn::Params params = c.params();
   params.method = SAMPLEATTN_METHOD_SAMPLE;
   Problem problem;
@@ -223,33 +252,32 @@ TEST(LookRows, TheProbeDecidesWhichHeadsAreLookedAtWhole) {
     hp.window = 40;
     hp.stripes = {0, 1};
   }
-  const int64_t blocks = (4096 - 40 + kLookBlockRows - 1) / kLookBlockRows;
-  const auto row_of = [](int64_t block, int r) { return static_cast<int32_t>(40 + block * kLookBlockRows + r); };
-  ASSERT_EQ(blocks, 64);
-  ASSERT_TRUE(look_probe_block((probed - 40) / kLookBlockRows, blocks));
-  ASSERT_FALSE(look_probe_block((unprobed - 40) / kLookBlockRows, blocks));
+  const int64_t n = 4096 - 40;  // rows past the band, from row 40
+  ASSERT_EQ(look_probe_stride(n), 3);
+  int64_t probe_rows = 0;
+  for (int64_t j = 0; j < n; ++j) probe_rows += look_probe_row(j, n);
+  ASSERT_TRUE(look_whole_head(2, probe_rows) && !look_whole_head(1, probe_rows)) << probe_rows << " rows in the probe";
+  for (const int32_t row : {a, b}) ASSERT_TRUE(look_probe_row(row - 40, n));
+  ASSERT_FALSE(look_probe_row(unprobed - 40, n));
   const auto margins = exact_margins(problem, base, problem.sample.look);
   SparsePlan plan = base;
   ASSERT_TRUE(cpu::find_dense_rows(*pool_of(2), 0, cpu::WorkspaceParts{}, active_kernel_table(), problem, &plan).is_ok());
   for (int h = 0; h < 2; ++h) {
     const std::set<int32_t> rows(plan.heads[h].dense_rows.begin(), plan.heads[h].dense_rows.end());
     int exact_flags = 0;
-    for (int64_t k = 0; k < blocks; ++k) {
-      for (int r = 0; r < kLookBlockRows && row_of(k, r) < 4096; ++r) {
-        const int32_t row = row_of(k, r);
-        const double m = margins[static_cast<size_t>(h)][static_cast<size_t>(row)];
-        exact_flags += m >= 0;
-        if (std::abs(m) < 0.25) continue;
-        // Head 0 is looked at whole; head 1 in its probe blocks only.
-        const bool looked = h == 0 || look_probe_block(k, blocks);
-        EXPECT_EQ(rows.count(row) > 0, looked && m >= 0) << "head " << h << " row " << row << " margin " << m;
-      }
+    for (int32_t row = 40; row < 4096; ++row) {
+      const double m = margins[static_cast<size_t>(h)][static_cast<size_t>(row)];
+      exact_flags += m >= 0;
+      if (std::abs(m) < 0.25) continue;
+      // Head 0 is looked at whole; head 1 in its probe only.
+      const bool looked = h == 0 || look_probe_row(row - 40, n);
+      EXPECT_EQ(rows.count(row) > 0, looked && m >= 0) << "head " << h << " row " << row << " margin " << m;
     }
     EXPECT_GE(margins[static_cast<size_t>(h)][static_cast<size_t>(unprobed)], 1.0) << "head " << h;
-    EXPECT_LE(exact_flags, h == 0 ? 2 : 1) << "head " << h << ": the far keys' rows alone";
+    EXPECT_EQ(exact_flags, h == 0 ? 3 : 2) << "head " << h << ": the far keys' rows alone";
   }
-  EXPECT_EQ(plan.heads[0].dense_rows, (std::vector<int32_t>{unprobed, probed}));
-  EXPECT_TRUE(plan.heads[1].dense_rows.empty());
+  EXPECT_EQ(plan.heads[0].dense_rows, (std::vector<int32_t>{unprobed, a, b}));
+  EXPECT_EQ(plan.heads[1].dense_rows, (std::vector<int32_t>{b}));
 }
 
 // The max_density rule counts the look's cost (an eighth of the model's pairs) beside the mask: a
@@ -361,9 +389,9 @@ TEST(LookApi, OutputIsExactOverTheMaskWithTheRowsTheStatsName) {
   for (const auto& h : plain.heads) EXPECT_EQ(h.dense_rows, 0);
 }
 
-// The probe through the API: the head whose probe flags a row is looked at whole (both its far
-// rows run dense), the head whose only far row lies outside its probe is not looked at past it,
-// and the heads without far rows have no dense rows. cuda_test runs the same case on the device.
+// The probe through the API, on the same rows: the head whose probe flags enough rows is looked
+// at whole (its three far rows run dense), the head whose probe flags one keeps that one only, and
+// the heads without far rows have no dense rows. cuda_test runs the same case on the device.
 sampleattn::Params probe_params(Case& c) {
   sampleattn::Params p = c.params();
   testing::small_sample_params(p);
@@ -375,15 +403,16 @@ sampleattn::Params probe_params(Case& c) {
   return p;
 }
 
-TEST(LookApi, TheProbeLooksAtWholeTheHeadsItFlagsARowOf) {
-  const int32_t probed = testing::kProbedRow, unprobed = testing::kUnprobedRow;
-  Case c = testing::far_key_case(DType::kF32, 4, {{0, probed}, {0, unprobed}, {1, unprobed}});
+TEST(LookApi, TheProbeLooksAtWholeTheHeadsItFlagsEnoughRowsOf) {
+  const int32_t a = testing::kProbedRows[0], b = testing::kProbedRows[1], unprobed = testing::kUnprobedRow;
+  Case c = testing::far_key_case(DType::kF32, 4, {{0, a}, {0, b}, {0, unprobed}, {1, b}, {1, unprobed}});
   sampleattn::Params p = probe_params(c);
   const Outcome o = run(c, p);
   ASSERT_EQ(o.status, SAMPLEATTN_SUCCESS) << sampleattn_last_error();
   for (int h = 0; h < 4; ++h) ASSERT_TRUE(o.masks.count({0, h})) << "head " << h << " sparse";
-  EXPECT_EQ(o.masks.at({0, 0}).dense_rows, (std::vector<int64_t>{unprobed, probed}));
-  for (int h = 1; h < 4; ++h) EXPECT_TRUE(o.masks.at({0, h}).dense_rows.empty()) << "head " << h;
+  EXPECT_EQ(o.masks.at({0, 0}).dense_rows, (std::vector<int64_t>{unprobed, a, b}));
+  EXPECT_EQ(o.masks.at({0, 1}).dense_rows, (std::vector<int64_t>{b}));
+  for (int h = 2; h < 4; ++h) EXPECT_TRUE(o.masks.at({0, h}).dense_rows.empty()) << "head " << h;
 }
 
 TEST(LookApi, RowsPastTheCapacityAreCountedNotWritten) {

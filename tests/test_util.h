@@ -160,11 +160,12 @@ inline void add_positional(Case& c, uint64_t seed, bool local) {
 
 // The look's probe cases (look_test, cuda_test): one sequence of 4096 tokens, d = 128, one kv
 // head, add_positional's local part (every row's best keys in its band), and key 100 along
-// dimensions 64..71 asked for, as strongly as its band's best, by the rows far_rows names (head,
-// row). With a window of 40 the rows past the band fill 64 blocks of the look (core/mask.h),
-// every second one in the probe: kProbedRow is in a probe block, kUnprobedRow is not.
-inline constexpr int32_t kProbedRow = 40 + 63 * 64 + 7;
-inline constexpr int32_t kUnprobedRow = 40 + 46 * 64 + 5;
+// dimensions 64..71 asked for, far above its band's best, by the rows far_rows names (head,
+// row). With a window of 40, 4,056 rows lie past the band, every third one in the probe (those
+// with (4095 - row) % 3 == 0, core/mask.h: 1,352 rows, so a head is looked at whole from 2 rows
+// flagged there): kProbedRows are in the probe, kUnprobedRow is not.
+inline constexpr int32_t kProbedRows[2] = {3699, 3849};
+inline constexpr int32_t kUnprobedRow = 2989;
 inline Case far_key_case(DType dtype, int hq, const std::vector<std::pair<int, int32_t>>& far_rows) {
   Case c;
   c.d = 128;
@@ -175,8 +176,8 @@ inline Case far_key_case(DType dtype, int hq, const std::vector<std::pair<int, i
   c.materialize(3, 0.5f);
   add_positional(c, 3, /*local=*/true);
   for (int e = 64; e < 72; ++e) {
-    c.k.set(100 * c.d + e, 6.f);
-    for (const auto& [head, row] : far_rows) c.q.set((static_cast<int64_t>(row) * c.hq + head) * c.d + e, 6.f);
+    c.k.set(100 * c.d + e, 8.f);
+    for (const auto& [head, row] : far_rows) c.q.set((static_cast<int64_t>(row) * c.hq + head) * c.d + e, 8.f);
   }
   return c;
 }

@@ -231,20 +231,36 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t look_cost_pairs(int64_t model_pairs) {
 }
 // The look's margin in log2 units (the scores'), one f32 product: both backends compare with it.
 SAMPLEATTN_HOST_DEVICE constexpr float look_bar_log2(float look) { return look * kLog2e; }
-// The look's probe. A sparse head's rows from its first past the band on are looked at in
-// blocks of kLookBlockRows (block k holds rows first + k * kLookBlockRows ..), in two passes:
-// first the probe, every stride-th block counted back from the last (the last among them), then
-// the head's other blocks, only when the probe flagged a row of it. The stride is the head's
-// blocks over kLookProbeBlocks, within [1, kLookProbeStride]: a head of fewer than 2 * 32 blocks is
-// looked at whole, one of 256 or more through an eighth of its rows. Rows that fetch far keys come
-// in the hundreds where they matter (0.5-1.5% of a head's rows on the model of docs/ACCURACY.md),
-// so the probe meets them; a head without them costs an eighth of the look.
+// The look's probe. A sparse head's rows from its first past the band on (n of them) are looked
+// at in two passes: first the probe, every stride-th row counted back from the last (the last
+// among them), then the head's other rows, only when the probe flagged at least one of its rows in
+// kLookProbeShare (and at least one). The stride is n / kLookProbeRows within [1,
+// kLookProbeStride]: a head of fewer than 2,048 such rows is looked at whole, one of 8,192 or
+// more through an eighth of its rows. Rows that fetch far keys come in the hundreds where they
+// matter (0.5-1.5% of a head's rows on the model of docs/ACCURACY.md, 0.5% in the far mix of the
+// generator), 5-15x that share, so the probe meets them; a head without them costs an eighth of
+// the look, and keeps the rows the probe flagged. A head whose rows are flagged at a share of 1 in
+// 1,000 loses at most about sqrt(0.001) = 3% of its output's norm even if those rows lose
+// everything (about 0.5% at their usual loss). Rows, not blocks of rows: such rows come in
+// clusters (a copied passage), which a probe of whole blocks meets too seldom (on the model, a
+// head with 68 flagged rows showed 2 in its probe blocks, and ran at 2.4% instead of 0.04%).
+// Both backends look at the rows in blocks of kLookBlockRows rows of one stride (sparse_plan.h,
+// look_row_blocks).
 inline constexpr int kLookBlockRows = 64;
-inline constexpr int64_t kLookProbeBlocks = 32;
+inline constexpr int64_t kLookProbeRows = 1024;
 inline constexpr int64_t kLookProbeStride = 8;
-SAMPLEATTN_HOST_DEVICE constexpr bool look_probe_block(int64_t k, int64_t blocks) {
-  const int64_t stride = blocks / kLookProbeBlocks;
-  return (blocks - 1 - k) % (stride < 1 ? 1 : (stride > kLookProbeStride ? kLookProbeStride : stride)) == 0;
+inline constexpr int64_t kLookProbeShare = 1024;
+SAMPLEATTN_HOST_DEVICE constexpr int64_t look_probe_stride(int64_t rows) {
+  const int64_t stride = rows / kLookProbeRows;
+  return stride < 1 ? 1 : (stride > kLookProbeStride ? kLookProbeStride : stride);
+}
+// Whether row j (0 = the head's first row past its band) of its n such rows is in the probe.
+SAMPLEATTN_HOST_DEVICE constexpr bool look_probe_row(int64_t j, int64_t n) {
+  return (n - 1 - j) % look_probe_stride(n) == 0;
+}
+// Whether a head whose probe looked at `rows` rows and flagged `flagged` of them is looked at whole.
+SAMPLEATTN_HOST_DEVICE constexpr bool look_whole_head(int64_t flagged, int64_t rows) {
+  return flagged > 0 && flagged * kLookProbeShare >= rows;
 }
 
 // ---- Validation (docs/ALGORITHM.md, "Validation") ---------------------------------------------

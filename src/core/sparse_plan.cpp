@@ -105,6 +105,22 @@ bool look_runs_dense(const Problem& problem, const Sequence& seq, const HeadPlan
          mask_runs_dense(pairs + look_cost_pairs(model), model, problem.sample.max_density);
 }
 
+void look_row_blocks(int64_t first, int64_t end, std::vector<LookRowBlock>* probe, std::vector<LookRowBlock>* rest) {
+  const int64_t n = end - first;
+  if (n <= 0) return;
+  const int64_t stride = look_probe_stride(n);
+  // Class c: the rows j with (n - 1 - j) % stride == c, ascending; class 0 is the probe.
+  for (int64_t c = 0; c < stride && c < n; ++c) {
+    const int64_t j_last = n - 1 - c, j_first = j_last % stride;
+    const int64_t rows = (j_last - j_first) / stride + 1;
+    for (int64_t k = 0; k < rows; k += kLookBlockRows) {
+      (c == 0 ? probe : rest)
+          ->push_back({first + j_first + k * stride, static_cast<int32_t>(stride),
+                       static_cast<int32_t>(std::min<int64_t>(kLookBlockRows, rows - k))});
+    }
+  }
+}
+
 void run_dense_look(const Sequence& seq, HeadPlan* plan) {
   const int64_t alpha_stripes = plan->alpha_stripes;
   *plan = HeadPlan{};

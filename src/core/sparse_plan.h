@@ -91,6 +91,17 @@ int64_t stripe_pairs(const Problem& problem, const Sequence& seq, int64_t window
 // sparse head's mask (its dense rows included) with the look's own cost (look_cost_pairs) passes
 // max_density (max_density 1: never): checked before the look, then with its dense rows.
 bool look_runs_dense(const Problem& problem, const Sequence& seq, const HeadPlan& plan);
+// A block of rows the look takes at once: `count` (<= kLookBlockRows) rows of one head, first,
+// first + stride, ... (local query indices).
+struct LookRowBlock {
+  int64_t first;
+  int32_t stride;
+  int32_t count;
+};
+// The blocks of a head whose rows first .. end - 1 are looked at (core/mask.h, the probe): the
+// probe's rows (look_probe_row) into `probe`, the others into `rest`, in blocks of rows of one
+// stride (look_probe_stride: every row of a block is the stride-th after the one before).
+void look_row_blocks(int64_t first, int64_t end, std::vector<LookRowBlock>* probe, std::vector<LookRowBlock>* rest);
 // Makes a sparse head the look takes past max_density dense (SAMPLEATTN_DECISION_DENSE_LOOK), as a
 // dense head reports itself, with the stripes alpha chose kept for the statistics.
 void run_dense_look(const Sequence& seq, HeadPlan* plan);

@@ -52,8 +52,7 @@ Scratch carve(ScratchCarver c, const LookPath& look, int d, size_t* bytes = null
 
 struct Block {
   int head;
-  int64_t q0;  // the block's first query (index within the sequence)
-  int rows;
+  LookRowBlock rows;  // its queries (indices within the sequence): first, first + stride, ...
 };
 
 class Looker {
@@ -81,17 +80,19 @@ class Looker {
       for (int g = 0; g < p_.num_kv_heads; ++g) {
         // The probe's blocks of the group's sparse heads, and their other blocks.
         std::vector<Block> probe, rest;
+        std::vector<int64_t> probe_rows(static_cast<size_t>(p_.group), 0);
         for (int h = g * p_.group; h < (g + 1) * p_.group; ++h) {
           const HeadPlan& hp = plan_->head(static_cast<int>(s), h, hq);
           if (hp.dense) continue;
           // Rows whose band holds every key they see (p < window) have nothing to look at.
           const int64_t i0 = std::max<int64_t>(0, hp.window - seq.q_offset());
-          const int64_t blocks = (seq.q_len - i0 + kRows - 1) / kRows;
-          for (int64_t k = 0; k < blocks; ++k) {
-            const int64_t q0 = i0 + k * kRows;
-            (look_probe_block(k, blocks) ? probe : rest)
-                .push_back({h, q0, static_cast<int>(std::min<int64_t>(kRows, seq.q_len - q0))});
+          std::vector<LookRowBlock> head_probe, head_rest;
+          look_row_blocks(i0, seq.q_len, &head_probe, &head_rest);
+          for (const LookRowBlock& r : head_probe) {
+            probe.push_back({h, r});
+            probe_rows[static_cast<size_t>(h - g * p_.group)] += r.count;
           }
+          for (const LookRowBlock& r : head_rest) rest.push_back({h, r});
         }
         if (probe.empty()) continue;
         // The blocks' keys, packed once for the group's heads.
@@ -107,8 +108,11 @@ class Looker {
                        scales + c0);
         }));
         SAMPLEATTN_RETURN_IF_ERROR(look_blocks(pool, pool_limit, static_cast<int>(s), keys, scales, &probe));
-        // The heads the probe flagged a row of are looked at whole.
-        std::erase_if(rest, [&](const Block& b) { return plan_->heads[s * hq + b.head].dense_rows.empty(); });
+        // The heads whose probe flagged enough of its rows are looked at whole.
+        std::erase_if(rest, [&](const Block& b) {
+          return !look_whole_head(static_cast<int64_t>(plan_->heads[s * hq + b.head].dense_rows.size()),
+                                  probe_rows[static_cast<size_t>(b.head - g * p_.group)]);
+        });
         SAMPLEATTN_RETURN_IF_ERROR(look_blocks(pool, pool_limit, static_cast<int>(s), keys, scales, &rest));
         for (int h = g * p_.group; h < (g + 1) * p_.group; ++h) {
           std::vector<int32_t>& rows = plan_->heads[s * hq + h].dense_rows;
@@ -126,7 +130,9 @@ class Looker {
   // the rows flagged to their heads' dense rows.
   Status look_blocks(ThreadPool& pool, uint64_t pool_limit, int seq_index, const char* keys, const float* scales,
                      std::vector<Block>* blocks) const {
-    std::reverse(blocks->begin(), blocks->end());
+    std::stable_sort(blocks->begin(), blocks->end(), [](const Block& a, const Block& b) {
+      return a.rows.first + int64_t{a.rows.count - 1} * a.rows.stride > b.rows.first + int64_t{b.rows.count - 1} * b.rows.stride;
+    });
     std::vector<std::vector<int32_t>> flagged(blocks->size());
     SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(blocks->size()), scratch_bytes(), pool_limit,
                                         [&](int64_t t, int, void* scratch) {
@@ -141,7 +147,7 @@ class Looker {
   }
   static uint64_t scale_bytes(int64_t keys) { return static_cast<uint64_t>(round_up(keys, kTile) + kKeyPadding) * sizeof(float); }
 
-  // Rows [q0, q0 + rows) of one sparse head: each row's largest look score outside its band and
+  // One block of rows of one sparse head: each row's largest look score outside its band and
   // stripes (over the keys the model shows it) against its mask's largest.
   void look_block(int seq_index, const Block& b, const char* keys, const float* scales, void* scratch,
                   std::vector<int32_t>* flagged) const {
@@ -151,9 +157,11 @@ class Looker {
     const HeadPlan& hp = plan_->head(seq_index, b.head, p_.num_q_heads);
     const float slope = p_.score_mod(b.head).alibi_log2;
     int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
-    for (int r = 0; r < b.rows; ++r) {
-      const int64_t p = seq.q_offset() + b.q0 + r;
-      s.q_offsets[r] = (seq.q_begin + b.q0 + r) * p_.q.token_stride + b.head * p_.q.head_stride;
+    const int rows = b.rows.count;
+    for (int r = 0; r < rows; ++r) {
+      const int64_t i = b.rows.first + int64_t{r} * b.rows.stride;
+      const int64_t p = seq.q_offset() + i;
+      s.q_offsets[r] = (seq.q_begin + i) * p_.q.token_stride + b.head * p_.q.head_stride;
       s.row_pos[r] = static_cast<int32_t>(p);
       s.slopes[r] = slope;
       s.outer[r] = kNegInf;
@@ -161,7 +169,7 @@ class Looker {
       first = std::min(first, model_lo(p, p_.window_left));
       last = std::max(last, causal_end(p));
     }
-    look_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, b.rows, d, scale_log2(p_.scale), s.q, s.q_scales);
+    look_.pack_q({p_.q.data, p_.q.dtype, 0, s.q_offsets}, rows, d, scale_log2(p_.scale), s.q, s.q_scales);
     ScoreModArgs mod;
     mod.softcap = p_.score_mod(0).softcap_log2;  // one cap for every head
     if (!p_.alibi_slopes.empty()) {
@@ -173,13 +181,13 @@ class Looker {
     auto stripe = std::lower_bound(left_out.begin(), left_out.end(), static_cast<int32_t>(first / kTile * kTile));
     for (int64_t t0 = first / kTile * kTile; t0 < last; t0 += kTile) {
       const int n = static_cast<int>(std::min<int64_t>(kTile, last - t0));
-      look_.scores(s.q, s.q_scales, b.rows, keys + look_.k_bytes(static_cast<int>(t0), d), scales + t0, n, d, s.scores,
+      look_.scores(s.q, s.q_scales, rows, keys + look_.k_bytes(static_cast<int>(t0), d), scales + t0, n, d, s.scores,
                    kTile);
       if (mod.any()) {
         for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(t0 + c);
-        kernels_.modify_scores(s.scores, kTile, b.rows, n, mod);
+        kernels_.modify_scores(s.scores, kTile, rows, n, mod);
       }
-      for (int r = 0; r < b.rows; ++r) {
+      for (int r = 0; r < rows; ++r) {
         const int64_t p = s.row_pos[r];
         s.lo[r] = static_cast<int32_t>(std::clamp<int64_t>(model_lo(p, p_.window_left) - t0, 0, n));
         s.mid[r] = static_cast<int32_t>(std::clamp<int64_t>(window_lo(p, hp.window) - t0, 0, n));
@@ -192,16 +200,18 @@ class Looker {
       // key near its band's best.
       for (; stripe != left_out.end() && *stripe < t0 + n; ++stripe) {
         const int c = static_cast<int>(*stripe - t0);
-        for (int r = b.rows - 1; r >= 0 && s.mid[r] > c; --r) {
+        for (int r = rows - 1; r >= 0 && s.mid[r] > c; --r) {
           float& score = s.scores[static_cast<size_t>(r) * kTile + c];
           if (c >= s.lo[r]) s.inner[r] = std::max(s.inner[r], score);
           score = kNegInf;
         }
       }
-      look_.row_max(s.scores, kTile, b.rows, n, s.lo, s.mid, s.hi, s.outer, s.inner);
+      look_.row_max(s.scores, kTile, rows, n, s.lo, s.mid, s.hi, s.outer, s.inner);
     }
-    for (int r = 0; r < b.rows; ++r) {
-      if (s.outer[r] > kNegInf && s.outer[r] >= s.inner[r] - bar_) flagged->push_back(static_cast<int32_t>(b.q0 + r));
+    for (int r = 0; r < rows; ++r) {
+      if (s.outer[r] > kNegInf && s.outer[r] >= s.inner[r] - bar_) {
+        flagged->push_back(static_cast<int32_t>(b.rows.first + int64_t{r} * b.rows.stride));
+      }
     }
   }
 

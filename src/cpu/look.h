@@ -1,7 +1,8 @@
 // The look at every row (docs/ALGORITHM.md, step 5; sample.look > 0): after stage 2, every row of
 // every sparse head compares its largest approximate score outside its window band and stripes
 // with its mask's largest (band, stripes, sinks), first the rows of the probe's blocks, then the
-// other rows of the heads the probe flagged a row of (core/mask.h, look_probe_block); a row within
+// other rows of the heads the probe flagged enough rows of (core/mask.h, look_probe_block,
+// look_whole_head); a row within
 // `look` nats of it joins the head's dense rows, which the
 // attention runs over every key they see (cpu/flash_driver.cpp). The max_density rule counts the
 // look's own cost (look_cost_pairs, core/mask.h) beside the mask: a head it takes past runs dense

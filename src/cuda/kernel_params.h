@@ -242,19 +242,20 @@ struct DecodeArgs {
 
 // The look at every row on the device (docs/ALGORITHM.md, step 5), with the CPU's arithmetic
 // (simd/flash/look_quantize.h, look.h): the sampled sequences' K rows quantized to int8 once per
-// kv head (look_pack), then per block of kLookRows consecutive query rows of one sparse head the
-// rows quantized, their int8 products (mma.sync s8: the exact int32 sums), the scales, the score
+// kv head (look_pack), then per block of kLookRows query rows of one sparse head (one stride
+// apart) the rows quantized, their int8 products (mma.sync s8: the exact int32 sums), the scales, the score
 // variants, and each row's largest score outside its band and the left-out stripes against its
 // mask's largest (its band, the left-out stripes and sinks): a row within `bar` of it is flagged.
-// The host runs the probe's blocks first, then the other blocks of the heads it flagged a row of.
-inline constexpr int kLookRows = kLookBlockRows;  // core/mask.h: the probe counts in these blocks
+// The host runs the probe's blocks first, then the other blocks of the heads it flagged enough
+// rows of (core/mask.h, look_whole_head).
+inline constexpr int kLookRows = kLookBlockRows;  // core/mask.h, as the CPU's blocks
 
 struct LookBlock {
   int32_t seq;
   int32_t head;
-  int64_t first;  // local query index of its first row
+  int64_t first;  // local query index of its first row; row r is first + r * stride
   int32_t count;
-  int32_t pad;
+  int32_t stride;
 };
 
 struct LookArgs {

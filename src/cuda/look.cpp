@@ -22,8 +22,9 @@ Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorks
 
   // Each sparse head's plan as the attention will run it; the ones the look's cost takes past
   // max_density go dense unlooked, the others' rows past their band are looked at in blocks: the
-  // probe's first (core/mask.h, look_probe_block), then the other blocks of the heads it flagged a
-  // row of, each pass latest rows first.
+  // probe's first (core/mask.h, look_probe_row; core/sparse_plan.h, look_row_blocks), then the
+  // other blocks of the heads it flagged enough rows of (look_whole_head), each pass latest rows
+  // first.
   struct Costed {
     LookBlock block;
     int64_t cost;
@@ -46,13 +47,15 @@ Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorks
         continue;
       }
       const int64_t i0 = std::max<int64_t>(0, hp.window - seq.q_offset());
-      const int64_t blocks = (seq.q_len - i0 + kLookRows - 1) / kLookRows;
-      for (int64_t k = 0; k < blocks; ++k) {
-        const int64_t q0 = i0 + k * kLookRows;
-        const int count = static_cast<int>(std::min<int64_t>(kLookRows, seq.q_len - q0));
-        const int64_t p_last = seq.q_offset() + q0 + count - 1;
-        (look_probe_block(k, blocks) ? probe : rest)
-            .push_back({LookBlock{s, h, q0, count, 0}, causal_end(p_last) - model_lo(seq.q_offset() + q0, p.window_left)});
+      std::vector<LookRowBlock> head_probe, head_rest;
+      look_row_blocks(i0, seq.q_len, &head_probe, &head_rest);
+      for (const auto* list : {&head_probe, &head_rest}) {
+        for (const LookRowBlock& r : *list) {
+          const int64_t p_last = seq.q_offset() + r.first + int64_t{r.count - 1} * r.stride;
+          (list == &head_probe ? probe : rest)
+              .push_back({LookBlock{s, h, r.first, r.count, r.stride},
+                          causal_end(p_last) - model_lo(seq.q_offset() + r.first, p.window_left)});
+        }
       }
     }
   }
@@ -102,15 +105,19 @@ Status find_dense_rows(const Problem& p, const CallLayout& cl, const DeviceWorks
         std::vector<int32_t>& rows = decided->dense_rows[static_cast<size_t>(b.seq) * hq + b.head];
         const int64_t q_begin = p.sequences[b.seq].q_begin;
         for (int r = 0; r < b.count; ++r) {
-          if (flags[(q_begin + b.first + r) * hq + b.head] != 0) rows.push_back(static_cast<int32_t>(b.first + r));
+          const int64_t i = b.first + int64_t{r} * b.stride;
+          if (flags[(q_begin + i) * hq + b.head] != 0) rows.push_back(static_cast<int32_t>(i));
         }
       }
       return Status::ok();
     };
     SAMPLEATTN_RETURN_IF_ERROR(look_pass(&probe, 0));
-    // The heads the probe flagged a row of are looked at whole.
+    // The heads whose probe flagged enough of its rows are looked at whole.
+    std::vector<int64_t> probe_rows(nseq * hq, 0);
+    for (const Costed& c : probe) probe_rows[static_cast<size_t>(c.block.seq) * hq + c.block.head] += c.block.count;
     std::erase_if(rest, [&](const Costed& c) {
-      return decided->dense_rows[static_cast<size_t>(c.block.seq) * hq + c.block.head].empty();
+      const size_t i = static_cast<size_t>(c.block.seq) * hq + c.block.head;
+      return !look_whole_head(static_cast<int64_t>(decided->dense_rows[i].size()), probe_rows[i]);
     });
     if (!rest.empty()) SAMPLEATTN_RETURN_IF_ERROR(look_pass(&rest, static_cast<int64_t>(probe.size())));
 

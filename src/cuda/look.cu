@@ -11,8 +11,9 @@
 //   stripes excluded, against its mask's largest (band, and the left-out stripes and sinks it
 //   sees): flagged when within `bar`.
 // look_pack: one warp per (key, kv head) row. look: 4 warps per block of kLookRows rows of one
-// query head (16 rows each), key tiles of 64 double-buffered with cp.async (the K rows, their
-// scales and the tile's word of left-out bits, which the host lays out per set); each row's
+// query head, each the block's stride after the one before (16 rows a warp), key tiles of 64
+// double-buffered with cp.async (the K rows, their scales and the tile's word of left-out bits,
+// which the host lays out per set); each row's
 // outside keys and band are bit masks of the tile. Without score variants the row's scale is
 // applied to its two maxima at the end (a positive factor: the same bits as scaling each score).
 #include <cuda_bf16.h>
@@ -144,7 +145,7 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
   for (int r = warp; r < kLookRows; r += 4) {
     float x[kMaxValues];
     const bool valid = r < blk.count;
-    const T* src = Q + (sd.q_begin + blk.first + (valid ? r : 0)) * a.q_token_stride + head * a.q_head_stride;
+    const T* src = Q + (sd.q_begin + blk.first + (valid ? r : 0) * int64_t{blk.stride}) * a.q_token_stride + head * a.q_head_stride;
 #pragma unroll
     for (int c = 0; c < kMaxValues; ++c) {
       const int i = lane + 32 * c;
@@ -157,7 +158,7 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
   // The keys of the block's rows: model_lo of the first to the last one's position, in tiles of
   // 64 from a multiple of 64. Every load of a tile is asynchronous: its K rows, their scales and
   // its word of left-out bits.
-  const int64_t p_first = q_offset + blk.first, p_last = p_first + blk.count - 1;
+  const int64_t p_first = q_offset + blk.first, p_last = p_first + int64_t{blk.count - 1} * blk.stride;
   const int64_t k0 = model_lo(p_first, a.window_left) / kLookKeys * kLookKeys;
   const int64_t n_tiles = (causal_end(p_last) - k0 + kLookKeys - 1) / kLookKeys;
   const int8_t* keys = a.keys + (sd.key_prefix * a.num_kv_heads + kvh) * RB;
@@ -191,7 +192,7 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = warp * 16 + g + 8 * h;
-    pos[h] = q_offset + blk.first + (r < blk.count ? r : blk.count - 1);
+    pos[h] = q_offset + blk.first + int64_t{r < blk.count ? r : blk.count - 1} * blk.stride;
     lo[h] = model_lo(pos[h], a.window_left);
     hi[h] = causal_end(pos[h]);
     const int64_t w = window_lo(pos[h], sd.window);
@@ -278,7 +279,7 @@ __global__ void __launch_bounds__(128) look_kernel(const LookArgs a) {
     }
     const int r = warp * 16 + g + 8 * h;
     if (t == 0 && r < blk.count && o > -INFINITY && o >= __fsub_rn(i, a.bar)) {
-      a.flags[(sd.q_begin + blk.first + r) * a.num_q_heads + head] = 1;
+      a.flags[(sd.q_begin + blk.first + int64_t{r} * blk.stride) * a.num_q_heads + head] = 1;
     }
   }
 }
