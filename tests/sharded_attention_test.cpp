@@ -251,6 +251,35 @@ TEST(ShardedAttention, RandomPlansEverySplit) {
   expect_same_as_whole(c, p, dense, even_split(lengths, 3, true), 3, kF32);
 }
 
+// The look's dense rows (a few rows of some sparse heads attend over every key they see): each
+// process gathers the keys before its dense rows, and every split gives the whole batch's rows.
+TEST(ShardedAttention, DenseRowsOfTheLook) {
+  const std::vector<int32_t> lengths{700, 300};
+  Case c = random_case(lengths, 64, 8, 2, DType::kF32, 13);
+  sampleattn::Params p = c.params();
+  p.method = SAMPLEATTN_METHOD_SAMPLE;
+  const Problem whole = problem_of(c, p);
+  for (int processes = 1; processes <= 4; ++processes) {
+    SCOPED_TRACE(std::to_string(processes) + " processes");
+    SparsePlan plan = random_plan(whole, 200 + processes, 0.25, false, processes % 2 == 0);
+    Rng rng(300 + static_cast<uint64_t>(processes));
+    int with_rows = 0;
+    for (size_t i = 0; i < plan.heads.size(); ++i) {
+      HeadPlan& hp = plan.heads[i];
+      if (hp.dense || i % 3 == 0) continue;
+      const int64_t len = lengths[i / static_cast<size_t>(c.hq)];
+      std::set<int32_t> rows;
+      for (int k = 0; k < 6; ++k) rows.insert(static_cast<int32_t>(rng.next() % static_cast<uint64_t>(len)));
+      rows.insert(static_cast<int32_t>(len - 1));
+      hp.dense_rows.assign(rows.begin(), rows.end());
+      ++with_rows;
+    }
+    ASSERT_GT(with_rows, 0);
+    expect_same_as_whole(c, p, plan, even_split(lengths, processes, false), processes, kF32);
+    expect_same_as_whole(c, p, plan, even_split(lengths, processes, true), processes, kF32);
+  }
+}
+
 TEST(ShardedAttention, UnevenEmptyAndShortRuns) {
   // Runs of 1 to 17 queries (at most 16 is a decode chunk), empty runs, a process that holds
   // nothing, a sequence of 12 keys, and a process holding several pieces of one sequence.

@@ -12,6 +12,7 @@
 #include "core/problem.h"
 #include "core/shard_map.h"
 #include "cpu/flash_driver.h"
+#include "cpu/look.h"
 #include "cpu/sampling.h"
 #include "cpu/thread_pool.h"
 #include "simd/dispatch.h"
@@ -104,6 +105,7 @@ void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& sp
   {
     auto pool = pool_of(2);
     ASSERT_TRUE(cpu::build_sparse_plan(*pool, 0, cpu::WorkspaceParts{}, kernels, whole, true, &one).is_ok());
+    ASSERT_TRUE(cpu::find_dense_rows(*pool, 0, cpu::WorkspaceParts{}, kernels, whole, &one).is_ok());
   }
   // The case must test something: sparse heads with ranked stripes, validated.
   int sparse = 0;
@@ -121,7 +123,15 @@ void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& sp
     auto pool = pool_of(1);
     testing::ThreadCollective coll(world, r);
     status[r] = cpu::build_sharded_plan(*pool, workspace_limit, kernels, mine, sh.map, coll, true, &plans[r]);
+    if (status[r].is_ok()) {
+      status[r] = cpu::find_dense_rows_sharded(*pool, workspace_limit, kernels, mine, sh.map, coll, &plans[r]);
+    }
   });
+  if (params.sample.look > 0.f) {
+    int64_t rows = 0;
+    for (const HeadPlan& h : one.heads) rows += static_cast<int64_t>(h.dense_rows.size());
+    ASSERT_GT(rows, 0) << "no row sent dense: the look tests nothing";
+  }
   for (int r = 0; r < processes; ++r) {
     ASSERT_TRUE(status[r].is_ok()) << status[r].message();
     const SparsePlan& got = plans[r];
@@ -136,6 +146,9 @@ void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& sp
       EXPECT_EQ(b.window, a.window);
       EXPECT_EQ(b.alpha_stripes, a.alpha_stripes);
       EXPECT_EQ(b.stripes, a.stripes);
+      EXPECT_EQ(b.has_look_stripes, a.has_look_stripes);
+      EXPECT_EQ(b.look_stripes, a.look_stripes);
+      EXPECT_EQ(b.dense_rows, a.dense_rows);
       EXPECT_NEAR(b.cra_min, a.cra_min, 1e-4);
       EXPECT_NEAR(b.cra_mean, a.cra_mean, 1e-4);
       EXPECT_NEAR(b.val_min, a.val_min, 1e-4);
@@ -277,6 +290,25 @@ TEST(ShardedPlan, KvGroupScopeWindowMassAndAlpha) {
   p.sample.alpha = 0.8f;
   p.sample.sink_tokens = 0;
   expect_same_plan(c, p, contiguous(lengths, 4, false), 4);
+}
+
+// The look at every row (cpu/look.h): the same reference stripes and dense rows as one process,
+// through the probe (3,000 rows: every second row past the band first) and the rows gathered from
+// every process, on the far mix (rare rows that fetch one far key) and every split.
+TEST(ShardedPlan, TheLookSameAsOneProcess) {
+  const std::vector<int32_t> lengths{3000};
+  Case c = generated_case(lengths, DType::kF32, 1, workload::HeadMix::kFar);
+  sampleattn::Params p = sample_params(c);
+  p.sample.look = 4.f;
+  for (int processes = 1; processes <= 4; ++processes) {
+    SCOPED_TRACE(std::to_string(processes) + " processes");
+    expect_same_plan(c, p, contiguous(lengths, processes, false), processes);
+    expect_same_plan(c, p, contiguous(lengths, processes, true), processes);
+  }
+  Split uneven;
+  uneven.cuts = {{0, 10, 10, 1900, 3000}};
+  uneven.owner = {2, 0, 1, 0};
+  expect_same_plan(c, p, uneven, 4);
 }
 
 }  // namespace

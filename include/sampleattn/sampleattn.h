@@ -317,8 +317,8 @@ typedef struct sampleattn_sample_params {
    * mask's largest score (band, stripes, sinks) attends over every key it sees (a rare row that
    * fetches a far key of its own, which neither the stripes nor the validation rows can catch).
    * Rows are looked at through a probe first (an eighth of a long head's rows); a head is looked
-   * at whole only when the probe flags one of its rows in 1,024 or more. >= 0, finite; 0 (default) = no look. Both
-   * backends, in one process: sharded calls return SAMPLEATTN_UNSUPPORTED for look > 0. */
+   * at whole only when the probe flags one of its rows in 1,024 or more. >= 0, finite; 0
+   * (default) = no look. Both backends, and sharded calls (libsampleattn_mpi) since 2026-12-05. */
   float look;
 } sampleattn_sample_params;
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/status.h"
 
@@ -33,5 +34,18 @@ class Collective {
   virtual Status all_to_all(const void* send, const int64_t* send_bytes, void* recv, const int64_t* recv_bytes,
                             Payload what) = 0;
 };
+
+// Whether any process failed a local step: every process calls this at the same points, so a
+// failure on one does not leave the others waiting in the next collective. `when` ends the
+// message the others return ("another process of the sharded call failed <when> ...").
+inline Status agree(Collective& coll, const Status& local, const char* when = "") {
+  int64_t failed = local.is_ok() ? 0 : 1;
+  SAMPLEATTN_RETURN_IF_ERROR(coll.sum(&failed, 1));
+  if (!local.is_ok()) return local;
+  if (failed > 0) {
+    return internal_error(std::string("another process of the sharded call failed") + when + " (its own status says why)");
+  }
+  return Status::ok();
+}
 
 }  // namespace sampleattn

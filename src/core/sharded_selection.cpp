@@ -151,22 +151,30 @@ Status ShardedSelection::select(bool with_rows, const SumOverProcesses& sum, std
   }
   SAMPLEATTN_RETURN_IF_ERROR(sum(&totals));
 
-  // Alpha's cut: rank_and_select's running double sum reaches need, with sums exact in fixed point.
+  // Alpha's cut: rank_and_select's running double sum reaches need, with sums exact in fixed point;
+  // with the look, kLookAlpha's cut too (count_ranked's), in the same searches.
   std::vector<RankSearch> searches;
-  std::vector<double> need(nsets);
+  std::vector<int> cut_of;  // [search]: 0 alpha's, 1 kLookAlpha's
+  const bool look = sp.look > 0.f;
   for (size_t i = 0; i < nsets; ++i) {
     const double covered = std::ldexp(static_cast<double>(totals[3 * i]), -kFixedBits);
     const double outside = window_mass_counts ? std::ldexp(static_cast<double>(totals[3 * i + 1]), -kFixedBits) : 0.0;
-    need[i] = selection_target(sp.alpha, sets_[i].total, window_mass_counts, outside) - covered;
-    if (need[i] > 0) {
-      searches.push_back(search(i, RankSearch::kScore, static_cast<int64_t>(std::ceil(std::ldexp(need[i], kFixedBits)))));
+    for (int cut = 0; cut < (look ? 2 : 1); ++cut) {
+      const double need =
+          selection_target(cut == 0 ? sp.alpha : kLookAlpha, sets_[i].total, window_mass_counts, outside) - covered;
+      if (need > 0) {
+        searches.push_back(search(i, RankSearch::kScore, static_cast<int64_t>(std::ceil(std::ldexp(need, kFixedBits)))));
+        cut_of.push_back(cut);
+      }
     }
   }
   SAMPLEATTN_RETURN_IF_ERROR(search_rankings(rankings_, &searches, sum));
-  std::vector<int64_t> take(nsets, 0);
-  for (const RankSearch& s : searches) {
+  std::vector<int64_t> take(nsets, 0), look_take(nsets, 0);
+  for (size_t k = 0; k < searches.size(); ++k) {
+    const RankSearch& s = searches[k];
     // Every column together short of the target (alpha = 1 with rounding): those with a score.
-    take[static_cast<size_t>(s.set)] = s.reached ? s.total.count : totals[3 * static_cast<size_t>(s.set) + 2];
+    (cut_of[k] == 0 ? take : look_take)[static_cast<size_t>(s.set)] =
+        s.reached ? s.total.count : totals[3 * static_cast<size_t>(s.set) + 2];
   }
 
   // The cost cap (plan_validation's loop): the first ranked column whose pairs pass max_density.
@@ -176,6 +184,7 @@ Status ShardedSelection::select(bool with_rows, const SumOverProcesses& sum, std
   for (size_t i = 0; i < nsets; ++i) {
     ShardedSet& o = (*out)[i];
     o.count = clamp_stripe_count(sinks, take[i], rest, sp.min_stripes, sp.max_stripes);
+    if (look) o.look_ranked = clamp_stripe_count(sinks, look_take[i], rest, sp.min_stripes, sp.max_stripes).ranked;
     o.layout.sinks = o.count.sinks;
     o.layout.alpha_ranked = o.count.ranked;
     o.layout.num_ranked = rest;

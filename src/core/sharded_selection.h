@@ -71,6 +71,7 @@ Status search_rankings(const std::vector<LocalRanking>& sets, std::vector<RankSe
 // every process), and this process's part of the layout.
 struct ShardedSet {
   StripeCount count;          // alpha's count after the clamp (as rank_and_select's)
+  int64_t look_ranked = 0;    // with sample.look > 0: the ranked count kLookAlpha keeps (clamped)
   ValidationLayout layout;    // as plan_validation's, except `bucket`: indexed like the local
                               // columns passed in (LocalRanking's input order), sinks not included
   std::vector<uint64_t> bound_keys;  // [buckets + 1]: the key of the last column of each bound

@@ -247,9 +247,6 @@ class CpuBackend final : public Backend {
 
   Status forward_sharded(const Problem& problem, const ShardMap& map, Collective& coll,
                          sampleattn_stats* stats) override {
-    if (problem.method == SAMPLEATTN_METHOD_SAMPLE && problem.sample.look > 0.f) {
-      return unsupported_backend("sample.look > 0 (the look at every row) runs in one process only so far");
-    }
     std::lock_guard<std::mutex> call_lock(call_mutex_);
     const auto t0 = std::chrono::steady_clock::now();
     const KernelTable& kernels = active_kernel_table();
@@ -269,6 +266,9 @@ class CpuBackend final : public Backend {
     if (failed > 0) return internal_error("another process of the sharded call failed its input checks");
     SparsePlan plan;
     SAMPLEATTN_RETURN_IF_ERROR(build_sharded_plan(*pool_, limit_, kernels, problem, map, coll, stats != nullptr, &plan));
+    if (problem.method == SAMPLEATTN_METHOD_SAMPLE) {
+      SAMPLEATTN_RETURN_IF_ERROR(find_dense_rows_sharded(*pool_, limit_, kernels, problem, map, coll, &plan));
+    }
     const auto t_attention = std::chrono::steady_clock::now();
     SAMPLEATTN_RETURN_IF_ERROR(sharded_attention(*pool_, limit_, kernels, problem, map, plan, coll));
     if (stats != nullptr) {

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <limits>
+#include <new>
+#include <string>
 #include <vector>
 
 #include "core/mask.h"
@@ -57,8 +60,11 @@ struct Block {
 
 class Looker {
  public:
-  Looker(const KernelTable& kernels, const Problem& problem, SparsePlan* plan)
-      : kernels_(kernels), look_(kernels.look), p_(problem), plan_(plan),
+  // held: a sharded call's runs of this process ([sequence]: ascending), whose rows alone it looks
+  // at, its Q holding them at their `local` tokens (null: every row, at q_begin + i).
+  Looker(const KernelTable& kernels, const Problem& problem, SparsePlan* plan,
+         const std::vector<std::vector<ShardRun>>* held = nullptr)
+      : kernels_(kernels), look_(kernels.look), p_(problem), plan_(plan), held_(held),
         bar_(look_bar_log2(problem.sample.look)) {}
 
   size_t scratch_bytes() const {
@@ -73,29 +79,30 @@ class Looker {
     return look_.k_bytes(static_cast<int>(round_up(longest, kTile)), p_.head_dim) + scale_bytes(longest);
   }
 
-  Status run(ThreadPool& pool, uint64_t pool_limit, char* keys) {
+  // One pass: the probe's rows of every sparse head (probe), or the other rows of the heads
+  // `whole` names ([sequence * num_q_heads + head]). Adds the rows flagged to the plan's dense rows
+  // (unsorted) and, for the probe, the rows it looked at to probe_rows.
+  Status pass(ThreadPool& pool, uint64_t pool_limit, char* keys, bool probe, const std::vector<char>& whole,
+              std::vector<int64_t>* probe_rows) {
     const int hq = p_.num_q_heads;
     for (size_t s = 0; s < p_.sequences.size(); ++s) {
       const Sequence& seq = p_.sequences[s];
       for (int g = 0; g < p_.num_kv_heads; ++g) {
-        // The probe's blocks of the group's sparse heads, and their other blocks.
-        std::vector<Block> probe, rest;
-        std::vector<int64_t> probe_rows(static_cast<size_t>(p_.group), 0);
+        std::vector<Block> blocks;
         for (int h = g * p_.group; h < (g + 1) * p_.group; ++h) {
-          const HeadPlan& hp = plan_->head(static_cast<int>(s), h, hq);
-          if (hp.dense) continue;
+          const size_t i = s * static_cast<size_t>(hq) + static_cast<size_t>(h);
+          if (plan_->heads[i].dense || (!probe && whole[i] == 0)) continue;
           // Rows whose band holds every key they see (p < window) have nothing to look at.
-          const int64_t i0 = std::max<int64_t>(0, hp.window - seq.q_offset());
+          const int64_t i0 = std::max<int64_t>(0, plan_->heads[i].window - seq.q_offset());
           std::vector<LookRowBlock> head_probe, head_rest;
           look_row_blocks(i0, seq.q_len, &head_probe, &head_rest);
-          for (const LookRowBlock& r : head_probe) {
-            probe.push_back({h, r});
-            probe_rows[static_cast<size_t>(h - g * p_.group)] += r.count;
-          }
-          for (const LookRowBlock& r : head_rest) rest.push_back({h, r});
+          for (const LookRowBlock& r : probe ? head_probe : head_rest) add_held(static_cast<int>(s), h, r, &blocks);
         }
-        if (probe.empty()) continue;
-        // The blocks' keys, packed once for the group's heads.
+        if (probe) {
+          for (const Block& b : blocks) (*probe_rows)[s * static_cast<size_t>(hq) + static_cast<size_t>(b.head)] += b.rows.count;
+        }
+        if (blocks.empty()) continue;
+        // The keys, packed once for the group's heads.
         const int64_t key_end = seq.k_len;
         float* scales = reinterpret_cast<float*>(keys + look_.k_bytes(static_cast<int>(round_up(key_end, kTile)), p_.head_dim));
         const int64_t chunks = (key_end + kPackKeys - 1) / kPackKeys;
@@ -107,17 +114,7 @@ class Looker {
           look_.pack_k(sc.kv_rows.k(p_), n, p_.head_dim, 1.0f, keys + look_.k_bytes(static_cast<int>(c0), p_.head_dim),
                        scales + c0);
         }));
-        SAMPLEATTN_RETURN_IF_ERROR(look_blocks(pool, pool_limit, static_cast<int>(s), keys, scales, &probe));
-        // The heads whose probe flagged enough of its rows are looked at whole.
-        std::erase_if(rest, [&](const Block& b) {
-          return !look_whole_head(static_cast<int64_t>(plan_->heads[s * hq + b.head].dense_rows.size()),
-                                  probe_rows[static_cast<size_t>(b.head - g * p_.group)]);
-        });
-        SAMPLEATTN_RETURN_IF_ERROR(look_blocks(pool, pool_limit, static_cast<int>(s), keys, scales, &rest));
-        for (int h = g * p_.group; h < (g + 1) * p_.group; ++h) {
-          std::vector<int32_t>& rows = plan_->heads[s * hq + h].dense_rows;
-          std::sort(rows.begin(), rows.end());
-        }
+        SAMPLEATTN_RETURN_IF_ERROR(look_blocks(pool, pool_limit, static_cast<int>(s), keys, scales, &blocks));
       }
     }
     return Status::ok();
@@ -125,6 +122,34 @@ class Looker {
 
  private:
   static int64_t round_up(int64_t x, int64_t k) { return (x + k - 1) / k * k; }
+
+  // The rows of r this process holds, as blocks of the same stride (every row without held_).
+  void add_held(int seq_index, int head, const LookRowBlock& r, std::vector<Block>* out) const {
+    if (held_ == nullptr) {
+      out->push_back({head, r});
+      return;
+    }
+    LookRowBlock part{0, r.stride, 0};
+    for (int k = 0; k < r.count; ++k) {
+      const int64_t i = r.first + int64_t{k} * r.stride;  // the sharded call's q_offset is 0
+      const bool mine = q_token(seq_index, i) >= 0;
+      if (mine && part.count == 0) part.first = i;
+      if (mine) ++part.count;
+      if ((!mine || k + 1 == r.count) && part.count > 0) {
+        out->push_back({head, part});
+        part.count = 0;
+      }
+    }
+  }
+
+  // The Q token of row i of a sequence (-1: another process holds it).
+  int64_t q_token(int seq_index, int64_t i) const {
+    if (held_ == nullptr) return p_.sequences[static_cast<size_t>(seq_index)].q_begin + i;
+    for (const ShardRun& run : (*held_)[static_cast<size_t>(seq_index)]) {
+      if (run.begin <= i && i < run.end) return run.local + (i - run.begin);
+    }
+    return -1;
+  }
 
   // Looks at the blocks of one sequence, the latest rows (which see the most keys) first, and adds
   // the rows flagged to their heads' dense rows.
@@ -161,7 +186,7 @@ class Looker {
     for (int r = 0; r < rows; ++r) {
       const int64_t i = b.rows.first + int64_t{r} * b.rows.stride;
       const int64_t p = seq.q_offset() + i;
-      s.q_offsets[r] = (seq.q_begin + i) * p_.q.token_stride + b.head * p_.q.head_stride;
+      s.q_offsets[r] = q_token(seq_index, i) * p_.q.token_stride + b.head * p_.q.head_stride;
       s.row_pos[r] = static_cast<int32_t>(p);
       s.slopes[r] = slope;
       s.outer[r] = kNegInf;
@@ -219,21 +244,22 @@ class Looker {
   const LookPath& look_;
   const Problem& p_;
   SparsePlan* plan_;
+  const std::vector<std::vector<ShardRun>>* held_;
   float bar_;  // look, log2 units
 };
 
 }  // namespace
 
-Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
-                       const KernelTable& kernels, const Problem& problem, SparsePlan* plan) {
-  if (!(problem.sample.look > 0.f) || plan == nullptr) return Status::ok();
-  const auto t0 = std::chrono::steady_clock::now();
-  // A head that its mask and the look would take past it runs dense without the look.
+namespace {
+
+// A head that its mask and the look would take past max_density runs dense without the look;
+// after the look, one its dense rows take past it. Returns whether a sparse head is left.
+bool apply_look_cost(const Problem& problem, SparsePlan* plan, bool with_rows) {
   bool any_sparse = false;
   for (size_t s = 0; s < problem.sequences.size(); ++s) {
     for (int h = 0; h < problem.num_q_heads; ++h) {
       HeadPlan& hp = plan->heads[s * problem.num_q_heads + h];
-      if (hp.dense) continue;
+      if (hp.dense || (with_rows && hp.dense_rows.empty())) continue;
       if (look_runs_dense(problem, problem.sequences[s], hp)) {
         run_dense_look(problem.sequences[s], &hp);
       } else {
@@ -241,26 +267,167 @@ Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const Workspa
       }
     }
   }
-  if (!any_sparse) {
+  return any_sparse;
+}
+
+// The probe, then the other rows of the heads it sends on (core/mask.h, look_whole_head). `sum`
+// adds the counts over the processes of a sharded call and agrees on failures (null: one process).
+Status look_passes(ThreadPool& pool, uint64_t pool_limit, Looker& looker, char* keys, SparsePlan* plan,
+                   Collective* coll) {
+  const size_t n = plan->heads.size();
+  std::vector<int64_t> probe_rows(n, 0);
+  std::vector<char> whole(n, 0);
+  Status status = looker.pass(pool, pool_limit, keys, true, whole, &probe_rows);
+  if (coll != nullptr) SAMPLEATTN_RETURN_IF_ERROR(agree(*coll, status, " in the look"));
+  SAMPLEATTN_RETURN_IF_ERROR(status);
+  std::vector<int64_t> counts(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    counts[i] = static_cast<int64_t>(plan->heads[i].dense_rows.size());
+    counts[n + i] = probe_rows[i];
+  }
+  if (coll != nullptr) SAMPLEATTN_RETURN_IF_ERROR(coll->sum(counts.data(), static_cast<int64_t>(counts.size())));
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    whole[i] = !plan->heads[i].dense && look_whole_head(counts[i], counts[n + i]) ? 1 : 0;
+    any = any || whole[i] != 0;
+  }
+  if (!any) return Status::ok();
+  status = looker.pass(pool, pool_limit, keys, false, whole, nullptr);
+  if (coll != nullptr) SAMPLEATTN_RETURN_IF_ERROR(agree(*coll, status, " in the look"));
+  return status;
+}
+
+}  // namespace
+
+Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
+                       const KernelTable& kernels, const Problem& problem, SparsePlan* plan) {
+  if (!(problem.sample.look > 0.f) || plan == nullptr) return Status::ok();
+  const auto t0 = std::chrono::steady_clock::now();
+  if (apply_look_cost(problem, plan, false)) {
+    Looker looker(kernels, problem, plan);
+    WorkspaceParts parts = during;
+    parts.selection = WorkspaceParts::add(parts.selection, looker.key_bytes());
+    SAMPLEATTN_RETURN_IF_ERROR(check_workspace(parts, workspace_limit, "during the look"));
+    AlignedBuffer keys = allocate_aligned(looker.key_bytes());
+    if (!keys) return out_of_memory("the look's packed keys (" + std::to_string(looker.key_bytes()) + " bytes)");
+    SAMPLEATTN_RETURN_IF_ERROR(look_passes(pool, parts.pool_limit(workspace_limit), looker, keys.get(), plan, nullptr));
+    for (HeadPlan& hp : plan->heads) std::sort(hp.dense_rows.begin(), hp.dense_rows.end());
+    // Then its dense rows count like the rest of the mask.
+    apply_look_cost(problem, plan, true);
+  }
+  plan->time_selection_s += seconds_since(t0);
+  return Status::ok();
+}
+
+Status find_dense_rows_sharded(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
+                               const Problem& global, const ShardMap& map, Collective& coll, SparsePlan* plan) {
+  if (!(global.sample.look > 0.f)) return Status::ok();
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!apply_look_cost(global, plan, false)) {  // the same on every process: the plan is
     plan->time_selection_s += seconds_since(t0);
     return Status::ok();
   }
-  Looker looker(kernels, problem, plan);
-  WorkspaceParts parts = during;
-  parts.selection = WorkspaceParts::add(parts.selection, looker.key_bytes());
-  SAMPLEATTN_RETURN_IF_ERROR(check_workspace(parts, workspace_limit, "during the look"));
-  AlignedBuffer keys = allocate_aligned(looker.key_bytes());
-  if (!keys) return out_of_memory("the look's packed keys (" + std::to_string(looker.key_bytes()) + " bytes)");
-  SAMPLEATTN_RETURN_IF_ERROR(looker.run(pool, parts.pool_limit(workspace_limit), keys.get()));
-  // Then its dense rows count like the rest of the mask.
-  for (size_t s = 0; s < problem.sequences.size(); ++s) {
-    for (int h = 0; h < problem.num_q_heads; ++h) {
-      HeadPlan& hp = plan->heads[s * problem.num_q_heads + h];
-      if (!hp.dense && !hp.dense_rows.empty() && look_runs_dense(problem, problem.sequences[s], hp)) {
-        run_dense_look(problem.sequences[s], &hp);
+  const int me = coll.rank(), processes = coll.size();
+  const size_t nseq = global.sequences.size();
+  const int hkv = global.num_kv_heads, d = global.head_dim;
+  const size_t elem = dtype_size(global.k.dtype);
+  const size_t row = static_cast<size_t>(hkv) * static_cast<size_t>(d) * elem;
+  // Every process's K rows, all-gathered, in position order: sequence s's keys from offset[s].
+  std::vector<int64_t> offset(nseq + 1, 0);
+  for (size_t s = 0; s < nseq; ++s) offset[s + 1] = offset[s] + global.sequences[s].k_len;
+  std::vector<int64_t> rows_of(static_cast<size_t>(processes), 0);
+  for (int r = 0; r < processes; ++r) {
+    for (const ShardRun& run : map.runs[static_cast<size_t>(r)]) rows_of[static_cast<size_t>(r)] += std::max<int64_t>(0, run.end - run.begin);
+  }
+  std::vector<std::vector<ShardRun>> held(nseq);
+  for (const ShardRun& run : map.runs[static_cast<size_t>(me)]) {
+    if (run.end > run.begin) held[static_cast<size_t>(run.seq)].push_back(run);
+  }
+  std::vector<char> all_k, received;
+  Status local = Status::ok();
+  const uint64_t gathered_bytes = static_cast<uint64_t>(offset[nseq]) * row;
+  if (workspace_limit > 0 && 2 * gathered_bytes > workspace_limit) {
+    local = out_of_memory("the look of a sharded call gathers every process's keys (" + std::to_string(2 * gathered_bytes) +
+                          " bytes), past the workspace limit");
+  }
+  std::vector<char> send;
+  if (local.is_ok()) {
+    try {
+      send.resize(static_cast<size_t>(rows_of[static_cast<size_t>(me)]) * row);
+      received.resize(gathered_bytes);
+      all_k.resize(gathered_bytes);
+    } catch (const std::bad_alloc&) {
+      local = out_of_memory("out of memory while gathering the keys for the look of a sharded call");
+    }
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local, " before the look"));
+  {
+    const char* k = static_cast<const char*>(global.k.data);
+    char* out = send.data();
+    for (const ShardRun& run : map.runs[static_cast<size_t>(me)]) {
+      for (int64_t p = run.begin; p < run.end; ++p) {
+        for (int g = 0; g < hkv; ++g, out += static_cast<size_t>(d) * elem) {
+          std::memcpy(out, k + global.kv.row(run.seq, run.local - run.begin, p, g).k * static_cast<int64_t>(elem),
+                      static_cast<size_t>(d) * elem);
+        }
       }
     }
   }
+  std::vector<int64_t> bytes(static_cast<size_t>(processes));
+  for (int r = 0; r < processes; ++r) bytes[static_cast<size_t>(r)] = rows_of[static_cast<size_t>(r)] * static_cast<int64_t>(row);
+  SAMPLEATTN_RETURN_IF_ERROR(coll.all_gather(send.data(), received.data(), bytes.data()));
+  std::vector<char>().swap(send);
+  {
+    const char* in = received.data();
+    for (int r = 0; r < processes; ++r) {
+      for (const ShardRun& run : map.runs[static_cast<size_t>(r)]) {
+        if (run.end <= run.begin) continue;
+        const size_t n = static_cast<size_t>(run.end - run.begin) * row;
+        std::memcpy(all_k.data() + static_cast<size_t>(offset[static_cast<size_t>(run.seq)] + run.begin) * row, in, n);
+        in += n;
+      }
+    }
+  }
+  std::vector<char>().swap(received);
+  // The look over them: the keys packed, every sequence's from its offset; this process's rows.
+  Problem all = global;
+  all.k.data = all_k.data();
+  all.kv = KvLayout{};
+  all.kv.k_token_stride = all.kv.v_token_stride = static_cast<int64_t>(hkv) * d;
+  all.kv.k_head_stride = all.kv.v_head_stride = d;
+  for (size_t s = 0; s < nseq; ++s) all.sequences[s].k_begin = offset[s];
+  Looker looker(kernels, all, plan, &held);
+  AlignedBuffer keys = allocate_aligned(looker.key_bytes());
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, keys ? Status::ok() : out_of_memory("the look's packed keys"), " before the look"));
+  SAMPLEATTN_RETURN_IF_ERROR(look_passes(pool, workspace_limit, looker, keys.get(), plan, &coll));
+  // Every process's rows, gathered: the same lists everywhere.
+  const size_t nheads = plan->heads.size();
+  std::vector<int64_t> counts(static_cast<size_t>(processes) * nheads, 0);
+  for (size_t i = 0; i < nheads; ++i) counts[static_cast<size_t>(me) * nheads + i] = static_cast<int64_t>(plan->heads[i].dense_rows.size());
+  SAMPLEATTN_RETURN_IF_ERROR(coll.sum(counts.data(), static_cast<int64_t>(counts.size())));
+  std::vector<int32_t> mine;
+  for (const HeadPlan& hp : plan->heads) mine.insert(mine.end(), hp.dense_rows.begin(), hp.dense_rows.end());
+  int64_t total = 0;
+  for (int r = 0; r < processes; ++r) {
+    int64_t n = 0;
+    for (size_t i = 0; i < nheads; ++i) n += counts[static_cast<size_t>(r) * nheads + i];
+    bytes[static_cast<size_t>(r)] = n * static_cast<int64_t>(sizeof(int32_t));
+    total += n;
+  }
+  std::vector<int32_t> rows(static_cast<size_t>(total));
+  SAMPLEATTN_RETURN_IF_ERROR(coll.all_gather(mine.data(), rows.data(), bytes.data()));
+  for (HeadPlan& hp : plan->heads) hp.dense_rows.clear();
+  size_t at = 0;
+  for (int r = 0; r < processes; ++r) {
+    for (size_t i = 0; i < nheads; ++i) {
+      const size_t n = static_cast<size_t>(counts[static_cast<size_t>(r) * nheads + i]);
+      plan->heads[i].dense_rows.insert(plan->heads[i].dense_rows.end(), rows.begin() + static_cast<int64_t>(at),
+                                       rows.begin() + static_cast<int64_t>(at + n));
+      at += n;
+    }
+  }
+  for (HeadPlan& hp : plan->heads) std::sort(hp.dense_rows.begin(), hp.dense_rows.end());
+  apply_look_cost(global, plan, true);
   plan->time_selection_s += seconds_since(t0);
   return Status::ok();
 }

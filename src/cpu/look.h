@@ -13,7 +13,9 @@
 
 #include <cstdint>
 
+#include "core/collective.h"
 #include "core/problem.h"
+#include "core/shard_map.h"
 #include "core/sparse_plan.h"
 #include "core/status.h"
 #include "cpu/thread_pool.h"
@@ -26,5 +28,13 @@ namespace sampleattn::cpu {
 // packed keys, one (sequence, kv head) at a time, count as stage-2 memory beside `during`.
 Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const WorkspaceParts& during,
                        const KernelTable& kernels, const Problem& problem, SparsePlan* plan);
+
+// The same in a sharded call (context parallelism, docs/SCALING.md), after build_sharded_plan:
+// every process gathers every process's K rows (the look reads every key a row sees), looks at the
+// rows it holds, and the probe's counts and the rows flagged are added over the processes, so
+// that every process ends with the plan one process would build. Collective: every process of
+// `coll` calls it with the same plan.
+Status find_dense_rows_sharded(ThreadPool& pool, uint64_t workspace_limit, const KernelTable& kernels,
+                               const Problem& global, const ShardMap& map, Collective& coll, SparsePlan* plan);
 
 }  // namespace sampleattn::cpu

@@ -957,16 +957,6 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
 
 namespace {
 
-// Whether any process failed a local step: every process calls this at the same points, so a
-// failure on one does not leave the others waiting in the next collective.
-Status agree(Collective& coll, Status local) {
-  int64_t failed = local.is_ok() ? 0 : 1;
-  SAMPLEATTN_RETURN_IF_ERROR(coll.sum(&failed, 1));
-  if (!local.is_ok()) return local;
-  if (failed > 0) return internal_error("another process of the sharded call failed (its own status says why)");
-  return Status::ok();
-}
-
 // Where each position of each sequence lives: sorted runs of every process.
 class Holders {
  public:
@@ -1389,37 +1379,57 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       validations.push_back(per_head);
       decided.push_back(decisions.back().dense() ? 0 : decisions.back().ranked);
     }
-    // Each process's columns among the decided stripes, gathered: the lists of every set.
-    std::vector<std::vector<int32_t>> mine;
-    SAMPLEATTN_RETURN_IF_ERROR(selections[i]->decided_stripes(decided, sum, &mine));
-    std::vector<int64_t> counts(static_cast<size_t>(processes) * sets_per_seq, 0);
-    for (int set = 0; set < sets_per_seq; ++set) counts[static_cast<size_t>(me) * sets_per_seq + set] = static_cast<int64_t>(mine[set].size());
-    SAMPLEATTN_RETURN_IF_ERROR(coll.sum(counts.data(), static_cast<int64_t>(counts.size())));
-    std::vector<int64_t> bytes(static_cast<size_t>(processes), 0);
-    int64_t all = 0;
-    for (int r = 0; r < processes; ++r) {
-      for (int set = 0; set < sets_per_seq; ++set) bytes[r] += counts[static_cast<size_t>(r) * sets_per_seq + set];
-      all += bytes[r];
-      bytes[r] *= static_cast<int64_t>(sizeof(int32_t));
-    }
-    std::vector<int32_t> send, recv(static_cast<size_t>(all));
-    for (const auto& list : mine) send.insert(send.end(), list.begin(), list.end());
-    SAMPLEATTN_RETURN_IF_ERROR(coll.all_gather(send.data(), recv.data(), bytes.data()));
-    std::vector<std::vector<int32_t>> stripes(static_cast<size_t>(sets_per_seq));
-    for (int set = 0; set < sets_per_seq; ++set) {
-      for (int64_t j = 0; j < ss.sets[static_cast<size_t>(set)].layout.sinks; ++j) stripes[set].push_back(static_cast<int32_t>(j));
-    }
-    for (int r = 0, at = 0; r < processes; ++r) {
-      for (int set = 0; set < sets_per_seq; ++set) {
-        const int64_t c = counts[static_cast<size_t>(r) * sets_per_seq + set];
-        stripes[set].insert(stripes[set].end(), recv.begin() + at, recv.begin() + at + c);
-        at += static_cast<int>(c);
+    // Each process's columns among the first counts[set] ranked, gathered: every set's list with
+    // its sinks, ascending.
+    const auto gather_stripes = [&](const std::vector<int64_t>& ranked,
+                                    std::vector<std::vector<int32_t>>* stripes) -> Status {
+      std::vector<std::vector<int32_t>> mine;
+      SAMPLEATTN_RETURN_IF_ERROR(selections[i]->decided_stripes(ranked, sum, &mine));
+      std::vector<int64_t> counts(static_cast<size_t>(processes) * sets_per_seq, 0);
+      for (int set = 0; set < sets_per_seq; ++set) counts[static_cast<size_t>(me) * sets_per_seq + set] = static_cast<int64_t>(mine[set].size());
+      SAMPLEATTN_RETURN_IF_ERROR(coll.sum(counts.data(), static_cast<int64_t>(counts.size())));
+      std::vector<int64_t> bytes(static_cast<size_t>(processes), 0);
+      int64_t all = 0;
+      for (int r = 0; r < processes; ++r) {
+        for (int set = 0; set < sets_per_seq; ++set) bytes[r] += counts[static_cast<size_t>(r) * sets_per_seq + set];
+        all += bytes[r];
+        bytes[r] *= static_cast<int64_t>(sizeof(int32_t));
       }
+      std::vector<int32_t> send, recv(static_cast<size_t>(all));
+      for (const auto& list : mine) send.insert(send.end(), list.begin(), list.end());
+      SAMPLEATTN_RETURN_IF_ERROR(coll.all_gather(send.data(), recv.data(), bytes.data()));
+      stripes->assign(static_cast<size_t>(sets_per_seq), {});
+      for (int set = 0; set < sets_per_seq; ++set) {
+        for (int64_t j = 0; j < ss.sets[static_cast<size_t>(set)].layout.sinks; ++j) (*stripes)[set].push_back(static_cast<int32_t>(j));
+      }
+      for (int r = 0, at = 0; r < processes; ++r) {
+        for (int set = 0; set < sets_per_seq; ++set) {
+          const int64_t c = counts[static_cast<size_t>(r) * sets_per_seq + set];
+          (*stripes)[set].insert((*stripes)[set].end(), recv.begin() + at, recv.begin() + at + c);
+          at += static_cast<int>(c);
+        }
+      }
+      for (auto& list : *stripes) std::sort(list.begin(), list.end());
+      return Status::ok();
+    };
+    std::vector<std::vector<int32_t>> stripes, look_stripes;
+    SAMPLEATTN_RETURN_IF_ERROR(gather_stripes(decided, &stripes));
+    // The look leaves out a prefix that alpha plays no part in, as in one process (build_plan).
+    std::vector<char> own(static_cast<size_t>(sets_per_seq), 0);
+    if (global.sample.look > 0.f) {
+      std::vector<int64_t> left_out(static_cast<size_t>(sets_per_seq), 0);
+      for (int set = 0; set < sets_per_seq; ++set) {
+        const ValidationDecision& d = decisions[set];
+        left_out[set] = std::max(d.passing, chosen[i][static_cast<size_t>(set)].look_ranked);
+        own[set] = !d.dense() && left_out[set] != d.ranked;
+        if (!own[set]) left_out[set] = 0;
+      }
+      SAMPLEATTN_RETURN_IF_ERROR(gather_stripes(left_out, &look_stripes));
     }
     for (int set = 0; set < sets_per_seq; ++set) {
-      std::sort(stripes[set].begin(), stripes[set].end());
       apply_decision(global, ss, ss.sets[static_cast<size_t>(set)].layout, set * heads_per_set, heads_per_set,
-                     decisions[set], validations[set].data(), stripes[set], nullptr, plan);
+                     decisions[set], validations[set].data(), stripes[set], own[set] ? &look_stripes[set] : nullptr,
+                     plan);
     }
     std::vector<SelectionSet>().swap(ss.sets);
     std::vector<float>().swap(ss.val_masses);

@@ -160,6 +160,14 @@ std::vector<std::vector<Span>> keys_read(const Problem& global, const SparsePlan
       const bool sparse = !dense;
       keys[s * hkv + g].push_back({own_keys_lo(sparse, run.begin, window, left),
                                    own_keys_hi(sparse, true, run.end - 1, run.end)});
+      // A sparse group's dense rows (the look's) here read every key they see.
+      int64_t last_dense = -1;
+      for (int h = g * group; sparse && h < (g + 1) * group; ++h) {
+        const std::vector<int32_t>& rows = plan.head(run.seq, h, hq).dense_rows;
+        auto it = std::lower_bound(rows.begin(), rows.end(), static_cast<int32_t>(run.end));
+        if (it != rows.begin() && *(it - 1) >= run.begin) last_dense = std::max<int64_t>(last_dense, *(it - 1));
+      }
+      if (last_dense >= 0) keys[s * hkv + g].push_back({model_lo(last_dense, left), last_dense + 1});
     }
   }
   for (size_t s = 0; s < nseq; ++s) {
@@ -217,18 +225,6 @@ int64_t rows_of(const std::vector<Piece>& pieces, size_t from, size_t to) {
   int64_t rows = 0;
   for (size_t i = from; i < to; ++i) rows += pieces[i].end - pieces[i].begin;
   return rows;
-}
-
-// Whether every process prepared its part of the exchange: each calls this once, before it, so a
-// process that failed does not leave the others waiting in all_to_all.
-Status agree(Collective& coll, const Status& local) {
-  int64_t failed = local.is_ok() ? 0 : 1;
-  SAMPLEATTN_RETURN_IF_ERROR(coll.sum(&failed, 1));
-  if (!local.is_ok()) return local;
-  if (failed > 0) {
-    return internal_error("another process of the sharded call failed before the K/V exchange (its own status says why)");
-  }
-  return Status::ok();
 }
 
 struct FreeBytes {
@@ -375,6 +371,11 @@ class Exchange {
         if (hp.dense) continue;
         const int64_t seen = visible_stripes(hp, r.end - 1, global_.window_left).end;
         to.stripes.assign(hp.stripes.begin(), hp.stripes.begin() + seen);
+        // The look's dense rows of the run, as rows of the run sequence (its q_offset is r.begin).
+        for (auto it = std::lower_bound(hp.dense_rows.begin(), hp.dense_rows.end(), static_cast<int32_t>(r.begin));
+             it != hp.dense_rows.end() && *it < r.end; ++it) {
+          to.dense_rows.push_back(static_cast<int32_t>(*it - r.begin));
+        }
       }
     }
 
@@ -467,7 +468,7 @@ Status sharded_attention(ThreadPool& pool, uint64_t workspace_limit, const Kerne
   } catch (const std::bad_alloc&) {
     local = out_of_memory("out of memory while preparing the K/V exchange of a sharded call");
   }
-  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local, " before the K/V exchange"));
   SAMPLEATTN_RETURN_IF_ERROR(exchange.exchange(coll));
   return exchange.attend(pool, workspace_limit, kernels);
 }

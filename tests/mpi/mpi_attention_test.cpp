@@ -242,6 +242,10 @@ struct Shape {
   std::vector<int32_t> planted;
   sampleattn_stripe_scope scope = SAMPLEATTN_STRIPES_PER_HEAD;
   bool validation = true;  // false: r_val 0, no validation rows
+  float look = 0;          // sample.look: the look at every row (0: off)
+  // (row, key) of the first sequence: the row asks for the key through dimension 1, far above
+  // every other key it sees (a rare row fetching a far key of its own, for the look to find).
+  std::vector<std::pair<int32_t, int32_t>> far_rows;
 
   int value_dim() const { return dv != 0 ? dv : d; }
 };
@@ -402,6 +406,10 @@ std::unique_ptr<RankCall> make_setup(const Shape& shape, Split split, MPI_Comm c
       for (int h = 0; h < hq; ++h) s->q[(t * hq + h) * d] = rounded_to(shape.in, 8.0f);
     }
   }
+  for (const auto& [row, key] : shape.far_rows) {
+    for (int h = 0; h < hq; ++h) s->q[(row * hq + h) * d + 1] = rounded_to(shape.in, 12.0f);
+    for (int h = 0; h < hkv; ++h) s->k[(key * hkv + h) * d + 1] = rounded_to(shape.in, 12.0f);
+  }
 
   // This rank's runs and tokens.
   sampleattn_mpi_shard_init(&s->shard);
@@ -513,6 +521,7 @@ std::unique_ptr<RankCall> make_setup(const Shape& shape, Split split, MPI_Comm c
   s->sample_params.dense_below = 0;
   s->sample_params.scope = shape.scope;
   if (!shape.validation) s->sample_params.r_val = 0.f;
+  s->sample_params.look = shape.look;
   if (shape.sample) {
     p.method = SAMPLEATTN_METHOD_SAMPLE;
     p.sample = &s->sample_params;
@@ -1134,10 +1143,13 @@ TEST(MpiAttention, StatsZigzagRingSteps) {
 // the same decision, window, stripe count and stripes for every (sequence, head).
 void compare_masks(const RankCall& s, const MaskStats& got, Failures& f) {
   int sparse = 0;
+  int64_t dense_rows = 0;
   for (size_t i = 0; i < s.ref_heads.size(); ++i) {
     const sampleattn_head_stats& a = s.ref_heads[i];
     const sampleattn_head_stats& b = got.heads[i];
     sparse += a.dense ? 0 : 1;
+    dense_rows += a.dense_rows;
+    if (a.dense_rows != b.dense_rows) f.add("(sequence, head) ", i, ": ", b.dense_rows, " dense rows, one process ", a.dense_rows);
     if (a.decision != b.decision || a.dense != b.dense || a.window != b.window || a.num_stripes != b.num_stripes ||
         a.alpha_stripes != b.alpha_stripes) {
       f.add("(sequence, head) ", i, ": decision/dense/window/stripes/alpha ", b.decision, "/", b.dense, "/", b.window, "/",
@@ -1155,6 +1167,7 @@ void compare_masks(const RankCall& s, const MaskStats& got, Failures& f) {
     }
   }
   if (sparse == 0) f.add("every head of the reference ran dense: the case tests no mask");
+  if (s.sample_params.look > 0.f && dense_rows == 0) f.add("the look sent no row dense: the case tests no look");
 }
 
 // Runs a method-sample call and compares this rank's rows and the whole mask with one process's.
@@ -1204,6 +1217,16 @@ Shape sample_shape() {
 TEST(MpiSample, ContiguousSameMaskAndOutput) { expect_no_failures_on_any_rank(run_sample(sample_shape(), Split::kEvenDefaultShard, kF32)); }
 
 TEST(MpiSample, ZigzagSameMaskAndOutput) { expect_no_failures_on_any_rank(run_sample(sample_shape(), Split::kZigzag, kF32)); }
+
+// The look at every row across ranks: every rank's keys gathered for the look, its rows' flags
+// added over the ranks, the same dense rows as one process, and their keys in the exchange.
+TEST(MpiSample, ZigzagWithTheLookSameMaskAndOutput) {
+  Shape shape = sample_shape();
+  shape.validation = false;  // alpha's masks: validation widens these random heads past the look's cost
+  shape.far_rows = {{1200, 300}, {1201, 300}, {2500, 950}};
+  shape.look = 4.f;
+  expect_no_failures_on_any_rank(run_sample(shape, Split::kZigzag, kF32));
+}
 
 TEST(MpiSample, VarlenBatchZigzagBf16) {
   Shape shape = sample_shape();
