@@ -12,7 +12,8 @@
 //
 // Splits: contiguous (even runs), zigzag (the library's two chunks a rank), balanced (contiguous
 // runs of equal modeled causal work, explicit begin/length: a row at position i costs
-// `--balance A` x seq + i; A = 0 balances dense pairs, see balanced_cut).
+// `--balance A` x seq + i; A = 0 balances dense pairs, see balanced_cut). `--look N`: method
+// sample with sample.look = N (the look at every row; its keys are all-gathered).
 //
 // bench/mpi/cp_scaling.sh runs the 1/2/4-rank comparison. Correctness is tests/mpi/'s job.
 #ifndef OMPI_SKIP_MPICXX  // the C API only (Open MPI's C++ bindings header warns under -Wextra)
@@ -47,6 +48,7 @@ struct Options {
   long heads = 32, kv_heads = 8, dim = 128, threads = 0, repeat = 3, warmup = 1, causal = 1;
   std::string dtype = "bf16", precision = "auto", split = "zigzag", method = "dense", inputs;
   double balance = 0.0;  // --split balanced: a row's cost beside its causal keys, in units of L
+  double look = 0.0;     // --method sample: sample.look, the look at every row (0: off)
   bool json = false;
 };
 
@@ -104,6 +106,11 @@ std::string parse(int argc, char** argv, Options* o) {
       ok = !value.empty() && *end == '\0' && o->balance >= 0.0 && o->balance <= 100.0;
     }
     else if (arg == "--method") ok = choice(&o->method, {"dense", "sample"});
+    else if (arg == "--look") {
+      char* end = nullptr;
+      o->look = std::strtod(value.c_str(), &end);
+      ok = !value.empty() && *end == '\0' && o->look >= 0.0 && o->look <= 1000.0;
+    }
     else if (arg == "--inputs") ok = !(o->inputs = value).empty();
     else return "unknown option " + arg;
     if (!ok) return "bad value '" + value + "' for " + arg;
@@ -356,6 +363,10 @@ int main(int argc, char** argv) {
   p.seqlen_q = p.seqlen_k = L;
   p.causal = static_cast<int32_t>(o.causal);
   p.method = o.method == "sample" ? SAMPLEATTN_METHOD_SAMPLE : SAMPLEATTN_METHOD_DENSE;
+  sampleattn_sample_params sample;
+  sampleattn_sample_params_init(&sample);
+  sample.look = static_cast<float>(o.look);
+  if (o.method == "sample") p.sample = &sample;
   p.precision = o.precision == "f32" ? SAMPLEATTN_PRECISION_F32
                 : o.precision == "bf16" ? SAMPLEATTN_PRECISION_BF16 : SAMPLEATTN_PRECISION_AUTO;
   sampleattn_mpi_shard shard;
@@ -462,6 +473,8 @@ int main(int argc, char** argv) {
             static_cast<long long>(L), o.heads, o.kv_heads, o.dim, o.dtype.c_str(), o.precision.c_str());
     std::printf("\"split\":\"%s\",\"balance\":%g,\"causal\":%ld,\"isa\":%s,\"warmup\":%ld,\"repeat\":%ld,",
                 o.split.c_str(), o.balance, o.causal, quoted(isa).c_str(), o.warmup, o.repeat);
+    std::printf("\"look\":%g,\"dense_rows\":%lld,", o.look,
+                static_cast<long long>(o.method == "sample" ? mask.num_dense_rows : 0));
     std::printf("\"flops\":%.6e,\"time_s_median\":%.6f,\"gflops\":%.3f,\"times_s\":[", flops, med, flops / med * 1e-9);
     for (size_t i = 0; i < times.size(); ++i) std::printf("%s%.6f", i ? "," : "", times[i]);
     std::fputs("],\"per_rank\":[", stdout);
