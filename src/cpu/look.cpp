@@ -248,10 +248,6 @@ class Looker {
   float bar_;  // look, log2 units
 };
 
-}  // namespace
-
-namespace {
-
 // A head that its mask and the look would take past max_density runs dense without the look;
 // after the look, one its dense rows take past it. Returns whether a sparse head is left.
 bool apply_look_cost(const Problem& problem, SparsePlan* plan, bool with_rows) {
@@ -270,8 +266,9 @@ bool apply_look_cost(const Problem& problem, SparsePlan* plan, bool with_rows) {
   return any_sparse;
 }
 
-// The probe, then the other rows of the heads it sends on (core/mask.h, look_whole_head). `sum`
-// adds the counts over the processes of a sharded call and agrees on failures (null: one process).
+// The probe, then the other rows of the heads it sends on (core/mask.h, look_whole_head). `coll`:
+// a sharded call's processes, over which the probe's counts are added and failures agreed on
+// (null: one process).
 Status look_passes(ThreadPool& pool, uint64_t pool_limit, Looker& looker, char* keys, SparsePlan* plan,
                    Collective* coll) {
   const size_t n = plan->heads.size();
