@@ -1112,6 +1112,62 @@ TEST_P(KernelsTest, LookQuantizesInt8KvLikeScalar) {
   }
 }
 
+// A row quantized by the look, read back as an int8 row with its scale (dequantized, then
+// quantized again: a sharded call's gathered keys, cpu/look.cpp), scores as the row it came from,
+// on every look of the table: 127 s / 127 rounds back to s for every scale look_quantize makes
+// from a largest magnitude between 1.5e-36 and FLT_MAX, and v s times 127 / (127 s) to v. (The
+// f32 layouts may hold +0 where the row held a -0: the same products.)
+void expect_look_requantizes_to_itself(const LookPath& look, const char* label) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  std::uniform_real_distribution<float> decade(-35.f, 37.f);
+  for (int d : {64, 128}) {
+    const int n = 700;
+    std::vector<float> rows(static_cast<size_t>(n) * d);
+    std::vector<int8_t> ints(rows.size());
+    std::vector<float> scales(n);
+    for (int j = 0; j < n; ++j) {
+      const float magnitude = j == 0 ? 0.f : j % 2 ? 0.37f : std::pow(10.f, decade(rng));
+      std::vector<float> row(d);
+      for (int c = 0; c < d; ++c) row[c] = std::clamp(dist(rng), -3.f, 3.f) * magnitude;
+      std::copy(row.begin(), row.end(), rows.begin() + static_cast<int64_t>(j) * d);
+      std::vector<int> q;
+      scales[j] = look_quantized(row, &q);
+      for (int c = 0; c < d; ++c) ints[static_cast<size_t>(j) * d + c] = static_cast<int8_t>(q[c]);
+    }
+    const RowSource from_values{rows.data(), DType::kF32, d, nullptr};
+    const RowSource from_ints{ints.data(), DType::kI8, d, nullptr, scales.data()};
+    // K both ways, and Q both ways (the first 32 rows), scored against each other.
+    Buffer k_want(look.k_bytes(n, d)), k_got(look.k_bytes(n, d));
+    std::vector<float> ks_want(n + 64, -1.f), ks_got(n + 64, -1.f);
+    look.pack_k(from_values, n, d, 1.0f, k_want.get(), ks_want.data());
+    look.pack_k(from_ints, n, d, 1.0f, k_got.get(), ks_got.data());
+    EXPECT_EQ(ks_want, ks_got) << label << " d=" << d;
+    const int m = 32;
+    Buffer q_want(look.q_bytes(m, d)), q_got(look.q_bytes(m, d));
+    std::vector<float> qs_want(m), qs_got(m);
+    look.pack_q(from_values, m, d, 1.0f, q_want.get(), qs_want.data());
+    look.pack_q(from_ints, m, d, 1.0f, q_got.get(), qs_got.data());
+    EXPECT_EQ(qs_want, qs_got) << label << " d=" << d;
+    std::vector<float> want(static_cast<size_t>(m) * n), got_k(want.size()), got_q(want.size());
+    look.scores(q_want.get(), qs_want.data(), m, k_want.get(), ks_want.data(), n, d, want.data(), n);
+    look.scores(q_want.get(), qs_want.data(), m, k_got.get(), ks_got.data(), n, d, got_k.data(), n);
+    look.scores(q_got.get(), qs_got.data(), m, k_want.get(), ks_want.data(), n, d, got_q.data(), n);
+    EXPECT_EQ(want, got_k) << label << " d=" << d << ": K read back";
+    EXPECT_EQ(want, got_q) << label << " d=" << d << ": Q read back";
+  }
+}
+
+TEST_P(KernelsTest, LookRequantizesItsOwnIntegersToThemselves) {
+  if (bf16()) GTEST_SKIP() << "the look is one set of kernels per table";
+  expect_look_requantizes_to_itself(table_->look, table_->name);
+  if (table_->isa == Isa::kAvx512 && cpu_features().avx512_vnni) {
+    const LookPath f32_products = {avx512::look_q_bytes, avx512::look_k_bytes, avx512::look_pack_q,
+                                   avx512::look_pack_k,  avx512::look_scores,  avx512::look_row_max};
+    expect_look_requantizes_to_itself(f32_products, "avx512 without vnni");
+  }
+}
+
 TEST_P(KernelsTest, LookRowMaxMatchesDefinition) {
   if (bf16()) GTEST_SKIP() << "the look is one set of kernels per table";
   std::mt19937 rng(3);

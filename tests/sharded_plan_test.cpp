@@ -311,5 +311,18 @@ TEST(ShardedPlan, TheLookSameAsOneProcess) {
   expect_same_plan(c, p, uneven, 4);
 }
 
+// The gathered keys travel as the look's integers and scales (cpu/look.cpp): a varlen bf16 batch,
+// each sequence's keys at its own offset, gives the one-process plan too.
+TEST(ShardedPlan, TheLookOfAVarlenBatchSameAsOneProcess) {
+  const std::vector<int32_t> lengths{2200, 3000};
+  Case c = generated_case(lengths, DType::kBF16, 3, workload::HeadMix::kFar);
+  sampleattn::Params p = sample_params(c);
+  p.sample.look = 4.f;
+  for (int processes = 2; processes <= 3; ++processes) {
+    SCOPED_TRACE(std::to_string(processes) + " processes");
+    expect_same_plan(c, p, contiguous(lengths, processes, true), processes);
+  }
+}
+
 }  // namespace
 }  // namespace sampleattn

@@ -8,11 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype_convert.h"
 #include "core/mask.h"
 #include "core/timing.h"
 #include "cpu/aligned_buffer.h"
 #include "cpu/kv_rows.h"
 #include "cpu/scratch_carver.h"
+#include "simd/flash/look_quantize.h"
 
 namespace sampleattn::cpu {
 namespace {
@@ -327,9 +329,17 @@ Status find_dense_rows_sharded(ThreadPool& pool, uint64_t workspace_limit, const
   const int me = coll.rank(), processes = coll.size();
   const size_t nseq = global.sequences.size();
   const int hkv = global.num_kv_heads, d = global.head_dim;
-  const size_t elem = dtype_size(global.k.dtype);
-  const size_t row = static_cast<size_t>(hkv) * static_cast<size_t>(d) * elem;
-  // Every process's K rows, all-gathered, in position order: sequence s's keys from offset[s].
+  // Every process's keys, all-gathered as the look's integers with their scales (look_quantize.h),
+  // in position order from offset[s] for sequence s; a token's bytes: hkv rows of d int8, then hkv
+  // f32 scales. Each process quantizes the rows it holds as the look's packs would (a sharded
+  // call's K is f32, f16 or bf16: every table reads the same f32 values), and the look then reads
+  // the gathered rows as an int8 cache: dequantized (v * s) and quantized again, which gives back
+  // v and s exactly for every scale look_quantize makes from a largest magnitude between 1.5e-36
+  // and FLT_MAX (s = amax / 127 rounded, then 127 s / 127 rounded, checked for every float amax;
+  // below that, s is subnormal and a key's scores, all under 1e-34, may differ in their last
+  // bits). So the one-process plan, at d + 4 bytes a key and kv head instead of d elements.
+  const size_t ints = static_cast<size_t>(hkv) * static_cast<size_t>(d);
+  const size_t row = ints + static_cast<size_t>(hkv) * sizeof(float);
   std::vector<int64_t> offset(nseq + 1, 0);
   for (size_t s = 0; s < nseq; ++s) offset[s + 1] = offset[s] + global.sequences[s].k_len;
   std::vector<int64_t> rows_of(static_cast<size_t>(processes), 0);
@@ -340,9 +350,12 @@ Status find_dense_rows_sharded(ThreadPool& pool, uint64_t workspace_limit, const
   for (const ShardRun& run : map.runs[static_cast<size_t>(me)]) {
     if (run.end > run.begin) held[static_cast<size_t>(run.seq)].push_back(run);
   }
-  std::vector<char> all_k, received;
+  const size_t tokens = static_cast<size_t>(offset[nseq]);
+  std::vector<char> received;
+  std::vector<int8_t> all_k;
+  std::vector<float> all_scales;
   Status local = Status::ok();
-  const uint64_t gathered_bytes = static_cast<uint64_t>(offset[nseq]) * row;
+  const uint64_t gathered_bytes = static_cast<uint64_t>(tokens) * row;
   if (workspace_limit > 0 && 2 * gathered_bytes > workspace_limit) {
     local = out_of_memory("the look of a sharded call gathers every process's keys (" + std::to_string(2 * gathered_bytes) +
                           " bytes), past the workspace limit");
@@ -352,20 +365,25 @@ Status find_dense_rows_sharded(ThreadPool& pool, uint64_t workspace_limit, const
     try {
       send.resize(static_cast<size_t>(rows_of[static_cast<size_t>(me)]) * row);
       received.resize(gathered_bytes);
-      all_k.resize(gathered_bytes);
+      all_k.resize(tokens * ints);
+      all_scales.resize(tokens * static_cast<size_t>(hkv));
     } catch (const std::bad_alloc&) {
       local = out_of_memory("out of memory while gathering the keys for the look of a sharded call");
     }
   }
   SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local, " before the look"));
   {
-    const char* k = static_cast<const char*>(global.k.data);
+    std::vector<float> values(static_cast<size_t>(d)), quantized(static_cast<size_t>(d));
     char* out = send.data();
     for (const ShardRun& run : map.runs[static_cast<size_t>(me)]) {
-      for (int64_t p = run.begin; p < run.end; ++p) {
-        for (int g = 0; g < hkv; ++g, out += static_cast<size_t>(d) * elem) {
-          std::memcpy(out, k + global.kv.row(run.seq, run.local - run.begin, p, g).k * static_cast<int64_t>(elem),
-                      static_cast<size_t>(d) * elem);
+      for (int64_t p = run.begin; p < run.end; ++p, out += row) {
+        for (int g = 0; g < hkv; ++g) {
+          const int64_t at = global.kv.row(run.seq, run.local - run.begin, p, g).k;
+          for (int c = 0; c < d; ++c) values[c] = load_scalar(global.k.data, global.k.dtype, at + c);
+          const float scale = flash::look_quantize(values.data(), d, quantized.data());
+          int8_t* to = reinterpret_cast<int8_t*>(out) + static_cast<size_t>(g) * d;
+          for (int c = 0; c < d; ++c) to[c] = static_cast<int8_t>(quantized[c]);
+          std::memcpy(out + ints + static_cast<size_t>(g) * sizeof(float), &scale, sizeof(float));
         }
       }
     }
@@ -378,10 +396,11 @@ Status find_dense_rows_sharded(ThreadPool& pool, uint64_t workspace_limit, const
     const char* in = received.data();
     for (int r = 0; r < processes; ++r) {
       for (const ShardRun& run : map.runs[static_cast<size_t>(r)]) {
-        if (run.end <= run.begin) continue;
-        const size_t n = static_cast<size_t>(run.end - run.begin) * row;
-        std::memcpy(all_k.data() + static_cast<size_t>(offset[static_cast<size_t>(run.seq)] + run.begin) * row, in, n);
-        in += n;
+        for (int64_t p = run.begin; p < run.end; ++p, in += row) {
+          const size_t t = static_cast<size_t>(offset[static_cast<size_t>(run.seq)] + p);
+          std::memcpy(all_k.data() + t * ints, in, ints);
+          std::memcpy(all_scales.data() + t * static_cast<size_t>(hkv), in + ints, static_cast<size_t>(hkv) * sizeof(float));
+        }
       }
     }
   }
@@ -389,9 +408,13 @@ Status find_dense_rows_sharded(ThreadPool& pool, uint64_t workspace_limit, const
   // The look over them: the keys packed, every sequence's from its offset; this process's rows.
   Problem all = global;
   all.k.data = all_k.data();
+  all.k.dtype = DType::kI8;
   all.kv = KvLayout{};
-  all.kv.k_token_stride = all.kv.v_token_stride = static_cast<int64_t>(hkv) * d;
+  all.kv.k_token_stride = all.kv.v_token_stride = static_cast<int64_t>(ints);
   all.kv.k_head_stride = all.kv.v_head_stride = d;
+  all.kv.k_scale = all_scales.data();
+  all.kv.scale_token_stride = hkv;
+  all.kv.scale_head_stride = 1;
   for (size_t s = 0; s < nseq; ++s) all.sequences[s].k_begin = offset[s];
   Looker looker(kernels, all, plan, &held);
   AlignedBuffer keys = allocate_aligned(looker.key_bytes());
