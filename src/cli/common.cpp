@@ -160,7 +160,8 @@ void declare_method_options(Options& o) {
           "SampleAttention: most root-mean-square lost mass of the validation rows (else more stripes, or dense), in [0, 1]");
   o.value("look", std::to_string(d.look),
           "SampleAttention: the look at every row, nats: a row whose largest score outside its band and stripes comes "
-          "this close to its band's runs dense, >= 0 (0: no look)");
+          "this close to its mask's largest (band, stripes, sinks) runs dense; a head is looked at whole when a probe of "
+          "every 8th row flags 1 row in 1,024, >= 0 (0: no look)");
 }
 
 bool read_method_options(const Options& o, sampleattn::Params* p, std::string* error) {
