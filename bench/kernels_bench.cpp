@@ -168,6 +168,34 @@ void attend_mods(benchmark::State& state, Isa isa, Precision precision) {
   state.counters["FLOPS"] = benchmark::Counter(4.0 * tile.pairs * tile.d * calls / mods_s);
 }
 
+// Stage 1's score kernel (FlashPath::scores: S = Q K^T of m packed rows against n packed keys,
+// cpu/sampling.cpp, one key tile at a time), into a buffer of `chunk` such tiles written in
+// turn, as a chunk of sampled rows keeps its scores (chunk 1: the tile stays in L1/L2).
+void scores_tile(benchmark::State& state, Isa isa, Precision precision) {
+  const FlashPath* path = path_of(kernel_table_for(isa), precision);
+  if (path == nullptr) {
+    state.SkipWithError("not supported on this CPU");
+    return;
+  }
+  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), d = static_cast<int>(state.range(2)),
+            chunk = static_cast<int>(state.range(3));
+  const std::vector<float> q = random_rows(m, d, 1), k = random_rows(n, d, 2);
+  Mem qp = alloc64(path->packed_bytes(m, d)), kp = alloc64(path->packed_bytes(n, d));
+  path->pack_q({q.data(), DType::kF32, d, nullptr}, m, d, 0.1f, qp.get());
+  path->pack_k({k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
+  const size_t tile_floats = static_cast<size_t>(m) * n;
+  std::vector<float> s(tile_floats * static_cast<size_t>(chunk), 0.f);
+  int64_t at = 0;
+  for (auto _ : state) {
+    path->scores(qp.get(), m, kp.get(), n, d, s.data() + static_cast<size_t>(at) * tile_floats, n, 1.0f);
+    at = (at + 1) % chunk;
+    benchmark::ClobberMemory();
+  }
+  benchmark::DoNotOptimize(s.data());
+  state.counters["FLOPS"] = benchmark::Counter(2.0 * m * n * d * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
+}
+
 enum Which { kQ = 0, kK = 1, kV = 2 };
 
 void pack(benchmark::State& state, Isa isa, Precision precision, DType dtype) {
@@ -227,6 +255,10 @@ void register_all() {
         if (d != 128) b->Args({t->block_rows, t->key_tile, d});
       }
     }
+    benchmark::RegisterBenchmark((std::string("scores/") + v.name).c_str(), scores_tile, v.isa, v.precision)
+        ->ArgNames({"m", "n", "d", "chunk"})
+        ->Args({128, t->key_tile, 128, 1})
+        ->Args({128, t->key_tile, 128, 128});
     benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.precision, true)
         ->ArgNames({"m", "n", "d"})
         ->Args({t->block_rows, t->block_rows, 128});
