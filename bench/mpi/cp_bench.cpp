@@ -11,9 +11,11 @@
 //   mpirun -np 4 ... sampleattn_cp_bench --method sample --inputs /tmp/in --split contiguous --json
 //
 // Splits: contiguous (even runs), zigzag (the library's two chunks a rank), balanced (contiguous
-// runs of equal modeled causal work, explicit begin/length: a row at position i costs
-// `--balance A` x seq + i; A = 0 balances dense pairs, see balanced_cut). `--look N`: method
-// sample with sample.look = N (the look at every row; its keys are all-gathered).
+// runs of equal modeled work, explicit begin/length: the token at position i costs
+// `--balance A` x seq + i for its query row and `--balance-keys B` x (seq - i) for its key, which
+// stage 1 scores against every sampled row after it on the key's rank; A = B = 0 balances dense
+// pairs, see balanced_cut). `--look N`: method sample with sample.look = N (the look at every
+// row; its keys are all-gathered).
 //
 // bench/mpi/cp_scaling.sh runs the 1/2/4-rank comparison. Correctness is tests/mpi/'s job.
 #ifndef OMPI_SKIP_MPICXX  // the C API only (Open MPI's C++ bindings header warns under -Wextra)
@@ -47,19 +49,24 @@ struct Options {
   int64_t seq = 65536;
   long heads = 32, kv_heads = 8, dim = 128, threads = 0, repeat = 3, warmup = 1, causal = 1;
   std::string dtype = "bf16", precision = "auto", split = "zigzag", method = "dense", inputs;
-  double balance = 0.0;  // --split balanced: a row's cost beside its causal keys, in units of L
+  double balance = 0.0;       // --split balanced: a row's cost beside its causal keys, in units of L
+  double balance_keys = 0.0;  // --split balanced: a key's cost per later token (stage 1's sampled rows)
   double look = 0.0;     // --method sample: sample.look, the look at every row (0: off)
   bool json = false;
 };
 
-// Where rank r's run begins under --split balanced: contiguous runs of equal modeled work when a
-// query row at position i costs a * L + i (a = 0: the causal pairs, dense; SampleAttention's window
-// and stripes add a per-row part). The cut x (in units of L) solves a x + x^2 / 2 = (r / P)(a + 1/2).
-int64_t balanced_cut(int64_t L, int64_t P, int64_t r, double a) {
+// Where rank r's run begins under --split balanced: contiguous runs of equal modeled work when
+// the token at position i costs a * L + i for its query row (a = 0: the causal pairs, dense;
+// SampleAttention's window and stripes add a per-row part) and b * (L - i) for its key (stage 1:
+// the key's rank scores it against the sampled rows after it, b = r_row x their cost per pair
+// against the attention's). With x in units of L the work up to x is
+// W(x) = (a + b) x + (1 - b) x^2 / 2, and the cut solves W(x) = (r / P) W(1).
+int64_t balanced_cut(int64_t L, int64_t P, int64_t r, double a, double b) {
   if (r <= 0) return 0;
   if (r >= P) return L;
-  const double share = static_cast<double>(r) / static_cast<double>(P) * (a + 0.5);
-  const double x = -a + std::sqrt(a * a + 2.0 * share);
+  const double c = 0.5 * (1.0 - b), lin = a + b;
+  const double share = static_cast<double>(r) / static_cast<double>(P) * (lin + c);
+  const double x = std::abs(c) < 1e-12 ? share / lin : (-lin + std::sqrt(lin * lin + 4.0 * c * share)) / (2.0 * c);
   return std::clamp<int64_t>(std::llround(x * static_cast<double>(L)), 0, L);
 }
 
@@ -104,6 +111,11 @@ std::string parse(int argc, char** argv, Options* o) {
       char* end = nullptr;
       o->balance = std::strtod(value.c_str(), &end);
       ok = !value.empty() && *end == '\0' && o->balance >= 0.0 && o->balance <= 100.0;
+    }
+    else if (arg == "--balance-keys") {
+      char* end = nullptr;
+      o->balance_keys = std::strtod(value.c_str(), &end);
+      ok = !value.empty() && *end == '\0' && o->balance_keys >= 0.0 && o->balance_keys <= 100.0;
     }
     else if (arg == "--method") ok = choice(&o->method, {"dense", "sample"});
     else if (arg == "--look") {
@@ -291,7 +303,8 @@ int main(int argc, char** argv) {
     if (rank == 0)
       std::fprintf(stderr,
                    "sampleattn_cp_bench: %s\nusage: sampleattn_cp_bench [--seq N] [--heads H] [--kv-heads G] [--dim D]"
-                   " [--dtype f32|f16|bf16] [--precision auto|f32|bf16] [--split contiguous|zigzag|balanced] [--balance A] [--threads T]"
+                   " [--dtype f32|f16|bf16] [--precision auto|f32|bf16] [--split contiguous|zigzag|balanced] [--balance A] [--balance-keys B]"
+                   " [--threads T]"
                    " [--repeat R] [--warmup W] [--causal 0|1] [--method dense|sample] [--inputs DIR] [--json]\n",
                    err.c_str());
     return fail();
@@ -305,7 +318,7 @@ int main(int argc, char** argv) {
     auto chunk = [&](int64_t c) { return std::make_pair(c * L / (2 * P), (c + 1) * L / (2 * P)); };
     runs = {chunk(rank), chunk(2 * P - 1 - rank)};
   } else if (o.split == "balanced") {
-    runs = {{balanced_cut(L, P, rank, o.balance), balanced_cut(L, P, rank + 1, o.balance)}};
+    runs = {{balanced_cut(L, P, rank, o.balance, o.balance_keys), balanced_cut(L, P, rank + 1, o.balance, o.balance_keys)}};
   } else {
     runs = {{rank * L / P, (rank + 1) * L / P}};
   }
@@ -471,8 +484,8 @@ int main(int argc, char** argv) {
             o.method == "sample" ? dense_groups : static_cast<int>(o.kv_heads), stripe_union, all[kStages]);
     std::printf("\"seq\":%lld,\"heads\":%ld,\"kv_heads\":%ld,\"dim\":%ld,\"dtype\":\"%s\",\"precision\":\"%s\",",
             static_cast<long long>(L), o.heads, o.kv_heads, o.dim, o.dtype.c_str(), o.precision.c_str());
-    std::printf("\"split\":\"%s\",\"balance\":%g,\"causal\":%ld,\"isa\":%s,\"warmup\":%ld,\"repeat\":%ld,",
-                o.split.c_str(), o.balance, o.causal, quoted(isa).c_str(), o.warmup, o.repeat);
+    std::printf("\"split\":\"%s\",\"balance\":%g,\"balance_keys\":%g,\"causal\":%ld,\"isa\":%s,\"warmup\":%ld,\"repeat\":%ld,",
+                o.split.c_str(), o.balance, o.balance_keys, o.causal, quoted(isa).c_str(), o.warmup, o.repeat);
     std::printf("\"look\":%g,\"dense_rows\":%lld,", o.look,
                 static_cast<long long>(o.method == "sample" ? mask.num_dense_rows : 0));
     std::printf("\"flops\":%.6e,\"time_s_median\":%.6f,\"gflops\":%.3f,\"times_s\":[", flops, med, flops / med * 1e-9);

@@ -26,21 +26,24 @@ def dense_ring(seq, ranks, hq, hkv, d, dv, eb):
     return sent, block, flops
 
 
-def balanced_cut(seq, ranks, r, a):
-    """sampleattn_cp_bench --split balanced: where rank r's run begins (a row at i costs a * seq + i)."""
+def balanced_cut(seq, ranks, r, a, b=0.0):
+    """sampleattn_cp_bench --split balanced: where rank r's run begins (the token at i costs
+    a * seq + i for its row and b * (seq - i) for its key)."""
     if r <= 0:
         return 0
     if r >= ranks:
         return seq
-    x = -a + math.sqrt(a * a + 2 * r / ranks * (a + 0.5))
+    c, lin = 0.5 * (1 - b), a + b
+    share = r / ranks * (lin + c)
+    x = share / lin if abs(c) < 1e-12 else (-lin + math.sqrt(lin * lin + 4 * c * share)) / (2 * c)
     return min(seq, max(0, round(x * seq)))
 
 
-def split_runs(seq, ranks, split, balance=0.0):
+def split_runs(seq, ranks, split, balance=0.0, balance_keys=0.0):
     """Every rank's runs [a, b) of one sequence (sampleattn_mpi_shard: CONTIGUOUS even, ZIGZAG, or
     the explicit runs of sampleattn_cp_bench --split balanced)."""
     if split == "balanced":
-        c = [balanced_cut(seq, ranks, r, balance) for r in range(ranks + 1)]
+        c = [balanced_cut(seq, ranks, r, balance, balance_keys) for r in range(ranks + 1)]
         return [[(c[r], c[r + 1])] for r in range(ranks)]
     if split == "zigzag":
         c = [i * seq // (2 * ranks) for i in range(2 * ranks + 1)]
@@ -74,7 +77,7 @@ def sampled_positions(seq, r_row, block, r_val, val_rows):
 
 
 def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dense_groups, split,
-                  block=64, r_val=0.02, val_rows=384, grid=128, balance=0.0):
+                  block=64, r_val=0.02, val_rows=384, grid=128, balance=0.0, balance_keys=0.0):
     """Bytes each rank receives in SampleAttention across ranks as built (src/cpu/sampling.cpp
     build_sharded_plan, src/cpu/sharded_attention.cpp), counted as sampleattn_mpi_stats counts them:
     - sampled_q: the sampled and validation query rows (all heads) each rank gets from their
@@ -88,7 +91,7 @@ def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dens
       the group's heads' stripes, a share `stripe_union` of the keys, spread evenly) before it;
     - stripe_lists: the other ranks' decided stripes (int32) gathered.
     Returns one dict per rank."""
-    runs = split_runs(seq, ranks, split, balance)
+    runs = split_runs(seq, ranks, split, balance, balance_keys)
     sampled, val = sampled_positions(seq, r_row, block, r_val, val_rows)
     q_row = hq * d * eb
     kv_key = (d + dv) * eb
@@ -143,7 +146,7 @@ def check_json(a):
             continue
         v = sample_volume(j["seq"], j["ranks"], j["heads"], j["kv_heads"], j["dim"], j["dim"],
                           4 if j["dtype"] == "f32" else 2, a.r_row, a.r_w, j["stripe_union"], j["dense_kv_groups"],
-                          j["split"], balance=j.get("balance", 0.0))
+                          j["split"], balance=j.get("balance", 0.0), balance_keys=j.get("balance_keys", 0.0))
         print(f"{j['ranks']} ranks, {j['split']}, seq {j['seq']}, dense kv groups {j['dense_kv_groups']}, "
               f"stripe union {j['stripe_union']:.4f}: bytes received, model / measured (MB)")
         print("| rank | query rows | K/V rows | other | total |")
@@ -178,6 +181,8 @@ def main():
     ap.add_argument("--splits", default="contiguous,zigzag")
     ap.add_argument("--balance", type=float, default=0.0,
                     help="split balanced: a row's cost beside its causal keys, in units of seq (sampleattn_cp_bench --balance)")
+    ap.add_argument("--balance-keys", type=float, default=0.0,
+                    help="split balanced: a key's cost per later token (sampleattn_cp_bench --balance-keys)")
     ap.add_argument("--check-bytes", type=float, default=None, help="a measured bytes_sent of one rank (dense ring)")
     ap.add_argument("--check-received", default=None,
                     help="measured bytes_received of every rank (sample), comma-separated, to set beside the model's")
@@ -215,7 +220,7 @@ def main():
             for g in [int(x) for x in a.dense_groups.split(",")]:
                 for f in [float(x) for x in a.stripe_union.split(",")]:
                     v = sample_volume(a.seq, p, a.heads, a.kv_heads, d, dv, eb, a.r_row, a.r_w, f, g, split,
-                                      balance=a.balance)
+                                      balance=a.balance, balance_keys=a.balance_keys)
                     top = max(v, key=lambda x: x["total"])
                     print(f"| {p} | {split} | {g} of {a.kv_heads} | {f:.2f} | {gib(top['sampled_q']):.3f} | "
                           f"{gib(top['kv']):.3f} | {gib(top['reductions'] + top['stripe_lists']):.3f} | "
