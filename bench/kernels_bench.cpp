@@ -196,6 +196,25 @@ void scores_tile(benchmark::State& state, Isa isa, Precision precision) {
                                                benchmark::Counter::kIsRate);
 }
 
+// The look's packs (simd/kernels.h, LookPath: each row quantized to int8 and laid out for the
+// table's look products): rows of d f32 values, K or Q; counter elements = values a second.
+void look_pack(benchmark::State& state, Isa isa) {
+  const LookPath& look = kernel_table_for(isa)->look;
+  const bool k = state.range(0) == 1;
+  const int rows = static_cast<int>(state.range(1)), d = static_cast<int>(state.range(2));
+  const std::vector<float> x = random_rows(rows, d, 4);
+  Mem dst = alloc64(k ? look.k_bytes(rows, d) : look.q_bytes(rows, d));
+  std::vector<float> scales(static_cast<size_t>(rows) + 64);
+  const RowSource src{x.data(), DType::kF32, d, nullptr};
+  for (auto _ : state) {
+    (k ? look.pack_k : look.pack_q)(src, rows, d, 1.0f, dst.get(), scales.data());
+    benchmark::DoNotOptimize(dst.get());
+    benchmark::ClobberMemory();
+  }
+  state.counters["elements"] = benchmark::Counter(static_cast<double>(rows) * d * static_cast<double>(state.iterations()),
+                                                  benchmark::Counter::kIsRate);
+}
+
 enum Which { kQ = 0, kK = 1, kV = 2 };
 
 void pack(benchmark::State& state, Isa isa, Precision precision, DType dtype) {
@@ -254,6 +273,12 @@ void register_all() {
       for (int d : kSupportedHeadDims) {
         if (d != 128) b->Args({t->block_rows, t->key_tile, d});
       }
+    }
+    if (v.precision == Precision::kF32) {
+      benchmark::RegisterBenchmark((std::string("look_pack/") + isa_name(v.isa)).c_str(), look_pack, v.isa)
+          ->ArgNames({"k", "rows", "d"})
+          ->Args({1, 2048, 128})
+          ->Args({0, 64, 128});
     }
     benchmark::RegisterBenchmark((std::string("scores/") + v.name).c_str(), scores_tile, v.isa, v.precision)
         ->ArgNames({"m", "n", "d", "chunk"})

@@ -347,6 +347,33 @@ void look_rows_vnni(int rows, const int8_t* q, const int32_t* fix, const float* 
 
 }  // namespace
 
+namespace {
+
+// look_quantize (look_quantize.h) on 16 values at a time: the same integers and scale for finite
+// values (the largest magnitude is exact in any order; each value's product and its rounding to
+// the nearest even integer are the same IEEE operations; the clamp is the same), which
+// LookScoresAreTheIntegerProducts checks against the scalar definition. d a multiple of 16; store
+// (i, v) receives the integers of values [i, i + 16) as int32.
+template <class Store>
+float look_quantize_vnni(const float* x, int d, Store store) {
+  __m512 top = _mm512_setzero_ps();
+  for (int i = 0; i < d; i += 16) top = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), top);
+  const float amax = _mm512_reduce_max_ps(top);
+  if (!(amax > 0.f) || !std::isfinite(amax)) {
+    for (int i = 0; i < d; i += 16) store(i, _mm512_setzero_si512());
+    return 0.f;
+  }
+  const __m512 inv = _mm512_set1_ps(127.f / amax), lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+  for (int i = 0; i < d; i += 16) {
+    const __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), inv),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    store(i, _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi)));
+  }
+  return amax / 127.f;
+}
+
+}  // namespace
+
 size_t look_q_bytes_vnni(int rows, int d) { return layout::q_bytes(rows, d); }
 size_t look_k_bytes_vnni(int rows, int d) { return layout::k_bytes(rows, d); }
 
@@ -356,14 +383,14 @@ void look_pack_q_vnni(const RowSource& src, int m, int d, float scale, void* dst
   alignas(64) float row[Look::kMaxDim];
   V::with_dtype(src.dtype, [&](auto t) {
     for (int r = 0; r < m; ++r) {
-      scales[r] = Look::quantized_row<decltype(t)::value>(src, r, d, row) * scale;
-      int32_t sum = 0;
-      for (int i = 0; i < d; ++i) {
-        const int v = static_cast<int>(row[i]);
-        q[static_cast<int64_t>(r) * d + i] = static_cast<int8_t>(v);
-        sum += v;
-      }
-      fix[r] = 128 * sum;
+      Pack::convert_row<decltype(t)::value>(src, r, d, 1.0f, row);
+      __m512i sum = _mm512_setzero_si512();
+      int8_t* out = q + static_cast<int64_t>(r) * d;
+      scales[r] = look_quantize_vnni(row, d, [&](int i, __m512i v) {
+        sum = _mm512_add_epi32(sum, v);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(v));
+      }) * scale;
+      fix[r] = 128 * _mm512_reduce_add_epi32(sum);
     }
   });
 }
@@ -371,18 +398,30 @@ void look_pack_q_vnni(const RowSource& src, int m, int d, float scale, void* dst
 void look_pack_k_vnni(const RowSource& src, int n, int d, float scale, void* dst, float* scales) {
   uint8_t* k = static_cast<uint8_t*>(dst);
   alignas(64) float row[Look::kMaxDim];
+  alignas(64) uint8_t keys[kLookGroup][Look::kMaxDim];  // a group's keys, u8, row by row
   const int n_pad = static_cast<int>(V::round_up(static_cast<size_t>(n), kLookKeys));
+  const __m512i bias = _mm512_set1_epi32(128);
+  const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(Look::kMaxDim));
   V::with_dtype(src.dtype, [&](auto t) {
-    for (int j = 0; j < n_pad; ++j) {
-      if (j < n) {
-        scales[j] = Look::quantized_row<decltype(t)::value>(src, j, d, row) * scale;
-      } else {
-        scales[j] = 0.f;
-        std::fill(row, row + d, 0.f);
+    for (int j0 = 0; j0 < n_pad; j0 += kLookGroup) {
+      for (int i = 0; i < kLookGroup; ++i) {
+        const int j = j0 + i;
+        if (j >= n) {
+          scales[j] = 0.f;
+          std::memset(keys[i], 128, static_cast<size_t>(d));
+          continue;
+        }
+        Pack::convert_row<decltype(t)::value>(src, j, d, 1.0f, row);
+        uint8_t* out = keys[i];
+        scales[j] = look_quantize_vnni(row, d, [&](int c, __m512i v) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm512_cvtepi32_epi8(_mm512_add_epi32(v, bias)));
+        }) * scale;
       }
-      uint8_t* group = k + static_cast<size_t>(j / kLookGroup) * kLookGroup * d + (j % kLookGroup) * 4;
-      for (int i = 0; i < d; ++i) {
-        group[(i / 4) * kLookGroup * 4 + i % 4] = static_cast<uint8_t>(static_cast<int>(row[i]) + 128);
+      // The group's layout: 4 dimensions of each of its 16 keys a 64-byte line.
+      uint8_t* group = k + static_cast<size_t>(j0) * d;
+      for (int c = 0; c < d / 4; ++c) {
+        _mm512_storeu_si512(group + c * 64, _mm512_i32gather_epi32(rows, keys[0] + 4 * c, 1));
       }
     }
   });
