@@ -311,6 +311,42 @@ TEST(ShardedPlan, TheLookSameAsOneProcess) {
   expect_same_plan(c, p, uneven, 4);
 }
 
+// Under a workspace limit too small for the gathered keys (2 x tokens x kv heads x (d + 4) bytes),
+// every process returns OUT_OF_MEMORY with the message, none waits for another.
+TEST(ShardedPlan, TheLookPastTheWorkspaceLimitFailsOnEveryProcess) {
+  const std::vector<int32_t> lengths{3000};
+  Case c = generated_case(lengths, DType::kF32, 1, workload::HeadMix::kFar);
+  sampleattn::Params p = sample_params(c);
+  p.sample.look = 4.f;
+  Problem whole;
+  ASSERT_TRUE(build_problem(&p, true, &whole).is_ok());
+  const int processes = 3;
+  const Split split = contiguous(lengths, processes, true);
+  Shards sh = make_shards(c, split, processes);
+  const uint64_t gathered = 2ull * 3000 * static_cast<uint64_t>(c.hkv) * (static_cast<uint64_t>(c.d) + 4);
+  testing::ThreadWorld world(processes);
+  std::vector<Status> plan_status(processes), look_status(processes);
+  world.run([&](int r) {
+    Problem mine = whole;
+    mine.q.data = sh.q[r].data();
+    mine.k.data = sh.k[r].data();
+    mine.v.data = sh.v[r].data();
+    auto pool = pool_of(1);
+    testing::ThreadCollective coll(world, r);
+    SparsePlan plan;
+    // The plan under no limit (its own needs are not this test's), the look under one just short.
+    plan_status[r] = cpu::build_sharded_plan(*pool, 0, active_kernel_table(), mine, sh.map, coll, true, &plan);
+    if (plan_status[r].is_ok()) {
+      look_status[r] = cpu::find_dense_rows_sharded(*pool, gathered - 1, active_kernel_table(), mine, sh.map, coll, &plan);
+    }
+  });
+  for (int r = 0; r < processes; ++r) {
+    ASSERT_TRUE(plan_status[r].is_ok()) << plan_status[r].message();
+    EXPECT_EQ(look_status[r].code(), SAMPLEATTN_OUT_OF_MEMORY) << "process " << r;
+    EXPECT_NE(look_status[r].message().find("gathers every process's keys"), std::string::npos) << look_status[r].message();
+  }
+}
+
 // The gathered keys travel as the look's integers and scales (cpu/look.cpp): a varlen bf16 batch,
 // each sequence's keys at its own offset, gives the one-process plan too.
 TEST(ShardedPlan, TheLookOfAVarlenBatchSameAsOneProcess) {
