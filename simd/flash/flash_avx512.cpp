@@ -345,10 +345,6 @@ void look_rows_vnni(int rows, const int8_t* q, const int32_t* fix, const float* 
   }
 }
 
-}  // namespace
-
-namespace {
-
 // look_quantize (look_quantize.h) on 16 values at a time: the same integers and scale for finite
 // values (the largest magnitude is exact in any order; each value's product and its rounding to
 // the nearest even integer are the same IEEE operations; the clamp is the same), which
