@@ -85,7 +85,8 @@ typedef enum sampleattn_backend {
 } sampleattn_backend;
 
 typedef enum sampleattn_binding {
-  SAMPLEATTN_BIND_CORES = 0, /* one worker per core, each bound to its core (default) */
+  SAMPLEATTN_BIND_CORES = 0, /* one worker per core, each bound to its core (default); fewer workers
+                                 than the allowed cores are not bound (docs/THREADS.md) */
   SAMPLEATTN_BIND_NONE = 1   /* workers float; the OS schedules them */
 } sampleattn_binding;
 
@@ -143,7 +144,8 @@ typedef struct sampleattn_context_info {
   const char* device_name;    /* CUDA device name, or "" */
   const char* note;           /* why AUTO chose what it chose, e.g. "no CUDA device found" */
   /* ABI revision 1.1. The strings live as long as the context. */
-  sampleattn_binding binding; /* how the CPU workers are bound */
+  sampleattn_binding binding; /* the binding in effect: CORES binds the CPU workers when they cover the
+                               * allowed cores, NONE never (a host pool: NONE) */
   const char* cpu_model;      /* e.g. "Intel(R) Xeon(R) Platinum 8480+" */
   /* The CPU kernel tables this CPU can run, best first, with their products, e.g.
    * "avx512 (f32 fma, bf16 dot), avx2 (f32 fma), scalar". */

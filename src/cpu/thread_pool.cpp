@@ -304,7 +304,11 @@ struct ThreadPool::Impl {
       const int quota_cpus = cgroup_cpu_limit();
       if (quota_cpus > 0) num_threads = std::min(num_threads, quota_cpus);
     }
-    bind = want_bind && topology != nullptr;
+    // Bound only when the workers cover every allowed core: a pool of fewer workers would bind
+    // the first cores of the set, and so would another process doing the same (two MPI ranks of
+    // one thread each that mpirun did not bind: both on core 0, each call twice as long; two
+    // quota-limited containers sharing a cpuset), so it leaves placement to the OS instead.
+    bind = want_bind && topology != nullptr && num_threads >= static_cast<int>(places.size());
     workers.resize(static_cast<size_t>(num_threads));
     if (places.empty()) {
       num_numa_nodes = 1;

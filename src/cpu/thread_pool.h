@@ -1,7 +1,9 @@
 // A NUMA-aware worker pool (hwloc): one worker per core the process may run on (taskset and
 // cgroup cpusets respected, and no more than a cgroup CPU quota allows), each bound to its core at
-// start unless binding is off, grouped by NUMA node, with node-local scratch memory. The pool is
-// created once per context and reused across calls.
+// start unless binding is off or the workers are fewer than the allowed cores (then they float:
+// binding the first cores of the set would stack processes that do the same), grouped by NUMA
+// node, with node-local scratch memory. The pool is created once per context and reused across
+// calls.
 //
 // Host mode (ThreadPoolOptions::parallel_for set): the pool starts no thread. Each run() hands
 // min(num_threads, tasks) "slots" to the host's parallel-for; slot i claims tasks from the same
@@ -60,7 +62,7 @@ struct ThreadPoolOptions {
   // 0: SAMPLEATTN_NUM_THREADS if set to a positive number, else one per allowed core, capped by
   // the cgroup CPU quota (cpu_quota.h). With parallel_for: the host's thread count, > 0.
   int num_threads = 0;
-  bool bind = true;  // bind each worker to one core; ignored with parallel_for
+  bool bind = true;  // bind each worker to one core when they cover the allowed cores; ignored with parallel_for
   HostParallelFor parallel_for = nullptr;  // set: run on the host's threads, start none
   void* host_pool = nullptr;               // passed back to parallel_for
 };
