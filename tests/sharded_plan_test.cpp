@@ -94,6 +94,34 @@ KernelTable rescoring_table() {
   return t;
 }
 
+// Every process's sharded plan, then its look, under the thread collective (each call's
+// workspace limit given); a process whose plan fails runs no look.
+struct ShardedRun {
+  std::vector<SparsePlan> plans;
+  std::vector<Status> plan_status, look_status;
+};
+ShardedRun run_sharded(const Problem& whole, Shards& sh, int processes, const KernelTable& kernels,
+                       uint64_t plan_limit, uint64_t look_limit) {
+  ShardedRun out;
+  out.plans.resize(static_cast<size_t>(processes));
+  out.plan_status.resize(static_cast<size_t>(processes));
+  out.look_status.resize(static_cast<size_t>(processes));
+  testing::ThreadWorld world(processes);
+  world.run([&](int r) {
+    Problem mine = whole;
+    mine.q.data = sh.q[r].data();
+    mine.k.data = sh.k[r].data();
+    mine.v.data = sh.v[r].data();
+    auto pool = pool_of(1);
+    testing::ThreadCollective coll(world, r);
+    out.plan_status[r] = cpu::build_sharded_plan(*pool, plan_limit, kernels, mine, sh.map, coll, true, &out.plans[r]);
+    if (out.plan_status[r].is_ok()) {
+      out.look_status[r] = cpu::find_dense_rows_sharded(*pool, look_limit, kernels, mine, sh.map, coll, &out.plans[r]);
+    }
+  });
+  return out;
+}
+
 // workspace_limit: the sharded calls' (one process's: none). table: the kernels of both (default:
 // the active table).
 void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& split, int processes,
@@ -112,29 +140,16 @@ void expect_same_plan(Case& c, const sampleattn::Params& params, const Split& sp
   for (const HeadPlan& h : one.heads) sparse += !h.dense && h.stripes.size() > 4 && h.val_min >= 0 ? 1 : 0;
   ASSERT_GT(sparse, 0) << "every head dense: the case tests nothing";
   Shards sh = make_shards(c, split, processes);
-  testing::ThreadWorld world(processes);
-  std::vector<SparsePlan> plans(static_cast<size_t>(processes));
-  std::vector<Status> status(static_cast<size_t>(processes));
-  world.run([&](int r) {
-    Problem mine = whole;
-    mine.q.data = sh.q[r].data();
-    mine.k.data = sh.k[r].data();
-    mine.v.data = sh.v[r].data();
-    auto pool = pool_of(1);
-    testing::ThreadCollective coll(world, r);
-    status[r] = cpu::build_sharded_plan(*pool, workspace_limit, kernels, mine, sh.map, coll, true, &plans[r]);
-    if (status[r].is_ok()) {
-      status[r] = cpu::find_dense_rows_sharded(*pool, workspace_limit, kernels, mine, sh.map, coll, &plans[r]);
-    }
-  });
+  const ShardedRun run = run_sharded(whole, sh, processes, kernels, workspace_limit, workspace_limit);
   if (params.sample.look > 0.f) {
     int64_t rows = 0;
     for (const HeadPlan& h : one.heads) rows += static_cast<int64_t>(h.dense_rows.size());
     ASSERT_GT(rows, 0) << "no row sent dense: the look tests nothing";
   }
   for (int r = 0; r < processes; ++r) {
-    ASSERT_TRUE(status[r].is_ok()) << status[r].message();
-    const SparsePlan& got = plans[r];
+    ASSERT_TRUE(run.plan_status[r].is_ok()) << run.plan_status[r].message();
+    ASSERT_TRUE(run.look_status[r].is_ok()) << run.look_status[r].message();
+    const SparsePlan& got = run.plans[r];
     ASSERT_EQ(got.heads.size(), one.heads.size());
     for (size_t i = 0; i < one.heads.size(); ++i) {
       const HeadPlan& a = one.heads[i];
@@ -324,22 +339,10 @@ TEST(ShardedPlan, TheLookPastTheWorkspaceLimitFailsOnEveryProcess) {
   const Split split = contiguous(lengths, processes, true);
   Shards sh = make_shards(c, split, processes);
   const uint64_t gathered = 2ull * 3000 * static_cast<uint64_t>(c.hkv) * (static_cast<uint64_t>(c.d) + 4);
-  testing::ThreadWorld world(processes);
-  std::vector<Status> plan_status(processes), look_status(processes);
-  world.run([&](int r) {
-    Problem mine = whole;
-    mine.q.data = sh.q[r].data();
-    mine.k.data = sh.k[r].data();
-    mine.v.data = sh.v[r].data();
-    auto pool = pool_of(1);
-    testing::ThreadCollective coll(world, r);
-    SparsePlan plan;
-    // The plan under no limit (its own needs are not this test's), the look under one just short.
-    plan_status[r] = cpu::build_sharded_plan(*pool, 0, active_kernel_table(), mine, sh.map, coll, true, &plan);
-    if (plan_status[r].is_ok()) {
-      look_status[r] = cpu::find_dense_rows_sharded(*pool, gathered - 1, active_kernel_table(), mine, sh.map, coll, &plan);
-    }
-  });
+  // The plan under no limit (its own needs are not this test's), the look under one just short.
+  const ShardedRun run = run_sharded(whole, sh, processes, active_kernel_table(), 0, gathered - 1);
+  const std::vector<Status>& plan_status = run.plan_status;
+  const std::vector<Status>& look_status = run.look_status;
   for (int r = 0; r < processes; ++r) {
     ASSERT_TRUE(plan_status[r].is_ok()) << plan_status[r].message();
     EXPECT_EQ(look_status[r].code(), SAMPLEATTN_OUT_OF_MEMORY) << "process " << r;
