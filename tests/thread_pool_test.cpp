@@ -548,5 +548,68 @@ TEST_F(ThreadPoolTest, ManyCreateRunDestroyCycles) {
   }
 }
 
+
+// ---- Call buffers (cpu/call_buffers.h): kept from call to call --------------------------------
+
+TEST(CallBuffers, AGivenBackBufferServesTheNextRequestThatFits) {
+  CallBuffers buffers;
+  char* first = nullptr;
+  {
+    CallBuffers::Lease lease = buffers.take(size_t{3} << 20);
+    ASSERT_TRUE(lease);
+    first = lease.get();
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % 64, 0u);
+    std::memset(first, 1, size_t{3} << 20);  // all of it is there
+    EXPECT_EQ(buffers.held_bytes(), 0u);     // in use: not held
+  }
+  EXPECT_GE(buffers.held_bytes(), uint64_t{3} << 20);
+  {
+    CallBuffers::Lease same = buffers.take(size_t{1} << 20);  // smaller: the kept one
+    EXPECT_EQ(same.get(), first);
+    CallBuffers::Lease other = buffers.take(size_t{1} << 20);  // the kept one is in use: a new one
+    ASSERT_TRUE(other);
+    EXPECT_NE(other.get(), first);
+  }
+  // Both came back; the smallest that fits is chosen.
+  CallBuffers::Lease small = buffers.take(1000);
+  EXPECT_NE(small.get(), first);
+}
+
+TEST(CallBuffers, ALargerRequestFreesTheLargestKeptOneFirst) {
+  CallBuffers buffers;
+  { CallBuffers::Lease a = buffers.take(size_t{1} << 20), b = buffers.take(size_t{2} << 20); }
+  const uint64_t both = buffers.held_bytes();
+  EXPECT_GE(both, uint64_t{3} << 20);
+  {
+    CallBuffers::Lease big = buffers.take(size_t{8} << 20);
+    ASSERT_TRUE(big);
+    EXPECT_LT(buffers.held_bytes(), both);       // the 2 MiB one was freed, the 1 MiB one kept
+    EXPECT_GE(buffers.held_bytes(), uint64_t{1} << 20);
+  }
+  buffers.release();
+  EXPECT_EQ(buffers.held_bytes(), 0u);
+}
+
+TEST(CallBuffers, MovedLeasesGiveBackOnce) {
+  CallBuffers buffers;
+  CallBuffers::Lease a = buffers.take(4096);
+  char* p = a.get();
+  CallBuffers::Lease b = std::move(a);
+  EXPECT_FALSE(a);  // NOLINT(bugprone-use-after-move): moved from, empty
+  EXPECT_EQ(b.get(), p);
+  b = CallBuffers::Lease();
+  const uint64_t held = buffers.held_bytes();
+  EXPECT_GE(held, 4096u);
+  { CallBuffers::Lease c = buffers.take(4096); EXPECT_EQ(c.get(), p); }
+  EXPECT_EQ(buffers.held_bytes(), held);
+}
+
+TEST(CallBuffers, AnImpossibleRequestIsAnEmptyLease) {
+  CallBuffers buffers;
+  CallBuffers::Lease none = buffers.take(std::numeric_limits<size_t>::max() / 2);
+  EXPECT_FALSE(none);
+  EXPECT_EQ(buffers.held_bytes(), 0u);
+}
+
 }  // namespace
 }  // namespace sampleattn::cpu

@@ -196,6 +196,11 @@ class CpuBackend final : public Backend {
         }
       }
     }
+    // Call buffers kept from earlier calls (call_buffers.h): kept while they fit beside this
+    // call's workspace under the limit (they serve its parts when large enough), else freed.
+    if (limit_ != 0 && WorkspaceParts::add(pool_->call_buffers().held_bytes(), w.largest().total()) > limit_) {
+      pool_->call_buffers().release();
+    }
     InputScan scanned[3];
     SAMPLEATTN_RETURN_IF_ERROR(check_inputs(*pool_, w.inputs.pool_limit(limit_), kernels, problem, false, scanned));
     std::unique_ptr<SparsePlan> sparse;
@@ -259,6 +264,7 @@ class CpuBackend final : public Backend {
       local.sequences.push_back({run.local, len, run.local, len});
       local.total_q = local.total_k = std::max(local.total_q, run.local + len);
     }
+    if (limit_ != 0) pool_->call_buffers().release();  // a sharded call's parts are counted as it goes
     Status checked = check_inputs(*pool_, limit_, kernels, local);
     int64_t failed = checked.is_ok() ? 0 : 1;
     SAMPLEATTN_RETURN_IF_ERROR(coll.sum(&failed, 1));

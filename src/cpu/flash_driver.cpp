@@ -11,7 +11,7 @@
 
 #include "core/mask.h"
 #include "core/score_mod.h"
-#include "cpu/aligned_buffer.h"
+#include "cpu/call_buffers.h"
 #include "cpu/kv_rows.h"
 #include "cpu/scratch_carver.h"
 #include "cpu/workspace.h"
@@ -278,7 +278,7 @@ class FlashRunner {
       pool.release_scratch(attention_scratch);
       *held = least;
     }
-    stripe_memory_ = allocate_aligned(total);
+    stripe_memory_ = pool.call_buffers().take(total);
     if (!stripe_memory_) return out_of_memory("cannot allocate " + std::to_string(total) + " bytes of stripe buffers");
     char* at = stripe_memory_.get();
     for (const StripeJob& j : jobs) {
@@ -757,7 +757,7 @@ class FlashRunner {
     }
   }
   std::vector<PackedStripes> stripes_;
-  AlignedBuffer stripe_memory_;
+  CallBuffers::Lease stripe_memory_;
 };
 
 }  // namespace

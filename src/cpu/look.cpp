@@ -11,7 +11,7 @@
 #include "core/dtype_convert.h"
 #include "core/mask.h"
 #include "core/timing.h"
-#include "cpu/aligned_buffer.h"
+#include "cpu/call_buffers.h"
 #include "cpu/kv_rows.h"
 #include "cpu/scratch_carver.h"
 #include "simd/flash/look_quantize.h"
@@ -307,7 +307,7 @@ Status find_dense_rows(ThreadPool& pool, uint64_t workspace_limit, const Workspa
     WorkspaceParts parts = during;
     parts.selection = WorkspaceParts::add(parts.selection, looker.key_bytes());
     SAMPLEATTN_RETURN_IF_ERROR(check_workspace(parts, workspace_limit, "during the look"));
-    AlignedBuffer keys = allocate_aligned(looker.key_bytes());
+    CallBuffers::Lease keys = pool.call_buffers().take(looker.key_bytes());
     if (!keys) return out_of_memory("the look's packed keys (" + std::to_string(looker.key_bytes()) + " bytes)");
     SAMPLEATTN_RETURN_IF_ERROR(look_passes(pool, parts.pool_limit(workspace_limit), looker, keys.get(), plan, nullptr));
     for (HeadPlan& hp : plan->heads) std::sort(hp.dense_rows.begin(), hp.dense_rows.end());
@@ -417,7 +417,7 @@ Status find_dense_rows_sharded(ThreadPool& pool, uint64_t workspace_limit, const
   all.kv.scale_head_stride = 1;
   for (size_t s = 0; s < nseq; ++s) all.sequences[s].k_begin = offset[s];
   Looker looker(kernels, all, plan, &held);
-  AlignedBuffer keys = allocate_aligned(looker.key_bytes());
+  CallBuffers::Lease keys = pool.call_buffers().take(looker.key_bytes());
   SAMPLEATTN_RETURN_IF_ERROR(agree(coll, keys ? Status::ok() : out_of_memory("the look's packed keys"), " before the look"));
   SAMPLEATTN_RETURN_IF_ERROR(look_passes(pool, workspace_limit, looker, keys.get(), plan, &coll));
   // Every process's rows, gathered: the same lists everywhere.

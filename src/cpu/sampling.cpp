@@ -15,7 +15,7 @@
 #include "core/sharded_selection.h"
 #include "core/timing.h"
 #include "core/validation.h"
-#include "cpu/aligned_buffer.h"
+#include "cpu/call_buffers.h"
 #include "cpu/flash_driver.h"
 #include "cpu/score_fixed_point.h"
 #include "cpu/kv_rows.h"
@@ -638,9 +638,9 @@ uint64_t slot_key_bytes(const std::vector<SampledSequence>& sampled, int groups,
 // process), each kv group, once into *buffer, for every chunk of rows and the validation rows, and
 // points ss.packed_k at them.
 Status pack_keys_once(ThreadPool& pool, uint64_t pool_limit, const Sampler& sampler, const Problem& problem,
-                      int key_tile, std::vector<SampledSequence>& sampled, AlignedBuffer* buffer) {
+                      int key_tile, std::vector<SampledSequence>& sampled, CallBuffers::Lease* buffer) {
   const int groups = problem.num_kv_heads;
-  *buffer = allocate_aligned(std::max<uint64_t>(slot_key_bytes(sampled, groups, sampler.key_tile_bytes()), 64));
+  *buffer = pool.call_buffers().take(std::max<uint64_t>(slot_key_bytes(sampled, groups, sampler.key_tile_bytes()), 64));
   if (!*buffer) return out_of_memory("cannot allocate the sampled sequences' packed keys");
   std::vector<int64_t> first_task;  // per sampled sequence: its first task, one per (group, slot)
   std::vector<std::vector<int64_t>> slot_t0(sampled.size());  // per sampled sequence: each slot's tile start
@@ -853,7 +853,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   const auto t_sampling = std::chrono::steady_clock::now();
 
   // The sampled sequences' keys, packed once for stage 1's chunks and the validation rows.
-  AlignedBuffer packed_keys;
+  CallBuffers::Lease packed_keys;
   if (keys_once) {
     for (SampledSequence& ss : sampled) ss.slots = (problem.sequences[ss.seq].k_len + kernels.key_tile - 1) / kernels.key_tile;
     SAMPLEATTN_RETURN_IF_ERROR(pack_keys_once(pool, pool_limit, sampler, problem, kernels.key_tile, sampled, &packed_keys));
@@ -1195,7 +1195,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   const int chunk = sampler.chunk();
   const uint64_t pool_limit = workspace_limit;
   const auto t_sampling = std::chrono::steady_clock::now();
-  AlignedBuffer packed_keys;
+  CallBuffers::Lease packed_keys;
   if (keys_once) {
     SAMPLEATTN_RETURN_IF_ERROR(
         agree(coll, pack_keys_once(pool, pool_limit, sampler, stage1, kernels.key_tile, sampled, &packed_keys)));
@@ -1221,16 +1221,14 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
                                  : threads * std::clamp<int64_t>(static_cast<int64_t>((uint64_t{256} << 20) /
                                                      (static_cast<uint64_t>(threads) * std::max<size_t>(scratch, 1))),
                                                      1, 4);
-  struct AlignedDelete {
-    void operator()(char* p) const { ::operator delete[](p, std::align_val_t(64)); }
-  };
-  std::unique_ptr<char[], AlignedDelete> slots;
+  CallBuffers::Lease slots;
   local = Status::ok();
-  try {
-    if (!recompute) slots.reset(static_cast<char*>(::operator new[](static_cast<size_t>(wave) * scratch, std::align_val_t(64))));
-  } catch (const std::bad_alloc&) {
-    local = out_of_memory("out of memory for stage 1's wave buffers (" + std::to_string(wave) + " x " +
-                          std::to_string(scratch) + " bytes)");
+  if (!recompute) {
+    slots = pool.call_buffers().take(static_cast<size_t>(wave) * scratch);
+    if (!slots) {
+      local = out_of_memory("out of memory for stage 1's wave buffers (" + std::to_string(wave) + " x " +
+                            std::to_string(scratch) + " bytes)");
+    }
   }
   SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
   auto slot = [&](int64_t i) { return slots.get() + static_cast<size_t>(i) * scratch; };
@@ -1359,7 +1357,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     }
   }
   SAMPLEATTN_RETURN_IF_ERROR(run_waves(val_tasks, true));
-  slots.reset();
+  slots = CallBuffers::Lease();  // given back
   for (SampledSequence& ss : sampled) SAMPLEATTN_RETURN_IF_ERROR(sum_floats(coll, &ss.val_masses));
 
   std::vector<HeadValidation> per_head(static_cast<size_t>(heads_per_set));

@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "core/status.h"
+#include "cpu/call_buffers.h"
 
 namespace sampleattn::cpu {
 
@@ -105,10 +106,15 @@ class ThreadPool {
   // next run that needs scratch allocates it again. Waits for a run in flight.
   void release_scratch(size_t keep_bytes = 0);
 
+  // The context's call-lifetime buffers, kept from call to call beside the workers' scratch
+  // (call_buffers.h).
+  CallBuffers& call_buffers() { return call_buffers_; }
+
  private:
   struct Impl;
   explicit ThreadPool(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+  CallBuffers call_buffers_;
 };
 
 }  // namespace sampleattn::cpu
