@@ -105,7 +105,8 @@ typedef struct sampleattn_context_options {
   sampleattn_binding binding; /* default BIND_CORES */
   int32_t cuda_device;        /* default 0 */
   /* Upper bound on scratch memory the context may hold, in bytes; 0 = no limit. CPU: everything
-   * a call allocates, added up at its peak (docs/SECURITY.md, Memory). A call whose workspace
+   * a call allocates, added up at its peak, and what the context keeps of it for the next call
+   * (docs/SECURITY.md, Memory). A call whose workspace
    * would exceed it fails with SAMPLEATTN_OUT_OF_MEMORY before allocating the part that would
    * pass it and before writing any output. */
   uint64_t max_workspace_bytes;
