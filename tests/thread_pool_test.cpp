@@ -548,7 +548,6 @@ TEST_F(ThreadPoolTest, ManyCreateRunDestroyCycles) {
   }
 }
 
-
 // ---- Call buffers (cpu/call_buffers.h): kept from call to call --------------------------------
 
 TEST(CallBuffers, AGivenBackBufferServesTheNextRequestThatFits) {

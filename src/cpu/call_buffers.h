@@ -4,9 +4,9 @@
 //
 // A buffer is taken for a call (a Lease) and comes back when the lease ends; the next call takes
 // it again when it is large enough. Fresh memory costs a fault a page when first written, and on
-// a VM more: memory freed and allocated again between calls (stage 1's 128 MB of packed keys at
-// 32K tokens, f32, 8 kv heads) took 0.14-0.28 s to write once on one Zen 4 core of the 2-core VM,
-// 0.01 s when kept (docs/PERF.md, 2026-12-05 (evening)). The set holds at most one call's buffers:
+// a VM more: stage 1's 128 MB of packed keys (32K tokens, f32, 8 kv heads), allocated afresh,
+// took 0.27-0.41 s to pack on one Zen 4 core of the 2-core VM at times, 0.03 s into memory that
+// was kept (docs/PERF.md, 2026-12-05 (evening)). The set holds at most one call's buffers:
 // when none kept is large enough, the largest kept one is freed before the new one is allocated.
 // CpuBackend gives them back when a workspace limit needs the room (release()).
 #pragma once
