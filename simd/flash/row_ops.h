@@ -96,10 +96,45 @@ struct RowOps : Vec<Arch> {
     }
   }
 
+  // col_sum[j] += exp2(s[r][j] - row_max[r]) * row_scale[r] over each row's span [lo, hi), the
+  // rows added in order. Whole blocks of kColumnVectors vectors of columns stay in registers while
+  // the rows go by, so the scores are read row by row in memory order (a chunk's tiles come back
+  // from memory, not the caches: one vector of columns at a time read them a line per row, 1 KiB
+  // apart); the columns past the last whole block, one vector at a time. Each column's sum is the
+  // same either way.
+  static constexpr int kColumnVectors = 8;
   static void accumulate_columns(const float* s, int64_t lds, int m, int n, const int32_t* lo,
                                  const int32_t* hi, const float* row_max, const float* row_scale,
                                  float* col_sum) {
-    for (int j = 0; j < n; j += W) {
+    constexpr int kBlock = kColumnVectors * W;
+    int j0 = 0;
+    for (; j0 + kBlock <= n; j0 += kBlock) {
+      B cs[kColumnVectors];
+#pragma GCC unroll 8
+      for (int v = 0; v < kColumnVectors; ++v) cs[v] = B::load_unaligned(col_sum + j0 + v * W);
+      for (int r = 0; r < m; ++r) {
+        const int l = span_lo(lo, r), h = span_hi(hi, r, n);
+        if (h <= j0 || l >= j0 + kBlock || l >= h) continue;
+        const float* sr = s + r * lds + j0;
+        const B mx(row_max[r]), sc(row_scale[r]);
+        if (l <= j0 && h >= j0 + kBlock) {
+#pragma GCC unroll 8
+          for (int v = 0; v < kColumnVectors; ++v) cs[v] += exp2(B::load_unaligned(sr + v * W) - mx) * sc;
+        } else {
+#pragma GCC unroll 8
+          for (int v = 0; v < kColumnVectors; ++v) {
+            const int j = j0 + v * W;
+            if (j + W <= l || j >= h) continue;
+            B p = exp2(B::load_unaligned(sr + v * W) - mx) * sc;
+            if (!(j >= l && j + W <= h)) p = xsimd::select(span_mask(j, l, h), p, B(0.0f));
+            cs[v] += p;
+          }
+        }
+      }
+#pragma GCC unroll 8
+      for (int v = 0; v < kColumnVectors; ++v) cs[v].store_unaligned(col_sum + j0 + v * W);
+    }
+    for (int j = j0; j < n; j += W) {
       const int count = imin(W, n - j);
       B cs = load_n(col_sum + j, count, 0.0f);
       for (int r = 0; r < m; ++r) {

@@ -85,7 +85,7 @@ struct Vec {
 
   // 2^x with a degree-6 polynomial on the fraction (about 1 ulp on [-126, 128]). x <= -127
   // (including -inf) gives exactly 0: the clamp makes the exponent field 0 and the mantissa 0.
-  static B exp2(B x) {
+  [[gnu::always_inline]] static inline B exp2(B x) {
     x = xsimd::min(xsimd::max(x, B(-127.0f)), B(128.0f));
     const B magic(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer in the low bits
     const B t = x + magic;

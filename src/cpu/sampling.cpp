@@ -357,9 +357,21 @@ class Sampler {
           continue;
         }
         float* scores = recompute_ ? s.scores : s.scores + static_cast<size_t>(ss.slot(t0, tile)) * tile_floats;
-        path_.scores(s.q_packed, m, key_tile(s, ss, g, t0, nk), nk, p_.head_dim, scores, tile,
-                     qk_scale(path_, scale_log2(p_.scale)));
-        modify_tile(s, scores, m, t0, nk);
+        const void* keys_packed = key_tile(s, ss, g, t0, nk);
+        // Each head's rows that see the tile (a run: positions ascend within a head), not the
+        // others: a chunk of rows far apart (validation rows, two sampled blocks) would compute
+        // the scores of its early rows against every later tile. The rows left out keep what the
+        // scratch held; every reader skips rows with an empty span.
+        for (int h = 0; h < p_.group; ++h) {
+          int a = h * n, b = (h + 1) * n;
+          while (a < b && s.lo[a] >= s.hi[a]) ++a;
+          while (b > a && s.lo[b - 1] >= s.hi[b - 1]) --b;
+          if (a == b) continue;
+          float* rows = scores + static_cast<size_t>(a) * tile;
+          path_.scores(static_cast<const char*>(s.q_packed) + static_cast<size_t>(a) * p_.head_dim * path_.q_elem_bytes,
+                       b - a, keys_packed, nk, p_.head_dim, rows, tile, qk_scale(path_, scale_log2(p_.scale)));
+          modify_tile(s, rows, b - a, t0, nk, a);
+        }
         k_.row_stats(scores, tile, m, nk, s.lo, s.hi, s.row_max, s.row_sum);
       }
     }
