@@ -225,19 +225,33 @@ class Sampler {
   int64_t score_keys() const { return recompute_ ? k_.key_tile : kept_keys_; }
 
   // The scores of the n rows of query head h (stacked rows h * n ..) over key tile [t0, t0 + nk)
-  // as full_rows left them (kept), or computed again into the scratch (recompute_); row i at
+  // as full_rows left them (kept), or computed again into the scratch (recompute_) for its rows
+  // [a, b) (the ones that read the tile; the others are left as they were); row i at
   // + i * key_tile.
   const float* head_tile_scores(const Scratch& s, const SampledSequence& ss, int g, int h, int n, int64_t t0,
-                                int nk) const {
+                                int nk, int a, int b) const {
     const int tile = k_.key_tile;
     if (!recompute_) {
       return s.scores + static_cast<size_t>(ss.slot(t0, tile)) * (static_cast<size_t>(n) * p_.group * tile) +
              static_cast<size_t>(h) * n * tile;
     }
-    const char* q = static_cast<const char*>(s.q_packed) + static_cast<size_t>(h) * n * p_.head_dim * path_.q_elem_bytes;
-    path_.scores(q, n, key_tile(s, ss, g, t0, nk), nk, p_.head_dim, s.scores, tile, qk_scale(path_, scale_log2(p_.scale)));
-    modify_tile(s, s.scores, n, t0, nk, h * n);
+    const char* q =
+        static_cast<const char*>(s.q_packed) + (static_cast<size_t>(h) * n + a) * p_.head_dim * path_.q_elem_bytes;
+    float* rows = s.scores + static_cast<size_t>(a) * tile;
+    path_.scores(q, b - a, key_tile(s, ss, g, t0, nk), nk, p_.head_dim, rows, tile,
+                 qk_scale(path_, scale_log2(p_.scale)));
+    modify_tile(s, rows, b - a, t0, nk, h * n + a);
     return s.scores;
+  }
+  // The run [*a, *b) of rows i in [0, n) for which reads(i) holds, from the first to the last
+  // (positions ascend within a head, so the rows that read a key tile are a run).
+  template <typename Reads>
+  static bool row_run(int n, Reads reads, int* a, int* b) {
+    *a = 0;
+    *b = n;
+    while (*a < *b && !reads(*a)) ++*a;
+    while (*b > *a && !reads(*b - 1)) --*b;
+    return *a < *b;
   }
 
   // score_rows' packing of its rows into a scratch: again, for add_columns or add_masses on
@@ -363,10 +377,10 @@ class Sampler {
         // the scores of its early rows against every later tile. The rows left out keep what the
         // scratch held; every reader skips rows with an empty span.
         for (int h = 0; h < p_.group; ++h) {
-          int a = h * n, b = (h + 1) * n;
-          while (a < b && s.lo[a] >= s.hi[a]) ++a;
-          while (b > a && s.lo[b - 1] >= s.hi[b - 1]) --b;
-          if (a == b) continue;
+          int a, b;
+          if (!row_run(n, [&](int i) { return s.lo[h * n + i] < s.hi[h * n + i]; }, &a, &b)) continue;
+          a += h * n;
+          b += h * n;
           float* rows = scores + static_cast<size_t>(a) * tile;
           path_.scores(static_cast<const char*>(s.q_packed) + static_cast<size_t>(a) * p_.head_dim * path_.q_elem_bytes,
                        b - a, keys_packed, nk, p_.head_dim, rows, tile, qk_scale(path_, scale_log2(p_.scale)));
@@ -449,8 +463,9 @@ class Sampler {
             s.hi[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, nk));
             any = any || s.lo[r0 + i] < s.hi[r0 + i];
           }
-          if (!any) continue;
-          k_.accumulate_columns(head_tile_scores(s, ss, g, h, n, t0, nk), tile, n, nk, s.lo + r0, s.hi + r0,
+          int a, b;
+          if (!any || !row_run(n, [&](int i) { return s.lo[r0 + i] < s.hi[r0 + i]; }, &a, &b)) continue;
+          k_.accumulate_columns(head_tile_scores(s, ss, g, h, n, t0, nk, a, b), tile, n, nk, s.lo + r0, s.hi + r0,
                                 s.row_max + r0, s.row_scale + r0, s.columns + t0);
         }
       }
@@ -507,13 +522,19 @@ class Sampler {
         }
         for (int64_t t0 = begin; t0 < last; t0 += tile) {
           const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
-          const float* scores = nullptr;
-          for (int i = 0; i < n; ++i) {
+          const auto reads = [&](int i) {
+            int64_t first, end;
+            keys_of(i, &first, &end);
+            return s.row_sum[h * n + i] > 0 && first < end && t0 >= first / tile * tile && t0 < end;
+          };
+          int first_row, end_row;
+          if (!row_run(n, reads, &first_row, &end_row)) continue;
+          const float* scores = head_tile_scores(s, ss, g, h, n, t0, nk, first_row, end_row);
+          for (int i = first_row; i < end_row; ++i) {
+            if (!reads(i)) continue;
             const int r = h * n + i;
             int64_t first, end;
             keys_of(i, &first, &end);
-            if (!(s.row_sum[r] > 0) || first >= end || t0 < first / tile * tile || t0 >= end) continue;
-            if (scores == nullptr) scores = head_tile_scores(s, ss, g, h, n, t0, nk);
             const float scale = 1.f / s.row_sum[r];
             const int64_t stripe_end = stripe_limit(s.positions[r], ss.window) + 1;  // columns [0, stripe_end) are stripe candidates
             const int32_t lo = static_cast<int32_t>(std::max<int64_t>(first - t0, 0));
