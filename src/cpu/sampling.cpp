@@ -454,17 +454,15 @@ class Sampler {
         const int64_t end = std::min(keys.end, own.end);
         for (int64_t t0 = std::max(keys.begin, own.begin / tile * tile); t0 < end; t0 += tile) {
           const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
-          bool any = false;
           for (int i = 0; i < n; ++i) {
             const int64_t p = s.positions[r0 + i];
             const int64_t lo = std::max(sample_column_begin(p, p_.window_left), own.begin);
             const int64_t hi = std::min(sample_column_end(p, shift), own.end);
             s.lo[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(lo - t0, 0, nk));
             s.hi[r0 + i] = static_cast<int32_t>(std::clamp<int64_t>(hi - t0, 0, nk));
-            any = any || s.lo[r0 + i] < s.hi[r0 + i];
           }
           int a, b;
-          if (!any || !row_run(n, [&](int i) { return s.lo[r0 + i] < s.hi[r0 + i]; }, &a, &b)) continue;
+          if (!row_run(n, [&](int i) { return s.lo[r0 + i] < s.hi[r0 + i]; }, &a, &b)) continue;
           k_.accumulate_columns(head_tile_scores(s, ss, g, h, n, t0, nk, a, b), tile, n, nk, s.lo + r0, s.hi + r0,
                                 s.row_max + r0, s.row_scale + r0, s.columns + t0);
         }
@@ -522,19 +520,18 @@ class Sampler {
         }
         for (int64_t t0 = begin; t0 < last; t0 += tile) {
           const int nk = static_cast<int>(std::min<int64_t>(tile, seq.k_len - t0));
-          const auto reads = [&](int i) {
-            int64_t first, end;
-            keys_of(i, &first, &end);
-            return s.row_sum[h * n + i] > 0 && first < end && t0 >= first / tile * tile && t0 < end;
+          // Whether row i reads the tile, and its keys first .. end.
+          const auto reads = [&](int i, int64_t* first, int64_t* end) {
+            keys_of(i, first, end);
+            return s.row_sum[h * n + i] > 0 && *first < *end && t0 >= *first / tile * tile && t0 < *end;
           };
           int first_row, end_row;
-          if (!row_run(n, reads, &first_row, &end_row)) continue;
+          if (!row_run(n, [&](int i) { int64_t f, e; return reads(i, &f, &e); }, &first_row, &end_row)) continue;
           const float* scores = head_tile_scores(s, ss, g, h, n, t0, nk, first_row, end_row);
           for (int i = first_row; i < end_row; ++i) {
-            if (!reads(i)) continue;
-            const int r = h * n + i;
             int64_t first, end;
-            keys_of(i, &first, &end);
+            if (!reads(i, &first, &end)) continue;
+            const int r = h * n + i;
             const float scale = 1.f / s.row_sum[r];
             const int64_t stripe_end = stripe_limit(s.positions[r], ss.window) + 1;  // columns [0, stripe_end) are stripe candidates
             const int32_t lo = static_cast<int32_t>(std::max<int64_t>(first - t0, 0));
