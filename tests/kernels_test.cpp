@@ -342,32 +342,60 @@ AttendState run_attend(const FlashPath& path, const AttendCase& c, const AttendI
   return st;
 }
 
-// Output row r of the double oracle; `bf16` rounds Q, K, V and the probabilities to bf16 first and
-// scales Q.K exactly (a plain bf16 implementation as flash-attention does it, the yardstick for
-// the bf16 path's error).
-std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, int r, bool bf16) {
+// The double oracle's operands of a case, built once per case (not per row and key): the Q rows
+// scaled, the K and V rows in gather order; `bf16` rounds Q, K and V to bf16 first (Q before its
+// scale), as a plain bf16 implementation does.
+struct OracleOperands {
+  bool bf16 = false;
+  std::vector<double> q, k, v;  // [row][d], [key][d], [key][dv]
+};
+
+OracleOperands oracle_operands(const AttendCase& c, const AttendInputs& in, bool bf16) {
+  const int d = c.d, dv = c.value_dim();
+  auto rd = [&](double x) { return bf16 ? static_cast<double>(round_bf16(static_cast<float>(x))) : x; };
+  OracleOperands op;
+  op.bf16 = bf16;
+  op.q.resize(static_cast<size_t>(c.m) * d);
+  op.k.resize(static_cast<size_t>(in.keys) * d);
+  op.v.resize(static_cast<size_t>(in.keys) * dv);
+  for (int r = 0; r < c.m; ++r) {
+    for (int x = 0; x < d; ++x) {
+      const double qx = in.q.at(in.q_rows[r], x);
+      op.q[static_cast<size_t>(r) * d + x] = bf16 ? rd(static_cast<float>(qx)) * in.scale : qx * in.scale;
+    }
+  }
+  for (int j = 0; j < in.keys; ++j) {
+    for (int x = 0; x < d; ++x) op.k[static_cast<size_t>(j) * d + x] = rd(in.k.at(in.kv_rows[j], x));
+    for (int x = 0; x < dv; ++x) op.v[static_cast<size_t>(j) * dv + x] = rd(in.v.at(in.kv_rows[j], x));
+  }
+  return op;
+}
+
+// Output row r of the double oracle on `op` (oracle_operands); with bf16 operands the
+// probabilities are rounded to bf16 too and Q.K is scaled exactly (a plain bf16 implementation as
+// flash-attention does it, the yardstick for the bf16 path's error).
+std::vector<double> oracle_row(const AttendCase& c, const AttendInputs& in, const OracleOperands& op, int r) {
   const int d = c.d, dv = c.value_dim();
   const int lo = in.lo[r], hi = in.hi[r];
   std::vector<double> out(dv, 0.0);
   if (lo >= hi) return out;
-  auto rd = [&](double x) { return bf16 ? static_cast<double>(round_bf16(static_cast<float>(x))) : x; };
+  const double* q = op.q.data() + static_cast<size_t>(r) * d;
   std::vector<double> s(hi - lo);
   double mx = -INFINITY;
   for (int j = lo; j < hi; ++j) {
+    const double* k = op.k.data() + static_cast<size_t>(j) * d;
     double dot = 0;
-    for (int x = 0; x < d; ++x) {
-      const double qx = bf16 ? rd(static_cast<float>(in.q.at(in.q_rows[r], x))) * in.scale
-                             : in.q.at(in.q_rows[r], x) * in.scale;
-      dot += qx * rd(in.k.at(in.kv_rows[j], x));
-    }
+    for (int x = 0; x < d; ++x) dot += q[x] * k[x];
     s[j - lo] = oracle_modified(in, r, j, dot);
     mx = std::max(mx, s[j - lo]);
   }
   double sum = 0;
   for (int j = lo; j < hi; ++j) {
-    const double p = rd(std::exp2(s[j - lo] - mx));
+    const double e = std::exp2(s[j - lo] - mx);
+    const double p = op.bf16 ? static_cast<double>(round_bf16(static_cast<float>(e))) : e;
     sum += p;
-    for (int x = 0; x < dv; ++x) out[x] += p * rd(in.v.at(in.kv_rows[j], x));
+    const double* v = op.v.data() + static_cast<size_t>(j) * dv;
+    for (int x = 0; x < dv; ++x) out[x] += p * v[x];
   }
   for (double& o : out) o /= sum;
   return out;
@@ -415,6 +443,8 @@ void KernelsTest::expect_attend_matches(const std::vector<AttendCase>& cases, co
     const AttendInputs in = make_inputs(c, rng);
     const AttendState got = run_attend(*path_, c, in);
     const AttendState ref_scalar = run_attend(*scalar_->path(Precision::kF32), c, in);
+    const OracleOperands exact = oracle_operands(c, in, false);
+    const OracleOperands plain_bf16 = bf16() ? oracle_operands(c, in, true) : OracleOperands{};
     ErrorStats err, plain, vs_scalar;
     for (int r = 0; r < c.m; ++r) {
       if (in.lo[r] >= in.hi[r]) {  // sees nothing at all: state as it started
@@ -424,8 +454,8 @@ void KernelsTest::expect_attend_matches(const std::vector<AttendCase>& cases, co
         continue;
       }
       ASSERT_GT(got.row_sum[r], 0.0f) << "row " << r;
-      const std::vector<double> ref = oracle_row(c, in, r, false);
-      const std::vector<double> ref_plain = bf16() ? oracle_row(c, in, r, true) : ref;
+      const std::vector<double> ref = oracle_row(c, in, exact, r);
+      const std::vector<double> ref_plain = bf16() ? oracle_row(c, in, plain_bf16, r) : ref;
       for (int x = 0; x < dv; ++x) {
         const double o = got.acc[static_cast<size_t>(r) * dv + x] / static_cast<double>(got.row_sum[r]);
         const double os = ref_scalar.acc[static_cast<size_t>(r) * dv + x] / static_cast<double>(ref_scalar.row_sum[r]);

@@ -11,18 +11,55 @@ namespace {
 
 float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
-// Element c of the row of `tensor` for token t, head h.
-double element(const TensorRef& t, int64_t token, int head, int c) {
-  return load_scalar(t.data, t.dtype, token * t.token_stride + head * t.head_stride + c);
+// Elements [0, n) of the row of `tensor` for token t, head h, converted to Real (load_scalar's
+// conversions, one dtype switch a row).
+template <typename Real>
+void load_row(const TensorRef& t, int64_t token, int head, int n, Real* out) {
+  const int64_t at = token * t.token_stride + head * t.head_stride;
+  const auto convert = [&](const auto* p, auto to_f32) {
+    for (int c = 0; c < n; ++c) out[c] = static_cast<Real>(to_f32(p[at + c]));
+  };
+  switch (t.dtype) {
+    case DType::kF32: convert(static_cast<const float*>(t.data), [](float x) { return x; }); break;
+    case DType::kF16: convert(static_cast<const uint16_t*>(t.data), [](uint16_t x) { return f16_to_f32(x); }); break;
+    case DType::kBF16: convert(static_cast<const uint16_t*>(t.data), [](uint16_t x) { return bf16_to_f32(x); }); break;
+    case DType::kI8: convert(static_cast<const int8_t*>(t.data), [](int8_t x) { return static_cast<float>(x); }); break;
+    case DType::kFP8: convert(static_cast<const uint8_t*>(t.data), [](uint8_t x) { return fp8_e4m3_to_f32(x); }); break;
+  }
+}
+
+// One (sequence, kv head)'s K and V rows, converted once for every query row that reads them
+// (rows [j * d, j * d + d) of k, [j * dv, j * dv + dv) of v for key j), rounded to bf16 with
+// kRoundBf16. Converting them per query row made the oracle's conversions O(rows x keys x d), most
+// of an oracle-checked test's time under CI's sanitizers.
+template <typename Real>
+struct HeadKv {
+  std::vector<Real> k, v;
+};
+
+template <typename Real, bool kRoundBf16>
+HeadKv<Real> head_kv(const Call& call, const SequenceSpan& seq, int kv_head) {
+  const int d = call.head_dim, dv = call.value_dim();
+  HeadKv<Real> kv;
+  kv.k.resize(static_cast<size_t>(seq.k_len) * d);
+  kv.v.resize(static_cast<size_t>(seq.k_len) * dv);
+  for (int64_t j = 0; j < seq.k_len; ++j) {
+    load_row(call.k, seq.k_begin + j, kv_head, d, kv.k.data() + j * d);
+    load_row(call.v, seq.k_begin + j, kv_head, dv, kv.v.data() + j * dv);
+  }
+  if constexpr (kRoundBf16) {
+    for (Real& x : kv.k) x = static_cast<Real>(round_bf16(static_cast<float>(x)));
+    for (Real& x : kv.v) x = static_cast<Real>(round_bf16(static_cast<float>(x)));
+  }
+  return kv;
 }
 
 template <typename Real, bool kRoundBf16>
-RowResult compute_row(const Call& call, int64_t token, int head, const MaskLookup& mask_of) {
+RowResult compute_row(const Call& call, int64_t token, int head, const MaskLookup& mask_of, const HeadKv<Real>& kv) {
   const int seq_index = sequence_of_token(call, token);
   const SequenceSpan& seq = call.sequences[static_cast<size_t>(seq_index)];
   const int64_t i = token - seq.q_begin;
   const int64_t p = (seq.k_len - seq.q_len) + i;
-  const int kv_head = head / (call.num_q_heads / call.num_kv_heads);
   const int d = call.head_dim;
   const int dv = call.value_dim();
   const Real slope = call.alibi_slopes.empty() ? Real(0) : static_cast<Real>(call.alibi_slopes[head]);
@@ -37,7 +74,7 @@ RowResult compute_row(const Call& call, int64_t token, int head, const MaskLooku
   };
 
   std::vector<Real> q(d);
-  for (int c = 0; c < d; ++c) q[c] = static_cast<Real>(element(call.q, token, head, c));
+  load_row(call.q, token, head, d, q.data());
   if constexpr (kRoundBf16) {
     // The bf16 path rounds the scaled query (scale folded in before rounding).
     for (int c = 0; c < d; ++c) q[c] = maybe_round(q[c] * static_cast<Real>(call.scale));
@@ -49,10 +86,8 @@ RowResult compute_row(const Call& call, int64_t token, int head, const MaskLooku
   for (int64_t j = 0; j < seq.k_len; ++j) {
     if (!visible(call.causal, mask, p, j, call.window_left)) continue;
     Real dot = 0;
-    const int64_t kt = seq.k_begin + j;
-    for (int c = 0; c < d; ++c) {
-      dot += q[c] * maybe_round(static_cast<Real>(element(call.k, kt, kv_head, c)));
-    }
+    const Real* k = kv.k.data() + j * d;
+    for (int c = 0; c < d; ++c) dot += q[c] * k[c];
     Real s = kRoundBf16 ? dot : dot * static_cast<Real>(call.scale);
     if (cap > 0) s = cap * std::tanh(s / cap);
     s -= slope * static_cast<Real>(p >= j ? p - j : j - p);
@@ -77,21 +112,37 @@ RowResult compute_row(const Call& call, int64_t token, int head, const MaskLooku
     const Real w = std::exp(scores[n] - max_score);
     sum += w;
     const Real pw = maybe_round(w);
-    const int64_t kt = seq.k_begin + keys[n];
-    for (int c = 0; c < dv; ++c) acc[c] += pw * maybe_round(static_cast<Real>(element(call.v, kt, kv_head, c)));
+    const Real* v = kv.v.data() + keys[n] * dv;
+    for (int c = 0; c < dv; ++c) acc[c] += pw * v[c];
   }
   for (int c = 0; c < dv; ++c) r.o[c] = static_cast<double>(acc[c] / sum);
   r.lse = static_cast<double>(max_score) + std::log(static_cast<double>(sum));
   return r;
 }
 
+// The rows by (sequence, kv head): each group's K and V converted once (head_kv), its rows in
+// parallel.
 template <typename Real, bool kRoundBf16>
 std::vector<RowResult> compute_rows(const Call& call, const std::vector<std::pair<int64_t, int>>& rows,
                                     const MaskLookup& mask) {
   std::vector<RowResult> out(rows.size());
+  const int group = call.num_q_heads / call.num_kv_heads;
+  std::vector<std::pair<int64_t, size_t>> order(rows.size());  // (sequence * kv heads + kv head, row)
+  for (size_t n = 0; n < rows.size(); ++n) {
+    order[n] = {int64_t{sequence_of_token(call, rows[n].first)} * call.num_kv_heads + rows[n].second / group, n};
+  }
+  std::sort(order.begin(), order.end());
+  for (size_t a = 0; a < order.size();) {
+    size_t b = a;
+    while (b < order.size() && order[b].first == order[a].first) ++b;
+    const SequenceSpan& seq = call.sequences[static_cast<size_t>(order[a].first / call.num_kv_heads)];
+    const HeadKv<Real> kv = head_kv<Real, kRoundBf16>(call, seq, static_cast<int>(order[a].first % call.num_kv_heads));
 #pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t n = 0; n < static_cast<int64_t>(rows.size()); ++n) {
-    out[n] = compute_row<Real, kRoundBf16>(call, rows[n].first, rows[n].second, mask);
+    for (int64_t i = static_cast<int64_t>(a); i < static_cast<int64_t>(b); ++i) {
+      const auto& [token, head] = rows[order[static_cast<size_t>(i)].second];
+      out[order[static_cast<size_t>(i)].second] = compute_row<Real, kRoundBf16>(call, token, head, mask, kv);
+    }
+    a = b;
   }
   return out;
 }
