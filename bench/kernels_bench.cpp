@@ -170,7 +170,9 @@ void attend_mods(benchmark::State& state, Isa isa, Precision precision) {
 
 // Stage 1's score kernel (FlashPath::scores: S = Q K^T of m packed rows against n packed keys,
 // cpu/sampling.cpp, one key tile at a time), into a buffer of `chunk` such tiles written in
-// turn, as a chunk of sampled rows keeps its scores (chunk 1: the tile stays in L1/L2).
+// turn, as a chunk of sampled rows keeps its scores (chunk 1: the tile stays in L1/L2), from
+// `ktiles` packed key tiles read in turn (512: 64 MB of f32 tiles, past the caches, as stage 1
+// reads a sequence's packed keys; 1: the tile stays in L2).
 void scores_tile(benchmark::State& state, Isa isa, Precision precision) {
   const FlashPath* path = path_of(kernel_table_for(isa), precision);
   if (path == nullptr) {
@@ -178,17 +180,19 @@ void scores_tile(benchmark::State& state, Isa isa, Precision precision) {
     return;
   }
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), d = static_cast<int>(state.range(2)),
-            chunk = static_cast<int>(state.range(3));
+            chunk = static_cast<int>(state.range(3)), ktiles = static_cast<int>(state.range(4));
   const std::vector<float> q = random_rows(m, d, 1), k = random_rows(n, d, 2);
-  Mem qp = alloc64(path->packed_bytes(m, d)), kp = alloc64(path->packed_bytes(n, d));
+  const size_t kbytes = path->packed_bytes(n, d);
+  Mem qp = alloc64(path->packed_bytes(m, d)), kp = alloc64(kbytes * ktiles);
   path->pack_q({q.data(), DType::kF32, d, nullptr}, m, d, 0.1f, qp.get());
-  path->pack_k({k.data(), DType::kF32, d, nullptr}, n, d, kp.get());
+  for (int t = 0; t < ktiles; ++t) path->pack_k({k.data(), DType::kF32, d, nullptr}, n, d, static_cast<char*>(kp.get()) + t * kbytes);
   const size_t tile_floats = static_cast<size_t>(m) * n;
   std::vector<float> s(tile_floats * static_cast<size_t>(chunk), 0.f);
-  int64_t at = 0;
+  int64_t at = 0, kt = 0;
   for (auto _ : state) {
-    path->scores(qp.get(), m, kp.get(), n, d, s.data() + static_cast<size_t>(at) * tile_floats, n, 1.0f);
+    path->scores(qp.get(), m, static_cast<char*>(kp.get()) + kt * kbytes, n, d, s.data() + static_cast<size_t>(at) * tile_floats, n, 1.0f);
     at = (at + 1) % chunk;
+    kt = (kt + 1) % ktiles;
     benchmark::ClobberMemory();
   }
   benchmark::DoNotOptimize(s.data());
@@ -281,9 +285,13 @@ void register_all() {
           ->Args({0, 64, 128});
     }
     benchmark::RegisterBenchmark((std::string("scores/") + v.name).c_str(), scores_tile, v.isa, v.precision)
-        ->ArgNames({"m", "n", "d", "chunk"})
-        ->Args({128, t->key_tile, 128, 1})
-        ->Args({128, t->key_tile, 128, 128});
+        ->ArgNames({"m", "n", "d", "chunk", "ktiles"})
+        ->Args({128, t->key_tile, 128, 1, 1})
+        ->Args({128, t->key_tile, 128, 128, 1})
+        ->Args({64, t->key_tile, 128, 1, 1})
+        ->Args({64, t->key_tile, 128, 128, 1})
+        ->Args({64, t->key_tile, 128, 1, 512})
+        ->Args({64, t->key_tile, 128, 128, 512});
     benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.precision, true)
         ->ArgNames({"m", "n", "d"})
         ->Args({t->block_rows, t->block_rows, 128});
