@@ -485,6 +485,11 @@ TEST(SampleAttentionWorkspace, ScoreBuffersShrinkToTheContextLimit) {
   sampleattn::Params p = c.params();
   small_sample_params(p);
   p.sample.r_row = 0.1f;
+  // At most 256 stripes a head: these random inputs would keep about 3,000 of their 4,096 columns,
+  // whose packed K and V (6 MiB for the two heads on the amx table's 512-key tiles) beside that
+  // table's attention scratch (10.7 MB for two workers) would put the call over the limit below,
+  // a clear out-of-memory status rather than a test of stage 1's buffers. Stage 1 is unchanged.
+  p.sample.max_stripes = 256;
   // The keys packed once: 4096 keys x 128 x 4 bytes x 2 kv heads (f32 path) = 4 MiB, so a limit
   // under 16 MiB packs per chunk.
   const uint64_t wide = (16u << 20) - (64u << 10), narrow = 15u << 20;
