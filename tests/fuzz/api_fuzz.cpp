@@ -292,12 +292,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   const double out_eps = o.dtype == SAMPLEATTN_DTYPE_F32 ? 2e-5 : (o.dtype == SAMPLEATTN_DTYPE_F16 ? 2e-3 : 1.6e-2);
   const double tol = (p.precision == SAMPLEATTN_PRECISION_BF16 ? 6e-2 : out_eps) * vmax + 1e-6;
-  for (const auto& r : ref) {
+  // bf16 products also get their documented bound (docs/ACCURACY.md, kernels_test): twice the
+  // error of a plain bf16 implementation (Q, K, V and the probabilities rounded to bf16), here per
+  // row. With large scores a bf16 rounding of Q and K moves them by whole nats (2^-8 |q| |k| x the
+  // scale), and the softmax moves the output with them: a fixed share of max |V| is not a bound.
+  std::vector<sampleattn::reference::RowResult> plain;
+  if (p.precision == SAMPLEATTN_PRECISION_BF16) plain = sampleattn::reference::naive_attention_rows(problem, rows, true, lookup);
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const auto& r = ref[i];
+    double row_tol = tol;
+    for (int c = 0; c < dv && !plain.empty(); ++c) row_tol = std::max(row_tol, tol + 2 * std::fabs(plain[i].o[c] - r.o[c]));
     for (int c = 0; c < dv; ++c) {
       const int64_t e = r.token * o.token_stride + r.head * o.head_stride + c;
       const double got = sampleattn::load_scalar(o.bytes.data(), static_cast<DType>(o.dtype), e);
-      FUZZ_CHECK(std::fabs(got - r.o[c]) <= tol, "o[token %lld head %d dim %d] = %g, oracle %g, tol %g",
-                 static_cast<long long>(r.token), r.head, c, got, r.o[c], tol);
+      FUZZ_CHECK(std::fabs(got - r.o[c]) <= row_tol, "o[token %lld head %d dim %d] = %g, oracle %g, tol %g",
+                 static_cast<long long>(r.token), r.head, c, got, r.o[c], row_tol);
     }
     const double got_lse = lse[static_cast<size_t>(r.token * hq + r.head)];
     if (std::isinf(r.lse)) {
