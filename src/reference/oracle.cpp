@@ -11,21 +11,11 @@ namespace {
 
 float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
-// Elements [0, n) of the row of `tensor` for token t, head h, converted to Real (load_scalar's
-// conversions, one dtype switch a row).
+// Elements [0, n) of the row of `tensor` for token t, head h, converted to Real.
 template <typename Real>
 void load_row(const TensorRef& t, int64_t token, int head, int n, Real* out) {
   const int64_t at = token * t.token_stride + head * t.head_stride;
-  const auto convert = [&](const auto* p, auto to_f32) {
-    for (int c = 0; c < n; ++c) out[c] = static_cast<Real>(to_f32(p[at + c]));
-  };
-  switch (t.dtype) {
-    case DType::kF32: convert(static_cast<const float*>(t.data), [](float x) { return x; }); break;
-    case DType::kF16: convert(static_cast<const uint16_t*>(t.data), [](uint16_t x) { return f16_to_f32(x); }); break;
-    case DType::kBF16: convert(static_cast<const uint16_t*>(t.data), [](uint16_t x) { return bf16_to_f32(x); }); break;
-    case DType::kI8: convert(static_cast<const int8_t*>(t.data), [](int8_t x) { return static_cast<float>(x); }); break;
-    case DType::kFP8: convert(static_cast<const uint8_t*>(t.data), [](uint8_t x) { return fp8_e4m3_to_f32(x); }); break;
-  }
+  for (int c = 0; c < n; ++c) out[c] = static_cast<Real>(load_scalar(t.data, t.dtype, at + c));
 }
 
 // One (sequence, kv head)'s K and V rows, converted once for every query row that reads them
