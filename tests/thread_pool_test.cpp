@@ -3,7 +3,7 @@
 // cores, restricted affinity) and the fallback without a topology.
 #include "cpu/thread_pool.h"
 
-#include "cpu/cpu_quota.h"
+#include "cpu/cgroup_limits.h"
 
 #include <gtest/gtest.h>
 #include <hwloc.h>
@@ -308,6 +308,19 @@ TEST_F(ThreadPoolTest, KeptScratchShrinksUnderTheLimit) {
   EXPECT_EQ(pool->held_scratch_bytes(), 2 * ThreadPool::scratch_footprint(1000));
   pool->release_scratch();
   EXPECT_EQ(pool->held_scratch_bytes(), 0u);
+}
+
+TEST_F(ThreadPoolTest, ScratchPastTheHostsMemoryFailsBeforeAllocating) {
+  // Each worker's share under the host's memory, the pool's sum over it: refused as a whole
+  // (a host that overcommits would grant each and kill the process at the first touch).
+  auto pool = make_pool(ThreadPoolOptions{.num_threads = 2, .bind = true});
+  ASSERT_NE(pool, nullptr);
+  const size_t per_worker = static_cast<size_t>(memory_ceiling() / 2) + (size_t{64} << 20);
+  std::atomic<int> count{0};
+  Status status = pool->run(10, per_worker, 0, [&](int64_t, int, void*) { count.fetch_add(1); });
+  EXPECT_EQ(status.code(), SAMPLEATTN_OUT_OF_MEMORY);
+  EXPECT_NE(status.message().find("host's memory"), std::string::npos) << status.message();
+  EXPECT_EQ(count.load(), 0);
 }
 
 TEST_F(ThreadPoolTest, ImpossibleScratchFailsWithOutOfMemory) {

@@ -6,6 +6,8 @@
 #include <memory>
 #include <new>
 
+#include "cpu/cgroup_limits.h"
+
 namespace sampleattn::cpu {
 
 struct AlignedDelete {
@@ -13,8 +15,10 @@ struct AlignedDelete {
 };
 using AlignedBuffer = std::unique_ptr<char[], AlignedDelete>;
 
-// Null when the memory is not there.
+// Null when the memory is not there, or could never be (past memory_ceiling(): a host that
+// overcommits would grant it and kill the process when the pages are touched).
 inline AlignedBuffer allocate_aligned(size_t bytes) {
+  if (!fits_memory_ceiling(bytes)) return nullptr;
   return AlignedBuffer(static_cast<char*>(::operator new[](bytes, std::align_val_t(64), std::nothrow)));
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/mask.h"
+#include "cpu/cgroup_limits.h"
 #include "cpu/flash_driver.h"
 #include "cpu/sampling.h"
 #include "cpu/workspace.h"
@@ -232,8 +233,12 @@ struct FreeBytes {
 };
 using Bytes = std::unique_ptr<char[], FreeBytes>;
 
-// Bytes that need not be zeroed (a std::vector's would be), or null when they cannot be had.
-Bytes allocate(uint64_t bytes) { return Bytes(new (std::nothrow) char[bytes]); }
+// Bytes that need not be zeroed (a std::vector's would be), or null when they cannot be had
+// (past the memory ceiling too: aligned_buffer.h).
+Bytes allocate(uint64_t bytes) {
+  if (!fits_memory_ceiling(bytes)) return nullptr;
+  return Bytes(new (std::nothrow) char[bytes]);
+}
 
 // One process's side of the exchange and the problem its runs attend in. The rows it receives are
 // records of K then V (each record one kv head's row of one position, the gathered rows in rank

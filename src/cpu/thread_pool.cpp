@@ -22,7 +22,7 @@
 // business; a NUMA grouping of ours would be a guess.
 #include "cpu/thread_pool.h"
 
-#include "cpu/cpu_quota.h"
+#include "cpu/cgroup_limits.h"
 
 #include <hwloc.h>
 #include <sched.h>
@@ -300,7 +300,7 @@ struct ThreadPool::Impl {
     if (num_threads == 0) num_threads = threads_from_environment();
     if (num_threads == 0) {
       num_threads = places.empty() ? allowed_cpu_count() : static_cast<int>(places.size());
-      // A quota below the cores would throttle every worker in turn (cpu_quota.h).
+      // A quota below the cores would throttle every worker in turn (cgroup_limits.h).
       const int quota_cpus = cgroup_cpu_limit();
       if (quota_cpus > 0) num_threads = std::min(num_threads, quota_cpus);
     }
@@ -438,11 +438,18 @@ struct ThreadPool::Impl {
                            " bytes per worker cannot be allocated");
     }
     const size_t rounded = static_cast<size_t>(scratch_footprint(scratch_bytes));
+    uint64_t total = 0;
+    const bool overflows =
+        __builtin_mul_overflow(static_cast<uint64_t>(rounded), static_cast<uint64_t>(num_threads), &total);
+    // Past the host's memory the workers' first touch would meet the OOM killer on a host that
+    // overcommits (cgroup_limits.h); refused here instead.
+    if (scratch_bytes != 0 && (overflows || !fits_memory_ceiling(total))) {
+      return out_of_memory("thread pool scratch of " + std::to_string(rounded) + " bytes for each of " +
+                           std::to_string(num_threads) + " workers is more than the host's memory (" +
+                           std::to_string(memory_ceiling()) + " bytes of RAM and swap, or the cgroup's limit)");
+    }
     if (limit_bytes != 0) {
-      uint64_t total = 0;
-      if (__builtin_mul_overflow(static_cast<uint64_t>(rounded), static_cast<uint64_t>(num_threads),
-                                 &total) ||
-          total > limit_bytes) {
+      if (overflows || total > limit_bytes) {
         return out_of_memory("thread pool scratch of " + std::to_string(rounded) +
                              " bytes for each of " + std::to_string(num_threads) +
                              " workers exceeds the memory limit of " +

@@ -61,7 +61,7 @@ using HostParallelFor = sampleattn_parallel_for_fn;
 
 struct ThreadPoolOptions {
   // 0: SAMPLEATTN_NUM_THREADS if set to a positive number, else one per allowed core, capped by
-  // the cgroup CPU quota (cpu_quota.h). With parallel_for: the host's thread count, > 0.
+  // the cgroup CPU quota (cgroup_limits.h). With parallel_for: the host's thread count, > 0.
   int num_threads = 0;
   bool bind = true;  // bind each worker to one core when they cover the allowed cores; ignored with parallel_for
   HostParallelFor parallel_for = nullptr;  // set: run on the host's threads, start none

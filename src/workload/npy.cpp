@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/dtype_convert.h"
+#include "cpu/cgroup_limits.h"
 #include "workload/atomic_file.h"
 
 namespace sampleattn::workload {
@@ -86,13 +87,20 @@ Status make_tensor(int64_t seq, int64_t heads, int64_t dim, DType dtype, Tensor3
   out->heads = heads;
   out->dim = dim;
   out->dtype = dtype;
-  try {
-    out->bytes.assign(static_cast<size_t>(n) * dtype_size(dtype), 0);
-  } catch (const std::bad_alloc&) {
+  const uint64_t bytes = static_cast<uint64_t>(n) * dtype_size(dtype);
+  const auto out_of_memory = [&] {
     out->bytes = {};
-    return Status(SAMPLEATTN_OUT_OF_MEMORY, "cannot allocate " + std::to_string(n * dtype_size(dtype)) +
+    return Status(SAMPLEATTN_OUT_OF_MEMORY, "cannot allocate " + std::to_string(bytes) +
                                                 " bytes for a tensor of shape [" + std::to_string(seq) + ", " +
                                                 std::to_string(heads) + ", " + std::to_string(dim) + "]");
+  };
+  // Past the host's memory ceiling the request cannot succeed, and on a host that overcommits the
+  // zero-filling would draw the OOM killer instead of bad_alloc (cpu/cgroup_limits.h).
+  if (!cpu::fits_memory_ceiling(bytes)) return out_of_memory();
+  try {
+    out->bytes.assign(static_cast<size_t>(bytes), 0);
+  } catch (const std::bad_alloc&) {
+    return out_of_memory();
   }
   return Status::ok();
 }

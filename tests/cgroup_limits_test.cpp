@@ -1,10 +1,13 @@
-// The default thread count's cgroup CPU quota (cpu/cpu_quota.h), on fake /proc and
-// /sys/fs/cgroup trees in a temporary directory: cgroup v2 cpu.max, v1 cfs quota and period,
-// ancestors' limits, a container's own cgroup at the mount root, missing and malformed files.
-#include "cpu/cpu_quota.h"
+// The host's limits (cpu/cgroup_limits.h): the default thread count's cgroup CPU quota and the
+// memory limit, on fake /proc and /sys/fs/cgroup trees in a temporary directory (cgroup v2 cpu.max
+// and memory.max, v1 cfs quota and period and memory.limit_in_bytes, ancestors' limits, a
+// container's own cgroup at the mount root, missing and malformed files); the memory ceiling the
+// large buffers are checked against.
+#include "cpu/cgroup_limits.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/sysinfo.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "cpu/aligned_buffer.h"
 #include "cpu/thread_pool.h"
 
 namespace sampleattn::cpu {
@@ -37,6 +41,7 @@ class CgroupQuota : public ::testing::Test {
     std::ofstream(full) << text;
   }
   int limit() const { return cgroup_cpu_limit(proc(), cgroup()); }
+  int64_t memory_limit() const { return cgroup_memory_limit(proc(), cgroup()); }
 
   std::string root_;
 };
@@ -131,6 +136,61 @@ TEST_F(CgroupQuota, DefaultPoolHonoursTheQuota) {
     EXPECT_LE(pool->num_threads(), quota_cpus);
   }
   EXPECT_GE(pool->num_threads(), 1);
+}
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+TEST_F(CgroupQuota, V2MemoryMaxTightestAncestorWins) {
+  write("proc/self/cgroup", "0::/a/b\n");
+  write("sys/fs/cgroup/a/b/memory.max", "max\n");
+  EXPECT_EQ(memory_limit(), 0);
+  write("sys/fs/cgroup/a/memory.max", "8589934592\n");
+  EXPECT_EQ(memory_limit(), 8 * kGiB) << "a parent's limit applies too";
+  write("sys/fs/cgroup/a/b/memory.max", "2147483648\n");
+  EXPECT_EQ(memory_limit(), 2 * kGiB);
+  EXPECT_EQ(limit(), 0) << "memory files say nothing about the CPU";
+}
+
+TEST_F(CgroupQuota, V2MemoryOfAContainerAtTheRoot) {
+  write("proc/self/cgroup", "0::/system.slice/docker-1234.scope\n");
+  write("sys/fs/cgroup/memory.max", "4294967296\n");
+  EXPECT_EQ(memory_limit(), 4 * kGiB);
+}
+
+TEST_F(CgroupQuota, V1MemoryLimitInBytes) {
+  write("proc/self/cgroup", "5:memory:/docker/x\n4:cpu,cpuacct:/docker/x\n0::/\n");
+  write("sys/fs/cgroup/memory/docker/x/memory.limit_in_bytes", "9223372036854771712\n");
+  EXPECT_EQ(memory_limit(), 0) << "v1 writes no limit as the largest page multiple";
+  write("sys/fs/cgroup/memory/docker/memory.limit_in_bytes", "1073741824\n");
+  EXPECT_EQ(memory_limit(), kGiB);
+  write("sys/fs/cgroup/cpu,cpuacct/docker/x/memory.limit_in_bytes", "1024\n");
+  EXPECT_EQ(memory_limit(), kGiB) << "only the memory controller's hierarchy counts";
+}
+
+TEST_F(CgroupQuota, MalformedMemoryFilesAreNoLimit) {
+  write("proc/self/cgroup", "0::/job\n");
+  EXPECT_EQ(memory_limit(), 0) << "no memory.max";
+  for (const char* text : {"", "lots\n", "-5\n", "0\n", "12 34\n"}) {
+    write("sys/fs/cgroup/job/memory.max", text);
+    EXPECT_EQ(memory_limit(), 0) << "'" << text << "'";
+  }
+}
+
+TEST(MemoryCeiling, IsTheMachineOrTheCgroupAndRefusesWhatNeverFits) {
+  struct sysinfo info {};
+  ASSERT_EQ(sysinfo(&info), 0);
+  const uint64_t machine = (static_cast<uint64_t>(info.totalram) + info.totalswap) * (info.mem_unit ? info.mem_unit : 1);
+  const int64_t ceiling = memory_ceiling();
+  ASSERT_GT(ceiling, 0);
+  EXPECT_LE(static_cast<uint64_t>(ceiling), machine);
+  const int64_t cgroup = cgroup_memory_limit();
+  EXPECT_EQ(ceiling, cgroup > 0 && static_cast<uint64_t>(cgroup) < machine ? cgroup : static_cast<int64_t>(machine));
+  EXPECT_TRUE(fits_memory_ceiling(static_cast<uint64_t>(ceiling)));
+  EXPECT_FALSE(fits_memory_ceiling(static_cast<uint64_t>(ceiling) + 1));
+  // The CPU backend's buffers: refused past the ceiling without asking the allocator (on a host
+  // that overcommits it would say yes), granted under it.
+  EXPECT_EQ(allocate_aligned(static_cast<size_t>(ceiling) + 4096), nullptr);
+  EXPECT_NE(allocate_aligned(1 << 20), nullptr);
 }
 
 }  // namespace
