@@ -491,14 +491,20 @@ TEST(SampleAttentionWorkspace, ScoreBuffersShrinkToTheContextLimit) {
   // a clear out-of-memory status rather than a test of stage 1's buffers. Stage 1 is unchanged.
   p.sample.max_stripes = 256;
   // The keys packed once: 4096 keys x 128 x 4 bytes x 2 kv heads (f32 path) = 4 MiB, so a limit
-  // under 16 MiB packs per chunk.
-  const uint64_t wide = (16u << 20) - (64u << 10), narrow = 15u << 20;
+  // under 16 MiB packs per chunk. Two workers' score buffers get a quarter of the limit, a chunk
+  // at most the table's block of rows: `wide` gives a chunk its 127 rows of 4,096 scores (4 bytes
+  // each) or the table's block, `narrow` fewer rows than either (the scalar table's block is 64).
+  const KernelTable& table = active_kernel_table();
+  const uint64_t row_bytes = 4096 * 4, most = static_cast<uint64_t>(table.block_rows);
+  const uint64_t wide = (16u << 20) - (64u << 10);
+  const uint64_t narrow = std::min<uint64_t>(15u << 20, 8 * row_bytes * most * 7 / 8);
   Problem problem;
   ASSERT_TRUE(build_problem(&p, true, &problem).is_ok());
   const auto scratch_at = [&](uint64_t limit) {
-    return cpu::sampling_footprint(active_kernel_table(), problem, 2, limit).scratch_per_worker;
+    return cpu::sampling_footprint(table, problem, 2, limit).scratch_per_worker;
   };
-  EXPECT_GT(scratch_at(wide), 2u << 20) << "a 128-row chunk's scores: 128 x 4096 keys x 4 bytes";
+  const uint64_t wide_rows = std::min<uint64_t>(most, wide / 8 / row_bytes);
+  EXPECT_GT(scratch_at(wide), wide_rows * row_bytes) << wide_rows << " rows' scores, 4096 keys each";
   EXPECT_LT(scratch_at(narrow), scratch_at(wide)) << "smaller chunks under the smaller limit";
 
   const uint64_t limit = narrow;  // also above the stripe buffers
