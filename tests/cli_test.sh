@@ -531,7 +531,7 @@ fi
 expect "info" 0 "" "$bin" info
 expect_match "info prints the version" stdout "^sampleattn [0-9]+\\."
 for field in "cpu: +[^ ]" "cpu tables: .*scalar" "backends: .*cpu" "threads: +[0-9]+" "binding: +(cores|none)" \
-  "environment: .*SAMPLEATTN_NUM_THREADS=$SAMPLEATTN_NUM_THREADS read"; do
+  "memory: +[0-9]+\\.[0-9] GiB" "environment: .*SAMPLEATTN_NUM_THREADS=$SAMPLEATTN_NUM_THREADS read"; do
   expect_match "info prints '${field%%:*}'" stdout "^$field"
 done
 expect_match "info lists the head dims" stdout "^head dims: +([0-9]+ )*64 "
@@ -542,7 +542,7 @@ expect_match "info reports SAMPLEATTN_NUM_THREADS=abc rejected" stdout \
   "^environment: .*SAMPLEATTN_NUM_THREADS=abc rejected"
 expect "info --json" 0 "" env 'SAMPLEATTN_ISA=bo"gus' "$bin" info --json
 expect_match "info --json is one object with every field" stdout \
-  '^\{"version":.*"binding":.*"cpu_model":.*"cpu_tables":.*"backends":.*"environment":".*rejected.*"head_dims":\[([0-9]+,)*64[],]'
+  '^\{"version":.*"binding":.*"cpu_model":.*"cpu_tables":.*"backends":.*"environment":".*rejected.*"head_dims":\[([0-9]+,)*64[],].*"memory_ceiling_bytes":[1-9][0-9]*\}$'
 if command -v python3 >/dev/null; then
   if python3 -c 'import json, sys; json.loads(sys.stdin.read())' <"$tmp/stdout" 2>"$tmp/stderr"; then
     report "info --json parses, with a quote in a variable" ""

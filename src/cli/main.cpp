@@ -15,6 +15,7 @@
 #include "cli/common.h"
 #include "cli/device_memory.h"
 #include "cli/options.h"
+#include "cpu/cgroup_limits.h"
 #include "workload/attention_profile.h"
 #include "workload/generator.h"
 #include "workload/mask_image.h"
@@ -34,7 +35,7 @@ constexpr const char* kUsage =
     "  mask      draw one head's chosen mask over its true attention as a PNG\n"
     "  profile   per-head attention statistics of generated inputs beside real captures\n"
     "  generate  write generated structured inputs as q.npy, k.npy, v.npy\n"
-    "  info      version, CPU, kernel tables, backends, threads, head dims and environment overrides\n"
+    "  info      version, CPU, kernel tables, backends, threads, head dims, memory ceiling, environment overrides\n"
     "  help      this list (sampleattn help <command>: that command's options)\n"
     "\n"
     "  --version prints the version\n"
@@ -505,8 +506,9 @@ int info_main(int argc, char** argv, int first) {
   if (wants_help(argc, argv, first)) {
     return print_help("sampleattn info [--json]\n"
                       "The default context's backend and threads, this CPU and its kernel tables, the\n"
-                      "backends compiled in and found, the head dims, and the SAMPLEATTN_* variables read or\n"
-                      "rejected.",
+                      "backends compiled in and found, the head dims, the memory no buffer may pass (RAM and\n"
+                      "swap, or the cgroup's limit: larger requests fail as out of memory) and the SAMPLEATTN_*\n"
+                      "variables read or rejected.",
                       o);
   }
   std::string error;
@@ -528,16 +530,17 @@ int info_main(int argc, char** argv, int first) {
     dims_json += std::to_string(d);
     dims_text += std::to_string(d);
   }
+  const int64_t ceiling = cpu::memory_ceiling();  // 0: unknown
   if (o.has("json")) {
     std::printf("{\"version\":%s,\"backend\":%s,\"device\":%s,\"isa\":%s,\"threads\":%d,\"numa_nodes\":%d,"
                 "\"binding\":%s,\"cpu_model\":%s,\"cpu_tables\":%s,\"backends\":%s,\"environment\":%s,\"note\":%s,"
-                "\"head_dims\":[%s]}\n",
+                "\"head_dims\":[%s],\"memory_ceiling_bytes\":%lld}\n",
                 json_string(sampleattn_version()).c_str(), json_string(backend).c_str(),
                 json_string(text(info.device_name)).c_str(), json_string(text(info.isa)).c_str(), info.num_threads,
                 info.num_numa_nodes, json_string(info.binding == SAMPLEATTN_BIND_NONE ? "none" : "cores").c_str(),
                 json_string(text(info.cpu_model)).c_str(), json_string(text(info.cpu_tables)).c_str(),
                 json_string(text(info.backends)).c_str(), json_string(text(info.environment)).c_str(),
-                json_string(text(info.note)).c_str(), dims_json.c_str());
+                json_string(text(info.note)).c_str(), dims_json.c_str(), static_cast<long long>(ceiling));
     return kExitOk;
   }
   const std::string device = text(info.device_name);
@@ -552,6 +555,10 @@ int info_main(int argc, char** argv, int first) {
   std::printf("binding:     %s\n", binding_name(info.binding));
   std::printf("numa nodes:  %d\n", info.num_numa_nodes);
   std::printf("head dims:   %s (head_dim and head_dim_v, any pair)\n", dims_text.c_str());
+  if (ceiling > 0) {
+    std::printf("memory:      %.1f GiB (RAM and swap, or the cgroup's limit: no buffer may pass it)\n",
+                static_cast<double>(ceiling) / (1 << 30));
+  }
   std::printf("environment: %s\n", environment.empty() ? "no SAMPLEATTN_* variable set" : environment.c_str());
   if (info.note != nullptr && info.note[0] != '\0') std::printf("note:        %s\n", info.note);
   return kExitOk;
