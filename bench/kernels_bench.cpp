@@ -200,6 +200,34 @@ void scores_tile(benchmark::State& state, Isa isa, Precision precision) {
                                                benchmark::Counter::kIsRate);
 }
 
+// Stage 1's vector passes over a key tile's scores (simd/kernels.h; cpu/sampling.cpp): which = 0,
+// row_stats (each row's maximum and sum of exp2); 1, accumulate_columns (each row's
+// probabilities added per column). m rows x n keys of f32 scores in L2, every row seeing every
+// key; counter scores = scores a second.
+void row_ops(benchmark::State& state, Isa isa) {
+  const KernelTable* t = kernel_table_for(isa);
+  const int which = static_cast<int>(state.range(0)), m = static_cast<int>(state.range(1)),
+            n = static_cast<int>(state.range(2));
+  std::vector<float> s = random_rows(m, n, 4);
+  for (float& v : s) v *= 4.0f;  // scores in log2 units, a few units apart
+  std::vector<int32_t> lo(m, 0), hi(m, n);
+  std::vector<float> row_max(m), row_sum(m), row_scale(m, 1.0f / n), columns(n, 0.0f);
+  for (auto _ : state) {
+    if (which == 0) {
+      std::fill(row_max.begin(), row_max.end(), -INFINITY);
+      std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+      t->row_stats(s.data(), n, m, n, lo.data(), hi.data(), row_max.data(), row_sum.data());
+    } else {
+      t->accumulate_columns(s.data(), n, m, n, lo.data(), hi.data(), row_max.data(), row_scale.data(), columns.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  benchmark::DoNotOptimize(row_sum.data());
+  benchmark::DoNotOptimize(columns.data());
+  state.counters["scores"] = benchmark::Counter(static_cast<double>(m) * n * static_cast<double>(state.iterations()),
+                                                benchmark::Counter::kIsRate);
+}
+
 // The look's packs (simd/kernels.h, LookPath: each row quantized to int8 and laid out for the
 // table's look products): rows of d f32 values, K or Q; counter elements = values a second.
 void look_pack(benchmark::State& state, Isa isa) {
@@ -292,6 +320,12 @@ void register_all() {
         ->Args({64, t->key_tile, 128, 128, 1})
         ->Args({64, t->key_tile, 128, 1, 512})
         ->Args({64, t->key_tile, 128, 128, 512});
+    if (v.precision == Precision::kF32) {
+      benchmark::RegisterBenchmark((std::string("row_ops/") + isa_name(v.isa)).c_str(), row_ops, v.isa)
+          ->ArgNames({"columns", "m", "n"})
+          ->Args({0, 256, t->key_tile})
+          ->Args({1, 256, t->key_tile});
+    }
     benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.precision, true)
         ->ArgNames({"m", "n", "d"})
         ->Args({t->block_rows, t->block_rows, 128});
