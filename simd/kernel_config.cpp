@@ -29,6 +29,7 @@ KernelTable build_table<Isa::kScalar>() {
                               scalar::f32_pack_k, scalar::f32_pack_v, scalar::f32_attend, scalar::f32_scores};
   t.row_stats = scalar::row_stats;
   t.accumulate_columns = scalar::accumulate_columns;
+  t.bucket_masses = scalar::bucket_masses;
   t.store_rows = scalar::store_rows;
   t.modify_scores = scalar::modify_scores;
   t.attend_rows = scalar::attend_rows;
@@ -50,6 +51,7 @@ KernelTable build_table<Isa::kAvx2>() {
                               avx2::f32_pack_k, avx2::f32_pack_v, avx2::f32_attend, avx2::f32_scores};
   t.row_stats = avx2::row_stats;
   t.accumulate_columns = avx2::accumulate_columns;
+  t.bucket_masses = avx2::bucket_masses;
   t.store_rows = avx2::store_rows;
   t.modify_scores = avx2::modify_scores;
   t.attend_rows = avx2::attend_rows;
@@ -79,6 +81,7 @@ KernelTable build_table<Isa::kAvx512>() {
   }
   t.row_stats = avx512::row_stats;
   t.accumulate_columns = avx512::accumulate_columns;
+  t.bucket_masses = avx512::bucket_masses;
   t.store_rows = avx512::store_rows;
   t.modify_scores = avx512::modify_scores;
   if (cpu_features().avx512_vnni) {

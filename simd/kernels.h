@@ -157,6 +157,13 @@ using RowStatsFn = void(const float* s, int64_t lds, int m, int n, const int32_t
 using AccumulateColumnsFn = void(const float* s, int64_t lds, int m, int n, const int32_t* lo,
                                  const int32_t* hi, const float* row_max, const float* row_scale,
                                  float* col_sum);
+// Validation (core/validation.h): one row's probabilities p_j = exp2(s[j] - row_max) * scale over
+// its keys [lo, hi) of a key tile (lo <= split <= hi), each rounded to the nearest
+// 1 / kValidationMassOne (core/mask.h) and added as integers: those of the columns [split, hi)
+// (the window band) to masses[0], each column j in [lo, split) to masses[bucket[j]] unless
+// bucket[j] is kBucketUnused (255). Integer sums: the same whatever order a table adds them in.
+using BucketMassesFn = void(const float* s, int lo, int split, int hi, float row_max, float scale,
+                            const uint8_t* bucket, uint32_t* masses);
 // dst row r = acc row r * row_scale[r] (d columns: dv for an attention output), converted to
 // dtype; dst rows at dst + r * row_stride.
 using StoreRowsFn = void(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype,
@@ -259,6 +266,7 @@ struct KernelTable {
   RowScanFn* scan_row;  // the input policy's row scan (core/row_scan.h): the portable one's bits
   RowStatsFn* row_stats;
   AccumulateColumnsFn* accumulate_columns;
+  BucketMassesFn* bucket_masses;
   StoreRowsFn* store_rows;
   ModifyScoresFn* modify_scores;
   LookPath look;  // vpdpbusd where the CPU has AVX512_VNNI, else f32 products of the integers

@@ -129,7 +129,8 @@ TEST_P(KernelsTest, TableIsConsistent) {
   EXPECT_GT(table_->key_tile, 0);
   for (auto* f : {(void*)path_->packed_bytes, (void*)path_->scratch_bytes, (void*)path_->pack_q,
                   (void*)path_->pack_k, (void*)path_->pack_v, (void*)path_->attend, (void*)path_->scores,
-                  (void*)table_->row_stats, (void*)table_->accumulate_columns, (void*)table_->store_rows,
+                  (void*)table_->row_stats, (void*)table_->accumulate_columns, (void*)table_->bucket_masses,
+                  (void*)table_->store_rows,
                   (void*)table_->modify_scores}) {
     EXPECT_NE(f, nullptr);
   }
@@ -776,6 +777,57 @@ TEST_P(KernelsTest, AccumulateColumnsMatchesOracle) {
           mag += std::abs(t);
         }
         EXPECT_NEAR(got[j], ref, 2e-6 * mag + 1e-30) << "m=" << m << " n=" << n << " j=" << j;
+      }
+    }
+  }
+}
+
+// Validation's per-bucket masses (bucket_masses) against fp64: the band [split, hi) to masses[0],
+// each stripe candidate in [lo, split) to its bucket unless unused, added to what the masses held;
+// in fixed point, so each probability's rounding (half a unit) and its f32 arithmetic (s - max,
+// exp2, the scale: a relative 4e-6 with the scores' magnitudes here) bound the difference; scores of -inf add nothing; every table within that of the scalar.
+TEST_P(KernelsTest, BucketMassesMatchOracle) {
+  if (bf16()) GTEST_SKIP() << "row operations are shared by both paths";
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  constexpr int kStride = kValidationGrid + 2;
+  for (int n : {1, 7, 16, 17, 64, 250, 512}) {
+    for (int trial = 0; trial < 6; ++trial) {
+      std::vector<float> s(static_cast<size_t>(n));
+      for (float& x : s) x = dist(rng);
+      if (n > 3) s[static_cast<size_t>(n / 3)] = kNegInf;
+      const float row_max = *std::max_element(s.begin(), s.end());
+      double sum = 0;  // the row's mass is at most 1, as with the row's own statistics
+      for (float x : s) sum += std::exp2(static_cast<double>(x) - row_max);
+      const float scale = static_cast<float>(1.0 / (sum * (1.0 + 0.25 * trial)));
+      std::vector<uint8_t> bucket(static_cast<size_t>(n));
+      const int nb = 1 + trial * 25;
+      for (uint8_t& b : bucket) b = rng() % 5 == 0 ? kBucketUnused : static_cast<uint8_t>(rng() % (nb + 1));
+      const int lo = trial == 0 ? 0 : static_cast<int>(rng() % n);
+      const int hi = trial == 1 ? n : lo + static_cast<int>(rng() % (n - lo + 1));
+      const int split = trial == 2 ? hi : trial == 3 ? lo : lo + static_cast<int>(rng() % (hi - lo + 1));
+      std::vector<uint32_t> start(kStride + 1);
+      for (int b = 0; b < kStride; ++b) start[b] = static_cast<uint32_t>(rng() % 1000);
+      start[kStride] = 777u;  // guard
+      std::vector<double> want(kStride, 0.0);
+      std::vector<int> terms(kStride, 0);
+      for (int j = lo; j < hi; ++j) {
+        const int b = j >= split ? 0 : bucket[j];
+        if (b == kBucketUnused) continue;
+        want[b] += std::exp2(static_cast<double>(s[j]) - row_max) * scale * kValidationMassOne;
+        ++terms[b];
+      }
+      std::vector<uint32_t> got = start, ref = start;
+      table_->bucket_masses(s.data(), lo, split, hi, row_max, scale, bucket.data(), got.data());
+      scalar_->bucket_masses(s.data(), lo, split, hi, row_max, scale, bucket.data(), ref.data());
+      EXPECT_EQ(got[kStride], 777u);
+      for (int b = 0; b < kStride; ++b) {
+        const double tol = 0.5 * terms[b] + 4e-6 * want[b] + 1e-9;
+        EXPECT_NEAR(static_cast<double>(got[b]) - start[b], want[b], tol) << "n=" << n << " b=" << b;
+        EXPECT_NEAR(static_cast<double>(got[b]), static_cast<double>(ref[b]), 2 * tol) << "n=" << n << " b=" << b;
+        if (terms[b] == 0) {
+          EXPECT_EQ(got[b], start[b]);
+        }
       }
     }
   }

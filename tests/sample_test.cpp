@@ -658,15 +658,15 @@ ValidationLayout toy_layout(int64_t alpha_ranked, int64_t cap) {
 
 // Masses of `rows` rows whose kept mass grows linearly with the ranked count: each row keeps
 // base[r] + (1 - base[r]) * min(1, count / need).
-std::vector<float> toy_masses(const ValidationLayout& v, const std::vector<double>& base, int64_t need) {
+// In fixed point (core/mask.h), as the kernels write them: each bucket's mass rounded.
+std::vector<uint32_t> toy_masses(const ValidationLayout& v, const std::vector<double>& base, int64_t need) {
   const int stride = v.row_masses();
-  std::vector<float> m(base.size() * stride, 0.f);
+  std::vector<uint32_t> m(base.size() * stride, 0u);
+  const auto units = [](double mass) { return static_cast<uint32_t>(std::llround(mass * kValidationMassOne)); };
   for (size_t r = 0; r < base.size(); ++r) {
     auto kept = [&](int64_t count) { return base[r] + (1 - base[r]) * std::min(1.0, double(count) / need); };
-    m[r * stride] = static_cast<float>(base[r]);
-    for (int b = 1; b <= v.buckets(); ++b) {
-      m[r * stride + b] = static_cast<float>(kept(v.bounds[b]) - kept(v.bounds[b - 1]));
-    }
+    m[r * stride] = units(base[r]);
+    for (int b = 1; b <= v.buckets(); ++b) m[r * stride + b] = units(kept(v.bounds[b]) - kept(v.bounds[b - 1]));
   }
   return m;
 }

@@ -16,6 +16,7 @@
   ScoresFn f32_scores;                    \
   RowStatsFn row_stats;                   \
   AccumulateColumnsFn accumulate_columns; \
+  BucketMassesFn bucket_masses;           \
   StoreRowsFn store_rows;                 \
   ModifyScoresFn modify_scores;           \
   AttendRowsFn attend_rows;               \

@@ -5,6 +5,7 @@
 
 #include "core/dtype_convert.h"
 #include "core/score_mod.h"
+#include "core/validation_units.h"
 #include "simd/flash/entry_points.h"
 #include "simd/flash/look_quantize.h"
 
@@ -115,6 +116,22 @@ void accumulate_columns(const float* s, int64_t lds, int m, int n, const int32_t
     const float* sr = s + r * lds;
     for (int j = l; j < h; ++j) col_sum[j] += std::exp2(sr[j] - row_max[r]) * row_scale[r];
   }
+}
+
+// The probability in kValidationMassOne units, rounded to nearest (ties to even, as the vector
+// tables' conversions; p <= 1, so at most 2^31).
+uint32_t mass_units(float p) {
+  return static_cast<uint32_t>(std::nearbyint(p * static_cast<float>(kValidationMassOne)));
+}
+
+void bucket_masses(const float* s, int lo, int split, int hi, float row_max, float scale, const uint8_t* bucket,
+                   uint32_t* masses) {
+  for (int j = lo; j < split; ++j) {
+    if (bucket[j] != kBucketUnused) masses[bucket[j]] += mass_units(std::exp2(s[j] - row_max) * scale);
+  }
+  uint32_t band = 0;
+  for (int j = split; j < hi; ++j) band += mass_units(std::exp2(s[j] - row_max) * scale);
+  masses[0] += band;
 }
 
 void store_rows(const float* acc, int m, int d, const float* row_scale, void* dst, DType dtype,

@@ -14,6 +14,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "core/validation_units.h"
 #include "simd/flash/vec.h"
 #include "simd/kernels.h"
 
@@ -146,6 +147,51 @@ struct RowOps : Vec<Arch> {
       }
       store_n(col_sum + j, cs, count);
     }
+  }
+
+  // W probabilities exp2(s - mx) * scale in kValidationMassOne units (sc: scale times the unit,
+  // exact: a power of two), rounded to the nearest integer (ties to even); p <= 1, so at most
+  // 2^31, which the signed AVX2 conversion writes as 0x80000000, the same bits.
+  static auto mass_units(B x, B mx, B sc) {
+    const B u = exp2(x - mx) * sc;
+    if constexpr (W == 16) {
+      return _mm512_cvtps_epu32(u);
+    } else {
+      return _mm256_cvtps_epi32(u);
+    }
+  }
+
+  static void bucket_masses(const float* s, int lo, int split, int hi, float row_max, float scale,
+                            const uint8_t* bucket, uint32_t* masses) {
+    const B mx(row_max), sc(scale * static_cast<float>(kValidationMassOne));
+    alignas(64) uint32_t units[W];
+    // The stripe candidates, each to its bucket.
+    for (int j = lo; j < split; j += W) {
+      const int count = imin(W, split - j);
+      const auto u = mass_units(load_n(s + j, count, kNegInf), mx, sc);
+      if constexpr (W == 16) {
+        _mm512_store_si512(units, u);
+      } else {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(units), u);
+      }
+      for (int l = 0; l < count; ++l) {
+        const uint8_t b = bucket[j + l];
+        if (b != kBucketUnused) masses[b] += units[l];
+      }
+    }
+    // The window band, in vector lanes (a lane past hi reads -inf: 0 units).
+    uint32_t band = 0;
+    if constexpr (W == 16) {
+      __m512i acc = _mm512_setzero_si512();
+      for (int j = split; j < hi; j += W) acc = _mm512_add_epi32(acc, mass_units(load_n(s + j, hi - j, kNegInf), mx, sc));
+      _mm512_store_si512(units, acc);
+    } else {
+      __m256i acc = _mm256_setzero_si256();
+      for (int j = split; j < hi; j += W) acc = _mm256_add_epi32(acc, mass_units(load_n(s + j, hi - j, kNegInf), mx, sc));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(units), acc);
+    }
+    for (int l = 0; l < W; ++l) band += units[l];
+    masses[0] += band;
   }
 
   static void store_rows(const float* acc, int m, int d, const float* row_scale, void* dst,

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "core/validation_units.h"
+
 #if defined(__CUDACC__)
 #define SAMPLEATTN_HOST_DEVICE __host__ __device__
 #else
@@ -301,10 +303,6 @@ SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_rank(int64_t k, int64_t n, i
   return (2 * k + 1) * unsampled / (2 * n);
 }
 
-// Bucket ids of a column in a validation layout: always kept (a sink), a ranked bucket 1 .. nb,
-// or beyond the cost cap (never a stripe).
-inline constexpr uint8_t kBucketKept = 0;
-inline constexpr uint8_t kBucketUnused = 255;
 static_assert(kValidationGrid + 1 < kBucketUnused, "bucket ids 1 .. kValidationGrid + 1 must fit below kBucketUnused");
 
 }  // namespace sampleattn

@@ -128,7 +128,7 @@ bool passes(std::vector<double>& kept, ValidationBar bar) {
 
 }  // namespace
 
-ValidationDecision decide_validation(const ValidationLayout& layout, const float* masses, int64_t row_stride,
+ValidationDecision decide_validation(const ValidationLayout& layout, const uint32_t* masses, int64_t row_stride,
                                      int heads, int64_t rows, ValidationBar bar, HeadValidation* per_head) {
   ValidationDecision d;
   for (int h = 0; h < heads; ++h) per_head[h] = HeadValidation{};
@@ -139,18 +139,18 @@ ValidationDecision decide_validation(const ValidationLayout& layout, const float
   d.ranked = layout.alpha_ranked;
   if (rows <= 0) return d;
 
-  // kept[h][r][b]: the mass row r of head h keeps with the first bounds[b] ranked stripes (in
-  // double, summed in bucket order: the same on every backend for the same masses).
+  // kept[h][r][b]: the mass row r of head h keeps with the first bounds[b] ranked stripes (the
+  // fixed-point masses added exactly, then in units of 1).
   const int nb = layout.buckets();
   std::vector<double> kept(static_cast<size_t>(heads) * rows * (nb + 1));
   for (int64_t hr = 0; hr < heads * rows; ++hr) {
-    const float* m = masses + hr * row_stride;
+    const uint32_t* m = masses + hr * row_stride;
     double* k = kept.data() + hr * (nb + 1);
-    double running = m[0];
-    k[0] = std::min(1.0, running);
+    uint64_t running = m[0];
+    k[0] = std::min(1.0, static_cast<double>(running) / kValidationMassOne);
     for (int b = 1; b <= nb; ++b) {
       running += m[b];
-      k[b] = std::min(1.0, running);
+      k[b] = std::min(1.0, static_cast<double>(running) / kValidationMassOne);
     }
   }
   auto bound_index = [&](int64_t count) {

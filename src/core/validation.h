@@ -81,12 +81,13 @@ struct ValidationDecision {
 };
 
 // Picks the set's stripe count from its validation rows' masses, `masses` being
-// [head][row][row_stride] (the first layout.row_masses() of each row's used) for the set's
+// [head][row][row_stride] in fixed point (core/mask.h, kValidationMassOne; the first
+// layout.row_masses() of each row's used) for the set's
 // `heads` query heads and `rows` rows, and fills
 // per_head[heads] with the figures at that count (left at -1 when dense or without rows). The
 // smallest grid count at which every head passes the bar, or alpha's count when larger; dense
 // when no grid count within the cap passes.
-ValidationDecision decide_validation(const ValidationLayout& layout, const float* masses, int64_t row_stride,
+ValidationDecision decide_validation(const ValidationLayout& layout, const uint32_t* masses, int64_t row_stride,
                                      int heads, int64_t rows, ValidationBar bar, HeadValidation* per_head);
 
 // The ascending stripe list of a sparse decision: the kept sinks and the first `ranked` ranked.

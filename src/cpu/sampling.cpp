@@ -72,7 +72,7 @@ struct SampledSequence {
   std::vector<int64_t> val_rows;    // validation rows (local indices, ascending, none sampled)
   std::vector<int64_t> val_q_tokens;
   std::vector<float> val_max, val_sum;  // [q_head][val row]: their statistics (sharded calls: over all)
-  std::vector<float> val_masses;    // [q_head][val row][kMassStride] (core/validation.h)
+  std::vector<uint32_t> val_masses;  // [q_head][val row][kMassStride], fixed point (core/mask.h)
   std::vector<SelectionSet> sets;   // per selection set
   // The key tiles this process reads, each at a slot of packed_k and of a chunk's kept scores:
   // [key tile] -> slot, -1 for a tile without a key of `own`; empty: every tile, at its index
@@ -500,7 +500,7 @@ class Sampler {
       if (layout.bucket.empty()) continue;
       const uint8_t* bucket = layout.bucket.data();
       const auto out = [&](int i) { return ss.val_masses.data() + (static_cast<size_t>(head) * nv + c0 + i) * kMassStride; };
-      for (int i = 0; i < n; ++i) std::fill(out(i), out(i) + kMassStride, 0.f);
+      for (int i = 0; i < n; ++i) std::fill(out(i), out(i) + kMassStride, 0u);
       // Key tile by key tile (each tile's scores read, or computed, once for the head's rows),
       // each row adding its part in tile order.
       for (const KeySpan& own : ss.own) {
@@ -532,20 +532,12 @@ class Sampler {
             int64_t first, end;
             if (!reads(i, &first, &end)) continue;
             const int r = h * n + i;
-            const float scale = 1.f / s.row_sum[r];
             const int64_t stripe_end = stripe_limit(s.positions[r], ss.window) + 1;  // columns [0, stripe_end) are stripe candidates
-            const int32_t lo = static_cast<int32_t>(std::max<int64_t>(first - t0, 0));
-            const int32_t hi = static_cast<int32_t>(std::min<int64_t>(nk, end - t0));
-            std::fill(s.columns, s.columns + nk, 0.f);
-            k_.accumulate_columns(scores + static_cast<size_t>(i) * tile, tile, 1, nk, &lo, &hi, s.row_max + r, &scale,
-                                  s.columns);
-            float* masses = out(i);
+            const int lo = static_cast<int>(std::max<int64_t>(first - t0, 0));
+            const int hi = static_cast<int>(std::min<int64_t>(nk, end - t0));
             const int split = static_cast<int>(std::clamp<int64_t>(stripe_end - t0, lo, hi));
-            for (int j = lo; j < split; ++j) {
-              const uint8_t b = bucket[t0 + j];
-              if (b != kBucketUnused) masses[b] += s.columns[j];
-            }
-            for (int j = split; j < hi; ++j) masses[0] += s.columns[j];  // the window band
+            k_.bucket_masses(scores + static_cast<size_t>(i) * tile, lo, split, hi, s.row_max[r], 1.f / s.row_sum[r],
+                             bucket + t0, out(i));
           }
         }
       }
@@ -729,7 +721,7 @@ SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& 
     // rows and their Q tokens; row_max, row_sum, kept; col_score; validation rows, their tokens,
     // statistics and masses (build_sparse_plan's SampledSequence)
     f.stage1 += 2 * sizeof(int64_t) * (rows + val_rows) + hq * (3 * sizeof(float) * rows + sizeof(int64_t) * keys) +
-                hq * val_rows * (kMassStride + 2) * sizeof(float);
+                hq * val_rows * (kMassStride * sizeof(uint32_t) + 2 * sizeof(float));
     // Each set's ranking (int32 a key) and bucket ids (a byte a key), held from stage 2 to the
     // decision.
     set_bytes += sets_per_seq * (sizeof(SelectionSet) + (sizeof(int32_t) + sizeof(uint8_t)) * keys);
@@ -781,7 +773,7 @@ std::vector<SampledSequence> sampled_sequences(const Problem& problem) {
     ss.val_rows = validation_rows(problem.sample, seq.q_len, ss.rows);
     ss.val_q_tokens.resize(ss.val_rows.size());
     for (size_t i = 0; i < ss.val_rows.size(); ++i) ss.val_q_tokens[i] = seq.q_begin + ss.val_rows[i];
-    ss.val_masses.assign(static_cast<size_t>(hq) * ss.val_rows.size() * kMassStride, 0.f);
+    ss.val_masses.assign(static_cast<size_t>(hq) * ss.val_rows.size() * kMassStride, 0u);
     ss.val_max.assign(static_cast<size_t>(hq) * ss.val_rows.size(), -std::numeric_limits<float>::infinity());
     ss.val_sum.assign(static_cast<size_t>(hq) * ss.val_rows.size(), 0.f);
     ss.sets.resize(static_cast<size_t>(problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? groups : hq));
@@ -970,7 +962,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
     }
     // Stage 2's state is done with: give it back before the attention.
     std::vector<SelectionSet>().swap(ss.sets);
-    std::vector<float>().swap(ss.val_masses);
+    std::vector<uint32_t>().swap(ss.val_masses);
   }
   plan->time_selection_s = seconds_since(t_selection);
 
@@ -1025,6 +1017,14 @@ Status sum_floats(Collective& coll, std::vector<float>* v) {
   std::vector<double> d(v->begin(), v->end());
   SAMPLEATTN_RETURN_IF_ERROR(coll.sum(d.data(), static_cast<int64_t>(d.size())));
   std::copy(d.begin(), d.end(), v->begin());
+  return Status::ok();
+}
+
+// Fixed-point masses (core/mask.h) summed over the processes: exact, in any order.
+Status sum_units(Collective& coll, std::vector<uint32_t>* v) {
+  std::vector<int64_t> wide(v->begin(), v->end());
+  SAMPLEATTN_RETURN_IF_ERROR(coll.sum(wide.data(), static_cast<int64_t>(wide.size())));
+  std::transform(wide.begin(), wide.end(), v->begin(), [](int64_t x) { return static_cast<uint32_t>(x); });
   return Status::ok();
 }
 
@@ -1388,7 +1388,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   }
   SAMPLEATTN_RETURN_IF_ERROR(run_waves(val_tasks, true));
   slots = CallBuffers::Lease();  // given back
-  for (SampledSequence& ss : sampled) SAMPLEATTN_RETURN_IF_ERROR(sum_floats(coll, &ss.val_masses));
+  for (SampledSequence& ss : sampled) SAMPLEATTN_RETURN_IF_ERROR(sum_units(coll, &ss.val_masses));
 
   std::vector<HeadValidation> per_head(static_cast<size_t>(heads_per_set));
   for (size_t i = 0; i < sampled.size(); ++i) {
@@ -1460,7 +1460,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
                      plan);
     }
     std::vector<SelectionSet>().swap(ss.sets);
-    std::vector<float>().swap(ss.val_masses);
+    std::vector<uint32_t>().swap(ss.val_masses);
   }
   plan->time_selection_s = seconds_since(t_selection);
 

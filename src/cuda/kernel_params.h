@@ -86,11 +86,10 @@ enum class AttentionMode : int32_t {
 // ValidationLayout::row_masses() can be, kValidationGrid + 2 as on the CPU), and the work unit of
 // the mass kernel: up to kValidationRows validation rows of one sequence against up to
 // kValidationKeys of their keys (a row's keys are split over several blocks, whose sums add up
-// exactly: the masses are accumulated in fixed point, kValidationMassOne = 1.0).
+// exactly: the masses are accumulated in fixed point, core/mask.h's kValidationMassOne = 1.0).
 inline constexpr int kValidationMassStride = kValidationGrid + 2;
 inline constexpr int kValidationRows = 64;
 inline constexpr int64_t kValidationKeys = 4096;
-inline constexpr double kValidationMassOne = 2147483648.0;  // 2^31
 
 // One block of the validation mass kernel: validation rows first .. first + count - 1 (entries
 // of the row list) of sequence seq, keys [k0, k1).

@@ -136,18 +136,11 @@ Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorksp
       const SeqDesc& sd = cl.seqs[seq_of[set]];
       const int64_t nv = sd.val_count;
       const ValidationLayout& layout = layouts[set];
-      std::vector<float> set_masses;
-      if (active[set] != 0) {
-        // [head][row][stride] of the set's heads, fixed point to float.
-        const int first_head = (set - sd.set_base) * hps;
-        const uint32_t* m = masses + sd.mass_offset + static_cast<int64_t>(first_head) * nv * kValidationMassStride;
-        set_masses.resize(static_cast<size_t>(hps) * nv * kValidationMassStride);
-        for (size_t i = 0; i < set_masses.size(); ++i) {
-          set_masses[i] = static_cast<float>(static_cast<double>(m[i]) / kValidationMassOne);
-        }
-      }
+      // [head][row][stride] of the set's heads, in fixed point.
+      const int first_head = (set - sd.set_base) * hps;
+      const uint32_t* set_masses = masses + sd.mass_offset + static_cast<int64_t>(first_head) * nv * kValidationMassStride;
       const ValidationDecision d =
-          decide_validation(layout, set_masses.data(), kValidationMassStride, hps, active[set] != 0 ? nv : 0, bar,
+          decide_validation(layout, set_masses, kValidationMassStride, hps, active[set] != 0 ? nv : 0, bar,
                             out->heads.data() + static_cast<size_t>(set) * hps);
       if (cl.look && !d.dense()) {
         const int32_t* set_ranked = ranked + cl.sets[set].key_begin;
