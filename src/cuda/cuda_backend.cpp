@@ -207,7 +207,7 @@ class CudaBackend final : public Backend {
       // Stage 2: the rankings, the host's decision (validation), the stripe lists.
       const SelectionArgs sa = selection_args(p, cl, workspace_);
       SAMPLEATTN_CUDA_CHECK("stripe ranking", launch_ranking(sa, stream));
-      SAMPLEATTN_RETURN_IF_ERROR(decide_stripes(p, cl, workspace_, staging_, in, stream, &decided_));
+      SAMPLEATTN_RETURN_IF_ERROR(decide_stripes(p, cl, workspace_, staging_, in, stream, workers_, &decided_));
       SAMPLEATTN_CUDA_CHECK("stripe lists", launch_stripes(sa, stream));
       // The look at every row: its dense rows and the heads it makes dense.
       if (cl.look) SAMPLEATTN_RETURN_IF_ERROR(find_dense_rows(p, cl, workspace_, staging_, in, stream, &decided_));
@@ -257,6 +257,7 @@ class CudaBackend final : public Backend {
   DeviceWorkspace workspace_;
   HostStaging staging_;
   CallDecisions decided_;  // the last call's validation decisions, for its statistics
+  HostWorkers workers_{16};  // stage 2's host steps (cuda/validation.h), kept between calls
   cudaEvent_t events_[4] = {nullptr, nullptr, nullptr, nullptr};
   DeviceInputScan* scans_ = nullptr;  // [3]: Q, K, V
 };

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cstring>
 #include <new>
-#include <system_error>
 #include <thread>
 
 #include "core/mask.h"
@@ -17,33 +16,18 @@ static_assert(kValidationMassStride == kValidationGrid + 2, "a row's masses: [0]
 
 namespace {
 
-// Runs f(0 .. n - 1), each once, on up to 16 host threads when the work is large enough (each
-// set's layout and decision take about a millisecond at 32K keys; the device waits for them).
-// f must not throw. When a thread cannot be started, the caller's thread takes its share.
-template <typename F>
-void for_each_set(int n, bool large, const F& f) {
+// Host threads for the per-set steps: up to 16 when the call has many columns (a set's layout
+// and decision take 40-60 us at 32K keys on a Zen 4 core; the device waits for them), else the
+// caller's thread alone.
+int set_threads(int sets, bool large) {
   const unsigned hw = std::thread::hardware_concurrency();
-  const int threads = large ? std::min<int>(n, std::clamp<int>(static_cast<int>(hw), 1, 16)) : 1;
-  std::atomic<int> next{0};
-  auto work = [&] {
-    for (int i = next.fetch_add(1); i < n; i = next.fetch_add(1)) f(i);
-  };
-  std::vector<std::thread> pool;
-  try {
-    pool.reserve(static_cast<size_t>(threads > 1 ? threads - 1 : 0));
-    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  } catch (const std::system_error&) {
-    // Fewer helpers: this thread takes what they would have.
-  } catch (const std::bad_alloc&) {
-  }
-  work();
-  for (std::thread& t : pool) t.join();
+  return large ? std::min<int>(sets, std::clamp<int>(static_cast<int>(hw), 1, 16)) : 1;
 }
 
 }  // namespace
 
 Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const HostStaging& hs,
-                      const DeviceInputs& in, cudaStream_t stream, CallDecisions* out) {
+                      const DeviceInputs& in, cudaStream_t stream, HostWorkers& workers, CallDecisions* out) {
   const size_t num_sets = cl.sets.size();
   const int hps = cl.heads_per_set;
   out->decision.assign(num_sets, SAMPLEATTN_DECISION_SPARSE);
@@ -87,7 +71,8 @@ Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorksp
   std::vector<ValidationLayout> layouts(num_sets);
   uint8_t* buckets = hs.at<uint8_t>(cl.h_buckets);
   int32_t* active = hs.at<int32_t>(cl.h_set_active);
-  for_each_set(static_cast<int>(num_sets), large, [&](int set) {
+  const int threads = set_threads(static_cast<int>(num_sets), large);
+  workers.run(static_cast<int>(num_sets), threads, [&](int set) {
     try {
       const SeqDesc& sd = cl.seqs[seq_of[set]];
       const SelectionSet& ss = cl.sets[set];
@@ -131,7 +116,7 @@ Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorksp
   int32_t* counts = hs.at<int32_t>(cl.h_counts);
   int32_t* dense = hs.at<int32_t>(cl.h_dense);
   const ValidationBar bar{p.sample.min_kept, p.sample.max_lost};
-  for_each_set(static_cast<int>(num_sets), large, [&](int set) {
+  workers.run(static_cast<int>(num_sets), threads, [&](int set) {
     try {
       const SeqDesc& sd = cl.seqs[seq_of[set]];
       const int64_t nv = sd.val_count;

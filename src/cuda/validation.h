@@ -14,6 +14,7 @@
 #include "core/status.h"
 #include "core/validation.h"
 #include "cuda/device_workspace.h"
+#include "cuda/host_workers.h"
 #include "cuda/marshalling.h"
 
 namespace sampleattn::cuda {
@@ -36,8 +37,9 @@ struct CallDecisions {
 // After launch_ranking on `stream`: decides every set's stripe count or dense (validation masses
 // measured on the device) and writes the device's keep (the decided counts), counts and dense
 // flags, so that launch_stripes and the attention run the decided masks; with the look, keeps
-// every sparse set's stripes and left-out stripes on the host. Synchronizes `stream` twice.
+// every sparse set's stripes and left-out stripes on the host. Synchronizes `stream` twice. The
+// per-set layouts and decisions run on `workers` when the call has many columns.
 Status decide_stripes(const Problem& p, const CallLayout& cl, const DeviceWorkspace& ws, const HostStaging& hs,
-                      const DeviceInputs& in, cudaStream_t stream, CallDecisions* out);
+                      const DeviceInputs& in, cudaStream_t stream, HostWorkers& workers, CallDecisions* out);
 
 }  // namespace sampleattn::cuda
