@@ -658,7 +658,7 @@ ValidationLayout toy_layout(int64_t alpha_ranked, int64_t cap) {
 
 // Masses of `rows` rows whose kept mass grows linearly with the ranked count: each row keeps
 // base[r] + (1 - base[r]) * min(1, count / need).
-// In fixed point (core/mask.h), as the kernels write them: each bucket's mass rounded.
+// In fixed point (core/validation_units.h), as the kernels write them: each bucket's mass rounded.
 std::vector<uint32_t> toy_masses(const ValidationLayout& v, const std::vector<double>& base, int64_t need) {
   const int stride = v.row_masses();
   std::vector<uint32_t> m(base.size() * stride, 0u);

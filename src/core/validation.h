@@ -81,7 +81,7 @@ struct ValidationDecision {
 };
 
 // Picks the set's stripe count from its validation rows' masses, `masses` being
-// [head][row][row_stride] in fixed point (core/mask.h, kValidationMassOne; the first
+// [head][row][row_stride] in fixed point (core/validation_units.h, kValidationMassOne; the first
 // layout.row_masses() of each row's used) for the set's
 // `heads` query heads and `rows` rows, and fills
 // per_head[heads] with the figures at that count (left at -1 when dense or without rows). The

@@ -72,7 +72,7 @@ struct SampledSequence {
   std::vector<int64_t> val_rows;    // validation rows (local indices, ascending, none sampled)
   std::vector<int64_t> val_q_tokens;
   std::vector<float> val_max, val_sum;  // [q_head][val row]: their statistics (sharded calls: over all)
-  std::vector<uint32_t> val_masses;  // [q_head][val row][kMassStride], fixed point (core/mask.h)
+  std::vector<uint32_t> val_masses;  // [q_head][val row][kMassStride], fixed point (validation_units.h)
   std::vector<SelectionSet> sets;   // per selection set
   // The key tiles this process reads, each at a slot of packed_k and of a chunk's kept scores:
   // [key tile] -> slot, -1 for a tile without a key of `own`; empty: every tile, at its index
@@ -1020,7 +1020,7 @@ Status sum_floats(Collective& coll, std::vector<float>* v) {
   return Status::ok();
 }
 
-// Fixed-point masses (core/mask.h) summed over the processes: exact, in any order.
+// Fixed-point masses (core/validation_units.h) summed over the processes: exact, in any order.
 Status sum_units(Collective& coll, std::vector<uint32_t>* v) {
   std::vector<int64_t> wide(v->begin(), v->end());
   SAMPLEATTN_RETURN_IF_ERROR(coll.sum(wide.data(), static_cast<int64_t>(wide.size())));

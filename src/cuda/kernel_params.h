@@ -86,7 +86,8 @@ enum class AttentionMode : int32_t {
 // ValidationLayout::row_masses() can be, kValidationGrid + 2 as on the CPU), and the work unit of
 // the mass kernel: up to kValidationRows validation rows of one sequence against up to
 // kValidationKeys of their keys (a row's keys are split over several blocks, whose sums add up
-// exactly: the masses are accumulated in fixed point, core/mask.h's kValidationMassOne = 1.0).
+// exactly: the masses are accumulated in fixed point, kValidationMassOne = 1.0,
+// core/validation_units.h).
 inline constexpr int kValidationMassStride = kValidationGrid + 2;
 inline constexpr int kValidationRows = 64;
 inline constexpr int64_t kValidationKeys = 4096;
