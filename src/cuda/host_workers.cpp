@@ -21,7 +21,14 @@ int HostWorkers::started() const {
 }
 
 void HostWorkers::start(int wanted) {
-  // Under run_mutex_ (no step runs), so the workers are all idle in loop().
+  // Under run_mutex_ (no step runs), so the workers are all idle in loop(). Room first, so that
+  // a started thread is never dropped joinable by a push_back that cannot allocate.
+  try {
+    std::lock_guard<std::mutex> lock(m_);
+    threads_.reserve(static_cast<size_t>(wanted));
+  } catch (const std::bad_alloc&) {
+    return;
+  }
   while (static_cast<int>(threads_.size()) < wanted) {
     try {
       uint64_t seen;
