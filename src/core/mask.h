@@ -276,6 +276,10 @@ SAMPLEATTN_HOST_DEVICE constexpr bool look_whole_head(int64_t flagged, int64_t r
 // Candidate stripe counts: grid point g (0 .. kValidationGrid - 1) of `ranked` columns is
 // ceil(g * ranked / (kValidationGrid - 1)).
 inline constexpr int kValidationGrid = 128;
+// Masses a validation row keeps per query head, on both backends: the most
+// ValidationLayout::row_masses() can be (core/validation.h: bucket 0, and at most the grid points
+// and alpha's count, kValidationGrid + 1 ranked buckets).
+inline constexpr int kValidationMassStride = kValidationGrid + 2;
 SAMPLEATTN_HOST_DEVICE constexpr int64_t validation_grid_point(int64_t g, int64_t ranked) {
   return (g * ranked + (kValidationGrid - 2)) / (kValidationGrid - 1);
 }

@@ -40,10 +40,6 @@ int64_t score_budget(uint64_t workspace_limit, int threads) {
 // One stage-1 task: rows [c0, c0 + n) of sampled sequence ss, kv group g.
 struct RowTask { size_t ss; int g; int64_t c0; int n; double cost; };
 
-// Floats per validation row and head: the most ValidationLayout::row_masses() can be (bounds:
-// 0, the grid points and alpha's count).
-constexpr int kMassStride = kValidationGrid + 2;
-
 // Stage 2's state of one selection set, kept until validation has decided.
 struct SelectionSet {
   std::vector<int32_t> ranked;  // the non-sink columns in rank order
@@ -72,7 +68,7 @@ struct SampledSequence {
   std::vector<int64_t> val_rows;    // validation rows (local indices, ascending, none sampled)
   std::vector<int64_t> val_q_tokens;
   std::vector<float> val_max, val_sum;  // [q_head][val row]: their statistics (sharded calls: over all)
-  std::vector<uint32_t> val_masses;  // [q_head][val row][kMassStride], fixed point (validation_units.h)
+  std::vector<uint32_t> val_masses;  // [q_head][val row][kValidationMassStride], fixed point (validation_units.h)
   std::vector<SelectionSet> sets;   // per selection set
   // The key tiles this process reads, each at a slot of packed_k and of a chunk's kept scores:
   // [key tile] -> slot, -1 for a tile without a key of `own`; empty: every tile, at its index
@@ -499,8 +495,8 @@ class Sampler {
       const ValidationLayout& layout = ss.sets[per_group ? g : head].layout;
       if (layout.bucket.empty()) continue;
       const uint8_t* bucket = layout.bucket.data();
-      const auto out = [&](int i) { return ss.val_masses.data() + (static_cast<size_t>(head) * nv + c0 + i) * kMassStride; };
-      for (int i = 0; i < n; ++i) std::fill(out(i), out(i) + kMassStride, 0u);
+      const auto out = [&](int i) { return ss.val_masses.data() + (static_cast<size_t>(head) * nv + c0 + i) * kValidationMassStride; };
+      for (int i = 0; i < n; ++i) std::fill(out(i), out(i) + kValidationMassStride, 0u);
       // Key tile by key tile (each tile's scores read, or computed, once for the head's rows),
       // each row adding its part in tile order.
       for (const KeySpan& own : ss.own) {
@@ -721,7 +717,7 @@ SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& 
     // rows and their Q tokens; row_max, row_sum, kept; col_score; validation rows, their tokens,
     // statistics and masses (build_sparse_plan's SampledSequence)
     f.stage1 += 2 * sizeof(int64_t) * (rows + val_rows) + hq * (3 * sizeof(float) * rows + sizeof(int64_t) * keys) +
-                hq * val_rows * (kMassStride * sizeof(uint32_t) + 2 * sizeof(float));
+                hq * val_rows * (kValidationMassStride * sizeof(uint32_t) + 2 * sizeof(float));
     // Each set's ranking (int32 a key) and bucket ids (a byte a key), held from stage 2 to the
     // decision.
     set_bytes += sets_per_seq * (sizeof(SelectionSet) + (sizeof(int32_t) + sizeof(uint8_t)) * keys);
@@ -773,7 +769,7 @@ std::vector<SampledSequence> sampled_sequences(const Problem& problem) {
     ss.val_rows = validation_rows(problem.sample, seq.q_len, ss.rows);
     ss.val_q_tokens.resize(ss.val_rows.size());
     for (size_t i = 0; i < ss.val_rows.size(); ++i) ss.val_q_tokens[i] = seq.q_begin + ss.val_rows[i];
-    ss.val_masses.assign(static_cast<size_t>(hq) * ss.val_rows.size() * kMassStride, 0u);
+    ss.val_masses.assign(static_cast<size_t>(hq) * ss.val_rows.size() * kValidationMassStride, 0u);
     ss.val_max.assign(static_cast<size_t>(hq) * ss.val_rows.size(), -std::numeric_limits<float>::infinity());
     ss.val_sum.assign(static_cast<size_t>(hq) * ss.val_rows.size(), 0.f);
     ss.sets.resize(static_cast<size_t>(problem.sample.scope == SAMPLEATTN_STRIPES_PER_KV_GROUP ? groups : hq));
@@ -947,8 +943,8 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
       const SelectionSet& ssel = ss.sets[static_cast<size_t>(set)];
       const int first_head = set * heads_per_set;
       const ValidationDecision d =
-          decide_validation(ssel.layout, ss.val_masses.data() + static_cast<size_t>(first_head) * nv * kMassStride,
-                            kMassStride, heads_per_set, nv,
+          decide_validation(ssel.layout, ss.val_masses.data() + static_cast<size_t>(first_head) * nv * kValidationMassStride,
+                            kValidationMassStride, heads_per_set, nv,
                             ValidationBar{problem.sample.min_kept, problem.sample.max_lost}, per_head.data());
       std::vector<int32_t> stripes, look_stripes;
       if (!d.dense()) stripes = decided_stripes(ssel.layout, ssel.ranked.data(), d.ranked);
@@ -1401,8 +1397,8 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       const ValidationLayout& layout = ss.sets[static_cast<size_t>(set)].layout;
       const int first_head = set * heads_per_set;
       decisions.push_back(
-          decide_validation(layout, ss.val_masses.data() + static_cast<size_t>(first_head) * nv * kMassStride,
-                            kMassStride, heads_per_set, nv,
+          decide_validation(layout, ss.val_masses.data() + static_cast<size_t>(first_head) * nv * kValidationMassStride,
+                            kValidationMassStride, heads_per_set, nv,
                             ValidationBar{global.sample.min_kept, global.sample.max_lost}, per_head.data()));
       validations.push_back(per_head);
       decided.push_back(decisions.back().dense() ? 0 : decisions.back().ranked);

@@ -82,13 +82,11 @@ enum class AttentionMode : int32_t {
   kDenseRows = 3,
 };
 
-// Validation (core/validation.h): floats per validation row and query head (the most
-// ValidationLayout::row_masses() can be, kValidationGrid + 2 as on the CPU), and the work unit of
-// the mass kernel: up to kValidationRows validation rows of one sequence against up to
-// kValidationKeys of their keys (a row's keys are split over several blocks, whose sums add up
-// exactly: the masses are accumulated in fixed point, kValidationMassOne = 1.0,
-// core/validation_units.h).
-inline constexpr int kValidationMassStride = kValidationGrid + 2;
+// Validation (core/validation.h): the work unit of the mass kernel, up to kValidationRows
+// validation rows of one sequence against up to kValidationKeys of their keys (a row's keys are
+// split over several blocks, whose sums add up exactly: the masses are accumulated in fixed point,
+// kValidationMassOne = 1.0, core/validation_units.h; a row's masses lie kValidationMassStride
+// apart, core/mask.h).
 inline constexpr int kValidationRows = 64;
 inline constexpr int64_t kValidationKeys = 4096;
 
