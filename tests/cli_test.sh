@@ -443,7 +443,7 @@ expect "bench --q-len above --seq: usage error" 2 "--q-len must be" "$bin" "${be
 expect "bench --q-len above the smallest --seq: usage error" 2 "smallest --seq is 128" \
   "$bin" bench "${bench[@]}" --seq 256,128 --heads 4 --kv-heads 2 --head-dim 64 --method dense --q-len 200
 expect "bench --q-len x: usage error" 2 "--q-len must be" "$bin" "${bench_small[@]}" --method dense --q-len x
-expect "bench --q-len below --seq without --method dense: usage error" 2 "add --method dense" \
+expect "bench --q-len 16 (a decode step) without --method dense: usage error" 2 "is a decode step .* add --method dense" \
   "$bin" "${bench_small[@]}" --q-len 16
 expect "bench --host-pool=1 (a flag): usage error" 2 "--host-pool takes no value" "$bin" "${bench_small[@]}" --host-pool=1
 
@@ -463,6 +463,10 @@ json_check "bench --q-len 16 matches the oracle on the last 16 positions" \
 expect "bench --q-len with --window-left" 0 "" "$bin" "${bench_small[@]}" --method dense --q-len 4 --window-left 64 --check
 json_check "bench --q-len with a window counts the window's pairs" \
   'row["dense_flops"] == 2 * (64 + 64) * 4 * 4 * 65 and row["rel_l2_err"] < 1e-4'
+expect "bench --q-len 128 --method both (a chunk of a prefill, SampleAttention)" 0 "" \
+  "$bin" "${bench_small[@]}" --method both --q-len 128 --dense-below 64 --min-window 8 --sample-block 8 --check
+json_check "bench --q-len 128: the sample row's masks, accuracy and needles are the chunk's" \
+  'row["q_len"] == 128 and row["seq"] == 256 and (row["method"] == "dense" or (row["density"] < 1 and row["speedup"] > 0 and 0 <= row["rel_l2_err_max"] < 0.5 and row["needles_visible"] > 0 and 0 < row["min_cra"] <= 1 and row["needle_recall_dense"] == 1))'
 expect "bench --peak" 0 "" "$bin" "${bench_small[@]}" --method dense --peak --q-len 1
 json_check "bench --peak reports read_gbs beside sgemm_gflops" 'row["read_gbs"] > 0 and row["sgemm_gflops"] > 0'
 

@@ -100,10 +100,10 @@ double rel_l2_against_oracle(const BenchInputs& in, const workload::Tensor3& o, 
 
 Status add_kept_mass(const BenchInputs& in, const Measured& sparse, BenchRow* row) {
   const int heads = static_cast<int>(in.q.heads);
-  const int64_t seq = in.q.seq;
+  const int64_t seq = in.q.seq;  // the queries: the last seq of the in.k.seq positions
   const std::vector<workload::HeadMask> masks =
-      workload::masks_from_stats(sparse.heads.data(), sparse.stripe_offsets.data(), sparse.stripes.data(), heads, seq,
-                                 in.model.window_left, sparse.dense_row_offsets.data(),
+      workload::masks_from_stats(sparse.heads.data(), sparse.stripe_offsets.data(), sparse.stripes.data(), heads,
+                                 in.k.seq, in.model.window_left, sparse.dense_row_offsets.data(),
                                  sparse.dense_row_indices.data(), in.k.seq - seq);
   workload::KeptMassResult kept;
   SAMPLEATTN_RETURN_IF_ERROR(workload::kept_mass(in.q, in.k, 1.0 / std::sqrt(static_cast<double>(in.q.dim)), masks,
@@ -126,9 +126,10 @@ Status add_error_against_dense(const BenchInputs& in, const Measured& sparse, co
   if (!in.needles.empty()) {
     workload::NeedleResult ns, nd;
     // Only the needles the model's window shows its queries count (all, without a window).
-    const int64_t left = in.model.window_left;
-    if (workload::needle_recall(sparse.o, in.needles, 0.5, &ns, left).is_ok() &&
-        workload::needle_recall(dense.o, in.needles, 0.5, &nd, left).is_ok() && ns.counted > 0) {
+    // A chunk's output holds the last q.seq positions: needles asked before them do not count.
+    const int64_t left = in.model.window_left, first = in.k.seq - in.q.seq;
+    if (workload::needle_recall(sparse.o, in.needles, 0.5, &ns, left, first).is_ok() &&
+        workload::needle_recall(dense.o, in.needles, 0.5, &nd, left, first).is_ok() && ns.counted > 0) {
       row->needle_recall = ns.recall;
       row->needle_recall_dense = nd.recall;
       row->needles_visible = ns.counted;

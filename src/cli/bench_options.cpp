@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "cli/common.h"
+#include "core/mask.h"
 
 namespace sampleattn::cli {
 
@@ -81,11 +82,13 @@ bool read_kv_options(const Options& o, bool files, BenchOptions* b, std::string*
     if (!files && b->seqs.size() > 1) *error += " (the smallest --seq is " + std::to_string(most) + ")";
     return false;
   }
+  // A chunk of a prefill against its cache runs SampleAttention on its own rows (docs/ALGORITHM.md);
+  // a step of at most kShortQueryRows queries (decode) runs dense under either method.
   const bool below_seq =
       files || std::any_of(b->seqs.begin(), b->seqs.end(), [&](int64_t seq) { return seq > b->q_len; });
-  if (below_seq && b->method != "dense") {
-    *error = "--q-len below --seq (chunked prefill, decode) runs dense attention: add --method dense "
-             "(the sparse metrics are for a full prefill)";
+  if (below_seq && b->method != "dense" && b->q_len <= kShortQueryRows) {
+    *error = "--q-len " + std::to_string(b->q_len) + " below --seq is a decode step (at most " +
+             std::to_string(kShortQueryRows) + " queries), which runs dense attention: add --method dense";
     return false;
   }
   return true;

@@ -218,23 +218,26 @@ std::vector<HeadMask> masks_from_stats(const sampleattn_head_stats* head_stats, 
 }
 
 Status needle_recall(const Tensor3& o, const std::vector<PlantedNeedle>& needles, double threshold,
-                     NeedleResult* r, int64_t window_left) {
+                     NeedleResult* r, int64_t window_left, int64_t q_offset) {
   if (r == nullptr) return null_pointer("needle_recall: result is null");
   r->cosine.clear();
   r->retrieved.clear();
   r->visible.clear();
   r->counted = 0;
   r->recall = 1.0;
+  if (q_offset < 0) return invalid_argument("needle_recall: negative q_offset");
   if (needles.empty()) return Status::ok();
   int64_t hits = 0;
   for (const PlantedNeedle& n : needles) {
-    if (n.query_token < 0 || n.query_token >= o.seq || n.query_head < 0 || n.query_head >= o.heads ||
+    if (n.query_token < q_offset) continue;  // before the chunk's queries
+    const int64_t row = n.query_token - q_offset;
+    if (row >= o.seq || n.query_head < 0 || n.query_head >= o.heads ||
         static_cast<int64_t>(n.value_direction.size()) != o.dim) {
       return invalid_argument("needle_recall: needle does not fit the output's shape");
     }
     double dotp = 0, on = 0, un = 0;
     for (int64_t i = 0; i < o.dim; ++i) {
-      const double a = o.at(n.query_token, n.query_head, i), u = n.value_direction[i];
+      const double a = o.at(row, n.query_head, i), u = n.value_direction[i];
       dotp += a * u;
       on += a * a;
       un += u * u;

@@ -78,8 +78,10 @@ struct NeedleResult {
 // With a model window (window_left >= 0), a needle whose key is older than its query's window
 // (key < query_token - window_left; one full sequence, so a token is its position) is invisible
 // to the model: no attention can recall it, and recall counts only the visible ones.
+// `o` holds the positions from q_offset on (a chunk of a prefill: its queries are the last o.seq of
+// the sequence); needles asked at earlier positions are skipped (not counted, not listed).
 Status needle_recall(const Tensor3& o, const std::vector<PlantedNeedle>& needles, double threshold,
-                     NeedleResult* result, int64_t window_left = kNoModelWindow);
+                     NeedleResult* result, int64_t window_left = kNoModelWindow, int64_t q_offset = 0);
 
 // Quantile (linear interpolation, q in [0, 1]) of values; 0 when empty.
 double quantile(std::vector<double> values, double q);
