@@ -276,6 +276,24 @@ TEST(Metrics, NeedleRecall) {
   EXPECT_FALSE(needle_recall(o, needles, 0.5, &r).is_ok());
 }
 
+TEST(Metrics, NeedleRecallOfAChunk) {
+  // The same two output rows as the last two positions of 10 (a chunk of a prefill: q_offset 8):
+  // a needle asked at position 9 reads row 1; one asked at position 3, before the chunk, is
+  // skipped; one past the chunk's rows, or a negative offset, is an error.
+  const Tensor3 o = tensor_of(2, 2, 2, {0, 0, 0, 0, 2, 0.1f, 1, 2});
+  std::vector<PlantedNeedle> needles = {{9, 0, 0, {1, 0}}, {3, 1, 0, {0, 1}}, {9, 1, 0, {1, 0}}};
+  NeedleResult r;
+  ASSERT_TRUE(needle_recall(o, needles, 0.5, &r, kNoModelWindow, 8).is_ok());
+  ASSERT_EQ(r.cosine.size(), 2u);
+  EXPECT_NEAR(r.cosine[0], 2 / std::sqrt(4.01), 1e-6);
+  EXPECT_NEAR(r.cosine[1], 1 / std::sqrt(5.0), 1e-6);
+  EXPECT_EQ(r.counted, 2);
+  EXPECT_DOUBLE_EQ(r.recall, 0.5);
+  needles[0].query_token = 10;
+  EXPECT_FALSE(needle_recall(o, needles, 0.5, &r, kNoModelWindow, 8).is_ok());
+  EXPECT_FALSE(needle_recall(o, {}, 0.5, &r, kNoModelWindow, -1).is_ok());
+}
+
 // ---- Under a model's variants (ABI 1.3).
 
 // dim 1, one head, scale 1, q = 1, k_j = ln(j + 1): plain row weights j + 1, as above.
