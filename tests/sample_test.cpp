@@ -258,6 +258,33 @@ TEST(StripeSelection, LargeRandomAgreesWithSorting) {
   EXPECT_EQ(chosen, expected);
 }
 
+// The whole ranking (validation widens along it), against a comparison sort on score desc, index
+// asc: ties, zeros of both signs, tiny and huge scores, negatives (not produced by stage 1, but
+// ordered all the same), and the lengths around the sinks.
+TEST(StripeSelection, RankingIsTheComparisonOrder) {
+  Rng rng(11);
+  for (int64_t k_len : {int64_t{0}, int64_t{1}, int64_t{4}, int64_t{5}, int64_t{37}, int64_t{2048}, int64_t{40000}}) {
+    std::vector<float> s(static_cast<size_t>(k_len));
+    for (float& v : s) {
+      const double u = rng.uniform();
+      v = u < 0.2   ? static_cast<float>(std::floor(rng.uniform() * 8) / 8)  // ties
+          : u < 0.3 ? (rng.uniform() < 0.5 ? 0.0f : -0.0f)
+          : u < 0.35 ? -static_cast<float>(rng.uniform())
+          : u < 0.4  ? static_cast<float>(rng.uniform() * 1e-30)
+          : u < 0.45 ? static_cast<float>(rng.uniform() * 1e30)
+                     : static_cast<float>(rng.uniform());
+    }
+    cpu::SelectionRule rule;
+    rule.sink_tokens = 4;
+    rule.target = 1;
+    const cpu::Selection got = cpu::rank_and_select(s.data(), k_len, rule);
+    std::vector<int32_t> want;
+    for (int64_t j = std::min<int64_t>(4, k_len); j < k_len; ++j) want.push_back(static_cast<int32_t>(j));
+    std::sort(want.begin(), want.end(), [&](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); });
+    EXPECT_EQ(got.ranked, want) << "k_len " << k_len;
+  }
+}
+
 TEST(SampleRows, StridedBlocksWithTheLastAlwaysIncluded) {
   sampleattn_sample_params p;
   sampleattn_sample_params_init(&p);
