@@ -35,7 +35,9 @@ namespace {
 
 // A key whose ascending order is the scores' descending order: the float's bits made monotonic
 // (negatives inverted, positives with the sign bit set; -0 read as +0, so that it ties with +0 as
-// the comparison of floats does), then inverted.
+// the comparison of floats does), then inverted. For the scores stage 1 makes (>= 0) it is the high
+// half of rank_key (core/sharded_selection.h), the sharded ranking's key, so both rank alike; it
+// also orders negative scores, which rank_key's 63-bit keys leave out.
 uint32_t descending_key(float score) {
   uint32_t bits;
   std::memcpy(&bits, &score, sizeof bits);
