@@ -94,7 +94,7 @@ bool cpu_supports(Isa isa) {
 const char* cpu_model_name() {
   static const std::string name = [] {
     unsigned regs[12] = {};
-    if (__get_cpuid_max(0x80000000u, nullptr) < 0x80000004u) return std::string();
+    if (static_cast<unsigned>(__get_cpuid_max(0x80000000u, nullptr)) < 0x80000004u) return std::string();
     for (unsigned i = 0; i < 3; ++i) {
       __get_cpuid(0x80000002u + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
     }

@@ -851,7 +851,10 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
   std::vector<std::pair<DType, bool>> kinds = {
       {DType::kF32, false}, {DType::kF16, false}, {DType::kBF16, false}, {DType::kI8, false}, {DType::kFP8, false}};
   if (table_->attend_rows_int8_products) kinds.emplace_back(DType::kI8, true);
-  for (auto [dt, integer] : kinds) {
+  for (const auto& kind : kinds) {
+    // Not a structured binding: the lambdas below use dt, which Clang before 16 cannot capture.
+    const DType dt = kind.first;
+    const bool integer = kind.second;
     // Integer products also at head dims that end in half a 32-value step (48, 112).
     for (int d : integer ? std::vector<int>{48, 64, 112, 128} : std::vector<int>{64, 128}) {
       for (int heads : {1, 3}) {

@@ -184,7 +184,8 @@ sampleattn_plan_info default_plan_info() {
 extern "C" {
 
 const char* sampleattn_status_string(sampleattn_status status) {
-  switch (status) {
+  // As its raw integer (core/enum_value.h): a C caller may pass any int.
+  switch (sampleattn::enum_value(status)) {
     case SAMPLEATTN_SUCCESS: return "SAMPLEATTN_SUCCESS";
     case SAMPLEATTN_INVALID_ARGUMENT: return "SAMPLEATTN_INVALID_ARGUMENT";
     case SAMPLEATTN_NULL_POINTER: return "SAMPLEATTN_NULL_POINTER";
