@@ -10,8 +10,10 @@ function(sampleattn_add_isa_sources target isa)
   target_sources(${target} PRIVATE ${ARGN})
   set(options ${SAMPLEATTN_ISA_FLAGS_${isa}})
   if(SAMPLEATTN_SANITIZE)
-    # GCC's AddressSanitizer at -O2 takes 6-7 minutes on the AVX-512 kernel unit alone (30 s at
-    # -O1), most of a sanitizer build on two cores; -O1 is what ASan's own docs suggest.
+    # GCC's AddressSanitizer at -O2 took 6-7 minutes on the AVX-512 kernel unit alone, most of a
+    # sanitizer build on two cores; -O1 is what ASan's own docs suggest (that unit at -O1 under
+    # ASan + UBSan, 2026-12-06: 124 s with GCC 12, 65 s with clang 14, which CI's sanitizer
+    # builds use).
     list(APPEND options -O1)
   endif()
   if(options)

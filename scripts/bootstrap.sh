@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages sampleattn builds with (when missing) and builds it.
 # Usage: scripts/bootstrap.sh [build-dir] [extra cmake args...]
-# SAMPLEATTN_BUILD_TARGETS (space-separated) builds only those targets (default: all).
+# SAMPLEATTN_BUILD_TARGETS (space-separated) builds only those targets (default: all);
+# SAMPLEATTN_EXTRA_PACKAGES (space-separated Debian packages) are installed too when missing (the
+# sanitizer and fuzzing builds' clang: clang libclang-rt-14-dev).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
@@ -9,7 +11,7 @@ shift || true
 
 packages=(build-essential cmake ninja-build pkg-config libomp-dev libopenblas-dev libxsimd-dev
           libhwloc-dev libbenchmark-dev libgtest-dev libpng-dev libopenmpi-dev openmpi-bin
-          python3-numpy python3-pytest python3-pip python3-setuptools)
+          python3-numpy python3-pytest python3-pip python3-setuptools ${SAMPLEATTN_EXTRA_PACKAGES:-})
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
