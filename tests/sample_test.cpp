@@ -302,7 +302,10 @@ TEST(SampleRows, StridedBlocksWithTheLastAlwaysIncluded) {
   EXPECT_EQ(sampled_rows(p, 25).size(), 25u);
 }
 
-TEST(SampleAttentionThreads, SameMaskAndBitsForOneAndTwoThreads) {
+// The same mask and output bits whatever the threads: with 16, the call's chunks of sampled and
+// validation rows (one a kv group and sequence at one or two threads) are cut into smaller ones so
+// that every thread has one; a row's results must not depend on its chunk.
+TEST(SampleAttentionThreads, SameMaskAndBitsForOneTwoAndSixteenThreads) {
   Case c;
   c.d = 128;
   c.hq = 8;
@@ -321,6 +324,17 @@ TEST(SampleAttentionThreads, SameMaskAndBitsForOneAndTwoThreads) {
   ASSERT_EQ(two.status, SAMPLEATTN_SUCCESS);
   EXPECT_EQ(bits_one, c.o.bytes);
   expect_same_masks(one.masks, two.masks);
+  c.o.poison();
+  Outcome sixteen = run(c, p, 16);
+  ASSERT_EQ(sixteen.status, SAMPLEATTN_SUCCESS);
+  EXPECT_EQ(bits_one, c.o.bytes);
+  expect_same_masks(one.masks, sixteen.masks);
+  for (size_t h = 0; h < one.heads.size(); ++h) {  // validation's figures, the sampled rows' kept mass
+    EXPECT_EQ(one.heads[h].val_cra_p5, sixteen.heads[h].val_cra_p5) << h;
+    EXPECT_EQ(one.heads[h].val_lost_rms, sixteen.heads[h].val_lost_rms) << h;
+    EXPECT_EQ(one.heads[h].cra_min, sixteen.heads[h].cra_min) << h;
+    EXPECT_EQ(one.heads[h].decision, sixteen.heads[h].decision) << h;
+  }
 }
 
 // Stage 1 packs each sampled sequence's keys once when they fit (without a limit, or in a

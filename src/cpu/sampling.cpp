@@ -145,10 +145,13 @@ int64_t sampled_keys(const KernelTable& kernels, const Problem& problem) {
 // Sampled rows per chunk and query head: a full query block, fewer when the chunk's scores
 // would pass the budget, but at least 32 stacked rows (K packing per chunk must stay small
 // beside the products).
+// The fewest rows a head that a chunk of sampled rows holds: 32 stacked rows (sample_chunk).
+int sample_chunk_least(const Problem& problem) { return std::max(1, 32 / problem.group); }
+
 int sample_chunk(const KernelTable& kernels, const Problem& problem, int64_t keys, int64_t budget) {
   const int group = problem.group;
   const int64_t most = std::max(1, kernels.block_rows / group);
-  const int64_t least = std::max(1, 32 / group);
+  const int64_t least = sample_chunk_least(problem);
   const int64_t by_budget = keys > 0 ? budget / (int64_t{4} * keys * group) : most;
   return static_cast<int>(std::clamp(by_budget, std::min(least, most), most));
 }
@@ -779,20 +782,46 @@ std::vector<SampledSequence> sampled_sequences(const Problem& problem) {
 }
 
 // Tasks over (sampled sequence, group, chunk of rows), longest rows first: the sampled rows or
-// the validation rows.
-std::vector<RowTask> row_tasks(const std::vector<SampledSequence>& sampled, bool validation, int groups, int chunk) {
-  std::vector<RowTask> tasks;
+// the validation rows. Chunks of `chunk` rows (the last shorter); with `threads` > 0, when that
+// gives fewer tasks than threads, each sequence's rows are cut into more and even chunks, of at
+// least `least` rows, until every thread has one: a 2K-token chunk of a prefill samples 2 blocks
+// of 64 rows a head, one chunk a kv group on the amx table (256 rows a head), so its 8 kv groups
+// kept 8 of 16 threads in stage 1 and in validation. A row's results do not depend on its chunk
+// (the same products; column sums and masses are added exactly), so the mask does not either.
+std::vector<RowTask> row_tasks(const std::vector<SampledSequence>& sampled, bool validation, int groups, int chunk,
+                               int least = 1, int threads = 0) {
+  auto rows_of = [&](const SampledSequence& ss) {
+    return static_cast<int64_t>((validation ? ss.val_rows : ss.rows).size());
+  };
+  // The chunks of nr rows when each sequence's rows are to be cut into at least `split`.
+  auto pieces = [&](int64_t nr, int64_t split) {
+    const int64_t fewest = (nr + chunk - 1) / chunk;
+    return std::max(fewest, std::min(split, std::max<int64_t>(1, nr / std::max(1, least))));
+  };
+  int64_t split = 1;
   size_t count = 0;
-  for (const SampledSequence& ss : sampled) {
-    count += groups * (((validation ? ss.val_rows : ss.rows).size() + chunk - 1) / chunk);
+  for (;;) {
+    count = 0;
+    bool more = false;
+    for (const SampledSequence& ss : sampled) {
+      const int64_t nr = rows_of(ss);
+      if (nr == 0) continue;
+      count += static_cast<size_t>(groups * pieces(nr, split));
+      more = more || pieces(nr, split + 1) > pieces(nr, split);
+    }
+    if (threads <= 0 || count >= static_cast<size_t>(threads) || !more) break;
+    ++split;
   }
+  std::vector<RowTask> tasks;
   tasks.reserve(count);
   for (size_t i = 0; i < sampled.size(); ++i) {
     const std::vector<int64_t>& rows = validation ? sampled[i].val_rows : sampled[i].rows;
     const int64_t nr = static_cast<int64_t>(rows.size());
+    if (nr == 0) continue;
+    const int64_t size = split == 1 ? chunk : (nr + pieces(nr, split) - 1) / pieces(nr, split);
     for (int g = 0; g < groups; ++g) {
-      for (int64_t c0 = 0; c0 < nr; c0 += chunk) {
-        const int n = static_cast<int>(std::min<int64_t>(chunk, nr - c0));
+      for (int64_t c0 = 0; c0 < nr; c0 += size) {
+        const int n = static_cast<int>(std::min<int64_t>(size, nr - c0));
         tasks.push_back({i, g, c0, n, static_cast<double>(rows[c0 + n - 1]) * n});
       }
     }
@@ -878,7 +907,8 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   }
 
   // Stage 1 tasks: (sampled sequence, group, row chunk), longest rows first.
-  const std::vector<RowTask> tasks = row_tasks(sampled, false, groups, chunk);
+  const int least = sample_chunk_least(problem);
+  const std::vector<RowTask> tasks = row_tasks(sampled, false, groups, chunk, least, pool.num_threads());
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(tasks.size()), scratch, pool_limit,
                                       [&](int64_t t, int, void* buf) {
     const RowTask& task = tasks[static_cast<size_t>(t)];
@@ -928,7 +958,7 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
   if (out_of_memory_in_task) return out_of_memory("out of memory while selecting stripes");
 
   // Validation rows: their exact attention, added up per bucket of their set's ranking.
-  const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk);
+  const std::vector<RowTask> val_tasks = row_tasks(sampled, true, groups, chunk, least, pool.num_threads());
   SAMPLEATTN_RETURN_IF_ERROR(pool.run(static_cast<int64_t>(val_tasks.size()), scratch, pool_limit,
                                       [&](int64_t t, int, void* buf) {
     const RowTask& task = val_tasks[static_cast<size_t>(t)];
