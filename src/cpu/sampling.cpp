@@ -726,6 +726,9 @@ SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& 
     set_bytes += sets_per_seq * (sizeof(SelectionSet) + (sizeof(int32_t) + sizeof(uint8_t)) * keys);
     f.stripe_lists += hq * sizeof(int32_t) * keys;
   }
+  // row_tasks cuts rows further while a step has fewer tasks than threads; each cut adds at most
+  // one chunk a (sequence, kv group), which the step had before, so at most `threads` more a step.
+  if (sequences > 0) row_tasks += 2 * static_cast<uint64_t>(std::max(threads, 0));
   f.stage1 += sequences * sizeof(SampledSequence) + row_tasks * sizeof(RowTask);
   // Stage 2: the sets' rankings and layouts, and one task's temporaries per worker (the set's
   // summed scores, f32 a key) and a decision's stripe list (int32 a key).
