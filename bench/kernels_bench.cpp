@@ -26,7 +26,9 @@
 
 #include "core/dtype_convert.h"
 #include "core/input_scan.h"
+#include "core/mask.h"
 #include "core/problem.h"
+#include "core/validation_units.h"
 #include "simd/dispatch.h"
 #include "simd/kernels.h"
 
@@ -228,6 +230,34 @@ void row_ops(benchmark::State& state, Isa isa) {
                                                 benchmark::Counter::kIsRate);
 }
 
+// Validation's per-bucket masses (simd/kernels.h, bucket_masses; cpu/sampling.cpp): m rows x n keys
+// of f32 scores in L2, each row's keys all stripe candidates, their buckets drawn at random from
+// the grid's 1 .. kValidationGrid + 1 with `unused` percent of them kBucketUnused (ranked past the
+// cap), in no order, as key order leaves them; counter scores = scores a second.
+void bucket_masses(benchmark::State& state, Isa isa) {
+  const KernelTable* t = kernel_table_for(isa);
+  const int unused = static_cast<int>(state.range(0)), m = static_cast<int>(state.range(1)),
+            n = static_cast<int>(state.range(2));
+  std::vector<float> s = random_rows(m, n, 5);
+  for (float& v : s) v *= 4.0f;
+  std::mt19937 rng(11);
+  std::vector<uint8_t> bucket(static_cast<size_t>(n));
+  for (uint8_t& b : bucket) {
+    b = static_cast<int>(rng() % 100) < unused ? kBucketUnused : static_cast<uint8_t>(1 + rng() % (kValidationGrid + 1));
+  }
+  std::vector<uint32_t> masses(static_cast<size_t>(m) * kValidationMassStride, 0u);
+  for (auto _ : state) {
+    for (int r = 0; r < m; ++r) {
+      t->bucket_masses(s.data() + static_cast<size_t>(r) * n, 0, n, n, 4.0f, 1.0f / n, bucket.data(),
+                       masses.data() + static_cast<size_t>(r) * kValidationMassStride);
+    }
+    benchmark::ClobberMemory();
+  }
+  benchmark::DoNotOptimize(masses.data());
+  state.counters["scores"] = benchmark::Counter(static_cast<double>(m) * n * static_cast<double>(state.iterations()),
+                                                benchmark::Counter::kIsRate);
+}
+
 // The look's packs (simd/kernels.h, LookPath: each row quantized to int8 and laid out for the
 // table's look products): rows of d f32 values, K or Q; counter elements = values a second.
 void look_pack(benchmark::State& state, Isa isa) {
@@ -325,6 +355,11 @@ void register_all() {
           ->ArgNames({"columns", "m", "n"})
           ->Args({0, 256, t->key_tile})
           ->Args({1, 256, t->key_tile});
+      benchmark::RegisterBenchmark((std::string("bucket_masses/") + isa_name(v.isa)).c_str(), bucket_masses, v.isa)
+          ->ArgNames({"unused", "m", "n"})
+          ->Args({0, 256, t->key_tile})
+          ->Args({30, 256, t->key_tile})
+          ->Args({70, 256, t->key_tile});
     }
     benchmark::RegisterBenchmark((std::string("attend_causal/") + v.name).c_str(), attend_tile, v.isa, v.precision, true)
         ->ArgNames({"m", "n", "d"})
