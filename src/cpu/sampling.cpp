@@ -810,7 +810,7 @@ std::vector<RowTask> row_tasks(const std::vector<SampledSequence>& sampled, bool
       const int64_t nr = rows_of(ss);
       if (nr == 0) continue;
       count += static_cast<size_t>(groups * pieces(nr, split));
-      more = more || pieces(nr, split + 1) > pieces(nr, split);
+      more = more || pieces(nr, split) < std::max<int64_t>(1, nr / std::max(1, least));
     }
     if (threads <= 0 || count >= static_cast<size_t>(threads) || !more) break;
     ++split;
