@@ -142,12 +142,12 @@ int64_t sampled_keys(const KernelTable& kernels, const Problem& problem) {
   return (keys + kernels.key_tile - 1) / kernels.key_tile * kernels.key_tile;
 }
 
-// Sampled rows per chunk and query head: a full query block, fewer when the chunk's scores
-// would pass the budget, but at least 32 stacked rows (K packing per chunk must stay small
-// beside the products).
 // The fewest rows a head that a chunk of sampled rows holds: 32 stacked rows (sample_chunk).
 int sample_chunk_least(const Problem& problem) { return std::max(1, 32 / problem.group); }
 
+// Sampled rows per chunk and query head: a full query block, fewer when the chunk's scores
+// would pass the budget, but at least 32 stacked rows (K packing per chunk must stay small
+// beside the products).
 int sample_chunk(const KernelTable& kernels, const Problem& problem, int64_t keys, int64_t budget) {
   const int group = problem.group;
   const int64_t most = std::max(1, kernels.block_rows / group);
@@ -796,10 +796,12 @@ std::vector<RowTask> row_tasks(const std::vector<SampledSequence>& sampled, bool
   auto rows_of = [&](const SampledSequence& ss) {
     return static_cast<int64_t>((validation ? ss.val_rows : ss.rows).size());
   };
-  // The chunks of nr rows when each sequence's rows are to be cut into at least `split`.
+  // The most chunks nr rows make (each of at least `least` rows), and their chunks when each
+  // sequence's rows are to be cut into at least `split`.
+  auto most = [&](int64_t nr) { return std::max<int64_t>(1, nr / std::max(1, least)); };
   auto pieces = [&](int64_t nr, int64_t split) {
     const int64_t fewest = (nr + chunk - 1) / chunk;
-    return std::max(fewest, std::min(split, std::max<int64_t>(1, nr / std::max(1, least))));
+    return std::max(fewest, std::min(split, most(nr)));
   };
   int64_t split = 1;
   size_t count = 0;
@@ -810,7 +812,7 @@ std::vector<RowTask> row_tasks(const std::vector<SampledSequence>& sampled, bool
       const int64_t nr = rows_of(ss);
       if (nr == 0) continue;
       count += static_cast<size_t>(groups * pieces(nr, split));
-      more = more || pieces(nr, split) < std::max<int64_t>(1, nr / std::max(1, least));
+      more = more || pieces(nr, split) < most(nr);
     }
     if (threads <= 0 || count >= static_cast<size_t>(threads) || !more) break;
     ++split;
