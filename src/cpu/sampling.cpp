@@ -726,10 +726,9 @@ SamplingFootprint sampling_footprint(const KernelTable& kernels, const Problem& 
     set_bytes += sets_per_seq * (sizeof(SelectionSet) + (sizeof(int32_t) + sizeof(uint8_t)) * keys);
     f.stripe_lists += hq * sizeof(int32_t) * keys;
   }
-  // row_tasks cuts rows further while a step has fewer tasks than twice the threads and a task
-  // costs more than a thread's share; each cut at most doubles the tasks, so a step ends with its
-  // uncut count or under four times the threads.
-  if (sequences > 0) row_tasks += 8 * static_cast<uint64_t>(std::max(threads, 0));
+  // row_tasks cuts rows further while a step has fewer tasks than threads; each cut adds at most
+  // one chunk a (sequence, kv group), which the step had before, so at most `threads` more a step.
+  if (sequences > 0) row_tasks += 2 * static_cast<uint64_t>(std::max(threads, 0));
   f.stage1 += sequences * sizeof(SampledSequence) + row_tasks * sizeof(RowTask);
   // Stage 2: the sets' rankings and layouts, and one task's temporaries per worker (the set's
   // summed scores, f32 a key) and a decision's stripe list (int32 a key).
@@ -786,16 +785,12 @@ std::vector<SampledSequence> sampled_sequences(const Problem& problem) {
 }
 
 // Tasks over (sampled sequence, group, chunk of rows), longest rows first: the sampled rows or
-// the validation rows. Chunks of `chunk` rows (the last shorter); with `threads` > 0, each
-// sequence's rows are cut into more and even chunks, of at least `least` rows, until every thread
-// has one and no task costs more than a thread's share of the whole (a task costs its rows times
-// the keys its last row sees): a 2K-token chunk of a prefill samples 2 blocks of 64 rows a head,
-// one chunk a kv group on the amx table (256 rows a head), so its 8 kv groups kept 8 of 16
-// threads in stage 1 and in validation; a whole prompt's 384 validation rows a head made 16
-// tasks for 16 threads whose late halves cost 3 times their early ones, so half the threads
-// waited (now 24 tasks, which the longest-first order spreads evenly). A row's results do not
-// depend on its chunk (the same products; column sums and masses are added exactly), so the mask
-// does not either.
+// the validation rows. Chunks of `chunk` rows (the last shorter); with `threads` > 0, when that
+// gives fewer tasks than threads, each sequence's rows are cut into more and even chunks, of at
+// least `least` rows, until every thread has one: a 2K-token chunk of a prefill samples 2 blocks
+// of 64 rows a head, one chunk a kv group on the amx table (256 rows a head), so its 8 kv groups
+// kept 8 of 16 threads in stage 1 and in validation. A row's results do not depend on its chunk
+// (the same products; column sums and masses are added exactly), so the mask does not either.
 std::vector<RowTask> row_tasks(const std::vector<SampledSequence>& sampled, bool validation, int groups, int chunk,
                                int least = 1, int threads = 0) {
   auto rows_of = [&](const SampledSequence& ss) {
@@ -808,47 +803,34 @@ std::vector<RowTask> row_tasks(const std::vector<SampledSequence>& sampled, bool
     const int64_t fewest = (nr + chunk - 1) / chunk;
     return std::max(fewest, std::min(split, most(nr)));
   };
-  // Each task of a split, sequence by sequence, kv group by group: (sequence, group, first row,
-  // rows, cost).
-  auto each_task = [&](int64_t split, auto&& visit) {
-    for (size_t i = 0; i < sampled.size(); ++i) {
-      const std::vector<int64_t>& rows = validation ? sampled[i].val_rows : sampled[i].rows;
-      const int64_t nr = static_cast<int64_t>(rows.size());
-      if (nr == 0) continue;
-      const int64_t size = split == 1 ? chunk : (nr + pieces(nr, split) - 1) / pieces(nr, split);
-      for (int g = 0; g < groups; ++g) {
-        for (int64_t c0 = 0; c0 < nr; c0 += size) {
-          const int n = static_cast<int>(std::min<int64_t>(size, nr - c0));
-          visit(i, g, c0, n, static_cast<double>(rows[c0 + n - 1]) * n);
-        }
-      }
-    }
-  };
-  // A cut at most doubles the tasks (a sequence's pieces grow by one), and it is made only below
-  // twice the threads, so the tasks stay under four times the threads or at the uncut count.
   int64_t split = 1;
   size_t count = 0;
   for (;;) {
     count = 0;
-    double largest = 0, total = 0;
-    each_task(split, [&](size_t, int, int64_t, int, double cost) {
-      ++count;
-      largest = std::max(largest, cost);
-      total += cost;
-    });
     bool more = false;
     for (const SampledSequence& ss : sampled) {
       const int64_t nr = rows_of(ss);
-      more = more || (nr > 0 && pieces(nr, split) < most(nr));
+      if (nr == 0) continue;
+      count += static_cast<size_t>(groups * pieces(nr, split));
+      more = more || pieces(nr, split) < most(nr);
     }
-    const size_t t = static_cast<size_t>(std::max(threads, 0));
-    const bool balanced = count >= t && largest * static_cast<double>(t) <= total;
-    if (threads <= 0 || !more || balanced || count >= 2 * t) break;
+    if (threads <= 0 || count >= static_cast<size_t>(threads) || !more) break;
     ++split;
   }
   std::vector<RowTask> tasks;
   tasks.reserve(count);
-  each_task(split, [&](size_t i, int g, int64_t c0, int n, double cost) { tasks.push_back({i, g, c0, n, cost}); });
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    const std::vector<int64_t>& rows = validation ? sampled[i].val_rows : sampled[i].rows;
+    const int64_t nr = static_cast<int64_t>(rows.size());
+    if (nr == 0) continue;
+    const int64_t size = split == 1 ? chunk : (nr + pieces(nr, split) - 1) / pieces(nr, split);
+    for (int g = 0; g < groups; ++g) {
+      for (int64_t c0 = 0; c0 < nr; c0 += size) {
+        const int n = static_cast<int>(std::min<int64_t>(size, nr - c0));
+        tasks.push_back({i, g, c0, n, static_cast<double>(rows[c0 + n - 1]) * n});
+      }
+    }
+  }
   std::stable_sort(tasks.begin(), tasks.end(), [](const RowTask& a, const RowTask& b) { return a.cost > b.cost; });
   return tasks;
 }
