@@ -86,7 +86,7 @@ struct Vec {
   // 2^x with a degree-6 polynomial on the fraction f = x - round(x) (about 1 ulp on [-126, 128]).
   // x < -126.5 (including -inf) and NaN give exactly 0. On AVX-512 the fraction is one vreduceps
   // and the scaling by 2^round(x) one vscalefps, masked to 0 below -126.5: 10 operations instead
-  // of the 14 below (docs/PERF.md, 2026-12-06 night), with the same bits for every x under 127.5
+  // of the 14 below (docs/PERF.md, session 35), with the same bits for every x under 127.5
   // (checked on all 2^32 inputs; at 127.5 and above the AVX-512 form gives the finite 2^x where
   // the other gives inf, an argument no softmax passes: theirs are at most 0).
   [[gnu::always_inline]] static inline B exp2(B x) {
