@@ -231,6 +231,80 @@ std::optional<uint64_t> keys_apart_limit(const Case& c, const sampleattn::Params
   return limit;
 }
 
+// Stage 1's keys (stage1_keys): every position of every sequence scored by one process, in
+// runs that one holder each holds, numbered in holder order; a zigzag split keeps its own keys; a
+// contiguous or uneven one has every process score a pair of chunks (c, 2P - 1 - c), the same
+// stage-1 work each (the keys' visible rows summed), and keep at least half of its own keys.
+TEST(ShardedPlan, StageOneKeysBalancedAndCoveringOnce) {
+  const std::vector<int32_t> lengths{2000, 7, 0, 333};
+  const std::vector<int64_t> lengths64(lengths.begin(), lengths.end());
+  for (int processes = 1; processes <= 5; ++processes) {
+    for (int kind = 0; kind < 3; ++kind) {
+      SCOPED_TRACE(std::to_string(processes) + " processes, split " + std::to_string(kind));
+      Split split = contiguous(lengths, processes, kind == 1);
+      if (kind == 2) {  // uneven: the first process holds most of each sequence
+        for (size_t s = 0; s < lengths.size(); ++s) {
+          for (size_t i = 1; i + 1 < split.cuts[s].size(); ++i) {
+            split.cuts[s][i] = lengths[s] - (lengths[s] / 4) * static_cast<int64_t>(split.cuts[s].size() - 1 - i) / processes;
+          }
+        }
+      }
+      ShardMap map;
+      map.runs.resize(static_cast<size_t>(processes));
+      for (size_t s = 0; s < split.cuts.size(); ++s) {
+        for (size_t i = 0; i + 1 < split.cuts[s].size(); ++i) {
+          auto& runs = map.runs[static_cast<size_t>(split.owner[i])];
+          const int64_t local = runs.empty() ? 0 : runs.back().local + (runs.back().end - runs.back().begin);
+          runs.push_back({static_cast<int>(s), split.cuts[s][i], split.cuts[s][i + 1], local});
+        }
+      }
+      const StageKeys keys = stage1_keys(map, lengths64);
+      ASSERT_EQ(keys.map.processes(), processes);
+      std::vector<std::vector<int>> scorer(lengths.size());
+      for (size_t s = 0; s < lengths.size(); ++s) scorer[s].assign(static_cast<size_t>(lengths[s]), -1);
+      for (int r = 0; r < processes; ++r) {
+        const auto& runs = keys.map.runs[static_cast<size_t>(r)];
+        ASSERT_EQ(keys.holder[static_cast<size_t>(r)].size(), runs.size());
+        int64_t next = 0, own = 0, held = 0;
+        std::vector<double> work(lengths.size(), 0.0);
+        for (size_t i = 0; i < runs.size(); ++i) {
+          const ShardRun& run = runs[i];
+          const int holder = keys.holder[static_cast<size_t>(r)][i];
+          EXPECT_EQ(run.local, next);  // the gathered rows in order
+          EXPECT_TRUE(i == 0 || holder >= keys.holder[static_cast<size_t>(r)][i - 1]);
+          next += run.end - run.begin;
+          for (int64_t j = run.begin; j < run.end; ++j) {
+            EXPECT_EQ(scorer[run.seq][j], -1) << "position " << j << " of sequence " << run.seq;
+            scorer[run.seq][j] = r;
+            work[run.seq] += static_cast<double>(lengths[run.seq] - j);
+            // the holder holds it
+            bool found = false;
+            for (const ShardRun& h : map.runs[static_cast<size_t>(holder)]) found |= h.seq == run.seq && h.begin <= j && j < h.end;
+            EXPECT_TRUE(found);
+          }
+          if (holder == r) own += run.end - run.begin;
+        }
+        for (const ShardRun& h : map.runs[static_cast<size_t>(r)]) held += h.end - h.begin;
+        if (kind == 1) {
+          EXPECT_EQ(own, held) << "a zigzag split keeps its keys";
+        }
+        if (kind == 0) {
+          EXPECT_GE(2 * own + 2 * static_cast<int64_t>(lengths.size()), held);
+        }
+        // Each process's work on a sequence: a pair of chunks, sum over keys of (L - j), equal to
+        // L^2 / 2P + O(L) whatever the split.
+        for (size_t s = 0; s < lengths.size(); ++s) {
+          const double even = static_cast<double>(lengths[s]) * (lengths[s] + 1) / 2 / processes;
+          EXPECT_NEAR(work[s], even, 2.0 * lengths[s] + 2) << "sequence " << s;
+        }
+      }
+      for (size_t s = 0; s < lengths.size(); ++s) {
+        for (int32_t j = 0; j < lengths[s]; ++j) EXPECT_GE(scorer[s][static_cast<size_t>(j)], 0) << j;
+      }
+    }
+  }
+}
+
 // Stage 1's three ways: without a limit each process packs its key tiles once, then keeps the
 // scores in waves (the FMA paths) or, on a rescoring path, scores twice (the statistics, one
 // reduction, the column sums); under keys_apart_limit, each chunk packs its tiles, in waves.

@@ -52,6 +52,27 @@ def split_runs(seq, ranks, split, balance=0.0, balance_keys=0.0):
     return [[(c[r], c[r + 1])] for r in range(ranks)]
 
 
+def stage1_keys(seq, runs):
+    """Each rank's stage-1 keys (core/shard_map.h stage1_keys): the sequence in 2P chunks, chunks
+    c and 2P - 1 - c paired, each pair given to the rank that holds most of it (greedy, largest
+    overlap first; ties to the rank holding fewer keys, then the lower pair and rank)."""
+    p = len(runs)
+    c = [i * seq // (2 * p) for i in range(2 * p + 1)]
+    pairs = [[(c[k], c[k + 1]), (c[2 * p - 1 - k], c[2 * p - k])] for k in range(p)]
+    def overlap(k, r):
+        return sum(max(0, min(b, hi) - max(a, lo)) for lo, hi in pairs[k] for a, b in runs[r])
+    holds = [sum(b - a for a, b in runs[r]) for r in range(p)]
+    order = sorted((-overlap(k, r), holds[r], k, r) for k in range(p) for r in range(p))
+    owner, taken = [-1] * p, [False] * p
+    for _, _, k, r in order:
+        if owner[k] < 0 and not taken[r]:
+            owner[k], taken[r] = r, True
+    keys = [None] * p
+    for k in range(p):
+        keys[owner[k]] = pairs[k]
+    return keys
+
+
 def sampled_positions(seq, r_row, block, r_val, val_rows):
     """The sampled rows (strided blocks, the last always in: core/mask.h) and the validation rows
     (evenly spread over the others: min(ceil(r_val * seq), val_rows) of them)."""
@@ -81,7 +102,8 @@ def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dens
     """Bytes each rank receives in SampleAttention across ranks as built (src/cpu/sampling.cpp
     build_sharded_plan, src/cpu/sharded_attention.cpp), counted as sampleattn_mpi_stats counts them:
     - sampled_q: the sampled and validation query rows (all heads) each rank gets from their
-      holders: a row goes to every rank holding a key at or before it;
+      holders: a row goes to every rank whose stage-1 keys (stage1_keys) begin at or before it;
+    - stage1_k: the K rows (not V) of its stage-1 keys that other ranks hold;
     - reductions: the row max (f32) and sum (f64) of those rows, the validation masses per bucket
       (grid + 2 a row and head) and the in-sample kept mass (f64), each vector once, and stage 2's
       searches (at most grid + 4 searches a head, 16 rounds of 15 int64 and one more; an upper
@@ -92,6 +114,7 @@ def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dens
     - stripe_lists: the other ranks' decided stripes (int32) gathered.
     Returns one dict per rank."""
     runs = split_runs(seq, ranks, split, balance, balance_keys)
+    scored = stage1_keys(seq, runs)
     sampled, val = sampled_positions(seq, r_row, block, r_val, val_rows)
     q_row = hq * d * eb
     kv_key = (d + dv) * eb
@@ -100,10 +123,12 @@ def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dens
     out = []
     for r in range(ranks):
         mine = runs[r]
-        first = min(a for a, b in mine if b > a) if any(b > a for a, b in mine) else seq
+        first = min((a for a, b in scored[r] if b > a), default=seq)
         def held(p):
             return any(a <= p < b for a, b in mine)
         q = sum(1 for p in sampled + val if p >= first and not held(p)) * q_row if ranks > 1 else 0
+        k1 = sum(b - a for a, b in scored[r]) - sum(max(0, min(b, hi) - max(a, lo)) for lo, hi in scored[r] for a, b in mine)
+        k1 = k1 * hkv * d * eb if ranks > 1 else 0
         red = ((len(sampled) + len(val)) * hq * (4 + 8) + len(val) * hq * (grid + 2) * 8 + len(sampled) * hq * 8
                + hq * (grid + 4) * (16 * 15 + 1) * 8 if ranks > 1 else 0)
         # Keys this rank reads and does not hold: dense groups every key before its last run's end;
@@ -128,8 +153,8 @@ def sample_volume(seq, ranks, hq, hkv, d, dv, eb, r_row, r_w, stripe_union, dens
         stripe_keys = stripe_union * (top - count(live + bands, 0, top))
         kv = (dense_groups * dense_keys + sparse_groups * (band + stripe_keys)) * kv_key if ranks > 1 else 0
         lists = stripe_union * seq * hq * 4 * (ranks - 1) / ranks if ranks > 1 else 0
-        out.append({"sampled_q": q, "reductions": red, "kv": kv, "stripe_lists": lists,
-                    "total": q + red + kv + lists})
+        out.append({"sampled_q": q, "reductions": red, "kv": kv, "stage1_k": k1, "stripe_lists": lists,
+                    "total": q + red + kv + k1 + lists})
     return out
 
 
@@ -153,7 +178,7 @@ def check_json(a):
         print("| --- | --- | --- | --- | --- |")
         for m, p in zip(v, j["per_rank"]):
             other = p["bytes_received"] - p["received_query_rows"] - p["received_kv_rows"]
-            cells = [(m["sampled_q"], p["received_query_rows"]), (m["kv"], p["received_kv_rows"]),
+            cells = [(m["sampled_q"], p["received_query_rows"]), (m["kv"] + m["stage1_k"], p["received_kv_rows"]),
                      (m["reductions"] + m["stripe_lists"], other), (m["total"], p["bytes_received"])]
             print(f"| {p['rank']} | " + " | ".join(f"{x / 1e6:.1f} / {y / 1e6:.1f}" for x, y in cells) + " |")
 
@@ -211,9 +236,9 @@ def main():
             print(f"  model {sent:.0f} bytes vs measured {a.check_bytes:.0f}: ratio {a.check_bytes / sent:.4f}")
     print(f"\nSampleAttention across ranks (built): bytes received per rank and layer, r_row {a.r_row}, "
           f"r_w {a.r_w}; the largest over the ranks, and its share of the dense ring's (received = sent there)")
-    print("| ranks | split | dense kv groups | stripe union | sampled Q (GiB) | K/V (GiB) | other (GiB) | "
-          "largest total (GiB) | / dense ring |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| ranks | split | dense kv groups | stripe union | sampled Q (GiB) | K/V (GiB) | stage-1 K (GiB) | "
+          "other (GiB) | largest total (GiB) | / dense ring |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for p in [int(x) for x in a.ranks.split(",")]:
         ring, _, _ = dense_ring(a.seq, p, a.heads, a.kv_heads, d, dv, eb)
         for split in a.splits.split(","):
@@ -223,7 +248,8 @@ def main():
                                       balance=a.balance, balance_keys=a.balance_keys)
                     top = max(v, key=lambda x: x["total"])
                     print(f"| {p} | {split} | {g} of {a.kv_heads} | {f:.2f} | {gib(top['sampled_q']):.3f} | "
-                          f"{gib(top['kv']):.3f} | {gib(top['reductions'] + top['stripe_lists']):.3f} | "
+                          f"{gib(top['kv']):.3f} | {gib(top['stage1_k']):.3f} | "
+                          f"{gib(top['reductions'] + top['stripe_lists']):.3f} | "
                           f"{gib(top['total']):.3f} | {top['total'] / ring:.2f} |")
                     if a.check_received is not None and len(a.check_received.split(",")) == p:
                         got = [float(x) for x in a.check_received.split(",")]

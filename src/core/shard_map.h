@@ -21,4 +21,25 @@ struct ShardMap {
   int processes() const { return static_cast<int>(runs.size()); }
 };
 
+// The keys each process scores in stage 1 of a sharded call (docs/SCALING.md, "Stage 1's keys").
+// A sampled row is scored against every earlier key by the processes that hold those keys, so
+// under a contiguous split the process holding a sequence's first keys scores nearly every
+// sampled row against them: 2P - 1 times the last process's work. Stage 1 reads instead the keys
+// of a balanced map: each sequence cut into 2P chunks (cut c at floor(c * L / 2P), as the zigzag
+// split), chunks c and 2P - 1 - c paired, which gives every pair the same stage-1 work, and each
+// pair given to the process that holds most of it (greedy, largest overlap first; ties to the
+// process holding fewer of the sequence's keys, then the lower pair and process). A zigzag split
+// keeps its own keys; a contiguous one keeps half of them and receives K rows (not V) for the
+// other half.
+struct StageKeys {
+  // [process]: its stage-1 keys in runs that one process of the shard map holds each, ordered by
+  // that holder, then sequence and position; `local` is the run's first row in the process's
+  // gathered K rows (the holders' rows in rank order).
+  ShardMap map;
+  std::vector<std::vector<int>> holder;  // [process][run]: the process holding it in the shard map
+};
+
+// `lengths`: every sequence's length; `map` covers each once.
+StageKeys stage1_keys(const ShardMap& map, const std::vector<int64_t>& lengths);
+
 }  // namespace sampleattn

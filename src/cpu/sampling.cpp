@@ -1106,17 +1106,65 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   init_dense_plan(global, plan);
   std::vector<SampledSequence> sampled;
   Problem stage1 = global;
-  std::vector<char> gathered_q;
+  std::vector<char> gathered_q, gathered_k, send_k;
   std::vector<int32_t> table;
   int64_t kept_keys = 0, most_slot_tiles = 0;
+  // Stage 1 scores each process's keys of the balanced map (core/shard_map.h), their K rows sent
+  // by their holders (its own copied): every kv head of a key in one row. A process whose
+  // stage-1 keys are all its own (every process of a zigzag split) reads them in place.
+  StageKeys stage_keys;
+  std::vector<int64_t> k_send(static_cast<size_t>(processes), 0), k_recv(static_cast<size_t>(processes), 0);
+  bool in_place = false;
   Status local = Status::ok();
+  try {
+    std::vector<int64_t> lengths;
+    for (const Sequence& s : global.sequences) lengths.push_back(s.k_len);
+    stage_keys = stage1_keys(map, lengths);
+    const std::vector<int>& mine = stage_keys.holder[static_cast<size_t>(me)];
+    in_place = std::all_of(mine.begin(), mine.end(), [me](int holder) { return holder == me; });
+    const size_t k_elem = dtype_size(global.k.dtype);
+    const size_t k_row = static_cast<size_t>(groups) * global.head_dim * k_elem;
+    for (int r = 0; r < processes; ++r) {
+      const std::vector<ShardRun>& runs = stage_keys.map.runs[static_cast<size_t>(r)];
+      for (size_t i = 0; i < runs.size(); ++i) {
+        const int holder = stage_keys.holder[static_cast<size_t>(r)][i];
+        if (in_place && r == me) continue;
+        const int64_t bytes = (runs[i].end - runs[i].begin) * static_cast<int64_t>(k_row);
+        if (holder == me) k_send[static_cast<size_t>(r)] += bytes;
+        if (r == me) k_recv[static_cast<size_t>(holder)] += bytes;
+      }
+    }
+    send_k.resize(static_cast<size_t>(std::accumulate(k_send.begin(), k_send.end(), int64_t{0})));
+    gathered_k.resize(static_cast<size_t>(std::accumulate(k_recv.begin(), k_recv.end(), int64_t{0})));
+    const Holders held(map, num_seqs);
+    char* out = send_k.data();
+    for (int r = 0; r < processes; ++r) {
+      const std::vector<ShardRun>& runs = stage_keys.map.runs[static_cast<size_t>(r)];
+      for (size_t i = 0; i < runs.size(); ++i) {
+        if (stage_keys.holder[static_cast<size_t>(r)][i] != me || (in_place && r == me)) continue;
+        const int64_t first = held.at(runs[i].seq, runs[i].begin).token;  // the run lies in one of ours
+        for (int64_t t = first; t < first + (runs[i].end - runs[i].begin); ++t) {
+          for (int h = 0; h < groups; ++h) {
+            std::memcpy(out, global.k.row(0, 0) + (t * global.kv.k_token_stride + h * global.kv.k_head_stride) * k_elem,
+                        static_cast<size_t>(global.head_dim) * k_elem);
+            out += static_cast<size_t>(global.head_dim) * k_elem;
+          }
+        }
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    local = out_of_memory("out of memory while gathering stage 1's keys of a sharded call");
+  }
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, local));
+  SAMPLEATTN_RETURN_IF_ERROR(agree(coll, coll.all_to_all(send_k.data(), k_send.data(), gathered_k.data(),
+                                                         k_recv.data(), Collective::Payload::kKvRows)));
+  std::vector<char>().swap(send_k);
+  const ShardMap& keys = stage_keys.map;
   try {
     sampled = sampled_sequences(global);
     // This process's keys: its runs, merged where they touch.
     std::vector<std::vector<KeySpan>> own(num_seqs);
-    int64_t local_tokens = 0;
-    for (const ShardRun& run : map.runs[static_cast<size_t>(me)]) {
-      local_tokens = std::max(local_tokens, run.local + (run.end - run.begin));
+    for (const ShardRun& run : keys.runs[static_cast<size_t>(me)]) {
       if (run.end > run.begin) own[static_cast<size_t>(run.seq)].push_back({run.begin, run.end});
     }
     for (auto& spans : own) {
@@ -1142,7 +1190,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
       const int64_t tiles = (global.sequences[ss.seq].k_len + tile - 1) / tile;
       for (int r = 0; r < processes; ++r) {
         std::vector<int32_t> slot(static_cast<size_t>(tiles), -1);
-        for (const ShardRun& run : map.runs[static_cast<size_t>(r)]) {
+        for (const ShardRun& run : keys.runs[static_cast<size_t>(r)]) {
           if (run.seq != ss.seq || run.end <= run.begin) continue;
           for (int64_t t = run.begin / tile; t <= (run.end - 1) / tile; ++t) slot[static_cast<size_t>(t)] = 0;
         }
@@ -1158,33 +1206,43 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     }
     most_slot_tiles = *std::max_element(slot_tiles.begin(), slot_tiles.end());
 
-    // Stage 1 reads this process's keys through a position -> token table (a page of one token),
-    // and the sampled and validation rows of every process, gathered.
+    // Stage 1 reads this process's keys through a position -> row table (a page of one token; no
+    // values): rows of its own tensors in place, else of the gathered K rows. And the sampled
+    // and validation rows of every process, gathered.
     int64_t most_keys = 0;
     for (const Sequence& s : global.sequences) most_keys = std::max(most_keys, s.k_len);
     table.assign(num_seqs * static_cast<size_t>(most_keys), 0);
-    for (const ShardRun& run : map.runs[static_cast<size_t>(me)]) {
+    const ShardMap& rows_of = in_place ? map : keys;
+    int64_t local_tokens = 0;
+    for (const ShardRun& run : rows_of.runs[static_cast<size_t>(me)]) {
+      local_tokens = std::max(local_tokens, run.local + (run.end - run.begin));
       for (int64_t p = run.begin; p < run.end; ++p) {
         table[static_cast<size_t>(run.seq) * most_keys + p] = static_cast<int32_t>(run.local + (p - run.begin));
       }
     }
+    stage1.v.data = nullptr;
     KvLayout& kv = stage1.kv;
     kv.block_table = table.data();
     kv.table_stride = most_keys;
     kv.page_size = 1;
     kv.num_pages = static_cast<int32_t>(local_tokens);
     kv.k_page_stride = global.kv.k_token_stride;
-    kv.v_page_stride = global.kv.v_token_stride;
+    if (!in_place) {
+      stage1.k.data = gathered_k.data();
+      kv.k_page_stride = static_cast<int64_t>(groups) * global.head_dim;
+      kv.k_head_stride = global.head_dim;
+    }
+    kv.v_page_stride = kv.v_head_stride = 0;
 
-    // A row goes to the processes that hold a key at or before it (the keys it sees): for a
-    // contiguous split, the process of the row and those before it. Each receives its rows in
+    // A row goes to the processes that score a key at or before it (the keys it sees): every
+    // process whose stage-1 keys start at or before the row. Each receives its rows in
     // the order below (sequence; sampled, then validation rows), from each sender in rank order,
     // after a zero row that stands for the rows it does not need (their keys are all after them,
     // so stage 1 packs them and reads none of their scores).
     const Holders holders(map, num_seqs);
     std::vector<int64_t> first_key(static_cast<size_t>(processes) * num_seqs, std::numeric_limits<int64_t>::max());
     for (int r = 0; r < processes; ++r) {
-      for (const ShardRun& run : map.runs[static_cast<size_t>(r)]) {
+      for (const ShardRun& run : keys.runs[static_cast<size_t>(r)]) {
         if (run.end <= run.begin) continue;
         int64_t& first = first_key[static_cast<size_t>(r) * num_seqs + run.seq];
         first = std::min(first, run.begin);

@@ -43,8 +43,9 @@ Status build_sparse_plan(ThreadPool& pool, uint64_t workspace_limit, const Works
 
 // Stages 1 and 2 of a sharded call (context parallelism, docs/SCALING.md): the plan that one
 // process would build over the whole batch, built by the processes of `coll` together, each
-// scoring the sampled rows (gathered from their holders) against the keys it holds; no column
-// score leaves its process (stage 2 is core/sharded_selection.h). `global`: the batch at its
+// scoring the sampled rows (gathered from their holders) against its keys of the balanced map
+// (stage1_keys, core/shard_map.h; their K rows gathered from their holders); no column score
+// leaves its process (stage 2 is core/sharded_selection.h). `global`: the batch at its
 // global lengths (q_len == k_len, causal) with this process's tensors (its tokens at their
 // map.runs[rank] offsets; K/V packed, not quantized). Every process gets the same plan. Against
 // one process, the row sums of stage 1 are added in another order, so a probability can differ in
