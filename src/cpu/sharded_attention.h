@@ -1,4 +1,4 @@
-// The attention of a sharded call (context parallelism, docs/SCALING.md, step 5 of the sample
+// The attention of a sharded call (context parallelism, docs/SCALING.md, step 6 of the sample
 // design): each process computes the output rows of the query runs it holds, under the plan that
 // stages 1 and 2 built together, after one exchange that brings it the K/V rows its masks read
 // (a kv group with a dense head: every key up to the run's end; a sparse one: the window band of
