@@ -54,22 +54,14 @@ def split_runs(seq, ranks, split, balance=0.0, balance_keys=0.0):
 
 def stage1_keys(seq, runs):
     """Each rank's stage-1 keys (core/shard_map.h stage1_keys): the sequence in 2P chunks, chunks
-    c and 2P - 1 - c paired, each pair given to the rank that holds most of it (greedy, largest
-    overlap first; ties to the rank holding fewer keys, then the lower pair and rank)."""
+    c and 2P - 1 - c paired, pair k to the k-th rank in the order of where its runs begin."""
     p = len(runs)
     c = [i * seq // (2 * p) for i in range(2 * p + 1)]
     pairs = [[(c[k], c[k + 1]), (c[2 * p - 1 - k], c[2 * p - k])] for k in range(p)]
-    def overlap(k, r):
-        return sum(max(0, min(b, hi) - max(a, lo)) for lo, hi in pairs[k] for a, b in runs[r])
-    holds = [sum(b - a for a, b in runs[r]) for r in range(p)]
-    order = sorted((-overlap(k, r), holds[r], k, r) for k in range(p) for r in range(p))
-    owner, taken = [-1] * p, [False] * p
-    for _, _, k, r in order:
-        if owner[k] < 0 and not taken[r]:
-            owner[k], taken[r] = r, True
+    order = sorted(range(p), key=lambda r: (min((a for a, b in runs[r] if b > a), default=seq), r))
     keys = [None] * p
-    for k in range(p):
-        keys[owner[k]] = pairs[k]
+    for k, r in enumerate(order):
+        keys[r] = pairs[k]
     return keys
 
 

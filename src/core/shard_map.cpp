@@ -1,6 +1,7 @@
 #include "core/shard_map.h"
 
 #include <algorithm>
+#include <numeric>
 #include <tuple>
 
 namespace sampleattn {
@@ -36,30 +37,12 @@ StageKeys stage1_keys(const ShardMap& map, const std::vector<int64_t>& lengths) 
       return std::pair<int64_t, int64_t>{cut(c, lengths[s], chunks), cut(c + 1, lengths[s], chunks)};
     };
     const auto pair_chunks = [&](int k) { return std::pair{chunk(k), chunk(chunks - 1 - k)}; };
-    // Pair k's overlap with each process's runs, largest first; ties to the process holding fewer
-    // keys of the sequence (the one that would otherwise receive more), then the lower pair and
-    // process.
-    std::vector<int64_t> holds(static_cast<size_t>(processes), 0);
-    for (const Piece& h : held) holds[h.holder] += h.end - h.begin;
-    std::vector<std::tuple<int64_t, int64_t, int, int>> order;  // (-overlap, holds, pair, process)
-    for (int k = 0; k < processes; ++k) {
-      const auto [a, b] = pair_chunks(k);
-      std::vector<int64_t> overlap(static_cast<size_t>(processes), 0);
-      for (const Piece& h : held) {
-        for (const auto& [lo, hi] : {a, b}) {
-          overlap[h.holder] += std::max<int64_t>(0, std::min(hi, h.end) - std::max(lo, h.begin));
-        }
-      }
-      for (int r = 0; r < processes; ++r) order.emplace_back(-overlap[r], holds[r], k, r);
-    }
-    std::sort(order.begin(), order.end());
-    std::vector<int> owner(static_cast<size_t>(processes), -1);
-    std::vector<char> taken(static_cast<size_t>(processes), 0);
-    for (const auto& [negative, keys, k, r] : order) {
-      if (owner[k] >= 0 || taken[r]) continue;
-      owner[k] = r;
-      taken[r] = 1;
-    }
+    // Pair k to the k-th process in the order of its first position in the sequence (then rank).
+    std::vector<int64_t> first(static_cast<size_t>(processes), lengths[s]);
+    for (const Piece& h : held) first[h.holder] = std::min(first[h.holder], h.begin);
+    std::vector<int> owner(static_cast<size_t>(processes));
+    std::iota(owner.begin(), owner.end(), 0);
+    std::stable_sort(owner.begin(), owner.end(), [&](int x, int y) { return first[x] < first[y]; });
     for (int k = 0; k < processes; ++k) {
       const auto [a, b] = pair_chunks(k);
       for (const auto& [lo, hi] : {a, b}) {

@@ -26,11 +26,11 @@ struct ShardMap {
 // under a contiguous split the process holding a sequence's first keys scores nearly every
 // sampled row against them: 2P - 1 times the last process's work. Stage 1 reads instead the keys
 // of a balanced map: each sequence cut into 2P chunks (cut c at floor(c * L / 2P), as the zigzag
-// split), chunks c and 2P - 1 - c paired, which gives every pair the same stage-1 work, and each
-// pair given to the process that holds most of it (greedy, largest overlap first; ties to the
-// process holding fewer of the sequence's keys, then the lower pair and process). A zigzag split
-// keeps its own keys; a contiguous one keeps half of them and receives K rows (not V) for the
-// other half.
+// split), chunks c and 2P - 1 - c paired, which gives every pair the same stage-1 work, and pair k
+// given to the k-th process in the order of where its keys of the sequence begin. A zigzag split
+// keeps its own keys. Under a contiguous one each process receives K rows (not V) for up to two
+// chunks, and the processes holding the latest keys, which read the most K/V for the attention
+// (bands, stripes, dense heads), score the middle chunks and so receive the fewest sampled rows.
 struct StageKeys {
   // [process]: its stage-1 keys in runs that one process of the shard map holds each, ordered by
   // that holder, then sequence and position; `local` is the run's first row in the process's
