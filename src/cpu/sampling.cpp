@@ -1134,6 +1134,8 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
         if (r == me) k_recv[static_cast<size_t>(holder)] += bytes;
       }
     }
+    // Input-sized, as the gathered query rows below: not counted against the workspace limit
+    // (docs/SECURITY.md).
     send_k.resize(static_cast<size_t>(std::accumulate(k_send.begin(), k_send.end(), int64_t{0})));
     gathered_k.resize(static_cast<size_t>(std::accumulate(k_recv.begin(), k_recv.end(), int64_t{0})));
     const Holders held(map, num_seqs);
