@@ -56,8 +56,7 @@ def stage1_keys(seq, runs):
     """Each rank's stage-1 keys (core/shard_map.h stage1_keys): the sequence in 2P chunks, chunks
     c and 2P - 1 - c paired, pair k to the k-th rank in the order of where its runs begin."""
     p = len(runs)
-    c = [i * seq // (2 * p) for i in range(2 * p + 1)]
-    pairs = [[(c[k], c[k + 1]), (c[2 * p - 1 - k], c[2 * p - k])] for k in range(p)]
+    pairs = split_runs(seq, p, "zigzag")  # pair k: the zigzag split's runs of rank k
     order = sorted(range(p), key=lambda r: (min((a for a, b in runs[r] if b > a), default=seq), r))
     keys = [None] * p
     for k, r in enumerate(order):

@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <optional>
 
 #include "core/mask.h"
 #include "core/score_mod.h"
@@ -1113,6 +1114,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
   // by their holders (its own copied): every kv head of a key in one row. A process whose
   // stage-1 keys are all its own (every process of a zigzag split) reads them in place.
   StageKeys stage_keys;
+  std::optional<Holders> holders;  // where each position's Q and K rows are (the shard map)
   std::vector<int64_t> k_send(static_cast<size_t>(processes), 0), k_recv(static_cast<size_t>(processes), 0);
   bool in_place = false;
   Status local = Status::ok();
@@ -1138,13 +1140,13 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     // (docs/SECURITY.md).
     send_k.resize(static_cast<size_t>(std::accumulate(k_send.begin(), k_send.end(), int64_t{0})));
     gathered_k.resize(static_cast<size_t>(std::accumulate(k_recv.begin(), k_recv.end(), int64_t{0})));
-    const Holders held(map, num_seqs);
+    holders.emplace(map, num_seqs);
     char* out = send_k.data();
     for (int r = 0; r < processes; ++r) {
       const std::vector<ShardRun>& runs = stage_keys.map.runs[static_cast<size_t>(r)];
       for (size_t i = 0; i < runs.size(); ++i) {
         if (stage_keys.holder[static_cast<size_t>(r)][i] != me || (in_place && r == me)) continue;
-        const int64_t first = held.at(runs[i].seq, runs[i].begin).token;  // the run lies in one of ours
+        const int64_t first = holders->at(runs[i].seq, runs[i].begin).token;  // the run lies in one of ours
         for (int64_t t = first; t < first + (runs[i].end - runs[i].begin); ++t) {
           for (int h = 0; h < groups; ++h) {
             std::memcpy(out, global.k.row(0, 0) + (t * global.kv.k_token_stride + h * global.kv.k_head_stride) * k_elem,
@@ -1241,7 +1243,6 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     // the order below (sequence; sampled, then validation rows), from each sender in rank order,
     // after a zero row that stands for the rows it does not need (their keys are all after them,
     // so stage 1 packs them and reads none of their scores).
-    const Holders holders(map, num_seqs);
     std::vector<int64_t> first_key(static_cast<size_t>(processes) * num_seqs, std::numeric_limits<int64_t>::max());
     for (int r = 0; r < processes; ++r) {
       for (const ShardRun& run : keys.runs[static_cast<size_t>(r)]) {
@@ -1262,7 +1263,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     };
     std::vector<int64_t> send_rows(static_cast<size_t>(processes), 0), recv_rows(static_cast<size_t>(processes), 0);
     each_row([&](SampledSequence& ss, int64_t p, int64_t*) {
-      const int holder = holders.at(ss.seq, p).process;
+      const int holder = holders->at(ss.seq, p).process;
       if (needs(me, ss.seq, p)) ++recv_rows[holder];
       if (holder != me) return;
       for (int r = 0; r < processes; ++r) send_rows[r] += needs(r, ss.seq, p) ? 1 : 0;
@@ -1280,7 +1281,7 @@ Status build_sharded_plan(ThreadPool& pool, uint64_t workspace_limit, const Kern
     std::vector<char> send(static_cast<size_t>(send_at.back() + send_rows.back()) * row_bytes);
     std::vector<int64_t> send_next = send_at, recv_next = recv_at;
     each_row([&](SampledSequence& ss, int64_t p, int64_t* token) {
-      const Holders::Where w = holders.at(ss.seq, p);
+      const Holders::Where w = holders->at(ss.seq, p);
       *token = needs(me, ss.seq, p) ? recv_next[w.process]++ : 0;
       if (w.process != me) return;
       for (int r = 0; r < processes; ++r) {
