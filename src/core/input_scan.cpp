@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -203,6 +204,9 @@ InputScan scan_rows(const TensorView& t, int heads, int dim, int64_t token_begin
   });
 }
 
+// Scales per scan_row call (its dim is an int).
+constexpr int64_t kScaleRow = int64_t{1} << 20;
+
 InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin, int64_t key_end, bool read_values,
                        RowScanFn* scan_row) {
   const TensorView& t = values ? p.v : p.k;
@@ -213,13 +217,70 @@ InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin
     constexpr DType T = decltype(dt)::value;
     InputScan out;
     float max_sumsq = 0;
-    if (!read_values && T == DType::kF16) {
-      // f16 left to the attention (never scaled): the dtype's bounds, nothing to read.
-      if (key_begin < key_end) {
-        out.max_abs = 65504.f;
-        out.max_row_norm = std::sqrt(static_cast<float>(dim) * 65504.f * 65504.f);
+    // The bound of a value the attention checks as it reads it (read_values false): f16, int8 and
+    // fp8 count with their dtype's bound; f32 and bf16 with nothing here (the attention's largest
+    // magnitudes complete their bounds, AttendRowsArgs::k_max_abs).
+    constexpr float kMax = T == DType::kF16 ? 65504.f : T == DType::kI8 ? 127.f : T == DType::kFP8 ? 448.f : 0.f;
+    if (!read_values && key_begin < key_end) {
+      // Only the scales to read (the values count with their dtype's bound, below): a row's
+      // bounds grow with its |scale|, so the largest scale gives the largest bounds (the same
+      // floats as the loop below, which runs only to name a non-finite scale). A page run's scales
+      // follow at the token stride.
+      float max_scale = 1.f;
+      bool finite = true;
+      if (scales != nullptr) {
+        max_scale = 0.f;
+        // Contiguous scales go through scan_row as f32 rows (vectors; NaN left out of the
+        // maximum, as here); strided ones in eight lanes (one chain of maxima would wait on
+        // itself every scale).
+        const auto see_row = [&](const float* x, int64_t n) {
+          for (int64_t i = 0; i < n; i += kScaleRow) {
+            const RowScan r = scan_row(x + i, DType::kF32, static_cast<int>(std::min(kScaleRow, n - i)));
+            max_scale = std::max(max_scale, r.max_abs);
+            finite = finite && r.finite;
+          }
+        };
+        constexpr int kLanes = 8;
+        float lane_max[kLanes] = {};
+        bool lane_finite = true;
+        const auto see_strided = [&](const float* x, int64_t n, int64_t stride) {
+          int64_t i = 0;
+          for (; i + kLanes <= n; i += kLanes) {
+            for (int l = 0; l < kLanes; ++l) {
+              const float a = std::fabs(x[(i + l) * stride]);
+              lane_max[l] = a > lane_max[l] ? a : lane_max[l];
+              lane_finite = lane_finite & (a <= std::numeric_limits<float>::max());
+            }
+          }
+          for (; i < n; ++i) {
+            const float a = std::fabs(x[i * stride]);
+            lane_max[0] = a > lane_max[0] ? a : lane_max[0];
+            lane_finite = lane_finite & (a <= std::numeric_limits<float>::max());
+          }
+        };
+        const int64_t step = p.kv.scale_token_stride, head_step = p.kv.scale_head_stride;
+        const int heads = p.num_kv_heads;
+        // A run's scales as one array when its keys' kv heads share their pages and sit side by
+        // side ([token][kv head], as packed caches and vLLM's pages keep them).
+        const bool together = (!p.kv.paged() || p.kv.table_head_stride == 0) && head_step == 1 && step == heads;
+        for (int64_t j = key_begin; j < key_end;) {
+          const int64_t run = std::min(p.kv.run_from(j), key_end - j);
+          if (together) {
+            see_row(scales + p.kv_row(seq, j, 0).scale, run * heads);
+          } else {
+            for (int h = 0; h < heads; ++h) see_strided(scales + p.kv_row(seq, j, h).scale, run, step);
+          }
+          j += run;
+        }
+        for (int l = 0; l < kLanes; ++l) max_scale = std::max(max_scale, lane_max[l]);
+        finite = finite && lane_finite;
       }
-      return out;
+      if (finite) {
+        const float sumsq = static_cast<float>(dim) * kMax * kMax;
+        out.max_abs = kMax * max_scale;
+        out.max_row_norm = std::sqrt(sumsq * (max_scale * max_scale));
+        return out;
+      }
     }
     for (int64_t j = key_begin; j < key_end; ++j) {
       for (int h = 0; h < p.num_kv_heads; ++h) {
@@ -231,10 +292,6 @@ InputScan scan_kv_rows(const Problem& p, bool values, int seq, int64_t key_begin
           scan_any_row<T>(scan_row, static_cast<const char*>(t.data) + (values ? at.v : at.k) * esize, dim, &sumsq,
                           &max_abs, &finite, &bad_dim);
         } else {
-          // The attention checks the values as it reads them: f16, int8 and fp8 count with their
-          // dtype's bound; f32 and bf16 with nothing here (the attention's largest magnitudes
-          // complete their bounds, AttendRowsArgs::k_max_abs).
-          constexpr float kMax = T == DType::kF16 ? 65504.f : T == DType::kI8 ? 127.f : T == DType::kFP8 ? 448.f : 0.f;
           sumsq = static_cast<float>(dim) * kMax * kMax;
           max_abs = kMax;
           finite = true;
