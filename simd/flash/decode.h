@@ -210,12 +210,12 @@ struct Decode : Vec<Arch> {
       k_lines = ahead.k_lines;
       lines = ahead.lines;
       per_step = (lines + steps - 1) / steps;
-      for (int u = 0; u < keys; ++u) {
-        k[u] = ahead.line(fj + u, 0);
-        v[u] = ahead.line(fj + u, k_lines);
+      for (int u = 0; u < keys; ++u) {  // Ahead::line(fj + u, 0) and (fj + u, k_lines), inlined
+        k[u] = ahead.k + row_base(*ahead.ks, fj + u) * ahead.esize_k + ahead.k_head;
+        v[u] = ahead.v + row_base(*ahead.vs, fj + u) * ahead.esize_v + ahead.v_head;
       }
     }
-    void request(int step) const {
+    [[gnu::always_inline]] void request(int step) const {
       const int l1 = imin((step + 1) * per_step, lines);
       for (int l = step * per_step; l < l1; ++l) {
         for (int u = 0; u < keys; ++u) V::to_l2(l < k_lines ? k[u] + 64 * l : v[u] + 64 * (l - k_lines));
@@ -289,7 +289,7 @@ struct Decode : Vec<Arch> {
   // s[i][j + u] = q_(r0 + i) . k_(j + u) for R rows and J keys: R x J independent chains, reduced
   // together when they make 16 vectors (AVX-512), else one horizontal sum each.
   template <DType T, int R, int J>
-  static void score_keys(const float* q, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
+  [[gnu::always_inline]] static void score_keys(const float* q, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
                          Check<T>* check, const Ahead& ahead) {
     const AheadLines<J> lines(ahead, j, d / W);
     int64_t base[J];
@@ -456,7 +456,7 @@ struct Decode : Vec<Arch> {
 
   // score_keys for int8 K: R x J int32 dot products of Q's int16 rows with the keys' int8 rows.
   template <int R, int J>
-  static void score_keys_int(const Scratch& t, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
+  [[gnu::always_inline]] static void score_keys_int(const Scratch& t, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
                              const Ahead& ahead) {
     const AheadLines<J> lines(ahead, j, (d + kIntStep - 1) / kIntStep);
     const int8_t* kb = static_cast<const int8_t*>(k.base);
@@ -475,13 +475,22 @@ struct Decode : Vec<Arch> {
       }
     }
     // score = float(dot) * q_scale * k_scale.
-    alignas(64) float factor[16] = {};
-    for (int i = 0; i < R; ++i) {
-      for (int u = 0; u < J; ++u) factor[i * J + u] = t.q_scale[r0 + i] * k.scales[j + u];
-    }
     if constexpr (R * J == 16) {
-      store_sums<R, J>(_mm512_mul_ps(_mm512_cvtepi32_ps(reduce16(acc)), _mm512_load_ps(factor)), s, lds, j);
+      // Lane i * J + u: q_scale[r0 + i] * k_scale[j + u], by two lane permutations of the two
+      // short loads.
+      const __m512i row_of = _mm512_setr_epi32(0 / J, 1 / J, 2 / J, 3 / J, 4 / J, 5 / J, 6 / J, 7 / J, 8 / J, 9 / J,
+                                               10 / J, 11 / J, 12 / J, 13 / J, 14 / J, 15 / J);
+      const __m512i key_of = _mm512_setr_epi32(0 % J, 1 % J, 2 % J, 3 % J, 4 % J, 5 % J, 6 % J, 7 % J, 8 % J, 9 % J,
+                                               10 % J, 11 % J, 12 % J, 13 % J, 14 % J, 15 % J);
+      const __m512 qs = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << R) - 1), t.q_scale + r0);
+      const __m512 ks = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << J) - 1), k.scales + j);
+      const __m512 factor = _mm512_mul_ps(_mm512_permutexvar_ps(row_of, qs), _mm512_permutexvar_ps(key_of, ks));
+      store_sums<R, J>(_mm512_mul_ps(_mm512_cvtepi32_ps(reduce16(acc)), factor), s, lds, j);
     } else {
+      float factor[R * J];
+      for (int i = 0; i < R; ++i) {
+        for (int u = 0; u < J; ++u) factor[i * J + u] = t.q_scale[r0 + i] * k.scales[j + u];
+      }
       for (int i = 0; i < R; ++i) {
         for (int u = 0; u < J; ++u) {
           s[static_cast<int64_t>(i) * lds + j + u] =
