@@ -479,8 +479,8 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
 
 void register_attend_rows() {
   for (int i = kNumIsas - 1; i >= 0; --i) {
-    for (auto [dt, integer] : {std::pair{DType::kF16, false}, std::pair{DType::kI8, false}, std::pair{DType::kI8, true},
-                               std::pair{DType::kFP8, false}, std::pair{DType::kF32, false}}) {
+    for (auto [dt, integer] : {std::pair{DType::kF16, false}, std::pair{DType::kBF16, false}, std::pair{DType::kI8, false},
+                               std::pair{DType::kI8, true}, std::pair{DType::kFP8, false}, std::pair{DType::kF32, false}}) {
       const std::string name = std::string("attend_rows/") + isa_name(kAllIsas[i]) + "/" + dtype_name(dt) + (integer ? "_int" : "");
       benchmark::RegisterBenchmark(name.c_str(), attend_rows, kAllIsas[i], dt, integer)
           ->ArgNames({"m", "n", "d"})
