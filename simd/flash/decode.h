@@ -188,11 +188,6 @@ struct Decode : Vec<Arch> {
     int k_lines = 0, lines = 0;
     int esize_k = 0, esize_v = 0;
     int64_t k_head = 0, v_head = 0;  // bytes
-    // Line l (< lines) of key j's rows: K's lines, then V's.
-    const char* line(int j, int l) const {
-      if (l < k_lines) return k + row_base(*ks, j) * esize_k + k_head + l * 64;
-      return v + row_base(*vs, j) * esize_v + v_head + (l - k_lines) * 64;
-    }
   };
   // The lines an R x J score step requests: keys j + kAhead .. j + kAhead + J - 1, their first K
   // and V lines found once (a step of products has little to hide address arithmetic behind:
@@ -210,7 +205,7 @@ struct Decode : Vec<Arch> {
       k_lines = ahead.k_lines;
       lines = ahead.lines;
       per_step = (lines + steps - 1) / steps;
-      for (int u = 0; u < keys; ++u) {  // Ahead::line(fj + u, 0) and (fj + u, k_lines), inlined
+      for (int u = 0; u < keys; ++u) {  // the first K and V line of key fj + u (head h's rows)
         k[u] = ahead.k + row_base(*ahead.ks, fj + u) * ahead.esize_k + ahead.k_head;
         v[u] = ahead.v + row_base(*ahead.vs, fj + u) * ahead.esize_v + ahead.v_head;
       }
