@@ -485,7 +485,9 @@ void register_attend_rows() {
       benchmark::RegisterBenchmark(name.c_str(), attend_rows, kAllIsas[i], dt, integer)
           ->ArgNames({"m", "n", "d"})
           ->Args({4, 64, 128})
-          ->Args({16, 64, 128});
+          ->Args({16, 64, 128})
+          ->Args({4, 128, 128})
+          ->Args({4, 256, 128});
     }
   }
 }

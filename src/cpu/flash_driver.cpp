@@ -45,6 +45,23 @@ struct Task {
 // kilobytes (a page per row or two, and the TLB misses that come with it).
 constexpr int64_t kDecodeBlock = 64;
 
+// A decode task's block (attend_decode) when its call runs the integer products (int8 K and V,
+// precision other than F32, a table with AVX512_VNNI): 2 x kDecodeBlock keys. An attend_rows call
+// has a cost per row and head besides its keys (the softmax's row maxima and sums, the
+// accumulators' rescaling, the weights' int16 conversion), which 64 keys of int8 rows do not cover:
+// the kernel on one core with its rows in L2 (kernels_bench attend_rows/avx512/int8_int, m:4, 8 kv
+// heads; 2-core Xeon, 2026-12-07) took 23-25 ns a key and kv head at 64 keys, 21 at 128, 20 at
+// 256; f16 rows 29-32 at 64 and 28-31 at 128 and 256, within the noise. The other calls keep 64
+// keys: the blocks set the order of the online softmax, and an int8 or fp8 cache under the f32
+// products gives the bits of the f32 call on its dequantized values (docs/ACCURACY.md), which
+// takes the same blocks. 128 int8 keys of 8 kv heads (d = 128) and the next block, requested into
+// L2 as the call goes, are 512 KB, as 64 f16 keys and theirs.
+int64_t decode_block(const KernelTable& kernels, const Problem& p) {
+  const bool integer = p.k.dtype == DType::kI8 && p.v.dtype == DType::kI8 && p.precision != SAMPLEATTN_PRECISION_F32 &&
+                       kernels.attend_rows_int8_products;
+  return integer ? 2 * kDecodeBlock : kDecodeBlock;
+}
+
 // A run of key positions [begin, end).
 struct KeyRange {
   int64_t begin;
@@ -133,9 +150,10 @@ Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
   s.v_packed = c.take_bytes(path.packed_bytes(key_tile, dv));
   s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
-  s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, key_tile)));
+  const int decode_keys = static_cast<int>(2 * kDecodeBlock);  // the most keys of decode_block
+  s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, std::max(key_tile, decode_keys))));
   // A decode block's rows and the next block's (attend_decode).
-  s.kv_rows = KvRows::carve(c, std::max<int>(key_tile, 2 * kDecodeBlock), kv_heads);
+  s.kv_rows = KvRows::carve(c, std::max(key_tile, 2 * decode_keys), kv_heads);
   if (bytes != nullptr) *bytes = c.used();
   return s;
 }
@@ -167,7 +185,7 @@ class FlashRunner {
  public:
   FlashRunner(const KernelTable& kernels, const Problem& problem, const SparsePlan* plan, int threads)
       : kernels_(kernels), path_(select_path(kernels, problem)), p_(problem), plan_(plan),
-        bq_(rows_per_head(kernels, problem)) {
+        bq_(rows_per_head(kernels, problem)), decode_block_(decode_block(kernels, problem)) {
     // A short sequence is never sampled (core/mask.h, sequence_runs_sampled), so its plan is
     // dense. A sharded call's run (cpu/sharded_attention.h) is a short piece of a sequence that
     // may be sampled: its chunks run the ordinary tasks, which follow the plan.
@@ -492,7 +510,7 @@ class FlashRunner {
     finish(t, s.row_max, s.row_sum, s.acc, s.row_scale);
   }
 
-  // A decode task (decode_streams): every kv head's rows over one block of kDecodeBlock keys in
+  // A decode task (decode_streams): every kv head's rows over one block of decode_block_ keys in
   // one attend_rows call, which reads the cache in memory order and requests the next block's
   // rows (passed as n_ahead) while it computes; then the next block.
   void attend_decode(const Scratch& s, const Task& t) {
@@ -502,8 +520,8 @@ class FlashRunner {
     const ScoreModArgs mod = score_mod_args(s, 0, s.key_pos);
     float k_max = 0.f, v_max = 0.f;
     bool called = false;  // attend_rows ran on these rows and this scratch
-    for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
-      const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
+    for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += decode_block_) {
+      const int64_t b1 = std::min(t.key_hi, b0 + decode_block_);
       const int n = static_cast<int>(b1 - b0);
       bool full = true, any = false;
       for (int r = 0; r < rows; ++r) {
@@ -515,7 +533,7 @@ class FlashRunner {
         any = any || s.lo[r] < s.hi[r];
       }
       if (!any) continue;
-      const int ahead = static_cast<int>(std::min<int64_t>(t.key_hi - b1, kDecodeBlock));
+      const int ahead = static_cast<int>(std::min<int64_t>(t.key_hi - b1, decode_block_));
       s.kv_rows.fill_run(p_, t.seq, t.kv_head, b0, n + ahead, t.kv_heads, n);
       if (mod.alibi != nullptr) {
         for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(b0 + c);
@@ -733,6 +751,7 @@ class FlashRunner {
   const Problem& p_;
   const SparsePlan* plan_;
   int bq_;
+  int64_t decode_block_;  // keys per attend_rows call of a decode task (decode_block)
   std::vector<char> short_;       // per sequence: its chunks are short (short_chunks)
   std::vector<int> splits_;        // per sequence: key splits of each query chunk (1 = none)
   std::vector<size_t> merges_;     // per split chunk: its first task
