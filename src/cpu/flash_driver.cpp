@@ -45,8 +45,12 @@ struct Task {
 // kilobytes (a page per row or two, and the TLB misses that come with it).
 constexpr int64_t kDecodeBlock = 64;
 
+// Whether a call lets attend_rows multiply int8 K/V in integers (AttendRowsArgs::int8_products):
+// unless it asked for the f32 products.
+bool int8_products(const Problem& p) { return p.precision != SAMPLEATTN_PRECISION_F32; }
+
 // A decode task's block (attend_decode) when its call runs the integer products (int8 K and V,
-// precision other than F32, a table with AVX512_VNNI): 2 x kDecodeBlock keys. An attend_rows call
+// int8_products, a table with AVX512_VNNI): kDecodeIntBlock keys. An attend_rows call
 // has a cost per row and head besides its keys (the softmax's row maxima and sums, the
 // accumulators' rescaling, the weights' int16 conversion), which 64 keys of int8 rows do not cover:
 // the kernel on one core with its rows in L2 (kernels_bench attend_rows/avx512/int8_int, m:4, 8 kv
@@ -56,10 +60,11 @@ constexpr int64_t kDecodeBlock = 64;
 // products gives the bits of the f32 call on its dequantized values (docs/ACCURACY.md), which
 // takes the same blocks. 128 int8 keys of 8 kv heads (d = 128) and the next block, requested into
 // L2 as the call goes, are 512 KB, as 64 f16 keys and theirs.
+constexpr int64_t kDecodeIntBlock = 2 * kDecodeBlock;  // the most keys of decode_block
 int64_t decode_block(const KernelTable& kernels, const Problem& p) {
-  const bool integer = p.k.dtype == DType::kI8 && p.v.dtype == DType::kI8 && p.precision != SAMPLEATTN_PRECISION_F32 &&
+  const bool integer = p.k.dtype == DType::kI8 && p.v.dtype == DType::kI8 && int8_products(p) &&
                        kernels.attend_rows_int8_products;
-  return integer ? 2 * kDecodeBlock : kDecodeBlock;
+  return integer ? kDecodeIntBlock : kDecodeBlock;
 }
 
 // A run of key positions [begin, end).
@@ -150,7 +155,7 @@ Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
   s.v_packed = c.take_bytes(path.packed_bytes(key_tile, dv));
   s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
-  const int decode_keys = static_cast<int>(2 * kDecodeBlock);  // the most keys of decode_block
+  const int decode_keys = static_cast<int>(kDecodeIntBlock);
   s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, std::max(key_tile, decode_keys))));
   // A decode block's rows and the next block's (attend_decode).
   s.kv_rows = KvRows::carve(c, std::max(key_tile, 2 * decode_keys), kv_heads);
@@ -544,7 +549,7 @@ class FlashRunner {
            .row_max = s.row_max, .row_sum = s.row_sum, .acc = s.acc, .scratch = s.decode_scratch, .mod = mod,
            .heads = t.kv_heads, .k_head_step = kv.k_head_stride, .v_head_step = kv.v_head_stride,
            .scale_head_step = s.kv_rows.scale_head_step(), .n_ahead = ahead, .k_max_abs = &k_max,
-           .v_max_abs = &v_max, .int8_products = p_.precision != SAMPLEATTN_PRECISION_F32, .same_q = called});
+           .v_max_abs = &v_max, .int8_products = int8_products(p_), .same_q = called});
       called = true;
       if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
     }
