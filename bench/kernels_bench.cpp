@@ -277,6 +277,27 @@ void look_pack(benchmark::State& state, Isa isa) {
                                                   benchmark::Counter::kIsRate);
 }
 
+// The look's products (LookPath::scores): m packed rows against a tile of n packed keys, as
+// Looker::look_block runs them (64 rows, 256 keys: a K tile of 32 KiB stays in L1); counter
+// pairs = query-key scores a second.
+void look_scores(benchmark::State& state, Isa isa) {
+  const LookPath& look = kernel_table_for(isa)->look;
+  const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), d = static_cast<int>(state.range(2));
+  const std::vector<float> qx = random_rows(m, d, 5), kx = random_rows(n, d, 6);
+  Mem q = alloc64(look.q_bytes(m, d)), k = alloc64(look.k_bytes(n, d));
+  std::vector<float> q_scales(static_cast<size_t>(m) + 64), k_scales(static_cast<size_t>(n) + 64);
+  look.pack_q(RowSource{qx.data(), DType::kF32, d, nullptr}, m, d, 1.0f, q.get(), q_scales.data());
+  look.pack_k(RowSource{kx.data(), DType::kF32, d, nullptr}, n, d, 1.0f, k.get(), k_scales.data());
+  std::vector<float> s(static_cast<size_t>(m) * n);
+  for (auto _ : state) {
+    look.scores(q.get(), q_scales.data(), m, k.get(), k_scales.data(), n, d, s.data(), n);
+    benchmark::DoNotOptimize(s.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["pairs"] = benchmark::Counter(static_cast<double>(m) * n * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
+}
+
 enum Which { kQ = 0, kK = 1, kV = 2 };
 
 void pack(benchmark::State& state, Isa isa, Precision precision, DType dtype) {
@@ -341,6 +362,9 @@ void register_all() {
           ->ArgNames({"k", "rows", "d"})
           ->Args({1, 2048, 128})
           ->Args({0, 64, 128});
+      benchmark::RegisterBenchmark((std::string("look_scores/") + isa_name(v.isa)).c_str(), look_scores, v.isa)
+          ->ArgNames({"m", "n", "d"})
+          ->Args({64, 256, 128});
     }
     benchmark::RegisterBenchmark((std::string("scores/") + v.name).c_str(), scores_tile, v.isa, v.precision)
         ->ArgNames({"m", "n", "d", "chunk", "ktiles"})

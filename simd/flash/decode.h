@@ -56,6 +56,7 @@
 #include "simd/flash/score_mods.h"
 #include "simd/flash/softmax.h"
 #include "simd/flash/vec.h"
+#include "simd/flash/vnni.h"
 #include "simd/kernels.h"
 
 namespace sampleattn::flash {
@@ -426,23 +427,6 @@ struct Decode : Vec<Arch> {
     }
   }
 
-  // acc + the pairwise int16 products of a and b (vpdpwssd). In inline assembly: GCC 12 copies the
-  // accumulator around each _mm512_dpwssd_epi32 of these loops (a register move per product;
-  // kernels_bench int8_int 22.9 -> 22.1 ns a key), where the instruction updates it in place.
-  // Templates, so that a unit compiled without AVX-512 (whose "v" registers are 256 bits) never
-  // checks their operands: only the avx512 unit instantiates them.
-  template <class Zmm>
-  static Zmm dpwssd(Zmm acc, Zmm a, Zmm b) {
-    asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-    return acc;
-  }
-  // The same with b the int16 pair at `pair` in every lane, broadcast by the instruction's load.
-  template <class Zmm>
-  static Zmm dpwssd(Zmm acc, Zmm a, const int16_t* pair) {
-    asm("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*reinterpret_cast<const int32_t*>(pair)));
-    return acc;
-  }
-
   // The kIntStep int8 values at p as int16, the first `count` of them (the rest 0, not read).
   static __m512i load_i8(const int8_t* p, int count) {
     const __mmask32 lanes = count >= kIntStep ? ~__mmask32(0) : static_cast<__mmask32>((1u << count) - 1);
@@ -466,7 +450,7 @@ struct Decode : Vec<Arch> {
       for (int i = 0; i < R; ++i) qi[i] = _mm512_loadu_si512(q + static_cast<int64_t>(i) * kIntMaxDim + c);
       for (int u = 0; u < J; ++u) {
         const __m512i x = load_i8(kb + base[u] + c, d - c);
-        for (int i = 0; i < R; ++i) acc[i * J + u] = dpwssd(acc[i * J + u], qi[i], x);
+        for (int i = 0; i < R; ++i) acc[i * J + u] = vnni::dpwssd(acc[i * J + u], qi[i], x);
       }
     }
     // score = float(dot) * q_scale * k_scale.
@@ -521,8 +505,8 @@ struct Decode : Vec<Arch> {
           const __m512i v1 = p1 != nullptr ? load_i8(p1 + g * kIntStep, count) : _mm512_setzero_si512();
           const __m512i lo = _mm512_unpacklo_epi16(v0, v1), hi = _mm512_unpackhi_epi16(v0, v1);
           for (int i = 0; i < R; ++i) {
-            a[i][2 * g] = dpwssd(a[i][2 * g], lo, w + i * t.ldw);
-            a[i][2 * g + 1] = dpwssd(a[i][2 * g + 1], hi, w + i * t.ldw);
+            a[i][2 * g] = vnni::dpwssd(a[i][2 * g], lo, w + i * t.ldw);
+            a[i][2 * g + 1] = vnni::dpwssd(a[i][2 * g + 1], hi, w + i * t.ldw);
           }
         }
       }

@@ -34,6 +34,7 @@
 #include "simd/flash/score_mods.h"
 #include "simd/flash/softmax.h"
 #include "simd/flash/vec.h"
+#include "simd/flash/vnni.h"
 
 namespace sampleattn::avx512 {
 namespace {
@@ -314,8 +315,8 @@ void look_block_vnni(const int8_t* q, const int32_t* fix, const float* qs, const
         int32_t q4;
         std::memcpy(&q4, q + r * d + 4 * c, sizeof q4);
         const __m512i qv = _mm512_set1_epi32(q4);
-        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, qv);
-        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b, qv);
+        acc[r][0] = flash::vnni::dpbusd(acc[r][0], a, qv);
+        acc[r][1] = flash::vnni::dpbusd(acc[r][1], b, qv);
       }
     }
     const int left = n - j0;
