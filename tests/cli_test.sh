@@ -469,6 +469,8 @@ json_check "bench --q-len 128: the sample row's masks, accuracy and needles are 
   'row["q_len"] == 128 and row["seq"] == 256 and (row["method"] == "dense" or (row["density"] < 1 and row["speedup"] > 0 and 0 <= row["rel_l2_err_max"] < 0.5 and row["needles_visible"] > 0 and 0 < row["min_cra"] <= 1 and row["needle_recall_dense"] == 1))'
 expect "bench --peak" 0 "" "$bin" "${bench_small[@]}" --method dense --peak --q-len 1
 json_check "bench --peak reports read_gbs beside sgemm_gflops" 'row["read_gbs"] > 0 and row["sgemm_gflops"] > 0'
+expect "bench --peak --method both" 0 "" "$bin" "${bench_small[@]}" --method both --peak
+json_check "bench --peak: each row its own read rate, timed between its calls" 'row["read_gbs"] > 0'
 
 # Paged and quantized K/V, and the host pool, need the library's side of issue 14. Until it lands
 # a run may fail, but only with the library's status or the bench's own check naming what the
@@ -508,10 +510,10 @@ for kv in "int8|packed|256 * 2 * 128 + 256 * 2 * 4 * 2" "int8|paged:16|256 * 2 *
 done
 expect_engine "bench --kv-dtype int8 --q-len 1 --method dense" \
   "$bin" "${bench_small[@]}" --method dense --kv-dtype int8 --q-len 1
-expect_engine "bench --host-pool" "$bin" "${bench_small[@]}" --method dense --host-pool --threads 2
+expect_engine "bench --host-pool" "$bin" "${bench_small[@]}" --method dense --host-pool --threads 2 --peak
 if [[ $engine_ok -eq 1 ]]; then
-  json_check "bench --host-pool reports both pools and their ratio" \
-    'row["host_pool"] is True and row["host_pool_time_s"] == row["time_s"] and row["own_pool_time_s"] > 0 and abs(row["host_pool_ratio"] - row["time_s"] / row["own_pool_time_s"]) <= 1e-3 * row["host_pool_ratio"] and row["spinning_host_time_s"] > 0 and row["spinning_host_ratio"] > 0 and row["host_pool_calls"] > 0'
+  json_check "bench --host-pool reports both pools and their ratio (and --peak its read rate)" \
+    'row["host_pool"] is True and row["host_pool_time_s"] == row["time_s"] and row["own_pool_time_s"] > 0 and abs(row["host_pool_ratio"] - row["time_s"] / row["own_pool_time_s"]) <= 1e-3 * row["host_pool_ratio"] and row["spinning_host_time_s"] > 0 and row["spinning_host_ratio"] > 0 and row["host_pool_calls"] > 0 and row["read_gbs"] > 0'
 fi
 
 # ---- generate

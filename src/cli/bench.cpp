@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -100,18 +101,20 @@ class Bench {
   void emit(const BenchRow& r, double peak) const { emit_row(setting(), r, peak, b_.json, b_.csv); }
 
   bool measure_on(sampleattn_context* ctx, const BenchInputs& in, sampleattn_method method, Measured* out,
-                  std::string* error) const {
-    return measure(ctx, backend_, in, method, b_.method_params, TimedRuns{b_.warmup, b_.repeat, b_.quiet}, out, error);
+                  std::string* error, ReadLoop* read = nullptr) const {
+    return measure(ctx, backend_, in, method, b_.method_params, TimedRuns{b_.warmup, b_.repeat, b_.quiet, read}, out,
+                   error);
   }
 
   // The row's run. With --host-pool, three in a row: (a) the library's own pool, no host thread
   // running; (b) the host pool's parallel_for (the row's time); (c) the own pool again while the
   // host pool's workers spin idle beside it (an engine that keeps its threads hot between ops).
+  // `read` (--peak): its passes go between the timed runs of (a), where no host thread runs.
   bool measure_method(const BenchInputs& in, sampleattn_method method, Measured* out, PoolTimes* pool,
-                      std::string* error) const {
-    if (!b_.host_pool) return measure_on(ctx_.get(), in, method, out, error);
+                      std::string* error, ReadLoop* read) const {
+    if (!b_.host_pool) return measure_on(ctx_.get(), in, method, out, error, read);
     Measured own, spinning;
-    if (!measure_on(ctx_.get(), in, method, &own, error)) return false;
+    if (!measure_on(ctx_.get(), in, method, &own, error, read)) return false;
     pool_->start();
     const int64_t jobs = pool_->jobs();
     bool ok = measure_on(host_ctx_.get(), in, method, out, error);
@@ -120,6 +123,7 @@ class Bench {
     pool_->stop();
     if (!ok) return false;
     pool->own_time_s = own.time_s;
+    out->read_gbs = own.read_gbs;
     pool->spinning_time_s = spinning.time_s;
     pool->calls_per_forward = calls;
     if (calls == 0 && threads_ > 1) {
@@ -146,8 +150,8 @@ class Bench {
     return false;
   }
 
-  void fill_common(const BenchInputs& in, const Measured& m, const PoolTimes& pool, double read_rate,
-                   double cli_flops, BenchRow* r) const {
+  void fill_common(const BenchInputs& in, const Measured& m, const PoolTimes& pool, double cli_flops,
+                   BenchRow* r) const {
     r->seq = in.k.seq;
     r->q_len = in.q.seq;
     r->time_s = m.time_s;
@@ -156,7 +160,7 @@ class Bench {
     r->gflops = r->dense_flops / m.time_s / 1e9;
     r->kv_bytes = in.kv.bytes;
     r->kv_gbs = static_cast<double>(in.kv.bytes) / m.time_s / 1e9;
-    r->read_gbs = read_rate;
+    r->read_gbs = m.read_gbs;
     if (b_.host_pool) {
       r->own_pool_time_s = pool.own_time_s;
       r->host_pool_ratio = m.time_s / pool.own_time_s;
@@ -196,16 +200,16 @@ class Bench {
       // causal within the model's window).
       const double flops = 2.0 * static_cast<double>(b_.head_dim + head_dim_v_) * b_.heads *
                            static_cast<double>(model_pairs(q_len, seq, model_.window_left));
-      // The K/V's bytes read by the same threads, measured now, with no host pool running.
-      const double read_rate = b_.peak && backend_ == SAMPLEATTN_BACKEND_CPU ? read_gbs(in.kv.bytes, threads_) : 0;
-      if (read_rate > 0) progress(b_.quiet, "read of the K/V's " + mebibytes(in.kv.bytes) + ": " +
-                                                 std::to_string(read_rate) + " GB/s");
+      // The K/V's bytes read by as many threads, a pass after each timed call (ReadLoop).
+      std::optional<ReadLoop> read;
+      if (b_.peak && backend_ == SAMPLEATTN_BACKEND_CPU) read.emplace(in.kv.bytes, threads_);
+      ReadLoop* reader = read ? &*read : nullptr;
       std::string error;
       Measured dense, sparse;
       PoolTimes dense_pool, sparse_pool;
       const bool want_dense = b_.method != "sample" || b_.check;
       if (want_dense) {
-        if (!measure_method(in, SAMPLEATTN_METHOD_DENSE, &dense, &dense_pool, &error)) {
+        if (!measure_method(in, SAMPLEATTN_METHOD_DENSE, &dense, &dense_pool, &error, reader)) {
           return fail("dense N=" + std::to_string(seq) + ": " + error);
         }
         isa_ = dense.stats.isa ? dense.stats.isa : "";
@@ -214,7 +218,7 @@ class Bench {
       if (b_.method != "sample") {
         BenchRow r;
         r.method = "dense";
-        fill_common(in, dense, dense_pool, read_rate, flops, &r);
+        fill_common(in, dense, dense_pool, flops, &r);
         if (!check_cache_read(in, dense, &r, &error)) return fail("dense N=" + std::to_string(seq) + ": " + error);
         if (b_.check) r.check = rel_l2_against_oracle(in, dense.o);
         emit(r, peak);
@@ -223,7 +227,7 @@ class Bench {
       if (b_.method == "dense") continue;
       for (float alpha : b_.alphas) {
         b_.method_params.sample.alpha = alpha;
-        if (!measure_method(in, SAMPLEATTN_METHOD_SAMPLE, &sparse, &sparse_pool, &error)) {
+        if (!measure_method(in, SAMPLEATTN_METHOD_SAMPLE, &sparse, &sparse_pool, &error, reader)) {
           return fail("sample N=" + std::to_string(seq) + ": " + error);
         }
         isa_ = sparse.stats.isa ? sparse.stats.isa : "";
@@ -232,7 +236,7 @@ class Bench {
         r.alpha = alpha;
         r.method = "sample";
         r.sample = true;
-        fill_common(in, sparse, sparse_pool, read_rate, flops, &r);
+        fill_common(in, sparse, sparse_pool, flops, &r);
         r.density = sparse.stats.density;
         r.stripes_mean = sparse.stats.stripes_mean;
         r.overhead_s = sparse.stats.time_sampling_s + sparse.stats.time_selection_s;

@@ -36,7 +36,7 @@ void declare_bench_options(Options& o) {
   o.flag("csv", "CSV rows (for plots; not with --json)");
   o.flag("check", "add rel_l2_err against a double-precision result on sampled rows");
   o.flag("peak", "time an OpenBLAS SGEMM of 4096^3 (sgemm_gflops), AMX tile products where the CPU has them (amx_gflops) and a threaded read of the K/V's bytes "
-                 "(read_gbs) in the same run");
+                 "after each timed call (read_gbs: the median pass) in the same run");
   o.flag("quiet", "no progress on stderr");
   declare_variant_options(o, SinksOption::kGenerated);
   declare_context_options(o);

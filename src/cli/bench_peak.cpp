@@ -31,17 +31,8 @@ double sgemm_gflops(int threads) {
 
 namespace {
 
-struct ReadJob {
-  const uint64_t* words = nullptr;
-  int64_t count = 0, shares = 1;
-  struct alignas(64) Sum {
-    uint64_t value = 0;
-  };
-  std::vector<Sum> sums;  // one cache line each: no false sharing between the readers
-};
-
 void read_share(void* context, int64_t share) {
-  ReadJob& job = *static_cast<ReadJob*>(context);
+  ReadLoop::Job& job = *static_cast<ReadLoop::Job*>(context);
   const int64_t begin = job.count * share / job.shares, end = job.count * (share + 1) / job.shares;
   // Four independent sums, so the loop is bound by the loads, not by one chain of additions.
   uint64_t a = 0, b = 0, c = 0, d = 0;
@@ -58,30 +49,25 @@ void read_share(void* context, int64_t share) {
 
 }  // namespace
 
-double read_gbs(uint64_t bytes, int threads) {
+ReadLoop::ReadLoop(uint64_t bytes, int threads)
+    : buffer_(std::max<size_t>(1, static_cast<size_t>((bytes + 7) / 8)), 0x0101010101010101ull),
+      pool_(threads, /*yield=*/true) {
+  job_.words = buffer_.data();
+  job_.count = static_cast<int64_t>(buffer_.size());
+  job_.shares = std::max(threads, 1);
+  job_.sums.resize(static_cast<size_t>(job_.shares));
+  pass();  // untimed by its caller: the pages' first touch
+}
+
+double ReadLoop::pass() {
   using Clock = std::chrono::steady_clock;
-  const size_t words = std::max<size_t>(1, static_cast<size_t>((bytes + 7) / 8));
-  std::vector<uint64_t> buffer(words, 0x0101010101010101ull);
-  ReadJob job;
-  job.words = buffer.data();
-  job.count = static_cast<int64_t>(words);
-  job.shares = std::max(threads, 1);
-  job.sums.resize(static_cast<size_t>(job.shares));
-  SpinPool pool(threads, /*yield=*/true);
-  pool.start();
-  std::vector<double> times;
-  uint64_t check = 0;
-  for (int r = -1; r < 7; ++r) {
-    const auto t0 = Clock::now();
-    pool.run(read_share, &job, job.shares);
-    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    for (const ReadJob::Sum& s : job.sums) check += s.value;
-    if (r >= 0) times.push_back(dt);
-  }
-  pool.stop();
-  // The sums are used, so the reads cannot be optimized away.
-  if (check == 1) times.push_back(0);
-  return static_cast<double>(words * 8) / median(times) / 1e9;
+  pool_.start();
+  const auto t0 = Clock::now();
+  pool_.run(read_share, &job_, job_.shares);
+  const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+  pool_.stop();
+  for (const Job::Sum& s : job_.sums) check_ += s.value;
+  return dt;
 }
 
 namespace {

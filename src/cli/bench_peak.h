@@ -4,17 +4,46 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
+
+#include "cli/host_pool.h"
 
 namespace sampleattn::cli {
 
 // GFLOP/s of an OpenBLAS SGEMM of 4096^3 on `threads` threads (median of 3 after one untimed).
 double sgemm_gflops(int threads);
 
-// GB/s (1e9 bytes) of `threads` threads reading `bytes` bytes once, each its own contiguous share,
-// on a pool started beforehand (no thread start is timed) whose waiting threads yield (a busy
-// machine does not stall a pass on a descheduled spinner): the median of 7 passes after one untimed.
-// Buffers that fit in the caches measure the caches, as the attention over them would.
-double read_gbs(uint64_t bytes, int threads);
+// A plain read of `bytes` bytes by `threads` threads, each its own contiguous share: the yardstick
+// for decode. The bench times one pass after each timed library call and reports bytes over the
+// median pass (read_gbs), so that the call and the read see the same minutes of a shared machine's
+// memory (measured apart, a minute's drift of 1.5-3x on the VMs of docs/PERF.md moved the ratio
+// as much as the code did). A pass starts the pool's threads before it is timed and stops them
+// after, so that no reader spins beside the library's calls; the waiting threads yield (a busy
+// machine does not stall a pass on a descheduled spinner). Buffers that fit in the caches measure
+// the caches, as the attention over them would.
+class ReadLoop {
+ public:
+  ReadLoop(uint64_t bytes, int threads);  // allocates and touches the buffer (one untimed pass)
+  double pass();                          // the seconds of one timed pass
+  uint64_t bytes() const { return static_cast<uint64_t>(buffer_.size()) * 8; }
+  // The sum of everything read, so the reads cannot be optimized away.
+  uint64_t check() const { return check_; }
+
+  struct Job {
+    const uint64_t* words = nullptr;
+    int64_t count = 0, shares = 1;
+    struct alignas(64) Sum {
+      uint64_t value = 0;
+    };
+    std::vector<Sum> sums;  // one cache line each: no false sharing between the readers
+  };
+
+ private:
+  std::vector<uint64_t> buffer_;
+  SpinPool pool_;
+  Job job_;
+  uint64_t check_ = 0;
+};
 
 // The AMX tile product's rate on `threads` threads (tdpbf16ps, 4 independent accumulators per
 // thread; median of 5 runs), or 0 where the CPU has no amx table (or its tiles are emulated).

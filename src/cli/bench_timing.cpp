@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "cli/bench_peak.h"
 #include "cli/bench_report.h"
 #include "cli/common.h"
 #include "cli/device_memory.h"
@@ -71,7 +72,7 @@ bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInp
   out->stats.dense_row_offsets = out->dense_row_offsets.data();
   out->stats.dense_row_indices = out->dense_row_indices.data();
   out->stats.dense_row_capacity = static_cast<int64_t>(out->dense_row_indices.size());
-  std::vector<double> times;
+  std::vector<double> times, read_times;
   for (int64_t r = -1; r < runs.warmup + runs.repeat; ++r) {
     const auto t0 = Clock::now();
     const sampleattn_status s = sampleattn_forward(ctx, &p, r < 0 ? &out->stats : nullptr);
@@ -80,13 +81,17 @@ bool measure(sampleattn_context* ctx, sampleattn_backend backend, const BenchInp
       *error = std::string(sampleattn_status_string(s)) + ": " + sampleattn_last_error();
       return false;
     }
-    if (r >= runs.warmup) times.push_back(dt);
+    if (r >= runs.warmup) {
+      times.push_back(dt);
+      if (runs.read != nullptr) read_times.push_back(runs.read->pass());
+    }
     progress(runs.quiet, std::string(method == SAMPLEATTN_METHOD_DENSE ? "dense" : "sample") + " N=" +
                              std::to_string(in.q.seq) +
                              (r < 0 ? " statistics run" : r < runs.warmup ? " warmup " : " run ") +
                              (r < 0 ? std::string() : std::to_string(r + 1)) + ": " + std::to_string(dt) + " s");
   }
   out->time_s = median(times);
+  if (!read_times.empty()) out->read_gbs = static_cast<double>(runs.read->bytes()) / median(read_times) / 1e9;
   const Status made = workload::make_tensor(in.q.seq, in.q.heads, in.v.dim, DType::kF32, &out->o);
   if (!made.is_ok()) {
     *error = made.message();

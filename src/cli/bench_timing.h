@@ -14,6 +14,7 @@ namespace sampleattn::cli {
 
 struct Measured {
   double time_s = 0;                  // median over repeats
+  double read_gbs = 0;                // TimedRuns::read: bytes over its median pass (0: none)
   uint64_t workspace_bytes = 0;       // what sampleattn_plan reports
   double dense_flops = 0;             // sampleattn_plan_info.dense_flops (0: the plan failed)
   workload::Tensor3 o;                // f32 output [seq, heads, head_dim_v]
@@ -25,9 +26,12 @@ struct Measured {
   std::vector<int32_t> dense_row_indices;
 };
 
+class ReadLoop;
+
 struct TimedRuns {
   int64_t warmup = 0, repeat = 1;
-  bool quiet = false;  // no progress lines on stderr
+  bool quiet = false;       // no progress lines on stderr
+  ReadLoop* read = nullptr;  // when set, one pass of it after each timed run (Measured::read_gbs)
 };
 
 double median(std::vector<double> v);
