@@ -446,7 +446,11 @@ void register_input_scan() {
 // `ns_per_key` (Google Benchmark prints it with an "s" suffix; the value is in nanoseconds): one
 // key row of K and V of one kv head for its m rows (4 = a GQA group of 4 and one query).
 // `int8_int` is int8 K/V with integer products (AttendRowsArgs::int8_products; tables with
-// attend_rows_int8_products only), `int8` the same data with f32 products.
+// attend_rows_int8_products only), `int8` the same data with f32 products. With `keys` > n the
+// rows come from memory: a cache of `keys` keys (32K: 64 MB of f16 K and as much V, past the L3 of
+// the machines of docs/PERF.md), walked n keys a call with the next n passed as n_ahead, as a
+// decode task walks its keys: its ns_per_key against the same n in L2 is what the read-ahead
+// leaves of memory's latency, on one core.
 //
 //   kernels_bench --benchmark_filter=attend_rows --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
@@ -460,11 +464,12 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
     return;
   }
   const int m = static_cast<int>(state.range(0)), n = static_cast<int>(state.range(1)), d = static_cast<int>(state.range(2));
+  const int keys = std::max(n, static_cast<int>(state.range(3))) / n * n;  // whole calls
   const int heads = 8;
-  const std::vector<float> q = random_rows(m * heads, d, 1), kf = random_rows(n * heads, d, 2),
-                           vf = random_rows(n * heads, d, 3);
+  const std::vector<float> q = random_rows(m * heads, d, 1), kf = random_rows(keys * heads, d, 2),
+                           vf = random_rows(keys * heads, d, 3);
   std::vector<uint8_t> k(kf.size() * dtype_size(dtype)), v(vf.size() * dtype_size(dtype));
-  std::vector<float> scales(static_cast<size_t>(n) * heads, 0.02f);
+  std::vector<float> scales(static_cast<size_t>(keys) * heads, 0.02f);
   for (size_t i = 0; i < kf.size(); ++i) {
     if (dtype == DType::kI8) {
       k[i] = static_cast<uint8_t>(static_cast<int8_t>(std::lround(kf[i] * 30.f)));
@@ -477,8 +482,8 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
       store_scalar(v.data(), dtype, static_cast<int64_t>(i), vf[i]);
     }
   }
-  std::vector<int64_t> offsets(static_cast<size_t>(n));
-  for (int j = 0; j < n; ++j) offsets[static_cast<size_t>(j)] = int64_t{j} * heads * d;
+  std::vector<int64_t> offsets(static_cast<size_t>(keys));
+  for (int j = 0; j < keys; ++j) offsets[static_cast<size_t>(j)] = int64_t{j} * heads * d;
   const float* sc = dtype == DType::kI8 || dtype == DType::kFP8 ? scales.data() : nullptr;
   Mem scratch = alloc64(t->attend_rows_scratch_bytes(m * heads, n));
   std::vector<float> row_max(static_cast<size_t>(m) * heads), row_sum(row_max.size()), acc(row_max.size() * d);
@@ -486,19 +491,23 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
     std::fill(row_max.begin(), row_max.end(), -INFINITY);
     std::fill(row_sum.begin(), row_sum.end(), 0.f);
     std::fill(acc.begin(), acc.end(), 0.f);
-    const bool finite = t->attend_rows({.q = q.data(), .m = m, .k = {k.data(), dtype, 0, offsets.data(), sc},
-                                        .v = {v.data(), dtype, 0, offsets.data(), sc}, .n = n, .d = d, .dv = d,
-                                        .lo = nullptr, .hi = nullptr, .row_max = row_max.data(),
-                                        .row_sum = row_sum.data(), .acc = acc.data(),
-                                        .scratch = static_cast<float*>(scratch.get()), .mod = {}, .heads = heads,
-                                        .k_head_step = d, .v_head_step = d, .scale_head_step = n,
-                                        .int8_products = integer});
-    benchmark::DoNotOptimize(finite);
+    for (int b0 = 0; b0 < keys; b0 += n) {
+      const float* scb = sc != nullptr ? sc + b0 : nullptr;  // [kv head][key], scale_head_step = keys
+      const bool finite = t->attend_rows({.q = q.data(), .m = m, .k = {k.data(), dtype, 0, offsets.data() + b0, scb},
+                                          .v = {v.data(), dtype, 0, offsets.data() + b0, scb}, .n = n, .d = d, .dv = d,
+                                          .lo = nullptr, .hi = nullptr, .row_max = row_max.data(),
+                                          .row_sum = row_sum.data(), .acc = acc.data(),
+                                          .scratch = static_cast<float*>(scratch.get()), .mod = {}, .heads = heads,
+                                          .k_head_step = d, .v_head_step = d, .scale_head_step = keys,
+                                          .n_ahead = std::min(n, keys - b0 - n), .int8_products = integer,
+                                          .same_q = b0 > 0});
+      benchmark::DoNotOptimize(finite);
+    }
     benchmark::DoNotOptimize(acc.data());
   }
   state.counters["ns_per_key"] =
-      benchmark::Counter(static_cast<double>(n) * heads * 1e-9, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
-  state.SetItemsProcessed(state.iterations() * n * heads);
+      benchmark::Counter(static_cast<double>(keys) * heads * 1e-9, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.SetItemsProcessed(state.iterations() * keys * heads);
 }
 
 void register_attend_rows() {
@@ -507,11 +516,13 @@ void register_attend_rows() {
                                std::pair{DType::kI8, true}, std::pair{DType::kFP8, false}, std::pair{DType::kF32, false}}) {
       const std::string name = std::string("attend_rows/") + isa_name(kAllIsas[i]) + "/" + dtype_name(dt) + (integer ? "_int" : "");
       benchmark::RegisterBenchmark(name.c_str(), attend_rows, kAllIsas[i], dt, integer)
-          ->ArgNames({"m", "n", "d"})
-          ->Args({4, 64, 128})
-          ->Args({16, 64, 128})
-          ->Args({4, 128, 128})
-          ->Args({4, 256, 128});
+          ->ArgNames({"m", "n", "d", "keys"})
+          ->Args({4, 64, 128, 0})
+          ->Args({16, 64, 128, 0})
+          ->Args({4, 128, 128, 0})
+          ->Args({4, 256, 128, 0})
+          ->Args({4, 64, 128, 32768})    // from memory: the driver's block (decode_block) for all but
+          ->Args({4, 128, 128, 32768});  // int8_int, whose block is 128 keys
     }
   }
 }
