@@ -429,8 +429,8 @@ struct Decode : Vec<Arch> {
 
   // The kIntStep int8 values at p as int16, the first `count` of them (the rest 0, not read).
   static __m512i load_i8(const int8_t* p, int count) {
-    const __mmask32 lanes = count >= kIntStep ? ~__mmask32(0) : static_cast<__mmask32>((1u << count) - 1);
-    return _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lanes, p));
+    if (count >= kIntStep) return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(static_cast<__mmask32>((1u << count) - 1), p));
   }
 
   // score_keys for int8 K: R x J int32 dot products of Q's int16 rows with the keys' int8 rows.
