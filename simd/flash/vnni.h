@@ -31,12 +31,5 @@ inline Zmm dpbusd(Zmm acc, Zmm a, Zmm b) {
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
   return acc;
 }
-// acc + the products of a's u8 quads with the 4 int8 values at `quad`, in every lane (vpdpbusd,
-// b broadcast by the instruction's load).
-template <class Zmm>
-inline Zmm dpbusd(Zmm acc, Zmm a, const int8_t* quad) {
-  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*reinterpret_cast<const int32_t*>(quad)));
-  return acc;
-}
 
 }  // namespace sampleattn::flash::vnni
