@@ -448,9 +448,8 @@ void register_input_scan() {
 // `int8_int` is int8 K/V with integer products (AttendRowsArgs::int8_products; tables with
 // attend_rows_int8_products only), `int8` the same data with f32 products. With `keys` > n the
 // rows come from memory: a cache of `keys` keys (32K: 64 MB of f16 K and as much V, past the L3 of
-// the machines of docs/PERF.md), walked n keys a call with the next n passed as n_ahead, as a
-// decode task walks its keys: its ns_per_key against the same n in L2 is what the read-ahead
-// leaves of memory's latency, on one core.
+// the machines of docs/PERF.md), walked n keys a call, as a decode task walks its keys: its
+// ns_per_key against the same n in L2 is what the memory's stream adds, on one core.
 //
 //   kernels_bench --benchmark_filter=attend_rows --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
@@ -499,7 +498,7 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
                                           .row_sum = row_sum.data(), .acc = acc.data(),
                                           .scratch = static_cast<float*>(scratch.get()), .mod = {}, .heads = heads,
                                           .k_head_step = d, .v_head_step = d, .scale_head_step = keys,
-                                          .n_ahead = std::min(n, keys - b0 - n), .int8_products = integer,
+                                          .int8_products = integer,
                                           .same_q = b0 > 0});
       benchmark::DoNotOptimize(finite);
     }
@@ -521,8 +520,8 @@ void register_attend_rows() {
           ->Args({16, 64, 128, 0})
           ->Args({4, 128, 128, 0})
           ->Args({4, 256, 128, 0})
-          ->Args({4, 64, 128, 32768})    // from memory: the driver's block (decode_block) for all but
-          ->Args({4, 128, 128, 32768});  // int8_int, whose block is 128 keys
+          ->Args({4, 64, 128, 32768})    // from memory
+          ->Args({4, 128, 128, 32768});  // the driver's block (kDecodeBlock)
     }
   }
 }

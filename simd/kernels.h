@@ -87,8 +87,8 @@ struct AttendTileArgs {
 struct AttendRowsArgs {
   const float* q;  // heads * m rows of d (pack_q of the f32 path)
   int m;           // query rows per kv head
-  RowSource k;     // n rows of d (kv head 0); offsets required when n_ahead > 0
-  RowSource v;     // n rows of dv (kv head 0); offsets required when n_ahead > 0
+  RowSource k;     // n rows of d (kv head 0)
+  RowSource v;     // n rows of dv (kv head 0)
   int n;
   int d;
   int dv;
@@ -103,8 +103,6 @@ struct AttendRowsArgs {
   int64_t k_head_step = 0;      // elements from a key's K row of head h to that of head h + 1
   int64_t v_head_step = 0;      // the same for V
   int64_t scale_head_step = 0;  // k.scales / v.scales indices from head h to head h + 1
-  int n_ahead = 0;              // rows n .. n + n_ahead - 1 of k.offsets / v.offsets: the next keys,
-                                // which the kernel may request into the cache (never reads)
   // When set, raised to the largest |value| of the f32 or bf16 K (V) rows the step read (other
   // dtypes are bounded by their type and leave them alone): the input policy's bounds for K/V the
   // scan left to the attention (docs/SECURITY.md).

@@ -835,8 +835,7 @@ TEST_P(KernelsTest, BucketMassesMatchOracle) {
 
 // The decode kernel (attend_rows) against the online step in fp64, for the rows of several kv
 // heads read in one call: K/V rows a token apart with every head's row side by side (a cache's
-// [token, kv head, dim]), tokens out of order (pages), rows past n given as n_ahead (read ahead
-// only), per-head scales of quantized K/V, rows per head around the kernel's register blocks
+// [token, kv head, dim]), tokens out of order (pages), per-head scales of quantized K/V, rows per head around the kernel's register blocks
 // (1, 2, 3, 4, 5, 8), keys around its groups, row spans (one row empty), a running state; and
 // the largest |value| of f32 and bf16 K and V (the input policy's bounds), over every key read.
 // Tables that can multiply int8 K/V in integers (attend_rows_int8_products) run int8 both ways
@@ -863,7 +862,7 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             SCOPED_TRACE(std::string(dtype_name(dt)) + (integer ? " (integer products)" : "") + " d=" +
                          std::to_string(d) + " heads=" + std::to_string(heads) + " m=" + std::to_string(m) +
                          " n=" + std::to_string(n));
-            const int ahead = 9, keys = n + ahead, rows = heads * m;
+            const int keys = n, rows = heads * m;
             const int64_t head_step = d + 16, token_stride = heads * head_step;
             const int esize = dtype_size(dt);
             std::vector<unsigned char> k(static_cast<size_t>(keys) * token_stride * esize);
@@ -923,7 +922,6 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             a.heads = heads;
             a.k_head_step = a.v_head_step = head_step;
             a.scale_head_step = scale_step;
-            a.n_ahead = ahead;
             a.int8_products = integer;
             float k_max = 0.f, v_max = 0.f;
             a.k_max_abs = &k_max;

@@ -4,20 +4,22 @@
 // packing of K and V would cost more than the products; here every K and V row is read once per
 // block of rows, converted in registers and used at once.
 //
-// Order: every kv head of a group of keys before the next group. A cache keeps a token's kv
-// heads side by side ([token, kv head, dim]), so the score pass walks the cache in memory order.
-// Reading ahead: while it scores a head's keys, it requests into L2 the K and V lines of that
-// head's keys kAhead further on (the caller's n_ahead rows past the block included), a few
-// prefetches between each step of products, so the requests go out at the rate lines are used
-// and the value pass finds its rows in the cache too. Measured on the Zen 4 machine of
-// docs/PERF.md: the same prefetches issued in bursts (a block's worth at a time) changed nothing,
-// because a core keeps only a few dozen misses in flight and a prefetch that finds them all
-// taken waits or is dropped; spread out they took a 1-thread decode step from 21-28 to 12-13 ms.
+// Order: the score pass walks the block's (key, kv head) pairs in the cache's memory order: a
+// cache keeps a token's kv heads side by side ([token, kv head, dim]), so key j's K row of head 0,
+// then of head 1, ..., then key j + 1's; each K row read from its first line to its last, and
+// each pair's V row requested into L2 as its K row is read. The hardware prefetchers follow such
+// a stream as they follow a read loop, ahead of the products. The value pass then takes head by
+// head, its V rows in L2. Measured on the Zen 5 of docs/PERF.md (kernels_bench attend_rows, f16,
+// 32K keys from memory, one core): 26.7 ns a key and kv head with the previous order (a head's
+// keys, then the next head's, each head's rows 2 KB apart and requested 32 keys ahead by
+// software, which a core's few dozen misses in flight capped near 20 GB/s) against 21.9 now;
+// without the V requests 40-45 (the value pass then reads its rows from memory, head by head).
 //
-// Scores: R query rows x J keys of one head at a time (R * J = 16 accumulator vectors on
-// AVX-512: 4 x 4 for a GQA group of 4), the key rows converted once and dotted with the R rows;
-// the 16 dot products are then reduced together (a tree of shuffles and adds, four levels, 45
-// instructions for 16 sums instead of 16 horizontal sums). Softmax: the online step of
+// Scores: R query rows x J pairs at a time (R * J = 16 accumulator vectors on AVX-512: 4 x 4 for
+// a GQA group of 4, over 4 heads of one key), pair by pair, two chains a row (the even and odd
+// steps); the 16 dot products are then reduced together (a tree of shuffles and adds, four levels,
+// 45 instructions for 16 sums instead of 16 horizontal sums) into a pair-major buffer, which is
+// transposed (16 x 16 in registers) to rows before the softmax. Softmax: the online step of
 // simd/flash/softmax.h on the block's scores. Values: each value row, converted, is added into
 // register blocks of kPvRows x kPvVecs accumulator vectors.
 //
@@ -74,14 +76,8 @@ struct Decode : Vec<Arch> {
   using PackT = Pack<Arch>;
 
   static constexpr int kRows = 4;                 // query rows per score block
-  static constexpr int kKeyGroup = 16;            // keys per step of the score pass (all heads)
   static constexpr int kPvRows = W == 16 ? 4 : 2;  // accumulator rows per value block
   static constexpr int kPvVecs = 4;               // accumulator vectors per row of a value block
-  // Keys between the ones scored and the ones whose lines are requested (K and V); the driver
-  // passes the offsets of the next block's rows as n_ahead. 16 to 64 measured the same (1 thread:
-  // 12.0-12.9 ms).
-  static constexpr int kAhead = 32;
-
   // Integer products (see the top of this file): int16 values per vector, the largest d, and the
   // keys whose value sums may share an int32 accumulator.
   static constexpr int kIntStep = 32;
@@ -92,16 +88,18 @@ struct Decode : Vec<Arch> {
 
   // The scratch: (integer products) Q as int16 with its row scales first, whose place depends on
   // the rows only (AttendRowsArgs::same_q reuses them), then the scores, then (integer products)
-  // the weights as int16 with their row scales; each area 64-byte aligned.
+  // the weights as int16 with their row scales, then (AVX-512) the scores pair-major as the score
+  // pass leaves them; each area 64-byte aligned.
   struct Scratch {
     int16_t* q16 = nullptr;     // rows x kIntMaxDim (d rounded up to kIntStep, zero past d)
     float* q_scale = nullptr;   // rows
-    float* s = nullptr;
+    float* s = nullptr;         // rows x lds
     int16_t* w16 = nullptr;     // rows x ldw (zero past n)
     float* w_scale = nullptr;   // rows
-    int64_t ldw = 0;
+    float* st = nullptr;        // n x rows: st[p * m + i] is row h * m + i of pair p (key p / heads, kv head h = p % heads)
+    int64_t lds = 0, ldw = 0;
   };
-  // Byte offsets of Scratch's areas for m rows and n keys, in its order; [5] is the total.
+  // Byte offsets of Scratch's areas for m rows and n keys, in its order; [6] is the total.
   static void scratch_offsets(int m, int n, size_t* off) {
     const size_t rows = static_cast<size_t>(m);
     const bool ints = kIntProducts;
@@ -111,13 +109,16 @@ struct Decode : Vec<Arch> {
     off[3] = off[2] + round_up(rows * round_up(static_cast<size_t>(n), W) * sizeof(float), 64);
     off[4] = off[3] + (ints ? round_up(rows * round_up(static_cast<size_t>(n), kIntStep) * sizeof(int16_t), 64) : 0);
     off[5] = off[4] + (ints ? round_up(rows * sizeof(float), 64) : 0);
+    off[6] = off[5] + (W == 16 ? round_up(rows * static_cast<size_t>(n) * sizeof(float), 64) : 0);
   }
   static Scratch scratch_of(float* base, int m, int n) {
-    size_t off[6];
+    size_t off[7];
     scratch_offsets(m, n, off);
     char* p = reinterpret_cast<char*>(base);
     Scratch r;
     r.s = reinterpret_cast<float*>(p + off[2]);
+    r.lds = static_cast<int64_t>(round_up(static_cast<size_t>(n), W));
+    if constexpr (W == 16) r.st = reinterpret_cast<float*>(p + off[5]);
     if constexpr (kIntProducts) {
       r.q16 = reinterpret_cast<int16_t*>(p + off[0]);
       r.q_scale = reinterpret_cast<float*>(p + off[1]);
@@ -128,9 +129,9 @@ struct Decode : Vec<Arch> {
     return r;
   }
   static size_t scratch_bytes(int m, int n) {
-    size_t off[6];
+    size_t off[7];
     scratch_offsets(m, n, off);
-    return off[5];
+    return off[6];
   }
 
   // Tracks what the values read so far say: for fp8, whether one held a NaN code (they load as
@@ -178,63 +179,6 @@ struct Decode : Vec<Arch> {
 
   static int64_t row_base(const RowSource& src, int j) { return src.offsets ? src.offsets[j] : j * src.row_stride; }
 
-  // The rows of one head kAhead keys past the ones being scored, requested a few lines at a time
-  // between the products (score_keys), so that the requests go out at the rate the lines are used.
-  struct Ahead {
-    const char* k = nullptr;  // head h's K row of key 0 + kAhead (row_base(j) moves it)
-    const char* v = nullptr;
-    const RowSource* ks = nullptr;
-    const RowSource* vs = nullptr;
-    int limit = 0;            // keys with rows: n + n_ahead
-    int k_lines = 0, lines = 0;
-    int esize_k = 0, esize_v = 0;
-    int64_t k_head = 0, v_head = 0;  // bytes
-  };
-  // The lines an R x J score step requests: keys j + kAhead .. j + kAhead + J - 1, their first K
-  // and V lines found once (a step of products has little to hide address arithmetic behind:
-  // kernels_bench, rows in L2: int8 22.1 -> 20.5 ns a key and kv head), `per_step` lines of each
-  // key at each of the `steps` steps of products. The requests are V::to_l2 (assembly): as
-  // _mm_prefetch in a helper, GCC removed them all (vec.h).
-  template <int J>
-  struct AheadLines {
-    const char* k[J];
-    const char* v[J];
-    int keys = 0, k_lines = 0, lines = 0, per_step = 0;
-    [[gnu::always_inline]] AheadLines(const Ahead& ahead, int j, int steps) {
-      const int fj = j + kAhead;
-      keys = ahead.k == nullptr ? 0 : imin(J, ahead.limit - fj);
-      k_lines = ahead.k_lines;
-      lines = ahead.lines;
-      per_step = (lines + steps - 1) / steps;
-      for (int u = 0; u < keys; ++u) {  // the first K and V line of key fj + u (head h's rows)
-        k[u] = ahead.k + row_base(*ahead.ks, fj + u) * ahead.esize_k + ahead.k_head;
-        v[u] = ahead.v + row_base(*ahead.vs, fj + u) * ahead.esize_v + ahead.v_head;
-      }
-    }
-    [[gnu::always_inline]] void request(int step) const {
-      const int l1 = imin((step + 1) * per_step, lines);
-      for (int l = step * per_step; l < l1; ++l) {
-        for (int u = 0; u < keys; ++u) V::to_l2(l < k_lines ? k[u] + 64 * l : v[u] + 64 * (l - k_lines));
-      }
-    }
-  };
-  static Ahead ahead_of(const AttendRowsArgs& a, int h) {
-    Ahead r;
-    if (a.k.offsets == nullptr || a.v.offsets == nullptr) return r;
-    r.esize_k = dtype_size(a.k.dtype);
-    r.esize_v = dtype_size(a.v.dtype);
-    r.k = static_cast<const char*>(a.k.base);
-    r.v = static_cast<const char*>(a.v.base);
-    r.ks = &a.k;
-    r.vs = &a.v;
-    r.limit = a.n + a.n_ahead;
-    r.k_lines = (a.d * r.esize_k + 63) / 64;
-    r.lines = r.k_lines + (a.dv * r.esize_v + 63) / 64;
-    r.k_head = h * a.k_head_step * r.esize_k;
-    r.v_head = h * a.v_head_step * r.esize_v;
-    return r;
-  }
-
   // Sums of 16 vectors: lane L of the result = sum of the lanes of in[L] (AVX-512 only). `add` adds
   // two vectors of the lanes' type (f32, or int32 seen as f32 bits: the tree only moves lanes).
   // Inlined: called, the 16 accumulators went through the stack (kernels_bench f16 42.6 -> 28.7-29.1
@@ -272,66 +216,182 @@ struct Decode : Vec<Arch> {
     }));
   }
 
-  // reduce16's lane i * J + u to s[i][j + u] (R x J = 16).
-  template <int R, int J>
-  static void store_sums(__m512 sums, float* s, int64_t lds, int j) {
-    for (int i = 0; i < R; ++i) {
-      // Lanes [i * J, i * J + J) to s row i, columns [j, j + J).
-      const __mmask16 lanes = static_cast<__mmask16>(((1u << J) - 1) << (i * J));
-      _mm512_mask_storeu_ps(s + static_cast<int64_t>(i) * lds + j - i * J, lanes, sums);
-    }
-  }
+  // The pairs a score call takes for blocks of R query rows: R x J accumulators, 16 on AVX-512 (15
+  // for R = 3), reduced together; 2 pairs elsewhere, each accumulator summed on its own.
+  static constexpr int pairs_per_call(int R) { return W == 16 ? 16 / R : 2; }
 
-  // s[i][j + u] = q_(r0 + i) . k_(j + u) for R rows and J keys: R x J independent chains, reduced
-  // together when they make 16 vectors (AVX-512), else one horizontal sum each.
-  template <DType T, int R, int J>
-  [[gnu::always_inline]] static void score_keys(const float* q, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
-                         Check<T>* check, const Ahead& ahead) {
-    const AheadLines<J> lines(ahead, j, d / W);
-    int64_t base[J];
-    B factor[J];
-    B acc[R * J];
-    for (int u = 0; u < J; ++u) {
-      base[u] = row_base(k, j + u);
-      factor[u] = B(PackT::template row_factor<T>(k, j + u));
+  // Pairs walked in the cache's memory order: pair p is key j = p / heads of kv head h = p % heads,
+  // its K and V rows at k and v (the next head's row a head step further, the next key's found
+  // through its offset). A call walks its own copy of the position (Pos, scalars: a copy of the
+  // whole walk went through a vector store and scalar loads, which stalled each call).
+  struct Pos {
+    int j, h;
+    const char* k;
+    const char* v;
+  };
+  struct Pairs {
+    const AttendRowsArgs* a;
+    int64_t k_step, v_step;  // bytes
+    int esize_k, esize_v, v_bytes;
+    explicit Pairs(const AttendRowsArgs& args)
+        : a(&args), k_step(args.k_head_step * dtype_size(args.k.dtype)), v_step(args.v_head_step * dtype_size(args.v.dtype)),
+          esize_k(dtype_size(args.k.dtype)), esize_v(dtype_size(args.v.dtype)), v_bytes(args.dv * esize_v) {}
+    Pos at(int p) const {
+      Pos r{p / a->heads, p % a->heads, nullptr, nullptr};
+      rows(r);
+      return r;
     }
-    for (int i = 0; i < R * J; ++i) acc[i] = B(0.0f);
-    for (int c = 0, step = 0; c < d; c += W, ++step) {
-      lines.request(step);
-      B qi[R];
-      for (int i = 0; i < R; ++i) qi[i] = B::load_unaligned(q + static_cast<int64_t>(r0 + i) * d + c);
-      for (int u = 0; u < J; ++u) {
-        const B raw = PackT::template load_src<T>(k.base, base[u] + c);
+    [[gnu::always_inline]] void rows(Pos& r) const {
+      if (r.j >= a->n) return;
+      r.k = static_cast<const char*>(a->k.base) + row_base(a->k, r.j) * esize_k + r.h * k_step;
+      r.v = static_cast<const char*>(a->v.base) + row_base(a->v, r.j) * esize_v + r.h * v_step;
+    }
+    [[gnu::always_inline]] void next(Pos& r) const {
+      if (++r.h == a->heads) {
+        r.h = 0, ++r.j;
+        rows(r);
+      } else {
+        r.k += k_step, r.v += v_step;
+      }
+    }
+    // The pair's scale index (k.scales / v.scales of int8 and fp8 rows).
+    int64_t scale(const Pos& r) const { return r.h * a->scale_head_step + r.j; }
+    // Requests the pair's V row into L2, line by line: the score pass walks the cache in its
+    // order, K rows read and V rows requested, and the hardware prefetchers follow both streams.
+    [[gnu::always_inline]] void request_v(const Pos& r) const {
+      for (int l = 0; l < v_bytes; l += 64) V::to_l2(r.v + l);
+    }
+  };
+
+  // Scores of query rows r0 .. r0 + R - 1 of each of the np (<= J) pairs from `at` on: R x J dot
+  // products, pair by pair, each K row read from its first line to its last (two chains a row, the
+  // even and odd steps, so that a pair's products need not wait on each other). AVX-512: to
+  // st[p * m + r0 + i] (the scores pair-major, run() transposes them); else to s[(h * m + r0 + i)
+  // * lds + j]. The first row block (`first`) checks the K values and requests the V rows.
+  template <DType T, int R, int J>
+  [[gnu::always_inline]] static void score_pairs(const AttendRowsArgs& a, const Pairs& walk, Pos at, int p0, int np,
+                                                 int r0, const Scratch& t, Check<T>* check, bool first) {
+    const int d = a.d, m = a.m;
+    constexpr int A = W == 16 ? 16 : R * J;
+    B acc[A];
+    for (int i = 0; i < A; ++i) acc[i] = B(0.0f);
+#pragma GCC unroll 16  // the accumulators' indices known: in registers
+    for (int u = 0; u < J && u < np; ++u) {
+      if (first) walk.request_v(at);
+      const B factor(PackT::template row_factor<T>({.base = at.k, .dtype = T, .row_stride = 0, .scales = a.k.scales + walk.scale(at)}, 0));
+      const float* q = a.q + static_cast<int64_t>(at.h * m + r0) * d;
+      B even[R], odd[R];
+      for (int i = 0; i < R; ++i) even[i] = odd[i] = B(0.0f);
+      const auto step = [&](int c, B* chain) {
+        const B raw = PackT::template load_src<T>(at.k, c);
         if constexpr (sees(T)) {
           if (check != nullptr) check->see(raw);
         }
-        const B x = raw * factor[u];
-        for (int i = 0; i < R; ++i) acc[i * J + u] = xsimd::fma(qi[i], x, acc[i * J + u]);
+        const B x = raw * factor;
+        for (int i = 0; i < R; ++i) chain[i] = xsimd::fma(B::load_unaligned(q + static_cast<int64_t>(i) * d + c), x, chain[i]);
+      };
+      int c = 0;
+      for (; c + 2 * W <= d; c += 2 * W) {
+        step(c, even);
+        step(c + W, odd);
       }
+      if (c < d) step(c, even);
+      for (int i = 0; i < R; ++i) acc[u * R + i] = even[i] + odd[i];
+      if constexpr (W != 16) {
+        for (int i = 0; i < R; ++i) t.s[static_cast<int64_t>(at.h * m + r0 + i) * t.lds + at.j] = xsimd::hadd(acc[u * R + i]);
+      }
+      walk.next(at);
     }
-    if constexpr (W == 16 && R * J == 16) {
-      store_sums<R, J>(reduce16(acc), s, lds, j);
-    } else {
-      for (int i = 0; i < R; ++i) {
-        for (int u = 0; u < J; ++u) s[static_cast<int64_t>(i) * lds + j + u] = xsimd::hadd(acc[i * J + u]);
-      }
+    if constexpr (W == 16) store_pairs<R>(reduce16(acc), a.m, p0, np, r0, t.st);
+  }
+
+  // Lanes u * R .. u * R + R - 1 of `sums` (pair p0 + u, rows r0..) to st[(p0 + u) * m + r0 ..]:
+  // one store when the call holds every row of its pairs (R = m).
+  template <int R>
+  [[gnu::always_inline]] static void store_pairs(__m512 sums, int m, int p0, int np, int r0, float* st) {
+    if (R == m) {
+      _mm512_mask_storeu_ps(st + static_cast<int64_t>(p0) * m, static_cast<__mmask16>((1u << (np * R)) - 1), sums);
+      return;
+    }
+    for (int u = 0; u < np; ++u) {
+      const __mmask16 lanes = static_cast<__mmask16>(((1u << R) - 1) << (u * R));
+      _mm512_mask_storeu_ps(st + static_cast<int64_t>(p0 + u) * m + r0 - u * R, lanes, sums);
     }
   }
 
-  // Keys [j0, j0 + nj) of one head, R rows: J keys at a time (16 / R on AVX-512, so that the 16
-  // products are reduced together, 4 for R = 3; 2 elsewhere), the rest one by one. Query row r0's
-  // f32 values at q, its int16 ones in t (integer products).
+  // The score pass: every pair of the block, J at a time, each in row blocks of R (the last one
+  // shorter), in the cache's memory order.
   template <DType T, int R>
-  static void score_group(const float* q, const Scratch& t, int r0, const RowSource& k, int j0, int nj, int d,
-                          float* s, int64_t lds, Check<T>* check, const Ahead& ahead) {
-    constexpr int J = W == 16 ? (R == 3 ? 4 : 16 / R) : 2;
-    int j = j0;
-    if constexpr (int_products(T)) {
-      for (; j + J <= j0 + nj; j += J) score_keys_int<R, J>(t, r0, k, j, d, s, lds, ahead);
-      for (; j < j0 + nj; ++j) score_keys_int<R, 1>(t, r0, k, j, d, s, lds, ahead);
-    } else {
-      for (; j + J <= j0 + nj; j += J) score_keys<T, R, J>(q, r0, k, j, d, s, lds, check, ahead);
-      for (; j < j0 + nj; ++j) score_keys<T, R, 1>(q, r0, k, j, d, s, lds, check, ahead);
+  static void score_pass(const AttendRowsArgs& a, const Scratch& t, Check<T>* check) {
+    constexpr int J = pairs_per_call(R);
+    const int pairs = a.n * a.heads;
+    const Pairs walk(a);
+    Pos at = walk.at(0);
+    for (int p0 = 0; p0 < pairs; p0 += J) {
+      const int np = imin(J, pairs - p0);
+      for (int r0 = 0; r0 < a.m; r0 += R) {
+        const bool first = r0 == 0;
+        Check<T>* c = first ? check : nullptr;
+        if constexpr (int_products(T)) {
+          switch (imin(R, a.m - r0)) {
+            case 1: score_pairs_int<1, J>(a, walk, at, p0, np, r0, t, first); break;
+            case 2: score_pairs_int<R < 2 ? R : 2, J>(a, walk, at, p0, np, r0, t, first); break;
+            case 3: score_pairs_int<R < 3 ? R : 3, J>(a, walk, at, p0, np, r0, t, first); break;
+            default: score_pairs_int<R, J>(a, walk, at, p0, np, r0, t, first); break;
+          }
+        } else {
+          switch (imin(R, a.m - r0)) {
+            case 1: score_pairs<T, 1, J>(a, walk, at, p0, np, r0, t, c, first); break;
+            case 2: score_pairs<T, R < 2 ? R : 2, J>(a, walk, at, p0, np, r0, t, c, first); break;
+            case 3: score_pairs<T, R < 3 ? R : 3, J>(a, walk, at, p0, np, r0, t, c, first); break;
+            default: score_pairs<T, R, J>(a, walk, at, p0, np, r0, t, c, first); break;
+          }
+        }
+      }
+      for (int u = 0; u < np; ++u) walk.next(at);
+    }
+  }
+
+  // x[i] lane k -> x[k] lane i (a 16 x 16 transpose in registers; AVX-512).
+  [[gnu::always_inline]] static inline void transpose16(__m512* x) {
+    __m512 a[16], b[16];
+    for (int i = 0; i < 16; i += 2) {
+      a[i] = _mm512_unpacklo_ps(x[i], x[i + 1]);
+      a[i + 1] = _mm512_unpackhi_ps(x[i], x[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+      for (int k = 0; k < 2; ++k) {
+        const __m512d lo = _mm512_castps_pd(a[i + k]), hi = _mm512_castps_pd(a[i + k + 2]);
+        b[i + 2 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi));
+        b[i + 2 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi));
+      }
+    }
+    for (int i = 0; i < 16; i += 8) {
+      for (int k = 0; k < 4; ++k) {
+        a[i + k] = _mm512_shuffle_f32x4(b[i + k], b[i + k + 4], 0x88);
+        a[i + k + 4] = _mm512_shuffle_f32x4(b[i + k], b[i + k + 4], 0xDD);
+      }
+    }
+    for (int k = 0; k < 8; ++k) {
+      b[k] = _mm512_shuffle_f32x4(a[k], a[k + 8], 0x88);
+      b[k + 8] = _mm512_shuffle_f32x4(a[k], a[k + 8], 0xDD);
+    }
+    for (int k = 0; k < 16; ++k) x[k] = b[k];
+  }
+
+  // s[r * lds + j] = st[j * rows + r] for r < rows, j < n (AVX-512; s's columns n .. lds - 1 get 0).
+  static void transpose_scores(const float* st, int rows, int n, float* s, int64_t lds) {
+    for (int r0 = 0; r0 < rows; r0 += 16) {
+      const int nr = imin(16, rows - r0);
+      const __mmask16 lanes = static_cast<__mmask16>((1u << nr) - 1);
+      for (int j0 = 0; j0 < n; j0 += 16) {
+        __m512 x[16];
+        for (int i = 0; i < 16; ++i) {
+          x[i] = j0 + i < n ? _mm512_maskz_loadu_ps(lanes, st + static_cast<int64_t>(j0 + i) * rows + r0) : _mm512_setzero_ps();
+        }
+        transpose16(x);
+        for (int y = 0; y < nr; ++y) _mm512_storeu_ps(s + static_cast<int64_t>(r0 + y) * lds + j0, x[y]);
+      }
     }
   }
 
@@ -433,50 +493,32 @@ struct Decode : Vec<Arch> {
     return _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(static_cast<__mmask32>((1u << count) - 1), p));
   }
 
-  // score_keys for int8 K: R x J int32 dot products of Q's int16 rows with the keys' int8 rows.
+  // score_pairs for int8 K: R x J int32 dot products of Q's int16 rows with the pairs' int8 K rows,
+  // then score = float(dot) * q_scale * k_scale.
   template <int R, int J>
-  [[gnu::always_inline]] static void score_keys_int(const Scratch& t, int r0, const RowSource& k, int j, int d, float* s, int64_t lds,
-                             const Ahead& ahead) {
-    const AheadLines<J> lines(ahead, j, (d + kIntStep - 1) / kIntStep);
-    const int8_t* kb = static_cast<const int8_t*>(k.base);
-    const int16_t* q = t.q16 + static_cast<int64_t>(r0) * kIntMaxDim;
-    int64_t base[J];
-    for (int u = 0; u < J; ++u) base[u] = row_base(k, j + u);
-    __m512i acc[R * J];
-    for (int i = 0; i < R * J; ++i) acc[i] = _mm512_setzero_si512();
-    for (int c = 0, step = 0; c < d; c += kIntStep, ++step) {
-      lines.request(step);
-      __m512i qi[R];
-      for (int i = 0; i < R; ++i) qi[i] = _mm512_loadu_si512(q + static_cast<int64_t>(i) * kIntMaxDim + c);
-      for (int u = 0; u < J; ++u) {
-        const __m512i x = load_i8(kb + base[u] + c, d - c);
-        for (int i = 0; i < R; ++i) acc[i * J + u] = vnni::dpwssd(acc[i * J + u], qi[i], x);
-      }
-    }
-    // score = float(dot) * q_scale * k_scale.
-    if constexpr (R * J == 16) {
-      // Lane i * J + u: q_scale[r0 + i] * k_scale[j + u], by two lane permutations of the two
-      // short loads.
-      const __m512i row_of = _mm512_setr_epi32(0 / J, 1 / J, 2 / J, 3 / J, 4 / J, 5 / J, 6 / J, 7 / J, 8 / J, 9 / J,
-                                               10 / J, 11 / J, 12 / J, 13 / J, 14 / J, 15 / J);
-      const __m512i key_of = _mm512_setr_epi32(0 % J, 1 % J, 2 % J, 3 % J, 4 % J, 5 % J, 6 % J, 7 % J, 8 % J, 9 % J,
-                                               10 % J, 11 % J, 12 % J, 13 % J, 14 % J, 15 % J);
-      const __m512 qs = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << R) - 1), t.q_scale + r0);
-      const __m512 ks = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << J) - 1), k.scales + j);
-      const __m512 factor = _mm512_mul_ps(_mm512_permutexvar_ps(row_of, qs), _mm512_permutexvar_ps(key_of, ks));
-      store_sums<R, J>(_mm512_mul_ps(_mm512_cvtepi32_ps(reduce16(acc)), factor), s, lds, j);
-    } else {
-      float factor[R * J];
-      for (int i = 0; i < R; ++i) {
-        for (int u = 0; u < J; ++u) factor[i * J + u] = t.q_scale[r0 + i] * k.scales[j + u];
-      }
-      for (int i = 0; i < R; ++i) {
-        for (int u = 0; u < J; ++u) {
-          s[static_cast<int64_t>(i) * lds + j + u] =
-              static_cast<float>(_mm512_reduce_add_epi32(acc[i * J + u])) * factor[i * J + u];
+  [[gnu::always_inline]] static void score_pairs_int(const AttendRowsArgs& a, const Pairs& walk, Pos at, int p0, int np,
+                                                     int r0, const Scratch& t, bool first) {
+    static_assert(W == 16 && R * J <= 16);
+    const int d = a.d, m = a.m;
+    __m512i acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_si512();
+    alignas(64) float factor[16] = {};
+#pragma GCC unroll 16  // the accumulators' indices known: in registers
+    for (int u = 0; u < J && u < np; ++u) {
+      if (first) walk.request_v(at);
+      const int8_t* kr = reinterpret_cast<const int8_t*>(at.k);
+      const int16_t* q = t.q16 + static_cast<int64_t>(at.h * m + r0) * kIntMaxDim;
+      for (int c = 0; c < d; c += kIntStep) {
+        const __m512i x = load_i8(kr + c, d - c);
+        for (int i = 0; i < R; ++i) {
+          acc[u * R + i] = vnni::dpwssd(acc[u * R + i], _mm512_loadu_si512(q + static_cast<int64_t>(i) * kIntMaxDim + c), x);
         }
       }
+      const float ks = a.k.scales[walk.scale(at)];
+      for (int i = 0; i < R; ++i) factor[u * R + i] = t.q_scale[at.h * m + r0 + i] * ks;
+      walk.next(at);
     }
+    store_pairs<R>(_mm512_mul_ps(_mm512_cvtepi32_ps(reduce16(acc)), _mm512_load_ps(factor)), m, p0, np, r0, t.st);
   }
 
   // value_block for int8 V: acc rows r0.. (R of them), columns [x0, x0 + G * kIntStep) (clipped
@@ -538,27 +580,15 @@ struct Decode : Vec<Arch> {
     }
     Check<TK> kcheck;
     Check<TV> vcheck;
-    // Scores: every head of kKeyGroup keys, then the next keys; the first row block of each head
-    // checks its keys' values.
-    for (int j0 = 0; j0 < n; j0 += kKeyGroup) {
-      const int nj = imin(kKeyGroup, n - j0);
-      for (int h = 0; h < heads; ++h) {
-        const RowSource k = head_rows(a.k, h, a.k_head_step, a.scale_head_step);
-        const Ahead ahead = ahead_of(a, h);
-        for (int r0 = 0; r0 < m; r0 += kRows) {
-          const Ahead& fetch = r0 == 0 ? ahead : Ahead{};  // once per head
-          const int row = h * m + r0;
-          float* sr = s + static_cast<int64_t>(row) * lds;
-          Check<TK>* check = r0 == 0 ? &kcheck : nullptr;
-          switch (imin(kRows, m - r0)) {
-            case 1: score_group<TK, 1>(a.q, t, row, k, j0, nj, d, sr, lds, check, fetch); break;
-            case 2: score_group<TK, 2>(a.q, t, row, k, j0, nj, d, sr, lds, check, fetch); break;
-            case 3: score_group<TK, 3>(a.q, t, row, k, j0, nj, d, sr, lds, check, fetch); break;
-            default: score_group<TK, kRows>(a.q, t, row, k, j0, nj, d, sr, lds, check, fetch); break;
-          }
-        }
-      }
+    // Scores, in the cache's memory order (score_pass), row blocks of kRows; on AVX-512 pair-major
+    // first, then transposed to s's rows.
+    switch (imin(kRows, m)) {
+      case 1: score_pass<TK, 1>(a, t, &kcheck); break;
+      case 2: score_pass<TK, 2>(a, t, &kcheck); break;
+      case 3: score_pass<TK, 3>(a, t, &kcheck); break;
+      default: score_pass<TK, kRows>(a, t, &kcheck); break;
     }
+    if constexpr (W == 16) transpose_scores(t.st, rows, n, s, lds);
     // Non-finite keys show in their scores (before a softcap could make them finite again).
     bool finite = reads_bits(TK) || TK == DType::kI8 || all_finite(s, lds, rows, n);
     if (ScoreMods<Arch>::any(a.mod)) {

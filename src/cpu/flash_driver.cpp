@@ -42,30 +42,20 @@ struct Task {
 // Keys a short chunk's task takes for all its kv heads before moving on: the cache holds a token's
 // kv heads side by side ([token, kv head, dim]), so walking every head over one block of tokens
 // streams the cache in order, where walking one head over all tokens would read a row every few
-// kilobytes (a page per row or two, and the TLB misses that come with it).
-constexpr int64_t kDecodeBlock = 64;
+// kilobytes (a page per row or two, and the TLB misses that come with it). A decode call
+// (attend_rows) has a cost per row and head besides its keys (the softmax's row maxima and sums,
+// the accumulators' rescaling, the scores' transposition, the weights' int16 conversion), which
+// 128 keys cover better than 64 (kernels_bench attend_rows/avx512, m:4, 8 kv heads, rows in L2,
+// Zen 5, 2026-12-07: f16 15.4 against 19.6-20.4 ns a key and kv head, integer int8 10.8-11.1
+// against 12.4-13.0); 128 f16 keys of 8 kv heads (d = 128) are 512 KB of K and V, which stay in
+// L2 from the score pass to the value pass. Every dtype takes the same blocks: they set the order
+// of the online softmax, and an int8 or fp8 cache under the f32 products gives the bits of the
+// f32 call on its dequantized values (docs/ACCURACY.md).
+constexpr int64_t kDecodeBlock = 128;
 
 // Whether a call lets attend_rows multiply int8 K/V in integers (AttendRowsArgs::int8_products):
 // unless it asked for the f32 products.
 bool int8_products(const Problem& p) { return p.precision != SAMPLEATTN_PRECISION_F32; }
-
-// A decode task's block (attend_decode) when its call runs the integer products (int8 K and V,
-// int8_products, a table with AVX512_VNNI): kDecodeIntBlock keys. An attend_rows call
-// has a cost per row and head besides its keys (the softmax's row maxima and sums, the
-// accumulators' rescaling, the weights' int16 conversion), which 64 keys of int8 rows do not cover:
-// the kernel on one core with its rows in L2 (kernels_bench attend_rows/avx512/int8_int, m:4, 8 kv
-// heads; 2-core Xeon, 2026-12-07) took 23-25 ns a key and kv head at 64 keys, 21 at 128, 20 at
-// 256; f16 rows 29-32 at 64 and 28-31 at 128 and 256, within the noise. The other calls keep 64
-// keys: the blocks set the order of the online softmax, and an int8 or fp8 cache under the f32
-// products gives the bits of the f32 call on its dequantized values (docs/ACCURACY.md), which
-// takes the same blocks. 128 int8 keys of 8 kv heads (d = 128) and the next block, requested into
-// L2 as the call goes, are 512 KB, as 64 f16 keys and theirs.
-constexpr int64_t kDecodeIntBlock = 2 * kDecodeBlock;  // the most keys of decode_block
-int64_t decode_block(const KernelTable& kernels, const Problem& p) {
-  const bool integer = p.k.dtype == DType::kI8 && p.v.dtype == DType::kI8 && int8_products(p) &&
-                       kernels.attend_rows_int8_products;
-  return integer ? kDecodeIntBlock : kDecodeBlock;
-}
 
 // A run of key positions [begin, end).
 struct KeyRange {
@@ -155,10 +145,9 @@ Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path
   s.k_packed = c.take_bytes(path.packed_bytes(key_tile, d));
   s.v_packed = c.take_bytes(path.packed_bytes(key_tile, dv));
   s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
-  const int decode_keys = static_cast<int>(kDecodeIntBlock);
+  const int decode_keys = static_cast<int>(kDecodeBlock);
   s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, std::max(key_tile, decode_keys))));
-  // A decode block's rows and the next block's (attend_decode).
-  s.kv_rows = KvRows::carve(c, std::max(key_tile, 2 * decode_keys), kv_heads);
+  s.kv_rows = KvRows::carve(c, std::max(key_tile, decode_keys), kv_heads);
   if (bytes != nullptr) *bytes = c.used();
   return s;
 }
@@ -190,7 +179,7 @@ class FlashRunner {
  public:
   FlashRunner(const KernelTable& kernels, const Problem& problem, const SparsePlan* plan, int threads)
       : kernels_(kernels), path_(select_path(kernels, problem)), p_(problem), plan_(plan),
-        bq_(rows_per_head(kernels, problem)), decode_block_(decode_block(kernels, problem)) {
+        bq_(rows_per_head(kernels, problem)) {
     // A short sequence is never sampled (core/mask.h, sequence_runs_sampled), so its plan is
     // dense. A sharded call's run (cpu/sharded_attention.h) is a short piece of a sequence that
     // may be sampled: its chunks run the ordinary tasks, which follow the plan.
@@ -515,9 +504,9 @@ class FlashRunner {
     finish(t, s.row_max, s.row_sum, s.acc, s.row_scale);
   }
 
-  // A decode task (decode_streams): every kv head's rows over one block of decode_block_ keys in
-  // one attend_rows call, which reads the cache in memory order and requests the next block's
-  // rows (passed as n_ahead) while it computes; then the next block.
+  // A decode task (decode_streams): every kv head's rows over one block of kDecodeBlock keys in
+  // one attend_rows call, which reads the cache in memory order (simd/flash/decode.h); then the
+  // next block.
   void attend_decode(const Scratch& s, const Task& t) {
     const Sequence& seq = p_.sequences[t.seq];
     const int m = p_.group * t.rows, rows = m * t.kv_heads;
@@ -525,8 +514,8 @@ class FlashRunner {
     const ScoreModArgs mod = score_mod_args(s, 0, s.key_pos);
     float k_max = 0.f, v_max = 0.f;
     bool called = false;  // attend_rows ran on these rows and this scratch
-    for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += decode_block_) {
-      const int64_t b1 = std::min(t.key_hi, b0 + decode_block_);
+    for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
+      const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
       const int n = static_cast<int>(b1 - b0);
       bool full = true, any = false;
       for (int r = 0; r < rows; ++r) {
@@ -538,8 +527,7 @@ class FlashRunner {
         any = any || s.lo[r] < s.hi[r];
       }
       if (!any) continue;
-      const int ahead = static_cast<int>(std::min<int64_t>(t.key_hi - b1, decode_block_));
-      s.kv_rows.fill_run(p_, t.seq, t.kv_head, b0, n + ahead, t.kv_heads, n);
+      s.kv_rows.fill_run(p_, t.seq, t.kv_head, b0, n, t.kv_heads);
       if (mod.alibi != nullptr) {
         for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(b0 + c);
       }
@@ -548,7 +536,7 @@ class FlashRunner {
            .d = p_.head_dim, .dv = p_.head_dim_v, .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
            .row_max = s.row_max, .row_sum = s.row_sum, .acc = s.acc, .scratch = s.decode_scratch, .mod = mod,
            .heads = t.kv_heads, .k_head_step = kv.k_head_stride, .v_head_step = kv.v_head_stride,
-           .scale_head_step = s.kv_rows.scale_head_step(), .n_ahead = ahead, .k_max_abs = &k_max,
+           .scale_head_step = s.kv_rows.scale_head_step(), .k_max_abs = &k_max,
            .v_max_abs = &v_max, .int8_products = int8_products(p_), .same_q = called});
       called = true;
       if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
@@ -756,7 +744,6 @@ class FlashRunner {
   const Problem& p_;
   const SparsePlan* plan_;
   int bq_;
-  int64_t decode_block_;  // keys per attend_rows call of a decode task (decode_block)
   std::vector<char> short_;       // per sequence: its chunks are short (short_chunks)
   std::vector<int> splits_;        // per sequence: key splits of each query chunk (1 = none)
   std::vector<size_t> merges_;     // per split chunk: its first task

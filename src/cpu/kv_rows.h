@@ -39,19 +39,17 @@ class KvRows {
     }
   }
   // The keys [j0, j0 + n) of the sequence: one row() per page (KvLayout::run_from). With
-  // heads > 1, also the scales of kv heads head + 1 .. head + heads - 1 of the first `scaled`
-  // rows (all of them by default), head h's at scales index h * scale_head_step() + r; the rows
-  // of those heads are the offsets moved by the layout's head strides.
-  void fill_run(const Problem& p, int seq, int head, int64_t j0, int n, int heads = 1, int scaled = -1) const {
+  // heads > 1, also the scales of kv heads head + 1 .. head + heads - 1, head h's at scales index
+  // h * scale_head_step() + r; the rows of those heads are the offsets moved by the layout's head
+  // strides.
+  void fill_run(const Problem& p, int seq, int head, int64_t j0, int n, int heads = 1) const {
     const KvLayout& kv = p.kv;
-    if (scaled < 0) scaled = n;
     for (int r = 0; r < n;) {
       const KvRow first = p.kv_row(seq, j0 + r, head);
       const int run = static_cast<int>(std::min<int64_t>(kv.run_from(j0 + r), n - r));
       for (int i = 0; i < run; ++i, ++r) {
         k_offsets_[r] = first.k + i * kv.k_token_stride;
         v_offsets_[r] = first.v + i * kv.v_token_stride;
-        if (r >= scaled) continue;
         const int64_t scale = first.scale + i * kv.scale_token_stride;
         for (int h = 0; h < heads; ++h) {
           const int64_t at = scale + h * kv.scale_head_stride;
