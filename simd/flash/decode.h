@@ -51,6 +51,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
@@ -268,10 +269,10 @@ struct Decode : Vec<Arch> {
   // even and odd steps, so that a pair's products need not wait on each other). AVX-512: to
   // st[p * m + r0 + i] (the scores pair-major, run() transposes them); else to s[(h * m + r0 + i)
   // * lds + j]. The first row block (`first`) checks the K values and requests the V rows.
-  template <DType T, int R, int J>
+  template <DType T, int R, int J, int D>
   [[gnu::always_inline]] static void score_pairs(const AttendRowsArgs& a, const Pairs& walk, Pos at, int p0, int np,
                                                  int r0, const Scratch& t, Check<T>* check, bool first) {
-    const int d = a.d, m = a.m;
+    const int d = D > 0 ? D : a.d, m = a.m;
     constexpr int A = W == 16 ? 16 : R * J;
     B acc[A];
     for (int i = 0; i < A; ++i) acc[i] = B(0.0f);
@@ -321,7 +322,7 @@ struct Decode : Vec<Arch> {
 
   // The score pass: every pair of the block, J at a time, each in row blocks of R (the last one
   // shorter), in the cache's memory order.
-  template <DType T, int R>
+  template <DType T, int R, int D>
   static void score_pass(const AttendRowsArgs& a, const Scratch& t, Check<T>* check) {
     constexpr int J = pairs_per_call(R);
     const int pairs = a.n * a.heads;
@@ -334,17 +335,17 @@ struct Decode : Vec<Arch> {
         Check<T>* c = first ? check : nullptr;
         if constexpr (int_products(T)) {
           switch (imin(R, a.m - r0)) {
-            case 1: score_pairs_int<1, J>(a, walk, at, p0, np, r0, t, first); break;
-            case 2: score_pairs_int<R < 2 ? R : 2, J>(a, walk, at, p0, np, r0, t, first); break;
-            case 3: score_pairs_int<R < 3 ? R : 3, J>(a, walk, at, p0, np, r0, t, first); break;
-            default: score_pairs_int<R, J>(a, walk, at, p0, np, r0, t, first); break;
+            case 1: score_pairs_int<1, J, D>(a, walk, at, p0, np, r0, t, first); break;
+            case 2: score_pairs_int<R < 2 ? R : 2, J, D>(a, walk, at, p0, np, r0, t, first); break;
+            case 3: score_pairs_int<R < 3 ? R : 3, J, D>(a, walk, at, p0, np, r0, t, first); break;
+            default: score_pairs_int<R, J, D>(a, walk, at, p0, np, r0, t, first); break;
           }
         } else {
           switch (imin(R, a.m - r0)) {
-            case 1: score_pairs<T, 1, J>(a, walk, at, p0, np, r0, t, c, first); break;
-            case 2: score_pairs<T, R < 2 ? R : 2, J>(a, walk, at, p0, np, r0, t, c, first); break;
-            case 3: score_pairs<T, R < 3 ? R : 3, J>(a, walk, at, p0, np, r0, t, c, first); break;
-            default: score_pairs<T, R, J>(a, walk, at, p0, np, r0, t, c, first); break;
+            case 1: score_pairs<T, 1, J, D>(a, walk, at, p0, np, r0, t, c, first); break;
+            case 2: score_pairs<T, R < 2 ? R : 2, J, D>(a, walk, at, p0, np, r0, t, c, first); break;
+            case 3: score_pairs<T, R < 3 ? R : 3, J, D>(a, walk, at, p0, np, r0, t, c, first); break;
+            default: score_pairs<T, R, J, D>(a, walk, at, p0, np, r0, t, c, first); break;
           }
         }
       }
@@ -495,11 +496,11 @@ struct Decode : Vec<Arch> {
 
   // score_pairs for int8 K: R x J int32 dot products of Q's int16 rows with the pairs' int8 K rows,
   // then score = float(dot) * q_scale * k_scale.
-  template <int R, int J>
+  template <int R, int J, int D>
   [[gnu::always_inline]] static void score_pairs_int(const AttendRowsArgs& a, const Pairs& walk, Pos at, int p0, int np,
                                                      int r0, const Scratch& t, bool first) {
     static_assert(W == 16 && R * J <= 16);
-    const int d = a.d, m = a.m;
+    const int d = D > 0 ? D : a.d, m = a.m;
     __m512i acc[16];
     for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_si512();
     alignas(64) float factor[16] = {};
@@ -582,11 +583,19 @@ struct Decode : Vec<Arch> {
     Check<TV> vcheck;
     // Scores, in the cache's memory order (score_pass), row blocks of kRows; on AVX-512 pair-major
     // first, then transposed to s's rows.
-    switch (imin(kRows, m)) {
-      case 1: score_pass<TK, 1>(a, t, &kcheck); break;
-      case 2: score_pass<TK, 2>(a, t, &kcheck); break;
-      case 3: score_pass<TK, 3>(a, t, &kcheck); break;
-      default: score_pass<TK, kRows>(a, t, &kcheck); break;
+    const auto scores = [&](auto dim) {
+      constexpr int D = decltype(dim)::value;
+      switch (imin(kRows, m)) {
+        case 1: score_pass<TK, 1, D>(a, t, &kcheck); break;
+        case 2: score_pass<TK, 2, D>(a, t, &kcheck); break;
+        case 3: score_pass<TK, 3, D>(a, t, &kcheck); break;
+        default: score_pass<TK, kRows, D>(a, t, &kcheck); break;
+      }
+    };
+    if (d == 128) {
+      scores(std::integral_constant<int, 128>{});
+    } else {
+      scores(std::integral_constant<int, 0>{});
     }
     if constexpr (W == 16) transpose_scores(t.st, rows, n, s, lds);
     // Non-finite keys show in their scores (before a softcap could make them finite again).
