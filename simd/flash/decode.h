@@ -281,7 +281,11 @@ struct Decode : Vec<Arch> {
 #endif
     for (int u = 0; u < J && u < np; ++u) {
       if (first) walk.request_v(at);
-      const B factor(PackT::template row_factor<T>({.base = at.k, .dtype = T, .row_stride = 0, .scales = a.k.scales + walk.scale(at)}, 0));
+      float f = 1.0f;  // the pair's row factor (quantized K: its scale; no scales otherwise)
+      if constexpr (T == DType::kI8 || T == DType::kFP8) {
+        f = PackT::template row_factor<T>({.base = at.k, .dtype = T, .row_stride = 0, .scales = a.k.scales + walk.scale(at)}, 0);
+      }
+      const B factor(f);
       const float* q = a.q + static_cast<int64_t>(at.h * m + r0) * d;
       B even[R], odd[R];
       for (int i = 0; i < R; ++i) even[i] = odd[i] = B(0.0f);
