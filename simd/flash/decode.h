@@ -64,9 +64,60 @@
 
 namespace sampleattn::flash {
 
-template <class Arch, bool kIntProducts = false>
-struct Decode : Vec<Arch> {
+// What both Decode classes share: the scratch's areas and the value checks, so that the integer
+// class hands every pass without integers (its K or V not int8) to Decode<Arch, false>'s one copy.
+template <class Arch>
+struct DecodeParts : Vec<Arch> {
   using V = Vec<Arch>;
+  using typename V::B;
+
+  // The scratch: (integer products) Q as int16 with its row scales first, whose place depends on
+  // the rows only (AttendRowsArgs::same_q reuses them), then the scores, then (integer products)
+  // the weights as int16 with their row scales, then (AVX-512) the scores pair-major as the score
+  // pass leaves them; each area 64-byte aligned.
+  struct Scratch {
+    int16_t* q16 = nullptr;     // rows x kIntMaxDim (d rounded up to kIntStep, zero past d)
+    float* q_scale = nullptr;   // rows
+    float* s = nullptr;         // rows x lds
+    int16_t* w16 = nullptr;     // rows x ldw (zero past n)
+    float* w_scale = nullptr;   // rows
+    float* st = nullptr;        // n x rows: st[p * m + i] is row h * m + i of pair p (key p / heads, kv head h = p % heads)
+    int64_t lds = 0, ldw = 0;
+  };
+  // Tracks what the values read so far say: for fp8, whether one held a NaN code (they load as
+  // +-1.875, past the largest finite 1.75); for f32 and bf16, their largest magnitude (the input
+  // policy's bounds, AttendRowsArgs::k_max_abs). f16 and int8 need no look at the values (their
+  // dtypes bound them; int8 is always finite), and a non-finite f32/f16/bf16 key makes its scores
+  // non-finite, a non-finite value the accumulators it is added to (times 0 included), which run()
+  // checks instead, once per block.
+  template <DType T>
+  struct Check {
+    B acc = B(0.0f);
+    void see(B x) {
+      if constexpr (T == DType::kFP8 || T == DType::kF32 || T == DType::kBF16) acc = xsimd::max(acc, xsimd::abs(x));
+    }
+    bool ok() const {
+      if constexpr (T == DType::kFP8) return V::hmax(acc) <= 1.75f;
+      return true;
+    }
+    void raise(float* max_abs) const {
+      if constexpr (T == DType::kF32 || T == DType::kBF16) {
+        if (max_abs != nullptr) {
+          const float m = V::hmax(acc);
+          if (!(m <= *max_abs)) *max_abs = m;
+        }
+      }
+    }
+  };
+};
+
+template <class Arch, bool kIntProducts = false>
+struct Decode : DecodeParts<Arch> {
+  using V = Vec<Arch>;
+  using Parts = DecodeParts<Arch>;
+  using typename Parts::Scratch;
+  template <DType T>
+  using Check = typename Parts::template Check<T>;
   using typename V::B;
   using typename V::BlockSpans;
   using V::W;
@@ -87,19 +138,6 @@ struct Decode : Vec<Arch> {
   static_assert(!kIntProducts || W == 16, "integer products are AVX-512 (VNNI) only");
   static constexpr bool int_products(DType t) { return kIntProducts && t == DType::kI8; }
 
-  // The scratch: (integer products) Q as int16 with its row scales first, whose place depends on
-  // the rows only (AttendRowsArgs::same_q reuses them), then the scores, then (integer products)
-  // the weights as int16 with their row scales, then (AVX-512) the scores pair-major as the score
-  // pass leaves them; each area 64-byte aligned.
-  struct Scratch {
-    int16_t* q16 = nullptr;     // rows x kIntMaxDim (d rounded up to kIntStep, zero past d)
-    float* q_scale = nullptr;   // rows
-    float* s = nullptr;         // rows x lds
-    int16_t* w16 = nullptr;     // rows x ldw (zero past n)
-    float* w_scale = nullptr;   // rows
-    float* st = nullptr;        // n x rows: st[p * m + i] is row h * m + i of pair p (key p / heads, kv head h = p % heads)
-    int64_t lds = 0, ldw = 0;
-  };
   // Byte offsets of Scratch's areas for m rows and n keys, in its order; [6] is the total.
   static void scratch_offsets(int m, int n, size_t* off) {
     const size_t rows = static_cast<size_t>(m);
@@ -135,31 +173,6 @@ struct Decode : Vec<Arch> {
     return off[6];
   }
 
-  // Tracks what the values read so far say: for fp8, whether one held a NaN code (they load as
-  // +-1.875, past the largest finite 1.75); for f32 and bf16, their largest magnitude (the input
-  // policy's bounds, AttendRowsArgs::k_max_abs). f16 and int8 need no look at the values (their
-  // dtypes bound them; int8 is always finite), and a non-finite f32/f16/bf16 key makes its scores
-  // non-finite, a non-finite value the accumulators it is added to (times 0 included), which run()
-  // checks instead, once per block.
-  template <DType T>
-  struct Check {
-    B acc = B(0.0f);
-    void see(B x) {
-      if constexpr (T == DType::kFP8 || T == DType::kF32 || T == DType::kBF16) acc = xsimd::max(acc, xsimd::abs(x));
-    }
-    bool ok() const {
-      if constexpr (T == DType::kFP8) return V::hmax(acc) <= 1.75f;
-      return true;
-    }
-    void raise(float* max_abs) const {
-      if constexpr (T == DType::kF32 || T == DType::kBF16) {
-        if (max_abs != nullptr) {
-          const float m = V::hmax(acc);
-          if (!(m <= *max_abs)) *max_abs = m;
-        }
-      }
-    }
-  };
   static constexpr bool reads_bits(DType t) { return t == DType::kFP8; }  // checked by Check, not by results
   static constexpr bool sees(DType t) { return t == DType::kFP8 || t == DType::kF32 || t == DType::kBF16; }
 
@@ -327,7 +340,8 @@ struct Decode : Vec<Arch> {
   }
 
   // The score pass: every pair of the block, J at a time, each in row blocks of R (the last one
-  // shorter), in the cache's memory order.
+  // shorter), in the cache's memory order. With d known (D > 0) the rows must be a multiple of R:
+  // no shorter blocks are compiled for it.
   template <DType T, int R, int D>
   static void score_pass(const AttendRowsArgs& a, const Scratch& t, Check<T>* check) {
     constexpr int J = pairs_per_call(R);
@@ -339,7 +353,13 @@ struct Decode : Vec<Arch> {
       for (int r0 = 0; r0 < a.m; r0 += R) {
         const bool first = r0 == 0;
         Check<T>* c = first ? check : nullptr;
-        if constexpr (int_products(T)) {
+        if constexpr (D > 0) {
+          if constexpr (int_products(T)) {
+            score_pairs_int<R, J, D>(a, walk, at, p0, np, r0, t, first);
+          } else {
+            score_pairs<T, R, J, D>(a, walk, at, p0, np, r0, t, c, first);
+          }
+        } else if constexpr (int_products(T)) {
           switch (imin(R, a.m - r0)) {
             case 1: score_pairs_int<1, J, D>(a, walk, at, p0, np, r0, t, first); break;
             case 2: score_pairs_int<R < 2 ? R : 2, J, D>(a, walk, at, p0, np, r0, t, first); break;
@@ -581,26 +601,29 @@ struct Decode : Vec<Arch> {
   template <DType TK, DType TV>
   static bool run(const AttendRowsArgs& a) {
     const int m = a.m, n = a.n, d = a.d, dv = a.dv, heads = a.heads, rows = heads * m;
-    const int64_t lds = static_cast<int64_t>(round_up(static_cast<size_t>(n), W));
     const Scratch t = scratch_of(a.scratch, rows, n);
+    const int64_t lds = t.lds;
     float* s = t.s;
     if constexpr (int_products(TK)) {
       if (!a.same_q) to_int16(a.q, d, rows, d, nullptr, t.q16, kIntMaxDim, t.q_scale);
     }
     Check<TK> kcheck;
     Check<TV> vcheck;
+    // A pass without integer products is Decode<Arch, false>'s (one copy of it in the unit).
+    using KPass = Decode<Arch, int_products(TK)>;
+    using VPass = Decode<Arch, int_products(TV)>;
     // Scores, in the cache's memory order (score_pass), row blocks of kRows; on AVX-512 pair-major
     // first, then transposed to s's rows.
     const auto scores = [&](auto dim) {
       constexpr int D = decltype(dim)::value;
       switch (imin(kRows, m)) {
-        case 1: score_pass<TK, 1, D>(a, t, &kcheck); break;
-        case 2: score_pass<TK, 2, D>(a, t, &kcheck); break;
-        case 3: score_pass<TK, 3, D>(a, t, &kcheck); break;
-        default: score_pass<TK, kRows, D>(a, t, &kcheck); break;
+        case 1: KPass::template score_pass<TK, 1, D>(a, t, &kcheck); break;
+        case 2: KPass::template score_pass<TK, 2, D>(a, t, &kcheck); break;
+        case 3: KPass::template score_pass<TK, 3, D>(a, t, &kcheck); break;
+        default: KPass::template score_pass<TK, kRows, D>(a, t, &kcheck); break;
       }
     };
-    if (d == 128) {
+    if (d == 128 && m % imin(kRows, m) == 0) {  // the common case compiled for its d
       scores(std::integral_constant<int, 128>{});
     } else {
       scores(std::integral_constant<int, 0>{});
@@ -643,10 +666,10 @@ struct Decode : Vec<Arch> {
         const int row = h * m + r0;
         Check<TV>* check = r0 == 0 ? &vcheck : nullptr;
         switch (imin(kPvRows, m - r0)) {
-          case 1: value_rows<TV, 1>(s, t, lds, row, v, n, dv, a.acc, check); break;
-          case 2: value_rows<TV, 2>(s, t, lds, row, v, n, dv, a.acc, check); break;
-          case 3: value_rows<TV, 3 < kPvRows ? 3 : kPvRows>(s, t, lds, row, v, n, dv, a.acc, check); break;
-          default: value_rows<TV, kPvRows>(s, t, lds, row, v, n, dv, a.acc, check); break;
+          case 1: VPass::template value_rows<TV, 1>(s, t, lds, row, v, n, dv, a.acc, check); break;
+          case 2: VPass::template value_rows<TV, 2>(s, t, lds, row, v, n, dv, a.acc, check); break;
+          case 3: VPass::template value_rows<TV, 3 < kPvRows ? 3 : kPvRows>(s, t, lds, row, v, n, dv, a.acc, check); break;
+          default: VPass::template value_rows<TV, kPvRows>(s, t, lds, row, v, n, dv, a.acc, check); break;
         }
       }
     }
@@ -659,12 +682,22 @@ struct Decode : Vec<Arch> {
 
   static bool attend_rows(const AttendRowsArgs& a) {
     if constexpr (kIntProducts) {
-      // f32 products asked for, or d past the int32 bound (not a head dim the library takes).
-      if (!a.int8_products || a.d > kIntMaxDim) return Decode<Arch, false>::attend_rows(a);
+      // f32 products asked for, no int8 K or V, or d past the int32 bound (not a head dim the
+      // library takes).
+      if (!a.int8_products || (a.k.dtype != DType::kI8 && a.v.dtype != DType::kI8) || a.d > kIntMaxDim) {
+        return Decode<Arch, false>::attend_rows(a);
+      }
     }
     bool finite = true;
     with_dtype(a.k.dtype, [&](auto tk) {
-      with_dtype(a.v.dtype, [&](auto tv) { finite = run<decltype(tk)::value, decltype(tv)::value>(a); });
+      with_dtype(a.v.dtype, [&](auto tv) {
+        constexpr DType TK = decltype(tk)::value, TV = decltype(tv)::value;
+        if constexpr (int_products(TK) || int_products(TV) || !kIntProducts) {
+          finite = run<TK, TV>(a);
+        } else {  // not reached (handed over above): no second copy of Decode<Arch, false>::run
+          finite = Decode<Arch, false>::template run<TK, TV>(a);
+        }
+      });
     });
     return finite;
   }
