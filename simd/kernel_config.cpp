@@ -2,6 +2,7 @@
 // translation units export (model: XNNPACK src/configs/*-config.c). This file is compiled with
 // the baseline flags: it only takes addresses, so building a table never runs an ISA's code.
 #include "simd/cpu_features.h"
+#include "simd/decode/entry_points.h"
 #include "simd/flash/entry_points.h"
 #include "simd/kernels.h"
 

@@ -257,7 +257,7 @@ struct KernelTable {
   AttendRowsFn* attend_rows;
   ScratchBytesFn* attend_rows_scratch_bytes;
   // attend_rows multiplies int8 K and V in integers when AttendRowsArgs::int8_products asks (Q and
-  // P rounded to int16 per row; AVX512_VNNI, simd/flash/decode.h): its results are then within the
+  // P rounded to int16 per row; AVX512_VNNI, simd/decode/decode.h): its results are then within the
   // bound given there of the f32 products on the dequantized values, not their bits. Other dtypes
   // and kernels are unaffected.
   bool attend_rows_int8_products = false;

@@ -840,7 +840,7 @@ TEST_P(KernelsTest, BucketMassesMatchOracle) {
 // the largest |value| of f32 and bf16 K and V (the input policy's bounds), over every key read.
 // Tables that can multiply int8 K/V in integers (attend_rows_int8_products) run int8 both ways
 // (AttendRowsArgs::int8_products), and with integer products are held to the rounding of Q and
-// of the weights to int16 on top (simd/flash/decode.h): a score within
+// of the weights to int16 on top (simd/decode/decode.h): a score within
 // dS = max|q| / 65534 * max_j sum|k_j|, so each weight within a factor 2^(+-2 dS), and a value sum
 // within max_j |w_j| / 65534 * sum_j |v8_j[x]| more.
 TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {

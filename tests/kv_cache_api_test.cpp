@@ -262,7 +262,7 @@ struct QuantizedCopy {
 // (and the decode kernel) dequantize each value as scale * value in f32, once. Dense, sampled and
 // decode chunks; every kernel table; precision F32 and AUTO. One exception: under AUTO, a table
 // whose decode kernel multiplies int8 K/V in integers (attend_rows_int8_products: Q and the
-// weights rounded to int16, simd/flash/decode.h) gives the decode chunks' rows within 2^-12
+// weights rounded to int16, simd/decode/decode.h) gives the decode chunks' rows within 2^-12
 // relative (L2 over the sequence's rows) and their lse within 2^-12, and every other row's bits.
 TEST_P(KvCacheCalls, QuantizedEqualsItsDequantizedValues) {
   ScopedIsa isa(GetParam());

@@ -19,8 +19,6 @@
   BucketMassesFn bucket_masses;           \
   StoreRowsFn store_rows;                 \
   ModifyScoresFn modify_scores;           \
-  AttendRowsFn attend_rows;               \
-  ScratchBytesFn attend_rows_scratch_bytes; \
   LookBytesFn look_q_bytes, look_k_bytes; \
   LookPackFn look_pack_q, look_pack_k;    \
   LookScoresFn look_scores;               \
@@ -28,6 +26,9 @@
 
 namespace sampleattn::scalar {
 SAMPLEATTN_FLASH_ENTRY_POINTS
+// The decode step, portable (the vector ISAs' is the decode family's, simd/decode/).
+AttendRowsFn attend_rows;
+ScratchBytesFn attend_rows_scratch_bytes;
 }  // namespace sampleattn::scalar
 
 // The vector ISAs' input scan (simd/flash/scan.h); the scalar table uses the portable definition.
@@ -36,13 +37,10 @@ SAMPLEATTN_FLASH_ENTRY_POINTS
 RowScanFn scan_row;
 }  // namespace sampleattn::avx2
 
-// Plus the bf16 path (vdpbf16ps; only put in the table when the CPU has AVX512_BF16) and the
-// decode step with integer products for int8 K/V (vpdpwssd; only when the CPU has AVX512_VNNI).
+// Plus the bf16 path (vdpbf16ps; only put in the table when the CPU has AVX512_BF16).
 namespace sampleattn::avx512 {
 SAMPLEATTN_FLASH_ENTRY_POINTS
 RowScanFn scan_row;
-AttendRowsFn attend_rows_vnni;
-ScratchBytesFn attend_rows_vnni_scratch_bytes;
 // The look's products on vpdpbusd (only when the CPU has AVX512_VNNI).
 LookBytesFn look_q_bytes_vnni, look_k_bytes_vnni;
 LookPackFn look_pack_q_vnni, look_pack_k_vnni;

@@ -10,7 +10,6 @@
 #include <xsimd/xsimd.hpp>
 
 #include "simd/flash/attend.h"
-#include "simd/flash/decode.h"
 #include "simd/flash/entry_points.h"
 #include "simd/flash/look.h"
 #include "simd/flash/pack.h"
@@ -25,7 +24,6 @@ using V = flash::Vec<Arch>;
 using Pack = flash::Pack<Arch>;
 using Attend = flash::Attend<Arch>;
 using RowOps = flash::RowOps<Arch>;
-using Decode = flash::Decode<Arch>;
 using ScoreMods = flash::ScoreMods<Arch>;
 using Look = flash::Look<Arch>;
 

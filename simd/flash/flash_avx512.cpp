@@ -24,7 +24,6 @@
 #include <xsimd/xsimd.hpp>
 
 #include "simd/flash/attend.h"
-#include "simd/flash/decode.h"
 #include "simd/flash/entry_points.h"
 #include "simd/flash/look.h"
 #include "simd/flash/look_layout.h"
@@ -44,7 +43,6 @@ using V = flash::Vec<Arch>;
 using Pack = flash::Pack<Arch>;
 using Attend = flash::Attend<Arch>;
 using RowOps = flash::RowOps<Arch>;
-using Decode = flash::Decode<Arch>;
 using Softmax = flash::Softmax<Arch>;
 using ScoreMods = flash::ScoreMods<Arch>;
 using Look = flash::Look<Arch>;
@@ -286,10 +284,6 @@ void bf16_scores(const void* qv, int m, const void* kv, int n, int d, float* s, 
 }
 
 #include "simd/flash/vector_entry_points.inc"
-
-// The decode step with int8 K/V products in integers (simd/flash/decode.h).
-bool attend_rows_vnni(const AttendRowsArgs& args) { return flash::Decode<Arch, true>::attend_rows(args); }
-size_t attend_rows_vnni_scratch_bytes(int m, int n) { return flash::Decode<Arch, true>::scratch_bytes(m, n); }
 
 // The look's products on vpdpbusd (simd/kernels.h, LookPath; the integers of look_quantize.h),
 // on the layouts of look_layout.h.

@@ -505,7 +505,7 @@ class FlashRunner {
   }
 
   // A decode task (decode_streams): every kv head's rows over one block of kDecodeBlock keys in
-  // one attend_rows call, which reads the cache in memory order (simd/flash/decode.h); then the
+  // one attend_rows call, which reads the cache in memory order (simd/decode/decode.h); then the
   // next block.
   void attend_decode(const Scratch& s, const Task& t) {
     const Sequence& seq = p_.sequences[t.seq];
