@@ -99,7 +99,7 @@ struct DecodeParts : Vec<Arch> {
     B acc = B(0.0f);
     static B fold(B seen, B x) { return xsimd::max(seen, xsimd::abs(x)); }
     void see(B x) {
-      if constexpr (T == DType::kFP8 || T == DType::kF32 || T == DType::kBF16) acc = xsimd::max(acc, xsimd::abs(x));
+      if constexpr (T == DType::kFP8 || T == DType::kF32 || T == DType::kBF16) acc = fold(acc, x);
     }
     bool ok() const {
       if constexpr (T == DType::kFP8) return V::hmax(acc) <= 1.75f;
@@ -699,21 +699,16 @@ struct Decode : DecodeParts<Arch> {
 
   static bool attend_rows(const AttendRowsArgs& a) {
     if constexpr (kIntProducts) {
-      // f32 products asked for, no int8 K or V, or d past the int32 bound (not a head dim the
-      // library takes).
-      if (!a.int8_products || (a.k.dtype != DType::kI8 && a.v.dtype != DType::kI8) || a.d > kIntMaxDim) {
-        return Decode<Arch, false>::attend_rows(a);
-      }
+      // f32 products asked for, or d past the int32 bound (not a head dim the library takes).
+      if (!a.int8_products || a.d > kIntMaxDim) return Decode<Arch, false>::attend_rows(a);
     }
     bool finite = true;
     with_dtype(a.k.dtype, [&](auto tk) {
       with_dtype(a.v.dtype, [&](auto tv) {
         constexpr DType TK = decltype(tk)::value, TV = decltype(tv)::value;
-        if constexpr (int_products(TK) || int_products(TV) || !kIntProducts) {
-          finite = run<TK, TV>(a);
-        } else {  // not reached (handed over above): no second copy of Decode<Arch, false>::run
-          finite = Decode<Arch, false>::template run<TK, TV>(a);
-        }
+        // No int8 K or V: Decode<Arch, false>'s run (one copy of it in the unit).
+        using Runner = Decode<Arch, int_products(TK) || int_products(TV)>;
+        finite = Runner::template run<TK, TV>(a);
       });
     });
     return finite;
