@@ -265,8 +265,12 @@ struct Decode : DecodeParts<Arch> {
       r.k = static_cast<const char*>(a->k.base) + row_base(a->k, r.j) * esize_k + r.h * k_step;
       r.v = static_cast<const char*>(a->v.base) + row_base(a->v, r.j) * esize_v + r.h * v_step;
     }
+    // kOneKey: the caller knows the next pair is the same key's next head (a call within one key).
+    template <bool kOneKey = false>
     [[gnu::always_inline]] void next(Pos& r) const {
-      if (++r.h == a->heads) {
+      if (kOneKey) {
+        ++r.h, r.k += k_step, r.v += v_step;
+      } else if (++r.h == a->heads) {
         r.h = 0, ++r.j;
         rows(r);
       } else {
@@ -287,7 +291,7 @@ struct Decode : DecodeParts<Arch> {
   // even and odd steps, so that a pair's products need not wait on each other). AVX-512: to
   // st[p * m + r0 + i] (the scores pair-major, run() transposes them); else to s[(h * m + r0 + i)
   // * lds + j]. The first row block (`first`) checks the K values and requests the V rows.
-  template <DType T, int R, int J, int D>
+  template <DType T, int R, int J, int D, bool kOneKey = false>
   [[gnu::always_inline]] static void score_pairs(const AttendRowsArgs& a, const Pairs& walk, Pos at, int p0, int np,
                                                  int r0, const Scratch& t, Check<T>* check, bool first) {
     const int d = D > 0 ? D : a.d, m = a.m;
@@ -326,7 +330,7 @@ struct Decode : DecodeParts<Arch> {
       if constexpr (W != 16) {
         for (int i = 0; i < R; ++i) t.s[static_cast<int64_t>(at.h * m + r0 + i) * t.lds + at.j] = xsimd::hadd(acc[u * R + i]);
       }
-      walk.next(at);
+      walk.template next<kOneKey>(at);
     }
     if constexpr (sees(T)) {
       if (check != nullptr) check->see(seen);
@@ -356,6 +360,29 @@ struct Decode : DecodeParts<Arch> {
     constexpr int J = pairs_per_call(R);
     const int pairs = a.n * a.heads;
     const Pairs walk(a);
+    if constexpr (D > 0) {
+      if (a.heads % J == 0) {
+        // Every call's pairs are heads of one key (a GQA cache's usual shape: e.g. 8 kv heads, 4
+        // rows each): its rows are a head step apart, with no key boundary to test on the way.
+        for (int j = 0; j < a.n; ++j) {
+          Pos at{j, 0, nullptr, nullptr};
+          walk.rows(at);
+          for (int h0 = 0; h0 < a.heads; h0 += J) {
+            const int p0 = j * a.heads + h0;
+            for (int r0 = 0; r0 < a.m; r0 += R) {
+              const bool first = r0 == 0;
+              if constexpr (int_products(T)) {
+                score_pairs_int<R, J, D, true>(a, walk, at, p0, J, r0, t, first);
+              } else {
+                score_pairs<T, R, J, D, true>(a, walk, at, p0, J, r0, t, first ? check : nullptr, first);
+              }
+            }
+            for (int u = 0; u < J; ++u) walk.template next<true>(at);
+          }
+        }
+        return;
+      }
+    }
     Pos at = walk.at(0);
     for (int p0 = 0; p0 < pairs; p0 += J) {
       const int np = imin(J, pairs - p0);
@@ -535,7 +562,7 @@ struct Decode : DecodeParts<Arch> {
 
   // score_pairs for int8 K: R x J int32 dot products of Q's int16 rows with the pairs' int8 K rows,
   // then score = float(dot) * q_scale * k_scale.
-  template <int R, int J, int D>
+  template <int R, int J, int D, bool kOneKey = false>
   [[gnu::always_inline]] static void score_pairs_int(const AttendRowsArgs& a, const Pairs& walk, Pos at, int p0, int np,
                                                      int r0, const Scratch& t, bool first) {
     static_assert(W == 16 && R * J <= 16);
@@ -561,7 +588,7 @@ struct Decode : DecodeParts<Arch> {
       const __mmask16 lanes = static_cast<__mmask16>(((1u << R) - 1) << (u * R));
       q_scale = _mm512_mask_expandloadu_ps(q_scale, lanes, t.q_scale + at.h * m + r0);
       k_scale = _mm512_mask_mov_ps(k_scale, lanes, _mm512_set1_ps(a.k.scales[walk.scale(at)]));
-      walk.next(at);
+      walk.template next<kOneKey>(at);
     }
     const __m512 factor = _mm512_mul_ps(q_scale, k_scale);
     store_pairs<R>(_mm512_mul_ps(_mm512_cvtepi32_ps(reduce16(acc)), factor), m, p0, np, r0, t.st);
