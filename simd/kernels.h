@@ -33,15 +33,22 @@ namespace sampleattn {
 // Source rows for a pack: row r starts at base + offset(r) elements, where
 // offset(r) = offsets ? offsets[r] : r * row_stride. The gather through `offsets` is how the
 // query heads of a kv group are stacked into one block, how stripe columns are packed and how
-// K/V rows are read from their pages. Quantized rows (int8, fp8 e4m3) stand for scales[r] times
-// their stored values: the pack dequantizes them.
+// K/V rows are read from their pages. Quantized rows (int8, fp8 e4m3) stand for scale_at(src, r)
+// times their stored values: the pack dequantizes them. The scales are read where the cache keeps
+// them when scale_offsets is set (row r's at scales[scale_offsets[r]]), else scales[r].
 struct RowSource {
   const void* base;
   DType dtype;
   int64_t row_stride;                // elements, used when offsets == nullptr
   const int64_t* offsets = nullptr;  // optional per-row element offsets
-  const float* scales = nullptr;     // per-row scales; required for int8 / fp8, ignored otherwise
+  const float* scales = nullptr;     // scales; required for int8 / fp8, ignored otherwise
+  const int64_t* scale_offsets = nullptr;  // optional per-row indices into scales
 };
+
+// Row r's scale (int8 / fp8 rows).
+inline float scale_at(const RowSource& src, int64_t r) {
+  return src.scales[src.scale_offsets != nullptr ? src.scale_offsets[r] : r];
+}
 
 // The model's score variants on a block (core/score_mod.h), in log2 units, applied to each score
 // of the block before the softmax: s = softcap * tanh(s / softcap) when softcap > 0, then
@@ -102,7 +109,10 @@ struct AttendRowsArgs {
   int heads = 1;
   int64_t k_head_step = 0;      // elements from a key's K row of head h to that of head h + 1
   int64_t v_head_step = 0;      // the same for V
-  int64_t scale_head_step = 0;  // k.scales / v.scales indices from head h to head h + 1
+  // k.scales / v.scales indices from head h to head h + 1 (scale_at's). K and V rows share their
+  // scale indices (k.scale_offsets and v.scale_offsets are alike): a cache keeps a token's K and V
+  // scales at one index of two arrays.
+  int64_t scale_head_step = 0;
   // When set, raised to the largest |value| of the f32 or bf16 K (V) rows the step read (other
   // dtypes are bounded by their type and leave them alone): the input policy's bounds for K/V the
   // scan left to the attention (docs/SECURITY.md).

@@ -871,7 +871,11 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             std::vector<unsigned char> k(static_cast<size_t>(keys) * token_stride * esize);
             std::vector<unsigned char> v(k.size());
             const bool quantized = dt == DType::kI8 || dt == DType::kFP8;
-            const int64_t scale_step = keys;  // scales of head h at h * keys
+            // Scales of head h at h * keys (one array a head), or (3 and 8 heads) where a cache keeps
+            // them, beside their tokens' rows: key j's at scale_offsets[j] + h
+            // (RowSource::scale_offsets).
+            const bool in_place = heads == 3 || heads == 8;
+            const int64_t scale_step = in_place ? 1 : keys;
             std::vector<float> k_scales(static_cast<size_t>(heads) * keys, 1.f), v_scales(k_scales);
             const auto store = [&](std::vector<unsigned char>& dst, int64_t index, float x) {
               if (dt == DType::kI8) {
@@ -893,12 +897,17 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
               }
             }
             // Key j's rows: token order reversed in pairs, so offsets are not a stride.
-            std::vector<int64_t> offsets(static_cast<size_t>(keys));
-            for (int j = 0; j < keys; ++j) offsets[j] = static_cast<int64_t>((j ^ 1) < keys ? (j ^ 1) : j) * token_stride;
+            std::vector<int64_t> offsets(static_cast<size_t>(keys)), scale_offsets(static_cast<size_t>(keys));
+            for (int j = 0; j < keys; ++j) {
+              const int64_t token = (j ^ 1) < keys ? (j ^ 1) : j;
+              offsets[j] = token * token_stride;
+              scale_offsets[j] = token * heads;
+            }
             const auto exact = [&](const std::vector<unsigned char>& src, const std::vector<float>& scales, int j, int h,
                                    int c) {
               const double x = load_scalar(src.data(), dt, offsets[j] + h * head_step + c);
-              return quantized ? static_cast<double>(static_cast<float>(x) * scales[h * scale_step + j]) : x;
+              const int64_t at = h * scale_step + (in_place ? scale_offsets[j] : j);
+              return quantized ? static_cast<double>(static_cast<float>(x) * scales[at]) : x;
             };
             std::vector<float> q(static_cast<size_t>(rows) * d);
             for (float& x : q) x = 0.3f * dist(rng);
@@ -925,6 +934,7 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             a.heads = heads;
             a.k_head_step = a.v_head_step = head_step;
             a.scale_head_step = scale_step;
+            if (in_place && quantized) a.k.scale_offsets = a.v.scale_offsets = scale_offsets.data();
             a.int8_products = integer;
             float k_max = 0.f, v_max = 0.f;
             a.k_max_abs = &k_max;

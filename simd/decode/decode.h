@@ -82,6 +82,7 @@ struct DecodeParts : Vec<Arch> {
     int16_t* w16 = nullptr;     // rows x ldw (zero past n)
     float* w_scale = nullptr;   // rows
     float* st = nullptr;        // n x rows: st[p * m + i] is row h * m + i of pair p (key p / heads, kv head h = p % heads)
+    float* v_factors = nullptr;  // n: (integer products) a head's V scales in key order, where the rows' are elsewhere
     int64_t lds = 0, ldw = 0;
   };
   // Tracks what the values read so far say: for fp8, whether one held a NaN code (they load as
@@ -143,7 +144,7 @@ struct Decode : DecodeParts<Arch> {
   static_assert(!kIntProducts || W == 16, "integer products are AVX-512 (VNNI) only");
   static constexpr bool int_products(DType t) { return kIntProducts && t == DType::kI8; }
 
-  // Byte offsets of Scratch's areas for m rows and n keys, in its order; [6] is the total.
+  // Byte offsets of Scratch's areas for m rows and n keys, in its order; [7] is the total.
   static void scratch_offsets(int m, int n, size_t* off) {
     const size_t rows = static_cast<size_t>(m);
     const bool ints = kIntProducts;
@@ -154,9 +155,10 @@ struct Decode : DecodeParts<Arch> {
     off[4] = off[3] + (ints ? round_up(rows * round_up(static_cast<size_t>(n), kIntStep) * sizeof(int16_t), 64) : 0);
     off[5] = off[4] + (ints ? round_up(rows * sizeof(float), 64) : 0);
     off[6] = off[5] + (W == 16 ? round_up(rows * static_cast<size_t>(n) * sizeof(float), 64) : 0);
+    off[7] = off[6] + (ints ? round_up(static_cast<size_t>(n) * sizeof(float), 64) : 0);
   }
   static Scratch scratch_of(float* base, int m, int n) {
-    size_t off[7];
+    size_t off[8];
     scratch_offsets(m, n, off);
     char* p = reinterpret_cast<char*>(base);
     Scratch r;
@@ -168,14 +170,15 @@ struct Decode : DecodeParts<Arch> {
       r.q_scale = reinterpret_cast<float*>(p + off[1]);
       r.w16 = reinterpret_cast<int16_t*>(p + off[3]);
       r.w_scale = reinterpret_cast<float*>(p + off[4]);
+      r.v_factors = reinterpret_cast<float*>(p + off[6]);
       r.ldw = static_cast<int64_t>(round_up(static_cast<size_t>(n), kIntStep));
     }
     return r;
   }
   static size_t scratch_bytes(int m, int n) {
-    size_t off[7];
+    size_t off[8];
     scratch_offsets(m, n, off);
-    return off[6];
+    return off[7];
   }
 
   static constexpr bool reads_bits(DType t) { return t == DType::kFP8; }  // checked by Check, not by results
@@ -247,6 +250,7 @@ struct Decode : DecodeParts<Arch> {
     int j, h;
     const char* k;
     const char* v;
+    int64_t s;  // the pair's index into k.scales and v.scales (int8 and fp8 rows)
   };
   struct Pairs {
     const AttendRowsArgs* a;
@@ -256,7 +260,7 @@ struct Decode : DecodeParts<Arch> {
         : a(&args), k_step(args.k_head_step * dtype_size(args.k.dtype)), v_step(args.v_head_step * dtype_size(args.v.dtype)),
           esize_k(dtype_size(args.k.dtype)), esize_v(dtype_size(args.v.dtype)), v_bytes(args.dv * esize_v) {}
     Pos at(int p) const {
-      Pos r{p / a->heads, p % a->heads, nullptr, nullptr};
+      Pos r{p / a->heads, p % a->heads, nullptr, nullptr, 0};
       rows(r);
       return r;
     }
@@ -264,25 +268,25 @@ struct Decode : DecodeParts<Arch> {
       if (r.j >= a->n) return;
       r.k = static_cast<const char*>(a->k.base) + row_base(a->k, r.j) * esize_k + r.h * k_step;
       r.v = static_cast<const char*>(a->v.base) + row_base(a->v, r.j) * esize_v + r.h * v_step;
+      r.s = (a->k.scale_offsets != nullptr ? a->k.scale_offsets[r.j] : r.j) + r.h * a->scale_head_step;
     }
     // kOneKey: the caller knows the next pair is the same key's next head (a call within one key).
     template <bool kOneKey = false>
     [[gnu::always_inline]] void next(Pos& r) const {
       if (kOneKey) {
-        ++r.h, r.k += k_step, r.v += v_step;
+        ++r.h, r.k += k_step, r.v += v_step, r.s += a->scale_head_step;
       } else if (++r.h == a->heads) {
         r.h = 0, ++r.j;
         rows(r);
       } else {
-        r.k += k_step, r.v += v_step;
+        r.k += k_step, r.v += v_step, r.s += a->scale_head_step;
       }
     }
-    // The pair's scale index (k.scales / v.scales of int8 and fp8 rows).
-    int64_t scale(const Pos& r) const { return r.h * a->scale_head_step + r.j; }
     // Requests the pair's V row into L2, line by line: the score pass walks the cache in its
     // order, K rows read and V rows requested, and the hardware prefetchers follow both streams.
     [[gnu::always_inline]] void request_v(const Pos& r) const {
       for (int l = 0; l < v_bytes; l += 64) V::to_l2(r.v + l);
+      if (a->v.scales != nullptr) V::to_l2(a->v.scales + r.s);  // K's index (AttendRowsArgs)
     }
   };
 
@@ -306,7 +310,7 @@ struct Decode : DecodeParts<Arch> {
       if (first) walk.request_v(at);
       float f = 1.0f;  // the pair's row factor (quantized K: its scale; no scales otherwise)
       if constexpr (T == DType::kI8 || T == DType::kFP8) {
-        f = PackT::template row_factor<T>({.base = at.k, .dtype = T, .row_stride = 0, .scales = a.k.scales + walk.scale(at)}, 0);
+        f = PackT::template row_factor<T>({.base = at.k, .dtype = T, .row_stride = 0, .scales = a.k.scales + at.s}, 0);
       }
       const B factor(f);
       const float* q = a.q + static_cast<int64_t>(at.h * m + r0) * d;
@@ -365,7 +369,7 @@ struct Decode : DecodeParts<Arch> {
         // Every call's pairs are heads of one key (a GQA cache's usual shape: e.g. 8 kv heads, 4
         // rows each): its rows are a head step apart, with no key boundary to test on the way.
         for (int j = 0; j < a.n; ++j) {
-          Pos at{j, 0, nullptr, nullptr};
+          Pos at{j, 0, nullptr, nullptr, 0};
           walk.rows(at);
           for (int h0 = 0; h0 < a.heads; h0 += J) {
             const int p0 = j * a.heads + h0;
@@ -587,7 +591,7 @@ struct Decode : DecodeParts<Arch> {
       }
       const __mmask16 lanes = static_cast<__mmask16>(((1u << R) - 1) << (u * R));
       q_scale = _mm512_mask_expandloadu_ps(q_scale, lanes, t.q_scale + at.h * m + r0);
-      k_scale = _mm512_mask_mov_ps(k_scale, lanes, _mm512_set1_ps(a.k.scales[walk.scale(at)]));
+      k_scale = _mm512_mask_mov_ps(k_scale, lanes, _mm512_set1_ps(a.k.scales[at.s]));
       walk.template next<kOneKey>(at);
     }
     const __m512 factor = _mm512_mul_ps(q_scale, k_scale);
@@ -703,7 +707,12 @@ struct Decode : DecodeParts<Arch> {
     for (int h = 0; h < heads; ++h) {
       const RowSource v = head_rows(a.v, h, a.v_head_step, a.scale_head_step);
       if constexpr (int_products(TV)) {
-        to_int16(s + static_cast<int64_t>(h) * m * lds, lds, m, n, v.scales, t.w16 + static_cast<int64_t>(h) * m * t.ldw,
+        const float* factors = v.scales;  // the head's V scales in key order
+        if (v.scale_offsets != nullptr) {
+          for (int j = 0; j < n; ++j) t.v_factors[j] = scale_at(v, j);
+          factors = t.v_factors;
+        }
+        to_int16(s + static_cast<int64_t>(h) * m * lds, lds, m, n, factors, t.w16 + static_cast<int64_t>(h) * m * t.ldw,
                  t.ldw, t.w_scale + h * m);
       }
       for (int r0 = 0; r0 < m; r0 += kPvRows) {

@@ -19,7 +19,7 @@ void load_rows(const RowSource& src, int rows, int d, float scale, float* dst) {
     const int64_t base = src.offsets ? src.offsets[r] : r * src.row_stride;
     // Quantized rows: the stored value times the row's scale (then times scale, as the vector
     // tables round it: the two factors multiplied first).
-    const float factor = dtype_quantized(src.dtype) ? scale * src.scales[r] : scale;
+    const float factor = dtype_quantized(src.dtype) ? scale * scale_at(src, r) : scale;
     for (int c = 0; c < d; ++c) dst[r * d + c] = load_scalar(src.base, src.dtype, base + c) * factor;
   }
 }
@@ -159,7 +159,7 @@ bool attend_head_rows(const AttendRowsArgs& a) {
     const float x = load_scalar(src.base, src.dtype, base + c);
     finite = finite && std::isfinite(x);  // fp8's NaN codes load as NaN
     raise(&src == &a.k ? a.k_max_abs : a.v_max_abs, src.dtype, x);
-    return dtype_quantized(src.dtype) ? x * src.scales[j] : x;
+    return dtype_quantized(src.dtype) ? x * scale_at(src, j) : x;
   };
   float* s = a.scratch;
   for (int r = 0; r < a.m; ++r) {

@@ -95,9 +95,9 @@ struct Pack : Vec<Arch> {
   template <DType T>
   static float row_factor(const RowSource& src, int r) {
     if constexpr (T == DType::kI8) {
-      return src.scales[r];
+      return scale_at(src, r);
     } else if constexpr (T == DType::kFP8) {
-      return src.scales[r] * kFp8Unbias;
+      return scale_at(src, r) * kFp8Unbias;
     } else {
       return 1.0f;
     }

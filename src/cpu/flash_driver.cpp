@@ -123,7 +123,7 @@ struct Scratch {
 // The one definition of a flash worker's scratch: sizes with a null base. d is the head dim of Q
 // and K, dv that of V and the output.
 Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path, int max_rows, int d, int dv,
-              int kv_heads, size_t* bytes = nullptr) {
+              size_t* bytes = nullptr) {
   const int key_tile = kernels.key_tile;
   Scratch s;
   s.q_offsets = c.take<int64_t>(max_rows);
@@ -147,7 +147,7 @@ Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path
   s.attend_scratch = c.take_bytes(path.scratch_bytes(max_rows, key_tile));
   const int decode_keys = static_cast<int>(kDecodeBlock);
   s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, std::max(key_tile, decode_keys))));
-  s.kv_rows = KvRows::carve(c, std::max(key_tile, decode_keys), kv_heads);
+  s.kv_rows = KvRows::carve(c, std::max(key_tile, decode_keys));
   if (bytes != nullptr) *bytes = c.used();
   return s;
 }
@@ -209,7 +209,7 @@ class FlashRunner {
 
   size_t scratch_bytes() const {
     size_t bytes = 0;
-    carve(ScratchCarver(), kernels_, path_, max_task_rows(), p_.head_dim, p_.head_dim_v, p_.num_kv_heads, &bytes);
+    carve(ScratchCarver(), kernels_, path_, max_task_rows(), p_.head_dim, p_.head_dim_v, &bytes);
     return bytes;
   }
 
@@ -392,7 +392,7 @@ class FlashRunner {
   // model_lo .. p of each (the dense span), and written to their own output rows and lse.
   void run_rows_task(const RowsTask& t, void* scratch_base) {
     const int d = p_.head_dim, dv = p_.head_dim_v;
-    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, dv, p_.num_kv_heads);
+    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, dv);
     const Sequence& seq = p_.sequences[t.seq];
     const HeadPlan& hp = plan_->head(t.seq, t.head, p_.num_q_heads);
     const int m = static_cast<int>(t.end - t.begin);
@@ -429,7 +429,7 @@ class FlashRunner {
   // slots, so they run concurrently.
   void run_task(const Task& t, void* scratch_base) {
     const int g = p_.group, d = p_.head_dim, dv = p_.head_dim_v;
-    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, dv, p_.num_kv_heads);
+    const Scratch s = carve(ScratchCarver(scratch_base), kernels_, path_, max_task_rows(), d, dv);
     const Sequence& seq = p_.sequences[t.seq];
     const int heads = g * t.kv_heads;
     const int m = heads * t.rows;
@@ -527,7 +527,7 @@ class FlashRunner {
         any = any || s.lo[r] < s.hi[r];
       }
       if (!any) continue;
-      s.kv_rows.fill_run(p_, t.seq, t.kv_head, b0, n, t.kv_heads);
+      s.kv_rows.fill_run(p_, t.seq, t.kv_head, b0, n);
       if (mod.alibi != nullptr) {
         for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(b0 + c);
       }
@@ -536,7 +536,7 @@ class FlashRunner {
            .d = p_.head_dim, .dv = p_.head_dim_v, .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
            .row_max = s.row_max, .row_sum = s.row_sum, .acc = s.acc, .scratch = s.decode_scratch, .mod = mod,
            .heads = t.kv_heads, .k_head_step = kv.k_head_stride, .v_head_step = kv.v_head_stride,
-           .scale_head_step = s.kv_rows.scale_head_step(), .k_max_abs = &k_max,
+           .scale_head_step = kv.scale_head_stride, .k_max_abs = &k_max,
            .v_max_abs = &v_max, .int8_products = int8_products(p_), .same_q = called});
       called = true;
       if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
