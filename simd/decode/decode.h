@@ -286,7 +286,6 @@ struct Decode : DecodeParts<Arch> {
     // order, K rows read and V rows requested, and the hardware prefetchers follow both streams.
     [[gnu::always_inline]] void request_v(const Pos& r) const {
       for (int l = 0; l < v_bytes; l += 64) V::to_l2(r.v + l);
-      if (a->v.scales != nullptr) V::to_l2(a->v.scales + r.s);  // K's index (AttendRowsArgs)
     }
   };
 
@@ -371,6 +370,9 @@ struct Decode : DecodeParts<Arch> {
         for (int j = 0; j < a.n; ++j) {
           Pos at{j, 0, nullptr, nullptr, 0};
           walk.rows(at);
+          // The key's V scales too, for the value pass (a cache keeps a token's kv heads' scales
+          // side by side: one line; K's index, AttendRowsArgs).
+          if (a.v.scales != nullptr) V::to_l2(a.v.scales + at.s);
           for (int h0 = 0; h0 < a.heads; h0 += J) {
             const int p0 = j * a.heads + h0;
             for (int r0 = 0; r0 < a.m; r0 += R) {
