@@ -273,7 +273,7 @@ struct Decode : DecodeParts<Arch> {
     // kOneKey: the caller knows the next pair is the same key's next head (a call within one key).
     template <bool kOneKey = false>
     [[gnu::always_inline]] void next(Pos& r) const {
-      if (kOneKey) {
+      if constexpr (kOneKey) {
         ++r.h, r.k += k_step, r.v += v_step, r.s += a->scale_head_step;
       } else if (++r.h == a->heads) {
         r.h = 0, ++r.j;
