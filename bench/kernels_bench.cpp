@@ -498,8 +498,9 @@ void attend_rows(benchmark::State& state, Isa isa, DType dtype, bool integer) {
                                           .row_sum = row_sum.data(), .acc = acc.data(),
                                           .scratch = static_cast<float*>(scratch.get()), .mod = {}, .heads = heads,
                                           .k_head_step = d, .v_head_step = d, .scale_head_step = keys,
-                                          .int8_products = integer,
-                                          .same_q = b0 > 0});
+                                          .int8_products = integer, .same_q = b0 > 0,
+                                          .next_k = {k.data(), dtype, 0, offsets.data() + b0 + n, scb},
+                                          .next_n = b0 + n < keys ? n : 0});
       benchmark::DoNotOptimize(finite);
     }
     benchmark::DoNotOptimize(acc.data());

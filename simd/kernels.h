@@ -124,6 +124,11 @@ struct AttendRowsArgs {
   // q, m, heads and d are those of the previous call on this scratch (the next key block of the
   // same rows): the kernel may reuse what it derived from Q there (its int16 rows).
   bool same_q = false;
+  // The next call's K rows (kv head 0, the same head steps) and keys, when the caller knows them:
+  // the value pass requests them into L2 as it goes, so that the memory keeps reading while the
+  // core multiplies rows it already holds. next_n = 0: none.
+  RowSource next_k{};
+  int next_n = 0;
 };
 
 // Head h's rows of `src` under an AttendRowsArgs' head steps.

@@ -940,6 +940,17 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             a.k_max_abs = &k_max;
             a.v_max_abs = &v_max;
             ASSERT_TRUE(table_->attend_rows(a));
+            {  // with the next call's K rows requested on the way (AttendRowsArgs::next_k): the same bits
+              const std::vector<float> max1 = row_max, sum1 = row_sum, acc1 = acc;
+              row_max = max0, row_sum = sum0, acc = acc0;
+              AttendRowsArgs ahead = a;
+              ahead.next_k = a.k;
+              ahead.next_n = n - n / 3;  // not the call's n: the requests are spread over its keys
+              ASSERT_TRUE(table_->attend_rows(ahead));
+              EXPECT_EQ(0, std::memcmp(max1.data(), row_max.data(), rows * sizeof(float)));
+              EXPECT_EQ(0, std::memcmp(sum1.data(), row_sum.data(), rows * sizeof(float)));
+              EXPECT_EQ(0, std::memcmp(acc1.data(), acc.data(), acc.size() * sizeof(float)));
+            }
             if (integer) {  // the next call on the same rows may reuse Q's int16 rows: the same bits
               const std::vector<float> max1 = row_max, sum1 = row_sum, acc1 = acc;
               row_max = max0, row_sum = sum0, acc = acc0;

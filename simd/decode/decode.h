@@ -14,6 +14,10 @@
 // keys, then the next head's, each head's rows 2 KB apart and requested 32 keys ahead by
 // software, which a core's few dozen misses in flight capped near 20 GB/s) against 21.9 now;
 // without the V requests 40-45 (the value pass then reads its rows from memory, head by head).
+// The value pass, whose rows are in L2, requests the next call's K rows (AttendRowsArgs::next_k,
+// Ahead), so that the memory is not idle while the core multiplies: without it the two passes'
+// times added up (2 Zen 5 cores: f16 at 0.65-0.74 of a read loop's rate by run, 0.76 with it;
+// docs/PERF.md, session 43).
 //
 // Scores: R query rows x J pairs at a time (R * J = 16 accumulator vectors on AVX-512: 4 x 4 for
 // a GQA group of 4, over 4 heads of one key), pair by pair, two chains a row (the even and odd
@@ -289,6 +293,49 @@ struct Decode : DecodeParts<Arch> {
     }
   };
 
+  // The next call's K rows (AttendRowsArgs::next_k), requested into L2 by the value pass: each
+  // head's pass takes an equal share of the next call's (key, kv head) pairs, in the cache's memory
+  // order, a few with each value row it adds (tick), so that the memory keeps streaming while the
+  // core works on rows it holds.
+  struct Ahead {
+    const AttendRowsArgs* a = nullptr;
+    int64_t head_step = 0;  // bytes
+    int esize = 1, bytes = 0;
+    int key = 0, h = 0, left = 0;  // the next pair to request, and how many remain
+    const char* row = nullptr;
+    int quot = 0, rem = 0, ticks = 1, frac = 0;  // pairs a tick: quot, and one more rem times in `ticks`
+
+    // Head h's share of the next call's pairs, over `ticks` ticks (none when there is no next call).
+    Ahead(const AttendRowsArgs& args, int head, int ticks_) {
+      if (args.next_n <= 0 || ticks_ <= 0) return;
+      a = &args;
+      esize = dtype_size(args.next_k.dtype);
+      head_step = args.k_head_step * esize;
+      bytes = args.d * esize;
+      const int p0 = head * args.next_n;  // next_n * heads pairs, next_n a head
+      key = p0 / args.heads, h = p0 % args.heads, left = args.next_n;
+      row = place();
+      ticks = ticks_, quot = left / ticks, rem = left % ticks;
+    }
+    const char* place() const {
+      return static_cast<const char*>(a->next_k.base) + row_base(a->next_k, key) * esize + h * head_step;
+    }
+    [[gnu::always_inline]] void tick() {
+      if (left <= 0) return;
+      int c = quot;
+      if ((frac += rem) >= ticks) frac -= ticks, ++c;
+      for (; c > 0 && left > 0; --c, --left) {
+        for (int l = 0; l < bytes; l += 64) V::to_l2(row + l);
+        if (++h == a->heads) {
+          h = 0, ++key;
+          if (left > 1) row = place();
+        } else {
+          row += head_step;
+        }
+      }
+    }
+  };
+
   // Scores of query rows r0 .. r0 + R - 1 of each of the np (<= J) pairs from `at` on: R x J dot
   // products, pair by pair, each K row read from its first line to its last (two chains a row, the
   // even and odd steps, so that a pair's products need not wait on each other). AVX-512: to
@@ -467,13 +514,14 @@ struct Decode : DecodeParts<Arch> {
   // acc rows r0.. (R of them), columns [x0, x0 + C * W) += p rows . V rows.
   template <DType T, int R, int C>
   static void value_block(const float* p, int64_t lds, int r0, const RowSource& v, int n, int dv, int x0, float* acc,
-                          Check<T>* check) {
+                          Check<T>* check, Ahead* ahead) {
     B a[R][C];
     for (int i = 0; i < R; ++i) {
       for (int c = 0; c < C; ++c) a[i][c] = B::load_unaligned(acc + static_cast<int64_t>(r0 + i) * dv + x0 + c * W);
     }
     B seen(0.0f);  // the V values' magnitudes (Check::fold), when check is set
     for (int j = 0; j < n; ++j) {
+      if (ahead != nullptr) ahead->tick();
       const int64_t base = row_base(v, j) + x0;
       const B factor(PackT::template row_factor<T>(v, j));
       B x[C];
@@ -497,26 +545,33 @@ struct Decode : DecodeParts<Arch> {
     }
   }
 
+  // Columns a value block takes (value_rows).
+  static constexpr int kIntGroups = 2;  // R x 4 int32 accumulators: 16 zmm for R = 4
+  static constexpr int value_columns(DType t) { return int_products(t) ? kIntGroups * kIntStep : kPvVecs * W; }
+
+  // Each column block ticks `ahead` once a key (null: nothing to request).
   template <DType T, int R>
   static void value_rows(const float* p, const Scratch& t, int64_t lds, int r0, const RowSource& v, int n, int dv,
-                         float* acc, Check<T>* check) {
+                         float* acc, Check<T>* check, Ahead* ahead) {
     if constexpr (int_products(T)) {  // the rows' int16 weights in t
-      constexpr int kGroups = 2;      // R x 4 int32 accumulators: 16 zmm for R = 4
+      constexpr int kGroups = kIntGroups;
       for (int x0 = 0; x0 < dv; x0 += kGroups * kIntStep) {
+        Ahead* ah = ahead;
         if (dv - x0 > kIntStep) {
-          value_block_int<R, kGroups>(t, r0, v, n, dv, x0, acc);
+          value_block_int<R, kGroups>(t, r0, v, n, dv, x0, acc, ah);
         } else {
-          value_block_int<R, 1>(t, r0, v, n, dv, x0, acc);
+          value_block_int<R, 1>(t, r0, v, n, dv, x0, acc, ah);
         }
       }
       return;
     }
     for (int x0 = 0; x0 < dv; x0 += kPvVecs * W) {
+      Ahead* ah = ahead;
       switch (imin(kPvVecs, (dv - x0) / W)) {
-        case 1: value_block<T, R, 1>(p, lds, r0, v, n, dv, x0, acc, check); break;
-        case 2: value_block<T, R, 2>(p, lds, r0, v, n, dv, x0, acc, check); break;
-        case 3: value_block<T, R, 3>(p, lds, r0, v, n, dv, x0, acc, check); break;
-        default: value_block<T, R, kPvVecs>(p, lds, r0, v, n, dv, x0, acc, check); break;
+        case 1: value_block<T, R, 1>(p, lds, r0, v, n, dv, x0, acc, check, ah); break;
+        case 2: value_block<T, R, 2>(p, lds, r0, v, n, dv, x0, acc, check, ah); break;
+        case 3: value_block<T, R, 3>(p, lds, r0, v, n, dv, x0, acc, check, ah); break;
+        default: value_block<T, R, kPvVecs>(p, lds, r0, v, n, dv, x0, acc, check, ah); break;
       }
     }
   }
@@ -606,7 +661,8 @@ struct Decode : DecodeParts<Arch> {
   // one vpdpwssd adds w_j * v_j[x] + w_(j+1) * v_(j+1)[x]. The unpacks leave dimensions in the
   // order 0-3 | 8-11 ... (lo) and 4-7 | 12-15 ... (hi); the flush puts them back in order.
   template <int R, int G>
-  static void value_block_int(const Scratch& t, int r0, const RowSource& v, int n, int dv, int x0, float* acc) {
+  static void value_block_int(const Scratch& t, int r0, const RowSource& v, int n, int dv, int x0, float* acc,
+                              Ahead* ahead) {
     const int8_t* vb = static_cast<const int8_t*>(v.base);
     __m512i a[R][2 * G];
     for (int i = 0; i < R; ++i) {
@@ -617,6 +673,7 @@ struct Decode : DecodeParts<Arch> {
     for (int j0 = 0; j0 < n; j0 += kIntFlushKeys) {
       const int j1 = imin(n, j0 + kIntFlushKeys);
       for (int j = j0; j < j1; j += 2) {
+        if (ahead != nullptr) ahead->tick(), ahead->tick();
         const int8_t* p0 = vb + row_base(v, j) + x0;
         const int8_t* p1 = j + 1 < j1 ? vb + row_base(v, j + 1) + x0 : nullptr;
         const int16_t* w = t.w16 + static_cast<int64_t>(r0) * t.ldw + j;  // w16[j], w16[j + 1] (0 past n)
@@ -717,14 +774,17 @@ struct Decode : DecodeParts<Arch> {
         to_int16(s + static_cast<int64_t>(h) * m * lds, lds, m, n, factors, t.w16 + static_cast<int64_t>(h) * m * t.ldw,
                  t.ldw, t.w_scale + h * m);
       }
+      // The head's share of the next call's K rows, requested by its first block of rows.
+      typename VPass::Ahead ahead(a, h, n * ((dv + VPass::value_columns(TV) - 1) / VPass::value_columns(TV)));
       for (int r0 = 0; r0 < m; r0 += kPvRows) {
         const int row = h * m + r0;
         Check<TV>* check = r0 == 0 ? &vcheck : nullptr;
+        auto* ah = r0 == 0 ? &ahead : nullptr;
         switch (imin(kPvRows, m - r0)) {
-          case 1: VPass::template value_rows<TV, 1>(s, t, lds, row, v, n, dv, a.acc, check); break;
-          case 2: VPass::template value_rows<TV, 2>(s, t, lds, row, v, n, dv, a.acc, check); break;
-          case 3: VPass::template value_rows<TV, 3 < kPvRows ? 3 : kPvRows>(s, t, lds, row, v, n, dv, a.acc, check); break;
-          default: VPass::template value_rows<TV, kPvRows>(s, t, lds, row, v, n, dv, a.acc, check); break;
+          case 1: VPass::template value_rows<TV, 1>(s, t, lds, row, v, n, dv, a.acc, check, ah); break;
+          case 2: VPass::template value_rows<TV, 2>(s, t, lds, row, v, n, dv, a.acc, check, ah); break;
+          case 3: VPass::template value_rows<TV, 3 < kPvRows ? 3 : kPvRows>(s, t, lds, row, v, n, dv, a.acc, check, ah); break;
+          default: VPass::template value_rows<TV, kPvRows>(s, t, lds, row, v, n, dv, a.acc, check, ah); break;
         }
       }
     }

@@ -118,6 +118,7 @@ struct Scratch {
   void* attend_scratch;
   float* decode_scratch;  // attend_rows' scores
   KvRows kv_rows;         // a K/V tile's rows
+  KvRows kv_next;         // a decode task's next key block (its K rows requested ahead, attend_decode)
 };
 
 // The one definition of a flash worker's scratch: sizes with a null base. d is the head dim of Q
@@ -148,6 +149,7 @@ Scratch carve(ScratchCarver c, const KernelTable& kernels, const FlashPath& path
   const int decode_keys = static_cast<int>(kDecodeBlock);
   s.decode_scratch = static_cast<float*>(c.take_bytes(kernels.attend_rows_scratch_bytes(max_rows, std::max(key_tile, decode_keys))));
   s.kv_rows = KvRows::carve(c, std::max(key_tile, decode_keys));
+  s.kv_next = KvRows::carve(c, decode_keys);
   if (bytes != nullptr) *bytes = c.used();
   return s;
 }
@@ -514,6 +516,9 @@ class FlashRunner {
     const ScoreModArgs mod = score_mod_args(s, 0, s.key_pos);
     float k_max = 0.f, v_max = 0.f;
     bool called = false;  // attend_rows ran on these rows and this scratch
+    // This block's rows and the next one's (requested by this block's call, AttendRowsArgs::next_k).
+    KvRows rows_now = s.kv_rows, rows_next = s.kv_next;
+    int64_t filled = -1;  // the block whose rows rows_now holds
     for (int64_t b0 = t.key_lo; b0 < t.key_hi; b0 += kDecodeBlock) {
       const int64_t b1 = std::min(t.key_hi, b0 + kDecodeBlock);
       const int n = static_cast<int>(b1 - b0);
@@ -527,18 +532,23 @@ class FlashRunner {
         any = any || s.lo[r] < s.hi[r];
       }
       if (!any) continue;
-      s.kv_rows.fill_run(p_, t.seq, t.kv_head, b0, n);
+      if (filled != b0) rows_now.fill_run(p_, t.seq, t.kv_head, b0, n);
+      const int next_n = static_cast<int>(std::min(t.key_hi, b1 + kDecodeBlock) - b1);
+      if (next_n > 0) rows_next.fill_run(p_, t.seq, t.kv_head, b1, next_n);
       if (mod.alibi != nullptr) {
         for (int c = 0; c < n; ++c) s.key_pos[c] = static_cast<int32_t>(b0 + c);
       }
       const bool finite = kernels_.attend_rows(
-          {.q = static_cast<const float*>(s.q_packed), .m = m, .k = s.kv_rows.k(p_), .v = s.kv_rows.v(p_), .n = n,
+          {.q = static_cast<const float*>(s.q_packed), .m = m, .k = rows_now.k(p_), .v = rows_now.v(p_), .n = n,
            .d = p_.head_dim, .dv = p_.head_dim_v, .lo = full ? nullptr : s.lo, .hi = full ? nullptr : s.hi,
            .row_max = s.row_max, .row_sum = s.row_sum, .acc = s.acc, .scratch = s.decode_scratch, .mod = mod,
            .heads = t.kv_heads, .k_head_step = kv.k_head_stride, .v_head_step = kv.v_head_stride,
            .scale_head_step = kv.scale_head_stride, .k_max_abs = &k_max,
-           .v_max_abs = &v_max, .int8_products = int8_products(p_), .same_q = called});
+           .v_max_abs = &v_max, .int8_products = int8_products(p_), .same_q = called,
+           .next_k = rows_next.k(p_), .next_n = std::max(next_n, 0)});
       called = true;
+      std::swap(rows_now, rows_next);
+      filled = next_n > 0 ? b1 : -1;
       if (!finite) kv_nonfinite_.store(true, std::memory_order_relaxed);
     }
     raise(k_max_bits_, k_max);
