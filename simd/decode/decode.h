@@ -556,22 +556,20 @@ struct Decode : DecodeParts<Arch> {
     if constexpr (int_products(T)) {  // the rows' int16 weights in t
       constexpr int kGroups = kIntGroups;
       for (int x0 = 0; x0 < dv; x0 += kGroups * kIntStep) {
-        Ahead* ah = ahead;
         if (dv - x0 > kIntStep) {
-          value_block_int<R, kGroups>(t, r0, v, n, dv, x0, acc, ah);
+          value_block_int<R, kGroups>(t, r0, v, n, dv, x0, acc, ahead);
         } else {
-          value_block_int<R, 1>(t, r0, v, n, dv, x0, acc, ah);
+          value_block_int<R, 1>(t, r0, v, n, dv, x0, acc, ahead);
         }
       }
       return;
     }
     for (int x0 = 0; x0 < dv; x0 += kPvVecs * W) {
-      Ahead* ah = ahead;
       switch (imin(kPvVecs, (dv - x0) / W)) {
-        case 1: value_block<T, R, 1>(p, lds, r0, v, n, dv, x0, acc, check, ah); break;
-        case 2: value_block<T, R, 2>(p, lds, r0, v, n, dv, x0, acc, check, ah); break;
-        case 3: value_block<T, R, 3>(p, lds, r0, v, n, dv, x0, acc, check, ah); break;
-        default: value_block<T, R, kPvVecs>(p, lds, r0, v, n, dv, x0, acc, check, ah); break;
+        case 1: value_block<T, R, 1>(p, lds, r0, v, n, dv, x0, acc, check, ahead); break;
+        case 2: value_block<T, R, 2>(p, lds, r0, v, n, dv, x0, acc, check, ahead); break;
+        case 3: value_block<T, R, 3>(p, lds, r0, v, n, dv, x0, acc, check, ahead); break;
+        default: value_block<T, R, kPvVecs>(p, lds, r0, v, n, dv, x0, acc, check, ahead); break;
       }
     }
   }
@@ -774,7 +772,8 @@ struct Decode : DecodeParts<Arch> {
         to_int16(s + static_cast<int64_t>(h) * m * lds, lds, m, n, factors, t.w16 + static_cast<int64_t>(h) * m * t.ldw,
                  t.ldw, t.w_scale + h * m);
       }
-      // The head's share of the next call's K rows, requested by its first block of rows.
+      // The head's share of the next call's K rows, requested by its first block of rows, a tick
+      // a key in each of its column blocks.
       typename VPass::Ahead ahead(a, h, n * ((dv + VPass::value_columns(TV) - 1) / VPass::value_columns(TV)));
       for (int r0 = 0; r0 < m; r0 += kPvRows) {
         const int row = h * m + r0;
