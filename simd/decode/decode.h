@@ -16,7 +16,7 @@
 // without the V requests 40-45 (the value pass then reads its rows from memory, head by head).
 // The value pass, whose rows are in L2, requests the next call's K rows (AttendRowsArgs::next_k,
 // Ahead), so that the memory is not idle while the core multiplies: without it the two passes'
-// times added up (2 Zen 5 cores: f16 at 0.65-0.74 of a read loop's rate by run, 0.76 with it;
+// times added up (2 Zen 5 cores: f16 at 0.65-0.74 of a read loop's rate by run, 0.70-0.76 with it;
 // docs/PERF.md, session 43).
 //
 // Scores: R query rows x J pairs at a time (R * J = 16 accumulator vectors on AVX-512: 4 x 4 for
