@@ -940,25 +940,24 @@ TEST_P(KernelsTest, AttendRowsOfSeveralHeadsMatchOracle) {
             a.k_max_abs = &k_max;
             a.v_max_abs = &v_max;
             ASSERT_TRUE(table_->attend_rows(a));
-            {  // with the next call's K rows requested on the way (AttendRowsArgs::next_k): the same bits
+            // The call `b` from the same starting state must leave the bits `a` left.
+            const auto same_bits = [&](const AttendRowsArgs& b) {
               const std::vector<float> max1 = row_max, sum1 = row_sum, acc1 = acc;
               row_max = max0, row_sum = sum0, acc = acc0;
+              ASSERT_TRUE(table_->attend_rows(b));
+              EXPECT_EQ(0, std::memcmp(max1.data(), row_max.data(), rows * sizeof(float)));
+              EXPECT_EQ(0, std::memcmp(sum1.data(), row_sum.data(), rows * sizeof(float)));
+              EXPECT_EQ(0, std::memcmp(acc1.data(), acc.data(), acc.size() * sizeof(float)));
+            };
+            {  // with the next call's K rows requested on the way (AttendRowsArgs::next_k)
               AttendRowsArgs ahead = a;
               ahead.next_k = a.k;
               ahead.next_n = n - n / 3;  // not the call's n: the requests are spread over its keys
-              ASSERT_TRUE(table_->attend_rows(ahead));
-              EXPECT_EQ(0, std::memcmp(max1.data(), row_max.data(), rows * sizeof(float)));
-              EXPECT_EQ(0, std::memcmp(sum1.data(), row_sum.data(), rows * sizeof(float)));
-              EXPECT_EQ(0, std::memcmp(acc1.data(), acc.data(), acc.size() * sizeof(float)));
+              ASSERT_NO_FATAL_FAILURE(same_bits(ahead));
             }
-            if (integer) {  // the next call on the same rows may reuse Q's int16 rows: the same bits
-              const std::vector<float> max1 = row_max, sum1 = row_sum, acc1 = acc;
-              row_max = max0, row_sum = sum0, acc = acc0;
+            if (integer) {  // the next call on the same rows may reuse Q's int16 rows
               a.same_q = true;
-              ASSERT_TRUE(table_->attend_rows(a));
-              EXPECT_EQ(0, std::memcmp(max1.data(), row_max.data(), rows * sizeof(float)));
-              EXPECT_EQ(0, std::memcmp(sum1.data(), row_sum.data(), rows * sizeof(float)));
-              EXPECT_EQ(0, std::memcmp(acc1.data(), acc.data(), acc.size() * sizeof(float)));
+              ASSERT_NO_FATAL_FAILURE(same_bits(a));
             }
             // The largest |value| of the n keys' K and V rows of every head (f32 and bf16 only).
             double want_k = 0, want_v = 0;

@@ -554,10 +554,9 @@ struct Decode : DecodeParts<Arch> {
   static void value_rows(const float* p, const Scratch& t, int64_t lds, int r0, const RowSource& v, int n, int dv,
                          float* acc, Check<T>* check, Ahead* ahead) {
     if constexpr (int_products(T)) {  // the rows' int16 weights in t
-      constexpr int kGroups = kIntGroups;
-      for (int x0 = 0; x0 < dv; x0 += kGroups * kIntStep) {
+      for (int x0 = 0; x0 < dv; x0 += kIntGroups * kIntStep) {
         if (dv - x0 > kIntStep) {
-          value_block_int<R, kGroups>(t, r0, v, n, dv, x0, acc, ahead);
+          value_block_int<R, kIntGroups>(t, r0, v, n, dv, x0, acc, ahead);
         } else {
           value_block_int<R, 1>(t, r0, v, n, dv, x0, acc, ahead);
         }

@@ -545,7 +545,7 @@ class FlashRunner {
            .heads = t.kv_heads, .k_head_step = kv.k_head_stride, .v_head_step = kv.v_head_stride,
            .scale_head_step = kv.scale_head_stride, .k_max_abs = &k_max,
            .v_max_abs = &v_max, .int8_products = int8_products(p_), .same_q = called,
-           .next_k = rows_next.k(p_), .next_n = std::max(next_n, 0)});
+           .next_k = rows_next.k(p_), .next_n = next_n});
       called = true;
       std::swap(rows_now, rows_next);
       filled = next_n > 0 ? b1 : -1;
