@@ -373,7 +373,8 @@ void register_all() {
         ->Args({64, t->key_tile, 128, 1, 1})
         ->Args({64, t->key_tile, 128, 128, 1})
         ->Args({64, t->key_tile, 128, 1, 512})
-        ->Args({64, t->key_tile, 128, 128, 512});
+        ->Args({64, t->key_tile, 128, 128, 512})
+        ->Args({128, t->key_tile, 128, 128, 512});
     if (v.precision == Precision::kF32) {
       benchmark::RegisterBenchmark((std::string("row_ops/") + isa_name(v.isa)).c_str(), row_ops, v.isa)
           ->ArgNames({"columns", "m", "n"})

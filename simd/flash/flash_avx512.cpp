@@ -174,9 +174,19 @@ void bf16_qk_block(const uint32_t* q, int d, const uint32_t* kp, float* s, int64
     }
   }
   const __m512 sc = _mm512_set1_ps(scale);
-  for (int r = 0; r < R; ++r) {
-    V::store_n(s + r * lds, B(_mm512_mul_ps(acc[r][0], sc)), cols);
-    V::store_n(s + r * lds + 16, B(_mm512_mul_ps(acc[r][1], sc)), cols - 16);
+  // Unrolled: a rolled loop indexes acc, which puts it on the stack (microkernels.h, qk_block).
+  if (cols == kPanel) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      _mm512_storeu_ps(s + r * lds, _mm512_mul_ps(acc[r][0], sc));
+      _mm512_storeu_ps(s + r * lds + 16, _mm512_mul_ps(acc[r][1], sc));
+    }
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      V::store_n(s + r * lds, B(_mm512_mul_ps(acc[r][0], sc)), cols);
+      V::store_n(s + r * lds + 16, B(_mm512_mul_ps(acc[r][1], sc)), cols - 16);
+    }
   }
 }
 

@@ -46,6 +46,9 @@ struct Microkernels : Vec<Arch> {
         acc[r][1].store_unaligned(s + r * lds + W);
       }
     } else {
+      // Unrolled as the full stores are: a rolled loop indexes acc, which puts it on the stack
+      // (zeroed there on every call, 2R vector stores queued behind the scores' line fills).
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         store_n(s + r * lds, acc[r][0], cols);
         store_n(s + r * lds + W, acc[r][1], cols - W);

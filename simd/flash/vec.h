@@ -57,6 +57,7 @@ struct Vec {
     return B::load_aligned(tmp);
   }
   static void store_n(float* p, B v, int count) {
+    if (count <= 0) return;  // e.g. a panel's second vector when the panel has <= W columns
     if (count >= W) {
       v.store_unaligned(p);
       return;
